@@ -1,0 +1,1 @@
+"""gen-hls: config, IR, planner and emitters for the Vitis HLS project and Verilog units."""

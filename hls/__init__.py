@@ -1,0 +1,1 @@
+"""Header-only HLS C++ kernel library (package data only)."""

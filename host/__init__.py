@@ -1,0 +1,1 @@
+"""iseg-host: the host driver (board backends and the emulated board)."""

@@ -1,0 +1,1 @@
+"""PyTorch side: FP Segmenter, loaders, quantization (PTQ/QAT), training and evaluation."""

@@ -1,0 +1,1 @@
+"""Jinja templates (package data only; this file makes the folder importable as iseg.templates)."""
