@@ -32,6 +32,7 @@ __all__ = [
     "gelu",
     "isqrt",
     "round_half_even_div",
+    "ln_normalize",
     "layernorm",
     "int_add",
     "argmax_labels",
@@ -278,17 +279,20 @@ def round_half_even_div(s: np.ndarray, c: int) -> np.ndarray:
     return q + up.astype(np.int64)
 
 
-def layernorm(x: np.ndarray, m, e, o, bits: int = 8) -> np.ndarray:
-    """I-LayerNorm over the last axis: gamma folded into per-channel ``m``, beta into ``o``."""
+def ln_normalize(x: np.ndarray) -> np.ndarray:
+    """I-LayerNorm before its requant: ``z``, ``|z| <= 2^30``, real value ``z * sqrt(C) / 2^30``."""
     x = np.asarray(x, dtype=np.int64)
-    C = x.shape[-1]
-    mean = round_half_even_div(x.sum(axis=-1, keepdims=True), C)
+    mean = round_half_even_div(x.sum(axis=-1, keepdims=True), x.shape[-1])
     y = x - mean
     var = (y * y).sum(axis=-1, keepdims=True)
     sd = np.maximum(isqrt(var), 1)
     f = INT32_MAX // sd
-    z = (y * f) >> 1
-    return requant(z, m, e, o, bits)
+    return (y * f) >> 1
+
+
+def layernorm(x: np.ndarray, m, e, o, bits: int = 8) -> np.ndarray:
+    """I-LayerNorm over the last axis: gamma folded into per-channel ``m``, beta into ``o``."""
+    return requant(ln_normalize(x), m, e, o, bits)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,442 @@
+"""The quantized checkpoint: one ``.safetensors`` file holding integers only.
+
+Layout (format ``iseg-quantized``, version 1; the full table is ``docs/checkpoint.md``):
+
+* tensors: int8 weights ``(K, N)`` (used as ``x @ W``), int32 biases, int16 embeddings;
+* metadata key ``iseg``: one JSON object with the hyper-parameters (:class:`ModelSpec`), class
+  names and colours, operator variants, and every integer constant (``consts``: requant
+  ``m/e/o``, add ``ma/mb/e``, Shiftmax ``x0``, GELU ``x0/n/k/L/em``).
+
+:func:`expected_layout` derives, from the hyper-parameters alone, the name, shape and dtype of
+every tensor and the name and kind of every constant. The writer and the reader both check
+against it, so a checkpoint is either complete and in range or rejected with one line naming
+the first thing wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iseg.errors import IsegError
+
+FORMAT = "iseg-quantized"
+VERSION = 1
+META_KEY = "iseg"
+
+DECODERS = ("mask", "linear")
+SOFTMAX_VARIANTS = ("precise", "ivit")
+GELU_VARIANTS = ("lambda", "shift")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Hyper-parameters of an I-Segmenter; everything else in the checkpoint follows from them."""
+
+    dim: int
+    heads: int
+    layers: int
+    mlp_dim: int
+    patch: int
+    image: tuple[int, int]  # (H, W), multiples of patch
+    n_cls: int
+    decoder: str = "mask"  # "mask" | "linear"
+    dec_dim: int = 0  # mask decoder only
+    dec_heads: int = 0
+    dec_layers: int = 2
+    dec_mlp_dim: int = 0
+    softmax: str = "precise"
+    gelu: str = "lambda"
+    class_names: tuple[str, ...] = ()
+    class_colors: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.image[0] // self.patch, self.image[1] // self.patch
+
+    @property
+    def n_patches(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    def validate(self) -> None:
+        """Raise IsegError naming the first inconsistent hyper-parameter."""
+        ints = ("dim", "heads", "layers", "mlp_dim", "patch", "n_cls")
+        for k in ints:
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise IsegError(f"model.{k} must be a positive integer, got {v!r}")
+        if self.dim % self.heads:
+            raise IsegError(f"model.dim {self.dim} is not divisible by model.heads {self.heads}")
+        if len(self.image) != 2 or any((not isinstance(s, int)) or s < 1 for s in self.image):
+            raise IsegError(f"model.image must be [H, W] positive integers, got {self.image!r}")
+        if self.image[0] % self.patch or self.image[1] % self.patch:
+            raise IsegError(f"model.image {self.image[0]}x{self.image[1]} is not a multiple of "
+                            f"patch {self.patch}")
+        if self.n_cls > 256:
+            raise IsegError(f"model.n_cls {self.n_cls} exceeds 256 (labels are u8)")
+        if self.decoder not in DECODERS:
+            raise IsegError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "mask":
+            for k in ("dec_dim", "dec_heads", "dec_layers", "dec_mlp_dim"):
+                v = getattr(self, k)
+                if not isinstance(v, int) or v < 1:
+                    raise IsegError(f"model.{k} must be a positive integer for the mask decoder, got {v!r}")
+            if self.dec_dim % self.dec_heads:
+                raise IsegError(f"model.dec_dim {self.dec_dim} is not divisible by model.dec_heads "
+                                f"{self.dec_heads}")
+        if self.softmax not in SOFTMAX_VARIANTS:
+            raise IsegError(f"model.softmax must be one of {SOFTMAX_VARIANTS}, got {self.softmax!r}")
+        if self.gelu not in GELU_VARIANTS:
+            raise IsegError(f"model.gelu must be one of {GELU_VARIANTS}, got {self.gelu!r}")
+        if len(self.class_names) != self.n_cls:
+            raise IsegError(f"classes.names has {len(self.class_names)} entries, expected n_cls = {self.n_cls}")
+        if len(self.class_colors) != self.n_cls or any(
+            len(c) != 3 or any(not 0 <= int(v) <= 255 for v in c) for c in self.class_colors
+        ):
+            raise IsegError(f"classes.colors must be {self.n_cls} [r, g, b] triples in 0..255")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image"] = list(self.image)
+        d["class_names"] = list(self.class_names)
+        d["class_colors"] = [list(c) for c in self.class_colors]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise IsegError(f"checkpoint metadata: unknown model key {unknown[0]!r}")
+        missing = [k for k in ("dim", "heads", "layers", "mlp_dim", "patch", "image", "n_cls") if k not in d]
+        if missing:
+            raise IsegError(f"checkpoint metadata: missing model key {missing[0]!r}")
+        d = dict(d)
+        d["image"] = tuple(d["image"]) if isinstance(d["image"], list) else d["image"]
+        d["class_names"] = tuple(d.get("class_names", ()))
+        d["class_colors"] = tuple(tuple(c) for c in d.get("class_colors", ()))
+        spec = cls(**d)
+        spec.validate()
+        return spec
+
+
+def default_class_names(n: int) -> tuple[str, ...]:
+    return tuple(f"class{i}" for i in range(n))
+
+
+def default_class_colors(n: int) -> tuple[tuple[int, int, int], ...]:
+    """A fixed, well-spread palette (golden-angle hues) so every class gets a distinct colour."""
+    out = []
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = _hsv(h, 0.75, 0.95 if i % 2 else 0.7)
+        out.append((r, g, b))
+    return tuple(out)
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return tuple(int(round(c * 255)) for c in rgb)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# The layout every checkpoint of a given ModelSpec must have
+# --------------------------------------------------------------------------------------------
+# Constant kinds and the keys each holds.
+CONST_KINDS: dict[str, tuple[str, ...]] = {
+    "rq": ("m", "e", "o"),  # requant; each a scalar or a per-channel list
+    "add": ("ma", "mb", "e"),
+    "softmax": ("x0",),
+    "gelu": ("x0", "n", "k", "L", "em"),
+}
+
+
+@dataclass(frozen=True)
+class ConstSpec:
+    kind: str
+    channels: int = 1  # per-channel length for "rq"; 1 = per-tensor (scalar)
+
+
+@dataclass
+class Layout:
+    tensors: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape, dtype)
+    consts: dict[str, ConstSpec] = field(default_factory=dict)
+
+
+def _block_layout(lay: Layout, p: str, d: int, f: int) -> None:
+    lay.consts[f"{p}.ln1"] = ConstSpec("rq", d)
+    lay.tensors[f"{p}.qkv.weight"] = ((d, 3 * d), "int8")
+    lay.tensors[f"{p}.qkv.bias"] = ((3 * d,), "int32")
+    lay.consts[f"{p}.qkv.rq"] = ConstSpec("rq", 3 * d)
+    lay.consts[f"{p}.attn.qk.rq"] = ConstSpec("rq")
+    lay.consts[f"{p}.attn.softmax"] = ConstSpec("softmax")
+    lay.consts[f"{p}.attn.pv.rq"] = ConstSpec("rq")
+    lay.tensors[f"{p}.proj.weight"] = ((d, d), "int8")
+    lay.tensors[f"{p}.proj.bias"] = ((d,), "int32")
+    lay.consts[f"{p}.proj.rq"] = ConstSpec("rq", d)
+    lay.consts[f"{p}.add1"] = ConstSpec("add")
+    lay.consts[f"{p}.ln2"] = ConstSpec("rq", d)
+    lay.tensors[f"{p}.fc1.weight"] = ((d, f), "int8")
+    lay.tensors[f"{p}.fc1.bias"] = ((f,), "int32")
+    lay.consts[f"{p}.fc1.rq"] = ConstSpec("rq", f)
+    lay.consts[f"{p}.gelu"] = ConstSpec("gelu")
+    lay.consts[f"{p}.gelu.rq"] = ConstSpec("rq")
+    lay.tensors[f"{p}.fc2.weight"] = ((f, d), "int8")
+    lay.tensors[f"{p}.fc2.bias"] = ((d,), "int32")
+    lay.consts[f"{p}.fc2.rq"] = ConstSpec("rq", d)
+    lay.consts[f"{p}.add2"] = ConstSpec("add")
+
+
+def expected_layout(spec: ModelSpec) -> Layout:
+    """Every tensor (name, shape, dtype) and constant (name, kind) a checkpoint of ``spec`` holds."""
+    lay = Layout()
+    d, p = spec.dim, spec.patch
+    n = spec.n_patches
+    lay.tensors["patch_embed.weight"] = ((3 * p * p, d), "int8")  # k = (py*P + px)*3 + c
+    lay.tensors["patch_embed.bias"] = ((d,), "int32")
+    lay.consts["patch_embed.rq"] = ConstSpec("rq", d)
+    lay.tensors["cls_token"] = ((1, d), "int16")
+    lay.tensors["pos_embed"] = ((n + 1, d), "int16")
+    lay.consts["embed.add"] = ConstSpec("add")
+    for i in range(spec.layers):
+        _block_layout(lay, f"enc.{i}", d, spec.mlp_dim)
+    lay.consts["enc.norm"] = ConstSpec("rq", d)
+    if spec.decoder == "linear":
+        lay.tensors["dec.head.weight"] = ((d, spec.n_cls), "int8")
+        lay.tensors["dec.head.bias"] = ((spec.n_cls,), "int32")
+        lay.consts["dec.head.rq"] = ConstSpec("rq", spec.n_cls)
+        return lay
+    dd = spec.dec_dim
+    lay.tensors["dec.proj.weight"] = ((d, dd), "int8")
+    lay.tensors["dec.proj.bias"] = ((dd,), "int32")
+    lay.consts["dec.proj.rq"] = ConstSpec("rq", dd)
+    lay.tensors["dec.cls_emb"] = ((spec.n_cls, dd), "int16")
+    for j in range(spec.dec_layers):
+        _block_layout(lay, f"dec.{j}", dd, spec.dec_mlp_dim)
+    lay.consts["dec.norm"] = ConstSpec("rq", dd)
+    lay.tensors["dec.proj_patch.weight"] = ((dd, dd), "int8")
+    lay.consts["dec.proj_patch.rq"] = ConstSpec("rq", dd)
+    lay.tensors["dec.proj_classes.weight"] = ((dd, dd), "int8")
+    lay.consts["dec.proj_classes.rq"] = ConstSpec("rq", dd)
+    lay.consts["dec.mask.rq"] = ConstSpec("rq")
+    lay.consts["dec.mask_norm"] = ConstSpec("rq", spec.n_cls)
+    return lay
+
+
+# --------------------------------------------------------------------------------------------
+# Constants: validation of ranges
+# --------------------------------------------------------------------------------------------
+def _as_list(v: Any, n: int, what: str) -> list[int]:
+    vals = v if isinstance(v, list) else [v]
+    if any(not isinstance(x, int) or isinstance(x, bool) for x in vals):
+        raise IsegError(f"constant {what} must hold integers")
+    if len(vals) not in (1, n):
+        raise IsegError(f"constant {what} has {len(vals)} values, expected 1 or {n}")
+    return vals
+
+
+def validate_const(name: str, cs: ConstSpec, value: Any) -> None:
+    """Raise IsegError naming the constant whose value is missing or out of range."""
+    if not isinstance(value, dict):
+        raise IsegError(f"constant {name!r} must be an object with keys {CONST_KINDS[cs.kind]}")
+    keys = CONST_KINDS[cs.kind]
+    for k in keys:
+        if k not in value and not (cs.kind == "rq" and k == "o"):
+            raise IsegError(f"constant {name!r} is missing {k!r}")
+    extra = sorted(set(value) - set(keys))
+    if extra:
+        raise IsegError(f"constant {name!r} has unknown key {extra[0]!r}")
+    if cs.kind == "rq":
+        ms = _as_list(value["m"], cs.channels, f"{name}.m")
+        es = _as_list(value["e"], cs.channels, f"{name}.e")
+        os_ = _as_list(value.get("o", 0), cs.channels, f"{name}.o")
+        for m in ms:
+            if m != 0 and not (1 << 30) <= abs(m) < (1 << 31):
+                raise IsegError(f"constant {name}.m = {m} outside 2^30 <= |m| < 2^31")
+        for e in es:
+            if not 1 <= e <= 62:
+                raise IsegError(f"constant {name}.e = {e} outside [1, 62]")
+        for o in os_:
+            if abs(o) >= 1 << 61:
+                raise IsegError(f"constant {name}.o = {o} outside |o| < 2^61")
+    elif cs.kind == "add":
+        for k in ("ma", "mb"):
+            v = value[k]
+            if not isinstance(v, int) or abs(v) >= 1 << 31:
+                raise IsegError(f"constant {name}.{k} = {v!r} is not an int32")
+        if not isinstance(value["e"], int) or not 1 <= value["e"] <= 46:
+            raise IsegError(f"constant {name}.e = {value['e']!r} outside [1, 46]")
+    elif cs.kind == "softmax":
+        x0 = value["x0"]
+        if not isinstance(x0, int) or not -(1 << 31) <= x0 < 0:
+            raise IsegError(f"constant {name}.x0 = {x0!r} must be a negative int32")
+    elif cs.kind == "gelu":
+        for k in keys:
+            if not isinstance(value[k], int):
+                raise IsegError(f"constant {name}.{k} must be an integer")
+        if value["x0"] >= 0:
+            raise IsegError(f"constant {name}.x0 = {value['x0']} must be negative")
+        if not 1 <= value["n"] <= 30 or not 0 <= value["k"] <= 8 or value["L"] < 0 or value["em"] < 0:
+            raise IsegError(f"constant {name} (n, k, L, em) out of range")
+
+
+# --------------------------------------------------------------------------------------------
+# The checkpoint object, writer, reader
+# --------------------------------------------------------------------------------------------
+@dataclass
+class QuantizedCheckpoint:
+    """A validated quantized model: hyper-parameters, integer tensors, integer constants."""
+
+    spec: ModelSpec
+    tensors: dict[str, np.ndarray]
+    consts: dict[str, dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)  # free-form provenance (calibration, source)
+
+    def validate(self) -> None:
+        self.spec.validate()
+        lay = expected_layout(self.spec)
+        for name, (shape, dtype) in lay.tensors.items():
+            if name not in self.tensors:
+                raise IsegError(f"checkpoint is missing tensor {name!r}")
+            t = self.tensors[name]
+            if str(t.dtype) != dtype:
+                raise IsegError(f"tensor {name!r} has dtype {t.dtype}, expected {dtype}")
+            if tuple(t.shape) != shape:
+                raise IsegError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {shape}")
+        extra = sorted(set(self.tensors) - set(lay.tensors))
+        if extra:
+            raise IsegError(f"checkpoint has unexpected tensor {extra[0]!r}")
+        for name, cs in lay.consts.items():
+            if name not in self.consts:
+                raise IsegError(f"checkpoint is missing constant {name!r}")
+            validate_const(name, cs, self.consts[name])
+        extra = sorted(set(self.consts) - set(lay.consts))
+        if extra:
+            raise IsegError(f"checkpoint has unexpected constant {extra[0]!r}")
+
+    # convenient typed access -------------------------------------------------------------
+    def rq(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(m, e, o) as int64 arrays (shape () for per-tensor, (C,) per-channel)."""
+        c = self.consts[name]
+        return (np.asarray(c["m"], dtype=np.int64), np.asarray(c["e"], dtype=np.int64),
+                np.asarray(c.get("o", 0), dtype=np.int64))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.spec.to_json(),
+            "consts": self.consts,
+            "info": self.info,
+        }
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(t.size for t in self.tensors.values()))
+
+    @property
+    def n_bytes(self) -> int:
+        return int(sum(t.nbytes for t in self.tensors.values()))
+
+
+def save(ckpt: QuantizedCheckpoint, path: str | os.PathLike) -> None:
+    """Validate, then write atomically (temp file in the same folder, then rename)."""
+    from safetensors.numpy import save_file
+
+    ckpt.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {META_KEY: json.dumps(ckpt.metadata(), sort_keys=True, separators=(",", ":"))}
+    tensors = {k: np.ascontiguousarray(v) for k, v in sorted(ckpt.tensors.items())}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_container(path: Path) -> None:
+    """Name what is wrong with a file that is not a complete safetensors container."""
+    size = path.stat().st_size
+    if size < 8:
+        raise IsegError(f"{path}: not a safetensors file (only {size} bytes)")
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > size - 8 or n > 100_000_000:
+            raise IsegError(f"{path}: not a safetensors file (bad header length; truncated or foreign file)")
+        head = fh.read(n)
+    try:
+        header = json.loads(head)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IsegError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise IsegError(f"{path}: not a safetensors file (header is not an object)")
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            end = max(end, int(v["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise IsegError(f"{path}: corrupt safetensors header entry {k!r}") from None
+    if 8 + n + end > size:
+        raise IsegError(f"{path}: truncated: tensor data ends at byte {8 + n + end}, file has {size}")
+
+
+def load(path: str | os.PathLike) -> QuantizedCheckpoint:
+    """Read and validate a quantized checkpoint; any defect is one IsegError line."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise IsegError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise IsegError(f"{path}: is a folder, expected a .safetensors checkpoint file")
+    _check_container(path)
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            raw_meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except IsegError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types; name the file
+        raise IsegError(f"{path}: unreadable safetensors file ({exc})") from None
+    if META_KEY not in raw_meta:
+        raise IsegError(f"{path}: safetensors file without I-Segmenter metadata (not a quantized "
+                        f"checkpoint; make one with `iseg quantize` or `iseg random`)")
+    try:
+        meta = json.loads(raw_meta[META_KEY])
+    except json.JSONDecodeError:
+        raise IsegError(f"{path}: metadata {META_KEY!r} is not valid JSON") from None
+    if meta.get("format") != FORMAT:
+        raise IsegError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise IsegError(f"{path}: checkpoint format version {meta.get('version')!r} is not supported "
+                        f"(this iseg reads version {VERSION}; re-export the model with this iseg)")
+    for k in ("model", "consts"):
+        if not isinstance(meta.get(k), dict):
+            raise IsegError(f"{path}: metadata has no {k!r} object")
+    try:
+        spec = ModelSpec.from_json(meta["model"])
+    except TypeError as exc:
+        raise IsegError(f"{path}: bad model hyper-parameters ({exc})") from None
+    ckpt = QuantizedCheckpoint(spec, tensors, meta["consts"], meta.get("info", {}))
+    try:
+        ckpt.validate()
+    except IsegError as exc:
+        raise IsegError(f"{path}: {exc}") from None
+    return ckpt
