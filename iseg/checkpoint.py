@@ -376,9 +376,12 @@ def _check_container(path: Path) -> None:
         raise IsegError(f"{path}: not a safetensors file (only {size} bytes)")
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
-        if n > size - 8 or n > 100_000_000:
-            raise IsegError(f"{path}: not a safetensors file (bad header length; truncated or foreign file)")
-        head = fh.read(n)
+        first = fh.read(1)
+        if first != b"{" or n > 100_000_000:
+            raise IsegError(f"{path}: not a safetensors file (no JSON header)")
+        if n > size - 8:
+            raise IsegError(f"{path}: truncated: the header needs {n + 8} bytes, the file has {size}")
+        head = first + fh.read(n - 1)
     try:
         header = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -36,7 +36,7 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 _Q = 0.999  # calibration percentile
-_TARGET = {8: 120.0, 16: 8000.0}  # where the percentile lands in the output range
+_TARGET = {8: 100.0, 16: 8000.0}  # where the percentile lands in the output range
 
 
 def with_classes(spec: ModelSpec) -> ModelSpec:

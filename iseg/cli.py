@@ -1,0 +1,69 @@
+"""``iseg``: the model-side command line (info, infer, random, synth, train, quantize, qat, eval).
+
+Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; only the chosen one is imported, so ``iseg info`` never pays for torch.
+Bad input (an :class:`IsegError`) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from iseg.errors import IsegError
+
+# name -> (module, one-line help). Torch commands live in iseg.model.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("iseg.commands", "summarise a quantized checkpoint"),
+    "infer": ("iseg.commands", "label images with the numpy integer reference"),
+    "random": ("iseg.commands", "write a random (calibrated) quantized checkpoint"),
+    "synth": ("iseg.synth", "write a synthetic segmentation dataset"),
+    "train": ("iseg.model.train", "train the floating-point Segmenter (needs torch)"),
+    "quantize": ("iseg.model.export", "PTQ: calibrate on N images and export a quantized checkpoint (needs torch)"),
+    "qat": ("iseg.model.qat", "quantization-aware fine-tuning, then export (needs torch; torchrun for DDP)"),
+    "eval": ("iseg.model.eval_int", "mIoU / pixel accuracy of FP32, fake-quant and integer models"),
+}
+
+
+def _load(name: str):
+    module = COMMANDS[name][0]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "torch":
+            raise IsegError(f"`iseg {name}` needs PyTorch: pip install 'iseg-fpga[torch]'") from None
+        raise
+    if hasattr(mod, f"add_{name}_arguments"):
+        return getattr(mod, f"add_{name}_arguments"), getattr(mod, f"run_{name}")
+    return mod.add_arguments, mod.run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="iseg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        for name, (_, help_) in COMMANDS.items():
+            p = sub.add_parser(name, help=help_, description=help_)
+            if name == chosen:
+                add, run = _load(name)
+                add(p)
+                p.set_defaults(func=run)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except IsegError as exc:
+        print(f"iseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

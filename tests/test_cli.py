@@ -1,0 +1,109 @@
+"""`iseg` command line: random, info, infer, synth; bad input is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iseg import checkpoint as ck
+from iseg import reference
+from iseg.cli import main
+from iseg.imageio import load_image
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "iseg.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("m") / "tiny.safetensors"
+    assert main(["random", "--preset", "tiny", "--out", str(p), "--seed", "4"]) == 0
+    return p
+
+
+def test_random_explicit_shape(tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    rc = main(["random", "--dim", "32", "--heads", "2", "--layers", "1", "--image", "24x40", "--patch", "8",
+               "--classes", "4", "--decoder", "linear", "--softmax", "ivit", "--gelu", "shift", "--out", str(out)])
+    assert rc == 0
+    q = ck.load(out)
+    assert (q.spec.dim, q.spec.heads, q.spec.layers, q.spec.image, q.spec.n_cls) == (32, 2, 1, (24, 40), 4)
+    assert (q.spec.decoder, q.spec.softmax, q.spec.gelu, q.spec.mlp_dim) == ("linear", "ivit", "shift", 128)
+
+
+def test_info_text_and_json(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "64x64 RGB, patch 8" in text and "2 heads, 2 layers" in text and "mask transformer" in text
+    assert main(["info", "--json", str(model)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["parameters"] == ck.load(model).n_params and d["classes"] == 8
+
+
+@pytest.mark.parametrize("content,msg", [(None, "no such checkpoint"), (b"hello, not a model", "not a safetensors"),
+                                         ("trunc", "truncated")])
+def test_info_bad_file_is_one_line(model: Path, tmp_path: Path, content, msg: str) -> None:
+    p = tmp_path / "bad.safetensors"
+    if content == "trunc":
+        p.write_bytes(model.read_bytes()[:5000])
+    elif content is not None:
+        p.write_bytes(content)
+    r = _cli("info", str(p))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_infer_writes_reference_labels(model: Path, tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = []
+    for i in range(2):
+        a = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        Image.fromarray(a).save(imgs / f"im{i}.png")
+        arrays.append(a)
+    Image.fromarray(arrays[0][:, :, 0]).save(imgs / "gray.png")  # grayscale input is converted
+    (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    assert main(["infer", str(model), str(imgs), "--out", str(out)]) == 0
+    q = ck.load(model)
+    for i, a in enumerate(arrays):
+        want, _ = reference.run(q, a)
+        got = np.asarray(Image.open(out / f"im{i}.png"))
+        assert np.array_equal(got, want)
+    assert (out / "gray.png").exists() and not (out / "broken.png").exists()
+    # no overwrite without --overwrite: the file is left as it is
+    (out / "im0.png").write_bytes(b"keep")
+    main(["infer", str(model), str(imgs / "im0.png"), "--out", str(out)])
+    assert (out / "im0.png").read_bytes() == b"keep"
+
+
+def test_load_image_modes(tmp_path: Path) -> None:
+    a = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    Image.fromarray(a).convert("RGBA").save(tmp_path / "a.png")
+    Image.fromarray(a).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000).save(tmp_path / "g16.png")
+    assert np.array_equal(load_image(tmp_path / "a.png"), a)
+    assert load_image(tmp_path / "p.png").shape == (4, 4, 3)
+    g = load_image(tmp_path / "g16.png")
+    assert g.shape == (4, 4, 3) and g[0, 1, 0] == 4000 >> 8
+
+
+def test_synth_command(tmp_path: Path) -> None:
+    assert main(["synth", "--count", "2", "--size", "32x48", "--seed", "1", "--out", str(tmp_path / "d")]) == 0
+    assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 2
+
+
+def test_bad_arguments_are_one_line() -> None:
+    r = _cli("random", "--preset", "tiny", "--image", "63", "--out", "/tmp/never.safetensors")
+    assert r.returncode == 2 and "not a multiple of patch 8" in r.stderr and "Traceback" not in r.stderr
+    assert not Path("/tmp/never.safetensors").exists()
+    r = _cli("infer", "/nonexistent.safetensors", "x.png", "--out", "/tmp/o")
+    assert r.returncode == 2 and "no such checkpoint file" in r.stderr

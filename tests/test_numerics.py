@@ -1,0 +1,293 @@
+"""The numpy numerics reference: hand-checked edge values and properties against float maths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iseg import numerics as nx
+
+# ---------------------------------------------------------------- dyadic + requant
+
+
+@pytest.mark.parametrize("ratio", [1e-9, 3.3e-5, 0.1, 0.5, 0.999999999, 1.0, 1.7, 123.456, -0.37, 2.0 ** -31])
+def test_dyadic_mantissa_range_and_accuracy(ratio: float) -> None:
+    m, e = nx.dyadic(ratio)
+    assert (1 << 30) <= abs(m) < (1 << 31)
+    assert 1 <= e <= 62
+    assert (m < 0) == (ratio < 0)
+    assert abs(m * 2.0 ** -e - ratio) <= abs(ratio) * 2.0 ** -30
+
+
+def test_dyadic_renormalises_a_mantissa_that_rounds_up_to_2_31() -> None:
+    ratio = (2 ** 31 - 0.25) / 2 ** 31  # rounds half-up to 2^31
+    assert nx.dyadic(ratio) == (1 << 30, 30)
+
+
+def test_dyadic_rejects_unrepresentable() -> None:
+    with pytest.raises(ValueError):
+        nx.dyadic(2.0 ** 40)
+    with pytest.raises(ValueError):
+        nx.dyadic(float("nan"))
+    assert nx.dyadic(0.0) == (0, 1)
+
+
+def test_requant_hand_checked() -> None:
+    # m * 2^-e = 0.5 exactly: 3 * 0.5 = 1.5 -> 2 (half up), -3 * 0.5 = -1.5 -> -1 (half toward +inf)
+    m, e = 1 << 30, 31
+    z = np.array([3, -3, 1, -1, 0, 1000, -1000])
+    assert nx.requant(z, m, e).tolist() == [2, -1, 1, 0, 0, 127, -128]
+    assert nx.requant(z, m, e, bits=16).tolist() == [2, -1, 1, 0, 0, 500, -500]
+    # offset: + 0.5 in output units = 2^(e-1)
+    assert nx.requant(np.array([0, 2]), m, e, o=1 << 30).tolist() == [1, 2]
+
+
+def test_requant_per_channel_broadcasts_on_last_axis() -> None:
+    z = np.array([[10, 10], [-10, -10]])
+    m = np.array([1 << 30, 1 << 30])
+    e = np.array([31, 32])  # x0.5, x0.25
+    assert nx.requant(z, m, e).tolist() == [[5, 3], [-5, -2]]
+
+
+def test_requant_refuses_wide_inputs() -> None:
+    with pytest.raises(OverflowError):
+        nx.requant(np.array([1 << 31]), 1 << 30, 31)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(2 ** 31) + 1, 2 ** 31 - 1), st.floats(1e-6, 4.0))
+def test_requant_matches_rounded_float(z: int, ratio: float) -> None:
+    m, e = nx.dyadic(ratio)
+    got = int(nx.requant(np.array([z]), m, e, bits=16)[0])
+    exact = z * m / 2 ** e  # the dyadic product itself, rounded half up
+    want = max(-32768, min(32767, math.floor(exact + 0.5)))
+    assert got == want
+    # and within one unit of the real ratio's product (before clamping)
+    if abs(z * ratio) < 32000:
+        assert abs(got - z * ratio) <= 0.5 + abs(z) * ratio * 2 ** -29
+
+
+# ---------------------------------------------------------------- matmul
+
+
+def test_exact_matmul_float_path_and_int_fallback_agree() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, size=(17, 300))
+    b = rng.integers(-128, 128, size=(300, 9))
+    want = a.astype(object).dot(b.astype(object)).astype(np.int64)
+    assert np.array_equal(nx.exact_matmul(a, b), want)
+    big = rng.integers(-(2 ** 40), 2 ** 40, size=(3, 5))  # forces the int64 path
+    small = rng.integers(-4, 5, size=(5, 2))
+    assert np.array_equal(nx.exact_matmul(big, small), big.astype(object).dot(small.astype(object)).astype(np.int64))
+
+
+def test_linear_adds_bias_per_column() -> None:
+    x = np.array([[1, 2]])
+    w = np.array([[1, 0, -1], [2, 1, 3]])
+    assert nx.linear(x, w, np.array([10, 20, 30])).tolist() == [[15, 22, 35]]
+
+
+# ---------------------------------------------------------------- shexp
+
+
+def test_shexp_hand_checked() -> None:
+    x0 = -10  # s = 0.1
+    # x = 0: q = 0, r = 0 -> (0 - x0) << n = 10 * 2^4
+    assert int(nx.shexp(np.array(0), x0, 4)) == 160
+    # x = -10 (real -1.0): t = -10 - 5 + 1 = -14; q = 1 (floor(-14/-10)), r = -4 -> ((-2) + 10) << 3 = 64
+    assert int(nx.shexp(np.array(-10), x0, 4)) == 64
+    # saturation: t below n*x0 is clamped there -> q == n -> ((0 >> 1) - x0) << 0 = 10
+    assert int(nx.shexp(np.array(-1000), x0, 4)) == 10
+    assert int(nx.shexp(np.array(-28), x0, 4)) == (((-40 - x0 * 4) >> 1) - x0) << 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0.001, 0.1), st.integers(-2000, 0))
+def test_shexp_tracks_exp(s: float, x: int) -> None:
+    """2^-f ~ 1 - f/2 costs <= 6.1 %; t's integer steps and x0's rounding cost the rest."""
+    x0 = math.floor(-1 / s)
+    n = 15
+    got = int(nx.shexp(np.array(x), x0, n))
+    assert got < abs(x0) * 2 ** (n + 1)
+    real = math.exp(x * s)
+    if real > 2.0 ** -(n - 2):  # above the saturation floor
+        approx = got / (abs(x0) * 2 ** n)
+        tol = real * (0.062 + 2 / abs(x0) + abs(x * s) * s * 1.5) + 2.0 ** -n * 4
+        assert abs(approx - real) <= tol
+
+
+# ---------------------------------------------------------------- shiftmax
+
+
+def _softmax(x: np.ndarray, s: float) -> np.ndarray:
+    z = x * s
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("tokens", [17, 197, 1025])
+@pytest.mark.parametrize("variant,lo,hi", [("precise", 0.99, 1.01), ("ivit", 0.75, 1.0)])
+def test_shiftmax_row_sums(tokens: int, variant: str, lo: float, hi: float) -> None:
+    rng = np.random.default_rng(tokens)
+    for s in (0.02, 0.06, 0.12):
+        x = rng.integers(-128, 128, size=(8, tokens))
+        p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant)
+        assert p.min() >= 0 and p.max() <= 32767
+        sums = p.sum(axis=-1) / 2 ** 15
+        assert lo <= sums.min() and sums.max() <= hi, (variant, s, sums)
+
+
+@pytest.mark.parametrize("variant,tol", [("precise", 0.03), ("ivit", 0.1)])
+def test_shiftmax_close_to_softmax(variant: str, tol: float) -> None:
+    rng = np.random.default_rng(1)
+    for s in (0.03, 0.08, 0.12):
+        x = rng.integers(-128, 128, size=(16, 197))
+        p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant) / 2 ** 15
+        assert np.abs(p - _softmax(x, s)).max() < tol
+
+
+def test_shiftmax_edges() -> None:
+    x0 = nx.shiftmax_x0(0.1, "precise")
+    # a constant row is uniform
+    p = nx.shiftmax(np.full((1, 4), 7), x0, "precise")
+    assert p.tolist() == [[8192] * 4]
+    # one dominant entry saturates at 32767, never 32768
+    p = nx.shiftmax(np.array([[127, -128, -128, -128]]), x0, "precise")
+    assert 32760 <= p[0, 0] <= 32767 and p[0, 1:].max() <= 1
+    # ties give equal probabilities
+    p = nx.shiftmax(np.array([[5, 5, -3]]), x0, "precise")
+    assert p[0, 0] == p[0, 1] > p[0, 2]
+
+
+# ---------------------------------------------------------------- GELU
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def test_lambda_gelu_consts_hand_checked() -> None:
+    c = nx.gelu_consts(0.05)  # lam 4, k 3, n 20
+    assert c.L == 80 and c.k == 3 and c.n == 20
+    assert c.x0 == math.floor(-1 / (1.702 * 0.05 / 8))
+    assert c.em == int(nx.shexp(np.array(-(80 << 3)), c.x0, 20))
+    with pytest.raises(ValueError):
+        nx.gelu_consts(0.05, lam=8.0)  # 2*8*1.702*log2(e) > 20: would saturate
+
+
+@pytest.mark.parametrize("s", [0.02, 0.05, 0.1])
+def test_lambda_gelu_close_to_gelu(s: float) -> None:
+    x = np.arange(-128, 128)
+    y = nx.gelu(x, nx.gelu_consts(s)) * s / 128
+    ref = _gelu(x * s)
+    err = np.abs(y - ref)
+    # sig has 7 fractional bits and f = (2^31-1)//S is coarse when S ~ |x0| 2^(n+1): the error
+    # grows like |x| * (2^-7 + 1/f); measured worst case 4.7 % of |x| at s = 0.05
+    assert err.mean() < 0.06
+    assert np.all(err <= 0.01 + np.abs(x * s) * 0.05)
+    assert y[x == 0] == 0
+
+
+def test_gelu_outputs_fit_requant_input() -> None:
+    c = nx.gelu_consts(0.3)
+    y = nx.gelu(np.array([-128, 127]), c)
+    assert np.abs(y).max() <= 128 * 127
+
+
+def test_lambda_gelu_beats_shiftgelu_on_outliers() -> None:
+    """The reason λ-ShiftGELU exists (numerics.md §5.2): an outlier in the token corrupts ShiftGELU."""
+    rng = np.random.default_rng(3)
+    bulk = rng.normal(0, 0.8, size=(64, 191))
+    tokens = np.concatenate([bulk, np.full((64, 1), 20.0)], axis=1)
+    s = 20.0 / 127
+    x = np.clip(np.round(tokens / s), -128, 127).astype(np.int64)
+    ref = _gelu(x * s)
+    err_l = np.abs(nx.gelu(x, nx.gelu_consts(s)) * s / 128 - ref).mean()
+    err_s = np.abs(nx.gelu(x, nx.gelu_consts(s, "shift")) * s / 128 - ref).mean()
+    assert err_l < 0.03 < err_s
+
+
+# ---------------------------------------------------------------- LayerNorm
+
+
+def test_isqrt_exact_and_digit_by_digit_agree() -> None:
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.integers(0, 2 ** 62, size=2000), [0, 1, 2, 3, 4, 8, 9, 2 ** 62 - 1]])
+    r = nx.isqrt(v)
+    assert all(int(a) == math.isqrt(int(b)) == nx.isqrt_digit(int(b)) for a, b in zip(r[:300], v[:300], strict=True))
+    assert all(int(a) == math.isqrt(int(b)) for a, b in zip(r, v, strict=True))
+
+
+def test_round_half_even_div() -> None:
+    s = np.array([5, 6, 7, -5, -6, -7, 4, -4, 0])
+    # /4: 1.25 1.5 1.75 -1.25 -1.5 -1.75 1 -1 0 -> 1 2 2 -1 -2 -2 1 -1 0
+    assert nx.round_half_even_div(s, 4).tolist() == [1, 2, 2, -1, -2, -2, 1, -1, 0]
+    assert nx.round_half_even_div(np.array([5, 15, -5]), 10).tolist() == [0, 2, 0]
+
+
+def test_layernorm_constant_row_gives_beta() -> None:
+    x = np.full((2, 8), -300)
+    m, e = nx.dyadic(1.0)
+    o = 5 << e  # beta = 5 output units
+    assert nx.layernorm(x, m, e, o).tolist() == [[5] * 8] * 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2 ** 31), st.sampled_from([8, 64, 192, 150]), st.floats(5.0, 5000.0))
+def test_layernorm_close_to_float(seed: int, c: int, spread: float) -> None:
+    """Error budget: the integer mean (0.5/sd), floor(sqrt(sum y^2)) (relative 1/sqrt(sum y^2)), the requant."""
+    rng = np.random.default_rng(seed)
+    x = np.clip(np.round(rng.normal(rng.normal(0, 100), spread, size=(4, c))), -32768, 32767).astype(np.int64)
+    s_out = 4 / 120
+    gamma = rng.uniform(0.5, 1.5, size=c)
+    beta = rng.normal(0, 0.3, size=c)
+    ms, es, os_ = [], [], []
+    for g, b in zip(gamma, beta, strict=True):
+        m, e = nx.dyadic(g * math.sqrt(c) / 2 ** 30 / s_out)
+        ms.append(m)
+        es.append(e)
+        os_.append(round(b / s_out * 2 ** e))
+    y = nx.layernorm(x, np.array(ms), np.array(es), np.array(os_)) * s_out
+    xf = x.astype(np.float64)
+    ref = (xf - xf.mean(-1, keepdims=True)) / np.sqrt(xf.var(-1, keepdims=True)) * gamma + beta
+    inside = np.abs(ref) < 127 * s_out
+    sd = np.sqrt(xf.var(-1, keepdims=True))
+    var_sum = ((xf - xf.mean(-1, keepdims=True)) ** 2).sum(-1, keepdims=True)
+    tol = 0.04 + 0.5 / np.maximum(sd, 1e-9) * gamma.max() + np.abs(ref) / np.sqrt(np.maximum(var_sum, 1))
+    assert np.all((np.abs(y - ref) <= tol)[inside])
+
+
+def test_layernorm_bounds_on_extreme_rows() -> None:
+    x = np.array([[32767] + [-32768] * 191, [-32768] * 191 + [32767]])
+    z = nx.ln_normalize(x)
+    assert np.abs(z).max() <= 2 ** 30
+    wide = np.array([[32767, -32768] * 512])  # 1024 channels of extreme i16: var < 2^62 still
+    assert np.abs(nx.ln_normalize(wide)).max() <= 2 ** 30
+
+
+# ---------------------------------------------------------------- add, argmax, upsample
+
+
+def test_int_add_hand_checked_and_saturates() -> None:
+    # 0.5*a + 0.25*b with e = 2: ma = 2, mb = 1
+    assert nx.int_add(np.array([3, -3]), np.array([1, 1]), 2, 1, 2).tolist() == [2, -1]
+    big = nx.int_add(np.array([32767]), np.array([32767]), 1 << 20, 1 << 20, 20)
+    assert big.tolist() == [32767]
+
+
+def test_argmax_ties_go_to_the_lowest_class() -> None:
+    logits = np.array([[1, 5, 5], [7, 7, 7], [-3, -4, -2]])
+    assert nx.argmax_labels(logits).tolist() == [1, 0, 2]
+
+
+def test_argmax_then_upsample_equals_upsample_then_argmax() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.integers(-5, 5, size=(3, 4, 6))  # many ties
+    a = nx.upsample_nearest(nx.argmax_labels(logits), 4)
+    up = np.repeat(np.repeat(logits, 4, axis=0), 4, axis=1)
+    assert np.array_equal(a, nx.argmax_labels(up))
+    assert a.shape == (12, 16)

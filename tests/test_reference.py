@@ -1,0 +1,104 @@
+"""The whole-model reference on random models: shapes, decoders, structure, range use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from iseg import numerics as nx
+from iseg import reference
+from iseg.checkpoint import ModelSpec
+from iseg.errors import IsegError
+from iseg.graph import build_graph
+from iseg.random_model import PRESETS, calibration_image, random_checkpoint
+
+SHAPES = {
+    "tiny-mask": PRESETS["tiny"],
+    "nonsquare-linear": ModelSpec(dim=48, heads=3, layers=2, mlp_dim=96, patch=8, image=(32, 56), n_cls=5,
+                                  decoder="linear"),
+    "nonsquare-mask-ivit-shift": ModelSpec(dim=32, heads=2, layers=1, mlp_dim=64, patch=4, image=(24, 16), n_cls=3,
+                                           dec_dim=32, dec_heads=1, dec_layers=2, dec_mlp_dim=64,
+                                           softmax="ivit", gelu="shift"),
+    "one-class-odd": ModelSpec(dim=24, heads=1, layers=1, mlp_dim=40, patch=2, image=(6, 10), n_cls=1,
+                               dec_dim=16, dec_heads=1, dec_layers=1, dec_mlp_dim=24),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_reference_runs_and_traces_every_op(name: str) -> None:
+    spec = SHAPES[name]
+    q = random_checkpoint(spec, seed=1)
+    g = build_graph(q.spec)
+    img = calibration_image(spec.image, 9)
+    labels, trace = reference.run(q, img, trace=True)
+    assert labels.shape == spec.image and labels.dtype == np.uint8
+    assert int(labels.max()) < spec.n_cls
+    for op in g.ops:
+        act = g.acts[op.output]
+        assert trace[op.output].shape == act.shape, op.name
+        assert trace[op.output].dtype.itemsize * 8 == act.bits, op.name
+    again, _ = reference.run(q, img)
+    assert np.array_equal(labels, again)
+
+
+def test_labels_are_upsampled_argmax_of_the_logits() -> None:
+    q = random_checkpoint(PRESETS["tiny"], seed=2)
+    labels, trace = reference.run(q, calibration_image(q.spec.image, 4), trace=True)
+    gh, gw = q.spec.grid
+    grid = nx.argmax_labels(trace["dec.mask_norm"]).reshape(gh, gw)
+    assert np.array_equal(labels, nx.upsample_nearest(grid, q.spec.patch))
+    # a nearest upsample of the logits, then argmax, is the same map
+    up = nx.upsample_nearest(trace["dec.mask_norm"].reshape(gh, gw, -1), q.spec.patch)
+    assert np.array_equal(labels, nx.argmax_labels(up))
+
+
+def test_linear_layer_matches_hand_computation() -> None:
+    q = random_checkpoint(PRESETS["tiny"], seed=5)
+    _, trace = reference.run(q, calibration_image(q.spec.image, 0), trace=True)
+    x = trace["enc.1.ln2"].astype(np.int64)
+    w = q.tensors["enc.1.fc1.weight"].astype(np.int64)
+    b = q.tensors["enc.1.fc1.bias"].astype(np.int64)
+    m, e, o = q.rq("enc.1.fc1.rq")
+    acc = x @ w + b
+    want = np.clip((acc * m + o + (np.int64(1) << (e - 1))) >> e, -128, 127)
+    assert np.array_equal(trace["enc.1.fc1"], want)
+
+
+def test_patch_embed_im2col_order() -> None:
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[1, 2] = (10, 20, 30)  # patch (0, 1) of a 2x2-patch grid, py = 1, px = 0
+    cols = reference.im2col(img, 2)
+    k = (1 * 2 + 0) * 3
+    assert cols.shape == (4, 12)
+    assert cols[1, k:k + 3].tolist() == [10 - 128, 20 - 128, 30 - 128]
+    assert np.count_nonzero(cols + 128) == 3
+
+
+def test_random_model_activations_use_their_range() -> None:
+    q = random_checkpoint(PRESETS["tiny"], seed=7)
+    _, trace = reference.run(q, calibration_image(q.spec.image, 11), trace=True)
+    for name, t in trace.items():
+        if t.dtype == np.uint8:
+            continue
+        a = np.abs(t.astype(np.int64))
+        full = 127 if t.dtype == np.int8 else 32767
+        assert np.mean(t == 0) < 0.2, f"{name}: mostly zero"
+        assert np.mean(a >= full) < 0.1, f"{name}: saturated"
+        assert np.quantile(a, 0.99) > full / 16, f"{name}: uses too little of its range"
+
+
+def test_wrong_image_is_one_line_error() -> None:
+    q = random_checkpoint(PRESETS["tiny"], seed=0)
+    with pytest.raises(IsegError, match="the model expects 64x64"):
+        reference.run(q, np.zeros((32, 64, 3), np.uint8))
+    with pytest.raises(IsegError, match="uint8 RGB"):
+        reference.run(q, np.zeros((64, 64), np.uint8))
+
+
+def test_graph_describe_lists_every_op() -> None:
+    g = build_graph(replace(PRESETS["tiny"], layers=1))
+    text = g.describe()
+    assert len(text.splitlines()) == len(g.ops)
+    assert "Attention" in text and "dec.mask_norm" in text
