@@ -1,0 +1,106 @@
+"""``iseg-host``: segment images, folders, videos or a camera on a board or the emulated board.
+
+    iseg-host --emulate build/<project> INPUTS... --out DIR [--overlay] [--video-out F]
+              [--fit pad|resize] [--overwrite] [--json]
+    iseg-host --pynq build/<project> --bitfile F INPUTS... --out DIR ...
+    iseg-host --xrt  build/<project> --xclbin F [--device N] INPUTS... --out DIR ...
+
+Exit status: 0 when every input was segmented, 1 when an input was unreadable (the others are
+still written; each skipped input is one line on stderr) or on an error (one line, nothing
+computed), 130 when interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from iseg.errors import IsegError
+from iseg.host.backends import open_backend
+from iseg.host.inputs import FIT_POLICIES, collect_sources
+from iseg.host.manifest import load_manifest
+from iseg.host.run import Options, segment
+
+PROG = "iseg-host"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run I-Segmenter segmentation on an FPGA board (PYNQ, XRT) or on the emulated board "
+                    "(the generated project's C-simulation).",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--emulate", metavar="PROJECT", help="generated project folder; compute with its C-simulation")
+    where.add_argument("--pynq", metavar="PROJECT", help="generated project folder; compute on a Zynq/Kria board")
+    where.add_argument("--xrt", metavar="PROJECT", help="generated project folder; compute on an Alveo card")
+    p.add_argument("--bitfile", help="bitstream for --pynq (its .hwh beside it)")
+    p.add_argument("--xclbin", help="xclbin for --xrt")
+    p.add_argument("--device", type=int, default=0, help="XRT device index (default 0)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos")
+    p.add_argument("--camera", type=int, action="append", default=[], metavar="N", help="OpenCV camera index")
+    p.add_argument("--out", required=True, help="output folder (labels/, overlay/, the resume journal)")
+    p.add_argument("--fit", choices=FIT_POLICIES, default="pad",
+                   help="pad: pad bottom/right to the model size (shrinking larger images first, keeping the "
+                        "aspect ratio), crop the labels back; resize: stretch to the model size, resize the "
+                        "labels back (nearest neighbour). Default pad.")
+    p.add_argument("--overlay", action="store_true", help="also write colourised overlays (overlay/<name>.jpg)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
+    p.add_argument("--video-out", metavar="F", help="write an annotated video of every frame (.mp4 or .avi)")
+    p.add_argument("--video-fps", type=float, help="frame rate of --video-out (default: the input video's, else 10)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop each video or camera after N frames")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs and restart from scratch")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.alpha <= 1.0:
+        raise IsegError(f"--alpha must be in 0..1, got {args.alpha}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise IsegError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.video_fps is not None and not 0 < args.video_fps <= 1000:
+        raise IsegError(f"--video-fps must be in (0, 1000], got {args.video_fps}")
+    if args.bitfile and not args.pynq:
+        raise IsegError("--bitfile belongs to --pynq")
+    if args.xclbin and not args.xrt:
+        raise IsegError("--xclbin belongs to --xrt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``iseg-host`` console script."""
+    args = build_parser().parse_args(argv)
+    backend = None
+    try:
+        _check(args)
+        kind, project = next((k, getattr(args, k)) for k in ("emulate", "pynq", "xrt") if getattr(args, k))
+        manifest = load_manifest(project)
+        sources, ignored = collect_sources(args.inputs, args.camera)
+        opts = Options(
+            out=Path(args.out), fit=args.fit, overlay=args.overlay, alpha=args.alpha,
+            video_out=Path(args.video_out) if args.video_out else None, video_fps=args.video_fps,
+            overwrite=args.overwrite, max_frames=args.max_frames, progress=not args.no_progress,
+        )
+        backend = open_backend(kind, manifest, bitfile=args.bitfile, xclbin=args.xclbin, device=args.device)
+        summary = segment(sources, backend, opts, ignored=ignored)
+    except IsegError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if backend is not None:
+            backend.close()
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        for line in summary.lines():
+            print(line)
+    if summary.interrupted:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if summary.failed else 0

@@ -1,0 +1,86 @@
+"""Video in, annotated video out (OpenCV), with the pynq stand-in as the accelerator."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from host_standins import MODEL, make_pynq_standin
+from PIL import Image
+
+from iseg.host.cli import main
+
+cv2 = pytest.importorskip("cv2", reason="video support needs opencv-python-headless")
+
+
+def _write_video(path: Path, n: int, size: tuple[int, int]) -> None:
+    h, w = size
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (w, h))
+    assert vw.isOpened()
+    for i in range(n):
+        frame = np.zeros((h, w, 3), np.uint8)
+        frame[:, : (i + 1) * w // n] = (40 * i, 100, 200)
+        vw.write(frame)
+    vw.release()
+
+
+def _read_video(path: Path) -> tuple[int, tuple[int, int], float]:
+    cap = cv2.VideoCapture(str(path))
+    n, size = 0, None
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n, size = n + 1, frame.shape[:2]
+    cap.release()
+    return n, size, fps
+
+
+def test_video_round_trip(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin([]))
+    (tmp_path / "iseg.bit").write_bytes(b"stand-in")
+    clip = tmp_path / "clip.mp4"
+    _write_video(clip, 7, (40, 56))  # not the model size (32 x 48): shrunk + padded, labels restored
+    out = tmp_path / "out"
+    argv = ["--pynq", str(project), "--bitfile", str(tmp_path / "iseg.bit"), str(clip), "--out", str(out),
+            "--video-out", str(tmp_path / "annotated.mp4"), "--overlay", "--json", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"]["processed"] == 7 and summary["video_out"] == str(tmp_path / "annotated.mp4")
+    n, size, fps = _read_video(tmp_path / "annotated.mp4")
+    assert (n, size) == (7, (40, 56)) and abs(fps - 12.0) < 0.01
+    labels = sorted((out / "labels" / "clip").iterdir())
+    assert [p.name for p in labels] == [f"{i:06d}.png" for i in range(7)]
+    with Image.open(labels[0]) as im:
+        assert im.size == (56, 40)
+    assert len(list((out / "overlay" / "clip").iterdir())) == 7
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    # a second run resumes everything; the video is complete, so nothing is redone
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["frames"]["processed"] == 0 and again["frames"]["resumed"] == 7
+
+
+def test_images_to_video_and_unopenable_video(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin([]))
+    (tmp_path / "iseg.bit").write_bytes(b"stand-in")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((*MODEL, 3), 30 * i, np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    (tmp_path / "in" / "broken.mp4").write_bytes(b"not a video")
+    rc = main(["--pynq", str(project), "--bitfile", str(tmp_path / "iseg.bit"), str(tmp_path / "in"),
+               "--out", str(tmp_path / "out"), "--video-out", str(tmp_path / "v.avi"), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1  # one input was unreadable: reported, the rest written
+    assert [line for line in cap.err.splitlines() if "skipped" in line] == [
+        f"iseg-host: skipped {tmp_path / 'in' / 'broken.mp4'}: cannot open {tmp_path / 'in' / 'broken.mp4'}"]
+    assert "1 unreadable (skipped)" in cap.out
+    n, size, fps = _read_video(tmp_path / "v.avi")
+    assert (n, size, fps) == (3, MODEL, 10.0)
