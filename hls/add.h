@@ -1,0 +1,57 @@
+// add.h -- the integer add of two differently scaled tensors (numerics.md §5.4): the residual
+// add, the position-embedding add.
+//
+//   out = clamp_bits((a*ma + b*mb + (1 << (e-1))) >> e)      one shared e, one rounding
+#pragma once
+
+#include "intmath.h"
+
+namespace iseg {
+
+// a, b: i16 (or narrower) values; ma, mb: int32 multipliers; e in [1, 62].
+inline int32_t int_add(int32_t a, int32_t b, int32_t ma, int32_t mb, int32_t e, int bits) {
+    ISEG_PRAGMA(HLS INLINE)
+    return clamp_bits((int64_t(a) * ma + int64_t(b) * mb + (int64_t(1) << (e - 1))) >> e, bits);
+}
+
+// A whole ADD layer: out (T, N) i16 = int_add(a (T, N) i16, b (T, N) i16), row strides in elements.
+inline void add_rows(const uint8_t* a, long a_stride, const uint8_t* b, long b_stride, uint8_t* out,
+                     long out_stride, int T, int N, int32_t ma, int32_t mb, int32_t e) {
+ADD_T:
+    for (int t = 0; t < T; ++t) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
+    ADD_N:
+        for (int n = 0; n < N; ++n) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            const int32_t va = ld_i16(a + (long(t) * a_stride + n) * 2);
+            const int32_t vb = ld_i16(b + (long(t) * b_stride + n) * 2);
+            st_i16(out + (long(t) * out_stride + n) * 2, int_add(va, vb, ma, mb, e, 16));
+        }
+    }
+}
+
+}  // namespace iseg
+
+namespace iseg {
+
+// EMBED_ADD: out (T, N) i16 = int_add(x, pos) where x = [cls (n_prefix, N) ; tok (T - n_prefix, N)].
+// cls and pos are int16 row-major constants of the blob; tok rows come from scratch.
+inline void embed_add_rows(const uint8_t* cls, const uint8_t* tok, long tok_stride, const uint8_t* pos,
+                           uint8_t* out, long out_stride, int T, int N, int n_prefix, int32_t ma,
+                           int32_t mb, int32_t e) {
+EMBED_T:
+    for (int t = 0; t < T; ++t) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
+        const uint8_t* xrow = t < n_prefix ? cls + long(t) * N * 2 : tok + long(t - n_prefix) * tok_stride * 2;
+    EMBED_N:
+        for (int n = 0; n < N; ++n) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            const int32_t vb = ld_i16(pos + (long(t) * N + n) * 2);
+            st_i16(out + (long(t) * out_stride + n) * 2, int_add(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
+        }
+    }
+}
+
+}  // namespace iseg

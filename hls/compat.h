@@ -1,0 +1,33 @@
+// compat.h -- the ONE switch between C-simulation (g++) and synthesis (Vitis HLS, __SYNTHESIS__).
+//
+// Every other header of the library includes this file and never tests __SYNTHESIS__ itself, so
+// the differences between the two worlds are visible in one place:
+//   * hls::stream: Vitis' <hls_stream.h> in synthesis, our depth-checked stand-in (iseg_stream.h)
+//     in C-simulation (a plain unbounded C-sim FIFO hides under-sized FIFOs and deadlocks);
+//   * ISEG_PRAGMA(HLS ...): emits the pragma for the HLS compiler, nothing for g++;
+//   * ISEG_CHECK(cond, msg): a run-time invariant (layer table sanity, buffer bounds) that throws
+//     iseg::CsimError in C-simulation and compiles to nothing in synthesis.
+// Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
+#pragma once
+
+#include <stdint.h>
+
+// The numerics contract needs arithmetic (flooring) right shifts of negative values. C++20
+// guarantees it; g++ and the HLS front end (clang) have always done it. Checked, not assumed.
+static_assert((-7 >> 1) == -4, "iseg needs arithmetic right shifts of negative integers");
+static_assert((int64_t(-7) >> 1) == -4, "iseg needs arithmetic right shifts of negative int64");
+
+#ifdef __SYNTHESIS__
+#include <hls_stream.h>
+#define ISEG_PRAGMA(x) _Pragma(#x)
+#define ISEG_CHECK(cond, msg) ((void)0)
+#else
+#include "iseg_stream.h"
+// HLS loop labels (GEMM_K:) name loops in synthesis reports; g++ sees them as unused labels.
+#pragma GCC diagnostic ignored "-Wunused-label"
+#define ISEG_PRAGMA(x)
+#define ISEG_CHECK(cond, msg)                                         \
+    do {                                                              \
+        if (!(cond)) ::iseg::csim_fail((msg), __FILE__, __LINE__);    \
+    } while (0)
+#endif

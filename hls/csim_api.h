@@ -1,0 +1,91 @@
+// csim_api.h -- the C ABI of a C-simulation build (g++ shared library, loaded with ctypes).
+//
+// A generated csim.cpp is two lines:
+//     #include "csim_api.h"
+//     #include "model_cfg.h"             // struct Cfg + its constexpr layer table
+//     ISEG_CSIM_ENTRY(Cfg, Cfg::layers, Cfg::n_layers)
+// which defines
+//     extern "C" int iseg_csim_run(const uint8_t* weights, const uint8_t* pixels /*H*W*3 raster RGB*/,
+//                                  uint8_t* labels /*H*W*/, uint8_t* scratch,
+//                                  void (*trace)(int layer, const void* data, long nbytes));
+//     extern "C" const char* iseg_csim_last_error(void);
+// iseg_csim_run returns 0, or 1 after a C-sim error (under-sized stream, bad table entry): the
+// message is then in iseg_csim_last_error(). `trace` (nullable) is called after every layer
+// with the layer's output in scratch: T rows of out_stride elements (1 or 2 bytes each), the last
+// row cut at its N-th element; ARGMAX_UPSAMPLE (whose output is the label stream) passes (NULL, 0).
+#pragma once
+
+#include "engine.h"
+
+namespace iseg {
+
+typedef void (*TraceFn)(int layer, const void* data, long nbytes);
+
+// Trace functor: hands each layer's output region to the C callback.
+struct CsimTrace {
+    TraceFn fn;
+    void operator()(int i, const LayerDesc& d, const uint8_t* scratch) const {
+        if (fn == nullptr) return;
+        const int eb = layer_out_elem_bytes(d);
+        if (eb == 0) {
+            fn(i, nullptr, 0);
+            return;
+        }
+        const long n = d.op == OP_ATTENTION ? long(d.heads) * d.d_head : long(d.N);
+        fn(i, scratch + d.out, ((long(d.T) - 1) * d.out_stride + n) * eb);
+    }
+};
+
+inline char* csim_error_buffer() {
+    static char buf[sizeof(CsimError::what)] = {0};
+    return buf;
+}
+inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
+
+// Run a table on one image. Pixels are converted to stream words (pixel_t) and pre-loaded into
+// the pixel stream; the label stream must hold exactly img_h * img_w labels at the end, and
+// every pixel must have been read.
+template <class Cfg>
+int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,
+             uint8_t* scratch, TraceFn trace) {
+    static pixel_t pix_store[Cfg::IMG_H * Cfg::IMG_W];  // static: no heap, no 1 MB stack frame
+    static label_t lab_store[Cfg::IMG_H * Cfg::IMG_W];
+    csim_error_buffer()[0] = 0;
+    try {
+        long n_pix = 0, n_lab = 0;
+        for (int i = 0; i < n_layers; ++i) {
+            if (table[i].op == OP_PATCH_EMBED) n_pix += long(table[i].img_h) * table[i].img_w;
+            if (table[i].op == OP_ARGMAX_UPSAMPLE) n_lab += long(table[i].img_h) * table[i].img_w;
+        }
+        ISEG_CHECK(n_pix <= long(Cfg::IMG_H) * Cfg::IMG_W && n_lab <= long(Cfg::IMG_H) * Cfg::IMG_W,
+                   "csim_run: the table reads or writes more pixels than Cfg::IMG_H * Cfg::IMG_W");
+        hls::stream<pixel_t> pix("pixels");
+        hls::stream<label_t> lab("labels");
+        if (n_pix > 0) {
+            pix.attach(pix_store, n_pix);
+            for (long i = 0; i < n_pix; ++i) {
+                const uint8_t* p = pixels + 3 * i;
+                pix.write(pixel_t(p[0]) | (pixel_t(p[1]) << 8) | (pixel_t(p[2]) << 16));
+            }
+        }
+        if (n_lab > 0) lab.attach(lab_store, n_lab);
+        CsimTrace tr{trace};
+        run_layers<Cfg>(pix, lab, weights, scratch, table, n_layers, tr);
+        ISEG_CHECK(pix.empty(), "csim_run: the layer table left pixels unread");
+        ISEG_CHECK(lab.size() == n_lab, "csim_run: the label stream does not hold img_h * img_w labels");
+        for (long i = 0; i < n_lab; ++i) labels[i] = lab.read();
+        return 0;
+    } catch (const CsimError& e) {
+        csim_set_error(e);
+        return 1;
+    }
+}
+
+}  // namespace iseg
+
+#define ISEG_CSIM_ENTRY(CFG, TABLE, N_LAYERS)                                                               \
+    extern "C" int iseg_csim_run(const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,            \
+                                 uint8_t* scratch, void (*trace)(int layer, const void* data, long nbytes)) { \
+        return ::iseg::csim_run<CFG>(TABLE, N_LAYERS, weights, pixels, labels, scratch, trace);             \
+    }                                                                                                       \
+    extern "C" const char* iseg_csim_last_error(void) { return ::iseg::csim_error_buffer(); }

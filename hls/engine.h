@@ -1,0 +1,228 @@
+// engine.h -- the layer-sequential engine: runs a layer table on ONE instance of each unit.
+//
+// The systolic GEMM array (gemm.h) is time-multiplexed across every LINEAR, PATCH_EMBED,
+// MASK_PRODUCT layer and both matmuls of every ATTENTION layer: all of them share the single
+// GemmBuffers declared here. Activations live in one scratch memory (m_axi) at the byte offsets
+// of the table; weights and constants in one read-only blob (m_axi). Layout: docs/hls.md.
+//
+// The config struct (the generator writes one per project):
+//   struct Cfg {
+//     static constexpr int R, C;            // systolic array rows x columns
+//     static constexpr int KMAX;            // longest reduction: max(K of every GEMM, tokens) >= NMAX
+//     static constexpr int NMAX;            // most tokens (rows of an attention layer)
+//     static constexpr int CMAX;            // most channels of a row op (LAYERNORM, GELU)
+//     static constexpr int IMG_H, IMG_W;    // largest image (line buffers, C-sim stream depth)
+//     static constexpr int PATCH_MAX;       // largest patch side
+//     static constexpr int n_layers;        // table length (run_engine only)
+//     static constexpr iseg::LayerDesc layers[n_layers];   // the table (run_engine only)
+//   };
+//
+// A synthesis top (the generator's top.cpp) is a thin wrapper:
+//   void iseg_top(hls::stream<iseg::pixel_t>& pixels, hls::stream<iseg::label_t>& labels,
+//                 const uint8_t* weights, uint8_t* scratch) {
+//   #pragma HLS INTERFACE mode=axis port=pixels
+//   #pragma HLS INTERFACE mode=axis port=labels
+//   #pragma HLS INTERFACE mode=m_axi port=weights offset=slave bundle=gmem0
+//   #pragma HLS INTERFACE mode=m_axi port=scratch offset=slave bundle=gmem1
+//   #pragma HLS INTERFACE mode=s_axilite port=return
+//       iseg::run_engine<Cfg>(pixels, labels, weights, scratch);
+//   }
+#pragma once
+
+#include "add.h"
+#include "argmax_upsample.h"
+#include "attention.h"
+#include "gemm.h"
+#include "gelu.h"
+#include "layer_desc.h"
+#include "layernorm.h"
+#include "patch_embed.h"
+#include "requant.h"
+
+namespace iseg {
+
+// The engine's compile-time invariants.
+template <class Cfg>
+struct EngineChecks {
+    static_assert(Cfg::R >= 1 && Cfg::R <= 64, "array rows R must be in [1, 64]");
+    static_assert(Cfg::C >= 1 && Cfg::C <= 64, "array columns C must be in [1, 64]");
+    static_assert(Cfg::NMAX >= 1 && Cfg::KMAX >= Cfg::NMAX, "KMAX must cover NMAX (P.V reduces over keys)");
+    static_assert(Cfg::KMAX >= 3 * Cfg::PATCH_MAX * Cfg::PATCH_MAX, "KMAX must cover the patch vector 3*P*P");
+    static_assert(Cfg::CMAX >= 1, "CMAX must be positive");
+    static_assert(Cfg::PATCH_MAX >= 1 && Cfg::IMG_W % Cfg::PATCH_MAX == 0 && Cfg::IMG_H % Cfg::PATCH_MAX == 0,
+                  "image sides must be multiples of the patch");
+    static constexpr bool ok = true;
+};
+
+inline bool rq_ok(const RqDesc& r) { return r.tab >= 0 || (r.e >= 1 && r.e <= 62); }
+
+// C-simulation check of one table entry against the config (compiles to nothing in synthesis).
+template <class Cfg>
+void check_layer(const LayerDesc& d) {
+    ISEG_CHECK(d.T >= 1 && d.N >= 1, "layer table: T and N must be >= 1");
+    switch (d.op) {
+        case OP_PATCH_EMBED:
+            ISEG_CHECK(d.patch >= 1 && d.patch <= Cfg::PATCH_MAX, "PATCH_EMBED: patch exceeds Cfg::PATCH_MAX");
+            ISEG_CHECK(d.img_h <= Cfg::IMG_H && d.img_w <= Cfg::IMG_W, "PATCH_EMBED: image exceeds Cfg::IMG_H/IMG_W");
+            ISEG_CHECK(d.img_h % d.patch == 0 && d.img_w % d.patch == 0, "PATCH_EMBED: image not a multiple of patch");
+            ISEG_CHECK(d.K == 3 * d.patch * d.patch && d.in_stride == d.K, "PATCH_EMBED: K and in_stride must be 3*P*P");
+            ISEG_CHECK(d.T == (d.img_h / d.patch) * (d.img_w / d.patch), "PATCH_EMBED: T must be the patch count");
+            /* fall through */
+        case OP_LINEAR:
+        case OP_MASK_PRODUCT:
+            ISEG_CHECK(d.K >= 1 && d.K <= Cfg::KMAX, "GEMM layer: K exceeds Cfg::KMAX");
+            ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "GEMM layer: out_bits must be 8 or 16");
+            ISEG_CHECK(rq_ok(d.rq), "GEMM layer: scalar rq.e must be in [1, 62]");
+            ISEG_CHECK(!((d.flags & F_GELU) && (d.flags & F_RESIDUAL)), "GEMM layer: F_GELU and F_RESIDUAL exclude each other");
+            if (d.flags & F_GELU) {
+                ISEG_CHECK(d.out_bits == 8 && d.gelu.variant == GELU_LAMBDA,
+                           "F_GELU: needs out_bits 8 and the lambda variant (ShiftGELU needs a row: use a GELU layer)");
+                ISEG_CHECK(rq_ok(d.rq2), "F_GELU: scalar rq2.e must be in [1, 62]");
+            }
+            if (d.flags & F_RESIDUAL) {
+                ISEG_CHECK(d.out_bits == 16 && d.ea >= 1 && d.ea <= 62, "F_RESIDUAL: needs out_bits 16, ea in [1, 62]");
+            }
+            ISEG_CHECK(d.op != OP_MASK_PRODUCT || (d.flags == 0 && d.b < 0), "MASK_PRODUCT: no bias, no fused stage");
+            break;
+        case OP_ATTENTION:
+            ISEG_CHECK(d.T <= Cfg::NMAX, "ATTENTION: T exceeds Cfg::NMAX");
+            ISEG_CHECK(d.heads >= 1 && d.d_head >= 1 && d.d_head <= Cfg::KMAX, "ATTENTION: bad heads/d_head");
+            ISEG_CHECK(d.in_stride >= 3 * d.heads * d.d_head && d.out_stride >= d.heads * d.d_head,
+                       "ATTENTION: strides too small for 3*D in / D out");
+            ISEG_CHECK(d.sm_x0 < 0 && (d.sm_variant == SM_PRECISE || d.sm_variant == SM_IVIT),
+                       "ATTENTION: sm_x0 must be < 0, sm_variant precise or ivit");
+            ISEG_CHECK(d.rq.tab < 0 && rq_ok(d.rq) && rq_ok(d.rq2), "ATTENTION: score rq must be scalar, e in [1, 62]");
+            break;
+        case OP_LAYERNORM:
+            ISEG_CHECK(d.N <= Cfg::CMAX, "LAYERNORM: N exceeds Cfg::CMAX");
+            ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "LAYERNORM: out_bits must be 8 or 16");
+            ISEG_CHECK(rq_ok(d.rq), "LAYERNORM: scalar rq.e must be in [1, 62]");
+            break;
+        case OP_GELU:
+            ISEG_CHECK(d.N <= Cfg::CMAX, "GELU: N exceeds Cfg::CMAX");
+            ISEG_CHECK(rq_ok(d.rq), "GELU: scalar rq.e must be in [1, 62]");
+            break;
+        case OP_EMBED_ADD:
+            ISEG_CHECK(d.n_prefix >= 0 && d.n_prefix <= d.T, "EMBED_ADD: bad n_prefix");
+            /* fall through */
+        case OP_ADD:
+            ISEG_CHECK(d.ea >= 1 && d.ea <= 62, "ADD: ea must be in [1, 62]");
+            break;
+        case OP_ARGMAX_UPSAMPLE:
+            ISEG_CHECK(d.patch >= 1 && d.img_h <= Cfg::IMG_H && d.img_w <= Cfg::IMG_W,
+                       "ARGMAX_UPSAMPLE: image exceeds Cfg::IMG_H/IMG_W");
+            ISEG_CHECK(d.img_h % d.patch == 0 && d.img_w % d.patch == 0 &&
+                           d.T == (d.img_h / d.patch) * (d.img_w / d.patch),
+                       "ARGMAX_UPSAMPLE: T must be the patch count of the image");
+            ISEG_CHECK(d.N <= 256, "ARGMAX_UPSAMPLE: labels are u8: at most 256 classes");
+            break;
+        case OP_COPY_CONST:
+            ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "COPY_CONST: out_bits must be 8 or 16");
+            break;
+        default:
+            ISEG_CHECK(false, "layer table: unknown op code");
+    }
+    if (d.flags & F_GELU || d.op == OP_GELU) {
+        ISEG_CHECK(d.gelu.x0 < 0 && d.gelu.n >= 0 && d.gelu.n <= kShexpNMax, "GELU: x0 must be < 0, n in [0, 32]");
+    }
+}
+
+// GELU layer: out (T, N) i8 = RQ_8(GELU(in (T, N) i8)), either variant.
+template <class Cfg>
+void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch) {
+    int8_t x[Cfg::CMAX];
+    int32_t y[Cfg::CMAX];
+GELU_T:
+    for (int t = 0; t < d.T; ++t) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
+        const uint8_t* src = scratch + d.in + long(t) * d.in_stride;
+        uint8_t* dst = scratch + d.out + long(t) * d.out_stride;
+    GELU_LOAD:
+        for (int n = 0; n < d.N; ++n) x[n] = int8_t(src[n]);
+        gelu_row<Cfg::CMAX>(x, d.N, d.gelu, y);
+    GELU_STORE:
+        for (int n = 0; n < d.N; ++n) dst[n] = uint8_t(requant(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
+    }
+}
+
+// Trace hook that does nothing (the synthesis top).
+struct NoTrace {
+    void operator()(int, const LayerDesc&, const uint8_t*) const {}
+};
+
+// Run `n_layers` entries of `table`. PixIn / LabOut: hls::stream<pixel_t> / hls::stream<label_t>
+// (or anything with read() / write()). trace(i, desc, scratch) after every layer.
+template <class Cfg, class PixIn, class LabOut, class Trace>
+void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, const LayerDesc* table,
+                int n_layers, Trace& trace) {
+    static_assert(EngineChecks<Cfg>::ok, "");
+    GemmBuffers<Cfg> g;  // THE array's operand and accumulator buffers, shared by every layer
+ENGINE_LAYERS:
+    for (int i = 0; i < n_layers; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
+        const LayerDesc d = table[i];
+        check_layer<Cfg>(d);
+        switch (d.op) {
+            case OP_PATCH_EMBED:
+                patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in);
+                gemm_layer<Cfg>(d, weights, scratch, g, weights + d.w, d.N, 1);
+                break;
+            case OP_LINEAR:
+                gemm_layer<Cfg>(d, weights, scratch, g, weights + d.w, d.N, 1);
+                break;
+            case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
+                gemm_layer<Cfg>(d, weights, scratch, g, scratch + d.in2, 1, d.in2_stride);
+                break;
+            case OP_ATTENTION:
+                attention<Cfg>(d, weights, scratch, g);
+                break;
+            case OP_LAYERNORM:
+            LN_T:
+                for (int t = 0; t < d.T; ++t) {
+                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
+                    layernorm_row<Cfg::CMAX>(scratch + d.in + long(t) * d.in_stride * 2, d.N, d.rq, weights,
+                                             d.out_bits, scratch + d.out + long(t) * d.out_stride * (d.out_bits / 8));
+                }
+                break;
+            case OP_GELU:
+                gelu_layer<Cfg>(d, weights, scratch);
+                break;
+            case OP_ADD:
+                add_rows(scratch + d.in, d.in_stride, scratch + d.in2, d.in2_stride, scratch + d.out, d.out_stride,
+                         d.T, d.N, d.ma, d.mb, d.ea);
+                break;
+            case OP_EMBED_ADD:
+                embed_add_rows(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b, scratch + d.out,
+                               d.out_stride, d.T, d.N, d.n_prefix, d.ma, d.mb, d.ea);
+                break;
+            case OP_COPY_CONST: {
+                const int bytes = d.out_bits / 8;
+            COPY_T:
+                for (int t = 0; t < d.T; ++t) {
+                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
+                COPY_N:
+                    for (int n = 0; n < d.N * bytes; ++n) {
+                        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
+                        scratch[d.out + long(t) * d.out_stride * bytes + n] = weights[d.cst + long(t) * d.N * bytes + n];
+                    }
+                }
+                break;
+            }
+            case OP_ARGMAX_UPSAMPLE:
+                argmax_upsample<Cfg>(scratch + d.in, d.in_stride, d.N, d.img_h, d.img_w, d.patch, labels);
+                break;
+            default:
+                break;
+        }
+        trace(i, d, scratch);
+    }
+}
+
+// The synthesis entry: the table is the generated Cfg::layers.
+template <class Cfg>
+void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_t>& labels, const uint8_t* weights, uint8_t* scratch) {
+    NoTrace none;
+    run_layers<Cfg>(pixels, labels, weights, scratch, Cfg::layers, Cfg::n_layers, none);
+}
+
+}  // namespace iseg

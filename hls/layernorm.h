@@ -1,0 +1,68 @@
+// layernorm.h -- I-LayerNorm over the channels of one token (numerics.md §5.3).
+//
+//   mean = round_half_even(sum / C);  y = x - mean;  var = sum(y^2)  (int64)
+//   sd = max(isqrt(var), 1);  f = (2^31 - 1) // sd;  z = (y * f) >> 1    (|z| <= 2^30)
+//   out = RQ_bits(z, m_c, e_c, o_c)        gamma in m_c, beta in o_c, bits 8 or 16
+//
+// The square root is the exact digit-by-digit (restoring) algorithm, 32 fixed iterations: no
+// Newton steps, no float. The row is buffered once (CMAX) and read three times.
+#pragma once
+
+#include "requant.h"
+
+namespace iseg {
+
+// Exact floor(sqrt(v)) for 0 <= v < 2^62.
+inline int64_t isqrt_digit(int64_t v) {
+    int64_t res = 0;
+    int64_t bit = int64_t(1) << 62;
+ISQRT_DIGIT:
+    for (int i = 0; i < 32; ++i) {
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        if (v >= res + bit) {
+            v -= res + bit;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return res;
+}
+
+// One token. in: x (C,) int16 at `src` (little-endian); out: (C,) of out_bits at `dst`.
+// Per-channel (m, e, o) from rq (blob table or scalar).
+template <int CMAX>
+void layernorm_row(const uint8_t* src, int C, const RqDesc& rq, const uint8_t* blob, int out_bits, uint8_t* dst) {
+    int32_t x[CMAX];
+    int64_t sum = 0;
+LN_LOAD:
+    for (int c = 0; c < C; ++c) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        x[c] = ld_i16(src + 2 * c);
+        sum += x[c];
+    }
+    const int64_t mean = round_half_even_div(sum, C);
+    int64_t var = 0;
+LN_VAR:
+    for (int c = 0; c < C; ++c) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        const int64_t y = x[c] - mean;
+        var += y * y;
+    }
+    int64_t sd = isqrt_digit(var);
+    if (sd < 1) sd = 1;
+    const int64_t f = kInt32Max / sd;  // both positive: `/` is floor here
+    const int bytes = out_bits / 8;
+LN_OUT:
+    for (int c = 0; c < C; ++c) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        const int64_t z = ((x[c] - mean) * f) >> 1;
+        st_act(dst + c * bytes, bytes, requant(z, rq_channel(rq, blob, c), out_bits));
+    }
+}
+
+}  // namespace iseg

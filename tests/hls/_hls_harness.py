@@ -1,0 +1,248 @@
+"""Build and drive the C-simulation test harness (``tests/hls/harness.cpp``) through ctypes.
+
+Also the Python mirror of ``hls/layer_desc.h`` (``LayerDesc``), a builder of the weights blob in
+the layout of ``docs/hls.md`` (``Blob``) and a scratch allocator (``Scratch``), so tests can
+write layer tables by hand exactly as the generator will emit them.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import importlib.resources
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+HLS_DIR = Path(str(importlib.resources.files("iseg.hls")))
+HARNESS = HERE / "harness.cpp"
+CXXFLAGS = ["-std=c++14", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+
+# op codes and flags (hls/layer_desc.h)
+OP_PATCH_EMBED, OP_EMBED_ADD, OP_LAYERNORM, OP_LINEAR, OP_ATTENTION = 1, 2, 3, 4, 5
+OP_ADD, OP_MASK_PRODUCT, OP_ARGMAX_UPSAMPLE, OP_GELU, OP_COPY_CONST = 6, 7, 8, 9, 10
+F_GELU, F_RESIDUAL = 1, 2
+SM_VARIANTS = {"precise": 0, "ivit": 1}
+GELU_VARIANTS = {"lambda": 0, "shift": 1}
+ALIGN = 64
+
+
+class GeluParams(C.Structure):
+    _fields_ = [("em", C.c_int64), ("variant", C.c_int32), ("x0", C.c_int32), ("n", C.c_int32),
+                ("k", C.c_int32), ("L", C.c_int32), ("pad_", C.c_int32)]
+
+
+class RqDesc(C.Structure):
+    _fields_ = [("o", C.c_int64), ("m", C.c_int32), ("e", C.c_int32), ("tab", C.c_int32), ("pad_", C.c_int32)]
+
+
+_I32_FIELDS = ["op", "flags", "T", "K", "N", "heads", "d_head", "n_prefix", "img_h", "img_w", "patch",
+               "out_bits", "in_", "in_stride", "in2", "in2_stride", "out", "out_stride", "w", "b", "cst",
+               "sm_variant", "sm_x0", "ma", "mb", "ea"]
+
+
+class LayerDesc(C.Structure):
+    """Mirror of ``iseg::LayerDesc`` (``in`` is spelled ``in_`` here: a Python keyword)."""
+
+    _fields_ = [(f, C.c_int32) for f in _I32_FIELDS] + [("gelu", GeluParams), ("rq", RqDesc), ("rq2", RqDesc)]
+
+
+def layer(**kw) -> LayerDesc:
+    """A table entry like ``iseg::empty_layer()`` (offsets -1) with the given fields set."""
+    d = LayerDesc()
+    for f in ("in_", "in2", "out", "w", "b", "cst"):
+        setattr(d, f, -1)
+    d.rq.tab = -1
+    d.rq2.tab = -1
+    for k, v in kw.items():
+        if k == "gelu":
+            d.gelu = gelu_params(v)
+        elif k in ("rq", "rq2"):
+            setattr(d, k, v)
+        else:
+            setattr(d, k, int(v))
+    return d
+
+
+def gelu_params(c) -> GeluParams:
+    """From ``iseg.numerics.GeluConsts``."""
+    return GeluParams(em=int(c.em), variant=GELU_VARIANTS[c.variant], x0=int(c.x0), n=int(c.n), k=int(c.k),
+                      L=int(c.L))
+
+
+def rq_scalar(m: int, e: int, o: int = 0) -> RqDesc:
+    return RqDesc(o=int(o), m=int(m), e=int(e), tab=-1)
+
+
+class Blob:
+    """The weights blob: arrays appended at 64-byte aligned offsets, little-endian."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def add(self, arr: np.ndarray, dtype) -> int:
+        a = np.ascontiguousarray(np.asarray(arr).astype(np.dtype(dtype).newbyteorder("<")))
+        self.buf.extend(b"\0" * (-len(self.buf) % ALIGN))
+        off = len(self.buf)
+        self.buf.extend(a.tobytes())
+        return off
+
+    def rq_table(self, m, e, o, n: int) -> RqDesc:
+        """Per-channel records {int32 m, int32 e, int64 o} (scalars are broadcast to n channels)."""
+        rec = np.zeros(n, dtype=[("m", "<i4"), ("e", "<i4"), ("o", "<i8")])
+        rec["m"], rec["e"], rec["o"] = np.broadcast_to(m, n), np.broadcast_to(e, n), np.broadcast_to(o, n)
+        self.buf.extend(b"\0" * (-len(self.buf) % ALIGN))
+        off = len(self.buf)
+        self.buf.extend(rec.tobytes())
+        return RqDesc(o=0, m=0, e=0, tab=off)
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.buf) + b"\0" * ALIGN, dtype=np.uint8).copy()
+
+
+class Scratch:
+    """The activation scratch: named regions at 64-byte aligned byte offsets."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.regions: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+        self.init: dict[str, np.ndarray] = {}
+
+    def alloc(self, name: str, shape: tuple[int, ...], dtype, init: np.ndarray | None = None) -> int:
+        self.size += -self.size % ALIGN
+        off = self.size
+        dt = np.dtype(dtype).newbyteorder("<")
+        self.regions[name] = (off, tuple(shape), dt)
+        self.size += int(np.prod(shape)) * dt.itemsize
+        if init is not None:
+            self.init[name] = np.asarray(init).astype(dt)
+        return off
+
+    def array(self) -> np.ndarray:
+        buf = np.zeros(self.size + ALIGN, dtype=np.uint8)
+        for name, a in self.init.items():
+            off = self.regions[name][0]
+            buf[off:off + a.nbytes] = np.frombuffer(a.tobytes(), dtype=np.uint8)
+        return buf
+
+    def get(self, buf: np.ndarray, name: str) -> np.ndarray:
+        off, shape, dt = self.regions[name]
+        n = int(np.prod(shape)) * dt.itemsize
+        return np.frombuffer(buf[off:off + n].tobytes(), dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+
+
+TRACE_FN = C.CFUNCTYPE(None, C.c_int, C.c_void_p, C.c_long)
+
+
+def build(out_dir: Path, opt: str = "-O2", **defines: int) -> Path:
+    """Compile the harness into a shared library (ISEG_TEST_<NAME>=value for each define)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = "_".join(f"{k}{v}" for k, v in sorted(defines.items())) or "default"
+    lib = out_dir / f"iseg_harness_{tag}{opt}.so"
+    flags = [f"-DISEG_TEST_{k.upper()}={v}" for k, v in sorted(defines.items())]
+    cmd = ["g++", *CXXFLAGS, opt, *flags, f"-I{HLS_DIR}", str(HARNESS), "-o", str(lib)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"harness build failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}")
+    return lib
+
+
+def _p(a: np.ndarray, ctype):
+    return a.ctypes.data_as(C.POINTER(ctype))
+
+
+class Harness:
+    """ctypes front end of one compiled harness library."""
+
+    def __init__(self, path: Path) -> None:
+        self.lib = C.CDLL(str(path))
+        L = self.lib
+        L.h_last_error.restype = C.c_char_p
+        L.h_stream_script.restype = C.c_long
+        L.h_run.argtypes = [C.POINTER(LayerDesc), C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, TRACE_FN]
+        self.R = L.h_array_rows()
+        self.C = L.h_array_cols()
+
+    def error(self) -> str:
+        return self.lib.h_last_error().decode()
+
+    # ---- element kernels ----
+    def requant(self, z, m, e, o, bits: int) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.int64)
+        nch = z.shape[-1] if z.ndim else 1
+        m, e, o = (np.ascontiguousarray(np.broadcast_to(v, (nch,)), dtype=t)
+                   for v, t in ((m, np.int32), (e, np.int32), (o, np.int64)))
+        out = np.empty(z.shape, dtype=np.int32)
+        self.lib.h_requant(_p(z, C.c_int64), C.c_long(z.size), nch, _p(m, C.c_int32), _p(e, C.c_int32),
+                           _p(o, C.c_int64), bits, _p(out, C.c_int32))
+        return out.astype(np.int64)
+
+    def shexp(self, x, x0: int, n: int) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int64)
+        out = np.empty_like(x)
+        self.lib.h_shexp(_p(x, C.c_int64), C.c_long(x.size), C.c_int32(x0), n, _p(out, C.c_int64))
+        return out
+
+    def isqrt(self, v) -> np.ndarray:
+        v = np.ascontiguousarray(v, dtype=np.int64)
+        out = np.empty_like(v)
+        self.lib.h_isqrt(_p(v, C.c_int64), C.c_long(v.size), _p(out, C.c_int64))
+        return out
+
+    def int_add(self, a, b, ma: int, mb: int, e: int, bits: int = 16) -> np.ndarray:
+        a = np.ascontiguousarray(a, dtype=np.int32)
+        b = np.ascontiguousarray(b, dtype=np.int32)
+        out = np.empty_like(a)
+        self.lib.h_int_add(_p(a, C.c_int32), _p(b, C.c_int32), C.c_long(a.size), C.c_int32(ma), C.c_int32(mb),
+                           C.c_int32(e), bits, _p(out, C.c_int32))
+        return out.astype(np.int64)
+
+    def shiftmax(self, x, x0: int, variant: str) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int8)
+        rows, n = x.shape
+        p = np.empty((rows, n), dtype=np.int16)
+        rc = self.lib.h_shiftmax(_p(x, C.c_int8), rows, n, C.c_int32(x0), SM_VARIANTS[variant], _p(p, C.c_int16))
+        if rc:
+            raise RuntimeError(self.error())
+        return p.astype(np.int64)
+
+    def gelu(self, x, consts) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int8)
+        rows, n = x.shape
+        y = np.empty((rows, n), dtype=np.int32)
+        g = gelu_params(consts)
+        if self.lib.h_gelu(_p(x, C.c_int8), rows, n, C.byref(g), _p(y, C.c_int32)):
+            raise RuntimeError(self.error())
+        return y.astype(np.int64)
+
+    def gelu_lambda(self, x, consts) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int8)
+        y = np.empty(x.shape, dtype=np.int32)
+        g = gelu_params(consts)
+        self.lib.h_gelu_lambda(_p(x, C.c_int8), C.c_long(x.size), C.byref(g), _p(y, C.c_int32))
+        return y.astype(np.int64)
+
+    def stream_script(self, depth: int, ops: list[int]) -> tuple[list[int] | None, int]:
+        arr = np.ascontiguousarray(ops, dtype=np.int32)
+        out = np.zeros(max(1, len(ops)), dtype=np.int32)
+        high = C.c_long(0)
+        n = self.lib.h_stream_script(depth, _p(arr, C.c_int32), len(ops), _p(out, C.c_int32), C.byref(high))
+        return (None if n < 0 else out[:n].tolist()), high.value
+
+    # ---- the engine ----
+    def run(self, table: list[LayerDesc], blob: np.ndarray, scratch: np.ndarray, pixels: np.ndarray | None = None,
+            n_labels: int = 0, trace=None) -> tuple[int, np.ndarray]:
+        """Run a table; returns (rc, labels). ``trace(layer, bytes)`` receives each layer's output."""
+        tab = (LayerDesc * len(table))(*table)
+        pix = np.ascontiguousarray(pixels if pixels is not None else np.zeros(1, np.uint8), dtype=np.uint8)
+        labels = np.zeros(max(1, n_labels), dtype=np.uint8)
+        if trace is None:
+            cb = TRACE_FN(0)
+        else:
+            def _cb(i: int, data: int, nbytes: int) -> None:
+                trace(i, C.string_at(data, nbytes) if data else b"")
+            cb = TRACE_FN(_cb)
+        rc = self.lib.h_run(tab, len(table), blob.ctypes.data, pix.ctypes.data, labels.ctypes.data,
+                            scratch.ctypes.data, cb)
+        return rc, labels[:n_labels]

@@ -1,0 +1,169 @@
+// C-simulation test harness: extern "C" wrappers around the hls/ kernels, loaded with ctypes by
+// tests/hls/_hls_harness.py. The array shape and maxima come from -D flags so the tests can
+// use a small, odd array and the benchmark a Seg-T-sized one.
+#include "csim_api.h"
+
+#ifndef ISEG_TEST_R
+#define ISEG_TEST_R 4
+#endif
+#ifndef ISEG_TEST_C
+#define ISEG_TEST_C 8
+#endif
+#ifndef ISEG_TEST_NMAX
+#define ISEG_TEST_NMAX 320
+#endif
+#ifndef ISEG_TEST_KMAX
+#define ISEG_TEST_KMAX 800
+#endif
+#ifndef ISEG_TEST_CMAX
+#define ISEG_TEST_CMAX 1024
+#endif
+#ifndef ISEG_TEST_IMG
+#define ISEG_TEST_IMG 64
+#endif
+
+struct TestCfg {
+    static constexpr int R = ISEG_TEST_R;
+    static constexpr int C = ISEG_TEST_C;
+    static constexpr int KMAX = ISEG_TEST_KMAX;
+    static constexpr int NMAX = ISEG_TEST_NMAX;
+    static constexpr int CMAX = ISEG_TEST_CMAX;
+    static constexpr int IMG_H = ISEG_TEST_IMG;
+    static constexpr int IMG_W = ISEG_TEST_IMG;
+    static constexpr int PATCH_MAX = 16;
+};
+
+// A config carrying a constexpr table, the way the generator emits it (exercises run_engine and
+// ISEG_CSIM_ENTRY): one COPY_CONST layer, 2 rows x 3 int16 from blob offset 0 to scratch 0.
+constexpr iseg::LayerDesc static_layer_0() {
+    iseg::LayerDesc d = iseg::empty_layer();
+    d.op = iseg::OP_COPY_CONST;
+    d.T = 2;
+    d.N = 3;
+    d.out_bits = 16;
+    d.out = 0;
+    d.out_stride = 3;
+    d.cst = 0;
+    return d;
+}
+struct StaticCfg : TestCfg {
+    static constexpr int n_layers = 1;
+    static constexpr iseg::LayerDesc layers[n_layers] = {static_layer_0()};
+};
+constexpr iseg::LayerDesc StaticCfg::layers[];  // C++14: the odr-used static member needs a definition
+
+ISEG_CSIM_ENTRY(StaticCfg, StaticCfg::layers, StaticCfg::n_layers)
+
+namespace {
+template <class F>
+int guarded(F f) {
+    iseg::csim_error_buffer()[0] = 0;
+    try {
+        f();
+        return 0;
+    } catch (const iseg::CsimError& e) {
+        iseg::csim_set_error(e);
+        return 1;
+    }
+}
+}  // namespace
+
+// Stream script: ops[i] >= 0 writes ops[i], -1 reads (appends to out), -2 checks empty() (appends
+// 1/0), -3 checks full(). depth > 0: hls::stream<int32_t, 4> if depth == 4 (template DEPTH), else
+// an unsized stream attached to `depth` elements; depth == 0: unsized and never attached.
+// Returns the number of outputs, or -1 on a C-sim error (message in h_last_error), and the
+// high-water mark in *high.
+template <class S>
+static long run_script(S& s, const int32_t* ops, int n_ops, int32_t* out, long* high) {
+    long n_out = 0;
+    const int rc = guarded([&] {
+        for (int i = 0; i < n_ops; ++i) {
+            if (ops[i] >= 0)
+                s.write(ops[i]);
+            else if (ops[i] == -1)
+                out[n_out++] = s.read();
+            else if (ops[i] == -2)
+                out[n_out++] = s.empty() ? 1 : 0;
+            else
+                out[n_out++] = s.full() ? 1 : 0;
+        }
+    });
+    *high = s.max_size();
+    return rc ? -1 : n_out;
+}
+
+extern "C" {
+
+int h_sizeof_layer_desc(void) { return int(sizeof(iseg::LayerDesc)); }
+int h_array_rows(void) { return TestCfg::R; }
+int h_array_cols(void) { return TestCfg::C; }
+const char* h_last_error(void) { return iseg::csim_error_buffer(); }
+
+// requant along the last axis of length C (per-channel m, e, o of length C).
+void h_requant(const int64_t* z, long n, int C, const int32_t* m, const int32_t* e, const int64_t* o, int bits,
+               int32_t* out) {
+    for (long i = 0; i < n; ++i) {
+        const iseg::RqParams p = {m[i % C], e[i % C], o[i % C]};
+        out[i] = iseg::requant(z[i], p, bits);
+    }
+}
+
+void h_shexp(const int64_t* x, long n, int32_t x0, int nb, int64_t* out) {
+    for (long i = 0; i < n; ++i) out[i] = iseg::shexp(x[i], x0, nb);
+}
+
+void h_isqrt(const int64_t* v, long n, int64_t* out) {
+    for (long i = 0; i < n; ++i) out[i] = iseg::isqrt_digit(v[i]);
+}
+
+void h_int_add(const int32_t* a, const int32_t* b, long n, int32_t ma, int32_t mb, int32_t e, int bits,
+               int32_t* out) {
+    for (long i = 0; i < n; ++i) out[i] = iseg::int_add(a[i], b[i], ma, mb, e, bits);
+}
+
+int h_shiftmax(const int8_t* x, int rows, int n, int32_t x0, int32_t variant, int16_t* p) {
+    return guarded([&] {
+        ISEG_CHECK(n >= 1 && n <= TestCfg::NMAX, "h_shiftmax: n exceeds NMAX");
+        for (int r = 0; r < rows; ++r)
+            iseg::shiftmax_row<TestCfg::NMAX>(x + long(r) * n, n, x0, variant, p + long(r) * n);
+    });
+}
+
+int h_gelu(const int8_t* x, int rows, int n, const iseg::GeluParams* g, int32_t* y) {
+    return guarded([&] {
+        ISEG_CHECK(n >= 1 && n <= TestCfg::CMAX, "h_gelu: n exceeds CMAX");
+        for (int r = 0; r < rows; ++r) iseg::gelu_row<TestCfg::CMAX>(x + long(r) * n, n, *g, y + long(r) * n);
+    });
+}
+
+// The element-wise lambda path the GEMM output stage uses.
+void h_gelu_lambda(const int8_t* x, long n, const iseg::GeluParams* g, int32_t* y) {
+    for (long i = 0; i < n; ++i) y[i] = iseg::gelu_lambda(x[i], *g);
+}
+
+int h_run(const iseg::LayerDesc* table, int n_layers, const uint8_t* weights, const uint8_t* pixels,
+          uint8_t* labels, uint8_t* scratch, iseg::TraceFn trace) {
+    return iseg::csim_run<TestCfg>(table, n_layers, weights, pixels, labels, scratch, trace);
+}
+
+// run_engine<Cfg> with the constexpr table of StaticCfg (the synthesis entry, in C-sim).
+int h_run_static(const uint8_t* weights, uint8_t* scratch) {
+    return guarded([&] {
+        hls::stream<iseg::pixel_t> pix("pixels");
+        hls::stream<iseg::label_t> lab("labels");
+        iseg::run_engine<StaticCfg>(pix, lab, weights, scratch);
+    });
+}
+
+long h_stream_script(int depth, const int32_t* ops, int n_ops, int32_t* out, long* high) {
+    if (depth == 4) {
+        hls::stream<int32_t, 4> s("fifo4");
+        return run_script(s, ops, n_ops, out, high);
+    }
+    static int32_t storage[1024];
+    hls::stream<int32_t> s("port");
+    if (depth > 0) s.attach(storage, depth);
+    return run_script(s, ops, n_ops, out, high);
+}
+
+}  // extern "C"

@@ -1,0 +1,213 @@
+"""The engine on a hand-written layer table of a 1-block toy I-Segmenter, compared with numpy layer
+by layer through the C-sim trace (the full-model check comes from the generator's own tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _hls_harness import (
+    F_GELU,
+    F_RESIDUAL,
+    OP_ARGMAX_UPSAMPLE,
+    OP_ATTENTION,
+    OP_COPY_CONST,
+    OP_EMBED_ADD,
+    OP_GELU,
+    OP_LAYERNORM,
+    OP_LINEAR,
+    OP_MASK_PRODUCT,
+    OP_PATCH_EMBED,
+    SM_VARIANTS,
+    Blob,
+    Scratch,
+    layer,
+    rq_scalar,
+)
+
+from iseg import numerics as nx
+from iseg.reference import attention_core, im2col
+
+pytestmark = pytest.mark.csim
+
+
+def me_ch(z: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    z = np.abs(np.asarray(z)).reshape(-1, z.shape[-1]).max(axis=0)
+    pairs = [nx.dyadic(target / max(1, int(v))) for v in z]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def me(z: np.ndarray, target: int) -> tuple[int, int]:
+    return nx.dyadic(target / max(1, int(np.abs(z).max())))
+
+
+class Toy:
+    """Builds the table, the blob, the scratch map and the expected outputs, op by op."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.blob, self.sc = Blob(), Scratch()
+        self.table: list = []
+        self.expect: list[tuple[str, np.ndarray]] = []  # (name, expected output) per table entry
+
+    def emit(self, name: str, d, want: np.ndarray) -> None:
+        self.table.append(d)
+        self.expect.append((name, want))
+
+    def w(self, k: int, n: int) -> np.ndarray:
+        return self.rng.integers(-128, 128, (k, n))
+
+    def linear(self, name, x, x_off, x_stride, n, *, bits, bias=True, flags=0, res=None, gelu=None):
+        t, k = x.shape
+        w = self.w(k, n)
+        b = self.rng.integers(-3000, 3000, n) if bias else None
+        acc = nx.linear(x, w, b)
+        m, e = me_ch(acc, 100 if bits == 8 else 12000)
+        y = nx.requant(acc, m, e, 0, bits)
+        kw = {}
+        if gelu is not None:
+            g = nx.gelu(y, gelu)
+            m2, e2 = me(g, 110)
+            y = nx.requant(g, m2, e2, 0, 8)
+            kw = dict(gelu=gelu, rq2=rq_scalar(m2, e2))
+        if res is not None:
+            r_name, r_val = res
+            y = nx.int_add(r_val, y, 1 << 30, 1 << 29, 30)
+            off, _, _ = self.sc.regions[r_name]
+            kw.update(in2=off, in2_stride=n, ma=1 << 30, mb=1 << 29, ea=30)
+            out = off
+        else:
+            out = self.sc.alloc(name, (t, n), np.int8 if bits == 8 else np.int16)
+        d = layer(op=OP_LINEAR, flags=flags, T=t, K=k, N=n, out_bits=bits, in_=x_off, in_stride=x_stride, out=out,
+                  out_stride=n, w=self.blob.add(w, np.int8), b=self.blob.add(b, np.int32) if bias else -1,
+                  rq=self.blob.rq_table(m, e, 0, n), **kw)
+        self.emit(name, d, y)
+        return y, out
+
+    def layernorm(self, name, x, x_off, bits=8):
+        t, c = x.shape
+        z = nx.ln_normalize(x)
+        m, e = me_ch(z, 100 if bits == 8 else 15000)
+        m = m * self.rng.choice([-1, 1], c)
+        o = self.rng.integers(-(1 << 20), 1 << 20, c) << 10
+        y = nx.requant(z, m, e, o, bits)
+        out = self.sc.alloc(name, (t, c), np.int8 if bits == 8 else np.int16)
+        self.emit(name, layer(op=OP_LAYERNORM, T=t, N=c, out_bits=bits, in_=x_off, in_stride=c, out=out, out_stride=c,
+                              rq=self.blob.rq_table(m, e, o, c)), y)
+        return y, out
+
+
+@pytest.mark.parametrize("decoder,softmax,gelu", [("linear", "precise", "lambda"), ("mask", "ivit", "shift")])
+def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
+    H = W = 32
+    P, D, heads, F, ncls = 8, 32, 2, 64, 5
+    dh = D // heads
+    gh, gw = H // P, W // P
+    N = gh * gw
+    T = N + 1
+    toy = Toy(seed=11 if decoder == "linear" else 12)
+    rng, blob, sc = toy.rng, toy.blob, toy.sc
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+    # patch embedding
+    K = 3 * P * P
+    wpe, bpe = toy.w(K, D), rng.integers(-20000, 20000, D)
+    acc = nx.linear(im2col(img, P), wpe, bpe)
+    m, e = me_ch(acc, 12000)
+    tok = nx.requant(acc, m, e, 0, 16)
+    t_off = sc.alloc("tok", (N, D), np.int16)
+    toy.emit("patch_embed", layer(op=OP_PATCH_EMBED, T=N, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
+                                  in_=sc.alloc("stage", (N, K), np.int8), in_stride=K, out=t_off, out_stride=D,
+                                  w=blob.add(wpe, np.int8), b=blob.add(bpe, np.int32),
+                                  rq=blob.rq_table(m, e, 0, D)), tok)
+    # [cls ; tok] (+) pos
+    cls = rng.integers(-12000, 12000, (1, D))
+    pos = rng.integers(-12000, 12000, (T, D))
+    x = nx.int_add(np.concatenate([cls, tok]), pos, 3 << 28, 1 << 29, 30)
+    x_off = sc.alloc("x", (T, D), np.int16)
+    toy.emit("embed", layer(op=OP_EMBED_ADD, T=T, N=D, n_prefix=1, out_bits=16, in_=t_off, in_stride=D, out=x_off,
+                            out_stride=D, cst=blob.add(cls, np.int16), b=blob.add(pos, np.int16), ma=3 << 28,
+                            mb=1 << 29, ea=30), x)
+    # encoder block
+    a, a_off = toy.layernorm("ln1", x, x_off)
+    qkv, q_off = toy.linear("qkv", a, a_off, D, 3 * D, bits=8)
+    sacc = nx.exact_matmul(qkv[:, :dh], qkv[:, D:D + dh].T)
+    ms, es = me(sacc, 127)
+    x0 = nx.shiftmax_x0(0.1, softmax)
+    pv = attention_core(qkv, heads, lambda z: nx.requant(z, ms, es, 0, 8), lambda s: x0, softmax)
+    mo, eo = me(pv, 100)
+    o = nx.requant(pv, mo, eo, 0, 8)
+    o_off = sc.alloc("attn", (T, D), np.int8)
+    toy.emit("attn", layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=q_off, in_stride=3 * D, out=o_off,
+                           out_stride=D, sm_variant=SM_VARIANTS[softmax], sm_x0=x0, rq=rq_scalar(ms, es),
+                           rq2=rq_scalar(mo, eo)), o)
+    x, _ = toy.linear("proj+add", o, o_off, D, D, bits=16, flags=F_RESIDUAL, res=("x", x))
+    h, h_off = toy.layernorm("ln2", x, x_off)
+    gc = nx.gelu_consts(0.05, gelu)
+    if gelu == "lambda":
+        h, h_off = toy.linear("fc1+gelu", h, h_off, D, F, bits=8, flags=F_GELU, gelu=gc)
+    else:  # ShiftGELU needs the row maximum: a separate GELU layer
+        h, f_off = toy.linear("fc1", h, h_off, D, F, bits=8)
+        g = nx.gelu(h, gc)
+        mg, eg = me(g, 110)
+        h = nx.requant(g, mg, eg, 0, 8)
+        h_off = sc.alloc("gelu", (T, F), np.int8)
+        toy.emit("gelu", layer(op=OP_GELU, T=T, N=F, out_bits=8, in_=f_off, in_stride=F, out=h_off, out_stride=F,
+                               gelu=gc, rq=rq_scalar(mg, eg)), h)
+    x, _ = toy.linear("fc2+add", h, h_off, F, D, bits=16, flags=F_RESIDUAL, res=("x", x))
+    enc, e_off = toy.layernorm("enc.norm", x, x_off)
+    patches, p_off = enc[1:], e_off + D  # drop cls: an offset, no op
+    # decoder
+    if decoder == "linear":
+        logits, l_off = toy.linear("head", patches, p_off, D, ncls, bits=16)
+    else:
+        dtok, d_off = toy.linear("proj_dec", patches, p_off, D, D, bits=16)
+        sc.regions.pop("proj_dec")  # re-home it inside a (N + ncls, D) buffer, then append cls_emb rows
+        d_off = sc.alloc("dec_x", (N + ncls, D), np.int16)
+        toy.table[-1].out = d_off
+        cls_emb = rng.integers(-12000, 12000, (ncls, D))
+        toy.emit("cls_emb", layer(op=OP_COPY_CONST, T=ncls, N=D, out_bits=16, out=d_off + N * D * 2, out_stride=D,
+                                  cst=blob.add(cls_emb, np.int16)), cls_emb)
+        dn, dn_off = toy.layernorm("dec.norm", np.concatenate([dtok, cls_emb]), d_off)
+        pp, pp_off = toy.linear("proj_patch", dn[:N], dn_off, D, D, bits=8, bias=False)
+        cc, cc_off = toy.linear("proj_classes", dn[N:], dn_off + N * D, D, D, bits=8, bias=False)
+        macc = nx.exact_matmul(pp, cc.T)
+        mm, em = me(macc, 15000)
+        mk = nx.requant(macc, mm, em, 0, 16)
+        mk_off = sc.alloc("mask", (N, ncls), np.int16)
+        toy.emit("mask", layer(op=OP_MASK_PRODUCT, T=N, K=D, N=ncls, out_bits=16, in_=pp_off, in_stride=D, in2=cc_off,
+                               in2_stride=D, out=mk_off, out_stride=ncls, rq=rq_scalar(mm, em)), mk)
+        logits, l_off = toy.layernorm("mask_norm", mk, mk_off, bits=16)
+    labels = nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P)
+    toy.emit("labels", layer(op=OP_ARGMAX_UPSAMPLE, T=N, N=ncls, img_h=H, img_w=W, patch=P, in_=l_off,
+                             in_stride=ncls), labels)
+
+    traced: list[tuple[int, bytes]] = []
+    rc, got_labels = hls.run(toy.table, blob.array(), sc.array(), pixels=img.reshape(-1), n_labels=H * W,
+                             trace=lambda i, data: traced.append((i, data)))
+    assert rc == 0, hls.error()
+    assert [i for i, _ in traced] == list(range(len(toy.table)))
+    for (i, data), (name, want), d in zip(traced, toy.expect, toy.table, strict=True):
+        if d.op == OP_ARGMAX_UPSAMPLE:
+            assert data == b""
+            continue
+        dt = np.int16 if want.dtype == np.int64 and (d.out_bits == 16 or d.op == OP_EMBED_ADD) else np.int8
+        got = np.frombuffer(data, dtype=np.dtype(dt).newbyteorder("<")).reshape(want.shape)
+        assert np.array_equal(got, want), f"layer {i} ({name}) differs from numpy"
+    assert np.array_equal(got_labels.reshape(H, W), labels)
+    assert len(np.unique(labels)) > 1  # the toy model is not degenerate
+
+
+def test_static_table_entry_point(hls):
+    """``run_engine<Cfg>`` on a constexpr table, and the ISEG_CSIM_ENTRY C ABI of a generated csim.cpp."""
+    import ctypes as C
+
+    blob = np.zeros(64, np.uint8)
+    blob[:12] = np.frombuffer(np.arange(1, 7, dtype="<i2").tobytes(), np.uint8)
+    scratch = np.zeros(64, np.uint8)
+    assert hls.lib.h_run_static(blob.ctypes.data_as(C.c_void_p), scratch.ctypes.data_as(C.c_void_p)) == 0
+    assert np.array_equal(scratch[:12], blob[:12])
+    scratch[:] = 0
+    fn = hls.lib.iseg_csim_run
+    fn.argtypes = [C.c_void_p] * 4 + [C.c_void_p]
+    assert fn(blob.ctypes.data, None, None, scratch.ctypes.data, None) == 0
+    assert np.array_equal(scratch[:12], blob[:12])

@@ -1,0 +1,337 @@
+"""Each layer op of the engine (one-entry layer tables) against ``iseg.numerics`` / ``iseg.reference``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _hls_harness import (
+    F_GELU,
+    F_RESIDUAL,
+    OP_ADD,
+    OP_ARGMAX_UPSAMPLE,
+    OP_ATTENTION,
+    OP_COPY_CONST,
+    OP_EMBED_ADD,
+    OP_GELU,
+    OP_LAYERNORM,
+    OP_LINEAR,
+    OP_MASK_PRODUCT,
+    OP_PATCH_EMBED,
+    SM_VARIANTS,
+    Blob,
+    Scratch,
+    layer,
+    rq_scalar,
+)
+
+from iseg import numerics as nx
+from iseg.reference import attention_core, im2col
+
+pytestmark = pytest.mark.csim
+
+
+def calib(z: np.ndarray, target: int) -> tuple[int, int]:
+    """(m, e) mapping max|z| to about ``target``: activations that use their range."""
+    return nx.dyadic(target / max(1, int(np.abs(z).max())))
+
+
+def calib_ch(z: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    me = [nx.dyadic(target / max(1, int(np.abs(z[:, c]).max()))) for c in range(z.shape[1])]
+    return np.array([m for m, _ in me], dtype=np.int64), np.array([e for _, e in me], dtype=np.int64)
+
+
+def run_one(hls, d, blob: Blob, sc: Scratch, **kw):
+    buf = sc.array()
+    rc, labels = hls.run([d], blob.array(), buf, **kw)
+    assert rc == 0, hls.error()
+    return buf, labels
+
+
+# ---- LINEAR ------------------------------------------------------------------------------
+@pytest.mark.parametrize("T,K,N", [(13, 37, 19), (1, 1, 1), (4, 8, 8), (33, 200, 45), (8, 768, 3)])
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_linear(hls, T, K, N, bits, per_channel):
+    rng = np.random.default_rng(T * 1000 + K + N)
+    x = rng.integers(-128, 128, (T, K))
+    w = rng.integers(-128, 128, (K, N))
+    b = rng.integers(-(1 << 20), 1 << 20, N)
+    acc = nx.linear(x, w, b)
+    target = 100 if bits == 8 else 20000
+    if per_channel:
+        m, e = calib_ch(acc, target)
+        o = rng.integers(-(1 << 40), 1 << 40, N)
+    else:
+        m, e = calib(acc, target)
+        o = 12345
+    blob, sc = Blob(), Scratch()
+    rq = blob.rq_table(m, e, o, N) if per_channel else rq_scalar(m, e, o)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=bits, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
+              out=sc.alloc("y", (T, N), f"i{bits // 8}"), out_stride=N, w=blob.add(w, np.int8),
+              b=blob.add(b, np.int32), rq=rq)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.requant(acc, m, e, o, bits))
+
+
+def test_linear_saturation_and_max_negative(hls):
+    """All operands -128 (largest products), no bias, a requant that saturates both ways."""
+    T, K, N = 9, 300, 10
+    x = np.full((T, K), -128)
+    w = np.full((K, N), -128)
+    w[:, 1::2] = 127
+    acc = nx.linear(x, w)
+    m = np.array([1 << 30, 1 << 30, -(1 << 30), 1 << 30, 1 << 30] * 2)
+    e = np.full(N, 20)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
+              out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add(w, np.int8),
+              rq=blob.rq_table(m, e, 0, N))
+    buf, _ = run_one(hls, d, blob, sc)
+    want = nx.requant(acc, m, e, 0, 8)
+    assert np.array_equal(sc.get(buf, "y"), want)
+    assert (want == 127).any() and (want == -128).any()
+
+
+@pytest.mark.parametrize("variant_scale", [0.02, 0.06])
+def test_linear_fused_gelu(hls, variant_scale):
+    T, K, N = 11, 40, 27
+    rng = np.random.default_rng(5)
+    x, w, b = rng.integers(-128, 128, (T, K)), rng.integers(-128, 128, (K, N)), rng.integers(-5000, 5000, N)
+    acc = nx.linear(x, w, b)
+    m, e = calib_ch(acc, 127)
+    h = nx.requant(acc, m, e, 0, 8)
+    c = nx.gelu_consts(variant_scale, "lambda")
+    g = nx.gelu(h, c)
+    m2, e2 = calib(g, 120)
+    want = nx.requant(g, m2, e2, -3, 8)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_LINEAR, flags=F_GELU, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x),
+              in_stride=K, out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add(w, np.int8),
+              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), rq2=rq_scalar(m2, e2, -3), gelu=c)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), want)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_linear_fused_residual(hls, in_place):
+    T, K, N = 14, 23, 21
+    rng = np.random.default_rng(6)
+    x, w, b = rng.integers(-128, 128, (T, K)), rng.integers(-128, 128, (K, N)), rng.integers(-5000, 5000, N)
+    res = rng.integers(-32768, 32768, (T, N))
+    res[0, :] = 32767  # saturating add
+    acc = nx.linear(x, w, b)
+    m, e = calib_ch(acc, 30000)
+    y = nx.requant(acc, m, e, 0, 16)
+    ma, mb, ea = 1 << 30, 3 << 29, 30
+    want = nx.int_add(res, y, ma, mb, ea)
+    blob, sc = Blob(), Scratch()
+    r_off = sc.alloc("res", (T, N), np.int16, res)
+    out = r_off if in_place else sc.alloc("y", (T, N), np.int16)
+    d = layer(op=OP_LINEAR, flags=F_RESIDUAL, T=T, K=K, N=N, out_bits=16, in_=sc.alloc("x", (T, K), np.int8, x),
+              in_stride=K, in2=r_off, in2_stride=N, out=out, out_stride=N, w=blob.add(w, np.int8),
+              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), ma=ma, mb=mb, ea=ea)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "res" if in_place else "y"), want)
+    assert (want == 32767).any()
+
+
+def test_linear_strided_rows(hls):
+    """Input rows inside a wider buffer (a slice of qkv-like storage), output into a wider buffer."""
+    T, K, N = 10, 16, 12
+    rng = np.random.default_rng(7)
+    big = rng.integers(-128, 128, (T, 50))
+    w = rng.integers(-128, 128, (K, N))
+    acc = nx.linear(big[:, 5:5 + K], w)
+    m, e = calib(acc, 100)
+    blob, sc = Blob(), Scratch()
+    base = sc.alloc("big", (T, 50), np.int8, big)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=base + 5, in_stride=50,
+              out=sc.alloc("y", (T, 30), np.int8), out_stride=30, w=blob.add(w, np.int8), rq=rq_scalar(m, e))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y")[:, :N], nx.requant(acc, m, e, 0, 8))
+
+
+# ---- MASK_PRODUCT ---------------------------------------------------------------------------
+@pytest.mark.parametrize("Np,D,K", [(16, 32, 5), (13, 24, 9), (1, 8, 1)])
+def test_mask_product(hls, Np, D, K):
+    rng = np.random.default_rng(Np + D + K)
+    pp = rng.integers(-128, 128, (Np, D))
+    cc = rng.integers(-128, 128, (K, D))
+    acc = nx.exact_matmul(pp, cc.T)
+    m, e = calib(acc, 20000)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_MASK_PRODUCT, T=Np, K=D, N=K, out_bits=16, in_=sc.alloc("pp", (Np, D), np.int8, pp), in_stride=D,
+              in2=sc.alloc("cc", (K, D), np.int8, cc), in2_stride=D, out=sc.alloc("m", (Np, K), np.int16),
+              out_stride=K, rq=rq_scalar(m, e, 7))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "m"), nx.requant(acc, m, e, 7, 16))
+
+
+# ---- ATTENTION ------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (37, 3, 32), (17, 1, 64), (1, 2, 16), (65, 2, 64)])
+def test_attention(hls, variant, T, heads, dh):
+    rng = np.random.default_rng(T * heads + dh)
+    D = heads * dh
+    qkv = rng.integers(-128, 128, (T, 3 * D))
+    s_acc = np.concatenate([nx.exact_matmul(qkv[:, h * dh:(h + 1) * dh], qkv[:, D + h * dh:D + (h + 1) * dh].T)
+                            for h in range(heads)])
+    ms, es = calib(s_acc, 127)
+    x0 = nx.shiftmax_x0(0.08, variant)
+
+    def qk_rq(z):
+        return nx.requant(z, ms, es, 0, 8)
+    acc = attention_core(qkv, heads, qk_rq, lambda s: x0, variant)
+    mo, eo = calib_ch(acc, 110)
+    want = nx.requant(acc, mo, eo, 0, 8)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=sc.alloc("qkv", (T, 3 * D), np.int8, qkv),
+              in_stride=3 * D, out=sc.alloc("o", (T, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS[variant],
+              sm_x0=x0, rq=rq_scalar(ms, es), rq2=blob.rq_table(mo, eo, 0, D))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "o"), want)
+
+
+# ---- LAYERNORM ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("C", [1, 5, 24, 192, 150])
+def test_layernorm(hls, bits, C):
+    rng = np.random.default_rng(C + bits)
+    x = np.concatenate([
+        rng.integers(-32768, 32768, (6, C)),
+        np.full((1, C), 1234), np.full((1, C), -32768), np.full((1, C), 32767),  # constant rows: var 0, sd 1
+        np.where(np.arange(C) % 2 == 0, 32767, -32768)[None],
+        (np.arange(C) % 2)[None] * 1 + 2,  # mean ties (2r == C) when C is even
+        rng.integers(-3, 4, (2, C)),
+    ])
+    T = x.shape[0]
+    m = rng.integers(1 << 30, 1 << 31, C) * rng.choice([-1, 1], C)  # negative gammas too
+    e = rng.integers(22, 34, C)
+    o = rng.integers(-(1 << 40), 1 << 40, C)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=bits, in_=sc.alloc("x", (T, C), np.int16, x), in_stride=C,
+              out=sc.alloc("y", (T, C), f"i{bits // 8}"), out_stride=C, rq=blob.rq_table(m, e, o, C))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, m, e, o, bits))
+
+
+def test_layernorm_mean_ties(hls):
+    """sum/C exactly halfway: round half to even, for both signs."""
+    C = 4
+    x = np.array([[0, 0, 0, 2], [0, 0, 0, 6], [0, 0, 0, -2], [0, 0, 0, -6], [1, 1, 1, 3]])
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_LAYERNORM, T=5, N=C, out_bits=16, in_=sc.alloc("x", (5, C), np.int16, x), in_stride=C,
+              out=sc.alloc("y", (5, C), np.int16), out_stride=C, rq=rq_scalar(1 << 30, 24))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, 1 << 30, 24, 0, 16))
+
+
+# ---- ADD / EMBED_ADD / GELU / COPY_CONST ----------------------------------------------------
+def test_add(hls):
+    rng = np.random.default_rng(8)
+    T, N = 7, 33
+    a, b = rng.integers(-32768, 32768, (T, N)), rng.integers(-32768, 32768, (T, N))
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_ADD, T=T, N=N, out_bits=16, in_=sc.alloc("a", (T, N), np.int16, a), in_stride=N,
+              in2=sc.alloc("b", (T, N), np.int16, b), in2_stride=N, out=sc.alloc("y", (T, N), np.int16),
+              out_stride=N, ma=1 << 30, mb=-(5 << 28), ea=30)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.int_add(a, b, 1 << 30, -(5 << 28), 30))
+
+
+@pytest.mark.parametrize("n_prefix", [0, 1, 2])
+def test_embed_add(hls, n_prefix):
+    rng = np.random.default_rng(9)
+    Np, D = 9, 12
+    tok = rng.integers(-32768, 32768, (Np, D))
+    cls = rng.integers(-32768, 32768, (n_prefix, D))
+    pos = rng.integers(-32768, 32768, (Np + n_prefix, D))
+    x = np.concatenate([cls, tok])
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_EMBED_ADD, T=Np + n_prefix, N=D, n_prefix=n_prefix, out_bits=16,
+              in_=sc.alloc("tok", (Np, D), np.int16, tok), in_stride=D, out=sc.alloc("y", (Np + n_prefix, D), np.int16),
+              out_stride=D, cst=blob.add(cls, np.int16), b=blob.add(pos, np.int16), ma=3 << 28, mb=1 << 29, ea=30)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.int_add(x, pos, 3 << 28, 1 << 29, 30))
+
+
+@pytest.mark.parametrize("variant", ["lambda", "shift"])
+def test_gelu_layer(hls, variant):
+    rng = np.random.default_rng(10)
+    T, N = 6, 70
+    x = rng.integers(-128, 128, (T, N))
+    c = nx.gelu_consts(0.04, variant)
+    g = nx.gelu(x, c)
+    m, e = calib(g, 127)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=N,
+              out=sc.alloc("y", (T, N), np.int8), out_stride=N, gelu=c, rq=rq_scalar(m, e, 5))
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, 5, 8))
+
+
+def test_copy_const(hls):
+    cls_emb = np.arange(-20, 20).reshape(4, 10) * 800
+    blob, sc = Blob(), Scratch()
+    sc.alloc("x", (7, 10), np.int16, np.ones((7, 10)))
+    d = layer(op=OP_COPY_CONST, T=4, N=10, out_bits=16, out=sc.regions["x"][0] + 3 * 10 * 2, out_stride=10,
+              cst=blob.add(cls_emb, np.int16))
+    buf, _ = run_one(hls, d, blob, sc)
+    got = sc.get(buf, "x")
+    assert np.array_equal(got[3:], cls_emb) and np.array_equal(got[:3], np.ones((3, 10)))
+
+
+# ---- PATCH_EMBED / ARGMAX_UPSAMPLE (the streams) --------------------------------------------
+@pytest.mark.parametrize("H,W,P", [(32, 48, 16), (8, 12, 4), (64, 64, 8)])
+def test_patch_embed(hls, H, W, P):
+    rng = np.random.default_rng(H + W + P)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    img[0, 0] = [0, 255, 128]
+    K, D = 3 * P * P, 20
+    T = (H // P) * (W // P)
+    w, b = rng.integers(-128, 128, (K, D)), rng.integers(-(1 << 16), 1 << 16, D)
+    acc = nx.linear(im2col(img, P), w, b)
+    m, e = calib_ch(acc, 30000)
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
+              in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
+              out_stride=D, w=blob.add(w, np.int8), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+    buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
+    assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
+    assert np.array_equal(sc.get(buf, "tok"), nx.requant(acc, m, e, 0, 16))
+
+
+@pytest.mark.parametrize("H,W,P,ncls", [(32, 48, 16, 5), (12, 8, 4, 150), (64, 64, 8, 1)])
+def test_argmax_upsample(hls, H, W, P, ncls):
+    rng = np.random.default_rng(ncls)
+    gh, gw = H // P, W // P
+    logits = rng.integers(-4, 4, (gh * gw, ncls))  # many ties: lowest index must win
+    logits[0] = 32767
+    logits[-1] = -32768
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_ARGMAX_UPSAMPLE, T=gh * gw, N=ncls, img_h=H, img_w=W, patch=P,
+              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=ncls)
+    _, labels = run_one(hls, d, blob, sc, n_labels=H * W)
+    want = nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P)
+    assert np.array_equal(labels.reshape(H, W), want)
+
+
+# ---- table errors are reported, not crashes --------------------------------------------------
+def test_errors_are_reported(hls):
+    blob = Blob()
+    buf = np.zeros(4096, np.uint8)
+    bad = [
+        (layer(op=99, T=1, N=1), "unknown op"),
+        (layer(op=OP_LINEAR, T=2, K=100000, N=3, out_bits=8, in_=0, out=0, w=0, rq=rq_scalar(1, 1)), "KMAX"),
+        (layer(op=OP_LINEAR, T=2, K=3, N=3, out_bits=8, in_=0, out=0, w=0, rq=rq_scalar(1, 0)), "rq.e"),
+        (layer(op=OP_LINEAR, flags=F_GELU | F_RESIDUAL, T=2, K=3, N=3, out_bits=8, in_=0, out=0, w=0,
+               rq=rq_scalar(1, 1)), "exclude"),
+        (layer(op=OP_ATTENTION, T=2, N=16, heads=1, d_head=16, in_=0, in_stride=48, out=0, out_stride=16,
+               sm_x0=5, rq=rq_scalar(1, 1), rq2=rq_scalar(1, 1)), "sm_x0"),
+    ]
+    for d, needle in bad:
+        rc, _ = hls.run([d], blob.array(), buf)
+        assert rc == 1 and needle in hls.error(), hls.error()
+    d = layer(op=OP_ARGMAX_UPSAMPLE, T=2, N=2, img_h=4, img_w=4, patch=4, in_=0, in_stride=2)
+    rc, _ = hls.run([d], blob.array(), buf, n_labels=16)
+    assert rc == 1 and "patch count" in hls.error()
