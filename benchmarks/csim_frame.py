@@ -1,0 +1,61 @@
+"""C-simulation seconds for one Seg-T-Mask 512x512 frame, with the bit-exact check; target <= 60 s.
+
+    python benchmarks/csim_frame.py
+
+Generates the project of a random Seg-T checkpoint, compiles it with g++ (time printed
+separately), runs one frame untraced and one traced, and compares every layer and the labels with
+the numpy reference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from iseg.checkpoint import save
+from iseg.generator.cli import generate
+from iseg.generator.csim import CsimLibrary, build
+from iseg.random_model import PRESETS, calibration_image, random_checkpoint
+from iseg.reference import run
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        ckpt = random_checkpoint(PRESETS["seg-t-512"], seed=0)
+        save(ckpt, folder / "segt.safetensors")
+        (folder / "config.yaml").write_text(yaml.safe_dump({
+            "checkpoint": "segt.safetensors", "output": "out", "project": "iseg_segt", "board": "kv260",
+            "outputs": ["hls"]}))
+        out = generate(folder / "config.yaml")
+        t0 = time.perf_counter()
+        build(out)
+        t_build = time.perf_counter() - t0
+        lib = CsimLibrary(out)
+        img = calibration_image(ckpt.spec.image, 1)
+        t0 = time.perf_counter()
+        labels = lib.run(img)
+        t_frame = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        labels_t, trace = lib.run_traced(img)
+        t_traced = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref_labels, ref = run(ckpt, img, trace=True)
+        t_ref = time.perf_counter() - t0
+        bad = [e["name"] for e in lib.trace_map if e["name"] is not None and not np.array_equal(
+            trace[lib.trace_key(e)], ref[e["name"]][e["row0"]:e["row0"] + e["rows"]])]
+        exact = not bad and np.array_equal(labels, ref_labels) and np.array_equal(labels_t, ref_labels)
+        print(f"g++ build            {t_build:6.1f} s")
+        print(f"C-sim frame          {t_frame:6.1f} s (target <= 60 s)")
+        print(f"C-sim frame, traced  {t_traced:6.1f} s")
+        print(f"numpy reference      {t_ref:6.1f} s (ratio C-sim / reference {t_frame / t_ref:.1f}x)")
+        verdict = "yes" if exact else "NO: " + ", ".join(bad[:3])
+        print(f"bit-exact: {verdict} ({len(lib.trace_map)} layer rows + labels)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""``config.yaml`` of ``gen-hls``: a JSON schema, and errors that name the offending key.
+
+The schema is the single list of what a config may hold. Validation goes key by key through
+jsonschema; the first failure becomes one line ``config.yaml: array.rows: must be a positive
+integer``, so a user never reads a jsonschema dump. Paths in the config are relative to the
+config file, so a config and its checkpoint can move together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from iseg.errors import IsegError
+from iseg.generator.boards import BOARDS, Board
+
+__all__ = ["OUTPUTS", "SCHEMA", "Config", "load_config", "parse_config", "resolved_yaml"]
+
+OUTPUTS = ("hls", "rtl", "csim", "report")
+DEFAULT_OUTPUTS = ("hls", "report")
+
+_POS_INT = {"type": "integer", "minimum": 1}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["checkpoint", "output", "project", "board"],
+    "properties": {
+        "checkpoint": {"type": "string", "minLength": 1},
+        "output": {"type": "string", "minLength": 1},
+        "project": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+        "board": {"enum": list(BOARDS)},
+        "clock_mhz": {"type": "number", "exclusiveMinimum": 0, "maximum": 800},
+        "array": {
+            "oneOf": [
+                {"const": "auto"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["rows", "cols"],
+                    "properties": {"rows": _POS_INT, "cols": _POS_INT},
+                },
+            ]
+        },
+        "image": {"type": "array", "items": _POS_INT, "minItems": 2, "maxItems": 2},
+        "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}, "uniqueItems": True, "minItems": 1},
+    },
+}
+
+# What a bad value of each key must be (keys are dotted paths with list indices as "[]").
+_MESSAGES = {
+    "": "must be a mapping of config keys",
+    "checkpoint": "must be a path to a .safetensors quantized checkpoint (relative to the config file)",
+    "output": "must be a folder path (relative to the config file)",
+    "project": "must be a C identifier (letters, digits, _; not starting with a digit; <= 64 chars)",
+    "board": f"must be one of {', '.join(BOARDS)}",
+    "clock_mhz": "must be a number of MHz in (0, 800]",
+    "array": "must be 'auto' or {rows: R, cols: C}",
+    "array.rows": "must be a positive integer",
+    "array.cols": "must be a positive integer",
+    "image": "must be [H, W], two positive integers",
+    "image.[]": "must be a positive integer",
+    "outputs": f"must be a non-empty list of distinct items from {', '.join(OUTPUTS)}",
+    "outputs.[]": f"must be one of {', '.join(OUTPUTS)}",
+}
+
+_VALIDATOR = Draft202012Validator(SCHEMA)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config with its paths resolved (absolute) and its defaults filled in."""
+
+    source: Path  # the config file (for messages)
+    checkpoint: Path
+    output: Path
+    project: str
+    board: Board
+    clock_mhz: float
+    array: tuple[int, int] | None  # (rows, cols); None = auto
+    image: tuple[int, int] | None  # None = the checkpoint's
+    outputs: tuple[str, ...]
+
+
+def _path_of(error: Any) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append("[]" if isinstance(p, int) else str(p))
+    return ".".join(parts)
+
+
+def _shown_path(error: Any) -> str:
+    parts: list[str] = []
+    for p in error.absolute_path:
+        if isinstance(p, int):
+            parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
+        else:
+            parts.append(str(p))
+    return ".".join(parts)
+
+
+def _error_line(name: str, error: Any) -> str:
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        where = _shown_path(error)
+        key = f"{where}.{extra[0]}" if where else extra[0]
+        return f"{name}: {key}: unknown key (allowed: {', '.join(known)})"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        where = _shown_path(error)
+        key = f"{where}.{missing[0]}" if where else missing[0]
+        return f"{name}: {key}: missing (required)"
+    path = _path_of(error)
+    msg = _MESSAGES.get(path, error.message)
+    return f"{name}: {_shown_path(error) or '(top level)'}: {msg}, got {error.instance!r}"
+
+
+def _first_error(data: Any) -> Any | None:
+    """The first failure, in document order, preferring the deepest (most specific) one."""
+    errors = list(_VALIDATOR.iter_errors(data))
+    if not errors:
+        return None
+
+    def key(e: Any) -> tuple:
+        return (tuple(str(p) for p in e.absolute_path), -len(e.absolute_path))
+
+    errors.sort(key=key)
+    best = errors[0]
+    # oneOf/anyOf under one key: report the key itself (the message lists the accepted forms)
+    if best.validator in ("oneOf", "anyOf") and best.context:
+        deep = [c for c in best.context if c.validator not in ("type", "const")]
+        if deep and isinstance(best.instance, dict):
+            return sorted(deep, key=key)[0]
+    return best
+
+
+def parse_config(data: Any, source: Path) -> Config:
+    """Validate an already-parsed config mapping; paths resolve against ``source``'s folder."""
+    name = source.name
+    err = _first_error(data)
+    if err is not None:
+        raise IsegError(_error_line(name, err))
+    base = source.parent
+    board = BOARDS[data["board"]]
+    arr = data.get("array", "auto")
+    array = None if arr == "auto" else (int(arr["rows"]), int(arr["cols"]))
+    image = tuple(int(v) for v in data["image"]) if "image" in data else None
+    outputs = tuple(o for o in OUTPUTS if o in data.get("outputs", DEFAULT_OUTPUTS))
+    ckpt = Path(os.path.normpath(base / data["checkpoint"]))
+    if not ckpt.is_file():
+        raise IsegError(f"{name}: checkpoint: no such file {data['checkpoint']!r} (resolved to {ckpt})")
+    out = Path(os.path.normpath(base / data["output"]))
+    if out.exists() and not out.is_dir():
+        raise IsegError(f"{name}: output: {data['output']!r} exists and is not a folder")
+    if out == ckpt.parent or ckpt.is_relative_to(out):
+        raise IsegError(f"{name}: output: {data['output']!r} would replace the folder holding the checkpoint")
+    return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
+                  clock_mhz=float(data.get("clock_mhz", board.clock_mhz)), array=array,
+                  image=image, outputs=outputs)  # type: ignore[arg-type]
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read, validate and resolve a config file; any defect is one IsegError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise IsegError(f"{path}: no such config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise IsegError(f"{path.name}: not a UTF-8 text file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise IsegError(f"{path.name}: not valid YAML{where}") from None
+    return parse_config(data, path.resolve())
+
+
+def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], checkpoint_sha256: str) -> str:
+    """The config as the generator understood it, for the project's own copy.
+
+    Relocatable: the checkpoint is named by file name and hash, the output is the project
+    folder itself, so the copy holds no absolute path.
+    """
+    doc = {
+        "checkpoint": cfg.checkpoint.name,
+        "checkpoint_sha256": checkpoint_sha256,
+        "output": ".",
+        "project": cfg.project,
+        "board": cfg.board.name,
+        "clock_mhz": _num(cfg.clock_mhz),
+        "array": {"rows": array[0], "cols": array[1]},
+        "array_requested": "auto" if cfg.array is None else "explicit",
+        "image": list(image),
+        "outputs": list(cfg.outputs),
+    }
+    head = "# Resolved gen-hls config (written by gen-hls; the checkpoint is named by file name and sha256)\n"
+    return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+

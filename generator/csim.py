@@ -1,0 +1,192 @@
+"""C-simulation: the generated C++ compiled by g++ into a shared library, driven through ctypes.
+
+``build(project)`` compiles ``src/csim.cpp`` (the engine of ``hls/`` plus the generated layer
+table) into ``build/libiseg_csim.so``. Builds are cached by the hash of every source byte and
+the compiler command, per project (``build/libiseg_csim.sha256``) and across projects (a user
+cache folder), so the same generated project is compiled once.
+
+``CsimLibrary(project)`` is the API the host driver's emulated board uses: ``run(image)`` and
+``run_traced(image)``. One lock per library serialises calls (the engine keeps its stream
+storage in static arrays), so it is safe to call from any one worker thread at a time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from iseg.errors import IsegError
+
+__all__ = ["build", "CsimLibrary", "ap_types_dir", "CXXFLAGS"]
+
+# -fno-gnu-unique / -Bsymbolic: every generated library keeps its own static storage (csim_api.h's
+# stream buffers are function statics of templates on a struct named Cfg in EVERY project; as GNU
+# unique symbols they would be shared process-wide between two loaded projects and overflow).
+CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fno-gnu-unique", "-Wl,-Bsymbolic")
+_TRACE_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_long)
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def ap_types_dir() -> Path:
+    """``ap_int.h`` and friends from the pinned hls4ml wheel (g++ C-simulation only)."""
+    spec = importlib.util.find_spec("hls4ml")
+    if spec is None or spec.origin is None:
+        raise IsegError("C-simulation needs the hls4ml wheel for ap_int.h: pip install hls4ml==1.3.0")
+    return Path(spec.origin).parent / "templates" / "vivado" / "ap_types"
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("ISEG_CSIM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "iseg", "csim")
+    return Path(base)
+
+
+def _sources_hash(project: Path, cmd: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(" ".join(cmd).encode())
+    for p in [project / "src" / "csim.cpp", *sorted((project / "src").glob("*.h")),
+              *sorted((project / "src" / "hls").glob("*.h"))]:
+        h.update(p.relative_to(project).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def build(project_dir: str | os.PathLike, cxx: str | None = None) -> Path:
+    """Compile the project's C-simulation library (cached); returns ``build/libiseg_csim.so``."""
+    project = Path(project_dir)
+    src = project / "src" / "csim.cpp"
+    if not src.is_file():
+        raise IsegError(f"{project}: no src/csim.cpp (generate the project with outputs hls or csim)")
+    cxx = cxx or os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise IsegError(f"C-simulation needs a C++ compiler: {cxx!r} not found")
+    cmd = [cxx, *CXXFLAGS, "-Isrc", "-Isrc/hls", f"-I{ap_types_dir()}", "-o", "OUT", "src/csim.cpp"]
+    digest = _sources_hash(project, cmd)
+    out = project / "build" / "libiseg_csim.so"
+    stamp = project / "build" / "libiseg_csim.sha256"
+    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cached = _cache_dir() / f"{digest}.so"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=cached.parent)
+        os.close(fd)
+        run = [c if c != "OUT" else tmp for c in cmd]
+        proc = subprocess.run(run, cwd=project, capture_output=True, text=True)
+        if proc.returncode != 0:
+            Path(tmp).unlink(missing_ok=True)
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+            raise IsegError(f"{project}: g++ failed to compile the C-simulation: {first}")
+        os.replace(tmp, cached)
+    tmp_out = out.with_suffix(".so.tmp")
+    shutil.copyfile(cached, tmp_out)
+    os.replace(tmp_out, out)
+    stamp.write_text(digest + "\n")
+    return out
+
+
+class CsimLibrary:
+    """A generated project's C-simulation, loaded with ctypes.
+
+    ``CsimLibrary(project_dir)`` (builds if needed) or ``CsimLibrary(path/to/libiseg_csim.so)``
+    (the project is the library's grandparent folder). Reads ``manifest.json`` and
+    ``weights.bin`` of the project once.
+    """
+
+    def __init__(self, path_or_project: str | os.PathLike):
+        p = Path(path_or_project)
+        if p.is_dir():
+            self.project = p
+            self.path = build(p)
+        else:
+            self.project = p.parent.parent
+            self.path = p
+        man_path = self.project / "manifest.json"
+        if not man_path.is_file():
+            raise IsegError(f"{self.project}: no manifest.json (not a gen-hls project)")
+        self.manifest = json.loads(man_path.read_text())
+        self.image_shape = tuple(self.manifest["image"])
+        w = (self.project / self.manifest["weights"]["file"]).read_bytes()
+        if len(w) != self.manifest["weights"]["bytes"]:
+            raise IsegError(f"{self.project}: weights.bin has {len(w)} bytes, manifest says "
+                            f"{self.manifest['weights']['bytes']}")
+        self._weights = np.frombuffer(w, dtype=np.uint8).copy()
+        self._scratch = np.zeros(self.manifest["scratch_bytes"], dtype=np.uint8)
+        self.trace_map = self.manifest["csim"]["trace"]
+        self._lib = ctypes.CDLL(str(self.path.resolve()))
+        self._run = getattr(self._lib, self.manifest["csim"]["entry"])
+        self._run.restype = ctypes.c_int
+        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, _TRACE_FN]
+        self._err = self._lib.iseg_csim_last_error
+        self._err.restype = ctypes.c_char_p
+        with _LOCKS_GUARD:
+            self._lock = _LOCKS.setdefault(str(self.path.resolve()), threading.Lock())
+
+    def _check(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        h, w = self.image_shape
+        if image.dtype != np.uint8 or image.shape != (h, w, 3):
+            raise IsegError(f"image must be ({h}, {w}, 3) uint8 RGB, got {image.dtype} {image.shape}")
+        return np.ascontiguousarray(image)
+
+    def _call(self, image: np.ndarray, trace_fn) -> np.ndarray:
+        img = self._check(image)
+        labels = np.zeros(self.image_shape, dtype=np.uint8)
+        with self._lock:
+            self._scratch[:] = 0
+            rc = self._run(self._weights.ctypes.data, img.ctypes.data, labels.ctypes.data, self._scratch.ctypes.data,
+                           trace_fn)
+            if rc != 0:
+                raise IsegError(f"C-simulation error: {self._err().decode(errors='replace')}")
+        return labels
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """Labels (H, W) u8 of one (H, W, 3) u8 image."""
+        return self._call(image, _TRACE_FN())
+
+    def run_traced(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Labels and every layer row's output, keyed by graph op name.
+
+        Rows that write part of an activation (the decoder's class tokens) are keyed
+        ``name[row0:row1]``.
+        """
+        raw: dict[int, bytes] = {}
+
+        def cb(layer: int, data: int | None, nbytes: int) -> None:
+            raw[layer] = ctypes.string_at(data, nbytes) if data and nbytes > 0 else b""
+
+        fn = _TRACE_FN(cb)
+        labels = self._call(image, fn)
+        out: dict[str, np.ndarray] = {}
+        for entry in self.trace_map:
+            if entry["name"] is None or entry["layer"] not in raw:
+                continue
+            out[self.trace_key(entry)] = self._unpack(entry, raw[entry["layer"]])
+        return labels, out
+
+    @staticmethod
+    def trace_key(entry: dict) -> str:
+        if entry["row0"] == 0:
+            return entry["name"]
+        return f"{entry['name']}[{entry['row0']}:{entry['row0'] + entry['rows']}]"
+
+    @staticmethod
+    def _unpack(entry: dict, data: bytes) -> np.ndarray:
+        eb, rows, cols, stride = entry["elem_bytes"], entry["rows"], entry["cols"], entry["stride"]
+        dt = np.dtype({1: "i1", 2: "<i2"}[eb]) if entry["signed"] else np.dtype("u1")
+        flat = np.frombuffer(data, dtype=dt)
+        full = np.zeros(rows * stride, dtype=dt)
+        full[:flat.size] = flat
+        return full.reshape(rows, stride)[:, :cols].copy()

@@ -1,0 +1,366 @@
+"""The emitters: pure functions ``render_*(plan, ...) -> {relative path: str | bytes}``.
+
+No function here touches the output folder (``write.py`` is the only writer); reading the
+package's own templates and HLS headers is the only I/O. Templates get the frozen plan plus a
+``build`` dict of board-flow strings formatted here, so they only loop and look up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from iseg.checkpoint import QuantizedCheckpoint
+from iseg.generator.plan import Plan, TraceSpec, blob_bytes
+from iseg.reference import run as reference_run
+
+__all__ = ["Golden", "golden", "checksum", "render_hls", "render_weights", "render_tb", "render_scripts",
+           "render_report", "render_manifest", "render_readme", "render_project", "MANIFEST_FORMAT",
+           "MANIFEST_VERSION", "trace_map"]
+
+MANIFEST_FORMAT = "iseg-project"
+MANIFEST_VERSION = 1
+
+Files = dict[str, str | bytes]
+_CHECK_W = np.arange(1, 65522, dtype=np.int64)
+
+
+def _env() -> jinja2.Environment:
+    root = files("iseg.templates")
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def _render(name: str, **ctx: Any) -> str:
+    global _ENV
+    if _ENV is None:
+        _ENV = _env()
+    return _ENV.get_template(name).render(**ctx)
+
+
+def _fmt_mhz(v: float) -> str:
+    return f"{v:g}"
+
+
+def build_info(plan: Plan) -> dict[str, Any]:
+    """Board-flow strings for the scripts (formatting of plan values, no new decisions)."""
+    b = plan.board
+    vitis = b.flow == "vitis"
+    h, w = plan.spec.image
+    info = {
+        "clock_mhz": _fmt_mhz(plan.clock_mhz),
+        "clock_hz": str(int(round(plan.clock_mhz * 1e6))),
+        "clock_period_ns": f"{1e3 / plan.clock_mhz:.3f}",
+        "cflags": "-Isrc -Isrc/hls -std=c++14",
+        "flow_target": "vitis" if vitis else "vivado",
+        "export_format": "xo" if vitis else "ip_catalog",
+        "export_file": f"{plan.project}.xo" if vitis else f"{plan.project}_ip.zip",
+        "deploy_target": "xclbin" if vitis else "bitstream",
+        "deploy_what": "v++ link into build/" + plan.project + ".xclbin (scripts/link.cfg)" if vitis
+        else "Vivado block design + bitstream (scripts/bd.tcl)",
+        "deploy_command": (f"v++ -l -t hw --config scripts/link.cfg -o build/{plan.project}.xclbin "
+                           f"build/{plan.project}.xo $(DATAMOVERS)") if vitis
+        else "vivado -mode batch -source scripts/bd.tcl",
+        "flow_files": [("scripts/link.cfg", "v++ link config (platform, memory banks, stream connections, clock)")]
+        if vitis else [("scripts/bd.tcl", "Vivado block design: Zynq PS, kernel, AXI DMA for the streams")],
+        "ps_master": "M_AXI_HPM0_FPD" if b.ps == "zynq_ultra_ps_e" else "M_AXI_GP0",
+        "n_pixels": str(h * w),
+        "fps": f"{plan.totals['fps']:.1f}",
+    }
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+def library_headers() -> dict[str, str]:
+    """The header-only kernel library (package ``iseg.hls``), by file name."""
+    root = files("iseg.hls")
+    out = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".h"):
+            out[entry.name] = entry.read_text(encoding="utf-8")
+    return out
+
+
+def _ident(name: str) -> str:
+    return "k" + "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", name) if p)
+
+
+def render_hls(plan: Plan, headers: dict[str, str], blob_sha256: str) -> Files:
+    out: Files = {f"src/hls/{k}": v for k, v in headers.items()}
+    out["src/model_cfg.h"] = _render("hls/model_cfg.h.j2", plan=plan)
+    out["src/top.cpp"] = _render("hls/top.cpp.j2", plan=plan)
+    out["src/csim.cpp"] = _render("hls/csim.cpp.j2", plan=plan)
+    idents = [_ident(s.name) for s in plan.blob]
+    out["src/weights_layout.h"] = _render("hls/weights_layout.h.j2", plan=plan, seg_idents=idents,
+                                          blob_sha256=blob_sha256)
+    return out
+
+
+def render_weights(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
+    return {"weights.bin": blob_bytes(plan, ckpt)}
+
+
+# --------------------------------------------------------------------------------------------
+# golden vectors and the test bench
+# --------------------------------------------------------------------------------------------
+def checksum(values: np.ndarray) -> int:
+    """sum_i v_i * (i % 65521 + 1) mod 2^64 over the flat signed values (the test bench's checksum)."""
+    flat = np.ascontiguousarray(values).reshape(-1).astype(np.int64)
+    n = flat.size
+    reps = -(-n // 65521)
+    weights = np.tile(_CHECK_W, reps)[:n] if reps > 1 else _CHECK_W[:n]
+    # |v| < 2^15 and w < 2^16: every product fits int64; the int64 sum wraps like uint64 mod 2^64
+    return int(np.sum(flat * weights, dtype=np.int64).astype(np.uint64))
+
+
+def layer_slice(ref: dict[str, np.ndarray], tr: TraceSpec) -> np.ndarray:
+    """The reference values a table row must produce (rows ``row0 .. row0+rows`` of its op)."""
+    return ref[tr.name][tr.row0:tr.row0 + tr.rows]
+
+
+@dataclass(frozen=True)
+class Golden:
+    image: bytes
+    labels: bytes
+    layers: tuple[tuple[int, int, int], ...]  # (row index, elements, checksum)
+
+
+def golden(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray) -> Golden:
+    labels, ref = reference_run(ckpt, image, trace=True)
+    rows = []
+    for row in plan.layers:
+        if row.trace is None:
+            continue
+        v = layer_slice(ref, row.trace)
+        rows.append((row.index, int(v.size), checksum(v)))
+    return Golden(np.ascontiguousarray(image).tobytes(), np.ascontiguousarray(labels).tobytes(), tuple(rows))
+
+
+def render_tb(plan: Plan, g: Golden) -> Files:
+    out: Files = {
+        "tb/tb.cpp": _render("hls/tb.cpp.j2", plan=plan),
+        "tb/golden/image.bin": g.image,
+        "tb/golden/labels.bin": g.labels,
+        "tb/golden/layers.txt": "".join(f"{i} {n} {s}\n" for i, n, s in g.layers),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# scripts, report, manifest, readme
+# --------------------------------------------------------------------------------------------
+def render_scripts(plan: Plan) -> Files:
+    build = build_info(plan)
+    out: Files = {
+        "scripts/hls.tcl": _render("project/hls.tcl.j2", plan=plan, build=build),
+        "Makefile": _render("project/Makefile.j2", plan=plan, build=build),
+    }
+    if plan.board.flow == "vitis":
+        out["scripts/link.cfg"] = _render("project/link.cfg.j2", plan=plan, build=build)
+    else:
+        out["scripts/bd.tcl"] = _render("project/bd.tcl.j2", plan=plan, build=build)
+    return out
+
+
+def report_json(plan: Plan) -> dict[str, Any]:
+    t = plan.totals
+    return {
+        "project": plan.project,
+        "board": plan.board.name,
+        "part": plan.board.part,
+        "clock_mhz": plan.clock_mhz,
+        "array": {"rows": plan.rows, "cols": plan.cols, "macs_per_dsp": plan.pack, "auto": plan.array_auto},
+        "lanes": plan.lanes,
+        "totals": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()},
+        "units": [vars(u) | {} for u in plan.units],
+        "ops": [{"name": o.name, "kind": o.kind, "macs": o.macs, "cycles": o.cycles, "sequential": o.sequential,
+                 "stalls": dict(o.stalls), "weight_bytes": o.weight_bytes, "scratch_bytes": o.ddr_bytes}
+                for o in plan.op_estimates],
+    }
+
+
+def _summary(plan: Plan) -> list[tuple[str, str]]:
+    t = plan.totals
+    return [
+        ("array", f"{plan.rows} x {plan.cols} int8 MACs ({'auto' if plan.array_auto else 'explicit'}), "
+                  f"{plan.pack} MAC/DSP"),
+        ("cycles per frame", f"{t['cycles']:,}"),
+        ("FPS", f"{t['fps']:.2f}"),
+        ("latency", f"{t['latency_ms']:.2f} ms"),
+        ("MACs per frame", f"{t['macs']:,}"),
+        ("throughput", f"{t['gops']:.1f} GOP/s of {t['peak_gops']:.1f} peak"),
+        ("array utilisation", f"{100 * t['array_util']:.1f} % of the array's MAC peak"),
+        ("board utilisation", f"{100 * t['board_peak_util']:.1f} % of all DSPs x {plan.board.macs_per_dsp} MACs"),
+        ("no-overlap bound", f"{t['sequential_cycles']:,} cycles ({t['sequential_fps']:.2f} FPS)"),
+        ("weight traffic per frame", f"{t['weight_bytes_per_frame']:,} bytes"),
+        ("scratch traffic per frame", f"{t['scratch_bytes_per_frame']:,} bytes"),
+        ("DSP", f"{t['dsp']} of {plan.board.dsp} ({t['dsp_pct']:.1f} %)"),
+        ("weights blob / scratch", f"{plan.blob_bytes:,} / {plan.scratch_bytes:,} bytes"),
+    ]
+
+
+def _plots(plan: Plan) -> Files:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    kinds: dict[str, int] = {}
+    for o in plan.op_estimates:
+        kinds[o.kind] = kinds.get(o.kind, 0) + o.cycles
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=80)
+    names = [k for k in kinds if kinds[k] > 0]
+    ax.barh(names, [kinds[k] / 1e6 for k in names], color="#4477aa")
+    ax.set_xlabel("Mcycles per frame")
+    ax.set_title(f"{plan.project}: cycles by op kind ({plan.board.name}, {plan.clock_mhz:g} MHz)")
+    fig.tight_layout()
+    out: Files = {}
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    out["report_cycles.png"] = buf.getvalue()
+    # roofline: attainable GOP/s vs arithmetic intensity (MAC per DDR byte)
+    peak = plan.totals["peak_gops"]
+    bw = (plan.lanes["weight_bytes_per_cycle"] + plan.lanes["scratch_bytes_per_cycle"]) * plan.clock_mhz / 1e3
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    xs = np.logspace(-1, 4, 200)
+    ax.loglog(xs, np.minimum(peak, 2 * xs * bw), color="black", lw=1)
+    for o in plan.op_estimates:
+        if o.macs and o.cycles:
+            ai = o.macs / max(1, o.weight_bytes + o.ddr_bytes)
+            ax.scatter([ai], [2 * o.macs * plan.clock_mhz / 1e3 / o.cycles], s=8, color="#cc6677")
+    ax.set_xlabel("MAC per DDR byte")
+    ax.set_ylabel("GOP/s")
+    ax.set_title("roofline (GEMM ops)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    out["report_roofline.png"] = buf.getvalue()
+    return out
+
+
+def render_report(plan: Plan) -> Files:
+    out: Files = {
+        "report.md": _render("project/report.md.j2", plan=plan, build=build_info(plan), summary=_summary(plan)),
+        "report.json": json.dumps(report_json(plan), indent=1, sort_keys=True) + "\n",
+    }
+    out.update(_plots(plan))
+    return out
+
+
+def trace_map(plan: Plan) -> list[dict[str, Any]]:
+    """Which graph activation each layer row writes (for C-simulation comparisons)."""
+    return [{"layer": r.index, "ops": list(r.ops), "name": r.trace.name, "row0": r.trace.row0, "rows": r.trace.rows,
+             "cols": r.trace.cols, "stride": r.trace.stride, "elem_bytes": r.trace.elem_bytes,
+             "signed": r.trace.signed} if r.trace else {"layer": r.index, "ops": list(r.ops), "name": None}
+            for r in plan.layers]
+
+
+def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
+    s = plan.spec
+    m = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "project": plan.project,
+        "board": plan.board.name,
+        "part": plan.board.part,
+        "clock_mhz": plan.clock_mhz,
+        "image": list(s.image),
+        "patch": s.patch,
+        "n_cls": s.n_cls,
+        "classes": {"names": list(s.class_names), "colors": [list(c) for c in s.class_colors]},
+        "weights": {"file": "weights.bin", "bytes": blob_size, "sha256": blob_sha256},
+        "scratch_bytes": plan.scratch_bytes,
+        "kernel": plan.project,
+        "ports": {
+            "pixels": {"interface": "axis", "tdata_bits": 32, "format": "0x00BBGGRR (R in bits 0-7)",
+                       "order": "raster", "beats": s.image[0] * s.image[1], "tlast": False},
+            "labels": {"interface": "axis", "tdata_bits": 8, "format": "u8 class index", "order": "raster",
+                       "beats": s.image[0] * s.image[1], "tlast": False},
+            "weights": {"interface": "m_axi", "bundle": "gmem0", "access": "read", "bytes": blob_size},
+            "scratch": {"interface": "m_axi", "bundle": "gmem1", "access": "read-write", "bytes": plan.scratch_bytes},
+            "control": {
+                "interface": "s_axilite", "bundle": "control",
+                "registers": {
+                    "ap_ctrl": {"offset": 0x00, "bits": {"ap_start": 0, "ap_done": 1, "ap_idle": 2, "ap_ready": 3,
+                                                         "auto_restart": 7}},
+                    "gie": {"offset": 0x04},
+                    "ier": {"offset": 0x08},
+                    "isr": {"offset": 0x0C},
+                    "weights": {"offset": 0x10, "bytes": 8},
+                    "scratch": {"offset": 0x1C, "bytes": 8},
+                },
+                "note": "Vitis HLS layout for this top; confirm against build/hls_*/sol1/impl/misc/drivers",
+            },
+        },
+        "estimate": {"fps": round(plan.totals["fps"], 3), "cycles": plan.totals["cycles"]},
+        "csim": {"library": "build/libiseg_csim.so", "entry": "iseg_csim_run", "error": "iseg_csim_last_error",
+                 "trace": trace_map(plan)},
+    }
+    return {"manifest.json": json.dumps(m, indent=1) + "\n"}
+
+
+def render_readme(plan: Plan) -> Files:
+    return {"README.md": _render("project/README.md.j2", plan=plan, build=build_info(plan)),
+            "config.yaml": plan.config_yaml}
+
+
+def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, headers: dict[str, str]) -> Files:
+    """Every file of the generated project (relative path -> content)."""
+    out: Files = {}
+    weights = render_weights(plan, ckpt)
+    blob = weights["weights.bin"]
+    assert isinstance(blob, bytes)
+    sha = hashlib.sha256(blob).hexdigest()
+    if "hls" in plan.outputs or "csim" in plan.outputs:
+        out.update(render_hls(plan, headers, sha))
+        out.update(render_tb(plan, golden(plan, ckpt, image)))
+        out.update(render_scripts(plan))
+    out.update(weights)
+    if "report" in plan.outputs:
+        out.update(render_report(plan))
+    out.update(render_manifest(plan, len(blob), sha))
+    out.update(render_readme(plan))
+    return dict(sorted(out.items()))
+
+
+def render_rtl(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
+    """Verilog units of the operators with this model's constants (first encoder block's)."""
+    from iseg import numerics as nx
+    from iseg.generator.rtl import RtlParams, render_rtl_units
+
+    def lst(v: Any, n: int) -> tuple[int, ...]:
+        return tuple(int(x) for x in np.broadcast_to(np.atleast_1d(v), (n,)))
+
+    def rq3(name: str) -> tuple[tuple[int, ...], ...]:
+        vals = ckpt.rq(name)
+        n = max(np.atleast_1d(v).size for v in vals)
+        return tuple(lst(v, n) for v in vals)
+
+    m, e, o = rq3("enc.0.fc1.rq")
+    lm, le, lo = rq3("enc.0.ln1")
+    add = ckpt.consts["enc.0.add1"]
+    g = ckpt.consts["enc.0.gelu"]
+    gc = nx.GeluConsts(ckpt.spec.gelu, x0=int(g["x0"]), n=int(g["n"]), k=int(g["k"]), L=int(g["L"]), em=int(g["em"]))
+    params = RtlParams(
+        gemm_rows=plan.rows, gemm_cols=plan.cols, gemm_pack=plan.pack == 2,
+        rq_m=m, rq_e=e, rq_o=o, add_ma=int(add["ma"]), add_mb=int(add["mb"]), add_e=int(add["e"]),
+        sm_variant=ckpt.spec.softmax, sm_x0=int(ckpt.consts["enc.0.attn.softmax"]["x0"]), sm_max_n=plan.nmax,
+        gelu=gc, ln_m=lm, ln_e=le, ln_o=lo, am_grid_w=plan.spec.grid[1], am_patch=plan.spec.patch,
+    )
+    return {f"rtl/{k}": v for k, v in render_rtl_units(params).items()}

@@ -1,0 +1,587 @@
+"""Planning: checkpoint + graph + board -> one frozen, printable :class:`Plan`.
+
+Every number the emitters print is decided here: the array size, the engine's compile-time
+limits, the weights-blob layout (byte offset of every tensor and constant table), the scratch
+layout (byte offset of every activation, reused once dead), the layer table of ``hls/engine.h``
+(one row per fused group of graph ops), the trace map that tells the C-simulation which graph
+activation each table row produces, and the estimates. Templates only loop over it.
+
+Fusion (decided here, executed by the engine): a Linear followed by λ-GELU becomes one LINEAR
+row with F_GELU; a Linear feeding a residual Add becomes one LINEAR row with F_RESIDUAL (in
+place when the residual dies there); SliceRows are views (an offset and a stride); ConcatConst
+writes the constant rows right after its input's rows in one shared buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from iseg.checkpoint import ModelSpec, QuantizedCheckpoint
+from iseg.errors import IsegError
+from iseg.generator import estimate as est
+from iseg.generator.boards import Board
+from iseg.generator.config import Config
+from iseg.graph import (
+    Act,
+    Add,
+    ArgmaxUpsample,
+    Attention,
+    ConcatConst,
+    Embed,
+    Gelu,
+    Graph,
+    LayerNorm,
+    Linear,
+    MaskProduct,
+    Op,
+    PatchEmbed,
+    SliceRows,
+    build_graph,
+)
+
+__all__ = ["Plan", "LayerRow", "Segment", "Buffer", "TraceSpec", "make_plan", "ALIGN"]
+
+ALIGN = 64  # byte alignment of blob segments and scratch buffers (one AXI burst beat group)
+
+# LayerDesc field order (hls/layer_desc.h); the template prints them in this order.
+LAYER_FIELDS = ("op", "flags", "T", "K", "N", "heads", "d_head", "n_prefix", "img_h", "img_w", "patch", "out_bits",
+                "in", "in_stride", "in2", "in2_stride", "out", "out_stride", "w", "b", "cst", "sm_variant",
+                "sm_x0", "ma", "mb", "ea", "gelu", "rq", "rq2")
+_OP_CODES = {"PATCH_EMBED": 1, "EMBED_ADD": 2, "LAYERNORM": 3, "LINEAR": 4, "ATTENTION": 5, "ADD": 6,
+             "MASK_PRODUCT": 7, "ARGMAX_UPSAMPLE": 8, "GELU": 9, "COPY_CONST": 10}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of the weights blob."""
+
+    name: str
+    offset: int
+    nbytes: int
+    kind: str  # i8 (K,N) | i32 bias | i16 rows | rq table
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One activation in the scratch memory (views of a buffer share its bytes)."""
+
+    name: str
+    offset: int
+    nbytes: int
+    rows: int
+    cols: int
+    elem_bytes: int
+    stride: int  # row stride, elements
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """Which graph activation a table row writes: rows [row0, row0+rows) of op ``name``."""
+
+    name: str
+    row0: int
+    rows: int
+    cols: int
+    stride: int
+    elem_bytes: int
+    signed: bool
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    op: str  # OP_* name without prefix
+    ops: tuple[str, ...]  # the graph ops this row executes
+    fields: tuple[tuple[str, str], ...]  # LayerDesc fields, C++ literals, struct order
+    trace: TraceSpec | None
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    name: str
+    dsp: int
+    bram36: int
+    uram: int
+    lut: int
+    note: str
+
+
+@dataclass(frozen=True)
+class OpRow:
+    name: str
+    kind: str
+    macs: int
+    cycles: int
+    sequential: int
+    stalls: tuple[tuple[str, int], ...]
+    weight_bytes: int
+    ddr_bytes: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the emitters print. Frozen; ``describe()`` prints it."""
+
+    project: str
+    board: Board
+    clock_mhz: float
+    spec: ModelSpec
+    checkpoint_name: str
+    checkpoint_sha256: str
+    outputs: tuple[str, ...]
+    # engine configuration (struct Cfg)
+    rows: int
+    cols: int
+    array_auto: bool
+    pack: int
+    kmax: int
+    nmax: int
+    cmax: int
+    patch_max: int
+    # memory
+    blob: tuple[Segment, ...]
+    blob_bytes: int
+    buffers: tuple[Buffer, ...]
+    scratch_bytes: int
+    layers: tuple[LayerRow, ...]
+    # estimates
+    lanes: dict[str, int] = field(hash=False)
+    units: tuple[UnitRow, ...] = ()
+    op_estimates: tuple[OpRow, ...] = ()
+    totals: dict[str, Any] = field(default_factory=dict, hash=False)
+    graph_text: str = ""
+    config_yaml: str = ""
+
+    def describe(self) -> str:
+        t = self.totals
+        out = [f"plan {self.project}: board {self.board.name} ({self.board.part}) @ {self.clock_mhz:g} MHz",
+               f"array {self.rows}x{self.cols} ({'auto' if self.array_auto else 'explicit'}), "
+               f"{self.pack} MAC/DSP; KMAX {self.kmax} NMAX {self.nmax} CMAX {self.cmax}",
+               f"blob {self.blob_bytes} B in {len(self.blob)} segments; scratch {self.scratch_bytes} B in "
+               f"{len(self.buffers)} buffers; {len(self.layers)} layer rows",
+               f"estimate: {t['cycles']} cycles/frame, {t['fps']:.2f} FPS, {100 * t['array_util']:.1f} % of the "
+               f"array's MAC peak; DSP {t['dsp']} BRAM36 {t['bram36']} URAM {t['uram']} LUT {t['lut']}"]
+        for r in self.layers:
+            out.append(f"  [{r.index:3}] {r.op:<15} {'+'.join(r.ops)}")
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _i64(v: int) -> str:
+    return f"{int(v)}LL"
+
+
+def _rq_values(ckpt: QuantizedCheckpoint, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    m, e, o = ckpt.rq(name)
+    return np.atleast_1d(m), np.atleast_1d(e), np.atleast_1d(o)
+
+
+def rq_table_bytes(ckpt: QuantizedCheckpoint, name: str, channels: int) -> bytes:
+    """Per-channel records {int32 m, int32 e, int64 o}, little-endian (hls/requant.h)."""
+    m, e, o = _rq_values(ckpt, name)
+    rec = np.zeros(channels, dtype=[("m", "<i4"), ("e", "<i4"), ("o", "<i8")])
+    rec["m"] = np.broadcast_to(m, (channels,))
+    rec["e"] = np.broadcast_to(e, (channels,))
+    rec["o"] = np.broadcast_to(o, (channels,))
+    return rec.tobytes()
+
+
+class _Blob:
+    """Assigns blob offsets; the bytes themselves are produced by ``render_weights``."""
+
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
+        self.at = 0
+        self.by_name: dict[str, int] = {}
+
+    def add(self, name: str, nbytes: int, kind: str) -> int:
+        if name in self.by_name:
+            return self.by_name[name]
+        off = self.at
+        self.segments.append(Segment(name, off, nbytes, kind))
+        self.by_name[name] = off
+        self.at = _align(off + nbytes)
+        return off
+
+
+class _Scratch:
+    """First-fit allocation of activations with lifetimes; deterministic."""
+
+    def __init__(self) -> None:
+        self.live: list[tuple[int, int, str]] = []  # (offset, size, name)
+        self.high = 0
+
+    def alloc(self, name: str, nbytes: int) -> int:
+        size = _align(max(nbytes, 1))
+        at = 0
+        for off, sz, _ in sorted(self.live):
+            if at + size <= off:
+                break
+            at = max(at, off + sz)
+        self.live.append((at, size, name))
+        self.high = max(self.high, at + size)
+        return at
+
+    def free(self, name: str) -> None:
+        self.live = [x for x in self.live if x[2] != name]
+
+
+def _rq_desc(ckpt: QuantizedCheckpoint, name: str | None, channels: int, blob: _Blob) -> str:
+    """RqDesc literal {o, m, e, tab, pad_}: scalar fields, or a per-channel table in the blob."""
+    if name is None:
+        return "{0LL, 0, 0, -1, 0}"
+    m, e, o = _rq_values(ckpt, name)
+    if m.size == 1 and e.size == 1 and o.size == 1:
+        return f"{{{_i64(o[0])}, {int(m[0])}, {int(e[0])}, -1, 0}}"
+    off = blob.add(f"{name}#rq", 16 * channels, "rq table")
+    return f"{{0LL, 0, 0, {off}, 0}}"
+
+
+def _gelu_desc(ckpt: QuantizedCheckpoint, name: str | None) -> str:
+    """GeluParams literal {em, variant, x0, n, k, L, pad_}."""
+    if name is None:
+        return "{0LL, 0, 0, 0, 0, 0, 0}"
+    c = ckpt.consts[name]
+    variant = 0 if ckpt.spec.gelu == "lambda" else 1
+    return f"{{{_i64(c['em'])}, {variant}, {int(c['x0'])}, {int(c['n'])}, {int(c['k'])}, {int(c['L'])}, 0}}"
+
+
+# --------------------------------------------------------------------------------------------
+# the layer table
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _View:
+    buf: str  # the owning buffer
+    row0: int  # first row inside it
+    rows: int
+    cols: int
+    elem_bytes: int
+
+
+def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _Blob, list[Buffer], int]:
+    spec = graph.spec
+    blob = _Blob()
+    scratch = _Scratch()
+    views: dict[str, _View] = {}
+    buffers: dict[str, Buffer] = {}
+    consumers: dict[str, list[Op]] = {}
+    for op in graph.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+    ops = list(graph.ops)
+    fused_into: dict[str, str] = {}  # graph op name -> the op (row) that executes it
+    # decide fusion first
+    for op in ops:
+        if isinstance(op, Linear):
+            nxt = consumers.get(op.output, [])
+            if len(nxt) == 1 and isinstance(nxt[0], Gelu) and spec.gelu == "lambda":
+                fused_into[nxt[0].name] = op.name
+            elif len(nxt) == 1 and isinstance(nxt[0], Add) and nxt[0].inputs[1] == op.output:
+                fused_into[nxt[0].name] = op.name
+    # the activation each row finally writes
+    row_ops: list[list[Op]] = []
+    for op in ops:
+        if op.name in fused_into:
+            if not row_ops or row_ops[-1][0].name != fused_into[op.name]:
+                raise AssertionError(f"fused op {op.name} does not follow its producer")
+            row_ops[-1].append(op)
+            continue
+        row_ops.append([op])
+    # last use (row index) of every activation, through views
+    def owner(name: str) -> str:
+        return views[name].buf if name in views else name
+
+    last_use: dict[str, int] = {}
+    for i, group in enumerate(row_ops):
+        for op in group:
+            for inp in op.inputs:
+                last_use[inp] = i
+
+    def act_bytes(a: Act) -> int:
+        return a.nbytes
+
+    def new_buffer(name: str, act: Act, rows: int | None = None) -> Buffer:
+        rows = act.shape[0] if rows is None else rows
+        cols = act.shape[1]
+        eb = act.bits // 8
+        off = scratch.alloc(name, rows * cols * eb)
+        b = Buffer(name, off, rows * cols * eb, rows, cols, eb, cols)
+        buffers[name] = b
+        views[name] = _View(name, 0, act.shape[0], cols, eb)
+        return b
+
+    def addr(name: str) -> tuple[int, int]:
+        """(byte offset, row stride in elements) of activation ``name``."""
+        v = views[name]
+        b = buffers[v.buf]
+        return b.offset + v.row0 * b.stride * b.elem_bytes, b.stride
+
+    # ConcatConst: its input is written straight into the first rows of the concatenated buffer
+    concat_of: dict[str, Op] = {}
+    for op in ops:
+        if isinstance(op, ConcatConst):
+            concat_of[op.inputs[0]] = op
+
+    rows_out: list[LayerRow] = []
+    freed: set[str] = set()
+
+    def release(i: int) -> None:
+        # free every buffer whose activations (and views of them) are all dead after row i
+        for bname in sorted(set(buffers) - freed):
+            users = [n for n in views if owner(n) == bname]
+            if all(last_use.get(n, len(row_ops)) <= i for n in users):
+                scratch.free(bname)
+                freed.add(bname)
+
+    def emit(i: int, kind: str, group: list[Op], f: dict[str, Any], trace: TraceSpec | None) -> None:
+        vals = {k: 0 for k in LAYER_FIELDS}
+        vals.update({"in": -1, "in2": -1, "out": -1, "w": -1, "b": -1, "cst": -1})
+        vals["gelu"] = _gelu_desc(ckpt, None)
+        vals["rq"] = vals["rq2"] = _rq_desc(ckpt, None, 1, blob)
+        vals.update(f)
+        vals["op"] = f"iseg::OP_{kind}"
+        lits = tuple((k, str(vals[k])) for k in LAYER_FIELDS)
+        rows_out.append(LayerRow(len(rows_out), kind, tuple(o.name for o in group), lits, trace))
+
+    def trace_of(name: str, row0: int = 0, rows: int | None = None) -> TraceSpec:
+        a = graph.acts[name]
+        off, stride = addr(name)
+        return TraceSpec(name, row0, a.shape[0] if rows is None else rows, a.shape[1], stride, a.bits // 8, a.signed)
+
+    for i, group in enumerate(row_ops):
+        op = group[0]
+        last = group[-1]
+        out_act = graph.acts[last.output]
+        if isinstance(op, SliceRows):
+            v = views[op.inputs[0]]
+            views[op.output] = _View(v.buf, v.row0 + op.start, op.stop - op.start, v.cols, v.elem_bytes)
+            release(i)
+            continue
+        if isinstance(op, ConcatConst):
+            src = graph.acts[op.inputs[0]]
+            views[op.output] = _View(owner(op.inputs[0]), 0, out_act.shape[0], out_act.shape[1], 2)
+            k = out_act.shape[0] - src.shape[0]
+            off = blob.add(op.const, k * out_act.shape[1] * 2, "i16 rows")
+            base, stride = addr(op.output)
+            emit(i, "COPY_CONST", group, {"T": k, "N": out_act.shape[1], "out_bits": 16,
+                                          "out": base + src.shape[0] * stride * 2, "out_stride": stride, "cst": off},
+                 trace_of(op.output, src.shape[0], k))
+            release(i)
+            continue
+        # allocate the output of this row
+        if last.output in concat_of:
+            cat = concat_of[last.output]
+            new_buffer(cat.output, graph.acts[cat.output])
+            views[last.output] = _View(cat.output, 0, out_act.shape[0], out_act.shape[1], out_act.bits // 8)
+        elif isinstance(op, ArgmaxUpsample):
+            pass
+        elif isinstance(last, Add) and last.name in fused_into and views[last.inputs[0]].row0 == 0 \
+                and all(last_use.get(n, len(row_ops)) <= i for n in views if owner(n) == owner(last.inputs[0])):
+            # residual update in place: the residual dies here
+            v = views[last.inputs[0]]
+            views[last.output] = _View(v.buf, 0, out_act.shape[0], out_act.shape[1], 2)
+        else:
+            new_buffer(last.output, out_act)
+        f: dict[str, Any] = {}
+        if not isinstance(op, ArgmaxUpsample):
+            f["out"], f["out_stride"] = addr(last.output)
+        if isinstance(op, PatchEmbed):
+            t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
+            stage = scratch.alloc("patch_embed#stage", t * k)
+            f.update(T=t, K=k, N=n, img_h=spec.image[0], img_w=spec.image[1], patch=spec.patch, out_bits=16,
+                     **{"in": stage, "in_stride": k},
+                     w=blob.add(op.weight, k * n, "i8 (K,N)"), b=blob.add(op.bias, 4 * n, "i32 bias"),
+                     rq=_rq_desc(ckpt, op.rq, n, blob))
+            emit(i, "PATCH_EMBED", group, f, trace_of(op.output))
+            scratch.free("patch_embed#stage")
+        elif isinstance(op, Embed):
+            n_rows, d = out_act.shape
+            cin, sin = addr(op.inputs[0])
+            c = ckpt.consts[op.add]
+            f.update(T=n_rows, N=d, n_prefix=1, out_bits=16, **{"in": cin, "in_stride": sin},
+                     b=blob.add(op.pos, n_rows * d * 2, "i16 rows"), cst=blob.add(op.cls, d * 2, "i16 rows"),
+                     ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
+            emit(i, "EMBED_ADD", group, f, trace_of(op.output))
+        elif isinstance(op, LayerNorm):
+            t, n = out_act.shape
+            cin, sin = addr(op.inputs[0])
+            f.update(T=t, N=n, out_bits=op.bits, **{"in": cin, "in_stride": sin}, rq=_rq_desc(ckpt, op.rq, n, blob))
+            emit(i, "LAYERNORM", group, f, trace_of(op.output))
+        elif isinstance(op, Linear):
+            cin, sin = addr(op.inputs[0])
+            f.update(T=op.rows, K=op.k, N=op.n, out_bits=op.bits, **{"in": cin, "in_stride": sin},
+                     w=blob.add(op.weight, op.k * op.n, "i8 (K,N)"),
+                     b=blob.add(op.bias, 4 * op.n, "i32 bias") if op.bias else -1,
+                     rq=_rq_desc(ckpt, op.rq, op.n, blob))
+            flags = []
+            if isinstance(last, Gelu):
+                flags.append("iseg::F_GELU")
+                f.update(gelu=_gelu_desc(ckpt, last.consts), rq2=_rq_desc(ckpt, last.rq, op.n, blob))
+            if isinstance(last, Add):
+                flags.append("iseg::F_RESIDUAL")
+                rin, rs = addr(last.inputs[0])
+                c = ckpt.consts[last.add]
+                f.update(in2=rin, in2_stride=rs, ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
+            f["flags"] = " | ".join(flags) if flags else "0"
+            emit(i, "LINEAR", group, f, trace_of(last.output))
+        elif isinstance(op, Gelu):
+            t, n = out_act.shape
+            cin, sin = addr(op.inputs[0])
+            f.update(T=t, N=n, out_bits=8, **{"in": cin, "in_stride": sin}, gelu=_gelu_desc(ckpt, op.consts),
+                     rq=_rq_desc(ckpt, op.rq, n, blob))
+            emit(i, "GELU", group, f, trace_of(op.output))
+        elif isinstance(op, Attention):
+            cin, sin = addr(op.inputs[0])
+            d = op.heads * op.d_head
+            x0 = int(ckpt.consts[op.softmax]["x0"])
+            f.update(T=op.rows, K=op.d_head, N=d, heads=op.heads, d_head=op.d_head, out_bits=8,
+                     **{"in": cin, "in_stride": sin}, sm_variant=0 if op.variant == "precise" else 1, sm_x0=x0,
+                     rq=_rq_desc(ckpt, op.qk_rq, 1, blob), rq2=_rq_desc(ckpt, op.pv_rq, d, blob))
+            emit(i, "ATTENTION", group, f, trace_of(op.output))
+        elif isinstance(op, Add):
+            t, n = out_act.shape
+            a0, s0 = addr(op.inputs[0])
+            a1, s1 = addr(op.inputs[1])
+            c = ckpt.consts[op.add]
+            f.update(T=t, N=n, out_bits=16, **{"in": a0, "in_stride": s0}, in2=a1, in2_stride=s1,
+                     ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
+            emit(i, "ADD", group, f, trace_of(op.output))
+        elif isinstance(op, MaskProduct):
+            a0, s0 = addr(op.inputs[0])
+            a1, s1 = addr(op.inputs[1])
+            t, k = graph.acts[op.inputs[0]].shape
+            n = graph.acts[op.inputs[1]].shape[0]
+            f.update(T=t, K=k, N=n, out_bits=16, **{"in": a0, "in_stride": s0}, in2=a1, in2_stride=s1,
+                     rq=_rq_desc(ckpt, op.rq, n, blob))
+            emit(i, "MASK_PRODUCT", group, f, trace_of(op.output))
+        elif isinstance(op, ArgmaxUpsample):
+            cin, sin = addr(op.inputs[0])
+            n = graph.acts[op.inputs[0]].shape[1]
+            f.update(T=op.grid[0] * op.grid[1], N=n, img_h=spec.image[0], img_w=spec.image[1], patch=op.patch,
+                     **{"in": cin, "in_stride": sin})
+            emit(i, "ARGMAX_UPSAMPLE", group, f, None)
+        else:  # pragma: no cover - build_graph makes only the ops above
+            raise TypeError(f"no layer row for {type(op).__name__}")
+        release(i)
+    return rows_out, blob, sorted(buffers.values(), key=lambda b: (b.offset, b.name)), scratch.high
+
+
+# --------------------------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------------------------
+def _file_sha256(path: Any) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | None = None) -> Plan:
+    """Resolve every size, offset, table row and estimate for ``cfg`` and ``ckpt``."""
+    from iseg.generator.config import resolved_yaml
+
+    spec = ckpt.spec
+    name = cfg.source.name
+    if cfg.image is not None and tuple(cfg.image) != tuple(spec.image):
+        raise IsegError(f"{name}: image: {cfg.image[0]}x{cfg.image[1]} differs from the checkpoint's "
+                        f"{spec.image[0]}x{spec.image[1]} (its position embedding has one row per patch; "
+                        f"re-export the model at that size)")
+    board = cfg.board
+    graph = build_graph(spec)
+    if cfg.array is None:
+        try:
+            shape = est.choose_array(graph, board, cfg.clock_mhz)
+        except ValueError as exc:
+            raise IsegError(f"{name}: array: auto: {exc}") from None
+    else:
+        r, c = cfg.array
+        for key, v in (("rows", r), ("cols", c)):
+            if v > est.MAX_DIM:
+                raise IsegError(f"{name}: array.{key}: {v} exceeds the engine's limit of {est.MAX_DIM}")
+        shape = est.make_shape(r, c, graph, board, cfg.clock_mhz)
+    units = est.unit_costs(shape, graph, board)
+    if cfg.array is not None and units.dsp > board.dsp:
+        raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
+                        f"{board.name} has {board.dsp}")
+    costs = est.op_costs(graph, shape, est.act_cache_budget(board, units))
+    layers, blob, buffers, scratch_bytes = _layers(graph, ckpt)
+    att = [op for op in graph.ops if isinstance(op, Attention)]
+    gemm_k = [op.k for op in graph.ops if isinstance(op, Linear)] + [3 * spec.patch ** 2, spec.dec_dim or 1]
+    nmax = max(op.rows for op in att)
+    kmax = max(gemm_k + [nmax] + [op.d_head for op in att])
+    cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))
+    cycles = sum(c.cycles for c in costs)
+    seq = sum(c.sequential for c in costs)
+    macs = sum(c.macs for c in costs)
+    f = cfg.clock_mhz * 1e6
+    peak_macs_board = board.dsp * board.macs_per_dsp
+    totals = {
+        "cycles": cycles,
+        "sequential_cycles": seq,
+        "macs": macs,
+        "fps": f / cycles,
+        "latency_ms": 1e3 * cycles / f,
+        "sequential_fps": f / seq,
+        "array_macs_per_cycle": shape.macs,
+        "array_util": macs / (cycles * shape.macs),
+        "board_peak_util": macs / (cycles * peak_macs_board),
+        "gops": 2 * macs * f / cycles / 1e9,
+        "peak_gops": 2 * shape.macs * f / 1e9,
+        "weight_bytes_per_frame": sum(c.weight_bytes for c in costs),
+        "scratch_bytes_per_frame": sum(c.ddr_bytes for c in costs),
+        "dsp": units.dsp, "bram36": units.bram36, "uram": units.uram, "lut": units.lut,
+        "dsp_pct": 100 * units.dsp / board.dsp,
+        "stalls": _sum_stalls(costs),
+    }
+    sha = checkpoint_sha256 or _file_sha256(cfg.checkpoint)
+    return Plan(
+        project=cfg.project, board=board, clock_mhz=cfg.clock_mhz, spec=spec, checkpoint_name=cfg.checkpoint.name,
+        checkpoint_sha256=sha, outputs=cfg.outputs, rows=shape.rows, cols=shape.cols, array_auto=cfg.array is None,
+        pack=shape.pack, kmax=kmax, nmax=nmax, cmax=cmax, patch_max=spec.patch,
+        blob=tuple(blob.segments), blob_bytes=blob.at, buffers=tuple(buffers), scratch_bytes=_align(scratch_bytes),
+        layers=tuple(layers),
+        lanes={"out": shape.out_lanes, "layernorm": shape.ln_lanes, "shiftmax": shape.sm_lanes,
+               "weight_bytes_per_cycle": shape.bytes_per_cycle_w, "scratch_bytes_per_cycle": shape.bytes_per_cycle_s},
+        units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
+        op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.sequential, c.stalls, c.weight_bytes,
+                                 c.ddr_bytes) for c in costs),
+        totals=totals, graph_text=graph.describe(),
+        config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha),
+    )
+
+
+def _sum_stalls(costs: list[est.OpCost]) -> dict[str, int]:
+    agg: dict[str, int] = {}
+    for c in costs:
+        for k, v in c.stalls:
+            agg[k] = agg.get(k, 0) + v
+    return dict(sorted(agg.items()))
+
+
+def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
+    """The weights blob: every segment of ``plan.blob`` at its offset, zero padding between."""
+    buf = bytearray(plan.blob_bytes)
+    layout = {}
+    for seg in plan.blob:
+        layout[seg.name] = seg
+        if seg.name.endswith("#rq"):
+            cname = seg.name[:-3]
+            data = rq_table_bytes(ckpt, cname, seg.nbytes // 16)
+        else:
+            t = ckpt.tensors[seg.name]
+            data = np.ascontiguousarray(t.astype(t.dtype.newbyteorder("<"))).tobytes()
+        if len(data) != seg.nbytes:
+            raise AssertionError(f"blob segment {seg.name}: {len(data)} bytes, planned {seg.nbytes}")
+        buf[seg.offset:seg.offset + seg.nbytes] = data
+    return bytes(buf)

@@ -1,0 +1,70 @@
+"""gen-hls config and checkpoint errors: one line, non-zero exit, no output folder left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iseg.generator.cli import main
+
+from .conftest import write_config
+
+
+def _fails(capsys: pytest.CaptureFixture[str], cfg: Path, *needles: str) -> str:
+    rc = main([str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not (cfg.parent / "out").exists()
+    assert not [p for p in cfg.parent.iterdir() if p.name.startswith(".out.")], "temp folder left behind"
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, needles", [
+    ({"colour": "red"}, ("config.yaml: colour: unknown key",)),
+    ({"board": "zcu999"}, ("config.yaml: board:", "kv260")),
+    ({"array": {"rows": 0, "cols": 8}}, ("config.yaml: array.rows: must be a positive integer",)),
+    ({"array": {"rows": 4, "cols": 8, "depth": 2}}, ("array.depth: unknown key",)),
+    ({"array": "big"}, ("config.yaml: array:", "auto")),
+    ({"array": {"rows": 100, "cols": 8}}, ("array.rows: 100 exceeds",)),
+    ({"project": "9lives"}, ("config.yaml: project:", "C identifier")),
+    ({"clock_mhz": -5}, ("config.yaml: clock_mhz:",)),
+    ({"outputs": ["hls", "gds"]}, ("config.yaml: outputs[1]:",)),
+    ({"image": [32, 32]}, ("config.yaml: image: 32x32 differs",)),
+])
+def test_bad_config(tmp_path: Path, tiny_ckpt: Path, capsys, extra, needles) -> None:
+    _fails(capsys, write_config(tmp_path, tiny_ckpt, **extra), *needles)
+
+
+def test_missing_key(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    _fails(capsys, write_config(tmp_path, tiny_ckpt, board=None), "config.yaml: board: missing")
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys) -> None:
+    _fails(capsys, write_config(tmp_path, tmp_path / "nope.safetensors"), "checkpoint: no such file")
+
+
+def test_truncated_checkpoint(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
+    _fails(capsys, write_config(tmp_path, bad), "truncated")
+
+
+def test_not_yaml(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("board: [kv260\n")
+    _fails(capsys, cfg, "not valid YAML")
+
+
+def test_failed_regeneration_keeps_old_project(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    assert main([str(cfg)]) == 0
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 0, "cols": 1})
+    assert main([str(cfg)]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before

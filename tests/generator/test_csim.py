@@ -1,0 +1,123 @@
+"""C-simulation (g++) of generated projects == the numpy reference, per layer and end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iseg.errors import IsegError
+from iseg.generator.cli import check_csim, generate, main
+from iseg.generator.csim import CsimLibrary
+from iseg.random_model import PRESETS, calibration_image
+
+from .conftest import make_ckpt, write_config
+
+pytestmark = [pytest.mark.csim, pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")]
+
+BASE = replace(PRESETS["tiny"], layers=1, dec_layers=1)
+
+VARIANTS = {
+    # non-square image, mask decoder, d_head 16, precise Shiftmax, lambda-GELU
+    "nonsquare_dh16": (replace(BASE, image=(48, 80), dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2,
+                               dec_mlp_dim=64), None),
+    # linear decoder, d_head 32, I-ViT Shiftmax, ShiftGELU (a separate GELU row)
+    "linear_ivit_shift": (replace(BASE, decoder="linear", softmax="ivit", gelu="shift", dim=64, heads=2), None),
+    # d_head 64, mask decoder, explicit array that divides nothing
+    "dh64_array3x5": (replace(BASE, dim=128, heads=2, mlp_dim=128, dec_dim=64, dec_heads=1, dec_mlp_dim=96,
+                              n_cls=5), {"rows": 3, "cols": 5}),
+    # odd sizes: 3x5 patch grid, 3 heads of 16, 7 classes, mask decoder with 2 blocks
+    "odd_grid": (replace(BASE, image=(24, 40), dim=48, heads=3, mlp_dim=80, dec_dim=24, dec_heads=3,
+                         dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 10}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
+    spec, array = VARIANTS[name]
+    ckpt = make_ckpt(tmp_path, spec, seed=len(name))
+    out = generate(write_config(tmp_path, ckpt, array=array, outputs=["hls"]))
+    summary = check_csim(out, ckpt, "2")
+    assert summary.startswith("csim PASS: 2 image(s)")
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> Path:
+    folder = tmp_path_factory.mktemp("csim")
+    return generate(write_config(folder, tiny_ckpt, outputs=["hls", "csim"]))
+
+
+def test_cli_csim_pass(tiny_project: Path, capsys) -> None:
+    cfg = tiny_project.parent / "config.yaml"
+    assert main([str(cfg), "--csim", "--images", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "csim PASS: 2 image(s)" in out
+
+
+def test_library_api(tiny_project: Path, tiny_ckpt: Path) -> None:
+    from iseg.checkpoint import load
+    from iseg.reference import run
+
+    lib = CsimLibrary(tiny_project / "build" / "libiseg_csim.so")
+    ck = load(tiny_ckpt)
+    img = calibration_image(ck.spec.image, 7)
+    labels = lib.run(img)
+    ref_labels, ref = run(ck, img, trace=True)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, ref_labels)
+    _, trace = lib.run_traced(img)
+    assert np.array_equal(trace["enc.0.qkv"], ref["enc.0.qkv"])
+    with pytest.raises(IsegError, match="uint8"):
+        lib.run(img.astype(np.int16))
+
+
+def test_images_folder(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for s in range(2):
+        Image.fromarray(calibration_image((64, 64), 50 + s)).save(tmp_path / f"{s}.png")
+    assert "PASS: 2 image(s)" in check_csim(tiny_project, tiny_ckpt, str(tmp_path))
+    Image.fromarray(calibration_image((32, 64), 1)).save(tmp_path / "z.png")
+    with pytest.raises(IsegError, match="z.png: image is 32x64"):
+        check_csim(tiny_project, tiny_ckpt, str(tmp_path))
+
+
+def _copy(project: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "mut"
+    shutil.copytree(project, dst)
+    return dst
+
+
+def test_mutated_weights_fail_naming_the_layer(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    """One byte of enc.0.fc1's weights flipped in weights.bin: --csim names that layer."""
+    proj = _copy(tiny_project, tmp_path)
+    layout = (proj / "src" / "weights_layout.h").read_text()
+    off = int(re.search(r"kEnc0Fc1Weight = (\d+);", layout).group(1))
+    blob = bytearray((proj / "weights.bin").read_bytes())
+    blob[off + 5] ^= 0x55
+    (proj / "weights.bin").write_bytes(bytes(blob))
+    with pytest.raises(IsegError, match=r"MISMATCH .* layer \d+ enc\.0\.fc1\+enc\.0\.gelu .*flat index \d+: "
+                                        r"csim -?\d+, reference -?\d+"):
+        check_csim(proj, tiny_ckpt, "1")
+
+
+def test_mutated_layer_table_fails_naming_the_layer(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    """The score requant shift of enc.1.attn changed in model_cfg.h: --csim names that layer."""
+    proj = _copy(tiny_project, tmp_path)
+    cfg_h = proj / "src" / "model_cfg.h"
+    text = cfg_h.read_text()
+    block = text.index("enc.1.attn\n")
+    rq = re.compile(r"\{(-?\d+)LL, (-?\d+), (\d+), -1, 0\},  // rq\n")
+    m = rq.search(text, block)
+    new = f"{{{m.group(1)}LL, {m.group(2)}, {int(m.group(3)) + 1}, -1, 0}},  // rq\n"
+    text = text[:m.start()] + new + text[m.end():]
+    cfg_h.write_text(text)
+    man = json.loads((proj / "manifest.json").read_text())
+    assert man["csim"]["library"] == "build/libiseg_csim.so"
+    with pytest.raises(IsegError, match=r"MISMATCH .* layer \d+ enc\.1\.attn "):
+        check_csim(proj, tiny_ckpt, "1")

@@ -1,0 +1,174 @@
+"""The generated project: complete, deterministic, relocatable, synthesisable-looking, scripts in order."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iseg.checkpoint import save
+from iseg.generator.boards import BOARDS
+from iseg.generator.cli import generate, main
+from iseg.generator.emit import MANIFEST_FORMAT
+from iseg.random_model import PRESETS, random_checkpoint
+
+from .conftest import write_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> Path:
+    folder = tmp_path_factory.mktemp("proj")
+    return generate(write_config(folder, tiny_ckpt))
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "build" not in p.relative_to(root).parts}
+
+
+def test_complete(project: Path) -> None:
+    names = set(_tree(project))
+    for f in ("src/top.cpp", "src/model_cfg.h", "src/csim.cpp", "src/weights_layout.h", "src/hls/engine.h",
+              "weights.bin", "tb/tb.cpp", "tb/golden/image.bin", "tb/golden/labels.bin", "tb/golden/layers.txt",
+              "scripts/hls.tcl", "scripts/link.cfg", "Makefile", "report.md", "report.json", "report_cycles.png",
+              "report_roofline.png", "manifest.json", "README.md", "config.yaml"):
+        assert f in names, f
+
+
+def test_manifest(project: Path) -> None:
+    m = json.loads((project / "manifest.json").read_text())
+    assert m["format"] == MANIFEST_FORMAT and m["version"] == 1
+    for k in ("project", "board", "part", "clock_mhz", "image", "patch", "n_cls", "classes", "weights",
+              "scratch_bytes", "ports", "csim"):
+        assert k in m
+    assert m["weights"]["bytes"] == (project / "weights.bin").stat().st_size
+    assert m["csim"] == m["csim"] | {"library": "build/libiseg_csim.so", "entry": "iseg_csim_run"}
+    assert m["ports"]["control"]["registers"]["ap_ctrl"]["offset"] == 0
+
+
+def test_deterministic_and_relocatable(tmp_path: Path, tiny_ckpt: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = generate(write_config(tmp_path / "a", tiny_ckpt, outputs=["hls", "report"]))
+    b = generate(write_config(tmp_path / "b", tiny_ckpt, outputs=["hls", "report"]))
+    ta, tb = _tree(a), _tree(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert ta[k] == tb[k], f"{k} differs between two generations"
+    for k, v in ta.items():
+        assert str(tmp_path).encode() not in v, f"{k} holds an absolute path"
+        assert b"/root/" not in v and b"/home/" not in v, k
+
+
+SYNTH = ("src/top.cpp", "src/model_cfg.h", "src/weights_layout.h")
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def test_synthesisable_sources(project: Path) -> None:
+    """No float/double, heap, std::vector, recursion or unbounded loop in the synthesised code."""
+    lib = sorted((project / "src" / "hls").glob("*.h"))
+    files = [project / f for f in SYNTH] + [p for p in lib if p.name not in ("iseg_stream.h", "csim_api.h")]
+    for path in files:
+        code = _strip_comments(path.read_text())
+        code = re.sub(r'"[^"\n]*"', '""', code)  # string literals (check messages)
+        for bad in (r"\bfloat\b", r"\bdouble\b", r"\bnew\b", r"\bmalloc\b", r"\bfree\s*\(", r"std::vector",
+                    r"while\s*\(\s*(1|true)\s*\)", r"for\s*\(\s*;\s*;\s*\)"):
+            assert not re.search(bad, code), f"{path.name}: {bad}"
+        # recursion: a function whose body calls itself by name
+        for m in re.finditer(r"\n(?:inline |static |template <[^>]*>\s*)*[\w:<>]+\s+(\w+)\(([^)]*)\)\s*\{", code):
+            name = m.group(1)
+            body_start = m.end()
+            depth, i = 1, body_start
+            while depth and i < len(code):
+                depth += {"{": 1, "}": -1}.get(code[i], 0)
+                i += 1
+            assert not re.search(rf"\b{name}\s*(<[^;]*?>)?\s*\(", code[body_start:i]), f"{path.name}: {name} recurses"
+
+
+TCL_STUBS = """
+set ::calls {}
+foreach p {open_project set_top add_files open_solution set_part create_clock csim_design csynth_design
+           cosim_design export_design config_export} {
+    proc $p {args} [format {lappend ::calls [list %s {*}$args]} $p]
+}
+rename exit _real_exit
+proc exit {args} {}
+set argv $::env(STEPS)
+source [lindex $::env(SCRIPT) 0]
+foreach c $::calls { puts [lindex $c 0] }
+"""
+
+
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+@pytest.mark.parametrize("steps, expected", [
+    ("csim csynth cosim export", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part",
+                                  "create_clock", "csim_design", "csynth_design", "cosim_design", "export_design"]),
+    ("cosim", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part", "create_clock",
+               "csynth_design", "cosim_design"]),
+    ("csim", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part", "create_clock",
+              "csim_design"]),
+])
+def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list[str]) -> None:
+    stub = tmp_path / "stub.tcl"
+    stub.write_text(TCL_STUBS)
+    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True,
+                          env={"STEPS": steps, "SCRIPT": str(project / "scripts" / "hls.tcl"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == expected
+    tcl = (project / "scripts" / "hls.tcl").read_text()
+    assert f"set_part {BOARDS['kv260'].part}" in tcl and "create_clock -period 4.000" in tcl
+
+
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+def test_hls_tcl_rejects_unknown_step(project: Path, tmp_path: Path) -> None:
+    stub = tmp_path / "stub.tcl"
+    stub.write_text(TCL_STUBS)
+    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True,
+                          env={"STEPS": "synth", "SCRIPT": str(project / "scripts" / "hls.tcl"),
+                               "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0 and "unknown step" in proc.stderr
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
+    """Every example config generates a complete project (a random checkpoint stands in when absent)."""
+    data = yaml.safe_load(example.read_text())
+    ckpt = (example.parent / data["checkpoint"]).resolve()
+    if not ckpt.is_file():
+        ckpt = tiny_ckpt
+    data["checkpoint"] = str(ckpt)
+    data["output"] = "out"
+    data["outputs"] = [o for o in data.get("outputs", ["hls", "report"]) if o != "csim"]
+    cfg = tmp_path / example.name
+    cfg.write_text(yaml.safe_dump(data))
+    assert main([str(cfg)]) == 0
+    out = tmp_path / "out"
+    board = BOARDS[data["board"]]
+    flow_file = "scripts/link.cfg" if board.flow == "vitis" else "scripts/bd.tcl"
+    for f in ("src/top.cpp", "weights.bin", "manifest.json", "report.md", flow_file, "tb/tb.cpp"):
+        assert (out / f).is_file(), f
+    assert board.part in (out / "scripts" / "hls.tcl").read_text()
+    if "rtl" in data["outputs"]:
+        assert list((out / "rtl").glob("*.v"))
+
+
+def test_linear_decoder_and_shift_gelu_generate(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    spec = replace(PRESETS["tiny"], decoder="linear", gelu="shift", softmax="ivit")
+    path = tmp_path / "m.safetensors"
+    save(random_checkpoint(spec, 1), path)
+    out = generate(write_config(tmp_path, path, outputs=["hls"]))
+    cfg_h = (out / "src" / "model_cfg.h").read_text()
+    assert "iseg::OP_GELU" in cfg_h and "iseg::OP_MASK_PRODUCT" not in cfg_h
