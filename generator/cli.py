@@ -20,8 +20,8 @@ from iseg.errors import IsegError
 __all__ = ["main", "generate", "check_csim"]
 
 
-def generate(config_path: str | Path, *, quiet: bool = True) -> Path:
-    """Generate the project a config describes; returns its folder."""
+def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tuple[str, ...] = ()) -> Path:
+    """Generate the project a config describes (plus ``extra_outputs``); returns its folder."""
     from iseg.checkpoint import load
     from iseg.generator import emit
     from iseg.generator.config import load_config
@@ -34,7 +34,7 @@ def generate(config_path: str | Path, *, quiet: bool = True) -> Path:
     plan = make_plan(cfg, ckpt)
     image = calibration_image(ckpt.spec.image, 0)
     files = emit.render_project(plan, ckpt, image, emit.library_headers())
-    if "rtl" in cfg.outputs:
+    if "rtl" in cfg.outputs or "rtl" in extra_outputs:
         files.update(emit.render_rtl(plan, ckpt))
     out = write_project(files, cfg.output)
     if not quiet:
@@ -43,8 +43,7 @@ def generate(config_path: str | Path, *, quiet: bool = True) -> Path:
 
 
 def _images(spec_image: tuple[int, int], arg: str | None) -> list[tuple[str, np.ndarray]]:
-    from PIL import Image, UnidentifiedImageError
-
+    from iseg.imageio import list_images, load_image
     from iseg.random_model import calibration_image
 
     if arg is None or arg.isdigit():
@@ -55,16 +54,10 @@ def _images(spec_image: tuple[int, int], arg: str | None) -> list[tuple[str, np.
     folder = Path(arg)
     if not folder.is_dir():
         raise IsegError(f"--images: {arg!r} is neither a count nor a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not paths:
-        raise IsegError(f"--images: no .png/.jpg/.jpeg files in {arg}")
     out = []
     h, w = spec_image
-    for p in paths:
-        try:
-            img = np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError):
-            raise IsegError(f"{p}: not a readable image") from None
+    for p in list_images([folder]):
+        img = load_image(p)
         if img.shape[:2] != (h, w):
             raise IsegError(f"{p}: image is {img.shape[0]}x{img.shape[1]}, the model expects {h}x{w}")
         out.append((p.name, img))
@@ -122,13 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                     "against the numpy reference")
     ap.add_argument("--images", metavar="DIR|N", help="with --csim: N synthetic images (default 1) or a folder "
                     "of PNG/JPEG images of the model's size")
+    ap.add_argument("--rtl", action="store_true", help="also write the Verilog units (rtl/), whatever the "
+                    "config's outputs say")
     ap.add_argument("--plan", action="store_true", help="print the plan")
     args = ap.parse_args(argv)
     try:
         from iseg.checkpoint import load as _  # noqa: F401  (fail early on a broken install)
         from iseg.generator.config import load_config
 
-        out = generate(args.config, quiet=not args.plan)
+        out = generate(args.config, quiet=not args.plan, extra_outputs=("rtl",) if args.rtl else ())
         cfg = load_config(args.config)
         if "csim" in cfg.outputs and not args.csim:
             from iseg.generator.csim import build

@@ -172,3 +172,14 @@ def test_linear_decoder_and_shift_gelu_generate(tmp_path: Path) -> None:
     out = generate(write_config(tmp_path, path, outputs=["hls"]))
     cfg_h = (out / "src" / "model_cfg.h").read_text()
     assert "iseg::OP_GELU" in cfg_h and "iseg::OP_MASK_PRODUCT" not in cfg_h
+
+
+def test_rtl_flag_adds_the_verilog_units(tmp_path: Path, tiny_ckpt: Path) -> None:
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["hls"])
+    assert main([str(cfg)]) == 0
+    assert not (tmp_path / "out" / "rtl").exists()
+    assert main([str(cfg), "--rtl"]) == 0
+    units = sorted(p.name for p in (tmp_path / "out" / "rtl").glob("*.v"))
+    assert "iseg_gemm.v" in units and "iseg_layernorm.v" in units and "iseg_shiftmax.v" in units
+    text = (tmp_path / "out" / "rtl" / "iseg_rq.v").read_text()
+    assert "module iseg_rq" in text
