@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "random": ("iseg.commands", "write a random (calibrated) quantized checkpoint"),
     "synth": ("iseg.synth", "write a synthetic segmentation dataset"),
     "train": ("iseg.model.train", "train the floating-point Segmenter (needs torch)"),
-    "quantize": ("iseg.model.export", "PTQ: calibrate on N images and export a quantized checkpoint (needs torch)"),
+    "quantize": ("iseg.model.calibrate", "PTQ: calibrate on N images and export a quantized checkpoint (needs torch)"),
     "qat": ("iseg.model.qat", "quantization-aware fine-tuning, then export (needs torch; torchrun for DDP)"),
     "eval": ("iseg.model.eval_int", "mIoU / pixel accuracy of FP32, fake-quant and integer models"),
 }

@@ -1,0 +1,153 @@
+"""Post-training quantization: ranges from N calibration images, then export (``iseg quantize``).
+
+``calibrate`` runs the float I-Segmenter graph (:class:`QuantSegmenter` in ``calib`` mode) over
+the images and records ``max |x|`` of every quantized activation (min/max over the images,
+``spec/numerics.md`` §7; N = 1 is one-shot PTQ). Calibration images come from the synthetic
+*train* split by default, never from the split that is evaluated.
+
+Data sources (shared with ``iseg eval`` and ``iseg qat``):
+``synthetic:N`` (N train scenes), ``synthetic:val:N`` / ``synthetic:train:N``, or a dataset
+folder (``plain`` or ADE20K layout, resized to the model's size; ``DIR:N`` keeps the first N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iseg import synth
+from iseg.checkpoint import save
+from iseg.errors import IsegError
+
+from .quant import QuantSegmenter
+
+__all__ = ["add_arguments", "calibrate", "load_data", "quantize", "run"]
+
+
+def load_data(source: str, size: tuple[int, int], split: str = "train", count: int | None = None,
+              data_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) u8 and labels (N, H, W) u8 at ``size`` from ``source`` (see module doc)."""
+    parts = source.split(":")
+    n = count
+    if parts[0] in ("synthetic", "synth"):
+        rest = parts[1:]
+        if rest and rest[0] in ("train", "val"):
+            split, rest = rest[0], rest[1:]
+        if rest:
+            n = _count(rest[0], source)
+        if len(rest) > 1:
+            raise IsegError(f"bad data source {source!r}: expected synthetic[:train|val][:N]")
+        n = 100 if n is None else n
+        samples = [synth.make_sample(synth.sample_seed(split, data_seed, i), size) for i in range(n)]
+    else:
+        path = source
+        if len(parts) > 1 and parts[-1].isdigit() and not Path(source).exists():
+            path, n = ":".join(parts[:-1]), _count(parts[-1], source)
+        if not os.path.isdir(path):
+            raise IsegError(f"data source {source!r} is neither synthetic[:train|val][:N] nor a dataset folder")
+        from .data import FolderDataset
+
+        ade = os.path.isdir(os.path.join(path, "annotations"))
+        ds = FolderDataset(path, split if ade else None, size=size)
+        samples = [(img.permute(1, 2, 0).numpy(), lab.numpy().astype(np.uint8)) for img, lab in ds.items]
+        samples = samples[:n] if n is not None else samples
+    if not samples:
+        raise IsegError(f"data source {source!r} holds no images")
+    return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+
+
+def _count(text: str, source: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise IsegError(f"bad data source {source!r}: {text!r} is not an image count") from None
+    if n < 1:
+        raise IsegError(f"bad data source {source!r}: the image count must be >= 1")
+    return n
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) u8 -> (N, 3, H, W) float pixel values 0..255 (what QuantSegmenter takes)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def calibrate(qm: QuantSegmenter, images: np.ndarray, batch_size: int = 16) -> QuantSegmenter:
+    """Record activation ranges (running max of |x|) over ``images``; resets earlier ranges."""
+    qm.eval()
+    for a in qm.acts.values():
+        a.amax.zero_()  # type: ignore[union-attr]
+    qm.set_mode("calib")
+    for i in range(0, len(images), batch_size):
+        qm(to_pixels(images[i:i + batch_size]))
+    return qm.set_mode("fake")
+
+
+def quantize(fp: torch.nn.Module, images: np.ndarray, softmax: str = "precise", gelu: str = "lambda",
+             lam: float | None = None, info: dict | None = None):  # -> QuantizedCheckpoint
+    """One call PTQ: wrap, calibrate on ``images``, export. ``lam`` defaults to the model's λ."""
+    from .export import export
+
+    lam = float(fp.cfg.gelu_lambda if lam is None else lam)
+    qm = QuantSegmenter(fp, gelu=gelu, lam=lam, softmax=softmax)
+    calibrate(qm, images)
+    meta = {"method": "ptq", "calib_images": int(len(images))}
+    meta.update(info or {})
+    return export(qm, meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line: iseg quantize
+def add_quant_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``quantize`` and ``qat``: the integer operator variants."""
+    parser.add_argument("--softmax", choices=("precise", "ivit"), default="precise",
+                        help="Shiftmax variant (default precise)")
+    parser.add_argument("--gelu", choices=("lambda", "shift"), default="lambda",
+                        help="integer GELU: λ-ShiftGELU (default) or I-ViT ShiftGELU")
+    parser.add_argument("--lam", type=float, default=None, help="λ of λ-ShiftGELU (default: the model's, else 4)")
+    parser.add_argument("--data-seed", type=int, default=0, help="synthetic data seed (default 0)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``iseg quantize FP_MODEL --calib SRC --out CKPT``."""
+    parser.add_argument("model", help="FP model (.safetensors of `iseg train`, or a Segmenter checkpoint)")
+    parser.add_argument("--calib", default="synthetic:32",
+                        help="calibration images: synthetic[:train|val]:N or a dataset folder[:N] "
+                             "(default synthetic:32)")
+    parser.add_argument("--out", required=True, help="quantized checkpoint to write (.safetensors)")
+    add_quant_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``iseg quantize``: PTQ from N images; prints one summary line."""
+    from .loaders import load_model
+
+    fp = load_model(args.model)
+    fp.eval()
+    images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
+    ckpt = quantize(fp, images, args.softmax, args.gelu, args.lam,
+                    info={"fp_model": os.path.basename(str(args.model)), "calib": args.calib})
+    save(ckpt, args.out)
+    print(f"wrote {args.out}: {ckpt.n_bytes} bytes of integer tensors, calibrated on {len(images)} image(s) "
+          f"({ckpt.spec.softmax} Shiftmax, {ckpt.spec.gelu} GELU)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m iseg.model.calibrate`` until the lead wires ``iseg quantize``."""
+    parser = argparse.ArgumentParser(prog="iseg quantize", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except IsegError as exc:
+        print(f"iseg quantize: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""``iseg quantize`` / ``iseg eval`` entry points on a tiny FP model: files, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from iseg.checkpoint import load  # noqa: E402
+from iseg.errors import IsegError  # noqa: E402
+from iseg.model import calibrate as cal  # noqa: E402
+from iseg.model import eval_int  # noqa: E402
+from iseg.model.loaders import save_fp  # noqa: E402
+from iseg.model.segmenter import Segmenter, SegmenterConfig  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(scope="module")
+def fp_path(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = SegmenterConfig(d_model=16, n_heads=2, n_layers=1, patch_size=8, image_size=(16, 24), n_cls=8,
+                          dec_n_layers=1, dec_n_heads=2, l2norm=False, upsample="nearest", gelu="lambda",
+                          gelu_lambda=3.0)
+    path = tmp_path_factory.mktemp("fp") / "fp.safetensors"
+    save_fp(Segmenter(cfg), path)
+    return path
+
+
+def test_quantize_cli_writes_a_valid_checkpoint(fp_path, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    assert cal.main([str(fp_path), "--calib", "synthetic:2", "--out", str(out), "--softmax", "ivit",
+                     "--gelu", "lambda"]) == 0
+    ck = load(out)
+    assert ck.spec.softmax == "ivit" and ck.info["calib_images"] == 2
+    assert ck.info["gelu_lambda"] == 3.0  # the model's λ by default
+    assert ck.consts["enc.0.gelu"]["L"] > 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_eval_json_fp_model_is_one_object(fp_path, capsys):
+    assert eval_int.main([str(fp_path), "--data", "synthetic:val:3", "--calib", "synthetic:1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # exactly one JSON document on stdout
+    assert doc["images"] == 3
+    for key in ("fp32", "fake_quant", "int"):
+        assert 0.0 <= doc[key]["pixel_acc"] <= 1.0 and len(doc[key]["iou"]) == 8
+    assert doc["sizes"]["ratio"] > 3.0  # int8 weights vs float32
+
+
+def test_eval_checkpoint_engines_agree(fp_path, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    cal.main([str(fp_path), "--calib", "synthetic:1", "--out", str(out)])
+    capsys.readouterr()
+    docs = []
+    for engine in ("numpy", "torch"):
+        assert eval_int.main([str(out), "--data", "synthetic:val:2", "--engine", engine, "--json"]) == 0
+        docs.append(json.loads(capsys.readouterr().out))
+    assert docs[0]["int"] == docs[1]["int"] and "fp32" not in docs[0]
+
+
+def test_data_sources(tmp_path):
+    imgs, labs = cal.load_data("synthetic:val:2", (16, 16))
+    assert imgs.shape == (2, 16, 16, 3) and imgs.dtype == np.uint8 and labs.shape == (2, 16, 16)
+    tr, _ = cal.load_data("synthetic:2", (16, 16))
+    assert not np.array_equal(tr, imgs)  # calibration defaults to the train split
+    for bad in ("synthetic:val:x", "synthetic:0", str(tmp_path / "missing")):
+        with pytest.raises(IsegError):
+            cal.load_data(bad, (16, 16))
+
+
+def test_quantize_cli_reports_bad_model(tmp_path, capsys):
+    assert cal.main([str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "q.safetensors")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_report_fills_only_the_marked_block(tmp_path):
+    from iseg.model.report import write_docs
+
+    doc = tmp_path / "q.md"
+    doc.write_text("# head\n<!-- report:begin -->\nold\n<!-- report:end -->\ntail\n", encoding="utf-8")
+    write_docs(doc, "| new |\n")
+    assert doc.read_text(encoding="utf-8") == "# head\n<!-- report:begin -->\n| new |\n<!-- report:end -->\ntail\n"
+    (tmp_path / "bare.md").write_text("no markers", encoding="utf-8")
+    with pytest.raises(IsegError, match="no <!-- report:begin -->"):
+        write_docs(tmp_path / "bare.md", "x")

@@ -1,0 +1,100 @@
+"""QAT: single process, and two gloo processes under DDP computing the same fine-tuning.
+
+The two-process run uses the same entry (``init_process_group`` from RANK/WORLD_SIZE, as under
+``torchrun``) on the same global batches; DDP averages the gradients and the range observers
+all-reduce their maxima (no buffer sync needed), so both ranks must end identical, and equal to the single-process run
+up to float summation order (tolerance 1e-4 on the weights after a few steps).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from iseg.checkpoint import load  # noqa: E402
+from iseg.model.calibrate import load_data  # noqa: E402
+from iseg.model.loaders import save_fp  # noqa: E402
+from iseg.model.qat import QatConfig, qat  # noqa: E402
+from iseg.model.segmenter import Segmenter, SegmenterConfig  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+CFG = SegmenterConfig(d_model=16, n_heads=2, n_layers=1, patch_size=8, image_size=(16, 16), n_cls=8,
+                      dec_n_layers=1, dec_n_heads=2, l2norm=False, upsample="nearest", gelu="lambda")
+QCFG = QatConfig(steps=3, batch_size=4, lr=1e-3, train_count=64)
+
+
+def tiny_fp() -> Segmenter:
+    torch.manual_seed(1)
+    return Segmenter(CFG).eval()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+    try:
+        fp = tiny_fp()
+        images, _ = load_data("synthetic:2", CFG.image_size)
+        qm = qat(fp, images, QCFG, log=lambda *_: None)
+        state = {k: v.detach().clone() for k, v in qm.state_dict().items()}
+        torch.save(state, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_qat_ddp_two_processes_match_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"ranks differ on {k}"
+
+    fp = tiny_fp()
+    before = {k: v.clone() for k, v in fp.state_dict().items()}
+    images, _ = load_data("synthetic:2", CFG.image_size)
+    qm = qat(fp, images, QCFG, log=lambda *_: None)
+    single = qm.state_dict()
+    moved = 0
+    for k, v in single.items():
+        torch.testing.assert_close(r0[k], v, atol=1e-4, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+        if k.startswith("fp.") and not torch.equal(before[k[3:]], v):
+            moved += 1
+    assert moved > 10  # the fine-tuning did change the weights
+    assert all(float(v) > 0 for k, v in single.items() if k.endswith(".amax"))
+
+
+def test_qat_cli_single_process(tmp_path):
+    from iseg.model import qat as qat_mod
+
+    fp_path, out = tmp_path / "fp.safetensors", tmp_path / "q.safetensors"
+    save_fp(tiny_fp(), fp_path)
+    rc = qat_mod.main([str(fp_path), "--out", str(out), "--calib", "synthetic:1", "--steps", "2",
+                       "--batch-size", "2", "--save-fp", str(tmp_path / "ft.safetensors")])
+    assert rc == 0
+    ck = load(out)
+    assert ck.info["method"] == "qat" and ck.info["processes"] == 1
+    assert (tmp_path / "ft.safetensors").exists()
+    assert np.all([t.dtype.kind == "i" for t in ck.tensors.values()])
+
+
+def test_qat_rejects_bad_schedule():
+    from iseg.errors import IsegError
+
+    with pytest.raises(IsegError, match="--lr"):
+        from iseg.model import qat as qat_mod
+
+        qat_mod.run(type("A", (), {"steps": 1, "batch_size": 1, "lr": 0.0})())

@@ -1,0 +1,152 @@
+"""Whole model: the PyTorch integer mode equals the numpy reference on EVERY op output.
+
+Random FP Segmenters of several shapes (mask and linear decoders, 1-3 heads, square and not,
+both Shiftmax and both GELU variants) are calibrated, exported and run by both
+``IntSegmenter`` (torch, batched) and ``iseg.reference.run`` (numpy, one image at a time); the
+traces must be equal array for array (np.array_equal), op names taken from the graph. The
+built-in model is checked the same way once ``model/builtin/builtin_fp32.safetensors`` exists.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from iseg.checkpoint import load, save  # noqa: E402
+from iseg.errors import IsegError  # noqa: E402
+from iseg.graph import build_graph  # noqa: E402
+from iseg.model.calibrate import calibrate, load_data, quantize, to_pixels  # noqa: E402
+from iseg.model.export import add_const, check_accumulator, check_shiftmax, export  # noqa: E402
+from iseg.model.quant import IntSegmenter, QuantSegmenter, patch_embed_float  # noqa: E402
+from iseg.model.segmenter import Segmenter, SegmenterConfig  # noqa: E402
+from iseg.reference import run  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+BUILTIN = Path(__file__).resolve().parents[2] / "model" / "builtin" / "builtin_fp32.safetensors"
+
+
+def random_fp(seed: int, **kw) -> Segmenter:
+    """An FP Segmenter with weights large enough to use every quantization range."""
+    base = dict(d_model=32, n_heads=2, n_layers=2, patch_size=8, image_size=(32, 32), n_cls=5, dec_n_heads=2,
+                dec_n_layers=1, l2norm=False, upsample="nearest", gelu="lambda")
+    base.update(kw)
+    torch.manual_seed(seed)
+    fp = Segmenter(SegmenterConfig(**base)).eval()
+    with torch.no_grad():
+        for _, p in fp.named_parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return fp
+
+
+CASES = {
+    "mask-precise-lambda": (dict(), "precise", "lambda"),
+    "mask-ivit-shift-3heads-wide": (dict(d_model=48, n_heads=3, dec_n_heads=3, image_size=(24, 40), n_cls=7),
+                                    "ivit", "shift"),
+    "linear-1head-p4": (dict(decoder="linear", n_heads=1, patch_size=4, image_size=(16, 20), n_cls=3),
+                        "precise", "lambda"),
+    "mask-l2norm-deit": (dict(l2norm=True, normalization="deit", n_layers=1, dec_n_layers=2, gelu="erf"),
+                         "precise", "lambda"),
+}
+
+
+def assert_traces_equal(ckpt, images):
+    labels_t, trace_t = IntSegmenter(ckpt)(images, trace=True)
+    names = [op.output for op in build_graph(ckpt.spec).ops]
+    for b, img in enumerate(images):
+        labels_r, trace_r = run(ckpt, img, trace=True)
+        assert sorted(trace_r) == sorted(names)
+        for name in names:
+            assert np.array_equal(trace_t[name][b].numpy(), trace_r[name].astype(np.int64)), f"image {b}: {name}"
+        assert np.array_equal(labels_t[b].numpy(), labels_r)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_integer_mode_equals_reference_per_layer(case, tmp_path):
+    kw, softmax, gelu = CASES[case]
+    fp = random_fp(len(case), **kw)
+    images, _ = load_data("synthetic:3", fp.cfg.image_size)
+    ckpt = quantize(fp, images[:2], softmax=softmax, gelu=gelu)
+    save(ckpt, tmp_path / "q.safetensors")  # the written file is what gen-hls reads: check that one
+    ckpt = load(tmp_path / "q.safetensors")
+    assert ckpt.spec.softmax == softmax and ckpt.spec.gelu == gelu
+    assert_traces_equal(ckpt, images)
+
+
+@pytest.mark.skipif(not BUILTIN.exists(), reason="built-in FP model not trained yet")
+def test_builtin_integer_mode_equals_reference():
+    from iseg.model.loaders import load_model
+
+    fp = load_model(BUILTIN).eval()
+    images, _ = load_data("synthetic:2", fp.cfg.image_size)
+    assert_traces_equal(quantize(fp, images[:1]), images)
+
+
+def test_float_mode_is_the_fp_model():
+    """QuantSegmenter in float mode reproduces the FP I-Segmenter (L2 off, nearest) to 1e-4."""
+    fp = random_fp(3)
+    images, _ = load_data("synthetic:2", fp.cfg.image_size)
+    px = to_pixels(images)
+    with torch.no_grad():
+        want = fp(fp.normalize(px))[:, :, ::8, ::8]
+        got = QuantSegmenter(fp).set_mode("float")(px)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_patch_embed_fold_is_exact_in_float():
+    fp = random_fp(4, normalization="deit")
+    images, _ = load_data("synthetic:1", fp.cfg.image_size)
+    px = to_pixels(images)
+    w, b = patch_embed_float(fp)
+    p = fp.cfg.patch_size
+    x = (px - 128.0).reshape(1, 3, 4, p, 4, p).permute(0, 2, 4, 3, 5, 1).reshape(1, 16, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(x @ w + b, fp.encoder.patch_embed(fp.normalize(px)), atol=1e-4, rtol=1e-4)
+
+
+def test_fake_quant_agrees_with_integer_model():
+    """Fake quantization predicts what the integer model predicts on most tokens of a random model (>= 75 %)."""
+    fp = random_fp(5)
+    images, _ = load_data("synthetic:4", fp.cfg.image_size)
+    qm = calibrate(QuantSegmenter(fp), images)
+    with torch.no_grad():
+        fake = qm(to_pixels(images)).argmax(1).numpy()
+    labels, _ = IntSegmenter(export(qm))(images)
+    agree = (labels[:, ::8, ::8].numpy() == fake).mean()
+    assert agree >= 0.75, agree
+
+
+def test_one_image_calibration_records_every_range():
+    fp = random_fp(6)
+    images, _ = load_data("synthetic:1", fp.cfg.image_size)
+    qm = calibrate(QuantSegmenter(fp), images)
+    assert all(v > 0 for v in qm.ranges().values())
+    more = calibrate(QuantSegmenter(fp), load_data("synthetic:4", fp.cfg.image_size)[0])
+    assert all(more.ranges()[k] >= v for k, v in qm.ranges().items())  # min/max over a superset
+
+
+def test_export_requires_calibration():
+    with pytest.raises(IsegError, match="no recorded range"):
+        export(QuantSegmenter(random_fp(7)))
+
+
+def test_accumulator_and_shiftmax_proofs():
+    assert check_accumulator("x", 768, np.array([5], np.int32)) == 768 * 128 * 127 + 5
+    with pytest.raises(IsegError, match="does not fit in int32"):
+        check_accumulator("big", (1 << 31) // (128 * 127) + 1, None)
+    check_shiftmax("ok", 1025, -1000, "precise")
+    with pytest.raises(IsegError, match="row sum bound"):
+        check_shiftmax("fine", 1 << 20, -(1 << 12), "precise")
+    check_shiftmax("clamped", 1 << 20, -(1 << 12), "ivit")  # ivit clamps S: always f >= 1
+
+
+def test_add_const_shares_one_shift():
+    c = add_const(0.01, 0.003, 0.02)
+    assert c["ma"] < 1 << 31 and c["mb"] < 1 << 31
+    assert math.isclose(c["ma"] / 2 ** c["e"], 0.5, rel_tol=1e-8)
+    assert math.isclose(c["mb"] / 2 ** c["e"], 0.15, rel_tol=1e-8)
