@@ -1,0 +1,145 @@
+"""Training and evaluation data as torch Datasets, with a deterministic batch order.
+
+Two sources:
+
+- :class:`SynthDataset`: scenes of :mod:`iseg.synth`, generated on the fly from their seeds
+  (``iseg.synth.sample_seed(split, data_seed, index)``), so nothing is stored and every index is
+  the same scene on every machine.
+- :class:`FolderDataset`: a ``plain`` or ADE20K-style folder read with
+  :func:`iseg.synth.read_folder`, loaded into memory (resized to one size when asked, since
+  batches need one size).
+
+Augmentation (a horizontal flip) is not drawn inside ``__getitem__``: :class:`BatchOrder`
+decides, from ``(seed, epoch)`` alone, which samples step ``s`` sees and which are flipped.
+That is what makes a resumed run see exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from iseg import synth
+from iseg.errors import IsegError
+
+__all__ = ["BatchOrder", "FolderDataset", "SynthDataset", "collate", "to_tensors"]
+
+
+def to_tensors(image: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, 3) u8 + (H, W) u8 → (3, H, W) uint8 and (H, W) int64 (255 stays the ignore value)."""
+    image, labels = (a if a.flags.writeable else a.copy() for a in (np.ascontiguousarray(image), labels))
+    img = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    return img, torch.from_numpy(np.ascontiguousarray(labels)).long()
+
+
+class SynthDataset(Dataset):
+    """``count`` synthetic scenes of ``split`` ("train"/"val"), sample ``i`` = seed ``sample_seed``.
+
+    ``cache`` keeps generated samples in memory (``count·H·W·4`` bytes, uint8) for multi-epoch runs;
+    it changes no result, only the time (scenes are a pure function of their seed).
+    """
+
+    def __init__(
+        self, split: str, count: int, size: tuple[int, int], data_seed: int = 0, cache: bool = False
+    ) -> None:
+        if count < 1:
+            raise IsegError(f"synthetic {split} split needs at least one sample, got {count}")
+        synth.sample_seed(split, data_seed, 0)  # validates split and seed
+        self.split, self.count, self.size, self.data_seed = split, int(count), tuple(size), int(data_seed)
+        self.n_cls = synth.NUM_CLASSES
+        self.class_names = synth.CLASS_NAMES
+        self.class_colors = synth.CLASS_COLORS
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        if self._cache is not None and i in self._cache:
+            return to_tensors(*self._cache[i])
+        img, lab = synth.make_sample(synth.sample_seed(self.split, self.data_seed, i), self.size)
+        if self._cache is not None:
+            self._cache[i] = (img, lab)
+        return to_tensors(img, lab)
+
+
+class FolderDataset(Dataset):
+    """All samples of a dataset folder (``read_folder``), optionally resized to ``size`` (H, W).
+
+    Images are resized bilinearly and labels with nearest neighbour (labels are indices: never
+    interpolate them). Without ``size`` the samples keep their own sizes (evaluate one by one).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], split: str | None = None, size: tuple[int, int] | None = None
+    ) -> None:
+        self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.names: list[str] = []
+        for img, lab, name in synth.read_folder(path, split):
+            if size is not None and img.shape[:2] != tuple(size):
+                h, w = size
+                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+                lab = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+            self.items.append(to_tensors(img, lab))
+            self.names.append(name)
+        self.size = tuple(size) if size is not None else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.items[i]
+
+
+@dataclass(frozen=True)
+class BatchOrder:
+    """Which samples (and flips) batch ``step`` holds: a pure function of ``(seed, step)``.
+
+    Sample position ``p = step·batch + b`` is item ``perm_e[p mod n]`` of epoch ``e = p // n``,
+    where ``perm_e`` and the flip bits come from ``numpy.random.default_rng([seed, e, ...])``.
+    """
+
+    n: int
+    batch_size: int
+    seed: int
+    flip: bool = True
+
+    def epoch_of(self, step: int) -> int:
+        return step * self.batch_size // self.n
+
+    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng([self.seed, e, 0]).permutation(self.n)
+        flips = np.random.default_rng([self.seed, e, 1]).random(self.n) < 0.5
+        return perm, flips & self.flip
+
+    def batch(self, step: int) -> list[tuple[int, bool]]:
+        out: list[tuple[int, bool]] = []
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for p in range(step * self.batch_size, (step + 1) * self.batch_size):
+            e, j = divmod(p, self.n)
+            if e not in cache:
+                cache[e] = self._epoch(e)
+            perm, flips = cache[e]
+            out.append((int(perm[j]), bool(flips[j])))
+        return out
+
+
+def collate(dataset: Dataset, picks: list[tuple[int, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(index, flip)`` picks into uint8 images (B, 3, H, W) and int64 labels (B, H, W)."""
+    imgs, labs = [], []
+    for i, flip in picks:
+        img, lab = dataset[i]
+        if flip:
+            img, lab = img.flip(-1), lab.flip(-1)
+        imgs.append(img)
+        labs.append(lab)
+    if len({tuple(t.shape) for t in imgs}) != 1:
+        raise IsegError("samples of one batch differ in size: give the dataset a common size")
+    return torch.stack(imgs), torch.stack(labs)

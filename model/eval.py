@@ -1,0 +1,170 @@
+"""Segmentation metrics (pure numpy) and the evaluation of the floating-point model.
+
+:func:`confusion` and :func:`metrics` take label arrays only, so the integer evaluation (numpy
+reference, C-simulation, board) reuses them unchanged: every level is scored the same way.
+Conventions (those of mmsegmentation): pixels whose ground truth is the ignore value (255) or
+outside ``0..n_cls-1`` are skipped; a class absent from both prediction and ground truth has
+IoU ``nan`` and is left out of the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from iseg.errors import IsegError
+
+__all__ = ["add_arguments", "confusion", "evaluate_fp", "format_metrics", "metrics", "run"]
+
+IGNORE_INDEX = 255
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray, n_cls: int) -> np.ndarray:
+    """Confusion matrix ``conf[g, p]`` (int64, (n_cls, n_cls)): pixels of true class g predicted p.
+
+    ``pred`` and ``gt`` are integer arrays of the same shape (any number of images).
+    """
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise IsegError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    gt = gt.astype(np.int64).ravel()
+    pred = pred.astype(np.int64).ravel()
+    keep = (gt >= 0) & (gt < n_cls)
+    gt, pred = gt[keep], pred[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= n_cls):
+        raise IsegError(f"prediction holds class {int(pred.max())} outside 0..{n_cls - 1}")
+    return np.bincount(gt * n_cls + pred, minlength=n_cls * n_cls).reshape(n_cls, n_cls)
+
+
+def metrics(conf: np.ndarray) -> dict[str, Any]:
+    """mIoU, per-class IoU, pixel accuracy, mean class accuracy from a confusion matrix.
+
+    Returns ``{"miou", "pixel_acc", "mean_acc": float, "iou", "acc": list[float], "pixels": int}``;
+    per-class values are ``nan`` where undefined (union resp. ground truth empty).
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = np.diag(conf)
+    gt_count = conf.sum(axis=1)
+    union = gt_count + conf.sum(axis=0) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt_count > 0, tp / gt_count, np.nan)
+    total = conf.sum()
+    nanmean = lambda a: float(np.nanmean(a)) if np.isfinite(a).any() else math.nan  # noqa: E731
+    return {
+        "miou": nanmean(iou),
+        "pixel_acc": float(tp.sum() / total) if total else math.nan,
+        "mean_acc": nanmean(acc),
+        "iou": [float(v) for v in iou],
+        "acc": [float(v) for v in acc],
+        "pixels": int(total),
+    }
+
+
+def format_metrics(m: dict[str, Any], class_names: Iterable[str] = ()) -> str:
+    """Human-readable summary: one headline line, then one line per class."""
+    names = list(class_names)
+    lines = [
+        f"mIoU {100 * m['miou']:.2f} %  pixel acc {100 * m['pixel_acc']:.2f} %  "
+        f"mean acc {100 * m['mean_acc']:.2f} %  ({m['pixels']} pixels)"
+    ]
+    for c, v in enumerate(m["iou"]):
+        name = names[c] if c < len(names) else f"class {c}"
+        lines.append(f"  {c:3d} {name:<16s} IoU {'   n/a' if math.isnan(v) else f'{100 * v:6.2f}'}")
+    return "\n".join(lines)
+
+
+def evaluate_fp(model: Any, dataset: Any, batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+    """Metrics of a float :class:`~iseg.model.segmenter.Segmenter` over a dataset of (u8 image, labels).
+
+    Same-size samples are batched; the model pads non-multiples of P itself.
+    """
+    import torch
+    from tqdm import tqdm
+
+    model.eval()
+    n_cls = model.n_cls
+    conf = np.zeros((n_cls, n_cls), np.int64)
+    idx = list(range(len(dataset)))
+    batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    with torch.no_grad():
+        for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
+            items = [dataset[i] for i in batch]
+            groups: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
+            for img, lab in items:
+                groups.setdefault(tuple(img.shape), []).append((img, lab))
+            for group in groups.values():
+                imgs = torch.stack([g[0] for g in group])
+                labs = torch.stack([g[1] for g in group])
+                pred = model(model.normalize(imgs)).argmax(1)
+                conf += confusion(pred.numpy(), labs.numpy(), n_cls)
+    return metrics(conf)
+
+
+# ----------------------------------------------------------------------------------------------
+# command line (FP part of `iseg eval`)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the floating-point evaluation."""
+    parser.add_argument("--model", required=True,
+                        help="FP model: .safetensors of `iseg train`, or a Segmenter checkpoint.pth/folder")
+    parser.add_argument("--data", default="synth",
+                        help="'synth' (generated val split, default) or a plain/ADE20K-style folder")
+    parser.add_argument("--split", default="val", choices=("train", "val"), help="split (default val)")
+    parser.add_argument("--count", type=int, default=500, help="synthetic samples (default 500)")
+    parser.add_argument("--data-seed", type=int, default=0, help="synthetic data seed (default 0)")
+    parser.add_argument("--size", default=None, help="image size HxW (default: the model's)")
+    parser.add_argument("--upsample", choices=("bilinear", "nearest"), default=None,
+                        help="override the model's logit upsampling")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute the FP evaluation; raises :class:`IsegError` on bad input."""
+    import torch
+
+    from iseg.synth import parse_size
+
+    from .data import FolderDataset, SynthDataset
+    from .loaders import load_model
+    from .segmenter import Segmenter
+
+    model = load_model(args.model)
+    if args.upsample and args.upsample != model.cfg.upsample:
+        state = model.state_dict()
+        model = Segmenter(model.cfg.replace(upsample=args.upsample))
+        model.load_state_dict(state)
+    size = parse_size(args.size) if args.size else model.cfg.image_size
+    if args.batch_size < 1:
+        raise IsegError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.data == "synth":
+        dataset = SynthDataset(args.split, args.count, size, args.data_seed)
+    else:
+        dataset = FolderDataset(args.data, args.split if _is_ade(args.data) else None, size=size)
+    torch.manual_seed(0)
+    m = evaluate_fp(model, dataset, args.batch_size, progress=True)
+    print(format_metrics(m, model.cfg.class_names))
+    if args.json:
+        nan_free = lambda x: None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
+        doc = {k: ([nan_free(x) for x in v] if isinstance(v, list) else nan_free(v)) for k, v in m.items()}
+        doc.update(model=str(args.model), data=args.data, split=args.split, count=len(dataset))
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2)
+        except OSError as e:
+            raise IsegError(f"cannot write {args.json}: {e.strerror or e}") from None
+    return 0
+
+
+def _is_ade(path: str) -> bool:
+    import os
+
+    return os.path.isdir(os.path.join(path, "annotations"))
