@@ -8,16 +8,22 @@ arithmetic the reference does not.
 
 ``render_rtl_units(params)`` returns ``{file name: Verilog text}``; ``UNIT_SOURCES`` says which
 files each top-level unit needs. ``yosys_resources(text, top)`` synthesises a unit for
-UltraScale+ with yosys and returns its LUT/FF/DSP/BRAM counts (the report of ``gen-hls`` uses it).
+UltraScale+ with yosys and returns its LUT/FF/DSP/BRAM counts; ``measure_units`` does that for
+several units in parallel behind a cache keyed by a hash of the Verilog text (the report of
+``gen-hls`` uses it: yosys takes minutes on a large array, a cache hit milliseconds).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -36,16 +42,22 @@ __all__ = [
     "unit_sources",
     "yosys_resources",
     "parse_yosys_stat",
+    "measure_units",
+    "yosys_cache_dir",
+    "yosys_disabled_reason",
+    "yosys_timeout",
+    "YosysTimeout",
+    "RESOURCE_COLUMNS",
 ]
 
 # top-level unit -> the rendered files it needs (dependencies first)
 UNIT_SOURCES: dict[str, tuple[str, ...]] = {
     "iseg_gemm": ("iseg_gemm_pe.v", "iseg_gemm.v"),
-    "iseg_rq": ("iseg_rq_pipe.v", "iseg_rq.v"),
-    "iseg_add": ("iseg_add.v",),
-    "iseg_shiftmax": ("iseg_shexp.v", "iseg_div_seq.v", "iseg_shiftmax.v"),
-    "iseg_gelu": ("iseg_shexp.v", "iseg_div_pipe.v", "iseg_gelu.v"),
-    "iseg_layernorm": ("iseg_div_seq.v", "iseg_isqrt_seq.v", "iseg_rq_pipe.v", "iseg_layernorm.v"),
+    "iseg_rq": ("iseg_skid.v", "iseg_rq_pipe.v", "iseg_rq.v"),
+    "iseg_add": ("iseg_skid.v", "iseg_add.v"),
+    "iseg_shiftmax": ("iseg_skid.v", "iseg_shexp.v", "iseg_div_seq.v", "iseg_shiftmax.v"),
+    "iseg_gelu": ("iseg_skid.v", "iseg_shexp.v", "iseg_div_pipe.v", "iseg_gelu.v"),
+    "iseg_layernorm": ("iseg_skid.v", "iseg_div_seq.v", "iseg_isqrt_seq.v", "iseg_rq_pipe.v", "iseg_layernorm.v"),
     "iseg_argmax_up": ("iseg_argmax_up.v",),
 }
 
@@ -78,8 +90,10 @@ class RtlParams:
     sm_variant: str = "precise"
     sm_x0: int = -64
     sm_max_n: int = 64
-    # lambda-ShiftGELU
+    # GELU: lambda-ShiftGELU or (variant "shift") I-ViT ShiftGELU, whose per-row maximum needs a
+    # row buffer of gelu_max_n elements (the MLP hidden width)
     gelu: nx.GeluConsts = field(default_factory=lambda: nx.gelu_consts(0.05))
+    gelu_max_n: int = 64
     # I-LayerNorm
     ln_in_bits: int = 16
     ln_m: tuple[int, ...] = (1 << 30,)
@@ -159,8 +173,8 @@ def _rom(m: tuple[int, ...], e: tuple[int, ...], o: tuple[int, ...], what: str) 
 
 def _context(p: RtlParams) -> dict:
     """Resolve every width and check every bound: the only arithmetic before the text."""
-    if p.gemm_rows < 1 or p.gemm_cols < 2 or p.gemm_cols % 2:
-        raise IsegError(f"GEMM array {p.gemm_rows}x{p.gemm_cols}: rows >= 1 and an even column count >= 2")
+    if p.gemm_rows < 1 or p.gemm_cols < 1:
+        raise IsegError(f"GEMM array {p.gemm_rows}x{p.gemm_cols}: rows and columns must be >= 1")
     if p.rq_bits not in (8, 16):
         raise IsegError(f"rq_bits must be 8 or 16, got {p.rq_bits}")
     if p.rq_lanes < 1 or len(p.rq_m) % p.rq_lanes:
@@ -180,12 +194,16 @@ def _context(p: RtlParams) -> dict:
     if sm_s_w > 48 or sm_e_w > 40:
         raise IsegError(f"Shiftmax: row sum needs {sm_s_w} bits (> 48); shorten sm_max_n or coarsen x0")
     g = p.gelu
-    if g.variant != "lambda":
-        raise IsegError("the RTL GELU implements lambda-ShiftGELU only (gelu: lambda)")
+    if g.variant not in nx.GELU_VARIANTS:
+        raise IsegError(f"unknown GELU variant {g.variant!r}")
+    shift = g.variant == "shift"
     gelu_e_w = (abs(g.x0) << (g.n + 1)).bit_length()
-    gelu_d_w = (2 * g.M).bit_length() + 1
-    if gelu_e_w > 31 or gelu_d_w > 30 or g.L < 1 or g.em < 1:
+    # exp argument: x - M in [-255, 0] for ShiftGELU, xc - M in [-2M, 0] for lambda
+    gelu_d_w = 10 if shift else (2 * g.M).bit_length() + 1
+    if gelu_e_w > 31 or gelu_d_w > 30 or g.x0 >= 0 or (not shift and (g.L < 1 or g.em < 1)):
         raise IsegError(f"GELU constants out of range for the RTL unit (e needs {gelu_e_w} bits, max 31)")
+    if p.gelu_max_n < 1:
+        raise IsegError(f"gelu_max_n must be >= 1, got {p.gelu_max_n}")
     if not 2 <= p.ln_in_bits <= 24:
         raise IsegError(f"LayerNorm input width must be 2..24 bits, got {p.ln_in_bits}")
     if not 2 <= p.am_in_bits <= 32 or p.am_grid_w < 1 or p.am_patch < 1:
@@ -196,7 +214,8 @@ def _context(p: RtlParams) -> dict:
                "rom": _rom(p.rq_m, p.rq_e, p.rq_o, "requant")},
         "add": {"ma": _slit(p.add_ma, 64), "mb": _slit(p.add_mb, 64), "e": p.add_e},
         "sm": {"precise": int(precise), "x0": p.sm_x0, "max_n": p.sm_max_n, "e_w": sm_e_w, "s_w": sm_s_w},
-        "gelu": {"L": g.L, "k": g.k, "x0": g.x0, "n": g.n, "em": g.em, "d_w": gelu_d_w, "e_w": gelu_e_w},
+        "gelu": {"shift": int(shift), "L": g.L, "k": g.k, "x0": g.x0, "n": g.n, "em": g.em, "d_w": gelu_d_w,
+                 "e_w": gelu_e_w, "max_n": p.gelu_max_n},
         "ln": {"in_bits": p.ln_in_bits, "out_bits": 8, "channels": len(p.ln_m),
                "c_w": len(p.ln_m).bit_length(), "rom": _rom(p.ln_m, p.ln_e, p.ln_o, "layernorm")},
         "am": {"in_bits": p.am_in_bits, "grid_w": p.am_grid_w, "patch": p.am_patch},
@@ -273,9 +292,122 @@ def yosys_resources(verilog: str | dict[str, str], top: str, family: str = "xcup
         reads = " ".join(f"read_verilog {d / name};" for name in texts)
         script = (f"{reads} synth_xilinx -family {family} -flatten -top {top}; "
                   f"tee -q -o {d / 'stat.json'} stat -json")
-        proc = subprocess.run([exe, "-q", "-p", script], capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = subprocess.run([exe, "-q", "-p", script], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise YosysTimeout(f"yosys did not finish {top} within {timeout:g} s") from None
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise IsegError(f"yosys failed on {top}: {' | '.join(tail)}")
         stat = json.loads((d / "stat.json").read_text())
     return parse_yosys_stat(stat, top)
+
+
+# --------------------------------------------------------------------------------------------
+# cached, parallel measurement (the gen-hls report)
+# --------------------------------------------------------------------------------------------
+RESOURCE_COLUMNS = ("LUT", "FF", "CARRY", "LUTRAM", "DSP", "BRAM")
+
+
+class YosysTimeout(IsegError):
+    """yosys did not finish a unit within the time limit."""
+
+
+def yosys_cache_dir() -> Path:
+    """``$ISEG_YOSYS_CACHE``, else ``~/.cache/iseg/yosys``."""
+    env = os.environ.get("ISEG_YOSYS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "iseg" / "yosys"
+
+
+def yosys_disabled_reason() -> str | None:
+    """Why the resources cannot be measured here (``None`` when yosys can run)."""
+    if os.environ.get("ISEG_YOSYS", "").strip().lower() in ("0", "off", "no", "false"):
+        return "ISEG_YOSYS is off"
+    if shutil.which("yosys") is None:
+        return "yosys is not on PATH"
+    return None
+
+
+def _yosys_version() -> str:
+    exe = shutil.which("yosys")
+    if exe is None:
+        raise IsegError("yosys is not installed (apt-get install yosys)")
+    proc = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip()
+
+
+def _cache_key(texts: dict[str, str], top: str, family: str, version: str) -> str:
+    h = hashlib.sha256()
+    for part in (version, family, top, *[f"{name}\0{texts[name]}" for name in sorted(texts)]):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def yosys_timeout() -> float:
+    """Seconds one unit may take: ``$ISEG_YOSYS_TIMEOUT``, else 300."""
+    env = os.environ.get("ISEG_YOSYS_TIMEOUT", "").strip()
+    try:
+        return float(env) if env else 300.0
+    except ValueError:
+        raise IsegError(f"ISEG_YOSYS_TIMEOUT must be a number of seconds, got {env!r}") from None
+
+
+def measure_units(rendered: dict[str, str], tops: Sequence[str], family: str = "xcup",
+                  cache_dir: Path | None = None, jobs: int | None = None, timeout: float | None = None,
+                  failures: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+    """yosys LUT/FF/DSP/BRAM counts of each unit in ``tops`` (``{top: counts}``, in ``tops`` order).
+
+    Results are cached as ``<sha256>.json`` in ``cache_dir`` (default :func:`yosys_cache_dir`),
+    keyed by the unit's Verilog text, the top, the family and the yosys version, so a repeated
+    generation of the same model costs nothing. Missing units run in parallel (``jobs``, default
+    the CPU count), each within ``timeout`` seconds (default :func:`yosys_timeout`). A unit that
+    times out is cached as such (measured again only with a longer limit) and raises
+    :class:`YosysTimeout`, or, when a ``failures`` dict is given, is left out of the result with
+    its one-line reason recorded there. Any other yosys failure raises ``IsegError``.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else yosys_cache_dir()
+    limit = yosys_timeout() if timeout is None else timeout
+    version = _yosys_version()
+    keys = {top: _cache_key(unit_sources(rendered, top), top, family, version) for top in tops}
+    out: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
+    for top, key in keys.items():
+        path = cache / f"{key}.json"
+        if path.is_file():
+            try:
+                entry = json.loads(path.read_text())
+                if "resources" in entry:
+                    out[top] = {k: int(v) for k, v in entry["resources"].items()}
+                elif float(entry["timeout"]) >= limit:  # it timed out before with at least this limit
+                    failed[top] = str(entry["failed"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # a damaged entry is measured again and overwritten
+
+    def run(top: str) -> dict[str, int] | str:
+        try:
+            return yosys_resources(unit_sources(rendered, top), top, family, limit)
+        except YosysTimeout as exc:
+            return str(exc)
+
+    todo = [top for top in tops if top not in out and top not in failed]
+    if todo:
+        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+            results = list(pool.map(run, todo))
+        cache.mkdir(parents=True, exist_ok=True)
+        for top, res in zip(todo, results, strict=True):
+            if isinstance(res, str):
+                failed[top] = res
+                entry = {"top": top, "family": family, "yosys": version, "failed": res, "timeout": limit}
+            else:
+                out[top] = res
+                entry = {"top": top, "family": family, "yosys": version, "resources": res}
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(entry, f, indent=1, sort_keys=True)
+            os.replace(tmp, cache / f"{keys[top]}.json")
+    if failed:
+        if failures is None:
+            raise YosysTimeout("; ".join(failed[t] for t in tops if t in failed))
+        failures.update({t: failed[t] for t in tops if t in failed})
+    return {top: out[top] for top in tops if top in out}

@@ -101,6 +101,7 @@ class StreamSink:
         self.rng = rng
         self.ready_prob = ready_prob
         self.beats: list[tuple[int, bool]] = []
+        self.times: list[float] = []  # acceptance time (ns) of each beat
         self.last_accept: float | None = None
         self.ready.value = 0
 
@@ -116,6 +117,7 @@ class StreamSink:
             if ready and int(self.valid.value):
                 self.beats.append((int(self.data.value.to_unsigned()), bool(int(self.last.value))))
                 self.last_accept = get_sim_time("ns")
+                self.times.append(self.last_accept)
 
     async def wait_for(self, n: int, timeout_cycles: int) -> None:
         """Wait until ``n`` beats arrived; fail (not hang) after ``timeout_cycles``."""
@@ -159,13 +161,23 @@ class UnitTB:
             snk.start()
         await RisingEdge(self.dut.clk)
 
-    def report(self, sources: Sequence[StreamSource], sink: StreamSink, **figures) -> None:
-        """Write cycles from the first accepted input to the last output (and extra figures)."""
+    def report(self, sources: Sequence[StreamSource], sink: StreamSink, row_lens: Sequence[int] = (),
+               **figures) -> None:
+        """Write cycles from the first accepted input to the last output (and extra figures).
+
+        With the output row lengths (``row_lens``, in beats) of at least four rows, also the
+        steady-state cycles per beat: the clocks between the ends of the second and the last
+        output rows over the beats in between (fill and drain of the unit excluded).
+        """
         path = self.cfg.get("result")
         if not path:
             return
         t0 = min(s.first_accept for s in sources if s.first_accept is not None)
         cycles = round((sink.last_accept - t0) / CLOCK_NS) + 1
+        if len(row_lens) >= 4:
+            ends = np.cumsum(row_lens) - 1
+            span = sink.times[int(ends[-1])] - sink.times[int(ends[1])]
+            figures["steady"] = span / CLOCK_NS / int(sum(row_lens[2:]))
         with open(path, "w") as f:
             json.dump({"cycles": cycles, **figures}, f)
 

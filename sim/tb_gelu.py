@@ -1,7 +1,10 @@
-"""cocotb testbench of ``iseg_gelu``: lambda-ShiftGELU vs ``numerics.gelu``.
+"""cocotb testbench of ``iseg_gelu``: lambda-ShiftGELU or I-ViT ShiftGELU vs ``numerics.gelu``.
 
-Exhaustive: every int8 input (so the clip at +-L, the saturating exp and x = -128 are all hit),
-then random rows, in rows of 16 framed by tlast.
+Every int8 input (so the clip at +-L, the saturating exp and x = -128 are all hit) in rows of 16
+framed by tlast, then random rows. The ``shift`` variant takes its maximum per row, so its rows
+also vary in length (1 .. gelu_max_n) and include all-negative rows (M = max(max, 0) = 0), rows
+holding 127 and all -128; each row is compared with ``numerics.gelu`` of that row alone. Bench
+mode sends ``n_rows`` rows of ``bench_len`` elements back to back.
 """
 
 from __future__ import annotations
@@ -23,23 +26,43 @@ class GeluTB(UnitTB):
         self.src = self.source()
         self.out = self.sink()
 
-    async def run(self) -> None:
+    def rows(self) -> list[np.ndarray]:
+        rng = self.np_rng
+        if self.mode == "bench":
+            n = int(self.cfg["bench_len"])
+            return [rng.integers(-128, 128, n) for _ in range(int(self.cfg.get("n_rows", 8)))]
+        ramp = np.arange(-128, 128)
+        rows = [ramp[i:i + self.ROW] for i in range(0, len(ramp), self.ROW)]
         n = int(self.cfg.get("n_elems", 64))
-        x = np.concatenate([np.arange(-128, 128), self.np_rng.integers(-128, 128, n)])
-        x = x[: len(x) // self.ROW * self.ROW]
-        want = nx.gelu(x, self.params.gelu)
-        lasts = [(i % self.ROW) == self.ROW - 1 for i in range(len(x))]
+        if self.params.gelu.variant == "lambda":
+            rnd = rng.integers(-128, 128, n // self.ROW * self.ROW)
+            return rows + [rnd[i:i + self.ROW] for i in range(0, len(rnd), self.ROW)]
+        cap = self.params.gelu_max_n
+        rows += [np.array([3]), np.full(cap, -128), rng.integers(-128, 0, cap), np.full(5, 127),
+                 np.concatenate([[127], rng.integers(-128, 128, cap - 1)]), np.zeros(4, int)]
+        while sum(len(r) for r in rows) < 256 + n:
+            rows.append(rng.integers(-128, 128, int(rng.integers(1, cap + 1))))
+        return rows
+
+    async def run(self) -> None:
+        rows = self.rows()
+        c = self.params.gelu
+        beats = [(int(v) & 0xFF, i == len(r) - 1) for r in rows for i, v in enumerate(r)]
         await self.reset()
-        send = cocotb.start_soon(self.src.send([(int(v) & 0xFF, la) for v, la in zip(x, lasts, strict=True)]))
-        await self.out.wait_for(len(x), timeout_cycles=20 * len(x) + 200)
+        send = cocotb.start_soon(self.src.send(beats))
+        await self.out.wait_for(len(beats), timeout_cycles=20 * len(beats) + 50 * len(rows) + 200)
         await send
-        got = np.array([unpack(d, 1, 16)[0] for d, _ in self.out.beats])
-        check_equal("gelu", got, want)
-        assert [la for _, la in self.out.beats] == lasts, "tlast pattern"
-        self.report([self.src], self.out, elements=len(x))
+        pos = 0
+        for j, r in enumerate(rows):
+            chunk = self.out.beats[pos:pos + len(r)]
+            pos += len(r)
+            got = np.array([unpack(d, 1, 16)[0] for d, _ in chunk])
+            check_equal(f"gelu row {j} (n={len(r)})", got, nx.gelu(r, c))
+            assert [la for _, la in chunk] == [i == len(r) - 1 for i in range(len(r))], f"row {j} tlast"
+        self.report([self.src], self.out, row_lens=[len(r) for r in rows], elements=len(beats), rows=len(rows))
 
 
 @cocotb.test()
 async def gelu_matches_reference(dut) -> None:
-    """Every int8 input gives numerics.gelu's output."""
+    """Every element equals numerics.gelu (per row for the shift variant)."""
     await GeluTB(dut).run()

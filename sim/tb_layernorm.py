@@ -2,7 +2,8 @@
 
 Rows of C int16 channels: random full-range, small values, constant rows (variance 0, so
 sd = max(isqrt(0), 1)), alternating -32768/32767 (the largest variance), rows whose sum is an
-exact half multiple of C (round-half-even ties, both parities, both signs).
+exact half multiple of C (round-half-even ties, both parities, both signs). Bench mode sends
+``n_rows`` random rows back to back.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class LayerNormTB(UnitTB):
     def rows(self) -> np.ndarray:
         rng, C = self.np_rng, self.C
         hi = 1 << (self.params.ln_in_bits - 1)
+        if self.mode == "bench":
+            return rng.integers(-hi, hi, (int(self.cfg.get("n_rows", 8)), C))
         rows = [rng.integers(-hi, hi, C), rng.integers(-3, 4, C), np.full(C, 1234), np.full(C, -hi),
                 np.array([(-hi if i % 2 else hi - 1) for i in range(C)])]
         if C % 2 == 0:  # sums of (q + 1/2) * C, q even and odd, positive and negative
@@ -52,7 +55,7 @@ class LayerNormTB(UnitTB):
         got = np.array([unpack(d, 1, 8)[0] for d, _ in self.out.beats]).reshape(x.shape)
         check_equal("layernorm", got, want)
         assert [la for _, la in self.out.beats] == [la for _, la in beats], "tlast pattern"
-        self.report([self.src], self.out, elements=len(beats), rows=len(x))
+        self.report([self.src], self.out, row_lens=[self.C] * len(x), elements=len(beats), rows=len(x))
 
 
 @cocotb.test()

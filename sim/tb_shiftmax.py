@@ -2,7 +2,8 @@
 
 Rows of varying length (1 .. a few dozen): random scores, all-equal rows (ties: the sum is
 n * e(0)), one 127 among -128s (everything else saturates at 2^-15), all -128, zeros, and a row
-of MAX_N elements when it is small enough for CI.
+of MAX_N elements when it is small enough for CI. Bench mode sends ``n_rows`` random rows of
+``bench_len`` scores back to back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class ShiftmaxTB(UnitTB):
 
     def rows(self) -> list[np.ndarray]:
         rng = self.np_rng
+        if self.mode == "bench":
+            n = int(self.cfg["bench_len"])
+            return [rng.integers(-128, 128, n) for _ in range(int(self.cfg.get("n_rows", 8)))]
         cap = min(self.params.sm_max_n, int(self.cfg.get("max_len", 24)))
         rows = [np.array([5]), np.full(cap, 7), np.full(cap, -128), np.zeros(3, int),
                 np.concatenate([[127], np.full(cap - 1, -128)]), np.array([-128, 127, -128, 127])]
@@ -48,7 +52,7 @@ class ShiftmaxTB(UnitTB):
             got = np.array([unpack(d, 1, 16, signed=False)[0] for d, _ in chunk])
             check_equal(f"shiftmax row {j} (n={len(r)})", got, nx.shiftmax(r, self.params.sm_x0, variant))
             assert [la for _, la in chunk] == [i == len(r) - 1 for i in range(len(r))], f"row {j} tlast"
-        self.report([self.src], self.out, elements=len(beats), rows=len(rows))
+        self.report([self.src], self.out, row_lens=[len(r) for r in rows], elements=len(beats), rows=len(rows))
 
 
 @cocotb.test()

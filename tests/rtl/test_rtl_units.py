@@ -24,6 +24,7 @@ CASES = [
     ("gemm_packed", "iseg_gemm", {"gemm_pack": True}),
     ("gemm_unpacked", "iseg_gemm", {"gemm_pack": False}),
     ("gemm_2x6", "iseg_gemm", {"gemm_rows": 2, "gemm_cols": 6}),
+    ("gemm_3x5_odd", "iseg_gemm", {"gemm_rows": 3, "gemm_cols": 5}),
     ("rq_i8", "iseg_rq", {}),
     ("rq_i16_lanes4", "iseg_rq", {"rq_lanes": 4, "rq_bits": 16}),
     ("add", "iseg_add", {}),
@@ -31,7 +32,9 @@ CASES = [
     ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
     ("gelu", "iseg_gelu", {}),
     ("gelu_coarse", "iseg_gelu", {"gelu": nx.gelu_consts(0.2)}),
+    ("gelu_shift", "iseg_gelu", {"gelu": nx.gelu_consts(0.05, variant="shift"), "gelu_max_n": 24}),
     ("layernorm", "iseg_layernorm", {}),
+    ("layernorm_c5_i24", "iseg_layernorm", {"channels": 5, "ln_in_bits": 24}),
     ("argmax_up", "iseg_argmax_up", {}),
     ("argmax_up_p3", "iseg_argmax_up", {"am_grid_w": 3, "am_patch": 3}),
 ]
@@ -61,11 +64,16 @@ def test_unit_verilator(tmp_path, case, top, overrides):
 @pytest.mark.parametrize("top,overrides,extra", [
     ("iseg_gemm", {"gemm_rows": 8, "gemm_cols": 8}, {"n_random": 30}),
     ("iseg_shiftmax", {"sm_max_n": 256}, {"max_len": 256, "n_rows": 20}),
+    ("iseg_shiftmax", {"sm_max_n": 1025}, {"max_len": 1025, "n_rows": 6}),
     ("iseg_layernorm", {}, {"n_rows": 100}),
+    ("iseg_layernorm", {"channels": 192}, {"n_rows": 12}),
     ("iseg_rq", {"rq_lanes": 2}, {"n_rows": 200}),
     ("iseg_gelu", {}, {"n_elems": 4000}),
+    ("iseg_gelu", {"gelu": nx.gelu_consts(0.03, variant="shift"), "gelu_max_n": 768}, {"n_elems": 3000}),
     ("iseg_argmax_up", {"am_grid_w": 8, "am_patch": 4}, {"grid_h": 6, "n_cls": 21}),
-], ids=["gemm8x8", "shiftmax256", "layernorm", "rq", "gelu", "argmax"])
+    ("iseg_gemm", {"gemm_rows": 5, "gemm_cols": 7, "gemm_pack": True}, {"n_random": 20}),
+], ids=["gemm8x8", "shiftmax256", "shiftmax1025", "layernorm", "layernorm192", "rq", "gelu", "gelu_shift768",
+        "argmax", "gemm5x7"])
 @pytest.mark.parametrize("seed", [2, 3])
 def test_unit_slow(tmp_path, top, overrides, extra, seed):
     r = _run(tmp_path, top, overrides, "icarus", seed=seed, extra=extra)
@@ -82,6 +90,9 @@ MUTANTS = [
     ("iseg_layernorm", "iseg_layernorm.v", "((r2 == C) && q_fl[0])", "(r2 == C)", {}),
     # Shiftmax without the final rounding term
     ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + RND) >> (16 + KK)", "ef >> (16 + KK)", {}),
+    # ShiftGELU with the row maximum not floored at 0 (all-negative rows go wrong)
+    ("iseg_gelu", "iseg_gelu.v", "rm[7] ? 7'd0 : rm[6:0]", "rm[6:0]",
+     {"gelu": nx.gelu_consts(0.05, variant="shift"), "gelu_max_n": 24}),
 ]
 
 
@@ -123,7 +134,7 @@ def test_verilator_lint_clean(tmp_path, top):
     assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("top,param", [("iseg_gemm", "C=3"), ("iseg_gemm", "PACK=2"),
+@pytest.mark.parametrize("top,param", [("iseg_gemm", "C=0"), ("iseg_gemm", "PACK=2"),
                                         ("iseg_rq", "LANES=3"), ("iseg_shiftmax", "X0=5")])
 def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
     if shutil.which("iverilog") is None:
@@ -134,9 +145,9 @@ def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
     assert proc.returncode != 0 and "PARAMETER_ERROR" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("overrides", [{"gemm_cols": 3}, {"rq_bits": 12}, {"rq_lanes": 3},
+@pytest.mark.parametrize("overrides", [{"gemm_cols": 0}, {"rq_bits": 12}, {"rq_lanes": 3},
                                        {"sm_x0": 4}, {"sm_max_n": 1 << 26},
-                                       {"gelu": nx.gelu_consts(0.05, variant="shift")},
+                                       {"gelu": nx.gelu_consts(0.001, variant="shift")},
                                        {"rq_e": (0,) * 8}])
 def test_generator_rejects_bad_params(overrides):
     with pytest.raises(IsegError):
