@@ -18,21 +18,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
-import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from iseg.host.backends import Backend, EmulateBackend
-from iseg.host.inputs import collect_sources, fit, read_image, restore
+from iseg.host.inputs import collect_sources, fit, restore
 from iseg.host.manifest import Manifest, load_manifest
-from iseg.host.outputs import color_table, overlay, palette_bytes, save_labels, save_overlay
+from iseg.host.outputs import color_table, overlay, save_overlay
 from iseg.host.run import Options, segment
-from iseg.synth import CLASS_COLORS, make_sample
+from iseg.imageio import load_image, save_labels_png
+from iseg.synth import CLASS_COLORS, CLASS_NAMES, make_sample
 
 
 class ZeroCompute(Backend):
@@ -53,16 +54,26 @@ class ZeroCompute(Backend):
 
 
 def _project(root: Path, size: int) -> Manifest:
-    weights = b"\0" * 16
+    """manifest.json + weights.bin of a small random model at size², planned and rendered by gen-hls's own code."""
+    from iseg.generator.boards import BOARDS
+    from iseg.generator.config import Config
+    from iseg.generator.emit import render_manifest
+    from iseg.generator.plan import blob_bytes, make_plan
+    from iseg.random_model import PRESETS, random_checkpoint
+
+    spec = replace(PRESETS["tiny"], dim=16, heads=1, layers=1, mlp_dim=32, dec_dim=16, dec_heads=1, dec_layers=1,
+                   dec_mlp_dim=32, image=(size, size), patch=16, n_cls=len(CLASS_COLORS),
+                   class_names=tuple(CLASS_NAMES), class_colors=tuple(tuple(c) for c in CLASS_COLORS))
+    ckpt = random_checkpoint(spec, seed=0)
+    board = BOARDS["kv260"]
+    cfg = Config(source=root / "config.yaml", checkpoint=root / "bench.safetensors", output=root, project="bench",
+                 board=board, clock_mhz=float(board.clock_mhz), array=(8, 8), image=None, outputs=("hls",))
+    plan = make_plan(cfg, ckpt, checkpoint_sha256="0" * 64)
+    blob = blob_bytes(plan, ckpt)
     root.mkdir(parents=True)
-    (root / "weights.bin").write_bytes(weights)
-    n = len(CLASS_COLORS)
-    doc = {"format": "iseg-project", "version": 1, "project": "bench", "board": "none", "image": [size, size],
-           "patch": 16, "n_cls": n, "classes": {"names": [f"c{i}" for i in range(n)],
-                                                "colors": [list(c) for c in CLASS_COLORS]},
-           "weights": {"file": "weights.bin", "bytes": len(weights), "sha256": hashlib.sha256(weights).hexdigest()},
-           "scratch_bytes": 0, "ports": {}, "csim": {}}
-    (root / "manifest.json").write_text(json.dumps(doc))
+    (root / "weights.bin").write_bytes(blob)
+    for name, text in render_manifest(plan, len(blob), hashlib.sha256(blob).hexdigest()).items():
+        (root / name).write_text(str(text))
     return load_manifest(root)
 
 
@@ -84,7 +95,7 @@ def host_overhead(frames: int, size: int) -> None:
             for i, (img, _) in enumerate(samples):
                 Image.fromarray(img).save(d / f"{i:04d}.{suffix}", format=fmt, **kw)
         labels = samples[0][1]
-        pal, table = palette_bytes(manifest.class_colors), color_table(manifest.class_colors)
+        table = color_table(manifest.class_colors)
 
         print(f"host overhead per frame at {size}x{size} ({frames} synthetic frames, zero-compute backend)")
         reps = max(5, frames // 2)
@@ -92,11 +103,11 @@ def host_overhead(frames: int, size: int) -> None:
         model_img, pl = fit(img, manifest.image, "pad")
         buf = np.empty_like(model_img)
         stages = {
-            "decode PNG": _ms(lambda: read_image(tmp / "png" / "0000.png"), reps),
-            "decode JPEG": _ms(lambda: read_image(tmp / "jpg" / "0000.jpg"), reps),
+            "decode PNG": _ms(lambda: load_image(tmp / "png" / "0000.png"), reps),
+            "decode JPEG": _ms(lambda: load_image(tmp / "jpg" / "0000.jpg"), reps),
             "fit (pad) + load copy": _ms(lambda: np.copyto(buf, fit(img, manifest.image, "pad")[0]), reps),
             "restore labels": _ms(lambda: restore(labels, pl), reps),
-            "write label PNG": _ms(lambda: save_labels(tmp / "l.png", labels, pal), reps),
+            "write label PNG": _ms(lambda: save_labels_png(tmp / "l.png", labels, manifest.class_colors), reps),
             "overlay blend + JPEG": _ms(lambda: save_overlay(tmp / "o.jpg", overlay(img, labels, table)), reps),
         }
         for k, v in stages.items():
@@ -133,7 +144,7 @@ def emulated_fps(frames: int) -> None:
         ckpt = random_checkpoint(PRESETS["tiny"], seed=0)
         save(ckpt, tmp / "tiny.safetensors")
         cfg = {"checkpoint": "tiny.safetensors", "output": "build", "project": "tiny", "board": "kv260",
-               "outputs": ["hls", "csim"]}
+               "array": {"rows": 8, "cols": 8}, "outputs": ["hls", "csim"]}  # explicit: independent of the auto choice
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
         if gen_cli.main([str(tmp / "config.yaml")]) != 0:
             print("emulated end to end: skipped (gen-hls failed)")
@@ -152,6 +163,17 @@ def emulated_fps(frames: int) -> None:
         print(f"emulated end to end, tiny model {ckpt.spec.image[0]}x{ckpt.spec.image[1]}: {s.fps:.1f} frames/s "
               f"(compute mean {statistics.fmean(s.compute_ms):.1f} ms); numpy reference alone {ref_fps:.1f} "
               f"frames/s (ratio {s.fps / ref_fps:.2f})")
+        # the emulator's board-like buffers (packed beats in, label bytes out) vs the image-level C-sim call
+        from iseg.generator.csim import CsimLibrary
+
+        lib = CsimLibrary(project)
+        img = calibration_image(ckpt.spec.image, 100)
+        backend.load(0, img)
+        reps = max(5, frames)
+        direct = _ms(lambda: lib.run(img), reps)
+        packed = _ms(lambda: backend.run(0), reps)
+        print(f"  emulate run (packed buffers) {packed:.2f} ms vs CsimLibrary.run(image) {direct:.2f} ms per frame "
+              f"(ratio {packed / direct:.2f})")
 
 
 def main() -> None:

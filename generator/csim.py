@@ -29,10 +29,9 @@ from iseg.errors import IsegError
 
 __all__ = ["build", "CsimLibrary", "ap_types_dir", "CXXFLAGS"]
 
-# -fno-gnu-unique / -Bsymbolic: every generated library keeps its own static storage (csim_api.h's
-# stream buffers are function statics of templates on a struct named Cfg in EVERY project; as GNU
-# unique symbols they would be shared process-wide between two loaded projects and overflow).
-CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fno-gnu-unique", "-Wl,-Bsymbolic")
+# No -fno-gnu-unique / -Bsymbolic: the generated Cfg sits in an unnamed namespace (model_cfg.h), so
+# the engine buffers and stream storage instantiated on it have internal linkage in every library.
+CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared")
 _TRACE_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_long)
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()

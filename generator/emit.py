@@ -187,7 +187,7 @@ def report_json(plan: Plan) -> dict[str, Any]:
         "lanes": plan.lanes,
         "totals": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()},
         "units": [vars(u) | {} for u in plan.units],
-        "ops": [{"name": o.name, "kind": o.kind, "macs": o.macs, "cycles": o.cycles, "sequential": o.sequential,
+        "ops": [{"name": o.name, "kind": o.kind, "macs": o.macs, "cycles": o.cycles,
                  "stalls": dict(o.stalls), "weight_bytes": o.weight_bytes, "scratch_bytes": o.ddr_bytes}
                 for o in plan.op_estimates],
     }
@@ -205,7 +205,6 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
         ("throughput", f"{t['gops']:.1f} GOP/s of {t['peak_gops']:.1f} peak"),
         ("array utilisation", f"{100 * t['array_util']:.1f} % of the array's MAC peak"),
         ("board utilisation", f"{100 * t['board_peak_util']:.1f} % of all DSPs x {plan.board.macs_per_dsp} MACs"),
-        ("no-overlap bound", f"{t['sequential_cycles']:,} cycles ({t['sequential_fps']:.2f} FPS)"),
         ("weight traffic per frame", f"{t['weight_bytes_per_frame']:,} bytes"),
         ("scratch traffic per frame", f"{t['scratch_bytes_per_frame']:,} bytes"),
         ("DSP", f"{t['dsp']} of {plan.board.dsp} ({t['dsp_pct']:.1f} %)"),
@@ -254,12 +253,35 @@ def _plots(plan: Plan) -> Files:
     return out
 
 
-def render_report(plan: Plan) -> Files:
+def render_report(plan: Plan, rtl_resources: dict[str, Any] | None = None, plots: bool = True) -> Files:
+    """``report.md``/``report.json`` (and, with ``plots``, the PNG figures).
+
+    ``rtl_resources`` (from :func:`render_rtl`) adds the yosys table of the Verilog units:
+    ``{"measured": True, "tool": ..., "units": {unit: {LUT, FF, ...}}, "total": {...},
+    "not_measured": {unit: reason}}`` or ``{"measured": False, "reason": ...}``; without it the
+    report has no RTL section.
+    """
+    from iseg.generator.rtl import RESOURCE_COLUMNS
+
+    rtl = None
+    if rtl_resources is not None:
+        rtl = {"measured": bool(rtl_resources.get("measured")), "reason": rtl_resources.get("reason", ""),
+               "tool": rtl_resources.get("tool", ""), "columns": list(RESOURCE_COLUMNS),
+               "rows": [[u, *(f"{res[c]:,}" for c in RESOURCE_COLUMNS)]
+                        for u, res in rtl_resources.get("units", {}).items()],
+               "total": [f"{rtl_resources['total'][c]:,}" for c in RESOURCE_COLUMNS]
+               if "total" in rtl_resources else [],
+               "missing": sorted(rtl_resources.get("not_measured", {}).items())}
+    data = report_json(plan)
+    if rtl_resources is not None:
+        data["rtl_resources"] = rtl_resources
     out: Files = {
-        "report.md": _render("project/report.md.j2", plan=plan, build=build_info(plan), summary=_summary(plan)),
-        "report.json": json.dumps(report_json(plan), indent=1, sort_keys=True) + "\n",
+        "report.md": _render("project/report.md.j2", plan=plan, build=build_info(plan), summary=_summary(plan),
+                             rtl=rtl),
+        "report.json": json.dumps(data, indent=1, sort_keys=True) + "\n",
     }
-    out.update(_plots(plan))
+    if plots:
+        out.update(_plots(plan))
     return out
 
 
@@ -272,7 +294,28 @@ def trace_map(plan: Plan) -> list[dict[str, Any]]:
 
 
 def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
+    """``manifest.json``: the whole contract of the fixed host code (``iseg-host``) with this project.
+
+    The host parses no C++ or TCL, so everything it must agree on with the generated hardware is
+    spelled out here: stream beat layouts, the register map, and the names the build scripts give
+    the kernel and its helpers -- the PYNQ overlay cells of ``bd.tcl`` (Vivado flow) or the XRT
+    kernel instance, its ``m_axi`` argument indices (``top.cpp``) and the stream data movers of
+    ``link.cfg`` (Vitis flow). ``tests/host`` checks these names against the rendered scripts.
+    """
     s = plan.spec
+    if plan.board.flow == "vitis":
+        # top.cpp's argument order: pixels 0, labels 1 (AXI-Streams, wired by link.cfg), weights 2, scratch 3.
+        # Data movers as link.cfg connects them (mm2s_1.s -> pixels, labels -> s2mm_1.s): the Vitis
+        # tutorials' mm2s/s2mm(mem, s, size) kernels, size counted in stream beats.
+        mover_args = {"buffer": 0, "beats": 2}
+        runtime: dict[str, Any] = {"flow": "vitis", "xrt": {
+            "kernel": plan.project, "instance": f"{plan.project}_1", "args": {"weights": 2, "scratch": 3},
+            "movers": {"pixels": {"kernel": "mm2s", "instance": "mm2s_1", "stream": "s", "args": mover_args},
+                       "labels": {"kernel": "s2mm", "instance": "s2mm_1", "stream": "s", "args": mover_args}}}}
+    else:
+        # bd.tcl's cell names (PYNQ names overlay IPs after them): the HLS kernel and the AXI DMA
+        # whose MM2S channel feeds the pixel stream and whose S2MM channel takes the labels.
+        runtime = {"flow": "vivado", "pynq": {"kernel_ip": "kernel", "dma_ip": "dma"}}
     m = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -288,10 +331,12 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
         "scratch_bytes": plan.scratch_bytes,
         "kernel": plan.project,
         "ports": {
-            "pixels": {"interface": "axis", "tdata_bits": 32, "format": "0x00BBGGRR (R in bits 0-7)",
-                       "order": "raster", "beats": s.image[0] * s.image[1], "tlast": False},
-            "labels": {"interface": "axis", "tdata_bits": 8, "format": "u8 class index", "order": "raster",
-                       "beats": s.image[0] * s.image[1], "tlast": False},
+            # beat_bytes / channels: one pixel per beat, channel channels[i] in byte i (TDATA bits 8i+7..8i)
+            "pixels": {"interface": "axis", "tdata_bits": 32, "beat_bytes": 4, "channels": "rgb",
+                       "format": "0x00BBGGRR (R in bits 0-7)", "order": "raster", "beats": s.image[0] * s.image[1],
+                       "tlast": False},
+            "labels": {"interface": "axis", "tdata_bits": 8, "beat_bytes": 1, "format": "u8 class index",
+                       "order": "raster", "beats": s.image[0] * s.image[1], "tlast": True},
             "weights": {"interface": "m_axi", "bundle": "gmem0", "access": "read", "bytes": blob_size},
             "scratch": {"interface": "m_axi", "bundle": "gmem1", "access": "read-write", "bytes": plan.scratch_bytes},
             "control": {
@@ -308,6 +353,7 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
                 "note": "Vitis HLS layout for this top; confirm against build/hls_*/sol1/impl/misc/drivers",
             },
         },
+        "runtime": runtime,
         "estimate": {"fps": round(plan.totals["fps"], 3), "cycles": plan.totals["cycles"]},
         "csim": {"library": "build/libiseg_csim.so", "entry": "iseg_csim_run", "error": "iseg_csim_last_error",
                  "trace": trace_map(plan)},
@@ -340,9 +386,27 @@ def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, hea
 
 
 def render_rtl(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
-    """Verilog units of the operators with this model's constants (first encoder block's)."""
+    """Verilog units of the operators with this model's constants (first encoder block's).
+
+    The GELU unit takes the checkpoint's variant (``spec.gelu``: lambda-ShiftGELU or I-ViT
+    ShiftGELU, whose row buffer holds the widest MLP hidden layer). When the plan's outputs
+    include ``report``, ``report.md`` and ``report.json`` are returned again with the yosys
+    LUT/FF/DSP/BRAM table of these units (they replace :func:`render_report`'s texts; the plots
+    stay). yosys results are cached by a hash of the Verilog text (``generator.rtl.measure_units``,
+    ``$ISEG_YOSYS_CACHE``), each unit within ``$ISEG_YOSYS_TIMEOUT`` seconds (default 300); a unit
+    that fails or times out is listed as not measured, and without yosys (or with ``ISEG_YOSYS=off``)
+    the report says that the units were not measured. Nothing is estimated in their place.
+    """
     from iseg import numerics as nx
-    from iseg.generator.rtl import RtlParams, render_rtl_units
+    from iseg.errors import IsegError
+    from iseg.generator.rtl import (
+        RESOURCE_COLUMNS,
+        UNIT_SOURCES,
+        RtlParams,
+        measure_units,
+        render_rtl_units,
+        yosys_disabled_reason,
+    )
 
     def lst(v: Any, n: int) -> tuple[int, ...]:
         return tuple(int(x) for x in np.broadcast_to(np.atleast_1d(v), (n,)))
@@ -352,15 +416,38 @@ def render_rtl(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
         n = max(np.atleast_1d(v).size for v in vals)
         return tuple(lst(v, n) for v in vals)
 
+    spec = ckpt.spec
     m, e, o = rq3("enc.0.fc1.rq")
     lm, le, lo = rq3("enc.0.ln1")
     add = ckpt.consts["enc.0.add1"]
     g = ckpt.consts["enc.0.gelu"]
-    gc = nx.GeluConsts(ckpt.spec.gelu, x0=int(g["x0"]), n=int(g["n"]), k=int(g["k"]), L=int(g["L"]), em=int(g["em"]))
+    gc = nx.GeluConsts(spec.gelu, x0=int(g["x0"]), n=int(g["n"]), k=int(g["k"]), L=int(g["L"]), em=int(g["em"]))
     params = RtlParams(
         gemm_rows=plan.rows, gemm_cols=plan.cols, gemm_pack=plan.pack == 2,
         rq_m=m, rq_e=e, rq_o=o, add_ma=int(add["ma"]), add_mb=int(add["mb"]), add_e=int(add["e"]),
-        sm_variant=ckpt.spec.softmax, sm_x0=int(ckpt.consts["enc.0.attn.softmax"]["x0"]), sm_max_n=plan.nmax,
-        gelu=gc, ln_m=lm, ln_e=le, ln_o=lo, am_grid_w=plan.spec.grid[1], am_patch=plan.spec.patch,
+        sm_variant=spec.softmax, sm_x0=int(ckpt.consts["enc.0.attn.softmax"]["x0"]), sm_max_n=plan.nmax,
+        gelu=gc, gelu_max_n=max(spec.mlp_dim, spec.dec_mlp_dim),
+        ln_m=lm, ln_e=le, ln_o=lo, am_grid_w=plan.spec.grid[1], am_patch=plan.spec.patch,
     )
-    return {f"rtl/{k}": v for k, v in render_rtl_units(params).items()}
+    units = render_rtl_units(params)
+    out: Files = {f"rtl/{k}": v for k, v in units.items()}
+    if "report" in plan.outputs:
+        tops = sorted(UNIT_SOURCES)
+        reason = yosys_disabled_reason()
+        table: dict[str, Any]
+        if reason is None:
+            failures: dict[str, str] = {}
+            try:
+                res = measure_units(units, tops, failures=failures)
+            except IsegError as exc:
+                reason, res = str(exc), {}
+            if res:
+                total = {c: sum(r[c] for r in res.values()) for c in RESOURCE_COLUMNS}
+                table = {"measured": True, "tool": "yosys synth_xilinx -family xcup -flatten", "units": res,
+                         "total": total, "not_measured": failures}
+            elif reason is None:
+                reason = "; ".join(failures.values())
+        if reason is not None:
+            table = {"measured": False, "reason": reason}
+        out.update(render_report(plan, rtl_resources=table, plots=False))
+    return out

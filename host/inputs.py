@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from iseg.errors import IsegError
+from iseg.imageio import IMAGE_SUFFIXES, ImageError, fit_to_model, load_image, resize_nearest
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".pbm", ".tga"}
-)
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "FIT_POLICIES", "PAD_VALUE", "Source", "Frame", "Failure",
+           "collect_sources", "iter_frames", "video_fps", "count_frames", "Placement", "place", "fit",
+           "resize_nearest", "restore"]
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 FIT_POLICIES = ("pad", "resize")
 # The integer model sees ``u - 128``: padding with 128 feeds exactly zero, which is what
@@ -137,48 +138,8 @@ def collect_sources(paths: list[str], cameras: list[int] = ()) -> tuple[list[Sou
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding
+# Decoding (image files: iseg.imageio.load_image, shared with ``iseg infer``)
 # --------------------------------------------------------------------------------------------
-def to_rgb(im: Image.Image) -> np.ndarray:
-    """Any PIL image -> (H, W, 3) u8 RGB.
-
-    16-bit and 32-bit integer modes keep their top 8 bits (``I;16`` 0..65535 -> 0..255), where
-    Pillow's own ``convert("RGB")`` would clip everything above 255 to white. Float images are
-    taken as 0..1 when their maximum is at most 1, else as 0..255. Alpha is dropped.
-    """
-    mode = im.mode
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.int64)
-        if mode == "I" and a.max(initial=0) > 65535:  # genuine 32-bit data
-            a = a >> 24
-        else:
-            a = a >> 8
-        g = np.clip(a, 0, 255).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        scale = 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else 1.0
-        g = np.clip(np.nan_to_num(a * scale), 0, 255).round().astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode one image file fully (a truncated file fails here, not later); IsegError on failure."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
-    except UnidentifiedImageError:
-        raise IsegError("not an image file (unknown format)") from None
-    except Image.DecompressionBombError as e:
-        raise IsegError(f"refused: {e}") from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated, corrupt, unreadable
-        raise IsegError(f"cannot decode: {e}") from None
-
-
 def _video_frames(src: Source, max_frames: int | None) -> Iterator[Frame | Failure]:
     import cv2
 
@@ -239,9 +200,9 @@ def iter_frames(sources: list[Source], max_frames: int | None = None) -> Iterato
         if src.kind == "image":
             assert src.path is not None
             try:
-                yield Frame(src.name, src, read_image(src.path))
-            except IsegError as e:
-                yield Failure(src.name, src, str(e))
+                yield Frame(src.name, src, load_image(src.path))
+            except ImageError as e:  # the caller prints the path next to the reason
+                yield Failure(src.name, src, e.reason)
         else:
             yield from _video_frames(src, max_frames)
 
@@ -277,21 +238,10 @@ def fit(image: np.ndarray, model: tuple[int, int], policy: str = "pad") -> tuple
     ch, cw = pl.content
     if (ch, cw) == tuple(model) and pl.original == pl.content:
         return np.ascontiguousarray(image), pl
-    content = image
-    if pl.content != pl.original:
-        content = np.asarray(Image.fromarray(image).resize((cw, ch), Image.BILINEAR))
+    content = fit_to_model(image, pl.content)
     canvas = np.full((model[0], model[1], 3), PAD_VALUE, np.uint8)
     canvas[:ch, :cw] = content
     return canvas, pl
-
-
-def resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a (h, w) label map to ``shape``, sampling pixel centres."""
-    h, w = labels.shape
-    oh, ow = shape
-    rows = ((2 * np.arange(oh) + 1) * h) // (2 * oh)
-    cols = ((2 * np.arange(ow) + 1) * w) // (2 * ow)
-    return labels[rows[:, None], cols[None, :]]
 
 
 def restore(labels: np.ndarray, pl: Placement) -> np.ndarray:

@@ -1,8 +1,11 @@
 """The generated project's ``manifest.json``: everything the fixed host code needs to know.
 
-``gen-hls`` writes the manifest next to the HLS sources; the host never parses C++ or TCL and
-has no per-board code paths beyond the three backends (STYLE lesson 10). A manifest of another
-format or version is rejected with one line saying how to fix it (regenerate the project).
+``gen-hls`` writes the manifest next to the HLS sources (``iseg.generator.emit.render_manifest``
+is the authority on its keys; ``docs/gen-hls.md`` documents them); the host never parses C++ or
+TCL and has no per-board code paths beyond the three backends (STYLE lesson 10). Everything a
+backend reads is checked here, once, so a stale or foreign manifest is one line naming the key
+before a board is touched. A manifest of another format or version is rejected with one line
+saying how to fix it (regenerate the project).
 """
 
 from __future__ import annotations
@@ -18,6 +21,62 @@ from iseg.errors import IsegError
 FORMAT = "iseg-project"
 VERSION = 1
 FILENAME = "manifest.json"
+FLOWS = ("vivado", "vitis")
+
+
+@dataclass(frozen=True)
+class Streams:
+    """Beat layouts of the AXI-Streams (``ports.pixels``, ``ports.labels``).
+
+    Pixels: one per beat of ``pixel_beat_bytes``; byte ``i`` of a beat (TDATA bits 8i+7..8i)
+    holds channel ``pixel_channels[i]``, later bytes are zero. Labels: one class index in byte 0
+    of each ``label_beat_bytes``-byte beat.
+    """
+
+    pixel_beat_bytes: int
+    pixel_channels: str  # a permutation of "rgb"
+    label_beat_bytes: int
+
+
+@dataclass(frozen=True)
+class Registers:
+    """The kernel's ``s_axilite`` map (``ports.control.registers``): byte offsets and ap_ctrl bits."""
+
+    ap_ctrl: int
+    ap_start_bit: int
+    ap_done_bit: int
+    weights: int  # 64-bit pointer: low word here, high word at +4
+    scratch: int
+
+
+@dataclass(frozen=True)
+class PynqNames:
+    """``runtime.pynq``: overlay IP names (the block design's cell names in ``scripts/bd.tcl``)."""
+
+    kernel_ip: str
+    dma_ip: str
+
+
+@dataclass(frozen=True)
+class XrtMover:
+    """A stream data mover of ``scripts/link.cfg``: its kernel, instance and argument indices."""
+
+    kernel: str
+    instance: str
+    buffer_arg: int  # the buffer object it reads (mm2s) or writes (s2mm)
+    beats_arg: int  # the transfer length, in stream beats
+
+
+@dataclass(frozen=True)
+class XrtNames:
+    """``runtime.xrt``: the kernel instance, its ``m_axi`` argument indices, the two data movers."""
+
+    kernel: str
+    instance: str
+    weights_arg: int
+    scratch_arg: int
+    pixels: XrtMover  # mm2s: pixels buffer -> the kernel's pixel stream
+    labels: XrtMover  # s2mm: the kernel's label stream -> labels buffer
 
 
 @dataclass(frozen=True)
@@ -36,9 +95,17 @@ class Manifest:
     weights_bytes: int
     weights_sha256: str
     scratch_bytes: int
-    ports: dict[str, Any]
+    streams: Streams
+    registers: Registers
+    flow: str  # "vivado" (bitstream, PYNQ) or "vitis" (xclbin, XRT)
+    pynq: PynqNames | None  # None when the project builds no bitstream for PYNQ
+    xrt: XrtNames | None  # None when the project builds no xclbin
     csim: dict[str, Any]
     raw: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.root / FILENAME
 
     def read_weights(self) -> bytes:
         """The weight image, checked against the manifest's size and hash (a stale copy is an error)."""
@@ -53,24 +120,76 @@ class Manifest:
             raise IsegError(f"{self.weights_file}: sha256 differs from the manifest (regenerate the project)")
         return data
 
-    def port(self, *keys: str) -> Any:
-        """``ports[k0][k1]...``; a missing entry names its path, since backends depend on every one."""
-        node: Any = self.ports
-        for i, k in enumerate(keys):
-            if not isinstance(node, dict) or k not in node:
-                raise IsegError(f"{self.root / FILENAME}: ports.{'.'.join(keys[: i + 1])} is missing "
-                                f"(regenerate the project with gen-hls)")
-            node = node[k]
-        return node
+    def need_pynq(self) -> PynqNames:
+        """The overlay names, or one line saying which backend this project is for."""
+        if self.pynq is None:
+            raise IsegError(f"project {self.root} targets {self.board} ({self.flow} flow: an xclbin, no PYNQ "
+                            f"bitstream): use --xrt")
+        return self.pynq
+
+    def need_xrt(self) -> XrtNames:
+        if self.xrt is None:
+            raise IsegError(f"project {self.root} targets {self.board} ({self.flow} flow: a PYNQ bitstream, no "
+                            f"xclbin): use --pynq")
+        return self.xrt
 
 
-def _need(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
-    if key not in doc:
-        raise IsegError(f"{where}: missing {key!r} (regenerate the project with gen-hls)")
-    v = doc[key]
-    if not isinstance(v, kind) or isinstance(v, bool):
-        raise IsegError(f"{where}: {key!r} has the wrong type ({type(v).__name__})")
-    return v
+def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    """``doc[k0][k1]...`` for the dotted ``key``, of type ``kind``; a defect names the key."""
+    node: Any = doc
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise IsegError(f"{where}: missing {key!r} (regenerate the project with gen-hls)")
+        node = node[part]
+    if not isinstance(node, kind) or isinstance(node, bool):
+        raise IsegError(f"{where}: {key!r} has the wrong type ({type(node).__name__})")
+    if isinstance(node, int) and node < 0:
+        raise IsegError(f"{where}: {key!r} must not be negative, got {node}")
+    return node
+
+
+def _streams(doc: dict[str, Any], path: Path) -> Streams:
+    beat = _get(doc, "ports.pixels.beat_bytes", int, path)
+    channels = _get(doc, "ports.pixels.channels", str, path)
+    if sorted(channels) != ["b", "g", "r"] or beat < 3:
+        raise IsegError(f"{path}: ports.pixels must carry r, g, b in >= 3 bytes per beat, got channels "
+                        f"{channels!r} in {beat} bytes")
+    label_beat = _get(doc, "ports.labels.beat_bytes", int, path)
+    if label_beat < 1:
+        raise IsegError(f"{path}: ports.labels.beat_bytes must be >= 1, got {label_beat}")
+    return Streams(beat, channels, label_beat)
+
+
+def _registers(doc: dict[str, Any], path: Path) -> Registers:
+    regs = "ports.control.registers"
+    return Registers(ap_ctrl=_get(doc, f"{regs}.ap_ctrl.offset", int, path),
+                     ap_start_bit=_get(doc, f"{regs}.ap_ctrl.bits.ap_start", int, path),
+                     ap_done_bit=_get(doc, f"{regs}.ap_ctrl.bits.ap_done", int, path),
+                     weights=_get(doc, f"{regs}.weights.offset", int, path),
+                     scratch=_get(doc, f"{regs}.scratch.offset", int, path))
+
+
+def _runtime(doc: dict[str, Any], path: Path) -> tuple[str, PynqNames | None, XrtNames | None]:
+    flow = _get(doc, "runtime.flow", str, path)
+    if flow not in FLOWS:
+        raise IsegError(f"{path}: runtime.flow must be one of {', '.join(FLOWS)}, got {flow!r}")
+    pynq = xrt = None
+    if "pynq" in doc["runtime"]:
+        pynq = PynqNames(_get(doc, "runtime.pynq.kernel_ip", str, path), _get(doc, "runtime.pynq.dma_ip", str, path))
+    if "xrt" in doc["runtime"]:
+        x = "runtime.xrt"
+
+        def mover(port: str) -> XrtMover:
+            m = f"{x}.movers.{port}"
+            return XrtMover(_get(doc, f"{m}.kernel", str, path), _get(doc, f"{m}.instance", str, path),
+                            _get(doc, f"{m}.args.buffer", int, path), _get(doc, f"{m}.args.beats", int, path))
+
+        xrt = XrtNames(_get(doc, f"{x}.kernel", str, path), _get(doc, f"{x}.instance", str, path),
+                       _get(doc, f"{x}.args.weights", int, path), _get(doc, f"{x}.args.scratch", int, path),
+                       mover("pixels"), mover("labels"))
+    if pynq is None and xrt is None:
+        raise IsegError(f"{path}: runtime names neither a pynq nor an xrt section (regenerate the project)")
+    return flow, pynq, xrt
 
 
 def load_manifest(project: str | Path) -> Manifest:
@@ -94,36 +213,37 @@ def load_manifest(project: str | Path) -> Manifest:
     if doc.get("version") != VERSION:
         raise IsegError(f"{path}: version {doc.get('version')!r} is not supported (this iseg-host reads "
                         f"version {VERSION}; regenerate the project with this gen-hls)")
-    image = _need(doc, "image", list, path)
+    image = _get(doc, "image", list, path)
     if len(image) != 2 or any(not isinstance(v, int) or v < 1 for v in image):
         raise IsegError(f"{path}: 'image' must be [H, W] positive integers, got {image!r}")
-    n_cls = _need(doc, "n_cls", int, path)
-    classes = _need(doc, "classes", dict, path)
-    names = classes.get("names")
-    colors = classes.get("colors")
-    if not isinstance(names, list) or len(names) != n_cls:
+    n_cls = _get(doc, "n_cls", int, path)
+    names = _get(doc, "classes.names", list, path)
+    colors = _get(doc, "classes.colors", list, path)
+    if len(names) != n_cls:
         raise IsegError(f"{path}: classes.names must list {n_cls} names")
-    if (not isinstance(colors, list) or len(colors) != n_cls
+    if (len(colors) != n_cls
             or any(not isinstance(c, list) or len(c) != 3 or any(not isinstance(v, int) or not 0 <= v <= 255
                                                                   for v in c) for c in colors)):
         raise IsegError(f"{path}: classes.colors must be {n_cls} [r, g, b] triples in 0..255")
-    weights = _need(doc, "weights", dict, path)
-    for k, kind in (("file", str), ("bytes", int), ("sha256", str)):
-        _need(weights, k, kind, path)
+    flow, pynq, xrt = _runtime(doc, path)
     return Manifest(
         root=root,
-        project=str(_need(doc, "project", str, path)),
-        board=str(_need(doc, "board", str, path)),
+        project=_get(doc, "project", str, path),
+        board=_get(doc, "board", str, path),
         image=(image[0], image[1]),
-        patch=_need(doc, "patch", int, path),
+        patch=_get(doc, "patch", int, path),
         n_cls=n_cls,
         class_names=tuple(str(n) for n in names),
         class_colors=tuple((c[0], c[1], c[2]) for c in colors),
-        weights_file=root / weights["file"],
-        weights_bytes=weights["bytes"],
-        weights_sha256=weights["sha256"],
-        scratch_bytes=_need(doc, "scratch_bytes", int, path),
-        ports=_need(doc, "ports", dict, path),
-        csim=_need(doc, "csim", dict, path),
+        weights_file=root / _get(doc, "weights.file", str, path),
+        weights_bytes=_get(doc, "weights.bytes", int, path),
+        weights_sha256=_get(doc, "weights.sha256", str, path),
+        scratch_bytes=_get(doc, "scratch_bytes", int, path),
+        streams=_streams(doc, path),
+        registers=_registers(doc, path),
+        flow=flow,
+        pynq=pynq,
+        xrt=xrt,
+        csim=_get(doc, "csim", dict, path),
         raw=doc,
     )

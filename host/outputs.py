@@ -7,9 +7,9 @@ Layout of ``--out DIR``::
     DIR/.iseg-host.jsonl      the journal: the run's settings, then one line per finished frame
 
 Every file is written to a temporary sibling and renamed, so a reader (or a resumed run) never
-sees half a file. Overlays are JPEG because a photo-like 512² PNG costs ~40 ms to compress,
-longer than the accelerator takes for the frame; labels stay lossless PNG (zlib level 1: flat
-label maps compress well even so, in ~1 ms).
+sees half a file. Label PNGs and the atomic writer are :mod:`iseg.imageio`'s, the same code
+``iseg infer`` writes with. Overlays are JPEG because a photo-like 512² PNG costs ~40 ms to
+compress, longer than the accelerator takes for the frame; labels stay lossless PNG.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write, palette_bytes
 
 JOURNAL = ".iseg-host.jsonl"
 JOURNAL_VERSION = 1
@@ -32,42 +33,7 @@ OVERLAY_ALPHA = 0.5
 _JPEG = {"quality": 90}  # 4:2:0: half the encode time of 4:4:4; overlays are for viewing
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def palette_bytes(colors: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]) -> bytes:
-    """768-byte PNG palette: class i gets colour i, unused entries black."""
-    pal = np.zeros((256, 3), np.uint8)
-    pal[: len(colors)] = np.asarray(colors, np.uint8).reshape(-1, 3)
-    return pal.tobytes()
-
-
-def save_labels(path: Path, labels: np.ndarray, palette: bytes) -> None:
-    """(H, W) u8 class indices as a palette PNG (the pixel values are the indices)."""
-    im = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels, np.uint8).tobytes())
-    im.putpalette(palette)
-    atomic_write(path, lambda tmp: im.save(tmp, format="PNG", compress_level=1))
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """Read back a label PNG written by :func:`save_labels` (used when resuming into a video)."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise IsegError(f"{path}: not a label PNG (mode {im.mode})")
-        return np.asarray(im).astype(np.uint8, copy=True)
-
-
-def color_table(colors: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]) -> np.ndarray:
+def color_table(colors: Sequence[Sequence[int]]) -> np.ndarray:
     """(256, 3) u8 look-up table from class index to colour."""
     return np.frombuffer(palette_bytes(colors), np.uint8).reshape(256, 3)
 

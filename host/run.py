@@ -28,17 +28,9 @@ from iseg.errors import IsegError
 from iseg.host.backends import Backend
 from iseg.host.inputs import Failure, Frame, Placement, Source, count_frames, fit, iter_frames, restore, video_fps
 from iseg.host.manifest import Manifest
-from iseg.host.outputs import (
-    Journal,
-    VideoOut,
-    color_table,
-    overlay,
-    palette_bytes,
-    read_labels,
-    save_labels,
-    save_overlay,
-)
+from iseg.host.outputs import Journal, VideoOut, color_table, overlay, save_overlay
 from iseg.host.pipeline import SlotPool, run_pipeline
+from iseg.imageio import read_labels_png, save_labels_png
 
 DEFAULT_VIDEO_FPS = 10.0
 
@@ -205,7 +197,6 @@ def segment(
     out = opts.out
     summary = Summary(backend=backend.name, project=manifest.project, ignored=ignored)
     journal, resuming = _open_journal(manifest, sources, opts)
-    palette = palette_bytes(manifest.class_colors)
     table = color_table(manifest.class_colors)
     stop = threading.Event()  # shared by the pipeline and the slot pool
     pool = SlotPool(backend.slots, stop)
@@ -245,7 +236,7 @@ def segment(
             if _complete(out, frame.name, journal, opts):
                 job.replay = True
                 if video is not None:
-                    job.labels = read_labels(label_path(out, frame.name))
+                    job.labels = read_labels_png(label_path(out, frame.name))
             else:
                 model_img, job.placement = fit(frame.image, manifest.image, opts.fit)
                 job.slot = pool.take()
@@ -280,7 +271,7 @@ def segment(
             return
         assert job.labels is not None and job.placement is not None
         labels = restore(job.labels, job.placement)
-        save_labels(label_path(out, item.name), labels, palette)
+        save_labels_png(label_path(out, item.name), labels, manifest.class_colors)
         blend = overlay(item.image, labels, table, opts.alpha) if (opts.overlay or video is not None) else None
         if opts.overlay:
             save_overlay(overlay_path(out, item.name), blend)

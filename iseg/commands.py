@@ -73,6 +73,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_infer(args: argparse.Namespace) -> int:
+    """Label images with the numpy reference: the same image reading and label PNGs as ``iseg-host``."""
+    from PIL import Image
+
     from iseg import imageio, reference
     from iseg.graph import build_graph
 
@@ -82,6 +85,7 @@ def run_infer(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise IsegError(f"{out}: exists and is not a folder")
     graph = build_graph(q.spec)
+    colors = np.asarray(q.spec.class_colors, dtype=np.float64)
     done = failed = skipped = 0
     t0 = time.perf_counter()
     for path in paths:
@@ -96,16 +100,11 @@ def run_infer(args: argparse.Namespace) -> int:
             failed += 1
             continue
         labels, _ = reference.run(q, imageio.fit_to_model(image, q.spec.image), graph=graph)
-        labels = imageio.labels_to_size(labels, image.shape[:2])
+        labels = imageio.resize_nearest(labels, image.shape[:2])
         imageio.save_labels_png(dest, labels, q.spec.class_colors)
         if args.overlay:
-            from PIL import Image
-
-            colors = np.asarray(q.spec.class_colors, dtype=np.float64)
-            blend = (0.5 * image + 0.5 * colors[labels]).astype(np.uint8)
-            buf = __import__("io").BytesIO()
-            Image.fromarray(blend).save(buf, format="PNG")
-            imageio.atomic_write_bytes(out / f"{path.stem}_overlay.png", buf.getvalue())
+            blend = Image.fromarray((0.5 * image + 0.5 * colors[labels]).astype(np.uint8))
+            imageio.atomic_write(out / f"{path.stem}_overlay.png", lambda tmp, im=blend: im.save(tmp, format="PNG"))
         done += 1
     dt = time.perf_counter() - t0
     print(f"iseg infer: {done} labelled, {skipped} already present (use --overwrite), {failed} unreadable; "

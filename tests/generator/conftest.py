@@ -17,6 +17,7 @@ def _csim_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Compiled C-simulation libraries are cached in a session folder, not the user's cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ISEG_CSIM_CACHE", str(tmp_path_factory.mktemp("csim-cache")))
+    mp.setenv("ISEG_YOSYS", "off")  # yosys on a real-size GEMM array takes minutes: tests/rtl measures units
     yield
     mp.undo()
 

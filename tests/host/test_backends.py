@@ -1,15 +1,17 @@
-"""Board backends against stand-ins of ``pynq`` and ``pyxrt``, and the CLI's one-line errors.
+"""Board backends against stand-ins of ``pynq`` and ``pyxrt``, the manifest contract, and the CLI's one-line errors.
 
 The stand-in modules are injected into ``sys.modules`` under the real names and record every
-call; their "kernel" computes ``label = red % n_cls`` from the bytes it was handed, which checks
-the pixel packing and label unpacking too. Nothing here is a board measurement.
+call; they wire themselves from the generated project's build scripts (``bd.tcl``, ``link.cfg``,
+``top.cpp``), and their "kernel" computes ``label = red % n_cls`` from the bytes it was handed,
+which checks the names in the manifest, the pixel packing and the label unpacking together.
+Nothing here is a board measurement.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,21 @@ import pytest
 from host_standins import (
     MODEL,
     N_CLS,
+    PYNQ_BOARD,
     SCRATCH_ADDR,
     WEIGHTS_ADDR,
+    XRT_BOARD,
     expected_labels,
+    generated_manifest,
     make_pynq_standin,
-    standin_kernel,
+    make_pyxrt_standin,
+    standin_bitfile,
+    standin_xclbin,
     write_project,
 )
 from PIL import Image
 
+from iseg.errors import IsegError
 from iseg.host.backends import PynqBackend, XrtBackend, open_backend
 from iseg.host.cli import main
 from iseg.host.manifest import Manifest, load_manifest
@@ -39,17 +47,16 @@ def pynq_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 
 
 @pytest.fixture
-def bitfile(tmp_path: Path) -> Path:
-    p = tmp_path / "iseg.bit"
-    p.write_bytes(b"stand-in bitstream")
-    return p
+def bitfile(project: Path, tmp_path: Path) -> Path:
+    return standin_bitfile(project, tmp_path / "iseg.bit")
 
 
 def test_pynq_sequence(manifest: Manifest, pynq_log: list[tuple], bitfile: Path) -> None:
     be = PynqBackend(manifest, bitfile)
     h, w = MODEL
     allocs = [e for e in pynq_log if e[0] == "allocate"]
-    assert [a[1] for a in allocs] == [(manifest.weights_bytes,), (4096,), (h * w * 4,), (h * w * 4,), (h * w,)]
+    assert [a[1] for a in allocs] == [(manifest.weights_bytes,), (manifest.scratch_bytes,), (h * w * 4,),
+                                      (h * w * 4,), (h * w,)]
     assert all(a[2] == "|u1" for a in allocs)
     np.testing.assert_array_equal(np.asarray(be.weights), np.frombuffer(manifest.read_weights(), np.uint8))
     writes = [e for e in pynq_log if e[0] == "write"]
@@ -94,93 +101,36 @@ def test_pynq_end_to_end_through_the_cli(project: Path, pynq_log: list[tuple], b
         with Image.open(tmp_path / "out" / "labels" / f"{i}.png") as im:
             np.testing.assert_array_equal(np.asarray(im), expected_labels(img))
     assert sum(e[0] == "Overlay" for e in pynq_log) == 1
-    assert sum(e[0] == "allocate" and e[1] == (1000,) for e in pynq_log) == 1
+    assert sum(e[0] == "allocate" and e[1] == (load_manifest(project).weights_bytes,) for e in pynq_log) == 1
 
 
 # --------------------------------------------------------------------------------------------
-# pyxrt stand-in
+# XRT: data movers + kernel
 # --------------------------------------------------------------------------------------------
-def make_pyxrt_standin(log: list[tuple]) -> types.ModuleType:
-    mod = types.ModuleType("pyxrt")
-    mod.__doc__ = "test stand-in for XRT's pyxrt module (records calls; not a card)"
-    mod.xclBOSyncDirection = types.SimpleNamespace(XCL_BO_SYNC_BO_TO_DEVICE="to", XCL_BO_SYNC_BO_FROM_DEVICE="from")
-    mod.ert_cmd_state = types.SimpleNamespace(ERT_CMD_STATE_COMPLETED="completed")
-    counter = iter(range(100))
-
-    class device:  # noqa: N801 - the real module's spelling
-        def __init__(self, index: int) -> None:
-            log.append(("device", index))
-
-        def load_xclbin(self, xb) -> str:
-            log.append(("load_xclbin", xb.path))
-            return "uuid"
-
-    class xclbin:  # noqa: N801
-        def __init__(self, path: str) -> None:
-            self.path = Path(path).name
-
-    class bo:  # noqa: N801
-        normal = "normal"
-
-        def __init__(self, dev, size: int, flags, group: int) -> None:
-            self.id, self.size = next(counter), size
-            self.host = np.zeros(size, np.uint8)
-            self.device_mem = np.zeros(size, np.uint8)
-            log.append(("bo", self.id, size, flags, group))
-
-        def write(self, data, offset: int) -> None:
-            log.append(("bo.write", self.id, len(data), offset))
-            self.host[offset:offset + len(data)] = np.frombuffer(bytes(data), np.uint8)
-
-        def sync(self, direction, size: int, offset: int) -> None:
-            log.append(("bo.sync", self.id, direction, size, offset))
-            if direction == "to":
-                self.device_mem[:] = self.host
-            else:
-                self.host[:] = self.device_mem
-
-        def read(self, size: int, offset: int) -> np.ndarray:
-            log.append(("bo.read", self.id, size, offset))
-            return self.host[offset:offset + size].copy()
-
-    class run:  # noqa: N801
-        def wait(self) -> str:
-            log.append(("run.wait",))
-            return "completed"
-
-    class kernel:  # noqa: N801
-        shared = "shared"
-
-        def __init__(self, dev, uuid, name: str, mode) -> None:
-            log.append(("kernel", name, mode))
-
-        def group_id(self, i: int) -> int:
-            return 100 + i
-
-        def __call__(self, *bos) -> run:
-            log.append(("kernel()", *(b.id for b in bos)))
-            pixels, labels = bos[0], bos[1]
-            labels.device_mem[:] = standin_kernel(pixels.device_mem)
-            return run()
-
-    mod.device, mod.xclbin, mod.bo, mod.kernel = device, xclbin, bo, kernel
-    return mod
+@pytest.fixture
+def xrt_project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "xproj", board=XRT_BOARD)
 
 
-def test_xrt_sequence(manifest: Manifest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_xrt_runs_the_data_movers_and_the_kernel(xrt_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
     log: list[tuple] = []
     monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin(log))
-    xclbin = tmp_path / "iseg.xclbin"
-    xclbin.write_bytes(b"stand-in")
-    be = XrtBackend(manifest, xclbin)
+    manifest = load_manifest(xrt_project)
+    be = XrtBackend(manifest, standin_xclbin(xrt_project, tmp_path / "iseg.xclbin"))
     h, w = MODEL
-    assert log[:3] == [("device", 0), ("load_xclbin", "iseg.xclbin"), ("kernel", "iseg_top", "shared")]
+    assert log[:2] == [("device", 0), ("load_xclbin", "iseg.xclbin")]
+    kernels = [e for e in log if e[0] == "kernel"]
+    assert [e[1:3] for e in kernels] == [("standin:{standin_1}", "shared"), ("mm2s:{mm2s_1}", "shared"),
+                                         ("s2mm:{s2mm_1}", "shared")]
+    k, mm2s, s2mm = (e[3] for e in kernels)  # group_id(i) = base + i
     bos = [e for e in log if e[0] == "bo"]
-    # args order pixels, labels, weights, scratch -> group ids 100..103
-    assert [(e[2], e[4]) for e in bos] == [(1000, 102), (4096, 103), (h * w * 4, 100), (h * w * 4, 100), (h * w, 101)]
+    # weights, scratch: the kernel's banks of arguments 2 and 3 (top.cpp); pixels, labels: the movers' mem (0)
+    assert [(e[2], e[4]) for e in bos] == [(manifest.weights_bytes, k + 2), (manifest.scratch_bytes, k + 3),
+                                           (h * w * 4, mm2s), (h * w * 4, mm2s), (h * w, s2mm)]
     wid = bos[0][1]
     assert [e for e in log if e[0] in ("bo.write", "bo.sync") and e[1] == wid] == [
-        ("bo.write", wid, 1000, 0), ("bo.sync", wid, "to", 1000, 0)]
+        ("bo.write", wid, manifest.weights_bytes, 0), ("bo.sync", wid, "to", manifest.weights_bytes, 0)]
     setup = len(log)
     rng = np.random.default_rng(1)
     for i in range(3):
@@ -188,12 +138,83 @@ def test_xrt_sequence(manifest: Manifest, monkeypatch: pytest.MonkeyPatch, tmp_p
         be.load(i % 2, img)
         np.testing.assert_array_equal(be.run(i % 2), expected_labels(img))
     per_frame = log[setup:]
-    assert not any(e[0] in ("bo", "bo.write") and e[1] == wid for e in per_frame)  # weights once
-    calls = [e for e in per_frame if e[0] == "kernel()"]
-    pix = [bos[2][1], bos[3][1]]
-    assert calls == [("kernel()", p, bos[4][1], wid, bos[1][1]) for p in (pix[0], pix[1], pix[0])]
-    kinds = [e[0] for e in per_frame[:6]]
-    assert kinds == ["bo.write", "bo.sync", "kernel()", "run.wait", "bo.sync", "bo.read"]
+    assert not any(e[0] in ("bo", "bo.write", "kernel") and e[1] == wid for e in per_frame)  # weights once
+    pix, lab = [bos[2][1], bos[3][1]], bos[4][1]
+    frame = per_frame[: per_frame.index(("bo.read", lab, h * w, 0)) + 1]
+    assert frame == [("bo.write", pix[0], h * w * 4, 0), ("bo.sync", pix[0], "to", h * w * 4, 0),
+                     ("start", "s2mm_1"), ("start", "standin_1"), ("start", "mm2s_1"),
+                     ("wait", "s2mm_1"), ("wait", "standin_1"), ("wait", "mm2s_1"),
+                     ("bo.sync", lab, "from", h * w, 0), ("bo.read", lab, h * w, 0)]
+    assert [e[1] for e in per_frame if e[0] == "bo.write"] == [pix[0], pix[1], pix[0]]  # double buffering
+
+
+def test_xrt_names_come_from_the_manifest(xrt_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """A manifest naming an instance the xclbin lacks fails with one line before any frame."""
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([]))
+    xclbin = standin_xclbin(xrt_project, tmp_path / "iseg.xclbin")
+    doc = json.loads((xrt_project / "manifest.json").read_text())
+    doc["runtime"]["xrt"]["movers"]["pixels"]["instance"] = "mm2s_9"
+    (xrt_project / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IsegError, match="no kernel instance mm2s:mm2s_9"):
+        XrtBackend(load_manifest(xrt_project), xclbin)
+
+
+def test_the_wrong_board_flow_is_one_line(project: Path, xrt_project: Path, pynq_log: list[tuple],
+                                          monkeypatch: pytest.MonkeyPatch, bitfile: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([]))
+    with pytest.raises(IsegError, match=f"targets {XRT_BOARD} .*use --xrt"):
+        PynqBackend(load_manifest(xrt_project), bitfile)
+    with pytest.raises(IsegError, match=f"targets {PYNQ_BOARD} .*use --pynq"):
+        XrtBackend(load_manifest(project), bitfile)
+
+
+# --------------------------------------------------------------------------------------------
+# the manifest contract: what gen-hls writes is what the host reads, and it matches the scripts
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("board", [PYNQ_BOARD, XRT_BOARD])
+def test_manifest_names_match_the_build_scripts(board: str, tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "p", board=board)
+    m = load_manifest(proj)
+    top = (proj / "src" / "top.cpp").read_text()
+    params = re.search(r'extern "C" void (\w+)\((.*?)\)', top, re.S)
+    assert params and params.group(1) == m.project
+    args = [re.findall(r"\w+", p)[-1] for p in params.group(2).split(",")]
+    if m.pynq is not None:
+        bd = (proj / "scripts" / "bd.tcl").read_text()
+        assert m.flow == "vivado" and m.xrt is None
+        cell = r"create_bd_cell -type ip -vlnv xilinx\.com:"
+        assert re.search(rf"{cell}hls:{m.project}:\S+ {m.pynq.kernel_ip}$", bd, re.M)
+        assert re.search(rf"{cell}ip:axi_dma:\S+ {m.pynq.dma_ip}$", bd, re.M)
+        assert f"c_m_axis_mm2s_tdata_width {{{8 * m.streams.pixel_beat_bytes}}}" in bd
+        assert f"c_s_axis_s2mm_tdata_width {{{8 * m.streams.label_beat_bytes}}}" in bd
+    else:
+        x = m.xrt
+        cfg = (proj / "scripts" / "link.cfg").read_text().splitlines()
+        assert m.flow == "vitis" and x is not None
+        assert f"nk={x.kernel}:1:{x.instance}" in cfg and x.kernel == m.project
+        assert (args[x.weights_arg], args[x.scratch_arg]) == ("weights", "scratch")
+        assert f"sp={x.instance}.weights:" in " ".join(cfg) and f"sp={x.instance}.scratch:" in " ".join(cfg)
+        stream = generated_manifest(board)["runtime"]["xrt"]["movers"]
+        assert f"stream_connect={x.pixels.instance}.{stream['pixels']['stream']}:{x.instance}.pixels" in cfg
+        assert f"stream_connect={x.instance}.labels:{x.labels.instance}.{stream['labels']['stream']}" in cfg
+    doc = generated_manifest(board)
+    assert doc["ports"]["pixels"]["tdata_bits"] == 8 * m.streams.pixel_beat_bytes
+    assert doc["ports"]["labels"]["tdata_bits"] == 8 * m.streams.label_beat_bytes
+
+
+@pytest.mark.parametrize("key", ["ports.pixels.beat_bytes", "ports.pixels.channels", "ports.labels.beat_bytes",
+                                 "ports.control.registers.weights.offset", "runtime.flow", "runtime.pynq.dma_ip"])
+def test_a_missing_contract_key_is_named(key: str, project: Path) -> None:
+    doc = json.loads((project / "manifest.json").read_text())
+    node = doc
+    *parents, last = key.split(".")
+    for k in parents:
+        node = node[k]
+    del node[last]
+    (project / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IsegError, match=re.escape(f"missing {key!r}")):
+        load_manifest(project)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,8 +273,11 @@ def test_bad_project_is_one_line(case: str, tmp_path: Path, capsys: pytest.Captu
 
 
 def test_stale_weights_are_refused(manifest: Manifest, pynq_log: list[tuple], bitfile: Path) -> None:
+    (manifest.root / "weights.bin").write_bytes(b"\0" * manifest.weights_bytes)
+    with pytest.raises(IsegError, match="sha256 differs"):
+        PynqBackend(manifest, bitfile)
     (manifest.root / "weights.bin").write_bytes(b"\0" * 1000)
-    with pytest.raises(Exception, match="sha256 differs"):
+    with pytest.raises(IsegError, match="1000 bytes, manifest says"):
         PynqBackend(manifest, bitfile)
 
 

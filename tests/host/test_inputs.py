@@ -1,4 +1,7 @@
-"""Inputs: every image mode becomes RGB u8, fitting to the model size is undone exactly on the labels."""
+"""Inputs: every image mode becomes RGB u8, fitting to the model size is undone exactly on the labels.
+
+Image decoding is ``iseg.imageio.load_image``, the one reader ``iseg infer`` uses too.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ from iseg.host.inputs import (
     fit,
     iter_frames,
     place,
-    read_image,
     resize_nearest,
     restore,
 )
+from iseg.imageio import ImageError, read_labels_png, save_labels_png
+from iseg.imageio import load_image as read_image
 
 
 def _save(path: Path, im: Image.Image) -> Path:
@@ -67,8 +71,9 @@ def test_truncated_and_foreign_files_fail_with_a_reason(tmp_path: Path) -> None:
     txt = tmp_path / "notes.png"
     txt.write_text("not an image")
     for bad in (cut, txt):
-        with pytest.raises(IsegError):
+        with pytest.raises(ImageError) as err:
             read_image(bad)
+        assert str(err.value).startswith(f"{bad}: ") and err.value.reason in str(err.value)
     sources, _ = collect_sources([str(good), str(cut), str(txt)])
     items = list(iter_frames(sources))
     assert [type(i) for i in items] == [Frame, Failure, Failure]
@@ -150,3 +155,14 @@ def test_nearest_resize_is_exact_for_integer_factors() -> None:
 def test_unknown_fit_policy() -> None:
     with pytest.raises(IsegError, match="unknown fit policy"):
         place((4, 4), (8, 8), "stretch")
+
+
+def test_label_png_round_trip_in_class_colours(tmp_path: Path) -> None:
+    labels = np.random.default_rng(6).integers(0, 5, (9, 13), dtype=np.uint8)
+    colors = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]]
+    save_labels_png(tmp_path / "sub" / "l.png", labels, colors)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["l.png"]  # no temporary left behind
+    np.testing.assert_array_equal(read_labels_png(tmp_path / "sub" / "l.png"), labels)
+    with Image.open(tmp_path / "sub" / "l.png") as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), np.asarray(colors, np.uint8)[labels])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from host_standins import MODEL, make_pynq_standin
+from host_standins import MODEL, make_pynq_standin, standin_bitfile
 from PIL import Image
 
 from iseg.host.cli import main
@@ -43,7 +43,7 @@ def _read_video(path: Path) -> tuple[int, tuple[int, int], float]:
 def test_video_round_trip(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin([]))
-    (tmp_path / "iseg.bit").write_bytes(b"stand-in")
+    standin_bitfile(project, tmp_path / "iseg.bit")
     clip = tmp_path / "clip.mp4"
     _write_video(clip, 7, (40, 56))  # not the model size (32 x 48): shrunk + padded, labels restored
     out = tmp_path / "out"
@@ -70,7 +70,7 @@ def test_video_round_trip(project: Path, tmp_path: Path, monkeypatch: pytest.Mon
 def test_images_to_video_and_unopenable_video(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin([]))
-    (tmp_path / "iseg.bit").write_bytes(b"stand-in")
+    standin_bitfile(project, tmp_path / "iseg.bit")
     (tmp_path / "in").mkdir()
     for i in range(3):
         Image.fromarray(np.full((*MODEL, 3), 30 * i, np.uint8)).save(tmp_path / "in" / f"{i}.png")
