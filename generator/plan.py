@@ -116,7 +116,6 @@ class OpRow:
     kind: str
     macs: int
     cycles: int
-    sequential: int
     stalls: tuple[tuple[str, int], ...]
     weight_bytes: int
     ddr_bytes: int
@@ -150,6 +149,7 @@ class Plan:
     layers: tuple[LayerRow, ...]
     # estimates
     lanes: dict[str, int] = field(hash=False)
+    engine: dict[str, int] = field(default_factory=dict, hash=False)  # struct Cfg schedule parameters
     units: tuple[UnitRow, ...] = ()
     op_estimates: tuple[OpRow, ...] = ()
     totals: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -514,7 +514,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     if cfg.array is not None and units.dsp > board.dsp:
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
                         f"{board.name} has {board.dsp}")
-    costs = est.op_costs(graph, shape, est.act_cache_budget(board, units))
+    costs = est.op_costs(graph, shape)
     layers, blob, buffers, scratch_bytes = _layers(graph, ckpt)
     att = [op for op in graph.ops if isinstance(op, Attention)]
     gemm_k = [op.k for op in graph.ops if isinstance(op, Linear)] + [3 * spec.patch ** 2, spec.dec_dim or 1]
@@ -522,17 +522,14 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     kmax = max(gemm_k + [nmax] + [op.d_head for op in att])
     cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))
     cycles = sum(c.cycles for c in costs)
-    seq = sum(c.sequential for c in costs)
     macs = sum(c.macs for c in costs)
     f = cfg.clock_mhz * 1e6
     peak_macs_board = board.dsp * board.macs_per_dsp
     totals = {
         "cycles": cycles,
-        "sequential_cycles": seq,
         "macs": macs,
         "fps": f / cycles,
         "latency_ms": 1e3 * cycles / f,
-        "sequential_fps": f / seq,
         "array_macs_per_cycle": shape.macs,
         "array_util": macs / (cycles * shape.macs),
         "board_peak_util": macs / (cycles * peak_macs_board),
@@ -552,13 +549,24 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         blob=tuple(blob.segments), blob_bytes=blob.at, buffers=tuple(buffers), scratch_bytes=_align(scratch_bytes),
         layers=tuple(layers),
         lanes={"out": shape.out_lanes, "layernorm": shape.ln_lanes, "shiftmax": shape.sm_lanes,
-               "weight_bytes_per_cycle": shape.bytes_per_cycle_w, "scratch_bytes_per_cycle": shape.bytes_per_cycle_s},
+               "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes},
+        engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols),
+                "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
+                "ln_lanes": shape.ln_lanes},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
-        op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.sequential, c.stalls, c.weight_bytes,
+        op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,
                                  c.ddr_bytes) for c in costs),
         totals=totals, graph_text=graph.describe(),
         config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha),
     )
+
+
+def _dims_ncmax(graph: Graph) -> int:
+    """Most output channels of a GEMM or attention row (the per-channel constant buffers)."""
+    ns = [op.n for op in graph.ops if isinstance(op, Linear)]
+    ns += [op.heads * op.d_head for op in graph.ops if isinstance(op, Attention)]
+    ns += [graph.acts[op.inputs[1]].shape[0] for op in graph.ops if isinstance(op, MaskProduct)]
+    return max(ns + [graph.spec.dim])
 
 
 def _sum_stalls(costs: list[est.OpCost]) -> dict[str, int]:

@@ -11,9 +11,12 @@
 namespace iseg {
 
 // in: logits (gh*gw, n_cls) int16 at `logits`, row stride `stride` elements, gh = img_h/P,
-// gw = img_w/P; out: img_h * img_w u8 labels on `labels`, raster order.
+// gw = img_w/P; out: img_h * img_w label beats on `labels`, raster order, TLAST on the last one.
+// Cycles (C-sim count): per grid row gw * (n_cls - 1) argmax steps (+ a pipeline fill per token),
+// then P * img_w label beats; argmax and label output do not overlap yet.
 template <class Cfg, class LabOut>
-void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, int img_w, int P, LabOut& labels) {
+void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, int img_w, int P, LabOut& labels,
+                     long long& cycles) {
     label_t line[Cfg::IMG_W];  // one grid row of labels (gw <= IMG_W)
     const int gw = img_w / P;
 AU_GRID_ROW:
@@ -37,6 +40,7 @@ AU_GRID_ROW:
             }
             line[gx] = label_t(arg);
         }
+        ISEG_CYCLES(cycles, long(gw) * (n_cls - 1 + kPipeDepth) + long(P) * img_w + kPipeDepth);
     AU_REPEAT_Y:
         for (int py = 0; py < P; ++py) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=16)
@@ -45,7 +49,12 @@ AU_GRID_ROW:
             for (int x = 0; x < img_w; ++x) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=512)
                 ISEG_PRAGMA(HLS PIPELINE II=1)
-                labels.write(line[gx]);
+                label_beat_t beat;
+                beat.data = line[gx];
+                beat.keep = 1;
+                beat.strb = 1;
+                beat.last = gy == img_h / P - 1 && py == P - 1 && x == img_w - 1;
+                labels.write(beat);
                 if (++px == P) {
                     px = 0;
                     ++gx;

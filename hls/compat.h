@@ -18,9 +18,16 @@ static_assert((-7 >> 1) == -4, "iseg needs arithmetic right shifts of negative i
 static_assert((int64_t(-7) >> 1) == -4, "iseg needs arithmetic right shifts of negative int64");
 
 #ifdef __SYNTHESIS__
+#include <ap_axi_sdata.h>
 #include <hls_stream.h>
 #define ISEG_PRAGMA(x) _Pragma(#x)
 #define ISEG_CHECK(cond, msg) ((void)0)
+#define ISEG_CYCLES(counter, n) ((void)0)
+namespace iseg {
+// One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
+// label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
+typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
+}  // namespace iseg
 #else
 #include "iseg_stream.h"
 // HLS loop labels (GEMM_K:) name loops in synthesis reports; g++ sees them as unused labels.
@@ -30,4 +37,24 @@ static_assert((int64_t(-7) >> 1) == -4, "iseg needs arithmetic right shifts of n
     do {                                                              \
         if (!(cond)) ::iseg::csim_fail((msg), __FILE__, __LINE__);    \
     } while (0)
+// C-sim cycle count: every pipelined loop adds its iterations (II=1) plus its pipeline depth, so
+// tests can compare the engine's schedule with generator/estimate.py. Nothing in synthesis.
+#define ISEG_CYCLES(counter, n) ((counter) += (long long)(n))
+namespace iseg {
+// The label stream beat of C-simulation: the fields of Vitis' hls::axis<ap_uint<8>, 0, 0, 0>
+// that the engine uses (data, keep, strb, last).
+struct label_beat_t {
+    uint8_t data;
+    uint8_t keep, strb;
+    bool last;
+};
+}  // namespace iseg
 #endif
+
+namespace iseg {
+// Pipeline depth charged once per pipelined loop (fill + drain of the loop's stages), cycles.
+// generator/estimate.py uses the same figure (PIPE).
+static constexpr int kPipeDepth = 16;
+// Cycles of one sequential 64-bit divider (the reciprocals of LayerNorm, Shiftmax, GELU rows).
+static constexpr int kDivCycles = 66;
+}  // namespace iseg

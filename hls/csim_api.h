@@ -21,10 +21,27 @@ namespace iseg {
 
 typedef void (*TraceFn)(int layer, const void* data, long nbytes);
 
-// Trace functor: hands each layer's output region to the C callback.
+// Per-library state of the C ABI. These are inline functions with statics, i.e. vague-linkage
+// (GNU unique) symbols shared by every library of the process that defines them; they only hold
+// the last error text and the last cycle count, which callers read right after a call (calls are
+// serialised by CsimLibrary). Everything that must not be shared -- the engine buffers and stream
+// storage -- lives in templates on the generated Cfg, which has internal linkage (model_cfg.h puts
+// it in an unnamed namespace), so two generated projects in one process never share it.
+inline char* csim_error_buffer() {
+    static char buf[sizeof(CsimError::what)] = {0};
+    return buf;
+}
+inline long long& csim_cycles_total() {
+    static long long total = 0;
+    return total;
+}
+// Trace functor: hands each layer's output region to the C callback and keeps the counted cycles.
 struct CsimTrace {
     TraceFn fn;
-    void operator()(int i, const LayerDesc& d, const uint8_t* scratch) const {
+    long long* cycles;  // per layer (may be null), and the total in csim_last_cycles()
+    void operator()(int i, const LayerDesc& d, const uint8_t* scratch, long long cyc) const {
+        if (cycles != nullptr) cycles[i] = cyc;
+        csim_cycles_total() += cyc;
         if (fn == nullptr) return;
         const int eb = layer_out_elem_bytes(d);
         if (eb == 0) {
@@ -36,10 +53,6 @@ struct CsimTrace {
     }
 };
 
-inline char* csim_error_buffer() {
-    static char buf[sizeof(CsimError::what)] = {0};
-    return buf;
-}
 inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
 
 // Run a table on one image. Pixels are converted to stream words (pixel_t) and pre-loaded into
@@ -47,10 +60,11 @@ inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), s
 // every pixel must have been read.
 template <class Cfg>
 int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,
-             uint8_t* scratch, TraceFn trace) {
+             uint8_t* scratch, TraceFn trace, long long* layer_cycles = nullptr) {
     static pixel_t pix_store[Cfg::IMG_H * Cfg::IMG_W];  // static: no heap, no 1 MB stack frame
-    static label_t lab_store[Cfg::IMG_H * Cfg::IMG_W];
+    static label_beat_t lab_store[Cfg::IMG_H * Cfg::IMG_W];
     csim_error_buffer()[0] = 0;
+    csim_cycles_total() = 0;
     try {
         long n_pix = 0, n_lab = 0;
         for (int i = 0; i < n_layers; ++i) {
@@ -60,7 +74,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         ISEG_CHECK(n_pix <= long(Cfg::IMG_H) * Cfg::IMG_W && n_lab <= long(Cfg::IMG_H) * Cfg::IMG_W,
                    "csim_run: the table reads or writes more pixels than Cfg::IMG_H * Cfg::IMG_W");
         hls::stream<pixel_t> pix("pixels");
-        hls::stream<label_t> lab("labels");
+        hls::stream<label_beat_t> lab("labels");
         if (n_pix > 0) {
             pix.attach(pix_store, n_pix);
             for (long i = 0; i < n_pix; ++i) {
@@ -69,11 +83,15 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
             }
         }
         if (n_lab > 0) lab.attach(lab_store, n_lab);
-        CsimTrace tr{trace};
+        CsimTrace tr{trace, layer_cycles};
         run_layers<Cfg>(pix, lab, weights, scratch, table, n_layers, tr);
         ISEG_CHECK(pix.empty(), "csim_run: the layer table left pixels unread");
         ISEG_CHECK(lab.size() == n_lab, "csim_run: the label stream does not hold img_h * img_w labels");
-        for (long i = 0; i < n_lab; ++i) labels[i] = lab.read();
+        for (long i = 0; i < n_lab; ++i) {
+            const label_beat_t b = lab.read();
+            ISEG_CHECK(b.last == (i == n_lab - 1), "csim_run: TLAST must be set on the last label only");
+            labels[i] = b.data;
+        }
         return 0;
     } catch (const CsimError& e) {
         csim_set_error(e);
@@ -83,9 +101,19 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
 
 }  // namespace iseg
 
+// Also defines iseg_csim_cycles(layer): the counted cycles of one layer of the last run (-1: the
+// whole frame), the C-sim check of generator/estimate.py. Storage is static in this TU only.
 #define ISEG_CSIM_ENTRY(CFG, TABLE, N_LAYERS)                                                               \
+    static long long iseg_csim_layer_cycles_[(N_LAYERS) > 0 ? (N_LAYERS) : 1];                              \
     extern "C" int iseg_csim_run(const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,            \
                                  uint8_t* scratch, void (*trace)(int layer, const void* data, long nbytes)) { \
-        return ::iseg::csim_run<CFG>(TABLE, N_LAYERS, weights, pixels, labels, scratch, trace);             \
+        return ::iseg::csim_run<CFG>(TABLE, N_LAYERS, weights, pixels, labels, scratch, trace,              \
+                                     iseg_csim_layer_cycles_);                                              \
+    }                                                                                                       \
+    extern "C" long long iseg_csim_cycles(int layer) {                                                      \
+        long long total = 0;                                                                                \
+        for (int i = 0; i < (N_LAYERS); ++i) total += iseg_csim_layer_cycles_[i];                          \
+        if (layer < 0) return total;                                                                        \
+        return layer < (N_LAYERS) ? iseg_csim_layer_cycles_[layer] : 0;                                     \
     }                                                                                                       \
     extern "C" const char* iseg_csim_last_error(void) { return ::iseg::csim_error_buffer(); }

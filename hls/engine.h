@@ -48,7 +48,10 @@ struct EngineChecks {
     static_assert(Cfg::C >= 1 && Cfg::C <= 64, "array columns C must be in [1, 64]");
     static_assert(Cfg::NMAX >= 1 && Cfg::KMAX >= Cfg::NMAX, "KMAX must cover NMAX (P.V reduces over keys)");
     static_assert(Cfg::KMAX >= 3 * Cfg::PATCH_MAX * Cfg::PATCH_MAX, "KMAX must cover the patch vector 3*P*P");
-    static_assert(Cfg::CMAX >= 1, "CMAX must be positive");
+    static_assert(Cfg::CMAX >= 1 && Cfg::NCMAX >= 1, "CMAX and NCMAX must be positive");
+    static_assert(Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
+    static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1 && Cfg::SM_LANES >= 1 && Cfg::LN_LANES >= 1,
+                  "beat width and lane counts must be positive");
     static_assert(Cfg::PATCH_MAX >= 1 && Cfg::IMG_W % Cfg::PATCH_MAX == 0 && Cfg::IMG_H % Cfg::PATCH_MAX == 0,
                   "image sides must be multiples of the patch");
     static constexpr bool ok = true;
@@ -71,6 +74,9 @@ void check_layer(const LayerDesc& d) {
         case OP_LINEAR:
         case OP_MASK_PRODUCT:
             ISEG_CHECK(d.K >= 1 && d.K <= Cfg::KMAX, "GEMM layer: K exceeds Cfg::KMAX");
+            ISEG_CHECK(d.N <= Cfg::NCMAX, "GEMM layer: N exceeds Cfg::NCMAX");
+            ISEG_CHECK(long(d.K) * ((d.N + Cfg::C - 1) / Cfg::C) <= Cfg::WROWS,
+                       "GEMM layer: K * ceil(N / C) exceeds Cfg::WROWS (the on-chip weight buffer)");
             ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "GEMM layer: out_bits must be 8 or 16");
             ISEG_CHECK(rq_ok(d.rq), "GEMM layer: scalar rq.e must be in [1, 62]");
             ISEG_CHECK(!((d.flags & F_GELU) && (d.flags & F_RESIDUAL)), "GEMM layer: F_GELU and F_RESIDUAL exclude each other");
@@ -86,6 +92,7 @@ void check_layer(const LayerDesc& d) {
             break;
         case OP_ATTENTION:
             ISEG_CHECK(d.T <= Cfg::NMAX, "ATTENTION: T exceeds Cfg::NMAX");
+            ISEG_CHECK(d.heads * d.d_head <= Cfg::NCMAX, "ATTENTION: D exceeds Cfg::NCMAX");
             ISEG_CHECK(d.heads >= 1 && d.d_head >= 1 && d.d_head <= Cfg::KMAX, "ATTENTION: bad heads/d_head");
             ISEG_CHECK(d.in_stride >= 3 * d.heads * d.d_head && d.out_stride >= d.heads * d.d_head,
                        "ATTENTION: strides too small for 3*D in / D out");
@@ -128,8 +135,9 @@ void check_layer(const LayerDesc& d) {
 }
 
 // GELU layer: out (T, N) i8 = RQ_8(GELU(in (T, N) i8)), either variant.
+// Cycles: per row a load pass, one (lambda) or two (shift) GELU passes and a store pass.
 template <class Cfg>
-void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch) {
+void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, long long& cycles) {
     int8_t x[Cfg::CMAX];
     int32_t y[Cfg::CMAX];
 GELU_T:
@@ -143,35 +151,83 @@ GELU_T:
     GELU_STORE:
         for (int n = 0; n < d.N; ++n) dst[n] = uint8_t(requant(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
     }
+    ISEG_CYCLES(cycles, long(d.T) * ((d.gelu.variant == GELU_LAMBDA ? 3L : 4L) * (d.N + kPipeDepth) + kDivCycles));
 }
 
 // Trace hook that does nothing (the synthesis top).
 struct NoTrace {
-    void operator()(int, const LayerDesc&, const uint8_t*) const {}
+    void operator()(int, const LayerDesc&, const uint8_t*, long long) const {}
 };
 
-// Run `n_layers` entries of `table`. PixIn / LabOut: hls::stream<pixel_t> / hls::stream<label_t>
-// (or anything with read() / write()). trace(i, desc, scratch) after every layer.
+// LINEAR and PATCH_EMBED read their weights from the blob: those are prefetched.
+inline bool prefetched(const LayerDesc& d) { return d.op == OP_LINEAR || d.op == OP_PATCH_EMBED; }
+inline bool uses_array(const LayerDesc& d) { return prefetched(d) || d.op == OP_MASK_PRODUCT; }
+
+// The next prefetched layer after entry i (or -1).
+inline int next_prefetched(const LayerDesc* table, int n_layers, int i) {
+NEXT_PF:
+    for (int j = i + 1; j < n_layers; ++j) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
+        if (prefetched(table[j])) return j;
+    }
+    return -1;
+}
+
+// Run `n_layers` entries of `table`. PixIn / LabOut: hls::stream<pixel_t> / hls::stream<label_beat_t>
+// (or anything with read() / write()). trace(i, desc, scratch, cycles) after every layer, with the
+// layer's counted cycles (C-sim; 0 in synthesis).
+//
+// Schedule: the weights of every LINEAR / PATCH_EMBED layer are prefetched into the free half of
+// the on-chip weight buffer during the previous GEMM layer (the first one before the loop, exposed);
+// every other op runs alone (LayerNorm, attention, adds, the head).
 template <class Cfg, class PixIn, class LabOut, class Trace>
 void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, const LayerDesc* table,
                 int n_layers, Trace& trace) {
     static_assert(EngineChecks<Cfg>::ok, "");
-    GemmBuffers<Cfg> g;  // THE array's operand and accumulator buffers, shared by every layer
+    static GemmBuffers<Cfg> g;  // THE array's buffers, shared by every layer (static: no 1 MB stack frame)
+    g.wcur = 0;
+    g.cycles = 0;
+    Prefetch pf = prefetch_none();
+    int pf_layer = next_prefetched(table, n_layers, -1);
+    if (pf_layer >= 0) {
+        pf = prefetch_start<Cfg>(table[pf_layer], weights, g);
+        const long beats = prefetch_beats(pf, Cfg::AXI_BYTES);
+    ENGINE_PF0:
+        for (long b = 0; b < beats; ++b) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=9216)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            prefetch_beat<Cfg>(pf, g);
+        }
+        ISEG_CYCLES(g.cycles, beats + kPipeDepth);
+    }
+    long long before = 0;
 ENGINE_LAYERS:
     for (int i = 0; i < n_layers; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
         const LayerDesc d = table[i];
         check_layer<Cfg>(d);
+        if (prefetched(d)) {  // its weights are in the other half: swap
+            ISEG_CHECK(pf_layer == i && pf.pos == pf.total, "engine: weight prefetch incomplete");
+            g.wcur ^= 1;
+        }
+        if (uses_array(d)) {  // start the next prefetch in the shadow of this layer
+            const int j = next_prefetched(table, n_layers, i);
+            if (j >= 0 && j != pf_layer) {
+                pf_layer = j;
+                pf = prefetch_start<Cfg>(table[j], weights, g);
+            }
+        }
         switch (d.op) {
             case OP_PATCH_EMBED:
-                patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in);
-                gemm_layer<Cfg>(d, weights, scratch, g, weights + d.w, d.N, 1);
+                patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf);
                 break;
             case OP_LINEAR:
-                gemm_layer<Cfg>(d, weights, scratch, g, weights + d.w, d.N, 1);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf);
                 break;
             case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
-                gemm_layer<Cfg>(d, weights, scratch, g, scratch + d.in2, 1, d.in2_stride);
+                load_b_transposed<Cfg>(d, scratch, g);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf);
                 break;
             case OP_ATTENTION:
                 attention<Cfg>(d, weights, scratch, g);
@@ -180,20 +236,24 @@ ENGINE_LAYERS:
             LN_T:
                 for (int t = 0; t < d.T; ++t) {
                     ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-                    layernorm_row<Cfg::CMAX>(scratch + d.in + long(t) * d.in_stride * 2, d.N, d.rq, weights,
-                                             d.out_bits, scratch + d.out + long(t) * d.out_stride * (d.out_bits / 8));
+                    layernorm_row<Cfg::CMAX, Cfg::LN_LANES>(scratch + d.in + long(t) * d.in_stride * 2, d.N, d.rq,
+                                                            weights, d.out_bits,
+                                                            scratch + d.out + long(t) * d.out_stride * (d.out_bits / 8));
                 }
+                ISEG_CYCLES(g.cycles, long(d.T) * layernorm_cycles(d.N, Cfg::LN_LANES));
                 break;
             case OP_GELU:
-                gelu_layer<Cfg>(d, weights, scratch);
+                gelu_layer<Cfg>(d, weights, scratch, g.cycles);
                 break;
             case OP_ADD:
                 add_rows(scratch + d.in, d.in_stride, scratch + d.in2, d.in2_stride, scratch + d.out, d.out_stride,
                          d.T, d.N, d.ma, d.mb, d.ea);
+                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_EMBED_ADD:
                 embed_add_rows(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b, scratch + d.out,
                                d.out_stride, d.T, d.N, d.n_prefix, d.ma, d.mb, d.ea);
+                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_COPY_CONST: {
                 const int bytes = d.out_bits / 8;
@@ -203,24 +263,28 @@ ENGINE_LAYERS:
                 COPY_N:
                     for (int n = 0; n < d.N * bytes; ++n) {
                         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
+                        ISEG_PRAGMA(HLS PIPELINE II=1)
                         scratch[d.out + long(t) * d.out_stride * bytes + n] = weights[d.cst + long(t) * d.N * bytes + n];
                     }
                 }
+                ISEG_CYCLES(g.cycles, long(d.T) * (long(d.N) * bytes + kPipeDepth));
                 break;
             }
             case OP_ARGMAX_UPSAMPLE:
-                argmax_upsample<Cfg>(scratch + d.in, d.in_stride, d.N, d.img_h, d.img_w, d.patch, labels);
+                argmax_upsample<Cfg>(scratch + d.in, d.in_stride, d.N, d.img_h, d.img_w, d.patch, labels, g.cycles);
                 break;
             default:
                 break;
         }
-        trace(i, d, scratch);
+        trace(i, d, scratch, g.cycles - before);
+        before = g.cycles;
     }
 }
 
 // The synthesis entry: the table is the generated Cfg::layers.
 template <class Cfg>
-void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_t>& labels, const uint8_t* weights, uint8_t* scratch) {
+void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_beat_t>& labels, const uint8_t* weights,
+                uint8_t* scratch) {
     NoTrace none;
     run_layers<Cfg>(pixels, labels, weights, scratch, Cfg::layers, Cfg::n_layers, none);
 }

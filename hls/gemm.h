@@ -1,20 +1,28 @@
-// gemm.h -- the systolic int8 GEMM engine (numerics.md §3) and its fused output stage.
+// gemm.h -- the systolic int8 GEMM engine (numerics.md §3), its fused output stage, and the
+// overlapped schedule of a whole GEMM layer.
 //
 // The array: R x C multiply-accumulate PEs, output-stationary. For one output tile (R rows x C
-// columns) the K loop feeds one column of the left operand (R values) and one row of the right
-// operand (C values) per cycle to the fully unrolled PE grid; each PE keeps its int32
-// accumulator. The left operand is 16 bits wide (int8 activations, or the u15 Shiftmax
-// probabilities of P.V), the right operand int8. Every linear layer, Q.K^T, P.V and the mask
-// product run on this one array (the engine passes the same GemmBuffers everywhere).
+// columns) each step of the K loop feeds one column of the left operand (R values) and one row of
+// the right operand (C values) to the fully unrolled PE grid; each PE keeps its int32 accumulator.
+// The left operand is 16 bits wide (int8 activations, or the u15 Shiftmax probabilities of P.V),
+// the right operand int8. Every linear layer, Q.K^T, P.V and the mask product run on this one array.
 //
-// Operands are staged in on-chip tile buffers by the loaders, which zero-fill the rows/columns
-// beyond the matrix edge, so the array always computes a full tile and sizes need not be
-// multiples of R or C. The output stage (gemm_out) fuses: + bias, per-channel RQ to 8 or 16
-// bits, optional lambda-ShiftGELU + its own RQ_8, optional residual add (numerics.md §5.4).
+// The schedule of a GEMM layer (gemm_layer) is ONE pipelined loop per output tile, GEMM_STEP,
+// whose iteration s does, in the same cycle:
+//   * the array step k = s (while s < K),
+//   * OUT_LANES elements of the PREVIOUS tile's output stage (its accumulators were copied to the
+//     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add], store,
+//   * one memory beat (AXI_BYTES bytes) of the NEXT row block's left operand (ping-pong buffer a),
+//   * one memory beat of the NEXT layer's weights into the other half of the weight buffer
+//     (ping-pong w: the whole layer's weights stay on chip, so each weight byte is read from DDR
+//     once per frame and the left operand block once per layer).
+// So a tile costs max(K, drain, A share, weight share) cycles, which is exactly what
+// generator/estimate.py charges. Loop order: row blocks outer (the R x K block stays on chip across
+// all column tiles), column tiles inner. The accumulators of the last tile drain after the loop.
 //
-// C-simulation speed: the K loop keeps the C-wide accumulator row innermost, contiguous int8
-// weights and a broadcast activation, which g++ -O2/-O3 vectorises; there is no separate C-sim
-// path.
+// C-simulation runs the same loop in the same order (bit-exact by construction: the arithmetic is
+// untouched, only the data movement is scheduled); ISEG_CYCLES counts the iterations of every
+// pipelined loop so tests can compare the count with the estimate.
 #pragma once
 
 #include "add.h"
@@ -24,74 +32,95 @@
 
 namespace iseg {
 
+// Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
     static_assert(Cfg::R >= 1 && Cfg::C >= 1, "the array needs at least one row and one column");
-    static_assert(Cfg::KMAX >= 1, "KMAX must be positive");
-    int16_t a[Cfg::R][Cfg::KMAX];  // in: (R, K) left operand row block (int8 values or u15)
-    int8_t b[Cfg::KMAX][Cfg::C];   // in: (K, C) right operand column tile
-    int32_t acc[Cfg::R][Cfg::C];   // out: (R, C) accumulators
+    static_assert(Cfg::KMAX >= 1 && Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
+    static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
+    int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8 values or u15), ping-pong
+    int8_t w[2][Cfg::WROWS][Cfg::C];    // a whole layer's right operand, ping-pong (current / prefetch)
+    int32_t acc[Cfg::R][Cfg::C];        // the array's accumulators
+    int32_t dr[Cfg::R][Cfg::C];         // the previous tile, drained by the output lanes
+    int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
+    RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
+    int wcur;                           // half of w holding the current layer's weights
+    long long cycles;                   // C-sim only: counted pipeline cycles (ISEG_CYCLES)
 };
 
-// Left operand rows from int8 memory. src: (rows, k) int8, row stride `stride` bytes.
-template <class Cfg>
-void gemm_load_a(GemmBuffers<Cfg>& g, const uint8_t* src, long stride, int rows, int k) {
-GEMM_LOAD_A_R:
-    for (int r = 0; r < Cfg::R; ++r) {
-    GEMM_LOAD_A_K:
-        for (int kk = 0; kk < k; ++kk) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
-            g.a[r][kk] = r < rows ? int16_t(int8_t(src[long(r) * stride + kk])) : int16_t(0);
-        }
-    }
+// ---------------------------------------------------------------------------------------------
+// The weight prefetcher: a beat-at-a-time copy of a (K, N) int8 row-major blob array into the
+// (tile, k) rows of w[half]. Its state survives across tiles (and layers).
+struct Prefetch {
+    const uint8_t* src;  // K*N bytes, 64-byte aligned in the blob
+    long pos, total;     // bytes copied, bytes to copy
+    int k, n, K, N;      // the (k, n) of byte `pos`
+    int half;
+};
+
+inline Prefetch prefetch_none() {
+    Prefetch p = {nullptr, 0, 0, 0, 0, 1, 1, 0};
+    return p;
 }
 
-// Right operand tile: element (kk, c) = src[kk*rs + c*cs], int8; columns >= cols are zero.
-// Weights (K, N) row-major: rs = N, cs = 1. A transposed activation (e.g. K_h^T): rs = 1, cs = row stride.
-template <class Cfg>
-void gemm_load_b(GemmBuffers<Cfg>& g, const uint8_t* src, long rs, long cs, int cols, int k) {
-GEMM_LOAD_B_K:
-    for (int kk = 0; kk < k; ++kk) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
-    GEMM_LOAD_B_C:
-        for (int c = 0; c < Cfg::C; ++c) {
-            g.b[kk][c] = c < cols ? int8_t(src[long(kk) * rs + long(c) * cs]) : int8_t(0);
-        }
-    }
-}
+inline long prefetch_beats(const Prefetch& p, int W) { return (p.total - p.pos + W - 1) / W; }
 
-// THE array: acc = a(R, k) . b(k, C). in: g.a, g.b; out: g.acc (int32; the exporter proves
-// |acc| < 2^31 from the shapes).
+// One beat: AXI_BYTES bytes of the blob into the weight buffer.
 template <class Cfg>
-void gemm_array(GemmBuffers<Cfg>& g, int k) {
-    ISEG_PRAGMA(HLS INLINE off)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.a dim=1 complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.b dim=2 complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.acc dim=0 complete)
-GEMM_ZERO_R:
-    for (int r = 0; r < Cfg::R; ++r) {
+void prefetch_beat(Prefetch& p, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+PF_BYTE:
+    for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
-    GEMM_ZERO_C:
-        for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
-    }
-GEMM_K:
-    for (int kk = 0; kk < k; ++kk) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
-    GEMM_R:
-        for (int r = 0; r < Cfg::R; ++r) {
-            const int32_t a = g.a[r][kk];
-        GEMM_C:
-            for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] += a * int32_t(g.b[kk][c]);
+        if (p.pos < p.total) {
+            g.w[p.half][long(p.n / Cfg::C) * p.K + p.k][p.n % Cfg::C] = int8_t(p.src[p.pos]);
+            ++p.pos;
+            if (++p.n == p.N) {
+                p.n = 0;
+                ++p.k;
+            }
         }
+    }
+}
+
+// Start prefetching layer d's weights (LINEAR / PATCH_EMBED) into the half not in use.
+template <class Cfg>
+Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffers<Cfg>& g) {
+    Prefetch p = {blob + d.w, 0, long(d.K) * d.N, 0, 0, d.K, d.N, g.wcur ^ 1};
+    return p;
+}
+
+// The left-operand loader: one beat of row block `t0` into a[half]; rows >= rows are zero.
+struct ALoad {
+    const uint8_t* src;  // row 0 of the block
+    long stride;         // bytes
+    int rows, K, half;
+    int r, kb;           // next beat: row r, byte kb of the row
+};
+
+inline int a_beats(int R, int K, int W) { return R * ((K + W - 1) / W); }
+
+template <class Cfg>
+void a_beat(ALoad& l, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    if (l.r >= Cfg::R) return;
+A_BYTE:
+    for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
+        ISEG_PRAGMA(HLS UNROLL)
+        const int kk = l.kb + j;
+        if (kk < l.K) g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[long(l.r) * l.stride + kk])) : 0;
+    }
+    l.kb += Cfg::AXI_BYTES;
+    if (l.kb >= l.K) {
+        l.kb = 0;
+        ++l.r;
     }
 }
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
 // RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)].
-// `res` is the residual operand (i16), used only with F_RESIDUAL.
+// `res` is the residual operand (i16), used only with F_RESIDUAL. Its multipliers are bound to
+// fabric (requant.h): the DSPs go to the array.
 inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const RqParams& rq2,
                         const LayerDesc& d, int32_t res) {
     ISEG_PRAGMA(HLS INLINE)
@@ -101,49 +130,186 @@ inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const Rq
     return y;
 }
 
-// A whole GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)).
-// in: A int8 at scratch + d.in (row stride d.in_stride); B int8 at b_src, element (k, n) at
-// b_src[k*b_rs + n*b_cs]; bias int32 (N,) at blob + d.b unless d.b < 0; residual i16 at
-// scratch + d.in2 (row stride d.in2_stride) with F_RESIDUAL.
-// out: (T, N) int8/int16 at scratch + d.out, row stride d.out_stride.
-// Loop order: column tiles outer (each weight byte is fetched once per layer), row blocks inner.
+// A tile waiting for (or in) the output stage.
+struct Drain {
+    int t0, n0, rows, cols;
+    bool pending;
+};
+
+// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile.
 template <class Cfg>
-void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g,
-                const uint8_t* b_src, long b_rs, long b_cs) {
+void drain_step(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, const Drain& t, int s) {
+    ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
-    int32_t bias[Cfg::C];
-    RqParams rq1[Cfg::C], rq2[Cfg::C];
-GEMM_NT:
-    for (int n0 = 0; n0 < d.N; n0 += Cfg::C) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
-        const int cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
-        gemm_load_b<Cfg>(g, b_src + long(n0) * b_cs, b_rs, b_cs, cols, d.K);
-    GEMM_CONSTS:
-        for (int c = 0; c < Cfg::C; ++c) {
-            const int ch = n0 + c < d.N ? n0 + c : d.N - 1;
-            bias[c] = d.b >= 0 ? ld_i32(blob + d.b + 4L * ch) : 0;
-            rq1[c] = rq_channel(d.rq, blob, ch);
-            rq2[c] = rq_channel(d.rq2, blob, ch);
+OUT_LANE:
+    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        ISEG_PRAGMA(HLS UNROLL)
+        const int e = s * Cfg::OUT_LANES + l;
+        const int r = e / Cfg::C, c = e % Cfg::C;
+        if (r < t.rows && c < t.cols) {
+            const long row = t.t0 + r, col = t.n0 + c;
+            const int32_t res =
+                (d.flags & F_RESIDUAL) ? int32_t(ld_i16(scratch + d.in2 + (row * d.in2_stride + col) * 2)) : 0;
+            st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
+                   gemm_out(g.dr[r][c], g.bias[col], g.rq1[col], g.rq2[col], d, res));
         }
-    GEMM_MT:
-        for (int t0 = 0; t0 < d.T; t0 += Cfg::R) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
-            const int rows = d.T - t0 < Cfg::R ? d.T - t0 : Cfg::R;
-            gemm_load_a<Cfg>(g, scratch + d.in + long(t0) * d.in_stride, d.in_stride, rows, d.K);
-            gemm_array<Cfg>(g, d.K);
-        GEMM_OUT_R:
-            for (int r = 0; r < rows; ++r) {
-                uint8_t* orow = scratch + d.out + (long(t0 + r) * d.out_stride + n0) * bytes;
-                const uint8_t* rrow = scratch + d.in2 + (long(t0 + r) * d.in2_stride + n0) * 2;
-            GEMM_OUT_C:
-                for (int c = 0; c < cols; ++c) {
-                    ISEG_PRAGMA(HLS PIPELINE II=1)
-                    const int32_t res = (d.flags & F_RESIDUAL) ? int32_t(ld_i16(rrow + 2 * c)) : 0;
-                    st_act(orow + c * bytes, bytes, gemm_out(g.acc[r][c], bias[c], rq1[c], rq2[c], d, res));
-                }
+    }
+}
+
+template <class Cfg>
+int drain_steps() {
+    return (Cfg::R * Cfg::C + Cfg::OUT_LANES - 1) / Cfg::OUT_LANES;
+}
+
+// The array step k: acc += a[:, k] (x) w_row.
+template <class Cfg>
+void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R][Cfg::KMAX], const int8_t (&w)[Cfg::C], int k) {
+    ISEG_PRAGMA(HLS INLINE)
+GEMM_R:
+    for (int r = 0; r < Cfg::R; ++r) {
+        const int32_t av = a[r][k];
+    GEMM_C:
+        for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] += av * int32_t(w[c]);
+    }
+}
+
+template <class Cfg>
+void acc_to_drain(GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+ACC_COPY_R:
+    for (int r = 0; r < Cfg::R; ++r) {
+    ACC_COPY_C:
+        for (int c = 0; c < Cfg::C; ++c) {
+            g.dr[r][c] = g.acc[r][c];
+            g.acc[r][c] = 0;
+        }
+    }
+}
+
+// Beats of a GEMM layer's per-channel constants: biases (4 bytes each, packed) and one beat per
+// 16-byte requant record of each per-channel table; at least one cycle per channel.
+inline long const_beats(const LayerDesc& d, int W) {
+    long b = d.b >= 0 ? (4L * d.N + W - 1) / W : 0;
+    b += (d.rq.tab >= 0 ? long(d.N) * ((kRqRecordBytes + W - 1) / W) : 0);
+    b += (d.rq2.tab >= 0 ? long(d.N) * ((kRqRecordBytes + W - 1) / W) : 0);
+    return (b > d.N ? b : d.N) + kPipeDepth;
+}
+
+// Per-channel constants of a GEMM layer (bias i32, rq1/rq2 records): one beat each of
+// AXI_BYTES / 4 biases or one 16-byte record (rounded up to whole beats).
+template <class Cfg>
+void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+GEMM_CONSTS:
+    for (int c = 0; c < d.N; ++c) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        g.bias[c] = d.b >= 0 ? ld_i32(blob + d.b + 4L * c) : 0;
+        g.rq1[c] = rq_channel(d.rq, blob, c);
+        g.rq2[c] = rq_channel(d.rq2, blob, c);
+    }
+    ISEG_CYCLES(g.cycles, const_beats(d, Cfg::AXI_BYTES));
+}
+
+// A whole GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)).
+// in: A int8 at scratch + d.in (row stride d.in_stride); B in w[g.wcur] as (tile, k) rows (the
+// caller prefetched it, or loaded it for MASK_PRODUCT); bias/rq from the blob; residual i16 at
+// scratch + d.in2 with F_RESIDUAL. out: (T, N) int8/int16 at scratch + d.out, row stride
+// d.out_stride. `pf`: the next layer's weight prefetch, advanced in the shadow of this layer.
+template <class Cfg>
+void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, Prefetch& pf) {
+    const int W = Cfg::AXI_BYTES;
+    const int mb_n = (d.T + Cfg::R - 1) / Cfg::R;
+    const int nt_n = (d.N + Cfg::C - 1) / Cfg::C;
+    const int dsteps = drain_steps<Cfg>();
+    const int8_t(&wb)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
+    load_consts<Cfg>(d, blob, g);
+GEMM_ZERO_R:
+    for (int r = 0; r < Cfg::R; ++r) {
+    GEMM_ZERO_C:
+        for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
+    }
+    // prologue: the first row block's left operand (exposed)
+    ALoad al = {scratch + d.in, long(d.in_stride), d.T < Cfg::R ? d.T : Cfg::R, d.K, 0, 0, 0};
+GEMM_A0:
+    for (int b = 0; b < a_beats(Cfg::R, d.K, W); ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        a_beat<Cfg>(al, g);
+    }
+    ISEG_CYCLES(g.cycles, a_beats(Cfg::R, d.K, W) + kPipeDepth);
+    const long w_share_total = prefetch_beats(pf, W);
+    const long tiles = long(mb_n) * nt_n;
+    const int w_share = int((w_share_total + tiles - 1) / tiles);
+    Drain dt = {0, 0, 0, 0, false};
+GEMM_MT:
+    for (int mb = 0; mb < mb_n; ++mb) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
+        const int t0 = mb * Cfg::R;
+        const int cur = mb & 1;
+        const int tn = t0 + Cfg::R;
+        const bool more = mb + 1 < mb_n;
+        ALoad nx = {scratch + d.in + long(tn) * d.in_stride, long(d.in_stride),
+                    more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0, d.K, cur ^ 1, more ? 0 : Cfg::R, 0};
+        const int a_total = more ? a_beats(Cfg::R, d.K, W) : 0;
+        const int a_share = (a_total + nt_n - 1) / nt_n;
+    GEMM_NT:
+        for (int nt = 0; nt < nt_n; ++nt) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
+            int steps = d.K;
+            if (dt.pending && dsteps > steps) steps = dsteps;
+            if (a_share > steps) steps = a_share;
+            if (w_share > steps) steps = w_share;
+        GEMM_STEP:
+            for (int s = 0; s < steps; ++s) {
+                ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)
+                ISEG_PRAGMA(HLS PIPELINE II=1)
+                ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+                if (s < d.K) array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
+                if (dt.pending && s < dsteps) drain_step<Cfg>(d, scratch, g, dt, s);
+                if (s < a_share) a_beat<Cfg>(nx, g);
+                if (s < w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
+            }
+            ISEG_CYCLES(g.cycles, steps);
+            acc_to_drain<Cfg>(g);
+            const int n0 = nt * Cfg::C;
+            dt.t0 = t0;
+            dt.n0 = n0;
+            dt.rows = d.T - t0 < Cfg::R ? d.T - t0 : Cfg::R;
+            dt.cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
+            dt.pending = true;
+        }
+    }
+    // epilogue: the last tile's output stage (exposed), and the array's pipeline
+GEMM_TAIL:
+    for (int s = 0; s < dsteps; ++s) {
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        drain_step<Cfg>(d, scratch, g, dt, s);
+    }
+    ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
+}
+
+// MASK_PRODUCT's right operand is an activation (in2 (N, K) int8, B = in2^T), produced by the
+// previous layer, so it cannot be prefetched: load it into w[g.wcur] (exposed), one beat per cycle.
+template <class Cfg>
+void load_b_transposed(const LayerDesc& d, const uint8_t* scratch, GemmBuffers<Cfg>& g) {
+    const int W = Cfg::AXI_BYTES;
+    const int kb_n = (d.K + W - 1) / W;
+MP_LOAD_N:
+    for (int n = 0; n < d.N; ++n) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
+    MP_LOAD_BEAT:
+        for (int b = 0; b < kb_n; ++b) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+        MP_LOAD_BYTE:
+            for (int j = 0; j < W; ++j) {
+                const int k = b * W + j;
+                if (k < d.K) g.w[g.wcur][long(n / Cfg::C) * d.K + k][n % Cfg::C] =
+                    int8_t(scratch[d.in2 + long(n) * d.in2_stride + k]);
             }
         }
     }
+    ISEG_CYCLES(g.cycles, long(d.N) * kb_n + kPipeDepth);
 }
 
 }  // namespace iseg

@@ -16,8 +16,10 @@ typedef uint8_t label_t;
 
 // in: pixels (img_h, img_w) raster order on `pixels`; out: (T, 3*P*P) int8 at `stage`, row
 // stride 3*P*P, T = (img_h/P) * (img_w/P).
+// Cycles per grid row: P * img_w pixel beats, then per patch P * P staging steps (3 bytes each, the
+// perfect PE_PY/PE_PX nest flattened), not overlapped; a pipeline fill per loop entry.
 template <class Cfg, class PixIn>
-void patch_unpack(PixIn& pixels, int img_h, int img_w, int P, uint8_t* stage) {
+void patch_unpack(PixIn& pixels, int img_h, int img_w, int P, uint8_t* stage, long long& cycles) {
     int8_t line[Cfg::PATCH_MAX][Cfg::IMG_W][3];  // P image rows, u - 128
     const int gw = img_w / P;
     const long K = 3L * P * P;
@@ -56,6 +58,7 @@ PE_GRID_ROW:
             }
         }
     }
+    ISEG_CYCLES(cycles, long(img_h / P) * (long(P) * img_w + kPipeDepth + long(gw) * (P * P + kPipeDepth)));
 }
 
 }  // namespace iseg

@@ -160,12 +160,17 @@ class Harness:
         L = self.lib
         L.h_last_error.restype = C.c_char_p
         L.h_stream_script.restype = C.c_long
+        L.h_last_cycles.restype = C.c_longlong
         L.h_run.argtypes = [C.POINTER(LayerDesc), C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, TRACE_FN]
         self.R = L.h_array_rows()
         self.C = L.h_array_cols()
 
     def error(self) -> str:
         return self.lib.h_last_error().decode()
+
+    def last_cycles(self) -> int:
+        """Cycles the engine counted (ISEG_CYCLES) in the last ``run``."""
+        return int(self.lib.h_last_cycles())
 
     # ---- element kernels ----
     def requant(self, z, m, e, o, bits: int) -> np.ndarray:

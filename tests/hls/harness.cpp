@@ -18,6 +18,15 @@
 #ifndef ISEG_TEST_CMAX
 #define ISEG_TEST_CMAX 1024
 #endif
+#ifndef ISEG_TEST_WROWS
+#define ISEG_TEST_WROWS 40000
+#endif
+#ifndef ISEG_TEST_AXI
+#define ISEG_TEST_AXI 16
+#endif
+#ifndef ISEG_TEST_OUT_LANES
+#define ISEG_TEST_OUT_LANES 3
+#endif
 #ifndef ISEG_TEST_IMG
 #define ISEG_TEST_IMG 64
 #endif
@@ -31,6 +40,11 @@ struct TestCfg {
     static constexpr int IMG_H = ISEG_TEST_IMG;
     static constexpr int IMG_W = ISEG_TEST_IMG;
     static constexpr int PATCH_MAX = 16;
+    static constexpr int NCMAX = ISEG_TEST_CMAX;                   // most output channels of a GEMM
+    static constexpr int WROWS = ISEG_TEST_WROWS;                  // on-chip weight rows (K x ceil(N/C))
+    static constexpr int AXI_BYTES = ISEG_TEST_AXI;                // bytes per memory beat
+    static constexpr int OUT_LANES = ISEG_TEST_OUT_LANES;          // output-stage lanes
+    static constexpr int SM_LANES = 3, LN_LANES = 5;               // odd on purpose
 };
 
 // A config carrying a constexpr table, the way the generator emits it (exercises run_engine and
@@ -98,6 +112,7 @@ int h_sizeof_layer_desc(void) { return int(sizeof(iseg::LayerDesc)); }
 int h_array_rows(void) { return TestCfg::R; }
 int h_array_cols(void) { return TestCfg::C; }
 const char* h_last_error(void) { return iseg::csim_error_buffer(); }
+long long h_last_cycles(void) { return iseg::csim_cycles_total(); }
 
 // requant along the last axis of length C (per-channel m, e, o of length C).
 void h_requant(const int64_t* z, long n, int C, const int32_t* m, const int32_t* e, const int64_t* o, int bits,
@@ -150,7 +165,7 @@ int h_run(const iseg::LayerDesc* table, int n_layers, const uint8_t* weights, co
 int h_run_static(const uint8_t* weights, uint8_t* scratch) {
     return guarded([&] {
         hls::stream<iseg::pixel_t> pix("pixels");
-        hls::stream<iseg::label_t> lab("labels");
+        hls::stream<iseg::label_beat_t> lab("labels");
         iseg::run_engine<StaticCfg>(pix, lab, weights, scratch);
     });
 }
