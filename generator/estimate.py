@@ -14,9 +14,13 @@ LINEAR layer's weight prefetch (its beats spread over all tiles of this layer); 
 tile's drain. MASK_PRODUCT first loads its activation right operand (N * ceil(K/W) beats);
 PATCH_EMBED first reads the pixel stream (one pixel per beat) and stages the patches.
 Attention (``hls/attention.h``): per head K_h / V_h loaded (two beats per key and d_head beat);
-per query block the Q beats, the Q.K^T key tiles with their fused score drain, Shiftmax row by
-row (3 passes of SM_LANES elements + a divider), P.V at II = 2 (u15 x int8 cannot share a DSP48E2)
-and its drain. LayerNorm, GELU (ShiftGELU only), adds, copies and the head run alone, at their
+QK(0) (Q beats, the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
+block i PV(i-1) (II = 2: u15 x int8 cannot share a DSP48E2) and QK(i+1) on the array while the
+Shiftmax of block i advances one step per loop iteration (exp pass, one pipelined-divider latency,
+normalise pass at SM_LANES elements per step); what is left of it runs alone; PV(nb-1) last.
+A LayerNorm followed by the Linear that reads its output is fused into that Linear's left-operand
+loader (stats pass, pipelined sqrt + divider latency once per block, normalise pass). The other
+LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every pipelined loop also pays PIPE cycles of fill/drain per entry.
 """
 
@@ -42,7 +46,8 @@ from iseg.graph import (
 )
 
 __all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
-           "gemm_cycles", "attention_cycles", "make_shape", "act_cache_budget", "wrows_needed", "mul_dsps"]
+           "gemm_cycles", "attention_cycles", "ln_block_steps", "sm_block_steps",
+           "make_shape", "act_cache_budget", "wrows_needed", "mul_dsps"]
 
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
@@ -82,6 +87,7 @@ class ArrayShape:
     ln_lanes: int  # LN_LANES: LayerNorm channels per cycle
     sm_lanes: int  # SM_LANES: Shiftmax elements per cycle
     axi_bytes: int  # AXI_BYTES: bytes per m_axi beat (both ports)
+    s_lanes: int = 0  # S_LANES: attention score requant lanes (0: as many as out_lanes)
 
     @property
     def macs(self) -> int:
@@ -94,6 +100,14 @@ class ArrayShape:
     @property
     def drain(self) -> int:
         return cdiv(self.rows * self.cols, self.out_lanes)
+
+    @property
+    def score_lanes(self) -> int:
+        return self.s_lanes or self.out_lanes
+
+    @property
+    def score_drain(self) -> int:
+        return cdiv(self.rows * self.cols, self.score_lanes)
 
 
 @dataclass(frozen=True)
@@ -167,15 +181,19 @@ def wrows_needed(graph: Graph, cols: int) -> int:
 
 
 def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: float, lanes: int = 0,
-               sm_lanes: int = SM_LANES) -> ArrayShape:
+               sm_lanes: int = SM_LANES, s_lanes: int = 0) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
     at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that);
-    LayerNorm reads as many i16 channels."""
-    del graph, clock_mhz
+    LayerNorm reads as many i16 channels. The score lanes write on chip only: ``s_lanes`` 0 = as many
+    as the output lanes, -1 = enough that a key tile's score drain fits in d_head steps."""
+    del clock_mhz
     w = board.axi_width // 8
-    n = min(lanes, w // 2) if lanes else w // 2
+    n = max(1, min(lanes, w // 2) if lanes else w // 2)
+    if s_lanes < 0:
+        dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
+        s_lanes = max(n, cdiv(rows * cols, dh))
     return ArrayShape(rows=rows, cols=cols, pack=board.macs_per_dsp if rows % 2 == 0 else 1,
-                      out_lanes=max(1, n), ln_lanes=max(1, n), sm_lanes=sm_lanes, axi_bytes=w)
+                      out_lanes=n, ln_lanes=n, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n)
 
 
 def unit_costs(a: ArrayShape, graph: Graph, board: Board) -> Units:
@@ -193,14 +211,18 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board) -> Units:
     lane = mul_dsps(33, 32, board) + mul_dsps(28, 31, board) + mul_dsps(32, 32, board) + 2 * mul_dsps(16, 32, board)
     u.append(UnitCost("output_stage", a.out_lanes * lane, 0, 0, a.out_lanes * 900,
                       f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8, residual add (gemm.h OUT_LANE)"))
-    att = 2 * a.out_lanes * mul_dsps(32, 32, board)
-    u.append(UnitCost("attention_lanes", att, 0, 0, 2 * a.out_lanes * 300,
+    att = (a.score_lanes + a.out_lanes) * mul_dsps(32, 32, board)
+    u.append(UnitCost("attention_lanes", att, 0, 0, (a.score_lanes + a.out_lanes) * 300,
                       "score requant and P.V output requant lanes (attention.h ATT_S_LANE, ATT_O_LANE)"))
-    u.append(UnitCost("layernorm", a.ln_lanes * (mul_dsps(17, 31, board) + mul_dsps(33, 32, board)) + 2, 0, 0,
-                      a.ln_lanes * 400 + 4000, f"{a.ln_lanes} lanes; isqrt + one divider (LUTs)"))
-    sb, su = _mem_blocks(a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
-    u.append(UnitCost("shiftmax", a.sm_lanes * mul_dsps(47, 47, board), sb, su, a.sm_lanes * 1100 + 4000,
-                      f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, e*f normalise on DSPs); R x T scores"))
+    u.append(UnitCost("layernorm", 2 * a.ln_lanes * (mul_dsps(17, 31, board) + mul_dsps(33, 32, board)) + 4, 0, 0,
+                      2 * a.ln_lanes * 400 + 4000 + 4000,
+                      f"{a.ln_lanes} lanes standalone + {a.ln_lanes} in the GEMM's LayerNorm loader; "
+                      "isqrt + divider, pipelined in the loader (LUTs)"))
+    sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
+    qb, qu = _mem_blocks(a.rows * d["dhmax"] * 2, a.rows, 16, board, False)
+    u.append(UnitCost("shiftmax", a.sm_lanes * mul_dsps(47, 47, board), sb + qb, su + qu, a.sm_lanes * 1100 + 6500,
+                      f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, e*f normalise on DSPs, pipelined "
+                      "divider); 2 x R x T scores (ping-pong), R x DHMAX Q block"))
     cb, cu = _mem_blocks(d["ncmax"] * 36, 1, 64, board, False)
     u.append(UnitCost("consts", 0, cb, cu, 500, "bias + rq1 + rq2 per output channel"))
     u.append(UnitCost("head_pixels", 0, 2 + cdiv(graph.spec.patch * graph.spec.image[1] * 3, 4608), 0, 3000,
@@ -210,16 +232,24 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board) -> Units:
                  sum(x.lut for x in u))
 
 
+def ln_block_steps(a: ArrayShape, k: int) -> int:
+    """hls/gemm.h ln_block_steps: steps of the LayerNorm loader for one row block of K channels
+    (stats at AXI_BYTES/2 i16 channels per beat, the pipelined square root + divider's latency once,
+    normalise at LN_LANES channels per step)."""
+    return a.rows * (cdiv(k, max(1, a.axi_bytes // 2)) + cdiv(k, a.ln_lanes)) + ISQRT + DIV
+
+
 def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
-                prefetch_bytes: int) -> tuple[int, dict[str, int]]:
-    """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown)."""
+                prefetch_bytes: int, ln: bool = False) -> tuple[int, dict[str, int]]:
+    """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown). ``ln``: a LayerNorm fused into the
+    left-operand loader (its per-channel constants, then ln_block_steps per row block)."""
     w, r = a.axi_bytes, a.rows
     beats = (cdiv(4 * n, w) if bias else 0) + n * cdiv(RQ_RECORD, w) * (int(rq_tab) + int(rq2_tab))
-    consts = max(n, beats) + PIPE
-    a_row = cdiv(k, w)
-    a0 = r * a_row + PIPE
+    consts = max(n, beats) + PIPE + (k * cdiv(RQ_RECORD, w) + PIPE if ln else 0)
+    a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, w)
+    a0 = a_blk + PIPE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
-    a_share = cdiv(r * a_row, nt)
+    a_share = cdiv(a_blk, nt)
     w_share = cdiv(cdiv(prefetch_bytes, w), mb * nt) if prefetch_bytes else 0
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
@@ -235,21 +265,42 @@ def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bo
                                         "array": mb * nt * k}
 
 
+def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
+    """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys."""
+    return (r + rows) * cdiv(t, lanes) + DIV
+
+
 def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, dict[str, int]]:
-    """hls/attention.h, loop by loop: (cycles, breakdown)."""
+    """hls/attention.h, loop by loop: (cycles, breakdown).
+
+    Per head: K_h / V_h load, QK(0) (prologue), then per query block i: PV(i-1) and QK(i+1) on the
+    array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
+    PV(nb-1) (epilogue)."""
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     consts = heads * dh + PIPE
     kv = 2 * t * cdiv(dh, w) + PIPE
-    q = r * cdiv(dh, w) + PIPE
-    qk = dh + (kt - 1) * max(dh, a.drain) + a.drain + PIPE
-    sm_row = 3 * (cdiv(t, a.sm_lanes) + PIPE) + DIV
-    pv = vt * (2 * t + PIPE + a.drain + PIPE)
-    nb, rest = cdiv(t, r), t % r  # query blocks; rows of the last one if partial
-    sm = nb * r * sm_row if not rest else (nb - 1) * r * sm_row + rest * sm_row + (r - rest) * cdiv(t, a.sm_lanes)
-    parts = {"consts": consts, "kv_load": heads * kv, "q_load": heads * nb * q, "qk": heads * nb * qk,
-             "shiftmax": heads * sm, "pv": heads * nb * pv, "array": heads * nb * (kt * dh + vt * 2 * t)}
-    return consts + heads * (kv + nb * (q + qk + pv) + sm), parts
+    q_it = r * cdiv(dh, w)
+    qk_it = dh + (kt - 1) * max(dh, a.score_drain) + a.score_drain
+    pv_it = vt * (t + a.drain)
+    q, qk, pv = q_it + PIPE, qk_it + PIPE, vt * (2 * t + PIPE + a.drain + PIPE)
+    nb = cdiv(t, r)
+    n_q = n_pv = 1  # prologue QK(0), epilogue PV(nb-1)
+    rest_total = 0
+    for i in range(nb):
+        rows = min(r, t - i * r)
+        shadow = 0
+        if i >= 1:
+            n_pv += 1
+            shadow += pv_it
+        if i + 1 < nb:
+            n_q += 1
+            shadow += q_it + qk_it
+        rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes) - shadow)
+        rest_total += rest + PIPE if rest else 0
+    parts = {"consts": consts, "kv_load": heads * kv, "q_load": heads * n_q * q, "qk": heads * n_q * qk,
+             "shiftmax": heads * rest_total, "pv": heads * n_pv * pv, "array": heads * nb * (kt * dh + vt * 2 * t)}
+    return consts + heads * (kv + n_q * (q + qk) + n_pv * pv + rest_total), parts
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
@@ -307,9 +358,14 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
     def next_prefetch(after: str) -> int:
         return nxt_pf[after]
 
+    # a LayerNorm followed (in graph order) by the Linear that reads its int8 output runs inside that
+    # Linear's left-operand loader (hls/engine.h ln_fusable)
+    ln_fused = {ops[i + 1].name for i, op in enumerate(ops[:-1]) if isinstance(op, LayerNorm)
+                and graph.acts[op.output].bits == 8 and isinstance(ops[i + 1], Linear)
+                and ops[i + 1].inputs[0] == op.output}
     out: list[OpCost] = []
     wa = a.axi_bytes
-    for op in ops:
+    for i_op, op in enumerate(ops):
         act = graph.acts[op.output]
         if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
             if isinstance(op, PatchEmbed):
@@ -327,7 +383,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 n = graph.acts[op.inputs[1]].shape[0]
                 bias, rq_tab, rq2_tab, wb, kind = False, False, False, 0, "mask_product"
             cyc, parts = gemm_cycles(a, t, k, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab,
-                                     prefetch_bytes=next_prefetch(op.name))
+                                     prefetch_bytes=next_prefetch(op.name), ln=op.name in ln_fused)
             if isinstance(op, MaskProduct):
                 parts["load_b"] = n * cdiv(k, wa) + PIPE
                 cyc += parts["load_b"]
@@ -342,6 +398,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 cyc += parts["prefetch0"]
             res = any(isinstance(c, Add) for c in consumers.get(op.output, []))
             ddr = t * k + t * n * (2 if res else act.bits // 8) + (t * n * 2 if res else 0)
+            if op.name in ln_fused:  # reads the LayerNorm's i16 input, writes its i8 output
+                ddr += 2 * t * k
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
             cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head)
@@ -357,6 +415,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, Embed):
             rows, c = act.shape
             out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 6 * rows * c))
+        elif isinstance(op, LayerNorm) and i_op + 1 < len(ops) and ops[i_op + 1].name in ln_fused:
+            out.append(_fused(op.name, "fused"))
         elif isinstance(op, LayerNorm):
             rows, c = act.shape
             out.append(_simple(op.name, "layernorm", _layernorm(rows, c, a), rows * c * (2 + act.bits // 8)))
@@ -390,12 +450,13 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float) -> ArrayShape:
     """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP."""
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
-    for lanes, sm in ((0, 32), (0, 16), (0, 8), (4, 8), (2, 4), (1, 2), (1, 1)):
+    for lanes, sm, sl in ((0, 32, -1), (0, 16, -1), (0, 16, 0), (0, 8, -1), (0, 8, 0), (4, 8, 0), (2, 4, 0),
+                          (1, 2, 0), (1, 1, 0)):
         for cols in COLS:
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
                     break
-                a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm)
+                a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl)
                 units = unit_costs(a, graph, board)
                 if (units.dsp > cap or units.bram36 > board.bram36 * MEM_CAP or units.uram > board.uram * MEM_CAP
                         or units.lut > board.lut * LUT_CAP):

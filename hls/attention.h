@@ -1,16 +1,20 @@
 // attention.h -- multi-head attention streamed by blocks of query rows (numerics.md §3, §5.1).
 //
 // Per head h: K_h and V_h are loaded on chip once (into the free half of the weight buffer: the
-// qkv layer that precedes attention is done with it), then for each block of R query rows:
-//   Q block      the left-operand loader (R x d_head bytes, one beat per cycle)
-//   scores s     RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's
-//                requant runs on the output lanes during the next tile (as in gemm_layer)
-//   P (R, T)     Shiftmax row by row, SM_LANES elements per cycle, written straight into the
-//                array's left-operand buffer (u15)
-//   out (R, dh)  RQ_8(P . V_h) on the array, K = T keys; P is u15, a 16 x 8 product that cannot
-//                share a DSP48E2 with a second MAC: PV_STEP runs at II = 2 (half the packed rate)
-// Only an (R, T) block of scores ever exists: never the full T x T matrix. The phases of one
-// block run one after the other (Shiftmax is not yet overlapped with the array).
+// qkv layer that precedes attention is done with it), then for each block b of R query rows three
+// phases:
+//   QK(b)   Q block (R x d_head bytes, one beat per cycle) into its own buffer, then the scores
+//           RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant runs on
+//           S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row maxima
+//   SM(b)   Shiftmax of the block (shiftmax.h sm_step: SM_LANES elements per step, exp + sum pass,
+//           divider, normalise pass), written straight into an array left-operand buffer (u15)
+//   PV(b)   RQ_8(P . V_h) on the array, K = T keys; P is u15, a 16 x 8 product that cannot
+//           share a DSP48E2 with a second MAC: PV_STEP runs at II = 2 (half the packed rate)
+// Software-pipelined over the blocks with ping-pong score blocks (s[2]) and probability blocks
+// (g.a[2]): iteration i runs PV(i-1) then QK(i+1) on the array while SM(i) advances one step per
+// iteration of every one of those loops (in the same pipelined loops, like gemm.h's prefetch);
+// what is left of SM(i) after them runs alone (ATT_SM_REST). QK(0) is the prologue, PV(nb-1) the
+// epilogue. Only two (R, T) blocks of scores ever exist: never the full T x T matrix.
 //
 // in: qkv (T, 3D) int8 at scratch + d.in, row stride d.in_stride; q = columns [0, D), k = [D, 2D),
 //     v = [2D, 3D), head h = columns [h*dh, (h+1)*dh) of each (D = heads * d_head).
@@ -24,11 +28,146 @@
 
 namespace iseg {
 
+// The Shiftmax side of attention: ping-pong score blocks with their row maxima, the row
+// reciprocals and the step machine of the block being normalised.
+template <class Cfg>
+struct AttSm {
+    int8_t s[2][Cfg::R][Cfg::NMAX];
+    int32_t mx[2][Cfg::R];
+    int64_t f[Cfg::R];  // the per-row reciprocals of the block being normalised
+    SmState st;
+};
+
+// One Shiftmax step (nothing once the block is done), called from the array loops.
+template <class Cfg>
+void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    if (sm.st.phase != SM_DONE)
+        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.f);
+}
+
+// Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
+// the memory port like OUT_LANES).
+template <class Cfg>
+int score_drain_steps() {
+    return (Cfg::R * Cfg::C + Cfg::S_LANES - 1) / Cfg::S_LANES;
+}
+
+// Loop iterations of att_qk (the Q.K^T key tiles and their drains, without the pipeline fill).
+inline long att_qk_steps(int T, int dh, int C, int dsteps) {
+    const int kt_n = (T + C - 1) / C;
+    return dh + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + dsteps;
+}
+
+// The Q block of query rows [t0, t0 + rows) of head h into q (one beat per cycle), SM advancing.
+template <class Cfg>
+void att_q_load(const uint8_t* src, long st, int rows, int dh, int16_t (&q)[Cfg::R][Cfg::DHMAX], AttSm<Cfg>& sm,
+                const LayerDesc& d, GemmBuffers<Cfg>& g) {
+    const int W = Cfg::AXI_BYTES;
+    const int dbeats = (dh + W - 1) / W;
+ATT_Q_LOAD:
+    for (int b = 0; b < Cfg::R * dbeats; ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        const int r = b / dbeats, kb = (b % dbeats) * W;
+    ATT_Q_BYTE:
+        for (int j = 0; j < W; ++j) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if (kb + j < dh) q[r][kb + j] = r < rows ? int16_t(int8_t(src[long(r) * st + kb + j])) : int16_t(0);
+        }
+        att_sm_tick<Cfg>(sm, d, g);
+    }
+    ISEG_CYCLES(g.cycles, long(Cfg::R) * dbeats + kPipeDepth);
+}
+
+// Scores of one query block: s[half] = RQ_8(q . K_h^T), row maxima into mx[half], SM advancing.
+template <class Cfg>
+void att_qk(const LayerDesc& d, int rows, int half, const int16_t (&q)[Cfg::R][Cfg::DHMAX],
+            const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
+    const int T = d.T, dh = d.d_head;
+    const int kt_n = (T + Cfg::C - 1) / Cfg::C;
+    const int dsteps = score_drain_steps<Cfg>();
+ATT_MX_INIT:
+    for (int r = 0; r < Cfg::R; ++r) sm.mx[half][r] = -128;
+    acc_to_drain<Cfg>(g);  // clears the accumulators (the drain buffer is not read before tile 0 ends)
+    int dn0 = 0, dcols = 0;
+ATT_KTILE:
+    for (int j = 0; j <= kt_n; ++j) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=75)
+        const bool pend = j > 0;
+        const int steps = j < kt_n ? (pend && dsteps > dh ? dsteps : dh) : dsteps;
+    ATT_QK_STEP:
+        for (int s2 = 0; s2 < steps; ++s2) {
+            ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            if (j < kt_n && s2 < dh) array_step<Cfg>(g, q, kv[long(j) * dh + s2], s2);
+            if (pend && s2 < dsteps) {
+            ATT_S_LANE:
+                for (int l = 0; l < Cfg::S_LANES; ++l) {
+                    const int e = s2 * Cfg::S_LANES + l;
+                    const int r = e / Cfg::C, c = e % Cfg::C;
+                    if (r < rows && c < dcols) {
+                        const int32_t v = requant(g.dr[r][c], rq_s, 8);
+                        sm.s[half][r][dn0 + c] = int8_t(v);
+                        if (v > sm.mx[half][r]) sm.mx[half][r] = v;
+                    }
+                }
+            }
+            att_sm_tick<Cfg>(sm, d, g);
+        }
+        ISEG_CYCLES(g.cycles, steps);
+        acc_to_drain<Cfg>(g);
+        dn0 = j * Cfg::C;
+        dcols = T - dn0 < Cfg::C ? T - dn0 : Cfg::C;
+    }
+    ISEG_CYCLES(g.cycles, kPipeDepth);
+}
+
+// out rows [t0, t0 + rows), head h = RQ_8(P . V_h) with P = g.a[half], SM advancing.
+template <class Cfg>
+void att_pv(const LayerDesc& d, uint8_t* scratch, int h, int t0, int rows, int half,
+            const int8_t (&kv)[Cfg::WROWS][Cfg::C], AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
+    const int T = d.T, dh = d.d_head;
+    const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
+    const int dsteps = drain_steps<Cfg>();
+ATT_VTILE:
+    for (int c0 = 0; c0 < dh; c0 += Cfg::C) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
+        const int cols = dh - c0 < Cfg::C ? dh - c0 : Cfg::C;
+        const long vrow = voff + long(c0 / Cfg::C) * T;
+    ATT_PV_STEP:
+        for (int k = 0; k < T; ++k) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
+            ISEG_PRAGMA(HLS PIPELINE II=2)
+            array_step<Cfg>(g, g.a[half], kv[vrow + k], k);
+            att_sm_tick<Cfg>(sm, d, g);
+        }
+        ISEG_CYCLES(g.cycles, 2L * T + kPipeDepth);
+        acc_to_drain<Cfg>(g);
+    ATT_O_STEP:
+        for (int s2 = 0; s2 < dsteps; ++s2) {
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+        ATT_O_LANE:
+            for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+                const int e = s2 * Cfg::OUT_LANES + l;
+                const int r = e / Cfg::C, c = e % Cfg::C;
+                if (r < rows && c < cols) {
+                    const int ch = h * dh + c0 + c;
+                    scratch[d.out + long(t0 + r) * d.out_stride + ch] = uint8_t(requant(g.dr[r][c], g.rq2[ch], 8) & 0xff);
+                }
+            }
+            att_sm_tick<Cfg>(sm, d, g);
+        }
+        ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
+    }
+}
+
 template <class Cfg>
 void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int W = Cfg::AXI_BYTES;
-    int8_t s[Cfg::R][Cfg::NMAX];  // one row block of scores
+    static AttSm<Cfg> sm;                 // ping-pong score blocks, row maxima, the Shiftmax state
+    static int16_t q[Cfg::R][Cfg::DHMAX];  // the Q block
     const int T = d.T;
     const int dh = d.d_head;
     const int D = d.heads * dh;
@@ -39,7 +178,7 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBu
     const int vt_n = (dh + Cfg::C - 1) / Cfg::C;  // channel tiles of P.V
     const int voff = kt_n * dh;                   // first V row in kv
     const int dbeats = (dh + W - 1) / W;
-    const int dsteps = drain_steps<Cfg>();
+    const int nb = (T + Cfg::R - 1) / Cfg::R;     // query blocks
     ISEG_CHECK(voff + long(vt_n) * T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
     const RqParams rq_s = rq_channel(d.rq, blob, 0);
 ATT_CONSTS:
@@ -74,89 +213,44 @@ ATT_HEAD:
             }
         }
         ISEG_CYCLES(g.cycles, 2L * T * dbeats + kPipeDepth);
+        // prologue: QK(0), nothing to overlap
+        sm.st = sm_idle();
+        const int rows0 = T < Cfg::R ? T : Cfg::R;
+        att_q_load<Cfg>(qkv + long(h) * dh, st, rows0, dh, q, sm, d, g);
+        att_qk<Cfg>(d, rows0, 0, q, kv, rq_s, sm, g);
     ATT_QBLK:
-        for (int t0 = 0; t0 < T; t0 += Cfg::R) {
+        for (int i = 0; i < nb; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
+            const int t0 = i * Cfg::R;
             const int rows = T - t0 < Cfg::R ? T - t0 : Cfg::R;
-            ALoad ql = {qkv + long(t0) * st + long(h) * dh, st, rows, dh, 1, 0, 0};
-        ATT_Q_LOAD:
-            for (int b = 0; b < a_beats(Cfg::R, dh, W); ++b) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=128)
+            sm.st = sm_begin(i & 1, rows);  // SM(i): s[i&1] -> g.a[i&1]
+            long shadow = 0;                // SM steps taken inside the array loops
+            if (i >= 1) {                   // PV(i-1)
+                att_pv<Cfg>(d, scratch, h, t0 - Cfg::R, Cfg::R, (i - 1) & 1, kv, sm, g);
+                shadow += long(vt_n) * (T + drain_steps<Cfg>());
+            }
+            if (i + 1 < nb) {  // QK(i+1)
+                const int tn = t0 + Cfg::R;
+                const int rn = T - tn < Cfg::R ? T - tn : Cfg::R;
+                att_q_load<Cfg>(qkv + long(tn) * st + long(h) * dh, st, rn, dh, q, sm, d, g);
+                att_qk<Cfg>(d, rn, (i + 1) & 1, q, kv, rq_s, sm, g);
+                shadow += long(Cfg::R) * dbeats + att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>());
+            }
+            const long total = sm_block_steps(rows, Cfg::R, T, Cfg::SM_LANES);
+            const long rest = total > shadow ? total - shadow : 0;
+        ATT_SM_REST:
+            for (long s2 = 0; s2 < rest; ++s2) {
+                ISEG_PRAGMA(HLS loop_tripcount min=0 max=20000)
                 ISEG_PRAGMA(HLS PIPELINE II=1)
-                a_beat<Cfg>(ql, g);
+                att_sm_tick<Cfg>(sm, d, g);
             }
-            ISEG_CYCLES(g.cycles, a_beats(Cfg::R, dh, W) + kPipeDepth);
-            // scores = RQ_8(q_blk . K_h^T), one key tile at a time; tile j-1 drains during tile j
-            acc_to_drain<Cfg>(g);
-            int dn0 = 0, dcols = 0;
-        ATT_KTILE:
-            for (int j = 0; j <= kt_n; ++j) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=75)
-                const bool pend = j > 0;
-                const int steps = j < kt_n ? (pend && dsteps > dh ? dsteps : dh) : dsteps;
-            ATT_QK_STEP:
-                for (int s2 = 0; s2 < steps; ++s2) {
-                    ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
-                    ISEG_PRAGMA(HLS PIPELINE II=1)
-                    if (j < kt_n && s2 < dh) array_step<Cfg>(g, g.a[1], kv[long(j) * dh + s2], s2);
-                    if (pend && s2 < dsteps) {
-                    ATT_S_LANE:
-                        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
-                            const int e = s2 * Cfg::OUT_LANES + l;
-                            const int r = e / Cfg::C, c = e % Cfg::C;
-                            if (r < rows && c < dcols) s[r][dn0 + c] = int8_t(requant(g.dr[r][c], rq_s, 8));
-                        }
-                    }
-                }
-                ISEG_CYCLES(g.cycles, steps);
-                acc_to_drain<Cfg>(g);
-                dn0 = j * Cfg::C;
-                dcols = T - dn0 < Cfg::C ? T - dn0 : Cfg::C;
-            }
-            ISEG_CYCLES(g.cycles, kPipeDepth);
-            // P = Shiftmax(s), into the left-operand buffer (rows beyond the matrix edge are zero)
-        ATT_SM:
-            for (int r = 0; r < Cfg::R; ++r) {
-                if (r < rows) {
-                    shiftmax_row<Cfg::NMAX, Cfg::SM_LANES>(s[r], T, d.sm_x0, d.sm_variant, g.a[0][r]);
-                    ISEG_CYCLES(g.cycles, shiftmax_cycles(T, Cfg::SM_LANES));
-                } else {
-                ATT_SM_ZERO:
-                    for (int i = 0; i < T; ++i) g.a[0][r][i] = 0;
-                    ISEG_CYCLES(g.cycles, (T + Cfg::SM_LANES - 1) / Cfg::SM_LANES);
-                }
-            }
-            // out_h = RQ_8(P . V_h), C output channels at a time (half rate: II = 2)
-        ATT_VTILE:
-            for (int c0 = 0; c0 < dh; c0 += Cfg::C) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
-                const int cols = dh - c0 < Cfg::C ? dh - c0 : Cfg::C;
-                const long vrow = voff + long(c0 / Cfg::C) * T;
-            ATT_PV_STEP:
-                for (int k = 0; k < T; ++k) {
-                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
-                    ISEG_PRAGMA(HLS PIPELINE II=2)
-                    array_step<Cfg>(g, g.a[0], kv[vrow + k], k);
-                }
-                ISEG_CYCLES(g.cycles, 2L * T + kPipeDepth);
-                acc_to_drain<Cfg>(g);
-            ATT_O_STEP:
-                for (int s2 = 0; s2 < dsteps; ++s2) {
-                    ISEG_PRAGMA(HLS PIPELINE II=1)
-                ATT_O_LANE:
-                    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
-                        const int e = s2 * Cfg::OUT_LANES + l;
-                        const int r = e / Cfg::C, c = e % Cfg::C;
-                        if (r < rows && c < cols) {
-                            const int ch = h * dh + c0 + c;
-                            scratch[d.out + long(t0 + r) * d.out_stride + ch] =
-                                uint8_t(requant(g.dr[r][c], g.rq2[ch], 8) & 0xff);
-                        }
-                    }
-                }
-                ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
-            }
+            ISEG_CYCLES(g.cycles, rest > 0 ? rest + kPipeDepth : 0);
+            ISEG_CHECK(sm.st.phase == SM_DONE, "ATTENTION: Shiftmax step count mismatch");
         }
+        // epilogue: PV(nb-1)
+        sm.st = sm_idle();
+        const int tl = (nb - 1) * Cfg::R;
+        att_pv<Cfg>(d, scratch, h, tl, T - tl, (nb - 1) & 1, kv, sm, g);
     }
 }
 

@@ -11,6 +11,7 @@
 //     static constexpr int KMAX;            // longest reduction: max(K of every GEMM, tokens) >= NMAX
 //     static constexpr int NMAX;            // most tokens (rows of an attention layer)
 //     static constexpr int CMAX;            // most channels of a row op (LAYERNORM, GELU)
+//     static constexpr int DHMAX;           // largest d_head (the Q block of attention)
 //     static constexpr int IMG_H, IMG_W;    // largest image (line buffers, C-sim stream depth)
 //     static constexpr int PATCH_MAX;       // largest patch side
 //     static constexpr int n_layers;        // table length (run_engine only)
@@ -50,8 +51,10 @@ struct EngineChecks {
     static_assert(Cfg::KMAX >= 3 * Cfg::PATCH_MAX * Cfg::PATCH_MAX, "KMAX must cover the patch vector 3*P*P");
     static_assert(Cfg::CMAX >= 1 && Cfg::NCMAX >= 1, "CMAX and NCMAX must be positive");
     static_assert(Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
-    static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1 && Cfg::SM_LANES >= 1 && Cfg::LN_LANES >= 1,
+    static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1 && Cfg::SM_LANES >= 1 && Cfg::LN_LANES >= 1 &&
+                      Cfg::S_LANES >= 1,
                   "beat width and lane counts must be positive");
+    static_assert(Cfg::DHMAX >= 1, "DHMAX (largest d_head) must be positive");
     static_assert(Cfg::PATCH_MAX >= 1 && Cfg::IMG_W % Cfg::PATCH_MAX == 0 && Cfg::IMG_H % Cfg::PATCH_MAX == 0,
                   "image sides must be multiples of the patch");
     static constexpr bool ok = true;
@@ -93,7 +96,8 @@ void check_layer(const LayerDesc& d) {
         case OP_ATTENTION:
             ISEG_CHECK(d.T <= Cfg::NMAX, "ATTENTION: T exceeds Cfg::NMAX");
             ISEG_CHECK(d.heads * d.d_head <= Cfg::NCMAX, "ATTENTION: D exceeds Cfg::NCMAX");
-            ISEG_CHECK(d.heads >= 1 && d.d_head >= 1 && d.d_head <= Cfg::KMAX, "ATTENTION: bad heads/d_head");
+            ISEG_CHECK(d.heads >= 1 && d.d_head >= 1 && d.d_head <= Cfg::KMAX && d.d_head <= Cfg::DHMAX,
+                       "ATTENTION: bad heads/d_head (d_head <= Cfg::DHMAX)");
             ISEG_CHECK(d.in_stride >= 3 * d.heads * d.d_head && d.out_stride >= d.heads * d.d_head,
                        "ATTENTION: strides too small for 3*D in / D out");
             ISEG_CHECK(d.sm_x0 < 0 && (d.sm_variant == SM_PRECISE || d.sm_variant == SM_IVIT),
@@ -163,6 +167,16 @@ struct NoTrace {
 inline bool prefetched(const LayerDesc& d) { return d.op == OP_LINEAR || d.op == OP_PATCH_EMBED; }
 inline bool uses_array(const LayerDesc& d) { return prefetched(d) || d.op == OP_MASK_PRODUCT; }
 
+// A LAYERNORM row is fused into the LINEAR row right after it (the LayerNorm loader of gemm.h) when
+// that row's left operand is exactly the LayerNorm's int8 output. generator/estimate.py fuses the
+// same pairs (a LayerNorm followed in graph order by the Linear that reads its output).
+inline bool ln_fusable(const LayerDesc* table, int n_layers, int i) {
+    if (table[i].op != OP_LAYERNORM || table[i].out_bits != 8 || i + 1 >= n_layers) return false;
+    const LayerDesc& n = table[i + 1];
+    return n.op == OP_LINEAR && n.in == table[i].out && n.in_stride == table[i].out_stride && n.K == table[i].N &&
+           n.T == table[i].T;
+}
+
 // The next prefetched layer after entry i (or -1).
 inline int next_prefetched(const LayerDesc* table, int n_layers, int i) {
 NEXT_PF:
@@ -179,7 +193,8 @@ NEXT_PF:
 //
 // Schedule: the weights of every LINEAR / PATCH_EMBED layer are prefetched into the free half of
 // the on-chip weight buffer during the previous GEMM layer (the first one before the loop, exposed);
-// every other op runs alone (LayerNorm, attention, adds, the head).
+// a LAYERNORM row that feeds the next LINEAR row runs inside that row's left-operand loader
+// (ln_fusable, gemm.h ln_step); every other op runs alone (attention, other LayerNorms, adds, the head).
 template <class Cfg, class PixIn, class LabOut, class Trace>
 void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, const LayerDesc* table,
                 int n_layers, Trace& trace) {
@@ -201,6 +216,8 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
         ISEG_CYCLES(g.cycles, beats + kPipeDepth);
     }
     long long before = 0;
+    LayerDesc ln = empty_layer();  // a LAYERNORM row waiting for its LINEAR (ln_fusable)
+    bool fuse_ln = false;
 ENGINE_LAYERS:
     for (int i = 0; i < n_layers; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
@@ -220,19 +237,24 @@ ENGINE_LAYERS:
         switch (d.op) {
             case OP_PATCH_EMBED:
                 patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
-                gemm_layer<Cfg>(d, weights, scratch, g, pf);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, false);
                 break;
             case OP_LINEAR:
-                gemm_layer<Cfg>(d, weights, scratch, g, pf);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, fuse_ln);
                 break;
             case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
                 load_b_transposed<Cfg>(d, scratch, g);
-                gemm_layer<Cfg>(d, weights, scratch, g, pf);
+                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, false);
                 break;
             case OP_ATTENTION:
                 attention<Cfg>(d, weights, scratch, g);
                 break;
             case OP_LAYERNORM:
+                if (ln_fusable(table, n_layers, i)) {  // runs inside the next LINEAR row
+                    ln = d;
+                    fuse_ln = true;
+                    break;
+                }
             LN_T:
                 for (int t = 0; t < d.T; ++t) {
                     ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
@@ -276,8 +298,14 @@ ENGINE_LAYERS:
             default:
                 break;
         }
-        trace(i, d, scratch, g.cycles - before);
-        before = g.cycles;
+        if (fuse_ln && d.op == OP_LINEAR) {  // the fused LayerNorm's output exists only now
+            trace(i - 1, ln, scratch, 0);
+            fuse_ln = false;
+        }
+        if (!(fuse_ln && d.op == OP_LAYERNORM)) {
+            trace(i, d, scratch, g.cycles - before);
+            before = g.cycles;
+        }
     }
 }
 

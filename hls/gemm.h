@@ -13,6 +13,7 @@
 //   * OUT_LANES elements of the PREVIOUS tile's output stage (its accumulators were copied to the
 //     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add], store,
 //   * one memory beat (AXI_BYTES bytes) of the NEXT row block's left operand (ping-pong buffer a),
+//     or, with a LayerNorm fused into the loader, one step of ln_step (stats / normalise),
 //   * one memory beat of the NEXT layer's weights into the other half of the weight buffer
 //     (ping-pong w: the whole layer's weights stay on chip, so each weight byte is read from DDR
 //     once per frame and the left operand block once per layer).
@@ -28,6 +29,7 @@
 #include "add.h"
 #include "gelu.h"
 #include "layer_desc.h"
+#include "layernorm.h"
 #include "requant.h"
 
 namespace iseg {
@@ -44,6 +46,8 @@ struct GemmBuffers {
     int32_t dr[Cfg::R][Cfg::C];         // the previous tile, drained by the output lanes
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
     RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
+    RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
+    int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
     int wcur;                           // half of w holding the current layer's weights
     long long cycles;                   // C-sim only: counted pipeline cycles (ISEG_CYCLES)
 };
@@ -117,6 +121,91 @@ A_BYTE:
     }
 }
 
+// The LayerNorm loader (a LAYERNORM row fused into the next LINEAR row, numerics.md §5.3): loads a
+// row block of the LayerNorm's i16 INPUT into a[half] and normalises it in place, one step per call:
+//   stats      AXI_BYTES/2 i16 channels per step (one beat): a[half][r][c] = x, sum, sum of squares
+//              (var = sum(x^2) - 2 mean sum(x) + C mean^2 = sum((x - mean)^2), exactly);
+//   sqrt, div  kIsqrtSteps + kDivCycles steps once per block: the square root and the divider are
+//              pipelined units (one row issued per step), so only the last row's latency waits;
+//   normalise  LN_LANES channels per step: a = RQ_8(((x - mean) * f) >> 1), also stored to the
+//              LayerNorm's output rows in scratch (the table's LAYERNORM row output, for the trace).
+// Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
+static constexpr int kIsqrtSteps = 32;
+enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
+
+struct LnLoad {
+    const uint8_t* src;     // LayerNorm input (i16), row 0 of the block
+    uint8_t* dst;           // LayerNorm output (i8), row 0 of the block
+    long sstride, dstride;  // elements
+    int rows, K, half;
+    int phase, r, i;
+    int64_t sum, sq;
+};
+
+inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
+
+inline int ln_block_steps(int R, int K, int W, int lanes) {
+    const int lw = ln_beat_lanes(W);
+    return R * ((K + lw - 1) / lw + (K + lanes - 1) / lanes) + kIsqrtSteps + kDivCycles;
+}
+
+template <class Cfg>
+void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
+    const int r = l.r;
+    if (l.phase == LN_STATS) {
+    LNL_STATS:
+        for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int c = l.i + j;
+            if (j < lw && c < l.K) {
+                const int64_t x = r < l.rows ? int64_t(ld_i16(l.src + (long(r) * l.sstride + c) * 2)) : 0;
+                g.a[l.half][r][c] = int16_t(x);
+                l.sum += x;
+                l.sq += x * x;
+            }
+        }
+        l.i += lw;
+        if (l.i >= l.K) {
+            const int64_t mean = round_half_even_div(l.sum, l.K);
+            const int64_t var = l.sq - 2 * mean * l.sum + int64_t(l.K) * mean * mean;  // = sum((x - mean)^2)
+            int64_t sd = isqrt_digit(var);
+            if (sd < 1) sd = 1;
+            g.ln_mean[r] = mean;
+            g.ln_f[r] = kInt32Max / sd;  // both positive: `/` is floor here
+            l.sum = l.sq = 0;
+            l.i = 0;
+            if (++l.r == Cfg::R) {
+                l.r = 0;
+                l.phase = LN_WAIT;
+            }
+        }
+    } else if (l.phase == LN_WAIT) {
+        if (++l.i == kIsqrtSteps + kDivCycles) {
+            l.i = 0;
+            l.phase = LN_NORM;
+        }
+    } else if (l.phase == LN_NORM) {
+    LNL_NORM:
+        for (int j = 0; j < Cfg::LN_LANES; ++j) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int c = l.i + j;
+            if (c < l.K && r < l.rows) {
+                const int64_t z = ((int64_t(g.a[l.half][r][c]) - g.ln_mean[r]) * g.ln_f[r]) >> 1;
+                const int32_t y = requant(z, g.lnrq[c], 8);
+                g.a[l.half][r][c] = int16_t(y);
+                l.dst[long(r) * l.dstride + c] = uint8_t(y & 0xff);
+            }
+        }
+        l.i += Cfg::LN_LANES;
+        if (l.i >= l.K) {
+            l.i = 0;
+            if (++l.r == Cfg::R) l.phase = LN_DONE;
+        }
+    }
+}
+
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
 // RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)].
 // `res` is the residual operand (i16), used only with F_RESIDUAL. Its multipliers are bound to
@@ -162,8 +251,8 @@ int drain_steps() {
 }
 
 // The array step k: acc += a[:, k] (x) w_row.
-template <class Cfg>
-void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R][Cfg::KMAX], const int8_t (&w)[Cfg::C], int k) {
+template <class Cfg, int KA>
+void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R][KA], const int8_t (&w)[Cfg::C], int k) {
     ISEG_PRAGMA(HLS INLINE)
 GEMM_R:
     for (int r = 0; r < Cfg::R; ++r) {
@@ -215,8 +304,11 @@ GEMM_CONSTS:
 // caller prefetched it, or loaded it for MASK_PRODUCT); bias/rq from the blob; residual i16 at
 // scratch + d.in2 with F_RESIDUAL. out: (T, N) int8/int16 at scratch + d.out, row stride
 // d.out_stride. `pf`: the next layer's weight prefetch, advanced in the shadow of this layer.
+// With `fuse_ln`, `ln` is the LAYERNORM row whose output is this layer's input: the left operand is
+// loaded by the LayerNorm loader (ln_step) from ln's input instead, and ln's output is written too.
 template <class Cfg>
-void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, Prefetch& pf) {
+void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, Prefetch& pf,
+                const LayerDesc& ln, bool fuse_ln) {
     const int W = Cfg::AXI_BYTES;
     const int mb_n = (d.T + Cfg::R - 1) / Cfg::R;
     const int nt_n = (d.N + Cfg::C - 1) / Cfg::C;
@@ -229,14 +321,31 @@ GEMM_ZERO_R:
         for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
     }
     // prologue: the first row block's left operand (exposed)
-    ALoad al = {scratch + d.in, long(d.in_stride), d.T < Cfg::R ? d.T : Cfg::R, d.K, 0, 0, 0};
-GEMM_A0:
-    for (int b = 0; b < a_beats(Cfg::R, d.K, W); ++b) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
-        a_beat<Cfg>(al, g);
+    const int a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, W);
+    if (fuse_ln) {
+    GEMM_LN_CONSTS:
+        for (int c = 0; c < d.K; ++c) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            g.lnrq[c] = rq_channel(ln.rq, blob, c);
+        }
+        ISEG_CYCLES(g.cycles, long(d.K) * ((kRqRecordBytes + W - 1) / W) + kPipeDepth);
     }
-    ISEG_CYCLES(g.cycles, a_beats(Cfg::R, d.K, W) + kPipeDepth);
+    const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
+    ALoad al = {scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
+    const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
+    LnLoad ll = {scratch + lin, scratch + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 0,
+                 fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
+GEMM_A0:
+    for (int b = 0; b < a_blk; ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=2018)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        if (fuse_ln)
+            ln_step<Cfg>(ll, g);
+        else
+            a_beat<Cfg>(al, g);
+    }
+    ISEG_CYCLES(g.cycles, a_blk + kPipeDepth);
     const long w_share_total = prefetch_beats(pf, W);
     const long tiles = long(mb_n) * nt_n;
     const int w_share = int((w_share_total + tiles - 1) / tiles);
@@ -250,7 +359,11 @@ GEMM_MT:
         const bool more = mb + 1 < mb_n;
         ALoad nx = {scratch + d.in + long(tn) * d.in_stride, long(d.in_stride),
                     more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0, d.K, cur ^ 1, more ? 0 : Cfg::R, 0};
-        const int a_total = more ? a_beats(Cfg::R, d.K, W) : 0;
+        const int rn = more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0;
+        LnLoad lx = {scratch + lin + long(tn) * ln.in_stride * 2, scratch + lout + long(tn) * ln.out_stride,
+                     long(ln.in_stride), long(ln.out_stride), rn, d.K, cur ^ 1,
+                     fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
+        const int a_total = more ? a_blk : 0;
         const int a_share = (a_total + nt_n - 1) / nt_n;
     GEMM_NT:
         for (int nt = 0; nt < nt_n; ++nt) {
@@ -266,7 +379,8 @@ GEMM_MT:
                 ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
                 if (s < d.K) array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
                 if (dt.pending && s < dsteps) drain_step<Cfg>(d, scratch, g, dt, s);
-                if (s < a_share) a_beat<Cfg>(nx, g);
+                if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
+                if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
                 if (s < w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
             }
             ISEG_CYCLES(g.cycles, steps);
@@ -278,6 +392,7 @@ GEMM_MT:
             dt.cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
             dt.pending = true;
         }
+        ISEG_CHECK(lx.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
     }
     // epilogue: the last tile's output stage (exposed), and the array's pipeline
 GEMM_TAIL:

@@ -71,4 +71,106 @@ SM_NORM:
 // Cycles of shiftmax_row<NMAX, LANES> on a row of n (the C-sim count and the estimate's).
 inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / lanes + kPipeDepth) + kDivCycles; }
 
+// ---------------------------------------------------------------------------------------------
+// Shiftmax of a block of R score rows as a STEP MACHINE, so that attention.h can advance it by one
+// step per iteration of its array loops (P.V of the previous block, Q.K^T of the next one) the
+// way gemm.h advances the weight prefetch. The row maxima come with the scores (the score drain
+// keeps them), so there is no max pass. Phases, one step each:
+//   EXP   LANES elements of a row: S += shexp(d, x0, 15); at the row's end its S goes into the
+//         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S
+//   WAIT  kDivCycles steps once per block: the last row's divider latency
+//   NORM  LANES elements of a row: the exp is recomputed from the int8 score (no row buffer of
+//         exps), p = min((e * f + rnd) >> (16 + K), 32767)
+//   ZERO  LANES elements of a row past `rows` (the matrix edge): p = 0
+// Same integers as shiftmax_row.
+enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_ZERO = 3, SM_DONE = 4 };
+
+struct SmState {
+    int32_t half;   // which score block / probability block
+    int32_t r;      // current row
+    int32_t rows;   // valid rows of the block
+    int32_t phase;  // SmPhase
+    int32_t i;      // next element of the row, or WAIT tick
+    int64_t S;      // running sum of the row's exps
+};
+
+inline SmState sm_begin(int half, int rows) {
+    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_ZERO, 0, 0};
+    return st;
+}
+
+inline SmState sm_idle() {
+    SmState st = {0, 0, 0, SM_DONE, 0, 0};
+    return st;
+}
+
+// Steps of one block: (R + rows) * ceil(n / LANES) + kDivCycles.
+inline long sm_block_steps(int rows, int R, int n, int lanes) {
+    const long c = (n + lanes - 1) / lanes;
+    return long(R + rows) * c + kDivCycles;
+}
+
+// d = (x - max) << k, a multiply (not a << of a negative), then the shift exponential.
+inline int64_t sm_exp(int8_t x, int32_t mx, int k, int32_t x0) {
+    ISEG_PRAGMA(HLS INLINE)
+    return shexp(int64_t(x - mx) * (int64_t(1) << k), x0, kShiftmaxN);
+}
+
+// One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 in int16),
+// f: the per-row reciprocals of the block. n keys, R rows per block.
+template <int R, int NMAX, int KA, int LANES>
+void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
+             int32_t variant, int16_t (&p)[2][R][KA], int64_t (&f)[R]) {
+    ISEG_PRAGMA(HLS INLINE)
+    const bool ivit = variant == SM_IVIT;
+    const int k = ivit ? 0 : 3;
+    const int K = ivit ? 0 : 16;
+    const int64_t rnd = ivit ? 0 : (int64_t(1) << (15 + K));
+    const int h = st.half, r = st.r;
+    if (st.phase == SM_EXP) {
+    SMS_EXP_L:
+        for (int l = 0; l < LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int i = st.i + l;
+            if (i < n) st.S += sm_exp(x[h][r][i], mx[h][r], k, x0);
+        }
+        st.i += LANES;
+        if (st.i >= n) {
+            int64_t S = st.S;
+            if (ivit && S > kInt32Max) S = kInt32Max;
+            f[r] = ((int64_t(1) << (31 + K)) - 1) / S;  // both positive: `/` is floor here
+            st.i = 0;
+            st.S = 0;
+            st.r = r + 1;
+            if (st.r >= st.rows) {
+                st.r = 0;
+                st.phase = SM_WAIT;
+            }
+        }
+    } else if (st.phase == SM_WAIT) {
+        if (++st.i == kDivCycles) {
+            st.i = 0;
+            st.phase = SM_NORM;
+        }
+    } else if (st.phase == SM_NORM || st.phase == SM_ZERO) {
+        const bool zero = st.phase == SM_ZERO;
+    SMS_NORM_L:
+        for (int l = 0; l < LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int i = st.i + l;
+            if (i < n && zero) p[h][r][i] = 0;
+            if (i < n && !zero) {
+                const int64_t v = (sm_exp(x[h][r][i], mx[h][r], k, x0) * f[r] + rnd) >> (16 + K);
+                p[h][r][i] = int16_t(v > 32767 ? 32767 : v);
+            }
+        }
+        st.i += LANES;
+        if (st.i >= n) {
+            st.i = 0;
+            st.r = r + 1;
+            st.phase = st.r >= R ? SM_DONE : (st.r < st.rows ? SM_NORM : SM_ZERO);
+        }
+    }
+}
+
 }  // namespace iseg

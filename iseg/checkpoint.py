@@ -361,12 +361,19 @@ def save(ckpt: QuantizedCheckpoint, path: str | os.PathLike) -> None:
     tensors = {k: np.ascontiguousarray(v) for k, v in sorted(ckpt.tensors.items())}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
     try:
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_container(path: Path) -> None:

@@ -39,6 +39,12 @@ def project_cfg(tmp_path: Path) -> Path:
     return cfg
 
 
+
+@pytest.fixture(autouse=True)
+def _yosys_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test here decides about yosys itself; other suites may have switched it off for the session."""
+    monkeypatch.delenv("ISEG_YOSYS", raising=False)
+
 def test_report_says_not_measured_without_yosys(project_cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(project_cfg.parent / "no-tools"))
     out = generate(project_cfg)
