@@ -2,7 +2,12 @@
 
 Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; only the chosen one is imported, so ``iseg info`` never pays for torch.
-Bad input (an :class:`IsegError`) is one line on stderr and exit status 2.
+A module's own stand-alone ``main`` (``python -m iseg.model.train``, ``torchrun -m
+iseg.model.qat``) is :func:`command`, so every entry point parses and fails the same way.
+
+Exit status, as for ``gen-hls`` and ``iseg-host``: 0 done; 1 bad input (an :class:`IsegError`:
+one line on stderr, no traceback); 2 a malformed command line (argparse's usage error, or no
+command); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -59,10 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except IsegError as exc:
         print(f"iseg: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("iseg: interrupted", file=sys.stderr)
         return 130
+
+
+def command(name: str, argv: Sequence[str] | None = None) -> int:
+    """``iseg NAME *argv`` (``argv`` defaults to ``sys.argv[1:]``): a sub-command module's stand-alone ``main``."""
+    return main([name, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from iseg import cli
 from iseg.errors import IsegError
 
 __all__ = [
@@ -526,7 +526,7 @@ def read_folder(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the ``iseg synth`` options (shared by the ``iseg`` CLI and :func:`synth_main`)."""
+    """Register the ``iseg synth`` options (``iseg synth``, :func:`synth_main`)."""
     parser.add_argument("--count", type=int, required=True, help="number of samples to write")
     parser.add_argument("--size", required=True, help="image size HxW, e.g. 128x96 (rows x columns)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
@@ -552,15 +552,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def synth_main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m iseg.synth --count N --size HxW --out DIR``."""
-    parser = argparse.ArgumentParser(prog="iseg synth", description="Write a synthetic segmentation dataset.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except IsegError as e:
-        print(f"iseg synth: error: {e}", file=sys.stderr)
-        return 1
+    """``python -m iseg.synth --count N --size HxW --out DIR``: the same as ``iseg synth ...``."""
+    return cli.command("synth", argv)
 
 
 if __name__ == "__main__":

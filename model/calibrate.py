@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iseg import synth
+from iseg import cli, synth
 from iseg.checkpoint import save
 from iseg.errors import IsegError
 
@@ -139,14 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m iseg.model.calibrate`` until the lead wires ``iseg quantize``."""
-    parser = argparse.ArgumentParser(prog="iseg quantize", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except IsegError as exc:
-        print(f"iseg quantize: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m iseg.model.calibrate ...``: the same as ``iseg quantize ...``."""
+    return cli.command("quantize", argv)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from iseg import cli
 from iseg.checkpoint import META_KEY, QuantizedCheckpoint, load
-from iseg.errors import IsegError
 
 from .eval import confusion, metrics
 
@@ -169,14 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m iseg.model.eval_int`` until the lead wires ``iseg eval``."""
-    parser = argparse.ArgumentParser(prog="iseg eval", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except IsegError as exc:
-        print(f"iseg eval: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m iseg.model.eval_int ...``: the same as ``iseg eval ...``."""
+    return cli.command("eval", argv)
 
 
 if __name__ == "__main__":

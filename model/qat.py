@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
@@ -165,15 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m iseg.model.qat`` (what ``torchrun`` starts when the CLI is not installed)."""
-    parser = argparse.ArgumentParser(prog="iseg qat", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except IsegError as exc:
-        print(f"iseg qat: error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m iseg.model.qat ...`` (what ``torchrun -m`` starts): the same as ``iseg qat ...``."""
+    return cli.command("qat", argv)
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(parser.parse_args(argv))
     except IsegError as exc:
         print(f"quant_report: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`iseg` command line: random, info, infer, synth; bad input is one line and a non-zero exit."""
+"""`iseg` command line: random, info, infer, synth; bad input is one line and exit status 1."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_info_bad_file_is_one_line(model: Path, tmp_path: Path, content, msg: st
     elif content is not None:
         p.write_bytes(content)
     r = _cli("info", str(p))
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and msg in r.stderr and "Traceback" not in r.stderr
 
 
@@ -103,7 +103,27 @@ def test_synth_command(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_one_line() -> None:
     r = _cli("random", "--preset", "tiny", "--image", "63", "--out", "/tmp/never.safetensors")
-    assert r.returncode == 2 and "not a multiple of patch 8" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "not a multiple of patch 8" in r.stderr and "Traceback" not in r.stderr
     assert not Path("/tmp/never.safetensors").exists()
     r = _cli("infer", "/nonexistent.safetensors", "x.png", "--out", "/tmp/o")
-    assert r.returncode == 2 and "no such checkpoint file" in r.stderr
+    assert r.returncode == 1 and "no such checkpoint file" in r.stderr
+
+
+def test_exit_status_convention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0 done, 1 bad input (one line), 2 malformed command line: as gen-hls and iseg-host."""
+    assert main([]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--count", "2"])  # --size, --out missing: argparse's usage error
+    assert exc.value.code == 2
+    capsys.readouterr()
+    assert main(["synth", "--count", "2", "--size", "24by40", "--out", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert err == "iseg: error: bad --size '24by40': expected HxW such as 128x96\n"
+
+
+def test_module_entry_is_the_cli(tmp_path: Path) -> None:
+    """``python -m iseg.synth`` is ``iseg synth``: same parser, same one-line error, same status."""
+    r = subprocess.run([sys.executable, "-m", "iseg.synth", "--count", "1", "--size", "24by40", "--out",
+                        str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr == "iseg: error: bad --size '24by40': expected HxW such as 128x96\n"
+    assert not (tmp_path / "d").exists()

@@ -1,8 +1,23 @@
 """Build and drive the C-simulation test harness (``tests/hls/harness.cpp``) through ctypes.
 
-Also the Python mirror of ``hls/layer_desc.h`` (``LayerDesc``), a builder of the weights blob in
-the layout of ``docs/hls.md`` (``Blob``) and a scratch allocator (``Scratch``), so tests can
-write layer tables by hand exactly as the generator will emit them.
+Also ``LayerDesc`` (``hls/layer_desc.h`` as a ctypes struct), a builder of the weights blob in the
+layout of ``docs/hls.md`` (``Blob``) and a scratch allocator (``Scratch``), so tests can write layer
+tables by hand in the binary form the generated tables compile to.
+
+What hand-written and generated tables must share comes from the generator (``generator/plan.py``),
+the one Python statement of it: the ``LayerDesc`` field order (``LAYER_FIELDS``, in which the
+generated tables are written) and the alignment of blob segments and scratch buffers (``ALIGN``,
+so hand tables lie out as generated ones do). The tests here then check that order
+against the compiled C++ struct as well: its size in ``test_layer_desc_layout``, its order in every
+table they run (a misplaced field lands in another field's slot).
+
+What stays independent of the generator, on purpose: the tables themselves and the bytes they
+point at. These tests check each kernel against ``iseg.numerics`` with operands, constants and
+table rows chosen by hand — one-row tables, saturating or tying operands, strided and in-place
+views, rows the engine must reject — which the planner cannot express (it lowers whole models from
+a checkpoint and validates what it emits), and which would not be independent if it did: a table
+built by the planner cannot tell an engine bug from a planner bug. Whole generated tables are
+checked against the reference by ``tests/generator/test_csim.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +28,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from iseg.generator.plan import ALIGN, LAYER_FIELDS
 
 HERE = Path(__file__).resolve().parent
 HLS_DIR = Path(str(importlib.resources.files("iseg.hls")))
@@ -25,7 +42,6 @@ OP_ADD, OP_MASK_PRODUCT, OP_ARGMAX_UPSAMPLE, OP_GELU, OP_COPY_CONST = 6, 7, 8, 9
 F_GELU, F_RESIDUAL = 1, 2
 SM_VARIANTS = {"precise": 0, "ivit": 1}
 GELU_VARIANTS = {"lambda": 0, "shift": 1}
-ALIGN = 64
 
 
 class GeluParams(C.Structure):
@@ -37,15 +53,13 @@ class RqDesc(C.Structure):
     _fields_ = [("o", C.c_int64), ("m", C.c_int32), ("e", C.c_int32), ("tab", C.c_int32), ("pad_", C.c_int32)]
 
 
-_I32_FIELDS = ["op", "flags", "T", "K", "N", "heads", "d_head", "n_prefix", "img_h", "img_w", "patch",
-               "out_bits", "in_", "in_stride", "in2", "in2_stride", "out", "out_stride", "w", "b", "cst",
-               "sm_variant", "sm_x0", "ma", "mb", "ea"]
+_STRUCT_FIELDS = {"gelu": GeluParams, "rq": RqDesc, "rq2": RqDesc}  # every other field is an int32_t
 
 
 class LayerDesc(C.Structure):
-    """Mirror of ``iseg::LayerDesc`` (``in`` is spelled ``in_`` here: a Python keyword)."""
+    """``iseg::LayerDesc`` in the generator's field order (``in`` is spelled ``in_`` here: a Python keyword)."""
 
-    _fields_ = [(f, C.c_int32) for f in _I32_FIELDS] + [("gelu", GeluParams), ("rq", RqDesc), ("rq2", RqDesc)]
+    _fields_ = [("in_" if f == "in" else f, _STRUCT_FIELDS.get(f, C.c_int32)) for f in LAYER_FIELDS]
 
 
 def layer(**kw) -> LayerDesc:

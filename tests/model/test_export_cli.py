@@ -72,7 +72,7 @@ def test_data_sources(tmp_path):
 
 
 def test_quantize_cli_reports_bad_model(tmp_path, capsys):
-    assert cal.main([str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "q.safetensors")]) == 2
+    assert cal.main([str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "q.safetensors")]) == 1
     assert "error" in capsys.readouterr().err
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,6 +91,14 @@ def test_qat_cli_single_process(tmp_path):
     assert ck.info["method"] == "qat" and ck.info["processes"] == 1
     assert (tmp_path / "ft.safetensors").exists()
     assert np.all([t.dtype.kind == "i" for t in ck.tensors.values()])
+
+
+def test_qat_module_entry_is_the_cli(tmp_path):
+    """``torchrun -m iseg.model.qat`` runs this module: it must parse and fail as ``iseg qat`` does."""
+    r = subprocess.run([sys.executable, "-m", "iseg.model.qat", str(tmp_path / "missing.safetensors"), "--out",
+                        str(tmp_path / "q.safetensors")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.startswith("iseg: error: ") and r.stderr.count("\n") == 1
+    assert not (tmp_path / "q.safetensors").exists()
 
 
 def test_qat_rejects_bad_schedule():
