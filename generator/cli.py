@@ -9,31 +9,152 @@ behind.
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from iseg.errors import IsegError
 
-__all__ = ["main", "generate", "check_csim"]
+__all__ = ["main", "generate", "check_csim", "GoldenWorker"]
+
+# The worker pays ~0.3 s to start Python and numpy: worth it only for models whose reference run is long
+# (Seg-T 512²: 62 MB of activations, ~2 s; the built-in and test models: < 1 MB, milliseconds).
+GOLDEN_WORKER_MIN_ACT_BYTES = 8 << 20
+_ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tuple[str, ...] = ()) -> Path:
-    """Generate the project a config describes (plus ``extra_outputs``); returns its folder."""
+class GoldenWorker:
+    """``emit.golden`` in a child process, so that the reference run overlaps planning and rendering.
+
+    Started with the checkpoint and the image (all the reference run needs), told the plan's traced
+    layer rows with :meth:`send_plan`, and asked for the result by :meth:`result` (the callback
+    ``emit.render_project`` calls last). The child is a fresh ``python -c`` (no re-import of the
+    caller's ``__main__``) with one BLAS thread: the parent keeps the other core busy with the plan,
+    and a BLAS thread pool fighting for a shared core runs slower than one thread. The golden vectors
+    are the same integers as an in-process ``emit.golden`` (tested); a failure in the child is raised
+    here, before anything is written.
+    """
+
+    def __init__(self, ckpt: Any, image: np.ndarray):
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from iseg.generator.cli import _golden_worker_main; _golden_worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, **_ONE_BLAS_THREAD, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+        self._sender = threading.Thread(target=self._send, args=((ckpt, image),), daemon=True)
+        self._sender.start()  # a 7 MB pickle into a pipe: do not wait for the child to read it
+        self._plan_sent = False
+
+    def _send(self, msg: Any) -> None:
+        assert self._proc.stdin is not None
+        try:
+            pickle.dump(msg, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # the child died: result() says so
+            pass
+
+    def send_plan(self, plan: Any) -> None:
+        from iseg.generator import emit
+
+        self._sender.join()
+        self._send(emit.golden_layers(plan))
+        self._plan_sent = True
+
+    def result(self, plan: Any) -> Any:
+        """The :class:`emit.Golden` of ``plan`` (sends the plan first if :meth:`send_plan` was not called)."""
+        if not self._plan_sent:
+            self.send_plan(plan)
+        assert self._proc.stdout is not None
+        try:
+            status, value = pickle.load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError):
+            self._proc.wait()
+            raise IsegError(f"golden vectors: the reference worker process failed (exit status "
+                            f"{self._proc.returncode}; its error is above)") from None
+        self._proc.wait()
+        if status != "ok":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Stop the child if it is still running (after an error elsewhere)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stdout):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> GoldenWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _golden_worker_main() -> None:
+    """The child of :class:`GoldenWorker`: stdin (ckpt, image), then the golden layers; stdout the result."""
+    from iseg.generator import emit
+    from iseg.reference import run
+
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but the result on the pipe
+    try:
+        ckpt, image = pickle.load(sys.stdin.buffer)
+        labels, ref = run(ckpt, image, trace=True)
+        layers = pickle.load(sys.stdin.buffer)
+        msg: tuple[str, Any] = ("ok", emit.golden_from_trace(layers, image, labels, ref))
+    except EOFError:  # the parent went away
+        return
+    except Exception as exc:  # noqa: BLE001  (re-raised in the parent)
+        msg = ("error", exc)
+    try:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001  (an exception that does not pickle)
+        data = pickle.dumps(("error", IsegError(f"golden vectors: {msg[1]}")))
+    out.write(data)
+    out.flush()
+
+
+def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tuple[str, ...] = (),
+             golden_worker: bool | None = None) -> Path:
+    """Generate the project a config describes (plus ``extra_outputs``); returns its folder.
+
+    ``golden_worker``: compute the test bench's golden vectors in a :class:`GoldenWorker` beside the
+    plan (default: when the model's activations reach ``GOLDEN_WORKER_MIN_ACT_BYTES``). The project
+    is the same byte for byte either way.
+    """
+    from contextlib import nullcontext
+
     from iseg.checkpoint import load
     from iseg.generator import emit
     from iseg.generator.config import load_config
     from iseg.generator.plan import make_plan
     from iseg.generator.write import write_project
+    from iseg.graph import build_graph
     from iseg.random_model import calibration_image
 
     cfg = load_config(config_path)
     ckpt = load(cfg.checkpoint)
-    plan = make_plan(cfg, ckpt)
     image = calibration_image(ckpt.spec.image, 0)
-    files = emit.render_project(plan, ckpt, image, emit.library_headers())
+    needs_golden = bool({"hls", "csim"} & set(cfg.outputs))
+    if golden_worker is None:
+        golden_worker = sum(a.nbytes for a in build_graph(ckpt.spec).acts.values()) >= GOLDEN_WORKER_MIN_ACT_BYTES
+    with GoldenWorker(ckpt, image) if golden_worker and needs_golden else nullcontext() as worker:
+        plan = make_plan(cfg, ckpt)
+        if worker is not None:
+            worker.send_plan(plan)
+        files = emit.render_project(plan, ckpt, image, emit.library_headers(),
+                                    golden_vectors=(lambda: worker.result(plan)) if worker is not None else None)
     if "rtl" in cfg.outputs or "rtl" in extra_outputs:
         files.update(emit.render_rtl(plan, ckpt))
     out = write_project(files, cfg.output)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -22,9 +23,9 @@ from iseg.checkpoint import QuantizedCheckpoint
 from iseg.generator.plan import Plan, TraceSpec, blob_bytes
 from iseg.reference import run as reference_run
 
-__all__ = ["Golden", "golden", "checksum", "render_hls", "render_weights", "render_tb", "render_scripts",
-           "render_report", "render_manifest", "render_readme", "render_project", "MANIFEST_FORMAT",
-           "MANIFEST_VERSION", "trace_map"]
+__all__ = ["Golden", "golden", "golden_layers", "golden_from_trace", "checksum", "render_hls", "render_weights",
+           "render_tb", "render_scripts", "render_report", "render_manifest", "render_readme", "render_project",
+           "MANIFEST_FORMAT", "MANIFEST_VERSION", "trace_map"]
 
 MANIFEST_FORMAT = "iseg-project"
 MANIFEST_VERSION = 1
@@ -117,14 +118,33 @@ def render_weights(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
 # --------------------------------------------------------------------------------------------
 # golden vectors and the test bench
 # --------------------------------------------------------------------------------------------
+def _check_weights(n: int) -> np.ndarray:
+    """``i % 65521 + 1`` for ``i < n`` as float64 (cached: the longest so far, sliced)."""
+    global _CHECK_WF
+    if _CHECK_WF.size < n:
+        _CHECK_WF = np.tile(_CHECK_W.astype(np.float64), -(-n // 65521))
+    return _CHECK_WF[:n]
+
+
+_CHECK_WF = np.zeros(0)
+_CHECK_CHUNK = 1 << 21  # float64 dot of a chunk of 16-bit values: |sum| < 2^21 * 2^16 * 2^16 = 2^53, exact
+
+
 def checksum(values: np.ndarray) -> int:
     """sum_i v_i * (i % 65521 + 1) mod 2^64 over the flat signed values (the test bench's checksum)."""
-    flat = np.ascontiguousarray(values).reshape(-1).astype(np.int64)
-    n = flat.size
-    reps = -(-n // 65521)
-    weights = np.tile(_CHECK_W, reps)[:n] if reps > 1 else _CHECK_W[:n]
-    # |v| < 2^15 and w < 2^16: every product fits int64; the int64 sum wraps like uint64 mod 2^64
-    return int(np.sum(flat * weights, dtype=np.int64).astype(np.uint64))
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.dtype.kind not in "iu" or flat.dtype.itemsize > 2:  # wide values: int64, wrapping like uint64
+        flat = flat.astype(np.int64)
+        weights = np.tile(_CHECK_W, -(-flat.size // 65521))[:flat.size]
+        return int(np.sum(flat * weights, dtype=np.int64).astype(np.uint64))
+    # 8- or 16-bit values: |v| < 2^16 and w < 2^16, so each product is below 2^32 and every partial sum
+    # of a chunk below 2^53: the float64 dot of a chunk is its exact integer sum (in any order). The
+    # chunks add as Python ints, reduced mod 2^64 at the end (= the int64 sum wrapping like uint64).
+    weights = _check_weights(flat.size)
+    total = 0
+    for i in range(0, flat.size, _CHECK_CHUNK):
+        total += int(np.dot(flat[i:i + _CHECK_CHUNK].astype(np.float64), weights[i:i + _CHECK_CHUNK]))
+    return total % (1 << 64)
 
 
 def layer_slice(ref: dict[str, np.ndarray], tr: TraceSpec) -> np.ndarray:
@@ -139,15 +159,28 @@ class Golden:
     layers: tuple[tuple[int, int, int], ...]  # (row index, elements, checksum)
 
 
-def golden(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray) -> Golden:
-    labels, ref = reference_run(ckpt, image, trace=True)
+GoldenLayers = tuple[tuple[int, TraceSpec], ...]
+
+
+def golden_layers(plan: Plan) -> GoldenLayers:
+    """The layer rows the test bench checks: ``(row index, the activation rows it writes)``."""
+    return tuple((row.index, row.trace) for row in plan.layers if row.trace is not None)
+
+
+def golden_from_trace(layers: GoldenLayers, image: np.ndarray, labels: np.ndarray,
+                      ref: dict[str, np.ndarray]) -> Golden:
+    """The golden vectors from a reference run's labels and trace (``iseg.reference.run(..., trace=True)``)."""
     rows = []
-    for row in plan.layers:
-        if row.trace is None:
-            continue
-        v = layer_slice(ref, row.trace)
-        rows.append((row.index, int(v.size), checksum(v)))
+    for index, tr in layers:
+        v = layer_slice(ref, tr)
+        rows.append((index, int(v.size), checksum(v)))
     return Golden(np.ascontiguousarray(image).tobytes(), np.ascontiguousarray(labels).tobytes(), tuple(rows))
+
+
+def golden(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray) -> Golden:
+    """Run the reference on ``image`` and checksum what every traced layer row writes."""
+    labels, ref = reference_run(ckpt, image, trace=True)
+    return golden_from_trace(golden_layers(plan), image, labels, ref)
 
 
 def render_tb(plan: Plan, g: Golden) -> Files:
@@ -366,22 +399,30 @@ def render_readme(plan: Plan) -> Files:
             "config.yaml": plan.config_yaml}
 
 
-def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, headers: dict[str, str]) -> Files:
-    """Every file of the generated project (relative path -> content)."""
+def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, headers: dict[str, str],
+                   golden_vectors: Callable[[], Golden] | None = None) -> Files:
+    """Every file of the generated project (relative path -> content).
+
+    ``golden_vectors`` returns :func:`golden` of this plan, checkpoint and image (default: computed
+    here); it is called last, so that golden vectors computed elsewhere (``cli.generate``'s worker
+    process) overlap the rest of the rendering.
+    """
     out: Files = {}
     weights = render_weights(plan, ckpt)
     blob = weights["weights.bin"]
     assert isinstance(blob, bytes)
     sha = hashlib.sha256(blob).hexdigest()
-    if "hls" in plan.outputs or "csim" in plan.outputs:
+    hls = "hls" in plan.outputs or "csim" in plan.outputs
+    if hls:
         out.update(render_hls(plan, headers, sha))
-        out.update(render_tb(plan, golden(plan, ckpt, image)))
         out.update(render_scripts(plan))
     out.update(weights)
     if "report" in plan.outputs:
         out.update(render_report(plan))
     out.update(render_manifest(plan, len(blob), sha))
     out.update(render_readme(plan))
+    if hls:
+        out.update(render_tb(plan, golden_vectors() if golden_vectors else golden(plan, ckpt, image)))
     return dict(sorted(out.items()))
 
 

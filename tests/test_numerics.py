@@ -291,3 +291,125 @@ def test_argmax_then_upsample_equals_upsample_then_argmax() -> None:
     up = np.repeat(np.repeat(logits, 4, axis=0), 4, axis=1)
     assert np.array_equal(a, nx.argmax_labels(up))
     assert a.shape == (12, 16)
+
+
+# ---------------------------------------------------------------- fast paths vs the spec in Python ints
+# numerics.py evaluates some ops through float BLAS, tables and in-place int64 buffers (its module
+# docstring says why each is exact). These tests hold each against a line-by-line transcription of
+# spec/numerics.md in Python ints (no width, no overflow), on random and extreme inputs.
+
+
+def _spec_requant(z: int, m: int, e: int, o: int, bits: int) -> int:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return max(lo, min(hi, (z * m + o + (1 << (e - 1))) >> e))
+
+
+def _spec_shexp(x: int, x0: int, n: int) -> int:
+    t = x + (x >> 1) - (x >> 4)
+    t = max(t, n * x0)
+    q = t // x0
+    r = t - x0 * q
+    return ((r >> 1) - x0) << (n - q)
+
+
+def _spec_shiftmax_row(row: list[int], x0: int, variant: str) -> list[int]:
+    k, kk, rnd, clamp = {"ivit": (0, 0, 0, True), "precise": (3, 16, 1, False)}[variant]
+    mx = max(row)
+    e = [_spec_shexp((x - mx) << k, x0, 15) for x in row]
+    s = sum(e)
+    if clamp:
+        s = min(s, (1 << 31) - 1)
+    f = ((1 << (31 + kk)) - 1) // s
+    return [min((v * f + rnd * (1 << (15 + kk))) >> (16 + kk), 32767) for v in e]
+
+
+def _spec_lambda_gelu(x: int, c: nx.GeluConsts) -> int:
+    xc = max(-c.L, min(c.L, x)) << c.k
+    e = _spec_shexp(xc - c.M, c.x0, c.n)
+    s = min(e + c.em, (1 << 31) - 1)
+    f = ((1 << 31) - 1) // s
+    return x * ((e * f) >> 24)
+
+
+@pytest.mark.parametrize("k,alo,ahi,blo,bhi,path", [
+    (192, -128, 127, -128, 127, "float32"),
+    (1024, -128, -128, -128, -128, "float32"),  # bound exactly 2^24: every partial sum still exact
+    (1025, -128, 127, -128, 127, "float64"),
+    (1174, 0, 32767, -128, 127, "float64"),  # P·V: u15 x i8 over the decoder's tokens
+    (64, -(2 ** 40), 2 ** 40, -(2 ** 13), 2 ** 13, "int64"),
+])
+def test_exact_matmul_paths_match_python_ints(k: int, alo: int, ahi: int, blo: int, bhi: int, path: str) -> None:
+    rng = np.random.default_rng(k)
+    a = rng.integers(alo, ahi + 1, size=(9, k), endpoint=False)
+    b = rng.integers(blo, bhi + 1, size=(k, 7), endpoint=False)
+    a[0, :] = alo if abs(alo) >= abs(ahi) else ahi  # a row and a column of the extreme value
+    b[:, 0] = blo if abs(blo) >= abs(bhi) else bhi
+    if ahi <= 127 and alo >= -128:
+        a = a.astype(np.int8)
+    if bhi <= 127 and blo >= -128:
+        b = b.astype(np.int8)
+    want = np.array(a.astype(object).dot(b.astype(object)), dtype=np.int64)
+    got = nx.exact_matmul(a, b)
+    assert got.dtype == np.int64 and np.array_equal(got, want), path
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.sampled_from([8, 16]), st.sampled_from(["int8", "int16", "int32", "int64"]))
+def test_requant_matches_python_ints(seed: int, bits: int, dtype: str) -> None:
+    rng = np.random.default_rng(seed)
+    lim = {"int8": 127, "int16": 32767, "int32": 2 ** 31 - 1, "int64": 2 ** 31 - 1}[dtype]
+    z = rng.integers(-lim, lim + 1, size=(6, 5))
+    z[0] = [-lim, lim, 0, -1, 1]
+    z = z.astype(dtype)
+    m = rng.integers(2 ** 30, 2 ** 31, size=5) * rng.choice([-1, 1], size=5)
+    e = rng.integers(1, 63, size=5)
+    o = rng.integers(-(2 ** 60), 2 ** 60, size=5)
+    o[0] = 0
+    got = nx.requant(z, m, e, o, bits=bits)
+    want = [[_spec_requant(int(z[i, j]), int(m[j]), int(e[j]), int(o[j]), bits) for j in range(5)] for i in range(6)]
+    assert got.tolist() == want
+    # per-tensor constants
+    got = nx.requant(z, int(m[1]), int(e[1]), bits=bits)
+    assert got.tolist() == [[_spec_requant(int(v), int(m[1]), int(e[1]), 0, bits) for v in r] for r in z]
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("x0", [-1, -8, -120, -3000, -(1 << 20)])
+@pytest.mark.parametrize("n", [3, 200, 1025])  # short rows: direct path; long rows: per-row tables
+def test_shiftmax_matches_python_ints(variant: str, x0: int, n: int) -> None:
+    rng = np.random.default_rng(n - x0)
+    rows = [rng.integers(-128, 128, size=n),
+            np.full(n, -128), np.full(n, 127), np.full(n, 5),
+            np.resize([-128, 127], n),  # the widest difference (u up to 255)
+            np.clip(np.round(rng.normal(0, 20, size=n)), -128, 127)]
+    x = np.stack(rows).astype(np.int8)
+    got = nx.shiftmax(x, x0, variant)
+    want = [_spec_shiftmax_row([int(v) for v in r], x0, variant) for r in x]
+    assert got.dtype == np.int64 and got.tolist() == want
+    # same integers from int64 input and from a 3-D (heads, rows, keys) stack
+    assert np.array_equal(nx.shiftmax(x.astype(np.int64), x0, variant), got)
+    assert np.array_equal(nx.shiftmax(np.stack([x, x[::-1]]), x0, variant), np.stack([got, got[::-1]]))
+
+
+def test_shiftmax_wide_scores_take_the_direct_path() -> None:
+    x = np.array([[0, -5000, 3, -70000], [10, 10, 9, -1]])
+    x0 = nx.shiftmax_x0(0.01, "precise")
+    assert nx.shiftmax(x, x0).tolist() == [_spec_shiftmax_row(r, x0, "precise") for r in x.tolist()]
+
+
+@pytest.mark.parametrize("s", [0.005, 0.02, 0.1, 0.9])
+def test_lambda_gelu_table_matches_python_ints(s: float) -> None:
+    c = nx.gelu_consts(s)
+    every = np.arange(-128, 128)
+    want = {int(v): _spec_lambda_gelu(int(v), c) for v in every}
+    assert nx.gelu(every, c).tolist() == [want[int(v)] for v in every]  # 256 values: direct path
+    x = np.random.default_rng(1).integers(-128, 128, size=(300, 40)).astype(np.int8)  # table path
+    got = nx.gelu(x, c)
+    assert got.dtype == np.int64 and got.tolist() == [[want[int(v)] for v in r] for r in x]
+
+
+def test_tabulate_is_the_function_itself() -> None:
+    x = np.random.default_rng(2).integers(-7, 40, size=5000)
+    fn = lambda v: v * v - 3 * v  # noqa: E731
+    assert np.array_equal(nx._tabulate(fn, x, -7, 39), fn(x))
+    assert np.array_equal(nx._tabulate(fn, x[:10], -7, 39), fn(x[:10]))  # short input: no table
