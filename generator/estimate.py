@@ -22,10 +22,15 @@ A LayerNorm followed by the Linear that reads its output is fused into that Line
 loader (stats pass, pipelined sqrt + divider latency once per block, normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every pipelined loop also pays PIPE cycles of fill/drain per entry.
+
+Resources: the lane multipliers are the calls of hls/mul.h, one entry per call and instance
+(``MUL_SITES``, ``multipliers``), on their proven operand widths (``LaneWidths``): ``mul_dsps`` DSPs or
+``mul_luts`` LUTs each; the rest of a lane's logic and the buffers' LUTs are rules of thumb.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from iseg.generator.boards import Board
@@ -46,8 +51,8 @@ from iseg.graph import (
 )
 
 __all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
-           "gemm_cycles", "attention_cycles", "ln_block_steps", "sm_block_steps",
-           "make_shape", "act_cache_budget", "wrows_needed", "mul_dsps"]
+           "gemm_cycles", "attention_cycles", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul", "MUL_SITES",
+           "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed", "mul_dsps"]
 
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
@@ -59,6 +64,10 @@ RQ_RECORD = 16  # bytes of a per-channel requant record
 MAX_DIM = 64  # the engine's array limit (hls/engine.h EngineChecks: R, C <= 64)
 SM_LANES = 8  # Shiftmax elements per cycle
 COLS = (8, 16, 24, 32, 48, 64)
+# the array search's lane configurations: (output lanes (0: W/2), SM_LANES, S_LANES (0: = output lanes,
+# -1: a key tile's score drain within d_head steps), LN_LANES (0: = output lanes))
+LANE_CONFIGS = ((0, 32, -1, 0), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, 0, 0), (0, 8, -1, 0), (0, 8, -1, 4),
+                (0, 8, 0, 0), (4, 8, 0, 0), (2, 4, 0, 0), (1, 2, 0, 0), (1, 1, 0, 0))
 
 
 def cdiv(a: int, b: int) -> int:
@@ -71,9 +80,137 @@ def mul_luts(a_bits: int, b_bits: int) -> int:
 
 
 def mul_dsps(a_bits: int, b_bits: int, board: Board) -> int:
-    """DSP slices of one a x b signed multiplier (27x18 on DSP48E2, 25x18 on DSP48E1), the tool's default binding."""
-    wa = 26 if board.dsp_kind == "DSP48E2" else 24
-    return cdiv(a_bits, wa) * cdiv(b_bits, 17) if max(a_bits, b_bits) > 18 or min(a_bits, b_bits) > 17 else 1
+    """DSP slices of one a x b signed multiplier (widths include the sign) bound to DSPs: the wider operand on
+    the 27-bit port (25 on DSP48E1), the other on the 18-bit port; a wider operand is split into chunks of 26
+    (24) and 17 magnitude bits, one DSP per pair of chunks (the cheaper orientation)."""
+    pa = 26 if board.dsp_kind == "DSP48E2" else 24
+    a, b = max(a_bits, 2) - 1, max(b_bits, 2) - 1
+    return min(cdiv(a, pa) * cdiv(b, 17), cdiv(b, pa) * cdiv(a, 17))
+
+
+@dataclass(frozen=True)
+class LaneWidths:
+    """Proven signed operand widths of the lane multipliers, sign included (hls/mul.h; the generated Cfg's
+    ``struct Widths``, computed by ``plan.lane_widths`` from the checkpoint). The defaults are mul.h's
+    ``DefaultWidths``: valid for any checkpoint."""
+
+    ACC: int = 33  # acc + bias of a GEMM output
+    SCORE: int = 32  # Q.K^T accumulator
+    PV: int = 32  # P.V accumulator
+    ADD_M: int = 32  # int_add multipliers ma, mb
+    SM_BASE: int = 33  # Shiftmax exp mantissa (<= |x0|)
+    SM_F: int = 48  # Shiftmax reciprocal
+    SM_X0: int = 33  # Shiftmax x0
+    GELU_BASE: int = 33  # GELU exp mantissa
+    GELU_F: int = 32  # GELU reciprocal
+    GELU_X0: int = 33  # GELU x0
+
+    def items(self) -> tuple[tuple[str, int], ...]:
+        return tuple((k, getattr(self, k)) for k in self.__dataclass_fields__)
+
+
+# structural widths of hls/mul.h (numerics.md bounds, any checkpoint)
+STRUCT_WIDTHS = {"kRqMBits": 32, "kI8Bits": 8, "kSigBits": 8, "kI16Bits": 16, "kGeluYBits": 15, "kLnYBits": 18,
+                 "kLnFBits": 32, "kLnZBits": 31, "kShexpQBits": 7, "kLnKBits": 12}
+
+# Every multiplier call of hls/: (function, binding, A, B as spelled in the code, calls in that function);
+# binding "lane" = mul_lane, DSPs or LUTs as the planner chose (ArrayShape.small_fabric, Widths::SMALL_FABRIC).
+# tests/hls/test_hls_static.py checks this table against the mul_dsp / mul_fabric / mul_lane calls of hls/.
+MUL_SITES: tuple[tuple[str, str, str, str, int], ...] = (
+    ("requant_w", "dsp", "ZB", "kRqMBits", 1),
+    ("int_add_w", "dsp", "kI16Bits", "MB", 2),
+    ("shexp_parts", "lane", "X0B", "kShexpQBits", 1),
+    ("gelu_core", "dsp", "W::GELU_BASE", "W::GELU_F", 1),
+    ("gelu_core", "lane", "kI8Bits", "kSigBits", 1),
+    ("sm_norm", "dsp", "BASE", "F", 1),
+    ("ln_scale", "dsp", "kLnYBits", "kLnFBits", 1),
+    ("layernorm_row", "dsp", "kLnYBits", "kLnYBits", 1),
+    ("ln_step", "dsp", "kI16Bits", "kI16Bits", 1),
+    ("ln_step", "dsp", "kI16Bits", "kLnSumBits<Cfg::CMAX>()", 1),
+    ("ln_step", "dsp", "kLnKBits + kI16Bits", "kI16Bits", 1),
+    ("ln_step", "lane", "kLnKBits", "kI16Bits", 1),
+)
+
+
+@dataclass(frozen=True)
+class Mul:
+    """One multiplier instance of the engine: ``count`` copies of call ``site`` (a MUL_SITES function) with
+    operands of ``a`` x ``b`` signed bits, bound to ``impl`` ("dsp" or "fabric")."""
+
+    unit: str
+    site: str
+    impl: str
+    a: int
+    b: int
+    count: int
+    what: str
+
+    def dsps(self, board: Board) -> int:
+        return self.count * mul_dsps(self.a, self.b, board) if self.impl == "dsp" else 0
+
+    def luts(self) -> int:
+        return self.count * mul_luts(self.a, self.b) if self.impl == "fabric" else 0
+
+
+def _ln_sum_bits(cmax: int) -> int:
+    """hls/layernorm.h kLnSumBits<CMAX>: signed bits of a row sum of CMAX int16 channels."""
+    return (cmax << 15).bit_length() + 1
+
+
+def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
+    """Every lane multiplier the engine instantiates (one rule per multiplier, docs/gen-hls.md), per unit:
+    the code of hls/ call by call (MUL_SITES), with the lane counts of ``a`` and the widths ``w``."""
+    s = STRUCT_WIDTHS
+    m, q = s["kRqMBits"], s["kShexpQBits"]
+    lane = "fabric" if a.small_fabric else "dsp"  # mul_lane's binding
+    ol, sl, sm, ll, lw = a.out_lanes, a.score_lanes, a.sm_lanes, a.ln_lanes, max(1, a.axi_bytes // 2)
+    gelu = [("shexp_parts", lane, w.GELU_X0, q, "GELU exp: x0 * q"),
+            ("gelu_core", "dsp", w.GELU_BASE, w.GELU_F, "GELU: mantissa * f"),
+            ("gelu_core", lane, s["kI8Bits"], s["kSigBits"], "GELU: x * sig")]
+    out: list[Mul] = []
+
+    def add(unit: str, count: int, rows: list[tuple[str, str, int, int, str]]) -> None:
+        out.extend(Mul(unit, site, impl, x, y, count, what) for site, impl, x, y, what in rows)
+
+    add("output_stage", ol, [("requant_w", "dsp", w.ACC, m, "RQ(acc + bias)"), *gelu,
+                             ("requant_w", "dsp", s["kGeluYBits"], m, "RQ_8(GELU)"),
+                             ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
+                             ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
+    add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
+    add("attention_lanes", ol, [("requant_w", "dsp", w.PV, m, "P.V RQ_8 (ATT_O_LANE)")])
+    add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q"),
+                         ("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
+                         ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
+    add("layernorm", lw, [("ln_step", "dsp", s["kI16Bits"], s["kI16Bits"], "loader stats: x * x")])
+    add("layernorm", ll, [("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "loader: y * f"),
+                          ("requant_w", "dsp", s["kLnZBits"], m, "loader: RQ_8(z)")])
+    cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))  # Cfg::CMAX
+    add("layernorm", 1, [("ln_step", "dsp", s["kI16Bits"], _ln_sum_bits(cmax), "loader row: mean * sum"),
+                         ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * mean"),
+                         ("ln_step", "dsp", s["kLnKBits"] + s["kI16Bits"], s["kI16Bits"], "loader row: K mean * mean")])
+    add("layernorm", ll, [("layernorm_row", "dsp", s["kLnYBits"], s["kLnYBits"], "standalone: y * y"),
+                          ("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "standalone: y * f"),
+                          ("requant_w", "dsp", s["kLnZBits"], m, "standalone: RQ(z)")])
+    rows = row_units(graph)
+    add("gelu_row", 2 * rows["gelu"], gelu)  # gelu_row: the lambda and the shift loop
+    add("gelu_row", rows["gelu"], [("shexp_parts", lane, w.GELU_X0, q, "row exp of the max: x0 * q"),
+                                   ("requant_w", "dsp", s["kGeluYBits"], m, "GELU_STORE RQ_8")])
+    add("adds", rows["add"] + rows["embed_add"], [("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "a * ma"),
+                                                  ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "b * mb")])
+    return out
+
+
+def row_units(graph: Graph) -> dict[str, int]:
+    """Which row units the engine builds for this model (Cfg::ROW_OPS, hls/engine.h builds_op): 1 if the
+    table has a GELU row (ShiftGELU: not fused), an ADD row (not fused into a Linear), an EMBED_ADD row."""
+    spec = graph.spec
+    producer = {op.output: op for op in graph.ops}
+    lam = spec.gelu == "lambda"
+    fused = {op.name for op in graph.ops if isinstance(op, (Gelu, Add))  # as op_costs
+             and isinstance(producer.get(op.inputs[-1]), Linear) and (not isinstance(op, Gelu) or lam)}
+    return {"gelu": int(any(isinstance(op, Gelu) and op.name not in fused for op in graph.ops)),
+            "add": int(any(isinstance(op, Add) and op.name not in fused for op in graph.ops)),
+            "embed_add": int(any(isinstance(op, Embed) for op in graph.ops))}
 
 
 @dataclass(frozen=True)
@@ -88,6 +225,7 @@ class ArrayShape:
     sm_lanes: int  # SM_LANES: Shiftmax elements per cycle
     axi_bytes: int  # AXI_BYTES: bytes per m_axi beat (both ports)
     s_lanes: int = 0  # S_LANES: attention score requant lanes (0: as many as out_lanes)
+    small_fabric: bool = False  # Widths::SMALL_FABRIC: the small lane multipliers (mul_lane) on LUTs
 
     @property
     def macs(self) -> int:
@@ -181,11 +319,12 @@ def wrows_needed(graph: Graph, cols: int) -> int:
 
 
 def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: float, lanes: int = 0,
-               sm_lanes: int = SM_LANES, s_lanes: int = 0) -> ArrayShape:
+               sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
     at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that);
-    LayerNorm reads as many i16 channels. The score lanes write on chip only: ``s_lanes`` 0 = as many
-    as the output lanes, -1 = enough that a key tile's score drain fits in d_head steps."""
+    LayerNorm normalises ``ln_lanes`` channels per cycle (0 = as many as the output lanes). The score
+    lanes write on chip only: ``s_lanes`` 0 = as many as the output lanes, -1 = enough that a key
+    tile's score drain fits in d_head steps."""
     del clock_mhz
     w = board.axi_width // 8
     n = max(1, min(lanes, w // 2) if lanes else w // 2)
@@ -193,13 +332,24 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
     return ArrayShape(rows=rows, cols=cols, pack=board.macs_per_dsp if rows % 2 == 0 else 1,
-                      out_lanes=n, ln_lanes=n, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n)
+                      out_lanes=n, ln_lanes=ln_lanes or n, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n,
+                      small_fabric=small_fabric)
 
 
-def unit_costs(a: ArrayShape, graph: Graph, board: Board) -> Units:
-    """DSP / BRAM / URAM / LUT per unit of the engine (the buffers of hls/gemm.h, attention.h ...)."""
+def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | None = None) -> Units:
+    """DSP / BRAM / URAM / LUT per unit of the engine (the buffers of hls/gemm.h, attention.h ...). The lane
+    multipliers are ``multipliers()``: DSPs by ``mul_dsps``, fabric ones by ``mul_luts``; the rest of a lane's
+    logic is a LUT rule of thumb per lane."""
     d = _dims(graph)
     wr = wrows_needed(graph, a.cols)
+    muls = multipliers(a, graph, widths or LaneWidths())
+
+    def mdsp(unit: str) -> int:
+        return sum(m.dsps(board) for m in muls if m.unit == unit)
+
+    def mlut(unit: str) -> int:
+        return sum(m.luts() for m in muls if m.unit == unit)
+
     u: list[UnitCost] = []
     acc_lut = 16 if a.pack == 2 else 8  # packed lanes: split + int32 accumulate in fabric (DPU-like)
     u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * acc_lut, f"{a.rows}x{a.cols} MACs, {a.pack} per DSP"))
@@ -207,22 +357,23 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board) -> Units:
     u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16, "left operand R x KMAX i16, ping-pong"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
-    # multipliers keep the tool's default binding (DSPs): no BIND_OP in hls/ yet
-    lane = mul_dsps(33, 32, board) + mul_dsps(28, 31, board) + mul_dsps(32, 32, board) + 2 * mul_dsps(16, 32, board)
-    u.append(UnitCost("output_stage", a.out_lanes * lane, 0, 0, a.out_lanes * 900,
+    u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0, a.out_lanes * 900 + mlut("output_stage"),
                       f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8, residual add (gemm.h OUT_LANE)"))
-    att = (a.score_lanes + a.out_lanes) * mul_dsps(32, 32, board)
-    u.append(UnitCost("attention_lanes", att, 0, 0, (a.score_lanes + a.out_lanes) * 300,
+    u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
                       "score requant and P.V output requant lanes (attention.h ATT_S_LANE, ATT_O_LANE)"))
-    u.append(UnitCost("layernorm", 2 * a.ln_lanes * (mul_dsps(17, 31, board) + mul_dsps(33, 32, board)) + 4, 0, 0,
-                      2 * a.ln_lanes * 400 + 4000 + 4000,
+    u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, 2 * a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
                       f"{a.ln_lanes} lanes standalone + {a.ln_lanes} in the GEMM's LayerNorm loader; "
                       "isqrt + divider, pipelined in the loader (LUTs)"))
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
     qb, qu = _mem_blocks(a.rows * d["dhmax"] * 2, a.rows, 16, board, False)
-    u.append(UnitCost("shiftmax", a.sm_lanes * mul_dsps(47, 47, board), sb + qb, su + qu, a.sm_lanes * 1100 + 6500,
-                      f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, e*f normalise on DSPs, pipelined "
+    u.append(UnitCost("shiftmax", mdsp("shiftmax"), sb + qb, su + qu, a.sm_lanes * 1100 + 6500 + mlut("shiftmax"),
+                      f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, mantissa*f normalise on DSPs, pipelined "
                       "divider); 2 x R x T scores (ping-pong), R x DHMAX Q block"))
+    rows = row_units(graph)
+    u.append(UnitCost("gelu_row", mdsp("gelu_row"), 0, 0, 2000 * rows["gelu"] + mlut("gelu_row"),
+                      "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): one element per cycle, divider"))
+    u.append(UnitCost("adds", mdsp("adds"), 0, 0, 300 * (rows["add"] + rows["embed_add"]),
+                      "ADD and EMBED_ADD rows (those in the table): one int_add each"))
     cb, cu = _mem_blocks(d["ncmax"] * 36, 1, 64, board, False)
     u.append(UnitCost("consts", 0, cb, cu, 500, "bias + rq1 + rq2 per output channel"))
     u.append(UnitCost("head_pixels", 0, 2 + cdiv(graph.spec.patch * graph.spec.image[1] * 3, 4608), 0, 3000,
@@ -243,6 +394,13 @@ def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bo
                 prefetch_bytes: int, ln: bool = False) -> tuple[int, dict[str, int]]:
     """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown). ``ln``: a LayerNorm fused into the
     left-operand loader (its per-channel constants, then ln_block_steps per row block)."""
+    cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln)
+    return cyc, dict(parts)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # the array search evaluates the same layer shapes many times
+def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool, rq2_tab: bool,
+                 prefetch_bytes: int, ln: bool) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     beats = (cdiv(4 * n, w) if bias else 0) + n * cdiv(RQ_RECORD, w) * (int(rq_tab) + int(rq2_tab))
     consts = max(n, beats) + PIPE + (k * cdiv(RQ_RECORD, w) + PIPE if ln else 0)
@@ -261,8 +419,8 @@ def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bo
     else:
         steps = first + ((mb - 1) * nt - 1) * mid + nt * last
     tail = a.drain + PIPE
-    return consts + a0 + steps + tail, {"consts": consts, "a_prologue": a0, "steps": steps, "tail": tail,
-                                        "array": mb * nt * k}
+    return consts + a0 + steps + tail, (("consts", consts), ("a_prologue", a0), ("steps", steps), ("tail", tail),
+                                        ("array", mb * nt * k))
 
 
 def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
@@ -276,6 +434,12 @@ def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, d
     Per head: K_h / V_h load, QK(0) (prologue), then per query block i: PV(i-1) and QK(i+1) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
     PV(nb-1) (epilogue)."""
+    cyc, parts = _attention_cycles(a, t, heads, dh)
+    return cyc, dict(parts)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     consts = heads * dh + PIPE
@@ -298,8 +462,9 @@ def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, d
             shadow += q_it + qk_it
         rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes) - shadow)
         rest_total += rest + PIPE if rest else 0
-    parts = {"consts": consts, "kv_load": heads * kv, "q_load": heads * n_q * q, "qk": heads * n_q * qk,
-             "shiftmax": heads * rest_total, "pv": heads * n_pv * pv, "array": heads * nb * (kt * dh + vt * 2 * t)}
+    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * n_q * q), ("qk", heads * n_q * qk),
+             ("shiftmax", heads * rest_total), ("pv", heads * n_pv * pv),
+             ("array", heads * nb * (kt * dh + vt * 2 * t)))
     return consts + heads * (kv + n_q * (q + qk) + n_pv * pv + rest_total), parts
 
 
@@ -446,23 +611,30 @@ def act_cache_budget(board: Board, units: Units) -> int:
     return 0
 
 
-def choose_array(graph: Graph, board: Board, clock_mhz: float) -> ArrayShape:
-    """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP."""
+def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None) -> ArrayShape:
+    """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
+    few lane configurations (output, Shiftmax, score and LayerNorm lanes) and both bindings of the small
+    lane multipliers (mul_lane: DSPs or LUTs; on a tie the fewer DSPs). ``widths``: the model's proven
+    multiplier widths (plan.lane_widths; None = the worst case of any checkpoint)."""
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
-    for lanes, sm, sl in ((0, 32, -1), (0, 16, -1), (0, 16, 0), (0, 8, -1), (0, 8, 0), (4, 8, 0), (2, 4, 0),
-                          (1, 2, 0), (1, 1, 0)):
+    for lanes, sm, sl, ln in LANE_CONFIGS:
         for cols in COLS:
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
                     break
-                a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl)
-                units = unit_costs(a, graph, board)
-                if (units.dsp > cap or units.bram36 > board.bram36 * MEM_CAP or units.uram > board.uram * MEM_CAP
-                        or units.lut > board.lut * LUT_CAP):
-                    continue
+                fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
+                for fab in (False, True):
+                    a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab)
+                    units = unit_costs(a, graph, board, widths)
+                    if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
+                            and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
+                        fits.append((units.dsp, a))
+                if not fits:
+                    break  # every resource grows with the rows
+                dsp, a = min(fits, key=lambda x: x[0])
                 cycles = sum(c.cycles for c in op_costs(graph, a))
-                key = (cycles, units.dsp)
+                key = (cycles, dsp)
                 if best is None or key < best[0]:
                     best = (key, a)
     if best is None:

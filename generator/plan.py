@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from iseg import numerics as inum
 from iseg.checkpoint import ModelSpec, QuantizedCheckpoint
 from iseg.errors import IsegError
 from iseg.generator import estimate as est
@@ -153,6 +154,7 @@ class Plan:
     units: tuple[UnitRow, ...] = ()
     op_estimates: tuple[OpRow, ...] = ()
     totals: dict[str, Any] = field(default_factory=dict, hash=False)
+    widths: tuple[tuple[str, int], ...] = ()  # struct Cfg::Widths (hls/mul.h): proven lane multiplier widths
     graph_text: str = ""
     config_yaml: str = ""
 
@@ -477,6 +479,64 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
 
 
 # --------------------------------------------------------------------------------------------
+# lane multiplier widths (hls/mul.h struct Widths)
+# --------------------------------------------------------------------------------------------
+def _sbits(v: int) -> int:
+    """Signed bits (sign included) of the values in [-v, v]."""
+    return int(abs(int(v))).bit_length() + 1
+
+
+def lane_widths(graph: Graph, ckpt: QuantizedCheckpoint) -> est.LaneWidths:
+    """The proven operand widths of the lane multipliers for this model (numerics.md bounds, maxima over
+    the layers that share the hardware). In C-simulation every operand is checked against them
+    (hls/mul.h narrow); here each is checked against mul.h's worst case, which any checkpoint meets."""
+    spec = graph.spec
+    acc, score, pv, add_m = [2], [2], [2], [2]
+    sm_x0, sm_f, gelu_x0, gelu_f = [2], [2], [2], [2]
+
+    def max_abs(name: str | None) -> int:
+        return int(np.max(np.abs(ckpt.tensors[name].astype(np.int64)))) if name else 0
+
+    for op in graph.ops:
+        if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
+            # |acc| <= K * 128 * 128 (int8 x int8, or pixels u - 128 in [-128, 127]), plus the bias
+            k = op.k if isinstance(op, Linear) else (3 * spec.patch ** 2 if isinstance(op, PatchEmbed)
+                                                     else graph.acts[op.inputs[0]].shape[1])
+            acc.append(_sbits(k * 128 * 128 + max_abs(getattr(op, "bias", None))))
+        elif isinstance(op, Attention):
+            score.append(_sbits(op.d_head * 128 * 128))
+            x0 = abs(int(ckpt.consts[op.softmax]["x0"]))
+            # sum of a row of p: precise (S * f <= 2^47, rounding <= 1/2 each) <= 2^15 + T/2; ivit <= T * 32767
+            psum = (1 << 15) + op.rows // 2 + 1 if op.variant == "precise" else op.rows * 32767
+            pv.append(min(32, _sbits(psum * 128)))
+            big_k = 16 if op.variant == "precise" else 0
+            s_min = x0 << 15 if op.variant == "precise" else min(x0 << 15, (1 << 31) - 1)  # the row max's exp
+            sm_x0.append(_sbits(x0))
+            sm_f.append(_sbits(((1 << (31 + big_k)) - 1) // s_min))
+        elif isinstance(op, (Add, Embed)):
+            c = ckpt.consts[op.add]
+            add_m.append(max(_sbits(int(c["ma"])), _sbits(int(c["mb"]))))
+        elif isinstance(op, Gelu):
+            c = ckpt.consts[op.consts]
+            x0 = abs(int(c["x0"]))
+            if spec.gelu == "lambda":
+                em = int(c["em"])
+            else:  # ShiftGELU: em = shexp(-M) with M = max(row max, 0) <= 127
+                em = int(inum.shexp(np.int64(-127), -x0, int(c["n"])))
+            gelu_x0.append(_sbits(x0))
+            gelu_f.append(_sbits(((1 << 31) - 1) // max(1, min(em, (1 << 31) - 1))))
+    w = est.LaneWidths(ACC=max(acc), SCORE=max(score), PV=max(pv), ADD_M=max(add_m), SM_BASE=max(sm_x0),
+                       SM_F=max(sm_f), SM_X0=max(sm_x0), GELU_BASE=max(gelu_x0), GELU_F=max(gelu_f),
+                       GELU_X0=max(gelu_x0))
+    worst = est.LaneWidths()
+    for name, v in w.items():
+        if v > getattr(worst, name):
+            raise IsegError(f"checkpoint: lane width {name} = {v} bits exceeds the numerics bound "
+                            f"{getattr(worst, name)} (hls/mul.h DefaultWidths): the checkpoint breaks numerics.md")
+    return w
+
+
+# --------------------------------------------------------------------------------------------
 # the plan
 # --------------------------------------------------------------------------------------------
 def _file_sha256(path: Any) -> str:
@@ -499,9 +559,10 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                         f"re-export the model at that size)")
     board = cfg.board
     graph = build_graph(spec)
+    widths = lane_widths(graph, ckpt)
     if cfg.array is None:
         try:
-            shape = est.choose_array(graph, board, cfg.clock_mhz)
+            shape = est.choose_array(graph, board, cfg.clock_mhz, widths)
         except ValueError as exc:
             raise IsegError(f"{name}: array: auto: {exc}") from None
     else:
@@ -510,7 +571,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
             if v > est.MAX_DIM:
                 raise IsegError(f"{name}: array.{key}: {v} exceeds the engine's limit of {est.MAX_DIM}")
         shape = est.make_shape(r, c, graph, board, cfg.clock_mhz)
-    units = est.unit_costs(shape, graph, board)
+    units = est.unit_costs(shape, graph, board, widths)
     if cfg.array is not None and units.dsp > board.dsp:
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
                         f"{board.name} has {board.dsp}")
@@ -549,15 +610,18 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         blob=tuple(blob.segments), blob_bytes=blob.at, buffers=tuple(buffers), scratch_bytes=_align(scratch_bytes),
         layers=tuple(layers),
         lanes={"out": shape.out_lanes, "layernorm": shape.ln_lanes, "shiftmax": shape.sm_lanes, "score": shape.s_lanes,
-               "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes},
+               "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes,
+               "small_multipliers_on_luts": int(shape.small_fabric)},
         engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols),
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes,
-                "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1])},
+                "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
+                "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,
                                  c.ddr_bytes) for c in costs),
-        totals=totals, graph_text=graph.describe(),
+        totals=totals, widths=widths.items() + (("SMALL_FABRIC", int(shape.small_fabric)),),
+        graph_text=graph.describe(),
         config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha),
     )
 
@@ -589,7 +653,8 @@ def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
             data = rq_table_bytes(ckpt, cname, seg.nbytes // 16)
         else:
             t = ckpt.tensors[seg.name]
-            data = np.ascontiguousarray(t.astype(t.dtype.newbyteorder("<"))).tobytes()
+            dtype = np.dtype("<i2") if seg.kind == "i16 rows" else t.dtype.newbyteorder("<")  # int8 pos widened
+            data = np.ascontiguousarray(t.astype(dtype)).tobytes()
         if len(data) != seg.nbytes:
             raise AssertionError(f"blob segment {seg.name}: {len(data)} bytes, planned {seg.nbytes}")
         buf[seg.offset:seg.offset + seg.nbytes] = data

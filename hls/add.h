@@ -4,18 +4,26 @@
 //   out = clamp_bits((a*ma + b*mb + (1 << (e-1))) >> e)      one shared e, one rounding
 #pragma once
 
-#include "intmath.h"
+#include "mul.h"
 
 namespace iseg {
 
-// a, b: i16 (or narrower) values; ma, mb: int32 multipliers; e in [1, 62].
-inline int32_t int_add(int32_t a, int32_t b, int32_t ma, int32_t mb, int32_t e, int bits) {
+// a, b: i16 values; ma, mb: multipliers of MB signed bits (mul.h); e in [1, 62].
+template <int MB>
+inline int32_t int_add_w(int32_t a, int32_t b, int32_t ma, int32_t mb, int32_t e, int bits) {
     ISEG_PRAGMA(HLS INLINE)
-    return clamp_bits((int64_t(a) * ma + int64_t(b) * mb + (int64_t(1) << (e - 1))) >> e, bits);
+    return clamp_bits((mul_dsp<kI16Bits, MB>(a, ma) + mul_dsp<kI16Bits, MB>(b, mb) + (int64_t(1) << (e - 1))) >> e,
+                      bits);
+}
+
+// Any int32 ma, mb.
+inline int32_t int_add(int32_t a, int32_t b, int32_t ma, int32_t mb, int32_t e, int bits) {
+    return int_add_w<DefaultWidths::ADD_M>(a, b, ma, mb, e, bits);
 }
 
 // A whole ADD layer: out (T, N) i16 = int_add(a (T, N) i16, b (T, N) i16), row strides in elements.
-inline void add_rows(const uint8_t* a, long a_stride, const uint8_t* b, long b_stride, uint8_t* out,
+template <class W = DefaultWidths>
+void add_rows(const uint8_t* a, long a_stride, const uint8_t* b, long b_stride, uint8_t* out,
                      long out_stride, int T, int N, int32_t ma, int32_t mb, int32_t e) {
 ADD_T:
     for (int t = 0; t < T; ++t) {
@@ -26,7 +34,7 @@ ADD_T:
             ISEG_PRAGMA(HLS PIPELINE II=1)
             const int32_t va = ld_i16(a + (long(t) * a_stride + n) * 2);
             const int32_t vb = ld_i16(b + (long(t) * b_stride + n) * 2);
-            st_i16(out + (long(t) * out_stride + n) * 2, int_add(va, vb, ma, mb, e, 16));
+            st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(va, vb, ma, mb, e, 16));
         }
     }
 }
@@ -37,7 +45,8 @@ namespace iseg {
 
 // EMBED_ADD: out (T, N) i16 = int_add(x, pos) where x = [cls (n_prefix, N) ; tok (T - n_prefix, N)].
 // cls and pos are int16 row-major constants of the blob; tok rows come from scratch.
-inline void embed_add_rows(const uint8_t* cls, const uint8_t* tok, long tok_stride, const uint8_t* pos,
+template <class W = DefaultWidths>
+void embed_add_rows(const uint8_t* cls, const uint8_t* tok, long tok_stride, const uint8_t* pos,
                            uint8_t* out, long out_stride, int T, int N, int n_prefix, int32_t ma,
                            int32_t mb, int32_t e) {
 EMBED_T:
@@ -49,7 +58,7 @@ EMBED_T:
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
             ISEG_PRAGMA(HLS PIPELINE II=1)
             const int32_t vb = ld_i16(pos + (long(t) * N + n) * 2);
-            st_i16(out + (long(t) * out_stride + n) * 2, int_add(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
+            st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
         }
     }
 }

@@ -43,7 +43,8 @@ template <class Cfg>
 void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     if (sm.st.phase != SM_DONE)
-        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.f);
+        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, typename widths_of<Cfg>::type>(
+            sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.f);
 }
 
 // Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
@@ -107,7 +108,7 @@ ATT_KTILE:
                     const int e = s2 * Cfg::S_LANES + l;
                     const int r = e / Cfg::C, c = e % Cfg::C;
                     if (r < rows && c < dcols) {
-                        const int32_t v = requant(g.dr[r][c], rq_s, 8);
+                        const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], rq_s, 8);
                         sm.s[half][r][dn0 + c] = int8_t(v);
                         if (v > sm.mx[half][r]) sm.mx[half][r] = v;
                     }
@@ -153,7 +154,8 @@ ATT_VTILE:
                 const int r = e / Cfg::C, c = e % Cfg::C;
                 if (r < rows && c < cols) {
                     const int ch = h * dh + c0 + c;
-                    scratch[d.out + long(t0 + r) * d.out_stride + ch] = uint8_t(requant(g.dr[r][c], g.rq2[ch], 8) & 0xff);
+                    scratch[d.out + long(t0 + r) * d.out_stride + ch] = uint8_t(
+                        requant_w<widths_of<Cfg>::type::PV>(g.dr[r][c], g.rq2[ch], 8) & 0xff);
                 }
             }
             att_sm_tick<Cfg>(sm, d, g);

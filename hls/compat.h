@@ -17,6 +17,28 @@
 static_assert((-7 >> 1) == -4, "iseg needs arithmetic right shifts of negative integers");
 static_assert((int64_t(-7) >> 1) == -4, "iseg needs arithmetic right shifts of negative int64");
 
+// Arbitrary-width integers (the lane multipliers' narrowed operands, mul.h): Vitis' ap_int in
+// synthesis, and in a C-simulation built with -DISEG_AP_INT (the generated projects' csim.cpp, with
+// the ap_types headers on the include path) so that the synthesis types are compiled and run bit for
+// bit; a plain C-sim build (the unit-test harness) carries the values in int64_t. Either way every
+// narrowed operand is range-checked in C-simulation (mul.h narrow()).
+#if defined(__SYNTHESIS__) || defined(ISEG_AP_INT)
+#include <ap_int.h>
+namespace iseg {
+template <int N>
+struct sbits {
+    typedef ap_int<N> type;  // signed N-bit
+};
+}  // namespace iseg
+#else
+namespace iseg {
+template <int N>
+struct sbits {
+    typedef int64_t type;  // values are range-checked to N bits before they get here
+};
+}  // namespace iseg
+#endif
+
 #ifdef __SYNTHESIS__
 #include <ap_axi_sdata.h>
 #include <hls_stream.h>

@@ -62,10 +62,28 @@ struct EngineChecks {
 
 inline bool rq_ok(const RqDesc& r) { return r.tab >= 0 || (r.e >= 1 && r.e <= 62); }
 
+// The row ops a generated Cfg builds: Cfg::ROW_OPS, bit (1 << op) set = its unit is in the hardware
+// (the planner sets the ops of the model's table); a Cfg without ROW_OPS builds every op. Only the
+// units of their own are left out: GELU (the ShiftGELU row unit) and ADD (add_rows).
+template <class Cfg, class = void>
+struct row_ops_of {
+    static constexpr uint32_t value = 0xffffffffu;
+};
+template <class Cfg>
+struct row_ops_of<Cfg, typename iseg_void<decltype(Cfg::ROW_OPS)>::type> {
+    static constexpr uint32_t value = Cfg::ROW_OPS;
+};
+template <class Cfg>
+constexpr bool builds_op(int op) {
+    return ((row_ops_of<Cfg>::value >> op) & 1u) != 0;
+}
+
 // C-simulation check of one table entry against the config (compiles to nothing in synthesis).
 template <class Cfg>
 void check_layer(const LayerDesc& d) {
     ISEG_CHECK(d.T >= 1 && d.N >= 1, "layer table: T and N must be >= 1");
+    ISEG_CHECK(d.op < 1 || d.op > 31 || builds_op<Cfg>(d.op),
+               "layer table: op not built into this engine (Cfg::ROW_OPS)");
     switch (d.op) {
         case OP_PATCH_EMBED:
             ISEG_CHECK(d.patch >= 1 && d.patch <= Cfg::PATCH_MAX, "PATCH_EMBED: patch exceeds Cfg::PATCH_MAX");
@@ -151,9 +169,10 @@ GELU_T:
         uint8_t* dst = scratch + d.out + long(t) * d.out_stride;
     GELU_LOAD:
         for (int n = 0; n < d.N; ++n) x[n] = int8_t(src[n]);
-        gelu_row<Cfg::CMAX>(x, d.N, d.gelu, y);
+        gelu_row<Cfg::CMAX, typename widths_of<Cfg>::type>(x, d.N, d.gelu, y);
     GELU_STORE:
-        for (int n = 0; n < d.N; ++n) dst[n] = uint8_t(requant(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
+        for (int n = 0; n < d.N; ++n)
+            dst[n] = uint8_t(requant_w<kGeluYBits>(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
     }
     ISEG_CYCLES(cycles, long(d.T) * ((d.gelu.variant == GELU_LAMBDA ? 3L : 4L) * (d.N + kPipeDepth) + kDivCycles));
 }
@@ -265,16 +284,18 @@ ENGINE_LAYERS:
                 ISEG_CYCLES(g.cycles, long(d.T) * layernorm_cycles(d.N, Cfg::LN_LANES));
                 break;
             case OP_GELU:
-                gelu_layer<Cfg>(d, weights, scratch, g.cycles);
+                if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g.cycles);
                 break;
             case OP_ADD:
-                add_rows(scratch + d.in, d.in_stride, scratch + d.in2, d.in2_stride, scratch + d.out, d.out_stride,
-                         d.T, d.N, d.ma, d.mb, d.ea);
+                if (builds_op<Cfg>(OP_ADD))
+                    add_rows<typename widths_of<Cfg>::type>(scratch + d.in, d.in_stride, scratch + d.in2, d.in2_stride,
+                                                            scratch + d.out, d.out_stride, d.T, d.N, d.ma, d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_EMBED_ADD:
-                embed_add_rows(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b, scratch + d.out,
-                               d.out_stride, d.T, d.N, d.n_prefix, d.ma, d.mb, d.ea);
+                embed_add_rows<typename widths_of<Cfg>::type>(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b,
+                                                              scratch + d.out, d.out_stride, d.T, d.N, d.n_prefix, d.ma,
+                                                              d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_COPY_CONST: {

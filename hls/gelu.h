@@ -27,34 +27,36 @@ struct GeluParams {
 };
 
 // THE GELU maths, shared by both variants: `arg` = the shifted exp argument (<= 0), `em` the
-// exp of the offset.
+// exp of the offset. e * f is computed as (mantissa * f) << shift (the same integer: e = base << sh),
+// a GELU_BASE x GELU_F multiplier (mul.h widths W); x * sig is 8 x 8 (mul_lane).
+template <class W = DefaultWidths>
 inline int32_t gelu_core(int32_t x, int64_t arg, int64_t em, int32_t x0, int n) {
     ISEG_PRAGMA(HLS INLINE)
-    const int64_t e = shexp(arg, x0, n);
-    int64_t S = e + em;
+    const ShexpParts e = shexp_parts<W::GELU_X0, W::SMALL_FABRIC>(arg, x0, n);
+    int64_t S = (e.base << e.sh) + em;
     if (S > kInt32Max) S = kInt32Max;
     const int64_t f = kInt32Max / S;  // both positive: `/` is floor here
-    const int64_t sig = (e * f) >> 24;  // [0, 127]
-    return int32_t(x * sig);
+    const int64_t sig = mul_dsp<W::GELU_BASE, W::GELU_F>(e.base, f) << e.sh >> 24;  // [0, 127]
+    return int32_t(mul_lane<kI8Bits, kSigBits, W::SMALL_FABRIC>(x, sig));
 }
 
-// lambda-ShiftGELU of one element.
+// lambda-ShiftGELU of one element. xc * 2^k - M = -((L - xc) << k), a shift of a value >= 0.
+template <class W = DefaultWidths>
 inline int32_t gelu_lambda(int32_t x, const GeluParams& g) {
     ISEG_PRAGMA(HLS INLINE)
     const int32_t xc = x < -g.L ? -g.L : (x > g.L ? g.L : x);
-    const int64_t M = int64_t(g.L) << g.k;
-    return gelu_core(x, int64_t(xc) * (int64_t(1) << g.k) - M, g.em, g.x0, g.n);
+    return gelu_core<W>(x, -(int64_t(g.L - xc) << g.k), g.em, g.x0, g.n);
 }
 
 // One row, either variant. in: x (n,) int8; out: y (n,) int32.
-template <int NMAX>
+template <int NMAX, class W = DefaultWidths>
 void gelu_row(const int8_t x[NMAX], int n, const GeluParams& g, int32_t y[NMAX]) {
     if (g.variant == GELU_LAMBDA) {
     GELU_LAMBDA_ROW:
         for (int i = 0; i < n; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
             ISEG_PRAGMA(HLS PIPELINE II=1)
-            y[i] = gelu_lambda(x[i], g);
+            y[i] = gelu_lambda<W>(x[i], g);
         }
         return;
     }
@@ -65,12 +67,12 @@ GELU_SHIFT_MAX:
         ISEG_PRAGMA(HLS PIPELINE II=1)
         if (x[i] > M) M = x[i];
     }
-    const int64_t em = shexp(-int64_t(M), g.x0, g.n);
+    const int64_t em = shexp_w<W::GELU_X0, W::SMALL_FABRIC>(-int64_t(M), g.x0, g.n);
 GELU_SHIFT_ROW:
     for (int i = 0; i < n; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
         ISEG_PRAGMA(HLS PIPELINE II=1)
-        y[i] = gelu_core(x[i], int64_t(x[i]) - M, em, g.x0, g.n);
+        y[i] = gelu_core<W>(x[i], int64_t(x[i]) - M, em, g.x0, g.n);
     }
 }
 

@@ -163,13 +163,16 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
                 const int64_t x = r < l.rows ? int64_t(ld_i16(l.src + (long(r) * l.sstride + c) * 2)) : 0;
                 g.a[l.half][r][c] = int16_t(x);
                 l.sum += x;
-                l.sq += x * x;
+                l.sq += mul_dsp<kI16Bits, kI16Bits>(x, x);
             }
         }
         l.i += lw;
         if (l.i >= l.K) {
-            const int64_t mean = round_half_even_div(l.sum, l.K);
-            const int64_t var = l.sq - 2 * mean * l.sum + int64_t(l.K) * mean * mean;  // = sum((x - mean)^2)
+            const int64_t mean = round_half_even_div(l.sum, l.K);  // an int16 value
+            const int64_t var = l.sq - 2 * mul_dsp<kI16Bits, kLnSumBits<Cfg::CMAX>()>(mean, l.sum) +
+                                mul_dsp<kLnKBits + kI16Bits, kI16Bits>(
+                                    mul_lane<kLnKBits, kI16Bits, widths_of<Cfg>::type::SMALL_FABRIC>(l.K, mean), mean);
+            // var = sum((x - mean)^2)
             int64_t sd = isqrt_digit(var);
             if (sd < 1) sd = 1;
             g.ln_mean[r] = mean;
@@ -192,8 +195,8 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
             if (c < l.K && r < l.rows) {
-                const int64_t z = ((int64_t(g.a[l.half][r][c]) - g.ln_mean[r]) * g.ln_f[r]) >> 1;
-                const int32_t y = requant(z, g.lnrq[c], 8);
+                const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
+                const int32_t y = requant_w<kLnZBits>(z, g.lnrq[c], 8);
                 g.a[l.half][r][c] = int16_t(y);
                 l.dst[long(r) * l.dstride + c] = uint8_t(y & 0xff);
             }
@@ -208,14 +211,15 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
 // RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)].
-// `res` is the residual operand (i16), used only with F_RESIDUAL. Its multipliers are bound to
-// fabric (requant.h): the DSPs go to the array.
+// `res` is the residual operand (i16), used only with F_RESIDUAL. W: the lane widths (mul.h): acc +
+// bias is proven to fit W::ACC bits, the GELU output 15.
+template <class W>
 inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const RqParams& rq2,
                         const LayerDesc& d, int32_t res) {
     ISEG_PRAGMA(HLS INLINE)
-    int32_t y = requant(int64_t(acc) + bias, rq1, d.out_bits);
-    if (d.flags & F_GELU) y = requant(gelu_lambda(y, d.gelu), rq2, 8);
-    if (d.flags & F_RESIDUAL) y = int_add(res, y, d.ma, d.mb, d.ea, 16);
+    int32_t y = requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
+    if (d.flags & F_GELU) y = requant_w<kGeluYBits>(gelu_lambda<W>(y, d.gelu), rq2, 8);
+    if (d.flags & F_RESIDUAL) y = int_add_w<W::ADD_M>(res, y, d.ma, d.mb, d.ea, 16);
     return y;
 }
 
@@ -240,7 +244,7 @@ OUT_LANE:
             const int32_t res =
                 (d.flags & F_RESIDUAL) ? int32_t(ld_i16(scratch + d.in2 + (row * d.in2_stride + col) * 2)) : 0;
             st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
-                   gemm_out(g.dr[r][c], g.bias[col], g.rq1[col], g.rq2[col], d, res));
+                   gemm_out<typename widths_of<Cfg>::type>(g.dr[r][c], g.bias[col], g.rq1[col], g.rq2[col], d, res));
         }
     }
 }

@@ -12,6 +12,18 @@
 
 namespace iseg {
 
+// Signed bits of a LayerNorm row sum over at most CMAX int16 channels (mul.h).
+template <int CMAX>
+constexpr int kLnSumBits() {
+    return signed_bits_for(int64_t(CMAX) << 15);
+}
+
+// z = (y * f) >> 1, y = x - mean (|y| <= sd, kLnYBits), f = (2^31 - 1) // sd: |y * f| < 2^31.
+inline int64_t ln_scale(int64_t y, int64_t f) {
+    ISEG_PRAGMA(HLS INLINE)
+    return mul_dsp<kLnYBits, kLnFBits>(y, f) >> 1;
+}
+
 // Exact floor(sqrt(v)) for 0 <= v < 2^62.
 inline int64_t isqrt_digit(int64_t v) {
     int64_t res = 0;
@@ -56,7 +68,7 @@ LN_VAR:
     LN_VAR_L:
         for (int c = c0; c < (c0 + LANES < C ? c0 + LANES : C); ++c) {
             const int64_t y = x[c] - mean;
-            var += y * y;
+            var += mul_dsp<kLnYBits, kLnYBits>(y, y);
         }
     }
     int64_t sd = isqrt_digit(var);
@@ -69,8 +81,8 @@ LN_OUT:
         ISEG_PRAGMA(HLS PIPELINE II=1)
     LN_OUT_L:
         for (int c = c0; c < (c0 + LANES < C ? c0 + LANES : C); ++c) {
-            const int64_t z = ((x[c] - mean) * f) >> 1;
-            st_act(dst + c * bytes, bytes, requant(z, rq_channel(rq, blob, c), out_bits));
+            const int64_t z = ln_scale(x[c] - mean, f);
+            st_act(dst + c * bytes, bytes, requant_w<kLnZBits>(z, rq_channel(rq, blob, c), out_bits));
         }
     }
 }

@@ -6,7 +6,7 @@
 // e in [1, 62], so the int64 sum cannot overflow.
 #pragma once
 
-#include "intmath.h"
+#include "mul.h"
 
 namespace iseg {
 
@@ -17,11 +17,17 @@ struct RqParams {
     int64_t o;
 };
 
-// THE requant: every kernel's output stage calls this and nothing else.
-inline int32_t requant(int64_t z, const RqParams& p, int bits) {
-    const int64_t y = (z * int64_t(p.m) + p.o + (int64_t(1) << (p.e - 1))) >> p.e;
+// THE requant: every kernel's output stage calls this and nothing else. ZB: the proven signed
+// width of z at the call site (mul.h), so z * m is a ZB x 32 multiplier on DSPs.
+template <int ZB>
+inline int32_t requant_w(int64_t z, const RqParams& p, int bits) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int64_t y = (mul_dsp<ZB, kRqMBits>(z, p.m) + p.o + (int64_t(1) << (p.e - 1))) >> p.e;
     return clamp_bits(y, bits);
 }
+
+// Any z with |z| < 2^32.
+inline int32_t requant(int64_t z, const RqParams& p, int bits) { return requant_w<33>(z, p, bits); }
 
 // Where a layer's requant constants live: scalar fields (per tensor), or a per-channel table
 // in the weights blob (`tab` >= 0: byte offset of C records of 16 bytes each,

@@ -8,7 +8,8 @@
 //   ivit      0  0   0    yes      (the I-ViT formulation)
 //
 // Streamed over one row in four passes: max, exp + sum, one reciprocal, normalise. The exps are
-// kept in a row buffer (int64: e < |x0| * 2^16 < 2^47) between the sum and the normalisation.
+// kept in a row buffer (mantissa and shift, e < |x0| * 2^16 < 2^47) between the sum and the
+// normalisation. shiftmax_row is the reference form (unit tests); the engine runs sm_step.
 #pragma once
 
 #include "shexp.h"
@@ -18,6 +19,23 @@ namespace iseg {
 enum SmVariant : int32_t { SM_PRECISE = 0, SM_IVIT = 1 };
 
 static constexpr int kShiftmaxN = 15;
+
+// d = (x - max) << k = -((max - x) << k): a shift of a value >= 0, then the shift exponential, as a
+// mantissa and a shift (shexp.h). W: the lane widths (mul.h).
+template <class W>
+inline ShexpParts sm_exp(int8_t x, int32_t mx, int k, int32_t x0) {
+    ISEG_PRAGMA(HLS INLINE)
+    return shexp_parts<W::SM_X0, W::SMALL_FABRIC>(-(int64_t(mx - x) << k), x0, kShiftmaxN);
+}
+
+// p = min((e * f + rnd) >> (16 + K), 32767) with e = base << sh: (base * f) << sh is the same
+// integer, a BASE x F multiplier (mul.h) instead of a 47 x 47 one.
+template <int BASE, int F>
+inline int16_t sm_norm(const ShexpParts& e, int64_t f, int64_t rnd, int K) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int64_t v = ((mul_dsp<BASE, F>(e.base, f) << e.sh) + rnd) >> (16 + K);
+    return int16_t(v > 32767 ? 32767 : v);
+}
 
 // in: x (n,) int8 scores, real = x * s; out: p (n,) u15 held in int16, real = p * 2^-15.
 // x0 = floor(-2^k / s) < 0 (offline). n in [1, NMAX]. The exporter proves S < 2^(31+K).
@@ -29,7 +47,7 @@ void shiftmax_row(const int8_t x[NMAX], int n, int32_t x0, int32_t variant, int1
     const int k = ivit ? 0 : 3;
     const int K = ivit ? 0 : 16;
     const int64_t rnd = ivit ? 0 : (int64_t(1) << (15 + K));
-    int64_t ebuf[NMAX];  // row buffer of the exps
+    ShexpParts ebuf[NMAX];  // row buffer of the exps (mantissa, shift)
 
     int32_t mx = -128;
 SM_MAX:
@@ -48,10 +66,9 @@ SM_EXP:
         ISEG_PRAGMA(HLS PIPELINE II=1)
     SM_EXP_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
-        const int64_t d = int64_t(x[i] - mx) * (int64_t(1) << k);  // <= 0; a multiply, not a << of a negative
-        const int64_t e = shexp(d, x0, kShiftmaxN);
-        ebuf[i] = e;
-        S += e;
+            const ShexpParts e = sm_exp<DefaultWidths>(x[i], mx, k, x0);
+            ebuf[i] = e;
+            S += e.base << e.sh;
         }
     }
     if (ivit && S > kInt32Max) S = kInt32Max;
@@ -62,8 +79,7 @@ SM_NORM:
         ISEG_PRAGMA(HLS PIPELINE II=1)
     SM_NORM_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
-            const int64_t v = (ebuf[i] * f + rnd) >> (16 + K);
-            p[i] = int16_t(v > 32767 ? 32767 : v);
+            p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, rnd, K);
         }
     }
 }
@@ -110,15 +126,9 @@ inline long sm_block_steps(int rows, int R, int n, int lanes) {
     return long(R + rows) * c + kDivCycles;
 }
 
-// d = (x - max) << k, a multiply (not a << of a negative), then the shift exponential.
-inline int64_t sm_exp(int8_t x, int32_t mx, int k, int32_t x0) {
-    ISEG_PRAGMA(HLS INLINE)
-    return shexp(int64_t(x - mx) * (int64_t(1) << k), x0, kShiftmaxN);
-}
-
 // One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 in int16),
-// f: the per-row reciprocals of the block. n keys, R rows per block.
-template <int R, int NMAX, int KA, int LANES>
+// f: the per-row reciprocals of the block. n keys, R rows per block. W: the lane widths (mul.h).
+template <int R, int NMAX, int KA, int LANES, class W>
 void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
              int32_t variant, int16_t (&p)[2][R][KA], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
@@ -132,7 +142,10 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
         for (int l = 0; l < LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
-            if (i < n) st.S += sm_exp(x[h][r][i], mx[h][r], k, x0);
+            if (i < n) {
+                const ShexpParts e = sm_exp<W>(x[h][r][i], mx[h][r], k, x0);
+                st.S += e.base << e.sh;
+            }
         }
         st.i += LANES;
         if (st.i >= n) {
@@ -159,10 +172,8 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
             if (i < n && zero) p[h][r][i] = 0;
-            if (i < n && !zero) {
-                const int64_t v = (sm_exp(x[h][r][i], mx[h][r], k, x0) * f[r] + rnd) >> (16 + K);
-                p[h][r][i] = int16_t(v > 32767 ? 32767 : v);
-            }
+            if (i < n && !zero)
+                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], k, x0), f[r], rnd, K);
         }
         st.i += LANES;
         if (st.i >= n) {

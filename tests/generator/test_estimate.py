@@ -3,6 +3,7 @@ count of the C-simulation (ISEG_CYCLES in hls/) equal to generator/estimate.py r
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from _hls_harness import (  # noqa: E402
 )
 
 from iseg.generator import estimate as est  # noqa: E402
+from iseg.graph import build_graph  # noqa: E402
 
 # the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 16 bytes, 3 output lanes, 3 Shiftmax
 # lanes, 5 LayerNorm lanes, 5 score lanes
@@ -143,3 +145,99 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, C, N, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0,
                                 ln=True)
     assert harness.last_cycles() == cycles + est.cdiv(C * N, 16) + est.PIPE
+
+
+# ---------------------------------------------------------------------------------------------
+# lane multipliers: the DSP rule, the proven widths, the per-unit counts
+# ---------------------------------------------------------------------------------------------
+def test_mul_dsps_rule_by_hand() -> None:
+    """27 x 18 signed per DSP48E2 (25 x 18 on DSP48E1), the wider operand on the wide port, wider operands
+    split into 26- (24-) and 17-bit chunks."""
+    from iseg.generator.boards import BOARDS
+
+    kv, z2 = BOARDS["kv260"], BOARDS["pynq-z2"]
+    cases = {(27, 18): 1, (18, 27): 1, (9, 27): 1, (28, 18): 2, (19, 19): 2, (25, 32): 2, (22, 32): 2,
+             (31, 32): 4, (33, 32): 4, (16, 31): 2, (47, 47): 6, (9, 29): 2, (8, 8): 1}
+    assert {k: est.mul_dsps(*k, kv) for k in cases} == cases
+    assert (est.mul_dsps(25, 18, z2), est.mul_dsps(26, 18, z2), est.mul_dsps(27, 18, z2)) == (1, 2, 2)
+
+
+def test_lane_widths_of_the_builtin_model() -> None:
+    """plan.lane_widths from the built-in checkpoint's constants, worked out by hand: fc2 K 256 (bias < 2^13),
+    d_head 32, 584 tokens (576 patches + 8 classes), Shiftmax x0 in -170..-41, GELU x0 down to -295 with
+    em >= 202752, add m < 2^30."""
+    from iseg.checkpoint import load
+    from iseg.generator.plan import lane_widths
+    from iseg.graph import build_graph
+
+    ck = load(Path(__file__).resolve().parents[2] / "model" / "builtin" / "builtin_int8.safetensors")
+    w = lane_widths(build_graph(ck.spec), ck)
+    assert w == est.LaneWidths(
+        ACC=(256 * 128 * 128 + 4674).bit_length() + 1,  # 24
+        SCORE=(32 * 128 * 128).bit_length() + 1,  # 21
+        PV=((32768 + 584 // 2 + 1) * 128).bit_length() + 1,  # 24
+        ADD_M=31, SM_BASE=9, SM_X0=9,
+        SM_F=(((1 << 47) - 1) // (41 << 15)).bit_length() + 1,  # 104755299: 28
+        GELU_BASE=10, GELU_X0=10, GELU_F=((2 ** 31 - 1) // 202752).bit_length() + 1)  # 10591: 15
+    assert (w.ACC, w.SCORE, w.PV, w.SM_F, w.GELU_F) == (24, 21, 24, 28, 15)
+
+
+def test_unit_dsps_by_hand() -> None:
+    """The KV260 lane DSPs for widths ACC 25, SCORE 22, PV 24, ADD_M 31, Shiftmax 9 x 27, GELU 9 x 15."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    graph = build_graph(with_classes(PRESETS["seg-t-512"]))
+    w = est.LaneWidths(ACC=25, SCORE=22, PV=24, ADD_M=31, SM_BASE=9, SM_F=27, SM_X0=9, GELU_BASE=9, GELU_F=15,
+                       GELU_X0=9)
+    a = est.ArrayShape(rows=18, cols=64, pack=2, out_lanes=8, ln_lanes=4, sm_lanes=16, axi_bytes=16, s_lanes=18)
+    units = {u.name: u for u in est.unit_costs(a, graph, BOARDS["kv260"], w).units}
+    # per output lane: RQ 25x32 (2) + GELU mantissa*f 9x15 (1) + RQ_8 15x32 (2) + add 2 x 16x31 (2 + 2)
+    # + GELU x0*q 9x7 (1) + x*sig 8x8 (1), the last two on DSPs (small_fabric False)
+    assert units["output_stage"].dsp == 8 * (2 + 1 + 2 + 4 + 2)
+    assert units["attention_lanes"].dsp == 18 * 2 + 8 * 2  # 22x32 and 24x32
+    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1)  # mantissa*f 9x27, two x0*q 9x7
+    # loader: 8 squares 16x16, 4 lanes of y*f 18x32 (2) + RQ 31x32 (4), per row 16x26 (1) + 12x16 (1) + 28x16 (2);
+    # standalone: 4 lanes of y*y 18x18 (1) + y*f (2) + RQ (4)
+    assert units["layernorm"].dsp == 8 + 4 * 6 + 4 + 4 * 7
+    fab = est.unit_costs(dataclasses.replace(a, small_fabric=True), graph, BOARDS["kv260"], w)
+    fab_units = {u.name: u for u in fab.units}
+    assert fab_units["output_stage"].dsp == 8 * 9
+    assert fab_units["output_stage"].lut - units["output_stage"].lut == 8 * (9 * 7 + 8 * 8)
+    assert fab_units["shiftmax"].dsp == 16 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
+
+
+def test_multipliers_are_the_code_sites() -> None:
+    """Every counted multiplier names a MUL_SITES call with a matching binding (mul_lane: either)."""
+    from iseg.random_model import PRESETS, with_classes
+
+    graph = build_graph(with_classes(PRESETS["seg-t-512"]))
+    sites = {(f, impl) for f, impl, *_ in est.MUL_SITES}
+    for fab in (False, True):
+        muls = est.multipliers(dataclasses.replace(HARNESS_SHAPE, small_fabric=fab), graph, est.LaneWidths())
+        for m in muls:
+            assert (m.site, m.impl) in sites or ((m.site, "lane") in sites and m.impl == ("fabric" if fab else "dsp"))
+        assert {m.site for m in muls} == {f for f, *_ in est.MUL_SITES}
+
+
+@pytest.mark.parametrize("gelu", ["lambda", "shift"])
+def test_row_units_are_the_tables_ops(gelu: str) -> None:
+    """The estimate counts the GELU / ADD / EMBED_ADD row units exactly when the plan's table has such rows
+    (Cfg::ROW_OPS: the engine builds only those)."""
+    from dataclasses import replace
+
+    from iseg.generator.boards import BOARDS
+    from iseg.generator.config import Config
+    from iseg.generator.plan import make_plan
+    from iseg.random_model import PRESETS, random_checkpoint
+
+    ck = random_checkpoint(replace(PRESETS["tiny"], gelu=gelu), seed=1)
+    cfg = Config(source=Path("e.yaml"), checkpoint=Path("none"), output=Path("none"), project="t",
+                 board=BOARDS["kv260"], clock_mhz=250.0, array=(4, 8), image=None, outputs=("report",))
+    plan = make_plan(cfg, ck, checkpoint_sha256="0" * 64)
+    ops = plan.engine["row_ops"]
+    built = {"gelu": (ops >> 9) & 1, "add": (ops >> 6) & 1, "embed_add": (ops >> 2) & 1}
+    assert est.row_units(build_graph(ck.spec)) == built
+    assert built == {"gelu": int(gelu == "shift"), "add": 0, "embed_add": 1}
+    units = {u.name: u for u in plan.units}
+    assert (units["gelu_row"].dsp > 0) == (gelu == "shift")

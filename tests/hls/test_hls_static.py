@@ -76,3 +76,128 @@ def test_loops_are_labelled(path):
 
 def test_layer_desc_layout(hls):
     assert hls.lib.h_sizeof_layer_desc() == ctypes.sizeof(LayerDesc) == 184
+
+
+# ---------------------------------------------------------------------------------------------
+# lane multipliers (hls/mul.h) against the estimate's list (generator/estimate.py MUL_SITES)
+# ---------------------------------------------------------------------------------------------
+_FUNC_DEF = re.compile(r"^(?:inline\s+|static\s+|constexpr\s+)*[A-Za-z_][\w:<>,\s&*]*?\b([a-z_]\w*)\s*\(")
+
+
+def _template_args(code: str, i: int) -> tuple[list[str], int]:
+    """The top-level template arguments of the ``<...>`` opening at ``code[i]``, and the index after it."""
+    depth, j, parts, cur = 0, i, [], ""
+    while True:
+        ch = code[j]
+        if ch == "<":
+            depth += 1
+            if depth == 1:
+                j += 1
+                continue
+        elif ch == ">":
+            depth -= 1
+            if depth == 0:
+                parts.append(cur.strip())
+                return parts, j + 1
+        elif ch == "," and depth == 1:
+            parts.append(cur.strip())
+            cur = ""
+            j += 1
+            continue
+        cur += ch
+        j += 1
+
+
+def multiplier_calls() -> list[tuple[str, str, str, str]]:
+    """(enclosing function, binding, A, B) of every mul_dsp / mul_fabric / mul_lane call in hls/ (mul.h
+    itself defines them)."""
+    out = []
+    for path in HEADERS:
+        if path.name == "mul.h":
+            continue
+        code = code_of(path)
+        for m in re.finditer(r"\bmul_(dsp|fabric|lane)\s*<", code):
+            args, _ = _template_args(code, m.end() - 1)
+            lines = code[:m.start()].splitlines()
+            func = next(f.group(1) for ln in reversed(lines) if (f := _FUNC_DEF.match(ln))
+                        and not re.match(r"(template|struct|enum|typedef|namespace|return)\b", ln))
+            out.append((func, m.group(1), args[0], args[1]))
+    return out
+
+
+def test_multiplier_calls_match_the_estimate():
+    """Every lane multiplier in hls/ is in generator/estimate.py's MUL_SITES with the same binding and width
+    arguments, and every entry of MUL_SITES exists in the code (so unit_costs counts what the code builds)."""
+    from collections import Counter
+
+    from iseg.generator.estimate import MUL_SITES
+
+    code = Counter(multiplier_calls())
+    table = Counter({(f, impl, a, b): n for f, impl, a, b, n in MUL_SITES})
+    assert code == table
+    assert len(code) >= 10  # the parser found the calls
+
+
+def test_bind_op_only_in_mul_h():
+    """The only BIND_OP pragmas: mul_dsp's impl=dsp and mul_fabric's impl=fabric (mul.h)."""
+    pragmas = {p.name: re.findall(r"BIND_OP\s+variable=(\w+)\s+op=mul\s+impl=(\w+)", code_of(p)) for p in HEADERS}
+    assert {k: v for k, v in pragmas.items() if v} == {"mul.h": [("p", "dsp"), ("p", "fabric")]}
+    code = code_of(Path(HLS_DIR) / "mul.h")
+    assert re.search(r"mul_dsp\(.*?BIND_OP variable=p op=mul impl=dsp", code, re.S)
+    assert re.search(r"mul_fabric\(.*?BIND_OP variable=p op=mul impl=fabric", code, re.S)
+
+
+def test_widths_match_the_estimate():
+    """mul.h's structural widths and DefaultWidths are the estimate's STRUCT_WIDTHS and LaneWidths()."""
+    from iseg.generator.estimate import STRUCT_WIDTHS, LaneWidths
+
+    code = code_of(Path(HLS_DIR) / "mul.h")
+    consts = {k: int(v) for k, v in re.findall(r"static constexpr int (k\w+) = (\d+);", code)}
+    assert consts == STRUCT_WIDTHS
+    body = re.search(r"struct DefaultWidths \{(.*?)\};", code, re.S).group(1)
+    defaults = {k: int(v) for k, v in re.findall(r"static constexpr int (\w+) = (\d+);", body)}
+    assert defaults == dict(LaneWidths().items()) | {"SMALL_FABRIC": 0}
+    assert consts["kShexpQBits"] == (int(re.search(r"kShexpNMax = (\d+)", code_of(Path(HLS_DIR) / "shexp.h"))
+                                         .group(1))).bit_length() + 1
+
+
+_WIDTH_PROG = r"""
+#include <cstdio>
+#include "mul.h"
+int main() {
+    // exact products at the edges of the widths (also through ap_int with -DISEG_AP_INT)
+    long long bad = 0;
+    const int64_t a9[] = {-256, -255, -1, 0, 1, 200, 255};
+    const int64_t b27[] = {-67108864, -5, 0, 7, 67108863};
+    for (int64_t a : a9)
+        for (int64_t b : b27) {
+            if (iseg::mul_dsp<9, 27>(a, b) != a * b) ++bad;
+            if (iseg::mul_fabric<9, 27>(a, b) != a * b) ++bad;
+            if (iseg::mul_lane<9, 27, 1>(a, b) != a * b) ++bad;
+        }
+    if (iseg::mul_dsp<32, 32>(-2147483648LL, -2147483648LL) != 4611686018427387904LL) ++bad;
+    int caught = 0;
+    try { iseg::mul_dsp<9, 27>(256, 1); } catch (const iseg::CsimError&) { ++caught; }
+    try { iseg::mul_fabric<8, 8>(3, -129); } catch (const iseg::CsimError&) { ++caught; }
+    try { iseg::mul_dsp<9, 27>(-257, 1); } catch (const iseg::CsimError&) { ++caught; }
+    std::printf("%lld %d\n", bad, caught);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("ap_int", [False, True], ids=["int64", "ap_int"])
+def test_narrow_multipliers_exact_and_checked(tmp_path, ap_int):
+    """mul_dsp / mul_fabric give the exact product at the edges of their widths (native C-sim and the ap_int
+    types of synthesis), and an operand outside its proven width stops the C-simulation (never wraps)."""
+    import subprocess
+
+    from iseg.generator.csim import ap_types_dir
+
+    src = tmp_path / "w.cpp"
+    src.write_text(_WIDTH_PROG)
+    flags = ["-DISEG_AP_INT", f"-I{ap_types_dir()}"] if ap_int else []
+    exe = tmp_path / "w"
+    subprocess.run(["g++", "-std=c++14", "-O1", *flags, f"-I{HLS_DIR}", str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    assert out == ["0", "3"]

@@ -1,0 +1,135 @@
+// mul.h -- THE lane multipliers: every multiply of two run-time values outside the GEMM array goes
+// through mul_dsp or mul_fabric, with its operands narrowed to their PROVEN widths, so the HLS tool
+// builds a multiplier of that size (not the 64 x 64 one that int64_t arithmetic asks for), bound to
+// DSP slices or to LUTs by a BIND_OP pragma. Multiplications by compile-time constants (shift-add
+// networks) and address arithmetic are not lane multipliers.
+//
+//   mul_dsp<A, B>(a, b)      a in A signed bits, b in B signed bits -> the exact product, on DSPs
+//   mul_fabric<A, B>(a, b)   the same on LUTs (BIND_OP impl=fabric)
+//   mul_lane<A, B, FAB>(a, b)  a small multiplier whose binding the planner chose for the board
+//                              (Widths::SMALL_FABRIC: 1 = LUTs where DSPs are the scarcer resource)
+//
+// Widths are signed bit counts, sign included (an unsigned U-bit value needs U + 1). They are either
+// structural (numerics.md bounds that hold for every checkpoint: the constants below) or per model
+// (`struct Widths` of the generated Cfg, computed by generator/plan.py from the checkpoint's
+// constants and shapes). In C-simulation narrow() checks every operand against its width
+// (ISEG_CHECK: a width violation stops the run with an error, it never wraps silently); the product
+// of ap_int<A> and ap_int<B> is ap_int<A + B>, exact. generator/estimate.py lists every call below
+// with its widths and binding (estimate.multipliers; tests/hls/test_hls_static.py checks that the
+// list and the calls agree).
+#pragma once
+
+#include "intmath.h"
+
+namespace iseg {
+
+// ---- structural widths (numerics.md), signed bits --------------------------------------------
+static constexpr int kRqMBits = 32;      // requant m: |m| < 2^31
+static constexpr int kI8Bits = 8;        // int8 activations (GELU input x)
+static constexpr int kSigBits = 8;       // GELU sig in [0, 127]
+static constexpr int kI16Bits = 16;      // int16 residual stream / LayerNorm input / add operands
+static constexpr int kGeluYBits = 15;    // GELU output y = x * sig: |y| <= 128 * 127 < 2^14
+static constexpr int kLnYBits = 18;      // LayerNorm y = x - mean, x and mean int16: |y| < 2^16
+static constexpr int kLnFBits = 32;      // LayerNorm f = (2^31 - 1) // sd, sd >= 1
+static constexpr int kLnZBits = 31;      // LayerNorm z = (y * f) >> 1 in [-2^30, 2^30 - 1] (|y| <= sd)
+static constexpr int kShexpQBits = 7;    // shexp quotient q in [0, kShexpNMax = 32]
+static constexpr int kLnKBits = 12;      // LayerNorm channel count K <= 2047 (engine: CMAX)
+
+// Worst-case per-model widths: valid for any checkpoint the exporter accepts. A Cfg without a
+// `struct Widths` (the unit-test harness) gets these.
+struct DefaultWidths {
+    static constexpr int ACC = 33;        // acc + bias of a GEMM output: two int32
+    static constexpr int SCORE = 32;      // Q.K^T accumulator (int32)
+    static constexpr int PV = 32;         // P.V accumulator (int32)
+    static constexpr int ADD_M = 32;      // int_add multipliers ma, mb (int32)
+    static constexpr int SM_BASE = 33;    // Shiftmax exp mantissa, <= |x0| (x0 int32)
+    static constexpr int SM_F = 48;       // Shiftmax reciprocal (2^47 - 1) // S
+    static constexpr int SM_X0 = 33;      // Shiftmax x0 (int32, negative): |x0| <= 2^31
+    static constexpr int GELU_BASE = 33;  // GELU exp mantissa, <= |x0|
+    static constexpr int GELU_F = 32;     // GELU reciprocal (2^31 - 1) // S
+    static constexpr int GELU_X0 = 33;    // GELU x0
+    static constexpr int SMALL_FABRIC = 0;  // mul_lane binding: 0 DSPs, 1 LUTs
+};
+
+// Signed bits of the values in [-v, v] (v >= 0), for structural widths computed from Cfg sizes.
+constexpr int signed_bits_for(int64_t v) {
+    int b = 1;
+    while (v > 0) {
+        v >>= 1;
+        ++b;
+    }
+    return b;
+}
+
+// Cfg::Widths if the Cfg has one, else DefaultWidths (C++14 detection).
+template <class T>
+struct iseg_void {
+    typedef void type;
+};
+template <class Cfg, class = void>
+struct widths_of {
+    typedef DefaultWidths type;
+};
+template <class Cfg>
+struct widths_of<Cfg, typename iseg_void<typename Cfg::Widths>::type> {
+    typedef typename Cfg::Widths type;
+};
+
+// True if v fits in `bits` signed bits.
+inline bool fits_signed(int64_t v, int bits) {
+    if (bits >= 64) return true;
+    const int64_t hi = (int64_t(1) << (bits - 1)) - 1;
+    return v >= -hi - 1 && v <= hi;
+}
+
+// v as an N-bit signed value; C-simulation checks that it fits (its proof held for this input).
+template <int N>
+inline typename sbits<N>::type narrow(int64_t v) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(N >= 2 && N <= 64, "narrow<N>: 2..64 bits");
+    ISEG_CHECK(fits_signed(v, N), "lane multiplier operand exceeds its proven width (mul.h)");
+    return typename sbits<N>::type(v);
+}
+
+template <int A, int B>
+inline int64_t mul_dsp(int64_t a, int64_t b) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(A + B <= 96, "mul_dsp: product too wide");
+    const typename sbits<A + B>::type p = narrow<A>(a) * narrow<B>(b);
+    ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
+    return int64_t(p);
+}
+
+template <int A, int B>
+inline int64_t mul_fabric(int64_t a, int64_t b) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(A + B <= 96, "mul_fabric: product too wide");
+    const typename sbits<A + B>::type p = narrow<A>(a) * narrow<B>(b);
+    ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=fabric)
+    return int64_t(p);
+}
+
+// mul_lane: mul_dsp (FAB = 0) or mul_fabric (FAB = 1).
+template <int A, int B, int FAB>
+struct LaneMul;
+template <int A, int B>
+struct LaneMul<A, B, 0> {
+    static int64_t run(int64_t a, int64_t b) {
+        ISEG_PRAGMA(HLS INLINE)
+        return mul_dsp<A, B>(a, b);
+    }
+};
+template <int A, int B>
+struct LaneMul<A, B, 1> {
+    static int64_t run(int64_t a, int64_t b) {
+        ISEG_PRAGMA(HLS INLINE)
+        return mul_fabric<A, B>(a, b);
+    }
+};
+template <int A, int B, int FAB>
+inline int64_t mul_lane(int64_t a, int64_t b) {
+    ISEG_PRAGMA(HLS INLINE)
+    return LaneMul<A, B, FAB>::run(a, b);
+}
+
+}  // namespace iseg
