@@ -2,7 +2,7 @@
 
 Layout (format ``iseg-quantized``, version 1; the full table is ``docs/checkpoint.md``):
 
-* tensors: int8 weights ``(K, N)`` (used as ``x @ W``), int32 biases, int16 embeddings;
+* tensors: int8 weights ``(K, N)`` (used as ``x @ W``), int32 biases, int16 class embeddings, int8 pos_embed;
 * metadata key ``iseg``: one JSON object with the hyper-parameters (:class:`ModelSpec`), class
   names and colours, operator variants, and every integer constant (``consts``: requant
   ``m/e/o``, add ``ma/mb/e``, Shiftmax ``x0``, GELU ``x0/n/k/L/em``).
@@ -198,6 +198,12 @@ def _block_layout(lay: Layout, p: str, d: int, f: int) -> None:
     lay.consts[f"{p}.add2"] = ConstSpec("add")
 
 
+# The position embedding is stored with its own per-tensor scale and rescaled by the embedding
+# add (numerics §5.4), so 8 bits suffice: int16 made it the largest non-int8 tensor of small
+# models (docs/numerics.md, docs/quantization.md).
+POS_BITS = 8
+
+
 def expected_layout(spec: ModelSpec) -> Layout:
     """Every tensor (name, shape, dtype) and constant (name, kind) a checkpoint of ``spec`` holds."""
     lay = Layout()
@@ -207,7 +213,7 @@ def expected_layout(spec: ModelSpec) -> Layout:
     lay.tensors["patch_embed.bias"] = ((d,), "int32")
     lay.consts["patch_embed.rq"] = ConstSpec("rq", d)
     lay.tensors["cls_token"] = ((1, d), "int16")
-    lay.tensors["pos_embed"] = ((n + 1, d), "int16")
+    lay.tensors["pos_embed"] = ((n + 1, d), f"int{POS_BITS}")
     lay.consts["embed.add"] = ConstSpec("add")
     for i in range(spec.layers):
         _block_layout(lay, f"enc.{i}", d, spec.mlp_dim)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from iseg import numerics as nx
-from iseg.checkpoint import ModelSpec, QuantizedCheckpoint, default_class_colors, default_class_names
+from iseg.checkpoint import POS_BITS, ModelSpec, QuantizedCheckpoint, default_class_colors, default_class_names
 from iseg.errors import IsegError
 
 from .quant import QuantSegmenter, patch_embed_float, tensor_scale, weight_scale
@@ -201,8 +201,8 @@ class _Exporter:
         s_pe = s["patch_embed"]
         self.tensors["cls_token"] = _int16(enc.cls_token[0], s_pe)
         pos = enc.pos_embed[0].detach().double()
-        s_pos = float(tensor_scale(pos, 16))
-        self.tensors["pos_embed"] = _int16(pos, s_pos)
+        s_pos = float(tensor_scale(pos, POS_BITS))
+        self.tensors["pos_embed"] = _int_bits(pos, s_pos, POS_BITS)
         self.consts["embed.add"] = add_const(s_pe, s_pos, s["embed"])
         x = "embed"
         n = spec.n_patches
@@ -226,8 +226,13 @@ class _Exporter:
         self.ln("dec.mask_norm", dec.mask_norm, "dec.mask_norm", bits=16)
 
 
+def _int_bits(t: torch.Tensor, scale: float, bits: int) -> np.ndarray:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return torch.clamp(torch.round(t.detach().double() / scale), lo, hi).numpy().astype(f"int{bits}")
+
+
 def _int16(t: torch.Tensor, scale: float) -> np.ndarray:
-    return torch.clamp(torch.round(t.detach().double() / scale), -32768, 32767).numpy().astype(np.int16)
+    return _int_bits(t, scale, 16)
 
 
 def export(qm: QuantSegmenter, info: dict[str, Any] | None = None) -> QuantizedCheckpoint:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iseg import numerics as nx
-from iseg.checkpoint import QuantizedCheckpoint
+from iseg.checkpoint import POS_BITS, QuantizedCheckpoint
 from iseg.errors import IsegError
 from iseg.graph import (
     Add,
@@ -486,7 +486,7 @@ class QuantSegmenter(nn.Module):
     def pos_embed(self) -> torch.Tensor:
         pos = self.fp.encoder.pos_embed[0]
         if self.mode == "fake":
-            pos = fake_quant(pos, tensor_scale(pos, 16), 16)
+            pos = fake_quant(pos, tensor_scale(pos, POS_BITS), POS_BITS)
         return pos
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

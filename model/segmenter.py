@@ -193,8 +193,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "large": dict(d_model=1024, n_heads=16, n_layers=24, patch_size=16, image_size=(512, 512), n_cls=150,
                   backbone="vit_large_patch16_384"),
     # Trained on iseg.synth (docs/model.md): I-Segmenter switches, small unused head.
-    "builtin": dict(d_model=64, n_heads=2, n_layers=3, patch_size=8, image_size=(96, 96), n_cls=8,
-                    dec_n_heads=2, encoder_head_classes=8, l2norm=False, upsample="bilinear",
+    "builtin": dict(d_model=64, n_heads=2, n_layers=3, patch_size=4, image_size=(96, 96), n_cls=8,
+                    dec_n_heads=2, encoder_head_classes=8, l2norm=False, upsample="nearest",
                     gelu="lambda", backbone="iseg_builtin"),
 }
 

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from tqdm import tqdm
 
-from iseg import synth
+from iseg import cli, synth
 from iseg.errors import IsegError
 
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
@@ -55,7 +55,7 @@ IGNORE_INDEX = synth.IGNORE_INDEX
 class TrainConfig:
     """Everything that determines a training run besides the model config."""
 
-    steps: int = 1500  # the defaults are the built-in model's recipe (docs/model.md)
+    steps: int = 1500  # docs/model.md gives the full command of the built-in model
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio (cosine) / 0 (poly)
@@ -457,15 +457,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m iseg.model.train``) until the lead wires ``iseg train``."""
-    parser = argparse.ArgumentParser(prog="iseg train", description="Train the FP Segmenter.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except IsegError as e:
-        print(f"iseg train: error: {e}", file=sys.stderr)
-        return 1
+    """``python -m iseg.model.train ...``: the same as ``iseg train ...``."""
+    return cli.command("train", argv)
 
 
 if __name__ == "__main__":

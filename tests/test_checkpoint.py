@@ -47,7 +47,7 @@ def test_save_is_deterministic(tiny: ck.QuantizedCheckpoint, tmp_path: Path) -> 
 def test_layout_covers_both_decoders() -> None:
     lay = ck.expected_layout(ck.ModelSpec(dim=64, heads=2, layers=1, mlp_dim=128, patch=8, image=(16, 24),
                                           n_cls=3, decoder="linear"))
-    assert lay.tensors["pos_embed"] == ((7, 64), "int16")
+    assert lay.tensors["pos_embed"] == ((7, 64), "int8")
     assert lay.tensors["patch_embed.weight"] == ((192, 64), "int8")
     assert "dec.head.weight" in lay.tensors and "dec.cls_emb" not in lay.tensors
     assert lay.consts["enc.0.qkv.rq"].channels == 192
