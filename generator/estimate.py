@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from iseg.generator.boards import Board
 from iseg.graph import (
@@ -79,6 +80,7 @@ def mul_luts(a_bits: int, b_bits: int) -> int:
     return a_bits * b_bits
 
 
+@functools.lru_cache(maxsize=1 << 12)  # pure, and the array search asks ~60 k times
 def mul_dsps(a_bits: int, b_bits: int, board: Board) -> int:
     """DSP slices of one a x b signed multiplier (widths include the sign) bound to DSPs: the wider operand on
     the 27-bit port (25 on DSP48E1), the other on the 18-bit port; a wider operand is split into chunks of 26
@@ -184,7 +186,8 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     add("layernorm", lw, [("ln_step", "dsp", s["kI16Bits"], s["kI16Bits"], "loader stats: x * x")])
     add("layernorm", ll, [("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "loader: y * f"),
                           ("requant_w", "dsp", s["kLnZBits"], m, "loader: RQ_8(z)")])
-    cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))  # Cfg::CMAX
+    cmax = _memo("cmax", graph, lambda: max(  # Cfg::CMAX
+        graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu))))
     add("layernorm", 1, [("ln_step", "dsp", s["kI16Bits"], _ln_sum_bits(cmax), "loader row: mean * sum"),
                          ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * mean"),
                          ("ln_step", "dsp", s["kLnKBits"] + s["kI16Bits"], s["kI16Bits"], "loader row: K mean * mean")])
@@ -203,6 +206,10 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
 def row_units(graph: Graph) -> dict[str, int]:
     """Which row units the engine builds for this model (Cfg::ROW_OPS, hls/engine.h builds_op): 1 if the
     table has a GELU row (ShiftGELU: not fused), an ADD row (not fused into a Linear), an EMBED_ADD row."""
+    return dict(_memo("row_units", graph, lambda: _row_units(graph)))
+
+
+def _row_units(graph: Graph) -> dict[str, int]:
     spec = graph.spec
     producer = {op.output: op for op in graph.ops}
     lam = spec.gelu == "lambda"
@@ -291,7 +298,29 @@ def _mem_blocks(nbytes: int, parts: int, width_bits: int, board: Board, prefer_u
     return parts * max(cdiv(per, 4608), cdiv(width_bits, 72)), 0
 
 
+_MEMO: dict[tuple[str, int, int], tuple[Graph, Any]] = {}
+
+
+def _memo(kind: str, graph: Graph, fn: Any, arg: int = 0) -> Any:
+    """Graph-only figures, computed once per graph: the array search asks for them thousands of times.
+
+    Keyed by ``id(graph)``; the entry keeps the graph alive so that the id cannot be reused while cached."""
+    key = (kind, id(graph), arg)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is graph:
+        return hit[1]
+    if len(_MEMO) > 256:
+        _MEMO.clear()
+    value = fn()
+    _MEMO[key] = (graph, value)
+    return value
+
+
 def _dims(graph: Graph) -> dict[str, int]:
+    return dict(_memo("dims", graph, lambda: _dims_of(graph)))
+
+
+def _dims_of(graph: Graph) -> dict[str, int]:
     spec = graph.spec
     lin = [op for op in graph.ops if isinstance(op, Linear)]
     att = [op for op in graph.ops if isinstance(op, Attention)]
@@ -306,6 +335,10 @@ def _dims(graph: Graph) -> dict[str, int]:
 
 def wrows_needed(graph: Graph, cols: int) -> int:
     """Rows of one half of the weight buffer: every GEMM's K * ceil(N/C), every head's K_h and V_h."""
+    return int(_memo("wrows", graph, lambda: _wrows_needed(graph, cols), cols))
+
+
+def _wrows_needed(graph: Graph, cols: int) -> int:
     spec = graph.spec
     need = [3 * spec.patch ** 2 * cdiv(spec.dim, cols)]
     need += [op.k * cdiv(op.n, cols) for op in graph.ops if isinstance(op, Linear)]
@@ -611,13 +644,38 @@ def act_cache_budget(board: Board, units: Units) -> int:
     return 0
 
 
-def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None) -> ArrayShape:
+def array_macs(graph: Graph) -> int:
+    """MACs of the frame that run on the GEMM array (linear layers, patch embedding, QK and PV, mask product).
+
+    The array does at most R x C of them per cycle, so ``ceil(array_macs / (R*C))`` is a lower bound of any
+    frame's cycles: every GEMM tile costs >= K steps, every QK key tile >= d_head, every PV pass >= 2T."""
+    def count() -> int:
+        total = 0
+        for op in graph.ops:
+            if isinstance(op, Linear):
+                total += op.rows * op.k * op.n
+            elif isinstance(op, PatchEmbed):
+                total += op.grid[0] * op.grid[1] * 3 * op.patch ** 2 * op.dim
+            elif isinstance(op, Attention):
+                total += 2 * op.heads * op.rows * op.rows * op.d_head
+            elif isinstance(op, MaskProduct):
+                (t, k), (n, _) = graph.acts[op.inputs[0]].shape, graph.acts[op.inputs[1]].shape
+                total += t * k * n
+        return total
+    return int(_memo("array_macs", graph, count))
+
+
+def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None,
+                 prune: bool = True) -> ArrayShape:
     """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
     few lane configurations (output, Shiftmax, score and LayerNorm lanes) and both bindings of the small
     lane multipliers (mul_lane: DSPs or LUTs; on a tie the fewer DSPs). ``widths``: the model's proven
-    multiplier widths (plan.lane_widths; None = the worst case of any checkpoint)."""
+    multiplier widths (plan.lane_widths; None = the worst case of any checkpoint). ``prune``: skip the
+    cycle count of a candidate whose lower bound (array_macs) is already above the best frame so far; the
+    choice is the same (tested), only faster."""
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
+    macs = array_macs(graph)
     for lanes, sm, sl, ln in LANE_CONFIGS:
         for cols in COLS:
             for rows in range(2, MAX_DIM + 1, 2):
@@ -633,6 +691,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 if not fits:
                     break  # every resource grows with the rows
                 dsp, a = min(fits, key=lambda x: x[0])
+                if prune and best is not None and cdiv(macs, rows * cols) > best[0][0]:
+                    continue
                 cycles = sum(c.cycles for c in op_costs(graph, a))
                 key = (cycles, dsp)
                 if best is None or key < best[0]:

@@ -241,3 +241,36 @@ def test_row_units_are_the_tables_ops(gelu: str) -> None:
     assert built == {"gelu": int(gelu == "shift"), "add": 0, "embed_add": 1}
     units = {u.name: u for u in plan.units}
     assert (units["gelu_row"].dsp > 0) == (gelu == "shift")
+
+
+def test_array_macs_by_hand_and_a_lower_bound() -> None:
+    """array_macs of a tiny model counted by hand; ceil(macs / (R*C)) never exceeds the frame's cycles."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    spec = with_classes(PRESETS["tiny"])
+    assert spec.decoder == "mask"
+    graph = build_graph(spec)
+    d, p, n, c, dd = spec.dim, spec.patch, spec.n_patches, spec.n_cls, spec.dec_dim
+
+    def block(t: int, dim: int, f: int) -> int:  # qkv, proj, fc1, fc2, then QK + PV over all heads: 2 T^2 dim
+        return t * dim * 3 * dim + t * dim * dim + 2 * t * dim * f + 2 * t * t * dim
+
+    expect = (n * 3 * p * p * d + spec.layers * block(n + 1, d, spec.mlp_dim)  # patch embedding, encoder
+              + n * d * dd + spec.dec_layers * block(n + c, dd, spec.dec_mlp_dim)  # proj_dec, decoder blocks
+              + n * dd * dd + c * dd * dd + n * dd * c)  # proj_patch, proj_classes, the mask product
+    assert est.array_macs(graph) == expect
+    for rows, cols in ((2, 8), (6, 16), (12, 32)):
+        a = est.make_shape(rows, cols, graph, BOARDS["kv260"], 250.0)
+        assert est.cdiv(expect, rows * cols) <= sum(c.cycles for c in est.op_costs(graph, a))
+
+
+@pytest.mark.parametrize("board", ["kv260", "pynq-z2"])
+def test_pruned_array_search_is_exact(board: str) -> None:
+    """The lower-bound pruning changes the search's time, not its choice."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    graph = build_graph(with_classes(PRESETS["tiny"]))
+    b = BOARDS[board]
+    assert est.choose_array(graph, b, b.clock_mhz) == est.choose_array(graph, b, b.clock_mhz, prune=False)
