@@ -9,8 +9,6 @@ IoU ``nan`` and is left out of the mean.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 
 from iseg.errors import IsegError
 
-__all__ = ["add_arguments", "confusion", "evaluate_fp", "format_metrics", "metrics", "run"]
+__all__ = ["confusion", "evaluate_fp", "format_metrics", "metrics"]
 
 IGNORE_INDEX = 255
 
@@ -105,66 +103,3 @@ def evaluate_fp(model: Any, dataset: Any, batch_size: int = 16, progress: bool =
                 pred = model(model.normalize(imgs)).argmax(1)
                 conf += confusion(pred.numpy(), labs.numpy(), n_cls)
     return metrics(conf)
-
-
-# ----------------------------------------------------------------------------------------------
-# command line (FP part of `iseg eval`)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the floating-point evaluation."""
-    parser.add_argument("--model", required=True,
-                        help="FP model: .safetensors of `iseg train`, or a Segmenter checkpoint.pth/folder")
-    parser.add_argument("--data", default="synth",
-                        help="'synth' (generated val split, default) or a plain/ADE20K-style folder")
-    parser.add_argument("--split", default="val", choices=("train", "val"), help="split (default val)")
-    parser.add_argument("--count", type=int, default=500, help="synthetic samples (default 500)")
-    parser.add_argument("--data-seed", type=int, default=0, help="synthetic data seed (default 0)")
-    parser.add_argument("--size", default=None, help="image size HxW (default: the model's)")
-    parser.add_argument("--upsample", choices=("bilinear", "nearest"), default=None,
-                        help="override the model's logit upsampling")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute the FP evaluation; raises :class:`IsegError` on bad input."""
-    import torch
-
-    from iseg.synth import parse_size
-
-    from .data import FolderDataset, SynthDataset
-    from .loaders import load_model
-    from .segmenter import Segmenter
-
-    model = load_model(args.model)
-    if args.upsample and args.upsample != model.cfg.upsample:
-        state = model.state_dict()
-        model = Segmenter(model.cfg.replace(upsample=args.upsample))
-        model.load_state_dict(state)
-    size = parse_size(args.size) if args.size else model.cfg.image_size
-    if args.batch_size < 1:
-        raise IsegError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.data == "synth":
-        dataset = SynthDataset(args.split, args.count, size, args.data_seed)
-    else:
-        dataset = FolderDataset(args.data, args.split if _is_ade(args.data) else None, size=size)
-    torch.manual_seed(0)
-    m = evaluate_fp(model, dataset, args.batch_size, progress=True)
-    print(format_metrics(m, model.cfg.class_names))
-    if args.json:
-        nan_free = lambda x: None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
-        doc = {k: ([nan_free(x) for x in v] if isinstance(v, list) else nan_free(v)) for k, v in m.items()}
-        doc.update(model=str(args.model), data=args.data, split=args.split, count=len(dataset))
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2)
-        except OSError as e:
-            raise IsegError(f"cannot write {args.json}: {e.strerror or e}") from None
-    return 0
-
-
-def _is_ade(path: str) -> bool:
-    import os
-
-    return os.path.isdir(os.path.join(path, "annotations"))

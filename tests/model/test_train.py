@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -15,8 +14,8 @@ torch = pytest.importorskip("torch")
 from safetensors import safe_open  # noqa: E402
 
 from iseg import synth  # noqa: E402
+from iseg.cli import main as iseg_main  # noqa: E402
 from iseg.errors import IsegError  # noqa: E402
-from iseg.model import eval as eval_cli  # noqa: E402
 from iseg.model.data import BatchOrder, SynthDataset, collate  # noqa: E402
 from iseg.model.eval import confusion, evaluate_fp, metrics  # noqa: E402
 from iseg.model.loaders import load_fp  # noqa: E402
@@ -170,15 +169,9 @@ def test_cli_train_resume_and_flag_check(tmp_path: Path, capsys: pytest.CaptureF
     m = load_fp(tmp_path / "exported.safetensors")
     assert m.cfg.image_size == (32, 32) and m.cfg.n_cls == 8 and m.cfg.encoder_head_classes == 8
     assert m.cfg.class_names == synth.CLASS_NAMES and not m.cfg.l2norm
-    parser = argparse.ArgumentParser()
-    eval_cli.add_arguments(parser)
-    report = tmp_path / "m.json"
-    args = parser.parse_args(["--model", str(tmp_path / "exported.safetensors"), "--count", "3",
-                              "--upsample", "nearest", "--json", str(report)])
-    assert eval_cli.run(args) == 0
-    doc = json.loads(report.read_text())
-    assert doc["count"] == 3 and 0 <= doc["miou"] <= 1 and len(doc["iou"]) == 8
-    assert "mIoU" in capsys.readouterr().out
+    assert iseg_main(["eval", str(tmp_path / "exported.safetensors"), "--data", "synthetic:val:3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["images"] == 3 and 0 <= doc["fp32"]["miou"] <= 1 and len(doc["fp32"]["iou"]) == 8
     assert main(common + ["--resume", "--lr", "0.5"]) == 1
     assert "--lr 0.5 differs from the stored run's 0.002" in capsys.readouterr().err
     assert main(common + ["--resume", "--d-model", "64"]) == 1
