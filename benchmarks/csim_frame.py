@@ -9,6 +9,7 @@ the numpy reference.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ def main() -> None:
         t0 = time.perf_counter()
         labels = lib.run(img)
         t_frame = time.perf_counter() - t0
+        counted = lib.cycles(-1)
         t0 = time.perf_counter()
         labels_t, trace = lib.run_traced(img)
         t_traced = time.perf_counter() - t0
@@ -53,6 +55,8 @@ def main() -> None:
         print(f"C-sim frame          {t_frame:6.1f} s (target <= 60 s)")
         print(f"C-sim frame, traced  {t_traced:6.1f} s")
         print(f"numpy reference      {t_ref:6.1f} s (ratio C-sim / reference {t_frame / t_ref:.1f}x)")
+        est = json.loads((out / "manifest.json").read_text())["estimate"]["cycles"]
+        print(f"cycles counted       {counted:,} (estimate {est:,}: {'equal' if counted == est else 'DIFFERENT'})")
         verdict = "yes" if exact else "NO: " + ", ".join(bad[:3])
         print(f"bit-exact: {verdict} ({len(lib.trace_map)} layer rows + labels)")
 

@@ -151,6 +151,14 @@ class CsimLibrary:
                 raise IsegError(f"C-simulation error: {self._err().decode(errors='replace')}")
         return labels
 
+    def cycles(self, layer: int = -1) -> int:
+        """Cycles the engine counted (ISEG_CYCLES, hls/csim_api.h) for one layer row of the last run, or the
+        whole frame (``-1``): the figure `generator/estimate.py` must equal."""
+        fn = self._lib.iseg_csim_cycles
+        fn.restype, fn.argtypes = ctypes.c_longlong, [ctypes.c_int]
+        with self._lock:
+            return int(fn(layer))
+
     def run(self, image: np.ndarray) -> np.ndarray:
         """Labels (H, W) u8 of one (H, W, 3) u8 image."""
         return self._call(image, _TRACE_FN())

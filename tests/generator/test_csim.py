@@ -71,6 +71,8 @@ def test_library_api(tiny_project: Path, tiny_ckpt: Path) -> None:
     assert labels.dtype == np.uint8 and np.array_equal(labels, ref_labels)
     _, trace = lib.run_traced(img)
     assert np.array_equal(trace["enc.0.qkv"], ref["enc.0.qkv"])
+    # the engine's cycle counter is the estimate of the manifest, frame and first layer row
+    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] > lib.cycles(0) > 0
     with pytest.raises(IsegError, match="uint8"):
         lib.run(img.astype(np.int16))
 
