@@ -13,7 +13,7 @@ import pytest
 
 from iseg.errors import IsegError
 from iseg.generator.cli import check_csim, generate, main
-from iseg.generator.csim import CsimLibrary
+from iseg.generator.csim import CsimLibrary, build
 from iseg.random_model import PRESETS, calibration_image
 
 from .conftest import make_ckpt, write_config
@@ -49,7 +49,9 @@ def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> Path:
     folder = tmp_path_factory.mktemp("csim")
-    return generate(write_config(folder, tiny_ckpt, outputs=["hls", "csim"]))
+    out = generate(write_config(folder, tiny_ckpt, outputs=["hls", "csim"]))
+    build(out)  # every test below may run alone (-k): none relies on another having compiled the library
+    return out
 
 
 def test_cli_csim_pass(tiny_project: Path, capsys) -> None:
