@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write
 
 FORMAT = "iseg-quantized"
 VERSION = 1
@@ -365,21 +365,7 @@ def save(ckpt: QuantizedCheckpoint, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {META_KEY: json.dumps(ckpt.metadata(), sort_keys=True, separators=(",", ":"))}
     tensors = {k: np.ascontiguousarray(v) for k, v in sorted(ckpt.tensors.items())}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _check_container(path: Path) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from iseg import cli
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write
 
 __all__ = [
     "ADE_LABEL_OFFSET",
@@ -325,17 +326,6 @@ def colorize(labels: np.ndarray) -> np.ndarray:
 # files
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via ``write(tmp_path)`` to a temporary sibling, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_image(path: Path, array: np.ndarray, fmt: str, palette: bool = False) -> None:
     """Encode ``array`` as ``fmt``; ``palette`` stores 2-D indices as a P-mode PNG coloured by class."""
     im = Image.fromarray(np.ascontiguousarray(array))
@@ -346,7 +336,7 @@ def _save_image(path: Path, array: np.ndarray, fmt: str, palette: bool = False) 
         im.putpalette(pal.tobytes())
     # 4:4:4 chroma: small synthetic objects lose their colour edges under 4:2:0 subsampling.
     kwargs = {"quality": _JPEG_QUALITY, "subsampling": 0} if fmt == "JPEG" else {}
-    _atomic_write(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
+    atomic_write(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))
 
 
 def _classes_doc(layout: str) -> dict[str, object]:
@@ -423,7 +413,7 @@ def write_dataset(
                     ade = lab + np.uint8(ADE_LABEL_OFFSET)
                     _save_image(out / "annotations" / folder / f"{stem}.png", ade, "PNG")
         text = json.dumps(_classes_doc(layout), indent=2) + "\n"
-        _atomic_write(out / "classes.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(out / "classes.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as e:
         raise IsegError(f"cannot write dataset to {out}: {e.strerror or e}") from e
     return counts

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write
 
 from .segmenter import NORMALIZATION, Segmenter, SegmenterConfig, resize_pos_embed
 
@@ -68,13 +69,7 @@ def save_fp(model: Segmenter, path: str | os.PathLike[str], training: dict[str, 
     }
     if training is not None:
         meta["training"] = json.dumps(training, sort_keys=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def read_fp_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

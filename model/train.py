@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from iseg import cli, synth
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write
 
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .eval import evaluate_fp, format_metrics
@@ -138,16 +139,6 @@ def _make_optimizer(model: Segmenter, cfg: TrainConfig) -> torch.optim.AdamW:
 # checkpoints
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_checkpoint(
     out: Path, model: Segmenter, opt: torch.optim.Optimizer, step: int, epoch: int,
     tcfg: TrainConfig, losses: list[float],
@@ -159,7 +150,7 @@ def _save_checkpoint(
             t = val if isinstance(val, torch.Tensor) else torch.tensor(val)
             tensors[f"optim.{i}.{name}"] = t.detach().contiguous().clone()
     meta = {"format": CKPT_FORMAT, "format_version": str(CKPT_VERSION), "step": str(step)}
-    _atomic(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     doc = {
         "format": CKPT_FORMAT,
         "format_version": CKPT_VERSION,
@@ -171,7 +162,7 @@ def _save_checkpoint(
         "losses": losses,
     }
     text = json.dumps(doc, indent=1) + "\n"
-    _atomic(out / "checkpoint.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(out / "checkpoint.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_checkpoint_json(out: str | os.PathLike[str]) -> dict[str, Any]:

@@ -122,3 +122,18 @@ def test_spec_validation_names_the_key() -> None:
         spec.validate()
     with pytest.raises(IsegError, match="n_cls 300 exceeds 256"):
         replace(spec, image=(64, 64), n_cls=300).validate()
+
+
+def test_saved_files_get_the_umask_mode_and_leave_no_temporaries(tiny: ck.QuantizedCheckpoint, tmp_path: Path) -> None:
+    """The atomic writer's temporary is 0600 (mkstemp), and safetensors recreates it: the final file must
+    still have the mode an ordinary open() gives (0644 under umask 022), like any other output."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        ck.save(tiny, tmp_path / "q.safetensors")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "q.safetensors").stat().st_mode & 0o777 == 0o644 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "q.safetensors"]

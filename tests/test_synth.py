@@ -159,7 +159,7 @@ def test_plain_layout_round_trip(tmp_path: Path) -> None:
     counts = write_dataset(tmp_path, 3, (40, 56), seed=5, layout="plain")
     assert counts == {"train": 3, "val": 0}
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["0000.png", "0001.png", "0002.png"]
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".tmp-*"))
     with Image.open(tmp_path / "labels" / "0000.png") as im:
         assert im.mode == "P"  # viewable in colour, indices preserved
     got = list(read_folder(tmp_path))
