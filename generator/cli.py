@@ -146,10 +146,9 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
     cfg = load_config(config_path)
     ckpt = load(cfg.checkpoint)
     image = calibration_image(ckpt.spec.image, 0)
-    needs_golden = bool({"hls", "csim"} & set(cfg.outputs))
     if golden_worker is None:
         golden_worker = sum(a.nbytes for a in build_graph(ckpt.spec).acts.values()) >= GOLDEN_WORKER_MIN_ACT_BYTES
-    with GoldenWorker(ckpt, image) if golden_worker and needs_golden else nullcontext() as worker:
+    with GoldenWorker(ckpt, image) if golden_worker and emit.has_testbench(cfg.outputs) else nullcontext() as worker:
         plan = make_plan(cfg, ckpt)
         if worker is not None:
             worker.send_plan(plan)

@@ -25,7 +25,7 @@ from iseg.reference import run as reference_run
 
 __all__ = ["Golden", "golden", "golden_layers", "golden_from_trace", "checksum", "render_hls", "render_weights",
            "render_tb", "render_scripts", "render_report", "render_manifest", "render_readme", "render_project",
-           "MANIFEST_FORMAT", "MANIFEST_VERSION", "trace_map"]
+           "has_testbench", "MANIFEST_FORMAT", "MANIFEST_VERSION", "trace_map"]
 
 MANIFEST_FORMAT = "iseg-project"
 MANIFEST_VERSION = 1
@@ -399,6 +399,11 @@ def render_readme(plan: Plan) -> Files:
             "config.yaml": plan.config_yaml}
 
 
+def has_testbench(outputs: tuple[str, ...] | list[str]) -> bool:
+    """Whether a project with these outputs gets the HLS sources and the test bench (and so golden vectors)."""
+    return "hls" in outputs or "csim" in outputs
+
+
 def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, headers: dict[str, str],
                    golden_vectors: Callable[[], Golden] | None = None) -> Files:
     """Every file of the generated project (relative path -> content).
@@ -412,7 +417,7 @@ def render_project(plan: Plan, ckpt: QuantizedCheckpoint, image: np.ndarray, hea
     blob = weights["weights.bin"]
     assert isinstance(blob, bytes)
     sha = hashlib.sha256(blob).hexdigest()
-    hls = "hls" in plan.outputs or "csim" in plan.outputs
+    hls = has_testbench(plan.outputs)
     if hls:
         out.update(render_hls(plan, headers, sha))
         out.update(render_scripts(plan))
