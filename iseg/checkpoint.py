@@ -32,7 +32,7 @@ VERSION = 1
 META_KEY = "iseg"
 
 DECODERS = ("mask", "linear")
-SOFTMAX_VARIANTS = ("precise", "ivit")
+SOFTMAX_VARIANTS = ("precise", "ivit", "precise8")
 GELU_VARIANTS = ("lambda", "shift")
 
 

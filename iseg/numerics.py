@@ -41,6 +41,7 @@ __all__ = [
     "shexp",
     "SHIFTMAX_VARIANTS",
     "shiftmax_x0",
+    "shiftmax_p_sum_bound",
     "shiftmax",
     "GeluConsts",
     "gelu_consts",
@@ -196,17 +197,26 @@ def shexp(x, x0: int, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ShiftmaxVariant:
-    """The constants that distinguish the two Shiftmax variants."""
+    """The constants that distinguish the Shiftmax variants."""
 
     k: int  # extra fractional bits on the input difference
     K: int  # extra bits in the reciprocal
     rnd: int  # 1: round the final shift half-up
     clamp_sum: bool  # I-ViT clamps the row sum to int32
+    p_bits: int = 15  # probability width: p in [0, 2^p_bits - 1], real = p * 2^-p_bits
+
+    @property
+    def p_max(self) -> int:
+        return (1 << self.p_bits) - 1
 
 
+# "precise8" (this project's extension, docs/numerics.md §5.1): "precise" with the probabilities
+# rounded to u8 (real = p * 2^-8, as I-ViT's 8-bit softmax output), so that P.V is an 8 x 8 product
+# a DSP48E2 can pack with a second MAC: P.V at the array's full packed rate.
 SHIFTMAX_VARIANTS: dict[str, ShiftmaxVariant] = {
     "ivit": ShiftmaxVariant(k=0, K=0, rnd=0, clamp_sum=True),
     "precise": ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False),
+    "precise8": ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False, p_bits=8),
 }
 SHIFTMAX_N = 15
 
@@ -222,8 +232,27 @@ def shiftmax_sum_bound(n_keys: int, x0: int) -> int:
     return n_keys * (abs(x0) << (SHIFTMAX_N + 1))
 
 
+def shiftmax_p_sum_bound(n_keys: int, x0: int, variant: str) -> int:
+    """Largest row sum ``Σp`` of one Shiftmax row of ``n_keys`` probabilities (u<p_bits>).
+
+    Rounding variants: ``Σ e·f <= S·f < 2^(31+K)``, and each p adds at most 1/2 of rounding, so
+    ``Σp <= 2^p_bits + N/2`` (this is what lets a u8 P·V accumulate in a few bits more than 8 + 8).
+    Truncating I-ViT: ``Σp < 2^p_bits`` while S is not clamped; with a clamped S, ``f = 1`` and each
+    ``p <= min(e >> (31 - p_bits), p_max)`` with ``e <= |x0|·2^16``, so Σp <= N times the largest p.
+    """
+    v = SHIFTMAX_VARIANTS[variant]
+    if v.rnd:
+        return (1 << v.p_bits) + n_keys // 2
+    e_max = abs(x0) << (SHIFTMAX_N + 1)
+    return max(1 << v.p_bits, n_keys * min(v.p_max, e_max >> (31 - v.p_bits + v.K)))
+
+
 def shiftmax(x: np.ndarray, x0: int, variant: str = "precise") -> np.ndarray:
-    """Row-wise (last axis) integer softmax. x i8 scores -> p u15 (real = p * 2^-15), int64."""
+    """Row-wise (last axis) integer softmax. x i8 scores -> p u<p_bits> (real = p * 2^-p_bits), int64.
+
+    ``p = min((e*f + rnd * 2^(30 - p_bits + K)) >> (31 - p_bits + K), 2^p_bits - 1)``: for the u15
+    variants the shifts are the spec's 15 + K and 16 + K.
+    """
     v = SHIFTMAX_VARIANTS[variant]
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
@@ -240,9 +269,9 @@ def shiftmax(x: np.ndarray, x0: int, variant: str = "precise") -> np.ndarray:
             s = np.minimum(s, INT32_MAX)
         f = ((np.int64(1) << (31 + v.K)) - 1) // s
         p = e * f  # e <= S, so e*f < 2^(31+K)
-        p += v.rnd * (np.int64(1) << (15 + v.K))
-        p >>= 16 + v.K
-        return np.minimum(p, 32767, out=p)
+        p += v.rnd * (np.int64(1) << (30 - v.p_bits + v.K))
+        p >>= 31 - v.p_bits + v.K
+        return np.minimum(p, v.p_max, out=p)
 
     rows, n = x.shape
     w = int(mx.max()) - int(x.min()) + 1 if x.size else 1  # u takes at most w values: 0 <= u < w

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from iseg import cli, synth
+from iseg import numerics as nx
 from iseg.checkpoint import save
 from iseg.errors import IsegError
 
@@ -105,8 +106,8 @@ def quantize(fp: torch.nn.Module, images: np.ndarray, softmax: str = "precise", 
 # command line: iseg quantize
 def add_quant_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``quantize`` and ``qat``: the integer operator variants."""
-    parser.add_argument("--softmax", choices=("precise", "ivit"), default="precise",
-                        help="Shiftmax variant (default precise)")
+    parser.add_argument("--softmax", choices=tuple(nx.SHIFTMAX_VARIANTS), default="precise",
+                        help="Shiftmax variant (default precise; precise8: u8 probabilities, P·V packs 2 per DSP)")
     parser.add_argument("--gelu", choices=("lambda", "shift"), default="lambda",
                         help="integer GELU: λ-ShiftGELU (default) or I-ViT ShiftGELU")
     parser.add_argument("--lam", type=float, default=None, help="λ of λ-ShiftGELU (default: the model's, else 4)")

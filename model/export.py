@@ -32,7 +32,8 @@ from iseg.errors import IsegError
 
 from .quant import QuantSegmenter, patch_embed_float, tensor_scale, weight_scale
 
-__all__ = ["export", "model_spec", "rq_const", "add_const", "ln_const", "check_accumulator", "check_shiftmax"]
+__all__ = ["export", "model_spec", "rq_const", "add_const", "ln_const", "check_accumulator", "check_shiftmax",
+           "check_pv_accumulator"]
 
 _MIN_RATIO = 2.0 ** -61  # below this a requant multiplies by zero at every input in range
 
@@ -133,6 +134,15 @@ def check_shiftmax(name: str, n_keys: int, x0: int, variant: str) -> None:
                         f"the score scale is too fine for {variant!r}")
 
 
+def check_pv_accumulator(name: str, n_keys: int, x0: int, variant: str) -> int:
+    """Prove ``|P·V| < 2^31``: ``Σp · 128`` with i8 values; returns the bound."""
+    bound = nx.shiftmax_p_sum_bound(n_keys, x0, variant) * 128
+    if bound >= 1 << 31:
+        raise IsegError(f"{name}: P·V accumulator bound {bound} (N = {n_keys}, x0 = {x0}, {variant!r}) "
+                        f"does not fit in int32")
+    return bound
+
+
 class _Exporter:
     """Collects tensors and constants while walking the model in graph order."""
 
@@ -177,7 +187,9 @@ class _Exporter:
             raise IsegError(f"{p}: Shiftmax x0 = {x0} is not a negative int32 (score scale {s_sc:.3g})")
         check_shiftmax(f"{p}.attn", rows, x0, qm.softmax)
         self.consts[f"{p}.attn.softmax"] = {"x0": x0}
-        self.consts[f"{p}.attn.pv.rq"] = rq_const(2.0 ** -15 * s_qkv / s[f"{p}.attn"])
+        check_pv_accumulator(f"{p}.attn.pv", rows, x0, qm.softmax)
+        p_bits = nx.SHIFTMAX_VARIANTS[qm.softmax].p_bits  # P is u<p_bits> at scale 2^-p_bits
+        self.consts[f"{p}.attn.pv.rq"] = rq_const(2.0 ** -p_bits * s_qkv / s[f"{p}.attn"])
         self.linear(f"{p}.proj", blk.attn.proj.weight.t(), blk.attn.proj.bias, s[f"{p}.attn"], s[f"{p}.proj"])
         self.consts[f"{p}.add1"] = add_const(s[x_in], s[f"{p}.proj"], s[f"{p}.add1"])
         self.ln(f"{p}.ln2", blk.norm2, f"{p}.ln2")

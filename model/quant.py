@@ -127,7 +127,11 @@ def shexp_t(x: Any, x0: int, n: int) -> torch.Tensor:
 
 
 def shiftmax_t(x: Any, x0: int, variant: str = "precise") -> torch.Tensor:
-    """Row-wise Shiftmax (§5.1) over the last axis: i8 scores -> u15 probabilities (int64)."""
+    """Row-wise Shiftmax (§5.1) over the last axis: i8 scores -> u<p_bits> probabilities (int64).
+
+    The final shift and clamp follow the variant's ``p_bits`` (u15 for precise/ivit, u8 for precise8)
+    exactly as :func:`iseg.numerics.shiftmax`, so that the torch integer mode stays bit-exact with it.
+    """
     v = nx.SHIFTMAX_VARIANTS[variant]
     x = _t(x)
     d = _shl(x - x.max(dim=-1, keepdim=True).values, v.k)
@@ -136,8 +140,8 @@ def shiftmax_t(x: Any, x0: int, variant: str = "precise") -> torch.Tensor:
     if v.clamp_sum:
         s = torch.clamp(s, max=INT32_MAX)
     f = torch.div(torch.full_like(s, (1 << (31 + v.K)) - 1), s, rounding_mode="floor")
-    p = _shr(e * f + v.rnd * (1 << (15 + v.K)), 16 + v.K)
-    return torch.clamp(p, max=32767)
+    p = _shr(e * f + v.rnd * (1 << (30 - v.p_bits + v.K)), 31 - v.p_bits + v.K)
+    return torch.clamp(p, max=v.p_max)
 
 
 def gelu_t(x: Any, c: nx.GeluConsts) -> torch.Tensor:
@@ -463,6 +467,19 @@ class QuantSegmenter(nn.Module):
         arg = x.clamp(-self.lam, self.lam) if self.gelu == "lambda" else x
         return x * torch.sigmoid(1.702 * arg)
 
+    def attn_probs(self, s: torch.Tensor) -> torch.Tensor:
+        """Softmax of the scores; in fake mode on Shiftmax's output grid ``p·2^-p_bits``, ``p <= 2^p_bits - 1``.
+
+        The grid and the clamp follow the variant (u15, or u8 for precise8), so QAT sees the rounding
+        the integer P·V will see (straight-through gradient).
+        """
+        pr = s.softmax(dim=-1)
+        if self.mode != "fake":
+            return pr
+        sv = nx.SHIFTMAX_VARIANTS[self.softmax]
+        one = float(1 << sv.p_bits)
+        return pr + (torch.clamp(torch.round(pr * one), max=sv.p_max) / one - pr).detach()
+
     def _block(self, p: str, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         heads = blk.attn.heads
@@ -471,9 +488,7 @@ class QuantSegmenter(nn.Module):
         qkv = self._q(f"{p}.qkv", self._linear(a, blk.attn.qkv))
         q, k, v = qkv.reshape(b, t, 3, heads, dh).permute(2, 0, 3, 1, 4)
         s = self._q(f"{p}.attn.qk", (q @ k.transpose(-2, -1)) * dh ** -0.5)
-        pr = s.softmax(dim=-1)
-        if self.mode == "fake":  # u15 probabilities
-            pr = pr + (torch.round(pr * 32768.0) / 32768.0 - pr).detach()
+        pr = self.attn_probs(s)
         o = self._q(f"{p}.attn", (pr @ v).transpose(1, 2).reshape(b, t, d))
         o = self._q(f"{p}.proj", self._linear(o, blk.attn.proj))
         x = self._q(f"{p}.add1", x + o)

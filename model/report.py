@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iseg import numerics as nx
 from iseg.errors import IsegError
 
 from .calibrate import calibrate, load_data
@@ -65,7 +66,7 @@ def _int_miou(fp: Any, calib: np.ndarray, images: np.ndarray, labels: np.ndarray
 
 
 def measure(fp: Any, n_val: int = 200, qat_steps: int = 300, data_seed: int = 0, seed: int = 0,
-            log: Any = print) -> dict[str, Any]:
+            log: Any = print, softmax: str = "precise") -> dict[str, Any]:
     """The target figures (percent / points) and the QAT model's checkpoint under ``'_qat_ckpt'``."""
     fp.eval()
     size = fp.cfg.image_size
@@ -73,6 +74,7 @@ def measure(fp: Any, n_val: int = 200, qat_steps: int = 300, data_seed: int = 0,
     images, labels = load_data(f"synthetic:val:{n_val}", size, "val", data_seed=data_seed)
     calib, _ = load_data("synthetic:train:32", size, "train", data_seed=data_seed)
     out: dict[str, Any] = {"n_val": n_val, "data_seed": data_seed, "qat_steps": qat_steps, "lambda": lam,
+                           "softmax": softmax,
                            "upsample": fp.cfg.upsample, "l2norm": fp.cfg.l2norm, "patch": fp.cfg.patch_size,
                            "image_size": list(size)}
     out["fp32_miou"] = _pct(eval_fp32(fp, images, labels))
@@ -81,12 +83,13 @@ def measure(fp: Any, n_val: int = 200, qat_steps: int = 300, data_seed: int = 0,
     base = out["fp32_iseg_miou"]
     out["block_oracle_miou"] = block_oracle_miou(labels, fp.cfg.patch_size, fp.cfg.n_cls)
     log(f"FP32 mIoU {out['fp32_miou']:.2f} as configured, {base:.2f} as I-Segmenter (nearest, no L2)")
-    m1, f1, _ = _int_miou(fp, calib[:1], images, labels, lam=lam)
-    m32, f32, ck32 = _int_miou(fp, calib, images, labels, lam=lam)
+    m1, f1, _ = _int_miou(fp, calib[:1], images, labels, softmax=softmax, lam=lam)
+    m32, f32, ck32 = _int_miou(fp, calib, images, labels, softmax=softmax, lam=lam)
     out.update(ptq1_miou=m1, ptq1_fake=f1, ptq32_miou=m32, ptq32_fake=f32)
     log(f"PTQ-1 int {m1:.2f} (fake {f1:.2f}); PTQ-32 int {m32:.2f} (fake {f32:.2f})")
     ft = copy.deepcopy(fp)
-    qm = qat(ft, calib, QatConfig(steps=qat_steps, seed=seed, data_seed=data_seed), lam=lam, log=log)
+    qm = qat(ft, calib, QatConfig(steps=qat_steps, seed=seed, data_seed=data_seed), softmax=softmax,
+             lam=lam, log=log)
     ckq = export(qm, {"method": "qat", "qat_steps": qat_steps, "calib_images": len(calib)})
     out["qat_miou"] = _pct(eval_int(ckq, images, labels, engine="torch"))
     out["qat_fake"] = _pct(eval_fake(qm, images, labels))
@@ -147,7 +150,7 @@ def ablation(fp: Any, n_val: int = 200, data_seed: int = 0, log: Any = print) ->
         need = 2 * lam * 1.702 * math.log2(math.e)
         add("gelu", f"λ-ShiftGELU λ={lam:g}", i, f,
             note="" if not math.isnan(i) else f"no integer form: needs n >= {need:.1f} > 20")
-    for sm in ("ivit", "precise"):
+    for sm in nx.SHIFTMAX_VARIANTS:  # every Shiftmax variant, so a new one shows up in the ablation
         i, f, _ = _int_miou(fp, calib, images, labels, softmax=sm, lam=float(fp.cfg.gelu_lambda))
         add("softmax", f"Shiftmax {sm}", i, f)
     for l2 in (True, False):
@@ -232,6 +235,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--softmax", choices=tuple(nx.SHIFTMAX_VARIANTS), default="precise",
+                        help="Shiftmax variant of the PTQ and QAT models (default precise)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--write-docs", default=None, help="fill the measured block of this markdown file")
     parser.add_argument("--export-qat", default=None, help="write the QAT integer checkpoint here")
@@ -247,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     fp = load_model(args.model)
-    res = measure(fp, args.val, args.qat_steps, args.data_seed, args.seed)
+    res = measure(fp, args.val, args.qat_steps, args.data_seed, args.seed, softmax=args.softmax)
     rows = [] if args.no_ablation else ablation(fp, args.val, args.data_seed)
     if args.export_qat:
         save(res["_qat_ckpt"], args.export_qat)

@@ -37,6 +37,15 @@ def test_round_trip_is_exact(tiny: ck.QuantizedCheckpoint, tmp_path: Path) -> No
         assert back.tensors[k].dtype == v.dtype and np.array_equal(back.tensors[k], v)
 
 
+@pytest.mark.parametrize("softmax", ck.SOFTMAX_VARIANTS)
+def test_round_trip_keeps_the_shiftmax_variant(softmax: str, tmp_path: Path) -> None:
+    q = random_checkpoint(replace(PRESETS["tiny"], layers=1, softmax=softmax), seed=1)
+    ck.save(q, tmp_path / "m.safetensors")
+    back = ck.load(tmp_path / "m.safetensors")
+    assert back.spec.softmax == softmax and back.spec == q.spec
+    assert back.consts == json.loads(json.dumps(q.consts))
+
+
 def test_save_is_deterministic(tiny: ck.QuantizedCheckpoint, tmp_path: Path) -> None:
     ck.save(tiny, tmp_path / "a.safetensors")
     ck.save(tiny, tmp_path / "b.safetensors")

@@ -38,6 +38,18 @@ def test_random_explicit_shape(tmp_path: Path) -> None:
     assert (q.spec.decoder, q.spec.softmax, q.spec.gelu, q.spec.mlp_dim) == ("linear", "ivit", "shift", 128)
 
 
+def test_random_precise8_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``iseg random --softmax precise8``: the file says so, info prints it, the reference runs."""
+    out = tmp_path / "p8.safetensors"
+    assert main(["random", "--preset", "tiny", "--softmax", "precise8", "--out", str(out), "--seed", "2"]) == 0
+    q = ck.load(out)
+    assert q.spec.softmax == "precise8"
+    assert main(["info", str(out)]) == 0
+    assert "softmax precise8" in capsys.readouterr().out
+    labels, _ = reference.run(q, np.zeros((*q.spec.image, 3), np.uint8))
+    assert labels.shape == q.spec.image
+
+
 def test_info_text_and_json(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(model)]) == 0
     text = capsys.readouterr().out

@@ -140,17 +140,17 @@ def test_shiftmax_row_sums(tokens: int, variant: str, lo: float, hi: float) -> N
     for s in (0.02, 0.06, 0.12):
         x = rng.integers(-128, 128, size=(8, tokens))
         p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant)
-        assert p.min() >= 0 and p.max() <= 32767
+        assert p.min() >= 0 and p.max() <= 32767 == nx.SHIFTMAX_VARIANTS[variant].p_max
         sums = p.sum(axis=-1) / 2 ** 15
         assert lo <= sums.min() and sums.max() <= hi, (variant, s, sums)
 
 
-@pytest.mark.parametrize("variant,tol", [("precise", 0.03), ("ivit", 0.1)])
+@pytest.mark.parametrize("variant,tol", [("precise", 0.03), ("ivit", 0.1), ("precise8", 0.03 + 2 ** -9)])
 def test_shiftmax_close_to_softmax(variant: str, tol: float) -> None:
     rng = np.random.default_rng(1)
     for s in (0.03, 0.08, 0.12):
         x = rng.integers(-128, 128, size=(16, 197))
-        p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant) / 2 ** 15
+        p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant) / 2 ** nx.SHIFTMAX_VARIANTS[variant].p_bits
         assert np.abs(p - _softmax(x, s)).max() < tol
 
 
@@ -165,6 +165,49 @@ def test_shiftmax_edges() -> None:
     # ties give equal probabilities
     p = nx.shiftmax(np.array([[5, 5, -3]]), x0, "precise")
     assert p[0, 0] == p[0, 1] > p[0, 2]
+
+
+def test_shiftmax_precise8_by_hand() -> None:
+    """u8 probabilities worked out by hand with x0 = -64 (k = 3, K = 16, rnd = 1, p_bits = 8).
+
+    Equal scores: u = 0, shexp(0) = (0 - x0) << 15 = 2^21 = e. With N keys S = N * 2^21 and
+    f = (2^47 - 1) // S = floor((2^26 - 2^-21) / N); p = (e*f + 2^38) >> 39 = floor(f / 2^18 + 1/2).
+      N = 1: f = 2^26 - 1,               f / 2^18 = 255.99999..., + 1/2 -> 256, clamped to 255
+      N = 3: f = floor(22369621.33) = 22369621, / 2^18 = 85.33332, + 1/2 -> 85   (256 / 3 = 85.3)
+      N = 4: f = 2^24 - 1,               / 2^18 = 63.99999,  + 1/2 -> 64   (256 / 4)
+      N = 5: f = floor(13421772.8)  = 13421772, / 2^18 = 51.19999, + 1/2 -> 51   (256 / 5 = 51.2)
+      N = 6: f = floor(11184810.67) = 11184810, / 2^18 = 42.66666, + 1/2 -> 43   (256 / 6 = 42.7)
+    One dominant score [127, -128, -128, -128]: the others have (x - max) << 3 = -2040, t clamps to
+    15 * x0 = -960, q = 15, r = 0, e = 64; S = 2^21 + 192, p0 = floor(256 * 2^21 / S + 1/2)
+    = floor(255.977 + 0.5) = 256 -> clamped to 255, the others floor(64 * 2^26 / S / 2^18 + 1/2) = 0.
+    """
+    for n, want in [(1, 255), (3, 85), (4, 64), (5, 51), (6, 43)]:
+        assert nx.shiftmax(np.full((1, n), 7), -64, "precise8").tolist() == [[want] * n], n
+    assert nx.shiftmax(np.array([[127, -128, -128, -128]]), -64, "precise8").tolist() == [[255, 0, 0, 0]]
+    # the same rows in u15: 2^15 / N rounded, the dominant one clamped at 32767 (not 255 * 128)
+    assert nx.shiftmax(np.full((1, 3), 7), -64, "precise").tolist() == [[10923] * 3]
+    assert nx.shiftmax(np.full((1, 1), 7), -64, "precise").tolist() == [[32767]]
+
+
+@pytest.mark.parametrize("tokens", [3, 17, 197, 1025])
+def test_shiftmax_precise8_sums_and_relation_to_precise(tokens: int) -> None:
+    """Σp within 256 ± N/2 (each p rounds by at most 1/2); p8 = round(p15 / 128) within 1."""
+    rng = np.random.default_rng(tokens + 8)
+    for s in (0.02, 0.06, 0.12):
+        x0 = nx.shiftmax_x0(s, "precise8")
+        assert x0 == nx.shiftmax_x0(s, "precise")  # same k: the same exponentials
+        x = np.concatenate([rng.integers(-128, 128, size=(8, tokens)),
+                            np.clip(np.round(rng.normal(0, 10, size=(4, tokens))), -128, 127).astype(np.int64),
+                            np.full((1, tokens), 3)])
+        p8 = nx.shiftmax(x, x0, "precise8")
+        p15 = nx.shiftmax(x, x0, "precise")
+        assert p8.min() >= 0 and p8.max() <= 255
+        sums = p8.sum(axis=-1)
+        assert np.all(np.abs(sums - 256) <= tokens / 2 + 1), (s, sums)
+        r15 = np.floor(p15 / 128 + 0.5)
+        assert np.abs(p8 - r15).max() <= 1
+        # apart from the clamps (32767 / 128 rounds to 256) they differ only where double rounding bites
+        assert np.mean(p8 == np.minimum(r15, 255)) > 0.95
 
 
 # ---------------------------------------------------------------- GELU
@@ -327,6 +370,14 @@ def _spec_shiftmax_row(row: list[int], x0: int, variant: str) -> list[int]:
     return [min((v * f + rnd * (1 << (15 + kk))) >> (16 + kk), 32767) for v in e]
 
 
+def _spec_shiftmax8_row(row: list[int], x0: int) -> list[int]:
+    """precise8 written out: precise's e, S and f, then u8 (p_bits = 8): round at 2^38, shift 39, clamp 255."""
+    mx = max(row)
+    e = [_spec_shexp((x - mx) << 3, x0, 15) for x in row]
+    f = ((1 << 47) - 1) // sum(e)
+    return [min((v * f + (1 << 38)) >> 39, 255) for v in e]
+
+
 def _spec_lambda_gelu(x: int, c: nx.GeluConsts) -> int:
     xc = max(-c.L, min(c.L, x)) << c.k
     e = _spec_shexp(xc - c.M, c.x0, c.n)
@@ -377,7 +428,7 @@ def test_requant_matches_python_ints(seed: int, bits: int, dtype: str) -> None:
     assert got.tolist() == [[_spec_requant(int(v), int(m[1]), int(e[1]), 0, bits) for v in r] for r in z]
 
 
-@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
 @pytest.mark.parametrize("x0", [-1, -8, -120, -3000, -(1 << 20)])
 @pytest.mark.parametrize("n", [3, 200, 1025])  # short rows: direct path; long rows: per-row tables
 def test_shiftmax_matches_python_ints(variant: str, x0: int, n: int) -> None:
@@ -388,7 +439,9 @@ def test_shiftmax_matches_python_ints(variant: str, x0: int, n: int) -> None:
             np.clip(np.round(rng.normal(0, 20, size=n)), -128, 127)]
     x = np.stack(rows).astype(np.int8)
     got = nx.shiftmax(x, x0, variant)
-    want = [_spec_shiftmax_row([int(v) for v in r], x0, variant) for r in x]
+    spec_row = (lambda r: _spec_shiftmax8_row(r, x0)) if variant == "precise8" else (  # noqa: E731
+        lambda r: _spec_shiftmax_row(r, x0, variant))  # the u15 variants: the pre-p_bits formula, unchanged
+    want = [spec_row([int(v) for v in r]) for r in x]
     assert got.dtype == np.int64 and got.tolist() == want
     # same integers from int64 input and from a 3-D (heads, rows, keys) stack
     assert np.array_equal(nx.shiftmax(x.astype(np.int64), x0, variant), got)

@@ -21,6 +21,7 @@ SHAPES = {
     "nonsquare-mask-ivit-shift": ModelSpec(dim=32, heads=2, layers=1, mlp_dim=64, patch=4, image=(24, 16), n_cls=3,
                                            dec_dim=32, dec_heads=1, dec_layers=2, dec_mlp_dim=64,
                                            softmax="ivit", gelu="shift"),
+    "tiny-mask-precise8": replace(PRESETS["tiny"], softmax="precise8"),
     "one-class-odd": ModelSpec(dim=24, heads=1, layers=1, mlp_dim=40, patch=2, image=(6, 10), n_cls=1,
                                dec_dim=16, dec_heads=1, dec_layers=1, dec_mlp_dim=24),
 }
@@ -76,8 +77,11 @@ def test_patch_embed_im2col_order() -> None:
     assert np.count_nonzero(cols + 128) == 3
 
 
-def test_random_model_activations_use_their_range() -> None:
-    q = random_checkpoint(PRESETS["tiny"], seed=7)
+@pytest.mark.parametrize("softmax", sorted(nx.SHIFTMAX_VARIANTS))
+def test_random_model_activations_use_their_range(softmax: str) -> None:
+    """Every variant, u8 P included: the P·V requant is calibrated, so attention outputs are neither 0 nor saturated."""
+    q = random_checkpoint(replace(PRESETS["tiny"], softmax=softmax), seed=7)
+    assert q.spec.softmax == softmax
     _, trace = reference.run(q, calibration_image(q.spec.image, 11), trace=True)
     for name, t in trace.items():
         if t.dtype == np.uint8:
@@ -87,6 +91,23 @@ def test_random_model_activations_use_their_range() -> None:
         assert np.mean(t == 0) < 0.2, f"{name}: mostly zero"
         assert np.mean(a >= full) < 0.1, f"{name}: saturated"
         assert np.quantile(a, 0.99) > full / 16, f"{name}: uses too little of its range"
+
+
+def test_precise8_attention_is_the_u8_probabilities_times_v() -> None:
+    """One head recomputed by hand from the trace: P = shiftmax(..., "precise8") is u8 (<= 255), P·V requantized."""
+    q = random_checkpoint(replace(PRESETS["tiny"], softmax="precise8"), seed=3)
+    _, trace = reference.run(q, calibration_image(q.spec.image, 5), trace=True)
+    qkv = trace["enc.0.qkv"].astype(np.int64)
+    d, heads = q.spec.dim, q.spec.heads
+    x0 = int(q.consts["enc.0.attn.softmax"]["x0"])
+    acc = reference.attention_core(qkv, heads, lambda z: nx.requant(z, *q.rq("enc.0.attn.qk.rq"), bits=8),
+                                   lambda s: x0, "precise8")
+    dh = d // heads
+    s = nx.requant(qkv[:, :dh] @ qkv[:, d:d + dh].T, *q.rq("enc.0.attn.qk.rq"), bits=8)
+    p = nx.shiftmax(s, x0, "precise8")
+    assert 0 <= p.min() and p.max() <= 255 and np.all(np.abs(p.sum(-1) - 256) <= p.shape[1] // 2 + 1)
+    assert np.array_equal(acc[:, :dh], p @ qkv[:, 2 * d:2 * d + dh])
+    assert np.array_equal(trace["enc.0.attn"], nx.requant(acc, *q.rq("enc.0.attn.pv.rq"), bits=8))
 
 
 def test_wrong_image_is_one_line_error() -> None:

@@ -41,6 +41,14 @@ def test_quantize_cli_writes_a_valid_checkpoint(fp_path, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("softmax", ["precise", "ivit", "precise8"])
+def test_quantize_cli_accepts_every_shiftmax_variant(fp_path, tmp_path, softmax):
+    """``--softmax`` takes its choices from numerics.SHIFTMAX_VARIANTS: precise8 (u8 P) included."""
+    out = tmp_path / "q.safetensors"
+    assert cal.main([str(fp_path), "--calib", "synthetic:1", "--out", str(out), "--softmax", softmax]) == 0
+    assert load(out).spec.softmax == softmax
+
+
 def test_eval_json_fp_model_is_one_object(fp_path, capsys):
     assert eval_int.main([str(fp_path), "--data", "synthetic:val:3", "--calib", "synthetic:1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)  # exactly one JSON document on stdout

@@ -17,11 +17,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from iseg import numerics as nx  # noqa: E402
 from iseg.checkpoint import load, save  # noqa: E402
 from iseg.errors import IsegError  # noqa: E402
 from iseg.graph import build_graph  # noqa: E402
 from iseg.model.calibrate import calibrate, load_data, quantize, to_pixels  # noqa: E402
-from iseg.model.export import add_const, check_accumulator, check_shiftmax, export  # noqa: E402
+from iseg.model.export import (  # noqa: E402
+    add_const,
+    check_accumulator,
+    check_pv_accumulator,
+    check_shiftmax,
+    export,
+)
 from iseg.model.quant import IntSegmenter, QuantSegmenter, patch_embed_float  # noqa: E402
 from iseg.model.segmenter import Segmenter, SegmenterConfig  # noqa: E402
 from iseg.reference import run  # noqa: E402
@@ -52,6 +59,9 @@ CASES = {
                         "precise", "lambda"),
     "mask-l2norm-deit": (dict(l2norm=True, normalization="deit", n_layers=1, dec_n_layers=2, gelu="erf"),
                          "precise", "lambda"),
+    "mask-precise8-lambda": (dict(), "precise8", "lambda"),
+    "linear-precise8-shift-p4": (dict(decoder="linear", patch_size=4, image_size=(16, 20), n_cls=4),
+                                 "precise8", "shift"),
 }
 
 
@@ -143,6 +153,57 @@ def test_accumulator_and_shiftmax_proofs():
     with pytest.raises(IsegError, match="row sum bound"):
         check_shiftmax("fine", 1 << 20, -(1 << 12), "precise")
     check_shiftmax("clamped", 1 << 20, -(1 << 12), "ivit")  # ivit clamps S: always f >= 1
+
+
+def test_pv_accumulator_bound_follows_p_bits():
+    """Σp <= 2^p_bits + N/2 for the rounding variants; the P·V bound is that times 128."""
+    assert nx.shiftmax_p_sum_bound(1025, -80, "precise") == (1 << 15) + 512
+    assert nx.shiftmax_p_sum_bound(1025, -80, "precise8") == (1 << 8) + 512
+    assert check_pv_accumulator("x", 1025, -80, "precise8") == ((1 << 8) + 512) * 128
+    assert check_pv_accumulator("x", 1025, -80, "precise") == ((1 << 15) + 512) * 128
+    # ivit: an unclamped S keeps Σp below 2^15; a clamped one (N·|x0|·2^16 > 2^31) has f = 1, p <= |x0|
+    assert nx.shiftmax_p_sum_bound(197, -10, "ivit") == 1 << 15
+    assert nx.shiftmax_p_sum_bound(4096, -1000, "ivit") == 4096 * 1000
+    with pytest.raises(IsegError, match="P·V accumulator bound"):
+        check_pv_accumulator("huge", 1 << 20, -(1 << 12), "ivit")
+
+
+def test_pv_requant_scale_follows_p_bits():
+    """The same calibrated model exported as precise and precise8: the P·V ratio is 2^7 larger for u8 P."""
+    fp = random_fp(8)
+    images, _ = load_data("synthetic:2", fp.cfg.image_size)
+    qm = calibrate(QuantSegmenter(fp, softmax="precise"), images)
+    c15 = export(qm).consts
+    qm.softmax = "precise8"
+    c8 = export(qm).consts
+    keys = [k for k in c15 if k.endswith(".attn.pv.rq")]
+    assert keys and all(c8[k.replace(".pv.rq", ".softmax")] == c15[k.replace(".pv.rq", ".softmax")] for k in keys)
+    for k in keys:
+        r15 = c15[k]["m"] / 2 ** c15[k]["e"]
+        r8 = c8[k]["m"] / 2 ** c8[k]["e"]
+        assert math.isclose(r8, 128 * r15, rel_tol=1e-8), k
+
+
+@pytest.mark.parametrize("softmax,p_bits", [("precise", 15), ("ivit", 15), ("precise8", 8)])
+def test_fake_quant_of_attention_probabilities_uses_p_bits(softmax, p_bits):
+    """In fake mode the attention probabilities sit on the variant's grid; the integer model agrees on most tokens."""
+    fp = random_fp(5)
+    images, _ = load_data("synthetic:4", fp.cfg.image_size)
+    qm = calibrate(QuantSegmenter(fp, softmax=softmax), images)
+    s = torch.tensor([[4.0, 4.0, 4.0], [30.0, 0.0, 0.0], [0.3, 0.1, -2.0]], requires_grad=True)
+    pr = qm.attn_probs(s)  # calibrate leaves the model in fake mode
+    grid = pr.detach() * 2 ** p_bits
+    assert torch.equal(grid, torch.round(grid)) and grid.max() == 2 ** p_bits - 1  # the dominant row is clamped
+    assert grid[0].tolist() == [round(2 ** p_bits / 3)] * 3
+    pr.sum().backward()
+    assert s.grad is not None  # straight-through: the rounding does not cut the gradient
+    # fake-quant logits track the integer model's (argmax agreement of a random model is too noisy for u8 P)
+    with torch.no_grad():
+        fake = qm(to_pixels(images)).numpy()
+    _, trace = IntSegmenter(export(qm))(images, trace=True)
+    real = trace["dec.mask_norm"].numpy() * qm.scales()["dec.mask_norm"]  # (B, tokens, n_cls)
+    fake = fake.reshape(fake.shape[0], fake.shape[1], -1).transpose(0, 2, 1)
+    assert np.corrcoef(real.ravel(), fake.ravel())[0, 1] > 0.95
 
 
 def test_add_const_shares_one_shift():
