@@ -183,7 +183,15 @@ def _context(p: RtlParams) -> dict:
         raise IsegError("residual add: e in [1, 62] and |ma|, |mb| < 2^31")
     if p.sm_variant not in nx.SHIFTMAX_VARIANTS:
         raise IsegError(f"unknown Shiftmax variant {p.sm_variant!r}")
-    precise = p.sm_variant == "precise"
+    v = nx.SHIFTMAX_VARIANTS[p.sm_variant]
+    # The unit implements two constant sets (PRECISE = 1 / 0) and any probability width P_BITS:
+    # "precise" and "precise8" differ only in p_bits, so both are PRECISE = 1.
+    consts = (v.k, v.K, v.rnd, v.clamp_sum)
+    if consts not in ((3, 16, 1, False), (0, 0, 0, True)):
+        raise IsegError(f"Shiftmax variant {p.sm_variant!r}: (k, K, rnd, clamp) = {consts} has no RTL form")
+    if not 1 <= v.p_bits <= 16:
+        raise IsegError(f"Shiftmax variant {p.sm_variant!r}: p_bits = {v.p_bits} does not fit the 16-bit output")
+    precise = not v.clamp_sum
     if p.sm_x0 >= 0:
         raise IsegError(f"Shiftmax x0 must be negative, got {p.sm_x0}")
     sm_e_w = (abs(p.sm_x0) << (nx.SHIFTMAX_N + 1)).bit_length()
@@ -213,7 +221,8 @@ def _context(p: RtlParams) -> dict:
         "rq": {"lanes": p.rq_lanes, "bits": p.rq_bits, "channels": len(p.rq_m),
                "rom": _rom(p.rq_m, p.rq_e, p.rq_o, "requant")},
         "add": {"ma": _slit(p.add_ma, 64), "mb": _slit(p.add_mb, 64), "e": p.add_e},
-        "sm": {"precise": int(precise), "x0": p.sm_x0, "max_n": p.sm_max_n, "e_w": sm_e_w, "s_w": sm_s_w},
+        "sm": {"precise": int(precise), "p_bits": v.p_bits, "x0": p.sm_x0, "max_n": p.sm_max_n, "e_w": sm_e_w,
+               "s_w": sm_s_w},
         "gelu": {"shift": int(shift), "L": g.L, "k": g.k, "x0": g.x0, "n": g.n, "em": g.em, "d_w": gelu_d_w,
                  "e_w": gelu_e_w, "max_n": p.gelu_max_n},
         "ln": {"in_bits": p.ln_in_bits, "out_bits": 8, "channels": len(p.ln_m),

@@ -1,9 +1,10 @@
 """cocotb testbench of ``iseg_shiftmax``: row-streamed Shiftmax vs ``numerics.shiftmax``.
 
 Rows of varying length (1 .. a few dozen): random scores, all-equal rows (ties: the sum is
-n * e(0)), one 127 among -128s (everything else saturates at 2^-15), all -128, zeros, and a row
-of MAX_N elements when it is small enough for CI. Bench mode sends ``n_rows`` random rows of
-``bench_len`` scores back to back.
+n * e(0)), one 127 among -128s (the 127 hits the clamp 2^p_bits - 1, the others round to 0 or to
+the smallest step), all -128, zeros, and a row of MAX_N elements when it is small enough for CI.
+The variant (and with it p_bits: u15 or u8 probabilities in the 16-bit output) comes from the
+plan. Bench mode sends ``n_rows`` random rows of ``bench_len`` scores back to back.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ShiftmaxTB(UnitTB):
     async def run(self) -> None:
         rows = self.rows()
         variant = self.params.sm_variant
+        p_max = nx.SHIFTMAX_VARIANTS[variant].p_max
         beats = [(int(v) & 0xFF, i == len(r) - 1) for r in rows for i, v in enumerate(r)]
         await self.reset()
         send = cocotb.start_soon(self.src.send(beats))
@@ -51,6 +53,7 @@ class ShiftmaxTB(UnitTB):
             pos += len(r)
             got = np.array([unpack(d, 1, 16, signed=False)[0] for d, _ in chunk])
             check_equal(f"shiftmax row {j} (n={len(r)})", got, nx.shiftmax(r, self.params.sm_x0, variant))
+            assert int(got.max(initial=0)) <= p_max, f"row {j}: p above 2^p_bits - 1"
             assert [la for _, la in chunk] == [i == len(r) - 1 for i in range(len(r))], f"row {j} tlast"
         self.report([self.src], self.out, row_lens=[len(r) for r in rows], elements=len(beats), rows=len(rows))
 

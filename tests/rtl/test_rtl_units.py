@@ -19,7 +19,7 @@ from iseg.sim.runner import run_unit, simulator_available, verilator_bin_dir
 
 pytestmark = pytest.mark.rtl
 
-# (case id, top, RtlParams overrides): the packed and unpacked GEMM and both Shiftmax variants
+# (case id, top, RtlParams overrides): the packed and unpacked GEMM and every Shiftmax variant
 CASES = [
     ("gemm_packed", "iseg_gemm", {"gemm_pack": True}),
     ("gemm_unpacked", "iseg_gemm", {"gemm_pack": False}),
@@ -30,6 +30,7 @@ CASES = [
     ("add", "iseg_add", {}),
     ("shiftmax_precise", "iseg_shiftmax", {}),
     ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
+    ("shiftmax_precise8", "iseg_shiftmax", {"sm_variant": "precise8", "sm_x0": nx.shiftmax_x0(0.08, "precise8")}),
     ("gelu", "iseg_gelu", {}),
     ("gelu_coarse", "iseg_gelu", {"gelu": nx.gelu_consts(0.2)}),
     ("gelu_shift", "iseg_gelu", {"gelu": nx.gelu_consts(0.05, variant="shift"), "gelu_max_n": 24}),
@@ -65,6 +66,7 @@ def test_unit_verilator(tmp_path, case, top, overrides):
     ("iseg_gemm", {"gemm_rows": 8, "gemm_cols": 8}, {"n_random": 30}),
     ("iseg_shiftmax", {"sm_max_n": 256}, {"max_len": 256, "n_rows": 20}),
     ("iseg_shiftmax", {"sm_max_n": 1025}, {"max_len": 1025, "n_rows": 6}),
+    ("iseg_shiftmax", {"sm_max_n": 1025, "sm_variant": "precise8"}, {"max_len": 1025, "n_rows": 6}),
     ("iseg_layernorm", {}, {"n_rows": 100}),
     ("iseg_layernorm", {"channels": 192}, {"n_rows": 12}),
     ("iseg_rq", {"rq_lanes": 2}, {"n_rows": 200}),
@@ -72,8 +74,8 @@ def test_unit_verilator(tmp_path, case, top, overrides):
     ("iseg_gelu", {"gelu": nx.gelu_consts(0.03, variant="shift"), "gelu_max_n": 768}, {"n_elems": 3000}),
     ("iseg_argmax_up", {"am_grid_w": 8, "am_patch": 4}, {"grid_h": 6, "n_cls": 21}),
     ("iseg_gemm", {"gemm_rows": 5, "gemm_cols": 7, "gemm_pack": True}, {"n_random": 20}),
-], ids=["gemm8x8", "shiftmax256", "shiftmax1025", "layernorm", "layernorm192", "rq", "gelu", "gelu_shift768",
-        "argmax", "gemm5x7"])
+], ids=["gemm8x8", "shiftmax256", "shiftmax1025", "shiftmax1025_precise8", "layernorm", "layernorm192", "rq", "gelu",
+        "gelu_shift768", "argmax", "gemm5x7"])
 @pytest.mark.parametrize("seed", [2, 3])
 def test_unit_slow(tmp_path, top, overrides, extra, seed):
     r = _run(tmp_path, top, overrides, "icarus", seed=seed, extra=extra)
@@ -89,7 +91,13 @@ MUTANTS = [
     # LayerNorm mean rounded half-up instead of half-to-even
     ("iseg_layernorm", "iseg_layernorm.v", "((r2 == C) && q_fl[0])", "(r2 == C)", {}),
     # Shiftmax without the final rounding term
-    ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + RND) >> (16 + KK)", "ef >> (16 + KK)", {}),
+    ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + RND) >> PSH", "ef >> PSH", {}),
+    # precise8 with the u15 final shift (p_bits ignored): p 128x too large, clamped at 255
+    ("iseg_shiftmax", "iseg_shiftmax.v", "localparam PSH  = 31 - P_BITS + KK;", "localparam PSH  = 16 + KK;",
+     {"sm_variant": "precise8"}),
+    # precise8 clamped at the u15 maximum instead of 2^P_BITS - 1 (a dominant score gives 256)
+    ("iseg_shiftmax", "iseg_shiftmax.v", "(pr > PMAX) ? PMAX : pr", "(pr > 64'd32767) ? 64'd32767 : pr",
+     {"sm_variant": "precise8"}),
     # ShiftGELU with the row maximum not floored at 0 (all-negative rows go wrong)
     ("iseg_gelu", "iseg_gelu.v", "rm[7] ? 7'd0 : rm[6:0]", "rm[6:0]",
      {"gelu": nx.gelu_consts(0.05, variant="shift"), "gelu_max_n": 24}),
@@ -135,7 +143,8 @@ def test_verilator_lint_clean(tmp_path, top):
 
 
 @pytest.mark.parametrize("top,param", [("iseg_gemm", "C=0"), ("iseg_gemm", "PACK=2"),
-                                        ("iseg_rq", "LANES=3"), ("iseg_shiftmax", "X0=5")])
+                                        ("iseg_rq", "LANES=3"), ("iseg_shiftmax", "X0=5"),
+                                        ("iseg_shiftmax", "P_BITS=17")])
 def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
     if shutil.which("iverilog") is None:
         pytest.skip("iverilog not installed")
@@ -152,6 +161,29 @@ def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
 def test_generator_rejects_bad_params(overrides):
     with pytest.raises(IsegError):
         render_rtl_units(example_params(0, **overrides))
+
+
+@pytest.mark.parametrize("variant,precise,p_bits", [("precise", 1, 15), ("ivit", 0, 15), ("precise8", 1, 8)])
+def test_shiftmax_parameters_follow_the_variant(tmp_path, variant, precise, p_bits):
+    """PRECISE and P_BITS come from the variant's constants; every variant elaborates lint-clean."""
+    params = example_params(0, sm_variant=variant, sm_x0=nx.shiftmax_x0(0.08, variant))
+    sources = unit_sources(render_rtl_units(params), "iseg_shiftmax")
+    text = sources["iseg_shiftmax.v"]
+    assert f"parameter PRECISE = {precise}," in text and f"parameter P_BITS  = {p_bits}," in text
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog not installed")
+    files = _write(tmp_path, sources)
+    proc = subprocess.run(["iverilog", "-g2005", "-Wall", "-o", str(tmp_path / "a.vvp"), "-s", "iseg_shiftmax",
+                           *files], capture_output=True, text=True)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("variant", [nx.ShiftmaxVariant(k=3, K=8, rnd=1, clamp_sum=False),
+                                     nx.ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False, p_bits=17)])
+def test_generator_rejects_shiftmax_variants_without_rtl_form(monkeypatch, variant):
+    monkeypatch.setitem(nx.SHIFTMAX_VARIANTS, "odd", variant)
+    with pytest.raises(IsegError, match="Shiftmax variant 'odd'"):
+        render_rtl_units(example_params(0, sm_variant="odd"))
 
 
 def _write(d, texts):
