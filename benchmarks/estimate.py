@@ -1,20 +1,23 @@
 """The analytic estimate of Seg-T-Mask 512x512 (150 classes) on every board (KV260 at 250 MHz first).
 
-    python benchmarks/estimate.py [--model seg-t-512|seg-s-512]
+    python benchmarks/estimate.py [--model seg-t-512|seg-s-512] [--softmax precise|ivit|precise8]
 
 Prints, per board: the auto-chosen array, DSPs, LUTs, FPS, % of the array's packed-DSP MAC peak, % of the
 whole board's packed peak, the largest cycle sinks beyond the ideal array time and the weight traffic, and
 the DSP / LUT split per unit. The cycle estimate needs only shapes, but the lane multipliers' widths
 (hls/mul.h) come from the checkpoint's constants: a calibrated random checkpoint (iseg.random_model, seed 0)
-stands in for a trained one; its widths are printed first.
+stands in for a trained one; its widths are printed first. ``--softmax`` picks its Shiftmax variant: with
+precise8 (u8 probabilities) the engine runs P.V at the packed rate (Cfg::PV_II 1) instead of half of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from iseg import numerics as nx
 from iseg.generator.boards import BOARDS
 from iseg.generator.config import Config
 from iseg.generator.plan import make_plan
@@ -24,8 +27,10 @@ from iseg.random_model import PRESETS, random_checkpoint, with_classes
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="seg-t-512", choices=["seg-t-512", "seg-s-512"])
+    ap.add_argument("--softmax", default="precise", choices=list(nx.SHIFTMAX_VARIANTS),
+                    help="Shiftmax variant of the random model (precise8: u8 probabilities, P.V at II 1)")
     args = ap.parse_args()
-    ckpt = random_checkpoint(with_classes(PRESETS[args.model]), seed=0)
+    ckpt = random_checkpoint(replace(with_classes(PRESETS[args.model]), softmax=args.softmax), seed=0)
     first = True
     for name, board in BOARDS.items():
         clock = 250.0 if name == "kv260" else float(board.clock_mhz)
@@ -35,6 +40,7 @@ def main() -> None:
         p = make_plan(cfg, ckpt, checkpoint_sha256="0" * 64)
         dt = time.perf_counter() - t0
         if first:
+            print(f"{args.model}, softmax {args.softmax} (P.V II {p.engine['pv_ii']})")
             print("lane widths (signed bits): " + ", ".join(f"{k} {v}" for k, v in p.widths))
             first = False
         t = p.totals

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from iseg import numerics as inum
 from iseg.checkpoint import QuantizedCheckpoint
 from iseg.generator.plan import Plan, TraceSpec, blob_bytes
 from iseg.reference import run as reference_run
@@ -231,6 +232,8 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
     return [
         ("array", f"{plan.rows} x {plan.cols} int8 MACs ({'auto' if plan.array_auto else 'explicit'}), "
                   f"{plan.pack} MAC/DSP"),
+        ("P.V", f"{plan.engine['pv_ii']} cycle(s) per key (Shiftmax {plan.spec.softmax}: "
+                f"u{inum.SHIFTMAX_VARIANTS[plan.spec.softmax].p_bits} probabilities)"),
         ("cycles per frame", f"{t['cycles']:,}"),
         ("FPS", f"{t['fps']:.2f}"),
         ("latency", f"{t['latency_ms']:.2f} ms"),

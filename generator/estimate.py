@@ -15,9 +15,12 @@ tile's drain. MASK_PRODUCT first loads its activation right operand (N * ceil(K/
 PATCH_EMBED first reads the pixel stream (one pixel per beat) and stages the patches.
 Attention (``hls/attention.h``): per head K_h / V_h loaded (two beats per key and d_head beat);
 QK(0) (Q beats, the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
-block i PV(i-1) (II = 2: u15 x int8 cannot share a DSP48E2) and QK(i+1) on the array while the
+block i PV(i-1) (one key per iteration at II = PV_II, ``pv_ii_of``: 2 when the probabilities are u15 --
+precise, ivit -- since u15 x int8 cannot share a DSP48E2 with a second MAC; 1 when they are u8 --
+precise8 -- an 8 x 8 product that packs like int8 x int8) and QK(i+1) on the array while the
 Shiftmax of block i advances one step per loop iteration (exp pass, one pipelined-divider latency,
-normalise pass at SM_LANES elements per step); what is left of it runs alone; PV(nb-1) last.
+normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
+of it runs alone; PV(nb-1) last.
 A LayerNorm followed by the Linear that reads its output is fused into that Linear's left-operand
 loader (stats pass, pipelined sqrt + divider latency once per block, normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
@@ -34,6 +37,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from iseg import numerics as inum
+from iseg.errors import IsegError
 from iseg.generator.boards import Board
 from iseg.graph import (
     Add,
@@ -52,8 +57,9 @@ from iseg.graph import (
 )
 
 __all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
-           "gemm_cycles", "attention_cycles", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul", "MUL_SITES",
-           "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed", "mul_dsps"]
+           "gemm_cycles", "attention_cycles", "pv_ii_of", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul",
+           "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
+           "mul_dsps"]
 
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
@@ -282,7 +288,7 @@ class OpCost:
     kind: str
     macs: int
     cycles: int
-    busy: int  # array steps doing MACs (K per tile, 2T per P.V tile)
+    busy: int  # array cycles doing MACs (K per tile, PV_II * T per P.V tile)
     stalls: tuple[tuple[str, int], ...]  # where the other cycles go
     weight_bytes: int  # bytes fetched from the weights blob
     ddr_bytes: int  # scratch bytes read + written
@@ -456,31 +462,54 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
                                         ("array", mb * nt * k))
 
 
+def pv_ii_of(graph: Graph) -> int:
+    """Cfg::PV_II, the P.V loop's initiation interval (hls/attention.h), one for the whole engine: 1 when every
+    attention layer's probabilities have at most 8 bits (precise8: u8 x int8 packs two MACs per DSP48E2 like
+    int8 x int8), else 2 (u15 x int8 cannot share a DSP: half the packed rate). A model without attention
+    gets 2 (no P.V loop runs; 2 is valid for every variant)."""
+    return int(_memo("pv_ii", graph, lambda: _pv_ii_of(graph)))
+
+
+def _pv_ii_of(graph: Graph) -> int:
+    bits = []
+    for op in graph.ops:
+        if isinstance(op, Attention):
+            v = inum.SHIFTMAX_VARIANTS.get(op.variant)
+            if v is None:
+                raise IsegError(f"{op.name}: unknown Shiftmax variant {op.variant!r} "
+                                f"(known: {', '.join(inum.SHIFTMAX_VARIANTS)})")
+            bits.append(v.p_bits)
+    return 1 if bits and max(bits) <= 8 else 2
+
+
 def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
     """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys."""
     return (r + rows) * cdiv(t, lanes) + DIV
 
 
-def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, dict[str, int]]:
+def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
     """hls/attention.h, loop by loop: (cycles, breakdown).
 
     Per head: K_h / V_h load, QK(0) (prologue), then per query block i: PV(i-1) and QK(i+1) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
-    PV(nb-1) (epilogue)."""
-    cyc, parts = _attention_cycles(a, t, heads, dh)
+    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph)``)."""
+    if pv_ii not in (1, 2):
+        raise ValueError(f"pv_ii must be 1 or 2, not {pv_ii}")
+    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii)
     return cyc, dict(parts)
 
 
 @functools.lru_cache(maxsize=1 << 12)
-def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
+                      pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     consts = heads * dh + PIPE
     kv = 2 * t * cdiv(dh, w) + PIPE
     q_it = r * cdiv(dh, w)
     qk_it = dh + (kt - 1) * max(dh, a.score_drain) + a.score_drain
-    pv_it = vt * (t + a.drain)
-    q, qk, pv = q_it + PIPE, qk_it + PIPE, vt * (2 * t + PIPE + a.drain + PIPE)
+    pv_it = vt * (t + a.drain)  # SM steps under one PV: loop iterations (T keys + the drain), any PV_II
+    q, qk, pv = q_it + PIPE, qk_it + PIPE, vt * (pv_ii * t + PIPE + a.drain + PIPE)
     nb = cdiv(t, r)
     n_q = n_pv = 1  # prologue QK(0), epilogue PV(nb-1)
     rest_total = 0
@@ -497,7 +526,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int) -> tuple[int, 
         rest_total += rest + PIPE if rest else 0
     parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * n_q * q), ("qk", heads * n_q * qk),
              ("shiftmax", heads * rest_total), ("pv", heads * n_pv * pv),
-             ("array", heads * nb * (kt * dh + vt * 2 * t)))
+             ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
     return consts + heads * (kv + n_q * (q + qk) + n_pv * pv + rest_total), parts
 
 
@@ -600,8 +629,9 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 ddr += 2 * t * k
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
-            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head)
-            ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * 3, a.macs)
+            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii_of(graph))
+            # ideal array time: Q.K^T at one key tile step per cycle, P.V at PV_II cycles per key
+            ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * (1 + pv_ii_of(graph)), a.macs)
             out.append(_cost(op.name, "attention", 2 * op.heads * op.rows ** 2 * op.d_head, cyc, parts, ideal, 0,
                              op.heads * 3 * op.rows * op.d_head + op.rows * op.heads * op.d_head))
         elif isinstance(op, (Gelu, Add)) and isinstance(producer.get(op.inputs[-1]), Linear) and (
@@ -648,7 +678,7 @@ def array_macs(graph: Graph) -> int:
     """MACs of the frame that run on the GEMM array (linear layers, patch embedding, QK and PV, mask product).
 
     The array does at most R x C of them per cycle, so ``ceil(array_macs / (R*C))`` is a lower bound of any
-    frame's cycles: every GEMM tile costs >= K steps, every QK key tile >= d_head, every PV pass >= 2T."""
+    frame's cycles: every GEMM tile costs >= K steps, every QK key tile >= d_head, every PV pass >= PV_II * T."""
     def count() -> int:
         total = 0
         for op in graph.ops:

@@ -52,6 +52,8 @@ ALIGN = 64  # byte alignment of blob segments and scratch buffers (one AXI burst
 LAYER_FIELDS = ("op", "flags", "T", "K", "N", "heads", "d_head", "n_prefix", "img_h", "img_w", "patch", "out_bits",
                 "in", "in_stride", "in2", "in2_stride", "out", "out_stride", "w", "b", "cst", "sm_variant",
                 "sm_x0", "ma", "mb", "ea", "gelu", "rq", "rq2")
+# hls/shiftmax.h enum SmVariant: every variant of iseg.numerics.SHIFTMAX_VARIANTS, mapped explicitly
+SM_VARIANT_CODES = {"precise": 0, "ivit": 1, "precise8": 2}
 _OP_CODES = {"PATCH_EMBED": 1, "EMBED_ADD": 2, "LAYERNORM": 3, "LINEAR": 4, "ATTENTION": 5, "ADD": 6,
              "MASK_PRODUCT": 7, "ARGMAX_UPSAMPLE": 8, "GELU": 9, "COPY_CONST": 10}
 
@@ -247,6 +249,15 @@ def _rq_desc(ckpt: QuantizedCheckpoint, name: str | None, channels: int, blob: _
         return f"{{{_i64(o[0])}, {int(m[0])}, {int(e[0])}, -1, 0}}"
     off = blob.add(f"{name}#rq", 16 * channels, "rq table")
     return f"{{0LL, 0, 0, {off}, 0}}"
+
+
+def _sm_variant(variant: str) -> tuple[int, inum.ShiftmaxVariant]:
+    """(hls/shiftmax.h SmVariant code, numerics constants) of a Shiftmax variant; an unknown one is an error
+    here, not a silent ivit in the engine."""
+    if variant not in SM_VARIANT_CODES or variant not in inum.SHIFTMAX_VARIANTS:
+        raise IsegError(f"softmax: unknown Shiftmax variant {variant!r} (the engine knows "
+                        f"{', '.join(SM_VARIANT_CODES)})")
+    return SM_VARIANT_CODES[variant], inum.SHIFTMAX_VARIANTS[variant]
 
 
 def _gelu_desc(ckpt: QuantizedCheckpoint, name: str | None) -> str:
@@ -447,7 +458,7 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
             d = op.heads * op.d_head
             x0 = int(ckpt.consts[op.softmax]["x0"])
             f.update(T=op.rows, K=op.d_head, N=d, heads=op.heads, d_head=op.d_head, out_bits=8,
-                     **{"in": cin, "in_stride": sin}, sm_variant=0 if op.variant == "precise" else 1, sm_x0=x0,
+                     **{"in": cin, "in_stride": sin}, sm_variant=_sm_variant(op.variant)[0], sm_x0=x0,
                      rq=_rq_desc(ckpt, op.qk_rq, 1, blob), rq2=_rq_desc(ckpt, op.pv_rq, d, blob))
             emit(i, "ATTENTION", group, f, trace_of(op.output))
         elif isinstance(op, Add):
@@ -506,13 +517,15 @@ def lane_widths(graph: Graph, ckpt: QuantizedCheckpoint) -> est.LaneWidths:
         elif isinstance(op, Attention):
             score.append(_sbits(op.d_head * 128 * 128))
             x0 = abs(int(ckpt.consts[op.softmax]["x0"]))
-            # sum of a row of p: precise (S * f <= 2^47, rounding <= 1/2 each) <= 2^15 + T/2; ivit <= T * 32767
-            psum = (1 << 15) + op.rows // 2 + 1 if op.variant == "precise" else op.rows * 32767
-            pv.append(min(32, _sbits(psum * 128)))
-            big_k = 16 if op.variant == "precise" else 0
-            s_min = x0 << 15 if op.variant == "precise" else min(x0 << 15, (1 << 31) - 1)  # the row max's exp
+            v = _sm_variant(op.variant)[1]
+            psum = inum.shiftmax_p_sum_bound(op.rows, -x0, op.variant)  # the exporter's proof (§3)
+            pv.append(min(32, _sbits(psum * 128)))  # |v| <= 128
+            # f is largest for the smallest S: the row max's exp, |x0| * 2^n (shexp of 0), clamped as S is
+            s_min = x0 << inum.SHIFTMAX_N
+            if v.clamp_sum:
+                s_min = min(s_min, (1 << 31) - 1)
             sm_x0.append(_sbits(x0))
-            sm_f.append(_sbits(((1 << (31 + big_k)) - 1) // s_min))
+            sm_f.append(_sbits(((1 << (31 + v.K)) - 1) // s_min))
         elif isinstance(op, (Add, Embed)):
             c = ckpt.consts[op.add]
             add_m.append(max(_sbits(int(c["ma"])), _sbits(int(c["mb"]))))
@@ -616,6 +629,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
+                "pv_ii": est.pv_ii_of(graph),
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,

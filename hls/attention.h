@@ -7,9 +7,15 @@
 //           RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant runs on
 //           S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row maxima
 //   SM(b)   Shiftmax of the block (shiftmax.h sm_step: SM_LANES elements per step, exp + sum pass,
-//           divider, normalise pass), written straight into an array left-operand buffer (u15)
-//   PV(b)   RQ_8(P . V_h) on the array, K = T keys; P is u15, a 16 x 8 product that cannot
-//           share a DSP48E2 with a second MAC: PV_STEP runs at II = 2 (half the packed rate)
+//           divider, normalise pass), written straight into an array left-operand buffer (u15 for
+//           precise / ivit, u8 for precise8)
+//   PV(b)   RQ_8(P . V_h) on the array, K = T keys, one key per iteration, at Cfg::PV_II cycles per
+//           iteration (pv_ii_of, chosen by the planner from the model's Shiftmax variant):
+//             u15 P (precise, ivit): a 16 x 8 product that cannot share a DSP48E2 with a second MAC:
+//               PV_II = 2, half the packed rate;
+//             u8 P (precise8): an 8 x 8 product (a u8 is a 9-bit signed value: a1 << 18 + a2 fits the
+//               27-bit port next to its row pair's) packs like int8 x int8: PV_II = 1, the full rate.
+//           PV_II = 2 is valid for every variant (the engine rejects PV_II = 1 with u15 P).
 // Software-pipelined over the blocks with ping-pong score blocks (s[2]) and probability blocks
 // (g.a[2]): iteration i runs PV(i-1) then QK(i+1) on the array while SM(i) advances one step per
 // iteration of every one of those loops (in the same pipelined loops, like gemm.h's prefetch);
@@ -36,6 +42,18 @@ struct AttSm {
     int32_t mx[2][Cfg::R];
     int64_t f[Cfg::R];  // the per-row reciprocals of the block being normalised
     SmState st;
+};
+
+// Initiation interval of the P.V loop: Cfg::PV_II (1: u8 probabilities, the packed rate; 2: u15, half
+// of it); a Cfg without PV_II gets 2, which holds for every Shiftmax variant.
+template <class Cfg, class = void>
+struct pv_ii_of {
+    static constexpr int value = 2;
+};
+template <class Cfg>
+struct pv_ii_of<Cfg, typename iseg_void<decltype(Cfg::PV_II)>::type> {
+    static constexpr int value = Cfg::PV_II;
+    static_assert(value == 1 || value == 2, "Cfg::PV_II must be 1 (u8 P) or 2 (u15 P)");
 };
 
 // One Shiftmax step (nothing once the block is done), called from the array loops.
@@ -124,6 +142,16 @@ ATT_KTILE:
     ISEG_CYCLES(g.cycles, kPipeDepth);
 }
 
+// One iteration of the P.V loop: key k of P = g.a[half] times row k of V_h, and one Shiftmax step
+// (one per iteration whatever the initiation interval: attention()'s `shadow` counts iterations).
+template <class Cfg>
+void att_pv_step(const LayerDesc& d, int half, const int8_t (&v)[Cfg::C], int k, AttSm<Cfg>& sm,
+                 GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    array_step<Cfg>(g, g.a[half], v, k);
+    att_sm_tick<Cfg>(sm, d, g);
+}
+
 // out rows [t0, t0 + rows), head h = RQ_8(P . V_h) with P = g.a[half], SM advancing.
 template <class Cfg>
 void att_pv(const LayerDesc& d, uint8_t* scratch, int h, int t0, int rows, int half,
@@ -136,14 +164,24 @@ ATT_VTILE:
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
         const int cols = dh - c0 < Cfg::C ? dh - c0 : Cfg::C;
         const long vrow = voff + long(c0 / Cfg::C) * T;
-    ATT_PV_STEP:
-        for (int k = 0; k < T; ++k) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
-            ISEG_PRAGMA(HLS PIPELINE II=2)
-            array_step<Cfg>(g, g.a[half], kv[vrow + k], k);
-            att_sm_tick<Cfg>(sm, d, g);
+        // Two copies of the loop, one per initiation interval (an HLS pragma cannot take a template
+        // expression): the compile-time PV_II keeps exactly one of them. Same body, same order.
+        if (pv_ii_of<Cfg>::value == 1) {
+        ATT_PV_STEP_II1:
+            for (int k = 0; k < T; ++k) {
+                ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
+                ISEG_PRAGMA(HLS PIPELINE II=1)
+                att_pv_step<Cfg>(d, half, kv[vrow + k], k, sm, g);
+            }
+        } else {
+        ATT_PV_STEP_II2:
+            for (int k = 0; k < T; ++k) {
+                ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
+                ISEG_PRAGMA(HLS PIPELINE II=2)
+                att_pv_step<Cfg>(d, half, kv[vrow + k], k, sm, g);
+            }
         }
-        ISEG_CYCLES(g.cycles, 2L * T + kPipeDepth);
+        ISEG_CYCLES(g.cycles, long(pv_ii_of<Cfg>::value) * T + kPipeDepth);
         acc_to_drain<Cfg>(g);
     ATT_O_STEP:
         for (int s2 = 0; s2 < dsteps; ++s2) {
@@ -229,7 +267,7 @@ ATT_HEAD:
             long shadow = 0;                // SM steps taken inside the array loops
             if (i >= 1) {                   // PV(i-1)
                 att_pv<Cfg>(d, scratch, h, t0 - Cfg::R, Cfg::R, (i - 1) & 1, kv, sm, g);
-                shadow += long(vt_n) * (T + drain_steps<Cfg>());
+                shadow += long(vt_n) * (T + drain_steps<Cfg>());  // iterations, not cycles: any PV_II
             }
             if (i + 1 < nb) {  // QK(i+1)
                 const int tn = t0 + Cfg::R;

@@ -118,8 +118,10 @@ void check_layer(const LayerDesc& d) {
                        "ATTENTION: bad heads/d_head (d_head <= Cfg::DHMAX)");
             ISEG_CHECK(d.in_stride >= 3 * d.heads * d.d_head && d.out_stride >= d.heads * d.d_head,
                        "ATTENTION: strides too small for 3*D in / D out");
-            ISEG_CHECK(d.sm_x0 < 0 && (d.sm_variant == SM_PRECISE || d.sm_variant == SM_IVIT),
-                       "ATTENTION: sm_x0 must be < 0, sm_variant precise or ivit");
+            ISEG_CHECK(d.sm_x0 < 0 && sm_variant_ok(d.sm_variant),
+                       "ATTENTION: sm_x0 must be < 0, sm_variant precise, ivit or precise8");
+            ISEG_CHECK(pv_ii_of<Cfg>::value == 2 || sm_p_bits(d.sm_variant) <= 8,
+                       "ATTENTION: Cfg::PV_II 1 needs u8 probabilities (sm_variant precise8)");
             ISEG_CHECK(d.rq.tab < 0 && rq_ok(d.rq) && rq_ok(d.rq2), "ATTENTION: score rq must be scalar, e in [1, 62]");
             break;
         case OP_LAYERNORM:

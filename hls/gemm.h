@@ -4,8 +4,11 @@
 // The array: R x C multiply-accumulate PEs, output-stationary. For one output tile (R rows x C
 // columns) each step of the K loop feeds one column of the left operand (R values) and one row of
 // the right operand (C values) to the fully unrolled PE grid; each PE keeps its int32 accumulator.
-// The left operand is 16 bits wide (int8 activations, or the u15 Shiftmax probabilities of P.V),
-// the right operand int8. Every linear layer, Q.K^T, P.V and the mask product run on this one array.
+// The left operand is 16 bits wide (int8 activations, or the Shiftmax probabilities of P.V: u15 for
+// the precise / ivit variants, u8 for precise8), the right operand int8. int8 x int8 and u8 x int8
+// pack two MACs per DSP48E2 (row pairs share the right operand); u15 x int8 does not, so P.V with
+// u15 P runs at half the rate (attention.h, Cfg::PV_II). Every linear layer, Q.K^T, P.V and the mask
+// product run on this one array.
 //
 // The schedule of a GEMM layer (gemm_layer) is ONE pipelined loop per output tile, GEMM_STEP,
 // whose iteration s does, in the same cycle:
@@ -40,7 +43,7 @@ struct GemmBuffers {
     static_assert(Cfg::R >= 1 && Cfg::C >= 1, "the array needs at least one row and one column");
     static_assert(Cfg::KMAX >= 1 && Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
     static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
-    int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8 values or u15), ping-pong
+    int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8, u15 or u8 P), ping-pong
     int8_t w[2][Cfg::WROWS][Cfg::C];    // a whole layer's right operand, ping-pong (current / prefetch)
     int32_t acc[Cfg::R][Cfg::C];        // the array's accumulators
     int32_t dr[Cfg::R][Cfg::C];         // the previous tile, drained by the output lanes

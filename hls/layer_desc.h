@@ -77,7 +77,7 @@ struct LayerDesc {
     int32_t b;    // int32 (N,) bias; EMBED_ADD: int16 (T, N) position embedding
     int32_t cst;  // EMBED_ADD: int16 (n_prefix, N) cls rows; COPY_CONST: source rows
     // Shiftmax
-    int32_t sm_variant;  // SmVariant
+    int32_t sm_variant;  // SmVariant (shiftmax.h): SM_PRECISE 0, SM_IVIT 1, SM_PRECISE8 2 (u8 probabilities)
     int32_t sm_x0;
     // integer add (EMBED_ADD, ADD, fused residual)
     int32_t ma;

@@ -1,11 +1,16 @@
-// shiftmax.h -- row-wise integer softmax (numerics.md §5.1), both variants.
+// shiftmax.h -- row-wise integer softmax (numerics.md §5.1), all three variants.
 //
 //   d = (x - max(x)) << k;  e = shexp(d, x0, 15);  S = sum(e)  (ivit: min(S, 2^31 - 1))
-//   f = ((1 << (31+K)) - 1) // S;  p = min((e*f + rnd*(1 << (15+K))) >> (16+K), 32767)
+//   f = ((1 << (31+K)) - 1) // S
+//   p = min((e*f + rnd * 2^(30 - PB + K)) >> (31 - PB + K), 2^PB - 1),  real = p * 2^-PB
 //
-//   variant   k  K   rnd  S clamped
-//   precise   3  16  1    no       (the default)
-//   ivit      0  0   0    yes      (the I-ViT formulation)
+//   variant    k  K   rnd  S clamped  PB (p_bits)
+//   precise    3  16  1    no         15   (the default)
+//   ivit       0  0   0    yes        15   (the I-ViT formulation)
+//   precise8   3  16  1    no         8    (precise rounded to u8: P.V packs two MACs per DSP48E2)
+//
+// For PB = 15 the shifts are the spec's 15 + K and 16 + K and the clamp 32767. The constants of a
+// variant are sm_consts (one place, iseg.numerics.SHIFTMAX_VARIANTS mirrored).
 //
 // Streamed over one row in four passes: max, exp + sum, one reciprocal, normalise. The exps are
 // kept in a row buffer (mantissa and shift, e < |x0| * 2^16 < 2^47) between the sum and the
@@ -16,9 +21,39 @@
 
 namespace iseg {
 
-enum SmVariant : int32_t { SM_PRECISE = 0, SM_IVIT = 1 };
+enum SmVariant : int32_t { SM_PRECISE = 0, SM_IVIT = 1, SM_PRECISE8 = 2 };
 
 static constexpr int kShiftmaxN = 15;
+
+inline bool sm_variant_ok(int32_t v) { return v == SM_PRECISE || v == SM_IVIT || v == SM_PRECISE8; }
+
+// Probability bits of a variant: u15 (precise, ivit) or u8 (precise8). attention.h's P.V runs at
+// II = 1 only when the probabilities are u8 (an 8 x 8 product the packed DSP48E2 takes).
+inline int sm_p_bits(int32_t variant) { return variant == SM_PRECISE8 ? 8 : 15; }
+
+// The run-time constants of a variant (iseg.numerics.SHIFTMAX_VARIANTS): in hardware a few muxes.
+struct SmConsts {
+    int k;         // extra fractional bits on the input difference
+    int K;         // extra bits of the reciprocal
+    bool clamp;    // ivit: S clamped to int32
+    int shift;     // 31 - PB + K
+    int64_t rnd;   // rnd * 2^(30 - PB + K)
+    int32_t pmax;  // 2^PB - 1
+};
+
+inline SmConsts sm_consts(int32_t variant) {
+    ISEG_PRAGMA(HLS INLINE)
+    const bool ivit = variant == SM_IVIT;
+    const int pb = sm_p_bits(variant);
+    SmConsts c;
+    c.k = ivit ? 0 : 3;
+    c.K = ivit ? 0 : 16;
+    c.clamp = ivit;
+    c.shift = 31 - pb + c.K;
+    c.rnd = ivit ? 0 : (int64_t(1) << (30 - pb + c.K));
+    c.pmax = (int32_t(1) << pb) - 1;
+    return c;
+}
 
 // d = (x - max) << k = -((max - x) << k): a shift of a value >= 0, then the shift exponential, as a
 // mantissa and a shift (shexp.h). W: the lane widths (mul.h).
@@ -28,25 +63,22 @@ inline ShexpParts sm_exp(int8_t x, int32_t mx, int k, int32_t x0) {
     return shexp_parts<W::SM_X0, W::SMALL_FABRIC>(-(int64_t(mx - x) << k), x0, kShiftmaxN);
 }
 
-// p = min((e * f + rnd) >> (16 + K), 32767) with e = base << sh: (base * f) << sh is the same
-// integer, a BASE x F multiplier (mul.h) instead of a 47 x 47 one.
+// p = min((e * f + rnd) >> (31 - PB + K), 2^PB - 1) with e = base << sh: (base * f) << sh is the same
+// integer, a BASE x F multiplier (mul.h) instead of a 47 x 47 one. e * f < 2^(31+K) <= 2^47.
 template <int BASE, int F>
-inline int16_t sm_norm(const ShexpParts& e, int64_t f, int64_t rnd, int K) {
+inline int16_t sm_norm(const ShexpParts& e, int64_t f, const SmConsts& c) {
     ISEG_PRAGMA(HLS INLINE)
-    const int64_t v = ((mul_dsp<BASE, F>(e.base, f) << e.sh) + rnd) >> (16 + K);
-    return int16_t(v > 32767 ? 32767 : v);
+    const int64_t v = ((mul_dsp<BASE, F>(e.base, f) << e.sh) + c.rnd) >> c.shift;
+    return int16_t(v > c.pmax ? int64_t(c.pmax) : v);
 }
 
-// in: x (n,) int8 scores, real = x * s; out: p (n,) u15 held in int16, real = p * 2^-15.
+// in: x (n,) int8 scores, real = x * s; out: p (n,) u<PB> held in int16, real = p * 2^-PB (PB 15 or 8).
 // x0 = floor(-2^k / s) < 0 (offline). n in [1, NMAX]. The exporter proves S < 2^(31+K).
 // LANES elements per cycle in each pass: 3 * ceil(n / LANES) cycles + one divider + 3 pipeline fills
 // (shiftmax_cycles).
 template <int NMAX, int LANES = 1>
 void shiftmax_row(const int8_t x[NMAX], int n, int32_t x0, int32_t variant, int16_t p[NMAX]) {
-    const bool ivit = variant == SM_IVIT;
-    const int k = ivit ? 0 : 3;
-    const int K = ivit ? 0 : 16;
-    const int64_t rnd = ivit ? 0 : (int64_t(1) << (15 + K));
+    const SmConsts c = sm_consts(variant);
     ShexpParts ebuf[NMAX];  // row buffer of the exps (mantissa, shift)
 
     int32_t mx = -128;
@@ -66,20 +98,20 @@ SM_EXP:
         ISEG_PRAGMA(HLS PIPELINE II=1)
     SM_EXP_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
-            const ShexpParts e = sm_exp<DefaultWidths>(x[i], mx, k, x0);
+            const ShexpParts e = sm_exp<DefaultWidths>(x[i], mx, c.k, x0);
             ebuf[i] = e;
             S += e.base << e.sh;
         }
     }
-    if (ivit && S > kInt32Max) S = kInt32Max;
-    const int64_t f = ((int64_t(1) << (31 + K)) - 1) / S;  // both positive: `/` is floor here
+    if (c.clamp && S > kInt32Max) S = kInt32Max;
+    const int64_t f = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
 SM_NORM:
     for (int i0 = 0; i0 < n; i0 += LANES) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
         ISEG_PRAGMA(HLS PIPELINE II=1)
     SM_NORM_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
-            p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, rnd, K);
+            p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, c);
         }
     }
 }
@@ -96,7 +128,7 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 //         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S
 //   WAIT  kDivCycles steps once per block: the last row's divider latency
 //   NORM  LANES elements of a row: the exp is recomputed from the int8 score (no row buffer of
-//         exps), p = min((e * f + rnd) >> (16 + K), 32767)
+//         exps), p = min((e * f + rnd) >> (31 - PB + K), 2^PB - 1)
 //   ZERO  LANES elements of a row past `rows` (the matrix edge): p = 0
 // Same integers as shiftmax_row.
 enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_ZERO = 3, SM_DONE = 4 };
@@ -126,16 +158,13 @@ inline long sm_block_steps(int rows, int R, int n, int lanes) {
     return long(R + rows) * c + kDivCycles;
 }
 
-// One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 in int16),
+// One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 or u8 in int16),
 // f: the per-row reciprocals of the block. n keys, R rows per block. W: the lane widths (mul.h).
 template <int R, int NMAX, int KA, int LANES, class W>
 void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
              int32_t variant, int16_t (&p)[2][R][KA], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
-    const bool ivit = variant == SM_IVIT;
-    const int k = ivit ? 0 : 3;
-    const int K = ivit ? 0 : 16;
-    const int64_t rnd = ivit ? 0 : (int64_t(1) << (15 + K));
+    const SmConsts c = sm_consts(variant);
     const int h = st.half, r = st.r;
     if (st.phase == SM_EXP) {
     SMS_EXP_L:
@@ -143,15 +172,15 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
             if (i < n) {
-                const ShexpParts e = sm_exp<W>(x[h][r][i], mx[h][r], k, x0);
+                const ShexpParts e = sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0);
                 st.S += e.base << e.sh;
             }
         }
         st.i += LANES;
         if (st.i >= n) {
             int64_t S = st.S;
-            if (ivit && S > kInt32Max) S = kInt32Max;
-            f[r] = ((int64_t(1) << (31 + K)) - 1) / S;  // both positive: `/` is floor here
+            if (c.clamp && S > kInt32Max) S = kInt32Max;
+            f[r] = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
             st.i = 0;
             st.S = 0;
             st.r = r + 1;
@@ -173,7 +202,7 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             const int i = st.i + l;
             if (i < n && zero) p[h][r][i] = 0;
             if (i < n && !zero)
-                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], k, x0), f[r], rnd, K);
+                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0), f[r], c);
         }
         st.i += LANES;
         if (st.i >= n) {

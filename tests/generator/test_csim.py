@@ -31,6 +31,9 @@ VARIANTS = {
     # d_head 64, mask decoder, explicit array that divides nothing
     "dh64_array3x5": (replace(BASE, dim=128, heads=2, mlp_dim=128, dec_dim=64, dec_heads=1, dec_mlp_dim=96,
                               n_cls=5), {"rows": 3, "cols": 5}),
+    # u8 probabilities: Cfg::PV_II 1 (the P.V loop at the packed rate), mask decoder, d_head 16
+    "precise8_pv_ii1": (replace(BASE, softmax="precise8", dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2,
+                                dec_mlp_dim=64), {"rows": 4, "cols": 8}),
     # odd sizes: 3x5 patch grid, 3 heads of 16, 7 classes, mask decoder with 2 blocks
     "odd_grid": (replace(BASE, image=(24, 40), dim=48, heads=3, mlp_dim=80, dec_dim=24, dec_heads=3,
                          dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 10}),
@@ -125,3 +128,31 @@ def test_mutated_layer_table_fails_naming_the_layer(tiny_project: Path, tiny_ckp
     assert man["csim"]["library"] == "build/libiseg_csim.so"
     with pytest.raises(IsegError, match=r"MISMATCH .* layer \d+ enc\.1\.attn "):
         check_csim(proj, tiny_ckpt, "1")
+
+
+@pytest.mark.parametrize("softmax,pv_ii", [("precise8", 1), ("precise", 2)])
+def test_pv_ii_cycles_are_the_estimate(softmax: str, pv_ii: int, tmp_path: Path) -> None:
+    """The generated Cfg::PV_II follows the Shiftmax variant (u8 probabilities: 1), the C-simulation matches
+    the reference, and its cycle counter equals the plan's estimate, per attention row and per frame."""
+    from iseg.checkpoint import load
+    from iseg.generator.config import load_config
+    from iseg.generator.plan import make_plan
+    from iseg.reference import run
+
+    spec = replace(BASE, softmax=softmax, dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2, dec_mlp_dim=64)
+    ckpt = make_ckpt(tmp_path, spec, seed=11)
+    cfg = write_config(tmp_path, ckpt, array={"rows": 4, "cols": 8}, outputs=["hls", "csim"])
+    out = generate(cfg)
+    assert f"static constexpr int PV_II = {pv_ii};" in (out / "src" / "model_cfg.h").read_text()
+    plan = make_plan(load_config(cfg), load(ckpt))
+    assert plan.engine["pv_ii"] == pv_ii
+    build(out)
+    lib = CsimLibrary(out / "build" / "libiseg_csim.so")
+    img = calibration_image(spec.image, 3)
+    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
+    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
+    op_cycles = {o.name: o.cycles for o in plan.op_estimates}
+    att = [r for r in plan.layers if r.op == "ATTENTION"]
+    assert len(att) == 2  # one encoder, one decoder block
+    for r in att:
+        assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops

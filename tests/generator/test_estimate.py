@@ -15,6 +15,7 @@ from _hls_harness import (  # noqa: E402
     OP_ATTENTION,
     OP_LAYERNORM,
     OP_LINEAR,
+    SM_VARIANTS,
     Blob,
     Harness,
     Scratch,
@@ -69,9 +70,96 @@ def test_attention_cycles_by_hand() -> None:
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
 
 
+def test_attention_pv_ii1_by_hand() -> None:
+    """The same layer as test_attention_cycles_by_hand with u8 probabilities (PV_II 1).
+
+    Derivation: a P.V pass (att_pv) is vt_n channel tiles of [ATT_PV_STEP: T keys at PV_II cycles each +
+    PIPE] + [ATT_O_STEP: drain + PIPE], so it costs vt_n * T cycles less at PV_II 1 than at 2. Every head runs
+    nb passes (PV(i-1) for i = 1 .. nb-1, and PV(nb-1)); the Shiftmax under them advances one step per loop
+    ITERATION, not per cycle, so its shadow and the exposed rest (ATT_SM_REST) do not change. Hence, per
+    attention layer: cycles(PV_II 2) - cycles(PV_II 1) = heads * nb * vt_n * T exactly, all of it array time."""
+    a = HARNESS_SHAPE
+    c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
+    c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
+    assert c2 == est.attention_cycles(a, 9, 1, 16)[0]  # 2 is the default: valid for every variant
+    pv1 = 2 * (9 + 16 + 11 + 16)  # 2 channel tiles of (T keys at II 1 + PIPE + drain 11 + PIPE)
+    assert p1["pv"] == 3 * pv1 and p2["pv"] == 3 * (pv1 + 2 * 9)  # nb = 3 passes per head
+    heads, nb, vt_n, t = 1, 3, 2, 9
+    assert c2 - c1 == heads * nb * vt_n * t == 54
+    assert p2["array"] - p1["array"] == 54 and p1["shiftmax"] == p2["shiftmax"]
+    # two heads, T 21 (6 query blocks of R 4), d_head 8 (one channel tile)
+    assert est.attention_cycles(a, 21, 2, 8, 2)[0] - est.attention_cycles(a, 21, 2, 8, 1)[0] == 2 * 6 * 1 * 21
+    with pytest.raises(ValueError, match="pv_ii"):
+        est.attention_cycles(a, 9, 1, 16, 3)
+
+
+@pytest.mark.parametrize("softmax,want", [("precise", 2), ("ivit", 2), ("precise8", 1)])
+def test_pv_ii_of_the_variant(softmax: str, want: int) -> None:
+    """Cfg::PV_II from the probabilities' width (numerics.SHIFTMAX_VARIANTS p_bits <= 8: 1)."""
+    from dataclasses import replace
+
+    from iseg import numerics as nx
+    from iseg.random_model import PRESETS
+
+    assert (nx.SHIFTMAX_VARIANTS[softmax].p_bits <= 8) == (want == 1)
+    assert est.pv_ii_of(build_graph(replace(PRESETS["tiny"], softmax=softmax))) == want
+
+
+def test_plan_precise8_vs_precise() -> None:
+    """The same shapes on the same explicit array: the plan's frame differs by heads * nb * vt_n * T per
+    attention layer (test_attention_pv_ii1_by_hand), the table says SM_PRECISE8 (2), the P.V accumulator width
+    is proven from p_bits (sum of a row of p <= 2^8 + T/2), the Shiftmax widths are precise's (same k, K)."""
+    from dataclasses import replace
+
+    from iseg.generator.boards import BOARDS
+    from iseg.generator.config import Config
+    from iseg.generator.plan import make_plan
+    from iseg.graph import Attention
+    from iseg.random_model import PRESETS, random_checkpoint
+
+    cfg = Config(source=Path("e.yaml"), checkpoint=Path("none"), output=Path("none"), project="t",
+                 board=BOARDS["kv260"], clock_mhz=250.0, array=(4, 8), image=None, outputs=("report",))
+    plans = {}
+    for sm in ("precise", "precise8"):
+        ck = random_checkpoint(replace(PRESETS["tiny"], softmax=sm), seed=1)
+        plans[sm] = (make_plan(cfg, ck, checkpoint_sha256="0" * 64), build_graph(ck.spec))
+    (p2, graph), (p1, _) = plans["precise"], plans["precise8"]
+    assert (p2.engine["pv_ii"], p1.engine["pv_ii"]) == (2, 1)
+    att = [op for op in graph.ops if isinstance(op, Attention)]
+    gain = sum(op.heads * est.cdiv(op.rows, 4) * est.cdiv(op.d_head, 8) * op.rows for op in att)
+    assert p2.totals["cycles"] - p1.totals["cycles"] == gain > 0
+    codes = {dict(r.fields)["sm_variant"] for r in p1.layers if r.op == "ATTENTION"}
+    assert codes == {"2"}
+    w1, w2 = dict(p1.widths), dict(p2.widths)
+    tmax = max(op.rows for op in att)
+    assert w1["PV"] == ((256 + tmax // 2 + 1) * 128).bit_length() + 1
+    assert w2["PV"] == ((32768 + tmax // 2 + 1) * 128).bit_length() + 1
+    assert w1["PV"] == w2["PV"] - 7
+
+
+def test_unknown_softmax_variant_is_an_error() -> None:
+    from dataclasses import replace
+
+    from iseg.errors import IsegError
+    from iseg.generator.plan import _sm_variant
+    from iseg.random_model import PRESETS
+
+    assert [_sm_variant(v)[0] for v in ("precise", "ivit", "precise8")] == [0, 1, 2]
+    with pytest.raises(IsegError, match="unknown Shiftmax variant 'fast'"):
+        _sm_variant("fast")
+    with pytest.raises(IsegError, match="unknown Shiftmax variant 'fast'"):
+        est.pv_ii_of(build_graph(replace(PRESETS["tiny"], softmax="fast")))
+
+
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     return Harness(build(tmp_path_factory.mktemp("est_hls")))
+
+
+@pytest.fixture(scope="module")
+def harness_pv1(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::PV_II = 1 (u8 probabilities: the P.V loop at the packed rate)."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_pv1"), pv_ii=1))
 
 
 @pytest.mark.parametrize("T,K,N", [(10, 20, 12), (33, 64, 40), (7, 96, 8)])
@@ -102,6 +190,30 @@ def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) ->
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
     assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (4, 1, 8), (40, 1, 64)])
+@pytest.mark.parametrize("pv_ii", [1, 2])
+def test_csim_counts_attention_precise8(harness: Harness, harness_pv1: Harness, T: int, heads: int, dh: int,
+                                        pv_ii: int) -> None:
+    """precise8 on both P.V loops: counted cycles = estimate; the outputs do not depend on PV_II."""
+    rng = np.random.default_rng(T + 1)
+    blob, sc = Blob(), Scratch()
+    D = heads * dh
+    qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
+    o = sc.alloc("o", (T, D), np.int8)
+    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
+              sm_variant=SM_VARIANTS["precise8"], sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 38))
+    outs = []
+    for h in (harness_pv1, harness):
+        buf = sc.array()
+        rc, _ = h.run([d], blob.array(), buf)
+        assert rc == 0, h.error()
+        outs.append(sc.get(buf, "o"))
+    assert np.array_equal(outs[0], outs[1])
+    h = harness_pv1 if pv_ii == 1 else harness
+    h.run([d], blob.array(), sc.array())
+    assert h.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh, pv_ii)[0]
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:

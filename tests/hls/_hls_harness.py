@@ -40,7 +40,7 @@ CXXFLAGS = ["-std=c++14", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
 OP_PATCH_EMBED, OP_EMBED_ADD, OP_LAYERNORM, OP_LINEAR, OP_ATTENTION = 1, 2, 3, 4, 5
 OP_ADD, OP_MASK_PRODUCT, OP_ARGMAX_UPSAMPLE, OP_GELU, OP_COPY_CONST = 6, 7, 8, 9, 10
 F_GELU, F_RESIDUAL = 1, 2
-SM_VARIANTS = {"precise": 0, "ivit": 1}
+SM_VARIANTS = {"precise": 0, "ivit": 1, "precise8": 2}  # hls/shiftmax.h SmVariant
 GELU_VARIANTS = {"lambda": 0, "shift": 1}
 
 

@@ -96,7 +96,8 @@ class Toy:
         return y, out
 
 
-@pytest.mark.parametrize("decoder,softmax,gelu", [("linear", "precise", "lambda"), ("mask", "ivit", "shift")])
+@pytest.mark.parametrize("decoder,softmax,gelu", [("linear", "precise", "lambda"), ("mask", "ivit", "shift"),
+                                                  ("mask", "precise8", "lambda")])
 def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
     H = W = 32
     P, D, heads, F, ncls = 8, 32, 2, 64, 5

@@ -85,7 +85,7 @@ def test_int_add_saturates(hls):
 
 
 # ---- Shiftmax ------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 197, 257])
 @pytest.mark.parametrize("scale", [0.01, 0.05, 0.12, 0.5])
 def test_shiftmax_random_rows(hls, variant, n, scale):
@@ -95,7 +95,7 @@ def test_shiftmax_random_rows(hls, variant, n, scale):
     assert np.array_equal(hls.shiftmax(x, x0, variant), nx.shiftmax(x, x0, variant))
 
 
-@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
 def test_shiftmax_extremes(hls, variant):
     n = 300
     rows = np.array([
@@ -111,7 +111,7 @@ def test_shiftmax_extremes(hls, variant):
 
 @settings(max_examples=60, deadline=None)
 @given(row=st.lists(st.integers(-128, 127), min_size=1, max_size=300), scale=st.floats(0.002, 2.0),
-       variant=st.sampled_from(["precise", "ivit"]))
+       variant=st.sampled_from(["precise", "ivit", "precise8"]))
 def test_shiftmax_hypothesis(hls, row, scale, variant):
     x = np.array([row], dtype=np.int64)
     x0 = nx.shiftmax_x0(scale, variant)

@@ -19,7 +19,9 @@ from _hls_harness import (
     OP_PATCH_EMBED,
     SM_VARIANTS,
     Blob,
+    Harness,
     Scratch,
+    build,
     layer,
     rq_scalar,
 )
@@ -168,9 +170,48 @@ def test_mask_product(hls, Np, D, K):
 
 
 # ---- ATTENTION ------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
 @pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (37, 3, 32), (17, 1, 64), (1, 2, 16), (65, 2, 64)])
 def test_attention(hls, variant, T, heads, dh):
+    """On the default harness (PV_II 2: every variant)."""
+    check_attention(hls, variant, T, heads, dh)
+
+
+@pytest.fixture(scope="module")
+def hls_pv1(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::PV_II = 1: the P.V loop at the packed rate (u8 probabilities only)."""
+    return Harness(build(tmp_path_factory.mktemp("hls_pv1"), pv_ii=1))
+
+
+@pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (37, 3, 32), (1, 2, 16), (65, 2, 64)])
+def test_attention_pv_ii1_precise8(hls_pv1, T, heads, dh):
+    """precise8 with the ATT_PV_STEP_II1 loop: the same integers as the reference (and as at PV_II 2)."""
+    check_attention(hls_pv1, "precise8", T, heads, dh)
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit"])
+def test_attention_pv_ii1_rejects_u15(hls_pv1, variant):
+    """PV_II 1 packs two MACs per DSP48E2, which u15 probabilities do not fit: the engine refuses the row."""
+    D = 16
+    sc = Scratch()
+    d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
+              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS[variant],
+              sm_x0=nx.shiftmax_x0(0.08, variant), rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+    rc, _ = hls_pv1.run([d], Blob().array(), sc.array())
+    assert rc != 0 and "PV_II 1 needs u8 probabilities" in hls_pv1.error()
+
+
+def test_attention_rejects_unknown_variant(hls):
+    D = 16
+    sc = Scratch()
+    d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
+              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=3, sm_x0=-80,
+              rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+    rc, _ = hls.run([d], Blob().array(), sc.array())
+    assert rc != 0 and "sm_variant precise, ivit or precise8" in hls.error()
+
+
+def check_attention(hls, variant, T, heads, dh):
     rng = np.random.default_rng(T * heads + dh)
     D = heads * dh
     qkv = rng.integers(-128, 128, (T, 3 * D))
