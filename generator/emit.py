@@ -233,7 +233,8 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
         ("array", f"{plan.rows} x {plan.cols} int8 MACs ({'auto' if plan.array_auto else 'explicit'}), "
                   f"{plan.pack} MAC/DSP"),
         ("P.V", f"{plan.engine['pv_ii']} cycle(s) per key (Shiftmax {plan.spec.softmax}: "
-                f"u{inum.SHIFTMAX_VARIANTS[plan.spec.softmax].p_bits} probabilities)"),
+                f"u{inum.SHIFTMAX_VARIANTS[plan.spec.softmax].p_bits} probabilities"
+                f"{', per-row shift' if inum.SHIFTMAX_VARIANTS[plan.spec.softmax].r_max else ''})"),
         ("cycles per frame", f"{t['cycles']:,}"),
         ("FPS", f"{t['fps']:.2f}"),
         ("latency", f"{t['latency_ms']:.2f} ms"),

@@ -12,7 +12,8 @@ iterations: the array step, the previous tile's output lanes (ceil(R*C / OUT_LAN
 next row block's left operand (its beats spread over the block's column tiles) and the next
 LINEAR layer's weight prefetch (its beats spread over all tiles of this layer); finally the last
 tile's drain. MASK_PRODUCT first loads its activation right operand (N * ceil(K/W) beats);
-PATCH_EMBED first reads the pixel stream (one pixel per beat) and stages the patches.
+PATCH_EMBED first reads the pixel stream (one pixel per beat) and stages the patches, the fill of grid row
+s overlapped with the staging of grid row s - 1 (``pixel_cycles``).
 Attention (``hls/attention.h``): per head K_h / V_h loaded (two beats per key and d_head beat);
 QK(0) (Q beats, the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
 block i PV(i-1) (one key per iteration at II = PV_II, ``pv_ii_of``: 2 when the probabilities are u15 --
@@ -104,7 +105,7 @@ class LaneWidths:
 
     ACC: int = 33  # acc + bias of a GEMM output
     SCORE: int = 32  # Q.K^T accumulator
-    PV: int = 32  # P.V accumulator
+    PV: int = 32  # P.V requant input (P.V) << r (r: the row shift, 0 unless precise8)
     ADD_M: int = 32  # int_add multipliers ma, mb
     SM_BASE: int = 33  # Shiftmax exp mantissa (<= |x0|)
     SM_F: int = 48  # Shiftmax reciprocal
@@ -131,6 +132,7 @@ MUL_SITES: tuple[tuple[str, str, str, str, int], ...] = (
     ("gelu_core", "dsp", "W::GELU_BASE", "W::GELU_F", 1),
     ("gelu_core", "lane", "kI8Bits", "kSigBits", 1),
     ("sm_norm", "dsp", "BASE", "F", 1),
+    ("sm_row_shift", "dsp", "X0B", "F", 1),
     ("ln_scale", "dsp", "kLnYBits", "kLnFBits", 1),
     ("layernorm_row", "dsp", "kLnYBits", "kLnYBits", 1),
     ("ln_step", "dsp", "kI16Bits", "kI16Bits", 1),
@@ -189,6 +191,7 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q"),
                          ("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
+    add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
     add("layernorm", lw, [("ln_step", "dsp", s["kI16Bits"], s["kI16Bits"], "loader stats: x * x")])
     add("layernorm", ll, [("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "loader: y * f"),
                           ("requant_w", "dsp", s["kLnZBits"], m, "loader: RQ_8(z)")])
@@ -415,11 +418,22 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "ADD and EMBED_ADD rows (those in the table): one int_add each"))
     cb, cu = _mem_blocks(d["ncmax"] * 36, 1, 64, board, False)
     u.append(UnitCost("consts", 0, cb, cu, 500, "bias + rq1 + rq2 per output channel"))
-    u.append(UnitCost("head_pixels", 0, 2 + cdiv(graph.spec.patch * graph.spec.image[1] * 3, 4608), 0, 3000,
-                      "patch line buffer, argmax line buffer"))
+    # the patch line buffer is a ping-pong of 2 x P image rows, one memory per (half, channel) of P * img_w
+    # bytes (hls/patch_embed.h ARRAY_PARTITION dim 1 and 4), so that a beat fills one half and stages the other
+    lb, _ = _mem_blocks(2 * graph.spec.patch * graph.spec.image[1] * 3, 6, 8, board, False)
+    u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000,
+                      "patch line buffer (2 x P rows, ping-pong), argmax line buffer"))
     u.append(UnitCost("axi", 0, 4, 0, 6000, "pixel/label AXI-Stream, 2 m_axi masters, s_axilite"))
     return Units(tuple(u), sum(x.dsp for x in u), sum(x.bram36 for x in u), sum(x.uram for x in u),
                  sum(x.lut for x in u))
+
+
+def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
+    """PATCH_EMBED's pixel path (hls/patch_embed.h patch_unpack): gh + 1 passes of one PE_BEAT loop of
+    P * img_w beats (+ PIPE). Pass s reads grid row s into one half of the ping-pong line buffer while it
+    stages grid row s - 1 from the other (3 bytes per pixel, as many as the fill reads, so the two share
+    the beats); pass 0 only fills, pass gh only stages."""
+    return (img_h // patch + 1) * (patch * img_w + PIPE)
 
 
 def ln_block_steps(a: ArrayShape, k: int) -> int:
@@ -615,10 +629,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 parts["load_b"] = n * cdiv(k, wa) + PIPE
                 cyc += parts["load_b"]
             if isinstance(op, PatchEmbed):
-                h, wi = spec.image
-                p = spec.patch
-                gw = wi // p
-                parts["pixels"] = (h // p) * (p * wi + PIPE + gw * (p * p + PIPE))
+                parts["pixels"] = pixel_cycles(*spec.image, spec.patch)
                 cyc += parts["pixels"]
             if op.name == pf_order[0]:  # the first prefetch runs before the layer loop
                 parts["prefetch0"] = cdiv(w_of[op.name], wa) + PIPE

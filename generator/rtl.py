@@ -185,12 +185,14 @@ def _context(p: RtlParams) -> dict:
         raise IsegError(f"unknown Shiftmax variant {p.sm_variant!r}")
     v = nx.SHIFTMAX_VARIANTS[p.sm_variant]
     # The unit implements two constant sets (PRECISE = 1 / 0) and any probability width P_BITS:
-    # "precise" and "precise8" differ only in p_bits, so both are PRECISE = 1.
+    # "precise" and "precise8" differ only in p_bits (the per-row shift r = max(0, bit_length(pm) - p_bits)
+    # is 0 for p_bits = 15), so both are PRECISE = 1.
     consts = (v.k, v.K, v.rnd, v.clamp_sum)
     if consts not in ((3, 16, 1, False), (0, 0, 0, True)):
         raise IsegError(f"Shiftmax variant {p.sm_variant!r}: (k, K, rnd, clamp) = {consts} has no RTL form")
-    if not 1 <= v.p_bits <= 16:
-        raise IsegError(f"Shiftmax variant {p.sm_variant!r}: p_bits = {v.p_bits} does not fit the 16-bit output")
+    if not 1 <= v.p_bits <= nx.P_GRID_BITS:
+        raise IsegError(f"Shiftmax variant {p.sm_variant!r}: p_bits = {v.p_bits} is not in 1..{nx.P_GRID_BITS} "
+                        f"(the u15 grid; r = 15 - p_bits at most, in the 4-bit TUSER)")
     precise = not v.clamp_sum
     if p.sm_x0 >= 0:
         raise IsegError(f"Shiftmax x0 must be negative, got {p.sm_x0}")

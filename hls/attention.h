@@ -8,7 +8,8 @@
 //           S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row maxima
 //   SM(b)   Shiftmax of the block (shiftmax.h sm_step: SM_LANES elements per step, exp + sum pass,
 //           divider, normalise pass), written straight into an array left-operand buffer (u15 for
-//           precise / ivit, u8 for precise8)
+//           precise / ivit, u8 mantissas for precise8) with each row's shift r next to it (sm.rs:
+//           real p = p * 2^(r - 15); r = 0 for the u15 variants)
 //   PV(b)   RQ_8(P . V_h) on the array, K = T keys, one key per iteration, at Cfg::PV_II cycles per
 //           iteration (pv_ii_of, chosen by the planner from the model's Shiftmax variant):
 //             u15 P (precise, ivit): a 16 x 8 product that cannot share a DSP48E2 with a second MAC:
@@ -16,11 +17,13 @@
 //             u8 P (precise8): an 8 x 8 product (a u8 is a 9-bit signed value: a1 << 18 + a2 fits the
 //               27-bit port next to its row pair's) packs like int8 x int8: PV_II = 1, the full rate.
 //           PV_II = 2 is valid for every variant (the engine rejects PV_II = 1 with u15 P).
+//           The drain shifts each output row back to the 2^-15 grid, z = (P . V) << r, before the
+//           output requant (whose constants assume that grid; Widths::PV bounds the shifted z).
 // Software-pipelined over the blocks with ping-pong score blocks (s[2]) and probability blocks
-// (g.a[2]): iteration i runs PV(i-1) then QK(i+1) on the array while SM(i) advances one step per
-// iteration of every one of those loops (in the same pipelined loops, like gemm.h's prefetch);
-// what is left of SM(i) after them runs alone (ATT_SM_REST). QK(0) is the prologue, PV(nb-1) the
-// epilogue. Only two (R, T) blocks of scores ever exist: never the full T x T matrix.
+// (g.a[2], with their row shifts rs[2]): iteration i runs PV(i-1) then QK(i+1) on the array while
+// SM(i) advances one step per iteration of every one of those loops (in the same pipelined loops,
+// like gemm.h's prefetch); what is left of SM(i) after them runs alone (ATT_SM_REST). QK(0) is the
+// prologue, PV(nb-1) the epilogue. Only two (R, T) blocks of scores ever exist: never the full T x T matrix.
 //
 // in: qkv (T, 3D) int8 at scratch + d.in, row stride d.in_stride; q = columns [0, D), k = [D, 2D),
 //     v = [2D, 3D), head h = columns [h*dh, (h+1)*dh) of each (D = heads * d_head).
@@ -35,11 +38,12 @@
 namespace iseg {
 
 // The Shiftmax side of attention: ping-pong score blocks with their row maxima, the row
-// reciprocals and the step machine of the block being normalised.
+// reciprocals, the row shifts of the probability blocks and the step machine of the block being normalised.
 template <class Cfg>
 struct AttSm {
     int8_t s[2][Cfg::R][Cfg::NMAX];
     int32_t mx[2][Cfg::R];
+    uint8_t rs[2][Cfg::R];  // row shifts of the probability blocks g.a[2] (ping-pong with them)
     int64_t f[Cfg::R];  // the per-row reciprocals of the block being normalised
     SmState st;
 };
@@ -62,7 +66,7 @@ void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     if (sm.st.phase != SM_DONE)
         sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, typename widths_of<Cfg>::type>(
-            sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.f);
+            sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f);
 }
 
 // Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
@@ -152,7 +156,7 @@ void att_pv_step(const LayerDesc& d, int half, const int8_t (&v)[Cfg::C], int k,
     att_sm_tick<Cfg>(sm, d, g);
 }
 
-// out rows [t0, t0 + rows), head h = RQ_8(P . V_h) with P = g.a[half], SM advancing.
+// out rows [t0, t0 + rows), head h = RQ_8((P . V_h) << r) with P = g.a[half], r = sm.rs[half], SM advancing.
 template <class Cfg>
 void att_pv(const LayerDesc& d, uint8_t* scratch, int h, int t0, int rows, int half,
             const int8_t (&kv)[Cfg::WROWS][Cfg::C], AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
@@ -192,8 +196,9 @@ ATT_VTILE:
                 const int r = e / Cfg::C, c = e % Cfg::C;
                 if (r < rows && c < cols) {
                     const int ch = h * dh + c0 + c;
-                    scratch[d.out + long(t0 + r) * d.out_stride + ch] = uint8_t(
-                        requant_w<widths_of<Cfg>::type::PV>(g.dr[r][c], g.rq2[ch], 8) & 0xff);
+                    const int64_t z = int64_t(g.dr[r][c]) << sm.rs[half][r];  // back on the 2^-15 grid
+                    scratch[d.out + long(t0 + r) * d.out_stride + ch] =
+                        uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
                 }
             }
             att_sm_tick<Cfg>(sm, d, g);

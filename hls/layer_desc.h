@@ -16,7 +16,7 @@
 //                          out may equal in2: the update is element-wise in place)
 //   ATTENTION       in (T, 3D) i8 = [q | k | v], D = heads*d_head -> out (T, D) i8
 //                   per head: P = Shiftmax(RQ_8(q_h k_h^T), sm_x0, sm_variant) with rq (scalar),
-//                   out_h = RQ_8(P . v_h) with rq2
+//                   out_h = RQ_8((P . v_h) << r) with rq2 (r: P's per-row shift, 0 unless precise8)
 //   ADD             out (T, N) i16 = int_add(in i16, in2 i16)   (ma, mb, ea)
 //   MASK_PRODUCT    out (T, N) out_bits = RQ(in (T, K) i8 . in2 (N, K) i8 ^T)   (no bias)
 //   ARGMAX_UPSAMPLE in (T, N) i16 logits, T = (img_h/patch)*(img_w/patch) -> labels stream
@@ -77,7 +77,7 @@ struct LayerDesc {
     int32_t b;    // int32 (N,) bias; EMBED_ADD: int16 (T, N) position embedding
     int32_t cst;  // EMBED_ADD: int16 (n_prefix, N) cls rows; COPY_CONST: source rows
     // Shiftmax
-    int32_t sm_variant;  // SmVariant (shiftmax.h): SM_PRECISE 0, SM_IVIT 1, SM_PRECISE8 2 (u8 probabilities)
+    int32_t sm_variant;  // SmVariant (shiftmax.h): SM_PRECISE 0, SM_IVIT 1, SM_PRECISE8 2 (u8 + row shift)
     int32_t sm_x0;
     // integer add (EMBED_ADD, ADD, fused residual)
     int32_t ma;

@@ -40,7 +40,7 @@ static constexpr int kLnKBits = 12;      // LayerNorm channel count K <= 2047 (e
 struct DefaultWidths {
     static constexpr int ACC = 33;        // acc + bias of a GEMM output: two int32
     static constexpr int SCORE = 32;      // Q.K^T accumulator (int32)
-    static constexpr int PV = 32;         // P.V accumulator (int32)
+    static constexpr int PV = 32;         // P.V requant input (P.V) << r, on the 2^-15 grid (int32)
     static constexpr int ADD_M = 32;      // int_add multipliers ma, mb (int32)
     static constexpr int SM_BASE = 33;    // Shiftmax exp mantissa, <= |x0| (x0 int32)
     static constexpr int SM_F = 48;       // Shiftmax reciprocal (2^47 - 1) // S

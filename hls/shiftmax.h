@@ -1,18 +1,23 @@
 // shiftmax.h -- row-wise integer softmax (numerics.md §5.1), all three variants.
 //
 //   d = (x - max(x)) << k;  e = shexp(d, x0, 15);  S = sum(e)  (ivit: min(S, 2^31 - 1))
-//   f = ((1 << (31+K)) - 1) // S
-//   p = min((e*f + rnd * 2^(30 - PB + K)) >> (31 - PB + K), 2^PB - 1),  real = p * 2^-PB
+//   f = ((1 << (31+K)) - 1) // S;  s0 = 16 + K
+//   pm = min((e_max*f + rnd * 2^(s0-1)) >> s0, 32767),  e_max = |x0| << 15 (the exp of the row's max)
+//   r = max(0, bit_length(pm) - PB)                    (the row's shift: 0 for PB = 15)
+//   p = min((e*f + rnd * 2^(s0+r-1)) >> (s0+r), 2^PB - 1),  real = p * 2^(r-15)
 //
 //   variant    k  K   rnd  S clamped  PB (p_bits)
 //   precise    3  16  1    no         15   (the default)
 //   ivit       0  0   0    yes        15   (the I-ViT formulation)
-//   precise8   3  16  1    no         8    (precise rounded to u8: P.V packs two MACs per DSP48E2)
+//   precise8   3  16  1    no         8    (u8 mantissas under a per-row shift r in [0, 7], a shared
+//                                           exponent: P.V packs two MACs per DSP48E2, and the drain
+//                                           shifts each output row's P.V back by r, attention.h)
 //
-// For PB = 15 the shifts are the spec's 15 + K and 16 + K and the clamp 32767. The constants of a
-// variant are sm_consts (one place, iseg.numerics.SHIFTMAX_VARIANTS mirrored).
+// For PB = 15 (r = 0) the shifts are the spec's 15 + K and 16 + K and the clamp 32767. The constants
+// of a variant are sm_consts (one place, iseg.numerics.SHIFTMAX_VARIANTS mirrored); r is
+// iseg.numerics.shiftmax_with_shift's, computed once per row next to the divider (sm_row_shift).
 //
-// Streamed over one row in four passes: max, exp + sum, one reciprocal, normalise. The exps are
+// Streamed over one row in four passes: max, exp + sum, one reciprocal (+ row shift), normalise. The exps are
 // kept in a row buffer (mantissa and shift, e < |x0| * 2^16 < 2^47) between the sum and the
 // normalisation. shiftmax_row is the reference form (unit tests); the engine runs sm_step.
 #pragma once
@@ -24,6 +29,7 @@ namespace iseg {
 enum SmVariant : int32_t { SM_PRECISE = 0, SM_IVIT = 1, SM_PRECISE8 = 2 };
 
 static constexpr int kShiftmaxN = 15;
+static constexpr int kSmRMax = 7;  // the largest row shift of any variant: 15 - 8 (precise8)
 
 inline bool sm_variant_ok(int32_t v) { return v == SM_PRECISE || v == SM_IVIT || v == SM_PRECISE8; }
 
@@ -36,9 +42,10 @@ struct SmConsts {
     int k;         // extra fractional bits on the input difference
     int K;         // extra bits of the reciprocal
     bool clamp;    // ivit: S clamped to int32
-    int shift;     // 31 - PB + K
-    int64_t rnd;   // rnd * 2^(30 - PB + K)
+    int shift;     // s0 = 16 + K (the final shift on the 2^-15 grid; a row adds its r)
+    int64_t rnd;   // rnd * 2^(s0 - 1) (a row's rounding term: rnd << r)
     int32_t pmax;  // 2^PB - 1
+    int rmax;      // 15 - PB: the largest row shift (0 for the u15 variants)
 };
 
 inline SmConsts sm_consts(int32_t variant) {
@@ -49,9 +56,10 @@ inline SmConsts sm_consts(int32_t variant) {
     c.k = ivit ? 0 : 3;
     c.K = ivit ? 0 : 16;
     c.clamp = ivit;
-    c.shift = 31 - pb + c.K;
-    c.rnd = ivit ? 0 : (int64_t(1) << (30 - pb + c.K));
+    c.shift = 16 + c.K;
+    c.rnd = ivit ? 0 : (int64_t(1) << (15 + c.K));
     c.pmax = (int32_t(1) << pb) - 1;
+    c.rmax = 15 - pb;
     return c;
 }
 
@@ -63,21 +71,40 @@ inline ShexpParts sm_exp(int8_t x, int32_t mx, int k, int32_t x0) {
     return shexp_parts<W::SM_X0, W::SMALL_FABRIC>(-(int64_t(mx - x) << k), x0, kShiftmaxN);
 }
 
-// p = min((e * f + rnd) >> (31 - PB + K), 2^PB - 1) with e = base << sh: (base * f) << sh is the same
+// The row shift r = max(0, bit_length(pm) - PB) of a row with reciprocal f, pm = min((e_max * f + rnd *
+// 2^(s0-1)) >> s0, 32767) the row maximum's probability on the 2^-15 grid. e_max = |x0| << 15 (shexp of
+// 0), so e_max * f = (|x0| * f) << 15: one X0B x F multiplier per Shiftmax unit (not per lane), in the
+// divider's step; |x0| * f < 2^(16+K) (e_max <= S). bit_length(min(pm, 32767)) - PB is a row of rmax
+// comparators (pm >= 2^(PB + j - 1), j = 1..rmax): none for the u15 variants (r = 0).
+template <int X0B, int F>
+inline int sm_row_shift(int32_t x0, int64_t f, const SmConsts& c) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int64_t pm = ((mul_dsp<X0B, F>(-int64_t(x0), f) << kShiftmaxN) + c.rnd) >> c.shift;
+    int r = 0;
+SM_ROW_SHIFT:
+    for (int j = 1; j <= kSmRMax; ++j) {
+        ISEG_PRAGMA(HLS UNROLL)
+        r += (j <= c.rmax && pm >= (int64_t(1) << (kShiftmaxN - c.rmax + j - 1))) ? 1 : 0;
+    }
+    return r;
+}
+
+// p = min((e * f + (rnd << r)) >> (s0 + r), 2^PB - 1) with e = base << sh: (base * f) << sh is the same
 // integer, a BASE x F multiplier (mul.h) instead of a 47 x 47 one. e * f < 2^(31+K) <= 2^47.
 template <int BASE, int F>
-inline int16_t sm_norm(const ShexpParts& e, int64_t f, const SmConsts& c) {
+inline int16_t sm_norm(const ShexpParts& e, int64_t f, int r, const SmConsts& c) {
     ISEG_PRAGMA(HLS INLINE)
-    const int64_t v = ((mul_dsp<BASE, F>(e.base, f) << e.sh) + c.rnd) >> c.shift;
+    const int64_t v = ((mul_dsp<BASE, F>(e.base, f) << e.sh) + (c.rnd << r)) >> (c.shift + r);
     return int16_t(v > c.pmax ? int64_t(c.pmax) : v);
 }
 
-// in: x (n,) int8 scores, real = x * s; out: p (n,) u<PB> held in int16, real = p * 2^-PB (PB 15 or 8).
+// in: x (n,) int8 scores, real = x * s; out: p (n,) u<PB> held in int16 and the row shift r,
+// real = p * 2^(r - 15) (PB 15: r = 0; PB 8: r in [0, 7]).
 // x0 = floor(-2^k / s) < 0 (offline). n in [1, NMAX]. The exporter proves S < 2^(31+K).
-// LANES elements per cycle in each pass: 3 * ceil(n / LANES) cycles + one divider + 3 pipeline fills
-// (shiftmax_cycles).
+// LANES elements per cycle in each pass: 3 * ceil(n / LANES) cycles + one divider (r with it) + 3
+// pipeline fills (shiftmax_cycles).
 template <int NMAX, int LANES = 1>
-void shiftmax_row(const int8_t x[NMAX], int n, int32_t x0, int32_t variant, int16_t p[NMAX]) {
+void shiftmax_row(const int8_t x[NMAX], int n, int32_t x0, int32_t variant, int16_t p[NMAX], uint8_t& rsh) {
     const SmConsts c = sm_consts(variant);
     ShexpParts ebuf[NMAX];  // row buffer of the exps (mantissa, shift)
 
@@ -105,13 +132,15 @@ SM_EXP:
     }
     if (c.clamp && S > kInt32Max) S = kInt32Max;
     const int64_t f = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
+    const int r = sm_row_shift<DefaultWidths::SM_X0, DefaultWidths::SM_F>(x0, f, c);
+    rsh = uint8_t(r);
 SM_NORM:
     for (int i0 = 0; i0 < n; i0 += LANES) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
         ISEG_PRAGMA(HLS PIPELINE II=1)
     SM_NORM_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
-            p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, c);
+            p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, r, c);
         }
     }
 }
@@ -125,11 +154,13 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 // way gemm.h advances the weight prefetch. The row maxima come with the scores (the score drain
 // keeps them), so there is no max pass. Phases, one step each:
 //   EXP   LANES elements of a row: S += shexp(d, x0, 15); at the row's end its S goes into the
-//         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S
+//         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S, and behind it
+//         the row shift r = sm_row_shift(x0, f) (one |x0| * f product and rmax comparators), kept
+//         with the probability block (rs[half][row], ping-pong like p)
 //   WAIT  kDivCycles steps once per block: the last row's divider latency
 //   NORM  LANES elements of a row: the exp is recomputed from the int8 score (no row buffer of
-//         exps), p = min((e * f + rnd) >> (31 - PB + K), 2^PB - 1)
-//   ZERO  LANES elements of a row past `rows` (the matrix edge): p = 0
+//         exps), p = min((e * f + (rnd << r)) >> (16 + K + r), 2^PB - 1)
+//   ZERO  LANES elements of a row past `rows` (the matrix edge): p = 0 (and r = 0)
 // Same integers as shiftmax_row.
 enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_ZERO = 3, SM_DONE = 4 };
 
@@ -159,10 +190,11 @@ inline long sm_block_steps(int rows, int R, int n, int lanes) {
 }
 
 // One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 or u8 in int16),
-// f: the per-row reciprocals of the block. n keys, R rows per block. W: the lane widths (mul.h).
+// rs: their row shifts (real = p * 2^(rs - 15)), f: the per-row reciprocals of the block. n keys, R rows
+// per block. W: the lane widths (mul.h).
 template <int R, int NMAX, int KA, int LANES, class W>
 void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
-             int32_t variant, int16_t (&p)[2][R][KA], int64_t (&f)[R]) {
+             int32_t variant, int16_t (&p)[2][R][KA], uint8_t (&rs)[2][R], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
     const SmConsts c = sm_consts(variant);
     const int h = st.half, r = st.r;
@@ -180,7 +212,9 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
         if (st.i >= n) {
             int64_t S = st.S;
             if (c.clamp && S > kInt32Max) S = kInt32Max;
-            f[r] = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
+            const int64_t fr = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
+            f[r] = fr;
+            rs[h][r] = uint8_t(sm_row_shift<W::SM_X0, W::SM_F>(x0, fr, c));
             st.i = 0;
             st.S = 0;
             st.r = r + 1;
@@ -196,13 +230,15 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
         }
     } else if (st.phase == SM_NORM || st.phase == SM_ZERO) {
         const bool zero = st.phase == SM_ZERO;
+        const int rr = rs[h][r];
+        if (zero && st.i == 0) rs[h][r] = 0;
     SMS_NORM_L:
         for (int l = 0; l < LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
             if (i < n && zero) p[h][r][i] = 0;
             if (i < n && !zero)
-                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0), f[r], c);
+                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0), f[r], rr, c);
         }
         st.i += LANES;
         if (st.i >= n) {

@@ -42,6 +42,9 @@ __all__ = [
     "SHIFTMAX_VARIANTS",
     "shiftmax_x0",
     "shiftmax_p_sum_bound",
+    "shiftmax_with_shift",
+    "attention_pv",
+    "P_GRID_BITS",
     "shiftmax",
     "GeluConsts",
     "gelu_consts",
@@ -203,21 +206,29 @@ class ShiftmaxVariant:
     K: int  # extra bits in the reciprocal
     rnd: int  # 1: round the final shift half-up
     clamp_sum: bool  # I-ViT clamps the row sum to int32
-    p_bits: int = 15  # probability width: p in [0, 2^p_bits - 1], real = p * 2^-p_bits
+    p_bits: int = 15  # stored probability width: p in [0, 2^p_bits - 1], real = p * 2^(r - 15)
 
     @property
     def p_max(self) -> int:
         return (1 << self.p_bits) - 1
 
+    @property
+    def r_max(self) -> int:
+        """Largest per-row shift r (0 for the u15 variants: their grid is 2^-15)."""
+        return P_GRID_BITS - self.p_bits
 
-# "precise8" (this project's extension, docs/numerics.md §5.1): "precise" with the probabilities
-# rounded to u8 (real = p * 2^-8, as I-ViT's 8-bit softmax output), so that P.V is an 8 x 8 product
-# a DSP48E2 can pack with a second MAC: P.V at the array's full packed rate.
+
+# "precise8" (this project's extension, docs/numerics.md §5): "precise" with each row's probabilities
+# stored as u8 mantissas under one per-row shift r (a shared exponent): real = p * 2^(r - 15), r chosen
+# so that the row's largest probability keeps 8 significant bits. P.V is then an 8 x 8 product that
+# a DSP48E2 packs with a second MAC (the full array rate), and the shift comes back in the P.V drain
+# (z = (P.V) << r, on the u15 grid), so a diffuse row (all p < 2^-7) loses nothing against precise.
 SHIFTMAX_VARIANTS: dict[str, ShiftmaxVariant] = {
     "ivit": ShiftmaxVariant(k=0, K=0, rnd=0, clamp_sum=True),
     "precise": ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False),
     "precise8": ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False, p_bits=8),
 }
+P_GRID_BITS = 15  # the probabilities' grid: real = p * 2^(r - 15)
 SHIFTMAX_N = 15
 
 
@@ -233,25 +244,32 @@ def shiftmax_sum_bound(n_keys: int, x0: int) -> int:
 
 
 def shiftmax_p_sum_bound(n_keys: int, x0: int, variant: str) -> int:
-    """Largest row sum ``Σp`` of one Shiftmax row of ``n_keys`` probabilities (u<p_bits>).
+    """Largest row sum ``Σ p·2^r`` of one Shiftmax row of ``n_keys`` probabilities, on the u15 grid.
 
-    Rounding variants: ``Σ e·f <= S·f < 2^(31+K)``, and each p adds at most 1/2 of rounding, so
-    ``Σp <= 2^p_bits + N/2`` (this is what lets a u8 P·V accumulate in a few bits more than 8 + 8).
-    Truncating I-ViT: ``Σp < 2^p_bits`` while S is not clamped; with a clamped S, ``f = 1`` and each
-    ``p <= min(e >> (31 - p_bits), p_max)`` with ``e <= |x0|·2^16``, so Σp <= N times the largest p.
+    It bounds the P·V value ``z = (Σ p·v) << r`` by ``128·`` this. Rounding variants: ``Σ e·f <= S·f <
+    2^(31+K)`` and each p adds at most 1/2 of rounding at its grid ``2^r``, so ``Σ p·2^r < 2^15 + N·2^(r-1)``
+    (precise: ``2^15 + N/2``; precise8, r <= 7: ``2^15 + 64·N``). Truncating I-ViT: ``Σp < 2^15`` while S is
+    not clamped; with a clamped S, ``f = 1`` and each ``p <= min(e >> 16, p_max)`` with ``e <= |x0|·2^16``,
+    so ``Σp <= N`` times the largest p.
     """
     v = SHIFTMAX_VARIANTS[variant]
     if v.rnd:
-        return (1 << v.p_bits) + n_keys // 2
+        return (1 << P_GRID_BITS) + (n_keys << v.r_max) // 2
     e_max = abs(x0) << (SHIFTMAX_N + 1)
-    return max(1 << v.p_bits, n_keys * min(v.p_max, e_max >> (31 - v.p_bits + v.K)))
+    return max(1 << P_GRID_BITS, n_keys * min(v.p_max, e_max >> (31 - P_GRID_BITS + v.K)))
 
 
-def shiftmax(x: np.ndarray, x0: int, variant: str = "precise") -> np.ndarray:
-    """Row-wise (last axis) integer softmax. x i8 scores -> p u<p_bits> (real = p * 2^-p_bits), int64.
+def shiftmax_with_shift(x: np.ndarray, x0: int, variant: str = "precise") -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise (last axis) integer softmax: (p, r), real = p * 2^(r - 15); p int64 (..., n), r int64 (..., 1).
 
-    ``p = min((e*f + rnd * 2^(30 - p_bits + K)) >> (31 - p_bits + K), 2^p_bits - 1)``: for the u15
-    variants the shifts are the spec's 15 + K and 16 + K.
+    With ``s0 = 16 + K`` (the spec's final shift), ``f = (2^(31+K) - 1) // S`` and the row maximum's
+    probability on the u15 grid ``pm = min((e_max*f + rnd*2^(s0-1)) >> s0, 32767)`` (``e_max = shexp(0) =
+    |x0|*2^15``, the exp of the row's largest score):
+
+        r = max(0, bit_length(pm) - p_bits)                          # 0 for the u15 variants
+        p = min((e*f + rnd * 2^(s0 + r - 1)) >> (s0 + r), 2^p_bits - 1)
+
+    For the u15 variants (r = 0) this is the spec's §5.1 line exactly.
     """
     v = SHIFTMAX_VARIANTS[variant]
     x = np.asarray(x)
@@ -260,33 +278,62 @@ def shiftmax(x: np.ndarray, x0: int, variant: str = "precise") -> np.ndarray:
     shape = x.shape
     x = x.reshape(-1, shape[-1])
     mx = x.max(axis=-1, keepdims=True)
+    s0 = 31 - P_GRID_BITS + v.K
+    e_max = np.int64(abs(x0) << SHIFTMAX_N)
 
     def exp(u: np.ndarray) -> np.ndarray:  # e = shexp((x - max) << k) as a function of u = max - x
         return shexp(-u << v.k, x0, SHIFTMAX_N)
 
-    def prob(e: np.ndarray, s: np.ndarray) -> np.ndarray:  # e and its row sum S -> p
+    def recip(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # row sums S -> (f, r)
         if v.clamp_sum:
             s = np.minimum(s, INT32_MAX)
         f = ((np.int64(1) << (31 + v.K)) - 1) // s
+        if v.r_max == 0:
+            return f, np.zeros_like(f)
+        pm = np.minimum((e_max * f + v.rnd * (np.int64(1) << (s0 - 1))) >> s0, (1 << P_GRID_BITS) - 1)
+        bits = np.zeros_like(pm)  # bit_length(pm), pm < 2^15
+        for b in range(P_GRID_BITS):
+            bits += pm >= (np.int64(1) << b)
+        return f, np.maximum(bits - v.p_bits, 0)
+
+    def prob(e: np.ndarray, f: np.ndarray, r: np.ndarray) -> np.ndarray:  # e, f, r -> p
         p = e * f  # e <= S, so e*f < 2^(31+K)
-        p += v.rnd * (np.int64(1) << (30 - v.p_bits + v.K))
-        p >>= 31 - v.p_bits + v.K
+        sh = s0 + r
+        p += v.rnd * (np.int64(1) << (sh - 1))
+        p >>= sh
         return np.minimum(p, v.p_max, out=p)
 
     rows, n = x.shape
     w = int(mx.max()) - int(x.min()) + 1 if x.size else 1  # u takes at most w values: 0 <= u < w
     if n < _TABLE_MIN_RATIO * w:
         e = exp(np.subtract(mx, x, dtype=np.int64))
-        return prob(e, e.sum(axis=-1, keepdims=True)).reshape(shape)
+        f, r = recip(e.sum(axis=-1, keepdims=True))
+        return prob(e, f, r).reshape(shape), r.reshape(shape[:-1] + (1,))
     # Long rows of narrow scores (w <= 256 for i8): e and p are functions of u per row, so evaluate them
     # on the w possible values (the same code on the same integers), get S = sum_u count(u) * e(u) from
     # each row's histogram of u, and gather p by the flat index row * w + u.
     flat = np.subtract(mx + np.arange(rows, dtype=np.int64)[:, None] * w, x, dtype=np.int64)
     counts = np.bincount(flat.reshape(-1), minlength=rows * w).reshape(rows, w)
     e_of_u = exp(np.arange(w, dtype=np.int64))
-    s = (counts * e_of_u).sum(axis=-1, keepdims=True)
-    p_of_u = prob(np.broadcast_to(e_of_u, (rows, w)), s)
-    return np.take(p_of_u, flat, mode="clip").reshape(shape)  # indices < rows * w: "clip" only skips the check
+    f, r = recip((counts * e_of_u).sum(axis=-1, keepdims=True))
+    p_of_u = prob(np.broadcast_to(e_of_u, (rows, w)), f, r)
+    p = np.take(p_of_u, flat, mode="clip")  # indices < rows * w: "clip" only skips the check
+    return p.reshape(shape), r.reshape(shape[:-1] + (1,))
+
+
+def shiftmax(x: np.ndarray, x0: int, variant: str = "precise") -> np.ndarray:
+    """The probabilities p of :func:`shiftmax_with_shift` (u15 variants: real = p * 2^-15; precise8: the
+    u8 mantissas, whose row shifts only :func:`attention_pv` needs)."""
+    return shiftmax_with_shift(x, x0, variant)[0]
+
+
+def attention_pv(p: np.ndarray, r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """P·V on the u15 grid: ``z = (Σ_k p·v) << r`` per row (r = 0 for the u15 variants), int64.
+
+    The array computes ``Σ p·v`` on the stored p (u8 for precise8); the row shift is applied once per
+    output in the drain, before the output requant (whose constants assume the 2^-15 grid).
+    """
+    return exact_matmul(p, v) << r
 
 
 # --------------------------------------------------------------------------------------------

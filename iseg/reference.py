@@ -86,8 +86,8 @@ def attention_core(qkv: np.ndarray, heads: int, qk_rq: Callable[[np.ndarray], np
         k = qkv[:, d + h * dh:d + (h + 1) * dh]
         v = qkv[:, 2 * d + h * dh:2 * d + (h + 1) * dh]
         s = qk_rq(nx.exact_matmul(q, k.T)).astype(np.int8)  # RQ_8: i8 scores (Shiftmax reads 1 byte each)
-        p = nx.shiftmax(s, x0(s), variant)
-        out[:, h * dh:(h + 1) * dh] = nx.exact_matmul(p, v)
+        p, r = nx.shiftmax_with_shift(s, x0(s), variant)
+        out[:, h * dh:(h + 1) * dh] = nx.attention_pv(p, r, v)
     return out
 
 

@@ -107,7 +107,8 @@ def quantize(fp: torch.nn.Module, images: np.ndarray, softmax: str = "precise", 
 def add_quant_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``quantize`` and ``qat``: the integer operator variants."""
     parser.add_argument("--softmax", choices=tuple(nx.SHIFTMAX_VARIANTS), default="precise",
-                        help="Shiftmax variant (default precise; precise8: u8 probabilities, P·V packs 2 per DSP)")
+                        help="Shiftmax variant (default precise; precise8: u8 mantissas under a per-row shift, "
+                             "P·V packs 2 per DSP)")
     parser.add_argument("--gelu", choices=("lambda", "shift"), default="lambda",
                         help="integer GELU: λ-ShiftGELU (default) or I-ViT ShiftGELU")
     parser.add_argument("--lam", type=float, default=None, help="λ of λ-ShiftGELU (default: the model's, else 4)")

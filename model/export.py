@@ -135,7 +135,12 @@ def check_shiftmax(name: str, n_keys: int, x0: int, variant: str) -> None:
 
 
 def check_pv_accumulator(name: str, n_keys: int, x0: int, variant: str) -> int:
-    """Prove ``|P·V| < 2^31``: ``Σp · 128`` with i8 values; returns the bound."""
+    """Prove ``|P·V| < 2^31`` before and after the row shift; returns the bound ``128 · Σ p·2^r``.
+
+    With i8 values (``|v| <= 128``) the shifted ``|z| = |Σ p·v|·2^r <= 128 · Σ p·2^r``, and the array's
+    accumulator before the shift, ``|Σ p·v| <= 128 · Σ p``, is no larger (``r >= 0``); ``Σ p·2^r`` is
+    :func:`iseg.numerics.shiftmax_p_sum_bound` (the u15 grid, every variant).
+    """
     bound = nx.shiftmax_p_sum_bound(n_keys, x0, variant) * 128
     if bound >= 1 << 31:
         raise IsegError(f"{name}: P·V accumulator bound {bound} (N = {n_keys}, x0 = {x0}, {variant!r}) "
@@ -188,8 +193,8 @@ class _Exporter:
         check_shiftmax(f"{p}.attn", rows, x0, qm.softmax)
         self.consts[f"{p}.attn.softmax"] = {"x0": x0}
         check_pv_accumulator(f"{p}.attn.pv", rows, x0, qm.softmax)
-        p_bits = nx.SHIFTMAX_VARIANTS[qm.softmax].p_bits  # P is u<p_bits> at scale 2^-p_bits
-        self.consts[f"{p}.attn.pv.rq"] = rq_const(2.0 ** -p_bits * s_qkv / s[f"{p}.attn"])
+        # z = (P·V) << r is on the u15 grid for every variant (precise8 shifts its u8 mantissas back by r)
+        self.consts[f"{p}.attn.pv.rq"] = rq_const(2.0 ** -nx.P_GRID_BITS * s_qkv / s[f"{p}.attn"])
         self.linear(f"{p}.proj", blk.attn.proj.weight.t(), blk.attn.proj.bias, s[f"{p}.attn"], s[f"{p}.proj"])
         self.consts[f"{p}.add1"] = add_const(s[x_in], s[f"{p}.proj"], s[f"{p}.add1"])
         self.ln(f"{p}.ln2", blk.norm2, f"{p}.ln2")

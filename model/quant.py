@@ -2,7 +2,7 @@
 
 Three pieces, one per use:
 
-- **Torch integer ops** (``requant_t``, ``shexp_t``, ``shiftmax_t``, ``gelu_t``, ``ln_normalize_t``,
+- **Torch integer ops** (``requant_t``, ``shexp_t``, ``shiftmax_with_shift_t``, ``gelu_t``, ``ln_normalize_t``,
   ``int_add_t``, ``exact_matmul_t``): ``spec/numerics.md`` written once in torch int64, each
   bit-exact with its :mod:`iseg.numerics` twin (``tests/model/test_quant_ops.py``). Floor
   division is ``torch.div(..., rounding_mode="floor")`` and shifts are ``bitwise_*_shift`` on
@@ -65,6 +65,7 @@ __all__ = [
     "round_half_even_div_t",
     "shexp_t",
     "shiftmax_t",
+    "shiftmax_with_shift_t",
     "weight_scale",
 ]
 
@@ -126,11 +127,12 @@ def shexp_t(x: Any, x0: int, n: int) -> torch.Tensor:
     return _shl(_shr(r, 1) - x0, n - q)
 
 
-def shiftmax_t(x: Any, x0: int, variant: str = "precise") -> torch.Tensor:
-    """Row-wise Shiftmax (§5.1) over the last axis: i8 scores -> u<p_bits> probabilities (int64).
+def shiftmax_with_shift_t(x: Any, x0: int, variant: str = "precise") -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise Shiftmax (§5.1) over the last axis: i8 scores -> ``(p, r)``, real = ``p·2^(r-15)`` (int64).
 
-    The final shift and clamp follow the variant's ``p_bits`` (u15 for precise/ivit, u8 for precise8)
-    exactly as :func:`iseg.numerics.shiftmax`, so that the torch integer mode stays bit-exact with it.
+    ``r`` (shape ``(..., 1)``) is the row's shift: ``bit_length(pm) - p_bits`` (at least 0) for the row
+    maximum's probability ``pm`` on the u15 grid, always 0 for the u15 variants; ``p`` is rounded at
+    ``2^(s0 + r)`` and clamped at ``2^p_bits - 1``. Bit-exact with :func:`iseg.numerics.shiftmax_with_shift`.
     """
     v = nx.SHIFTMAX_VARIANTS[variant]
     x = _t(x)
@@ -140,8 +142,21 @@ def shiftmax_t(x: Any, x0: int, variant: str = "precise") -> torch.Tensor:
     if v.clamp_sum:
         s = torch.clamp(s, max=INT32_MAX)
     f = torch.div(torch.full_like(s, (1 << (31 + v.K)) - 1), s, rounding_mode="floor")
-    p = _shr(e * f + v.rnd * (1 << (30 - v.p_bits + v.K)), 31 - v.p_bits + v.K)
-    return torch.clamp(p, max=v.p_max)
+    s0 = 31 - nx.P_GRID_BITS + v.K
+    r = torch.zeros_like(f)
+    if v.r_max:
+        e_max = abs(int(x0)) << nx.SHIFTMAX_N  # the exp of the row maximum: e_max <= S, so e_max·f < 2^(31+K)
+        pm = torch.clamp(_shr(e_max * f + v.rnd * (1 << (s0 - 1)), s0), max=(1 << nx.P_GRID_BITS) - 1)
+        bits = sum((pm >= (1 << b)).to(I64) for b in range(nx.P_GRID_BITS))  # bit_length(pm), pm < 2^15
+        r = torch.clamp(bits - v.p_bits, min=0)
+    sh = s0 + r
+    p = _shr(e * f + v.rnd * _shl(torch.ones_like(sh), sh - 1), sh)
+    return torch.clamp(p, max=v.p_max), r
+
+
+def shiftmax_t(x: Any, x0: int, variant: str = "precise") -> torch.Tensor:
+    """The probabilities ``p`` of :func:`shiftmax_with_shift_t` (precise8: the u8 mantissas)."""
+    return shiftmax_with_shift_t(x, x0, variant)[0]
 
 
 def gelu_t(x: Any, c: nx.GeluConsts) -> torch.Tensor:
@@ -256,8 +271,9 @@ class IntSegmenter(nn.Module):
             d = d3 // 3
             heads = qkv.view(b, t, 3, op.heads, op.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, T, dh)
             s = requant_t(exact_matmul_t(heads[0], heads[1].transpose(-1, -2)), *rq[op.qk_rq], bits=8)
-            p = shiftmax_t(s, int(self._consts[op.softmax]["x0"]), op.variant)
-            o = exact_matmul_t(p, heads[2]).transpose(1, 2).reshape(b, t, d)
+            p, r = shiftmax_with_shift_t(s, int(self._consts[op.softmax]["x0"]), op.variant)
+            o = _shl(exact_matmul_t(p, heads[2]), r)  # z = (P·V) << r: back on the u15 grid (numerics.attention_pv)
+            o = o.transpose(1, 2).reshape(b, t, d)
             return requant_t(o, *rq[op.pv_rq], bits=8)
         if isinstance(op, Add):
             return int_add_t(ins[0], ins[1], *self._add(op.add))
@@ -468,17 +484,26 @@ class QuantSegmenter(nn.Module):
         return x * torch.sigmoid(1.702 * arg)
 
     def attn_probs(self, s: torch.Tensor) -> torch.Tensor:
-        """Softmax of the scores; in fake mode on Shiftmax's output grid ``p·2^-p_bits``, ``p <= 2^p_bits - 1``.
+        """Softmax of the scores; in fake mode on Shiftmax's output grid (straight-through gradient).
 
-        The grid and the clamp follow the variant (u15, or u8 for precise8), so QAT sees the rounding
-        the integer P·V will see (straight-through gradient).
+        u15 variants: the grid ``2^-15``, clamped at ``32767·2^-15``. precise8 (u8 mantissas under a per-row
+        shift): per row, ``pm = min(round(max_prob·2^15), 32767)``, ``r = max(0, bit_length(pm) - 8)``, the
+        grid ``2^(r-15)`` and the clamp ``255·2^(r-15)``, so QAT sees the rounding the integer P·V will see.
         """
         pr = s.softmax(dim=-1)
         if self.mode != "fake":
             return pr
         sv = nx.SHIFTMAX_VARIANTS[self.softmax]
-        one = float(1 << sv.p_bits)
-        return pr + (torch.clamp(torch.round(pr * one), max=sv.p_max) / one - pr).detach()
+        g = nx.P_GRID_BITS
+        with torch.no_grad():
+            r = torch.zeros_like(pr[..., :1])
+            if sv.r_max:
+                pm = torch.clamp(torch.round(pr.amax(dim=-1, keepdim=True) * (1 << g)), max=(1 << g) - 1)
+                bits = sum((pm >= (1 << b)).to(pr.dtype) for b in range(g))  # bit_length(pm)
+                r = torch.clamp(bits - sv.p_bits, min=0)
+            step = torch.exp2(r - g)  # the row's grid 2^(r-15)
+            q = torch.clamp(torch.round(pr / step), max=sv.p_max) * step
+        return pr + (q - pr).detach()
 
     def _block(self, p: str, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape

@@ -90,7 +90,10 @@ class StreamSource:
 
 
 class StreamSink:
-    """Collects ``(data, last)`` beats from ``<prefix>_*`` while toggling ready at random."""
+    """Collects ``(data, last)`` beats from ``<prefix>_*`` while toggling ready at random.
+
+    A ``<prefix>_tuser`` side band, where the unit has one, is collected beat by beat in ``users``.
+    """
 
     def __init__(self, dut, prefix: str, rng: random.Random, ready_prob: float = 1.0):
         self.clk = dut.clk
@@ -98,9 +101,11 @@ class StreamSink:
         self.ready = getattr(dut, f"{prefix}_tready")
         self.data = getattr(dut, f"{prefix}_tdata")
         self.last = getattr(dut, f"{prefix}_tlast")
+        self.user = getattr(dut, f"{prefix}_tuser", None)
         self.rng = rng
         self.ready_prob = ready_prob
         self.beats: list[tuple[int, bool]] = []
+        self.users: list[int] = []  # tuser of each beat (empty without a tuser port)
         self.times: list[float] = []  # acceptance time (ns) of each beat
         self.last_accept: float | None = None
         self.ready.value = 0
@@ -116,6 +121,8 @@ class StreamSink:
             await RisingEdge(self.clk)
             if ready and int(self.valid.value):
                 self.beats.append((int(self.data.value.to_unsigned()), bool(int(self.last.value))))
+                if self.user is not None:
+                    self.users.append(int(self.user.value.to_unsigned()))
                 self.last_accept = get_sim_time("ns")
                 self.times.append(self.last_accept)
 

@@ -1,10 +1,12 @@
-"""cocotb testbench of ``iseg_shiftmax``: row-streamed Shiftmax vs ``numerics.shiftmax``.
+"""cocotb testbench of ``iseg_shiftmax``: row-streamed Shiftmax vs ``numerics.shiftmax_with_shift``.
 
 Rows of varying length (1 .. a few dozen): random scores, all-equal rows (ties: the sum is
 n * e(0)), one 127 among -128s (the 127 hits the clamp 2^p_bits - 1, the others round to 0 or to
-the smallest step), all -128, zeros, and a row of MAX_N elements when it is small enough for CI.
-The variant (and with it p_bits: u15 or u8 probabilities in the 16-bit output) comes from the
-plan. Bench mode sends ``n_rows`` random rows of ``bench_len`` scores back to back.
+the smallest step), all -128, zeros, a row of MAX_N elements when it is small enough for CI, and
+flat rows of up to 200 and 100 keys (precise8's r = 0 and r = 1, given MAX_N >= 200).
+Each beat is checked twice: p (tdata) and the row's shift r (tuser, the same on every beat of the
+row), real = p * 2^(r - 15). The variant (p_bits 15: r = 0; precise8: u8 mantissas, r in 0..7)
+comes from the plan. Bench mode sends ``n_rows`` random rows of ``bench_len`` scores back to back.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class ShiftmaxTB(UnitTB):
             n = int(rng.integers(1, cap + 1))
             rows.append(rng.integers(-128, 128, n))
         rows.append(rng.integers(-20, 21, cap))
+        # long flat rows: precise8's small shifts (r = 0 at 200 keys: pm = 164; r = 1 at 100: pm = 328)
+        rows += [np.full(min(self.params.sm_max_n, 200), 3), np.full(min(self.params.sm_max_n, 100), -5)]
         return rows
 
     async def run(self) -> None:
         rows = self.rows()
         variant = self.params.sm_variant
-        p_max = nx.SHIFTMAX_VARIANTS[variant].p_max
+        v = nx.SHIFTMAX_VARIANTS[variant]
         beats = [(int(v) & 0xFF, i == len(r) - 1) for r in rows for i, v in enumerate(r)]
         await self.reset()
         send = cocotb.start_soon(self.src.send(beats))
@@ -52,13 +56,17 @@ class ShiftmaxTB(UnitTB):
             chunk = self.out.beats[pos:pos + len(r)]
             pos += len(r)
             got = np.array([unpack(d, 1, 16, signed=False)[0] for d, _ in chunk])
-            check_equal(f"shiftmax row {j} (n={len(r)})", got, nx.shiftmax(r, self.params.sm_x0, variant))
-            assert int(got.max(initial=0)) <= p_max, f"row {j}: p above 2^p_bits - 1"
+            got_r = np.array(self.out.users[pos - len(r):pos])
+            want_p, want_r = nx.shiftmax_with_shift(r, self.params.sm_x0, variant)
+            check_equal(f"shiftmax row {j} (n={len(r)}) p", got, want_p)
+            check_equal(f"shiftmax row {j} (n={len(r)}) r", got_r, np.full(len(r), int(want_r[0])))
+            assert int(got.max(initial=0)) <= v.p_max, f"row {j}: p above 2^p_bits - 1"
+            assert int(got_r.max(initial=0)) <= max(v.r_max, 0), f"row {j}: r above 15 - p_bits"
             assert [la for _, la in chunk] == [i == len(r) - 1 for i in range(len(r))], f"row {j} tlast"
         self.report([self.src], self.out, row_lens=[len(r) for r in rows], elements=len(beats), rows=len(rows))
 
 
 @cocotb.test()
 async def shiftmax_matches_reference(dut) -> None:
-    """Every row equals numerics.shiftmax for the configured variant."""
+    """Every row's p and r equal numerics.shiftmax_with_shift for the configured variant."""
     await ShiftmaxTB(dut).run()

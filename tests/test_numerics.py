@@ -145,13 +145,14 @@ def test_shiftmax_row_sums(tokens: int, variant: str, lo: float, hi: float) -> N
         assert lo <= sums.min() and sums.max() <= hi, (variant, s, sums)
 
 
-@pytest.mark.parametrize("variant,tol", [("precise", 0.03), ("ivit", 0.1), ("precise8", 0.03 + 2 ** -9)])
+@pytest.mark.parametrize("variant,tol", [("precise", 0.03), ("ivit", 0.1), ("precise8", 0.03 + 2 ** -7)])
 def test_shiftmax_close_to_softmax(variant: str, tol: float) -> None:
+    """real = p·2^(r-15); precise8's grid step is at most 2^-8 (r <= 7), its clamp costs at most 1.5 steps."""
     rng = np.random.default_rng(1)
     for s in (0.03, 0.08, 0.12):
         x = rng.integers(-128, 128, size=(16, 197))
-        p = nx.shiftmax(x, nx.shiftmax_x0(s, variant), variant) / 2 ** nx.SHIFTMAX_VARIANTS[variant].p_bits
-        assert np.abs(p - _softmax(x, s)).max() < tol
+        p, r = nx.shiftmax_with_shift(x, nx.shiftmax_x0(s, variant), variant)
+        assert np.abs(p * 2.0 ** (r - 15) - _softmax(x, s)).max() < tol
 
 
 def test_shiftmax_edges() -> None:
@@ -168,46 +169,110 @@ def test_shiftmax_edges() -> None:
 
 
 def test_shiftmax_precise8_by_hand() -> None:
-    """u8 probabilities worked out by hand with x0 = -64 (k = 3, K = 16, rnd = 1, p_bits = 8).
+    """u8 mantissas and row shifts worked out by hand with x0 = -64 (k = 3, K = 16, rnd = 1, p_bits = 8).
 
-    Equal scores: u = 0, shexp(0) = (0 - x0) << 15 = 2^21 = e. With N keys S = N * 2^21 and
-    f = (2^47 - 1) // S = floor((2^26 - 2^-21) / N); p = (e*f + 2^38) >> 39 = floor(f / 2^18 + 1/2).
-      N = 1: f = 2^26 - 1,               f / 2^18 = 255.99999..., + 1/2 -> 256, clamped to 255
-      N = 3: f = floor(22369621.33) = 22369621, / 2^18 = 85.33332, + 1/2 -> 85   (256 / 3 = 85.3)
-      N = 4: f = 2^24 - 1,               / 2^18 = 63.99999,  + 1/2 -> 64   (256 / 4)
-      N = 5: f = floor(13421772.8)  = 13421772, / 2^18 = 51.19999, + 1/2 -> 51   (256 / 5 = 51.2)
-      N = 6: f = floor(11184810.67) = 11184810, / 2^18 = 42.66666, + 1/2 -> 43   (256 / 6 = 42.7)
-    One dominant score [127, -128, -128, -128]: the others have (x - max) << 3 = -2040, t clamps to
-    15 * x0 = -960, q = 15, r = 0, e = 64; S = 2^21 + 192, p0 = floor(256 * 2^21 / S + 1/2)
-    = floor(255.977 + 0.5) = 256 -> clamped to 255, the others floor(64 * 2^26 / S / 2^18 + 1/2) = 0.
+    s0 = 16 + K = 32, e_max = |x0| << 15 = 2^21. Equal scores: every e = shexp(0) = 2^21; with N keys
+    S = N·2^21, f = (2^47 - 1) // S = floor((2^26 - 2^-21) / N), and
+      pm = min((2^21·f + 2^31) >> 32, 32767) = floor(f / 2^11 + 1/2)        (~ 2^15 / N)
+      r  = max(0, bit_length(pm) - 8)
+      p  = (2^21·f + 2^(31+r)) >> (32+r)  = floor(f / 2^(11+r) + 1/2)      (~ 2^(15-r) / N)
+      N = 1:    f = 2^26 - 1,  pm = floor(32767.9995 + .5) = 32768 -> 32767, 15 bits, r = 7,
+                p = floor(255.99999 + .5) = 256 -> clamped to 255
+      N = 3:    f = 22369621,  pm = floor(10922.67 + .5) = 10923, 14 bits, r = 6, p = floor(170.67 + .5) = 171
+      N = 4:    f = 2^24 - 1,  pm = floor(8191.9995 + .5) = 8192,  14 bits, r = 6, p = floor(127.99999 + .5) = 128
+      N = 5:    f = 13421772,  pm = floor(6553.5996 + .5) = 6554,   13 bits, r = 5, p = floor(204.79998 + .5) = 205
+      N = 100:  f = 671088,    pm = floor(327.68 + .5)  = 328,      9 bits, r = 1, p = floor(163.84 + .5) = 164
+      N = 200:  f = 335544,    pm = floor(163.84 + .5)  = 164,      8 bits, r = 0, p = 164
+      N = 1025: f = 65472,     pm = floor(31.97 + .5)   = 32,       6 bits, r = 0, p = 32
+    (the plain u8 grid 2^-8 would give round(256 / 1025) = 0 for every key of the last row: all mass lost).
+    One dominant score [127, -128, -128, -128]: the others have (x - max) << 3 = -2040, t clamps to 15·x0 =
+    -960, q = 15, e = 64; S = 2^21 + 192, pm = floor(2^15·2^21 / S + .5) = floor(32765.0 + .5) = 32765,
+    15 bits, r = 7; p0 = floor(2^8·2^21 / S + .5) = floor(255.977 + .5) = 256 -> 255, the others
+    floor(64·2^8 / S + .5) = 0.
     """
-    for n, want in [(1, 255), (3, 85), (4, 64), (5, 51), (6, 43)]:
-        assert nx.shiftmax(np.full((1, n), 7), -64, "precise8").tolist() == [[want] * n], n
-    assert nx.shiftmax(np.array([[127, -128, -128, -128]]), -64, "precise8").tolist() == [[255, 0, 0, 0]]
-    # the same rows in u15: 2^15 / N rounded, the dominant one clamped at 32767 (not 255 * 128)
-    assert nx.shiftmax(np.full((1, 3), 7), -64, "precise").tolist() == [[10923] * 3]
-    assert nx.shiftmax(np.full((1, 1), 7), -64, "precise").tolist() == [[32767]]
+    for n, want_p, want_r in [(1, 255, 7), (3, 171, 6), (4, 128, 6), (5, 205, 5), (100, 164, 1), (200, 164, 0),
+                              (1025, 32, 0)]:
+        p, r = nx.shiftmax_with_shift(np.full((1, n), 7), -64, "precise8")
+        assert p.tolist() == [[want_p] * n] and r.tolist() == [[want_r]], n
+        assert np.array_equal(nx.shiftmax(np.full((1, n), 7), -64, "precise8"), p)  # shiftmax: p only
+    p, r = nx.shiftmax_with_shift(np.array([[127, -128, -128, -128]]), -64, "precise8")
+    assert p.tolist() == [[255, 0, 0, 0]] and r.tolist() == [[7]]
+    # the same rows in u15 (r = 0): 2^15 / N rounded, the dominant one clamped at 32767
+    for n, want_p in [(1, 32767), (3, 10923), (100, 328), (1025, 32)]:
+        p, r = nx.shiftmax_with_shift(np.full((1, n), 7), -64, "precise")
+        assert p.tolist() == [[want_p] * n] and r.tolist() == [[0]], n
+
+
+def test_shiftmax_precise8_shape_of_r() -> None:
+    """r has the input's shape with a last axis of 1, per row of a (heads, rows, keys) stack."""
+    x = np.stack([np.full((2, 5), 7), np.concatenate([np.full((2, 1), 127), np.full((2, 4), -128)], axis=1)])
+    p, r = nx.shiftmax_with_shift(x, -64, "precise8")
+    assert p.shape == (2, 2, 5) and r.shape == (2, 2, 1)
+    assert r[..., 0].tolist() == [[5, 5], [7, 7]]  # N = 5: r = 5; dominant: r = 7
 
 
 @pytest.mark.parametrize("tokens", [3, 17, 197, 1025])
-def test_shiftmax_precise8_sums_and_relation_to_precise(tokens: int) -> None:
-    """Σp within 256 ± N/2 (each p rounds by at most 1/2); p8 = round(p15 / 128) within 1."""
+def test_shiftmax_precise8_relation_to_precise_and_sum_bound(tokens: int) -> None:
+    """On the same row, precise8 and precise share e, S, f; so
+
+    - r = max(0, bit_length(pm) - 8) where pm is precise's p of the row maximum (the same expression);
+    - r = 0: p is precise's p (the same rounding at 2^32; all p <= pm < 256, no clamp);
+    - otherwise |p·2^r - p15| <= 2^(r-1): both round e·f / 2^32, at 2^r and at 1, so they differ by at
+      most 2^(r-1) + 1/2, and the difference is an integer. Only the clamp p = 255 (256 before it)
+      loses more: then p15 lies in (255·2^r, 256·2^r];
+    - Σ p·2^r <= shiftmax_p_sum_bound (2^15 + 64·N), and Σ p·2^r is within N·2^(r-1) + 2^r·(#clamped)
+      of precise's Σ p15 (~2^15): a diffuse row keeps its mass.
+    """
     rng = np.random.default_rng(tokens + 8)
-    for s in (0.02, 0.06, 0.12):
+    seen_r = set()
+    for s in (0.02, 0.06, 0.12, 0.5):
         x0 = nx.shiftmax_x0(s, "precise8")
         assert x0 == nx.shiftmax_x0(s, "precise")  # same k: the same exponentials
         x = np.concatenate([rng.integers(-128, 128, size=(8, tokens)),
                             np.clip(np.round(rng.normal(0, 10, size=(4, tokens))), -128, 127).astype(np.int64),
+                            np.clip(np.round(rng.normal(0, 2, size=(4, tokens))), -128, 127).astype(np.int64),
                             np.full((1, tokens), 3)])
-        p8 = nx.shiftmax(x, x0, "precise8")
-        p15 = nx.shiftmax(x, x0, "precise")
-        assert p8.min() >= 0 and p8.max() <= 255
-        sums = p8.sum(axis=-1)
-        assert np.all(np.abs(sums - 256) <= tokens / 2 + 1), (s, sums)
-        r15 = np.floor(p15 / 128 + 0.5)
-        assert np.abs(p8 - r15).max() <= 1
-        # apart from the clamps (32767 / 128 rounds to 256) they differ only where double rounding bites
-        assert np.mean(p8 == np.minimum(r15, 255)) > 0.95
+        p8, r = nx.shiftmax_with_shift(x, x0, "precise8")
+        p15, r15 = nx.shiftmax_with_shift(x, x0, "precise")
+        assert not r15.any() and np.array_equal(nx.shiftmax(x, x0, "precise"), p15)
+        assert p8.min() >= 0 and p8.max() <= 255 and r.min() >= 0 and r.max() <= 7
+        want_r = [max(0, int(m).bit_length() - 8) for m in p15.max(axis=-1)]
+        assert r[:, 0].tolist() == want_r
+        seen_r |= set(want_r)
+        v = p8 << r
+        flat = r[:, 0] == 0
+        assert np.array_equal(p8[flat], p15[flat])
+        clamped = (p8 == 255) & (p15 > 255 << r)
+        near = np.abs(v - p15) <= (1 << r) // 2
+        assert np.all(near | clamped)
+        assert np.all(~clamped | (p15 <= 256 << r))
+        sums = v.sum(axis=-1)
+        assert sums.max() <= nx.shiftmax_p_sum_bound(tokens, x0, "precise8") == (1 << 15) + 64 * tokens
+        slack = tokens * (1 << r[:, 0]) // 2 + (1 << r[:, 0]) * clamped.sum(axis=-1)
+        assert np.all(np.abs(sums - p15.sum(axis=-1)) <= slack)
+    assert len(seen_r) >= (2 if tokens < 10 else 3), seen_r  # N = 3: pm >= 2^15 / 3, so r is 6 or 7
+
+
+@pytest.mark.parametrize("variant", ["precise", "precise8", "ivit"])
+def test_shiftmax_p_sum_bound_holds(variant: str) -> None:
+    """Σ p·2^r <= shiftmax_p_sum_bound on random, peaked, flat and extreme rows (N = 1..1025)."""
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 64, 197, 1025):
+        for s in (0.01, 0.05, 0.2, 1.0):
+            x0 = nx.shiftmax_x0(s, variant)
+            x = np.concatenate([rng.integers(-128, 128, size=(6, n)), np.full((1, n), -128),
+                                np.clip(np.round(rng.normal(0, 3, size=(3, n))), -128, 127).astype(np.int64),
+                                np.resize([127, -128], (1, n))])
+            p, r = nx.shiftmax_with_shift(x, x0, variant)
+            assert (p << r).sum(axis=-1).max() <= nx.shiftmax_p_sum_bound(n, x0, variant), (n, s)
+
+
+def test_attention_pv_shifts_each_row() -> None:
+    """z = (Σ_k p·v) << r per output row (r = 0: the plain product)."""
+    p = np.array([[255, 1, 0], [3, 4, 5]])
+    r = np.array([[7], [0]])
+    v = np.array([[1, -2], [-128, 127], [5, 5]], dtype=np.int8)
+    assert nx.attention_pv(p, r, v).tolist() == [[(255 - 128) << 7, (-510 + 127) << 7], [3 - 512 + 25, -6 + 508 + 25]]
 
 
 # ---------------------------------------------------------------- GELU
@@ -370,12 +435,15 @@ def _spec_shiftmax_row(row: list[int], x0: int, variant: str) -> list[int]:
     return [min((v * f + rnd * (1 << (15 + kk))) >> (16 + kk), 32767) for v in e]
 
 
-def _spec_shiftmax8_row(row: list[int], x0: int) -> list[int]:
-    """precise8 written out: precise's e, S and f, then u8 (p_bits = 8): round at 2^38, shift 39, clamp 255."""
+def _spec_shiftmax8_row(row: list[int], x0: int) -> tuple[list[int], int]:
+    """precise8 written out: precise's e, S and f; pm = precise's p of the row maximum (e_max = |x0|·2^15),
+    r = max(0, bit_length(pm) - 8), then each p rounded at 2^(31+r), shifted by 32 + r, clamped at 255."""
     mx = max(row)
     e = [_spec_shexp((x - mx) << 3, x0, 15) for x in row]
     f = ((1 << 47) - 1) // sum(e)
-    return [min((v * f + (1 << 38)) >> 39, 255) for v in e]
+    pm = min((-x0 << 15) * f + (1 << 31) >> 32, 32767)
+    r = max(0, pm.bit_length() - 8)
+    return [min((v * f + (1 << (31 + r))) >> (32 + r), 255) for v in e], r
 
 
 def _spec_lambda_gelu(x: int, c: nx.GeluConsts) -> int:
@@ -438,14 +506,37 @@ def test_shiftmax_matches_python_ints(variant: str, x0: int, n: int) -> None:
             np.resize([-128, 127], n),  # the widest difference (u up to 255)
             np.clip(np.round(rng.normal(0, 20, size=n)), -128, 127)]
     x = np.stack(rows).astype(np.int8)
-    got = nx.shiftmax(x, x0, variant)
-    spec_row = (lambda r: _spec_shiftmax8_row(r, x0)) if variant == "precise8" else (  # noqa: E731
-        lambda r: _spec_shiftmax_row(r, x0, variant))  # the u15 variants: the pre-p_bits formula, unchanged
-    want = [spec_row([int(v) for v in r]) for r in x]
-    assert got.dtype == np.int64 and got.tolist() == want
+    got, got_r = nx.shiftmax_with_shift(x, x0, variant)
+    if variant == "precise8":
+        want, want_r = zip(*[_spec_shiftmax8_row([int(v) for v in r], x0) for r in x], strict=True)
+    else:  # the u15 variants: the spec's §5.1 line, unchanged, and r = 0
+        want, want_r = [_spec_shiftmax_row([int(v) for v in r], x0, variant) for r in x], [0] * len(x)
+    assert got.dtype == np.int64 and got.tolist() == list(want) and got_r[:, 0].tolist() == list(want_r)
+    assert np.array_equal(nx.shiftmax(x, x0, variant), got)
     # same integers from int64 input and from a 3-D (heads, rows, keys) stack
     assert np.array_equal(nx.shiftmax(x.astype(np.int64), x0, variant), got)
-    assert np.array_equal(nx.shiftmax(np.stack([x, x[::-1]]), x0, variant), np.stack([got, got[::-1]]))
+    p3, r3 = nx.shiftmax_with_shift(np.stack([x, x[::-1]]), x0, variant)
+    assert np.array_equal(p3, np.stack([got, got[::-1]])) and np.array_equal(r3, np.stack([got_r, got_r[::-1]]))
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
+def test_shiftmax_table_path_equals_direct_path(variant: str) -> None:
+    """Long rows of i8 scores go through the per-row tables; one extra row of wide scores forces the direct
+    path on the whole array (w > n / 4). Both give the same p and r on the i8 rows."""
+    rng = np.random.default_rng(11)
+    n = 1025
+    x = np.concatenate([rng.integers(-128, 128, size=(3, n)), np.full((1, n), 4), np.resize([127, -128], (1, n)),
+                        np.clip(np.round(rng.normal(0, 2, size=(3, n))), -128, 127).astype(np.int64),
+                        np.concatenate([[[127]], np.full((1, n - 1), -128)], axis=1)])  # dominant: r = 7
+    seen_r = set()
+    for s in (0.02, 0.1, 0.6):
+        x0 = nx.shiftmax_x0(s, variant)
+        p_tab, r_tab = nx.shiftmax_with_shift(x.astype(np.int8), x0, variant)  # w <= 256: n >= 4w, tables
+        wide = np.concatenate([x, np.resize([0, -100000], (1, n))])  # w > 100000 > n / 4: direct
+        p_dir, r_dir = nx.shiftmax_with_shift(wide, x0, variant)
+        assert np.array_equal(p_tab, p_dir[:-1]) and np.array_equal(r_tab, r_dir[:-1]), s
+        seen_r |= set(r_tab[:, 0].tolist())
+    assert len(seen_r) >= (3 if variant == "precise8" else 1) and (variant == "precise8" or seen_r == {0})
 
 
 def test_shiftmax_wide_scores_take_the_direct_path() -> None:

@@ -93,8 +93,9 @@ def test_random_model_activations_use_their_range(softmax: str) -> None:
         assert np.quantile(a, 0.99) > full / 16, f"{name}: uses too little of its range"
 
 
-def test_precise8_attention_is_the_u8_probabilities_times_v() -> None:
-    """One head recomputed by hand from the trace: P = shiftmax(..., "precise8") is u8 (<= 255), P·V requantized."""
+def test_precise8_attention_is_the_shifted_u8_probabilities_times_v() -> None:
+    """One head recomputed by hand from the trace: (p, r) = shiftmax_with_shift(..., "precise8"), p u8 mantissas,
+    z = (p @ v) << r per row (back on the 2^-15 grid), then the P·V requant."""
     q = random_checkpoint(replace(PRESETS["tiny"], softmax="precise8"), seed=3)
     _, trace = reference.run(q, calibration_image(q.spec.image, 5), trace=True)
     qkv = trace["enc.0.qkv"].astype(np.int64)
@@ -103,10 +104,18 @@ def test_precise8_attention_is_the_u8_probabilities_times_v() -> None:
     acc = reference.attention_core(qkv, heads, lambda z: nx.requant(z, *q.rq("enc.0.attn.qk.rq"), bits=8),
                                    lambda s: x0, "precise8")
     dh = d // heads
-    s = nx.requant(qkv[:, :dh] @ qkv[:, d:d + dh].T, *q.rq("enc.0.attn.qk.rq"), bits=8)
-    p = nx.shiftmax(s, x0, "precise8")
-    assert 0 <= p.min() and p.max() <= 255 and np.all(np.abs(p.sum(-1) - 256) <= p.shape[1] // 2 + 1)
-    assert np.array_equal(acc[:, :dh], p @ qkv[:, 2 * d:2 * d + dh])
+    for h in range(heads):
+        qh, kh, vh = (qkv[:, j * d + h * dh:j * d + (h + 1) * dh] for j in range(3))
+        s = nx.requant(qh @ kh.T, *q.rq("enc.0.attn.qk.rq"), bits=8)
+        p, r = nx.shiftmax_with_shift(s, x0, "precise8")
+        assert np.array_equal(p, nx.shiftmax(s, x0, "precise8"))
+        assert 0 <= p.min() and p.max() <= 255 and r.shape == (len(s), 1) and 0 <= r.min() and r.max() <= 7
+        # r keeps the row's largest probability at 8 significant bits: 128 <= max p (unless r = 0)
+        assert np.all((p.max(-1) >= 128) | (r[:, 0] == 0))
+        # the rows' mass on the u15 grid: 2^15 within N/2 steps of 2^r (plus one clamped step)
+        mass = (p << r).sum(-1)
+        assert np.all(np.abs(mass - (1 << 15)) <= (len(s) // 2 + 2) << r[:, 0])
+        assert np.array_equal(acc[:, h * dh:(h + 1) * dh], (p @ vh) << r)
     assert np.array_equal(trace["enc.0.attn"], nx.requant(acc, *q.rq("enc.0.attn.pv.rq"), bits=8))
 
 

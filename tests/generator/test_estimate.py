@@ -15,6 +15,7 @@ from _hls_harness import (  # noqa: E402
     OP_ATTENTION,
     OP_LAYERNORM,
     OP_LINEAR,
+    OP_PATCH_EMBED,
     SM_VARIANTS,
     Blob,
     Harness,
@@ -93,6 +94,32 @@ def test_attention_pv_ii1_by_hand() -> None:
         est.attention_cycles(a, 9, 1, 16, 3)
 
 
+def test_pixel_cycles_by_hand() -> None:
+    """PATCH_EMBED's pixel path, image 8 x 12, P 4 (hls/patch_embed.h patch_unpack).
+
+    Derivation: grid 2 x 3 patches, so gh = 2 grid rows of P * img_w = 4 * 12 = 48 pixels each. Staging a
+    grid row writes 3 patches x 4 x 4 pixels x 3 bytes = 144 bytes = 3 bytes per pixel, so it runs in the
+    same 48 beats as a fill, one pixel per beat. gh + 1 = 3 passes of the PE_BEAT loop, each 48 beats + PIPE:
+    pass 0 fills row 0 into half 0 (prologue), pass 1 fills row 1 into half 1 while it stages row 0 from
+    half 0, pass 2 stages row 1 (epilogue): 3 * (48 + 16) = 192. Unoverlapped (fill loop, then a staging
+    loop per patch of P * P = 16 steps) it was 2 * (48 + 16 + 3 * (16 + 16)) = 320."""
+    assert est.pixel_cycles(8, 12, 4) == 3 * (48 + 16) == 192
+    assert est.pixel_cycles(4, 12, 4) == 2 * (48 + 16)  # one grid row: prologue + epilogue only
+    assert est.pixel_cycles(512, 512, 16) == 33 * (16 * 512 + 16) == 270_864  # Seg-T 512^2
+
+
+def test_pixel_line_buffer_is_a_ping_pong() -> None:
+    """head_pixels holds 2 x P image rows, one memory per (half, channel): Seg-T 512^2 (P 16) has 6 memories
+    of 16 * 512 bytes = 2 BRAM36 each (4608 bytes per BRAM36), + 2 for the argmax line buffer."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    g = build_graph(with_classes(PRESETS["seg-t-512"]))
+    units = est.unit_costs(HARNESS_SHAPE, g, BOARDS["kv260"])
+    head = next(u for u in units.units if u.name == "head_pixels")
+    assert head.bram36 == 2 + 6 * 2
+
+
 @pytest.mark.parametrize("softmax,want", [("precise", 2), ("ivit", 2), ("precise8", 1)])
 def test_pv_ii_of_the_variant(softmax: str, want: int) -> None:
     """Cfg::PV_II from the probabilities' width (numerics.SHIFTMAX_VARIANTS p_bits <= 8: 1)."""
@@ -107,8 +134,9 @@ def test_pv_ii_of_the_variant(softmax: str, want: int) -> None:
 
 def test_plan_precise8_vs_precise() -> None:
     """The same shapes on the same explicit array: the plan's frame differs by heads * nb * vt_n * T per
-    attention layer (test_attention_pv_ii1_by_hand), the table says SM_PRECISE8 (2), the P.V accumulator width
-    is proven from p_bits (sum of a row of p <= 2^8 + T/2), the Shiftmax widths are precise's (same k, K)."""
+    attention layer (test_attention_pv_ii1_by_hand), the table says SM_PRECISE8 (2), the P.V requant input
+    width is proven on the 2^-15 grid (z = (P.V) << r, row sum of p * 2^r < 2^15 + 64 T: u8 mantissas under a
+    row shift r <= 7), the Shiftmax widths are precise's (same k, K)."""
     from dataclasses import replace
 
     from iseg.generator.boards import BOARDS
@@ -132,9 +160,9 @@ def test_plan_precise8_vs_precise() -> None:
     assert codes == {"2"}
     w1, w2 = dict(p1.widths), dict(p2.widths)
     tmax = max(op.rows for op in att)
-    assert w1["PV"] == ((256 + tmax // 2 + 1) * 128).bit_length() + 1
+    assert w1["PV"] == ((32768 + 64 * tmax) * 128).bit_length() + 1
     assert w2["PV"] == ((32768 + tmax // 2 + 1) * 128).bit_length() + 1
-    assert w1["PV"] == w2["PV"] - 7
+    assert w2["PV"] <= w1["PV"] <= w2["PV"] + 1
 
 
 def test_unknown_softmax_variant_is_an_error() -> None:
@@ -214,6 +242,23 @@ def test_csim_counts_attention_precise8(harness: Harness, harness_pv1: Harness, 
     h = harness_pv1 if pv_ii == 1 else harness
     h.run([d], blob.array(), sc.array())
     assert h.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh, pv_ii)[0]
+
+
+@pytest.mark.parametrize("H,W,P,D", [(8, 12, 4, 8), (16, 48, 16, 12), (4, 64, 4, 5), (20, 8, 4, 16)])
+def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: int) -> None:
+    """One PATCH_EMBED row (single grid row, odd grid-row count, non-square): counted cycles = the GEMM's
+    estimate + the pixel path (``pixel_cycles``) + its weight prefetch before the loop."""
+    rng = np.random.default_rng(H * W + P)
+    T, K = (H // P) * (W // P), 3 * P * P
+    blob, sc = Blob(), Scratch()
+    d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
+              in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
+              out_stride=D, w=blob.add(rng.integers(-128, 128, (K, D)), np.int8),
+              b=blob.add(rng.integers(-99, 99, D), np.int32), rq=blob.rq_table(1 << 30, 40, 0, D))
+    rc, _ = harness.run([d], blob.array(), sc.array(), pixels=rng.integers(0, 256, H * W * 3, dtype=np.uint8))
+    assert rc == 0, harness.error()
+    cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, D, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
+    assert harness.last_cycles() == cycles + est.pixel_cycles(H, W, P) + est.cdiv(K * D, 16) + est.PIPE
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:
@@ -308,7 +353,7 @@ def test_unit_dsps_by_hand() -> None:
     # + GELU x0*q 9x7 (1) + x*sig 8x8 (1), the last two on DSPs (small_fabric False)
     assert units["output_stage"].dsp == 8 * (2 + 1 + 2 + 4 + 2)
     assert units["attention_lanes"].dsp == 18 * 2 + 8 * 2  # 22x32 and 24x32
-    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1)  # mantissa*f 9x27, two x0*q 9x7
+    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1) + 1  # mantissa*f 9x27, two x0*q 9x7; row shift |x0|*f 9x27
     # loader: 8 squares 16x16, 4 lanes of y*f 18x32 (2) + RQ 31x32 (4), per row 16x26 (1) + 12x16 (1) + 28x16 (2);
     # standalone: 4 lanes of y*y 18x18 (1) + y*f (2) + RQ (4)
     assert units["layernorm"].dsp == 8 + 4 * 6 + 4 + 4 * 7
@@ -316,7 +361,7 @@ def test_unit_dsps_by_hand() -> None:
     fab_units = {u.name: u for u in fab.units}
     assert fab_units["output_stage"].dsp == 8 * 9
     assert fab_units["output_stage"].lut - units["output_stage"].lut == 8 * (9 * 7 + 8 * 8)
-    assert fab_units["shiftmax"].dsp == 16 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
+    assert fab_units["shiftmax"].dsp == 16 + 1 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
 
 
 def test_multipliers_are_the_code_sites() -> None:

@@ -218,13 +218,19 @@ class Harness:
         return out.astype(np.int64)
 
     def shiftmax(self, x, x0: int, variant: str) -> np.ndarray:
+        return self.shiftmax_with_shift(x, x0, variant)[0]
+
+    def shiftmax_with_shift(self, x, x0: int, variant: str) -> tuple[np.ndarray, np.ndarray]:
+        """(p (rows, n), r (rows, 1)) of hls/shiftmax.h shiftmax_row: real = p * 2^(r - 15)."""
         x = np.ascontiguousarray(x, dtype=np.int8)
         rows, n = x.shape
         p = np.empty((rows, n), dtype=np.int16)
-        rc = self.lib.h_shiftmax(_p(x, C.c_int8), rows, n, C.c_int32(x0), SM_VARIANTS[variant], _p(p, C.c_int16))
+        r = np.empty((rows, 1), dtype=np.uint8)
+        rc = self.lib.h_shiftmax(_p(x, C.c_int8), rows, n, C.c_int32(x0), SM_VARIANTS[variant], _p(p, C.c_int16),
+                                 _p(r, C.c_uint8))
         if rc:
             raise RuntimeError(self.error())
-        return p.astype(np.int64)
+        return p.astype(np.int64), r.astype(np.int64)
 
     def gelu(self, x, consts) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.int8)

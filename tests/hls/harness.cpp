@@ -141,11 +141,11 @@ void h_int_add(const int32_t* a, const int32_t* b, long n, int32_t ma, int32_t m
     for (long i = 0; i < n; ++i) out[i] = iseg::int_add(a[i], b[i], ma, mb, e, bits);
 }
 
-int h_shiftmax(const int8_t* x, int rows, int n, int32_t x0, int32_t variant, int16_t* p) {
+int h_shiftmax(const int8_t* x, int rows, int n, int32_t x0, int32_t variant, int16_t* p, uint8_t* rsh) {
     return guarded([&] {
         ISEG_CHECK(n >= 1 && n <= TestCfg::NMAX, "h_shiftmax: n exceeds NMAX");
         for (int r = 0; r < rows; ++r)
-            iseg::shiftmax_row<TestCfg::NMAX>(x + long(r) * n, n, x0, variant, p + long(r) * n);
+            iseg::shiftmax_row<TestCfg::NMAX>(x + long(r) * n, n, x0, variant, p + long(r) * n, rsh[r]);
     });
 }
 

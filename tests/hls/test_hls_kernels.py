@@ -92,7 +92,16 @@ def test_shiftmax_random_rows(hls, variant, n, scale):
     rng = np.random.default_rng(n)
     x = rng.integers(-128, 128, size=(5, n), dtype=np.int64)
     x0 = nx.shiftmax_x0(scale, variant)
-    assert np.array_equal(hls.shiftmax(x, x0, variant), nx.shiftmax(x, x0, variant))
+    _same_shiftmax(hls, x, x0, variant)
+
+
+def _same_shiftmax(hls, x, x0: int, variant: str) -> np.ndarray:
+    """hls shiftmax_row's (p, r) == numerics.shiftmax_with_shift's; returns r."""
+    p, r = hls.shiftmax_with_shift(x, x0, variant)
+    p_ref, r_ref = nx.shiftmax_with_shift(x, x0, variant)
+    assert np.array_equal(p, p_ref)
+    assert np.array_equal(r, r_ref)
+    return r
 
 
 @pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
@@ -106,7 +115,25 @@ def test_shiftmax_extremes(hls, variant):
     ], dtype=np.int64)
     for scale in (0.002, 0.05, 1.0):
         x0 = nx.shiftmax_x0(scale, variant)
-        assert np.array_equal(hls.shiftmax(rows, x0, variant), nx.shiftmax(rows, x0, variant))
+        _same_shiftmax(hls, rows, x0, variant)
+
+
+@pytest.mark.parametrize("n", [1, 2, 257, 320])  # <= the harness NMAX
+def test_shiftmax_precise8_row_shift_extremes(hls, n):
+    """precise8's per-row shift at both ends: a diffuse row (all ties, n >= 256: every p < 2^-8, so r = 0 and
+    the u8 mantissas are precise's u15 values) and one dominant score (pm = 32767: r = 7)."""
+    x0 = nx.shiftmax_x0(0.05, "precise8")
+    ties = np.zeros((1, n), dtype=np.int64)
+    spike = np.where(np.arange(n) == n // 2, 127, -128)[None, :]
+    r = _same_shiftmax(hls, np.concatenate([ties, spike]), x0, "precise8")
+    assert r[1, 0] == 7
+    if n >= 256:
+        assert r[0, 0] == 0
+        assert np.array_equal(hls.shiftmax(ties, x0, "precise8"), hls.shiftmax(ties, x0, "precise"))
+    # every r in between: a spike over n - 1 ties, the spike's margin sweeping the row maximum's probability
+    rows = np.array([np.where(np.arange(300) == 0, m, 0) for m in range(0, 128)], dtype=np.int64)
+    r_all = _same_shiftmax(hls, rows, x0, "precise8")
+    assert set(r_all[:, 0].tolist()) == set(range(8))
 
 
 @settings(max_examples=60, deadline=None)
@@ -115,7 +142,7 @@ def test_shiftmax_extremes(hls, variant):
 def test_shiftmax_hypothesis(hls, row, scale, variant):
     x = np.array([row], dtype=np.int64)
     x0 = nx.shiftmax_x0(scale, variant)
-    assert np.array_equal(hls.shiftmax(x, x0, variant), nx.shiftmax(x, x0, variant))
+    _same_shiftmax(hls, x, x0, variant)
 
 
 # ---- GELU ----------------------------------------------------------------------------------

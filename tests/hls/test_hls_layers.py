@@ -189,6 +189,14 @@ def test_attention_pv_ii1_precise8(hls_pv1, T, heads, dh):
     check_attention(hls_pv1, "precise8", T, heads, dh)
 
 
+@pytest.mark.parametrize("pv_ii", [1, 2])
+@pytest.mark.parametrize("T,heads,score_max", [(300, 1, 4), (300, 2, 24), (150, 2, 60)])
+def test_attention_precise8_row_shifts(hls, hls_pv1, pv_ii, T, heads, score_max):
+    """precise8 rows from diffuse (every p < 2^-8: r = 0) to peaked (r 1..5), rows of different r in one block:
+    the drain's (P.V) << r on both P.V loops."""
+    check_attention(hls_pv1 if pv_ii == 1 else hls, "precise8", T, heads, 16, score_max)
+
+
 @pytest.mark.parametrize("variant", ["precise", "ivit"])
 def test_attention_pv_ii1_rejects_u15(hls_pv1, variant):
     """PV_II 1 packs two MACs per DSP48E2, which u15 probabilities do not fit: the engine refuses the row."""
@@ -211,13 +219,14 @@ def test_attention_rejects_unknown_variant(hls):
     assert rc != 0 and "sm_variant precise, ivit or precise8" in hls.error()
 
 
-def check_attention(hls, variant, T, heads, dh):
+def check_attention(hls, variant, T, heads, dh, score_max=127):
+    """One ATTENTION row against reference.attention_core; scores calibrated to about ``score_max``."""
     rng = np.random.default_rng(T * heads + dh)
     D = heads * dh
     qkv = rng.integers(-128, 128, (T, 3 * D))
     s_acc = np.concatenate([nx.exact_matmul(qkv[:, h * dh:(h + 1) * dh], qkv[:, D + h * dh:D + (h + 1) * dh].T)
                             for h in range(heads)])
-    ms, es = calib(s_acc, 127)
+    ms, es = calib(s_acc, score_max)
     x0 = nx.shiftmax_x0(0.08, variant)
 
     def qk_rq(z):
@@ -339,6 +348,36 @@ def test_patch_embed(hls, H, W, P):
               out_stride=D, w=blob.add(w, np.int8), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
     buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
     assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
+    assert np.array_equal(sc.get(buf, "tok"), nx.requant(acc, m, e, 0, 16))
+
+
+@pytest.mark.parametrize("H,W,P", [(16, 64, 16), (4, 12, 4), (4, 4, 4), (48, 16, 16), (20, 8, 4), (12, 64, 4),
+                                   (16, 48, 8)])
+def test_patch_embed_ping_pong_shapes(hls, H, W, P):
+    """The overlapped pixel path (fill of grid row s while grid row s-1 is staged from the other half of the
+    line buffer) on odd shapes: a single grid row (prologue + epilogue only, P 4 and 16), a single patch,
+    tall and wide images, an odd number of grid rows (the last one in half 0). Every pixel distinct in
+    some channel, so a byte staged from the wrong half, row or patch shows; the bytes around the staged
+    operand stay untouched."""
+    rng = np.random.default_rng(7 * H + W + P)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    img[..., 0] = (np.arange(H * W) % 256).reshape(H, W)
+    img[..., 1] = (np.arange(H * W) // 256).reshape(H, W) + rng.integers(0, 2, (H, W))
+    K, D = 3 * P * P, 5
+    T = (H // P) * (W // P)
+    w, b = rng.integers(-128, 128, (K, D)), rng.integers(-(1 << 10), 1 << 10, D)
+    acc = nx.linear(im2col(img, P), w, b)
+    m, e = calib_ch(acc, 30000)
+    blob, sc = Blob(), Scratch()
+    sc.alloc("guard_a", (64,), np.uint8, np.full(64, 0xA5))
+    stage = sc.alloc("stage", (T, K), np.int8)
+    sc.alloc("guard_b", (64,), np.uint8, np.full(64, 0x5A))
+    d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
+              in_=stage, in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
+              out_stride=D, w=blob.add(w, np.int8), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+    buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
+    assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
+    assert np.all(sc.get(buf, "guard_a") == 0xA5) and np.all(sc.get(buf, "guard_b") == 0x5A)
     assert np.array_equal(sc.get(buf, "tok"), nx.requant(acc, m, e, 0, 16))
 
 

@@ -155,12 +155,17 @@ def test_accumulator_and_shiftmax_proofs():
     check_shiftmax("clamped", 1 << 20, -(1 << 12), "ivit")  # ivit clamps S: always f >= 1
 
 
-def test_pv_accumulator_bound_follows_p_bits():
-    """Σp <= 2^p_bits + N/2 for the rounding variants; the P·V bound is that times 128."""
+def test_pv_accumulator_bound_follows_the_variant():
+    """Σ p·2^r <= 2^15 + N·2^(r_max - 1) for the rounding variants (precise: N/2; precise8, r <= 7: 64·N);
+    the P·V bound is that times 128, for the shifted z and (r >= 0) the accumulator before the shift."""
     assert nx.shiftmax_p_sum_bound(1025, -80, "precise") == (1 << 15) + 512
-    assert nx.shiftmax_p_sum_bound(1025, -80, "precise8") == (1 << 8) + 512
-    assert check_pv_accumulator("x", 1025, -80, "precise8") == ((1 << 8) + 512) * 128
+    assert nx.shiftmax_p_sum_bound(1025, -80, "precise8") == (1 << 15) + 64 * 1025
+    assert check_pv_accumulator("x", 1025, -80, "precise8") == ((1 << 15) + 64 * 1025) * 128
     assert check_pv_accumulator("x", 1025, -80, "precise") == ((1 << 15) + 512) * 128
+    # 2^15 + 64·N reaches 2^24 at N = 261633 keys: precise8 is refused there, precise is not
+    assert check_pv_accumulator("x", 300_000, -80, "precise") < 1 << 31
+    with pytest.raises(IsegError, match="P·V accumulator bound"):
+        check_pv_accumulator("long", 300_000, -80, "precise8")
     # ivit: an unclamped S keeps Σp below 2^15; a clamped one (N·|x0|·2^16 > 2^31) has f = 1, p <= |x0|
     assert nx.shiftmax_p_sum_bound(197, -10, "ivit") == 1 << 15
     assert nx.shiftmax_p_sum_bound(4096, -1000, "ivit") == 4096 * 1000
@@ -168,8 +173,26 @@ def test_pv_accumulator_bound_follows_p_bits():
         check_pv_accumulator("huge", 1 << 20, -(1 << 12), "ivit")
 
 
-def test_pv_requant_scale_follows_p_bits():
-    """The same calibrated model exported as precise and precise8: the P·V ratio is 2^7 larger for u8 P."""
+@pytest.mark.parametrize("softmax", sorted(nx.SHIFTMAX_VARIANTS))
+def test_pv_accumulator_bound_covers_before_and_after_the_shift(softmax):
+    """Worst-case values v = -128 (and +127) against real Shiftmax rows: |Σ p·v| <= |(Σ p·v) << r| <= the bound."""
+    rng = np.random.default_rng(4)
+    for n in (1, 3, 64, 1025):
+        x = np.concatenate([rng.integers(-128, 128, size=(4, n)), np.full((1, n), 2),
+                            np.concatenate([[[127]], np.full((1, n - 1), -128)], axis=1)])
+        for scale in (0.02, 0.3):
+            x0 = nx.shiftmax_x0(scale, softmax)
+            p, r = nx.shiftmax_with_shift(x, x0, softmax)
+            bound = check_pv_accumulator("t", n, x0, softmax)
+            for val in (-128, 127):
+                v = np.full((n, 2), val, np.int8)
+                pre, z = np.abs(nx.exact_matmul(p, v)), np.abs(nx.attention_pv(p, r, v))
+                assert pre.max() <= z.max() <= bound < 1 << 31, (n, scale)
+
+
+def test_pv_requant_scale_is_the_u15_grid_for_every_variant():
+    """The same calibrated model exported as precise and precise8: z = (P·V) << r is on the 2^-15 grid in
+    both, so the P·V ratio 2^-15·s_qkv/s_attn is the same (not 2^7 larger for the u8 mantissas)."""
     fp = random_fp(8)
     images, _ = load_data("synthetic:2", fp.cfg.image_size)
     qm = calibrate(QuantSegmenter(fp, softmax="precise"), images)
@@ -181,20 +204,33 @@ def test_pv_requant_scale_follows_p_bits():
     for k in keys:
         r15 = c15[k]["m"] / 2 ** c15[k]["e"]
         r8 = c8[k]["m"] / 2 ** c8[k]["e"]
-        assert math.isclose(r8, 128 * r15, rel_tol=1e-8), k
+        assert c8[k] == c15[k] and math.isclose(r8, r15, rel_tol=0), k
+        s = qm.scales()
+        p = k[:-len(".attn.pv.rq")]
+        assert math.isclose(r15, 2.0 ** -15 * s[f"{p}.qkv"] / s[f"{p}.attn"], rel_tol=2 ** -30), k
 
 
-@pytest.mark.parametrize("softmax,p_bits", [("precise", 15), ("ivit", 15), ("precise8", 8)])
-def test_fake_quant_of_attention_probabilities_uses_p_bits(softmax, p_bits):
-    """In fake mode the attention probabilities sit on the variant's grid; the integer model agrees on most tokens."""
+@pytest.mark.parametrize("softmax,rows_r,rows_p", [
+    ("precise", [0, 0, 0], [[10923] * 3, [32767, 0, 0], [17076, 13980, 1712]]),
+    ("ivit", [0, 0, 0], [[10923] * 3, [32767, 0, 0], [17076, 13980, 1712]]),
+    # per row: pm = round(max_prob·2^15) (clamped at 32767), r = max(0, bit_length(pm) - 8), p = round(prob·2^(15-r))
+    # row 0: pm = 10923 (14 bits), r = 6, p = round(512/3) = 171; row 1: pm = 32767, r = 7, 256 -> 255;
+    # row 2: softmax(0.3, 0.1, -2) = (0.52111, 0.42665, 0.05225), pm = 17076, r = 7, p = round(prob·256)
+    ("precise8", [6, 7, 7], [[171] * 3, [255, 0, 0], [133, 109, 13]]),
+])
+def test_fake_quant_of_attention_probabilities_uses_the_row_grid(softmax, rows_r, rows_p):
+    """In fake mode the attention probabilities sit on the variant's grid (precise8: 2^(r-15) per row, clamped
+    at 255·2^(r-15)); straight-through gradient; the integer model's logits track the fake ones."""
     fp = random_fp(5)
     images, _ = load_data("synthetic:4", fp.cfg.image_size)
     qm = calibrate(QuantSegmenter(fp, softmax=softmax), images)
     s = torch.tensor([[4.0, 4.0, 4.0], [30.0, 0.0, 0.0], [0.3, 0.1, -2.0]], requires_grad=True)
     pr = qm.attn_probs(s)  # calibrate leaves the model in fake mode
-    grid = pr.detach() * 2 ** p_bits
-    assert torch.equal(grid, torch.round(grid)) and grid.max() == 2 ** p_bits - 1  # the dominant row is clamped
-    assert grid[0].tolist() == [round(2 ** p_bits / 3)] * 3
+    grid = pr.detach().double() * torch.tensor([2.0 ** (15 - r) for r in rows_r], dtype=torch.float64)[:, None]
+    assert torch.equal(grid, torch.round(grid)) and grid.tolist() == rows_p
+    # the same grid in a (B, heads, T, T) batch: the row shift is per row, not per tensor
+    pr4 = qm.attn_probs(s.detach().repeat(2, 3, 1, 1))
+    assert torch.equal(pr4, pr.detach().repeat(2, 3, 1, 1))
     pr.sum().backward()
     assert s.grad is not None  # straight-through: the rounding does not cut the gradient
     # fake-quant logits track the integer model's (argmax agreement of a random model is too noisy for u8 P)

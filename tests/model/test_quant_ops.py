@@ -70,8 +70,12 @@ def test_shexp(x, x0, n):
 @given(x=hnp.arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 80)), elements=st.integers(-128, 127)),
        scale=st.floats(0.002, 2.0), variant=st.sampled_from(sorted(nx.SHIFTMAX_VARIANTS)))
 def test_shiftmax(x, scale, variant):
+    """p and the row shift r (precise8: u8 mantissas, real = p·2^(r-15); u15 variants: r = 0)."""
     x0 = nx.shiftmax_x0(scale, variant)
-    assert same(q.shiftmax_t(x, x0, variant), nx.shiftmax(x, x0, variant))
+    p, r = q.shiftmax_with_shift_t(x, x0, variant)
+    want_p, want_r = nx.shiftmax_with_shift(x, x0, variant)
+    assert same(p, want_p) and same(r, want_r)
+    assert same(q.shiftmax_t(x, x0, variant), want_p)
 
 
 def test_shiftmax_extreme_rows():
@@ -79,7 +83,29 @@ def test_shiftmax_extreme_rows():
     for variant in nx.SHIFTMAX_VARIANTS:
         for s in (0.001, 0.05, 1.0):
             x0 = nx.shiftmax_x0(s, variant)
-            assert same(q.shiftmax_t(rows, x0, variant), nx.shiftmax(rows, x0, variant))
+            p, r = q.shiftmax_with_shift_t(rows, x0, variant)
+            want_p, want_r = nx.shiftmax_with_shift(rows, x0, variant)
+            assert same(p, want_p) and same(r, want_r)
+
+
+@pytest.mark.parametrize("variant", sorted(nx.SHIFTMAX_VARIANTS))
+def test_shiftmax_long_rows_every_shift(variant):
+    """(heads, rows, keys) stacks of 1..1025 keys: precise8's r from 0 (diffuse rows) to 7 (a dominant key)."""
+    rng = np.random.default_rng(3)
+    seen = set()
+    for n in (1, 5, 40, 100, 200, 1025):
+        x = np.concatenate([rng.integers(-128, 128, size=(2, 3, n)), np.full((2, 1, n), 9),
+                            np.clip(np.round(rng.normal(0, 4, size=(2, 2, n))), -128, 127).astype(np.int64)], axis=1)
+        x[1, 0, 0] = 127
+        x[1, 0, 1:] = -128
+        for s in (0.01, 0.1, 0.7):
+            x0 = nx.shiftmax_x0(s, variant)
+            p, r = q.shiftmax_with_shift_t(x, x0, variant)
+            want_p, want_r = nx.shiftmax_with_shift(x, x0, variant)
+            assert same(p, want_p) and same(r, want_r), (n, s)
+            assert tuple(r.shape) == (2, 6, 1)
+            seen |= set(want_r.ravel().tolist())
+    assert seen == (set(range(8)) if variant == "precise8" else {0}), seen
 
 
 @settings(max_examples=60, deadline=None)

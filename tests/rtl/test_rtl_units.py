@@ -30,7 +30,9 @@ CASES = [
     ("add", "iseg_add", {}),
     ("shiftmax_precise", "iseg_shiftmax", {}),
     ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
-    ("shiftmax_precise8", "iseg_shiftmax", {"sm_variant": "precise8", "sm_x0": nx.shiftmax_x0(0.08, "precise8")}),
+    # MAX_N = 256: the bench's flat rows of 200 and 100 keys reach precise8's shifts r = 0 and r = 1
+    ("shiftmax_precise8", "iseg_shiftmax", {"sm_variant": "precise8", "sm_x0": nx.shiftmax_x0(0.08, "precise8"),
+                                            "sm_max_n": 256}),
     ("gelu", "iseg_gelu", {}),
     ("gelu_coarse", "iseg_gelu", {"gelu": nx.gelu_consts(0.2)}),
     ("gelu_shift", "iseg_gelu", {"gelu": nx.gelu_consts(0.05, variant="shift"), "gelu_max_n": 24}),
@@ -91,11 +93,14 @@ MUTANTS = [
     # LayerNorm mean rounded half-up instead of half-to-even
     ("iseg_layernorm", "iseg_layernorm.v", "((r2 == C) && q_fl[0])", "(r2 == C)", {}),
     # Shiftmax without the final rounding term
-    ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + RND) >> PSH", "ef >> PSH", {}),
-    # precise8 with the u15 final shift (p_bits ignored): p 128x too large, clamped at 255
-    ("iseg_shiftmax", "iseg_shiftmax.v", "localparam PSH  = 31 - P_BITS + KK;", "localparam PSH  = 16 + KK;",
-     {"sm_variant": "precise8"}),
-    # precise8 clamped at the u15 maximum instead of 2^P_BITS - 1 (a dominant score gives 256)
+    ("iseg_shiftmax", "iseg_shiftmax.v", "(ef + c2_rnd) >> c2_sh", "ef >> c2_sh", {}),
+    # precise8 with the row shift forced to 0 (the u15 shift): p = min(u15 p, 255) and tuser = 0
+    ("iseg_shiftmax", "iseg_shiftmax.v", "rr[pd] <= d_r[3:0];", "rr[pd] <= 4'd0;", {"sm_variant": "precise8"}),
+    # precise8 with r right but p's final shift without it (only tuser right): p 2^r too large, clamped
+    ("iseg_shiftmax", "iseg_shiftmax.v", "S0_6 + {2'b00, c2_r}", "S0_6", {"sm_variant": "precise8"}),
+    # precise8 with r off by one (bit_length(pm) - 7): p half as large, tuser one too large
+    ("iseg_shiftmax", "iseg_shiftmax.v", "(d_bl - PB5)", "(d_bl - PB5 + 5'd1)", {"sm_variant": "precise8"}),
+    # precise8 clamped at the u15 maximum instead of 2^P_BITS - 1 (a dominant score gives 256 at r = 7)
     ("iseg_shiftmax", "iseg_shiftmax.v", "(pr > PMAX) ? PMAX : pr", "(pr > 64'd32767) ? 64'd32767 : pr",
      {"sm_variant": "precise8"}),
     # ShiftGELU with the row maximum not floored at 0 (all-negative rows go wrong)
@@ -144,7 +149,7 @@ def test_verilator_lint_clean(tmp_path, top):
 
 @pytest.mark.parametrize("top,param", [("iseg_gemm", "C=0"), ("iseg_gemm", "PACK=2"),
                                         ("iseg_rq", "LANES=3"), ("iseg_shiftmax", "X0=5"),
-                                        ("iseg_shiftmax", "P_BITS=17")])
+                                        ("iseg_shiftmax", "P_BITS=16"), ("iseg_shiftmax", "P_BITS=17")])
 def test_illegal_parameters_stop_elaboration(tmp_path, top, param):
     if shutil.which("iverilog") is None:
         pytest.skip("iverilog not installed")
@@ -179,6 +184,7 @@ def test_shiftmax_parameters_follow_the_variant(tmp_path, variant, precise, p_bi
 
 
 @pytest.mark.parametrize("variant", [nx.ShiftmaxVariant(k=3, K=8, rnd=1, clamp_sum=False),
+                                     nx.ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False, p_bits=16),
                                      nx.ShiftmaxVariant(k=3, K=16, rnd=1, clamp_sum=False, p_bits=17)])
 def test_generator_rejects_shiftmax_variants_without_rtl_form(monkeypatch, variant):
     monkeypatch.setitem(nx.SHIFTMAX_VARIANTS, "odd", variant)
