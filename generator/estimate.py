@@ -22,8 +22,9 @@ precise8 -- an 8 x 8 product that packs like int8 x int8) and QK(i+1) on the arr
 Shiftmax of block i advances one step per loop iteration (exp pass, one pipelined-divider latency,
 normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
 of it runs alone; PV(nb-1) last.
-A LayerNorm followed by the Linear that reads its output is fused into that Linear's left-operand
-loader (stats pass, pipelined sqrt + divider latency once per block, normalise pass). The other
+A LayerNorm followed by the Linear that reads its output (or a row window of it: ``ln_fusions``) is
+fused into that Linear's left-operand loader (stats pass, pipelined sqrt + divider latency once per block,
+normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every pipelined loop also pays PIPE cycles of fill/drain per entry.
 
@@ -421,11 +422,40 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     # the patch line buffer is a ping-pong of 2 x P image rows, one memory per (half, channel) of P * img_w
     # bytes (hls/patch_embed.h ARRAY_PARTITION dim 1 and 4), so that a beat fills one half and stages the other
     lb, _ = _mem_blocks(2 * graph.spec.patch * graph.spec.image[1] * 3, 6, 8, board, False)
-    u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000,
-                      "patch line buffer (2 x P rows, ping-pong), argmax line buffer"))
+    al = argmax_lanes(graph, a.axi_bytes)
+    u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000 + A_LANE_LUT * al,
+                      f"patch line buffer (2 x P rows, ping-pong), argmax label line (2 x gw, ping-pong), "
+                      f"{al} argmax lanes"))
     u.append(UnitCost("axi", 0, 4, 0, 6000, "pixel/label AXI-Stream, 2 m_axi masters, s_axilite"))
     return Units(tuple(u), sum(x.dsp for x in u), sum(x.bram36 for x in u), sum(x.uram for x in u),
                  sum(x.lut for x in u))
+
+
+A_LANES_MAX = 8  # most argmax lanes (Cfg::A_LANES, hls/argmax_upsample.h)
+A_LANE_LUT = 48  # LUTs per argmax lane: a 16-bit signed compare + the 16-bit value / 8-bit class mux
+
+
+def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int) -> int:
+    """ARGMAX_UPSAMPLE (hls/argmax_upsample.h): gh + 1 passes of one AU_STEP loop (+ PIPE each). Pass s
+    advances the argmax of grid row s (A = gw * ceil(n_cls / lanes) steps) into one half of the ping-pong
+    label line while it emits the B = P * img_w label beats of grid row s - 1 from the other: max(A, B)
+    steps; pass 0 only computes (prologue), pass gh only emits (epilogue)."""
+    gh, gw = img_h // patch, img_w // patch
+    arg, beats = gw * cdiv(n_cls, lanes), patch * img_w
+    return arg + PIPE + (gh - 1) * (max(arg, beats) + PIPE) + beats + PIPE
+
+
+def argmax_lanes(graph: Graph, axi_bytes: int) -> int:
+    """Cfg::A_LANES: the fewest argmax lanes with which a grid row's argmax (gw * ceil(classes / lanes)
+    steps) hides behind its P * img_w label beats, at most one beat of i16 logits (AXI_BYTES / 2) and
+    A_LANES_MAX; the cap when none is enough. 1 without a head."""
+    cap = max(1, min(A_LANES_MAX, axi_bytes // 2))
+    for op in graph.ops:
+        if isinstance(op, ArgmaxUpsample):
+            ncls, gw = graph.acts[op.inputs[0]].shape[1], op.grid[1]
+            beats = op.patch * graph.spec.image[1]
+            return next((n for n in range(1, cap + 1) if gw * cdiv(ncls, n) <= beats), cap)
+    return 1
 
 
 def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
@@ -569,6 +599,49 @@ def _fused(name: str, kind: str) -> OpCost:
     return OpCost(name, kind, 0, 0, 0, (), 0, 0)
 
 
+def ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
+    """The LayerNorms that run inside the next Linear's left-operand loader (hls/engine.h ln_fusable):
+    LayerNorm name -> (that Linear, first row, rows) of the row window of the LayerNorm's output it reads.
+
+    A LayerNorm with an int8 output is fused into the next op in graph order past SliceRows views when that
+    op is a Linear reading rows [r0, r0 + rows) of the output, directly or through views, over all of its
+    channels (K == N), and no other op reads a row outside that window. Only the window is then computed:
+    the LayerNorm's table row is restricted to it (generator/plan.py), the rows outside are never written
+    (nothing reads them: the encoder's cls row before dec.proj / dec.head)."""
+    consumers: dict[str, list[Op]] = {}
+    for op in graph.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+    ops = list(graph.ops)
+    out: dict[str, tuple[str, int, int]] = {}
+    for i, ln in enumerate(ops):
+        act = graph.acts[ln.output]
+        if not isinstance(ln, LayerNorm) or act.bits != 8:
+            continue
+        readers: list[tuple[Op, int, int]] = []  # (op, first row, rows) of the LayerNorm output it reads
+        stack = [(ln.output, 0)]
+        while stack:
+            name, r0 = stack.pop()
+            for c in consumers.get(name, []):
+                if isinstance(c, SliceRows):
+                    stack.append((c.output, r0 + c.start))
+                else:
+                    readers.append((c, r0, graph.acts[name].shape[0]))
+        j = i + 1
+        while j < len(ops) and isinstance(ops[j], SliceRows):
+            j += 1
+        if j == len(ops) or not isinstance(ops[j], Linear):
+            continue
+        lin = ops[j]
+        win = [(r0, rows) for c, r0, rows in readers if c is lin]
+        if len(win) != 1 or lin.k != act.shape[1] or lin.rows != win[0][1]:
+            continue
+        r0, rows = win[0]
+        if all(r0 <= s and s + n <= r0 + rows for _, s, n in readers):
+            out[ln.name] = (lin.name, r0, rows)
+    return out
+
+
 def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCost]:
     """One estimate per graph op, in graph order (fused ops cost 0: their table row pays).
 
@@ -599,14 +672,14 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
     def next_prefetch(after: str) -> int:
         return nxt_pf[after]
 
-    # a LayerNorm followed (in graph order) by the Linear that reads its int8 output runs inside that
-    # Linear's left-operand loader (hls/engine.h ln_fusable)
-    ln_fused = {ops[i + 1].name for i, op in enumerate(ops[:-1]) if isinstance(op, LayerNorm)
-                and graph.acts[op.output].bits == 8 and isinstance(ops[i + 1], Linear)
-                and ops[i + 1].inputs[0] == op.output}
+    # a LayerNorm followed (in graph order, past views) by the Linear that reads its int8 output (or a row
+    # window of it) runs inside that Linear's left-operand loader on the Linear's rows (hls/engine.h
+    # ln_fusable, ln_fusions): its cost is the Linear's (gemm_cycles ln=True), it costs 0 itself
+    ln_windows = ln_fusions(graph)
+    ln_fused = {lin for lin, _, _ in ln_windows.values()}
     out: list[OpCost] = []
     wa = a.axi_bytes
-    for i_op, op in enumerate(ops):
+    for op in ops:
         act = graph.acts[op.output]
         if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
             if isinstance(op, PatchEmbed):
@@ -654,7 +727,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, Embed):
             rows, c = act.shape
             out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 6 * rows * c))
-        elif isinstance(op, LayerNorm) and i_op + 1 < len(ops) and ops[i_op + 1].name in ln_fused:
+        elif isinstance(op, LayerNorm) and op.name in ln_windows:
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, LayerNorm):
             rows, c = act.shape
@@ -672,7 +745,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             h, wi = spec.image
             ncls = graph.acts[op.inputs[0]].shape[1]
             gh, gw = op.grid
-            cyc = gh * (gw * (ncls - 1 + PIPE) + op.patch * wi + PIPE)
+            cyc = head_cycles(h, wi, op.patch, ncls, argmax_lanes(graph, a.axi_bytes))
             out.append(_simple(op.name, "argmax_upsample", cyc, gh * gw * ncls * 2))
         else:  # pragma: no cover - build_graph makes only the ops above
             raise TypeError(f"no estimate for op {type(op).__name__}")

@@ -292,7 +292,9 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
         for i in op.inputs:
             consumers.setdefault(i, []).append(op)
     ops = list(graph.ops)
+    graph_op = {op.name: op for op in ops}
     fused_into: dict[str, str] = {}  # graph op name -> the op (row) that executes it
+    ln_windows = est.ln_fusions(graph)  # LayerNorm -> (its LINEAR, row window): run in that row's loader
     # decide fusion first
     for op in ops:
         if isinstance(op, Linear):
@@ -319,6 +321,13 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
         for op in group:
             for inp in op.inputs:
                 last_use[inp] = i
+    # a LayerNorm fused into the next LINEAR row (est.ln_fusions) reads its input inside that row's loader,
+    # row block by row block, while the row's output stage stores the blocks before: the input stays live
+    # through the LINEAR row, else the LINEAR's output may be allocated over input rows not yet normalised
+    row_of = {group[0].name: i for i, group in enumerate(row_ops)}
+    for ln_name, (lin_name, _, _) in ln_windows.items():
+        ln_in = graph_op[ln_name].inputs[0]
+        last_use[ln_in] = max(last_use[ln_in], row_of[lin_name])
 
     def act_bytes(a: Act) -> int:
         return a.nbytes
@@ -428,8 +437,13 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
         elif isinstance(op, LayerNorm):
             t, n = out_act.shape
             cin, sin = addr(op.inputs[0])
-            f.update(T=t, N=n, out_bits=op.bits, **{"in": cin, "in_stride": sin}, rq=_rq_desc(ckpt, op.rq, n, blob))
-            emit(i, "LAYERNORM", group, f, trace_of(op.output))
+            # fused into the next LINEAR row (est.ln_fusions, hls/engine.h ln_fusable): only the row window
+            # [r0, r0 + t) that LINEAR reads is computed, so the row (and its trace) covers just that window
+            r0, t = ln_windows[op.name][1:] if op.name in ln_windows else (0, t)
+            f.update(T=t, N=n, out_bits=op.bits, **{"in": cin + r0 * sin * 2, "in_stride": sin},
+                     rq=_rq_desc(ckpt, op.rq, n, blob))
+            f["out"] += r0 * f["out_stride"] * (op.bits // 8)
+            emit(i, "LAYERNORM", group, f, trace_of(op.output, r0, t))
         elif isinstance(op, Linear):
             cin, sin = addr(op.inputs[0])
             f.update(T=op.rows, K=op.k, N=op.n, out_bits=op.bits, **{"in": cin, "in_stride": sin},
@@ -629,7 +643,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
-                "pv_ii": est.pv_ii_of(graph),
+                "pv_ii": est.pv_ii_of(graph), "a_lanes": est.argmax_lanes(graph, shape.axi_bytes),
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,

@@ -2,8 +2,8 @@
 // nearest-neighbour upsampling into the raster-order label stream.
 //
 // Argmax ties go to the LOWEST class index (a later class wins only when strictly greater).
-// Argmax commutes with nearest upsampling, so one grid row of labels (a line buffer of
-// img_w / P labels) is computed, then sent P times, each label repeated P times per row.
+// Argmax commutes with nearest upsampling, so one grid row of labels (a line of img_w / P labels)
+// is computed, then sent P times, each label repeated P times per row.
 #pragma once
 
 #include "patch_embed.h"
@@ -12,55 +12,95 @@ namespace iseg {
 
 // in: logits (gh*gw, n_cls) int16 at `logits`, row stride `stride` elements, gh = img_h/P,
 // gw = img_w/P; out: img_h * img_w label beats on `labels`, raster order, TLAST on the last one.
-// Cycles (C-sim count): per grid row gw * (n_cls - 1) argmax steps (+ a pipeline fill per token),
-// then P * img_w label beats; argmax and label output do not overlap yet.
+//
+// The argmax compares Cfg::A_LANES classes per step (one memory beat of A_LANES i16 logits, so
+// A_LANES <= AXI_BYTES/2): ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. Within a
+// step the lanes keep the first of their maxima, and a step's maximum replaces the running one only
+// when strictly greater (its classes are all higher), so ties go to the lowest class.
+//
+// Argmax and label output overlap through a ping-pong label line (2 x gw labels): pass s runs ONE
+// pipelined loop that advances the argmax of grid row s into half s&1 while it emits the P*img_w
+// label beats of grid row s-1 from the other half. Pass 0 only computes (prologue), pass gh only
+// emits (epilogue). Cycles (C-sim count, per pass): max(argmax steps, beats) + a pipeline fill, i.e.
+//   (A + PIPE) + (gh - 1) * (max(A, B) + PIPE) + (B + PIPE),  A = gw * ceil(n_cls / A_LANES), B = P * img_w.
 template <class Cfg, class LabOut>
 void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, int img_w, int P, LabOut& labels,
                      long long& cycles) {
-    label_t line[Cfg::IMG_W];  // one grid row of labels (gw <= IMG_W)
+    static_assert(Cfg::A_LANES >= 1 && Cfg::A_LANES <= 8, "A_LANES (argmax classes per step) must be in [1, 8]");
+    static_assert(Cfg::A_LANES == 1 || Cfg::A_LANES <= Cfg::AXI_BYTES / 2,
+                  "A_LANES i16 logits must fit one memory beat (AXI_BYTES / 2)");
+    constexpr int L = Cfg::A_LANES;
+    label_t line[2][Cfg::IMG_W];  // two halves of one grid row of labels each (gw <= IMG_W)
+    // one memory per half: a step writes a label into one half and reads one from the other
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line complete dim=1)
+    const int gh = img_h / P;
     const int gw = img_w / P;
-AU_GRID_ROW:
-    for (int gy = 0; gy < img_h / P; ++gy) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=32)
-    AU_ARGMAX_TOKEN:
-        for (int gx = 0; gx < gw; ++gx) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=32)
-            const uint8_t* row = logits + (long(gy) * gw + gx) * stride * 2;
-            int32_t best = ld_i16(row);
-            int32_t arg = 0;
-        AU_ARGMAX_CLASS:
-            for (int c = 1; c < n_cls; ++c) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
-                ISEG_PRAGMA(HLS PIPELINE II=1)
-                const int32_t v = ld_i16(row + 2 * c);
-                if (v > best) {  // strictly greater: ties keep the lowest index
-                    best = v;
-                    arg = c;
-                }
-            }
-            line[gx] = label_t(arg);
-        }
-        ISEG_CYCLES(cycles, long(gw) * (n_cls - 1 + kPipeDepth) + long(P) * img_w + kPipeDepth);
-    AU_REPEAT_Y:
-        for (int py = 0; py < P; ++py) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=16)
-            int gx = 0, px = 0;  // x / P and x % P as counters (no divider)
-        AU_X:
-            for (int x = 0; x < img_w; ++x) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=512)
-                ISEG_PRAGMA(HLS PIPELINE II=1)
+    const int steps = (n_cls + L - 1) / L;  // argmax steps per token
+    const int arg_steps = gw * steps;       // argmax steps per grid row
+    const int beats = P * img_w;            // label beats per grid row
+AU_PASS:
+    for (int s = 0; s <= gh; ++s) {
+        ISEG_PRAGMA(HLS loop_tripcount min=2 max=33)
+        const int fh = s & 1;                      // grid row s: argmax into half s&1
+        const int eh = fh ^ 1;                     // grid row s-1: beats from the other half
+        const int na = s < gh ? arg_steps : 0;     // argmax steps of this pass
+        const int nb = s > 0 ? beats : 0;          // label beats of this pass
+        const int n = na > nb ? na : nb;
+        const uint8_t* row = logits + long(s < gh ? s : 0) * gw * stride * 2;  // token (s, 0)
+        int gx = 0, j = 0;                         // argmax: token gx, step j (classes j*L ...)
+        int32_t best = 0, arg = 0;                 // running maximum of the token and its class
+        int x = 0, px = 0, ex = 0;                 // beats: column x = ex*P + px, raster counters
+    AU_STEP:
+        for (int i = 0; i < n; ++i) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=8192)
+            ISEG_PRAGMA(HLS PIPELINE II=1)
+            // the two halves never alias within a pass: no carried dependence through `line`
+            ISEG_PRAGMA(HLS DEPENDENCE variable=line inter false)
+            if (i < nb) {
                 label_beat_t beat;
-                beat.data = line[gx];
+                beat.data = line[eh][ex];
                 beat.keep = 1;
                 beat.strb = 1;
-                beat.last = gy == img_h / P - 1 && py == P - 1 && x == img_w - 1;
+                beat.last = s == gh && i == nb - 1;
                 labels.write(beat);
-                if (++px == P) {
+                ++x;
+                if (++px == P) {  // x / P and x % P as counters (no divider)
                     px = 0;
+                    ++ex;
+                }
+                if (x == img_w) {  // next image row of the grid row: the same labels again
+                    x = 0;
+                    ex = 0;
+                }
+            }
+            if (i < na) {
+                int32_t sb = 0, sa = 0;  // this step's maximum and its lowest class
+            AU_LANE:
+                for (int l = 0; l < L; ++l) {
+                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
+                    ISEG_PRAGMA(HLS UNROLL)
+                    const int c = j * L + l;
+                    if (c < n_cls) {  // lane 0 always holds a class (j < steps)
+                        const int32_t v = ld_i16(row + 2 * c);
+                        if (l == 0 || v > sb) {  // strictly greater: ties keep the lowest lane
+                            sb = v;
+                            sa = c;
+                        }
+                    }
+                }
+                if (j == 0 || sb > best) {  // strictly greater: ties keep the earlier (lower) classes
+                    best = sb;
+                    arg = sa;
+                }
+                if (++j == steps) {
+                    line[fh][gx] = label_t(arg);
+                    j = 0;
                     ++gx;
+                    row += stride * 2;
                 }
             }
         }
+        ISEG_CYCLES(cycles, long(n) + kPipeDepth);
     }
 }
 

@@ -338,6 +338,14 @@ GEMM_ZERO_R:
         }
         ISEG_CYCLES(g.cycles, long(d.K) * ((kRqRecordBytes + W - 1) / W) + kPipeDepth);
     }
+    // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
+    // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
+    // it is that input, updated in place row for row (same rows, same byte stride: each row is stored after
+    // it was read)
+    ISEG_CHECK(!fuse_ln || (d.out == ln.in && long(d.out_stride) * (d.out_bits / 8) == 2L * ln.in_stride) ||
+                   d.out + (long(d.T - 1) * d.out_stride + d.N) * (d.out_bits / 8) <= ln.in ||
+                   ln.in + (long(d.T - 1) * ln.in_stride + d.K) * 2 <= d.out,
+               "GEMM layer: output overlaps the fused LayerNorm's input");
     const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
     ALoad al = {scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;

@@ -431,3 +431,96 @@ def test_pruned_array_search_is_exact(board: str) -> None:
     graph = build_graph(with_classes(PRESETS["tiny"]))
     b = BOARDS[board]
     assert est.choose_array(graph, b, b.clock_mhz) == est.choose_array(graph, b, b.clock_mhz, prune=False)
+
+
+# ---- the head: ARGMAX_UPSAMPLE (hls/argmax_upsample.h) ------------------------------------------------------
+def test_head_cycles_by_hand() -> None:
+    """The overlapped head, image 8 x 12, P 4, 5 classes (hls/argmax_upsample.h).
+
+    Derivation: grid gh = 2 rows of gw = 3 tokens; a grid row is B = P * img_w = 4 * 12 = 48 label beats. With
+    3 lanes a token takes ceil(5 / 3) = 2 argmax steps (classes 0-2, then 3-4), a grid row A = 3 * 2 = 6 steps.
+    gh + 1 = 3 passes of one AU_STEP loop of max(argmax steps, beats) + PIPE: pass 0 computes row 0 into half 0
+    (prologue, 6 + 16 = 22), pass 1 computes row 1 into half 1 while it sends row 0 (max(6, 48) + 16 = 64), pass 2
+    sends row 1 (epilogue, 48 + 16 = 64): 150. With 1 lane A = 15: 31 + 64 + 64 = 159. Unoverlapped (per grid row
+    gw * (classes - 1 + PIPE) argmax, then the beats + PIPE) it was 2 * (3 * 20 + 48 + 16) = 248.
+    When the argmax is the longer part (8 x 8, P 4, 150 classes: gw 2, B 32): 1 lane A = 300, 316 + 316 + 48 =
+    680; 8 lanes A = 2 * 19 = 38, 54 + 54 + 48 = 156."""
+    assert est.head_cycles(8, 12, 4, 5, 3) == 22 + 64 + 64 == 150
+    assert est.head_cycles(8, 12, 4, 5, 1) == 31 + 64 + 64
+    assert est.head_cycles(4, 12, 4, 5, 3) == 22 + 64  # one grid row: prologue + epilogue only
+    assert est.head_cycles(8, 8, 4, 150, 1) == 316 + 316 + 48 == 680
+    assert est.head_cycles(8, 8, 4, 150, 8) == 54 + 54 + 48 == 156
+    # Seg-T 512^2, 150 classes, P 16: A = 32 * 150 = 4800 hides behind B = 8192 (it was 431,616)
+    assert est.head_cycles(512, 512, 16, 150, 1) == 4816 + 31 * 8208 + 8208 == 267_472
+
+
+def test_argmax_lanes_rule() -> None:
+    """Cfg::A_LANES: the fewest lanes with which a grid row's argmax fits in its P * img_w beats, at most
+    AXI_BYTES / 2 (one beat of i16 logits) and 8; their comparators are charged in head_pixels (48 LUTs each)."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    segt = with_classes(PRESETS["seg-t-512"])  # 150 classes
+    assert est.argmax_lanes(build_graph(segt), 16) == 1  # gw 32: 32 * 150 = 4800 <= 8192
+    p8 = build_graph(dataclasses.replace(segt, patch=8))  # gw 64, 4096 beats: 64 * 50 <= 4096 < 64 * 75
+    assert [est.argmax_lanes(p8, w) for w in (2, 4, 16, 64)] == [1, 2, 3, 3]
+    p4 = build_graph(dataclasses.replace(segt, patch=4))  # gw 128, 2048 beats: > 8 lanes needed
+    assert [est.argmax_lanes(p4, w) for w in (16, 64)] == [8, 8]  # capped at 8
+    heads = {w: next(u for u in est.unit_costs(dataclasses.replace(HARNESS_SHAPE, axi_bytes=w), p8,
+                                                BOARDS["kv260"]).units if u.name == "head_pixels") for w in (2, 16)}
+    assert heads[16].lut - heads[2].lut == 2 * est.A_LANE_LUT
+
+
+@pytest.mark.parametrize("H,W,P,ncls", [(8, 12, 4, 5), (16, 64, 16, 150), (20, 8, 4, 1), (64, 48, 8, 2),
+                                        (8, 8, 4, 150)])
+def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, ncls: int) -> None:
+    """One ARGMAX_UPSAMPLE row (TestCfg::A_LANES = 3): counted cycles = ``head_cycles``, labels = numerics."""
+    from _hls_harness import OP_ARGMAX_UPSAMPLE
+
+    from iseg import numerics as nx
+
+    rng = np.random.default_rng(H + W + ncls)
+    gh, gw = H // P, W // P
+    logits = rng.integers(-32768, 32768, (gh * gw, ncls))
+    sc = Scratch()
+    d = layer(op=OP_ARGMAX_UPSAMPLE, T=gh * gw, N=ncls, img_h=H, img_w=W, patch=P,
+              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=ncls)
+    rc, labels = harness.run([d], Blob().array(), sc.array(), n_labels=H * W)
+    assert rc == 0, harness.error()
+    assert np.array_equal(labels.reshape(H, W), nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P))
+    assert harness.last_cycles() == est.head_cycles(H, W, P, ncls, 3)
+
+
+@pytest.mark.csim
+def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
+    """A generated project whose head needs lanes (linear decoder, 37 classes, P 4, gw 16: 1 lane would take
+    16 * 37 > 4 * 64 = 256 beats per grid row, 2 lanes 16 * 19 = 304): Cfg::A_LANES = 3 (16 * 13 = 208; 37 not a
+    multiple of 3), the C-simulation's labels are the reference's, the labels row and the frame count the planned
+    cycles."""
+    from iseg.checkpoint import load
+    from iseg.generator.cli import generate
+    from iseg.generator.config import load_config
+    from iseg.generator.csim import CsimLibrary
+    from iseg.generator.csim import build as build_csim
+    from iseg.generator.plan import make_plan
+    from iseg.random_model import PRESETS, calibration_image
+    from iseg.reference import run
+
+    from .conftest import make_ckpt, write_config
+
+    spec = dataclasses.replace(PRESETS["tiny"], layers=1, dec_layers=1, decoder="linear", n_cls=37, patch=4,
+                               image=(32, 64))
+    ckpt = make_ckpt(tmp_path, spec, seed=5)
+    cfg = write_config(tmp_path, ckpt, array={"rows": 4, "cols": 8}, outputs=["hls", "csim"])
+    out = generate(cfg)
+    assert "static constexpr int A_LANES = 3;" in (out / "src" / "model_cfg.h").read_text()
+    plan = make_plan(load_config(cfg), load(ckpt))
+    assert plan.engine["a_lanes"] == 3
+    build_csim(out)
+    lib = CsimLibrary(out / "build" / "libiseg_csim.so")
+    img = calibration_image(spec.image, 4)
+    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
+    assert lib.cycles(-1) == plan.totals["cycles"]
+    head = next(r for r in plan.layers if r.op == "ARGMAX_UPSAMPLE")
+    cyc = {o.name: o.cycles for o in plan.op_estimates}[head.ops[0]]
+    assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 37, 3)

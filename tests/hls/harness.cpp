@@ -30,6 +30,9 @@
 #ifndef ISEG_TEST_IMG
 #define ISEG_TEST_IMG 64
 #endif
+#ifndef ISEG_TEST_A_LANES
+#define ISEG_TEST_A_LANES 3  // argmax classes per step: odd on purpose (argmax_upsample.h)
+#endif
 #ifndef ISEG_TEST_PV_II
 #define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 only precise8
 #endif
@@ -50,6 +53,7 @@ struct TestCfg {
     static constexpr int SM_LANES = 3, LN_LANES = 5, S_LANES = 5;  // odd on purpose
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
+    static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
 };
 
 // A config carrying a constexpr table, the way the generator emits it (exercises run_engine and

@@ -212,3 +212,29 @@ def test_static_table_entry_point(hls):
     fn.argtypes = [C.c_void_p] * 4 + [C.c_void_p]
     assert fn(blob.ctypes.data, None, None, scratch.ctypes.data, None) == 0
     assert np.array_equal(scratch[:12], blob[:12])
+
+
+@pytest.mark.parametrize("T,C,N", [(9, 24, 8), (14, 40, 17)])
+def test_layernorm_window_fused_into_linear(hls, T, C, N):
+    """The encoder's final norm -> dec.proj / dec.head: the LINEAR reads rows 1..T of a (T, C) LayerNorm output
+    (the cls row is dropped by a view). The generator writes the LAYERNORM row for that window only (T - 1 rows,
+    in and out at row 1): it is fused into the LINEAR's loader, the bytes are numpy's, the cls row is never
+    written, and the LayerNorm's trace is exactly the window."""
+    toy = Toy(seed=T + C)
+    x = toy.rng.integers(-3000, 3000, (T, C))
+    x_off = toy.sc.alloc("x", (T, C), np.int16, x)
+    y, h_off = toy.layernorm("enc.norm", x, x_off)
+    ln = toy.table[-1]
+    ln.T, ln.in_, ln.out = T - 1, x_off + C * 2, h_off + C  # the window: rows 1 .. T of the graph op
+    z, z_off = toy.linear("dec.proj", y[1:], h_off + C, C, N, bits=16)
+    scratch = toy.sc.array()
+    scratch[h_off:h_off + C] = 0x5A  # the cls row of the LayerNorm output: must stay as it was
+    traced: list[tuple[int, bytes]] = []
+    rc, _ = hls.run(toy.table, toy.blob.array(), scratch, trace=lambda i, data: traced.append((i, data)))
+    assert rc == 0, hls.error()
+    h = toy.sc.get(scratch, "enc.norm")
+    assert np.array_equal(h[1:], y[1:]) and np.all(h[0].view(np.uint8) == 0x5A)
+    assert np.array_equal(toy.sc.get(scratch, "dec.proj"), z)
+    assert [i for i, _ in traced] == [0, 1]
+    assert traced[0][1] == y[1:].astype(np.int8).tobytes()
+    assert hls.last_cycles() > 0
