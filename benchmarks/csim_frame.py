@@ -1,6 +1,6 @@
 """C-simulation seconds for one Seg-T-Mask 512x512 frame, with the bit-exact check; target <= 60 s.
 
-    python benchmarks/csim_frame.py
+    python benchmarks/csim_frame.py [--softmax precise|ivit|precise8]
 
 Generates the project of a random Seg-T checkpoint, compiles it with g++ (time printed
 separately), runs one frame untraced and one traced, and compares every layer and the labels with
@@ -9,14 +9,17 @@ the numpy reference.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from iseg import numerics as nx
 from iseg.checkpoint import save
 from iseg.generator.cli import generate
 from iseg.generator.csim import CsimLibrary, build
@@ -25,9 +28,13 @@ from iseg.reference import run
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--softmax", default="precise", choices=list(nx.SHIFTMAX_VARIANTS),
+                    help="Shiftmax variant of the random model (precise8: P.V at the packed rate)")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
-        ckpt = random_checkpoint(PRESETS["seg-t-512"], seed=0)
+        ckpt = random_checkpoint(replace(PRESETS["seg-t-512"], softmax=args.softmax), seed=0)
         save(ckpt, folder / "segt.safetensors")
         (folder / "config.yaml").write_text(yaml.safe_dump({
             "checkpoint": "segt.safetensors", "output": "out", "project": "iseg_segt", "board": "kv260",
