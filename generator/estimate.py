@@ -17,8 +17,9 @@ s overlapped with the staging of grid row s - 1 (``pixel_cycles``).
 Attention (``hls/attention.h``): per head K_h / V_h loaded (two beats per key and d_head beat);
 QK(0) (Q beats, the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
 block i PV(i-1) (one key per iteration at II = PV_II, ``pv_ii_of``: 2 when the probabilities are u15 --
-precise, ivit -- since u15 x int8 cannot share a DSP48E2 with a second MAC; 1 when they are u8 --
-precise8 -- an 8 x 8 product that packs like int8 x int8) and QK(i+1) on the array while the
+precise, ivit -- on a packing array, since u15 x int8 cannot share a DSP48E2 with a second MAC; 1 when
+they are u8 -- precise8 -- an 8 x 8 product that packs like int8 x int8, or when the array does not
+pack (pack 1: one DSP per PE, which takes a 16 x 8 product whole)) and QK(i+1) on the array while the
 Shiftmax of block i advances one step per loop iteration (exp pass, one pipelined-divider latency,
 normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
 of it runs alone; PV(nb-1) last.
@@ -61,7 +62,7 @@ from iseg.graph import (
 __all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
            "gemm_cycles", "attention_cycles", "pv_ii_of", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
-           "mul_dsps"]
+           "mul_dsps", "sm_row_shift_of"]
 
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
@@ -192,7 +193,8 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q"),
                          ("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
-    add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
+    if sm_row_shift_of(graph):  # Cfg::SM_ROW_SHIFT: built for precise8 models only
+        add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
     add("layernorm", lw, [("ln_step", "dsp", s["kI16Bits"], s["kI16Bits"], "loader stats: x * x")])
     add("layernorm", ll, [("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "loader: y * f"),
                           ("requant_w", "dsp", s["kLnZBits"], m, "loader: RQ_8(z)")])
@@ -506,15 +508,32 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
                                         ("array", mb * nt * k))
 
 
-def pv_ii_of(graph: Graph) -> int:
-    """Cfg::PV_II, the P.V loop's initiation interval (hls/attention.h), one for the whole engine: 1 when every
-    attention layer's probabilities have at most 8 bits (precise8: u8 x int8 packs two MACs per DSP48E2 like
-    int8 x int8), else 2 (u15 x int8 cannot share a DSP: half the packed rate). A model without attention
-    gets 2 (no P.V loop runs; 2 is valid for every variant)."""
-    return int(_memo("pv_ii", graph, lambda: _pv_ii_of(graph)))
+def pv_ii_of(graph: Graph, pack: int = 2) -> int:
+    """Cfg::PV_II, the P.V loop's initiation interval (hls/attention.h), one for the whole engine, from the
+    Shiftmax variants and ``pack`` (ArrayShape.pack, Cfg::PACK: int8 MACs per DSP): 1 when the array does not
+    pack (pack 1: each PE has a DSP of its own, whose 25 x 18 / 27 x 18 multiplier takes a u15 x int8 product
+    whole) or when every attention layer's probabilities have at most 8 bits (precise8: u8 x int8 packs two
+    MACs per DSP48E2 like int8 x int8); else 2 (u15 x int8 cannot share a DSP: half the packed rate). A model
+    without attention gets 2 (no P.V loop runs; 2 is valid for every variant)."""
+    if pack not in (1, 2):
+        raise ValueError(f"pack must be 1 or 2, not {pack}")
+    bits = _p_bits(graph)
+    return 1 if bits and (pack == 1 or max(bits) <= 8) else 2
 
 
-def _pv_ii_of(graph: Graph) -> int:
+def sm_row_shift_of(graph: Graph) -> bool:
+    """Cfg::SM_ROW_SHIFT: the Shiftmax unit builds the per-row shift r (hls/shiftmax.h sm_row_shift: one
+    |x0| * f multiplier and rmax comparators) only when an attention layer has u8 probabilities (precise8,
+    ``p_bits`` < 15); for the u15 variants r is 0 and the unit is left out."""
+    return any(b < 15 for b in _p_bits(graph))
+
+
+def _p_bits(graph: Graph) -> tuple[int, ...]:
+    """The probability widths (numerics.SHIFTMAX_VARIANTS p_bits) of the attention layers, in graph order."""
+    return tuple(_memo("p_bits", graph, lambda: _p_bits_of(graph)))
+
+
+def _p_bits_of(graph: Graph) -> tuple[int, ...]:
     bits = []
     for op in graph.ops:
         if isinstance(op, Attention):
@@ -523,7 +542,7 @@ def _pv_ii_of(graph: Graph) -> int:
                 raise IsegError(f"{op.name}: unknown Shiftmax variant {op.variant!r} "
                                 f"(known: {', '.join(inum.SHIFTMAX_VARIANTS)})")
             bits.append(v.p_bits)
-    return 1 if bits and max(bits) <= 8 else 2
+    return tuple(bits)
 
 
 def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
@@ -536,7 +555,7 @@ def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2)
 
     Per head: K_h / V_h load, QK(0) (prologue), then per query block i: PV(i-1) and QK(i+1) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
-    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph)``)."""
+    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
     if pv_ii not in (1, 2):
         raise ValueError(f"pv_ii must be 1 or 2, not {pv_ii}")
     cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii)
@@ -713,9 +732,11 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 ddr += 2 * t * k
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
-            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii_of(graph))
-            # ideal array time: Q.K^T at one key tile step per cycle, P.V at PV_II cycles per key
-            ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * (1 + pv_ii_of(graph)), a.macs)
+            pv_ii = pv_ii_of(graph, a.pack)
+            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii)
+            # ideal array time: Q.K^T at one key tile step per cycle, P.V at PV_II cycles per key (1 on an
+            # unpacked array: R x C MACs per cycle, one DSP each)
+            ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * (1 + pv_ii), a.macs)
             out.append(_cost(op.name, "attention", 2 * op.heads * op.rows ** 2 * op.d_head, cyc, parts, ideal, 0,
                              op.heads * 3 * op.rows * op.d_head + op.rows * op.heads * op.d_head))
         elif isinstance(op, (Gelu, Add)) and isinstance(producer.get(op.inputs[-1]), Linear) and (

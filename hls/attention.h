@@ -11,12 +11,14 @@
 //           precise / ivit, u8 mantissas for precise8) with each row's shift r next to it (sm.rs:
 //           real p = p * 2^(r - 15); r = 0 for the u15 variants)
 //   PV(b)   RQ_8(P . V_h) on the array, K = T keys, one key per iteration, at Cfg::PV_II cycles per
-//           iteration (pv_ii_of, chosen by the planner from the model's Shiftmax variant):
-//             u15 P (precise, ivit): a 16 x 8 product that cannot share a DSP48E2 with a second MAC:
-//               PV_II = 2, half the packed rate;
+//           iteration (pv_ii_of, chosen by the planner from the model's Shiftmax variant and Cfg::PACK):
+//             u15 P (precise, ivit) on a packing array (PACK 2): a 16 x 8 product that cannot share a
+//               DSP48E2 with a second MAC: PV_II = 2, half the packed rate;
 //             u8 P (precise8): an 8 x 8 product (a u8 is a 9-bit signed value: a1 << 18 + a2 fits the
-//               27-bit port next to its row pair's) packs like int8 x int8: PV_II = 1, the full rate.
-//           PV_II = 2 is valid for every variant (the engine rejects PV_II = 1 with u15 P).
+//               27-bit port next to its row pair's) packs like int8 x int8: PV_II = 1, the full rate;
+//             an array that does not pack (PACK 1: a DSP per PE, DSP48E1 25 x 18 or DSP48E2 27 x 18)
+//               takes a 16 x 8 product whole: PV_II = 1 for every variant.
+//           PV_II = 2 is valid for every variant (the engine rejects PV_II = 1 with u15 P when PACK = 2).
 //           The drain shifts each output row back to the 2^-15 grid, z = (P . V) << r, before the
 //           output requant (whose constants assume that grid; Widths::PV bounds the shifted z).
 // Software-pipelined over the blocks with ping-pong score blocks (s[2]) and probability blocks
@@ -60,13 +62,37 @@ struct pv_ii_of<Cfg, typename iseg_void<decltype(Cfg::PV_II)>::type> {
     static_assert(value == 1 || value == 2, "Cfg::PV_II must be 1 (u8 P) or 2 (u15 P)");
 };
 
+// Int8 MACs per DSP of the array: Cfg::PACK (2: row pairs share a DSP48E2; 1: a DSP per PE, which takes
+// a u15 x int8 P.V product whole, so PV_II = 1 holds for every variant); a Cfg without PACK gets 2.
+template <class Cfg, class = void>
+struct pack_of {
+    static constexpr int value = 2;
+};
+template <class Cfg>
+struct pack_of<Cfg, typename iseg_void<decltype(Cfg::PACK)>::type> {
+    static constexpr int value = Cfg::PACK;
+    static_assert(value == 1 || value == 2, "Cfg::PACK must be 1 or 2");
+};
+
+// Whether the Shiftmax unit builds the per-row shift r (shiftmax.h sm_row_shift: one |x0| * f multiplier
+// and rmax comparators): Cfg::SM_ROW_SHIFT, set by the planner for precise8 models only (r = 0 for the
+// u15 variants); a Cfg without SM_ROW_SHIFT builds it. Without it the engine rejects precise8 layers.
+template <class Cfg, class = void>
+struct sm_row_shift_of {
+    static constexpr bool value = true;
+};
+template <class Cfg>
+struct sm_row_shift_of<Cfg, typename iseg_void<decltype(Cfg::SM_ROW_SHIFT)>::type> {
+    static constexpr bool value = Cfg::SM_ROW_SHIFT;
+};
+
 // One Shiftmax step (nothing once the block is done), called from the array loops.
 template <class Cfg>
 void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     if (sm.st.phase != SM_DONE)
-        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, typename widths_of<Cfg>::type>(
-            sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f);
+        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, typename widths_of<Cfg>::type,
+                sm_row_shift_of<Cfg>::value>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f);
 }
 
 // Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
@@ -196,7 +222,8 @@ ATT_VTILE:
                 const int r = e / Cfg::C, c = e % Cfg::C;
                 if (r < rows && c < cols) {
                     const int ch = h * dh + c0 + c;
-                    const int64_t z = int64_t(g.dr[r][c]) << sm.rs[half][r];  // back on the 2^-15 grid
+                    const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[half][r]) : 0;
+                    const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
                     scratch[d.out + long(t0 + r) * d.out_stride + ch] =
                         uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
                 }

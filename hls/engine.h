@@ -120,8 +120,11 @@ void check_layer(const LayerDesc& d) {
                        "ATTENTION: strides too small for 3*D in / D out");
             ISEG_CHECK(d.sm_x0 < 0 && sm_variant_ok(d.sm_variant),
                        "ATTENTION: sm_x0 must be < 0, sm_variant precise, ivit or precise8");
-            ISEG_CHECK(pv_ii_of<Cfg>::value == 2 || sm_p_bits(d.sm_variant) <= 8,
-                       "ATTENTION: Cfg::PV_II 1 needs u8 probabilities (sm_variant precise8)");
+            ISEG_CHECK(pv_ii_of<Cfg>::value == 2 || sm_p_bits(d.sm_variant) <= 8 || pack_of<Cfg>::value == 1,
+                       "ATTENTION: Cfg::PV_II 1 needs u8 probabilities (sm_variant precise8) or an array that "
+                       "does not pack (Cfg::PACK 1)");
+            ISEG_CHECK(sm_row_shift_of<Cfg>::value || sm_p_bits(d.sm_variant) == 15,
+                       "ATTENTION: sm_variant precise8 needs the Shiftmax row shift (Cfg::SM_ROW_SHIFT)");
             ISEG_CHECK(d.rq.tab < 0 && rq_ok(d.rq) && rq_ok(d.rq2), "ATTENTION: score rq must be scalar, e in [1, 62]");
             break;
         case OP_LAYERNORM:

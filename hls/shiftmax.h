@@ -155,7 +155,8 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 // keeps them), so there is no max pass. Phases, one step each:
 //   EXP   LANES elements of a row: S += shexp(d, x0, 15); at the row's end its S goes into the
 //         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S, and behind it
-//         the row shift r = sm_row_shift(x0, f) (one |x0| * f product and rmax comparators), kept
+//         the row shift r = sm_row_shift(x0, f) (one |x0| * f product and rmax comparators; built only
+//         when ROW_SHIFT, the engine's Cfg::SM_ROW_SHIFT for precise8 models, else r = 0), kept
 //         with the probability block (rs[half][row], ping-pong like p)
 //   WAIT  kDivCycles steps once per block: the last row's divider latency
 //   NORM  LANES elements of a row: the exp is recomputed from the int8 score (no row buffer of
@@ -191,8 +192,9 @@ inline long sm_block_steps(int rows, int R, int n, int lanes) {
 
 // One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 or u8 in int16),
 // rs: their row shifts (real = p * 2^(rs - 15)), f: the per-row reciprocals of the block. n keys, R rows
-// per block. W: the lane widths (mul.h).
-template <int R, int NMAX, int KA, int LANES, class W>
+// per block. W: the lane widths (mul.h). ROW_SHIFT: build the row shift (sm_row_shift, for precise8: the
+// caller's Cfg::SM_ROW_SHIFT); without it r = 0 (right for the u15 variants only: the engine checks).
+template <int R, int NMAX, int KA, int LANES, class W, bool ROW_SHIFT = true>
 void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
              int32_t variant, int16_t (&p)[2][R][KA], uint8_t (&rs)[2][R], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
@@ -214,7 +216,7 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             if (c.clamp && S > kInt32Max) S = kInt32Max;
             const int64_t fr = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
             f[r] = fr;
-            rs[h][r] = uint8_t(sm_row_shift<W::SM_X0, W::SM_F>(x0, fr, c));
+            rs[h][r] = ROW_SHIFT ? uint8_t(sm_row_shift<W::SM_X0, W::SM_F>(x0, fr, c)) : uint8_t(0);
             st.i = 0;
             st.S = 0;
             st.r = r + 1;
@@ -230,7 +232,7 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
         }
     } else if (st.phase == SM_NORM || st.phase == SM_ZERO) {
         const bool zero = st.phase == SM_ZERO;
-        const int rr = rs[h][r];
+        const int rr = ROW_SHIFT ? int(rs[h][r]) : 0;
         if (zero && st.i == 0) rs[h][r] = 0;
     SMS_NORM_L:
         for (int l = 0; l < LANES; ++l) {

@@ -353,7 +353,8 @@ def test_unit_dsps_by_hand() -> None:
     # + GELU x0*q 9x7 (1) + x*sig 8x8 (1), the last two on DSPs (small_fabric False)
     assert units["output_stage"].dsp == 8 * (2 + 1 + 2 + 4 + 2)
     assert units["attention_lanes"].dsp == 18 * 2 + 8 * 2  # 22x32 and 24x32
-    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1) + 1  # mantissa*f 9x27, two x0*q 9x7; row shift |x0|*f 9x27
+    # mantissa*f 9x27, two x0*q 9x7; no row shift |x0|*f (Seg-T is precise: Cfg::SM_ROW_SHIFT false)
+    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1)
     # loader: 8 squares 16x16, 4 lanes of y*f 18x32 (2) + RQ 31x32 (4), per row 16x26 (1) + 12x16 (1) + 28x16 (2);
     # standalone: 4 lanes of y*y 18x18 (1) + y*f (2) + RQ (4)
     assert units["layernorm"].dsp == 8 + 4 * 6 + 4 + 4 * 7
@@ -361,20 +362,20 @@ def test_unit_dsps_by_hand() -> None:
     fab_units = {u.name: u for u in fab.units}
     assert fab_units["output_stage"].dsp == 8 * 9
     assert fab_units["output_stage"].lut - units["output_stage"].lut == 8 * (9 * 7 + 8 * 8)
-    assert fab_units["shiftmax"].dsp == 16 + 1 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
+    assert fab_units["shiftmax"].dsp == 16 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
 
 
 def test_multipliers_are_the_code_sites() -> None:
     """Every counted multiplier names a MUL_SITES call with a matching binding (mul_lane: either)."""
     from iseg.random_model import PRESETS, with_classes
 
-    graph = build_graph(with_classes(PRESETS["seg-t-512"]))
+    graph = build_graph(dataclasses.replace(with_classes(PRESETS["seg-t-512"]), softmax="precise8"))
     sites = {(f, impl) for f, impl, *_ in est.MUL_SITES}
     for fab in (False, True):
         muls = est.multipliers(dataclasses.replace(HARNESS_SHAPE, small_fabric=fab), graph, est.LaneWidths())
         for m in muls:
             assert (m.site, m.impl) in sites or ((m.site, "lane") in sites and m.impl == ("fabric" if fab else "dsp"))
-        assert {m.site for m in muls} == {f for f, *_ in est.MUL_SITES}
+        assert {m.site for m in muls} == {f for f, *_ in est.MUL_SITES}  # precise8: the row shift too
 
 
 @pytest.mark.parametrize("gelu", ["lambda", "shift"])
@@ -524,3 +525,152 @@ def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
     head = next(r for r in plan.layers if r.op == "ARGMAX_UPSAMPLE")
     cyc = {o.name: o.cycles for o in plan.op_estimates}[head.ops[0]]
     assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 37, 3)
+
+
+# ---- P.V at II 1 on arrays that do not pack; the Shiftmax row shift only for precise8 ----------------------
+@pytest.mark.parametrize("softmax,pack,want", [("precise", 2, 2), ("ivit", 2, 2), ("precise8", 2, 1),
+                                               ("precise", 1, 1), ("ivit", 1, 1), ("precise8", 1, 1)])
+def test_pv_ii_of_variant_and_pack(softmax: str, pack: int, want: int) -> None:
+    """Cfg::PV_II = 1 if p_bits <= 8 or the array does not pack (a DSP per PE takes u15 x int8 whole), else 2."""
+    from dataclasses import replace
+
+    from iseg.random_model import PRESETS
+
+    g = build_graph(replace(PRESETS["tiny"], softmax=softmax))
+    assert est.pv_ii_of(g, pack) == want
+    with pytest.raises(ValueError, match="pack"):
+        est.pv_ii_of(g, 3)
+
+
+def test_pv_ii_of_follows_the_shape_pack() -> None:
+    """make_shape decides pack (DSP48E1 boards: 1; DSP48E2: 2 for even R, 1 for odd R); op_costs takes PV_II from
+    it: precise attention costs exactly heads * nb * vt_n * T array cycles less on the unpacked array."""
+    from dataclasses import replace
+
+    from iseg.generator.boards import BOARDS
+    from iseg.graph import Attention
+    from iseg.random_model import PRESETS
+
+    g = build_graph(replace(PRESETS["tiny"], softmax="precise"))
+    shapes = {(b, r): est.make_shape(r, 8, g, BOARDS[b], 100.0) for b in ("kv260", "pynq-z2") for r in (4, 3)}
+    assert {k: (s.pack, est.pv_ii_of(g, s.pack)) for k, s in shapes.items()} == {
+        ("kv260", 4): (2, 2), ("kv260", 3): (1, 1), ("pynq-z2", 4): (1, 1), ("pynq-z2", 3): (1, 1)}
+    packed, unpacked = shapes["kv260", 4], dataclasses.replace(shapes["kv260", 4], pack=1)
+    att = [op for op in g.ops if isinstance(op, Attention)]
+    c2 = {c.name: c for c in est.op_costs(g, packed)}
+    c1 = {c.name: c for c in est.op_costs(g, unpacked)}
+    for op in att:
+        nb, vt = est.cdiv(op.rows, 4), est.cdiv(op.d_head, 8)
+        assert c2[op.name].cycles - c1[op.name].cycles == op.heads * nb * vt * op.rows > 0
+        # busy array time: P.V at one key per cycle (R x C MACs, each its own DSP); the tile-edge stall is what
+        # the busy time has above the ideal 2 * heads * T^2 * dh / (R * C)
+        assert c2[op.name].busy - c1[op.name].busy == op.heads * nb * vt * op.rows
+        ideal1 = est.cdiv(2 * op.heads * op.rows ** 2 * op.d_head, 32)
+        assert dict(c1[op.name].stalls)["tile_edges"] == c1[op.name].busy - ideal1
+
+
+@pytest.mark.parametrize("softmax", ["precise", "ivit", "precise8"])
+def test_row_shift_multiplier_only_for_precise8(softmax: str) -> None:
+    """The Shiftmax row-shift multiplier (sm_row_shift: |x0| * f) is built and counted (Cfg::SM_ROW_SHIFT) only
+    when the model uses precise8: one DSP less for the u15 variants."""
+    from dataclasses import replace
+
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS
+
+    g = build_graph(replace(PRESETS["tiny"], softmax=softmax))
+    w = est.LaneWidths()
+    sites = [m for m in est.multipliers(HARNESS_SHAPE, g, w) if m.site == "sm_row_shift"]
+    assert est.sm_row_shift_of(g) == (softmax == "precise8")
+    assert len(sites) == (softmax == "precise8")
+    g8 = build_graph(replace(PRESETS["tiny"], softmax="precise8"))
+    kv = BOARDS["kv260"]
+    sm = {name: next(u for u in est.unit_costs(HARNESS_SHAPE, graph, kv, w).units if u.name == "shiftmax").dsp
+          for name, graph in (("this", g), ("precise8", g8))}
+    assert sm["precise8"] - sm["this"] == (0 if softmax == "precise8" else est.mul_dsps(w.SM_X0, w.SM_F, kv))
+
+
+def test_row_shift_multiplier_is_one_dsp_on_kv260_plan() -> None:
+    """The plan's engine says SM_ROW_SHIFT for precise8 only; with proven widths the multiplier is 1 DSP."""
+    from dataclasses import replace
+
+    from iseg.generator.boards import BOARDS
+    from iseg.generator.config import Config
+    from iseg.generator.plan import make_plan
+    from iseg.random_model import PRESETS, random_checkpoint
+
+    cfg = Config(source=Path("e.yaml"), checkpoint=Path("none"), output=Path("none"), project="t",
+                 board=BOARDS["kv260"], clock_mhz=250.0, array=(4, 8), image=None, outputs=("report",))
+    plans = {sm: make_plan(cfg, random_checkpoint(replace(PRESETS["tiny"], softmax=sm), seed=1),
+                           checkpoint_sha256="0" * 64) for sm in ("precise", "precise8")}
+    assert {sm: p.engine["sm_row_shift"] for sm, p in plans.items()} == {"precise": 0, "precise8": 1}
+    w = dict(plans["precise8"].widths)
+    assert est.mul_dsps(w["SM_X0"], w["SM_F"], BOARDS["kv260"]) >= 1
+
+
+@pytest.fixture(scope="module")
+def harness_nopack(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::PACK = 1 and Cfg::PV_II = 1 (P.V at one key per cycle for every variant)."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_nopack"), pack=1, pv_ii=1))
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (40, 1, 64)])
+def test_csim_counts_attention_unpacked(harness: Harness, harness_nopack: Harness, variant: str, T: int, heads: int,
+                                        dh: int) -> None:
+    """u15 P at PV_II 1 on a non-packing Cfg: the same outputs as at PV_II 2, counted cycles = estimate."""
+    rng = np.random.default_rng(T + 2)
+    blob, sc = Blob(), Scratch()
+    D = heads * dh
+    qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
+    o = sc.alloc("o", (T, D), np.int8)
+    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
+              sm_variant=SM_VARIANTS[variant], sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 45))
+    outs = []
+    for h in (harness_nopack, harness):
+        buf = sc.array()
+        rc, _ = h.run([d], blob.array(), buf)
+        assert rc == 0, h.error()
+        outs.append(sc.get(buf, "o"))
+    assert np.array_equal(outs[0], outs[1])
+    harness_nopack.run([d], blob.array(), sc.array())
+    shape = dataclasses.replace(HARNESS_SHAPE, pack=1)
+    assert harness_nopack.last_cycles() == est.attention_cycles(shape, T, heads, dh, 1)[0]
+
+
+@pytest.mark.csim
+def test_generated_pynq_z2_precise_pv_ii1(tmp_path: Path) -> None:
+    """A generated pynq-z2 project (DSP48E1: the array does not pack) with precise Shiftmax: Cfg::PACK 1,
+    Cfg::PV_II 1, no row shift; the C-simulation is the reference's and counts the planned cycles."""
+    from iseg.checkpoint import load
+    from iseg.generator.cli import generate
+    from iseg.generator.config import load_config
+    from iseg.generator.csim import CsimLibrary
+    from iseg.generator.csim import build as build_csim
+    from iseg.generator.plan import make_plan
+    from iseg.random_model import PRESETS, calibration_image
+    from iseg.reference import run
+
+    from .conftest import make_ckpt, write_config
+
+    spec = dataclasses.replace(PRESETS["tiny"], layers=1, dec_layers=1, softmax="precise", dim=32, heads=2,
+                               mlp_dim=64, dec_dim=32, dec_heads=2, dec_mlp_dim=64)
+    ckpt = make_ckpt(tmp_path, spec, seed=12)
+    cfg = write_config(tmp_path, ckpt, board="pynq-z2", array={"rows": 4, "cols": 8}, outputs=["hls", "csim"])
+    out = generate(cfg)
+    text = (out / "src" / "model_cfg.h").read_text()
+    for line in ("static constexpr int PACK = 1;", "static constexpr int PV_II = 1;",
+                 "static constexpr bool SM_ROW_SHIFT = false;"):
+        assert line in text
+    plan = make_plan(load_config(cfg), load(ckpt))
+    assert (plan.pack, plan.engine["pv_ii"], plan.engine["sm_row_shift"]) == (1, 1, 0)
+    build_csim(out)
+    lib = CsimLibrary(out / "build" / "libiseg_csim.so")
+    img = calibration_image(spec.image, 5)
+    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
+    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
+    op_cycles = {o.name: o.cycles for o in plan.op_estimates}
+    att = [r for r in plan.layers if r.op == "ATTENTION"]
+    assert len(att) == 2
+    for r in att:
+        assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops

@@ -34,7 +34,13 @@
 #define ISEG_TEST_A_LANES 3  // argmax classes per step: odd on purpose (argmax_upsample.h)
 #endif
 #ifndef ISEG_TEST_PV_II
-#define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 only precise8
+#define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 precise8 (or PACK 1)
+#endif
+#ifndef ISEG_TEST_PACK
+#define ISEG_TEST_PACK 2  // int8 MACs per DSP: 2 packs row pairs (DSP48E2), 1 does not (PV_II 1 for any variant)
+#endif
+#ifndef ISEG_TEST_SM_ROW_SHIFT
+#define ISEG_TEST_SM_ROW_SHIFT 1  // the Shiftmax row shift (precise8); 0: the engine rejects precise8 layers
 #endif
 
 struct TestCfg {
@@ -53,6 +59,8 @@ struct TestCfg {
     static constexpr int SM_LANES = 3, LN_LANES = 5, S_LANES = 5;  // odd on purpose
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
+    static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
+    static constexpr bool SM_ROW_SHIFT = ISEG_TEST_SM_ROW_SHIFT != 0;  // Shiftmax row shift (precise8)
     static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
 };
 

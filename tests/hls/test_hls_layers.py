@@ -415,3 +415,41 @@ def test_errors_are_reported(hls):
     d = layer(op=OP_ARGMAX_UPSAMPLE, T=2, N=2, img_h=4, img_w=4, patch=4, in_=0, in_stride=2)
     rc, _ = hls.run([d], blob.array(), buf, n_labels=16)
     assert rc == 1 and "patch count" in hls.error()
+
+
+# ---- P.V at II 1 on an array that does not pack; the Shiftmax row shift built only for precise8 ------------
+@pytest.fixture(scope="module")
+def hls_nopack(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::PACK = 1 (a DSP per PE, as on DSP48E1 boards) and Cfg::PV_II = 1."""
+    return Harness(build(tmp_path_factory.mktemp("hls_nopack"), pack=1, pv_ii=1))
+
+
+@pytest.fixture(scope="module")
+def hls_no_row_shift(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::SM_ROW_SHIFT = false: a Shiftmax unit without the per-row shift (u15 models)."""
+    return Harness(build(tmp_path_factory.mktemp("hls_norsh"), sm_row_shift=0))
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit", "precise8"])
+@pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (37, 3, 32), (1, 2, 16), (65, 2, 64)])
+def test_attention_pv_ii1_unpacked(hls_nopack, variant, T, heads, dh):
+    """PACK 1: each PE multiplies a u15 P by an int8 V on its own DSP, so PV_II 1 takes every variant, bit-exact."""
+    check_attention(hls_nopack, variant, T, heads, dh)
+
+
+@pytest.mark.parametrize("variant", ["precise", "ivit"])
+@pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (65, 2, 64)])
+def test_attention_without_row_shift(hls_no_row_shift, variant, T, heads, dh):
+    """The u15 variants need no row shift (r = 0): the same integers without the unit."""
+    check_attention(hls_no_row_shift, variant, T, heads, dh)
+
+
+def test_attention_without_row_shift_rejects_precise8(hls_no_row_shift):
+    """precise8 needs the row shift: a Cfg without SM_ROW_SHIFT refuses the row."""
+    D = 16
+    sc = Scratch()
+    d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
+              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS["precise8"],
+              sm_x0=nx.shiftmax_x0(0.08, "precise8"), rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+    rc, _ = hls_no_row_shift.run([d], Blob().array(), sc.array())
+    assert rc != 0 and "Cfg::SM_ROW_SHIFT" in hls_no_row_shift.error()
