@@ -447,16 +447,29 @@ def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int) -> i
     return arg + PIPE + (gh - 1) * (max(arg, beats) + PIPE) + beats + PIPE
 
 
+def argmax_lane_options(n_cls: int, axi_bytes: int) -> list[int]:
+    """The argmax lane counts whose steps each read ONE memory beat: powers of two <= min(A_LANES_MAX,
+    AXI_BYTES / 2) that divide ``n_cls``. A step reads the 2 * lanes bytes of classes j * lanes ...; the logits
+    rows have stride n_cls (2 * n_cls bytes) from an ALIGN-aligned base, so with lanes | n_cls row t starts at
+    2 * n_cls * t and every step at a multiple of 2 * lanes bytes, which (2 * lanes | AXI_BYTES, both powers of
+    two) never straddles a beat. Otherwise (e.g. 3 lanes, 37 classes: bytes 12-17 of a row) a step can span two
+    beats and the loop could not run at II = 1 on hardware, whatever the C-simulation counts. 1 always qualifies."""
+    out = [1]
+    while out[-1] * 2 <= A_LANES_MAX and axi_bytes % (4 * out[-1]) == 0 and n_cls % (2 * out[-1]) == 0:
+        out.append(out[-1] * 2)
+    return out
+
+
 def argmax_lanes(graph: Graph, axi_bytes: int) -> int:
-    """Cfg::A_LANES: the fewest argmax lanes with which a grid row's argmax (gw * ceil(classes / lanes)
-    steps) hides behind its P * img_w label beats, at most one beat of i16 logits (AXI_BYTES / 2) and
-    A_LANES_MAX; the cap when none is enough. 1 without a head."""
-    cap = max(1, min(A_LANES_MAX, axi_bytes // 2))
+    """Cfg::A_LANES: among ``argmax_lane_options`` (powers of two dividing the classes, one beat of i16 logits at
+    most), the fewest with which a grid row's argmax (gw * classes / lanes steps) hides behind its P * img_w
+    label beats; the largest of them when none is enough. 1 without a head."""
     for op in graph.ops:
         if isinstance(op, ArgmaxUpsample):
             ncls, gw = graph.acts[op.inputs[0]].shape[1], op.grid[1]
             beats = op.patch * graph.spec.image[1]
-            return next((n for n in range(1, cap + 1) if gw * cdiv(ncls, n) <= beats), cap)
+            options = argmax_lane_options(ncls, axi_bytes)
+            return next((n for n in options if gw * cdiv(ncls, n) <= beats), options[-1])
     return 1
 
 

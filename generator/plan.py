@@ -604,6 +604,14 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                         f"{board.name} has {board.dsp}")
     costs = est.op_costs(graph, shape)
     layers, blob, buffers, scratch_bytes = _layers(graph, ckpt)
+    a_lanes = est.argmax_lanes(graph, shape.axi_bytes)
+    for row in layers:
+        if row.op == "ARGMAX_UPSAMPLE":  # every argmax step within one beat (estimate.argmax_lane_options)
+            fd = dict(row.fields)
+            n, stride, base = int(fd["N"]), int(fd["in_stride"]), int(fd["in"])
+            if n % a_lanes or stride % a_lanes or base % (2 * a_lanes):  # pragma: no cover - planner invariant
+                raise IsegError(f"{name}: argmax: {a_lanes} lanes with {n} classes, row stride {stride}, base {base}: "
+                                f"a step would straddle a memory beat")
     att = [op for op in graph.ops if isinstance(op, Attention)]
     gemm_k = [op.k for op in graph.ops if isinstance(op, Linear)] + [3 * spec.patch ** 2, spec.dec_dim or 1]
     nmax = max(op.rows for op in att)
@@ -644,7 +652,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
                 "pv_ii": est.pv_ii_of(graph, shape.pack), "sm_row_shift": int(est.sm_row_shift_of(graph)),
-                "a_lanes": est.argmax_lanes(graph, shape.axi_bytes),
+                "a_lanes": a_lanes,
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,

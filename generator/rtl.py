@@ -187,8 +187,11 @@ def _context(p: RtlParams) -> dict:
     # The unit implements two constant sets (PRECISE = 1 / 0) and any probability width P_BITS:
     # "precise" and "precise8" differ only in p_bits (the per-row shift r = max(0, bit_length(pm) - p_bits)
     # is 0 for p_bits = 15), so both are PRECISE = 1.
-    consts = (v.k, v.K, v.rnd, v.clamp_sum)
-    if consts not in ((3, 16, 1, False), (0, 0, 0, True)):
+    def consts_of(var: nx.ShiftmaxVariant) -> tuple:
+        return (var.k, var.K, var.rnd, var.clamp_sum)
+
+    consts = consts_of(v)
+    if consts not in (consts_of(nx.SHIFTMAX_VARIANTS["precise"]), consts_of(nx.SHIFTMAX_VARIANTS["ivit"])):
         raise IsegError(f"Shiftmax variant {p.sm_variant!r}: (k, K, rnd, clamp) = {consts} has no RTL form")
     if not 1 <= v.p_bits <= nx.P_GRID_BITS:
         raise IsegError(f"Shiftmax variant {p.sm_variant!r}: p_bits = {v.p_bits} is not in 1..{nx.P_GRID_BITS} "

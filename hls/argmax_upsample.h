@@ -13,8 +13,12 @@ namespace iseg {
 // in: logits (gh*gw, n_cls) int16 at `logits`, row stride `stride` elements, gh = img_h/P,
 // gw = img_w/P; out: img_h * img_w label beats on `labels`, raster order, TLAST on the last one.
 //
-// The argmax compares Cfg::A_LANES classes per step (one memory beat of A_LANES i16 logits, so
-// A_LANES <= AXI_BYTES/2): ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. Within a
+// The argmax compares Cfg::A_LANES classes per step (A_LANES i16 logits: a power of two <= AXI_BYTES/2):
+// ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. One step reads ONE memory beat (II = 1)
+// when its 2*A_LANES bytes start at a multiple of 2*A_LANES: the generator picks A_LANES dividing n_cls
+// and the row stride, from an ALIGN-aligned base (generator/estimate.py argmax_lane_options; make_plan
+// checks it). Other class counts still give the right labels (a partial last step), but a step may then
+// straddle two beats (e.g. 3 lanes, 37 classes: bytes 12-17), which hardware could not read at II = 1. Within a
 // step the lanes keep the first of their maxima, and a step's maximum replaces the running one only
 // when strictly greater (its classes are all higher), so ties go to the lowest class.
 //
@@ -27,8 +31,10 @@ template <class Cfg, class LabOut>
 void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, int img_w, int P, LabOut& labels,
                      long long& cycles) {
     static_assert(Cfg::A_LANES >= 1 && Cfg::A_LANES <= 8, "A_LANES (argmax classes per step) must be in [1, 8]");
-    static_assert(Cfg::A_LANES == 1 || Cfg::A_LANES <= Cfg::AXI_BYTES / 2,
-                  "A_LANES i16 logits must fit one memory beat (AXI_BYTES / 2)");
+    static_assert((Cfg::A_LANES & (Cfg::A_LANES - 1)) == 0,
+                  "A_LANES must be a power of two (a step's 2*A_LANES bytes then never straddle a beat)");
+    static_assert(Cfg::A_LANES == 1 || Cfg::AXI_BYTES % (2 * Cfg::A_LANES) == 0,
+                  "A_LANES i16 logits must tile one memory beat (2*A_LANES divides AXI_BYTES)");
     constexpr int L = Cfg::A_LANES;
     label_t line[2][Cfg::IMG_W];  // two halves of one grid row of labels each (gw <= IMG_W)
     // one memory per half: a step writes a label into one half and reads one from the other

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from iseg import numerics as nx
 from iseg.errors import IsegError
 from iseg.imageio import atomic_write
 
@@ -32,7 +33,7 @@ VERSION = 1
 META_KEY = "iseg"
 
 DECODERS = ("mask", "linear")
-SOFTMAX_VARIANTS = ("precise", "ivit", "precise8")
+SOFTMAX_VARIANTS = tuple(nx.SHIFTMAX_VARIANTS)  # the one table: iseg.numerics
 GELU_VARIANTS = ("lambda", "shift")
 
 

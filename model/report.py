@@ -6,8 +6,9 @@ model as configured (``drop_*``, the issue's figure; bilinear logit upsampling f
 model) and from the float I-Segmenter graph of the same weights (``qdrop_*``: argmax on the patch
 grid + nearest label replication, the pure quantization cost); the FP32/int size ratio; then an
 ablation (integer mIoU after PTQ-32 unless marked float): ShiftGELU vs λ-ShiftGELU for λ in
-3, 4, 6, 8; Shiftmax ``ivit`` vs ``precise``; decoder L2 norm kept vs removed (float); bilinear
-vs nearest upsampling (float). λ = 6 and 8 have no integer form under ``spec/numerics.md`` §5.2
+3, 4, 6, 8; every Shiftmax variant of ``iseg.numerics.SHIFTMAX_VARIANTS`` (``precise``, ``ivit``,
+``precise8``, ...); decoder L2 norm kept vs removed (float); bilinear vs nearest upsampling (float).
+λ = 6 and 8 have no integer form under ``spec/numerics.md`` §5.2
 (``2·λ·1.702·log2(e) <= n`` needs n >= 29.5 / 39.3, and ``|x0|·2^n`` then overflows the int32
 sigmoid sum): their integer cell says so and their fake-quant figure is given.
 

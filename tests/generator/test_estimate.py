@@ -139,9 +139,10 @@ def test_plan_precise8_vs_precise() -> None:
     row shift r <= 7), the Shiftmax widths are precise's (same k, K)."""
     from dataclasses import replace
 
+    from iseg import numerics as nx
     from iseg.generator.boards import BOARDS
     from iseg.generator.config import Config
-    from iseg.generator.plan import make_plan
+    from iseg.generator.plan import _sbits, make_plan
     from iseg.graph import Attention
     from iseg.random_model import PRESETS, random_checkpoint
 
@@ -160,9 +161,17 @@ def test_plan_precise8_vs_precise() -> None:
     assert codes == {"2"}
     w1, w2 = dict(p1.widths), dict(p2.widths)
     tmax = max(op.rows for op in att)
-    assert w1["PV"] == ((32768 + 64 * tmax) * 128).bit_length() + 1
-    assert w2["PV"] == ((32768 + tmax // 2 + 1) * 128).bit_length() + 1
+    # |P.V| <= 128 * (the row's p sum bound), signed; the bound grows with the keys, so the widest row rules
+    # (x0 does not enter the rounding variants' bound)
+    for w, sm in ((w1, "precise8"), (w2, "precise")):
+        assert w["PV"] == min(32, _sbits(128 * nx.shiftmax_p_sum_bound(tmax, -80, sm)))
     assert w2["PV"] <= w1["PV"] <= w2["PV"] + 1
+    # By hand, T = 72 (tiny: 64 patches + 8 class tokens in the decoder):
+    #   precise:  p sum < 2^15 + 72/2 = 32804;      128 * 32804 = 4198912, in [2^22, 2^23): 23 bits + sign = 24
+    #   precise8: p sum < 2^15 + 72*2^7/2 = 37376;  128 * 37376 = 4784128, in [2^22, 2^23): 23 bits + sign = 24
+    assert tmax == 72
+    assert (w1["PV"], w2["PV"]) == (24, 24)
+    assert _sbits(128 * nx.shiftmax_p_sum_bound(72, -80, "precise")) == 24
 
 
 def test_unknown_softmax_variant_is_an_error() -> None:
@@ -456,26 +465,56 @@ def test_head_cycles_by_hand() -> None:
 
 
 def test_argmax_lanes_rule() -> None:
-    """Cfg::A_LANES: the fewest lanes with which a grid row's argmax fits in its P * img_w beats, at most
-    AXI_BYTES / 2 (one beat of i16 logits) and 8; their comparators are charged in head_pixels (48 LUTs each)."""
+    """Cfg::A_LANES: powers of two <= min(8, AXI_BYTES / 2) that divide the classes (argmax_lane_options); the
+    fewest with which a grid row's argmax fits in its P * img_w beats, else the largest; their comparators are
+    charged in head_pixels (48 LUTs each)."""
     from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS, with_classes
 
-    segt = with_classes(PRESETS["seg-t-512"])  # 150 classes
+    def spec(ncls: int, patch: int):
+        return with_classes(dataclasses.replace(PRESETS["seg-t-512"], n_cls=ncls, class_names=(),
+                                                class_colors=(), patch=patch))
+
+    segt = spec(150, 16)
     assert est.argmax_lanes(build_graph(segt), 16) == 1  # gw 32: 32 * 150 = 4800 <= 8192
-    p8 = build_graph(dataclasses.replace(segt, patch=8))  # gw 64, 4096 beats: 64 * 50 <= 4096 < 64 * 75
-    assert [est.argmax_lanes(p8, w) for w in (2, 4, 16, 64)] == [1, 2, 3, 3]
-    p4 = build_graph(dataclasses.replace(segt, patch=4))  # gw 128, 2048 beats: > 8 lanes needed
-    assert [est.argmax_lanes(p4, w) for w in (16, 64)] == [8, 8]  # capped at 8
+    p8 = build_graph(spec(150, 8))  # gw 64, 4096 beats: 64 * 50 <= 4096 < 64 * 75, but 3 does not divide 150
+    assert est.argmax_lane_options(150, 16) == [1, 2]
+    assert [est.argmax_lanes(p8, w) for w in (2, 4, 16, 64)] == [1, 2, 2, 2]  # 2: the largest allowed
+    p4 = build_graph(spec(150, 4))  # gw 128, 2048 beats: > 8 lanes needed
+    assert [est.argmax_lanes(p4, w) for w in (16, 64)] == [2, 2]
+    # 37 classes (prime): 1 lane, however many the beats would need (gw 128: 128 * 37 > 2048)
+    assert est.argmax_lane_options(37, 64) == [1]
+    assert [est.argmax_lanes(build_graph(spec(37, p)), 16) for p in (4, 8, 16)] == [1, 1, 1]
+    # 64 classes: up to 8; the fewest that hide (P 4: gw 128, 2048 beats: 128 * 64 / 4 = 2048), capped by the beat
+    assert [est.argmax_lanes(build_graph(spec(64, 4)), w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 4, 4]
+    assert [est.argmax_lanes(build_graph(spec(64, 2)), w) for w in (8, 16, 64)] == [4, 8, 8]  # 1024 beats: 16 needed
+    assert est.argmax_lanes(build_graph(spec(64, 16)), 16) == 1
     heads = {w: next(u for u in est.unit_costs(dataclasses.replace(HARNESS_SHAPE, axi_bytes=w), p8,
                                                 BOARDS["kv260"]).units if u.name == "head_pixels") for w in (2, 16)}
-    assert heads[16].lut - heads[2].lut == 2 * est.A_LANE_LUT
+    assert heads[16].lut - heads[2].lut == est.A_LANE_LUT
+
+
+def test_argmax_lane_steps_stay_in_one_beat() -> None:
+    """Every allowed lane count: each step of each logits row (stride = classes i16, from an aligned base) reads
+    bytes within ONE memory beat, so the AU_STEP loop can run at II = 1 on hardware, as the C-sim counts. The rule
+    this replaces allowed 3 lanes on 37 classes: step 2 reads bytes 12-17, across two 16-byte beats."""
+    def straddles(ncls: int, lanes: int, axi: int) -> bool:
+        return any((2 * ncls * t + 2 * lanes * j) // axi != (2 * ncls * t + 2 * lanes * j + 2 * lanes - 1) // axi
+                   for t in range(2 * axi) for j in range(ncls // lanes))
+
+    for axi in (2, 4, 8, 16, 32, 64):
+        for ncls in range(1, 160):
+            options = est.argmax_lane_options(ncls, axi)
+            assert options[0] == 1 and all(n & (n - 1) == 0 and ncls % n == 0 and n <= min(8, axi // 2) or n == 1
+                                           for n in options)
+            assert not any(straddles(ncls, n, axi) for n in options), (ncls, axi, options)
+    assert straddles(37, 3, 16)
 
 
 @pytest.mark.parametrize("H,W,P,ncls", [(8, 12, 4, 5), (16, 64, 16, 150), (20, 8, 4, 1), (64, 48, 8, 2),
                                         (8, 8, 4, 150)])
 def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, ncls: int) -> None:
-    """One ARGMAX_UPSAMPLE row (TestCfg::A_LANES = 3): counted cycles = ``head_cycles``, labels = numerics."""
+    """One ARGMAX_UPSAMPLE row (TestCfg::A_LANES = 4): counted cycles = ``head_cycles``, labels = numerics."""
     from _hls_harness import OP_ARGMAX_UPSAMPLE
 
     from iseg import numerics as nx
@@ -489,15 +528,15 @@ def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, n
     rc, labels = harness.run([d], Blob().array(), sc.array(), n_labels=H * W)
     assert rc == 0, harness.error()
     assert np.array_equal(labels.reshape(H, W), nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P))
-    assert harness.last_cycles() == est.head_cycles(H, W, P, ncls, 3)
+    assert harness.last_cycles() == est.head_cycles(H, W, P, ncls, 4)
 
 
 @pytest.mark.csim
 def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
-    """A generated project whose head needs lanes (linear decoder, 37 classes, P 4, gw 16: 1 lane would take
-    16 * 37 > 4 * 64 = 256 beats per grid row, 2 lanes 16 * 19 = 304): Cfg::A_LANES = 3 (16 * 13 = 208; 37 not a
-    multiple of 3), the C-simulation's labels are the reference's, the labels row and the frame count the planned
-    cycles."""
+    """A generated project whose head needs lanes (linear decoder, 36 classes, P 4, gw 16: 1 lane would take
+    16 * 36 = 576 > 4 * 64 = 256 beats per grid row, 2 lanes 16 * 18 = 288): Cfg::A_LANES = 4 (16 * 9 = 144; 3 would
+    do, 16 * 12 = 192, but is not a power of two), the C-simulation's labels are the reference's, the labels row and
+    the frame count the planned cycles."""
     from iseg.checkpoint import load
     from iseg.generator.cli import generate
     from iseg.generator.config import load_config
@@ -509,14 +548,14 @@ def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
 
     from .conftest import make_ckpt, write_config
 
-    spec = dataclasses.replace(PRESETS["tiny"], layers=1, dec_layers=1, decoder="linear", n_cls=37, patch=4,
+    spec = dataclasses.replace(PRESETS["tiny"], layers=1, dec_layers=1, decoder="linear", n_cls=36, patch=4,
                                image=(32, 64))
     ckpt = make_ckpt(tmp_path, spec, seed=5)
     cfg = write_config(tmp_path, ckpt, array={"rows": 4, "cols": 8}, outputs=["hls", "csim"])
     out = generate(cfg)
-    assert "static constexpr int A_LANES = 3;" in (out / "src" / "model_cfg.h").read_text()
+    assert "static constexpr int A_LANES = 4;" in (out / "src" / "model_cfg.h").read_text()
     plan = make_plan(load_config(cfg), load(ckpt))
-    assert plan.engine["a_lanes"] == 3
+    assert plan.engine["a_lanes"] == 4
     build_csim(out)
     lib = CsimLibrary(out / "build" / "libiseg_csim.so")
     img = calibration_image(spec.image, 4)
@@ -524,7 +563,7 @@ def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
     assert lib.cycles(-1) == plan.totals["cycles"]
     head = next(r for r in plan.layers if r.op == "ARGMAX_UPSAMPLE")
     cyc = {o.name: o.cycles for o in plan.op_estimates}[head.ops[0]]
-    assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 37, 3)
+    assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 36, 4)
 
 
 # ---- P.V at II 1 on arrays that do not pack; the Shiftmax row shift only for precise8 ----------------------

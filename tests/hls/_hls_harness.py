@@ -6,8 +6,9 @@ tables by hand in the binary form the generated tables compile to.
 
 What hand-written and generated tables must share comes from the generator (``generator/plan.py``),
 the one Python statement of it: the ``LayerDesc`` field order (``LAYER_FIELDS``, in which the
-generated tables are written) and the alignment of blob segments and scratch buffers (``ALIGN``,
-so hand tables lie out as generated ones do). The tests here then check that order
+generated tables are written), the Shiftmax variant codes (``SM_VARIANT_CODES``, checked against
+``enum SmVariant`` by ``test_hls_static``) and the alignment of blob segments and scratch buffers
+(``ALIGN``, so hand tables lie out as generated ones do). The tests here then check that order
 against the compiled C++ struct as well: its size in ``test_layer_desc_layout``, its order in every
 table they run (a misplaced field lands in another field's slot).
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iseg.generator.plan import ALIGN, LAYER_FIELDS
+from iseg.generator.plan import ALIGN, LAYER_FIELDS, SM_VARIANT_CODES
 
 HERE = Path(__file__).resolve().parent
 HLS_DIR = Path(str(importlib.resources.files("iseg.hls")))
@@ -40,7 +41,7 @@ CXXFLAGS = ["-std=c++14", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
 OP_PATCH_EMBED, OP_EMBED_ADD, OP_LAYERNORM, OP_LINEAR, OP_ATTENTION = 1, 2, 3, 4, 5
 OP_ADD, OP_MASK_PRODUCT, OP_ARGMAX_UPSAMPLE, OP_GELU, OP_COPY_CONST = 6, 7, 8, 9, 10
 F_GELU, F_RESIDUAL = 1, 2
-SM_VARIANTS = {"precise": 0, "ivit": 1, "precise8": 2}  # hls/shiftmax.h SmVariant
+SM_VARIANTS = SM_VARIANT_CODES  # hls/shiftmax.h SmVariant (checked against the enum: test_hls_static)
 GELU_VARIANTS = {"lambda": 0, "shift": 1}
 
 

@@ -31,7 +31,7 @@
 #define ISEG_TEST_IMG 64
 #endif
 #ifndef ISEG_TEST_A_LANES
-#define ISEG_TEST_A_LANES 3  // argmax classes per step: odd on purpose (argmax_upsample.h)
+#define ISEG_TEST_A_LANES 4  // argmax classes per step: a power of two (argmax_upsample.h)
 #endif
 #ifndef ISEG_TEST_PV_II
 #define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 precise8 (or PACK 1)

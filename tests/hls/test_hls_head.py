@@ -1,5 +1,5 @@
 """The head (hls/argmax_upsample.h): the overlapped argmax + nearest upsampler against ``iseg.numerics``
-(``argmax_labels`` then ``upsample_nearest``, as ``iseg.reference`` ArgmaxUpsample), bit-exact, with 1, 3 and 8
+(``argmax_labels`` then ``upsample_nearest``, as ``iseg.reference`` ArgmaxUpsample), bit-exact, with 1, 4 and 8
 argmax lanes (Cfg::A_LANES), and its counted cycles equal to ``estimate.head_cycles``."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from iseg.generator import estimate as est
 
 pytestmark = pytest.mark.csim
 
-LANES = [1, 3, 8]  # the harness's TestCfg::A_LANES: 3 by default, 8 = a whole 16-byte beat of i16
+LANES = [1, 4, 8]  # the harness's TestCfg::A_LANES: 4 by default, 8 = a whole 16-byte beat of i16
 
 
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Harness]:
-    out = {3: Harness(build(tmp_path_factory.mktemp("head3")))}
+    out = {4: Harness(build(tmp_path_factory.mktemp("head4")))}
     for n in (1, 8):
         out[n] = Harness(build(tmp_path_factory.mktemp(f"head{n}"), a_lanes=n))
     return out
@@ -68,9 +68,9 @@ def tie_logits(rng: np.random.Generator, T: int, ncls: int) -> np.ndarray:
 @pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("H,W,P,ncls", [
     (32, 48, 16, 5),    # non-square, 2 x 3 grid
-    (4, 12, 4, 7),      # a single grid row (prologue + epilogue only), 7 classes: not a multiple of 3 or 8
+    (4, 12, 4, 7),      # a single grid row (prologue + epilogue only), 7 classes: not a multiple of 4 or 8
     (16, 64, 16, 3),    # a single grid row, P 16
-    (12, 8, 4, 150),    # tall, 150 classes (a partial last step for 8 lanes)
+    (12, 8, 4, 150),    # tall, 150 classes (a partial last step for 4 and 8 lanes)
     (20, 8, 4, 1),      # one class: every label 0, an odd grid-row count (the last row in half 0)
     (64, 64, 8, 2),     # 8 x 8 grid
     (8, 64, 4, 16),     # wide: the argmax is shorter than the beats
@@ -112,3 +112,11 @@ def test_head_random_full_range(heads: dict[int, Harness]) -> None:
     ref = want(logits, H, W, P)
     for h in heads.values():
         assert np.array_equal(run_head(h, logits, H, W, P), ref)
+
+
+@pytest.mark.parametrize("a_lanes,axi", [(3, 16), (6, 16), (8, 8)])
+def test_head_lanes_must_tile_a_beat(tmp_path, a_lanes: int, axi: int) -> None:
+    """A_LANES not a power of two (3: a step of 37 classes reads bytes 12-17, across two 16-byte beats), or wider
+    than a beat, does not compile (static_assert in argmax_upsample.h)."""
+    with pytest.raises(RuntimeError, match="A_LANES"):
+        build(tmp_path, a_lanes=a_lanes, axi=axi)

@@ -201,3 +201,41 @@ def test_narrow_multipliers_exact_and_checked(tmp_path, ap_int):
     subprocess.run(["g++", "-std=c++14", "-O1", *flags, f"-I{HLS_DIR}", str(src), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
     assert out == ["0", "3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shiftmax variant codes: hls/shiftmax.h enum SmVariant = generator/plan.py SM_VARIANT_CODES
+# ---------------------------------------------------------------------------------------------
+def sm_variant_enum() -> dict[str, int]:
+    """``enum SmVariant`` of hls/shiftmax.h as {enumerator: value} (every enumerator spelled ``NAME = int``)."""
+    code = code_of(Path(HLS_DIR) / "shiftmax.h")
+    m = re.search(r"\benum\s+SmVariant\b[^{]*\{([^}]*)\}", code)
+    assert m, "hls/shiftmax.h: no enum SmVariant"
+    items = [s.strip() for s in m.group(1).split(",") if s.strip()]
+    out = {}
+    for it in items:
+        em = re.fullmatch(r"(SM_\w+)\s*=\s*(\d+)", it)
+        assert em, f"enum SmVariant: {it!r} has no explicit value"
+        out[em.group(1)] = int(em.group(2))
+    return out
+
+
+def test_sm_variant_codes_match_the_enum():
+    """The generator's (and the tests') variant codes are the C++ enum's: SM_<NAME> = code for every variant,
+    no enumerator left over, and sm_variant_ok accepts exactly those enumerators."""
+    from iseg.generator.plan import SM_VARIANT_CODES
+
+    enum = sm_variant_enum()
+    assert enum == {f"SM_{name.upper()}": code for name, code in SM_VARIANT_CODES.items()}
+    ok = re.search(r"\bsm_variant_ok\s*\([^)]*\)\s*\{([^}]*)\}", code_of(Path(HLS_DIR) / "shiftmax.h")).group(1)
+    assert set(re.findall(r"\bSM_\w+", ok)) == set(enum)
+
+
+def test_sm_variant_codes_cover_the_numerics():
+    """SM_VARIANT_CODES names exactly the variants of iseg.numerics.SHIFTMAX_VARIANTS, with distinct codes."""
+    from iseg import numerics as nx
+    from iseg.checkpoint import SOFTMAX_VARIANTS
+    from iseg.generator.plan import SM_VARIANT_CODES
+
+    assert set(SM_VARIANT_CODES) == set(nx.SHIFTMAX_VARIANTS) == set(SOFTMAX_VARIANTS)
+    assert len(set(SM_VARIANT_CODES.values())) == len(SM_VARIANT_CODES)

@@ -192,6 +192,23 @@ def test_generator_rejects_shiftmax_variants_without_rtl_form(monkeypatch, varia
         render_rtl_units(example_params(0, sm_variant="odd"))
 
 
+def test_shiftmax_constant_sets_are_the_numerics():
+    """The unit's two constant sets (PRECISE = 1 / 0: k, K, rounding, clamp) are those of "precise" and "ivit" in
+    iseg.numerics.SHIFTMAX_VARIANTS, the table generator/rtl.py checks variants against."""
+    import re
+
+    text = unit_sources(render_rtl_units(example_params(0)), "iseg_shiftmax")["iseg_shiftmax.v"]
+    sk = re.search(r"localparam SK\s*=\s*PRECISE \? (\d+) : (\d+);", text)
+    kk = re.search(r"localparam KK\s*=\s*PRECISE \? (\d+) : (\d+);", text)
+    assert sk and kk
+    assert re.search(r"localparam \[63:0\] RND0 = PRECISE \? \(64'd1 << \(S0 - 1\)\) : 64'd0;", text)
+    assert "(!PRECISE && d_sum > SMAX) ? SMAX : d_sum" in text
+    for precise, name in ((1, "precise"), (2, "ivit")):
+        v = nx.SHIFTMAX_VARIANTS[name]
+        assert (v.k, v.K, v.rnd, v.clamp_sum) == (int(sk.group(precise)), int(kk.group(precise)), 2 - precise,
+                                                  precise == 2)
+
+
 def _write(d, texts):
     out = []
     for name, text in texts.items():
