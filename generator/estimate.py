@@ -62,7 +62,7 @@ from iseg.graph import (
 __all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
            "gemm_cycles", "attention_cycles", "pv_ii_of", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
-           "mul_dsps", "sm_row_shift_of"]
+           "mul_dsps", "sm_row_shift_of", "embed_fusions"]
 
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
@@ -229,7 +229,7 @@ def _row_units(graph: Graph) -> dict[str, int]:
              and isinstance(producer.get(op.inputs[-1]), Linear) and (not isinstance(op, Gelu) or lam)}
     return {"gelu": int(any(isinstance(op, Gelu) and op.name not in fused for op in graph.ops)),
             "add": int(any(isinstance(op, Add) and op.name not in fused for op in graph.ops)),
-            "embed_add": int(any(isinstance(op, Embed) for op in graph.ops))}
+            "embed_add": int(any(isinstance(op, Embed) and op.name not in embed_fusions(graph) for op in graph.ops))}
 
 
 @dataclass(frozen=True)
@@ -489,16 +489,19 @@ def ln_block_steps(a: ArrayShape, k: int) -> int:
 
 
 def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
-                prefetch_bytes: int, ln: bool = False) -> tuple[int, dict[str, int]]:
+                prefetch_bytes: int, ln: bool = False, embed: bool = False) -> tuple[int, dict[str, int]]:
     """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown). ``ln``: a LayerNorm fused into the
-    left-operand loader (its per-channel constants, then ln_block_steps per row block)."""
-    cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln)
+    left-operand loader (its per-channel constants, then ln_block_steps per row block). ``embed``: the
+    position-embedding add fused into the output stage (``embed_fusions``): the pos operand is read like a
+    residual (no extra step), and the cls row's ceil(N / OUT_LANES) output-lane steps run in the first tile,
+    whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts at least as long."""
+    cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln, embed)
     return cyc, dict(parts)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # the array search evaluates the same layer shapes many times
 def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool, rq2_tab: bool,
-                 prefetch_bytes: int, ln: bool) -> tuple[int, tuple[tuple[str, int], ...]]:
+                 prefetch_bytes: int, ln: bool, embed: bool = False) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     beats = (cdiv(4 * n, w) if bias else 0) + n * cdiv(RQ_RECORD, w) * (int(rq_tab) + int(rq2_tab))
     consts = max(n, beats) + PIPE + (k * cdiv(RQ_RECORD, w) + PIPE if ln else 0)
@@ -509,7 +512,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     w_share = cdiv(cdiv(prefetch_bytes, w), mb * nt) if prefetch_bytes else 0
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
-    first = max(k, a_share if mb > 1 else 0, w_share)
+    first = max(k, a_share if mb > 1 else 0, w_share, cdiv(n, a.out_lanes) if embed else 0)
     mid = max(k, a.drain, a_share, w_share)
     last = max(k, a.drain, w_share)
     if mb == 1:
@@ -631,6 +634,26 @@ def _fused(name: str, kind: str) -> OpCost:
     return OpCost(name, kind, 0, 0, 0, (), 0, 0)
 
 
+def embed_fusions(graph: Graph) -> dict[str, str]:
+    """The position-embedding adds that run in the patch embedding's GEMM output stage (hls/gemm.h
+    embed_fused): Embed name -> its PatchEmbed. The one rule of the planner (the PATCH_EMBED row with
+    n_prefix 1 and the Embed's output) and of the estimate: an Embed right after (in graph order) the
+    PatchEmbed whose output only it reads, with one constant (cls) row before the patch rows."""
+    def rule() -> dict[str, str]:
+        ops = list(graph.ops)
+        out: dict[str, str] = {}
+        for i, op in enumerate(ops[1:], 1):
+            pe = ops[i - 1]
+            if not (isinstance(op, Embed) and isinstance(pe, PatchEmbed) and op.inputs == (pe.output,)):
+                continue
+            if sum(pe.output in o.inputs for o in ops) != 1:
+                continue
+            if graph.acts[op.output].shape[0] - graph.acts[pe.output].shape[0] == 1:
+                out[op.name] = pe.name
+        return out
+    return dict(_memo("embed_fusions", graph, rule))
+
+
 def ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
     """The LayerNorms that run inside the next Linear's left-operand loader (hls/engine.h ln_fusable):
     LayerNorm name -> (that Linear, first row, rows) of the row window of the LayerNorm's output it reads.
@@ -709,6 +732,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
     # ln_fusable, ln_fusions): its cost is the Linear's (gemm_cycles ln=True), it costs 0 itself
     ln_windows = ln_fusions(graph)
     ln_fused = {lin for lin, _, _ in ln_windows.values()}
+    embed_fused = embed_fusions(graph)  # Embed -> PatchEmbed: the add runs in the PatchEmbed's output stage
+    pe_embed = set(embed_fused.values())
     out: list[OpCost] = []
     wa = a.axi_bytes
     for op in ops:
@@ -728,8 +753,9 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 t, k = graph.acts[op.inputs[0]].shape
                 n = graph.acts[op.inputs[1]].shape[0]
                 bias, rq_tab, rq2_tab, wb, kind = False, False, False, 0, "mask_product"
+            emb = op.name in pe_embed
             cyc, parts = gemm_cycles(a, t, k, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab,
-                                     prefetch_bytes=next_prefetch(op.name), ln=op.name in ln_fused)
+                                     prefetch_bytes=next_prefetch(op.name), ln=op.name in ln_fused, embed=emb)
             if isinstance(op, MaskProduct):
                 parts["load_b"] = n * cdiv(k, wa) + PIPE
                 cyc += parts["load_b"]
@@ -743,6 +769,9 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             ddr = t * k + t * n * (2 if res else act.bits // 8) + (t * n * 2 if res else 0)
             if op.name in ln_fused:  # reads the LayerNorm's i16 input, writes its i8 output
                 ddr += 2 * t * k
+            if emb:  # + the cls row written; pos (t + 1 rows) and cls read from the blob like a residual
+                ddr += 2 * n
+                wb += 2 * (t + 2) * n
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
             pv_ii = pv_ii_of(graph, a.pack)
@@ -758,6 +787,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, Gelu):
             rows, c = act.shape
             out.append(_simple(op.name, "gelu", rows * (4 * (c + PIPE) + DIV), 2 * rows * c))
+        elif isinstance(op, Embed) and op.name in embed_fused:
+            out.append(_fused(op.name, "fused"))
         elif isinstance(op, Embed):
             rows, c = act.shape
             out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 6 * rows * c))

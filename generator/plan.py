@@ -6,7 +6,8 @@ layout (byte offset of every activation, reused once dead), the layer table of `
 (one row per fused group of graph ops), the trace map that tells the C-simulation which graph
 activation each table row produces, and the estimates. Templates only loop over it.
 
-Fusion (decided here, executed by the engine): a Linear followed by λ-GELU becomes one LINEAR
+Fusion (decided here, executed by the engine): the position-embedding add (Embed) runs in the
+PATCH_EMBED row's output stage (``estimate.embed_fusions``); a Linear followed by λ-GELU becomes one LINEAR
 row with F_GELU; a Linear feeding a residual Add becomes one LINEAR row with F_RESIDUAL (in
 place when the residual dies there); SliceRows are views (an offset and a stride); ConcatConst
 writes the constant rows right after its input's rows in one shared buffer.
@@ -295,7 +296,8 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
     graph_op = {op.name: op for op in ops}
     fused_into: dict[str, str] = {}  # graph op name -> the op (row) that executes it
     ln_windows = est.ln_fusions(graph)  # LayerNorm -> (its LINEAR, row window): run in that row's loader
-    # decide fusion first
+    # decide fusion first; the position-embedding add runs in the PATCH_EMBED row's output stage
+    fused_into.update(est.embed_fusions(graph))
     for op in ops:
         if isinstance(op, Linear):
             nxt = consumers.get(op.output, [])
@@ -424,7 +426,12 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
                      **{"in": stage, "in_stride": k},
                      w=blob.add(op.weight, k * n, "i8 (K,N)"), b=blob.add(op.bias, 4 * n, "i32 bias"),
                      rq=_rq_desc(ckpt, op.rq, n, blob))
-            emit(i, "PATCH_EMBED", group, f, trace_of(op.output))
+            if isinstance(last, Embed):  # est.embed_fusions: out row 1 + t = int_add(token t, pos[1 + t]),
+                # row 0 = int_add(cls, pos[0]) (hls/gemm.h embed_fused); pos rows at blob offset in2
+                c = ckpt.consts[last.add]
+                f.update(n_prefix=1, in2=blob.add(last.pos, (t + 1) * n * 2, "i16 rows"), in2_stride=n,
+                         cst=blob.add(last.cls, n * 2, "i16 rows"), ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
+            emit(i, "PATCH_EMBED", group, f, trace_of(last.output))
             scratch.free("patch_embed#stage")
         elif isinstance(op, Embed):
             n_rows, d = out_act.shape

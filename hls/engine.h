@@ -64,7 +64,8 @@ inline bool rq_ok(const RqDesc& r) { return r.tab >= 0 || (r.e >= 1 && r.e <= 62
 
 // The row ops a generated Cfg builds: Cfg::ROW_OPS, bit (1 << op) set = its unit is in the hardware
 // (the planner sets the ops of the model's table); a Cfg without ROW_OPS builds every op. Only the
-// units of their own are left out: GELU (the ShiftGELU row unit) and ADD (add_rows).
+// units of their own are left out: GELU (the ShiftGELU row unit), ADD (add_rows) and EMBED_ADD
+// (embed_add_rows; absent when the embed add is fused into PATCH_EMBED's output stage).
 template <class Cfg, class = void>
 struct row_ops_of {
     static constexpr uint32_t value = 0xffffffffu;
@@ -91,6 +92,10 @@ void check_layer(const LayerDesc& d) {
             ISEG_CHECK(d.img_h % d.patch == 0 && d.img_w % d.patch == 0, "PATCH_EMBED: image not a multiple of patch");
             ISEG_CHECK(d.K == 3 * d.patch * d.patch && d.in_stride == d.K, "PATCH_EMBED: K and in_stride must be 3*P*P");
             ISEG_CHECK(d.T == (d.img_h / d.patch) * (d.img_w / d.patch), "PATCH_EMBED: T must be the patch count");
+            // n_prefix 1: the position-embedding add fused into the output stage (gemm.h embed_fused)
+            ISEG_CHECK(d.n_prefix == 0 || (d.n_prefix == 1 && d.flags == 0 && d.out_bits == 16 && d.ea >= 1 &&
+                                           d.ea <= 62 && d.in2 >= 0 && d.cst >= 0 && d.in2_stride >= d.N),
+                       "PATCH_EMBED: a fused embed add needs n_prefix 1, out_bits 16, ea in [1, 62], pos and cls");
             /* fall through */
         case OP_LINEAR:
         case OP_MASK_PRODUCT:
@@ -301,7 +306,8 @@ ENGINE_LAYERS:
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_EMBED_ADD:
-                embed_add_rows<typename widths_of<Cfg>::type>(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b,
+                if (builds_op<Cfg>(OP_EMBED_ADD))
+                    embed_add_rows<typename widths_of<Cfg>::type>(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b,
                                                               scratch + d.out, d.out_stride, d.T, d.N, d.n_prefix, d.ma,
                                                               d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
@@ -332,7 +338,10 @@ ENGINE_LAYERS:
             fuse_ln = false;
         }
         if (!(fuse_ln && d.op == OP_LAYERNORM)) {
-            trace(i, d, scratch, g.cycles - before);
+            // a PATCH_EMBED row with the embed add fused writes the embed's 1 + T rows (the trace hands them out)
+            LayerDesc o = d;
+            if (embed_fused(d)) o.T += d.n_prefix;
+            trace(i, o, scratch, g.cycles - before);
             before = g.cycles;
         }
     }

@@ -14,7 +14,8 @@
 // whose iteration s does, in the same cycle:
 //   * the array step k = s (while s < K),
 //   * OUT_LANES elements of the PREVIOUS tile's output stage (its accumulators were copied to the
-//     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add], store,
+//     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add | pos add], store
+//     (PATCH_EMBED with the embed add fused: the first tile, with no previous one, drains the cls row),
 //   * one memory beat (AXI_BYTES bytes) of the NEXT row block's left operand (ping-pong buffer a),
 //     or, with a LayerNorm fused into the loader, one step of ln_step (stats / normalise),
 //   * one memory beat of the NEXT layer's weights into the other half of the weight buffer
@@ -212,42 +213,66 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
     }
 }
 
+// A PATCH_EMBED row with n_prefix 1 runs the position-embedding add (the graph's Embed op) in its output
+// stage (generator/estimate.py embed_fusions decides it, for the planner and the estimate): its output is
+// the Embed's (1 + T, N) i16, row 1 + t = int_add(RQ_16(acc + bias) of token t, pos[1 + t]) and row 0 =
+// int_add(cls, pos[0]), with the Embed's (ma, mb, ea). The constants are i16 rows of the blob: cls at
+// `cst` (N), pos at blob byte offset `in2` (T + 1 rows, row stride in2_stride elements).
+inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
+
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
-// RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)].
-// `res` is the residual operand (i16), used only with F_RESIDUAL. W: the lane widths (mul.h): acc +
-// bias is proven to fit W::ACC bits, the GELU output 15.
+// RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)] (F_RESIDUAL) or
+// [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the GEMM value is replaced by the
+// constant row value pre_v, the cls token). `res` is the residual / pos operand (i16). One int_add per lane
+// for both adds (its operands muxed): int_add(a, b, ma, mb) = clamp((a*ma + b*mb + 2^(e-1)) >> e), so the
+// order matters only with the multipliers, and each keeps its own (residual: res * ma; embed: token * ma).
+// W: the lane widths (mul.h): acc + bias is proven to fit W::ACC bits, the GELU output 15.
 template <class W>
 inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const RqParams& rq2,
-                        const LayerDesc& d, int32_t res) {
+                        const LayerDesc& d, int32_t res, bool pre = false, int32_t pre_v = 0) {
     ISEG_PRAGMA(HLS INLINE)
     int32_t y = requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
     if (d.flags & F_GELU) y = requant_w<kGeluYBits>(gelu_lambda<W>(y, d.gelu), rq2, 8);
-    if (d.flags & F_RESIDUAL) y = int_add_w<W::ADD_M>(res, y, d.ma, d.mb, d.ea, 16);
+    if (pre) y = pre_v;
+    const bool emb = embed_fused(d);
+    if ((d.flags & F_RESIDUAL) || emb) {
+        const int32_t a = emb ? y : res, b = emb ? res : y;
+        y = int_add_w<W::ADD_M>(a, b, d.ma, d.mb, d.ea, 16);
+    }
     return y;
 }
 
-// A tile waiting for (or in) the output stage.
+// A tile waiting for (or in) the output stage. `cls`: not a tile but the embed's constant row 0 (N elements,
+// element e = column e), drained by the idle output lanes during the layer's first tile.
 struct Drain {
     int t0, n0, rows, cols;
     bool pending;
+    bool cls;
 };
 
-// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile.
+// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile, or of the
+// embed's cls row (t.cls).
 template <class Cfg>
-void drain_step(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, const Drain& t, int s) {
+void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, const Drain& t,
+                int s) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
+    const bool emb = embed_fused(d);
 OUT_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
         const int e = s * Cfg::OUT_LANES + l;
-        const int r = e / Cfg::C, c = e % Cfg::C;
-        if (r < t.rows && c < t.cols) {
-            const long row = t.t0 + r, col = t.n0 + c;
-            const int32_t res =
-                (d.flags & F_RESIDUAL) ? int32_t(ld_i16(scratch + d.in2 + (row * d.in2_stride + col) * 2)) : 0;
+        const int r = t.cls ? 0 : e / Cfg::C, c = t.cls ? 0 : e % Cfg::C;
+        const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
+        if (ok) {
+            const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0), col = t.cls ? long(e) : t.n0 + c;
+            const uint8_t* rsrc = emb ? blob + d.in2 : scratch + d.in2;  // pos rows (blob) or residual (scratch)
+            const int32_t res = ((d.flags & F_RESIDUAL) || emb)
+                                    ? int32_t(ld_i16(rsrc + (row * d.in2_stride + col) * 2)) : 0;
+            const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
             st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
-                   gemm_out<typename widths_of<Cfg>::type>(g.dr[r][c], g.bias[col], g.rq1[col], g.rq2[col], d, res));
+                   gemm_out<typename widths_of<Cfg>::type>(t.cls ? 0 : g.dr[r][c], g.bias[col], g.rq1[col],
+                                                           g.rq2[col], d, res, t.cls, pre_v));
         }
     }
 }
@@ -255,6 +280,12 @@ OUT_LANE:
 template <class Cfg>
 int drain_steps() {
     return (Cfg::R * Cfg::C + Cfg::OUT_LANES - 1) / Cfg::OUT_LANES;
+}
+
+// Output-lane steps of the embed's cls row (embed_fused), 0 otherwise.
+template <class Cfg>
+int cls_steps(const LayerDesc& d) {
+    return embed_fused(d) ? (d.N + Cfg::OUT_LANES - 1) / Cfg::OUT_LANES : 0;
 }
 
 // The array step k: acc += a[:, k] (x) w_row.
@@ -364,7 +395,9 @@ GEMM_A0:
     const long w_share_total = prefetch_beats(pf, W);
     const long tiles = long(mb_n) * nt_n;
     const int w_share = int((w_share_total + tiles - 1) / tiles);
-    Drain dt = {0, 0, 0, 0, false};
+    Drain dt = {0, 0, 0, 0, false, false};
+    const Drain dcls = {0, 0, 0, 0, false, true};
+    const int csteps = cls_steps<Cfg>(d);  // the first tile's idle output lanes add the embed's cls row
 GEMM_MT:
     for (int mb = 0; mb < mb_n; ++mb) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
@@ -387,13 +420,15 @@ GEMM_MT:
             if (dt.pending && dsteps > steps) steps = dsteps;
             if (a_share > steps) steps = a_share;
             if (w_share > steps) steps = w_share;
+            if (!dt.pending && csteps > steps) steps = csteps;
         GEMM_STEP:
             for (int s = 0; s < steps; ++s) {
                 ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)
                 ISEG_PRAGMA(HLS PIPELINE II=1)
                 ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
                 if (s < d.K) array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
-                if (dt.pending && s < dsteps) drain_step<Cfg>(d, scratch, g, dt, s);
+                // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
+                if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, g, dt.pending ? dt : dcls, s);
                 if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
                 if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
                 if (s < w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
@@ -413,7 +448,7 @@ GEMM_MT:
 GEMM_TAIL:
     for (int s = 0; s < dsteps; ++s) {
         ISEG_PRAGMA(HLS PIPELINE II=1)
-        drain_step<Cfg>(d, scratch, g, dt, s);
+        drain_step<Cfg>(d, blob, scratch, g, dt, s);
     }
     ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
 }

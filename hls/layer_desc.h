@@ -8,6 +8,8 @@
 //
 //   PATCH_EMBED     pixels (img_h, img_w) from the stream -> im2col staging (T, K) int8 at `in`,
 //                   K = 3*patch^2, then out = RQ_16(staging . W + b) like LINEAR (T, N) at `out`
+//                   with n_prefix = 1 the embedding add is fused: out row 1 + t = int_add(token t, pos row
+//                   1 + t at `in2`), row 0 = int_add(cst, pos row 0)  (ma, mb, ea), (T + 1, N) at `out`
 //   EMBED_ADD       out (T, N) i16 = int_add([cst rows 0..n_prefix) ; in rows], pos at `b`)  (ma, mb, ea)
 //   LAYERNORM       out (T, N) out_bits = RQ(ILN(in (T, N) i16)), per-channel gamma/beta in rq
 //   LINEAR          out (T, N) = RQ_out_bits(in (T, K) i8 . W (K, N) i8 at `w` + b i32 at `b`)

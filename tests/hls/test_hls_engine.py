@@ -238,3 +238,82 @@ def test_layernorm_window_fused_into_linear(hls, T, C, N):
     assert [i for i, _ in traced] == [0, 1]
     assert traced[0][1] == y[1:].astype(np.int8).tobytes()
     assert hls.last_cycles() > 0
+
+
+# ---- the position-embedding add fused into PATCH_EMBED's output stage (gemm.h embed_fused) ---------------
+def _embed_tables(rng, img, P, D, ma, mb, ea, big=False):
+    """The same patch embedding + embed add as two rows (PATCH_EMBED, EMBED_ADD) and as one fused row
+    (PATCH_EMBED with n_prefix 1: pos at blob offset in2, cls at cst); numpy's expected (1 + T, D) output."""
+    H, W = img.shape[:2]
+    T, K = (H // P) * (W // P), 3 * P * P
+    wpe, bpe = rng.integers(-128, 128, (K, D)), rng.integers(-20000, 20000, D)
+    acc = nx.linear(im2col(img, P), wpe, bpe)
+    m, e = me_ch(acc, 30000 if big else 12000)
+    tok = nx.requant(acc, m, e, 0, 16)
+    lim = 32768 if big else 12000
+    cls, pos = rng.integers(-lim, lim, (1, D)), rng.integers(-lim, lim, (T + 1, D))
+    want = nx.int_add(np.concatenate([cls, tok]), pos, ma, mb, ea)
+    blob, sc = Blob(), Scratch()
+    pe = dict(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16, in_stride=K,
+              in_=sc.alloc("stage", (T, K), np.int8), w=blob.add(wpe, np.int8), b=blob.add(bpe, np.int32),
+              rq=blob.rq_table(m, e, 0, D))
+    c_off, p_off = blob.add(cls, np.int16), blob.add(pos, np.int16)
+    tok_off, x_off = sc.alloc("tok", (T, D), np.int16), sc.alloc("x", (T + 1, D), np.int16)
+    two = [layer(**pe, out=tok_off, out_stride=D),
+           layer(op=OP_EMBED_ADD, T=T + 1, N=D, n_prefix=1, out_bits=16, in_=tok_off, in_stride=D, out=x_off,
+                 out_stride=D, cst=c_off, b=p_off, ma=ma, mb=mb, ea=ea)]
+    fused = [layer(**pe, out=x_off, out_stride=D, n_prefix=1, in2=p_off, in2_stride=D, cst=c_off, ma=ma, mb=mb,
+                   ea=ea)]
+    return two, fused, blob, sc, want
+
+
+@pytest.mark.parametrize("P,H,W,D,big", [(2, 4, 8, 40, False), (4, 8, 12, 24, True), (8, 8, 32, 17, False)])
+def test_embed_add_fused_into_patch_embed(hls, P, H, W, D, big):
+    """Bit-exact with numpy and with the two-row table (asymmetric ma / mb: the operand order counts; `big`: the
+    i16 clamp is reached); P = 8 on an 8-pixel-high image is a single grid row."""
+    rng = np.random.default_rng(P * 100 + D)
+    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    ma, mb, ea = (3 << 28, 1 << 29, 30) if not big else (7 << 27, -(5 << 26), 28)
+    two, fused, blob, sc, want = _embed_tables(rng, img, P, D, ma, mb, ea, big)
+    if big:
+        assert (np.abs(want) == 32767).any() or (want == -32768).any()
+    b = blob.array()
+    s2, s1 = sc.array(), sc.array()
+    assert hls.run(two, b, s2, pixels=img.reshape(-1))[0] == 0, hls.error()
+    assert hls.run(fused, b, s1, pixels=img.reshape(-1))[0] == 0, hls.error()
+    assert np.array_equal(sc.get(s2, "x"), want)
+    assert np.array_equal(sc.get(s1, "x"), want)
+    assert not sc.get(s1, "tok").any()  # the patch_embed intermediate is never written
+
+
+def test_embed_fused_cycles_by_hand(hls):
+    """4 x 8 image, P = 2 (T = 8 patches, K = 12), D = 40, on the harness (R 4, C 8, 16-byte beats, 3 output
+    lanes: drain ceil(32/3) = 11, PIPE 16). Hand-worked, the fused PATCH_EMBED row:
+      prefetch0 (before the loop)  ceil(12 * 40 / 16) + 16                                   = 46
+      pixels                       (4/2 + 1) * (2 * 8 + 16)                                   = 96
+      consts                       max(40, ceil(160/16) + 40 records) + 16                    = 66
+      A prologue                   4 * ceil(12/16) + 16                                       = 20
+      steps: 2 row blocks x 5 column tiles, A share ceil(4/5) = 1, no weight share;
+        first tile max(K 12, A 1, cls row ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs the cls row)
+        4 middle tiles max(12, drain 11, 1) = 12, 5 tiles of the last block max(12, 11) = 12  -> 14 + 48 + 60 = 122
+      tail                         11 + 16                                                    = 27
+      -> 46 + 96 + 66 + 20 + 122 + 27                                                         = 377
+    The two-row table: the same GEMM with a first tile of 12 (233), then EMBED_ADD 9 * (40 + 16) = 504: 879."""
+    from iseg.generator import estimate as est
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (4, 8, 3), dtype=np.uint8)
+    two, fused, blob, sc, want = _embed_tables(rng, img, 2, 40, 3 << 28, 1 << 29, 30)
+    b = blob.array()
+    s2, s1 = sc.array(), sc.array()
+    assert hls.run(two, b, s2, pixels=img.reshape(-1))[0] == 0, hls.error()
+    c_two = hls.last_cycles()
+    assert hls.run(fused, b, s1, pixels=img.reshape(-1))[0] == 0, hls.error()
+    c_fused = hls.last_cycles()
+    assert np.array_equal(sc.get(s1, "x"), want) and np.array_equal(sc.get(s2, "x"), want)
+    shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
+    g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
+    g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
+    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (66 + 20 + 122 + 27, 233, 96)
+    assert c_fused == 46 + 96 + g_f == 377
+    assert c_two == 46 + 96 + g_p + 9 * (40 + 16) == 879
