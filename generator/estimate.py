@@ -586,27 +586,42 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     consts = heads * dh + PIPE
     kv = 2 * t * cdiv(dh, w) + PIPE
     q_it = r * cdiv(dh, w)
-    qk_it = dh + (kt - 1) * max(dh, a.score_drain) + a.score_drain
-    pv_it = vt * (t + a.drain)  # SM steps under one PV: loop iterations (T keys + the drain), any PV_II
-    q, qk, pv = q_it + PIPE, qk_it + PIPE, vt * (pv_ii * t + PIPE + a.drain + PIPE)
+    dr = a.drain
+
+    def qk_it(pv_pending: bool) -> int:  # att_qk_steps: key tile 0 also drains a deferred P.V tile
+        first = max(dh, dr) if pv_pending else dh
+        return first + (kt - 1) * max(dh, a.score_drain) + a.score_drain
+
+    def pv_it(defer: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations), any PV_II
+        return t + (vt - 1) * max(t, dr) + (0 if defer else dr)
+
+    def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
+        return pv_ii * t + PIPE + (vt - 1) * (pv_ii * max(t, dr) + PIPE) + (0 if defer else dr + PIPE)
+
+    q = q_it + PIPE
     nb = cdiv(t, r)
-    n_q = n_pv = 1  # prologue QK(0), epilogue PV(nb-1)
+    n_q = 1  # prologue QK(0)
+    qk_total = qk_it(False) + PIPE
+    pv_total = pv_cyc(False)  # epilogue PV(nb-1)
     rest_total = 0
     for i in range(nb):
         rows = min(r, t - i * r)
+        defer = i + 1 < nb  # PV(i-1)'s last channel tile drains in QK(i+1)'s key tile 0
         shadow = 0
         if i >= 1:
-            n_pv += 1
-            shadow += pv_it
+            pv_total += pv_cyc(defer)
+            shadow += pv_it(defer)
         if i + 1 < nb:
             n_q += 1
-            shadow += q_it + qk_it
+            pend = i >= 1
+            qk_total += qk_it(pend) + PIPE
+            shadow += q_it + qk_it(pend)
         rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes) - shadow)
         rest_total += rest + PIPE if rest else 0
-    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * n_q * q), ("qk", heads * n_q * qk),
-             ("shiftmax", heads * rest_total), ("pv", heads * n_pv * pv),
+    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * n_q * q), ("qk", heads * qk_total),
+             ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
              ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
-    return consts + heads * (kv + n_q * (q + qk) + n_pv * pv + rest_total), parts
+    return consts + heads * (kv + n_q * q + qk_total + pv_total + rest_total), parts
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:

@@ -102,10 +102,45 @@ int score_drain_steps() {
     return (Cfg::R * Cfg::C + Cfg::S_LANES - 1) / Cfg::S_LANES;
 }
 
-// Loop iterations of att_qk (the Q.K^T key tiles and their drains, without the pipeline fill).
-inline long att_qk_steps(int T, int dh, int C, int dsteps) {
+// A P.V output tile waiting in g.dr for its drain (OUT_LANES outputs per step, ATT_O_LANE).
+struct PvDrain {
+    bool pending;
+    int t0, rows, half, c0, cols;  // query rows [t0, t0 + rows) of the probability block half, channels c0 ..
+};
+
+// Loop iterations of att_qk (the Q.K^T key tiles and their drains, without the pipeline fill); pv_pending:
+// key tile 0 also drains the previous block's last P.V tile (pdsteps = drain_steps) and runs max(dh, pdsteps).
+inline long att_qk_steps(int T, int dh, int C, int dsteps, bool pv_pending = false, int pdsteps = 0) {
     const int kt_n = (T + C - 1) / C;
-    return dh + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + dsteps;
+    const int first = pv_pending && pdsteps > dh ? pdsteps : dh;
+    return first + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + dsteps;
+}
+
+// Loop iterations of att_pv (without the pipeline fills; cycles are PV_II per key iteration, one per drain
+// step): tile 0 runs T keys, tile j >= 1 max(T, pdsteps) (tile j - 1 drains in its first pdsteps iterations),
+// the last tile's drain runs alone (pdsteps) unless deferred into the next QK's key tile 0.
+inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
+    return T + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) + (defer ? 0 : pdsteps);
+}
+
+// Step s2 of the drain of P.V tile pd from g.dr: OUT_LANES outputs of head h, RQ_8((P . V) << r) to scratch.
+template <class Cfg>
+void att_o_step(const LayerDesc& d, uint8_t* scratch, int h, const PvDrain& pd, const AttSm<Cfg>& sm,
+                const GemmBuffers<Cfg>& g, int s2) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int dh = d.d_head;
+ATT_O_LANE:
+    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        const int e = s2 * Cfg::OUT_LANES + l;
+        const int r = e / Cfg::C, c = e % Cfg::C;
+        if (r < pd.rows && c < pd.cols) {
+            const int ch = h * dh + pd.c0 + c;
+            const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
+            const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
+            scratch[d.out + long(pd.t0 + r) * d.out_stride + ch] =
+                uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
+        }
+    }
 }
 
 // The Q block of query rows [t0, t0 + rows) of head h into q (one beat per cycle), SM advancing.
@@ -131,20 +166,26 @@ ATT_Q_LOAD:
 
 // Scores of one query block: s[half] = RQ_8(q . K_h^T), row maxima into mx[half], SM advancing.
 template <class Cfg>
-void att_qk(const LayerDesc& d, int rows, int half, const int16_t (&q)[Cfg::R][Cfg::DHMAX],
-            const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
+void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, const int16_t (&q)[Cfg::R][Cfg::DHMAX],
+            const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd, AttSm<Cfg>& sm,
+            GemmBuffers<Cfg>& g) {
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + Cfg::C - 1) / Cfg::C;
     const int dsteps = score_drain_steps<Cfg>();
+    const int pdsteps = drain_steps<Cfg>();
 ATT_MX_INIT:
     for (int r = 0; r < Cfg::R; ++r) sm.mx[half][r] = -128;
-    acc_to_drain<Cfg>(g);  // clears the accumulators (the drain buffer is not read before tile 0 ends)
+    // Clears the accumulators (the drain buffer is not read before tile 0 ends). With a pending P.V tile
+    // (pd) g.dr holds it and the accumulators are already clear (att_pv ended with acc_to_drain): key tile 0
+    // drains it (first pdsteps iterations) before its own acc_to_drain overwrites g.dr.
+    if (!pd.pending) acc_to_drain<Cfg>(g);
     int dn0 = 0, dcols = 0;
 ATT_KTILE:
     for (int j = 0; j <= kt_n; ++j) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=75)
         const bool pend = j > 0;
-        const int steps = j < kt_n ? (pend && dsteps > dh ? dsteps : dh) : dsteps;
+        const bool pvd = j == 0 && pd.pending;  // the previous block's last P.V tile drains in key tile 0
+        const int steps = j < kt_n ? (pend && dsteps > dh ? dsteps : pvd && pdsteps > dh ? pdsteps : dh) : dsteps;
     ATT_QK_STEP:
         for (int s2 = 0; s2 < steps; ++s2) {
             ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
@@ -162,6 +203,7 @@ ATT_KTILE:
                     }
                 }
             }
+            if (pvd && s2 < pdsteps) att_o_step<Cfg>(d, scratch, h, pd, sm, g, s2);
             att_sm_tick<Cfg>(sm, d, g);
         }
         ISEG_CYCLES(g.cycles, steps);
@@ -172,66 +214,72 @@ ATT_KTILE:
     ISEG_CYCLES(g.cycles, kPipeDepth);
 }
 
-// One iteration of the P.V loop: key k of P = g.a[half] times row k of V_h, and one Shiftmax step
-// (one per iteration whatever the initiation interval: attention()'s `shadow` counts iterations).
+// One iteration of the P.V loop: key k (< T) of P = g.a[half] times row k of V_h, step k of the previous
+// channel tile's drain (pd, while k < pdsteps) and one Shiftmax step (one per iteration whatever the initiation
+// interval: attention()'s `shadow` counts iterations).
 template <class Cfg>
-void att_pv_step(const LayerDesc& d, int half, const int8_t (&v)[Cfg::C], int k, AttSm<Cfg>& sm,
-                 GemmBuffers<Cfg>& g) {
+void att_pv_step(const LayerDesc& d, uint8_t* scratch, int h, int half, const int8_t (&kv)[Cfg::WROWS][Cfg::C],
+                 long vrow, int k, const PvDrain& pd, int pdsteps, AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
-    array_step<Cfg>(g, g.a[half], v, k);
+    if (k < d.T) array_step<Cfg>(g, g.a[half], kv[vrow + k], k);
+    if (pd.pending && k < pdsteps) att_o_step<Cfg>(d, scratch, h, pd, sm, g, k);
     att_sm_tick<Cfg>(sm, d, g);
 }
 
 // out rows [t0, t0 + rows), head h = RQ_8((P . V_h) << r) with P = g.a[half], r = sm.rs[half], SM advancing.
+// Channel tile j's drain runs inside tile j + 1's loop (as in gemm_layer); the last tile's drain runs alone
+// after the loop, or with defer it is left pending in g.dr (pd) for the next att_qk's key tile 0.
 template <class Cfg>
 void att_pv(const LayerDesc& d, uint8_t* scratch, int h, int t0, int rows, int half,
-            const int8_t (&kv)[Cfg::WROWS][Cfg::C], AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
+            const int8_t (&kv)[Cfg::WROWS][Cfg::C], bool defer, PvDrain& pd, AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
     const int T = d.T, dh = d.d_head;
     const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
-    const int dsteps = drain_steps<Cfg>();
+    const int pdsteps = drain_steps<Cfg>();
+    pd.pending = false;
+    pd.t0 = t0;
+    pd.rows = rows;
+    pd.half = half;
+    pd.c0 = 0;
+    pd.cols = 0;
 ATT_VTILE:
     for (int c0 = 0; c0 < dh; c0 += Cfg::C) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
         const int cols = dh - c0 < Cfg::C ? dh - c0 : Cfg::C;
         const long vrow = voff + long(c0 / Cfg::C) * T;
+        const int n = pd.pending && pdsteps > T ? pdsteps : T;
         // Two copies of the loop, one per initiation interval (an HLS pragma cannot take a template
         // expression): the compile-time PV_II keeps exactly one of them. Same body, same order.
         if (pv_ii_of<Cfg>::value == 1) {
         ATT_PV_STEP_II1:
-            for (int k = 0; k < T; ++k) {
+            for (int k = 0; k < n; ++k) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
                 ISEG_PRAGMA(HLS PIPELINE II=1)
-                att_pv_step<Cfg>(d, half, kv[vrow + k], k, sm, g);
+                att_pv_step<Cfg>(d, scratch, h, half, kv, vrow, k, pd, pdsteps, sm, g);
             }
         } else {
         ATT_PV_STEP_II2:
-            for (int k = 0; k < T; ++k) {
+            for (int k = 0; k < n; ++k) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
                 ISEG_PRAGMA(HLS PIPELINE II=2)
-                att_pv_step<Cfg>(d, half, kv[vrow + k], k, sm, g);
+                att_pv_step<Cfg>(d, scratch, h, half, kv, vrow, k, pd, pdsteps, sm, g);
             }
         }
-        ISEG_CYCLES(g.cycles, long(pv_ii_of<Cfg>::value) * T + kPipeDepth);
+        ISEG_CYCLES(g.cycles, long(pv_ii_of<Cfg>::value) * n + kPipeDepth);
         acc_to_drain<Cfg>(g);
-    ATT_O_STEP:
-        for (int s2 = 0; s2 < dsteps; ++s2) {
-            ISEG_PRAGMA(HLS PIPELINE II=1)
-        ATT_O_LANE:
-            for (int l = 0; l < Cfg::OUT_LANES; ++l) {
-                const int e = s2 * Cfg::OUT_LANES + l;
-                const int r = e / Cfg::C, c = e % Cfg::C;
-                if (r < rows && c < cols) {
-                    const int ch = h * dh + c0 + c;
-                    const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[half][r]) : 0;
-                    const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
-                    scratch[d.out + long(t0 + r) * d.out_stride + ch] =
-                        uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
-                }
-            }
-            att_sm_tick<Cfg>(sm, d, g);
-        }
-        ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
+        pd.pending = true;
+        pd.c0 = c0;
+        pd.cols = cols;
     }
+    if (defer) return;
+ATT_O_STEP:
+    for (int s2 = 0; s2 < pdsteps; ++s2) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        att_o_step<Cfg>(d, scratch, h, pd, sm, g, s2);
+        att_sm_tick<Cfg>(sm, d, g);
+    }
+    ISEG_CYCLES(g.cycles, pdsteps + kPipeDepth);
+    pd.pending = false;
 }
 
 template <class Cfg>
@@ -288,8 +336,9 @@ ATT_HEAD:
         // prologue: QK(0), nothing to overlap
         sm.st = sm_idle();
         const int rows0 = T < Cfg::R ? T : Cfg::R;
+        PvDrain pd = {false, 0, 0, 0, 0, 0};  // a P.V tile left in g.dr for the next att_qk
         att_q_load<Cfg>(qkv + long(h) * dh, st, rows0, dh, q, sm, d, g);
-        att_qk<Cfg>(d, rows0, 0, q, kv, rq_s, sm, g);
+        att_qk<Cfg>(d, scratch, h, rows0, 0, q, kv, rq_s, pd, sm, g);
     ATT_QBLK:
         for (int i = 0; i < nb; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
@@ -297,16 +346,19 @@ ATT_HEAD:
             const int rows = T - t0 < Cfg::R ? T - t0 : Cfg::R;
             sm.st = sm_begin(i & 1, rows);  // SM(i): s[i&1] -> g.a[i&1]
             long shadow = 0;                // SM steps taken inside the array loops
+            const bool defer = i + 1 < nb;  // PV(i-1)'s last drain under QK(i+1)'s key tile 0
             if (i >= 1) {                   // PV(i-1)
-                att_pv<Cfg>(d, scratch, h, t0 - Cfg::R, Cfg::R, (i - 1) & 1, kv, sm, g);
-                shadow += long(vt_n) * (T + drain_steps<Cfg>());  // iterations, not cycles: any PV_II
+                att_pv<Cfg>(d, scratch, h, t0 - Cfg::R, Cfg::R, (i - 1) & 1, kv, defer, pd, sm, g);
+                shadow += att_pv_steps(T, vt_n, drain_steps<Cfg>(), defer);  // iterations, not cycles: any PV_II
             }
             if (i + 1 < nb) {  // QK(i+1)
                 const int tn = t0 + Cfg::R;
                 const int rn = T - tn < Cfg::R ? T - tn : Cfg::R;
                 att_q_load<Cfg>(qkv + long(tn) * st + long(h) * dh, st, rn, dh, q, sm, d, g);
-                att_qk<Cfg>(d, rn, (i + 1) & 1, q, kv, rq_s, sm, g);
-                shadow += long(Cfg::R) * dbeats + att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>());
+                att_qk<Cfg>(d, scratch, h, rn, (i + 1) & 1, q, kv, rq_s, pd, sm, g);
+                shadow += long(Cfg::R) * dbeats +
+                          att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>(), pd.pending, drain_steps<Cfg>());
+                pd.pending = false;
             }
             const long total = sm_block_steps(rows, Cfg::R, T, Cfg::SM_LANES);
             const long rest = total > shadow ? total - shadow : 0;
@@ -322,7 +374,7 @@ ATT_HEAD:
         // epilogue: PV(nb-1)
         sm.st = sm_idle();
         const int tl = (nb - 1) * Cfg::R;
-        att_pv<Cfg>(d, scratch, h, tl, T - tl, (nb - 1) & 1, kv, sm, g);
+        att_pv<Cfg>(d, scratch, h, tl, T - tl, (nb - 1) & 1, kv, false, pd, sm, g);
     }
 }
 

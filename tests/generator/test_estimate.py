@@ -51,43 +51,58 @@ def test_gemm_cycles_by_hand() -> None:
 
 
 def test_attention_cycles_by_hand() -> None:
-    """T 9 keys, 1 head of 16 on the harness array: blocks of 4, 4, 1 query rows, software-pipelined."""
+    """T 9 keys, 1 head of 16 on the harness array: blocks of 4, 4, 1 query rows, software-pipelined.
+
+    P.V drains overlap like gemm_layer's: channel tile j's drain (11 steps) runs in the first steps of tile
+    j + 1's key loop, which runs max(T, drain) iterations; the last tile's drain runs alone (drain + PIPE),
+    except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s key
+    tile 0 (max(d_head, drain) = 16 steps, so here for free)."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 16 + 16
     kv = 2 * 9 * 1 + 16
     q_it, qk_it = 4 * 1, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
-    pv_it = 2 * (9 + 11)  # channel tiles ceil(16/8) = 2; the PV loop runs T iterations at II = 2
-    q, qk, pv = q_it + 16, qk_it + 16, 2 * (2 * 9 + 16 + 11 + 16)
+    drain = 11  # ceil(4 * 8 / 3)
+    # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
+    pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
+    pv_defer = (2 * 9 + 16) + (2 * max(9, drain) + 16)
+    pv = pv_defer + drain + 16
+    assert (pv_it_defer, pv_it, pv_defer, pv) == (20, 31, 72, 99)
+    q, qk = q_it + 16, qk_it + 16
     sm_full = 4 * 3 + 66 + 4 * 3  # ceil(9/3) = 3 steps per row and pass, the divider's latency once
     sm_last = 1 * 3 + 66 + 1 * 3 + 3 * 3  # one row + three zero-filled rows
     assert (est.sm_block_steps(4, 4, 9, 3), est.sm_block_steps(1, 4, 9, 3)) == (sm_full, sm_last)
     rest0 = sm_full - (q_it + qk_it)  # SM(0) under QK(1)
-    rest1 = sm_full - (pv_it + q_it + qk_it)  # SM(1) under PV(0), QK(2)
+    rest1 = sm_full - (pv_it_defer + q_it + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
-    assert (rest0, rest1, rest2) == (47, 7, 41)
-    body = (q + qk) + (q + qk + rest0 + 16) + (pv + q + qk + rest1 + 16) + (pv + rest2 + 16) + pv
-    assert cycles == consts + kv + body
+    assert (rest0, rest1, rest2) == (47, 27, 50)
+    body = (q + qk) + (q + qk + rest0 + 16) + (pv_defer + q + qk + rest1 + 16) + (pv + rest2 + 16) + pv
+    assert cycles == consts + kv + body == 733
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
+    assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
 
 def test_attention_pv_ii1_by_hand() -> None:
     """The same layer as test_attention_cycles_by_hand with u8 probabilities (PV_II 1).
 
-    Derivation: a P.V pass (att_pv) is vt_n channel tiles of [ATT_PV_STEP: T keys at PV_II cycles each +
-    PIPE] + [ATT_O_STEP: drain + PIPE], so it costs vt_n * T cycles less at PV_II 1 than at 2. Every head runs
-    nb passes (PV(i-1) for i = 1 .. nb-1, and PV(nb-1)); the Shiftmax under them advances one step per loop
-    ITERATION, not per cycle, so its shadow and the exposed rest (ATT_SM_REST) do not change. Hence, per
-    attention layer: cycles(PV_II 2) - cycles(PV_II 1) = heads * nb * vt_n * T exactly, all of it array time."""
+    Derivation: a P.V pass (att_pv) is channel tile 0 (T keys at PV_II cycles each + PIPE), tiles j >= 1
+    (max(T, drain) iterations at PV_II cycles each + PIPE: tile j - 1 drains in them) and, unless deferred,
+    the last drain (drain + PIPE, one cycle per step at any PV_II). So a pass costs T + (vt_n - 1) * max(T,
+    drain) cycles less at PV_II 1 than at 2. Every head runs nb passes (PV(i-1) for i = 1 .. nb-1, and
+    PV(nb-1)); the Shiftmax under them advances one step per loop ITERATION, not per cycle, so its shadow and
+    the exposed rest (ATT_SM_REST) do not change. Hence, per attention layer: cycles(PV_II 2) - cycles(PV_II
+    1) = heads * nb * (T + (vt_n - 1) * max(T, drain)) exactly."""
     a = HARNESS_SHAPE
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
     c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
     assert c2 == est.attention_cycles(a, 9, 1, 16)[0]  # 2 is the default: valid for every variant
-    pv1 = 2 * (9 + 16 + 11 + 16)  # 2 channel tiles of (T keys at II 1 + PIPE + drain 11 + PIPE)
-    assert p1["pv"] == 3 * pv1 and p2["pv"] == 3 * (pv1 + 2 * 9)  # nb = 3 passes per head
-    heads, nb, vt_n, t = 1, 3, 2, 9
-    assert c2 - c1 == heads * nb * vt_n * t == 54
-    assert p2["array"] - p1["array"] == 54 and p1["shiftmax"] == p2["shiftmax"]
+    pv1_defer = (9 + 16) + (11 + 16)  # tile 0: 9 keys at II 1; tile 1: max(9, drain 11) steps (drains tile 0)
+    pv1 = pv1_defer + 11 + 16  # + the last tile's drain alone
+    assert p1["pv"] == pv1_defer + 2 * pv1 == 210  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
+    assert p2["pv"] == p1["pv"] + 3 * (9 + 11) == 270
+    heads, nb, t, drain = 1, 3, 9, 11
+    assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 60
+    assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] == p2["shiftmax"]
     # two heads, T 21 (6 query blocks of R 4), d_head 8 (one channel tile)
     assert est.attention_cycles(a, 21, 2, 8, 2)[0] - est.attention_cycles(a, 21, 2, 8, 1)[0] == 2 * 6 * 1 * 21
     with pytest.raises(ValueError, match="pv_ii"):
