@@ -7,7 +7,8 @@ whole board's packed peak, the largest cycle sinks beyond the ideal array time a
 the DSP / LUT split per unit. The cycle estimate needs only shapes, but the lane multipliers' widths
 (hls/mul.h) come from the checkpoint's constants: a calibrated random checkpoint (iseg.random_model, seed 0)
 stands in for a trained one; its widths are printed first. ``--softmax`` picks its Shiftmax variant: with
-precise8 (u8 probabilities) the engine runs P.V at the packed rate (Cfg::PV_II 1) instead of half of it.
+precise8 (u8 probabilities) a packed array runs P.V at the packed rate (Cfg::PV_II 1) instead of half of it;
+an array with a DSP per MAC (1 MAC/DSP) runs it at II 1 with any variant.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def main() -> None:
         p = make_plan(cfg, ckpt, checkpoint_sha256="0" * 64)
         dt = time.perf_counter() - t0
         if first:
-            print(f"{args.model}, softmax {args.softmax} (P.V II {p.engine['pv_ii']})")
+            print(f"{args.model}, softmax {args.softmax}")
             print("lane widths (signed bits): " + ", ".join(f"{k} {v}" for k, v in p.widths))
             first = False
         t = p.totals
         top = sorted(t["stalls"].items(), key=lambda kv: -kv[1])[:5]
-        print(f"{name:<8} {clock:5.0f} MHz array {p.rows:>2}x{p.cols:<2} DSP {t['dsp']:>5}/{board.dsp:<5} "
+        print(f"{name:<8} {clock:5.0f} MHz array {p.rows:>2}x{p.cols:<2} {p.pack} MAC/DSP, P.V II {p.engine['pv_ii']}  "
+              f"DSP {t['dsp']:>5}/{board.dsp:<5} "
               f"{t['fps']:7.2f} FPS  {100 * t['array_util']:5.1f} % of array peak  "
               f"{100 * t['board_peak_util']:5.1f} % of board peak  "
               f"weights {t['weight_bytes_per_frame'] / 2**20:5.2f} MiB/frame  (plan {dt:.2f} s)")

@@ -44,7 +44,7 @@ SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["rows", "cols"],
-                    "properties": {"rows": _POS_INT, "cols": _POS_INT},
+                    "properties": {"rows": _POS_INT, "cols": _POS_INT, "macs_per_dsp": {"enum": [1, 2]}},
                 },
             ]
         },
@@ -61,9 +61,10 @@ _MESSAGES = {
     "project": "must be a C identifier (letters, digits, _; not starting with a digit; <= 64 chars)",
     "board": f"must be one of {', '.join(BOARDS)}",
     "clock_mhz": "must be a number of MHz in (0, 800]",
-    "array": "must be 'auto' or {rows: R, cols: C}",
+    "array": "must be 'auto' or {rows: R, cols: C} (optionally macs_per_dsp: 1 or 2)",
     "array.rows": "must be a positive integer",
     "array.cols": "must be a positive integer",
+    "array.macs_per_dsp": "must be 1 or 2 (int8 MACs per DSP: 2 packs row pairs into a DSP48E2)",
     "image": "must be [H, W], two positive integers",
     "image.[]": "must be a positive integer",
     "outputs": f"must be a non-empty list of distinct items from {', '.join(OUTPUTS)}",
@@ -86,6 +87,7 @@ class Config:
     array: tuple[int, int] | None  # (rows, cols); None = auto
     image: tuple[int, int] | None  # None = the checkpoint's
     outputs: tuple[str, ...]
+    array_pack: int = 0  # array.macs_per_dsp (Cfg::PACK); 0 = auto, or the most an explicit array allows
 
 
 def _path_of(error: Any) -> str:
@@ -151,6 +153,7 @@ def parse_config(data: Any, source: Path) -> Config:
     board = BOARDS[data["board"]]
     arr = data.get("array", "auto")
     array = None if arr == "auto" else (int(arr["rows"]), int(arr["cols"]))
+    pack = 0 if arr == "auto" else int(arr.get("macs_per_dsp", 0))
     image = tuple(int(v) for v in data["image"]) if "image" in data else None
     outputs = tuple(o for o in OUTPUTS if o in data.get("outputs", DEFAULT_OUTPUTS))
     ckpt = Path(os.path.normpath(base / data["checkpoint"]))
@@ -163,7 +166,7 @@ def parse_config(data: Any, source: Path) -> Config:
         raise IsegError(f"{name}: output: {data['output']!r} would replace the folder holding the checkpoint")
     return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
                   clock_mhz=float(data.get("clock_mhz", board.clock_mhz)), array=array,
-                  image=image, outputs=outputs)  # type: ignore[arg-type]
+                  image=image, outputs=outputs, array_pack=pack)  # type: ignore[arg-type]
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -183,7 +186,8 @@ def load_config(path: str | os.PathLike) -> Config:
     return parse_config(data, path.resolve())
 
 
-def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], checkpoint_sha256: str) -> str:
+def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], checkpoint_sha256: str,
+                  pack: int = 0) -> str:
     """The config as the generator understood it, for the project's own copy.
 
     Relocatable: the checkpoint is named by file name and hash, the output is the project
@@ -196,7 +200,7 @@ def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], c
         "project": cfg.project,
         "board": cfg.board.name,
         "clock_mhz": _num(cfg.clock_mhz),
-        "array": {"rows": array[0], "cols": array[1]},
+        "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {})},
         "array_requested": "auto" if cfg.array is None else "explicit",
         "image": list(image),
         "outputs": list(cfg.outputs),

@@ -59,7 +59,8 @@ from iseg.graph import (
     SliceRows,
 )
 
-__all__ = ["ArrayShape", "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
+__all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
+           "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
            "gemm_cycles", "attention_cycles", "pv_ii_of", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
@@ -363,20 +364,60 @@ def _wrows_needed(graph: Graph, cols: int) -> int:
     return max(need + [_dims(graph)["kmax"]])
 
 
+ARRAY_ACC_BITS = 32  # hls/gemm.h GemmBuffers::acc: int32_t accumulators
+ARRAY_READOUT_LUT = ARRAY_ACC_BITS // 2  # the drains' reads of the R x C accumulator copies, per MAC
+
+
+def array_lut_per_mac(pack: int) -> int:
+    """LUTs per MAC of the GEMM array (docs/gen-hls.md, "LUTs of the array").
+
+    Every PE pays the readout: the output lanes and the score lanes each select among the R x C drain copies
+    (``g.dr``), a LUT6 being a 4:1 mux, i.e. 2 x 1/4 LUT per accumulator bit. Then:
+
+    - pack 2 (two int8 MACs per DSP48E2, WP486): the DSP yields two products, so each is accumulated in a
+      32-bit fabric adder (one LUT per bit on the carry chain, the clear folded into it): 32 + 16 = 48. Our
+      RTL PE (templates/rtl/iseg_gemm_pe.v.j2: the same two 32-bit fabric accumulators and a result readout)
+      measures 47.3 / 49.3 / 48.7 LUTs per MAC at 4x4 / 8x8 / 16x16 under yosys (``benchmarks/rtl_resources.py
+      --sizes``; tests/rtl/test_array_lut_rule.py checks the 4x4 one).
+    - pack 1 (a DSP per MAC): the product and the accumulation are one DSP multiply-add with the accumulator
+      in its P register (Vitis HLS mul->add matching, UG1399; Vivado's MACC inference, UG901); in fabric stay
+      the readout and the clear before each tile (a select on the 32-bit accumulator, two bits per LUT6_2):
+      16 + 16 = 32. Unverified without Vitis (yosys does not absorb an accumulator into a DSP48E2: our unpacked
+      RTL PE measures 45.3 at 16x16); if HLS kept the adder in fabric, pack 1 would cost as much as pack 2 and
+      the planner would not choose it."""
+    if pack == 2:
+        return ARRAY_ACC_BITS + ARRAY_READOUT_LUT
+    if pack == 1:
+        return ARRAY_READOUT_LUT + ARRAY_ACC_BITS // 2
+    raise ValueError(f"pack must be 1 or 2, not {pack}")
+
+
+def pack_options(rows: int, board: Board) -> tuple[int, ...]:
+    """Cfg::PACK values an R-row array can take on ``board``: 2 needs a DSP48E2 (27 x 18: two int8 products
+    18 bits apart) and an even R (row pairs share a DSP); 1 is always possible."""
+    return (2, 1) if board.macs_per_dsp == 2 and rows % 2 == 0 else (1,)
+
+
 def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: float, lanes: int = 0,
-               sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False) -> ArrayShape:
+               sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False,
+               pack: int = 0) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
     at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that);
     LayerNorm normalises ``ln_lanes`` channels per cycle (0 = as many as the output lanes). The score
     lanes write on chip only: ``s_lanes`` 0 = as many as the output lanes, -1 = enough that a key
-    tile's score drain fits in d_head steps."""
+    tile's score drain fits in d_head steps. ``pack``: Cfg::PACK (``pack_options``), 0 = the most MACs per
+    DSP the board and R allow."""
     del clock_mhz
+    options = pack_options(rows, board)
+    if pack and pack not in options:
+        raise ValueError(f"{pack} MACs per DSP needs a DSP48E2 board and an even number of rows "
+                         f"({board.name}, {rows} rows: {' or '.join(map(str, options))})")
     w = board.axi_width // 8
     n = max(1, min(lanes, w // 2) if lanes else w // 2)
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
-    return ArrayShape(rows=rows, cols=cols, pack=board.macs_per_dsp if rows % 2 == 0 else 1,
+    return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
                       out_lanes=n, ln_lanes=ln_lanes or n, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n,
                       small_fabric=small_fabric)
 
@@ -396,8 +437,8 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
         return sum(m.luts() for m in muls if m.unit == unit)
 
     u: list[UnitCost] = []
-    acc_lut = 16 if a.pack == 2 else 8  # packed lanes: split + int32 accumulate in fabric (DPU-like)
-    u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * acc_lut, f"{a.rows}x{a.cols} MACs, {a.pack} per DSP"))
+    u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * array_lut_per_mac(a.pack),
+                      f"{a.rows}x{a.cols} MACs, {a.pack} per DSP ({array_lut_per_mac(a.pack)} LUTs per MAC)"))
     ba, ua = _mem_blocks(2 * a.rows * d["kmax"] * 2, 2 * a.rows, 16, board, False)
     u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16, "left operand R x KMAX i16, ping-pong"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
@@ -875,22 +916,27 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
                     break
-                fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
-                for fab in (False, True):
-                    a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab)
-                    units = unit_costs(a, graph, board, widths)
-                    if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
-                            and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
-                        fits.append((units.dsp, a))
-                if not fits:
-                    break  # every resource grows with the rows
-                dsp, a = min(fits, key=lambda x: x[0])
                 if prune and best is not None and cdiv(macs, rows * cols) > best[0][0]:
-                    continue
-                cycles = sum(c.cycles for c in op_costs(graph, a))
-                key = (cycles, dsp)
-                if best is None or key < best[0]:
-                    best = (key, a)
+                    continue  # (every resource grows with the rows, but a wider array may still fit)
+                any_fit = False
+                for pack in pack_options(rows, board):
+                    fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
+                    for fab in (False, True):
+                        a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack)
+                        units = unit_costs(a, graph, board, widths)
+                        if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
+                                and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
+                            fits.append((units.dsp, a))
+                    if not fits:
+                        continue
+                    any_fit = True
+                    dsp, a = min(fits, key=lambda x: x[0])
+                    cycles = sum(c.cycles for c in op_costs(graph, a))  # the pack sets PV_II
+                    key = (cycles, dsp)
+                    if best is None or key < best[0]:
+                        best = (key, a)
+                if not any_fit:
+                    break  # every resource grows with the rows
     if best is None:
         raise ValueError(f"no GEMM array fits {board.name}")
     return best[1]

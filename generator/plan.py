@@ -604,7 +604,10 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         for key, v in (("rows", r), ("cols", c)):
             if v > est.MAX_DIM:
                 raise IsegError(f"{name}: array.{key}: {v} exceeds the engine's limit of {est.MAX_DIM}")
-        shape = est.make_shape(r, c, graph, board, cfg.clock_mhz)
+        try:
+            shape = est.make_shape(r, c, graph, board, cfg.clock_mhz, pack=cfg.array_pack)
+        except ValueError as exc:
+            raise IsegError(f"{name}: array.macs_per_dsp: {exc}") from None
     units = est.unit_costs(shape, graph, board, widths)
     if cfg.array is not None and units.dsp > board.dsp:
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
@@ -666,7 +669,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                                  c.ddr_bytes) for c in costs),
         totals=totals, widths=widths.items() + (("SMALL_FABRIC", int(shape.small_fabric)),),
         graph_text=graph.describe(),
-        config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha),
+        config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack),
     )
 
 

@@ -32,6 +32,9 @@ def _fails(capsys: pytest.CaptureFixture[str], cfg: Path, *needles: str) -> str:
     ({"array": {"rows": 4, "cols": 8, "depth": 2}}, ("array.depth: unknown key",)),
     ({"array": "big"}, ("config.yaml: array:", "auto")),
     ({"array": {"rows": 100, "cols": 8}}, ("array.rows: 100 exceeds",)),
+    ({"array": {"rows": 4, "cols": 8, "macs_per_dsp": 3}}, ("config.yaml: array.macs_per_dsp: must be 1 or 2",)),
+    ({"array": {"rows": 5, "cols": 8, "macs_per_dsp": 2}}, ("array.macs_per_dsp: 2 MACs per DSP", "even", "5 rows")),
+    ({"board": "pynq-z2", "array": {"rows": 4, "cols": 8, "macs_per_dsp": 2}}, ("array.macs_per_dsp:", "DSP48E2")),
     ({"project": "9lives"}, ("config.yaml: project:", "C identifier")),
     ({"clock_mhz": -5}, ("config.yaml: clock_mhz:",)),
     ({"outputs": ["hls", "gds"]}, ("config.yaml: outputs[1]:",)),
@@ -68,3 +71,21 @@ def test_failed_regeneration_keeps_old_project(tmp_path: Path, tiny_ckpt: Path, 
     write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 0, "cols": 1})
     assert main([str(cfg)]) == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+
+
+def test_macs_per_dsp_is_kept(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """An even-row array without DSP packing (array.macs_per_dsp 1) reaches Cfg::PACK and the resolved config,
+    which regenerates the same engine."""
+    import json
+
+    import yaml
+
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 4, "cols": 8, "macs_per_dsp": 1})
+    assert main([str(cfg)]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["array"]["macs_per_dsp"] == 1
+    resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert resolved["array"] == {"rows": 4, "cols": 8, "macs_per_dsp": 1}
+    cfg2 = write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 4, "cols": 8})
+    assert main([str(cfg2)]) == 0  # the default for an even R on kv260: two MACs per DSP
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["array"]["macs_per_dsp"] == 2

@@ -729,3 +729,41 @@ def test_generated_pynq_z2_precise_pv_ii1(tmp_path: Path) -> None:
     assert len(att) == 2
     for r in att:
         assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops
+
+
+def test_array_pack_is_a_planner_choice() -> None:
+    """Cfg::PACK 2 needs a DSP48E2 and an even R; 1 is always possible. The array's DSPs and LUTs follow
+    array_lut_per_mac: 4 x 8 = 32 MACs on 16 DSPs (48 LUTs each) or on 32 DSPs (32 LUTs each)."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS
+
+    kv, pz = BOARDS["kv260"], BOARDS["pynq-z2"]
+    assert (est.pack_options(4, kv), est.pack_options(5, kv), est.pack_options(4, pz)) == ((2, 1), (1,), (1,))
+    g = build_graph(PRESETS["tiny"])
+    a2, a1 = est.make_shape(4, 8, g, kv, 250), est.make_shape(4, 8, g, kv, 250, pack=1)
+    assert (a2.pack, a1.pack, a2.dsps, a1.dsps) == (2, 1, 16, 32)
+    arr = {a.pack: next(u for u in est.unit_costs(a, g, kv).units if u.name == "gemm_array") for a in (a1, a2)}
+    assert (arr[2].dsp, arr[2].lut, arr[1].dsp, arr[1].lut) == (16, 32 * 48, 32, 32 * 32)
+    with pytest.raises(ValueError, match="even number of rows"):
+        est.make_shape(5, 8, g, kv, 250, pack=2)
+    with pytest.raises(ValueError, match="DSP48E2"):
+        est.make_shape(4, 8, g, pz, 100, pack=2)
+
+
+def test_choose_array_weighs_both_packings() -> None:
+    """On KV260 the search returns the best frame over both packings: no array of the other packing that
+    fits the caps is faster (checked on a few of the winner's neighbours)."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    kv = BOARDS["kv260"]
+    g = build_graph(with_classes(PRESETS["seg-t-512"]))
+    best = est.choose_array(g, kv, 250)
+    frame = sum(c.cycles for c in est.op_costs(g, best))
+    other = 2 if best.pack == 1 else 1
+    for rows in range(max(2, best.rows - 4), best.rows + 5, 2):
+        a = est.make_shape(rows, best.cols, g, kv, 250, best.out_lanes, best.sm_lanes,
+                           best.s_lanes, best.ln_lanes, best.small_fabric, other)
+        u = est.unit_costs(a, g, kv)
+        if u.dsp <= kv.dsp * est.DSP_CAP and u.lut <= kv.lut * est.LUT_CAP:
+            assert sum(c.cycles for c in est.op_costs(g, a)) >= frame
