@@ -116,6 +116,7 @@ class LaneWidths:
     GELU_BASE: int = 33  # GELU exp mantissa
     GELU_F: int = 32  # GELU reciprocal
     GELU_X0: int = 33  # GELU x0
+    ARR: int = 32  # the GEMM array's accumulators (hls/gemm.h acc_t): max(ACC, SCORE, PV); int32 at worst
 
     def items(self) -> tuple[tuple[str, int], ...]:
         return tuple((k, getattr(self, k)) for k in self.__dataclass_fields__)
@@ -364,31 +365,29 @@ def _wrows_needed(graph: Graph, cols: int) -> int:
     return max(need + [_dims(graph)["kmax"]])
 
 
-ARRAY_ACC_BITS = 32  # hls/gemm.h GemmBuffers::acc: int32_t accumulators
-ARRAY_READOUT_LUT = ARRAY_ACC_BITS // 2  # the drains' reads of the R x C accumulator copies, per MAC
-
-
-def array_lut_per_mac(pack: int) -> int:
-    """LUTs per MAC of the GEMM array (docs/gen-hls.md, "LUTs of the array").
+def array_lut_per_mac(pack: int, acc_bits: int = 32) -> int:
+    """LUTs per MAC of the GEMM array (docs/gen-hls.md, "LUTs of the array"), with ``acc_bits``-bit
+    accumulators (hls/gemm.h acc_t: the model's proven width ``LaneWidths.ARR`` in synthesis; 32 at worst).
 
     Every PE pays the readout: the output lanes and the score lanes each select among the R x C drain copies
     (``g.dr``), a LUT6 being a 4:1 mux, i.e. 2 x 1/4 LUT per accumulator bit. Then:
 
     - pack 2 (two int8 MACs per DSP48E2, WP486): the DSP yields two products, so each is accumulated in a
-      32-bit fabric adder (one LUT per bit on the carry chain, the clear folded into it): 32 + 16 = 48. Our
+      fabric adder (one LUT per bit on the carry chain, the clear folded into it): 32-bit: 32 + 16 = 48. Our
       RTL PE (templates/rtl/iseg_gemm_pe.v.j2: the same two 32-bit fabric accumulators and a result readout)
       measures 47.3 / 49.3 / 48.7 LUTs per MAC at 4x4 / 8x8 / 16x16 under yosys (``benchmarks/rtl_resources.py
       --sizes``; tests/rtl/test_array_lut_rule.py checks the 4x4 one).
     - pack 1 (a DSP per MAC): the product and the accumulation are one DSP multiply-add with the accumulator
       in its P register (Vitis HLS mul->add matching, UG1399; Vivado's MACC inference, UG901); in fabric stay
-      the readout and the clear before each tile (a select on the 32-bit accumulator, two bits per LUT6_2):
+      the readout and the clear before each tile (a select on the accumulator, two bits per LUT6_2): 32-bit:
       16 + 16 = 32. Unverified without Vitis (yosys does not absorb an accumulator into a DSP48E2: our unpacked
-      RTL PE measures 45.3 at 16x16); if HLS kept the adder in fabric, pack 1 would cost as much as pack 2 and
-      the planner would not choose it."""
+      RTL PE measures 45.3 at 16x16); if HLS kept the adder in fabric, pack 1 would cost as much as pack 2
+      per MAC (docs/gen-hls.md gives the KV260 figures of that case)."""
+    half = cdiv(acc_bits, 2)
     if pack == 2:
-        return ARRAY_ACC_BITS + ARRAY_READOUT_LUT
+        return acc_bits + half
     if pack == 1:
-        return ARRAY_READOUT_LUT + ARRAY_ACC_BITS // 2
+        return 2 * half
     raise ValueError(f"pack must be 1 or 2, not {pack}")
 
 
@@ -437,8 +436,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
         return sum(m.luts() for m in muls if m.unit == unit)
 
     u: list[UnitCost] = []
-    u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * array_lut_per_mac(a.pack),
-                      f"{a.rows}x{a.cols} MACs, {a.pack} per DSP ({array_lut_per_mac(a.pack)} LUTs per MAC)"))
+    w = widths or LaneWidths()
+    lpm = array_lut_per_mac(a.pack, w.ARR)
+    u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * lpm,
+                      f"{a.rows}x{a.cols} MACs, {a.pack} per DSP ({w.ARR}-bit accumulators, {lpm} LUTs per MAC)"))
     ba, ua = _mem_blocks(2 * a.rows * d["kmax"] * 2, 2 * a.rows, 16, board, False)
     u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16, "left operand R x KMAX i16, ping-pong"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)

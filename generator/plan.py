@@ -523,7 +523,7 @@ def lane_widths(graph: Graph, ckpt: QuantizedCheckpoint) -> est.LaneWidths:
     the layers that share the hardware). In C-simulation every operand is checked against them
     (hls/mul.h narrow); here each is checked against mul.h's worst case, which any checkpoint meets."""
     spec = graph.spec
-    acc, score, pv, add_m = [2], [2], [2], [2]
+    acc, score, pv, add_m, arr = [2], [2], [2], [2], [2]
     sm_x0, sm_f, gelu_x0, gelu_f = [2], [2], [2], [2]
 
     def max_abs(name: str | None) -> int:
@@ -535,6 +535,7 @@ def lane_widths(graph: Graph, ckpt: QuantizedCheckpoint) -> est.LaneWidths:
             k = op.k if isinstance(op, Linear) else (3 * spec.patch ** 2 if isinstance(op, PatchEmbed)
                                                      else graph.acts[op.inputs[0]].shape[1])
             acc.append(_sbits(k * 128 * 128 + max_abs(getattr(op, "bias", None))))
+            arr.append(_sbits(k * 128 * 128))  # the array's accumulator holds the sum, the bias comes after
         elif isinstance(op, Attention):
             score.append(_sbits(op.d_head * 128 * 128))
             x0 = abs(int(ckpt.consts[op.softmax]["x0"]))
@@ -561,7 +562,7 @@ def lane_widths(graph: Graph, ckpt: QuantizedCheckpoint) -> est.LaneWidths:
             gelu_f.append(_sbits(((1 << 31) - 1) // max(1, min(em, (1 << 31) - 1))))
     w = est.LaneWidths(ACC=max(acc), SCORE=max(score), PV=max(pv), ADD_M=max(add_m), SM_BASE=max(sm_x0),
                        SM_F=max(sm_f), SM_X0=max(sm_x0), GELU_BASE=max(gelu_x0), GELU_F=max(gelu_f),
-                       GELU_X0=max(gelu_x0))
+                       GELU_X0=max(gelu_x0), ARR=max(max(arr), max(score), max(pv)))
     worst = est.LaneWidths()
     for name, v in w.items():
         if v > getattr(worst, name):

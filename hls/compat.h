@@ -39,6 +39,27 @@ struct sbits {
 }  // namespace iseg
 #endif
 
+// The GEMM array's accumulators (gemm.h acc_t): ap_int<N> in synthesis, N the model's proven width
+// (Widths::ARR), so the fabric adders and the drain muxes are N bits wide, not 32; int32_t in every
+// C-simulation (an ap_int in the array's inner loop would slow a frame several times over). The numerics
+// are the same: the array only adds, sums modulo 2^N are exact whenever the finished sum fits in N bits (a
+// wrapped partial sum included), and acc_to_drain checks every finished sum against N bits (ISEG_CHECK).
+#ifdef __SYNTHESIS__
+namespace iseg {
+template <int N>
+struct acc_bits {
+    typedef ap_int<N> type;
+};
+}  // namespace iseg
+#else
+namespace iseg {
+template <int N>
+struct acc_bits {
+    typedef int32_t type;
+};
+}  // namespace iseg
+#endif
+
 #ifdef __SYNTHESIS__
 #include <ap_axi_sdata.h>
 #include <hls_stream.h>

@@ -46,8 +46,9 @@ struct GemmBuffers {
     static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
     int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8, u15 or u8 P), ping-pong
     int8_t w[2][Cfg::WROWS][Cfg::C];    // a whole layer's right operand, ping-pong (current / prefetch)
-    int32_t acc[Cfg::R][Cfg::C];        // the array's accumulators
-    int32_t dr[Cfg::R][Cfg::C];         // the previous tile, drained by the output lanes
+    typedef typename acc_bits<widths_of<Cfg>::type::ARR>::type acc_t;  // compat.h: ap_int<ARR> in synthesis
+    acc_t acc[Cfg::R][Cfg::C];          // the array's accumulators
+    acc_t dr[Cfg::R][Cfg::C];           // the previous tile, drained by the output lanes
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
     RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
@@ -307,6 +308,9 @@ ACC_COPY_R:
     for (int r = 0; r < Cfg::R; ++r) {
     ACC_COPY_C:
         for (int c = 0; c < Cfg::C; ++c) {
+            // the proof of acc_t's width, checked on every finished sum (compat.h acc_bits)
+            ISEG_CHECK(fits_signed(g.acc[r][c], widths_of<Cfg>::type::ARR),
+                       "array accumulator exceeds its proven width (Widths::ARR)");
             g.dr[r][c] = g.acc[r][c];
             g.acc[r][c] = 0;
         }

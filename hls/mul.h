@@ -48,6 +48,7 @@ struct DefaultWidths {
     static constexpr int GELU_BASE = 33;  // GELU exp mantissa, <= |x0|
     static constexpr int GELU_F = 32;     // GELU reciprocal (2^31 - 1) // S
     static constexpr int GELU_X0 = 33;    // GELU x0
+    static constexpr int ARR = 32;        // the GEMM array's accumulators (gemm.h acc_t): int32
     static constexpr int SMALL_FABRIC = 0;  // mul_lane binding: 0 DSPs, 1 LUTs
 };
 

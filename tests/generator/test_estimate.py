@@ -359,7 +359,8 @@ def test_lane_widths_of_the_builtin_model() -> None:
         PV=((32768 + 584 // 2 + 1) * 128).bit_length() + 1,  # 24
         ADD_M=31, SM_BASE=9, SM_X0=9,
         SM_F=(((1 << 47) - 1) // (41 << 15)).bit_length() + 1,  # 104755299: 28
-        GELU_BASE=10, GELU_X0=10, GELU_F=((2 ** 31 - 1) // 202752).bit_length() + 1)  # 10591: 15
+        GELU_BASE=10, GELU_X0=10, GELU_F=((2 ** 31 - 1) // 202752).bit_length() + 1,  # 10591: 15
+            ARR=max((256 * 128 * 128).bit_length() + 1, 21, 24))  # the array's sum (no bias), SCORE, PV: 24
     assert (w.ACC, w.SCORE, w.PV, w.SM_F, w.GELU_F) == (24, 21, 24, 28, 15)
 
 

@@ -203,6 +203,43 @@ def test_narrow_multipliers_exact_and_checked(tmp_path, ap_int):
     assert out == ["0", "3"]
 
 
+_ACC_PROG = r"""
+#include <cstdio>
+#include <stdint.h>
+#include <ap_int.h>
+int main() {
+    // the synthesis acc_t (compat.h acc_bits: ap_int<N>) against the C-sim int32: int8 x int8 products whose
+    // partial sums leave 16 bits (6 x 16384 = 98304) while the finished sum fits (98304 - 5 x 16256 = 17024)
+    ap_int<16> narrow = 0;
+    int32_t wide = 0, peak = 0;
+    for (int k = 0; k < 11; ++k) {
+        const int32_t p = k < 6 ? int32_t(-128) * int32_t(-128) : int32_t(127) * int32_t(-128);
+        narrow += p;
+        wide += p;
+        if (wide > peak) peak = wide;
+    }
+    std::printf("%d %d %d\n", int(narrow), wide, peak);
+    return 0;
+}
+"""
+
+
+def test_narrow_accumulator_wraps_to_the_exact_sum(tmp_path):
+    """The array's accumulators are ap_int<Widths::ARR> in synthesis and int32 in C-simulation (compat.h
+    acc_bits): the same numbers whenever the finished sum fits, which acc_to_drain checks, even when a
+    partial sum does not (addition modulo 2^N), compiled with the real ap_int headers."""
+    import subprocess
+
+    from iseg.generator.csim import ap_types_dir
+
+    src = tmp_path / "acc.cpp"
+    src.write_text(_ACC_PROG)
+    exe = tmp_path / "acc"
+    subprocess.run(["g++", "-std=c++14", "-O1", f"-I{ap_types_dir()}", str(src), "-o", str(exe)], check=True)
+    narrow, wide, peak = map(int, subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
+    assert narrow == wide == 17024 and peak == 98304 > (1 << 15) - 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Shiftmax variant codes: hls/shiftmax.h enum SmVariant = generator/plan.py SM_VARIANT_CODES
 # ---------------------------------------------------------------------------------------------
