@@ -904,8 +904,10 @@ def array_macs(graph: Graph) -> int:
 def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None,
                  prune: bool = True) -> ArrayShape:
     """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
-    few lane configurations (output, Shiftmax, score and LayerNorm lanes) and both bindings of the small
-    lane multipliers (mul_lane: DSPs or LUTs; on a tie the fewer DSPs). ``widths``: the model's proven
+    few lane configurations (output, Shiftmax, score and LayerNorm lanes), both packings of the array
+    (``pack_options``: two MACs per DSP with fabric accumulators, or a DSP per MAC that accumulates in the DSP
+    and runs P.V at II 1) and both bindings of the small lane multipliers (mul_lane: DSPs or LUTs; on a tie
+    the fewer DSPs). ``widths``: the model's proven
     multiplier widths (plan.lane_widths; None = the worst case of any checkpoint). ``prune``: skip the
     cycle count of a candidate whose lower bound (array_macs) is already above the best frame so far; the
     choice is the same (tested), only faster."""

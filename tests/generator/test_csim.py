@@ -156,3 +156,17 @@ def test_pv_ii_cycles_are_the_estimate(softmax: str, pv_ii: int, tmp_path: Path)
     assert len(att) == 2  # one encoder, one decoder block
     for r in att:
         assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops
+
+
+def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Widths::ARR (the array accumulators' proven width, ap_int<ARR> in synthesis) narrowed by hand in
+    model_cfg.h: the C-simulation's int32 accumulators hold sums that no longer fit, and acc_to_drain stops
+    the run with its one-line reason instead of letting the narrow synthesis type wrap silently."""
+    proj = _copy(tiny_project, tmp_path)
+    cfg_h = proj / "src" / "model_cfg.h"
+    text = cfg_h.read_text()
+    m = re.search(r"static constexpr int ARR = (\d+);", text)
+    assert m and 16 <= int(m.group(1)) <= 32, "the tiny model's ARR"
+    cfg_h.write_text(text[:m.start()] + "static constexpr int ARR = 10;" + text[m.end():])
+    with pytest.raises(IsegError, match=r"array accumulator exceeds its proven width"):
+        check_csim(proj, tiny_ckpt, "1")
