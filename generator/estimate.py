@@ -116,7 +116,7 @@ class LaneWidths:
     GELU_BASE: int = 33  # GELU exp mantissa
     GELU_F: int = 32  # GELU reciprocal
     GELU_X0: int = 33  # GELU x0
-    ARR: int = 32  # the GEMM array's accumulators (hls/gemm.h acc_t): max(ACC, SCORE, PV); int32 at worst
+    ARR: int = 32  # the GEMM array's accumulators (hls/gemm.h acc_t): max(K * 2^14 of the GEMMs, SCORE, PV)
 
     def items(self) -> tuple[tuple[str, int], ...]:
         return tuple((k, getattr(self, k)) for k in self.__dataclass_fields__)
@@ -920,7 +920,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 if rows * cols // board.macs_per_dsp > cap:
                     break
                 if prune and best is not None and cdiv(macs, rows * cols) > best[0][0]:
-                    continue  # (every resource grows with the rows, but a wider array may still fit)
+                    continue  # even at 100 % of the array this shape cannot beat the best frame
                 any_fit = False
                 for pack in pack_options(rows, board):
                     fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
