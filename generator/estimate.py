@@ -77,8 +77,11 @@ SM_LANES = 8  # Shiftmax elements per cycle
 COLS = (8, 16, 24, 32, 48, 64)
 # the array search's lane configurations: (output lanes (0: W/2), SM_LANES, S_LANES (0: = output lanes,
 # -1: a key tile's score drain within d_head steps), LN_LANES (0: = output lanes))
-LANE_CONFIGS = ((0, 32, -1, 0), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, 0, 0), (0, 8, -1, 0), (0, 8, -1, 4),
-                (0, 8, 0, 0), (4, 8, 0, 0), (2, 4, 0, 0), (1, 2, 0, 0), (1, 1, 0, 0))
+# The list: every configuration that won on some board for Seg-T-Mask (both Shiftmax variants) when all
+# 120 combinations of (0/4/2/1, 32/16/8/4/2, -1/0, 0/4/2) were searched, plus the small ones.
+LANE_CONFIGS = ((0, 32, -1, 0), (0, 32, -1, 4), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, 0, 0), (0, 8, -1, 0),
+                (0, 8, -1, 4), (0, 8, 0, 0), (4, 16, -1, 0), (4, 16, -1, 4), (4, 8, -1, 0), (4, 8, 0, 0),
+                (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 2, -1, 0), (1, 2, 0, 0), (1, 1, 0, 0))
 
 
 def cdiv(a: int, b: int) -> int:
