@@ -768,3 +768,30 @@ def test_choose_array_weighs_both_packings() -> None:
         u = est.unit_costs(a, g, kv)
         if u.dsp <= kv.dsp * est.DSP_CAP and u.lut <= kv.lut * est.LUT_CAP:
             assert sum(c.cycles for c in est.op_costs(g, a)) >= frame
+
+
+def test_lane_list_is_not_beaten_by_the_full_grid() -> None:
+    """LANE_CONFIGS keeps the winners of the full grid of lane combinations (output 0/4/2/1, Shiftmax
+    32/16/8/4/2, score -1/0, LayerNorm 0/4/2): on pynq-z2 (the board whose search is cheap) with the calibrated
+    Seg-T checkpoint's widths, no single combination gives a faster frame than the list's choice."""
+    import itertools
+
+    from iseg.generator.boards import BOARDS
+    from iseg.generator.plan import lane_widths
+    from iseg.random_model import PRESETS, random_checkpoint, with_classes
+
+    ck = random_checkpoint(with_classes(PRESETS["seg-t-512"]), seed=0)
+    g = build_graph(ck.spec)
+    w, b = lane_widths(g, ck), BOARDS["pynq-z2"]
+    best = sum(c.cycles for c in est.op_costs(g, est.choose_array(g, b, 100, w)))
+    orig = est.LANE_CONFIGS
+    try:
+        for combo in itertools.product((0, 4, 2, 1), (32, 16, 8, 4, 2), (-1, 0), (0, 4, 2)):
+            est.LANE_CONFIGS = (combo,)
+            try:
+                a = est.choose_array(g, b, 100, w)
+            except ValueError:
+                continue
+            assert sum(c.cycles for c in est.op_costs(g, a)) >= best, combo
+    finally:
+        est.LANE_CONFIGS = orig
