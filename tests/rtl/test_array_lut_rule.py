@@ -17,13 +17,8 @@ import pytest
 from iseg.generator import estimate as est
 from iseg.generator.rtl import example_params, measure_units, render_rtl_units
 
-pytestmark = [pytest.mark.rtl, pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")]
-
-
-@pytest.fixture(autouse=True)
-def _yosys_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Other suites may have switched yosys off for the session; this one measures."""
-    monkeypatch.delenv("ISEG_YOSYS", raising=False)
+pytestmark = [pytest.mark.rtl, pytest.mark.usefixtures("yosys_allowed"),
+              pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")]
 
 
 def test_packed_array_luts_per_mac_match_yosys(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from iseg.generator import rtl
 from iseg.generator.cli import generate
 from iseg.random_model import PRESETS, random_checkpoint
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.usefixtures("yosys_allowed")]
 
 needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
 
@@ -38,12 +38,6 @@ def project_cfg(tmp_path: Path) -> Path:
                                    "board": "kv260", "outputs": ["rtl", "report"]}))
     return cfg
 
-
-
-@pytest.fixture(autouse=True)
-def _yosys_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test here decides about yosys itself; other suites may have switched it off for the session."""
-    monkeypatch.delenv("ISEG_YOSYS", raising=False)
 
 def test_report_says_not_measured_without_yosys(project_cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(project_cfg.parent / "no-tools"))
