@@ -48,3 +48,44 @@ def make_ckpt(folder: Path, spec, seed: int = 0) -> Path:
     path = folder / "model.safetensors"
     save(random_checkpoint(spec, seed=seed), path)
     return path
+
+
+def build_projects(tmp_path_factory: pytest.TempPathFactory, variants: dict, prefix: str,
+                   seed_offset: int = 0) -> dict[str, tuple[Path, Path, Path]]:
+    """{name: (project, checkpoint, config)} of compiled hls + csim projects, one per (spec, array) variant;
+    the checkpoint seed is len(name) + seed_offset."""
+    from iseg.generator.cli import generate
+    from iseg.generator.csim import build
+
+    out = {}
+    for name, (spec, array) in variants.items():
+        folder = tmp_path_factory.mktemp(f"{prefix}_{name}")
+        ckpt = make_ckpt(folder, spec, seed=len(name) + seed_offset)
+        cfg = write_config(folder, ckpt, array=array, outputs=["hls", "csim"])
+        proj = generate(cfg)
+        build(proj)
+        out[name] = (proj, ckpt, cfg)
+    return out
+
+
+def assert_csim_counts_the_plan(project: Path, ckpt: Path, plan, image_seed: int, n_attention: int) -> None:
+    """Build and run a generated project's C-simulation on one calibration image: its labels are the
+    reference's, and its cycle counter equals the plan's estimate for the frame and for each of its
+    ``n_attention`` ATTENTION rows."""
+    import numpy as np
+
+    from iseg.checkpoint import load
+    from iseg.generator.csim import CsimLibrary, build
+    from iseg.random_model import calibration_image
+    from iseg.reference import run
+
+    build(project)
+    lib = CsimLibrary(project / "build" / "libiseg_csim.so")
+    img = calibration_image(plan.spec.image, image_seed)
+    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
+    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
+    op_cycles = {o.name: o.cycles for o in plan.op_estimates}
+    att = [r for r in plan.layers if r.op == "ATTENTION"]
+    assert len(att) == n_attention
+    for r in att:
+        assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops

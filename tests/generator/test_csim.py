@@ -16,7 +16,7 @@ from iseg.generator.cli import check_csim, generate, main
 from iseg.generator.csim import CsimLibrary, build
 from iseg.random_model import PRESETS, calibration_image
 
-from .conftest import make_ckpt, write_config
+from .conftest import assert_csim_counts_the_plan, make_ckpt, write_config
 
 pytestmark = [pytest.mark.csim, pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")]
 
@@ -137,7 +137,6 @@ def test_pv_ii_cycles_are_the_estimate(softmax: str, pv_ii: int, tmp_path: Path)
     from iseg.checkpoint import load
     from iseg.generator.config import load_config
     from iseg.generator.plan import make_plan
-    from iseg.reference import run
 
     spec = replace(BASE, softmax=softmax, dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2, dec_mlp_dim=64)
     ckpt = make_ckpt(tmp_path, spec, seed=11)
@@ -146,16 +145,7 @@ def test_pv_ii_cycles_are_the_estimate(softmax: str, pv_ii: int, tmp_path: Path)
     assert f"static constexpr int PV_II = {pv_ii};" in (out / "src" / "model_cfg.h").read_text()
     plan = make_plan(load_config(cfg), load(ckpt))
     assert plan.engine["pv_ii"] == pv_ii
-    build(out)
-    lib = CsimLibrary(out / "build" / "libiseg_csim.so")
-    img = calibration_image(spec.image, 3)
-    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
-    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
-    op_cycles = {o.name: o.cycles for o in plan.op_estimates}
-    att = [r for r in plan.layers if r.op == "ATTENTION"]
-    assert len(att) == 2  # one encoder, one decoder block
-    for r in att:
-        assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops
+    assert_csim_counts_the_plan(out, ckpt, plan, image_seed=3, n_attention=2)  # one encoder, one decoder block
 
 
 def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path) -> None:

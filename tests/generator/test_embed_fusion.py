@@ -15,12 +15,12 @@ import pytest
 
 from iseg.errors import IsegError
 from iseg.generator import estimate as est
-from iseg.generator.cli import check_csim, generate
-from iseg.generator.csim import CsimLibrary, build
+from iseg.generator.cli import check_csim
+from iseg.generator.csim import CsimLibrary
 from iseg.graph import Act, Linear, build_graph
 from iseg.random_model import PRESETS, calibration_image
 
-from .conftest import make_ckpt, write_config
+from .conftest import build_projects, make_ckpt, write_config
 
 BASE = replace(PRESETS["tiny"], layers=1, dec_layers=1)
 SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
@@ -82,15 +82,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def projects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, Path]]:
-    out = {}
-    for name, (spec, array) in VARIANTS.items():
-        folder = tmp_path_factory.mktemp(f"emb_{name}")
-        ckpt = make_ckpt(folder, spec, seed=len(name))
-        cfg = write_config(folder, ckpt, array=array, outputs=["hls", "csim"])
-        proj = generate(cfg)
-        build(proj)
-        out[name] = (proj, ckpt, cfg)
-    return out
+    return build_projects(tmp_path_factory, VARIANTS, "emb")
 
 
 @pytest.mark.csim

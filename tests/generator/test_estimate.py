@@ -701,13 +701,10 @@ def test_generated_pynq_z2_precise_pv_ii1(tmp_path: Path) -> None:
     from iseg.checkpoint import load
     from iseg.generator.cli import generate
     from iseg.generator.config import load_config
-    from iseg.generator.csim import CsimLibrary
-    from iseg.generator.csim import build as build_csim
     from iseg.generator.plan import make_plan
-    from iseg.random_model import PRESETS, calibration_image
-    from iseg.reference import run
+    from iseg.random_model import PRESETS
 
-    from .conftest import make_ckpt, write_config
+    from .conftest import assert_csim_counts_the_plan, make_ckpt, write_config
 
     spec = dataclasses.replace(PRESETS["tiny"], layers=1, dec_layers=1, softmax="precise", dim=32, heads=2,
                                mlp_dim=64, dec_dim=32, dec_heads=2, dec_mlp_dim=64)
@@ -720,16 +717,7 @@ def test_generated_pynq_z2_precise_pv_ii1(tmp_path: Path) -> None:
         assert line in text
     plan = make_plan(load_config(cfg), load(ckpt))
     assert (plan.pack, plan.engine["pv_ii"], plan.engine["sm_row_shift"]) == (1, 1, 0)
-    build_csim(out)
-    lib = CsimLibrary(out / "build" / "libiseg_csim.so")
-    img = calibration_image(spec.image, 5)
-    assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
-    assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
-    op_cycles = {o.name: o.cycles for o in plan.op_estimates}
-    att = [r for r in plan.layers if r.op == "ATTENTION"]
-    assert len(att) == 2
-    for r in att:
-        assert lib.cycles(r.index) == op_cycles[r.ops[0]], r.ops
+    assert_csim_counts_the_plan(out, ckpt, plan, image_seed=5, n_attention=2)
 
 
 def test_array_pack_is_a_planner_choice() -> None:

@@ -20,7 +20,7 @@ from iseg.generator.csim import CsimLibrary, build
 from iseg.graph import Act, LayerNorm, Linear, SliceRows, build_graph
 from iseg.random_model import PRESETS, calibration_image
 
-from .conftest import make_ckpt, write_config
+from .conftest import build_projects, make_ckpt, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hls"))
 from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Harness, Scratch, layer  # noqa: E402
@@ -182,15 +182,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def projects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path, Path]]:
-    out = {}
-    for name, (spec, array) in VARIANTS.items():
-        folder = tmp_path_factory.mktemp(f"lnf_{name}")
-        ckpt = make_ckpt(folder, spec, seed=len(name) + 5)
-        cfg = write_config(folder, ckpt, array=array, outputs=["hls", "csim"])
-        proj = generate(cfg)
-        build(proj)
-        out[name] = (proj, ckpt, cfg)
-    return out
+    return build_projects(tmp_path_factory, VARIANTS, "lnf", seed_offset=5)
 
 
 @pytest.mark.csim
