@@ -230,15 +230,32 @@ def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
     assert harness.last_cycles() == cycles + est.cdiv(K * N, 16) + est.PIPE
 
 
-@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (4, 1, 8), (40, 1, 64)])
-def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) -> None:
-    rng = np.random.default_rng(T)
+def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
+    """One ATTENTION row over random int8 qkv (T, 3 * heads * dh) into "o": (row, blob, scratch)."""
+    rng = np.random.default_rng(seed)
     blob, sc = Blob(), Scratch()
     D = heads * dh
     qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
     o = sc.alloc("o", (T, D), np.int8)
     d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
-              sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 45))
+              sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, rq2_e), **kw)
+    return d, blob, sc
+
+
+def _assert_same_outputs(harnesses, d, blob: Blob, sc: Scratch) -> None:
+    """The row runs on every harness (engine Cfgs that differ in schedule only) with the same output."""
+    outs = []
+    for h in harnesses:
+        buf = sc.array()
+        rc, _ = h.run([d], blob.array(), buf)
+        assert rc == 0, h.error()
+        outs.append(sc.get(buf, "o"))
+    assert all(np.array_equal(outs[0], x) for x in outs[1:])
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (4, 1, 8), (40, 1, 64)])
+def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) -> None:
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
     assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
@@ -249,20 +266,8 @@ def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) ->
 def test_csim_counts_attention_precise8(harness: Harness, harness_pv1: Harness, T: int, heads: int, dh: int,
                                         pv_ii: int) -> None:
     """precise8 on both P.V loops: counted cycles = estimate; the outputs do not depend on PV_II."""
-    rng = np.random.default_rng(T + 1)
-    blob, sc = Blob(), Scratch()
-    D = heads * dh
-    qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
-    o = sc.alloc("o", (T, D), np.int8)
-    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
-              sm_variant=SM_VARIANTS["precise8"], sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 38))
-    outs = []
-    for h in (harness_pv1, harness):
-        buf = sc.array()
-        rc, _ = h.run([d], blob.array(), buf)
-        assert rc == 0, h.error()
-        outs.append(sc.get(buf, "o"))
-    assert np.array_equal(outs[0], outs[1])
+    d, blob, sc = _attention_row(T + 1, T, heads, dh, 38, sm_variant=SM_VARIANTS["precise8"])
+    _assert_same_outputs((harness_pv1, harness), d, blob, sc)
     h = harness_pv1 if pv_ii == 1 else harness
     h.run([d], blob.array(), sc.array())
     assert h.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh, pv_ii)[0]
@@ -675,20 +680,8 @@ def harness_nopack(tmp_path_factory: pytest.TempPathFactory) -> Harness:
 def test_csim_counts_attention_unpacked(harness: Harness, harness_nopack: Harness, variant: str, T: int, heads: int,
                                         dh: int) -> None:
     """u15 P at PV_II 1 on a non-packing Cfg: the same outputs as at PV_II 2, counted cycles = estimate."""
-    rng = np.random.default_rng(T + 2)
-    blob, sc = Blob(), Scratch()
-    D = heads * dh
-    qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
-    o = sc.alloc("o", (T, D), np.int8)
-    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
-              sm_variant=SM_VARIANTS[variant], sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 45))
-    outs = []
-    for h in (harness_nopack, harness):
-        buf = sc.array()
-        rc, _ = h.run([d], blob.array(), buf)
-        assert rc == 0, h.error()
-        outs.append(sc.get(buf, "o"))
-    assert np.array_equal(outs[0], outs[1])
+    d, blob, sc = _attention_row(T + 2, T, heads, dh, 45, sm_variant=SM_VARIANTS[variant])
+    _assert_same_outputs((harness_nopack, harness), d, blob, sc)
     harness_nopack.run([d], blob.array(), sc.array())
     shape = dataclasses.replace(HARNESS_SHAPE, pack=1)
     assert harness_nopack.last_cycles() == est.attention_cycles(shape, T, heads, dh, 1)[0]
