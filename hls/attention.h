@@ -235,12 +235,7 @@ void att_pv(const LayerDesc& d, uint8_t* scratch, int h, int t0, int rows, int h
     const int T = d.T, dh = d.d_head;
     const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
     const int pdsteps = drain_steps<Cfg>();
-    pd.pending = false;
-    pd.t0 = t0;
-    pd.rows = rows;
-    pd.half = half;
-    pd.c0 = 0;
-    pd.cols = 0;
+    pd = PvDrain{false, t0, rows, half, 0, 0};  // tile c0's drain becomes pending after its key loop
 ATT_VTILE:
     for (int c0 = 0; c0 < dh; c0 += Cfg::C) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
