@@ -79,9 +79,10 @@ COLS = (8, 16, 24, 32, 48, 64)
 # -1: a key tile's score drain within d_head steps), LN_LANES (0: = output lanes))
 # The list: every configuration that won on some board for Seg-T-Mask (both Shiftmax variants) when all
 # 120 combinations of (0/4/2/1, 32/16/8/4/2, -1/0, 0/4/2) were searched, plus the small ones.
-LANE_CONFIGS = ((0, 32, -1, 0), (0, 32, -1, 4), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, 0, 0), (0, 8, -1, 0),
-                (0, 8, -1, 4), (0, 8, 0, 0), (4, 16, -1, 0), (4, 16, -1, 4), (4, 8, -1, 0), (4, 8, 0, 0),
-                (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 2, -1, 0), (1, 2, 0, 0), (1, 1, 0, 0))
+LANE_CONFIGS = ((0, 32, -1, 0), (0, 32, -1, 4), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, -1, 2), (0, 16, 0, 0),
+                (0, 8, -1, 0), (0, 8, -1, 4), (0, 8, 0, 0), (4, 16, -1, 0), (4, 16, -1, 4), (4, 8, -1, 0),
+                (4, 8, 0, 0), (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 4, -1, 2), (1, 2, -1, 0), (1, 2, 0, 0),
+                (1, 1, 0, 0))
 
 
 def cdiv(a: int, b: int) -> int:
@@ -141,7 +142,6 @@ MUL_SITES: tuple[tuple[str, str, str, str, int], ...] = (
     ("sm_norm", "dsp", "BASE", "F", 1),
     ("sm_row_shift", "dsp", "X0B", "F", 1),
     ("ln_scale", "dsp", "kLnYBits", "kLnFBits", 1),
-    ("layernorm_row", "dsp", "kLnYBits", "kLnYBits", 1),
     ("ln_step", "dsp", "kI16Bits", "kI16Bits", 1),
     ("ln_step", "dsp", "kI16Bits", "kLnSumBits<Cfg::CMAX>()", 1),
     ("ln_step", "dsp", "kLnKBits + kI16Bits", "kI16Bits", 1),
@@ -208,9 +208,6 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     add("layernorm", 1, [("ln_step", "dsp", s["kI16Bits"], _ln_sum_bits(cmax), "loader row: mean * sum"),
                          ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * mean"),
                          ("ln_step", "dsp", s["kLnKBits"] + s["kI16Bits"], s["kI16Bits"], "loader row: K mean * mean")])
-    add("layernorm", ll, [("layernorm_row", "dsp", s["kLnYBits"], s["kLnYBits"], "standalone: y * y"),
-                          ("ln_scale", "dsp", s["kLnYBits"], s["kLnFBits"], "standalone: y * f"),
-                          ("requant_w", "dsp", s["kLnZBits"], m, "standalone: RQ(z)")])
     rows = row_units(graph)
     add("gelu_row", 2 * rows["gelu"], gelu)  # gelu_row: the lambda and the shift loop
     add("gelu_row", rows["gelu"], [("shexp_parts", lane, w.GELU_X0, q, "row exp of the max: x0 * q"),
@@ -342,7 +339,8 @@ def _dims_of(graph: Graph) -> dict[str, int]:
     lin = [op for op in graph.ops if isinstance(op, Linear)]
     att = [op for op in graph.ops if isinstance(op, Attention)]
     return {
-        "kmax": max([op.k for op in lin] + [3 * spec.patch ** 2] + [op.rows for op in att]),
+        "kmax": max([op.k for op in lin] + [3 * spec.patch ** 2] + [op.rows for op in att]
+                    + [graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, LayerNorm)]),
         "tmax": max(op.rows for op in att),
         "dhmax": max(op.d_head for op in att),
         "ncmax": max([op.n for op in lin] + [spec.dim, spec.n_cls] + [op.heads * op.d_head for op in att]),
@@ -451,9 +449,9 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8, residual add (gemm.h OUT_LANE)"))
     u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
                       "score requant and P.V output requant lanes (attention.h ATT_S_LANE, ATT_O_LANE)"))
-    u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, 2 * a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
-                      f"{a.ln_lanes} lanes standalone + {a.ln_lanes} in the GEMM's LayerNorm loader; "
-                      "isqrt + divider, pipelined in the loader (LUTs)"))
+    u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
+                      f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
+                      "lanes; isqrt + divider, pipelined (LUTs)"))
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
     qb, qu = _mem_blocks(a.rows * d["dhmax"] * 2, a.rows, 16, board, False)
     u.append(UnitCost("shiftmax", mdsp("shiftmax"), sb + qb, su + qu, a.sm_lanes * 1100 + 6500 + mlut("shiftmax"),
@@ -670,7 +668,9 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
-    return t * (3 * (cdiv(c, a.ln_lanes) + PIPE) + ISQRT + DIV)
+    """hls/gemm.h layernorm_layer: a LayerNorm that is not fused runs on the loader alone (its per-channel
+    constants, then ln_block_steps per block of R rows, one pipelined loop)."""
+    return c * cdiv(RQ_RECORD, a.axi_bytes) + PIPE + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE
 
 
 def _cost(name: str, kind: str, macs: int, cycles: int, parts: dict[str, int], ideal: int, w_bytes: int,

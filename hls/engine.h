@@ -8,7 +8,7 @@
 // The config struct (the generator writes one per project):
 //   struct Cfg {
 //     static constexpr int R, C;            // systolic array rows x columns
-//     static constexpr int KMAX;            // longest reduction: max(K of every GEMM, tokens) >= NMAX
+//     static constexpr int KMAX;            // longest reduction: max(K of every GEMM, tokens, LayerNorm channels) >= NMAX
 //     static constexpr int NMAX;            // most tokens (rows of an attention layer)
 //     static constexpr int CMAX;            // most channels of a row op (LAYERNORM, GELU)
 //     static constexpr int DHMAX;           // largest d_head (the Q block of attention)
@@ -134,6 +134,7 @@ void check_layer(const LayerDesc& d) {
             break;
         case OP_LAYERNORM:
             ISEG_CHECK(d.N <= Cfg::CMAX, "LAYERNORM: N exceeds Cfg::CMAX");
+            ISEG_CHECK(d.N <= Cfg::KMAX, "LAYERNORM: N exceeds Cfg::KMAX (the loader's row buffer)");
             ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "LAYERNORM: out_bits must be 8 or 16");
             ISEG_CHECK(rq_ok(d.rq), "LAYERNORM: scalar rq.e must be in [1, 62]");
             break;
@@ -226,7 +227,8 @@ NEXT_PF:
 // Schedule: the weights of every LINEAR / PATCH_EMBED layer are prefetched into the free half of
 // the on-chip weight buffer during the previous GEMM layer (the first one before the loop, exposed);
 // a LAYERNORM row that feeds the next LINEAR row runs inside that row's left-operand loader
-// (ln_fusable, gemm.h ln_step); every other op runs alone (attention, other LayerNorms, adds, the head).
+// (ln_fusable, gemm.h ln_step); every other op runs alone (attention, adds, the head; another LayerNorm runs
+// on that loader alone, gemm.h layernorm_layer).
 template <class Cfg, class PixIn, class LabOut, class Trace>
 void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, const LayerDesc* table,
                 int n_layers, Trace& trace) {
@@ -287,14 +289,7 @@ ENGINE_LAYERS:
                     fuse_ln = true;
                     break;
                 }
-            LN_T:
-                for (int t = 0; t < d.T; ++t) {
-                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-                    layernorm_row<Cfg::CMAX, Cfg::LN_LANES>(scratch + d.in + long(t) * d.in_stride * 2, d.N, d.rq,
-                                                            weights, d.out_bits,
-                                                            scratch + d.out + long(t) * d.out_stride * (d.out_bits / 8));
-                }
-                ISEG_CYCLES(g.cycles, long(d.T) * layernorm_cycles(d.N, Cfg::LN_LANES));
+                layernorm_layer<Cfg>(d, weights, scratch, g);  // alone, on the same loader
                 break;
             case OP_GELU:
                 if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g.cycles);

@@ -140,9 +140,9 @@ enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
     const uint8_t* src;     // LayerNorm input (i16), row 0 of the block
-    uint8_t* dst;           // LayerNorm output (i8), row 0 of the block
+    uint8_t* dst;           // LayerNorm output (out_bits: 8 into a GEMM, 8 or 16 alone), row 0 of the block
     long sstride, dstride;  // elements
-    int rows, K, half;
+    int rows, K, bytes, half;
     int phase, r, i;
     int64_t sum, sq;
 };
@@ -201,9 +201,9 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             const int c = l.i + j;
             if (c < l.K && r < l.rows) {
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
-                const int32_t y = requant_w<kLnZBits>(z, g.lnrq[c], 8);
+                const int32_t y = requant_w<kLnZBits>(z, g.lnrq[c], 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
-                l.dst[long(r) * l.dstride + c] = uint8_t(y & 0xff);
+                st_act(l.dst + (long(r) * l.dstride + c) * l.bytes, l.bytes, y);
             }
         }
         l.i += Cfg::LN_LANES;
@@ -212,6 +212,60 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             if (++l.r == Cfg::R) l.phase = LN_DONE;
         }
     }
+}
+
+// The per-channel (m, e, o) of a LayerNorm row (gamma, beta) into g.lnrq: one record per cycle.
+template <class Cfg>
+void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+LN_CONSTS:
+    for (int c = 0; c < ln.N; ++c) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        g.lnrq[c] = rq_channel(ln.rq, blob, c);
+    }
+    ISEG_CYCLES(g.cycles, long(ln.N) * ((kRqRecordBytes + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES) + kPipeDepth);
+}
+
+// A LAYERNORM row that is not fused into a GEMM (its output feeds no single LINEAR: the decoder's final
+// norm, which two GEMMs read, and the mask norm before the argmax) runs on the same LayerNorm loader,
+// alone: row block after row block of R rows, ln_block_steps each, as one pipelined loop. So the engine has
+// one LayerNorm datapath (stats lanes, the pipelined square root and divider, LN_LANES normalise lanes),
+// not a second per-token unit with its own multipliers. A block's input rows are all read into a[0] (the
+// stats pass) before any of its output rows is stored, so the output may be the input, updated in place,
+// as long as an output row never outruns its input row (stride), or the two must be disjoint.
+template <class Cfg>
+void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
+    const int bytes = d.out_bits / 8;
+    ISEG_CHECK((d.out == d.in && long(d.out_stride) * bytes <= 2L * d.in_stride) ||
+                   d.out + (long(d.T - 1) * d.out_stride + d.N) * bytes <= d.in ||
+                   d.in + (long(d.T - 1) * d.in_stride + d.N) * 2 <= d.out,
+               "LAYERNORM: output overlaps the input of a later row");
+    ln_consts<Cfg>(d, blob, g);
+    const int R = Cfg::R;
+    const int blk = ln_block_steps(R, d.N, Cfg::AXI_BYTES, Cfg::LN_LANES);
+    const long total = long((d.T + R - 1) / R) * blk;
+    LnLoad l = {scratch + d.in, scratch + d.out, long(d.in_stride), long(d.out_stride), d.T < R ? d.T : R, d.N,
+                bytes, 0, LN_STATS, 0, 0, 0, 0};
+    int s = 0, t0 = 0;
+LN_LAYER:
+    for (long i = 0; i < total; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+        ln_step<Cfg>(l, g);
+        if (++s == blk) {  // the next row block
+            ISEG_CHECK(l.phase == LN_DONE, "LAYERNORM: loader block incomplete");
+            s = 0;
+            t0 += R;
+            l.src += long(R) * d.in_stride * 2;
+            l.dst += long(R) * d.out_stride * bytes;
+            l.rows = d.T - t0 < R ? d.T - t0 : R;
+            l.phase = LN_STATS;
+            l.r = l.i = 0;
+            l.sum = l.sq = 0;
+        }
+    }
+    ISEG_CYCLES(g.cycles, total + kPipeDepth);
 }
 
 // A PATCH_EMBED row with n_prefix 1 runs the position-embedding add (the graph's Embed op) in its output
@@ -364,15 +418,7 @@ GEMM_ZERO_R:
     }
     // prologue: the first row block's left operand (exposed)
     const int a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, W);
-    if (fuse_ln) {
-    GEMM_LN_CONSTS:
-        for (int c = 0; c < d.K; ++c) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
-            g.lnrq[c] = rq_channel(ln.rq, blob, c);
-        }
-        ISEG_CYCLES(g.cycles, long(d.K) * ((kRqRecordBytes + W - 1) / W) + kPipeDepth);
-    }
+    if (fuse_ln) ln_consts<Cfg>(ln, blob, g);
     // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
     // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
     // it is that input, updated in place row for row (same rows, same byte stride: each row is stored after
@@ -384,7 +430,7 @@ GEMM_ZERO_R:
     const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
     ALoad al = {scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
-    LnLoad ll = {scratch + lin, scratch + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 0,
+    LnLoad ll = {scratch + lin, scratch + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
                  fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
 GEMM_A0:
     for (int b = 0; b < a_blk; ++b) {
@@ -413,7 +459,7 @@ GEMM_MT:
                     more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0, d.K, cur ^ 1, more ? 0 : Cfg::R, 0};
         const int rn = more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0;
         LnLoad lx = {scratch + lin + long(tn) * ln.in_stride * 2, scratch + lout + long(tn) * ln.out_stride,
-                     long(ln.in_stride), long(ln.out_stride), rn, d.K, cur ^ 1,
+                     long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
                      fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
         const int a_total = more ? a_blk : 0;
         const int a_share = (a_total + nt_n - 1) / nt_n;

@@ -276,6 +276,28 @@ def test_layernorm_mean_ties(hls):
     assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, 1 << 30, 24, 0, 16))
 
 
+@pytest.mark.parametrize("shift_rows", [0, 1])
+def test_layernorm_in_place(hls, shift_rows):
+    """A LayerNorm alone reads a whole row block before it stores any of its rows (gemm.h layernorm_layer), so
+    its i16 output may overwrite its own input in place (several blocks, a partial last one); an output
+    shifted by a row would overwrite the next block's input and is refused before anything runs."""
+    rng = np.random.default_rng(12)
+    T, C = 11, 20
+    x = rng.integers(-5000, 5000, (T + 1, C))
+    blob, sc = Blob(), Scratch()
+    base = sc.alloc("x", (T + 1, C), np.int16, x)
+    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=16, in_=base, in_stride=C, out=base + 2 * C * shift_rows,
+              out_stride=C, rq=rq_scalar(1 << 30, 24))
+    buf = sc.array()
+    rc, _ = hls.run([d], blob.array(), buf)
+    if shift_rows:
+        assert rc != 0 and "output overlaps the input of a later row" in hls.error()
+        return
+    assert rc == 0, hls.error()
+    assert np.array_equal(sc.get(buf, "x")[:T], nx.layernorm(x[:T], 1 << 30, 24, 0, 16))
+    assert np.array_equal(sc.get(buf, "x")[T], x[T])
+
+
 # ---- ADD / EMBED_ADD / GELU / COPY_CONST ----------------------------------------------------
 def test_add(hls):
     rng = np.random.default_rng(8)
