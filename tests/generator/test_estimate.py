@@ -669,7 +669,7 @@ def test_row_shift_multiplier_is_one_dsp_on_kv260_plan() -> None:
                            checkpoint_sha256="0" * 64) for sm in ("precise", "precise8")}
     assert {sm: p.engine["sm_row_shift"] for sm, p in plans.items()} == {"precise": 0, "precise8": 1}
     w = dict(plans["precise8"].widths)
-    assert est.mul_dsps(w["SM_X0"], w["SM_F"], BOARDS["kv260"]) >= 1
+    assert (w["SM_X0"], w["SM_F"]) == (9, 27) and est.mul_dsps(w["SM_X0"], w["SM_F"], BOARDS["kv260"]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -735,23 +735,29 @@ def test_array_pack_is_a_planner_choice() -> None:
         est.make_shape(4, 8, g, pz, 100, pack=2)
 
 
-def test_choose_array_weighs_both_packings() -> None:
-    """On KV260 the search returns the best frame over both packings: no array of the other packing that
-    fits the caps is faster (checked on a few of the winner's neighbours)."""
+def test_choose_array_weighs_both_packings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search returns the best frame over both packings: on KV260 (a DSP per MAC wins: packed MACs cost
+    more LUTs) and on ZCU104 (packing wins), the choice equals the better of the two searches restricted to
+    one packing each, and the two restricted searches differ, so ignoring either packing changes the answer."""
     from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS, with_classes
 
-    kv = BOARDS["kv260"]
     g = build_graph(with_classes(PRESETS["seg-t-512"]))
-    best = est.choose_array(g, kv, 250)
-    frame = sum(c.cycles for c in est.op_costs(g, best))
-    other = 2 if best.pack == 1 else 1
-    for rows in range(max(2, best.rows - 4), best.rows + 5, 2):
-        a = est.make_shape(rows, best.cols, g, kv, 250, best.out_lanes, best.sm_lanes,
-                           best.s_lanes, best.ln_lanes, best.small_fabric, other)
-        u = est.unit_costs(a, g, kv)
-        if u.dsp <= kv.dsp * est.DSP_CAP and u.lut <= kv.lut * est.LUT_CAP:
-            assert sum(c.cycles for c in est.op_costs(g, a)) >= frame
+    options = est.pack_options
+
+    def frame(a: est.ArrayShape) -> int:
+        return sum(c.cycles for c in est.op_costs(g, a))
+
+    for name, clock, winner in (("kv260", 250, 1), ("zcu104", 250, 2)):
+        board = BOARDS[name]
+        best = est.choose_array(g, board, clock)
+        only = {}
+        for pack in (1, 2):
+            monkeypatch.setattr(est, "pack_options", lambda r, b, p=pack: tuple(x for x in options(r, b) if x == p))
+            only[pack] = frame(est.choose_array(g, board, clock))
+        monkeypatch.setattr(est, "pack_options", options)
+        assert best.pack == winner and frame(best) == min(only.values()) == only[winner], name
+        assert only[3 - winner] > only[winner], name
 
 
 def test_lane_list_is_not_beaten_by_the_full_grid() -> None:

@@ -231,8 +231,13 @@ def test_fake_quant_of_attention_probabilities_uses_the_row_grid(softmax, rows_r
     # the same grid in a (B, heads, T, T) batch: the row shift is per row, not per tensor
     pr4 = qm.attn_probs(s.detach().repeat(2, 3, 1, 1))
     assert torch.equal(pr4, pr.detach().repeat(2, 3, 1, 1))
-    pr.sum().backward()
-    assert s.grad is not None  # straight-through: the rounding does not cut the gradient
+    # straight-through: the gradient is the plain softmax's, not cut (zero) by the rounding; a loss that is not
+    # constant over a row (sum(pr) is: each row sums to 1, so its gradient vanishes anyway)
+    wts = torch.tensor([[1.0, -2.0, 0.5], [3.0, 1.0, -1.0], [-0.5, 2.0, 1.5]])
+    (pr * wts).sum().backward()
+    s_ref = s.detach().clone().requires_grad_(True)
+    (s_ref.softmax(dim=-1) * wts).sum().backward()
+    assert s_ref.grad.abs().max() > 0.1 and torch.allclose(s.grad, s_ref.grad, rtol=0, atol=1e-6)
     # fake-quant logits track the integer model's (argmax agreement of a random model is too noisy for u8 P)
     with torch.no_grad():
         fake = qm(to_pixels(images)).numpy()

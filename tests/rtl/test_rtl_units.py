@@ -136,6 +136,7 @@ def test_icarus_lint_clean(tmp_path, top):
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
 
 
+@pytest.mark.verilator
 @pytest.mark.parametrize("top", sorted(UNIT_SOURCES))
 def test_verilator_lint_clean(tmp_path, top):
     vbin = verilator_bin_dir()
