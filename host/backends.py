@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from iseg.errors import IsegError
+from iseg.host.csimlib import load_library
 from iseg.host.manifest import Manifest
 
 BACKENDS = ("emulate", "pynq", "xrt")
@@ -310,19 +311,22 @@ class EmulateBackend(Backend):
 
     def __init__(self, manifest: Manifest):
         super().__init__(manifest)
-        from iseg.generator import csim
-
         self.fmt = StreamFormat(manifest)
         if self.fmt.pixel_beat < 3:
             raise IsegError(f"{manifest.path}: the C-simulation takes 3 bytes per pixel beat, the manifest "
                             f"says {self.fmt.pixel_beat}")
+        # The C code sizes nothing itself: it reads and writes our buffers as far as the sizes it was
+        # compiled with. So they are checked against the manifest before anything is allocated or called.
+        lib, lib_path = load_library(manifest)
         self.weights = np.frombuffer(manifest.read_weights(), np.uint8).copy()
-        self.scratch = np.zeros(max(manifest.scratch_bytes, 1), np.uint8)
-        self.pixels = [np.zeros(self.fmt.pixel_bytes, np.uint8) for _ in range(self.slots)]
-        self.labels = np.zeros(self.fmt.label_bytes, np.uint8)
-        self._lab = np.zeros(self.fmt.beats, np.uint8)  # the C entry writes one byte per label
-        lib_path = csim.build(manifest.root)  # cached: a hash check when up to date
-        lib = ctypes.CDLL(str(lib_path.resolve()))
+        try:
+            self.scratch = np.zeros(manifest.scratch_bytes, np.uint8)
+            self.pixels = [np.zeros(self.fmt.pixel_bytes, np.uint8) for _ in range(self.slots)]
+            self.labels = np.zeros(self.fmt.label_bytes, np.uint8)
+            self._lab = np.zeros(self.fmt.beats, np.uint8)  # the C entry writes one byte per label
+        except MemoryError:
+            raise IsegError(f"{manifest.path}: not enough memory for the emulated board's buffers "
+                            f"(scratch {manifest.scratch_bytes} bytes, image {self.fmt.h}x{self.fmt.w})") from None
         try:
             self._entry = getattr(lib, str(manifest.csim.get("entry", "iseg_csim_run")))
             self._error = getattr(lib, str(manifest.csim.get("error", "iseg_csim_last_error")))

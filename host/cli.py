@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,9 +22,24 @@ from iseg.errors import IsegError
 from iseg.host.backends import open_backend
 from iseg.host.inputs import FIT_POLICIES, collect_sources
 from iseg.host.manifest import load_manifest
-from iseg.host.run import Options, segment
+from iseg.host.run import Options, check_outputs, segment
 
 PROG = "iseg-host"
+
+
+def _index(text: str) -> int:
+    """An OpenCV camera index: a non-negative integer.
+
+    Checked while parsing, because ``cv2.VideoCapture(-1)`` can crash the process (a segfault,
+    no Python error), after the output folder was already made.
+    """
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid camera index {text!r}: expected an integer >= 0") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"invalid camera index {n}: expected an integer >= 0")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xclbin", help="xclbin for --xrt")
     p.add_argument("--device", type=int, default=0, help="XRT device index (default 0)")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos")
-    p.add_argument("--camera", type=int, action="append", default=[], metavar="N", help="OpenCV camera index")
+    p.add_argument("--camera", type=_index, action="append", default=[], metavar="N", help="OpenCV camera index")
     p.add_argument("--out", required=True, help="output folder (labels/, overlay/, the resume journal)")
     p.add_argument("--fit", choices=FIT_POLICIES, default="pad",
                    help="pad: pad bottom/right to the model size (shrinking larger images first, keeping the "
@@ -64,14 +80,27 @@ def _check(args: argparse.Namespace) -> None:
         raise IsegError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.video_fps is not None and not 0 < args.video_fps <= 1000:
         raise IsegError(f"--video-fps must be in (0, 1000], got {args.video_fps}")
+    if args.device < 0:
+        raise IsegError(f"--device must be >= 0, got {args.device}")
     if args.bitfile and not args.pynq:
         raise IsegError("--bitfile belongs to --pynq")
     if args.xclbin and not args.xrt:
         raise IsegError("--xclbin belongs to --xrt")
 
 
+def _quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own logging off stderr (read once, at their first use).
+
+    An unopenable video or camera otherwise prints several lines of decoder and V4L2 warnings
+    around the one ``skipped`` line the host prints for it. Set either variable to see them.
+    """
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``iseg-host`` console script."""
+    _quiet_opencv()
     args = build_parser().parse_args(argv)
     backend = None
     try:
@@ -84,10 +113,15 @@ def main(argv: list[str] | None = None) -> int:
             video_out=Path(args.video_out) if args.video_out else None, video_fps=args.video_fps,
             overwrite=args.overwrite, max_frames=args.max_frames, progress=not args.no_progress,
         )
+        check_outputs(manifest, sources, opts)  # before the backend: a bad path costs no build, no frame
         backend = open_backend(kind, manifest, bitfile=args.bitfile, xclbin=args.xclbin, device=args.device)
         summary = segment(sources, backend, opts, ignored=ignored)
     except IsegError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system changed under the run (disk full, permissions): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -22,6 +22,15 @@ FORMAT = "iseg-project"
 VERSION = 1
 FILENAME = "manifest.json"
 FLOWS = ("vivado", "vitis")
+# Upper bounds of the numbers a backend allocates buffers from. A manifest beyond them is corrupt
+# (or hand-edited), and must be one line here rather than a MemoryError or a crash in C later.
+# LayerDesc (hls/layer_desc.h) holds scratch and weight offsets as int32, so neither buffer can
+# exceed 2 GiB - 1; no model gen-hls can plan comes near 8192 pixels a side (its attention would
+# not fit on any board), and an AXI-Stream beat wider than 64 bytes (512 bits) is no stream we write.
+MAX_BUFFER_BYTES = 2**31 - 1
+MAX_IMAGE_SIDE = 8192
+MAX_BEAT_BYTES = 64
+MAX_CLASSES = 256  # labels are one u8 per pixel
 
 
 @dataclass(frozen=True)
@@ -134,8 +143,12 @@ class Manifest:
         return self.xrt
 
 
-def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
-    """``doc[k0][k1]...`` for the dotted ``key``, of type ``kind``; a defect names the key."""
+def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path,
+         bounds: tuple[int, int] | None = None) -> Any:
+    """``doc[k0][k1]...`` for the dotted ``key``, of type ``kind`` (an int within ``bounds``, if given).
+
+    A defect names the key, so a stale or hand-edited manifest is one line, not a crash later.
+    """
     node: Any = doc
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -145,18 +158,18 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Pa
         raise IsegError(f"{where}: {key!r} has the wrong type ({type(node).__name__})")
     if isinstance(node, int) and node < 0:
         raise IsegError(f"{where}: {key!r} must not be negative, got {node}")
+    if bounds is not None and not bounds[0] <= node <= bounds[1]:
+        raise IsegError(f"{where}: {key!r} must be in {bounds[0]}..{bounds[1]}, got {node}")
     return node
 
 
 def _streams(doc: dict[str, Any], path: Path) -> Streams:
-    beat = _get(doc, "ports.pixels.beat_bytes", int, path)
+    beat = _get(doc, "ports.pixels.beat_bytes", int, path, (1, MAX_BEAT_BYTES))
     channels = _get(doc, "ports.pixels.channels", str, path)
     if sorted(channels) != ["b", "g", "r"] or beat < 3:
         raise IsegError(f"{path}: ports.pixels must carry r, g, b in >= 3 bytes per beat, got channels "
                         f"{channels!r} in {beat} bytes")
-    label_beat = _get(doc, "ports.labels.beat_bytes", int, path)
-    if label_beat < 1:
-        raise IsegError(f"{path}: ports.labels.beat_bytes must be >= 1, got {label_beat}")
+    label_beat = _get(doc, "ports.labels.beat_bytes", int, path, (1, MAX_BEAT_BYTES))
     return Streams(beat, channels, label_beat)
 
 
@@ -214,9 +227,13 @@ def load_manifest(project: str | Path) -> Manifest:
         raise IsegError(f"{path}: version {doc.get('version')!r} is not supported (this iseg-host reads "
                         f"version {VERSION}; regenerate the project with this gen-hls)")
     image = _get(doc, "image", list, path)
-    if len(image) != 2 or any(not isinstance(v, int) or v < 1 for v in image):
-        raise IsegError(f"{path}: 'image' must be [H, W] positive integers, got {image!r}")
-    n_cls = _get(doc, "n_cls", int, path)
+    if len(image) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_IMAGE_SIDE
+                              for v in image):
+        raise IsegError(f"{path}: 'image' must be [H, W], integers in 1..{MAX_IMAGE_SIDE}, got {image!r}")
+    patch = _get(doc, "patch", int, path, (1, MAX_IMAGE_SIDE))
+    if image[0] % patch or image[1] % patch:  # the model sees a whole grid of patches, nothing else
+        raise IsegError(f"{path}: 'image' {image[0]}x{image[1]} is not a multiple of 'patch' {patch}")
+    n_cls = _get(doc, "n_cls", int, path, (1, MAX_CLASSES))
     names = _get(doc, "classes.names", list, path)
     colors = _get(doc, "classes.colors", list, path)
     if len(names) != n_cls:
@@ -231,14 +248,14 @@ def load_manifest(project: str | Path) -> Manifest:
         project=_get(doc, "project", str, path),
         board=_get(doc, "board", str, path),
         image=(image[0], image[1]),
-        patch=_get(doc, "patch", int, path),
+        patch=patch,
         n_cls=n_cls,
         class_names=tuple(str(n) for n in names),
         class_colors=tuple((c[0], c[1], c[2]) for c in colors),
         weights_file=root / _get(doc, "weights.file", str, path),
-        weights_bytes=_get(doc, "weights.bytes", int, path),
+        weights_bytes=_get(doc, "weights.bytes", int, path, (1, MAX_BUFFER_BYTES)),
         weights_sha256=_get(doc, "weights.sha256", str, path),
-        scratch_bytes=_get(doc, "scratch_bytes", int, path),
+        scratch_bytes=_get(doc, "scratch_bytes", int, path, (1, MAX_BUFFER_BYTES)),
         streams=_streams(doc, path),
         registers=_registers(doc, path),
         flow=flow,

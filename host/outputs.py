@@ -59,37 +59,78 @@ def save_overlay(path: Path, rgb: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="JPEG", **_JPEG))
 
 
+# Containers OpenCV writes with the codec we pick for them (MJPG in .avi, mp4v in the others);
+# "" is written as .mp4. Anything else is refused before the run, not after the first frame.
+VIDEO_OUT_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v", ".mkv")
+
+
+def _fourcc_name(suffix: str) -> str:
+    return "MJPG" if suffix.lower() == ".avi" else "mp4v"
+
+
+def _cv2(option: str) -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise IsegError(f"{option} needs OpenCV: pip install 'iseg-fpga[video]'") from None
+    return cv2
+
+
+def check_video_out(path: Path) -> None:
+    """Refuse a ``--video-out`` container or codec OpenCV cannot write, before any frame is computed.
+
+    The suffix picks the container; a writer is then opened on a scratch file of that suffix in the
+    system's temporary folder (never beside the user's files), because whether OpenCV can write it
+    depends on how it was built, and finding out after the first frame leaves a half-done run.
+    """
+    suffix = path.suffix.lower()
+    if suffix and suffix not in VIDEO_OUT_SUFFIXES:
+        raise IsegError(f"--video-out {path}: cannot write a {path.suffix!r} video; use one of "
+                        f"{', '.join(VIDEO_OUT_SUFFIXES)}")
+    cv2 = _cv2("--video-out")
+    with tempfile.TemporaryDirectory(prefix="iseg-host-") as tmp:
+        probe = Path(tmp) / f"probe{suffix or '.mp4'}"
+        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*_fourcc_name(suffix)), 10.0, (16, 16))
+        ok = writer.isOpened()
+        writer.release()
+    if not ok:
+        raise IsegError(f"--video-out {path}: this OpenCV cannot write {_fourcc_name(suffix)} into "
+                        f"{suffix or '.mp4'} (try .avi)")
+
+
 class VideoOut:
     """Annotated video (overlay frames) written to a temporary file and renamed on :meth:`close`.
 
+    Nothing touches the disk before the first frame (a run whose inputs all fail leaves no trace).
     Every frame is resized to the first frame's size, because a video has one size; cv2 picks
     the container from the suffix, so the temporary name keeps it.
     """
 
     def __init__(self, path: Path, fps: float):
-        try:
-            import cv2
-        except ImportError:
-            raise IsegError("--video-out needs OpenCV: pip install 'iseg-fpga[video]'") from None
-        self._cv2 = cv2
+        self._cv2 = _cv2("--video-out")
         self.path = path
         self.fps = fps
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix or ".mp4", dir=path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp: Path | None = None
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
-    def write(self, rgb: np.ndarray) -> None:
+    def _open(self, size: tuple[int, int]) -> None:
         cv2 = self._cv2
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.path.suffix or ".mp4", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._size = size
+        fourcc = cv2.VideoWriter_fourcc(*_fourcc_name(self.path.suffix))
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self._size)
+        if not self._writer.isOpened():
+            raise IsegError(f"--video-out {self.path}: OpenCV cannot write this container (try .mp4 or .avi)")
+
+    def write(self, rgb: np.ndarray) -> None:
         if self._writer is None:
-            self._size = (rgb.shape[1], rgb.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self._size)
-            if not self._writer.isOpened():
-                raise IsegError(f"--video-out {self.path}: OpenCV cannot write this container (try .mp4 or .avi)")
+            self._open((rgb.shape[1], rgb.shape[0]))
+        assert self._size is not None
         if (rgb.shape[1], rgb.shape[0]) != self._size:
             rgb = np.asarray(Image.fromarray(rgb).resize(self._size, Image.BILINEAR))
         self._writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
@@ -99,10 +140,14 @@ class VideoOut:
         """Finish the file; ``keep`` renames it into place, else the partial video is removed."""
         if self._writer is not None:
             self._writer.release()
+            self._writer = None
+        if self._tmp is None:
+            return
         if keep and self.frames:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+        self._tmp = None
 
 
 class Journal:
@@ -118,6 +163,7 @@ class Journal:
         self.settings = {"journal": JOURNAL_VERSION, **settings}
         self.done: dict[str, dict[str, Any]] = {}
         self._fh: Any = None
+        self._fresh = True
 
     def read(self) -> bool:
         """Load an existing journal; True if there is one and it was written with these settings."""
@@ -149,15 +195,29 @@ class Journal:
         return sorted(k for k in set(head) | set(self.settings) if head.get(k) != self.settings.get(k))
 
     def start(self, fresh: bool) -> None:
-        """Open for appending; ``fresh`` starts a new journal (atomically replacing an old one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if fresh or not self.path.exists():
+        """Decide between a new journal (``fresh``: it will atomically replace an old one) and appending.
+
+        Nothing is written yet: :meth:`begin` does that on the first frame that succeeds, so a run
+        in which every input fails leaves neither an output folder nor a journal behind (and an
+        old journal that ``--overwrite`` would replace survives such a run).
+        """
+        self._fresh = fresh or not self.path.exists()
+        if self._fresh:
             self.done.clear()
+
+    def begin(self) -> None:
+        """Create the output folder and the journal (idempotent); called before a frame's files are written."""
+        if self._fh is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._fresh:
             text = json.dumps(self.settings, sort_keys=True) + "\n"
             atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            self._fresh = False
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the whole run
 
     def record(self, frame: str, **info: Any) -> None:
+        self.begin()
         rec = {"frame": frame, **info}
         self.done[frame] = rec
         self._fh.write(json.dumps(rec, sort_keys=True) + "\n")

@@ -2,8 +2,14 @@
 
 The rules that protect the user's files live here:
 
+* every path the run would write is checked first (:func:`check_outputs`, which the command
+  line calls before it even opens the backend): a file where a folder is needed, a folder where
+  a file is, an unwritable place or a video container OpenCV cannot write is one line naming
+  the path and its option, before anything is built, computed or written;
 * outputs that exist and were not written by an earlier run of the same settings are never
-  overwritten without ``--overwrite`` (checked before any frame is computed);
+  overwritten without ``--overwrite`` (checked there too);
+* nothing is created before the first frame that succeeds (output folder, journal, video):
+  a run whose inputs all fail leaves the disk as it found it;
 * an interrupted run resumes: the journal (:class:`~iseg.host.outputs.Journal`) lists the frames
   whose outputs are complete; they are not computed again (image files are not even decoded,
   unless an annotated video needs them, in which case their labels are read back from disk);
@@ -12,6 +18,7 @@ The rules that protect the user's files live here:
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -28,7 +35,7 @@ from iseg.errors import IsegError
 from iseg.host.backends import Backend
 from iseg.host.inputs import Failure, Frame, Placement, Source, count_frames, fit, iter_frames, restore, video_fps
 from iseg.host.manifest import Manifest
-from iseg.host.outputs import Journal, VideoOut, color_table, overlay, save_overlay
+from iseg.host.outputs import JOURNAL, Journal, VideoOut, check_video_out, color_table, overlay, save_overlay
 from iseg.host.pipeline import SlotPool, run_pipeline
 from iseg.imageio import read_labels_png, save_labels_png
 
@@ -150,11 +157,59 @@ def _first_existing(out: Path, sources: list[Source], opts: Options) -> Path | N
     return None
 
 
-def _open_journal(manifest: Manifest, sources: list[Source], opts: Options) -> tuple[Journal, bool]:
-    """Decide fresh run vs resume, refusing to overwrite foreign outputs; returns (journal, resuming)."""
+def _folder_target(path: Path, option: str, shown: Path) -> None:
+    """``path`` is a folder, or can be made one: its nearest existing part is a folder we may write in."""
+    for q in (path, *path.parents):
+        if not q.exists():
+            continue
+        if not q.is_dir():
+            raise IsegError(f"{option} {shown}: {q} is not a folder")
+        if not os.access(q, os.W_OK | os.X_OK):
+            raise IsegError(f"{option} {shown}: cannot write in {q} (permission denied)")
+        return
+
+
+def _file_target(path: Path, option: str, shown: Path) -> None:
+    """``path`` can be written as a file: it is not a folder, and its folder can be made."""
+    if path.is_dir():
+        raise IsegError(f"{option} {shown}: {path} is a folder, not a file")
+    _folder_target(path.parent, option, shown)
+
+
+def _check_paths(sources: list[Source], opts: Options) -> None:
+    """Every path this run would write can be written; else one line naming it and its option.
+
+    Checked before the backend is opened, so a typo costs no C-simulation build and no frame,
+    and nothing is left half-written. (--overwrite replaces files, never folders.)
+    """
     out = opts.out
-    if out.exists() and not out.is_dir():
-        raise IsegError(f"--out {out} exists and is not a folder")
+    _folder_target(out, "--out", out)
+    _file_target(out / JOURNAL, "--out", out)
+    for s in sources:
+        if s.kind == "image":
+            for p in [label_path(out, s.name)] + ([overlay_path(out, s.name)] if opts.overlay else []):
+                _file_target(p, "--out", out)
+            continue
+        folders = [(out / "labels" / s.name, ".png")] + ([(out / "overlay" / s.name, ".jpg")] if opts.overlay else [])
+        for d, suffix in folders:  # a video's frames: <name>/<frame:06d>.png, the count unknown yet
+            _folder_target(d, "--out", out)
+            if d.is_dir():
+                clash = next((c for c in d.iterdir() if c.suffix == suffix and c.is_dir()), None)
+                if clash is not None:
+                    _file_target(clash, "--out", out)
+    if opts.video_out is not None:
+        _file_target(opts.video_out, "--video-out", opts.video_out)
+        check_video_out(opts.video_out)
+
+
+def check_outputs(manifest: Manifest, sources: list[Source], opts: Options) -> tuple[Journal, bool]:
+    """Check the outputs and decide fresh run vs resume, writing nothing; returns (journal, resuming).
+
+    Refuses unwritable paths and outputs of unknown origin or other settings (without
+    --overwrite). The command line calls it before opening the backend; :func:`segment` again.
+    """
+    out = opts.out
+    _check_paths(sources, opts)
     journal = Journal(out, _settings(manifest, opts))
     if opts.overwrite:
         journal.start(fresh=True)
@@ -196,7 +251,7 @@ def segment(
     manifest = backend.manifest
     out = opts.out
     summary = Summary(backend=backend.name, project=manifest.project, ignored=ignored)
-    journal, resuming = _open_journal(manifest, sources, opts)
+    journal, resuming = check_outputs(manifest, sources, opts)
     table = color_table(manifest.class_colors)
     stop = threading.Event()  # shared by the pipeline and the slot pool
     pool = SlotPool(backend.slots, stop)
@@ -271,12 +326,13 @@ def segment(
             return
         assert job.labels is not None and job.placement is not None
         labels = restore(job.labels, job.placement)
-        save_labels_png(label_path(out, item.name), labels, manifest.class_colors)
         blend = overlay(item.image, labels, table, opts.alpha) if (opts.overlay or video is not None) else None
+        if video is not None:  # first: a frame the video refuses leaves no unjournaled label file
+            video.write(blend)
+        journal.begin()  # the output folder and journal appear with the first frame that succeeds
+        save_labels_png(label_path(out, item.name), labels, manifest.class_colors)
         if opts.overlay:
             save_overlay(overlay_path(out, item.name), blend)
-        if video is not None:
-            video.write(blend)
         done = time.perf_counter()
         host_ms = (job.host_s + done - t) * 1e3
         latency_ms = (done - job.t0) * 1e3

@@ -10,6 +10,9 @@ uncleared scratch), so a host packing mistake fails here as it would on a board.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +148,82 @@ def test_the_host_tests_read_the_manifest_gen_hls_writes(tiny_project) -> None:
     project, _ = tiny_project
     real = json.loads((project / "manifest.json").read_text())
     assert _keys(real) == _keys(generated_manifest(XRT_BOARD))
+
+
+# --------------------------------------------------------------------------------------------
+# the manifest against the compiled library: the C code trusts the buffer sizes it was built with
+# --------------------------------------------------------------------------------------------
+_MAIN = "import sys; from iseg.host.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("edit", ["scratch_small", "image_small", "image_large"])
+def test_a_manifest_that_differs_from_the_library_is_one_line(edit: str, tiny_project, tmp_path: Path) -> None:
+    """Run in a child process: without the check these are a segfault or a heap corruption (abort)."""
+    project, ckpt = tiny_project
+    proj = Path(shutil.copytree(project, tmp_path / "proj"))
+    doc = json.loads((proj / "manifest.json").read_text())
+    h, w = ckpt.spec.image
+    want = {"scratch_small": f"scratch_bytes 1000, the library {doc['scratch_bytes']}",
+            "image_small": f"image {h // 2}x{w // 2}, the library {h}x{w}",
+            "image_large": f"image {2 * h}x{2 * w}, the library {h}x{w}"}[edit]
+    if edit == "scratch_small":
+        doc["scratch_bytes"] = 1000
+    else:
+        doc["image"] = [h // 2, w // 2] if edit == "image_small" else [2 * h, 2 * w]
+    (proj / "manifest.json").write_text(json.dumps(doc))
+    Image.fromarray(calibration_image((h, w), seed=60)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "-c", _MAIN, "--emulate", str(proj), str(tmp_path / "a.png"), "--out",
+                        str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-500:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"iseg-host: {proj / 'manifest.json'} does not match the "
+                                                   f"C-simulation it would run: "), r.stderr
+    assert want in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_library_that_does_not_load_is_rebuilt_once(tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A replaced .so whose hash stamp still matches is copied again from the cache (or recompiled);
+    if that does not load either, the run stops with one line naming the library."""
+    project, ckpt = tiny_project
+    img = calibration_image(ckpt.spec.image, seed=61)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    proj = Path(shutil.copytree(project, tmp_path / "proj"))
+    lib = proj / "build" / "libiseg_csim.so"
+    good = lib.read_bytes()
+    lib.write_bytes(b"junk, not ELF")
+    assert main(["--emulate", str(proj), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert lib.read_bytes() == good
+    np.testing.assert_array_equal(_labels(tmp_path / "out" / "labels" / "a.png"), _want(ckpt, img))
+
+    proj2 = Path(shutil.copytree(project, tmp_path / "proj2"))  # never loaded: dlopen has no handle on it
+    lib2 = proj2 / "build" / "libiseg_csim.so"
+    lib2.write_bytes(b"junk, not ELF")
+    digest = (proj2 / "build" / "libiseg_csim.sha256").read_text().strip()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / f"{digest}.so").write_bytes(b"junk in the cache too")
+    monkeypatch.setenv("ISEG_CSIM_CACHE", str(tmp_path / "cache"))
+    rc = main(["--emulate", str(proj2), str(tmp_path / "a.png"), "--out", str(tmp_path / "out2"), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
+    assert lines[0].startswith(f"iseg-host: {lib2}: cannot load the C-simulation library (")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_project_without_its_generated_headers_is_one_line(tiny_project, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The sizes the library is compiled with come from src/weights_layout.h: no header, no guessing."""
+    project, ckpt = tiny_project
+    proj = Path(shutil.copytree(project, tmp_path / "proj"))
+    (proj / "src" / "weights_layout.h").unlink()
+    Image.fromarray(calibration_image(ckpt.spec.image, seed=62)).save(tmp_path / "a.png")
+    rc = main(["--emulate", str(proj), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == (f"iseg-host: {proj / 'src' / 'weights_layout.h'}: cannot read it to check the "
+                               f"C-simulation's sizes (No such file or directory); regenerate the project with "
+                               f"gen-hls\n")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,283 @@
+"""Bad command lines, output paths and manifests: one line on stderr, a non-zero exit, nothing half-written.
+
+The runs go through ``main()`` with the pynq stand-in (``host_standins``) as the board, so the
+checks are those of the real command line; the ``Overlay`` entry of the stand-in's log tells
+whether the board was opened, i.e. whether a check came before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from host_standins import MODEL, expected_labels, make_pynq_standin, standin_bitfile, write_project
+from PIL import Image
+
+from iseg.errors import IsegError
+from iseg.host.cli import main
+from iseg.host.manifest import load_manifest
+from iseg.host.outputs import JOURNAL
+
+
+@pytest.fixture
+def pynq_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    log: list[tuple] = []
+    monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin(log))
+    return log
+
+
+@pytest.fixture
+def argv(project: Path, tmp_path: Path) -> list[str]:
+    """``--pynq PROJECT --bitfile F --no-progress``: the stand-in board, ready for inputs and --out."""
+    bit = standin_bitfile(project, tmp_path / "iseg.bit")
+    return ["--pynq", str(project), "--bitfile", str(bit), "--no-progress"]
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    img = np.random.default_rng(1).integers(0, 256, (*MODEL, 3), dtype=np.uint8)
+    path = tmp_path / "a.png"
+    Image.fromarray(img).save(path)
+    return path, img
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], args: list[str], rc: int = 1) -> str:
+    got = main(args)
+    cap = capsys.readouterr()
+    assert got == rc, cap
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
+    return lines[0]
+
+
+def _opened(log: list[tuple]) -> bool:
+    return any(entry[0] == "Overlay" for entry in log)
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for folders): to show nothing changed."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. output paths are checked before any work
+# --------------------------------------------------------------------------------------------
+def test_out_under_a_file_is_one_line_before_any_work(argv: list[str], image: tuple[Path, np.ndarray],
+                                                      tmp_path: Path, pynq_log: list[tuple],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("a file")
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "afile" / "h")])
+    assert line == f"iseg-host: --out {tmp_path / 'afile' / 'h'}: {tmp_path / 'afile'} is not a folder"
+    assert not _opened(pynq_log)
+    assert (tmp_path / "afile").read_text() == "a file"
+
+
+def test_video_out_under_a_file_is_one_line_and_leaves_no_out(argv: list[str], image: tuple[Path, np.ndarray],
+                                                              tmp_path: Path, pynq_log: list[tuple],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("a file")
+    video = tmp_path / "afile" / "v.mp4"
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "v2"), "--video-out", str(video)])
+    assert line == f"iseg-host: --video-out {video}: {tmp_path / 'afile'} is not a folder"
+    assert not (tmp_path / "v2").exists() and not _opened(pynq_log)
+
+
+def test_video_out_that_is_a_folder_is_one_line(argv: list[str], image: tuple[Path, np.ndarray], tmp_path: Path,
+                                                pynq_log: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "v.mp4").mkdir()
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "o"), "--video-out",
+                              str(tmp_path / "v.mp4")])
+    assert line == f"iseg-host: --video-out {tmp_path / 'v.mp4'}: {tmp_path / 'v.mp4'} is a folder, not a file"
+    assert not (tmp_path / "o").exists() and not _opened(pynq_log)
+
+
+@pytest.mark.parametrize("blocker", [JOURNAL, "labels/a.png", "labels", "overlay/a.jpg"])
+def test_overwrite_onto_a_folder_is_one_line_and_changes_nothing(
+        blocker: str, argv: list[str], image: tuple[Path, np.ndarray], tmp_path: Path, pynq_log: list[tuple],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([*argv, str(image[0]), "--out", str(out), "--overlay"]) == 0
+    capsys.readouterr()
+    target = out / blocker
+    if target.is_dir():  # labels: a file where the run wants its folder
+        for p in target.iterdir():
+            p.unlink()
+        target.rmdir()
+        target.write_text("not a folder")
+    else:
+        target.unlink()
+        target.mkdir()
+        (target / "keep.txt").write_text("user data")
+    before = _tree(out)
+    pynq_log.clear()
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(out), "--overlay", "--overwrite"])
+    assert line.startswith(f"iseg-host: --out {out}: {target} is ")
+    assert line.endswith("is not a folder" if blocker == "labels" else "is a folder, not a file")
+    assert _tree(out) == before and not _opened(pynq_log)
+
+
+def test_a_video_frame_file_that_is_a_folder_is_one_line(argv: list[str], tmp_path: Path, pynq_log: list[tuple],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cv2 = pytest.importorskip("cv2", reason="video support needs opencv-python-headless")
+    clip = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (MODEL[1], MODEL[0]))
+    for _ in range(2):
+        vw.write(np.zeros((*MODEL, 3), np.uint8))
+    vw.release()
+    (tmp_path / "out" / "labels" / "clip" / "000001.png").mkdir(parents=True)
+    line = _one_line(capsys, [*argv, str(clip), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert line.endswith(f"{tmp_path / 'out' / 'labels' / 'clip' / '000001.png'} is a folder, not a file")
+    assert not (tmp_path / "out" / JOURNAL).exists() and not _opened(pynq_log)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. camera index
+# --------------------------------------------------------------------------------------------
+# The command line in a child process with the pynq stand-in: a crash there (OpenCV segfaults on
+# VideoCapture(-1) in some builds) is a failed test, not a dead test session.
+_CHILD = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from host_standins import make_pynq_standin
+sys.modules["pynq"] = make_pynq_standin([])
+from iseg.host.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("index", ["-1", "x"])
+def test_a_bad_camera_index_is_refused_while_parsing(index: str, argv: list[str], tmp_path: Path) -> None:
+    """VideoCapture(-1) can segfault inside OpenCV: it must never be reached (argparse's exit 2)."""
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(Path(__file__).parent), *argv, "--camera", index,
+                        "--max-frames", "1", "--out", str(tmp_path / "h5")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.splitlines()[-1] == (f"iseg-host: error: argument --camera: invalid camera index "
+                                         f"{index if index == '-1' else repr(index)}: expected an integer >= 0")
+    assert "Traceback" not in r.stderr and not (tmp_path / "h5").exists()
+
+
+def test_a_negative_device_is_one_line(project: Path, image: tuple[Path, np.ndarray], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    line = _one_line(capsys, ["--xrt", str(project), "--xclbin", "x.xclbin", "--device", "-2", str(image[0]),
+                              "--out", str(tmp_path / "o")])
+    assert line == "iseg-host: --device must be >= 0, got -2"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. manifest numbers the buffers are allocated from (the emulated board's cross-check with the
+#    compiled library is in test_emulate.py)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "expect"), [
+    ({"scratch_bytes": 0}, "'scratch_bytes' must be in 1..2147483647, got 0"),
+    ({"scratch_bytes": 10**14}, "'scratch_bytes' must be in 1..2147483647, got 100000000000000"),
+    ({"image": [96000, 96000]}, "'image' must be [H, W], integers in 1..8192, got [96000, 96000]"),
+    ({"image": [32, True]}, "'image' must be [H, W], integers in 1..8192, got [32, True]"),
+    ({"image": [32, 44]}, "'image' 32x44 is not a multiple of 'patch' 8"),
+    ({"patch": 0}, "'patch' must be in 1..8192, got 0"),
+    ({"n_cls": 0}, "'n_cls' must be in 1..256, got 0"),
+    ({"weights": {"file": "weights.bin", "bytes": 2**40, "sha256": "0" * 64}}, "'weights.bytes' must be in"),
+    ({"ports": "pixels"}, "missing 'ports.pixels.beat_bytes'"),
+])
+def test_manifest_numbers_are_bounded(override: dict, expect: str, tmp_path: Path, pynq_log: list[tuple],
+                                      image: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture[str]) -> None:
+    proj = write_project(tmp_path / "proj", **override)
+    with pytest.raises(IsegError, match=re.escape(expect)):
+        load_manifest(proj)
+    bit = standin_bitfile(proj, tmp_path / "iseg.bit")
+    line = _one_line(capsys, ["--pynq", str(proj), "--bitfile", str(bit), str(image[0]), "--out",
+                              str(tmp_path / "o"), "--no-progress"])
+    assert line.startswith(f"iseg-host: {proj / 'manifest.json'}: ") and expect in line
+    assert not (tmp_path / "o").exists() and not _opened(pynq_log)
+
+
+def test_huge_beats_are_refused(tmp_path: Path) -> None:
+    proj = write_project(tmp_path / "proj")
+    doc = json.loads((proj / "manifest.json").read_text())
+    doc["ports"]["labels"]["beat_bytes"] = 10**9
+    (proj / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IsegError, match=re.escape("'ports.labels.beat_bytes' must be in 1..64, got 1000000000")):
+        load_manifest(proj)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. nothing half-written: the container is checked first, and failed runs leave no folder
+# --------------------------------------------------------------------------------------------
+def test_unknown_video_container_is_refused_before_any_frame(argv: list[str], image: tuple[Path, np.ndarray],
+                                                             tmp_path: Path, pynq_log: list[tuple],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("cv2", reason="video support needs opencv-python-headless")
+    video = tmp_path / "v1.xyz"
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "v1"), "--video-out", str(video)])
+    assert line.startswith(f"iseg-host: --video-out {video}: cannot write a '.xyz' video; use one of .mp4, .avi")
+    assert not (tmp_path / "v1").exists() and not video.exists() and not _opened(pynq_log)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_run_whose_inputs_all_fail_leaves_no_output_folder(argv: list[str], tmp_path: Path, pynq_log: list[tuple],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "junk.png").write_bytes(b"\x89PNG but not really")
+    (tmp_path / "in" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main([*argv, str(tmp_path / "in"), "--out", str(out), "--video-out", str(tmp_path / "sub" / "v.avi")]) == 1
+    cap = capsys.readouterr()
+    assert len([line for line in cap.err.splitlines() if line.startswith("iseg-host: skipped ")]) == 2
+    assert "0 frame(s) processed" in cap.out
+    assert not out.exists() and not (tmp_path / "sub").exists()
+
+
+def test_a_failed_run_keeps_the_users_files_and_adds_nothing(argv: list[str], tmp_path: Path, pynq_log: list[tuple],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main([*argv, str(tmp_path / "bad.png"), "--out", str(out)]) == 1
+    capsys.readouterr()
+    assert _tree(out) == {"notes.txt": b"mine"}
+
+
+def test_an_unopenable_video_is_one_line_and_leaves_no_output_folder(argv: list[str], tmp_path: Path) -> None:
+    """In a child process: OpenCV reads its log settings once, at its first use."""
+    pytest.importorskip("cv2", reason="video support needs opencv-python-headless")
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(Path(__file__).parent), *argv, str(fake), "--out",
+                        str(tmp_path / "v3")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [f"iseg-host: skipped {fake}: cannot open {fake}"]
+    assert not (tmp_path / "v3").exists()
+
+
+def test_the_journal_appears_with_the_first_good_frame(argv: list[str], image: tuple[Path, np.ndarray],
+                                                       tmp_path: Path, pynq_log: list[tuple],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """One good input among bad ones: the run is journaled and resumable as before."""
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = [*argv, str(tmp_path / "bad.png"), str(image[0]), "--out", str(out)]
+    assert main(args) == 1
+    capsys.readouterr()
+    lines = (out / JOURNAL).read_text().splitlines()
+    assert [json.loads(line).get("frame") for line in lines[1:]] == ["a"]
+    with Image.open(out / "labels" / "a.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), expected_labels(image[1]))
+    assert main(args) == 1
+    assert "1 already done (resumed)" in capsys.readouterr().out
+
+
+def test_emulate_without_a_csim_source_says_how_to_generate_it(project: Path, image: tuple[Path, np.ndarray],
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    line = _one_line(capsys, ["--emulate", str(project), str(image[0]), "--out", str(tmp_path / "o")])
+    assert line == f"iseg-host: {project}: no src/csim.cpp (generate the project with outputs hls or csim)"
+    assert not (tmp_path / "o").exists()
