@@ -1,9 +1,11 @@
 """``gen-hls config.yaml [--csim [--images DIR|N]]``: checkpoint + config -> Vitis HLS project.
 
 The pipeline is a handful of plain calls in a fixed order: load config -> load checkpoint ->
-plan -> render (pure) -> write (atomic) -> optionally build and check the C-simulation. A bad
-config, checkpoint or image is one line on stderr and exit status 1; no output folder is left
-behind.
+plan -> render (pure) -> write (atomic) -> optionally build and check the C-simulation. Every
+argument, the config, the checkpoint and the ``--images`` are checked before that pipeline starts:
+a bad one is one line on stderr and exit status 1 with nothing written and nothing replaced (only
+a previous gen-hls project or an empty folder is ever replaced). Ctrl-C is one line and status 130;
+the temporary folder is removed and a previous project stays.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from iseg.errors import IsegError
+
+if TYPE_CHECKING:  # numpy is imported where used: the command reaches its SIGINT handler sooner
+    import numpy as np
 
 __all__ = ["main", "generate", "check_csim", "GoldenWorker"]
 
@@ -44,7 +51,10 @@ class GoldenWorker:
 
     def __init__(self, ckpt: Any, image: np.ndarray):
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from iseg.generator.cli import _golden_worker_main; _golden_worker_main()"],
+            # SIGINT ignored: a Ctrl-C reaches the whole process group, and the parent alone reports it
+            # (and stops this child in close()); the child would only add a KeyboardInterrupt traceback.
+            [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+             "from iseg.generator.cli import _golden_worker_main; _golden_worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, **_ONE_BLAS_THREAD, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         self._sender = threading.Thread(target=self._send, args=((ckpt, image),), daemon=True)
@@ -126,12 +136,14 @@ def _golden_worker_main() -> None:
 
 
 def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tuple[str, ...] = (),
-             golden_worker: bool | None = None) -> Path:
+             golden_worker: bool | None = None, loaded: tuple[Any, Any] | None = None) -> Path:
     """Generate the project a config describes (plus ``extra_outputs``); returns its folder.
 
     ``golden_worker``: compute the test bench's golden vectors in a :class:`GoldenWorker` beside the
     plan (default: when the model's activations reach ``GOLDEN_WORKER_MIN_ACT_BYTES``). The project
-    is the same byte for byte either way.
+    is the same byte for byte either way. ``loaded``: the (Config, checkpoint) of ``config_path``
+    when the caller has already loaded and checked them (``main`` does, to check its arguments
+    before any work), so they are read once.
     """
     from contextlib import nullcontext
 
@@ -143,8 +155,10 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
     from iseg.graph import build_graph
     from iseg.random_model import calibration_image
 
-    cfg = load_config(config_path)
-    ckpt = load(cfg.checkpoint)
+    cfg, ckpt = loaded if loaded is not None else (None, None)
+    if cfg is None:
+        cfg = load_config(config_path)
+        ckpt = load(cfg.checkpoint)
     image = calibration_image(ckpt.spec.image, 0)
     if golden_worker is None:
         golden_worker = sum(a.nbytes for a in build_graph(ckpt.spec).acts.values()) >= GOLDEN_WORKER_MIN_ACT_BYTES
@@ -156,24 +170,48 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
                                     golden_vectors=(lambda: worker.result(plan)) if worker is not None else None)
     if "rtl" in cfg.outputs or "rtl" in extra_outputs:
         files.update(emit.render_rtl(plan, ckpt))
-    out = write_project(files, cfg.output)
+    _check_interrupted()
+    out = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))
     if not quiet:
         print(plan.describe())
     return out
 
 
-def _images(spec_image: tuple[int, int], arg: str | None) -> list[tuple[str, np.ndarray]]:
-    from iseg.imageio import list_images, load_image
-    from iseg.random_model import calibration_image
+class _SyntheticImages(Sequence):
+    """``--images N``: N calibration images, each made when the C-simulation reaches it (a large N
+    must not hold N images in memory at once)."""
 
-    if arg is None or arg.isdigit():
+    def __init__(self, spec_image: tuple[int, int], n: int):
+        self._shape = spec_image
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:  # type: ignore[override]
+        from iseg.random_model import calibration_image
+
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return f"synthetic seed {i}", calibration_image(self._shape, 1000 + i)
+
+
+def _images(spec_image: tuple[int, int], arg: str | None) -> Sequence[tuple[str, np.ndarray]]:
+    """The ``--images`` of ``--csim``, checked (a folder's images loaded, sizes included): a count N
+    of synthetic images or a folder of image files. Called before anything is written, so a bad
+    argument or image costs no project."""
+    from iseg.imageio import list_images, load_image
+
+    if arg is None or re.fullmatch(r"[0-9]+", arg.strip()):
         n = 1 if arg is None else int(arg)
         if n < 1:
-            raise IsegError("--images: N must be >= 1")
-        return [(f"synthetic seed {s}", calibration_image(spec_image, 1000 + s)) for s in range(n)]
+            raise IsegError(f"--images: N must be >= 1, got {arg!r}")
+        return _SyntheticImages(spec_image, n)
+    if not arg.strip():
+        raise IsegError("--images: empty argument (give a count N >= 1 or a folder of images)")
     folder = Path(arg)
     if not folder.is_dir():
-        raise IsegError(f"--images: {arg!r} is neither a count nor a folder")
+        raise IsegError(f"--images: {arg!r} is neither a count N >= 1 nor a folder of images")
     out = []
     h, w = spec_image
     for p in list_images([folder]):
@@ -184,23 +222,28 @@ def _images(spec_image: tuple[int, int], arg: str | None) -> list[tuple[str, np.
     return out
 
 
-def check_csim(project: Path, ckpt_path: Path, images: str | None) -> str:
+def check_csim(project: Path, ckpt_path: Path, images: str | None | Sequence[tuple[str, np.ndarray]],
+               ckpt: Any = None) -> str:
     """Build the C-simulation, run the images, compare every traced layer and the labels.
 
-    Raises IsegError at the first mismatch (layer, name, flat index, both values); returns the
-    one-line PASS summary otherwise.
+    ``images``: the ``--images`` argument, or the images :func:`_images` made of it; ``ckpt``: the
+    checkpoint of ``ckpt_path`` if already loaded. Raises IsegError at the first mismatch (layer,
+    name, flat index, both values); returns the one-line PASS summary otherwise.
     """
+    import numpy as np
+
     from iseg.checkpoint import load
     from iseg.generator.csim import CsimLibrary
     from iseg.reference import run
 
-    ckpt = load(ckpt_path)
+    if ckpt is None:
+        ckpt = load(ckpt_path)
+    imgs = _images(ckpt.spec.image, images) if images is None or isinstance(images, str) else images
     t0 = time.perf_counter()
     lib = CsimLibrary(project)
     t_build = time.perf_counter() - t0
     layers = 0
     t_run = 0.0
-    imgs = _images(ckpt.spec.image, images)
     for label, img in imgs:
         t1 = time.perf_counter()
         labels, trace = lib.run_traced(img)
@@ -227,7 +270,65 @@ def check_csim(project: Path, ckpt_path: Path, images: str | None) -> str:
             f"(build {t_build:.1f} s, run {t_run / len(imgs):.2f} s/image)")
 
 
+def _check_csim_tools(outputs: tuple[str, ...]) -> None:
+    """What the C-simulation build needs (C sources in the outputs, a C++ compiler, ap_int.h), checked
+    before the project is written rather than found by ``csim.build`` after it."""
+    from iseg.generator.csim import ap_types_dir
+    from iseg.generator.emit import has_testbench
+
+    if not has_testbench(outputs):
+        raise IsegError(f"--csim: the config's outputs ({', '.join(outputs)}) hold no C sources to simulate; "
+                        "add hls or csim to outputs")
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise IsegError(f"C-simulation needs a C++ compiler: {cxx!r} not found")
+    if not (ap_types_dir() / "ap_int.h").is_file():
+        raise IsegError(f"C-simulation needs ap_int.h: not found in {ap_types_dir()}")
+
+
+# Set by the first SIGINT of main(). Python swallows an exception raised in a finaliser or weakref
+# callback ("Exception ignored in ..."): an interrupt landing there is found through this flag at
+# the next checkpoint instead (before the project is written, and before main reports success).
+_INTERRUPTED = threading.Event()
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT: raise KeyboardInterrupt once and ignore the repeats, so the clean-up (temporary folder,
+    worker process) and the one-line report are not cut short by a second Ctrl-C (or by ``timeout``,
+    which signals the process and then its whole group)."""
+    _INTERRUPTED.set()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _check_interrupted() -> None:
+    """Raise the KeyboardInterrupt a finaliser swallowed (see ``_INTERRUPTED``)."""
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``gen-hls`` command: 0 done, 1 bad input (one line on stderr), 2 bad usage, 130 interrupted."""
+    if threading.current_thread() is not threading.main_thread():  # no signal handlers off the main thread
+        return _main(argv)
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _interrupt_once)
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:  # the swallowed interrupt is reported once, by _main
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+        _INTERRUPTED.clear()
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="gen-hls", description="Generate a Vitis HLS project of an integer-only "
                                  "Segmenter from a quantized checkpoint and a config.yaml.")
     ap.add_argument("config", help="config.yaml (see docs/gen-hls.md)")
@@ -240,23 +341,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", action="store_true", help="print the plan")
     args = ap.parse_args(argv)
     try:
-        from iseg.checkpoint import load as _  # noqa: F401  (fail early on a broken install)
+        from iseg.checkpoint import load
         from iseg.generator.config import load_config
 
-        out = generate(args.config, quiet=not args.plan, extra_outputs=("rtl",) if args.rtl else ())
+        # Everything the command line and the inputs can get wrong is found here, before any work:
+        # a bad flag, config, checkpoint or image must not cost (or replace) a project.
+        if args.images is not None and not args.csim:
+            raise IsegError("--images needs --csim")
         cfg = load_config(args.config)
+        if args.csim or "csim" in cfg.outputs:
+            _check_csim_tools(cfg.outputs)
+        ckpt = load(cfg.checkpoint)
+        images = _images(ckpt.spec.image, args.images) if args.csim else None
+        out = generate(args.config, quiet=not args.plan, extra_outputs=("rtl",) if args.rtl else (),
+                       loaded=(cfg, ckpt))
         if "csim" in cfg.outputs and not args.csim:
             from iseg.generator.csim import build
 
             build(out)
-        print(f"gen-hls: wrote {out}")
-        if args.csim:
-            print(check_csim(out, cfg.checkpoint, args.images))
-        elif args.images:
-            raise IsegError("--images needs --csim")
+        _check_interrupted()
+        print(f"gen-hls: wrote {out}", flush=True)
+        if images is not None:
+            print(check_csim(out, cfg.checkpoint, images, ckpt=ckpt))
+        _check_interrupted()
     except IsegError as exc:
         print(f"gen-hls: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("gen-hls: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

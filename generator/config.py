@@ -8,6 +8,7 @@ config file, so a config and its checkpoint can move together.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from iseg.errors import IsegError
 from iseg.generator.boards import BOARDS, Board
+from iseg.generator.write import output_problem
 
 __all__ = ["OUTPUTS", "SCHEMA", "Config", "load_config", "parse_config", "resolved_yaml"]
 
@@ -25,6 +27,35 @@ OUTPUTS = ("hls", "rtl", "csim", "report")
 DEFAULT_OUTPUTS = ("hls", "report")
 
 _POS_INT = {"type": "integer", "minimum": 1}
+# The accepted kernel clock, MHz. The boards' typical clocks are 100-300 MHz; below 1 MHz the
+# scripts' freqHz / period would round to nonsense (1e-300 MHz gave freqHz=0), above 800 MHz no
+# supported fabric closes timing.
+CLOCK_MHZ = (1, 800)
+
+# Names ``project`` must not take: it becomes the extern "C" top function of top.cpp and tb.cpp
+# (so no C/C++ keyword, and no global name the generated sources, their headers or the test bench
+# already use) and the kernel / instance names of link.cfg (so not a data mover's).
+_CXX_KEYWORDS = frozenset("""
+    alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t
+    class compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield
+    decltype default delete do double dynamic_cast else enum explicit export extern false float for friend
+    goto if inline int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private
+    protected public register reinterpret_cast requires restrict return short signed sizeof static
+    static_assert static_cast struct switch template this thread_local throw true try typedef typeid
+    typename union unsigned using virtual void volatile wchar_t while xor xor_eq
+    _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local
+""".split())
+_GENERATED_NAMES = frozenset("""
+    main iseg hls std Cfg mm2s s2mm
+    iseg_csim_run iseg_csim_last_error iseg_csim_cycles
+    kH kW kBlobBytes kScratchBytes kLayerNames g_blob g_scratch g_image g_labels_ref g_labels g_pix_store
+    g_lab_store g_sum g_count read_file ChecksumTrace load_pixels
+    ap_int ap_uint ap_fixed ap_ufixed ap_axis ap_axiu
+    int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t intmax_t uintmax_t
+    size_t ptrdiff_t nullptr_t NULL EOF FILE errno assert stdin stdout stderr
+    printf fprintf snprintf sprintf puts putchar fopen fclose fread fwrite fscanf scanf sscanf fflush
+    memcmp memcpy memmove memset strlen strcmp strncmp strcpy malloc calloc realloc free exit abort abs
+""".split())
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -36,7 +67,7 @@ SCHEMA: dict[str, Any] = {
         "output": {"type": "string", "minLength": 1},
         "project": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
         "board": {"enum": list(BOARDS)},
-        "clock_mhz": {"type": "number", "exclusiveMinimum": 0, "maximum": 800},
+        "clock_mhz": {"type": "number", "minimum": CLOCK_MHZ[0], "maximum": CLOCK_MHZ[1]},
         "array": {
             "oneOf": [
                 {"const": "auto"},
@@ -60,7 +91,7 @@ _MESSAGES = {
     "output": "must be a folder path (relative to the config file)",
     "project": "must be a C identifier (letters, digits, _; not starting with a digit; <= 64 chars)",
     "board": f"must be one of {', '.join(BOARDS)}",
-    "clock_mhz": "must be a number of MHz in (0, 800]",
+    "clock_mhz": f"must be a number of MHz in [{CLOCK_MHZ[0]}, {CLOCK_MHZ[1]}]",
     "array": "must be 'auto' or {rows: R, cols: C} (optionally macs_per_dsp: 1 or 2)",
     "array.rows": "must be a positive integer",
     "array.cols": "must be a positive integer",
@@ -143,12 +174,29 @@ def _first_error(data: Any) -> Any | None:
     return best
 
 
+def _check_project_name(name: str, project: str) -> None:
+    """Refuse a project name that would not compile or link: it is the top's C function and kernel name."""
+    if project in _CXX_KEYWORDS:
+        raise IsegError(f"{name}: project: {project!r} is a C/C++ keyword (the project names the kernel's "
+                        "C function)")
+    if project in _GENERATED_NAMES:
+        raise IsegError(f"{name}: project: {project!r} is a name the generated sources or link.cfg already "
+                        "use (the project names the kernel's C function)")
+    if "__" in project or (project[0] == "_" and len(project) > 1 and project[1].isupper()):
+        raise IsegError(f"{name}: project: {project!r} is reserved in C++ (a double underscore, or _ and a "
+                        "capital letter)")
+
+
 def parse_config(data: Any, source: Path) -> Config:
     """Validate an already-parsed config mapping; paths resolve against ``source``'s folder."""
     name = source.name
     err = _first_error(data)
     if err is not None:
         raise IsegError(_error_line(name, err))
+    clock = data.get("clock_mhz")
+    if clock is not None and not math.isfinite(clock):  # NaN passes every jsonschema bound
+        raise IsegError(f"{name}: clock_mhz: {_MESSAGES['clock_mhz']}, got {clock!r}")
+    _check_project_name(name, data["project"])
     base = source.parent
     board = BOARDS[data["board"]]
     arr = data.get("array", "auto")
@@ -160,13 +208,42 @@ def parse_config(data: Any, source: Path) -> Config:
     if not ckpt.is_file():
         raise IsegError(f"{name}: checkpoint: no such file {data['checkpoint']!r} (resolved to {ckpt})")
     out = Path(os.path.normpath(base / data["output"]))
-    if out.exists() and not out.is_dir():
-        raise IsegError(f"{name}: output: {data['output']!r} exists and is not a folder")
     if out == ckpt.parent or ckpt.is_relative_to(out):
         raise IsegError(f"{name}: output: {data['output']!r} would replace the folder holding the checkpoint")
+    problem = output_problem(out, (source, ckpt))
+    if problem is not None:
+        raise IsegError(f"{name}: output: {data['output']!r} {problem}")
     return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
                   clock_mhz=float(data.get("clock_mhz", board.clock_mhz)), array=array,
                   image=image, outputs=outputs, array_pack=pack)  # type: ignore[arg-type]
+
+
+class _DuplicateKey(Exception):
+    """A mapping of the config repeats a key (YAML would silently keep the last value)."""
+
+    def __init__(self, key: str, line: int):
+        super().__init__(key)
+        self.key = key
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a repeated key: ``board`` given twice is a mistake, not an override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<": explicit keys may override merged ones
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: SafeLoader reports it below
+                continue
+            if dup:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -176,9 +253,13 @@ def load_config(path: str | os.PathLike) -> Config:
         raise IsegError(f"{path}: no such config file")
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
     except UnicodeDecodeError:
         raise IsegError(f"{path.name}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise IsegError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except _DuplicateKey as exc:
+        raise IsegError(f"{path.name}: {exc.key}: duplicate key (line {exc.line}); a key may appear once") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -3,27 +3,101 @@
 Files go to a temporary folder next to the target; only when every file is written does the
 folder take the target's name (an existing project is moved aside first and deleted after), so
 a failure at any point leaves either the old project or nothing -- never half a project.
+
+Replacing is the dangerous step, so it is allowed only for a folder gen-hls itself made (a
+``manifest.json`` of format ``iseg-project``) or an empty one, and never for a folder holding
+the config or the checkpoint the project is made from: a config with ``output: .`` or a typo
+naming a user's folder must not wipe it. :func:`output_problem` is that rule; the config check
+runs it before any work, and :func:`write_project` again just before the swap.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["write_project"]
+from iseg.errors import IsegError
+
+__all__ = ["write_project", "output_problem", "is_project"]
 
 
-def write_project(files: dict[str, str | bytes], target: Path) -> Path:
-    """Write ``files`` (relative path -> text or bytes) as the folder ``target``; returns it."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+def is_project(folder: Path) -> bool:
+    """Whether ``folder`` holds a project gen-hls wrote (its ``manifest.json`` says format ``iseg-project``)."""
+    from iseg.generator.emit import MANIFEST_FORMAT
+
+    man = folder / "manifest.json"
     try:
+        if not man.is_file() or man.is_symlink():
+            return False
+        data = json.loads(man.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT
+
+
+def output_problem(target: Path, protect: Iterable[Path] = ()) -> str | None:
+    """Why ``target`` must not become (or be replaced by) a generated project, or None if it may.
+
+    ``protect``: files that must survive (the config, the checkpoint); a target that is one of
+    their folders or ancestors is refused. The reason is worded to follow the target's name.
+    """
+    target = Path(os.path.abspath(target))
+    if target.is_symlink():  # replacing would swap the link, not the folder it names
+        return "is a symbolic link (name the folder itself)"
+    if os.path.lexists(target) and not target.is_dir():
+        return "exists and is not a folder"
+    real = Path(os.path.realpath(target))
+    for p in protect:
+        p_real = Path(os.path.realpath(p))
+        if p_real == real or p_real.is_relative_to(real):
+            return f"would replace the folder holding {p}"
+    # the first part of the path that exists must be a folder we may create entries in
+    probe = target
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if probe != target:
+        if not probe.is_dir():
+            return f"cannot be created: {probe} is not a folder"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"cannot be created: no permission to write in {probe}"
+        return None
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"cannot be replaced: no permission to write in {target.parent}"
+    try:
+        empty = not any(target.iterdir())
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not empty and not is_project(target):
+        return ("is a folder that is neither empty nor a gen-hls project (no manifest.json of format "
+                "iseg-project): refusing to replace it; name a new or empty folder")
+    return None
+
+
+def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable[Path] = ()) -> Path:
+    """Write ``files`` (relative path -> text or bytes) as the folder ``target``; returns it.
+
+    Raises IsegError (nothing written, nothing removed) when :func:`output_problem` refuses the
+    target or the disk refuses a write. On any failure, an interrupt included, the temporary
+    folder is removed and a project moved aside is put back.
+    """
+    target = Path(target)
+    for rel in files:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise ValueError(f"refusing to write outside the project: {rel}")
+    problem = output_problem(target, protect)
+    if problem is not None:
+        raise IsegError(f"{target}: {problem}")
+    tmp: Path | None = None
+    old: Path | None = None
+    made = [p for p in target.parents if not os.path.lexists(p)]  # folders to remove again on failure
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         for rel, content in sorted(files.items()):
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                raise ValueError(f"refusing to write outside the project: {rel}")
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, bytes):
@@ -31,15 +105,25 @@ def write_project(files: dict[str, str | bytes], target: Path) -> Path:
             else:
                 path.write_text(content, encoding="utf-8", newline="\n")
         os.chmod(tmp, 0o755)
-        old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
         os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = None
+    except BaseException as exc:
+        if old is not None and not os.path.lexists(target):
+            os.replace(old, target)  # the swap did not happen: the previous project stays
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # deepest first; only the (now empty) folders made here
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError):
+            raise IsegError(f"{target}: cannot write the project: {exc.strerror or exc}") from None
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target

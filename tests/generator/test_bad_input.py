@@ -1,0 +1,368 @@
+"""gen-hls refuses bad input before any work: one line, exit 1 (130 interrupted), and the disk as it was.
+
+Every test snapshots the folder around the config (names and bytes) and compares it after the
+failure: user files kept, no output folder and no temporary folder left, a previous project
+untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iseg.errors import IsegError
+from iseg.generator import write as write_mod
+from iseg.generator.cli import main
+from iseg.generator.config import load_config
+from iseg.generator.write import write_project
+from iseg.random_model import PRESETS
+
+from .conftest import write_config
+
+
+def _snapshot(root: Path) -> dict[str, bytes | str | None]:
+    """Every path under ``root`` (hidden ones included) -> its bytes (None for a folder, the target of a link)."""
+    def state(p: Path) -> bytes | str | None:
+        if p.is_symlink():
+            return os.readlink(p)
+        return None if p.is_dir() else p.read_bytes()
+
+    return {p.relative_to(root).as_posix(): state(p) for p in sorted(root.rglob("*"))}
+
+
+def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], line: str, root: Path, rc: int = 1) -> None:
+    """``gen-hls argv`` exits ``rc`` with exactly ``line`` on stderr, nothing on stdout, ``root`` unchanged."""
+    before = _snapshot(root)
+    assert main(argv) == rc
+    out, err = capsys.readouterr()
+    assert err == line + "\n"
+    assert out == ""
+    assert _snapshot(root) == before
+
+
+def _raw_config(folder: Path, ckpt: Path, extra: str = "", output: str = "out", name: str = "config.yaml") -> Path:
+    """A config written as text (for YAML that yaml.safe_dump cannot produce: .nan, repeated keys)."""
+    path = folder / name
+    path.write_text(f"checkpoint: {ckpt}\noutput: {output}\nproject: iseg_test\nboard: kv260\n{extra}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# 1. the output folder: only a previous project or an empty folder is replaced
+# --------------------------------------------------------------------------------------------
+def test_output_dot_keeps_the_config_folder(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """``output: .`` next to the config used to replace the config's folder (user notes and config lost)."""
+    (tmp_path / "models").mkdir()
+    ckpt = tmp_path / "models" / "m.safetensors"
+    ckpt.write_bytes(tiny_ckpt.read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("notes\n")
+    cfg = _raw_config(work, Path("../models/m.safetensors"), output=".", name="gen.yaml")
+    _fails(capsys, [str(cfg)], "gen-hls: error: gen.yaml: output: '.' would replace the folder holding "
+           f"{cfg.resolve()}", tmp_path)
+
+
+def test_output_above_the_config_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    (tmp_path / "sub").mkdir()
+    cfg = _raw_config(tmp_path / "sub", tiny_ckpt, output="..")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: output: '..' would replace the folder holding "
+           f"{cfg.resolve()}",
+           tmp_path)
+
+
+def test_output_holding_the_checkpoint_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    (tmp_path / "data" / "ckpt").mkdir(parents=True)
+    (tmp_path / "data" / "ckpt" / "m.safetensors").write_bytes(tiny_ckpt.read_bytes())
+    cfg = _raw_config(tmp_path, Path("data/ckpt/m.safetensors"), output="data")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: output: 'data' would replace the folder holding "
+           "the checkpoint", tmp_path)
+
+
+def test_output_of_user_files_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """A folder of user files that is not a project used to be wiped with exit status 0."""
+    (tmp_path / "userdata" / "deep").mkdir(parents=True)
+    (tmp_path / "userdata" / "a.txt").write_text("mine\n")
+    (tmp_path / "userdata" / "deep" / "b.bin").write_bytes(b"\x00\x01")
+    cfg = _raw_config(tmp_path, tiny_ckpt, output="userdata")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: output: 'userdata' is a folder that is neither empty "
+           "nor a gen-hls project (no manifest.json of format iseg-project): refusing to replace it; name a new or "
+           "empty folder", tmp_path)
+
+
+@pytest.mark.parametrize("manifest", ['{"format": "something-else"}', "not json", '["iseg-project"]'])
+def test_output_with_a_foreign_manifest_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys, manifest: str) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text(manifest)
+    cfg = _raw_config(tmp_path, tiny_ckpt)
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: output: 'out' is a folder that is neither empty nor a "
+           "gen-hls project (no manifest.json of format iseg-project): refusing to replace it; name a new or empty "
+           "folder", tmp_path)
+
+
+def test_output_empty_folder_and_previous_project_are_replaced(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    (tmp_path / "out").mkdir()
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    assert main([str(cfg)]) == 0
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert main([str(cfg)]) == 0  # regenerating into the same folder
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "out"]
+
+
+@pytest.mark.parametrize("output", ["afile/o", "afile/x/y", "/dev/null/o"])
+def test_output_under_a_file(tmp_path: Path, tiny_ckpt: Path, capsys, output: str) -> None:
+    """A path under a regular file used to end in a FileExistsError traceback."""
+    (tmp_path / "afile").write_text("")
+    cfg = _raw_config(tmp_path, tiny_ckpt, output=output)
+    blocker = "/dev/null" if output.startswith("/dev") else str(tmp_path / "afile")
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: output: {output!r} cannot be created: {blocker} is "
+           "not a folder", tmp_path)
+
+
+def test_output_symlink_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """Replacing would swap the link itself (and leave the folder it names); dangling or not, refused."""
+    (tmp_path / "lnk").symlink_to("elsewhere")
+    cfg = _raw_config(tmp_path, tiny_ckpt, output="lnk")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: output: 'lnk' is a symbolic link (name the folder "
+           "itself)", tmp_path)
+
+
+def test_write_project_refuses_a_user_folder(tmp_path: Path) -> None:
+    """The writer checks again at the swap (the folder may have changed since the config was read)."""
+    (tmp_path / "userdata").mkdir()
+    (tmp_path / "userdata" / "a.txt").write_text("mine\n")
+    before = _snapshot(tmp_path)
+    with pytest.raises(IsegError) as exc:
+        write_project({"x.txt": "x"}, tmp_path / "userdata")
+    assert str(exc.value) == (f"{tmp_path / 'userdata'}: is a folder that is neither empty nor a gen-hls project "
+                              "(no manifest.json of format iseg-project): refusing to replace it; name a new or "
+                              "empty folder")
+    assert _snapshot(tmp_path) == before
+
+
+def test_write_project_interrupted_at_the_swap_keeps_the_old_project(tmp_path: Path, tiny_ckpt: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    assert main([str(cfg)]) == 0
+    before = _snapshot(tmp_path)
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        if Path(src).name.startswith(".out.tmp-"):  # the new project taking the old one's name
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(write_mod.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_project({"manifest.json": "{}"}, tmp_path / "out")
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------------------------
+# 2. command-line arguments and --images: checked before anything is written
+# --------------------------------------------------------------------------------------------
+def _image_folders(root: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    h, w = PRESETS["tiny"].image
+    for name in ("empty", "text", "zero", "truncated", "small", "onlytxt"):
+        (root / name).mkdir()
+    (root / "text" / "a.png").write_text("not an image\n")
+    (root / "zero" / "a.png").write_bytes(b"")
+    Image.fromarray(np.full((h, w, 3), 7, np.uint8)).save(root / "truncated" / "a.png")
+    data = (root / "truncated" / "a.png").read_bytes()
+    (root / "truncated" / "a.png").write_bytes(data[:len(data) // 2])
+    Image.fromarray(np.zeros((h + 1, w, 3), np.uint8)).save(root / "small" / "a.png")
+    (root / "onlytxt" / "notes.txt").write_text("x\n")
+
+
+def _images_cases(root: Path) -> list[tuple[list[str], str]]:
+    h, w = PRESETS["tiny"].image
+    suffixes = ".bmp, .gif, .jpeg, .jpg, .pbm, .pgm, .png, .pnm, .ppm, .tga, .tif, .tiff, .webp"
+    return [
+        (["--images", "3"], "--images needs --csim"),
+        (["--images", str(root / "small")], "--images needs --csim"),
+        (["--csim", "--images", "0"], "--images: N must be >= 1, got '0'"),
+        (["--csim", "--images", "-1"], "--images: '-1' is neither a count N >= 1 nor a folder of images"),
+        (["--csim", "--images", "abc"], "--images: 'abc' is neither a count N >= 1 nor a folder of images"),
+        (["--csim", "--images", str(root / "nope")],
+         f"--images: {str(root / 'nope')!r} is neither a count N >= 1 nor a folder of images"),
+        (["--csim", "--images", ""], "--images: empty argument (give a count N >= 1 or a folder of images)"),
+        (["--csim", "--images", str(root / "empty")], f"{root / 'empty'}: folder holds no image files ({suffixes})"),
+        (["--csim", "--images", str(root / "onlytxt")],
+         f"{root / 'onlytxt'}: folder holds no image files ({suffixes})"),
+        (["--csim", "--images", str(root / "text")], f"{root / 'text' / 'a.png'}: not an image file (unknown format)"),
+        (["--csim", "--images", str(root / "zero")], f"{root / 'zero' / 'a.png'}: not an image file (unknown format)"),
+        (["--csim", "--images", str(root / "truncated")],
+         f"{root / 'truncated' / 'a.png'}: cannot decode: image file is truncated"),
+        (["--csim", "--images", str(root / "small")],
+         f"{root / 'small' / 'a.png'}: image is {h + 1}x{w}, the model expects {h}x{w}"),
+    ]
+
+
+def test_bad_images_keep_the_previous_project(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """A bad --images used to fail after "wrote ...": the previous project (and a user's note in it) was gone."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    cfg = write_config(proj, tiny_ckpt, outputs=["hls"])
+    assert main([str(cfg)]) == 0
+    (proj / "out" / "NOTES.txt").write_text("mine\n")
+    capsys.readouterr()
+    (tmp_path / "img").mkdir()
+    _image_folders(tmp_path / "img")
+    for args, line in _images_cases(tmp_path / "img"):
+        _fails(capsys, [str(cfg), *args], f"gen-hls: error: {line}", tmp_path)
+
+
+def test_bad_images_write_nothing(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    cfg = write_config(proj, tiny_ckpt, outputs=["hls"])
+    (tmp_path / "img").mkdir()
+    _image_folders(tmp_path / "img")
+    for args, line in _images_cases(tmp_path / "img")[:3]:
+        _fails(capsys, [str(cfg), *args], f"gen-hls: error: {line}", tmp_path)
+    assert sorted(p.name for p in proj.iterdir()) == ["config.yaml"]
+
+
+def test_csim_needs_c_sources_and_a_compiler(tmp_path: Path, tiny_ckpt: Path, capsys,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both used to surface from the C-simulation build, after the project was written."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    _fails(capsys, [str(cfg), "--csim"], "gen-hls: error: --csim: the config's outputs (report) hold no C sources "
+           "to simulate; add hls or csim to outputs", tmp_path)
+    monkeypatch.setenv("CXX", "no-such-compiler-iseg")
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["hls"])
+    _fails(capsys, [str(cfg), "--csim"], "gen-hls: error: C-simulation needs a C++ compiler: "
+           "'no-such-compiler-iseg' not found", tmp_path)
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report", "csim"])
+    _fails(capsys, [str(cfg)], "gen-hls: error: C-simulation needs a C++ compiler: 'no-such-compiler-iseg' not found",
+           tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. config values: clock, project name, repeated keys
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"), ("1.0e-300", "1e-300"),
+                                          ("0.5", "0.5"), ("0", "0"), ("801", "801")])
+def test_bad_clock(tmp_path: Path, tiny_ckpt: Path, capsys, value: str, shown: str) -> None:
+    """.nan passed the schema (traceback later); 1.0e-300 exited 0 with freqHz=0."""
+    cfg = _raw_config(tmp_path, tiny_ckpt, f"clock_mhz: {value}\n")
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: clock_mhz: must be a number of MHz in [1, 800], "
+           f"got {shown}", tmp_path)
+
+
+@pytest.mark.parametrize("clock", [1, 100, 287.5, 800])
+def test_good_clock(tmp_path: Path, tiny_ckpt: Path, clock: float) -> None:
+    assert load_config(write_config(tmp_path, tiny_ckpt, clock_mhz=clock)).clock_mhz == clock
+
+
+@pytest.mark.parametrize("name, why", [
+    ("int", "is a C/C++ keyword (the project names the kernel's C function)"),
+    ("class", "is a C/C++ keyword (the project names the kernel's C function)"),
+    ("and", "is a C/C++ keyword (the project names the kernel's C function)"),
+    *[(n, "is a name the generated sources or link.cfg already use (the project names the kernel's C function)")
+      for n in ("main", "iseg", "hls", "Cfg", "uint8_t", "mm2s", "s2mm", "printf", "g_blob", "iseg_csim_run")],
+    ("__top", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
+    ("a__b", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
+    ("_Top", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
+])
+def test_bad_project_name(tmp_path: Path, tiny_ckpt: Path, capsys, name: str, why: str) -> None:
+    cfg = write_config(tmp_path, tiny_ckpt, project=name)
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: project: {name!r} {why}", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["mm2s_1", "top", "_top", "Main", "iseg_seg_t"])
+def test_good_project_name(tmp_path: Path, tiny_ckpt: Path, name: str) -> None:
+    assert load_config(write_config(tmp_path, tiny_ckpt, project=name)).project == name
+
+
+@pytest.mark.parametrize("extra, line", [
+    ("board: u50\n", "config.yaml: board: duplicate key (line 5); a key may appear once"),
+    ("project: other\n", "config.yaml: project: duplicate key (line 5); a key may appear once"),
+    ("array:\n  rows: 4\n  cols: 8\n  rows: 2\n", "config.yaml: rows: duplicate key (line 8); a key may appear once"),
+])
+def test_duplicate_key(tmp_path: Path, tiny_ckpt: Path, capsys, extra: str, line: str) -> None:
+    cfg = _raw_config(tmp_path, tiny_ckpt, extra)
+    _fails(capsys, [str(cfg)], f"gen-hls: error: {line}", tmp_path)
+
+
+def test_merge_key_may_be_overridden(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """A YAML merge (``<<``) followed by an explicit key is an override, not a repeat."""
+    cfg = _raw_config(tmp_path, tiny_ckpt, "array: {<<: {rows: 4, cols: 8}, rows: 2}\n")
+    assert load_config(cfg).array == (2, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Ctrl-C: one line, exit 130, no output and no temporary folder
+# --------------------------------------------------------------------------------------------
+def test_interrupt_in_process(tmp_path: Path, tiny_ckpt: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iseg.generator import plan
+
+    def interrupted(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan, "make_plan", interrupted)
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    _fails(capsys, [str(cfg)], "gen-hls: interrupted", tmp_path, rc=130)
+
+
+@pytest.mark.parametrize("output", ["out", "new/deeper/out"])
+def test_interrupt_while_writing(tmp_path: Path, tiny_ckpt: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+                                 output: str) -> None:
+    """Interrupted half-way through the files: the temporary folder (and any folder made for it) is removed."""
+    from pathlib import Path as P
+
+    real = P.write_bytes
+    calls = []
+
+    def write_bytes(self: P, data: bytes) -> int:
+        calls.append(self)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(P, "write_bytes", write_bytes)
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"], output=output)
+    _fails(capsys, [str(cfg)], "gen-hls: interrupted", tmp_path, rc=130)
+    assert len(calls) == 2
+
+
+_SIGINT_SCRIPT = """
+import os, signal, sys, time
+from iseg.generator import plan
+def make_plan(*a, **k):
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C (timeout signals the process, then its group)
+    time.sleep(30)
+plan.make_plan = make_plan
+from iseg.generator.cli import main
+sys.exit(main([sys.argv[1]]))
+"""
+
+
+def test_sigint(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """A real SIGINT (twice) during the plan: exit 130, exactly one line, no traceback, nothing written."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    before = _snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_SCRIPT, str(cfg)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "gen-hls: interrupted\n")
+    assert _snapshot(tmp_path) == before
+
+
+def test_main_restores_the_sigint_handler(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    cfg = write_config(tmp_path, tiny_ckpt, board="zcu999")
+    assert main([str(cfg)]) == 1
+    capsys.readouterr()
+    assert signal.getsignal(signal.SIGINT) is previous
+
