@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,41 +69,57 @@ class ModelSpec:
         return gh * gw
 
     def validate(self) -> None:
-        """Raise IsegError naming the first inconsistent hyper-parameter."""
+        """Raise IsegError naming the first inconsistent hyper-parameter.
+
+        Types are checked strictly (an int is not a bool or a float, a name is a str): the spec
+        comes from a checkpoint's JSON, and a value of the wrong type would otherwise surface
+        later as a traceback in ``iseg info`` or as a generated project the host refuses.
+        """
         ints = ("dim", "heads", "layers", "mlp_dim", "patch", "n_cls")
         for k in ints:
             v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise IsegError(f"model.{k} must be a positive integer, got {v!r}")
         if self.dim % self.heads:
             raise IsegError(f"model.dim {self.dim} is not divisible by model.heads {self.heads}")
-        if len(self.image) != 2 or any((not isinstance(s, int)) or s < 1 for s in self.image):
+        if not isinstance(self.image, tuple | list) or len(self.image) != 2 or any(
+                not _is_int(s) or s < 1 for s in self.image):
             raise IsegError(f"model.image must be [H, W] positive integers, got {self.image!r}")
         if self.image[0] % self.patch or self.image[1] % self.patch:
             raise IsegError(f"model.image {self.image[0]}x{self.image[1]} is not a multiple of "
                             f"patch {self.patch}")
         if self.n_cls > 256:
             raise IsegError(f"model.n_cls {self.n_cls} exceeds 256 (labels are u8)")
-        if self.decoder not in DECODERS:
+        if not isinstance(self.decoder, str) or self.decoder not in DECODERS:
             raise IsegError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        for k in ("dec_dim", "dec_heads", "dec_layers", "dec_mlp_dim"):
+            v = getattr(self, k)
+            if not _is_int(v) or v < 0:
+                raise IsegError(f"model.{k} must be a non-negative integer, got {v!r}")
         if self.decoder == "mask":
             for k in ("dec_dim", "dec_heads", "dec_layers", "dec_mlp_dim"):
                 v = getattr(self, k)
-                if not isinstance(v, int) or v < 1:
+                if v < 1:
                     raise IsegError(f"model.{k} must be a positive integer for the mask decoder, got {v!r}")
             if self.dec_dim % self.dec_heads:
                 raise IsegError(f"model.dec_dim {self.dec_dim} is not divisible by model.dec_heads "
                                 f"{self.dec_heads}")
-        if self.softmax not in SOFTMAX_VARIANTS:
+        if not isinstance(self.softmax, str) or self.softmax not in SOFTMAX_VARIANTS:
             raise IsegError(f"model.softmax must be one of {SOFTMAX_VARIANTS}, got {self.softmax!r}")
-        if self.gelu not in GELU_VARIANTS:
+        if not isinstance(self.gelu, str) or self.gelu not in GELU_VARIANTS:
             raise IsegError(f"model.gelu must be one of {GELU_VARIANTS}, got {self.gelu!r}")
-        if len(self.class_names) != self.n_cls:
-            raise IsegError(f"classes.names has {len(self.class_names)} entries, expected n_cls = {self.n_cls}")
-        if len(self.class_colors) != self.n_cls or any(
-            len(c) != 3 or any(not 0 <= int(v) <= 255 for v in c) for c in self.class_colors
-        ):
-            raise IsegError(f"classes.colors must be {self.n_cls} [r, g, b] triples in 0..255")
+        if not isinstance(self.class_names, tuple | list) or len(self.class_names) != self.n_cls:
+            n = len(self.class_names) if isinstance(self.class_names, tuple | list) else repr(self.class_names)
+            raise IsegError(f"classes.names has {n} entries, expected n_cls = {self.n_cls}")
+        for i, name in enumerate(self.class_names):
+            if not isinstance(name, str):
+                raise IsegError(f"classes.names[{i}] must be a string, got {name!r}")
+        if not isinstance(self.class_colors, tuple | list) or len(self.class_colors) != self.n_cls:
+            raise IsegError(f"classes.colors must be {self.n_cls} [r, g, b] triples of integers in 0..255")
+        for i, c in enumerate(self.class_colors):
+            if not isinstance(c, tuple | list) or len(c) != 3 or any(not _is_int(v) or not 0 <= v <= 255 for v in c):
+                shown = list(c) if isinstance(c, tuple) else c
+                raise IsegError(f"classes.colors[{i}] must be an [r, g, b] triple of integers in 0..255, got {shown!r}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,6 +130,9 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelSpec:
+        """The spec of a checkpoint's ``model`` object; IsegError (no path) on anything malformed."""
+        if not isinstance(d, dict):
+            raise IsegError(f"checkpoint metadata: 'model' must be an object, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
@@ -121,12 +141,23 @@ class ModelSpec:
         if missing:
             raise IsegError(f"checkpoint metadata: missing model key {missing[0]!r}")
         d = dict(d)
+        # lists become tuples (the spec is frozen and hashable); anything else is left as it is
+        # for validate() to name
         d["image"] = tuple(d["image"]) if isinstance(d["image"], list) else d["image"]
-        d["class_names"] = tuple(d.get("class_names", ()))
-        d["class_colors"] = tuple(tuple(c) for c in d.get("class_colors", ()))
+        names = d.get("class_names", ())
+        d["class_names"] = tuple(names) if isinstance(names, list) else names
+        colors = d.get("class_colors", ())
+        if isinstance(colors, list):
+            colors = tuple(tuple(c) if isinstance(c, list) else c for c in colors)
+        d["class_colors"] = colors
         spec = cls(**d)
         spec.validate()
         return spec
+
+
+def _is_int(v: Any) -> bool:
+    """A JSON integer: ``True`` and ``1.0`` are not (both would pass ``int()`` silently)."""
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def default_class_names(n: int) -> tuple[str, ...]:
@@ -244,6 +275,16 @@ def expected_layout(spec: ModelSpec) -> Layout:
 # --------------------------------------------------------------------------------------------
 # Constants: validation of ranges
 # --------------------------------------------------------------------------------------------
+_I32 = 1 << 31  # int32 range: -_I32 <= v < _I32
+# GELU field bounds (numerics.md §4, §5.2; hls/gelu.h GeluParams: em int64, x0 / n / k / L int32):
+# x0 is a negative int32 (shexp's n * x0 and ((r >> 1) - x0) << n stay inside int64 for n <= 30);
+# hls/gelu.h computes L - clamp(x, -L, L) in int32 for an int8 x, so L + 128 must fit an int32;
+# em = shexp(-(L << k), x0, n) is below |x0| * 2^(n+1) (numerics.md §4).
+GELU_N_MAX = 30
+GELU_K_MAX = 8
+GELU_L_MAX = (1 << 31) - 1 - 128
+
+
 def _as_list(v: Any, n: int, what: str) -> list[int]:
     vals = v if isinstance(v, list) else [v]
     if any(not isinstance(x, int) or isinstance(x, bool) for x in vals):
@@ -280,22 +321,50 @@ def validate_const(name: str, cs: ConstSpec, value: Any) -> None:
     elif cs.kind == "add":
         for k in ("ma", "mb"):
             v = value[k]
-            if not isinstance(v, int) or abs(v) >= 1 << 31:
+            if not _is_int(v) or not -_I32 <= v < _I32:
                 raise IsegError(f"constant {name}.{k} = {v!r} is not an int32")
-        if not isinstance(value["e"], int) or not 1 <= value["e"] <= 46:
+        if not _is_int(value["e"]) or not 1 <= value["e"] <= 46:
             raise IsegError(f"constant {name}.e = {value['e']!r} outside [1, 46]")
     elif cs.kind == "softmax":
         x0 = value["x0"]
-        if not isinstance(x0, int) or not -(1 << 31) <= x0 < 0:
+        if not _is_int(x0) or not -_I32 <= x0 < 0:
             raise IsegError(f"constant {name}.x0 = {x0!r} must be a negative int32")
     elif cs.kind == "gelu":
-        for k in keys:
-            if not isinstance(value[k], int):
-                raise IsegError(f"constant {name}.{k} must be an integer")
-        if value["x0"] >= 0:
-            raise IsegError(f"constant {name}.x0 = {value['x0']} must be negative")
-        if not 1 <= value["n"] <= 30 or not 0 <= value["k"] <= 8 or value["L"] < 0 or value["em"] < 0:
-            raise IsegError(f"constant {name} (n, k, L, em) out of range")
+        _validate_gelu(name, value)
+
+
+def _validate_gelu(name: str, value: dict[str, Any]) -> None:
+    """Every GELU constant inside the range the numpy reference and the HLS engine compute with."""
+    for k in CONST_KINDS["gelu"]:
+        if not _is_int(value[k]):
+            raise IsegError(f"constant {name}.{k} = {value[k]!r} must be an integer")
+    x0, n, k, big_l, em = (value[key] for key in ("x0", "n", "k", "L", "em"))
+    if not -_I32 <= x0 < 0:
+        raise IsegError(f"constant {name}.x0 = {x0} must be a negative int32 (-2^31 <= x0 < 0)")
+    if not 1 <= n <= GELU_N_MAX:
+        raise IsegError(f"constant {name}.n = {n} outside [1, {GELU_N_MAX}]")
+    if not 0 <= k <= GELU_K_MAX:
+        raise IsegError(f"constant {name}.k = {k} outside [0, {GELU_K_MAX}]")
+    if not 0 <= big_l <= GELU_L_MAX:
+        raise IsegError(f"constant {name}.L = {big_l} outside [0, 2^31 - 129] (the HLS computes L - x in int32)")
+    if not 0 <= em < (-x0) << (n + 1):
+        raise IsegError(f"constant {name}.em = {em} outside [0, |x0| * 2^(n+1)) (the shift exponential's range)")
+
+
+def _check_gelu_exp(name: str, value: dict[str, Any], variant: str) -> None:
+    """The sigmoid ``sig = (e * f) >> 24`` stays in [0, 127] only while every exp ``e`` is below 2^31.
+
+    Once ``S = min(e + em, 2^31 - 1)`` clamps, ``f = 1`` and ``sig = e >> 24`` (numerics.md §5.2): a
+    larger ``e`` overflows the reference's 31-bit requant input and the HLS's 8-bit sig. The largest
+    ``e`` comes from the largest exp argument an int8 input can reach: 0 for ``shift`` (``x = M``),
+    ``-((L - min(L, 127)) << k)`` for ``lambda``.
+    """
+    x0, n, k, big_l = value["x0"], value["n"], value["k"], value["L"]
+    arg = 0 if variant == "shift" else -((big_l - min(big_l, 127)) << k)
+    e_max = int(nx.shexp(np.int64(arg), x0, n))
+    if e_max >= _I32:
+        raise IsegError(f"constant {name}: x0 = {x0}, n = {n} (L = {big_l}, k = {k}) let the GELU exp reach "
+                        f"{e_max} >= 2^31; the sigmoid would leave [0, 127]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +380,16 @@ class QuantizedCheckpoint:
     info: dict[str, Any] = field(default_factory=dict)  # free-form provenance (calibration, source)
 
     def validate(self) -> None:
+        """Raise IsegError naming the first tensor or constant that does not fit the spec."""
         self.spec.validate()
+        # A layer count far beyond the file (a corrupt "layers": 2^40) must be named before
+        # expected_layout lists every block: look for the first missing block, never past the file.
+        blocks = [("enc", self.spec.layers)] + ([("dec", self.spec.dec_layers)] if self.spec.decoder == "mask" else [])
+        for prefix, count in blocks:
+            for i in range(count):
+                if f"{prefix}.{i}.qkv.weight" not in self.tensors:
+                    raise IsegError(f"checkpoint is missing tensor '{prefix}.{i}.qkv.weight' "
+                                    f"(model.{'layers' if prefix == 'enc' else 'dec_layers'} = {count})")
         lay = expected_layout(self.spec)
         for name, (shape, dtype) in lay.tensors.items():
             if name not in self.tensors:
@@ -324,13 +402,35 @@ class QuantizedCheckpoint:
         extra = sorted(set(self.tensors) - set(lay.tensors))
         if extra:
             raise IsegError(f"checkpoint has unexpected tensor {extra[0]!r}")
+        self._check_accumulators(lay)
         for name, cs in lay.consts.items():
             if name not in self.consts:
                 raise IsegError(f"checkpoint is missing constant {name!r}")
             validate_const(name, cs, self.consts[name])
+            if cs.kind == "gelu":
+                _check_gelu_exp(name, self.consts[name], self.spec.gelu)
         extra = sorted(set(self.consts) - set(lay.consts))
         if extra:
             raise IsegError(f"checkpoint has unexpected constant {extra[0]!r}")
+
+    def _check_accumulators(self, lay: Layout) -> None:
+        """Every Linear's ``|x @ W + b| < 2^31`` for int8 inputs (numerics.md §3, the exporter's proof).
+
+        The reference's requant refuses a wider input (an OverflowError deep in ``iseg infer``) and
+        the engine's int32 accumulator would wrap, so a file whose weights and biases break the
+        bound (``K·128·max|W| + max|b|``) is refused here, naming the layer.
+        """
+        for name, (shape, _) in lay.tensors.items():
+            if not name.endswith(".weight"):
+                continue
+            w = self.tensors[name]
+            w_max = max(-int(w.min()), int(w.max())) if w.size else 0
+            b = self.tensors.get(name[: -len(".weight")] + ".bias")
+            b_max = max(-int(b.min()), int(b.max())) if b is not None and b.size else 0
+            bound = shape[0] * 128 * w_max + b_max
+            if bound >= _I32:
+                raise IsegError(f"tensor {name!r}: the accumulator can reach {bound} >= 2^31 "
+                                f"(K = {shape[0]}, max|W| = {w_max}, max|bias| = {b_max})")
 
     # convenient typed access -------------------------------------------------------------
     def rq(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -357,16 +457,31 @@ class QuantizedCheckpoint:
         return int(sum(t.nbytes for t in self.tensors.values()))
 
 
-def save(ckpt: QuantizedCheckpoint, path: str | os.PathLike) -> None:
-    """Validate, then write atomically (temp file in the same folder, then rename)."""
+def save(ckpt: QuantizedCheckpoint, path: str | os.PathLike, *,
+         before_rename: Callable[[], None] | None = None) -> None:
+    """Validate, then write atomically (temp file in the same folder, then rename).
+
+    ``before_rename`` runs once the temporary file is complete and before it replaces ``path``:
+    a command with a second output (``iseg qat --save-fp``) writes it there, so when either
+    write fails neither file is replaced. A write that fails (disk full, permissions) is one
+    IsegError naming the path, and leaves whatever ``path`` held before.
+    """
     from safetensors.numpy import save_file
 
     ckpt.validate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {META_KEY: json.dumps(ckpt.metadata(), sort_keys=True, separators=(",", ":"))}
     tensors = {k: np.ascontiguousarray(v) for k, v in sorted(ckpt.tensors.items())}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        if before_rename is not None:
+            before_rename()
+
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise IsegError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
 
 
 def _check_container(path: Path) -> None:
@@ -423,23 +538,27 @@ def load(path: str | os.PathLike) -> QuantizedCheckpoint:
                         f"checkpoint; make one with `iseg quantize` or `iseg random`)")
     try:
         meta = json.loads(raw_meta[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise IsegError(f"{path}: metadata {META_KEY!r} is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise IsegError(f"{path}: metadata {META_KEY!r} must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise IsegError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version") != VERSION:
+    if not _is_int(meta.get("version")) or meta.get("version") != VERSION:
         raise IsegError(f"{path}: checkpoint format version {meta.get('version')!r} is not supported "
                         f"(this iseg reads version {VERSION}; re-export the model with this iseg)")
     for k in ("model", "consts"):
         if not isinstance(meta.get(k), dict):
             raise IsegError(f"{path}: metadata has no {k!r} object")
+    info = meta.get("info", {})
+    if not isinstance(info, dict):
+        raise IsegError(f"{path}: metadata 'info' must be an object, got {type(info).__name__}")
     try:
         spec = ModelSpec.from_json(meta["model"])
-    except TypeError as exc:
-        raise IsegError(f"{path}: bad model hyper-parameters ({exc})") from None
-    ckpt = QuantizedCheckpoint(spec, tensors, meta["consts"], meta.get("info", {}))
-    try:
+        ckpt = QuantizedCheckpoint(spec, tensors, meta["consts"], info)
         ckpt.validate()
     except IsegError as exc:
         raise IsegError(f"{path}: {exc}") from None
+    except TypeError as exc:  # e.g. a model key of the wrong kind reaching the dataclass
+        raise IsegError(f"{path}: bad model hyper-parameters ({exc})") from None
     return ckpt

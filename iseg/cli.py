@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from iseg.errors import IsegError
 
@@ -43,6 +43,25 @@ def _load(name: str):
     if hasattr(mod, f"add_{name}_arguments"):
         return getattr(mod, f"add_{name}_arguments"), getattr(mod, f"run_{name}")
     return mod.add_arguments, mod.run
+
+
+def int_arg(option: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer flag in ``[lo, hi]``.
+
+    A bad value is an :class:`IsegError` raised during parsing (argparse lets it through), so it
+    is refused before any work, as one line with exit status 1 like every other bad input.
+    """
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise IsegError(f"{option} must be an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            span = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise IsegError(f"{option} must be {span}, got {v}")
+        return v
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -72,18 +73,50 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def output_names(paths: list[Path], overlay: bool, out: Path | None = None) -> list[Path]:
+    """The inputs, one per output name; IsegError when two different files would write the same one.
+
+    Outputs are named after the input's stem, so ``a/x.png`` and ``b/x.png`` (or ``x.png`` and
+    ``x.jpg``) would silently share ``x.png``: the second would be skipped as "already present"
+    or overwrite the first. The same file named twice is kept once. With ``out``, an output that
+    would replace one of the inputs (``--out`` = the input folder) is refused too.
+    """
+    inputs = {p.resolve(): p for p in paths}
+    owner: dict[str, Path] = {}
+    kept: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        names = [f"{path.stem}.png"] + ([f"{path.stem}_overlay.png"] if overlay else [])
+        for name in names:
+            if name in owner:
+                raise IsegError(f"{owner[name]} and {path} would both be written as {name}: rename one, "
+                                f"or label them into different --out folders")
+            owner[name] = path
+            if out is not None and (out / name).resolve() in inputs:
+                raise IsegError(f"--out {out}: {name} would replace the input {inputs[(out / name).resolve()]}")
+        kept.append(path)
+    return kept
+
+
 def run_infer(args: argparse.Namespace) -> int:
-    """Label images with the numpy reference: the same image reading and label PNGs as ``iseg-host``."""
+    """Label images with the numpy reference: the same image reading and label PNGs as ``iseg-host``.
+
+    Everything that can be checked is checked before the first image is labelled (checkpoint,
+    inputs, output folder, output-name clashes). An unreadable image is skipped with a line on
+    stderr; the others are still labelled, and the exit status is then 1 so a script notices.
+    """
     from PIL import Image
 
     from iseg import imageio, reference
     from iseg.graph import build_graph
 
+    out = imageio.check_output_dir(args.out, "--out")
     q = ck.load(args.checkpoint)
-    paths = imageio.list_images(args.inputs)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise IsegError(f"{out}: exists and is not a folder")
+    paths = output_names(imageio.list_images(args.inputs), args.overlay, out)
     graph = build_graph(q.spec)
     colors = np.asarray(q.spec.class_colors, dtype=np.float64)
     done = failed = skipped = 0
@@ -96,43 +129,52 @@ def run_infer(args: argparse.Namespace) -> int:
         try:
             image = imageio.load_image(path)
         except IsegError as exc:
-            print(f"iseg: skipped: {exc}")
+            print(f"iseg: skipped: {exc}", file=sys.stderr)
             failed += 1
             continue
         labels, _ = reference.run(q, imageio.fit_to_model(image, q.spec.image), graph=graph)
         labels = imageio.resize_nearest(labels, image.shape[:2])
-        imageio.save_labels_png(dest, labels, q.spec.class_colors)
-        if args.overlay:
-            blend = Image.fromarray((0.5 * image + 0.5 * colors[labels]).astype(np.uint8))
-            imageio.atomic_write(out / f"{path.stem}_overlay.png", lambda tmp, im=blend: im.save(tmp, format="PNG"))
+        try:
+            imageio.save_labels_png(dest, labels, q.spec.class_colors)
+            if args.overlay:
+                blend = Image.fromarray((0.5 * image + 0.5 * colors[labels]).astype(np.uint8))
+                imageio.atomic_write(out / f"{path.stem}_overlay.png",
+                                     lambda tmp, im=blend: im.save(tmp, format="PNG"))
+        except OSError as exc:
+            raise IsegError(f"{dest}: cannot write ({exc.strerror or exc}); {done} image(s) were labelled") from None
         done += 1
     dt = time.perf_counter() - t0
-    print(f"iseg infer: {done} labelled, {skipped} already present (use --overwrite), {failed} unreadable; "
+    tail = f"{failed} unreadable (skipped, exit status 1)" if failed else "0 unreadable"
+    print(f"iseg infer: {done} labelled, {skipped} already present (use --overwrite), {tail}; "
           f"{dt / max(done, 1):.2f} s per image -> {out}")
-    return 1 if failed and not done else 0
+    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------------------------
 # iseg random
 # --------------------------------------------------------------------------------------------
+SEED_MAX = (1 << 63) - 1  # torch.manual_seed's range; numpy takes any seed >= 0
+
+
 def add_random_arguments(p: argparse.ArgumentParser) -> None:
-    from iseg.random_model import PRESETS
+    from iseg.cli import int_arg
+    from iseg.random_model import MAX_DIM, MAX_LAYERS, MAX_PATCH, PRESETS
 
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset shape")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--dim", type=int)
-    p.add_argument("--heads", type=int)
-    p.add_argument("--layers", type=int)
-    p.add_argument("--mlp-ratio", type=int, help="MLP hidden size = ratio * dim (default 4)")
-    p.add_argument("--image", help="H or HxW, multiples of the patch")
-    p.add_argument("--patch", type=int)
-    p.add_argument("--classes", type=int)
+    p.add_argument("--dim", type=int_arg("--dim", 1, MAX_DIM), help=f"encoder width (1..{MAX_DIM})")
+    p.add_argument("--heads", type=int_arg("--heads", 1, MAX_DIM))
+    p.add_argument("--layers", type=int_arg("--layers", 1, MAX_LAYERS), help=f"encoder layers (1..{MAX_LAYERS})")
+    p.add_argument("--mlp-ratio", type=int_arg("--mlp-ratio", 1, 64), help="MLP hidden size = ratio * dim (default 4)")
+    p.add_argument("--image", help="H or HxW, multiples of the patch (at most 4096 patches)")
+    p.add_argument("--patch", type=int_arg("--patch", 1, MAX_PATCH))
+    p.add_argument("--classes", type=int_arg("--classes", 1, 256))
     p.add_argument("--decoder", choices=ck.DECODERS)
-    p.add_argument("--dec-dim", type=int, help="mask decoder width (default: dim)")
-    p.add_argument("--dec-heads", type=int, help="mask decoder heads (default: heads)")
+    p.add_argument("--dec-dim", type=int_arg("--dec-dim", 1, MAX_DIM), help="mask decoder width (default: dim)")
+    p.add_argument("--dec-heads", type=int_arg("--dec-heads", 1, MAX_DIM), help="mask decoder heads (default: heads)")
     p.add_argument("--softmax", choices=ck.SOFTMAX_VARIANTS)
     p.add_argument("--gelu", choices=ck.GELU_VARIANTS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_arg("--seed", 0, SEED_MAX), default=0)
 
 
 def spec_from_args(args: argparse.Namespace) -> ck.ModelSpec:
@@ -148,21 +190,29 @@ def spec_from_args(args: argparse.Namespace) -> ck.ModelSpec:
     if args.image:
         kw["image"] = parse_hw(args.image)
     spec = replace(spec, **kw)
-    ratio = args.mlp_ratio or (spec.mlp_dim // PRESETS[args.preset or "tiny"].dim)
-    dec_dim = args.dec_dim or (spec.dim if args.dim else spec.dec_dim)
-    dec_heads = args.dec_heads or (spec.heads if args.heads else spec.dec_heads)
+    # `is None`, not `or`: an explicit 0 is refused by the flag's type, never replaced by a default
+    ratio = args.mlp_ratio if args.mlp_ratio is not None else spec.mlp_dim // PRESETS[args.preset or "tiny"].dim
+    dec_dim = args.dec_dim if args.dec_dim is not None else (spec.dim if args.dim else spec.dec_dim)
+    dec_heads = args.dec_heads if args.dec_heads is not None else (spec.heads if args.heads else spec.dec_heads)
     spec = replace(spec, mlp_dim=ratio * spec.dim, dec_dim=dec_dim, dec_heads=dec_heads,
                    dec_mlp_dim=ratio * dec_dim, class_names=(), class_colors=())
     return spec
 
 
 def run_random(args: argparse.Namespace) -> int:
-    from iseg.random_model import random_checkpoint, with_classes
+    from iseg.imageio import check_output_file
+    from iseg.random_model import check_size, random_checkpoint, with_classes
 
+    out = check_output_file(args.out, "--out")
     spec = with_classes(spec_from_args(args))
     spec.validate()
-    q = random_checkpoint(spec, seed=args.seed)
-    ck.save(q, args.out)
+    check_size(spec)
+    try:
+        q = random_checkpoint(spec, seed=args.seed)
+    except MemoryError:
+        raise IsegError(f"not enough memory to build a {spec.dim}-wide, {spec.layers}-layer model at "
+                        f"{spec.image[0]}x{spec.image[1]}; choose a smaller shape") from None
+    ck.save(q, out)
     print(f"iseg random: wrote {args.out} ({q.n_params:,} parameters, {spec.image[0]}x{spec.image[1]}, "
           f"{spec.n_cls} classes, {spec.decoder} decoder)")
     return 0

@@ -24,7 +24,7 @@ from iseg.errors import IsegError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageError", "to_rgb8", "load_image", "list_images", "palette_bytes",
            "atomic_write", "atomic_write_bytes", "save_labels_png", "read_labels_png", "fit_to_model",
-           "resize_nearest"]
+           "resize_nearest", "check_output_file", "check_output_dir"]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".pbm", ".tga"}
@@ -111,6 +111,61 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
+def _check_creatable(path: Path, what: str) -> None:
+    """Raise IsegError unless every missing folder above ``path`` can be made: the nearest existing
+    ancestor must be a writable folder (checked without creating anything, so a refused command
+    leaves no empty folders behind)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise IsegError(f"{what}: {parent} is not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise IsegError(f"{what}: folder {parent} is not writable")
+            return
+        if parent.is_symlink():  # a dangling link: mkdir would fail on it
+            raise IsegError(f"{what}: {parent} is a broken symbolic link")
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Check, before any work is done, that ``path`` (the value of ``option``) can be written as a file.
+
+    A command that computes for minutes and only then finds its output path unusable loses the
+    work; every command therefore checks all its output paths first. Refused: an empty path, a
+    path naming a folder (existing, or spelled with a trailing slash), an existing non-regular
+    file (a device, a socket), and a path whose folders cannot be created. Returns the path.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise IsegError(f"{option}: empty path (expected a file name)")
+    what = f"{option} {text}"
+    p = Path(text)
+    if p.is_dir():
+        raise IsegError(f"{what}: is a folder, expected a file path")
+    if text.endswith(("/", os.sep)) or p.name in ("", ".", ".."):
+        raise IsegError(f"{what}: names a folder, expected a file path")
+    if p.exists() and not p.is_file():
+        raise IsegError(f"{what}: exists and is not a regular file")
+    _check_creatable(p, what)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Check, before any work is done, that ``path`` (the value of ``option``) is or can become a folder."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise IsegError(f"{option}: empty path (expected a folder)")
+    what = f"{option} {text}"
+    p = Path(text)
+    if p.exists():
+        if not p.is_dir():
+            raise IsegError(f"{what}: exists and is not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise IsegError(f"{what}: folder is not writable")
+        return p
+    _check_creatable(p, what)
+    return p
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 

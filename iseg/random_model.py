@@ -35,6 +35,14 @@ PRESETS: dict[str, ModelSpec] = {
                            dec_dim=384, dec_heads=6, dec_layers=2, dec_mlp_dim=1536),
 }
 
+# Upper bounds of `iseg random` (each refused with one line before anything is allocated):
+MAX_DIM = 2047  # encoder / decoder width: the engine's LayerNorm takes K <= 2047 channels (hls/mul.h kLnKBits)
+MAX_MLP_DIM = 131071  # fc2's K: |acc| <= K*128*128 < 2^31 (numerics.md §3, the accumulator proof)
+MAX_PATCH = 208  # the patch vector K = 3*P*P under the same proof
+MAX_PATCHES = 4096  # tokens: the numpy reference holds heads x T^2 int64 scores while calibrating
+MAX_LAYERS = 256  # a sanity bound (Seg-L has 24)
+MAX_PARAMS = 1 << 28  # a sanity bound on the integer parameters (Seg-B has ~100 M, Seg-L ~300 M)
+
 _Q = 0.999  # calibration percentile
 _TARGET = {8: 100.0, 16: 8000.0}  # where the percentile lands in the output range
 
@@ -156,6 +164,23 @@ def random_checkpoint(spec: ModelSpec, seed: int = 0, image: np.ndarray | None =
     run(ckpt, img, consts=Calibrator(ckpt, rng))
     ckpt.validate()
     return ckpt
+
+
+def check_size(spec: ModelSpec) -> None:
+    """Refuse a shape beyond the bounds above (one IsegError line) before any weight is drawn."""
+    for k, hi in (("dim", MAX_DIM), ("mlp_dim", MAX_MLP_DIM), ("patch", MAX_PATCH), ("layers", MAX_LAYERS)):
+        if getattr(spec, k) > hi:
+            raise IsegError(f"model.{k} = {getattr(spec, k)} exceeds {hi}")
+    if spec.decoder == "mask":
+        for k, hi in (("dec_dim", MAX_DIM), ("dec_mlp_dim", MAX_MLP_DIM)):
+            if getattr(spec, k) > hi:
+                raise IsegError(f"model.{k} = {getattr(spec, k)} exceeds {hi}")
+    if spec.n_patches > MAX_PATCHES:
+        raise IsegError(f"image {spec.image[0]}x{spec.image[1]} at patch {spec.patch} has {spec.n_patches} "
+                        f"patches, more than {MAX_PATCHES}")
+    n = sum(math.prod(shape) for shape, _ in expected_layout(spec).tensors.values())
+    if n > MAX_PARAMS:
+        raise IsegError(f"the model would have {n:,} parameters, more than {MAX_PARAMS:,}")
 
 
 def parse_hw(text: str) -> tuple[int, int]:

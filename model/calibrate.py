@@ -13,6 +13,7 @@ folder (``plain`` or ADE20K layout, resized to the model's size; ``DIR:N`` keeps
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -111,8 +112,32 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
                              "P·V packs 2 per DSP)")
     parser.add_argument("--gelu", choices=("lambda", "shift"), default="lambda",
                         help="integer GELU: λ-ShiftGELU (default) or I-ViT ShiftGELU")
-    parser.add_argument("--lam", type=float, default=None, help="λ of λ-ShiftGELU (default: the model's, else 4)")
-    parser.add_argument("--data-seed", type=int, default=0, help="synthetic data seed (default 0)")
+    parser.add_argument("--lam", type=lam_arg, default=None,
+                        help="λ of λ-ShiftGELU, > 0 and at most ~4.07 (n = 20 headroom bits) (default: the model's)")
+    parser.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, SEED_MAX), default=0,
+                        help="synthetic data seed (default 0)")
+
+
+SEED_MAX = (1 << 63) - 1  # torch.manual_seed's range
+
+
+def lam_arg(text: str) -> float:
+    """``--lam``: a finite λ > 0 that λ-ShiftGELU accepts (``2·λ·1.702·log2(e) <= n``, numerics.md §5.2).
+
+    Checked while parsing, so a NaN is not discovered after calibration as a misleading
+    "no recorded range", and a λ the exp cannot hold is refused before any image is loaded.
+    """
+    try:
+        lam = float(text)
+    except ValueError:
+        raise IsegError(f"--lam must be a number, got {text!r}") from None
+    if not math.isfinite(lam) or lam <= 0:
+        raise IsegError(f"--lam must be a finite number > 0, got {text!r}")
+    try:
+        nx.gelu_consts(1.0, "lambda", lam=lam)  # the one place that knows the bound
+    except ValueError as exc:
+        raise IsegError(f"--lam {text}: {exc}") from None
+    return lam
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,14 +152,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``iseg quantize``: PTQ from N images; prints one summary line."""
+    from iseg.imageio import check_output_file
+
     from .loaders import load_model
 
+    out = check_output_file(args.out, "--out")  # before minutes of calibration, not after
+    if out.resolve() == Path(args.model).resolve():
+        raise IsegError(f"--out {args.out}: is the FP model being quantized (it would be replaced)")
     fp = load_model(args.model)
     fp.eval()
     images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
     ckpt = quantize(fp, images, args.softmax, args.gelu, args.lam,
                     info={"fp_model": os.path.basename(str(args.model)), "calib": args.calib})
-    save(ckpt, args.out)
+    save(ckpt, out)
     print(f"wrote {args.out}: {ckpt.n_bytes} bytes of integer tensors, calibrated on {len(images)} image(s) "
           f"({ckpt.spec.softmax} Shiftmax, {ckpt.spec.gelu} GELU)")
     return 0

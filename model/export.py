@@ -255,6 +255,12 @@ def _int16(t: torch.Tensor, scale: float) -> np.ndarray:
 def export(qm: QuantSegmenter, info: dict[str, Any] | None = None) -> QuantizedCheckpoint:
     """The integer checkpoint of a calibrated (or QAT-trained) model; validated against its layout."""
     ranges = qm.ranges()
+    # NaN / inf first: a NaN range also fails `v > 0`, and "no recorded range" would send the
+    # user looking at the calibration images instead of at the model
+    bad = [k for k, v in ranges.items() if not math.isfinite(v)]
+    if bad:
+        raise IsegError(f"the FP model produced non-finite activations (NaN or inf) at {bad[0]!r}: "
+                        f"its weights or inputs are not finite")
     dead = [k for k, v in ranges.items() if not v > 0]
     if dead:
         raise IsegError(f"activation {dead[0]!r} has no recorded range: calibrate on at least one image first")

@@ -20,6 +20,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
-from .calibrate import add_quant_options, calibrate, load_data
+from .calibrate import SEED_MAX, add_quant_options, calibrate, load_data
 from .data import BatchOrder, SynthDataset, collate
 from .quant import QuantSegmenter
 
@@ -126,18 +127,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=QatConfig.steps)
     parser.add_argument("--batch-size", type=int, default=QatConfig.batch_size, help="global batch (all processes)")
     parser.add_argument("--lr", type=float, default=QatConfig.lr)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=cli.int_arg("--seed", 0, SEED_MAX), default=0)
     parser.add_argument("--save-fp", default=None, help="also write the fine-tuned float weights here")
     add_quant_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """``iseg qat``; under torchrun (``WORLD_SIZE`` > 1) joins a gloo process group first."""
+    from iseg.imageio import check_output_file
+
     from .export import export
     from .loaders import load_model, save_fp
 
     if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
         raise IsegError("--steps and --batch-size must be >= 1 and --lr > 0")
+    # every output path is checked before training (a bad one found afterwards loses the run)
+    out = check_output_file(args.out, "--out")
+    fp_out = check_output_file(args.save_fp, "--save-fp") if args.save_fp is not None else None
+    if fp_out is not None and fp_out.resolve() == out.resolve():
+        raise IsegError(f"--save-fp {args.save_fp}: is the same file as --out")
+    if out.resolve() == Path(args.model).resolve():
+        raise IsegError(f"--out {args.out}: is the FP model being fine-tuned (it would be replaced)")
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
@@ -153,9 +163,14 @@ def run(args: argparse.Namespace) -> int:
             ckpt: QuantizedCheckpoint = export(qm, {"method": "qat", "qat": cfg.__dict__, "processes": world,
                                                     "calib": args.calib,
                                                     "fp_model": os.path.basename(str(args.model))})
-            save(ckpt, args.out)
-            if args.save_fp:
-                save_fp(fp, args.save_fp, training={"qat": cfg.__dict__})
+
+            def write_fp() -> None:  # inside the checkpoint's atomic write: both files or neither
+                try:
+                    save_fp(fp, fp_out, training={"qat": cfg.__dict__})
+                except OSError as exc:
+                    raise IsegError(f"{fp_out}: cannot write ({exc.strerror or exc})") from None
+
+            save(ckpt, out, before_rename=write_fp if fp_out is not None else None)
             print(f"wrote {args.out}: QAT {cfg.steps} steps x {cfg.batch_size} on {world} process(es)")
         if world > 1:
             dist.barrier()

@@ -84,7 +84,8 @@ def test_infer_writes_reference_labels(model: Path, tmp_path: Path) -> None:
     Image.fromarray(arrays[0][:, :, 0]).save(imgs / "gray.png")  # grayscale input is converted
     (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "out"
-    assert main(["infer", str(model), str(imgs), "--out", str(out)]) == 0
+    # broken.png is skipped (on stderr) and makes the exit status 1; the others are still labelled
+    assert main(["infer", str(model), str(imgs), "--out", str(out)]) == 1
     q = ck.load(model)
     for i, a in enumerate(arrays):
         want, _ = reference.run(q, a)
