@@ -18,7 +18,6 @@ The rules that protect the user's files live here:
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import threading
@@ -37,7 +36,7 @@ from iseg.host.inputs import Failure, Frame, Placement, Source, count_frames, fi
 from iseg.host.manifest import Manifest
 from iseg.host.outputs import JOURNAL, Journal, VideoOut, check_video_out, color_table, overlay, save_overlay
 from iseg.host.pipeline import SlotPool, run_pipeline
-from iseg.imageio import read_labels_png, save_labels_png
+from iseg.imageio import check_output_dir, check_output_file, read_labels_png, save_labels_png
 
 DEFAULT_VIDEO_FPS = 10.0
 
@@ -157,25 +156,6 @@ def _first_existing(out: Path, sources: list[Source], opts: Options) -> Path | N
     return None
 
 
-def _folder_target(path: Path, option: str, shown: Path) -> None:
-    """``path`` is a folder, or can be made one: its nearest existing part is a folder we may write in."""
-    for q in (path, *path.parents):
-        if not q.exists():
-            continue
-        if not q.is_dir():
-            raise IsegError(f"{option} {shown}: {q} is not a folder")
-        if not os.access(q, os.W_OK | os.X_OK):
-            raise IsegError(f"{option} {shown}: cannot write in {q} (permission denied)")
-        return
-
-
-def _file_target(path: Path, option: str, shown: Path) -> None:
-    """``path`` can be written as a file: it is not a folder, and its folder can be made."""
-    if path.is_dir():
-        raise IsegError(f"{option} {shown}: {path} is a folder, not a file")
-    _folder_target(path.parent, option, shown)
-
-
 def _check_paths(sources: list[Source], opts: Options) -> None:
     """Every path this run would write can be written; else one line naming it and its option.
 
@@ -183,22 +163,22 @@ def _check_paths(sources: list[Source], opts: Options) -> None:
     and nothing is left half-written. (--overwrite replaces files, never folders.)
     """
     out = opts.out
-    _folder_target(out, "--out", out)
-    _file_target(out / JOURNAL, "--out", out)
+    check_output_dir(out, "--out")
+    check_output_file(out / JOURNAL, "--out")
     for s in sources:
         if s.kind == "image":
             for p in [label_path(out, s.name)] + ([overlay_path(out, s.name)] if opts.overlay else []):
-                _file_target(p, "--out", out)
+                check_output_file(p, "--out")
             continue
         folders = [(out / "labels" / s.name, ".png")] + ([(out / "overlay" / s.name, ".jpg")] if opts.overlay else [])
         for d, suffix in folders:  # a video's frames: <name>/<frame:06d>.png, the count unknown yet
-            _folder_target(d, "--out", out)
+            check_output_dir(d, "--out")
             if d.is_dir():
                 clash = next((c for c in d.iterdir() if c.suffix == suffix and c.is_dir()), None)
                 if clash is not None:
-                    _file_target(clash, "--out", out)
+                    check_output_file(clash, "--out")
     if opts.video_out is not None:
-        _file_target(opts.video_out, "--video-out", opts.video_out)
+        check_output_file(opts.video_out, "--video-out")
         check_video_out(opts.video_out)
 
 

@@ -25,7 +25,6 @@ from host_standins import (
     XRT_BOARD,
     expected_labels,
     generated_manifest,
-    make_pynq_standin,
     make_pyxrt_standin,
     standin_bitfile,
     standin_xclbin,
@@ -37,13 +36,6 @@ from iseg.errors import IsegError
 from iseg.host.backends import PynqBackend, XrtBackend, open_backend
 from iseg.host.cli import main
 from iseg.host.manifest import Manifest, load_manifest
-
-
-@pytest.fixture
-def pynq_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    log: list[tuple] = []
-    monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin(log))
-    return log
 
 
 @pytest.fixture
