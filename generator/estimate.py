@@ -453,10 +453,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       "lanes; isqrt + divider, pipelined (LUTs)"))
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
-    qb, qu = _mem_blocks(a.rows * d["dhmax"] * 2, a.rows, 16, board, False)
+    qb, qu = _mem_blocks(2 * a.rows * d["dhmax"] * 2, 2 * a.rows, 16, board, False)  # ping-pong Q blocks
     u.append(UnitCost("shiftmax", mdsp("shiftmax"), sb + qb, su + qu, a.sm_lanes * 1100 + 6500 + mlut("shiftmax"),
                       f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, mantissa*f normalise on DSPs, pipelined "
-                      "divider); 2 x R x T scores (ping-pong), R x DHMAX Q block"))
+                      "divider); 2 x R x T scores (ping-pong), 2 x R x DHMAX Q blocks (ping-pong)"))
     rows = row_units(graph)
     u.append(UnitCost("gelu_row", mdsp("gelu_row"), 0, 0, 2000 * rows["gelu"] + mlut("gelu_row"),
                       "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): one element per cycle, divider"))
@@ -612,7 +612,8 @@ def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
 def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
     """hls/attention.h, loop by loop: (cycles, breakdown).
 
-    Per head: K_h / V_h load, QK(0) (prologue), then per query block i: PV(i-1) and QK(i+1) on the
+    Per head: K_h / V_h load, Q(0) and QK(0) (prologue, Q(1) loading under it), then per query block i:
+    PV(i-1) and QK(i+1) (Q(i+2) loading under it, one beat per iteration; what it leaves runs alone) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
     PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
     if pv_ii not in (1, 2):
@@ -641,10 +642,14 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
         return pv_ii * t + PIPE + (vt - 1) * (pv_ii * max(t, dr) + PIPE) + (0 if defer else dr + PIPE)
 
-    q = q_it + PIPE
+    def q_left(qk: int) -> int:  # att_q_rest: the Q beats a key loop of qk iterations leaves (one per iteration)
+        return max(0, q_it - qk)
+
     nb = cdiv(t, r)
-    n_q = 1  # prologue QK(0)
-    qk_total = qk_it(False) + PIPE
+    q_total = q_it + PIPE  # Q(0) of a head, exposed; Q(b+1) loads under QK(b)
+    left = q_left(qk_it(False)) if nb > 1 else 0
+    q_total += left + PIPE if left else 0
+    qk_total = qk_it(False) + PIPE  # prologue QK(0)
     pv_total = pv_cyc(False)  # epilogue PV(nb-1)
     rest_total = 0
     for i in range(nb):
@@ -655,16 +660,17 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             pv_total += pv_cyc(defer)
             shadow += pv_it(defer)
         if i + 1 < nb:
-            n_q += 1
             pend = i >= 1
             qk_total += qk_it(pend) + PIPE
-            shadow += q_it + qk_it(pend)
+            left = q_left(qk_it(pend)) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
+            q_total += left + PIPE if left else 0
+            shadow += qk_it(pend) + left
         rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes) - shadow)
         rest_total += rest + PIPE if rest else 0
-    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * n_q * q), ("qk", heads * qk_total),
+    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
              ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
-    return consts + heads * (kv + n_q * q + qk_total + pv_total + rest_total), parts
+    return consts + heads * (kv + q_total + qk_total + pv_total + rest_total), parts
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:

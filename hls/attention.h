@@ -3,9 +3,11 @@
 // Per head h: K_h and V_h are loaded on chip once (into the free half of the weight buffer: the
 // qkv layer that precedes attention is done with it), then for each block b of R query rows three
 // phases:
-//   QK(b)   Q block (R x d_head bytes, one beat per cycle) into its own buffer, then the scores
-//           RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant runs on
-//           S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row maxima
+//   QK(b)   the scores RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant
+//           runs on S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row
+//           maxima. Its Q block (R x d_head bytes, one beat per cycle) was loaded into one half of the
+//           ping-pong q during QK(b-1)'s loop; QK(b) loads Q(b+1) into the other half the same way
+//           (only Q(0) of a head, and beats a short key loop leaves, run alone: att_q_rest)
 //   SM(b)   Shiftmax of the block (shiftmax.h sm_step: SM_LANES elements per step, exp + sum pass,
 //           divider, normalise pass), written straight into an array left-operand buffer (u15 for
 //           precise / ivit, u8 mantissas for precise8) with each row's shift r next to it (sm.rs:
@@ -143,32 +145,64 @@ ATT_O_LANE:
     }
 }
 
-// The Q block of query rows [t0, t0 + rows) of head h into q (one beat per cycle), SM advancing.
-template <class Cfg>
-void att_q_load(const uint8_t* src, long st, int rows, int dh, int16_t (&q)[Cfg::R][Cfg::DHMAX], AttSm<Cfg>& sm,
-                const LayerDesc& d, GemmBuffers<Cfg>& g) {
-    const int W = Cfg::AXI_BYTES;
-    const int dbeats = (dh + W - 1) / W;
-ATT_Q_LOAD:
-    for (int b = 0; b < Cfg::R * dbeats; ++b) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
-        const int r = b / dbeats, kb = (b % dbeats) * W;
-    ATT_Q_BYTE:
-        for (int j = 0; j < W; ++j) {
-            ISEG_PRAGMA(HLS UNROLL)
-            if (kb + j < dh) q[r][kb + j] = r < rows ? int16_t(int8_t(src[long(r) * st + kb + j])) : int16_t(0);
-        }
-        att_sm_tick<Cfg>(sm, d, g);
-    }
-    ISEG_CYCLES(g.cycles, long(Cfg::R) * dbeats + kPipeDepth);
+// The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),
+// one beat per call. The Q block of QK(b + 1) is loaded during QK(b)'s key loop (att_qk's `nq`), into the
+// other half of the ping-pong q; only the first block of a head, and what a short key loop leaves, is exposed.
+struct QLoad {
+    const uint8_t* src;  // row t0 of head h's q columns
+    long st;             // row stride (bytes)
+    int rows, half;
+    int b, beats;        // next beat, beats of the block (R * ceil(d_head / AXI_BYTES); 0: nothing to load)
+};
+
+inline QLoad q_none() {
+    QLoad l = {nullptr, 0, 0, 0, 0, 0};
+    return l;
 }
 
-// Scores of one query block: s[half] = RQ_8(q . K_h^T), row maxima into mx[half], SM advancing.
 template <class Cfg>
-void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, const int16_t (&q)[Cfg::R][Cfg::DHMAX],
-            const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd, AttSm<Cfg>& sm,
-            GemmBuffers<Cfg>& g) {
+QLoad q_block(const uint8_t* src, long st, int rows, int dh, int half) {
+    QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES)};
+    return l;
+}
+
+template <class Cfg>
+void att_q_beat(QLoad& l, int dh, int16_t (&q)[2][Cfg::R][Cfg::DHMAX]) {
+    ISEG_PRAGMA(HLS INLINE)
+    if (l.b >= l.beats) return;
+    const int W = Cfg::AXI_BYTES;
+    const int dbeats = (dh + W - 1) / W;
+    const int r = l.b / dbeats, kb = (l.b % dbeats) * W;
+ATT_Q_BYTE:
+    for (int j = 0; j < W; ++j) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (kb + j < dh) q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[long(r) * l.st + kb + j])) : int16_t(0);
+    }
+    ++l.b;
+}
+
+// The beats of `l` not yet loaded, alone (one per cycle), SM advancing: the first Q block of a head, or the
+// tail of a prefetch whose key loop was shorter than the block.
+template <class Cfg>
+void att_q_rest(QLoad& l, int dh, int16_t (&q)[2][Cfg::R][Cfg::DHMAX], AttSm<Cfg>& sm, const LayerDesc& d,
+                GemmBuffers<Cfg>& g) {
+    const int n = l.beats - l.b;
+ATT_Q_LOAD:
+    for (int b = 0; b < n; ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=0 max=256)
+        ISEG_PRAGMA(HLS PIPELINE II=1)
+        att_q_beat<Cfg>(l, dh, q);
+        att_sm_tick<Cfg>(sm, d, g);
+    }
+    ISEG_CYCLES(g.cycles, n > 0 ? n + kPipeDepth : 0);
+}
+
+// Scores of one query block: s[half] = RQ_8(q[qh] . K_h^T), row maxima into mx[half], SM advancing; one beat
+// of the next Q block (nq, into q[qh ^ 1]) per iteration.
+template <class Cfg>
+void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int16_t (&q)[2][Cfg::R][Cfg::DHMAX],
+            int qh, QLoad& nq, const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd,
+            AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + Cfg::C - 1) / Cfg::C;
     const int dsteps = score_drain_steps<Cfg>();
@@ -190,7 +224,8 @@ ATT_KTILE:
         for (int s2 = 0; s2 < steps; ++s2) {
             ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
             ISEG_PRAGMA(HLS PIPELINE II=1)
-            if (j < kt_n && s2 < dh) array_step<Cfg>(g, q, kv[long(j) * dh + s2], s2);
+            if (j < kt_n && s2 < dh) array_step<Cfg>(g, q[qh], kv[long(j) * dh + s2], s2);
+            att_q_beat<Cfg>(nq, dh, q);  // the next block's Q into the other half
             if (pend && s2 < dsteps) {
             ATT_S_LANE:
                 for (int l = 0; l < Cfg::S_LANES; ++l) {
@@ -282,7 +317,7 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBu
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int W = Cfg::AXI_BYTES;
     static AttSm<Cfg> sm;                 // ping-pong score blocks, row maxima, the Shiftmax state
-    static int16_t q[Cfg::R][Cfg::DHMAX];  // the Q block
+    static int16_t q[2][Cfg::R][Cfg::DHMAX];  // the Q blocks, ping-pong (QK(b) reads q[b & 1])
     const int T = d.T;
     const int dh = d.d_head;
     const int D = d.heads * dh;
@@ -332,8 +367,13 @@ ATT_HEAD:
         sm.st = sm_idle();
         const int rows0 = T < Cfg::R ? T : Cfg::R;
         PvDrain pd = {false, 0, 0, 0, 0, 0};  // a P.V tile left in g.dr for the next att_qk
-        att_q_load<Cfg>(qkv + long(h) * dh, st, rows0, dh, q, sm, d, g);
-        att_qk<Cfg>(d, scratch, h, rows0, 0, q, kv, rq_s, pd, sm, g);
+        QLoad q0 = q_block<Cfg>(qkv + long(h) * dh, st, rows0, dh, 0);
+        att_q_rest<Cfg>(q0, dh, q, sm, d, g);  // Q(0), exposed
+        QLoad nq = nb > 1 ? q_block<Cfg>(qkv + long(Cfg::R) * st + long(h) * dh, st,
+                                         T - Cfg::R < Cfg::R ? T - Cfg::R : Cfg::R, dh, 1)
+                          : q_none();  // Q(1) under QK(0)
+        att_qk<Cfg>(d, scratch, h, rows0, 0, q, 0, nq, kv, rq_s, pd, sm, g);
+        att_q_rest<Cfg>(nq, dh, q, sm, d, g);
     ATT_QBLK:
         for (int i = 0; i < nb; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
@@ -346,13 +386,17 @@ ATT_HEAD:
                 att_pv<Cfg>(d, scratch, h, t0 - Cfg::R, Cfg::R, (i - 1) & 1, kv, defer, pd, sm, g);
                 shadow += att_pv_steps(T, vt_n, drain_steps<Cfg>(), defer);  // iterations, not cycles: any PV_II
             }
-            if (i + 1 < nb) {  // QK(i+1)
-                const int tn = t0 + Cfg::R;
+            if (i + 1 < nb) {  // QK(i+1) (its Q block loaded under QK(i)), loading Q(i+2) under it
+                const int tn = t0 + Cfg::R, t2 = tn + Cfg::R;
                 const int rn = T - tn < Cfg::R ? T - tn : Cfg::R;
-                att_q_load<Cfg>(qkv + long(tn) * st + long(h) * dh, st, rn, dh, q, sm, d, g);
-                att_qk<Cfg>(d, scratch, h, rn, (i + 1) & 1, q, kv, rq_s, pd, sm, g);
-                shadow += long(Cfg::R) * dbeats +
-                          att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>(), pd.pending, drain_steps<Cfg>());
+                nq = i + 2 < nb ? q_block<Cfg>(qkv + long(t2) * st + long(h) * dh, st,
+                                               T - t2 < Cfg::R ? T - t2 : Cfg::R, dh, i & 1)
+                                : q_none();
+                const long qk_it =
+                    att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>(), pd.pending, drain_steps<Cfg>());
+                att_qk<Cfg>(d, scratch, h, rn, (i + 1) & 1, q, (i + 1) & 1, nq, kv, rq_s, pd, sm, g);
+                shadow += qk_it + (nq.beats - nq.b);  // the key loop, and the Q beats it left (att_q_rest)
+                att_q_rest<Cfg>(nq, dh, q, sm, d, g);
                 pd.pending = false;
             }
             const long total = sm_block_steps(rows, Cfg::R, T, Cfg::SM_LANES);

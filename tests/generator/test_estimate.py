@@ -56,7 +56,8 @@ def test_attention_cycles_by_hand() -> None:
     P.V drains overlap like gemm_layer's: channel tile j's drain (11 steps) runs in the first steps of tile
     j + 1's key loop, which runs max(T, drain) iterations; the last tile's drain runs alone (drain + PIPE),
     except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s key
-    tile 0 (max(d_head, drain) = 16 steps, so here for free)."""
+    tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
+    loop, one beat per iteration (4 beats under 39 iterations: hidden), so only each head's Q(0) is exposed."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 16 + 16
@@ -72,12 +73,13 @@ def test_attention_cycles_by_hand() -> None:
     sm_full = 4 * 3 + 66 + 4 * 3  # ceil(9/3) = 3 steps per row and pass, the divider's latency once
     sm_last = 1 * 3 + 66 + 1 * 3 + 3 * 3  # one row + three zero-filled rows
     assert (est.sm_block_steps(4, 4, 9, 3), est.sm_block_steps(1, 4, 9, 3)) == (sm_full, sm_last)
-    rest0 = sm_full - (q_it + qk_it)  # SM(0) under QK(1)
-    rest1 = sm_full - (pv_it_defer + q_it + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
+    rest0 = sm_full - qk_it  # SM(0) under QK(1) (Q(2) loading in it)
+    rest1 = sm_full - (pv_it_defer + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
-    assert (rest0, rest1, rest2) == (47, 27, 50)
-    body = (q + qk) + (q + qk + rest0 + 16) + (pv_defer + q + qk + rest1 + 16) + (pv + rest2 + 16) + pv
-    assert cycles == consts + kv + body == 733
+    assert (rest0, rest1, rest2) == (51, 31, 50)
+    body = (q + qk) + (qk + rest0 + 16) + (pv_defer + qk + rest1 + 16) + (pv + rest2 + 16) + pv
+    assert cycles == consts + kv + body == 701  # 733 with every Q block exposed
+    assert parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
