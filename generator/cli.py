@@ -14,7 +14,6 @@ import argparse
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -273,17 +272,13 @@ def check_csim(project: Path, ckpt_path: Path, images: str | None | Sequence[tup
 def _check_csim_tools(outputs: tuple[str, ...]) -> None:
     """What the C-simulation build needs (C sources in the outputs, a C++ compiler, ap_int.h), checked
     before the project is written rather than found by ``csim.build`` after it."""
-    from iseg.generator.csim import ap_types_dir
+    from iseg.generator.csim import check_toolchain
     from iseg.generator.emit import has_testbench
 
     if not has_testbench(outputs):
         raise IsegError(f"--csim: the config's outputs ({', '.join(outputs)}) hold no C sources to simulate; "
                         "add hls or csim to outputs")
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise IsegError(f"C-simulation needs a C++ compiler: {cxx!r} not found")
-    if not (ap_types_dir() / "ap_int.h").is_file():
-        raise IsegError(f"C-simulation needs ap_int.h: not found in {ap_types_dir()}")
+    check_toolchain()
 
 
 # Set by the first SIGINT of main(). Python swallows an exception raised in a finaliser or weakref

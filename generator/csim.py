@@ -27,7 +27,7 @@ import numpy as np
 
 from iseg.errors import IsegError
 
-__all__ = ["build", "CsimLibrary", "ap_types_dir", "CXXFLAGS"]
+__all__ = ["build", "check_toolchain", "CsimLibrary", "ap_types_dir", "CXXFLAGS"]
 
 # No -fno-gnu-unique / -Bsymbolic: the generated Cfg sits in an unnamed namespace (model_cfg.h), so
 # the engine buffers and stream storage instantiated on it have internal linkage in every library.
@@ -61,15 +61,24 @@ def _sources_hash(project: Path, cmd: list[str]) -> str:
     return h.hexdigest()
 
 
+def check_toolchain(cxx: str | None = None) -> str:
+    """The C++ compiler (``cxx``, else ``$CXX``, else g++) and ``ap_int.h`` the build needs; returns the
+    compiler. gen-hls calls it before writing a project, so a missing tool costs no project."""
+    cxx = cxx or os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise IsegError(f"C-simulation needs a C++ compiler: {cxx!r} not found")
+    if not (ap_types_dir() / "ap_int.h").is_file():
+        raise IsegError(f"C-simulation needs ap_int.h: not found in {ap_types_dir()}")
+    return cxx
+
+
 def build(project_dir: str | os.PathLike, cxx: str | None = None) -> Path:
     """Compile the project's C-simulation library (cached); returns ``build/libiseg_csim.so``."""
     project = Path(project_dir)
     src = project / "src" / "csim.cpp"
     if not src.is_file():
         raise IsegError(f"{project}: no src/csim.cpp (generate the project with outputs hls or csim)")
-    cxx = cxx or os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise IsegError(f"C-simulation needs a C++ compiler: {cxx!r} not found")
+    cxx = check_toolchain(cxx)
     cmd = [cxx, *CXXFLAGS, "-Isrc", "-Isrc/hls", f"-I{ap_types_dir()}", "-o", "OUT", "src/csim.cpp"]
     digest = _sources_hash(project, cmd)
     out = project / "build" / "libiseg_csim.so"

@@ -45,6 +45,9 @@ def _load(name: str):
     return mod.add_arguments, mod.run
 
 
+SEED_MAX = (1 << 63) - 1  # a --seed's range: torch.manual_seed's (numpy takes any seed >= 0)
+
+
 def int_arg(option: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
     """An argparse ``type`` for an integer flag in ``[lo, hi]``.
 

@@ -153,11 +153,8 @@ def run_infer(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # iseg random
 # --------------------------------------------------------------------------------------------
-SEED_MAX = (1 << 63) - 1  # torch.manual_seed's range; numpy takes any seed >= 0
-
-
 def add_random_arguments(p: argparse.ArgumentParser) -> None:
-    from iseg.cli import int_arg
+    from iseg.cli import SEED_MAX, int_arg
     from iseg.random_model import MAX_DIM, MAX_LAYERS, MAX_PATCH, PRESETS
 
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset shape")

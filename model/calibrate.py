@@ -114,11 +114,8 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
                         help="integer GELU: λ-ShiftGELU (default) or I-ViT ShiftGELU")
     parser.add_argument("--lam", type=lam_arg, default=None,
                         help="λ of λ-ShiftGELU, > 0 and at most ~4.07 (n = 20 headroom bits) (default: the model's)")
-    parser.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, SEED_MAX), default=0,
+    parser.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, cli.SEED_MAX), default=0,
                         help="synthetic data seed (default 0)")
-
-
-SEED_MAX = (1 << 63) - 1  # torch.manual_seed's range
 
 
 def lam_arg(text: str) -> float:

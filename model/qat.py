@@ -32,7 +32,7 @@ from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
-from .calibrate import SEED_MAX, add_quant_options, calibrate, load_data
+from .calibrate import add_quant_options, calibrate, load_data
 from .data import BatchOrder, SynthDataset, collate
 from .quant import QuantSegmenter
 
@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=QatConfig.steps)
     parser.add_argument("--batch-size", type=int, default=QatConfig.batch_size, help="global batch (all processes)")
     parser.add_argument("--lr", type=float, default=QatConfig.lr)
-    parser.add_argument("--seed", type=cli.int_arg("--seed", 0, SEED_MAX), default=0)
+    parser.add_argument("--seed", type=cli.int_arg("--seed", 0, cli.SEED_MAX), default=0)
     parser.add_argument("--save-fp", default=None, help="also write the fine-tuned float weights here")
     add_quant_options(parser)
 
