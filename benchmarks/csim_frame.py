@@ -49,6 +49,7 @@ def main() -> None:
         labels = lib.run(img)
         t_frame = time.perf_counter() - t0
         counted = lib.cycles(-1)
+        ports = lib.ports()
         t0 = time.perf_counter()
         labels_t, trace = lib.run_traced(img)
         t_traced = time.perf_counter() - t0
@@ -66,6 +67,9 @@ def main() -> None:
         print(f"cycles counted       {counted:,} (estimate {est:,}: {'equal' if counted == est else 'DIFFERENT'})")
         verdict = "yes" if exact else "NO: " + ", ".join(bad[:3])
         print(f"bit-exact: {verdict} ({len(lib.trace_map)} layer rows + labels)")
+        print(f"memory ports         {'every pipelined loop within its banks' if not ports else 'EXCEEDED:'}")
+        for e in ports:
+            print(f"  {e}")
 
 
 if __name__ == "__main__":

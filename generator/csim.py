@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,22 @@ def build(project_dir: str | os.PathLike, cxx: str | None = None) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class PortExcess:
+    """One (pipelined loop, on-chip buffer) pair of the C-sim port check: ``worst`` distinct accesses to one
+    bank in one iteration where ``allowed`` (2 x II) fit, in ``iterations`` iterations of the last run."""
+
+    loop: str
+    buffer: str
+    worst: int
+    allowed: int
+    iterations: int
+
+    def __str__(self) -> str:
+        return (f"{self.loop}: {self.buffer} gets up to {self.worst} accesses per bank per iteration, "
+                f"{self.allowed} fit ({self.iterations} iterations)")
+
+
 class CsimLibrary:
     """A generated project's C-simulation, loaded with ctypes.
 
@@ -167,6 +184,24 @@ class CsimLibrary:
         fn.restype, fn.argtypes = ctypes.c_longlong, [ctypes.c_int]
         with self._lock:
             return int(fn(layer))
+
+    def ports(self) -> list[PortExcess]:
+        """The on-chip memory port check of the last run (``hls/iseg_ports.h``): every (pipelined loop,
+        buffer) whose iterations asked one memory bank for more accesses than its ports give (2 per cycle),
+        i.e. where the tool would have to raise the loop's II above what the estimate charges. Empty when
+        every loop fits its banking."""
+        fn = self._lib.iseg_csim_ports
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_long]
+        buf = ctypes.create_string_buffer(1 << 16)
+        with self._lock:
+            n = fn(buf, len(buf))
+        if n < 0:
+            raise IsegError("C-simulation port check: more (loop, buffer) excesses than its table holds")
+        out = []
+        for line in buf.value.decode().splitlines():
+            loop, buffer, worst, allowed, iters = line.split()
+            out.append(PortExcess(loop, buffer, int(worst), int(allowed), int(iters)))
+        return out
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """Labels (H, W) u8 of one (H, W, 3) u8 image."""

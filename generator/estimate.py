@@ -37,6 +37,7 @@ Resources: the lane multipliers are the calls of hls/mul.h, one entry per call a
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,33 @@ PIPE = 16  # pipeline fill/drain per pipelined-loop entry (hls/compat.h kPipeDep
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
 ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
 RQ_RECORD = 16  # bytes of a per-channel requant record
+
+
+def a_word_options(axi_bytes: int) -> tuple[int, ...]:
+    """Cfg::A_WORD candidates: i16 elements per word of a left-operand bank (g.a, attention's Q blocks; each row
+    bank is reshaped by it, hls/gemm.h). The loaders write two words of a row bank per step (its two ports) and
+    the Shiftmax normalise pass two words of a probability row, so wider words load faster and normalise on
+    more lanes, at more BRAMs per bank: 64-bit words (one BRAM36 of 512 x 72 per bank of up to 2048 elements;
+    a quarter of the beat on wide ports) or twice that. The array search weighs both."""
+    small = max(4, axi_bytes // 4)
+    return (small, 2 * small)
+
+
+def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int) -> int:
+    """hls/gemm.h tp_chunk_steps: steps of chunk ``b`` (bytes [b w, b w + w) of each of ``n`` source rows of
+    ``k`` bytes) of the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention): tile 0's beats, each later
+    tile's beats or the previous tile's write-out (two rows of w per step) if longer, the last write-out."""
+    h = cdiv(min(w, k - b * w), 2)
+    tiles = cdiv(n, c)
+    if tiles <= 1:
+        return n + h
+    last = n - (tiles - 1) * c
+    return c + (tiles - 2) * max(c, h) + max(last, h) + h
+
+
+def tp_cycles(n: int, k: int, c: int, w: int, ii: int) -> int:
+    """Cycles of a transposing load of an (n, k) source: every chunk's loop at ``ii`` cycles per step (+ PIPE)."""
+    return sum(ii * tp_chunk_steps(n, k, b, c, w) + PIPE for b in range(cdiv(k, w)))
 MAX_DIM = 64  # the engine's array limit (hls/engine.h EngineChecks: R, C <= 64)
 SM_LANES = 8  # Shiftmax elements per cycle
 COLS = (8, 16, 24, 32, 48, 64)
@@ -181,6 +209,7 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     m, q = s["kRqMBits"], s["kShexpQBits"]
     lane = "fabric" if a.small_fabric else "dsp"  # mul_lane's binding
     ol, sl, sm, ll, lw = a.out_lanes, a.score_lanes, a.sm_lanes, a.ln_lanes, max(1, a.axi_bytes // 2)
+    nl = a.sm_norm_lanes
     gelu = [("shexp_parts", lane, w.GELU_X0, q, "GELU exp: x0 * q"),
             ("gelu_core", "dsp", w.GELU_BASE, w.GELU_F, "GELU: mantissa * f"),
             ("gelu_core", lane, s["kI8Bits"], s["kSigBits"], "GELU: x * sig")]
@@ -195,8 +224,8 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
     add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
     add("attention_lanes", ol, [("requant_w", "dsp", w.PV, m, "P.V RQ_8 (ATT_O_LANE)")])
-    add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q"),
-                         ("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
+    add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q")])
+    add("shiftmax", nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
     if sm_row_shift_of(graph):  # Cfg::SM_ROW_SHIFT: built for precise8 models only
         add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
@@ -247,6 +276,7 @@ class ArrayShape:
     axi_bytes: int  # AXI_BYTES: bytes per m_axi beat (both ports)
     s_lanes: int = 0  # S_LANES: attention score requant lanes (0: as many as out_lanes)
     small_fabric: bool = False  # Widths::SMALL_FABRIC: the small lane multipliers (mul_lane) on LUTs
+    a_word: int = 4  # A_WORD: i16 elements per word of a left-operand bank (a_word_options)
 
     @property
     def macs(self) -> int:
@@ -267,6 +297,18 @@ class ArrayShape:
     @property
     def score_drain(self) -> int:
         return cdiv(self.rows * self.cols, self.score_lanes)
+
+    @property
+    def sm_norm_lanes(self) -> int:
+        """hls/attention.h sm_norm_lanes: the Shiftmax normalise pass writes at most two words of a probability
+        row's bank (g.a) per step."""
+        return min(self.sm_lanes, 2 * self.a_word)
+
+    @property
+    def load_lanes(self) -> int:
+        """hls/gemm.h load_lanes: bytes the left-operand and Q loaders move per step, two words of a row bank
+        (its two ports), at most a beat."""
+        return min(self.axi_bytes, 2 * self.a_word)
 
 
 @dataclass(frozen=True)
@@ -400,10 +442,12 @@ def pack_options(rows: int, board: Board) -> tuple[int, ...]:
 
 def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: float, lanes: int = 0,
                sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False,
-               pack: int = 0) -> ArrayShape:
+               pack: int = 0, a_word: int = 0) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
     at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that);
-    LayerNorm normalises ``ln_lanes`` channels per cycle (0 = as many as the output lanes). The score
+    LayerNorm normalises ``ln_lanes`` channels per cycle (0 = as many as the output lanes; at most ``a_word``
+    and rounded down to a power of two, so that its in-place read and write are one word each; ``a_word`` 0 =
+    the first of ``a_word_options``). The score
     lanes write on chip only: ``s_lanes`` 0 = as many as the output lanes, -1 = enough that a key
     tile's score drain fits in d_head steps. ``pack``: Cfg::PACK (``pack_options``), 0 = the most MACs per
     DSP the board and R allow."""
@@ -414,12 +458,15 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
                          f"({board.name}, {rows} rows: {' or '.join(map(str, options))})")
     w = board.axi_width // 8
     n = max(1, min(lanes, w // 2) if lanes else w // 2)
+    a_word = a_word or a_word_options(w)[0]
+    ln = min(ln_lanes or n, a_word)
+    ln = 1 << (ln.bit_length() - 1)
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
     return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
-                      out_lanes=n, ln_lanes=ln_lanes or n, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n,
-                      small_fabric=small_fabric)
+                      out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n,
+                      small_fabric=small_fabric, a_word=a_word)
 
 
 def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | None = None) -> Units:
@@ -441,8 +488,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     lpm = array_lut_per_mac(a.pack, w.ARR)
     u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * lpm,
                       f"{a.rows}x{a.cols} MACs, {a.pack} per DSP ({w.ARR}-bit accumulators, {lpm} LUTs per MAC)"))
-    ba, ua = _mem_blocks(2 * a.rows * d["kmax"] * 2, 2 * a.rows, 16, board, False)
-    u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16, "left operand R x KMAX i16, ping-pong"))
+    aw = 16 * a.a_word
+    ba, ua = _mem_blocks(2 * a.rows * d["kmax"] * 2, 2 * a.rows, aw, board, False)
+    u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16,
+                      f"left operand R x KMAX i16, ping-pong, a bank per row of {aw}-bit words"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
     u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0, a.out_lanes * 900 + mlut("output_stage"),
@@ -453,7 +502,7 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       "lanes; isqrt + divider, pipelined (LUTs)"))
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
-    qb, qu = _mem_blocks(2 * a.rows * d["dhmax"] * 2, 2 * a.rows, 16, board, False)  # ping-pong Q blocks
+    qb, qu = _mem_blocks(2 * a.rows * d["dhmax"] * 2, 2 * a.rows, aw, board, False)  # ping-pong Q blocks
     u.append(UnitCost("shiftmax", mdsp("shiftmax"), sb + qb, su + qu, a.sm_lanes * 1100 + 6500 + mlut("shiftmax"),
                       f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, mantissa*f normalise on DSPs, pipelined "
                       "divider); 2 x R x T scores (ping-pong), 2 x R x DHMAX Q blocks (ping-pong)"))
@@ -462,8 +511,13 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): one element per cycle, divider"))
     u.append(UnitCost("adds", mdsp("adds"), 0, 0, 300 * (rows["add"] + rows["embed_add"]),
                       "ADD and EMBED_ADD rows (those in the table): one int_add each"))
-    cb, cu = _mem_blocks(d["ncmax"] * 36, 1, 64, board, False)
-    u.append(UnitCost("consts", 0, cb, cu, 500, "bias + rq1 + rq2 per output channel"))
+    # bias + rq1 + rq2 cyclic over the output lanes, the LayerNorm's records over its lanes (gemm.h GemmBuffers)
+    cb, cu = _mem_blocks(d["ncmax"] * 36, a.out_lanes, 64, board, False)
+    lb_, lu_ = _mem_blocks(d["cmax"] * RQ_RECORD, a.ln_lanes, 64, board, False)
+    u.append(UnitCost("consts", 0, cb + lb_, cu + lu_, 500, f"bias + rq1 + rq2 per output channel ({a.out_lanes} "
+                      f"banks), LayerNorm records ({a.ln_lanes} banks)"))
+    u.append(UnitCost("transposer", 0, 0, 0, 3 * a.cols * a.axi_bytes,
+                      "C x AXI_BYTES ping-pong registers of the transposing loader (MASK_PRODUCT B^T, K_h^T)"))
     # the patch line buffer is a ping-pong of 2 x P image rows, one memory per (half, channel) of P * img_w
     # bytes (hls/patch_embed.h ARRAY_PARTITION dim 1 and 4), so that a beat fills one half and stages the other
     lb, _ = _mem_blocks(2 * graph.spec.patch * graph.spec.image[1] * 3, 6, 8, board, False)
@@ -548,7 +602,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     w, r = a.axi_bytes, a.rows
     beats = (cdiv(4 * n, w) if bias else 0) + n * cdiv(RQ_RECORD, w) * (int(rq_tab) + int(rq2_tab))
     consts = max(n, beats) + PIPE + (k * cdiv(RQ_RECORD, w) + PIPE if ln else 0)
-    a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, w)
+    a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, a.load_lanes)
     a0 = a_blk + PIPE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
     a_share = cdiv(a_blk, nt)
@@ -604,9 +658,10 @@ def _p_bits_of(graph: Graph) -> tuple[int, ...]:
     return tuple(bits)
 
 
-def sm_block_steps(rows: int, r: int, t: int, lanes: int) -> int:
-    """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys."""
-    return (r + rows) * cdiv(t, lanes) + DIV
+def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
+    """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys: the
+    exp pass over the valid rows at ``lanes``, the normalise pass over all R at ``nlanes``, one divider latency."""
+    return rows * cdiv(t, lanes) + r * cdiv(t, nlanes) + DIV
 
 
 def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
@@ -628,8 +683,8 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     consts = heads * dh + PIPE
-    kv = 2 * t * cdiv(dh, w) + PIPE
-    q_it = r * cdiv(dh, w)
+    kv = tp_cycles(t, dh, a.cols, w, 2)  # K_h^T through the transposer, V_h beside it: II = 2
+    q_it = r * cdiv(dh, a.load_lanes)
     dr = a.drain
 
     def qk_it(pv_pending: bool) -> int:  # att_qk_steps: key tile 0 also drains a deferred P.V tile
@@ -665,7 +720,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             left = q_left(qk_it(pend)) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
             q_total += left + PIPE if left else 0
             shadow += qk_it(pend) + left
-        rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes) - shadow)
+        rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes, a.sm_norm_lanes) - shadow)
         rest_total += rest + PIPE if rest else 0
     parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
@@ -823,7 +878,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             cyc, parts = gemm_cycles(a, t, k, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab,
                                      prefetch_bytes=next_prefetch(op.name), ln=op.name in ln_fused, embed=emb)
             if isinstance(op, MaskProduct):
-                parts["load_b"] = n * cdiv(k, wa) + PIPE
+                parts["load_b"] = tp_cycles(n, k, a.cols, wa, 1)  # in2^T through the transposer
                 cyc += parts["load_b"]
             if isinstance(op, PatchEmbed):
                 parts["pixels"] = pixel_cycles(*spec.image, spec.patch)
@@ -923,7 +978,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
-    for lanes, sm, sl, ln in LANE_CONFIGS:
+    for (lanes, sm, sl, ln), aw in itertools.product(LANE_CONFIGS, a_word_options(board.axi_width // 8)):
         for cols in COLS:
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
@@ -934,7 +989,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 for pack in pack_options(rows, board):
                     fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
                     for fab in (False, True):
-                        a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack)
+                        a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
                         units = unit_costs(a, graph, board, widths)
                         if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
                                 and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):

@@ -31,7 +31,7 @@ ADD_T:
     ADD_N:
         for (int n = 0; n < N; ++n) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
+            ISEG_PIPELINE(ADD_N, 1);
             const int32_t va = ld_i16(a + (long(t) * a_stride + n) * 2);
             const int32_t vb = ld_i16(b + (long(t) * b_stride + n) * 2);
             st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(va, vb, ma, mb, e, 16));
@@ -56,7 +56,7 @@ EMBED_T:
     EMBED_N:
         for (int n = 0; n < N; ++n) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
+            ISEG_PIPELINE(EMBED_N, 1);
             const int32_t vb = ld_i16(pos + (long(t) * N + n) * 2);
             st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
         }

@@ -59,7 +59,7 @@ AU_PASS:
     AU_STEP:
         for (int i = 0; i < n; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=8192)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
+            ISEG_PIPELINE(AU_STEP, 1);
             // the two halves never alias within a pass: no carried dependence through `line`
             ISEG_PRAGMA(HLS DEPENDENCE variable=line inter false)
             if (i < nb) {

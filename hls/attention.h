@@ -49,7 +49,36 @@ struct AttSm {
     int32_t mx[2][Cfg::R];
     uint8_t rs[2][Cfg::R];  // row shifts of the probability blocks g.a[2] (ping-pong with them)
     int64_t f[Cfg::R];  // the per-row reciprocals of the block being normalised
+    int16_t q[2][Cfg::R][Cfg::DHMAX];  // the Q blocks, ping-pong (QK(b) reads q[b & 1])
     SmState st;
+    // Banking (as GemmBuffers; the pragmas are in attention(), where sm is declared):
+    //   s   dim 1 complete, dim 3 cyclic SM_LANES: a bank per (half, key mod SM_LANES), so the Shiftmax
+    //       lanes read SM_LANES consecutive keys of a row from distinct banks
+    //   q   dims 1, 2 complete, dim 3 reshaped cyclic A_WORD: a bank per (half, row), word = channel / A_WORD
+    //       (as g.a: the Q loader writes load_lanes channels, two words, per step)
+    //   mx, rs, f   registers
+    static int s_bank(int half, int key) { return half * Cfg::SM_LANES + key % Cfg::SM_LANES; }
+    static long s_word(int r, int key) {
+        return long(r) * ((Cfg::NMAX + Cfg::SM_LANES - 1) / Cfg::SM_LANES) + key / Cfg::SM_LANES;
+    }
+    static int q_bank(int half, int r) { return half * Cfg::R + r; }
+    ISEG_PORTS(s, 2 * Cfg::SM_LANES);
+    ISEG_PORTS(q, 2 * Cfg::R);
+};
+
+// sm_step's accesses to the score blocks (sm.s) and the probability blocks (g.a), for the port check.
+template <class Cfg>
+struct AttPorts {
+    AttSm<Cfg>* sm;
+    GemmBuffers<Cfg>* g;
+    void x(int h, int r, int i) const {
+        ISEG_RD(*sm, s, AttSm<Cfg>::s_bank(h, i), AttSm<Cfg>::s_word(r, i));
+        (void)h, (void)r, (void)i;
+    }
+    void p(int h, int r, int i) const {
+        ISEG_WR(*g, a, GemmBuffers<Cfg>::a_bank(h, r), i / GemmBuffers<Cfg>::A_WORD);
+        (void)h, (void)r, (void)i;
+    }
 };
 
 // Initiation interval of the P.V loop: Cfg::PV_II (1: u8 probabilities, the packed rate; 2: u15, half
@@ -88,13 +117,21 @@ struct sm_row_shift_of<Cfg, typename iseg_void<decltype(Cfg::SM_ROW_SHIFT)>::typ
     static constexpr bool value = Cfg::SM_ROW_SHIFT;
 };
 
+// Shiftmax lanes of the normalise pass: SM_LANES, at most two words of a probability row's bank (g.a) per
+// step (its two ports; the array reads the other half). The exp pass reads the scores, SM_LANES banks.
+template <class Cfg>
+constexpr int sm_norm_lanes() {
+    return Cfg::SM_LANES < 2 * Cfg::A_WORD ? Cfg::SM_LANES : 2 * Cfg::A_WORD;
+}
+
 // One Shiftmax step (nothing once the block is done), called from the array loops.
 template <class Cfg>
 void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     if (sm.st.phase != SM_DONE)
-        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, typename widths_of<Cfg>::type,
-                sm_row_shift_of<Cfg>::value>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f);
+        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, sm_norm_lanes<Cfg>(), typename widths_of<Cfg>::type,
+                sm_row_shift_of<Cfg>::value>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f,
+                                             AttPorts<Cfg>{&sm, &g});
 }
 
 // Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
@@ -138,6 +175,7 @@ ATT_O_LANE:
         if (r < pd.rows && c < pd.cols) {
             const int ch = h * dh + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
+            ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
             const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
             scratch[d.out + long(pd.t0 + r) * d.out_stride + ch] =
                 uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
@@ -162,21 +200,25 @@ inline QLoad q_none() {
 
 template <class Cfg>
 QLoad q_block(const uint8_t* src, long st, int rows, int dh, int half) {
-    QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES)};
+    constexpr int AL = load_lanes<Cfg>();
+    QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + AL - 1) / AL)};
     return l;
 }
 
 template <class Cfg>
-void att_q_beat(QLoad& l, int dh, int16_t (&q)[2][Cfg::R][Cfg::DHMAX]) {
+void att_q_beat(QLoad& l, int dh, AttSm<Cfg>& sm) {
     ISEG_PRAGMA(HLS INLINE)
     if (l.b >= l.beats) return;
-    const int W = Cfg::AXI_BYTES;
-    const int dbeats = (dh + W - 1) / W;
-    const int r = l.b / dbeats, kb = (l.b % dbeats) * W;
+    constexpr int AL = load_lanes<Cfg>();
+    const int dbeats = (dh + AL - 1) / AL;
+    const int r = l.b / dbeats, kb = (l.b % dbeats) * AL;
 ATT_Q_BYTE:
-    for (int j = 0; j < W; ++j) {
+    for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
-        if (kb + j < dh) q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[long(r) * l.st + kb + j])) : int16_t(0);
+        if (kb + j < dh) {
+            ISEG_WR(sm, q, sm.q_bank(l.half, r), (kb + j) / GemmBuffers<Cfg>::A_WORD);
+            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[long(r) * l.st + kb + j])) : int16_t(0);
+        }
     }
     ++l.b;
 }
@@ -184,14 +226,14 @@ ATT_Q_BYTE:
 // The beats of `l` not yet loaded, alone (one per cycle), SM advancing: the first Q block of a head, or the
 // tail of a prefetch whose key loop was shorter than the block.
 template <class Cfg>
-void att_q_rest(QLoad& l, int dh, int16_t (&q)[2][Cfg::R][Cfg::DHMAX], AttSm<Cfg>& sm, const LayerDesc& d,
+void att_q_rest(QLoad& l, int dh, AttSm<Cfg>& sm, const LayerDesc& d,
                 GemmBuffers<Cfg>& g) {
     const int n = l.beats - l.b;
 ATT_Q_LOAD:
     for (int b = 0; b < n; ++b) {
         ISEG_PRAGMA(HLS loop_tripcount min=0 max=256)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
-        att_q_beat<Cfg>(l, dh, q);
+        ISEG_PIPELINE(ATT_Q_LOAD, 1);
+        att_q_beat<Cfg>(l, dh, sm);
         att_sm_tick<Cfg>(sm, d, g);
     }
     ISEG_CYCLES(g.cycles, n > 0 ? n + kPipeDepth : 0);
@@ -200,8 +242,7 @@ ATT_Q_LOAD:
 // Scores of one query block: s[half] = RQ_8(q[qh] . K_h^T), row maxima into mx[half], SM advancing; one beat
 // of the next Q block (nq, into q[qh ^ 1]) per iteration.
 template <class Cfg>
-void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int16_t (&q)[2][Cfg::R][Cfg::DHMAX],
-            int qh, QLoad& nq, const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd,
+void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int qh, QLoad& nq, const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd,
             AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + Cfg::C - 1) / Cfg::C;
@@ -223,15 +264,20 @@ ATT_KTILE:
     ATT_QK_STEP:
         for (int s2 = 0; s2 < steps; ++s2) {
             ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
-            if (j < kt_n && s2 < dh) array_step<Cfg>(g, q[qh], kv[long(j) * dh + s2], s2);
-            att_q_beat<Cfg>(nq, dh, q);  // the next block's Q into the other half
+            ISEG_PIPELINE(ATT_QK_STEP, 1);
+            if (j < kt_n && s2 < dh) {
+                ISEG_RD_ROWS(sm, q, sm.q_bank(qh, 0), Cfg::R, s2 / GemmBuffers<Cfg>::A_WORD);
+                ISEG_RD(g, w, g.wcur, long(j) * dh + s2);
+                array_step<Cfg>(g, sm.q[qh], kv[long(j) * dh + s2], s2);
+            }
+            att_q_beat<Cfg>(nq, dh, sm);  // the next block's Q into the other half
             if (pend && s2 < dsteps) {
             ATT_S_LANE:
                 for (int l = 0; l < Cfg::S_LANES; ++l) {
                     const int e = s2 * Cfg::S_LANES + l;
                     const int r = e / Cfg::C, c = e % Cfg::C;
                     if (r < rows && c < dcols) {
+                        ISEG_WR(sm, s, sm.s_bank(half, dn0 + c), sm.s_word(r, dn0 + c));
                         const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], rq_s, 8);
                         sm.s[half][r][dn0 + c] = int8_t(v);
                         if (v > sm.mx[half][r]) sm.mx[half][r] = v;
@@ -256,7 +302,11 @@ template <class Cfg>
 void att_pv_step(const LayerDesc& d, uint8_t* scratch, int h, int half, const int8_t (&kv)[Cfg::WROWS][Cfg::C],
                  long vrow, int k, const PvDrain& pd, int pdsteps, AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
-    if (k < d.T) array_step<Cfg>(g, g.a[half], kv[vrow + k], k);
+    if (k < d.T) {
+        ISEG_RD_ROWS(g, a, g.a_bank(half, 0), Cfg::R, k / g.A_WORD);
+        ISEG_RD(g, w, g.wcur, vrow + k);
+        array_step<Cfg>(g, g.a[half], kv[vrow + k], k);
+    }
     if (pd.pending && k < pdsteps) att_o_step<Cfg>(d, scratch, h, pd, sm, g, k);
     att_sm_tick<Cfg>(sm, d, g);
 }
@@ -283,14 +333,14 @@ ATT_VTILE:
         ATT_PV_STEP_II1:
             for (int k = 0; k < n; ++k) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
-                ISEG_PRAGMA(HLS PIPELINE II=1)
+                ISEG_PIPELINE(ATT_PV_STEP_II1, 1);
                 att_pv_step<Cfg>(d, scratch, h, half, kv, vrow, k, pd, pdsteps, sm, g);
             }
         } else {
         ATT_PV_STEP_II2:
             for (int k = 0; k < n; ++k) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
-                ISEG_PRAGMA(HLS PIPELINE II=2)
+                ISEG_PIPELINE(ATT_PV_STEP_II2, 2);
                 att_pv_step<Cfg>(d, scratch, h, half, kv, vrow, k, pd, pdsteps, sm, g);
             }
         }
@@ -304,7 +354,7 @@ ATT_VTILE:
 ATT_O_STEP:
     for (int s2 = 0; s2 < pdsteps; ++s2) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(ATT_O_STEP, 1);
         att_o_step<Cfg>(d, scratch, h, pd, sm, g, s2);
         att_sm_tick<Cfg>(sm, d, g);
     }
@@ -316,8 +366,17 @@ template <class Cfg>
 void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int W = Cfg::AXI_BYTES;
-    static AttSm<Cfg> sm;                 // ping-pong score blocks, row maxima, the Shiftmax state
-    static int16_t q[2][Cfg::R][Cfg::DHMAX];  // the Q blocks, ping-pong (QK(b) reads q[b & 1])
+    static AttSm<Cfg> sm;  // ping-pong score and Q blocks, row maxima, the Shiftmax state
+    constexpr int kAWord = Cfg::A_WORD, kSmLanes = Cfg::SM_LANES;
+    (void)kAWord, (void)kSmLanes;  // read by the pragmas only
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=1 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=3 type=cyclic factor=kSmLanes)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=1 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=2 complete)
+    ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=sm.q dim=3 type=cyclic factor=kAWord)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 complete)
     const int T = d.T;
     const int dh = d.d_head;
     const int D = d.heads * dh;
@@ -334,46 +393,56 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBu
 ATT_CONSTS:
     for (int c = 0; c < D; ++c) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(ATT_CONSTS, 1);
+        ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c));
         g.rq2[c] = rq_channel(d.rq2, blob, c);
     }
     ISEG_CYCLES(g.cycles, D + kPipeDepth);
 ATT_HEAD:
     for (int h = 0; h < d.heads; ++h) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=12)
-        // K_h^T as (key tile, k) rows and V_h as (channel tile, key) rows, on chip
-    ATT_KV_N:
-        for (int n = 0; n < T; ++n) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=1174)
-        ATT_KV_BEAT:
-            for (int b = 0; b < dbeats; ++b) {
-                ISEG_PRAGMA(HLS loop_tripcount min=1 max=4)
-                ISEG_PRAGMA(HLS PIPELINE II=2)
-            ATT_KV_BYTE:
-                for (int j = 0; j < W; ++j) {
-                    const int k = b * W + j;
-                    if (k < dh) {
-                        kv[long(n / Cfg::C) * dh + k][n % Cfg::C] = int8_t(qkv[long(n) * st + D + long(h) * dh + k]);
-                        kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] =
-                            int8_t(qkv[long(n) * st + 2L * D + long(h) * dh + k]);
-                    } else if (k < vt_n * Cfg::C) {
-                        kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] = 0;  // P.V columns past d_head
+        // K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key)
+        // rows as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per
+        // iteration (II = 2: two beats of one m_axi port), each V beat one or two words of w
+    ATT_KV_CHUNK:
+        for (int b = 0; b < dbeats; ++b) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=4)
+            const long steps = tp_chunk_steps(T, dh, b, Cfg::C, W);
+            tp_begin(g.tp);
+        ATT_KV_STEP:
+            for (long s2 = 0; s2 < steps; ++s2) {
+                ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
+                ISEG_PIPELINE(ATT_KV_STEP, 2);
+                const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, 0, g.wcur, g);
+                if (n >= 0) {
+                ATT_V_BYTE:
+                    for (int j = 0; j < W; ++j) {
+                        const int k = b * W + j;
+                        if (k < dh) {
+                            ISEG_WR(g, w, g.wcur, voff + long(k / Cfg::C) * T + n);
+                            kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] =
+                                int8_t(qkv[long(n) * st + 2L * D + long(h) * dh + k]);
+                        } else if (k < vt_n * Cfg::C) {
+                            ISEG_WR(g, w, g.wcur, voff + long(k / Cfg::C) * T + n);
+                            kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] = 0;  // P.V columns past d_head
+                        }
                     }
                 }
             }
+            ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
+            ISEG_CYCLES(g.cycles, 2 * steps + kPipeDepth);
         }
-        ISEG_CYCLES(g.cycles, 2L * T * dbeats + kPipeDepth);
         // prologue: QK(0), nothing to overlap
         sm.st = sm_idle();
         const int rows0 = T < Cfg::R ? T : Cfg::R;
         PvDrain pd = {false, 0, 0, 0, 0, 0};  // a P.V tile left in g.dr for the next att_qk
         QLoad q0 = q_block<Cfg>(qkv + long(h) * dh, st, rows0, dh, 0);
-        att_q_rest<Cfg>(q0, dh, q, sm, d, g);  // Q(0), exposed
+        att_q_rest<Cfg>(q0, dh, sm, d, g);  // Q(0), exposed
         QLoad nq = nb > 1 ? q_block<Cfg>(qkv + long(Cfg::R) * st + long(h) * dh, st,
                                          T - Cfg::R < Cfg::R ? T - Cfg::R : Cfg::R, dh, 1)
                           : q_none();  // Q(1) under QK(0)
-        att_qk<Cfg>(d, scratch, h, rows0, 0, q, 0, nq, kv, rq_s, pd, sm, g);
-        att_q_rest<Cfg>(nq, dh, q, sm, d, g);
+        att_qk<Cfg>(d, scratch, h, rows0, 0, 0, nq, kv, rq_s, pd, sm, g);
+        att_q_rest<Cfg>(nq, dh, sm, d, g);
     ATT_QBLK:
         for (int i = 0; i < nb; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
@@ -394,17 +463,17 @@ ATT_HEAD:
                                 : q_none();
                 const long qk_it =
                     att_qk_steps(T, dh, Cfg::C, score_drain_steps<Cfg>(), pd.pending, drain_steps<Cfg>());
-                att_qk<Cfg>(d, scratch, h, rn, (i + 1) & 1, q, (i + 1) & 1, nq, kv, rq_s, pd, sm, g);
+                att_qk<Cfg>(d, scratch, h, rn, (i + 1) & 1, (i + 1) & 1, nq, kv, rq_s, pd, sm, g);
                 shadow += qk_it + (nq.beats - nq.b);  // the key loop, and the Q beats it left (att_q_rest)
-                att_q_rest<Cfg>(nq, dh, q, sm, d, g);
+                att_q_rest<Cfg>(nq, dh, sm, d, g);
                 pd.pending = false;
             }
-            const long total = sm_block_steps(rows, Cfg::R, T, Cfg::SM_LANES);
+            const long total = sm_block_steps(rows, Cfg::R, T, Cfg::SM_LANES, sm_norm_lanes<Cfg>());
             const long rest = total > shadow ? total - shadow : 0;
         ATT_SM_REST:
             for (long s2 = 0; s2 < rest; ++s2) {
                 ISEG_PRAGMA(HLS loop_tripcount min=0 max=20000)
-                ISEG_PRAGMA(HLS PIPELINE II=1)
+                ISEG_PIPELINE(ATT_SM_REST, 1);
                 att_sm_tick<Cfg>(sm, d, g);
             }
             ISEG_CYCLES(g.cycles, rest > 0 ? rest + kPipeDepth : 0);

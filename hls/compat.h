@@ -6,7 +6,10 @@
 //     in C-simulation (a plain unbounded C-sim FIFO hides under-sized FIFOs and deadlocks);
 //   * ISEG_PRAGMA(HLS ...): emits the pragma for the HLS compiler, nothing for g++;
 //   * ISEG_CHECK(cond, msg): a run-time invariant (layer table sanity, buffer bounds) that throws
-//     iseg::CsimError in C-simulation and compiles to nothing in synthesis.
+//     iseg::CsimError in C-simulation and compiles to nothing in synthesis;
+//   * ISEG_PIPELINE(LABEL, II): the PIPELINE pragma in synthesis; in C-simulation it also opens one
+//     iteration for the on-chip memory port check (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
+//     the accesses per bank and iteration; nothing of it exists in synthesis).
 // Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
 #pragma once
 
@@ -66,15 +69,21 @@ struct acc_bits {
 #define ISEG_PRAGMA(x) _Pragma(#x)
 #define ISEG_CHECK(cond, msg) ((void)0)
 #define ISEG_CYCLES(counter, n) ((void)0)
+#define ISEG_PIPELINE(label, ii) ISEG_PRAGMA(HLS PIPELINE II=ii)
+#define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
+#define ISEG_RD(obj, buf, bank, w) ((void)0)
+#define ISEG_WR(obj, buf, bank, w) ((void)0)
+#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
 namespace iseg {
 // One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
 // label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
 typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
 }  // namespace iseg
 #else
-#include "iseg_stream.h"
 // HLS loop labels (GEMM_K:) name loops in synthesis reports; g++ sees them as unused labels.
 #pragma GCC diagnostic ignored "-Wunused-label"
+#include "iseg_stream.h"
+#include "iseg_ports.h"
 #define ISEG_PRAGMA(x)
 #define ISEG_CHECK(cond, msg)                                         \
     do {                                                              \

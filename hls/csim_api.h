@@ -53,6 +53,21 @@ struct CsimTrace {
     }
 };
 
+// The port check of the last run (iseg_ports.h) as text, one line per (loop, buffer) whose iterations
+// asked one memory bank for more accesses than it has ports: "LOOP BUFFER worst allowed iterations".
+// Returns the number of lines, or -1 if the table overflowed (then the text holds what fitted).
+inline int csim_port_report(char* buf, long len) {
+    const PortLog& l = port_log();
+    long at = 0;
+    if (len > 0) buf[0] = 0;
+    for (int i = 0; i < l.n && at < len; ++i) {
+        const PortEntry& e = l.e[i];
+        at += snprintf(buf + at, size_t(len - at), "%s %s %d %d %lld\n", e.loop, e.buf, e.worst, e.allowed,
+                       e.iterations);
+    }
+    return l.dropped > 0 ? -1 : l.n;
+}
+
 inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
 
 // Run a table on one image. Pixels are converted to stream words (pixel_t) and pre-loaded into
@@ -65,6 +80,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
     static label_beat_t lab_store[Cfg::IMG_H * Cfg::IMG_W];
     csim_error_buffer()[0] = 0;
     csim_cycles_total() = 0;
+    port_log_reset();
     try {
         long n_pix = 0, n_lab = 0;
         for (int i = 0; i < n_layers; ++i) {
@@ -116,4 +132,5 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         if (layer < 0) return total;                                                                        \
         return layer < (N_LAYERS) ? iseg_csim_layer_cycles_[layer] : 0;                                     \
     }                                                                                                       \
-    extern "C" const char* iseg_csim_last_error(void) { return ::iseg::csim_error_buffer(); }
+    extern "C" const char* iseg_csim_last_error(void) { return ::iseg::csim_error_buffer(); }              \
+    extern "C" int iseg_csim_ports(char* buf, long len) { return ::iseg::csim_port_report(buf, len); }

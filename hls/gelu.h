@@ -55,7 +55,7 @@ void gelu_row(const int8_t x[NMAX], int n, const GeluParams& g, int32_t y[NMAX])
     GELU_LAMBDA_ROW:
         for (int i = 0; i < n; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
+            ISEG_PIPELINE(GELU_LAMBDA_ROW, 1);
             y[i] = gelu_lambda<W>(x[i], g);
         }
         return;
@@ -64,14 +64,14 @@ void gelu_row(const int8_t x[NMAX], int n, const GeluParams& g, int32_t y[NMAX])
 GELU_SHIFT_MAX:
     for (int i = 0; i < n; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(GELU_SHIFT_MAX, 1);
         if (x[i] > M) M = x[i];
     }
     const int64_t em = shexp_w<W::GELU_X0, W::SMALL_FABRIC>(-int64_t(M), g.x0, g.n);
 GELU_SHIFT_ROW:
     for (int i = 0; i < n; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(GELU_SHIFT_ROW, 1);
         y[i] = gelu_core<W>(x[i], int64_t(x[i]) - M, em, g.x0, g.n);
     }
 }

@@ -38,12 +38,33 @@
 
 namespace iseg {
 
+// Cfg::A_WORD: i16 elements per word of a left-operand bank (g.a, attention's Q blocks), chosen by the planner
+// (generator/estimate.py a_word_options: 64-bit words, one BRAM36 per bank of up to 2048 elements, or wider
+// ones at more BRAMs): each row bank is reshaped by this factor (ARRAY_RESHAPE cyclic on k), so the array
+// step reads one word per row and a loader writes one word per port. load_lanes: elements a loader writes
+// into one row bank per step, two words (the bank's two ports: the array reads the other half of the
+// ping-pong), at most one beat: with 4-element words a 16-byte beat takes two steps.
+template <class Cfg>
+constexpr int load_lanes() {
+    return Cfg::AXI_BYTES < 2 * Cfg::A_WORD ? Cfg::AXI_BYTES : 2 * Cfg::A_WORD;
+}
+
+// The transposing loader's C x AXI_BYTES ping-pong (registers), see load_b_transposed.
+template <class Cfg>
+struct Transposer {
+    int8_t t[2][Cfg::C][Cfg::AXI_BYTES];
+    int n;         // next source row of this chunk
+    int wg, wj;    // tile being written out, its next row
+    int wleft;     // rows of it left to write
+};
+
 // Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
     static_assert(Cfg::R >= 1 && Cfg::C >= 1, "the array needs at least one row and one column");
     static_assert(Cfg::KMAX >= 1 && Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
     static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
+    static_assert(Cfg::A_WORD >= 1 && Cfg::A_WORD <= 64, "A_WORD: elements per word of a left-operand bank");
     int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8, u15 or u8 P), ping-pong
     int8_t w[2][Cfg::WROWS][Cfg::C];    // a whole layer's right operand, ping-pong (current / prefetch)
     typedef typename acc_bits<widths_of<Cfg>::type::ARR>::type acc_t;  // compat.h: ap_int<ARR> in synthesis
@@ -53,8 +74,30 @@ struct GemmBuffers {
     RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
+    Transposer<Cfg> tp;                 // the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention)
     int wcur;                           // half of w holding the current layer's weights
     long long cycles;                   // C-sim only: counted pipeline cycles (ISEG_CYCLES)
+    // The banking the estimate charges (generator/estimate.py unit_costs; the pragmas are in run_layers,
+    // where g is declared; docs/hls.md "On-chip memory banking"), and the C-sim port counters that check
+    // the accesses against it (iseg_ports.h):
+    //   a      dims 1, 2 complete, dim 3 reshaped cyclic A_WORD: a bank per (half, row), word = k / A_WORD
+    //   w      dim 1 complete, dim 3 reshaped complete: a memory per half, word = one row of C bytes
+    //   bias, rq1, rq2   cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
+    //                    tile; wrapping to the next row can put two in one bank, which its two ports take)
+    //   lnrq             cyclic LN_LANES: the LayerNorm loader's normalise lanes, likewise
+    //   acc, dr, ln_mean, ln_f registers (complete): no port limit
+    static constexpr int A_WORD = Cfg::A_WORD;
+    static int a_bank(int half, int r) { return half * Cfg::R + r; }
+    static int o_bank(int col) { return col % Cfg::OUT_LANES; }
+    static int o_word(int col) { return col / Cfg::OUT_LANES; }
+    static int l_bank(int c) { return c % Cfg::LN_LANES; }
+    static int l_word(int c) { return c / Cfg::LN_LANES; }
+    ISEG_PORTS(a, 2 * Cfg::R);
+    ISEG_PORTS(w, 2);
+    ISEG_PORTS(bias, Cfg::OUT_LANES);
+    ISEG_PORTS(rq1, Cfg::OUT_LANES);
+    ISEG_PORTS(rq2, Cfg::OUT_LANES);
+    ISEG_PORTS(lnrq, Cfg::LN_LANES);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -82,6 +125,7 @@ PF_BYTE:
     for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (p.pos < p.total) {
+            ISEG_WR(g, w, p.half, long(p.n / Cfg::C) * p.K + p.k);
             g.w[p.half][long(p.n / Cfg::C) * p.K + p.k][p.n % Cfg::C] = int8_t(p.src[p.pos]);
             ++p.pos;
             if (++p.n == p.N) {
@@ -99,27 +143,32 @@ Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffe
     return p;
 }
 
-// The left-operand loader: one beat of row block `t0` into a[half]; rows >= rows are zero.
+// The left-operand loader: row block `t0` into a[half], load_lanes bytes of one row per step (two words of its
+// bank); rows >= rows are zero.
 struct ALoad {
     const uint8_t* src;  // row 0 of the block
     long stride;         // bytes
     int rows, K, half;
-    int r, kb;           // next beat: row r, byte kb of the row
+    int r, kb;           // next step: row r, byte kb of the row
 };
 
-inline int a_beats(int R, int K, int W) { return R * ((K + W - 1) / W); }
+inline int a_beats(int R, int K, int L) { return R * ((K + L - 1) / L); }
 
 template <class Cfg>
 void a_beat(ALoad& l, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
+    constexpr int AL = load_lanes<Cfg>();
     if (l.r >= Cfg::R) return;
 A_BYTE:
-    for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
+    for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         const int kk = l.kb + j;
-        if (kk < l.K) g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[long(l.r) * l.stride + kk])) : 0;
+        if (kk < l.K) {
+            ISEG_WR(g, a, g.a_bank(l.half, l.r), kk / g.A_WORD);
+            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[long(l.r) * l.stride + kk])) : 0;
+        }
     }
-    l.kb += Cfg::AXI_BYTES;
+    l.kb += AL;
     if (l.kb >= l.K) {
         l.kb = 0;
         ++l.r;
@@ -132,7 +181,8 @@ A_BYTE:
 //              (var = sum(x^2) - 2 mean sum(x) + C mean^2 = sum((x - mean)^2), exactly);
 //   sqrt, div  kIsqrtSteps + kDivCycles steps once per block: the square root and the divider are
 //              pipelined units (one row issued per step), so only the last row's latency waits;
-//   normalise  LN_LANES channels per step: a = RQ_8(((x - mean) * f) >> 1), also stored to the
+//   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
+//              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1), also stored to the
 //              LayerNorm's output rows in scratch (the table's LAYERNORM row output, for the trace).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
 static constexpr int kIsqrtSteps = 32;
@@ -166,6 +216,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             const int c = l.i + j;
             if (j < lw && c < l.K) {
                 const int64_t x = r < l.rows ? int64_t(ld_i16(l.src + (long(r) * l.sstride + c) * 2)) : 0;
+                ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 g.a[l.half][r][c] = int16_t(x);
                 l.sum += x;
                 l.sq += mul_dsp<kI16Bits, kI16Bits>(x, x);
@@ -200,6 +251,9 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
             if (c < l.K && r < l.rows) {
+                ISEG_RD(g, a, g.a_bank(l.half, r), c / g.A_WORD);
+                ISEG_RD(g, lnrq, g.l_bank(c), g.l_word(c));
+                ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
                 const int32_t y = requant_w<kLnZBits>(z, g.lnrq[c], 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
@@ -220,7 +274,8 @@ void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
 LN_CONSTS:
     for (int c = 0; c < ln.N; ++c) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(LN_CONSTS, 1);
+        ISEG_WR(g, lnrq, g.l_bank(c), g.l_word(c));
         g.lnrq[c] = rq_channel(ln.rq, blob, c);
     }
     ISEG_CYCLES(g.cycles, long(ln.N) * ((kRqRecordBytes + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES) + kPipeDepth);
@@ -250,7 +305,7 @@ void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, 
 LN_LAYER:
     for (long i = 0; i < total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(LN_LAYER, 1);
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
         ln_step<Cfg>(l, g);
         if (++s == blk) {  // the next row block
@@ -325,6 +380,9 @@ OUT_LANE:
             const int32_t res = ((d.flags & F_RESIDUAL) || emb)
                                     ? int32_t(ld_i16(rsrc + (row * d.in2_stride + col) * 2)) : 0;
             const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
+            ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
+            ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
+            ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
                    gemm_out<typename widths_of<Cfg>::type>(t.cls ? 0 : g.dr[r][c], g.bias[col], g.rq1[col],
                                                            g.rq2[col], d, res, t.cls, pre_v));
@@ -387,7 +445,10 @@ void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
 GEMM_CONSTS:
     for (int c = 0; c < d.N; ++c) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(GEMM_CONSTS, 1);
+        ISEG_WR(g, bias, g.o_bank(c), g.o_word(c));
+        ISEG_WR(g, rq1, g.o_bank(c), g.o_word(c));
+        ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c));
         g.bias[c] = d.b >= 0 ? ld_i32(blob + d.b + 4L * c) : 0;
         g.rq1[c] = rq_channel(d.rq, blob, c);
         g.rq2[c] = rq_channel(d.rq2, blob, c);
@@ -417,7 +478,7 @@ GEMM_ZERO_R:
         for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
     }
     // prologue: the first row block's left operand (exposed)
-    const int a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, W);
+    const int a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
     if (fuse_ln) ln_consts<Cfg>(ln, blob, g);
     // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
     // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
@@ -435,7 +496,7 @@ GEMM_ZERO_R:
 GEMM_A0:
     for (int b = 0; b < a_blk; ++b) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=2018)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(GEMM_A0, 1);
         if (fuse_ln)
             ln_step<Cfg>(ll, g);
         else
@@ -474,9 +535,13 @@ GEMM_MT:
         GEMM_STEP:
             for (int s = 0; s < steps; ++s) {
                 ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)
-                ISEG_PRAGMA(HLS PIPELINE II=1)
+                ISEG_PIPELINE(GEMM_STEP, 1);
                 ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
-                if (s < d.K) array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
+                if (s < d.K) {
+                    ISEG_RD_ROWS(g, a, g.a_bank(cur, 0), Cfg::R, s / g.A_WORD);
+                    ISEG_RD(g, w, g.wcur, long(nt) * d.K + s);
+                    array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
+                }
                 // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
                 if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, g, dt.pending ? dt : dcls, s);
                 if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
@@ -497,34 +562,100 @@ GEMM_MT:
     // epilogue: the last tile's output stage (exposed), and the array's pipeline
 GEMM_TAIL:
     for (int s = 0; s < dsteps; ++s) {
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(GEMM_TAIL, 1);
         drain_step<Cfg>(d, blob, scratch, g, dt, s);
     }
     ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
 }
 
+// The transposing loader: row n of an (N, K) int8 source (byte stride `stride`) goes down column n % C of
+// rows row0 + (n / C) * K + k of w[half] (MASK_PRODUCT's B = in2^T, attention's K_h^T). A memory beat holds
+// W = AXI_BYTES bytes of one source row, i.e. one byte of W different rows of w: written as it comes, that
+// is W writes into one memory per cycle. So the loader works chunk by chunk (bytes [b W, b W + W) of every
+// source row, one beat per step) and collects the beats of C consecutive source rows (one key tile) in a
+// C x W transposer, ping-pong, which it writes out as whole words of w, one per port per step (two), while
+// the next C beats come in. A beat that completes a tile waits until the previous tile is written out
+// (only when C < W / 2); the last tile's rows are written after the last beat. Columns past N are written 0.
+// Steps of one chunk (b) of the transposing loader: tile 0's beats, each later tile's beats or the previous
+// tile's write-out (two rows per step) if that is longer, then the last tile's write-out.
+inline long tp_chunk_steps(int N, int K, int b, int C, int W) {
+    const int kw = K - b * W < W ? K - b * W : W;
+    const int h = (kw + 1) / 2;
+    const int tiles = (N + C - 1) / C;
+    if (tiles <= 1) return long(N) + h;
+    const int last = N - (tiles - 1) * C;
+    return long(C) + long(tiles - 2) * (C > h ? C : h) + (last > h ? last : h) + h;
+}
+
+template <class Cfg>
+void tp_begin(Transposer<Cfg>& t) {
+    t.n = 0;
+    t.wg = t.wj = t.wleft = 0;
+}
+
+// One step of chunk b: up to two rows of the last complete tile out, then (unless it would complete a tile
+// while rows are still waiting) one beat of source row t.n in. Returns the source row read, or -1.
+template <class Cfg>
+int tp_step(Transposer<Cfg>& t, const uint8_t* src, long stride, int N, int K, int b, long row0, int half,
+            GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
+TP_OUT:
+    for (int p = 0; p < 2; ++p) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (t.wleft > 0) {
+            const long row = row0 + long(t.wg) * K + b * W + t.wj;
+            const int valid = N - t.wg * C;
+            ISEG_WR(g, w, half, row);
+        TP_OUT_C:
+            for (int c = 0; c < C; ++c) {
+                ISEG_PRAGMA(HLS UNROLL)
+                g.w[half][row][c] = c < valid ? t.t[t.wg & 1][c][t.wj] : int8_t(0);
+            }
+            ++t.wj;
+            --t.wleft;
+        }
+    }
+    if (t.n >= N) return -1;
+    const bool completes = t.n % C == C - 1 || t.n == N - 1;
+    if (completes && t.wleft > 0) return -1;
+    const int n = t.n, tile = n / C;
+TP_IN:
+    for (int j = 0; j < W; ++j) {
+        ISEG_PRAGMA(HLS UNROLL)
+        const int k = b * W + j;
+        t.t[tile & 1][n % C][j] = k < K ? int8_t(src[long(n) * stride + k]) : int8_t(0);
+    }
+    if (completes) {
+        t.wg = tile;
+        t.wj = 0;
+        t.wleft = K - b * W < W ? K - b * W : W;
+    }
+    ++t.n;
+    return n;
+}
+
 // MASK_PRODUCT's right operand is an activation (in2 (N, K) int8, B = in2^T), produced by the
-// previous layer, so it cannot be prefetched: load it into w[g.wcur] (exposed), one beat per cycle.
+// previous layer, so it cannot be prefetched: load it into w[g.wcur] (exposed) through the transposer.
 template <class Cfg>
 void load_b_transposed(const LayerDesc& d, const uint8_t* scratch, GemmBuffers<Cfg>& g) {
     const int W = Cfg::AXI_BYTES;
     const int kb_n = (d.K + W - 1) / W;
-MP_LOAD_N:
-    for (int n = 0; n < d.N; ++n) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
-    MP_LOAD_BEAT:
-        for (int b = 0; b < kb_n; ++b) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
-        MP_LOAD_BYTE:
-            for (int j = 0; j < W; ++j) {
-                const int k = b * W + j;
-                if (k < d.K) g.w[g.wcur][long(n / Cfg::C) * d.K + k][n % Cfg::C] =
-                    int8_t(scratch[d.in2 + long(n) * d.in2_stride + k]);
-            }
+    Transposer<Cfg>& tp = g.tp;
+MP_LOAD_CHUNK:
+    for (int b = 0; b < kb_n; ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
+        const long steps = tp_chunk_steps(d.N, d.K, b, Cfg::C, W);
+        tp_begin(tp);
+    MP_LOAD_STEP:
+        for (long s = 0; s < steps; ++s) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=160)
+            ISEG_PIPELINE(MP_LOAD_STEP, 1);
+            tp_step<Cfg>(tp, scratch + d.in2, d.in2_stride, d.N, d.K, b, 0, g.wcur, g);
         }
+        ISEG_CHECK(tp.n == d.N && tp.wleft == 0, "MASK_PRODUCT: transposing loader step count mismatch");
+        ISEG_CYCLES(g.cycles, steps + kPipeDepth);
     }
-    ISEG_CYCLES(g.cycles, long(d.N) * kb_n + kPipeDepth);
 }
 
 }  // namespace iseg

@@ -31,7 +31,7 @@ inline int64_t isqrt_digit(int64_t v) {
     int64_t bit = int64_t(1) << 62;
 ISQRT_DIGIT:
     for (int i = 0; i < 32; ++i) {
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(ISQRT_DIGIT, 1);
         if (v >= res + bit) {
             v -= res + bit;
             res = (res >> 1) + bit;

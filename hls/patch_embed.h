@@ -47,7 +47,7 @@ PE_PASS:
     PE_BEAT:
         for (int i = 0; i < beats; ++i) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=8192)
-            ISEG_PRAGMA(HLS PIPELINE II=1)
+            ISEG_PIPELINE(PE_BEAT, 1);
             // the two halves never alias within a pass: no carried dependence through `line`
             ISEG_PRAGMA(HLS DEPENDENCE variable=line inter false)
             if (emit) {

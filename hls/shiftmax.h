@@ -112,7 +112,7 @@ void shiftmax_row(const int8_t x[NMAX], int n, int32_t x0, int32_t variant, int1
 SM_MAX:
     for (int i0 = 0; i0 < n; i0 += LANES) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(SM_MAX, 1);
     SM_MAX_L:
         for (int i = i0; i < i0 + LANES; ++i) {
             if (i < n && x[i] > mx) mx = x[i];
@@ -122,7 +122,7 @@ SM_MAX:
 SM_EXP:
     for (int i0 = 0; i0 < n; i0 += LANES) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(SM_EXP, 1);
     SM_EXP_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
             const ShexpParts e = sm_exp<DefaultWidths>(x[i], mx, c.k, x0);
@@ -137,7 +137,7 @@ SM_EXP:
 SM_NORM:
     for (int i0 = 0; i0 < n; i0 += LANES) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-        ISEG_PRAGMA(HLS PIPELINE II=1)
+        ISEG_PIPELINE(SM_NORM, 1);
     SM_NORM_L:
         for (int i = i0; i < (i0 + LANES < n ? i0 + LANES : n); ++i) {
             p[i] = sm_norm<DefaultWidths::SM_BASE, DefaultWidths::SM_F>(ebuf[i], f, r, c);
@@ -159,9 +159,10 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 //         when ROW_SHIFT, the engine's Cfg::SM_ROW_SHIFT for precise8 models, else r = 0), kept
 //         with the probability block (rs[half][row], ping-pong like p)
 //   WAIT  kDivCycles steps once per block: the last row's divider latency
-//   NORM  LANES elements of a row: the exp is recomputed from the int8 score (no row buffer of
+//   NORM  NLANES elements of a row (NLANES <= LANES: the writes into the probability row's memory bank
+//         are what bounds them, attention.h sm_norm_lanes): the exp is recomputed from the int8 score (no row buffer of
 //         exps), p = min((e * f + (rnd << r)) >> (16 + K + r), 2^PB - 1)
-//   ZERO  LANES elements of a row past `rows` (the matrix edge): p = 0 (and r = 0)
+//   ZERO  NLANES elements of a row past `rows` (the matrix edge): p = 0 (and r = 0)
 // Same integers as shiftmax_row.
 enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_ZERO = 3, SM_DONE = 4 };
 
@@ -184,19 +185,26 @@ inline SmState sm_idle() {
     return st;
 }
 
-// Steps of one block: (R + rows) * ceil(n / LANES) + kDivCycles.
-inline long sm_block_steps(int rows, int R, int n, int lanes) {
-    const long c = (n + lanes - 1) / lanes;
-    return long(R + rows) * c + kDivCycles;
+// Steps of one block: rows * ceil(n / LANES) (exp) + R * ceil(n / NLANES) (normalise, zero) + kDivCycles.
+inline long sm_block_steps(int rows, int R, int n, int lanes, int nlanes) {
+    return long(rows) * ((n + lanes - 1) / lanes) + long(R) * ((n + nlanes - 1) / nlanes) + kDivCycles;
 }
+
+// The C-sim port check's view of sm_step's accesses to x and p (iseg_ports.h): the caller, who owns the
+// buffers and knows their banking, counts them (attention.h AttPorts); nothing in synthesis.
+struct SmNoPorts {
+    void x(int, int, int) const {}
+    void p(int, int, int) const {}
+};
 
 // One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 or u8 in int16),
 // rs: their row shifts (real = p * 2^(rs - 15)), f: the per-row reciprocals of the block. n keys, R rows
 // per block. W: the lane widths (mul.h). ROW_SHIFT: build the row shift (sm_row_shift, for precise8: the
 // caller's Cfg::SM_ROW_SHIFT); without it r = 0 (right for the u15 variants only: the engine checks).
-template <int R, int NMAX, int KA, int LANES, class W, bool ROW_SHIFT = true>
+// pt: pt.x(half, row, i) / pt.p(half, row, i) before each read of x / write of p (SmNoPorts: none).
+template <int R, int NMAX, int KA, int LANES, int NLANES, class W, bool ROW_SHIFT = true, class Pt = SmNoPorts>
 void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
-             int32_t variant, int16_t (&p)[2][R][KA], uint8_t (&rs)[2][R], int64_t (&f)[R]) {
+             int32_t variant, int16_t (&p)[2][R][KA], uint8_t (&rs)[2][R], int64_t (&f)[R], Pt pt = Pt()) {
     ISEG_PRAGMA(HLS INLINE)
     const SmConsts c = sm_consts(variant);
     const int h = st.half, r = st.r;
@@ -206,6 +214,7 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
             if (i < n) {
+                pt.x(h, r, i);
                 const ShexpParts e = sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0);
                 st.S += e.base << e.sh;
             }
@@ -235,14 +244,16 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
         const int rr = ROW_SHIFT ? int(rs[h][r]) : 0;
         if (zero && st.i == 0) rs[h][r] = 0;
     SMS_NORM_L:
-        for (int l = 0; l < LANES; ++l) {
+        for (int l = 0; l < NLANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
+            if (i < n && !zero) pt.x(h, r, i);
+            if (i < n) pt.p(h, r, i);
             if (i < n && zero) p[h][r][i] = 0;
             if (i < n && !zero)
                 p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0), f[r], rr, c);
         }
-        st.i += LANES;
+        st.i += NLANES;
         if (st.i >= n) {
             st.i = 0;
             st.r = r + 1;

@@ -38,15 +38,15 @@ def test_gemm_cycles_by_hand() -> None:
     a = HARNESS_SHAPE
     cycles, parts = est.gemm_cycles(a, 10, 20, 12, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=200)
     consts = max(12, 3 + 12 * 1) + 16  # bias 48 B = 3 beats, one 16-B record per channel
-    a0 = 4 * 2 + 16  # 4 rows x ceil(20/16) beats + pipeline
+    a0 = 4 * 3 + 16  # 4 rows x ceil(20/8) steps (8 bytes, two words of a row bank, per step) + pipeline
     drain = 11  # ceil(4*8 / 3)
-    # blocks 3 (rows 4, 4, 2), tiles 2: A share ceil(8/2) = 4, weight share ceil(13 beats / 6 tiles) = 3
-    first = max(20, 4, 3)
-    mid = max(20, drain, 4, 3)
+    # blocks 3 (rows 4, 4, 2), tiles 2: A share ceil(12/2) = 6, weight share ceil(13 beats / 6 tiles) = 3
+    first = max(20, 6, 3)
+    mid = max(20, drain, 6, 3)
     last = max(20, drain, 3)
     steps = first + (2 * 2 - 1) * mid + 2 * last
-    assert (consts, a0, steps) == (31, 24, 120)
-    assert cycles == consts + a0 + steps + drain + 16 == 202
+    assert (consts, a0, steps) == (31, 28, 120)
+    assert cycles == consts + a0 + steps + drain + 16 == 206
     assert parts["array"] == 3 * 2 * 20
 
 
@@ -57,12 +57,16 @@ def test_attention_cycles_by_hand() -> None:
     j + 1's key loop, which runs max(T, drain) iterations; the last tile's drain runs alone (drain + PIPE),
     except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s key
     tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
-    loop, one beat per iteration (4 beats under 39 iterations: hidden), so only each head's Q(0) is exposed."""
+    loop, 8 bytes (two words of a row bank) per iteration (8 steps under 39 iterations: hidden), so only each
+    head's Q(0) is exposed. K_h goes through the transposer, one chunk of 16 channels: key tile 0's 8 beats
+    (steps 0-7), then key tile 1's one beat, which completes its tile and so waits until tile 0's 16 rows are
+    written out two per step (steps 8-15), then tile 1's 16 rows (8 steps): 24 steps at II 2 (a K and a V beat)."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 16 + 16
-    kv = 2 * 9 * 1 + 16
-    q_it, qk_it = 4 * 1, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
+    assert est.tp_chunk_steps(9, 16, 0, 8, 16) == 8 + max(1, 8) + 8 == 24
+    kv = 2 * 24 + 16
+    q_it, qk_it = 4 * 2, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
     drain = 11  # ceil(4 * 8 / 3)
     # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
     pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
@@ -72,13 +76,15 @@ def test_attention_cycles_by_hand() -> None:
     q, qk = q_it + 16, qk_it + 16
     sm_full = 4 * 3 + 66 + 4 * 3  # ceil(9/3) = 3 steps per row and pass, the divider's latency once
     sm_last = 1 * 3 + 66 + 1 * 3 + 3 * 3  # one row + three zero-filled rows
-    assert (est.sm_block_steps(4, 4, 9, 3), est.sm_block_steps(1, 4, 9, 3)) == (sm_full, sm_last)
+    assert a.sm_norm_lanes == 3  # min(SM_LANES, two 4-element words)
+    assert (est.sm_block_steps(4, 4, 9, 3, 3), est.sm_block_steps(1, 4, 9, 3, 3)) == (sm_full, sm_last)
+    assert est.sm_block_steps(4, 4, 9, 9, 8) == 4 * 1 + 4 * 2 + 66  # exp at 9 lanes, normalise at 8
     rest0 = sm_full - qk_it  # SM(0) under QK(1) (Q(2) loading in it)
     rest1 = sm_full - (pv_it_defer + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
     assert (rest0, rest1, rest2) == (51, 31, 50)
     body = (q + qk) + (qk + rest0 + 16) + (pv_defer + qk + rest1 + 16) + (pv + rest2 + 16) + pv
-    assert cycles == consts + kv + body == 701  # 733 with every Q block exposed
+    assert cycles == consts + kv + body == 735
     assert parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
@@ -388,8 +394,10 @@ def test_unit_dsps_by_hand() -> None:
     # + GELU x0*q 9x7 (1) + x*sig 8x8 (1), the last two on DSPs (small_fabric False)
     assert units["output_stage"].dsp == 8 * (2 + 1 + 2 + 4 + 2)
     assert units["attention_lanes"].dsp == 18 * 2 + 8 * 2  # 22x32 and 24x32
-    # mantissa*f 9x27, two x0*q 9x7; no row shift |x0|*f (Seg-T is precise: Cfg::SM_ROW_SHIFT false)
-    assert units["shiftmax"].dsp == 16 * (1 + 1 + 1)
+    # the exp pass's x0*q 9x7 on 16 lanes; the normalise pass's x0*q and mantissa*f 9x27 on 8 (two 4-element
+    # words of a probability row's bank per step); no row shift |x0|*f (Seg-T is precise: no SM_ROW_SHIFT)
+    assert a.sm_norm_lanes == 8
+    assert units["shiftmax"].dsp == 16 * 1 + 8 * (1 + 1)
     # the loader (a LayerNorm alone runs on it too): 8 squares 16x16, 4 lanes of y*f 18x32 (2) + RQ 31x32 (4),
     # per row 16x26 (1) + 12x16 (1) + 28x16 (2)
     assert units["layernorm"].dsp == 8 + 4 * 6 + 4
@@ -397,7 +405,7 @@ def test_unit_dsps_by_hand() -> None:
     fab_units = {u.name: u for u in fab.units}
     assert fab_units["output_stage"].dsp == 8 * 9
     assert fab_units["output_stage"].lut - units["output_stage"].lut == 8 * (9 * 7 + 8 * 8)
-    assert fab_units["shiftmax"].dsp == 16 and fab_units["shiftmax"].lut - units["shiftmax"].lut == 16 * 2 * 63
+    assert fab_units["shiftmax"].dsp == 8 and fab_units["shiftmax"].lut - units["shiftmax"].lut == (16 + 8) * 63
 
 
 def test_multipliers_are_the_code_sites() -> None:

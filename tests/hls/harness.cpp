@@ -55,6 +55,7 @@ struct TestCfg {
     static constexpr int NCMAX = ISEG_TEST_CMAX;                   // most output channels of a GEMM
     static constexpr int WROWS = ISEG_TEST_WROWS;                  // on-chip weight rows (K x ceil(N/C))
     static constexpr int AXI_BYTES = ISEG_TEST_AXI;                // bytes per memory beat
+    static constexpr int A_WORD = 4;                                // i16 elements per left-operand bank word
     static constexpr int OUT_LANES = ISEG_TEST_OUT_LANES;          // output-stage lanes
     static constexpr int SM_LANES = 3, LN_LANES = 5, S_LANES = 5;  // odd on purpose
     static constexpr int DHMAX = 64;                               // largest d_head

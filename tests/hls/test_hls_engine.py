@@ -292,13 +292,13 @@ def test_embed_fused_cycles_by_hand(hls):
       prefetch0 (before the loop)  ceil(12 * 40 / 16) + 16                                   = 46
       pixels                       (4/2 + 1) * (2 * 8 + 16)                                   = 96
       consts                       max(40, ceil(160/16) + 40 records) + 16                    = 66
-      A prologue                   4 * ceil(12/16) + 16                                       = 20
-      steps: 2 row blocks x 5 column tiles, A share ceil(4/5) = 1, no weight share;
-        first tile max(K 12, A 1, cls row ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs the cls row)
-        4 middle tiles max(12, drain 11, 1) = 12, 5 tiles of the last block max(12, 11) = 12  -> 14 + 48 + 60 = 122
+      A prologue                   4 * ceil(12/8) + 16 (8 bytes, two words of a row bank, per step) = 24
+      steps: 2 row blocks x 5 column tiles, A share ceil(8/5) = 2, no weight share;
+        first tile max(K 12, A 2, cls row ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs the cls row)
+        4 middle tiles max(12, drain 11, 2) = 12, 5 tiles of the last block max(12, 11) = 12  -> 14 + 48 + 60 = 122
       tail                         11 + 16                                                    = 27
-      -> 46 + 96 + 66 + 20 + 122 + 27                                                         = 377
-    The two-row table: the same GEMM with a first tile of 12 (233), then EMBED_ADD 9 * (40 + 16) = 504: 879."""
+      -> 46 + 96 + 66 + 24 + 122 + 27                                                         = 381
+    The two-row table: the same GEMM with a first tile of 12 (237), then EMBED_ADD 9 * (40 + 16) = 504: 883."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(3)
@@ -314,6 +314,6 @@ def test_embed_fused_cycles_by_hand(hls):
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
     g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
     g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (66 + 20 + 122 + 27, 233, 96)
-    assert c_fused == 46 + 96 + g_f == 377
-    assert c_two == 46 + 96 + g_p + 9 * (40 + 16) == 879
+    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (66 + 24 + 122 + 27, 237, 96)
+    assert c_fused == 46 + 96 + g_f == 381
+    assert c_two == 46 + 96 + g_p + 9 * (40 + 16) == 883
