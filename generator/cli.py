@@ -265,8 +265,16 @@ def check_csim(project: Path, ckpt_path: Path, images: str | None | Sequence[tup
             i = int(np.flatnonzero(labels.reshape(-1) != ref_labels.reshape(-1))[0])
             raise IsegError(f"csim MISMATCH ({label}) labels at flat index {i}: csim {int(labels.reshape(-1)[i])}, "
                             f"reference {int(ref_labels.reshape(-1)[i])}")
-    return (f"csim PASS: {len(imgs)} image(s), {layers} layer outputs and labels bit-exact with the reference "
-            f"(build {t_build:.1f} s, run {t_run / len(imgs):.2f} s/image)")
+    counted, estimated = lib.cycles(-1), lib.manifest.get("estimate", {}).get("cycles")
+    cyc = (f"cycles counted = estimate ({counted:,})" if counted == estimated
+           else f"cycles counted {counted:,}, estimate {estimated:,}: DIFFERENT")
+    ports = lib.ports()  # the last run's accesses per memory bank and pipelined iteration (hls/iseg_ports.h)
+    summary = (f"csim PASS: {len(imgs)} image(s), {layers} layer outputs and labels bit-exact with the reference "
+               f"(build {t_build:.1f} s, run {t_run / len(imgs):.2f} s/image); {cyc}; memory ports: "
+               + ("every pipelined loop within its banks" if not ports else
+                  f"{len(ports)} loop/buffer pair(s) exceed their banks, so those loops cannot run at the II the "
+                  f"estimate charges"))
+    return "\n".join([summary] + [f"  WARNING {e}" for e in ports])
 
 
 def _check_csim_tools(outputs: tuple[str, ...]) -> None:

@@ -38,8 +38,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from iseg import numerics as inum
 from iseg.errors import IsegError
@@ -83,6 +86,26 @@ def a_word_options(axi_bytes: int) -> tuple[int, ...]:
     a quarter of the beat on wide ports) or twice that. The array search weighs both."""
     small = max(4, axi_bytes // 4)
     return (small, 2 * small)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def score_lane_writes(rows: int, cols: int, s_lanes: int, sm_lanes: int) -> int:
+    """The most writes one bank of the score blocks gets in one step of attention's score lanes (hls/attention.h
+    ATT_S_LANE): a step stores S_LANES scores of the R x C tile, row-major, at keys dn0 + c (dn0 = j C), into
+    banks (key mod SM_LANES) (AttSm::s_bank); scores of two rows, or of one row SM_LANES keys apart, share a
+    bank. Over every step and key tile; a bank takes two (its ports)."""
+    period = sm_lanes // math.gcd(cols, sm_lanes)  # distinct dn0 mod SM_LANES over the key tiles
+    e = np.arange(rows * cols)
+    bank = (np.arange(period)[:, None] * cols + e % cols) % sm_lanes
+    key = (e // s_lanes) * sm_lanes + bank  # (step, bank) per element and key tile
+    return int(max(np.bincount(row).max() for row in key))
+
+
+def v_beat_words(cols: int, d_head: int, axi_bytes: int) -> int:
+    """Words of the weight buffer one V beat of attention's K/V load writes (hls/attention.h ATT_KV_STEP): the
+    channels [b W, b W + W) of one key go to the V rows of the channel tiles they span. Next to the transposer's
+    two K rows per cycle they must fit the memory's 2 x II = 4 accesses per iteration: at most 2."""
+    return max((min(b + axi_bytes, d_head) - 1) // cols - b // cols + 1 for b in range(0, d_head, axi_bytes))
 
 
 def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int) -> int:
@@ -305,6 +328,12 @@ class ArrayShape:
         return min(self.sm_lanes, 2 * self.a_word)
 
     @property
+    def prefetch_lanes(self) -> int:
+        """hls/gemm.h prefetch_lanes: weight bytes the prefetcher copies per step, at most a beat and at most C
+        (one or two words of the weight buffer: its two ports)."""
+        return min(self.axi_bytes, self.cols)
+
+    @property
     def load_lanes(self) -> int:
         """hls/gemm.h load_lanes: bytes the left-operand and Q loaders move per step, two words of a row bank
         (its two ports), at most a beat."""
@@ -464,8 +493,11 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
+    s_lanes = s_lanes or n
+    while s_lanes > 1 and score_lane_writes(rows, cols, s_lanes, sm_lanes) > 2:
+        s_lanes -= 1  # the score lanes' writes must fit the two ports of each score bank
     return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
-                      out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes or n,
+                      out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes,
                       small_fabric=small_fabric, a_word=a_word)
 
 
@@ -606,7 +638,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     a0 = a_blk + PIPE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
     a_share = cdiv(a_blk, nt)
-    w_share = cdiv(cdiv(prefetch_bytes, w), mb * nt) if prefetch_bytes else 0
+    w_share = cdiv(cdiv(prefetch_bytes, a.prefetch_lanes), mb * nt) if prefetch_bytes else 0
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
     first = max(k, a_share if mb > 1 else 0, w_share, cdiv(n, a.out_lanes) if embed else 0)
@@ -701,26 +733,30 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
         return max(0, q_it - qk)
 
     nb = cdiv(t, r)
+    qk = {False: qk_it(False), True: qk_it(True)}  # the same for every block: computed once
+    pvc = {False: pv_cyc(False), True: pv_cyc(True)}
+    pvi = {False: pv_it(False), True: pv_it(True)}
+    sm_lanes, sm_norm = a.sm_lanes, a.sm_norm_lanes
     q_total = q_it + PIPE  # Q(0) of a head, exposed; Q(b+1) loads under QK(b)
-    left = q_left(qk_it(False)) if nb > 1 else 0
+    left = q_left(qk[False]) if nb > 1 else 0
     q_total += left + PIPE if left else 0
-    qk_total = qk_it(False) + PIPE  # prologue QK(0)
-    pv_total = pv_cyc(False)  # epilogue PV(nb-1)
+    qk_total = qk[False] + PIPE  # prologue QK(0)
+    pv_total = pvc[False]  # epilogue PV(nb-1)
     rest_total = 0
     for i in range(nb):
         rows = min(r, t - i * r)
         defer = i + 1 < nb  # PV(i-1)'s last channel tile drains in QK(i+1)'s key tile 0
         shadow = 0
         if i >= 1:
-            pv_total += pv_cyc(defer)
-            shadow += pv_it(defer)
+            pv_total += pvc[defer]
+            shadow += pvi[defer]
         if i + 1 < nb:
             pend = i >= 1
-            qk_total += qk_it(pend) + PIPE
-            left = q_left(qk_it(pend)) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
+            qk_total += qk[pend] + PIPE
+            left = q_left(qk[pend]) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
             q_total += left + PIPE if left else 0
-            shadow += qk_it(pend) + left
-        rest = max(0, sm_block_steps(rows, r, t, a.sm_lanes, a.sm_norm_lanes) - shadow)
+            shadow += qk[pend] + left
+        rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
         rest_total += rest + PIPE if rest else 0
     parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
@@ -784,6 +820,10 @@ def ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
     channels (K == N), and no other op reads a row outside that window. Only the window is then computed:
     the LayerNorm's table row is restricted to it (generator/plan.py), the rows outside are never written
     (nothing reads them: the encoder's cls row before dec.proj / dec.head)."""
+    return dict(_memo("ln_fusions", graph, lambda: _ln_fusions(graph)))
+
+
+def _ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
     consumers: dict[str, list[Op]] = {}
     for op in graph.ops:
         for i in op.inputs:
@@ -830,12 +870,12 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             consumers.setdefault(i, []).append(op)
     producer = {op.output: op for op in graph.ops}
     ops = list(graph.ops)
-    w_of = {}  # weight bytes of the prefetched ops (PatchEmbed, Linear)
+    w_of = {}  # weight bytes of the prefetched ops (PatchEmbed, Linear): in tiles of C columns (plan.tile_weights)
     for op in ops:
         if isinstance(op, PatchEmbed):
-            w_of[op.name] = 3 * spec.patch ** 2 * spec.dim
+            w_of[op.name] = 3 * spec.patch ** 2 * cdiv(spec.dim, a.cols) * a.cols
         elif isinstance(op, Linear):
-            w_of[op.name] = op.k * op.n
+            w_of[op.name] = op.k * cdiv(op.n, a.cols) * a.cols
     pf_order = [op.name for op in ops if op.name in w_of]
 
     nxt_pf: dict[str, int] = {}
@@ -862,13 +902,13 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
             if isinstance(op, PatchEmbed):
                 t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
-                bias, rq_tab, rq2_tab, wb, kind = True, True, False, k * n + 20 * n, "patch_embed"
+                bias, rq_tab, rq2_tab, wb, kind = True, True, False, w_of[op.name] + 20 * n, "patch_embed"
             elif isinstance(op, Linear):
                 t, k, n = op.rows, op.k, op.n
                 nxt = consumers.get(op.output, [])
                 gelu = len(nxt) == 1 and isinstance(nxt[0], Gelu) and spec.gelu == "lambda"
                 bias, rq_tab, rq2_tab = bool(op.bias), True, False
-                wb, kind = k * n + (4 * n if op.bias else 0) + RQ_RECORD * n, "linear"
+                wb, kind = w_of[op.name] + (4 * n if op.bias else 0) + RQ_RECORD * n, "linear"
                 del gelu
             else:
                 t, k = graph.acts[op.inputs[0]].shape
@@ -884,7 +924,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 parts["pixels"] = pixel_cycles(*spec.image, spec.patch)
                 cyc += parts["pixels"]
             if op.name == pf_order[0]:  # the first prefetch runs before the layer loop
-                parts["prefetch0"] = cdiv(w_of[op.name], wa) + PIPE
+                parts["prefetch0"] = cdiv(w_of[op.name], a.prefetch_lanes) + PIPE
                 cyc += parts["prefetch0"]
             res = any(isinstance(c, Add) for c in consumers.get(op.output, []))
             ddr = t * k + t * n * (2 if res else act.bits // 8) + (t * n * 2 if res else 0)
@@ -978,8 +1018,11 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
-    for (lanes, sm, sl, ln), aw in itertools.product(LANE_CONFIGS, a_word_options(board.axi_width // 8)):
-        for cols in COLS:
+    heads = {op.d_head for op in graph.ops if isinstance(op, Attention)}
+    w = board.axi_width // 8
+    cols_ok = [c for c in COLS if all(v_beat_words(c, dh, w) <= 2 for dh in heads)]  # the V load's ports
+    for (lanes, sm, sl, ln), aw in itertools.product(LANE_CONFIGS, a_word_options(w)):
+        for cols in cols_ok:
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
                     break

@@ -66,7 +66,7 @@ class Segment:
     name: str
     offset: int
     nbytes: int
-    kind: str  # i8 (K,N) | i32 bias | i16 rows | rq table
+    kind: str  # i8 tiles | i32 bias | i16 rows | rq table (i8 tiles: a (K, N) weight in w's order, tile_weights)
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class _View:
     elem_bytes: int
 
 
-def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _Blob, list[Buffer], int]:
+def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[LayerRow], _Blob, list[Buffer], int]:
     spec = graph.spec
     blob = _Blob()
     scratch = _Scratch()
@@ -424,7 +424,8 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
             stage = scratch.alloc("patch_embed#stage", t * k)
             f.update(T=t, K=k, N=n, img_h=spec.image[0], img_w=spec.image[1], patch=spec.patch, out_bits=16,
                      **{"in": stage, "in_stride": k},
-                     w=blob.add(op.weight, k * n, "i8 (K,N)"), b=blob.add(op.bias, 4 * n, "i32 bias"),
+                     w=blob.add(op.weight, k * est.cdiv(n, cols) * cols, "i8 tiles"),
+                     b=blob.add(op.bias, 4 * n, "i32 bias"),
                      rq=_rq_desc(ckpt, op.rq, n, blob))
             if isinstance(last, Embed):  # est.embed_fusions: out row 1 + t = int_add(token t, pos[1 + t]),
                 # row 0 = int_add(cls, pos[0]) (hls/gemm.h embed_fused); pos rows at blob offset in2
@@ -454,7 +455,7 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint) -> tuple[list[LayerRow], _B
         elif isinstance(op, Linear):
             cin, sin = addr(op.inputs[0])
             f.update(T=op.rows, K=op.k, N=op.n, out_bits=op.bits, **{"in": cin, "in_stride": sin},
-                     w=blob.add(op.weight, op.k * op.n, "i8 (K,N)"),
+                     w=blob.add(op.weight, op.k * est.cdiv(op.n, cols) * cols, "i8 tiles"),
                      b=blob.add(op.bias, 4 * op.n, "i32 bias") if op.bias else -1,
                      rq=_rq_desc(ckpt, op.rq, op.n, blob))
             flags = []
@@ -614,7 +615,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
                         f"{board.name} has {board.dsp}")
     costs = est.op_costs(graph, shape)
-    layers, blob, buffers, scratch_bytes = _layers(graph, ckpt)
+    layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols)
     a_lanes = est.argmax_lanes(graph, shape.axi_bytes)
     for row in layers:
         if row.op == "ARGMAX_UPSAMPLE":  # every argmax step within one beat (estimate.argmax_lane_options)
@@ -691,6 +692,17 @@ def _sum_stalls(costs: list[est.OpCost]) -> dict[str, int]:
     return dict(sorted(agg.items()))
 
 
+def tile_weights(w: np.ndarray, cols: int) -> np.ndarray:
+    """A (K, N) int8 weight in the order of the engine's weight buffer (hls/gemm.h Prefetch): tile j of C = ``cols``
+    columns after tile j - 1, each as K rows of C bytes W[k][j*C .. j*C + C), zero past N. The prefetcher then
+    copies the blob sequentially, one or two words of w per step, whatever N and C are."""
+    k, n = w.shape
+    nt = -(-n // cols)
+    padded = np.zeros((k, nt * cols), dtype=np.int8)
+    padded[:, :n] = w
+    return np.ascontiguousarray(padded.reshape(k, nt, cols).transpose(1, 0, 2))
+
+
 def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
     """The weights blob: every segment of ``plan.blob`` at its offset, zero padding between."""
     buf = bytearray(plan.blob_bytes)
@@ -700,6 +712,8 @@ def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
         if seg.name.endswith("#rq"):
             cname = seg.name[:-3]
             data = rq_table_bytes(ckpt, cname, seg.nbytes // 16)
+        elif seg.kind == "i8 tiles":
+            data = tile_weights(ckpt.tensors[seg.name], plan.cols).tobytes()
         else:
             t = ckpt.tensors[seg.name]
             dtype = np.dtype("<i2") if seg.kind == "i16 rows" else t.dtype.newbyteorder("<")  # int8 pos widened

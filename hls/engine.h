@@ -257,7 +257,7 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     int pf_layer = next_prefetched(table, n_layers, -1);
     if (pf_layer >= 0) {
         pf = prefetch_start<Cfg>(table[pf_layer], weights, g);
-        const long beats = prefetch_beats(pf, Cfg::AXI_BYTES);
+        const long beats = prefetch_beats(pf, prefetch_lanes<Cfg>());
     ENGINE_PF0:
         for (long b = 0; b < beats; ++b) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=9216)

@@ -101,37 +101,40 @@ struct GemmBuffers {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The weight prefetcher: a beat-at-a-time copy of a (K, N) int8 row-major blob array into the
-// (tile, k) rows of w[half]. Its state survives across tiles (and layers).
+// The weight prefetcher: a copy of a layer's weights into w[half]. The blob holds them in the order of w
+// itself, tile by tile (generator/plan.py "i8 tiles": tile j, row k, C bytes W[k][j*C .. j*C + C), zero past
+// N), so the copy is sequential: byte p goes to row p / C, column p % C. A step moves prefetch_lanes bytes,
+// at most a beat and at most C, so it touches at most two words (rows) of w: the memory's two ports. Its
+// state survives across tiles (and layers).
 struct Prefetch {
-    const uint8_t* src;  // K*N bytes, 64-byte aligned in the blob
+    const uint8_t* src;  // K * ceil(N / C) * C bytes, 64-byte aligned in the blob
     long pos, total;     // bytes copied, bytes to copy
-    int k, n, K, N;      // the (k, n) of byte `pos`
     int half;
 };
 
 inline Prefetch prefetch_none() {
-    Prefetch p = {nullptr, 0, 0, 0, 0, 1, 1, 0};
+    Prefetch p = {nullptr, 0, 0, 0};
     return p;
 }
 
-inline long prefetch_beats(const Prefetch& p, int W) { return (p.total - p.pos + W - 1) / W; }
+template <class Cfg>
+constexpr int prefetch_lanes() {
+    return Cfg::AXI_BYTES < Cfg::C ? Cfg::AXI_BYTES : Cfg::C;
+}
 
-// One beat: AXI_BYTES bytes of the blob into the weight buffer.
+inline long prefetch_beats(const Prefetch& p, int lanes) { return (p.total - p.pos + lanes - 1) / lanes; }
+
+// One step: prefetch_lanes bytes of the blob into the weight buffer.
 template <class Cfg>
 void prefetch_beat(Prefetch& p, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
 PF_BYTE:
-    for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
+    for (int j = 0; j < prefetch_lanes<Cfg>(); ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (p.pos < p.total) {
-            ISEG_WR(g, w, p.half, long(p.n / Cfg::C) * p.K + p.k);
-            g.w[p.half][long(p.n / Cfg::C) * p.K + p.k][p.n % Cfg::C] = int8_t(p.src[p.pos]);
+            ISEG_WR(g, w, p.half, p.pos / Cfg::C);
+            g.w[p.half][p.pos / Cfg::C][p.pos % Cfg::C] = int8_t(p.src[p.pos]);
             ++p.pos;
-            if (++p.n == p.N) {
-                p.n = 0;
-                ++p.k;
-            }
         }
     }
 }
@@ -139,7 +142,7 @@ PF_BYTE:
 // Start prefetching layer d's weights (LINEAR / PATCH_EMBED) into the half not in use.
 template <class Cfg>
 Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffers<Cfg>& g) {
-    Prefetch p = {blob + d.w, 0, long(d.K) * d.N, 0, 0, d.K, d.N, g.wcur ^ 1};
+    Prefetch p = {blob + d.w, 0, long(d.K) * ((d.N + Cfg::C - 1) / Cfg::C) * Cfg::C, g.wcur ^ 1};
     return p;
 }
 
@@ -503,7 +506,7 @@ GEMM_A0:
             a_beat<Cfg>(al, g);
     }
     ISEG_CYCLES(g.cycles, a_blk + kPipeDepth);
-    const long w_share_total = prefetch_beats(pf, W);
+    const long w_share_total = prefetch_beats(pf, prefetch_lanes<Cfg>());
     const long tiles = long(mb_n) * nt_n;
     const int w_share = int((w_share_total + tiles - 1) / tiles);
     Drain dt = {0, 0, 0, 0, false, false};

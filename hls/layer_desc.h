@@ -75,7 +75,7 @@ struct LayerDesc {
     int32_t out;
     int32_t out_stride;
     // blob byte offsets
-    int32_t w;    // int8 (K, N) row-major weights
+    int32_t w;    // int8 (K, N) weights in tiles of C columns (K rows of C bytes each, zero past N)
     int32_t b;    // int32 (N,) bias; EMBED_ADD: int16 (T, N) position embedding
     int32_t cst;  // EMBED_ADD: int16 (n_prefix, N) cls rows; COPY_CONST: source rows
     // Shiftmax

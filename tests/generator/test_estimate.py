@@ -33,6 +33,12 @@ from iseg.graph import build_graph  # noqa: E402
 HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
 
 
+def _prefetch0(k: int, n: int) -> int:
+    """The harness's weight prefetch before the layer loop (ENGINE_PF0): K rows of each of ceil(N / C) tiles, C
+    bytes each (the blob holds the weights in tiles), min(beat, C) = 8 bytes per step, + PIPE."""
+    return est.cdiv(k * est.cdiv(n, 8) * 8, 8) + est.PIPE
+
+
 def test_gemm_cycles_by_hand() -> None:
     """T 10, K 20, N 12 on the harness array, per-channel rq and a bias, 200 bytes to prefetch."""
     a = HARNESS_SHAPE
@@ -230,12 +236,13 @@ def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
     x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
     y = sc.alloc("y", (T, N), np.int8)
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=K, out=y, out_stride=N,
-              w=blob.add(rng.integers(-128, 128, (K, N)), np.int8), b=blob.add(rng.integers(-99, 99, N), np.int32),
+              w=blob.add_weights(rng.integers(-128, 128, (K, N)), harness.C),
+              b=blob.add(rng.integers(-99, 99, N), np.int32),
               rq=blob.rq_table(1 << 30, 40, 0, N))
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, N, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    assert harness.last_cycles() == cycles + est.cdiv(K * N, 16) + est.PIPE
+    assert harness.last_cycles() == cycles + _prefetch0(K, N)
 
 
 def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
@@ -290,12 +297,12 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
               in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add(rng.integers(-128, 128, (K, D)), np.int8),
+              out_stride=D, w=blob.add_weights(rng.integers(-128, 128, (K, D)), harness.C),
               b=blob.add(rng.integers(-99, 99, D), np.int32), rq=blob.rq_table(1 << 30, 40, 0, D))
     rc, _ = harness.run([d], blob.array(), sc.array(), pixels=rng.integers(0, 256, H * W * 3, dtype=np.uint8))
     assert rc == 0, harness.error()
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, D, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    assert harness.last_cycles() == cycles + est.pixel_cycles(H, W, P) + est.cdiv(K * D, 16) + est.PIPE
+    assert harness.last_cycles() == cycles + est.pixel_cycles(H, W, P) + _prefetch0(K, D)
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:
@@ -325,7 +332,8 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     ln = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=8, in_=x, in_stride=C, out=h, out_stride=C,
                rq=blob.rq_table(1 << 30, 26, 3, C))
     lin = layer(op=OP_LINEAR, T=T, K=C, N=N, out_bits=8, in_=h, in_stride=C, out=y, out_stride=N,
-                w=blob.add(rng.integers(-128, 128, (C, N)), np.int8), b=blob.add(rng.integers(-99, 99, N), np.int32),
+                w=blob.add_weights(rng.integers(-128, 128, (C, N)), harness.C),
+                b=blob.add(rng.integers(-99, 99, N), np.int32),
                 rq=blob.rq_table(1 << 30, 38, 0, N))
     b = blob.array()
     apart = sc.array()
@@ -341,7 +349,7 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     assert traced[0] == sc.get(apart, "h").tobytes() and sorted(traced) == [0, 1]
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, C, N, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0,
                                 ln=True)
-    assert harness.last_cycles() == cycles + est.cdiv(C * N, 16) + est.PIPE
+    assert harness.last_cycles() == cycles + _prefetch0(C, N)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,3 +803,38 @@ def test_lane_list_is_not_beaten_by_the_full_grid() -> None:
             assert sum(c.cycles for c in est.op_costs(g, a)) >= best, combo
     finally:
         est.LANE_CONFIGS = orig
+
+
+def test_bank_rules_by_hand() -> None:
+    """The planner's side of the memory port check (hls/iseg_ports.h checks the engine's side in C-sim)."""
+    from iseg.generator.plan import tile_weights
+
+    # score lanes (ATT_S_LANE): R 2, C 4, 8 lanes, banks key mod 2: one step stores both rows, keys 0..3 each,
+    # so banks 0, 1, 0, 1 twice: 4 writes per bank; 4 lanes (one row per step) hit a bank twice; 2 lanes once
+    assert est.score_lane_writes(2, 4, 8, 2) == 4
+    assert est.score_lane_writes(2, 4, 4, 2) == 2 and est.score_lane_writes(2, 4, 2, 2) == 1
+    # C 6 and 4 banks: key tile 1 starts at key 6 (bank 2), so its row 0 hits banks 2, 3, 0, 1, 2, 3
+    assert est.score_lane_writes(1, 6, 6, 4) == 2
+    # make_shape lowers S_LANES until each bank takes at most two: 14 lanes on R 36 x C 24 (KV260-like) fit
+    assert est.score_lane_writes(36, 24, 14, 16) == 2
+    # V beats of the K/V load: d_head 64, 16-byte beats: C 24 -> channels 16..31 span tiles 0 and 1; C 5 -> four
+    # tiles; 64-byte beats on C 24: three
+    assert (est.v_beat_words(24, 64, 16), est.v_beat_words(5, 64, 16), est.v_beat_words(24, 64, 64)) == (2, 4, 3)
+    # the blob's weights in the weight buffer's order: tile j = columns [j C, j C + C), K rows each, zero past N
+    w = np.arange(10, dtype=np.int8).reshape(2, 5)
+    assert tile_weights(w, 4).tolist() == [[[0, 1, 2, 3], [5, 6, 7, 8]], [[4, 0, 0, 0], [9, 0, 0, 0]]]
+    assert est.a_word_options(16) == (4, 8) and est.a_word_options(64) == (16, 32)
+
+
+def test_chosen_array_fits_the_banks() -> None:
+    """choose_array's KV260 Seg-T design: score lanes, V beats, LayerNorm lanes (<= A_WORD, a power of two)
+    and the normalise lanes all within two accesses per bank and cycle."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    g = build_graph(with_classes(PRESETS["seg-t-512"]))
+    a = est.choose_array(g, BOARDS["kv260"], 250)
+    assert est.score_lane_writes(a.rows, a.cols, a.score_lanes, a.sm_lanes) <= 2
+    assert est.v_beat_words(a.cols, 64, a.axi_bytes) <= 2
+    assert a.ln_lanes <= a.a_word and a.a_word % a.ln_lanes == 0
+    assert a.sm_norm_lanes <= 2 * a.a_word and a.load_lanes <= 2 * a.a_word and a.prefetch_lanes <= a.cols

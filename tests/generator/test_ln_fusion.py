@@ -284,7 +284,8 @@ def test_engine_refuses_output_over_the_fused_norm_input(harness: Harness, in_pl
     # i16 output, N = c / 2 columns: row stride 2 * n bytes; in place = the input's own stride (c elements)
     out, stride = (x, c) if in_place else (x + 64, n)
     lin = layer(op=OP_LINEAR, T=t, K=c, N=n, out_bits=16, in_=h, in_stride=c, out=out, out_stride=stride,
-                w=blob.add(rng.integers(-128, 128, (c, n)), np.int8), b=-1, rq=blob.rq_table(1 << 30, 30, 0, n))
+                w=blob.add_weights(rng.integers(-128, 128, (c, n)), harness.C),
+                b=-1, rq=blob.rq_table(1 << 30, 30, 0, n))
     rc, _ = harness.run([ln, lin], blob.array(), sc.array())
     if in_place:
         assert rc == 0, harness.error()
@@ -308,7 +309,8 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
                         = 130 steps, prologue 146; steps max(24, 130) + 24 = 154; tail 27
                         -> 66 + 146 + 154 + 27                                             = 393
       saved             446 + 129 - 393                                                    = 182
-    (the LINEAR's own weight prefetch before the layer loop, ceil(24 * 8 / 16) + 16 = 28, is paid both ways)."""
+    (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(16, C) = 8 bytes per
+    step + 16 = 40, is paid both ways)."""
     rng = np.random.default_rng(5)
     t, c, n = 9, 24, 8
     blob, sc = Blob(), Scratch()
@@ -320,7 +322,8 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     window = layer(op=OP_LAYERNORM, T=t - 1, N=c, out_bits=8, in_=x + 2 * c, in_stride=c, out=h + c, out_stride=c,
                    rq=rq_ln)
     lin = layer(op=OP_LINEAR, T=t - 1, K=c, N=n, out_bits=8, in_=h + c, in_stride=c, out=y, out_stride=n,
-                w=blob.add(rng.integers(-128, 128, (c, n)), np.int8), b=blob.add(rng.integers(-99, 99, n), np.int32),
+                w=blob.add_weights(rng.integers(-128, 128, (c, n)), harness.C),
+                b=blob.add(rng.integers(-99, 99, n), np.int32),
                 rq=blob.rq_table(1 << 30, 38, 0, n))
     b = blob.array()
     before, after = sc.array(), sc.array()
@@ -332,10 +335,10 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     c_after = harness.last_cycles()
     assert np.array_equal(sc.get(after, "y"), sc.get(before, "y"))
     assert np.array_equal(sc.get(after, "h")[1:], sc.get(before, "h")[1:]) and not sc.get(after, "h")[0].any()
-    prefetch = est.cdiv(c * n, 16) + est.PIPE
+    prefetch = est.cdiv(c * 1 * 8, 8) + est.PIPE  # one tile of C = 8 columns, 8 bytes per step
     plain, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0,
                                ln=True)
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (446, 129, 393, 28)
-    assert c_before == 446 + 129 + 28 and c_after == 393 + 28
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (446, 129, 393, 40)
+    assert c_before == 446 + 129 + 40 and c_after == 393 + 40
     assert c_before - c_after == 182

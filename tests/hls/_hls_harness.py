@@ -103,6 +103,13 @@ class Blob:
         self.buf.extend(a.tobytes())
         return off
 
+    def add_weights(self, w: np.ndarray, cols: int) -> int:
+        """A (K, N) int8 weight of a LINEAR / PATCH_EMBED row, in the engine's tile order (generator/plan.py
+        tile_weights, what the prefetcher copies): ``cols`` is the harness's C."""
+        from iseg.generator.plan import tile_weights
+
+        return self.add(tile_weights(np.asarray(w).astype(np.int8), cols), np.int8)
+
     def rq_table(self, m, e, o, n: int) -> RqDesc:
         """Per-channel records {int32 m, int32 e, int64 o} (scalars are broadcast to n channels)."""
         rec = np.zeros(n, dtype=[("m", "<i4"), ("e", "<i4"), ("o", "<i8")])
@@ -167,6 +174,15 @@ def _p(a: np.ndarray, ctype):
     return a.ctypes.data_as(C.POINTER(ctype))
 
 
+def _port_lines(fn) -> list[tuple[str, str, int, int]]:
+    buf = C.create_string_buffer(1 << 14)
+    n = fn(buf, C.c_long(len(buf)))
+    assert n >= 0, "port report table overflowed"
+    rows = [line.split() for line in buf.value.decode().splitlines()]
+    assert len(rows) == n
+    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
 class Harness:
     """ctypes front end of one compiled harness library."""
 
@@ -182,6 +198,17 @@ class Harness:
 
     def error(self) -> str:
         return self.lib.h_last_error().decode()
+
+    def ports(self) -> list[tuple[str, str, int, int]]:
+        """The memory port check of the last ``run`` (hls/iseg_ports.h): (loop, buffer, worst accesses of one bank
+        in one iteration, accesses that fit) for every pair that exceeded its banks."""
+        return _port_lines(self.lib.h_ports)
+
+    def port_probe(self, accesses: list[tuple[int, bool]], ii: int = 1) -> list[tuple[str, str, int, int]]:
+        """One pipelined iteration making ``accesses`` ((word, is_write) on a one-bank buffer): the report."""
+        words = (C.c_int * len(accesses))(*[w for w, _ in accesses])
+        wr = (C.c_int * len(accesses))(*[int(x) for _, x in accesses])
+        return _port_lines(lambda buf, n: self.lib.h_port_probe(words, wr, len(accesses), ii, buf, n))
 
     def last_cycles(self) -> int:
         """Cycles the engine counted (ISEG_CYCLES) in the last ``run``."""

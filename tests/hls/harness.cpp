@@ -179,6 +179,32 @@ int h_run(const iseg::LayerDesc* table, int n_layers, const uint8_t* weights, co
     return iseg::csim_run<TestCfg>(table, n_layers, weights, pixels, labels, scratch, trace);
 }
 
+// The port check's counting rules (hls/iseg_ports.h) on a one-bank buffer: ONE iteration of a pipelined loop
+// at initiation interval `ii` makes n accesses (word words[i], a write if wr[i]), then the same accesses run
+// again outside any pipelined loop (sequential code: not checked). Returns csim_port_report's count.
+struct PortProbe {
+    int16_t m[64];
+    ISEG_PORTS(m, 1);
+};
+
+int h_port_probe(const int* words, const int* wr, int n, int ii, char* buf, long len) {
+    static PortProbe p;
+    iseg::port_log_reset();
+    {
+        ISEG_PIPELINE(PORT_PROBE, ii);
+        for (int i = 0; i < n; ++i) {
+            if (wr[i])
+                ISEG_WR(p, m, 0, words[i]);
+            else
+                ISEG_RD(p, m, 0, words[i]);
+        }
+    }
+    for (int i = 0; i < n; ++i) ISEG_WR(p, m, 0, words[i]);
+    return iseg::csim_port_report(buf, len);
+}
+
+int h_ports(char* buf, long len) { return iseg::csim_port_report(buf, len); }
+
 // run_engine<Cfg> with the constexpr table of StaticCfg (the synthesis entry, in C-sim).
 int h_run_static(const uint8_t* weights, uint8_t* scratch) {
     return guarded([&] {

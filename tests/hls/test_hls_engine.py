@@ -43,7 +43,8 @@ def me(z: np.ndarray, target: int) -> tuple[int, int]:
 class Toy:
     """Builds the table, the blob, the scratch map and the expected outputs, op by op."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, cols: int) -> None:
+        self.cols = cols  # the harness's C: LINEAR weights go into the blob in its tile order
         self.rng = np.random.default_rng(seed)
         self.blob, self.sc = Blob(), Scratch()
         self.table: list = []
@@ -78,7 +79,7 @@ class Toy:
         else:
             out = self.sc.alloc(name, (t, n), np.int8 if bits == 8 else np.int16)
         d = layer(op=OP_LINEAR, flags=flags, T=t, K=k, N=n, out_bits=bits, in_=x_off, in_stride=x_stride, out=out,
-                  out_stride=n, w=self.blob.add(w, np.int8), b=self.blob.add(b, np.int32) if bias else -1,
+                  out_stride=n, w=self.blob.add_weights(w, self.cols), b=self.blob.add(b, np.int32) if bias else -1,
                   rq=self.blob.rq_table(m, e, 0, n), **kw)
         self.emit(name, d, y)
         return y, out
@@ -105,7 +106,7 @@ def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
     gh, gw = H // P, W // P
     N = gh * gw
     T = N + 1
-    toy = Toy(seed=11 if decoder == "linear" else 12)
+    toy = Toy(seed=11 if decoder == "linear" else 12, cols=hls.C)
     rng, blob, sc = toy.rng, toy.blob, toy.sc
     img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
 
@@ -118,7 +119,7 @@ def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
     t_off = sc.alloc("tok", (N, D), np.int16)
     toy.emit("patch_embed", layer(op=OP_PATCH_EMBED, T=N, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
                                   in_=sc.alloc("stage", (N, K), np.int8), in_stride=K, out=t_off, out_stride=D,
-                                  w=blob.add(wpe, np.int8), b=blob.add(bpe, np.int32),
+                                  w=blob.add_weights(wpe, hls.C), b=blob.add(bpe, np.int32),
                                   rq=blob.rq_table(m, e, 0, D)), tok)
     # [cls ; tok] (+) pos
     cls = rng.integers(-12000, 12000, (1, D))
@@ -220,7 +221,7 @@ def test_layernorm_window_fused_into_linear(hls, T, C, N):
     (the cls row is dropped by a view). The generator writes the LAYERNORM row for that window only (T - 1 rows,
     in and out at row 1): it is fused into the LINEAR's loader, the bytes are numpy's, the cls row is never
     written, and the LayerNorm's trace is exactly the window."""
-    toy = Toy(seed=T + C)
+    toy = Toy(seed=T + C, cols=hls.C)
     x = toy.rng.integers(-3000, 3000, (T, C))
     x_off = toy.sc.alloc("x", (T, C), np.int16, x)
     y, h_off = toy.layernorm("enc.norm", x, x_off)
@@ -241,7 +242,7 @@ def test_layernorm_window_fused_into_linear(hls, T, C, N):
 
 
 # ---- the position-embedding add fused into PATCH_EMBED's output stage (gemm.h embed_fused) ---------------
-def _embed_tables(rng, img, P, D, ma, mb, ea, big=False):
+def _embed_tables(rng, img, P, D, ma, mb, ea, cols, big=False):
     """The same patch embedding + embed add as two rows (PATCH_EMBED, EMBED_ADD) and as one fused row
     (PATCH_EMBED with n_prefix 1: pos at blob offset in2, cls at cst); numpy's expected (1 + T, D) output."""
     H, W = img.shape[:2]
@@ -255,7 +256,7 @@ def _embed_tables(rng, img, P, D, ma, mb, ea, big=False):
     want = nx.int_add(np.concatenate([cls, tok]), pos, ma, mb, ea)
     blob, sc = Blob(), Scratch()
     pe = dict(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16, in_stride=K,
-              in_=sc.alloc("stage", (T, K), np.int8), w=blob.add(wpe, np.int8), b=blob.add(bpe, np.int32),
+              in_=sc.alloc("stage", (T, K), np.int8), w=blob.add_weights(wpe, cols), b=blob.add(bpe, np.int32),
               rq=blob.rq_table(m, e, 0, D))
     c_off, p_off = blob.add(cls, np.int16), blob.add(pos, np.int16)
     tok_off, x_off = sc.alloc("tok", (T, D), np.int16), sc.alloc("x", (T + 1, D), np.int16)
@@ -274,7 +275,7 @@ def test_embed_add_fused_into_patch_embed(hls, P, H, W, D, big):
     rng = np.random.default_rng(P * 100 + D)
     img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     ma, mb, ea = (3 << 28, 1 << 29, 30) if not big else (7 << 27, -(5 << 26), 28)
-    two, fused, blob, sc, want = _embed_tables(rng, img, P, D, ma, mb, ea, big)
+    two, fused, blob, sc, want = _embed_tables(rng, img, P, D, ma, mb, ea, hls.C, big)
     if big:
         assert (np.abs(want) == 32767).any() or (want == -32768).any()
     b = blob.array()
@@ -289,7 +290,7 @@ def test_embed_add_fused_into_patch_embed(hls, P, H, W, D, big):
 def test_embed_fused_cycles_by_hand(hls):
     """4 x 8 image, P = 2 (T = 8 patches, K = 12), D = 40, on the harness (R 4, C 8, 16-byte beats, 3 output
     lanes: drain ceil(32/3) = 11, PIPE 16). Hand-worked, the fused PATCH_EMBED row:
-      prefetch0 (before the loop)  ceil(12 * 40 / 16) + 16                                   = 46
+      prefetch0 (before the loop)  12 rows x 5 tiles x 8 bytes, min(16, C) = 8 per step: 60 + 16 = 76
       pixels                       (4/2 + 1) * (2 * 8 + 16)                                   = 96
       consts                       max(40, ceil(160/16) + 40 records) + 16                    = 66
       A prologue                   4 * ceil(12/8) + 16 (8 bytes, two words of a row bank, per step) = 24
@@ -297,13 +298,13 @@ def test_embed_fused_cycles_by_hand(hls):
         first tile max(K 12, A 2, cls row ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs the cls row)
         4 middle tiles max(12, drain 11, 2) = 12, 5 tiles of the last block max(12, 11) = 12  -> 14 + 48 + 60 = 122
       tail                         11 + 16                                                    = 27
-      -> 46 + 96 + 66 + 24 + 122 + 27                                                         = 381
-    The two-row table: the same GEMM with a first tile of 12 (237), then EMBED_ADD 9 * (40 + 16) = 504: 883."""
+      -> 76 + 96 + 66 + 24 + 122 + 27                                                         = 411
+    The two-row table: the same GEMM with a first tile of 12 (237), then EMBED_ADD 9 * (40 + 16) = 504: 913."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (4, 8, 3), dtype=np.uint8)
-    two, fused, blob, sc, want = _embed_tables(rng, img, 2, 40, 3 << 28, 1 << 29, 30)
+    two, fused, blob, sc, want = _embed_tables(rng, img, 2, 40, 3 << 28, 1 << 29, 30, hls.C)
     b = blob.array()
     s2, s1 = sc.array(), sc.array()
     assert hls.run(two, b, s2, pixels=img.reshape(-1))[0] == 0, hls.error()
@@ -315,5 +316,5 @@ def test_embed_fused_cycles_by_hand(hls):
     g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
     g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
     assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (66 + 24 + 122 + 27, 237, 96)
-    assert c_fused == 46 + 96 + g_f == 381
-    assert c_two == 46 + 96 + g_p + 9 * (40 + 16) == 883
+    assert c_fused == 76 + 96 + g_f == 411
+    assert c_two == 76 + 96 + g_p + 9 * (40 + 16) == 913

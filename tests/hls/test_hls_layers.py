@@ -69,7 +69,7 @@ def test_linear(hls, T, K, N, bits, per_channel):
     blob, sc = Blob(), Scratch()
     rq = blob.rq_table(m, e, o, N) if per_channel else rq_scalar(m, e, o)
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=bits, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
-              out=sc.alloc("y", (T, N), f"i{bits // 8}"), out_stride=N, w=blob.add(w, np.int8),
+              out=sc.alloc("y", (T, N), f"i{bits // 8}"), out_stride=N, w=blob.add_weights(w, hls.C),
               b=blob.add(b, np.int32), rq=rq)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.requant(acc, m, e, o, bits))
@@ -86,7 +86,7 @@ def test_linear_saturation_and_max_negative(hls):
     e = np.full(N, 20)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
-              out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add(w, np.int8),
+              out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add_weights(w, hls.C),
               rq=blob.rq_table(m, e, 0, N))
     buf, _ = run_one(hls, d, blob, sc)
     want = nx.requant(acc, m, e, 0, 8)
@@ -108,7 +108,7 @@ def test_linear_fused_gelu(hls, variant_scale):
     want = nx.requant(g, m2, e2, -3, 8)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LINEAR, flags=F_GELU, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x),
-              in_stride=K, out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add(w, np.int8),
+              in_stride=K, out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add_weights(w, hls.C),
               b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), rq2=rq_scalar(m2, e2, -3), gelu=c)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), want)
@@ -130,7 +130,7 @@ def test_linear_fused_residual(hls, in_place):
     r_off = sc.alloc("res", (T, N), np.int16, res)
     out = r_off if in_place else sc.alloc("y", (T, N), np.int16)
     d = layer(op=OP_LINEAR, flags=F_RESIDUAL, T=T, K=K, N=N, out_bits=16, in_=sc.alloc("x", (T, K), np.int8, x),
-              in_stride=K, in2=r_off, in2_stride=N, out=out, out_stride=N, w=blob.add(w, np.int8),
+              in_stride=K, in2=r_off, in2_stride=N, out=out, out_stride=N, w=blob.add_weights(w, hls.C),
               b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), ma=ma, mb=mb, ea=ea)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "res" if in_place else "y"), want)
@@ -148,7 +148,7 @@ def test_linear_strided_rows(hls):
     blob, sc = Blob(), Scratch()
     base = sc.alloc("big", (T, 50), np.int8, big)
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=base + 5, in_stride=50,
-              out=sc.alloc("y", (T, 30), np.int8), out_stride=30, w=blob.add(w, np.int8), rq=rq_scalar(m, e))
+              out=sc.alloc("y", (T, 30), np.int8), out_stride=30, w=blob.add_weights(w, hls.C), rq=rq_scalar(m, e))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y")[:, :N], nx.requant(acc, m, e, 0, 8))
 
@@ -367,7 +367,7 @@ def test_patch_embed(hls, H, W, P):
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
               in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add(w, np.int8), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+              out_stride=D, w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
     buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
     assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
     assert np.array_equal(sc.get(buf, "tok"), nx.requant(acc, m, e, 0, 16))
@@ -396,7 +396,7 @@ def test_patch_embed_ping_pong_shapes(hls, H, W, P):
     sc.alloc("guard_b", (64,), np.uint8, np.full(64, 0x5A))
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
               in_=stage, in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add(w, np.int8), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+              out_stride=D, w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
     buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
     assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
     assert np.all(sc.get(buf, "guard_a") == 0xA5) and np.all(sc.get(buf, "guard_b") == 0x5A)

@@ -74,6 +74,22 @@ def test_loops_are_labelled(path):
             assert re.match(r"\s*[A-Z][A-Z0-9_]*:\s*$", prev), f"{path.name}:{i + 1}: unlabelled loop"
 
 
+@pytest.mark.parametrize("path", [p for p in HEADERS if p.name != "compat.h"], ids=lambda p: p.name)
+def test_pipelined_loops_are_port_checked(path):
+    """Every pipelined loop says so with ISEG_PIPELINE(ITS_LABEL, II) (compat.h: the PIPELINE pragma in
+    synthesis, one iteration of the C-sim memory port check), never with a bare pragma the check cannot see."""
+    code = code_of(path)
+    assert "HLS PIPELINE" not in code, f"{path.name}: a PIPELINE pragma outside ISEG_PIPELINE"
+    lines = code.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"(\s*)ISEG_PIPELINE\((\w+), ([12])\);", line)
+        if not m or path.name == "iseg_ports.h":
+            continue
+        j = next(j for j in range(i - 1, -1, -1) if re.match(r"\s*for\s*\(", lines[j]))
+        label = next(p for p in reversed(lines[:j]) if p.strip()).strip().rstrip(":")
+        assert label == m.group(2), f"{path.name}:{i + 1}: ISEG_PIPELINE({m.group(2)}) in loop {label}"
+
+
 def test_layer_desc_layout(hls):
     assert hls.lib.h_sizeof_layer_desc() == ctypes.sizeof(LayerDesc) == 184
 
