@@ -132,8 +132,8 @@ COLS = (8, 16, 24, 32, 48, 64)
 # 120 combinations of (0/4/2/1, 32/16/8/4/2, -1/0, 0/4/2) were searched, plus the small ones.
 LANE_CONFIGS = ((0, 32, -1, 0), (0, 32, -1, 4), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, -1, 2), (0, 16, 0, 0),
                 (0, 8, -1, 0), (0, 8, -1, 4), (0, 8, 0, 0), (4, 16, -1, 0), (4, 16, -1, 4), (4, 8, -1, 0),
-                (4, 8, 0, 0), (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 4, -1, 2), (1, 2, -1, 0), (1, 2, 0, 0),
-                (1, 1, 0, 0))
+                (4, 8, 0, 0), (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 4, -1, 2), (1, 2, -1, 0), (1, 2, -1, 2),
+                (1, 2, 0, 0), (1, 1, 0, 0))
 
 
 def cdiv(a: int, b: int) -> int:
@@ -248,7 +248,7 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
     add("attention_lanes", ol, [("requant_w", "dsp", w.PV, m, "P.V RQ_8 (ATT_O_LANE)")])
     add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q")])
-    add("shiftmax", nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass: x0 * q"),
+    add("shiftmax", 2 * nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass (two rows): x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
     if sm_row_shift_of(graph):  # Cfg::SM_ROW_SHIFT: built for precise8 models only
         add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
@@ -324,7 +324,7 @@ class ArrayShape:
     @property
     def sm_norm_lanes(self) -> int:
         """hls/attention.h sm_norm_lanes: the Shiftmax normalise pass writes at most two words of a probability
-        row's bank (g.a) per step."""
+        row's bank (g.a) per step, on each of the two rows it normalises at once (2 x this many lanes)."""
         return min(self.sm_lanes, 2 * self.a_word)
 
     @property
@@ -692,8 +692,9 @@ def _p_bits_of(graph: Graph) -> tuple[int, ...]:
 
 def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
     """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys: the
-    exp pass over the valid rows at ``lanes``, the normalise pass over all R at ``nlanes``, one divider latency."""
-    return rows * cdiv(t, lanes) + r * cdiv(t, nlanes) + DIV
+    exp pass over the valid rows at ``lanes``, the normalise pass over all R, two rows per step at ``nlanes``
+    each, one divider latency."""
+    return rows * cdiv(t, lanes) + cdiv(r, 2) * cdiv(t, nlanes) + DIV
 
 
 def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:

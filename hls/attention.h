@@ -117,8 +117,9 @@ struct sm_row_shift_of<Cfg, typename iseg_void<decltype(Cfg::SM_ROW_SHIFT)>::typ
     static constexpr bool value = Cfg::SM_ROW_SHIFT;
 };
 
-// Shiftmax lanes of the normalise pass: SM_LANES, at most two words of a probability row's bank (g.a) per
-// step (its two ports; the array reads the other half). The exp pass reads the scores, SM_LANES banks.
+// Shiftmax lanes of the normalise pass, per row: SM_LANES, at most two words of a probability row's bank (g.a)
+// per step (its two ports; the array reads the other half). It normalises two rows at once (two banks of g.a,
+// and two words of each score bank: their two ports). The exp pass reads the scores, SM_LANES banks.
 template <class Cfg>
 constexpr int sm_norm_lanes() {
     return Cfg::SM_LANES < 2 * Cfg::A_WORD ? Cfg::SM_LANES : 2 * Cfg::A_WORD;

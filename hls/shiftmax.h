@@ -159,16 +159,17 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 //         when ROW_SHIFT, the engine's Cfg::SM_ROW_SHIFT for precise8 models, else r = 0), kept
 //         with the probability block (rs[half][row], ping-pong like p)
 //   WAIT  kDivCycles steps once per block: the last row's divider latency
-//   NORM  NLANES elements of a row (NLANES <= LANES: the writes into the probability row's memory bank
-//         are what bounds them, attention.h sm_norm_lanes): the exp is recomputed from the int8 score (no row buffer of
-//         exps), p = min((e * f + (rnd << r)) >> (16 + K + r), 2^PB - 1)
-//   ZERO  NLANES elements of a row past `rows` (the matrix edge): p = 0 (and r = 0)
+//   NORM  NLANES elements of each of two rows, r and r + ceil(R/2) (NLANES <= LANES: the writes into a
+//         probability row's memory bank are what bounds them, attention.h sm_norm_lanes; two rows are two
+//         banks, and their scores two words of each score bank): the exp is recomputed from the int8 score
+//         (no row buffer of exps), p = min((e * f + (rnd << r)) >> (16 + K + r), 2^PB - 1); a row past
+//         `rows` (the matrix edge) gets p = 0 (and r = 0)
 // Same integers as shiftmax_row.
-enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_ZERO = 3, SM_DONE = 4 };
+enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_DONE = 4 };
 
 struct SmState {
     int32_t half;   // which score block / probability block
-    int32_t r;      // current row
+    int32_t r;      // current row (NORM: row pair)
     int32_t rows;   // valid rows of the block
     int32_t phase;  // SmPhase
     int32_t i;      // next element of the row, or WAIT tick
@@ -176,7 +177,7 @@ struct SmState {
 };
 
 inline SmState sm_begin(int half, int rows) {
-    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_ZERO, 0, 0};
+    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_NORM, 0, 0};
     return st;
 }
 
@@ -185,9 +186,10 @@ inline SmState sm_idle() {
     return st;
 }
 
-// Steps of one block: rows * ceil(n / LANES) (exp) + R * ceil(n / NLANES) (normalise, zero) + kDivCycles.
+// Steps of one block: rows * ceil(n / LANES) (exp) + ceil(R / 2) * ceil(n / NLANES) (normalise, two rows per
+// step) + kDivCycles.
 inline long sm_block_steps(int rows, int R, int n, int lanes, int nlanes) {
-    return long(rows) * ((n + lanes - 1) / lanes) + long(R) * ((n + nlanes - 1) / nlanes) + kDivCycles;
+    return long(rows) * ((n + lanes - 1) / lanes) + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + kDivCycles;
 }
 
 // The C-sim port check's view of sm_step's accesses to x and p (iseg_ports.h): the caller, who owns the
@@ -239,25 +241,34 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             st.i = 0;
             st.phase = SM_NORM;
         }
-    } else if (st.phase == SM_NORM || st.phase == SM_ZERO) {
-        const bool zero = st.phase == SM_ZERO;
-        const int rr = ROW_SHIFT ? int(rs[h][r]) : 0;
-        if (zero && st.i == 0) rs[h][r] = 0;
-    SMS_NORM_L:
-        for (int l = 0; l < NLANES; ++l) {
+    } else if (st.phase == SM_NORM) {
+        constexpr int RH = (R + 1) / 2;  // row pairs (r, r + RH); with R odd the last pair is one row
+    SMS_NORM_ROW:
+        for (int q = 0; q < 2; ++q) {
             ISEG_PRAGMA(HLS UNROLL)
-            const int i = st.i + l;
-            if (i < n && !zero) pt.x(h, r, i);
-            if (i < n) pt.p(h, r, i);
-            if (i < n && zero) p[h][r][i] = 0;
-            if (i < n && !zero)
-                p[h][r][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0), f[r], rr, c);
+            const int row = r + q * RH;
+            if (row < R) {
+                const bool zero = row >= st.rows;
+                const int rr = ROW_SHIFT ? int(rs[h][row]) : 0;
+                if (zero && st.i == 0) rs[h][row] = 0;
+            SMS_NORM_L:
+                for (int l = 0; l < NLANES; ++l) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    const int i = st.i + l;
+                    if (i < n && !zero) pt.x(h, row, i);
+                    if (i < n) pt.p(h, row, i);
+                    if (i < n && zero) p[h][row][i] = 0;
+                    if (i < n && !zero)
+                        p[h][row][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][row][i], mx[h][row], c.k, x0),
+                                                                    f[row], rr, c);
+                }
+            }
         }
         st.i += NLANES;
         if (st.i >= n) {
             st.i = 0;
             st.r = r + 1;
-            st.phase = st.r >= R ? SM_DONE : (st.r < st.rows ? SM_NORM : SM_ZERO);
+            if (st.r >= RH) st.phase = SM_DONE;
         }
     }
 }
