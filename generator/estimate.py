@@ -701,7 +701,7 @@ def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2)
     """hls/attention.h, loop by loop: (cycles, breakdown).
 
     Per head: K_h / V_h load, Q(0) and QK(0) (prologue, Q(1) loading under it), then per query block i:
-    PV(i-1) and QK(i+1) (Q(i+2) loading under it, one beat per iteration; what it leaves runs alone) on the
+    PV(i-1) and QK(i+1) (Q(i+2) loading under it, load_lanes bytes per iteration; what it leaves runs alone) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
     PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
     if pv_ii not in (1, 2):

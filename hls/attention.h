@@ -1,11 +1,11 @@
 // attention.h -- multi-head attention streamed by blocks of query rows (numerics.md §3, §5.1).
 //
 // Per head h: K_h and V_h are loaded on chip once (into the free half of the weight buffer: the
-// qkv layer that precedes attention is done with it), then for each block b of R query rows three
-// phases:
+// qkv layer that precedes attention is done with it; K_h^T through gemm.h's transposing loader), then for
+// each block b of R query rows three phases:
 //   QK(b)   the scores RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant
 //           runs on S_LANES score lanes during the next tile (as in gemm_layer) and keeps the row
-//           maxima. Its Q block (R x d_head bytes, one beat per cycle) was loaded into one half of the
+//           maxima. Its Q block (R x d_head bytes, load_lanes per cycle) was loaded into one half of the
 //           ping-pong q during QK(b-1)'s loop; QK(b) loads Q(b+1) into the other half the same way
 //           (only Q(0) of a head, and beats a short key loop leaves, run alone: att_q_rest)
 //   SM(b)   Shiftmax of the block (shiftmax.h sm_step: SM_LANES elements per step, exp + sum pass,
@@ -185,7 +185,7 @@ ATT_O_LANE:
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),
-// one beat per call. The Q block of QK(b + 1) is loaded during QK(b)'s key loop (att_qk's `nq`), into the
+// load_lanes channels (two words of a row bank) per call. The Q block of QK(b + 1) is loaded during QK(b)'s key loop (att_qk's `nq`), into the
 // other half of the ping-pong q; only the first block of a head, and what a short key loop leaves, is exposed.
 struct QLoad {
     const uint8_t* src;  // row t0 of head h's q columns

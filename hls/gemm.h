@@ -16,9 +16,11 @@
 //   * OUT_LANES elements of the PREVIOUS tile's output stage (its accumulators were copied to the
 //     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add | pos add], store
 //     (PATCH_EMBED with the embed add fused: the first tile, with no previous one, drains the cls row),
-//   * one memory beat (AXI_BYTES bytes) of the NEXT row block's left operand (ping-pong buffer a),
+//   * load_lanes bytes (two words of a row bank, at most a beat) of the NEXT row block's left operand
+//     (ping-pong buffer a),
 //     or, with a LayerNorm fused into the loader, one step of ln_step (stats / normalise),
-//   * one memory beat of the NEXT layer's weights into the other half of the weight buffer
+//   * prefetch_lanes bytes (at most a beat, at most two rows of w) of the NEXT layer's weights into the
+//     other half of the weight buffer
 //     (ping-pong w: the whole layer's weights stay on chip, so each weight byte is read from DDR
 //     once per frame and the left operand block once per layer).
 // So a tile costs max(K, drain, A share, weight share) cycles, which is exactly what
