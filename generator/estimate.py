@@ -715,7 +715,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
                       pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
-    consts = heads * dh + PIPE
+    consts = heads * dh * cdiv(RQ_RECORD, w) + PIPE  # ATT_CONSTS: one requant record (its beats) per channel
     kv = tp_cycles(t, dh, a.cols, w, 2)  # K_h^T through the transposer, V_h beside it: II = 2
     q_it = r * cdiv(dh, a.load_lanes)
     dr = a.drain

@@ -398,7 +398,7 @@ ATT_CONSTS:
         ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c));
         g.rq2[c] = rq_channel(d.rq2, blob, c);
     }
-    ISEG_CYCLES(g.cycles, D + kPipeDepth);
+    ISEG_CYCLES(g.cycles, long(D) * ((kRqRecordBytes + W - 1) / W) + kPipeDepth);  // a record's beats each
 ATT_HEAD:
     for (int h = 0; h < d.heads; ++h) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=12)
