@@ -90,6 +90,27 @@ def test_pipelined_loops_are_port_checked(path):
         assert label == m.group(2), f"{path.name}:{i + 1}: ISEG_PIPELINE({m.group(2)}) in loop {label}"
 
 
+def test_port_checked_buffers_have_their_pragmas():
+    """Each buffer the C-sim port check counts (ISEG_PORTS next to it) has its banking stated where it is declared:
+    GemmBuffers' in engine.h (the static g), AttSm's in attention.h (the static sm), with the factor its bank
+    function uses (so the check and the pragma describe the same memories)."""
+    hls_dir = Path(HLS_DIR)
+    gemm, att = (hls_dir / "gemm.h").read_text(), (hls_dir / "attention.h").read_text()
+    engine = (hls_dir / "engine.h").read_text()
+    want = {("g", "a"): "factor=kAWord", ("g", "w"): "dim=1 complete", ("g", "bias"): "factor=kOutLanes",
+            ("g", "rq1"): "factor=kOutLanes", ("g", "rq2"): "factor=kOutLanes", ("g", "lnrq"): "factor=kLnLanes",
+            ("sm", "s"): "factor=kSmLanes", ("sm", "q"): "factor=kAWord"}
+    declared = {("g", b) for b in re.findall(r"ISEG_PORTS\((\w+),", gemm)}
+    declared |= {("sm", b) for b in re.findall(r"ISEG_PORTS\((\w+),", att)}
+    assert declared == set(want)
+    for (obj, buf), factor in want.items():
+        text = engine if obj == "g" else att
+        pragmas = re.findall(rf"ISEG_PRAGMA\(HLS ARRAY_(?:PARTITION|RESHAPE) variable={obj}\.{buf} ([^)]*)\)", text)
+        assert any(factor in p for p in pragmas), (obj, buf, pragmas)
+    assert "return col % Cfg::OUT_LANES;" in gemm and "return c % Cfg::LN_LANES;" in gemm
+    assert "key % Cfg::SM_LANES" in att and "kAWord = Cfg::A_WORD" in engine and "kAWord = Cfg::A_WORD" in att
+
+
 def test_layer_desc_layout(hls):
     assert hls.lib.h_sizeof_layer_desc() == ctypes.sizeof(LayerDesc) == 184
 
