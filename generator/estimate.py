@@ -108,6 +108,12 @@ def v_beat_words(cols: int, d_head: int, axi_bytes: int) -> int:
     return max((min(b + axi_bytes, d_head) - 1) // cols - b // cols + 1 for b in range(0, d_head, axi_bytes))
 
 
+def tiled_weight_bytes(k: int, n: int, cols: int) -> int:
+    """Bytes of a (K, N) weight in the blob's tile order (plan.tile_weights: N padded to whole tiles of C): what
+    the prefetcher copies, and the blob segment's size."""
+    return k * cdiv(n, cols) * cols
+
+
 def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int) -> int:
     """hls/gemm.h tp_chunk_steps: steps of chunk ``b`` (bytes [b w, b w + w) of each of ``n`` source rows of
     ``k`` bytes) of the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention): tile 0's beats, each later
@@ -874,9 +880,9 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
     w_of = {}  # weight bytes of the prefetched ops (PatchEmbed, Linear): in tiles of C columns (plan.tile_weights)
     for op in ops:
         if isinstance(op, PatchEmbed):
-            w_of[op.name] = 3 * spec.patch ** 2 * cdiv(spec.dim, a.cols) * a.cols
+            w_of[op.name] = tiled_weight_bytes(3 * spec.patch ** 2, spec.dim, a.cols)
         elif isinstance(op, Linear):
-            w_of[op.name] = op.k * cdiv(op.n, a.cols) * a.cols
+            w_of[op.name] = tiled_weight_bytes(op.k, op.n, a.cols)
     pf_order = [op.name for op in ops if op.name in w_of]
 
     nxt_pf: dict[str, int] = {}

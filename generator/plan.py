@@ -424,7 +424,7 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             stage = scratch.alloc("patch_embed#stage", t * k)
             f.update(T=t, K=k, N=n, img_h=spec.image[0], img_w=spec.image[1], patch=spec.patch, out_bits=16,
                      **{"in": stage, "in_stride": k},
-                     w=blob.add(op.weight, k * est.cdiv(n, cols) * cols, "i8 tiles"),
+                     w=blob.add(op.weight, est.tiled_weight_bytes(k, n, cols), "i8 tiles"),
                      b=blob.add(op.bias, 4 * n, "i32 bias"),
                      rq=_rq_desc(ckpt, op.rq, n, blob))
             if isinstance(last, Embed):  # est.embed_fusions: out row 1 + t = int_add(token t, pos[1 + t]),
@@ -455,7 +455,7 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
         elif isinstance(op, Linear):
             cin, sin = addr(op.inputs[0])
             f.update(T=op.rows, K=op.k, N=op.n, out_bits=op.bits, **{"in": cin, "in_stride": sin},
-                     w=blob.add(op.weight, op.k * est.cdiv(op.n, cols) * cols, "i8 tiles"),
+                     w=blob.add(op.weight, est.tiled_weight_bytes(op.k, op.n, cols), "i8 tiles"),
                      b=blob.add(op.bias, 4 * op.n, "i32 bias") if op.bias else -1,
                      rq=_rq_desc(ckpt, op.rq, op.n, blob))
             flags = []

@@ -185,13 +185,14 @@ ATT_O_LANE:
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),
-// load_lanes channels (two words of a row bank) per call. The Q block of QK(b + 1) is loaded during QK(b)'s key loop (att_qk's `nq`), into the
-// other half of the ping-pong q; only the first block of a head, and what a short key loop leaves, is exposed.
+// load_lanes channels (two words of a row bank) per call. The Q block of QK(b + 1) is loaded during QK(b)'s
+// key loop (att_qk's `nq`), into the other half of the ping-pong q; only the first block of a head, and what a
+// short key loop leaves, is exposed.
 struct QLoad {
     const uint8_t* src;  // row t0 of head h's q columns
     long st;             // row stride (bytes)
     int rows, half;
-    int b, beats;        // next beat, beats of the block (R * ceil(d_head / AXI_BYTES); 0: nothing to load)
+    int b, beats;        // next step, steps of the block (R * ceil(d_head / load_lanes); 0: nothing to load)
 };
 
 inline QLoad q_none() {
@@ -224,11 +225,10 @@ ATT_Q_BYTE:
     ++l.b;
 }
 
-// The beats of `l` not yet loaded, alone (one per cycle), SM advancing: the first Q block of a head, or the
+// The steps of `l` not yet taken, alone (one per cycle), SM advancing: the first Q block of a head, or the
 // tail of a prefetch whose key loop was shorter than the block.
 template <class Cfg>
-void att_q_rest(QLoad& l, int dh, AttSm<Cfg>& sm, const LayerDesc& d,
-                GemmBuffers<Cfg>& g) {
+void att_q_rest(QLoad& l, int dh, AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
     const int n = l.beats - l.b;
 ATT_Q_LOAD:
     for (int b = 0; b < n; ++b) {
@@ -243,8 +243,9 @@ ATT_Q_LOAD:
 // Scores of one query block: s[half] = RQ_8(q[qh] . K_h^T), row maxima into mx[half], SM advancing; one beat
 // of the next Q block (nq, into q[qh ^ 1]) per iteration.
 template <class Cfg>
-void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int qh, QLoad& nq, const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd,
-            AttSm<Cfg>& sm, GemmBuffers<Cfg>& g) {
+void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int qh, QLoad& nq,
+            const int8_t (&kv)[Cfg::WROWS][Cfg::C], const RqParams& rq_s, const PvDrain& pd, AttSm<Cfg>& sm,
+            GemmBuffers<Cfg>& g) {
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + Cfg::C - 1) / Cfg::C;
     const int dsteps = score_drain_steps<Cfg>();
@@ -414,18 +415,15 @@ ATT_HEAD:
             for (long s2 = 0; s2 < steps; ++s2) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
                 ISEG_PIPELINE(ATT_KV_STEP, 2);
-                const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, 0, g.wcur, g);
+                const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
                 if (n >= 0) {
                 ATT_V_BYTE:
                     for (int j = 0; j < W; ++j) {
                         const int k = b * W + j;
-                        if (k < dh) {
-                            ISEG_WR(g, w, g.wcur, voff + long(k / Cfg::C) * T + n);
-                            kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] =
-                                int8_t(qkv[long(n) * st + 2L * D + long(h) * dh + k]);
-                        } else if (k < vt_n * Cfg::C) {
-                            ISEG_WR(g, w, g.wcur, voff + long(k / Cfg::C) * T + n);
-                            kv[voff + long(k / Cfg::C) * T + n][k % Cfg::C] = 0;  // P.V columns past d_head
+                        if (k < vt_n * Cfg::C) {  // P.V columns past d_head are 0
+                            const long row = voff + long(k / Cfg::C) * T + n;
+                            ISEG_WR(g, w, g.wcur, row);
+                            kv[row][k % Cfg::C] = k < dh ? int8_t(qkv[long(n) * st + 2L * D + long(h) * dh + k]) : 0;
                         }
                     }
                 }

@@ -187,8 +187,9 @@ A_BYTE:
 //   sqrt, div  kIsqrtSteps + kDivCycles steps once per block: the square root and the divider are
 //              pipelined units (one row issued per step), so only the last row's latency waits;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
-//              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1), also stored to the
-//              LayerNorm's output rows in scratch (the table's LAYERNORM row output, for the trace).
+//              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),
+//              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
+//              the trace).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
 static constexpr int kIsqrtSteps = 32;
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
@@ -483,7 +484,8 @@ GEMM_ZERO_R:
         for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
     }
     // prologue: the first row block's left operand (exposed)
-    const int a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
+    const int a_blk =
+        fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
     if (fuse_ln) ln_consts<Cfg>(ln, blob, g);
     // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
     // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
@@ -574,18 +576,21 @@ GEMM_TAIL:
 }
 
 // The transposing loader: row n of an (N, K) int8 source (byte stride `stride`) goes down column n % C of
-// rows row0 + (n / C) * K + k of w[half] (MASK_PRODUCT's B = in2^T, attention's K_h^T). A memory beat holds
+// rows (n / C) * K + k of w[half] (MASK_PRODUCT's B = in2^T, attention's K_h^T). A memory beat holds
 // W = AXI_BYTES bytes of one source row, i.e. one byte of W different rows of w: written as it comes, that
 // is W writes into one memory per cycle. So the loader works chunk by chunk (bytes [b W, b W + W) of every
 // source row, one beat per step) and collects the beats of C consecutive source rows (one key tile) in a
 // C x W transposer, ping-pong, which it writes out as whole words of w, one per port per step (two), while
 // the next C beats come in. A beat that completes a tile waits until the previous tile is written out
 // (only when C < W / 2); the last tile's rows are written after the last beat. Columns past N are written 0.
+
+// Rows of w a tile of chunk b writes out: the chunk's bytes of a source row.
+inline int tp_chunk_rows(int K, int b, int W) { return K - b * W < W ? K - b * W : W; }
+
 // Steps of one chunk (b) of the transposing loader: tile 0's beats, each later tile's beats or the previous
 // tile's write-out (two rows per step) if that is longer, then the last tile's write-out.
 inline long tp_chunk_steps(int N, int K, int b, int C, int W) {
-    const int kw = K - b * W < W ? K - b * W : W;
-    const int h = (kw + 1) / 2;
+    const int h = (tp_chunk_rows(K, b, W) + 1) / 2;
     const int tiles = (N + C - 1) / C;
     if (tiles <= 1) return long(N) + h;
     const int last = N - (tiles - 1) * C;
@@ -601,7 +606,7 @@ void tp_begin(Transposer<Cfg>& t) {
 // One step of chunk b: up to two rows of the last complete tile out, then (unless it would complete a tile
 // while rows are still waiting) one beat of source row t.n in. Returns the source row read, or -1.
 template <class Cfg>
-int tp_step(Transposer<Cfg>& t, const uint8_t* src, long stride, int N, int K, int b, long row0, int half,
+int tp_step(Transposer<Cfg>& t, const uint8_t* src, long stride, int N, int K, int b, int half,
             GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
@@ -609,7 +614,7 @@ TP_OUT:
     for (int p = 0; p < 2; ++p) {
         ISEG_PRAGMA(HLS UNROLL)
         if (t.wleft > 0) {
-            const long row = row0 + long(t.wg) * K + b * W + t.wj;
+            const long row = long(t.wg) * K + b * W + t.wj;
             const int valid = N - t.wg * C;
             ISEG_WR(g, w, half, row);
         TP_OUT_C:
@@ -634,7 +639,7 @@ TP_IN:
     if (completes) {
         t.wg = tile;
         t.wj = 0;
-        t.wleft = K - b * W < W ? K - b * W : W;
+        t.wleft = tp_chunk_rows(K, b, W);
     }
     ++t.n;
     return n;
@@ -656,7 +661,7 @@ MP_LOAD_CHUNK:
         for (long s = 0; s < steps; ++s) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=160)
             ISEG_PIPELINE(MP_LOAD_STEP, 1);
-            tp_step<Cfg>(tp, scratch + d.in2, d.in2_stride, d.N, d.K, b, 0, g.wcur, g);
+            tp_step<Cfg>(tp, scratch + d.in2, d.in2_stride, d.N, d.K, b, g.wcur, g);
         }
         ISEG_CHECK(tp.n == d.N && tp.wleft == 0, "MASK_PRODUCT: transposing loader step count mismatch");
         ISEG_CYCLES(g.cycles, steps + kPipeDepth);
