@@ -50,6 +50,7 @@ def main() -> None:
         t_frame = time.perf_counter() - t0
         counted = lib.cycles(-1)
         ports = lib.ports()
+        moved = lib.axi_bytes()
         t0 = time.perf_counter()
         labels_t, trace = lib.run_traced(img)
         t_traced = time.perf_counter() - t0
@@ -63,13 +64,22 @@ def main() -> None:
         print(f"C-sim frame          {t_frame:6.1f} s (target <= 60 s)")
         print(f"C-sim frame, traced  {t_traced:6.1f} s")
         print(f"numpy reference      {t_ref:6.1f} s (ratio C-sim / reference {t_frame / t_ref:.1f}x)")
-        est = json.loads((out / "manifest.json").read_text())["estimate"]["cycles"]
+        manifest = json.loads((out / "manifest.json").read_text())
+        est, fps = manifest["estimate"]["cycles"], manifest["estimate"]["fps"]
         print(f"cycles counted       {counted:,} (estimate {est:,}: {'equal' if counted == est else 'DIFFERENT'})")
         verdict = "yes" if exact else "NO: " + ", ".join(bad[:3])
         print(f"bit-exact: {verdict} ({len(lib.trace_map)} layer rows + labels)")
-        print(f"memory ports         {'every pipelined loop within its banks' if not ports else 'EXCEEDED:'}")
+        verdict = "every pipelined loop within its banks and its m_axi beats" if not ports else "EXCEEDED:"
+        print(f"memory ports         {verdict}")
         for e in ports:
             print(f"  {e}")
+        total = sum(moved.values())
+        stated = manifest["estimate"]["ddr_bytes"]
+        same = moved["gmem0.read"] == stated["weights"] and total - moved["gmem0.read"] == stated["scratch"]
+        verdict = "= the estimate" if same else "estimate DIFFERENT"
+        print(f"DDR traffic (C-sim)  {total / 2**20:.1f} MiB/frame ({verdict}), "
+              f"{total * fps / 1e9:.2f} GB/s at the estimate's {fps:.2f} FPS: "
+              + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in moved.items()))
 
 
 if __name__ == "__main__":

@@ -268,12 +268,19 @@ def check_csim(project: Path, ckpt_path: Path, images: str | None | Sequence[tup
     counted, estimated = lib.cycles(-1), lib.manifest.get("estimate", {}).get("cycles")
     cyc = (f"cycles counted = estimate ({counted:,})" if counted == estimated
            else f"cycles counted {counted:,}, estimate {estimated:,}: DIFFERENT")
-    ports = lib.ports()  # the last run's accesses per memory bank and pipelined iteration (hls/iseg_ports.h)
+    moved = lib.axi_bytes()  # every m_axi access of the last run, by bundle (hls/iseg_ports.h)
+    want = lib.manifest.get("estimate", {}).get("ddr_bytes", {})
+    got = {"weights": moved["gmem0.read"] + moved["gmem0.write"],
+           "scratch": sum(v for k, v in moved.items() if not k.startswith("gmem0"))}
+    ddr = (f"DDR bytes counted = estimate ({got['weights']:,} weights + {got['scratch']:,} scratch)" if got == want
+           else f"DDR bytes counted {got['weights']:,} weights + {got['scratch']:,} scratch, estimate "
+                f"{want.get('weights', 0):,} + {want.get('scratch', 0):,}: DIFFERENT")
+    ports = lib.ports()  # the last run's accesses per memory bank / m_axi bundle and iteration (hls/iseg_ports.h)
     summary = (f"csim PASS: {len(imgs)} image(s), {layers} layer outputs and labels bit-exact with the reference "
-               f"(build {t_build:.1f} s, run {t_run / len(imgs):.2f} s/image); {cyc}; memory ports: "
-               + ("every pipelined loop within its banks" if not ports else
-                  f"{len(ports)} loop/buffer pair(s) exceed their banks, so those loops cannot run at the II the "
-                  f"estimate charges"))
+               f"(build {t_build:.1f} s, run {t_run / len(imgs):.2f} s/image); {cyc}; {ddr}; memory ports: "
+               + ("every pipelined loop within its banks and its m_axi beats" if not ports else
+                  f"{len(ports)} loop/buffer pair(s) exceed their banks or m_axi beats, so those loops cannot run "
+                  f"at the II the estimate charges"))
     return "\n".join([summary] + [f"  WARNING {e}" for e in ports])
 
 

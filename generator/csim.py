@@ -118,6 +118,10 @@ class PortExcess:
     iterations: int
 
     def __str__(self) -> str:
+        if self.buffer.startswith("gmem"):  # an m_axi bundle: beats per iteration, II of them fit
+            bundle, direction = self.buffer.split(".")
+            return (f"{self.loop}: m_axi {bundle} needs up to {self.worst} {direction} beats per iteration, "
+                    f"{self.allowed} fit ({self.iterations} iterations)")
         return (f"{self.loop}: {self.buffer} gets up to {self.worst} accesses per bank per iteration, "
                 f"{self.allowed} fit ({self.iterations} iterations)")
 
@@ -202,6 +206,16 @@ class CsimLibrary:
             loop, buffer, worst, allowed, iters = line.split()
             out.append(PortExcess(loop, buffer, int(worst), int(allowed), int(iters)))
         return out
+
+    def axi_bytes(self) -> dict[str, int]:
+        """Bytes the last run moved through each m_axi bundle and direction (``hls/iseg_ports.h``: every access of
+        the engine is counted), keyed ``gmem0.read`` ... ``gmem2.write``: the frame's DDR traffic as executed."""
+        fn = self._lib.iseg_csim_axi_bytes
+        fn.restype, fn.argtypes = None, [ctypes.POINTER(ctypes.c_longlong)]
+        out = (ctypes.c_longlong * 6)()
+        with self._lock:
+            fn(out)
+        return {f"gmem{b}.{d}": int(out[2 * b + i]) for b in range(3) for i, d in enumerate(("read", "write"))}
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """Labels (H, W) u8 of one (H, W, 3) u8 image."""

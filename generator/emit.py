@@ -341,12 +341,14 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
     """
     s = plan.spec
     if plan.board.flow == "vitis":
-        # top.cpp's argument order: pixels 0, labels 1 (AXI-Streams, wired by link.cfg), weights 2, scratch 3.
+        # top.cpp's argument order: pixels 0, labels 1 (AXI-Streams, wired by link.cfg), weights 2, scratch 3,
+        # scratch_b 4 (a second m_axi port onto the scratch: the host passes it the same buffer object).
         # Data movers as link.cfg connects them (mm2s_1.s -> pixels, labels -> s2mm_1.s): the Vitis
         # tutorials' mm2s/s2mm(mem, s, size) kernels, size counted in stream beats.
         mover_args = {"buffer": 0, "beats": 2}
         runtime: dict[str, Any] = {"flow": "vitis", "xrt": {
-            "kernel": plan.project, "instance": f"{plan.project}_1", "args": {"weights": 2, "scratch": 3},
+            "kernel": plan.project, "instance": f"{plan.project}_1",
+            "args": {"weights": 2, "scratch": 3, "scratch_b": 4},
             "movers": {"pixels": {"kernel": "mm2s", "instance": "mm2s_1", "stream": "s", "args": mover_args},
                        "labels": {"kernel": "s2mm", "instance": "s2mm_1", "stream": "s", "args": mover_args}}}}
     else:
@@ -376,6 +378,10 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
                        "order": "raster", "beats": s.image[0] * s.image[1], "tlast": True},
             "weights": {"interface": "m_axi", "bundle": "gmem0", "access": "read", "bytes": blob_size},
             "scratch": {"interface": "m_axi", "bundle": "gmem1", "access": "read-write", "bytes": plan.scratch_bytes},
+            # A second AXI master onto the same DDR buffer (residual / ADD-operand reads, LayerNorm trace
+            # writes), so a loop that moves two spans of the scratch per cycle has a port for each.
+            "scratch_b": {"interface": "m_axi", "bundle": "gmem2", "access": "read-write", "bytes": plan.scratch_bytes,
+                          "aliases": "scratch"},
             "control": {
                 "interface": "s_axilite", "bundle": "control",
                 "registers": {
@@ -386,12 +392,16 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
                     "isr": {"offset": 0x0C},
                     "weights": {"offset": 0x10, "bytes": 8},
                     "scratch": {"offset": 0x1C, "bytes": 8},
+                    "scratch_b": {"offset": 0x28, "bytes": 8},  # the scratch buffer's address again
                 },
                 "note": "Vitis HLS layout for this top; confirm against build/hls_*/sol1/impl/misc/drivers",
             },
         },
         "runtime": runtime,
-        "estimate": {"fps": round(plan.totals["fps"], 3), "cycles": plan.totals["cycles"]},
+        "estimate": {"fps": round(plan.totals["fps"], 3), "cycles": plan.totals["cycles"],
+                     # DDR bytes per frame: the blob (gmem0) and the scratch (gmem1 + gmem2), both directions
+                     "ddr_bytes": {"weights": plan.totals["weight_bytes_per_frame"],
+                                   "scratch": plan.totals["scratch_bytes_per_frame"]}},
         "csim": {"library": "build/libiseg_csim.so", "entry": "iseg_csim_run", "error": "iseg_csim_last_error",
                  "trace": trace_map(plan)},
     }

@@ -479,7 +479,9 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
                sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False,
                pack: int = 0, a_word: int = 0) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
-    at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that);
+    at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that), and
+    their number divides C, so that a step's elements lie in one row of the tile (one span per m_axi port:
+    hls/iseg_ports.h);
     LayerNorm normalises ``ln_lanes`` channels per cycle (0 = as many as the output lanes; at most ``a_word``
     and rounded down to a power of two, so that its in-place read and write are one word each; ``a_word`` 0 =
     the first of ``a_word_options``). The score
@@ -493,6 +495,8 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
                          f"({board.name}, {rows} rows: {' or '.join(map(str, options))})")
     w = board.axi_width // 8
     n = max(1, min(lanes, w // 2) if lanes else w // 2)
+    while cols % n:  # a lane step stays in one row of the tile: one span of the output (and residual) port
+        n -= 1
     a_word = a_word or a_word_options(w)[0]
     ln = min(ln_lanes or n, a_word)
     ln = 1 << (ln.bit_length() - 1)
@@ -563,7 +567,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000 + A_LANE_LUT * al,
                       f"patch line buffer (2 x P rows, ping-pong), argmax label line (2 x gw, ping-pong), "
                       f"{al} argmax lanes"))
-    u.append(UnitCost("axi", 0, 4, 0, 6000, "pixel/label AXI-Stream, 2 m_axi masters, s_axilite"))
+    # ~2,500 LUTs and 2 BRAM36 (its read / write FIFOs) per m_axi master, ~1,000 LUTs for the streams and the
+    # s_axilite: rules of thumb, unverified without Vitis
+    u.append(UnitCost("axi", 0, 6, 0, 8500, "pixel/label AXI-Stream, 3 m_axi masters (weights, scratch, "
+                      "scratch_b), s_axilite"))
     return Units(tuple(u), sum(x.dsp for x in u), sum(x.bram36 for x in u), sum(x.uram for x in u),
                  sum(x.lut for x in u))
 
@@ -623,13 +630,38 @@ def ln_block_steps(a: ArrayShape, k: int) -> int:
     return a.rows * (cdiv(k, max(1, a.axi_bytes // 2)) + cdiv(k, a.ln_lanes)) + ISQRT + DIV
 
 
+def table_its(n: int, per_it: int, parts: int) -> int:
+    """hls/gemm.h table_its: iterations of a constant table's loop, ``per_it`` entries an iteration, ``parts``
+    iterations an entry."""
+    return cdiv(n, per_it) * parts
+
+
+def rq_table_cycles(a: ArrayShape, n: int, lanes: int) -> int:
+    """hls/gemm.h load_rq_table: n requant records (16 bytes) into a table banked over ``lanes``: min(W / 16,
+    lanes) records per iteration, or ceil(16 / W) iterations per record on a port narrower than a record; one
+    pipelined loop (a burst on gmem0)."""
+    w = a.axi_bytes
+    return table_its(n, 1 if w < RQ_RECORD else min(w // RQ_RECORD, lanes), cdiv(RQ_RECORD, w)) + PIPE
+
+
+def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool, ln_k: int = 0) -> int:
+    """hls/gemm.h load_consts (+ ln_consts of a fused LayerNorm of ``ln_k`` channels): the biases at
+    min(W / 4, OUT_LANES) per iteration (the loop runs, empty, without them), then each per-channel requant
+    table in its own loop; a per-tensor requant loads nothing."""
+    c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE
+    c += rq_table_cycles(a, n, a.out_lanes) * (int(rq_tab) + int(rq2_tab))
+    return c + (rq_table_cycles(a, ln_k, a.ln_lanes) if ln_k else 0)
+
+
 def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
                 prefetch_bytes: int, ln: bool = False, embed: bool = False) -> tuple[int, dict[str, int]]:
     """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown). ``ln``: a LayerNorm fused into the
     left-operand loader (its per-channel constants, then ln_block_steps per row block). ``embed``: the
     position-embedding add fused into the output stage (``embed_fusions``): the pos operand is read like a
-    residual (no extra step), and the cls row's ceil(N / OUT_LANES) output-lane steps run in the first tile,
-    whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts at least as long."""
+    residual (no extra step), and row 0's ceil(N / OUT_LANES) output-lane steps run in the first tile,
+    whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts at least as long. The pos rows
+    and row 0 come through gmem0, the prefetcher's port, so in that layer a tile's prefetch steps follow its
+    output-lane steps (gemm.h ``pf0``)."""
     cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln, embed)
     return cyc, dict(parts)
 
@@ -637,9 +669,8 @@ def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bo
 @functools.lru_cache(maxsize=1 << 14)  # the array search evaluates the same layer shapes many times
 def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool, rq2_tab: bool,
                  prefetch_bytes: int, ln: bool, embed: bool = False) -> tuple[int, tuple[tuple[str, int], ...]]:
-    w, r = a.axi_bytes, a.rows
-    beats = (cdiv(4 * n, w) if bias else 0) + n * cdiv(RQ_RECORD, w) * (int(rq_tab) + int(rq2_tab))
-    consts = max(n, beats) + PIPE + (k * cdiv(RQ_RECORD, w) + PIPE if ln else 0)
+    r = a.rows
+    consts = consts_cycles(a, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab, ln_k=k if ln else 0)
     a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, a.load_lanes)
     a0 = a_blk + PIPE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
@@ -647,9 +678,11 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     w_share = cdiv(cdiv(prefetch_bytes, a.prefetch_lanes), mb * nt) if prefetch_bytes else 0
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
-    first = max(k, a_share if mb > 1 else 0, w_share, cdiv(n, a.out_lanes) if embed else 0)
-    mid = max(k, a.drain, a_share, w_share)
-    last = max(k, a.drain, w_share)
+    cls = cdiv(n, a.out_lanes) if embed else 0
+    pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
+    first = max(k, a_share if mb > 1 else 0, cls + w_share, cls)
+    mid = max(k, a.drain, a_share, pf0 + w_share)
+    last = max(k, a.drain, pf0 + w_share)
     if mb == 1:
         steps = first + (nt - 1) * last
     else:
@@ -721,7 +754,9 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
                       pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
-    consts = heads * dh * cdiv(RQ_RECORD, w) + PIPE  # ATT_CONSTS: one requant record (its beats) per channel
+    # the RQ_8 of P.V is per tensor (its scale is s_P s_V: spec/numerics.md), so no table is loaded
+    # (hls/attention.h load_rq_table returns at once); a per-channel one would cost rq_table_cycles
+    consts = 0
     kv = tp_cycles(t, dh, a.cols, w, 2)  # K_h^T through the transposer, V_h beside it: II = 2
     q_it = r * cdiv(dh, a.load_lanes)
     dr = a.drain
@@ -774,7 +809,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
     """hls/gemm.h layernorm_layer: a LayerNorm that is not fused runs on the loader alone (its per-channel
     constants, then ln_block_steps per block of R rows, one pipelined loop)."""
-    return c * cdiv(RQ_RECORD, a.axi_bytes) + PIPE + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE
+    return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE
 
 
 def _cost(name: str, kind: str, macs: int, cycles: int, parts: dict[str, int], ideal: int, w_bytes: int,
@@ -790,8 +825,8 @@ def _cost(name: str, kind: str, macs: int, cycles: int, parts: dict[str, int], i
     return OpCost(name, kind, macs, cycles, busy, tuple(stalls), w_bytes, ddr)
 
 
-def _simple(name: str, kind: str, cycles: int, ddr: int) -> OpCost:
-    return OpCost(name, kind, 0, cycles, 0, (("vector", cycles),), 0, ddr)
+def _simple(name: str, kind: str, cycles: int, ddr: int, w_bytes: int = 0) -> OpCost:
+    return OpCost(name, kind, 0, cycles, 0, (("vector", cycles),), w_bytes, ddr)
 
 
 def _fused(name: str, kind: str) -> OpCost:
@@ -933,13 +968,19 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             if op.name == pf_order[0]:  # the first prefetch runs before the layer loop
                 parts["prefetch0"] = cdiv(w_of[op.name], a.prefetch_lanes) + PIPE
                 cyc += parts["prefetch0"]
+            # the DDR bytes the engine moves (the C-simulation counts them: tests/generator/conftest.py)
             res = any(isinstance(c, Add) for c in consumers.get(op.output, []))
             ddr = t * k + t * n * (2 if res else act.bits // 8) + (t * n * 2 if res else 0)
-            if op.name in ln_fused:  # reads the LayerNorm's i16 input, writes its i8 output
+            if op.name in ln_fused:  # reads the LayerNorm's i16 input, writes its i8 output, loads its records
                 ddr += 2 * t * k
-            if emb:  # + the cls row written; pos (t + 1 rows) and cls read from the blob like a residual
+                wb += RQ_RECORD * k
+            if isinstance(op, PatchEmbed):  # the pixel path stages the patches (t x k bytes) for the A loader
+                ddr += t * k
+            if isinstance(op, MaskProduct):  # B = in2^T comes from the scratch through the transposer
+                ddr += n * k
+            if emb:  # + row 0 written; pos rows 1..t and the folded row 0 read from the blob like a residual
                 ddr += 2 * n
-                wb += 2 * (t + 2) * n
+                wb += 2 * (t + 1) * n
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
             pv_ii = pv_ii_of(graph, a.pack)
@@ -959,12 +1000,13 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, Embed):
             rows, c = act.shape
-            out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 6 * rows * c))
+            out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 4 * rows * c, 2 * rows * c))  # pos: blob
         elif isinstance(op, LayerNorm) and op.name in ln_windows:
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, LayerNorm):
             rows, c = act.shape
-            out.append(_simple(op.name, "layernorm", _layernorm(rows, c, a), rows * c * (2 + act.bits // 8)))
+            out.append(_simple(op.name, "layernorm", _layernorm(rows, c, a), rows * c * (2 + act.bits // 8),
+                               RQ_RECORD * c))
         elif isinstance(op, Add):
             rows, c = act.shape
             out.append(_simple(op.name, "add", rows * (c + PIPE), 6 * rows * c))
@@ -973,7 +1015,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, ConcatConst):
             rows, c = graph.acts[op.output].shape
             k = rows - graph.acts[op.inputs[0]].shape[0]
-            out.append(_simple(op.name, "copy", k * (2 * c + PIPE), 4 * k * c))
+            out.append(_simple(op.name, "copy", k * (2 * c + PIPE), 2 * k * c, 2 * k * c))  # blob -> scratch
         elif isinstance(op, ArgmaxUpsample):
             h, wi = spec.image
             ncls = graph.acts[op.inputs[0]].shape[1]

@@ -66,7 +66,9 @@ class Segment:
     name: str
     offset: int
     nbytes: int
-    kind: str  # i8 tiles | i32 bias | i16 rows | rq table (i8 tiles: a (K, N) weight in w's order, tile_weights)
+    kind: str  # i8 tiles | i32 bias | i16 rows | rq table | i16 embed row 0 (i8 tiles: a (K, N) weight in w's
+    # order, tile_weights; i16 embed row 0: int_add(cls, pos[0]) of an Embed, its tensors and add in `src`)
+    src: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,11 +211,11 @@ class _Blob:
         self.at = 0
         self.by_name: dict[str, int] = {}
 
-    def add(self, name: str, nbytes: int, kind: str) -> int:
+    def add(self, name: str, nbytes: int, kind: str, src: tuple[str, ...] = ()) -> int:
         if name in self.by_name:
             return self.by_name[name]
         off = self.at
-        self.segments.append(Segment(name, off, nbytes, kind))
+        self.segments.append(Segment(name, off, nbytes, kind, src))
         self.by_name[name] = off
         self.at = _align(off + nbytes)
         return off
@@ -428,10 +430,13 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
                      b=blob.add(op.bias, 4 * n, "i32 bias"),
                      rq=_rq_desc(ckpt, op.rq, n, blob))
             if isinstance(last, Embed):  # est.embed_fusions: out row 1 + t = int_add(token t, pos[1 + t]),
-                # row 0 = int_add(cls, pos[0]) (hls/gemm.h embed_fused); pos rows at blob offset in2
+                # row 0 = int_add(cls, pos[0]), a constant: computed here, stored as one row (hls/gemm.h
+                # embed_fused); pos rows at blob offset in2
                 c = ckpt.consts[last.add]
                 f.update(n_prefix=1, in2=blob.add(last.pos, (t + 1) * n * 2, "i16 rows"), in2_stride=n,
-                         cst=blob.add(last.cls, n * 2, "i16 rows"), ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
+                         cst=blob.add(f"{last.output}#prefix", n * 2, "i16 embed prefix",
+                                      (last.cls, last.pos, last.add)),
+                         ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
             emit(i, "PATCH_EMBED", group, f, trace_of(last.output))
             scratch.free("patch_embed#stage")
         elif isinstance(op, Embed):
@@ -439,7 +444,8 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             cin, sin = addr(op.inputs[0])
             c = ckpt.consts[op.add]
             f.update(T=n_rows, N=d, n_prefix=1, out_bits=16, **{"in": cin, "in_stride": sin},
-                     b=blob.add(op.pos, n_rows * d * 2, "i16 rows"), cst=blob.add(op.cls, d * 2, "i16 rows"),
+                     b=blob.add(op.pos, n_rows * d * 2, "i16 rows"),
+                     cst=blob.add(f"{op.output}#prefix", d * 2, "i16 embed prefix", (op.cls, op.pos, op.add)),
                      ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
             emit(i, "EMBED_ADD", group, f, trace_of(op.output))
         elif isinstance(op, LayerNorm):
@@ -703,6 +709,17 @@ def tile_weights(w: np.ndarray, cols: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(k, nt, cols).transpose(1, 0, 2))
 
 
+def embed_prefix_rows(ckpt: QuantizedCheckpoint, cls: str, pos: str, add: str) -> np.ndarray:
+    """The first rows of an Embed's output, int_add(cls, pos[:n_prefix]) (numerics.md §5.4): constants of the
+    checkpoint, so the generator computes them and the engine stores them as they are (hls/gemm.h gemm_out
+    ``pre``, hls/add.h embed_add_rows): one blob read per element there, not the cls row and a position row side
+    by side on the blob's port (with the weight prefetch)."""
+    c = ckpt.consts[add]
+    n = ckpt.tensors[pos].shape[-1]
+    x = ckpt.tensors[cls].reshape(-1, n)
+    return inum.int_add(x, ckpt.tensors[pos].reshape(-1, n)[:len(x)], int(c["ma"]), int(c["mb"]), int(c["e"]), 16)
+
+
 def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
     """The weights blob: every segment of ``plan.blob`` at its offset, zero padding between."""
     buf = bytearray(plan.blob_bytes)
@@ -714,6 +731,8 @@ def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
             data = rq_table_bytes(ckpt, cname, seg.nbytes // 16)
         elif seg.kind == "i8 tiles":
             data = tile_weights(ckpt.tensors[seg.name], plan.cols).tobytes()
+        elif seg.kind == "i16 embed prefix":
+            data = embed_prefix_rows(ckpt, *seg.src).astype("<i2").tobytes()
         else:
             t = ckpt.tensors[seg.name]
             dtype = np.dtype("<i2") if seg.kind == "i16 rows" else t.dtype.newbyteorder("<")  # int8 pos widened

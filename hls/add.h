@@ -21,7 +21,9 @@ inline int32_t int_add(int32_t a, int32_t b, int32_t ma, int32_t mb, int32_t e, 
     return int_add_w<DefaultWidths::ADD_M>(a, b, ma, mb, e, bits);
 }
 
-// A whole ADD layer: out (T, N) i16 = int_add(a (T, N) i16, b (T, N) i16), row strides in elements.
+// A whole ADD layer: out (T, N) i16 = int_add(a (T, N) i16, b (T, N) i16), row strides in elements. In the
+// engine, b comes through the second scratch port (scratch_b, gmem2): two reads of one port per cycle would
+// halve the loop's rate.
 template <class W = DefaultWidths>
 void add_rows(const uint8_t* a, long a_stride, const uint8_t* b, long b_stride, uint8_t* out,
                      long out_stride, int T, int N, int32_t ma, int32_t mb, int32_t e) {
@@ -32,6 +34,9 @@ ADD_T:
         for (int n = 0; n < N; ++n) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
             ISEG_PIPELINE(ADD_N, 1);
+            ISEG_AXI_RD(GMEM1, a + (long(t) * a_stride + n) * 2, 2);
+            ISEG_AXI_RD(GMEM2, b + (long(t) * b_stride + n) * 2, 2);  // b: the second scratch port
+            ISEG_AXI_WR(GMEM1, out + (long(t) * out_stride + n) * 2, 2);
             const int32_t va = ld_i16(a + (long(t) * a_stride + n) * 2);
             const int32_t vb = ld_i16(b + (long(t) * b_stride + n) * 2);
             st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(va, vb, ma, mb, e, 16));
@@ -44,21 +49,33 @@ ADD_T:
 namespace iseg {
 
 // EMBED_ADD: out (T, N) i16 = int_add(x, pos) where x = [cls (n_prefix, N) ; tok (T - n_prefix, N)].
-// cls and pos are int16 row-major constants of the blob; tok rows come from scratch.
+// pos is an int16 row-major constant of the blob; tok rows come from scratch. The first n_prefix output rows,
+// int_add(cls, pos[:n_prefix]), are constants: the generator computes them (plan.embed_prefix_rows) and `pre`
+// holds them, so they are copied (one blob read per element, not two beside each other on the blob's port).
 template <class W = DefaultWidths>
-void embed_add_rows(const uint8_t* cls, const uint8_t* tok, long tok_stride, const uint8_t* pos,
+void embed_add_rows(const uint8_t* pre, const uint8_t* tok, long tok_stride, const uint8_t* pos,
                            uint8_t* out, long out_stride, int T, int N, int n_prefix, int32_t ma,
                            int32_t mb, int32_t e) {
 EMBED_T:
     for (int t = 0; t < T; ++t) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-        const uint8_t* xrow = t < n_prefix ? cls + long(t) * N * 2 : tok + long(t - n_prefix) * tok_stride * 2;
+        const bool cst = t < n_prefix;
+        const uint8_t* xrow = cst ? pre + long(t) * N * 2 : tok + long(t - n_prefix) * tok_stride * 2;
     EMBED_N:
         for (int n = 0; n < N; ++n) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
             ISEG_PIPELINE(EMBED_N, 1);
-            const int32_t vb = ld_i16(pos + (long(t) * N + n) * 2);
-            st_i16(out + (long(t) * out_stride + n) * 2, int_add_w<W::ADD_M>(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
+            ISEG_AXI_WR(GMEM1, out + (long(t) * out_stride + n) * 2, 2);
+            if (cst) {
+                ISEG_AXI_RD(GMEM0, xrow + 2 * n, 2);
+                st_i16(out + (long(t) * out_stride + n) * 2, ld_i16(xrow + 2 * n));
+            } else {
+                ISEG_AXI_RD(GMEM0, pos + (long(t) * N + n) * 2, 2);
+                ISEG_AXI_RD(GMEM1, xrow + 2 * n, 2);
+                const int32_t vb = ld_i16(pos + (long(t) * N + n) * 2);
+                st_i16(out + (long(t) * out_stride + n) * 2,
+                       int_add_w<W::ADD_M>(ld_i16(xrow + 2 * n), vb, ma, mb, e, 16));
+            }
         }
     }
 }

@@ -81,6 +81,7 @@ AU_PASS:
             }
             if (i < na) {
                 int32_t sb = 0, sa = 0;  // this step's maximum and its lowest class
+                ISEG_AXI_RD(GMEM1, row + 2 * j * L, 2 * (n_cls - j * L < L ? n_cls - j * L : L));
             AU_LANE:
                 for (int l = 0; l < L; ++l) {
                     ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)

@@ -178,8 +178,9 @@ ATT_O_LANE:
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
             ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
             const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
+            ISEG_AXI_WR(GMEM1, scratch + d.out + long(pd.t0 + r) * d.out_stride + ch, 1);
             scratch[d.out + long(pd.t0 + r) * d.out_stride + ch] =
-                uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, g.rq2[ch], 8) & 0xff);
+                uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, rq_at(d.rq2, g.rq2, ch), 8) & 0xff);
         }
     }
 }
@@ -214,6 +215,7 @@ void att_q_beat(QLoad& l, int dh, AttSm<Cfg>& sm) {
     constexpr int AL = load_lanes<Cfg>();
     const int dbeats = (dh + AL - 1) / AL;
     const int r = l.b / dbeats, kb = (l.b % dbeats) * AL;
+    if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + long(r) * l.st + kb, dh - kb < AL ? dh - kb : AL);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -392,14 +394,7 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBu
     const int nb = (T + Cfg::R - 1) / Cfg::R;     // query blocks
     ISEG_CHECK(voff + long(vt_n) * T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
     const RqParams rq_s = rq_channel(d.rq, blob, 0);
-ATT_CONSTS:
-    for (int c = 0; c < D; ++c) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PIPELINE(ATT_CONSTS, 1);
-        ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c));
-        g.rq2[c] = rq_channel(d.rq2, blob, c);
-    }
-    ISEG_CYCLES(g.cycles, long(D) * ((kRqRecordBytes + W - 1) / W) + kPipeDepth);  // a record's beats each
+    load_rq_table<Cfg, 2>(d.rq2, D, blob, g);  // the per-channel RQ_8 of P.V
 ATT_HEAD:
     for (int h = 0; h < d.heads; ++h) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=12)
@@ -417,6 +412,7 @@ ATT_HEAD:
                 ISEG_PIPELINE(ATT_KV_STEP, 2);
                 const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
                 if (n >= 0) {
+                    ISEG_AXI_RD(GMEM1, qkv + long(n) * st + 2L * D + long(h) * dh + b * W, dh - b * W < W ? dh - b * W : W);
                 ATT_V_BYTE:
                     for (int j = 0; j < W; ++j) {
                         const int k = b * W + j;

@@ -9,7 +9,8 @@
 //     iseg::CsimError in C-simulation and compiles to nothing in synthesis;
 //   * ISEG_PIPELINE(LABEL, II): the PIPELINE pragma in synthesis; in C-simulation it also opens one
 //     iteration for the on-chip memory port check (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
-//     the accesses per bank and iteration; nothing of it exists in synthesis).
+//     the accesses per bank and iteration; ISEG_AXI_RD / ISEG_AXI_WR the beats per m_axi bundle and
+//     iteration; nothing of it exists in synthesis).
 // Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
 #pragma once
 
@@ -74,6 +75,9 @@ struct acc_bits {
 #define ISEG_RD(obj, buf, bank, w) ((void)0)
 #define ISEG_WR(obj, buf, bank, w) ((void)0)
 #define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
+#define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
+#define ISEG_AXI_RD(bundle, p, n) ((void)0)
+#define ISEG_AXI_WR(bundle, p, n) ((void)0)
 namespace iseg {
 // One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
 // label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.

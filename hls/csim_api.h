@@ -100,7 +100,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         }
         if (n_lab > 0) lab.attach(lab_store, n_lab);
         CsimTrace tr{trace, layer_cycles};
-        run_layers<Cfg>(pix, lab, weights, scratch, table, n_layers, tr);
+        run_layers<Cfg>(pix, lab, weights, scratch, scratch, table, n_layers, tr);  // scratch_b: the same buffer
         ISEG_CHECK(pix.empty(), "csim_run: the layer table left pixels unread");
         ISEG_CHECK(lab.size() == n_lab, "csim_run: the label stream does not hold img_h * img_w labels");
         for (long i = 0; i < n_lab; ++i) {
@@ -118,7 +118,9 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
 }  // namespace iseg
 
 // Also defines iseg_csim_cycles(layer): the counted cycles of one layer of the last run (-1: the
-// whole frame), the C-sim check of generator/estimate.py. Storage is static in this TU only.
+// whole frame), the C-sim check of generator/estimate.py. Storage is static in this TU only. And
+// iseg_csim_axi_bytes(out[6]): the bytes the last run moved per m_axi bundle (gmem0..2) and direction
+// (read, write), every access counted (iseg_ports.h axi_use).
 #define ISEG_CSIM_ENTRY(CFG, TABLE, N_LAYERS)                                                               \
     static long long iseg_csim_layer_cycles_[(N_LAYERS) > 0 ? (N_LAYERS) : 1];                              \
     extern "C" int iseg_csim_run(const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,            \
@@ -133,4 +135,8 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         return layer < (N_LAYERS) ? iseg_csim_layer_cycles_[layer] : 0;                                     \
     }                                                                                                       \
     extern "C" const char* iseg_csim_last_error(void) { return ::iseg::csim_error_buffer(); }              \
-    extern "C" int iseg_csim_ports(char* buf, long len) { return ::iseg::csim_port_report(buf, len); }
+    extern "C" int iseg_csim_ports(char* buf, long len) { return ::iseg::csim_port_report(buf, len); }      \
+    extern "C" void iseg_csim_axi_bytes(long long* out) {                                                   \
+        for (int b = 0; b < ::iseg::kAxiBundles; ++b)                                                       \
+            for (int d = 0; d < 2; ++d) out[2 * b + d] = ::iseg::axi_log().bytes[b][d];                     \
+    }

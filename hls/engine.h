@@ -2,8 +2,10 @@
 //
 // The systolic GEMM array (gemm.h) is time-multiplexed across every LINEAR, PATCH_EMBED,
 // MASK_PRODUCT layer and both matmuls of every ATTENTION layer: all of them share the single
-// GemmBuffers declared here. Activations live in one scratch memory (m_axi) at the byte offsets
-// of the table; weights and constants in one read-only blob (m_axi). Layout: docs/hls.md.
+// GemmBuffers declared here. Activations live in one scratch memory at the byte offsets of the
+// table, reached through two m_axi ports (scratch, and scratch_b for the second access of a loop
+// iteration: residual and ADD operands, LayerNorm trace rows); weights and constants in one read-only
+// blob (m_axi). Layout and ports: docs/hls.md.
 //
 // The config struct (the generator writes one per project):
 //   struct Cfg {
@@ -20,13 +22,14 @@
 //
 // A synthesis top (the generator's top.cpp) is a thin wrapper:
 //   void iseg_top(hls::stream<iseg::pixel_t>& pixels, hls::stream<iseg::label_t>& labels,
-//                 const uint8_t* weights, uint8_t* scratch) {
+//                 const uint8_t* weights, uint8_t* scratch, uint8_t* scratch_b) {
 //   #pragma HLS INTERFACE mode=axis port=pixels
 //   #pragma HLS INTERFACE mode=axis port=labels
 //   #pragma HLS INTERFACE mode=m_axi port=weights offset=slave bundle=gmem0
 //   #pragma HLS INTERFACE mode=m_axi port=scratch offset=slave bundle=gmem1
+//   #pragma HLS INTERFACE mode=m_axi port=scratch_b offset=slave bundle=gmem2   (same buffer as scratch)
 //   #pragma HLS INTERFACE mode=s_axilite port=return
-//       iseg::run_engine<Cfg>(pixels, labels, weights, scratch);
+//       iseg::run_engine<Cfg>(pixels, labels, weights, scratch, scratch_b);
 //   }
 #pragma once
 
@@ -179,11 +182,21 @@ GELU_T:
         const uint8_t* src = scratch + d.in + long(t) * d.in_stride;
         uint8_t* dst = scratch + d.out + long(t) * d.out_stride;
     GELU_LOAD:
-        for (int n = 0; n < d.N; ++n) x[n] = int8_t(src[n]);
+        for (int n = 0; n < d.N; ++n) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
+            ISEG_PIPELINE(GELU_LOAD, 1);
+            ISEG_AXI_RD(GMEM1, src + n, 1);
+            x[n] = int8_t(src[n]);
+        }
         gelu_row<Cfg::CMAX, typename widths_of<Cfg>::type>(x, d.N, d.gelu, y);
     GELU_STORE:
-        for (int n = 0; n < d.N; ++n)
+        for (int n = 0; n < d.N; ++n) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
+            ISEG_PIPELINE(GELU_STORE, 1);
+            ISEG_AXI_WR(GMEM1, dst + n, 1);
+            if (d.rq.tab >= 0) ISEG_AXI_RD(GMEM0, blob + d.rq.tab + long(n) * kRqRecordBytes, kRqRecordBytes);
             dst[n] = uint8_t(requant_w<kGeluYBits>(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
+        }
     }
     ISEG_CYCLES(cycles, long(d.T) * ((d.gelu.variant == GELU_LAMBDA ? 3L : 4L) * (d.N + kPipeDepth) + kDivCycles));
 }
@@ -230,8 +243,8 @@ NEXT_PF:
 // (ln_fusable, gemm.h ln_step); every other op runs alone (attention, adds, the head; another LayerNorm runs
 // on that loader alone, gemm.h layernorm_layer).
 template <class Cfg, class PixIn, class LabOut, class Trace>
-void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, const LayerDesc* table,
-                int n_layers, Trace& trace) {
+void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, uint8_t* scratch_b,
+                const LayerDesc* table, int n_layers, Trace& trace) {
     static_assert(EngineChecks<Cfg>::ok, "");
     static GemmBuffers<Cfg> g;  // THE array's buffers, shared by every layer (static: no 1 MB stack frame)
     // the banking GemmBuffers states (gemm.h) and the estimate charges; the C-sim port check counts against it
@@ -253,6 +266,11 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.lnrq type=cyclic factor=kLnLanes)
     g.wcur = 0;
     g.cycles = 0;
+    ISEG_CHECK(scratch_b == scratch, "engine: scratch_b must be the scratch buffer (a second port onto it)");
+    ISEG_AXI_BIND(Cfg::AXI_BYTES, weights, scratch);
+    // C-sim: the whole table is checked before anything runs (the first prefetch reads a later row's weights)
+ENGINE_CHECK:
+    for (int i = 0; i < n_layers; ++i) check_layer<Cfg>(table[i]);
     Prefetch pf = prefetch_none();
     int pf_layer = next_prefetched(table, n_layers, -1);
     if (pf_layer >= 0) {
@@ -273,7 +291,6 @@ ENGINE_LAYERS:
     for (int i = 0; i < n_layers; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=256)
         const LayerDesc d = table[i];
-        check_layer<Cfg>(d);
         if (prefetched(d)) {  // its weights are in the other half: swap
             ISEG_CHECK(pf_layer == i && pf.pos == pf.total, "engine: weight prefetch incomplete");
             g.wcur ^= 1;
@@ -288,14 +305,14 @@ ENGINE_LAYERS:
         switch (d.op) {
             case OP_PATCH_EMBED:
                 patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
-                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, false);
+                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false);
                 break;
             case OP_LINEAR:
-                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, fuse_ln);
+                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, fuse_ln);
                 break;
             case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
                 load_b_transposed<Cfg>(d, scratch, g);
-                gemm_layer<Cfg>(d, weights, scratch, g, pf, ln, false);
+                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false);
                 break;
             case OP_ATTENTION:
                 attention<Cfg>(d, weights, scratch, g);
@@ -306,14 +323,14 @@ ENGINE_LAYERS:
                     fuse_ln = true;
                     break;
                 }
-                layernorm_layer<Cfg>(d, weights, scratch, g);  // alone, on the same loader
+                layernorm_layer<Cfg>(d, weights, scratch, scratch_b, g);  // alone, on the same loader
                 break;
             case OP_GELU:
                 if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g.cycles);
                 break;
             case OP_ADD:
                 if (builds_op<Cfg>(OP_ADD))
-                    add_rows<typename widths_of<Cfg>::type>(scratch + d.in, d.in_stride, scratch + d.in2, d.in2_stride,
+                    add_rows<typename widths_of<Cfg>::type>(scratch + d.in, d.in_stride, scratch_b + d.in2, d.in2_stride,
                                                             scratch + d.out, d.out_stride, d.T, d.N, d.ma, d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
@@ -333,6 +350,8 @@ ENGINE_LAYERS:
                     for (int n = 0; n < d.N * bytes; ++n) {
                         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
                         ISEG_PIPELINE(COPY_N, 1);
+                        ISEG_AXI_RD(GMEM0, weights + d.cst + long(t) * d.N * bytes + n, 1);
+                        ISEG_AXI_WR(GMEM1, scratch + d.out + long(t) * d.out_stride * bytes + n, 1);
                         scratch[d.out + long(t) * d.out_stride * bytes + n] = weights[d.cst + long(t) * d.N * bytes + n];
                     }
                 }
@@ -362,9 +381,9 @@ ENGINE_LAYERS:
 // The synthesis entry: the table is the generated Cfg::layers.
 template <class Cfg>
 void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_beat_t>& labels, const uint8_t* weights,
-                uint8_t* scratch) {
+                uint8_t* scratch, uint8_t* scratch_b) {
     NoTrace none;
-    run_layers<Cfg>(pixels, labels, weights, scratch, Cfg::layers, Cfg::n_layers, none);
+    run_layers<Cfg>(pixels, labels, weights, scratch, scratch_b, Cfg::layers, Cfg::n_layers, none);
 }
 
 }  // namespace iseg

@@ -75,6 +75,7 @@ struct GemmBuffers {
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
     RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
+    RqDesc ln_rq;                       // its requant (per-tensor: the scalar, no table)
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
     Transposer<Cfg> tp;                 // the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention)
     int wcur;                           // half of w holding the current layer's weights
@@ -130,6 +131,8 @@ inline long prefetch_beats(const Prefetch& p, int lanes) { return (p.total - p.p
 template <class Cfg>
 void prefetch_beat(Prefetch& p, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
+    if (p.pos < p.total)
+        ISEG_AXI_RD(GMEM0, p.src + p.pos, p.total - p.pos < prefetch_lanes<Cfg>() ? p.total - p.pos : prefetch_lanes<Cfg>());
 PF_BYTE:
     for (int j = 0; j < prefetch_lanes<Cfg>(); ++j) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -164,6 +167,7 @@ void a_beat(ALoad& l, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int AL = load_lanes<Cfg>();
     if (l.r >= Cfg::R) return;
+    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, l.src + long(l.r) * l.stride + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -196,7 +200,8 @@ enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
     const uint8_t* src;     // LayerNorm input (i16), row 0 of the block
-    uint8_t* dst;           // LayerNorm output (out_bits: 8 into a GEMM, 8 or 16 alone), row 0 of the block
+    uint8_t* dst;           // LayerNorm output (out_bits: 8 into a GEMM, 8 or 16 alone), row 0 of the block, on
+                            // the second scratch port (scratch_b, gmem2: the output lanes store beside it)
     long sstride, dstride;  // elements
     int rows, K, bytes, half;
     int phase, r, i;
@@ -216,6 +221,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
     const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
     const int r = l.r;
     if (l.phase == LN_STATS) {
+        if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + (long(r) * l.sstride + l.i) * 2, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -252,6 +258,9 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             l.phase = LN_NORM;
         }
     } else if (l.phase == LN_NORM) {
+        if (r < l.rows)  // the LayerNorm's own output rows (the trace), on the second scratch port
+            ISEG_AXI_WR(GMEM2, l.dst + (long(r) * l.dstride + l.i) * l.bytes,
+                        l.bytes * (l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES));
     LNL_NORM:
         for (int j = 0; j < Cfg::LN_LANES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -261,7 +270,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
                 ISEG_RD(g, lnrq, g.l_bank(c), g.l_word(c));
                 ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
-                const int32_t y = requant_w<kLnZBits>(z, g.lnrq[c], 8 * l.bytes);
+                const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
                 st_act(l.dst + (long(r) * l.dstride + c) * l.bytes, l.bytes, y);
             }
@@ -274,17 +283,142 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
     }
 }
 
-// The per-channel (m, e, o) of a LayerNorm row (gamma, beta) into g.lnrq: one record per cycle.
+// ---------------------------------------------------------------------------------------------
+// Per-channel constants (biases, requant records) from the blob into their on-chip banks. Each table is
+// its own pipelined loop reading the table sequentially, one beat's worth per iteration (a burst on gmem0):
+// one loop reading a bias and two records per channel would ask the port for three spans per cycle.
+//   biases   bias_lanes = min(AXI_BYTES / 4, OUT_LANES) per iteration (consecutive channels: one bank each)
+//   records  16 bytes each: rq_recs(lanes) = min(AXI_BYTES / 16, lanes) whole records per iteration, or, on a
+//            port narrower than a record, rq_parts = ceil(16 / AXI_BYTES) iterations per record (the parts
+//            are collected in a register; the record is written with its last part)
+// A per-tensor requant (tab < 0) has no table: the lanes use its scalar (rq_at), nothing is loaded.
+// Cycles: generator/estimate.py table_its, the same figures.
+template <class Cfg>
+constexpr int bias_lanes() {
+    return Cfg::AXI_BYTES / 4 < 1 ? 1 : (Cfg::AXI_BYTES / 4 < Cfg::OUT_LANES ? Cfg::AXI_BYTES / 4 : Cfg::OUT_LANES);
+}
+template <class Cfg, int LANES>
+constexpr int rq_recs() {
+    return Cfg::AXI_BYTES < kRqRecordBytes ? 1
+                                            : (Cfg::AXI_BYTES / kRqRecordBytes < LANES ? Cfg::AXI_BYTES / kRqRecordBytes
+                                                                                       : LANES);
+}
+template <class Cfg>
+constexpr int rq_parts() {
+    return (kRqRecordBytes + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES;
+}
+inline long table_its(int n, int per_it, int parts) { return long((n + per_it - 1) / per_it) * parts; }
+
+// The requant of channel c: the loaded table, or the per-tensor scalar.
+inline RqParams rq_at(const RqDesc& d, const RqParams* tab, int c) {
+    ISEG_PRAGMA(HLS INLINE)
+    if (d.tab >= 0) return tab[c];
+    RqParams p;
+    p.m = d.m;
+    p.e = d.e;
+    p.o = d.o;
+    return p;
+}
+
+// Which table of GemmBuffers a record loop fills (its bank function and port counters).
+template <class Cfg, int WHICH>
+struct RqTable;
+template <class Cfg>
+struct RqTable<Cfg, 1> {
+    static constexpr int LANES = Cfg::OUT_LANES;
+    static RqParams* of(GemmBuffers<Cfg>& g) { return g.rq1; }
+    static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, rq1, g.o_bank(c), g.o_word(c)); }
+};
+template <class Cfg>
+struct RqTable<Cfg, 2> {
+    static constexpr int LANES = Cfg::OUT_LANES;
+    static RqParams* of(GemmBuffers<Cfg>& g) { return g.rq2; }
+    static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c)); }
+};
+template <class Cfg>
+struct RqTable<Cfg, 3> {
+    static constexpr int LANES = Cfg::LN_LANES;
+    static RqParams* of(GemmBuffers<Cfg>& g) { return g.lnrq; }
+    static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, lnrq, g.l_bank(c), g.l_word(c)); }
+};
+
+// The n records of d's table into table WHICH (1: rq1, 2: rq2, 3: lnrq); nothing for a per-tensor requant.
+template <class Cfg, int WHICH>
+void load_rq_table(const RqDesc& d, int n, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+    if (d.tab < 0) return;
+    constexpr int RPI = rq_recs<Cfg, RqTable<Cfg, WHICH>::LANES>(), PARTS = rq_parts<Cfg>();
+    constexpr int W = Cfg::AXI_BYTES;
+    RqParams* dst = RqTable<Cfg, WHICH>::of(g);
+    const long its = table_its(n, RPI, PARTS);
+    const uint8_t* tab = blob + d.tab;
+    uint8_t rb[kRqRecordBytes];  // the parts of a record (a port narrower than a record)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=rb complete)
+RQ_TABLE:
+    for (long i = 0; i < its; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PIPELINE(RQ_TABLE, 1);
+        const int c0 = int(i / PARTS) * RPI, p = int(i % PARTS);
+        const int recs = n - c0 < RPI ? n - c0 : RPI;
+        const long at = long(c0) * kRqRecordBytes + long(p) * W;
+        const int span = recs * kRqRecordBytes - p * W < W ? recs * kRqRecordBytes - p * W : W;
+        ISEG_AXI_RD(GMEM0, tab + at, span);
+    RQ_PART:
+        for (int j = 0; j < W && j < kRqRecordBytes; ++j) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if (PARTS > 1 && j < span) rb[p * W + j] = tab[at + j];
+        }
+        if (p == PARTS - 1) {
+        RQ_REC:
+            for (int r = 0; r < RPI; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                if (r < recs) {
+                    const uint8_t* rec = PARTS > 1 ? rb : tab + long(c0 + r) * kRqRecordBytes;
+                    RqTable<Cfg, WHICH>::port(g, c0 + r);
+                    RqParams q;
+                    q.m = ld_i32(rec);
+                    q.e = ld_i32(rec + 4);
+                    q.o = ld_i64(rec + 8);
+                    dst[c0 + r] = q;
+                }
+            }
+        }
+    }
+    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+}
+
+// The biases of d (i32, N of them) into g.bias, bias_lanes per iteration.
+template <class Cfg>
+void load_bias(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+    constexpr int BL = bias_lanes<Cfg>();
+    const long its = d.b >= 0 ? table_its(d.N, BL, 1) : 0;
+GEMM_BIAS:
+    for (long i = 0; i < its; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
+        ISEG_PIPELINE(GEMM_BIAS, 1);
+        const int c0 = int(i) * BL;
+        ISEG_AXI_RD(GMEM0, blob + d.b + 4L * c0, 4 * (d.N - c0 < BL ? d.N - c0 : BL));
+    GEMM_BIAS_L:
+        for (int l = 0; l < BL; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int c = c0 + l;
+            if (c < d.N) {
+                ISEG_WR(g, bias, g.o_bank(c), g.o_word(c));
+                g.bias[c] = ld_i32(blob + d.b + 4L * c);
+            }
+        }
+    }
+    if (d.b < 0) {  // no bias: zeros (on chip, no port)
+    GEMM_BIAS_ZERO:
+        for (int c = 0; c < d.N; ++c) g.bias[c] = 0;
+    }
+    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+}
+
+// The per-channel (m, e, o) of a LayerNorm row (gamma, beta) into g.lnrq.
 template <class Cfg>
 void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
-LN_CONSTS:
-    for (int c = 0; c < ln.N; ++c) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PIPELINE(LN_CONSTS, 1);
-        ISEG_WR(g, lnrq, g.l_bank(c), g.l_word(c));
-        g.lnrq[c] = rq_channel(ln.rq, blob, c);
-    }
-    ISEG_CYCLES(g.cycles, long(ln.N) * ((kRqRecordBytes + Cfg::AXI_BYTES - 1) / Cfg::AXI_BYTES) + kPipeDepth);
+    g.ln_rq = ln.rq;
+    load_rq_table<Cfg, 3>(ln.rq, ln.N, blob, g);
 }
 
 // A LAYERNORM row that is not fused into a GEMM (its output feeds no single LINEAR: the decoder's final
@@ -295,7 +429,8 @@ LN_CONSTS:
 // stats pass) before any of its output rows is stored, so the output may be the input, updated in place,
 // as long as an output row never outruns its input row (stride), or the two must be disjoint.
 template <class Cfg>
-void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
+void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
+                     GemmBuffers<Cfg>& g) {
     const int bytes = d.out_bits / 8;
     ISEG_CHECK((d.out == d.in && long(d.out_stride) * bytes <= 2L * d.in_stride) ||
                    d.out + (long(d.T - 1) * d.out_stride + d.N) * bytes <= d.in ||
@@ -305,7 +440,7 @@ void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, 
     const int R = Cfg::R;
     const int blk = ln_block_steps(R, d.N, Cfg::AXI_BYTES, Cfg::LN_LANES);
     const long total = long((d.T + R - 1) / R) * blk;
-    LnLoad l = {scratch + d.in, scratch + d.out, long(d.in_stride), long(d.out_stride), d.T < R ? d.T : R, d.N,
+    LnLoad l = {scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < R ? d.T : R, d.N,
                 bytes, 0, LN_STATS, 0, 0, 0, 0};
     int s = 0, t0 = 0;
 LN_LAYER:
@@ -332,14 +467,16 @@ LN_LAYER:
 // A PATCH_EMBED row with n_prefix 1 runs the position-embedding add (the graph's Embed op) in its output
 // stage (generator/estimate.py embed_fusions decides it, for the planner and the estimate): its output is
 // the Embed's (1 + T, N) i16, row 1 + t = int_add(RQ_16(acc + bias) of token t, pos[1 + t]) and row 0 =
-// int_add(cls, pos[0]), with the Embed's (ma, mb, ea). The constants are i16 rows of the blob: cls at
-// `cst` (N), pos at blob byte offset `in2` (T + 1 rows, row stride in2_stride elements).
+// int_add(cls, pos[0]), with the Embed's (ma, mb, ea). The constants are i16 rows of the blob: row 0, a
+// constant computed by the generator (plan.embed_prefix_rows), at `cst` (N), pos at blob byte offset `in2` (T + 1 rows,
+// row stride in2_stride elements). Both are read on gmem0, the weight prefetcher's port: in this layer the
+// prefetch steps of a tile wait until its output lanes are done (gemm_layer `pf0`).
 inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
 // RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)] (F_RESIDUAL) or
-// [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the GEMM value is replaced by the
-// constant row value pre_v, the cls token). `res` is the residual / pos operand (i16). One int_add per lane
+// [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the output is the constant row value
+// pre_v, the embed's row 0, already added). `res` is the residual / pos operand (i16). One int_add per lane
 // for both adds (its operands muxed): int_add(a, b, ma, mb) = clamp((a*ma + b*mb + 2^(e-1)) >> e), so the
 // order matters only with the multipliers, and each keeps its own (residual: res * ma; embed: token * ma).
 // W: the lane widths (mul.h): acc + bias is proven to fit W::ACC bits, the GELU output 15.
@@ -349,7 +486,7 @@ inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const Rq
     ISEG_PRAGMA(HLS INLINE)
     int32_t y = requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
     if (d.flags & F_GELU) y = requant_w<kGeluYBits>(gelu_lambda<W>(y, d.gelu), rq2, 8);
-    if (pre) y = pre_v;
+    if (pre) return pre_v;
     const bool emb = embed_fused(d);
     if ((d.flags & F_RESIDUAL) || emb) {
         const int32_t a = emb ? y : res, b = emb ? res : y;
@@ -369,8 +506,8 @@ struct Drain {
 // One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile, or of the
 // embed's cls row (t.cls).
 template <class Cfg>
-void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, const Drain& t,
-                int s) {
+void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
+                GemmBuffers<Cfg>& g, const Drain& t, int s) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -382,16 +519,24 @@ OUT_LANE:
         const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
         if (ok) {
             const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0), col = t.cls ? long(e) : t.n0 + c;
-            const uint8_t* rsrc = emb ? blob + d.in2 : scratch + d.in2;  // pos rows (blob) or residual (scratch)
-            const int32_t res = ((d.flags & F_RESIDUAL) || emb)
-                                    ? int32_t(ld_i16(rsrc + (row * d.in2_stride + col) * 2)) : 0;
+            const long ro = (row * d.in2_stride + col) * 2;
+            int32_t res = 0;  // pos rows (blob) or the residual (scratch)
+            if (emb && !t.cls) {
+                ISEG_AXI_RD(GMEM0, blob + d.in2 + ro, 2);
+                res = ld_i16(blob + d.in2 + ro);
+            } else if (d.flags & F_RESIDUAL) {  // beside the A loader's row: the second scratch port
+                ISEG_AXI_RD(GMEM2, scratch_b + d.in2 + ro, 2);
+                res = ld_i16(scratch_b + d.in2 + ro);
+            }
+            if (t.cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
             const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
+            ISEG_AXI_WR(GMEM1, scratch + d.out + (row * d.out_stride + col) * bytes, bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
-                   gemm_out<typename widths_of<Cfg>::type>(t.cls ? 0 : g.dr[r][c], g.bias[col], g.rq1[col],
-                                                           g.rq2[col], d, res, t.cls, pre_v));
+                   gemm_out<typename widths_of<Cfg>::type>(t.cls ? 0 : g.dr[r][c], g.bias[col], rq_at(d.rq, g.rq1, col),
+                                                           rq_at(d.rq2, g.rq2, col), d, res, t.cls, pre_v));
         }
     }
 }
@@ -435,31 +580,12 @@ ACC_COPY_R:
     }
 }
 
-// Beats of a GEMM layer's per-channel constants: biases (4 bytes each, packed) and one beat per
-// 16-byte requant record of each per-channel table; at least one cycle per channel.
-inline long const_beats(const LayerDesc& d, int W) {
-    long b = d.b >= 0 ? (4L * d.N + W - 1) / W : 0;
-    b += (d.rq.tab >= 0 ? long(d.N) * ((kRqRecordBytes + W - 1) / W) : 0);
-    b += (d.rq2.tab >= 0 ? long(d.N) * ((kRqRecordBytes + W - 1) / W) : 0);
-    return (b > d.N ? b : d.N) + kPipeDepth;
-}
-
-// Per-channel constants of a GEMM layer (bias i32, rq1/rq2 records): one beat each of
-// AXI_BYTES / 4 biases or one 16-byte record (rounded up to whole beats).
+// Per-channel constants of a GEMM layer: biases, rq1 and rq2 tables, one loop each.
 template <class Cfg>
 void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
-GEMM_CONSTS:
-    for (int c = 0; c < d.N; ++c) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
-        ISEG_PIPELINE(GEMM_CONSTS, 1);
-        ISEG_WR(g, bias, g.o_bank(c), g.o_word(c));
-        ISEG_WR(g, rq1, g.o_bank(c), g.o_word(c));
-        ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c));
-        g.bias[c] = d.b >= 0 ? ld_i32(blob + d.b + 4L * c) : 0;
-        g.rq1[c] = rq_channel(d.rq, blob, c);
-        g.rq2[c] = rq_channel(d.rq2, blob, c);
-    }
-    ISEG_CYCLES(g.cycles, const_beats(d, Cfg::AXI_BYTES));
+    load_bias<Cfg>(d, blob, g);
+    load_rq_table<Cfg, 1>(d.rq, d.N, blob, g);
+    load_rq_table<Cfg, 2>(d.rq2, d.N, blob, g);
 }
 
 // A whole GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)).
@@ -470,8 +596,8 @@ GEMM_CONSTS:
 // With `fuse_ln`, `ln` is the LAYERNORM row whose output is this layer's input: the left operand is
 // loaded by the LayerNorm loader (ln_step) from ln's input instead, and ln's output is written too.
 template <class Cfg>
-void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g, Prefetch& pf,
-                const LayerDesc& ln, bool fuse_ln) {
+void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g,
+                Prefetch& pf, const LayerDesc& ln, bool fuse_ln) {
     const int W = Cfg::AXI_BYTES;
     const int mb_n = (d.T + Cfg::R - 1) / Cfg::R;
     const int nt_n = (d.N + Cfg::C - 1) / Cfg::C;
@@ -498,7 +624,7 @@ GEMM_ZERO_R:
     const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
     ALoad al = {scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
-    LnLoad ll = {scratch + lin, scratch + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
+    LnLoad ll = {scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
                  fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
 GEMM_A0:
     for (int b = 0; b < a_blk; ++b) {
@@ -526,7 +652,7 @@ GEMM_MT:
         ALoad nx = {scratch + d.in + long(tn) * d.in_stride, long(d.in_stride),
                     more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0, d.K, cur ^ 1, more ? 0 : Cfg::R, 0};
         const int rn = more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0;
-        LnLoad lx = {scratch + lin + long(tn) * ln.in_stride * 2, scratch + lout + long(tn) * ln.out_stride,
+        LnLoad lx = {scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
                      long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
                      fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
         const int a_total = more ? a_blk : 0;
@@ -534,10 +660,12 @@ GEMM_MT:
     GEMM_NT:
         for (int nt = 0; nt < nt_n; ++nt) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
+            // the embed's output lanes read pos rows (or row 0) on gmem0: its prefetch steps follow them
+            const int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;
             int steps = d.K;
             if (dt.pending && dsteps > steps) steps = dsteps;
             if (a_share > steps) steps = a_share;
-            if (w_share > steps) steps = w_share;
+            if (pf0 + w_share > steps) steps = pf0 + w_share;
             if (!dt.pending && csteps > steps) steps = csteps;
         GEMM_STEP:
             for (int s = 0; s < steps; ++s) {
@@ -550,10 +678,10 @@ GEMM_MT:
                     array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
                 }
                 // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
-                if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, g, dt.pending ? dt : dcls, s);
+                if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt.pending ? dt : dcls, s);
                 if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
                 if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
-                if (s < w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
+                if (s >= pf0 && s < pf0 + w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
             }
             ISEG_CYCLES(g.cycles, steps);
             acc_to_drain<Cfg>(g);
@@ -570,7 +698,7 @@ GEMM_MT:
 GEMM_TAIL:
     for (int s = 0; s < dsteps; ++s) {
         ISEG_PIPELINE(GEMM_TAIL, 1);
-        drain_step<Cfg>(d, blob, scratch, g, dt, s);
+        drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt, s);
     }
     ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
 }
@@ -630,6 +758,7 @@ TP_OUT:
     const bool completes = t.n % C == C - 1 || t.n == N - 1;
     if (completes && t.wleft > 0) return -1;
     const int n = t.n, tile = n / C;
+    ISEG_AXI_RD(GMEM1, src + long(n) * stride + b * W, K - b * W < W ? K - b * W : W);
 TP_IN:
     for (int j = 0; j < W; ++j) {
         ISEG_PRAGMA(HLS UNROLL)

@@ -140,8 +140,103 @@ struct Ports {
     }
 };
 
+// ---------------------------------------------------------------------------------------------
+// The same check for the m_axi bundles (top.cpp). An AXI master moves one beat per cycle on its read
+// channel and one on its write channel, so an iteration of a loop at II may move at most II beats per
+// bundle and direction; two accesses to different places of one bundle in one iteration are two bursts
+// that the tool serialises (it raises the II). Per iteration, the byte spans an access site reads or
+// writes through one bundle are merged (contiguous or overlapping spans are one) and each merged span
+// costs ceil(bytes / beat) beats: a loader's few bytes of a row per step are one beat of its burst, a
+// residual operand beside it is a second. Whatever exceeds II is recorded like a bank excess, with the
+// buffer named "gmemN.read" / "gmemN.write".
+//
+// Each access names its bundle (ISEG_AXI_RD / ISEG_AXI_WR); axi_bind tells the check which buffer each
+// bundle carries (gmem0 the weights blob, gmem1 the scratch, gmem2 a second port onto the scratch), so an
+// access that names a bundle that does not reach its buffer stops the C-simulation (gmem1 and gmem2 carry the
+// same buffer: which of the two an access names is the code's word).
+enum AxiBundle : int { GMEM0 = 0, GMEM1 = 1, GMEM2 = 2, kAxiBundles = 3 };
+enum AxiBuffer : int { AXI_BLOB = 1, AXI_SCRATCH = 2 };
+
+struct AxiLog {
+    int beat;                                   // bytes per beat (Cfg::AXI_BYTES); 0: not bound
+    const uint8_t* blob;                        // base addresses of the two buffers
+    const uint8_t* scratch;
+    int carries[kAxiBundles];                   // AxiBuffer bits each bundle may reach
+    long long iter[kAxiBundles][2];             // iteration of the spans below
+    int n[kAxiBundles][2];
+    uintptr_t lo[kAxiBundles][2][16], hi[kAxiBundles][2][16];  // merged spans [lo, hi)
+    long long bytes[kAxiBundles][2];            // bytes moved this run (every access, pipelined or not)
+};
+
+inline AxiLog& axi_log() {
+    static AxiLog log = {};
+    return log;
+}
+
+// Called by run_layers (C-sim) with the buffers the bundles carry.
+inline void axi_bind(int beat, const uint8_t* blob, const uint8_t* scratch) {
+    AxiLog& a = axi_log();
+    a = AxiLog();
+    a.beat = beat;
+    a.blob = blob;
+    a.scratch = scratch;
+    a.carries[GMEM0] = AXI_BLOB;
+    a.carries[GMEM1] = AXI_SCRATCH;
+    a.carries[GMEM2] = AXI_SCRATCH;
+}
+
+inline void axi_use(int bundle, bool write, const void* ptr, long nbytes) {
+    AxiLog& a = axi_log();
+    if (a.beat == 0 || nbytes <= 0) return;
+    const uintptr_t p = uintptr_t(ptr), b = uintptr_t(a.blob), s = uintptr_t(a.scratch);
+    // the buffer the address lies in: the nearest base at or below it
+    const bool in_b = p >= b && (p < s || s < b), in_s = p >= s && (p < b || b < s);
+    const int buf = in_b ? AXI_BLOB : in_s ? AXI_SCRATCH : 0;
+    if (bundle < 0 || bundle >= kAxiBundles || (a.carries[bundle] & buf) == 0)
+        csim_fail("m_axi check: an access names a bundle that does not carry its buffer", __FILE__, __LINE__);
+    const int d = write ? 1 : 0;
+    a.bytes[bundle][d] += nbytes;
+    const PortLog& l = port_log();
+    if (l.loop == nullptr) return;
+    if (a.iter[bundle][d] != l.iter) {
+        a.iter[bundle][d] = l.iter;
+        a.n[bundle][d] = 0;
+    }
+    uintptr_t lo = p, hi = p + uintptr_t(nbytes);
+    int& n = a.n[bundle][d];
+    uintptr_t* L = a.lo[bundle][d];
+    uintptr_t* H = a.hi[bundle][d];
+AXI_MERGE:
+    for (int i = 0; i < n;) {  // absorb every span that touches [lo, hi)
+        if (L[i] <= hi && lo <= H[i]) {
+            if (L[i] < lo) lo = L[i];
+            if (H[i] > hi) hi = H[i];
+            L[i] = L[n - 1];
+            H[i] = H[n - 1];
+            --n;
+        } else {
+            ++i;
+        }
+    }
+    if (n == 16) csim_fail("m_axi check: more than 16 separate spans in one iteration", __FILE__, __LINE__);
+    L[n] = lo;
+    H[n] = hi;
+    ++n;
+    long beats = 0;
+AXI_BEATS:
+    for (int i = 0; i < n; ++i) beats += long((H[i] - L[i] + uintptr_t(a.beat) - 1) / uintptr_t(a.beat));
+    if (beats > l.ii) {
+        static const char* names[kAxiBundles][2] = {
+            {"gmem0.read", "gmem0.write"}, {"gmem1.read", "gmem1.write"}, {"gmem2.read", "gmem2.write"}};
+        port_log_excess(names[bundle][d], int(beats), l.ii);
+    }
+}
+
 }  // namespace iseg
 
+#define ISEG_AXI_BIND(beat, blob, scratch) ::iseg::axi_bind((beat), (blob), (scratch))
+#define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n))
+#define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n))
 #define ISEG_PIPELINE(label, ii) ::iseg::PipeIter iseg_pipe_iter_(#label, ii)
 #define ISEG_PORTS(buf, NB) ::iseg::Ports<(NB)> buf##_ports
 #define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false)

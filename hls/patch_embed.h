@@ -52,6 +52,7 @@ PE_PASS:
             ISEG_PRAGMA(HLS DEPENDENCE variable=line inter false)
             if (emit) {
                 const long at = patch + (long(py) * P + px) * 3;
+                ISEG_AXI_WR(GMEM1, stage + at, 3);
                 stage[at + 0] = uint8_t(line[eh][py][x][0]);
                 stage[at + 1] = uint8_t(line[eh][py][x][1]);
                 stage[at + 2] = uint8_t(line[eh][py][x][2]);

@@ -17,6 +17,8 @@ argument indices, data movers): the host is fixed code plus a generated manifest
 Buffers, the same for every backend: ``pixels`` (the packed input frame, one per slot),
 ``labels`` (the packed output), ``weights`` (``weights.bin``, checked and loaded once),
 ``scratch`` (the kernel's DDR working memory, ``scratch_bytes``, never cleared between frames).
+The kernel reaches the scratch through two ``m_axi`` ports (``scratch`` on gmem1, ``scratch_b`` on
+gmem2, so a loop can move two spans of it per cycle); both are given the one scratch buffer.
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ class PynqBackend(Backend):
         self.labels = self._alloc(pynq, self.fmt.label_bytes)
         _write_u64(self.ip, regs.weights, int(self.weights.physical_address))
         _write_u64(self.ip, regs.scratch, int(self.scratch.physical_address))
+        _write_u64(self.ip, regs.scratch_b, int(self.scratch.physical_address))  # same buffer, second port
 
     def _ip(self, name: str) -> Any:
         try:
@@ -204,12 +207,13 @@ class XrtBackend(Backend):
     The kernel's AXI-Streams are wired kernel to kernel at link time (``mm2s_1.s -> pixels``,
     ``labels -> s2mm_1.s``), so the host never passes a stream argument: it hands the pixel
     buffer to the mm2s mover, the label buffer to the s2mm mover, and only the ``m_axi``
-    arguments (weights, scratch) to the kernel. Argument indices and names are the manifest's
-    ``runtime.xrt``. One run object per kernel (two for mm2s: one per input slot) is made once
-    with its arguments set; per frame the s2mm run, the kernel run and the mm2s run are started
-    in that order (the receiver is ready before data flows), all three are waited for, and the
-    labels are synced back. Weights are written and synced once; pixels are synced in
-    :meth:`load`, overlapping the previous frame.
+    arguments (weights, scratch, and scratch_b: the same scratch buffer object, a second port onto
+    it) to the kernel. Argument indices and names are the manifest's ``runtime.xrt``. One run
+    object per kernel (two for mm2s: one per input slot) is made once with its arguments set; per
+    frame the s2mm run, the kernel run and the mm2s run are started in that order (the receiver
+    is ready before data flows), all three are waited for, and the labels are synced back.
+    Weights are written and synced once; pixels are synced in :meth:`load`, overlapping the
+    previous frame.
     """
 
     name = "xrt"
@@ -243,6 +247,11 @@ class XrtBackend(Backend):
         self.kernel = kernel(names.kernel, names.instance)
         self.mm2s = kernel(names.pixels.kernel, names.pixels.instance)
         self.s2mm = kernel(names.labels.kernel, names.labels.instance)
+        # scratch and scratch_b are one buffer on two ports, so link.cfg puts them in one bank
+        if self.kernel.group_id(names.scratch_b_arg) != self.kernel.group_id(names.scratch_arg):
+            raise IsegError(f"the xclbin puts kernel arguments {names.scratch_arg} (scratch) and "
+                            f"{names.scratch_b_arg} (scratch_b) in different memory banks, but they share one "
+                            f"buffer (does --xclbin match the project? its link.cfg maps both to one bank)")
         self.weights = bo(self.kernel, names.weights_arg, len(weights))
         self.weights.write(weights, 0)
         self.weights.sync(self._to, len(weights), 0)
@@ -254,6 +263,7 @@ class XrtBackend(Backend):
         self.kernel_run = pyxrt.run(self.kernel)
         self.kernel_run.set_arg(names.weights_arg, self.weights)
         self.kernel_run.set_arg(names.scratch_arg, self.scratch)
+        self.kernel_run.set_arg(names.scratch_b_arg, self.scratch)  # same buffer object: one DDR buffer, two ports
         self.send_runs = []
         for buf in self.pixels:
             r = pyxrt.run(self.mm2s)

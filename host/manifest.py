@@ -56,6 +56,7 @@ class Registers:
     ap_done_bit: int
     weights: int  # 64-bit pointer: low word here, high word at +4
     scratch: int
+    scratch_b: int  # the kernel's second m_axi port onto the scratch: the host writes the scratch's address here too
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class XrtNames:
     instance: str
     weights_arg: int
     scratch_arg: int
+    scratch_b_arg: int  # the second m_axi port onto the scratch: set to the same buffer object as scratch_arg
     pixels: XrtMover  # mm2s: pixels buffer -> the kernel's pixel stream
     labels: XrtMover  # s2mm: the kernel's label stream -> labels buffer
 
@@ -179,7 +181,8 @@ def _registers(doc: dict[str, Any], path: Path) -> Registers:
                      ap_start_bit=_get(doc, f"{regs}.ap_ctrl.bits.ap_start", int, path),
                      ap_done_bit=_get(doc, f"{regs}.ap_ctrl.bits.ap_done", int, path),
                      weights=_get(doc, f"{regs}.weights.offset", int, path),
-                     scratch=_get(doc, f"{regs}.scratch.offset", int, path))
+                     scratch=_get(doc, f"{regs}.scratch.offset", int, path),
+                     scratch_b=_get(doc, f"{regs}.scratch_b.offset", int, path))
 
 
 def _runtime(doc: dict[str, Any], path: Path) -> tuple[str, PynqNames | None, XrtNames | None]:
@@ -199,7 +202,7 @@ def _runtime(doc: dict[str, Any], path: Path) -> tuple[str, PynqNames | None, Xr
 
         xrt = XrtNames(_get(doc, f"{x}.kernel", str, path), _get(doc, f"{x}.instance", str, path),
                        _get(doc, f"{x}.args.weights", int, path), _get(doc, f"{x}.args.scratch", int, path),
-                       mover("pixels"), mover("labels"))
+                       _get(doc, f"{x}.args.scratch_b", int, path), mover("pixels"), mover("labels"))
     if pynq is None and xrt is None:
         raise IsegError(f"{path}: runtime names neither a pynq nor an xrt section (regenerate the project)")
     return flow, pynq, xrt

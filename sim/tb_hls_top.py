@@ -5,14 +5,18 @@ Set ``ISEG_HLS_EXPORT_DIR`` to an export holding the Verilog of the top (``*.v``
 
     {"top": "iseg_top", "height": 32, "width": 32,
      "pixels": "pixels", "labels": "labels",              # AXI-Stream port prefixes
-     "control": "s_axi_control", "memory": "m_axi_gmem",  # AXI-Lite and AXI master prefixes
-     "weights_addr_reg": 16, "weights_bin": "weights.bin", "weights_base": 0,
+     "control": "s_axi_control",                          # AXI-Lite prefix
+     "memories": ["m_axi_gmem0", "m_axi_gmem1", "m_axi_gmem2"],   # the top's AXI masters
+     "weights_addr_reg": 16, "scratch_addr_regs": [28, 40],        # manifest ports.control.registers
+     "weights_bin": "weights.bin", "weights_base": 0, "scratch_base": 33554432,
      "image_npy": "image.npy", "labels_npy": "labels.npy"}   # (H, W, 3) u8 in, (H, W) u8 expected
 
-The image goes in as one u8x3 pixel per beat (tlast at each row end), the weights sit in an AXI
-RAM model at ``weights_base``, the start bit is written over AXI-Lite, and the label stream must
-equal ``labels_npy`` (from the numpy reference) exactly. There is no Vitis on CI machines: the
-pytest wrapper skips without the variable, it never fakes a pass.
+The image goes in as one u8x3 pixel per beat (tlast at each row end); every AXI master of the top is
+attached to ONE shared memory model (weights at ``weights_base``, the scratch at ``scratch_base``:
+``scratch`` and ``scratch_b`` are two ports onto the same buffer, so both registers get its address);
+the start bit is written over AXI-Lite, and the label stream must equal ``labels_npy`` (from the numpy
+reference) exactly. There is no Vitis on CI machines: the pytest wrapper skips without the variable, it
+never fakes a pass.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def _sig(dut, prefix: str, name: str):
 
 
 class HlsTopTB:
-    """AXI-Lite control, AXI RAM weights, pixel stream in, label stream out."""
+    """AXI-Lite control, one memory behind every AXI master (weights and scratch), pixel stream in, label
+    stream out."""
 
     def __init__(self, dut, export: Path):
         from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
@@ -48,8 +53,13 @@ class HlsTopTB:
         cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
         self.ctrl = AxiLiteMaster(AxiLiteBus.from_prefix(dut, self.cfg["control"]), dut.ap_clk, dut.ap_rst_n,
                                   reset_active_level=False)
-        self.ram = AxiRam(AxiBus.from_prefix(dut, self.cfg["memory"]), dut.ap_clk, dut.ap_rst_n,
-                          reset_active_level=False, size=1 << 26)
+        prefixes = self.cfg.get("memories") or [self.cfg["memory"]]
+        self.rams = []
+        for prefix in prefixes:  # the first model owns the memory, the others share it (mem=)
+            self.rams.append(AxiRam(AxiBus.from_prefix(dut, prefix), dut.ap_clk, dut.ap_rst_n,
+                                    reset_active_level=False, size=1 << 27,
+                                    mem=self.rams[0].mem if self.rams else None))
+        self.ram = self.rams[0]
         self.export = export
 
     async def run(self) -> None:
@@ -63,6 +73,8 @@ class HlsTopTB:
             await RisingEdge(dut.ap_clk)
         dut.ap_rst_n.value = 1
         await self.ctrl.write_dword(int(c["weights_addr_reg"]), int(c.get("weights_base", 0)))
+        for reg in c.get("scratch_addr_regs", []):  # scratch and scratch_b: the same buffer
+            await self.ctrl.write_dword(int(reg), int(c.get("scratch_base", 1 << 25)))
         await self.ctrl.write_dword(0x00, 1)  # ap_start
         pv, pr, pd, pl = (_sig(dut, c["pixels"], n) for n in ("tvalid", "tready", "tdata", "tlast"))
         lv, lr, ld = (_sig(dut, c["labels"], n) for n in ("tvalid", "tready", "tdata"))

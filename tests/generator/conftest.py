@@ -71,7 +71,8 @@ def build_projects(tmp_path_factory: pytest.TempPathFactory, variants: dict, pre
 def assert_csim_counts_the_plan(project: Path, ckpt: Path, plan, image_seed: int, n_attention: int) -> None:
     """Build and run a generated project's C-simulation on one calibration image: its labels are the
     reference's, and its cycle counter equals the plan's estimate for the frame and for each of its
-    ``n_attention`` ATTENTION rows."""
+    ``n_attention`` ATTENTION rows. And the DDR traffic the report states per frame is what the C-simulation
+    moved through its m_axi ports: the blob's bytes on gmem0, the scratch's on gmem1 and gmem2."""
     import numpy as np
 
     from iseg.checkpoint import load
@@ -84,6 +85,10 @@ def assert_csim_counts_the_plan(project: Path, ckpt: Path, plan, image_seed: int
     img = calibration_image(plan.spec.image, image_seed)
     assert np.array_equal(lib.run(img), run(load(ckpt), img)[0])
     assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"] == plan.totals["cycles"]
+    moved = lib.axi_bytes()
+    assert moved["gmem0.read"] == plan.totals["weight_bytes_per_frame"] and moved["gmem0.write"] == 0
+    assert moved["gmem1.read"] + moved["gmem1.write"] + moved["gmem2.read"] + moved["gmem2.write"] == \
+        plan.totals["scratch_bytes_per_frame"]
     op_cycles = {o.name: o.cycles for o in plan.op_estimates}
     att = [r for r in plan.layers if r.op == "ATTENTION"]
     assert len(att) == n_attention

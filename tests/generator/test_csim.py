@@ -47,7 +47,7 @@ def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
     out = generate(write_config(tmp_path, ckpt, array=array, outputs=["hls"]))
     summary = check_csim(out, ckpt, "2")
     assert summary.startswith("csim PASS: 2 image(s)")
-    assert "; cycles counted = estimate (" in summary
+    assert "; cycles counted = estimate (" in summary and "; DDR bytes counted = estimate (" in summary
     warnings = summary.splitlines()[1:]
     if name == "dh64_array3x5":
         # an explicit array with C = 5 < AXI_BYTES / 2: a V beat of attention's K/V load spans four channel tiles,
@@ -56,7 +56,7 @@ def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
             r"  WARNING ATT_KV_STEP: w gets up to 6 accesses per bank per iteration, 4 fit \(\d+ iterations\)",
             warnings[0]), summary
     else:
-        assert summary.endswith("memory ports: every pipelined loop within its banks"), summary
+        assert summary.endswith("memory ports: every pipelined loop within its banks and its m_axi beats"), summary
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +172,15 @@ def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_p
         check_csim(proj, tiny_ckpt, "1")
 
 
-def test_csim_on_8_byte_beats(tmp_path: Path) -> None:
-    """pynq-z2's 64-bit ports (AXI_BYTES 8): the loaders' step sizes (load_lanes, prefetch_lanes, a 16-byte
-    requant record in two beats) differ from the 16-byte boards'; bit-exact, counter = estimate, within the banks."""
+@pytest.mark.parametrize("board,beat", [("pynq-z2", 8), ("u250", 64)])
+def test_csim_on_other_beats(board: str, beat: int, tmp_path: Path) -> None:
+    """pynq-z2's 64-bit ports (AXI_BYTES 8: a 16-byte requant record in two iterations, collected in a register)
+    and u250's 512-bit ones (AXI_BYTES 64: four records and up to 16 biases per iteration): the loaders' step sizes
+    (load_lanes, prefetch_lanes, the constant tables) differ from the 16-byte boards'; bit-exact, counter =
+    estimate, within the banks and the m_axi beats."""
     ckpt = make_ckpt(tmp_path, BASE, seed=3)
-    out = generate(write_config(tmp_path, ckpt, outputs=["hls"], board="pynq-z2"))
-    assert "static constexpr int AXI_BYTES = 8;" in (out / "src" / "model_cfg.h").read_text()
+    out = generate(write_config(tmp_path, ckpt, outputs=["hls"], board=board))
+    assert f"static constexpr int AXI_BYTES = {beat};" in (out / "src" / "model_cfg.h").read_text()
     summary = check_csim(out, ckpt, "1")
-    assert "; cycles counted = estimate (" in summary, summary
-    assert summary.endswith("memory ports: every pipelined loop within its banks"), summary
+    assert "; cycles counted = estimate (" in summary and "; DDR bytes counted = estimate (" in summary, summary
+    assert summary.endswith("memory ports: every pipelined loop within its banks and its m_axi beats"), summary

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iseg import numerics as nx
 from iseg.errors import IsegError
 from iseg.generator import estimate as est
 from iseg.generator.cli import check_csim
@@ -52,7 +53,7 @@ def test_rule_and_costs() -> None:
 def test_plan_row(decoder: str, tmp_path: Path) -> None:
     from iseg.checkpoint import load
     from iseg.generator.config import load_config
-    from iseg.generator.plan import make_plan
+    from iseg.generator.plan import embed_prefix_rows, make_plan
 
     spec = replace(BASE, decoder=decoder)
     ck = make_ckpt(tmp_path, spec, seed=1)
@@ -64,7 +65,15 @@ def test_plan_row(decoder: str, tmp_path: Path) -> None:
     seg = {s.name: s for s in plan.blob}
     assert row.op == "PATCH_EMBED" and row.ops == ("patch_embed", "embed")
     assert f["n_prefix"] == "1" and int(f["in2"]) == seg["pos_embed"].offset
-    assert int(f["cst"]) == seg["cls_token"].offset
+    # row 0 = int_add(cls, pos[0]) is a constant: folded by the generator into one blob row at cst
+    pre = seg["embed#prefix"]
+    assert int(f["cst"]) == pre.offset and pre.kind == "i16 embed prefix" and pre.nbytes == spec.dim * 2
+    ckpt = load(ck)
+    c0 = ckpt.consts["embed.add"]
+    want0 = nx.int_add(ckpt.tensors["cls_token"].reshape(-1), ckpt.tensors["pos_embed"].reshape(-1, spec.dim)[0],
+                       int(c0["ma"]), int(c0["mb"]), int(c0["e"]))
+    assert np.array_equal(embed_prefix_rows(ckpt, "cls_token", "pos_embed", "embed.add")[0], want0)
+    assert "cls_token" not in seg  # the cls row itself is not needed on the board
     assert int(f["in2_stride"]) == spec.dim and seg["pos_embed"].nbytes == (spec.n_patches + 1) * spec.dim * 2
     c = load(ck).consts["embed.add"]
     assert (int(f["ma"]), int(f["mb"]), int(f["ea"])) == (int(c["ma"]), int(c["mb"]), int(c["e"]))
@@ -113,8 +122,8 @@ def test_csim_bit_exact_and_cycles(name: str, projects) -> None:
 @pytest.mark.csim
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 def test_wrong_pos_or_ma_is_caught(projects, tmp_path: Path) -> None:
-    """One pos value changed in weights.bin, or the embed's ma changed in the layer table: a MISMATCH naming the
-    fused row (patch_embed+embed [embed])."""
+    """One pos value changed in weights.bin, one value of the folded row 0, or the embed's ma changed in the layer
+    table: a MISMATCH naming the fused row (patch_embed+embed [embed])."""
     proj, ckpt, _ = projects["mask_p16"]
     mut = tmp_path / "pos"
     shutil.copytree(proj, mut)
@@ -136,5 +145,15 @@ def test_wrong_pos_or_ma_is_caught(projects, tmp_path: Path) -> None:
     m = re.compile(r"(-?\d+),  // ma\n").search(text, block)
     text = text[:m.start()] + f"{int(m.group(1)) // 2 + 12345},  // ma\n" + text[m.end():]
     cfg_h.write_text(text)
-    with pytest.raises(IsegError, match=r"MISMATCH .* layer 0 patch_embed\+embed \[embed\] at flat index 0:"):
+    # row 0 is the folded constant: ma shows from row 1 on
+    with pytest.raises(IsegError, match=rf"MISMATCH .* layer 0 patch_embed\+embed \[embed\] at flat index {d}:"):
         check_csim(mut2, ckpt, "1")
+    mut3 = tmp_path / "row0"
+    shutil.copytree(proj, mut3)
+    off = int(re.search(r"= (\d+);  // embed#prefix:", (mut3 / "src" / "weights_layout.h").read_text()).group(1))
+    blob = bytearray((mut3 / "weights.bin").read_bytes())
+    v = int.from_bytes(blob[off + 10:off + 12], "little", signed=True)  # row 0, channel 5
+    blob[off + 10:off + 12] = (v ^ 1).to_bytes(2, "little", signed=True)
+    (mut3 / "weights.bin").write_bytes(bytes(blob))
+    with pytest.raises(IsegError, match=r"MISMATCH .* layer 0 patch_embed\+embed \[embed\] at flat index 5:"):
+        check_csim(mut3, ckpt, "1")

@@ -53,6 +53,24 @@ def test_manifest(project: Path) -> None:
     assert m["ports"]["control"]["registers"]["ap_ctrl"]["offset"] == 0
 
 
+def test_kernel_interface(project: Path) -> None:
+    """Three m_axi masters: gmem0 the weights, gmem1 and gmem2 (scratch_b) two ports onto the one scratch
+    buffer; their pointer registers and (kv260: Vitis flow) argument indices and banks agree everywhere."""
+    m = json.loads((project / "manifest.json").read_text())
+    ports, regs = m["ports"], m["ports"]["control"]["registers"]
+    assert {k: (v["bundle"], v["access"], v["bytes"]) for k, v in ports.items() if v["interface"] == "m_axi"} == {
+        "weights": ("gmem0", "read", m["weights"]["bytes"]), "scratch": ("gmem1", "read-write", m["scratch_bytes"]),
+        "scratch_b": ("gmem2", "read-write", m["scratch_bytes"])}
+    assert ports["scratch_b"]["aliases"] == "scratch"
+    assert {k: (regs[k]["offset"], regs[k]["bytes"]) for k in ("weights", "scratch", "scratch_b")} == {
+        "weights": (0x10, 8), "scratch": (0x1C, 8), "scratch_b": (0x28, 8)}
+    assert m["runtime"]["xrt"]["args"] == {"weights": 2, "scratch": 3, "scratch_b": 4}
+    cfg = (project / "scripts" / "link.cfg").read_text()
+    banks = BOARDS["kv260"].banks
+    assert dict(re.findall(r"^sp=iseg_test_1\.(\w+):(\S+)$", cfg, re.M)) == {
+        "weights": banks[0], "scratch": banks[1], "scratch_b": banks[1]}
+
+
 def test_deterministic_and_relocatable(tmp_path: Path, tiny_ckpt: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

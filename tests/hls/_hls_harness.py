@@ -210,6 +210,17 @@ class Harness:
         wr = (C.c_int * len(accesses))(*[int(x) for _, x in accesses])
         return _port_lines(lambda buf, n: self.lib.h_port_probe(words, wr, len(accesses), ii, buf, n))
 
+    def axi_probe(self, accesses: list[tuple[int, str, int, int, bool]], beat: int = 16,
+                  ii: int = 1) -> list[tuple[str, str, int, int]]:
+        """One pipelined iteration making m_axi ``accesses`` ((bundle 0-2, "blob" | "scratch", byte offset,
+        bytes, is_write)) with ``beat``-byte beats: the report. A C-sim error raises RuntimeError."""
+        flat = [v for b, buf, off, n, wr in accesses for v in (b, int(buf == "scratch"), off, n, int(wr))]
+        arr = (C.c_int * max(1, len(flat)))(*flat)
+        lines = _port_lines(lambda buf, n: max(0, self.lib.h_axi_probe(beat, arr, len(accesses), ii, buf, n)))
+        if self.error():
+            raise RuntimeError(self.error())
+        return lines
+
     def last_cycles(self) -> int:
         """Cycles the engine counted (ISEG_CYCLES) in the last ``run``."""
         return int(self.lib.h_last_cycles())

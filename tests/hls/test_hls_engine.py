@@ -127,7 +127,7 @@ def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
     x = nx.int_add(np.concatenate([cls, tok]), pos, 3 << 28, 1 << 29, 30)
     x_off = sc.alloc("x", (T, D), np.int16)
     toy.emit("embed", layer(op=OP_EMBED_ADD, T=T, N=D, n_prefix=1, out_bits=16, in_=t_off, in_stride=D, out=x_off,
-                            out_stride=D, cst=blob.add(cls, np.int16), b=blob.add(pos, np.int16), ma=3 << 28,
+                            out_stride=D, cst=blob.add(x[:1], np.int16), b=blob.add(pos, np.int16), ma=3 << 28,
                             mb=1 << 29, ea=30), x)
     # encoder block
     a, a_off = toy.layernorm("ln1", x, x_off)
@@ -244,7 +244,9 @@ def test_layernorm_window_fused_into_linear(hls, T, C, N):
 # ---- the position-embedding add fused into PATCH_EMBED's output stage (gemm.h embed_fused) ---------------
 def _embed_tables(rng, img, P, D, ma, mb, ea, cols, big=False):
     """The same patch embedding + embed add as two rows (PATCH_EMBED, EMBED_ADD) and as one fused row
-    (PATCH_EMBED with n_prefix 1: pos at blob offset in2, cls at cst); numpy's expected (1 + T, D) output."""
+    (PATCH_EMBED with n_prefix 1: pos at blob offset in2; at cst, in both tables, the output's row 0
+    int_add(cls, pos[0]), the constant the generator folds: plan.embed_prefix_rows); numpy's expected (1 + T, D)
+    output."""
     H, W = img.shape[:2]
     T, K = (H // P) * (W // P), 3 * P * P
     wpe, bpe = rng.integers(-128, 128, (K, D)), rng.integers(-20000, 20000, D)
@@ -258,7 +260,7 @@ def _embed_tables(rng, img, P, D, ma, mb, ea, cols, big=False):
     pe = dict(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16, in_stride=K,
               in_=sc.alloc("stage", (T, K), np.int8), w=blob.add_weights(wpe, cols), b=blob.add(bpe, np.int32),
               rq=blob.rq_table(m, e, 0, D))
-    c_off, p_off = blob.add(cls, np.int16), blob.add(pos, np.int16)
+    c_off, p_off = blob.add(nx.int_add(cls, pos[:1], ma, mb, ea), np.int16), blob.add(pos, np.int16)
     tok_off, x_off = sc.alloc("tok", (T, D), np.int16), sc.alloc("x", (T + 1, D), np.int16)
     two = [layer(**pe, out=tok_off, out_stride=D),
            layer(op=OP_EMBED_ADD, T=T + 1, N=D, n_prefix=1, out_bits=16, in_=tok_off, in_stride=D, out=x_off,
@@ -292,14 +294,15 @@ def test_embed_fused_cycles_by_hand(hls):
     lanes: drain ceil(32/3) = 11, PIPE 16). Hand-worked, the fused PATCH_EMBED row:
       prefetch0 (before the loop)  12 rows x 5 tiles x 8 bytes, min(16, C) = 8 per step: 60 + 16 = 76
       pixels                       (4/2 + 1) * (2 * 8 + 16)                                   = 96
-      consts                       max(40, ceil(160/16) + 40 records) + 16                    = 66
+      consts: biases, 3 per step (min(16/4, 3 lanes))   ceil(40/3) + 16 = 30
+              rq1 records, one 16-byte record per step 40 + 16        = 56              -> 86
       A prologue                   4 * ceil(12/8) + 16 (8 bytes, two words of a row bank, per step) = 24
       steps: 2 row blocks x 5 column tiles, A share ceil(8/5) = 2, no weight share;
-        first tile max(K 12, A 2, cls row ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs the cls row)
+        first tile max(K 12, A 2, row 0 ceil(40/3) = 14) = 14 (the output lanes' only idle tile runs row 0)
         4 middle tiles max(12, drain 11, 2) = 12, 5 tiles of the last block max(12, 11) = 12  -> 14 + 48 + 60 = 122
       tail                         11 + 16                                                    = 27
-      -> 76 + 96 + 66 + 24 + 122 + 27                                                         = 411
-    The two-row table: the same GEMM with a first tile of 12 (237), then EMBED_ADD 9 * (40 + 16) = 504: 913."""
+      -> 76 + 96 + 86 + 24 + 122 + 27                                                         = 431
+    The two-row table: the same GEMM with a first tile of 12 (257), then EMBED_ADD 9 * (40 + 16) = 504: 933."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(3)
@@ -315,6 +318,6 @@ def test_embed_fused_cycles_by_hand(hls):
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
     g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
     g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (66 + 24 + 122 + 27, 237, 96)
-    assert c_fused == 76 + 96 + g_f == 411
-    assert c_two == 76 + 96 + g_p + 9 * (40 + 16) == 913
+    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (86 + 24 + 122 + 27, 257, 96)
+    assert c_fused == 76 + 96 + g_f == 431
+    assert c_two == 76 + 96 + g_p + 9 * (40 + 16) == 933

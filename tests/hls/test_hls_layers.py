@@ -322,7 +322,8 @@ def test_embed_add(hls, n_prefix):
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_EMBED_ADD, T=Np + n_prefix, N=D, n_prefix=n_prefix, out_bits=16,
               in_=sc.alloc("tok", (Np, D), np.int16, tok), in_stride=D, out=sc.alloc("y", (Np + n_prefix, D), np.int16),
-              out_stride=D, cst=blob.add(cls, np.int16), b=blob.add(pos, np.int16), ma=3 << 28, mb=1 << 29, ea=30)
+              out_stride=D, cst=blob.add(nx.int_add(cls, pos[:n_prefix], 3 << 28, 1 << 29, 30), np.int16),
+              b=blob.add(pos, np.int16), ma=3 << 28, mb=1 << 29, ea=30)  # cst: the output's prefix rows, folded
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.int_add(x, pos, 3 << 28, 1 << 29, 30))
 

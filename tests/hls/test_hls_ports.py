@@ -38,12 +38,13 @@ def _ln_linear(rng, t: int, c: int, n: int, cols: int):
 def test_engine_loops_fit_their_banks(hls) -> None:
     """A plain LINEAR on the harness array: the A loader (8 bytes, two 4-element words of a row bank per step),
     the weight prefetch (min(beat, C) bytes: at most two rows of w), the output lanes (3 consecutive channels,
-    constants cyclic over 3 banks): every pipelined loop within its banks."""
+    constants cyclic over 3 banks): every pipelined loop within its banks (the m_axi side of this run:
+    test_engine_axi_excess_is_reported)."""
     rng = np.random.default_rng(1)
     _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([lin], blob.array(), sc.array())
     assert rc == 0, hls.error()
-    assert hls.ports() == []
+    assert [p for p in hls.ports() if not p[1].startswith("gmem")] == []
 
 
 def test_engine_excess_is_reported(hls) -> None:
@@ -54,5 +55,59 @@ def test_engine_excess_is_reported(hls) -> None:
     ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([ln, lin], blob.array(), sc.array())
     assert rc == 0, hls.error()
-    got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports()}
+    got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports() if not buf.startswith("gmem")}
     assert got == {("GEMM_A0", "a"): (4, 2), ("GEMM_STEP", "a"): (4, 2)}
+
+
+# ---- m_axi bundles: beats per iteration (hls/iseg_ports.h axi_use) ----
+G0, G1, G2 = 0, 1, 2
+
+
+@pytest.mark.parametrize("accesses,beat,ii,want", [
+    # a loader's 8 bytes of a row and the output lanes' 6-byte store: one span each way
+    ([(G1, "scratch", 64, 8, False), (G1, "scratch", 512, 6, True)], 16, 1, []),
+    # a row read byte by byte (8 accesses, adjacent): one span, one beat
+    ([(G1, "scratch", 100 + j, 1, False) for j in range(8)], 16, 1, []),
+    # an unaligned span of a whole beat is still one beat of its burst
+    ([(G1, "scratch", 7, 16, False)], 16, 1, []),
+    # 17 bytes: two beats at II 1
+    ([(G1, "scratch", 0, 17, False)], 16, 1, [("AXI_PROBE", "gmem1.read", 2, 1)]),
+    # the loader's row and a residual operand on one bundle: two spans, two beats
+    ([(G1, "scratch", 64, 8, False), (G1, "scratch", 2048, 2, False)], 16, 1, [("AXI_PROBE", "gmem1.read", 2, 1)]),
+    # ... the residual on the second port: one each
+    ([(G1, "scratch", 64, 8, False), (G2, "scratch", 2048, 2, False)], 16, 1, []),
+    # two writes of one bundle (output row and LayerNorm trace row)
+    ([(G1, "scratch", 0, 4, True), (G1, "scratch", 900, 4, True)], 16, 1, [("AXI_PROBE", "gmem1.write", 2, 1)]),
+    # II 2 (the K/V load): a K beat and a V beat of one row fit
+    ([(G1, "scratch", 0, 16, False), (G1, "scratch", 256, 16, False)], 16, 2, []),
+    # a 16-byte record on an 8-byte port: two beats at II 1
+    ([(G0, "blob", 32, 16, False)], 8, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
+    # prefetch and a pos row, both on the blob's one port
+    ([(G0, "blob", 0, 16, False), (G0, "blob", 1024, 2, False)], 16, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
+])
+def test_axi_counting_rules(hls, accesses, beat, ii, want) -> None:
+    """Per iteration, the spans of one bundle and direction are merged and cost ceil(bytes / beat) beats each;
+    II beats fit. The same accesses outside a pipelined loop are not counted."""
+    assert hls.axi_probe(accesses, beat, ii) == want
+
+
+@pytest.mark.parametrize("bundle,buf", [(G0, "scratch"), (G1, "blob"), (G2, "blob")])
+def test_axi_bundle_must_carry_its_buffer(hls, bundle: int, buf: str) -> None:
+    """An access naming a bundle that does not reach its buffer (gmem0 is the blob; gmem1 and gmem2 the scratch)
+    stops the C-simulation: the bundle tags in the engine are checked against the addresses."""
+    with pytest.raises(RuntimeError, match="bundle that does not carry its buffer"):
+        hls.axi_probe([(bundle, buf, 0, 4, False)])
+
+
+def test_engine_axi_excess_is_reported(hls) -> None:
+    """The harness array has 8 columns and 3 output lanes: steps whose 3 elements straddle two rows of the tile
+    store two spans through gmem1, 2 beats where 1 fits, in the GEMM loop (not in its tail: the last tile, token 8
+    of 9, is one row). The planner never emits that (its output lanes divide C: estimate.make_shape); the check
+    must see it."""
+    assert hls.C == 8
+    rng = np.random.default_rng(3)
+    _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
+    rc, _ = hls.run([lin], blob.array(), sc.array())
+    assert rc == 0, hls.error()
+    got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports()}
+    assert got == {("GEMM_STEP", "gmem1.write"): (2, 1)}

@@ -9,7 +9,7 @@ Nothing here pretends to be a board: the stand-ins compute a trivial, checkable 
 pixels (``label = red % n_cls``) so the tests can tell whether frames were routed, packed,
 fitted and restored correctly. The ``pynq`` and ``pyxrt`` stand-ins take their wiring from the
 generated build scripts (the block design's cell names and connections; the link config's
-kernel instances and stream connections, and ``top.cpp``'s argument list), the way the real
+kernel instances, memory banks and stream connections, and ``top.cpp``'s argument list), the way the real
 libraries take it from the bitstream's ``.hwh`` and the xclbin. No figure from them is a board result.
 """
 
@@ -246,16 +246,18 @@ def make_pyxrt_standin(log: list[tuple]) -> types.ModuleType:
             doc = json.loads(Path(path).read_text())
             cfg = doc["link_cfg"]
             top_args, top_streams = _top_args(doc["top_cpp"])
-            # instance -> (kernel name, argument names, stream arguments)
-            self.instances: dict[str, tuple[str, list[str], set[str]]] = {}
+            # instance -> (kernel name, argument names, stream arguments, {argument: memory bank (sp=)})
+            self.instances: dict[str, tuple[str, list[str], set[str], dict[str, str]]] = {}
             for kern, inst in re.findall(r"^nk=(\w+):\d+:(\w+)$", cfg, re.M):
-                self.instances[inst] = (kern, top_args, top_streams)
+                banks = {arg: bank for i, arg, bank in re.findall(r"^sp=(\w+)\.(\w+):(\S+)$", cfg, re.M)
+                         if i == inst}
+                self.instances[inst] = (kern, top_args, top_streams, banks)
             self.top = next(iter(self.instances))
             self.connect = re.findall(r"^stream_connect=(\w+)\.(\w+):(\w+)\.(\w+)$", cfg, re.M)
             for a, _, b, _ in self.connect:  # data movers: in stream_connect, not built from the project
                 for inst in (a, b):
                     if inst not in self.instances:
-                        self.instances[inst] = (inst.rsplit("_", 1)[0], list(MOVER_ARGS), {"s"})
+                        self.instances[inst] = (inst.rsplit("_", 1)[0], list(MOVER_ARGS), {"s"}, {})
 
     class device:  # noqa: N801
         def __init__(self, index: int) -> None:
@@ -278,9 +280,12 @@ def make_pyxrt_standin(log: list[tuple]) -> types.ModuleType:
             if not all(i in by_inst for i in (src, top, dst)):
                 return  # a stream kernel without its producer or consumer never finishes
             send, kern, recv = by_inst[src], by_inst[top], by_inst[dst]
-            for name in ("weights", "scratch"):  # the m_axi arguments, in the banks XRT assigned
+            for name in ("weights", "scratch", "scratch_b"):  # the m_axi arguments, in the banks XRT assigned
                 arg = kern.kernel.args.index(name)
                 assert isinstance(kern.args.get(arg), bo) and kern.args[arg].group == kern.kernel.group_id(arg)
+            # scratch_b is a second port onto the scratch: the very same buffer object, not a copy
+            k_args = kern.kernel.args
+            assert kern.args[k_args.index("scratch_b")] is kern.args[k_args.index("scratch")]
             beats, mem, size = MODEL[0] * MODEL[1], MOVER_ARGS.index("mem"), MOVER_ARGS.index("size")
             assert send.args[size] == beats and recv.args[size] == beats, "mover lengths are counted in beats"
             recv.args[mem].device_mem[:beats] = standin_kernel(send.args[mem].device_mem[: beats * 4])
@@ -322,13 +327,18 @@ def make_pyxrt_standin(log: list[tuple]) -> types.ModuleType:
             if inst is None or inst[0] != m.group(1):
                 raise RuntimeError(f"No compute units matching '{name}'")
             self.dev, self.name, self.instance = dev, m.group(1), m.group(2)
-            self.args, self.streams = inst[1], inst[2]
+            self.args, self.streams, self.banks = inst[1], inst[2], inst[3]
             self.base = 100 * (next(counter) + 1)
-            log.append(("kernel", name, mode, self.base))  # group_id(i) = base + i
+            log.append(("kernel", name, mode, self.base))  # group_id(i): see below
 
         def group_id(self, i: int) -> int:
+            """One group per memory bank, as in XRT: base + the index of the first argument that link.cfg's
+            sp= puts in argument i's bank (base + i for an argument without an sp= line)."""
             assert self.args[i] not in self.streams, f"{self.instance}: argument {i} is a stream, it has no bank"
-            return self.base + i
+            bank = self.banks.get(self.args[i])
+            if bank is None:
+                return self.base + i
+            return self.base + next(j for j, a in enumerate(self.args) if self.banks.get(a) == bank)
 
     class run:  # noqa: N801
         def __init__(self, k: kernel) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from host_standins import (
 from PIL import Image
 
 from iseg.errors import IsegError
+from iseg.generator.boards import BOARDS
 from iseg.host.backends import PynqBackend, XrtBackend, open_backend
 from iseg.host.cli import main
 from iseg.host.manifest import Manifest, load_manifest
@@ -53,7 +56,12 @@ def test_pynq_sequence(manifest: Manifest, pynq_log: list[tuple], bitfile: Path)
     np.testing.assert_array_equal(np.asarray(be.weights), np.frombuffer(manifest.read_weights(), np.uint8))
     writes = [e for e in pynq_log if e[0] == "write"]
     assert writes == [("write", 0x10, WEIGHTS_ADDR & 0xFFFFFFFF), ("write", 0x14, WEIGHTS_ADDR >> 32),
-                      ("write", 0x1C, SCRATCH_ADDR), ("write", 0x20, 0)]
+                      ("write", 0x1C, SCRATCH_ADDR), ("write", 0x20, 0),
+                      ("write", 0x28, SCRATCH_ADDR), ("write", 0x2C, 0)]
+    # scratch (gmem1) and scratch_b (gmem2) are two ports onto one buffer: the same address in both
+    regs = manifest.registers
+    assert (regs.scratch, regs.scratch_b) == (0x1C, 0x28)
+    assert be.scratch.physical_address == SCRATCH_ADDR
     assert pynq_log.index(("flush", WEIGHTS_ADDR)) < pynq_log.index(writes[0])
     setup = len(pynq_log)
 
@@ -120,6 +128,11 @@ def test_xrt_runs_the_data_movers_and_the_kernel(xrt_project: Path, monkeypatch:
     # weights, scratch: the kernel's banks of arguments 2 and 3 (top.cpp); pixels, labels: the movers' mem (0)
     assert [(e[2], e[4]) for e in bos] == [(manifest.weights_bytes, k + 2), (manifest.scratch_bytes, k + 3),
                                            (h * w * 4, mm2s), (h * w * 4, mm2s), (h * w, s2mm)]
+    # scratch_b (argument 4) is the scratch buffer again: no bo of its own, the same object as argument 3
+    x = manifest.need_xrt()
+    assert (x.weights_arg, x.scratch_arg, x.scratch_b_arg) == (2, 3, 4)
+    assert be.kernel_run.args[3] is be.scratch and be.kernel_run.args[4] is be.scratch
+    assert be.kernel.group_id(4) == be.kernel.group_id(3) == k + 3
     wid = bos[0][1]
     assert [e for e in log if e[0] in ("bo.write", "bo.sync") and e[1] == wid] == [
         ("bo.write", wid, manifest.weights_bytes, 0), ("bo.sync", wid, "to", manifest.weights_bytes, 0)]
@@ -152,6 +165,20 @@ def test_xrt_names_come_from_the_manifest(xrt_project: Path, monkeypatch: pytest
         XrtBackend(load_manifest(xrt_project), xclbin)
 
 
+def test_scratch_ports_in_different_banks_are_refused(xrt_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """scratch and scratch_b share one buffer object, so an xclbin linking them to two banks is one line."""
+    log: list[tuple] = []
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin(log))
+    cfg = xrt_project / "scripts" / "link.cfg"
+    text = cfg.read_text()
+    bank_w = re.search(r"^sp=\w+\.weights:(\S+)$", text, re.M).group(1)
+    cfg.write_text(re.sub(r"^(sp=\w+\.scratch_b:)\S+$", rf"\g<1>{bank_w}", text, flags=re.M))
+    with pytest.raises(IsegError, match=r"arguments 3 \(scratch\) and 4 \(scratch_b\) in different memory banks"):
+        XrtBackend(load_manifest(xrt_project), standin_xclbin(xrt_project, tmp_path / "iseg.xclbin"))
+    assert not any(e[0] == "bo" for e in log)  # refused before any buffer is allocated
+
+
 def test_the_wrong_board_flow_is_one_line(project: Path, xrt_project: Path, pynq_log: list[tuple],
                                           monkeypatch: pytest.MonkeyPatch, bitfile: Path) -> None:
     monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([]))
@@ -172,6 +199,17 @@ def test_manifest_names_match_the_build_scripts(board: str, tmp_path: Path) -> N
     params = re.search(r'extern "C" void (\w+)\((.*?)\)', top, re.S)
     assert params and params.group(1) == m.project
     args = [re.findall(r"\w+", p)[-1] for p in params.group(2).split(",")]
+    # every m_axi port of top.cpp is in the manifest with its bundle and a pointer register; scratch_b is
+    # the second port onto the scratch buffer (gmem2)
+    doc = generated_manifest(board)
+    m_axi = dict(re.findall(r"^#pragma HLS INTERFACE mode=m_axi port=(\w+) offset=slave bundle=(\w+)", top, re.M))
+    assert m_axi == {"weights": "gmem0", "scratch": "gmem1", "scratch_b": "gmem2"}
+    assert {k: v["bundle"] for k, v in doc["ports"].items() if v["interface"] == "m_axi"} == m_axi
+    assert doc["ports"]["scratch_b"]["bytes"] == doc["ports"]["scratch"]["bytes"] == m.scratch_bytes
+    assert set(m_axi) <= set(doc["ports"]["control"]["registers"])
+    assert set(re.findall(r"^#pragma HLS INTERFACE mode=s_axilite port=(\w+)", top, re.M)) == {*m_axi, "return"}
+    assert (m.registers.weights, m.registers.scratch, m.registers.scratch_b) == (0x10, 0x1C, 0x28)
+    banks = BOARDS[board].banks
     if m.pynq is not None:
         bd = (proj / "scripts" / "bd.tcl").read_text()
         assert m.flow == "vivado" and m.xrt is None
@@ -180,23 +218,61 @@ def test_manifest_names_match_the_build_scripts(board: str, tmp_path: Path) -> N
         assert re.search(rf"{cell}ip:axi_dma:\S+ {m.pynq.dma_ip}$", bd, re.M)
         assert f"c_m_axis_mm2s_tdata_width {{{8 * m.streams.pixel_beat_bytes}}}" in bd
         assert f"c_s_axis_s2mm_tdata_width {{{8 * m.streams.label_beat_bytes}}}" in bd
+        # each m_axi bundle to a PS HP port: the weights to the first, both scratch ports to the second
+        hp = dict((b, port) for port, b in re.findall(
+            rf"-config {{Slave /ps/(\S+) Clk auto}} \[get_bd_intf_pins {m.pynq.kernel_ip}/m_axi_(\w+)\]$", bd, re.M))
+        assert hp == {"gmem0": banks[0], "gmem1": banks[1], "gmem2": banks[1]}
     else:
         x = m.xrt
         cfg = (proj / "scripts" / "link.cfg").read_text().splitlines()
         assert m.flow == "vitis" and x is not None
         assert f"nk={x.kernel}:1:{x.instance}" in cfg and x.kernel == m.project
-        assert (args[x.weights_arg], args[x.scratch_arg]) == ("weights", "scratch")
-        assert f"sp={x.instance}.weights:" in " ".join(cfg) and f"sp={x.instance}.scratch:" in " ".join(cfg)
+        assert (args[x.weights_arg], args[x.scratch_arg], args[x.scratch_b_arg]) == ("weights", "scratch", "scratch_b")
+        # each m_axi argument in a bank; scratch_b (the same buffer as scratch) in scratch's bank
+        sp = dict(re.findall(rf"^sp={x.instance}\.(\w+):(\S+)$", "\n".join(cfg), re.M))
+        assert sp == {"weights": banks[0], "scratch": banks[1], "scratch_b": banks[1]}
         stream = generated_manifest(board)["runtime"]["xrt"]["movers"]
         assert f"stream_connect={x.pixels.instance}.{stream['pixels']['stream']}:{x.instance}.pixels" in cfg
         assert f"stream_connect={x.instance}.labels:{x.labels.instance}.{stream['labels']['stream']}" in cfg
-    doc = generated_manifest(board)
     assert doc["ports"]["pixels"]["tdata_bits"] == 8 * m.streams.pixel_beat_bytes
     assert doc["ports"]["labels"]["tdata_bits"] == 8 * m.streams.label_beat_bytes
 
 
+# Vivado's Tcl commands as recorders: `unknown` catches every command tclsh lacks and returns its last
+# argument (so [get_bd_intf_pins kernel/m_axi_gmem2] is "kernel/m_axi_gmem2"); glob finds no build output here.
+BD_TCL_STUBS = """
+set ::calls {}
+proc unknown {args} { lappend ::calls $args; return [lindex $args end] }
+rename glob _real_glob
+proc glob {args} { return [lindex $args end] }
+source [lindex $::env(SCRIPT) 0]
+foreach c $::calls {
+    if {[lindex $c 0] eq "apply_bd_automation"} { puts "[lindex $c end] [lindex [lindex $c 4] 1]" }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+def test_bd_tcl_connects_every_kernel_master(tmp_path: Path) -> None:
+    """bd.tcl runs as Tcl (Vivado's commands recorded) and connects the kernel's three m_axi masters: gmem0
+    (weights) to the first HP port, gmem1 and gmem2 (the two ports onto the one scratch buffer) to the second."""
+    proj = write_project(tmp_path / "p", board=PYNQ_BOARD)
+    stub = tmp_path / "stub.tcl"
+    stub.write_text(BD_TCL_STUBS)
+    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True,
+                          env={"SCRIPT": str(proj / "scripts" / "bd.tcl"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    conn = dict(line.split() for line in proc.stdout.splitlines())
+    banks = BOARDS[PYNQ_BOARD].banks
+    kernel = {pin: hp for pin, hp in conn.items() if pin.startswith("kernel/m_axi_")}
+    assert kernel == {"kernel/m_axi_gmem0": f"/ps/{banks[0]}", "kernel/m_axi_gmem1": f"/ps/{banks[1]}",
+                      "kernel/m_axi_gmem2": f"/ps/{banks[1]}"}
+    assert conn["kernel/s_axi_control"].startswith("/ps/M_AXI_")
+
+
 @pytest.mark.parametrize("key", ["ports.pixels.beat_bytes", "ports.pixels.channels", "ports.labels.beat_bytes",
-                                 "ports.control.registers.weights.offset", "runtime.flow", "runtime.pynq.dma_ip"])
+                                 "ports.control.registers.weights.offset", "ports.control.registers.scratch_b.offset",
+                                 "runtime.flow", "runtime.pynq.dma_ip"])
 def test_a_missing_contract_key_is_named(key: str, project: Path) -> None:
     doc = json.loads((project / "manifest.json").read_text())
     node = doc
@@ -207,6 +283,35 @@ def test_a_missing_contract_key_is_named(key: str, project: Path) -> None:
     (project / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(IsegError, match=re.escape(f"missing {key!r}")):
         load_manifest(project)
+
+
+@pytest.mark.parametrize("board", [PYNQ_BOARD, XRT_BOARD])
+def test_a_project_from_before_scratch_b_is_one_line(board: str, tmp_path: Path, pynq_log: list[tuple],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A manifest written before the kernel's second scratch port (gmem2) names the missing key and says
+    to regenerate; a board would otherwise run a kernel whose scratch_b pointer was never set."""
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([]))
+    proj = write_project(tmp_path / "old", board=board)
+    doc = json.loads((proj / "manifest.json").read_text())
+    del doc["ports"]["scratch_b"], doc["ports"]["control"]["registers"]["scratch_b"]
+    if "xrt" in doc["runtime"]:
+        del doc["runtime"]["xrt"]["args"]["scratch_b"]
+    (proj / "manifest.json").write_text(json.dumps(doc))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    flag, board_file = ("--pynq", "--bitfile") if board == PYNQ_BOARD else ("--xrt", "--xclbin")
+    bit = standin_bitfile(proj, tmp_path / "iseg.bit") if board == PYNQ_BOARD else standin_xclbin(
+        proj, tmp_path / "iseg.xclbin")
+    line = _err(capsys, [flag, str(proj), board_file, str(bit), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")])
+    key = "ports.control.registers.scratch_b.offset" if board == PYNQ_BOARD else "runtime.xrt.args.scratch_b"
+    assert line == f"iseg-host: {proj / 'manifest.json'}: missing {key!r} (regenerate the project with gen-hls)"
+    assert not pynq_log and not (tmp_path / "o").exists()
+    # an XRT manifest with the argument index but not the register: that key, named
+    if board == XRT_BOARD:
+        doc["runtime"]["xrt"]["args"]["scratch_b"] = 4
+        (proj / "manifest.json").write_text(json.dumps(doc))
+        with pytest.raises(IsegError, match=re.escape("missing 'ports.control.registers.scratch_b.offset' (regen")):
+            load_manifest(proj)
 
 
 # --------------------------------------------------------------------------------------------
