@@ -170,7 +170,12 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
     if "rtl" in cfg.outputs or "rtl" in extra_outputs:
         files.update(emit.render_rtl(plan, ckpt))
     _check_interrupted()
-    out = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))
+    kept = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))
+    out = Path(cfg.output)
+    if kept:  # never quiet: the user should know their files are there, and which
+        more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
+        print(f"gen-hls: kept what the previous project held besides its generated files: "
+              f"{', '.join(kept[:6])}{more}", flush=True)
     if not quiet:
         print(plan.describe())
     return out

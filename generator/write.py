@@ -9,6 +9,12 @@ Replacing is the dangerous step, so it is allowed only for a folder gen-hls itse
 the config or the checkpoint the project is made from: a config with ``output: .`` or a typo
 naming a user's folder must not wipe it. :func:`output_problem` is that rule; the config check
 runs it before any work, and :func:`write_project` again just before the swap.
+
+Regenerating replaces what gen-hls wrote, nothing else: every project lists its generated files in
+``GENERATED`` (``.iseg-generated``), and whatever else the previous project holds (a Vitis ``build/``
+folder with hours of synthesis in it, the C-simulation library, a user's notes) is moved into the new
+project at the swap (:func:`write_project` returns those paths). A generated file the new project no
+longer has (an output dropped from the config) goes with the old project.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from pathlib import Path
 
 from iseg.errors import IsegError
 
-__all__ = ["write_project", "output_problem", "is_project"]
+__all__ = ["write_project", "output_problem", "is_project", "GENERATED"]
+
+GENERATED = ".iseg-generated"  # the project's own list of the files gen-hls wrote, one relative path per line
 
 
 def is_project(folder: Path) -> bool:
@@ -77,22 +85,59 @@ def output_problem(target: Path, protect: Iterable[Path] = ()) -> str | None:
     return None
 
 
-def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable[Path] = ()) -> Path:
-    """Write ``files`` (relative path -> text or bytes) as the folder ``target``; returns it.
+def _generated_before(old: Path) -> set[str] | None:
+    """The files a previous project says gen-hls wrote (its GENERATED list), or None without one."""
+    try:
+        return set((old / GENERATED).read_text(encoding="utf-8").splitlines()) | {GENERATED}
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _carry(old: Path, new: Path, ours: set[str], mine_before: set[str] | None, rel: str,
+           moved: list[tuple[Path, Path, str]]) -> None:
+    """Move every entry of the previous project ``old`` that gen-hls did not write into ``new``: a folder that
+    holds no generated file moves whole (one rename); a folder that does is walked."""
+    for name in sorted(os.listdir(old)):
+        r, src, dst = rel + name, old / name, new / name
+        if r in ours or (mine_before is not None and r in mine_before):
+            continue  # generated: the new project has its own (or no longer has it)
+        if src.is_dir() and not src.is_symlink():
+            inside = any(g.startswith(r + "/") for g in ours) or (
+                mine_before is not None and any(g.startswith(r + "/") for g in mine_before))
+            if inside:
+                made = not os.path.lexists(dst)  # a generated folder the new project no longer has
+                if made:
+                    dst.mkdir()
+                if dst.is_dir() and not dst.is_symlink():
+                    _carry(src, dst, ours, mine_before, r + "/", moved)
+                if made and not any(dst.iterdir()):
+                    dst.rmdir()  # nothing of the user's was in it
+                continue
+        if os.path.lexists(dst):
+            continue  # cannot happen for a file gen-hls does not write; never overwrite the new project
+        os.replace(src, dst)
+        moved.append((src, dst, r + ("/" if dst.is_dir() and not dst.is_symlink() else "")))
+
+
+def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable[Path] = ()) -> list[str]:
+    """Write ``files`` (relative path -> text or bytes) as the folder ``target``, with their list in GENERATED;
+    returns the paths of the previous project that were not generated and were kept (moved in).
 
     Raises IsegError (nothing written, nothing removed) when :func:`output_problem` refuses the
     target or the disk refuses a write. On any failure, an interrupt included, the temporary
-    folder is removed and a project moved aside is put back.
+    folder is removed and a project moved aside is put back, with everything moved out of it.
     """
     target = Path(target)
     for rel in files:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or rel == GENERATED:
             raise ValueError(f"refusing to write outside the project: {rel}")
+    files = {**files, GENERATED: "".join(f"{rel}\n" for rel in sorted(files))}
     problem = output_problem(target, protect)
     if problem is not None:
         raise IsegError(f"{target}: {problem}")
     tmp: Path | None = None
     old: Path | None = None
+    moved: list[tuple[Path, Path, str]] = []
     made = [p for p in target.parents if not os.path.lexists(p)]  # folders to remove again on failure
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +154,13 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
+            _carry(old, tmp, set(files), _generated_before(old), "", moved)
         os.replace(tmp, target)
         tmp = None
     except BaseException as exc:
+        if tmp is not None:  # the swap did not happen: what was moved out of the previous project goes back
+            for src, dst, _ in reversed(moved):
+                os.replace(dst, src)
         if old is not None and not os.path.lexists(target):
             os.replace(old, target)  # the swap did not happen: the previous project stays
         if tmp is not None:
@@ -126,4 +175,4 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return target
+    return [r for _, _, r in moved]

@@ -115,6 +115,62 @@ def test_output_empty_folder_and_previous_project_are_replaced(tmp_path: Path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "out"]
 
 
+def test_regenerating_keeps_what_the_user_added(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """Regenerating used to replace the whole folder: a Vitis build/ (hours of synthesis), notes, a source file
+    added next to the generated ones were gone. Now only what gen-hls wrote (.iseg-generated) is replaced; the
+    rest moves into the new project, and gen-hls says which. A generated file the new config no longer asks for
+    (the rtl/ output dropped) goes with the old project; a user's file inside that folder stays."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report", "hls", "rtl"])
+    assert main([str(cfg)]) == 0
+    out = tmp_path / "out"
+    listed = (out / ".iseg-generated").read_text().splitlines()
+    assert "manifest.json" in listed and "src/top.cpp" in listed and any(p.startswith("rtl/") for p in listed)
+    assert listed == sorted(listed) and ".iseg-generated" not in listed
+    (out / "build" / "hls_iseg").mkdir(parents=True)
+    (out / "build" / "hls_iseg" / "csynth.rpt").write_text("hours of work\n")
+    (out / "NOTES.txt").write_text("mine\n")
+    (out / "src" / "extra.cpp").write_text("// mine\n")
+    (out / "rtl" / "my_wrapper.v").write_text("// mine\n")
+    top = (out / "src" / "top.cpp").read_text()
+    (out / "src" / "top.cpp").write_text("edited\n")  # a generated file: regenerated
+    capsys.readouterr()
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report", "hls"])
+    assert main([str(cfg)]) == 0
+    said = capsys.readouterr().out
+    assert ("gen-hls: kept what the previous project held besides its generated files: NOTES.txt, build/, "
+            "rtl/my_wrapper.v, src/extra.cpp\n") in said
+    assert (out / "build" / "hls_iseg" / "csynth.rpt").read_text() == "hours of work\n"
+    assert (out / "NOTES.txt").read_text() == (out / "rtl" / "my_wrapper.v").read_text()[3:] == "mine\n"
+    assert (out / "src" / "extra.cpp").read_text() == "// mine\n"
+    assert (out / "src" / "top.cpp").read_text() == top
+    assert sorted(p.name for p in (out / "rtl").iterdir()) == ["my_wrapper.v"]  # the generated RTL is gone
+    assert not any(p.startswith("rtl/") for p in (out / ".iseg-generated").read_text().splitlines())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "out"]  # nothing left aside
+
+
+def test_regenerating_interrupted_at_the_swap_keeps_the_users_files(tmp_path: Path, tiny_ckpt: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's files are moved into the new project before the swap; an interrupt there moves them back."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    assert main([str(cfg)]) == 0
+    (tmp_path / "out" / "build").mkdir()
+    (tmp_path / "out" / "build" / "a.rpt").write_text("mine\n")
+    (tmp_path / "out" / "NOTES.txt").write_text("mine\n")
+    before = _snapshot(tmp_path)
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        if Path(src).name.startswith(".out.tmp-"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(write_mod.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_project({"manifest.json": "{}"}, tmp_path / "out")
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("output", ["afile/o", "afile/x/y", "/dev/null/o"])
 def test_output_under_a_file(tmp_path: Path, tiny_ckpt: Path, capsys, output: str) -> None:
     """A path under a regular file used to end in a FileExistsError traceback."""
