@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -51,6 +52,7 @@ def main() -> None:
         counted = lib.cycles(-1)
         ports = lib.ports()
         moved = lib.axi_bytes()
+        bursts = lib.bursts()
         t0 = time.perf_counter()
         labels_t, trace = lib.run_traced(img)
         t_traced = time.perf_counter() - t0
@@ -80,6 +82,15 @@ def main() -> None:
         print(f"DDR traffic (C-sim)  {total / 2**20:.1f} MiB/frame ({verdict}), "
               f"{total * fps / 1e9:.2f} GB/s at the estimate's {fps:.2f} FPS: "
               + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in moved.items()))
+        beat = int(re.search(r"AXI_BYTES = (\d+);", (out / "src" / "model_cfg.h").read_text()).group(1))
+        print(f"sequential runs per loop and port ({beat}-byte beats; 95 % of the traffic):")
+        print(f"  {'loop':<18} {'port':<12} {'MiB':>7} {'runs':>9} {'beats/run':>10}")
+        seen = 0
+        for b in bursts:
+            if seen >= 0.95 * total:
+                break
+            seen += b.bytes
+            print(f"  {b.loop:<18} {b.port:<12} {b.bytes / 2**20:7.2f} {b.bursts:9,} {b.mean_beats(beat):10.1f}")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,20 @@ class PortExcess:
                 f"{self.allowed} fit ({self.iterations} iterations)")
 
 
+@dataclass(frozen=True)
+class Burst:
+    """The sequential runs one (pipelined loop, m_axi bundle and direction) made in a C-simulation run: ``bytes``
+    moved in ``bursts`` runs (an access starting inside or at the end of the previous one continues a run)."""
+
+    loop: str
+    port: str  # gmemN.read | gmemN.write
+    bytes: int
+    bursts: int
+
+    def mean_beats(self, beat: int) -> float:
+        return self.bytes / max(1, self.bursts) / beat
+
+
 class CsimLibrary:
     """A generated project's C-simulation, loaded with ctypes.
 
@@ -216,6 +230,20 @@ class CsimLibrary:
         with self._lock:
             fn(out)
         return {f"gmem{b}.{d}": int(out[2 * b + i]) for b in range(3) for i, d in enumerate(("read", "write"))}
+
+    def bursts(self) -> list[Burst]:
+        """The sequential runs of the last run's m_axi accesses per (pipelined loop, bundle, direction)
+        (``hls/iseg_ports.h`` axi_burst), largest traffic first."""
+        fn = self._lib.iseg_csim_bursts
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_long]
+        buf = ctypes.create_string_buffer(1 << 16)
+        with self._lock:
+            n = fn(buf, len(buf))
+        if n < 0:
+            raise IsegError("C-simulation burst count: more (loop, bundle) pairs than its table holds")
+        out = [Burst(loop, port, int(b), int(r)) for loop, port, b, r in
+               (line.split() for line in buf.value.decode().splitlines())]
+        return sorted(out, key=lambda x: (-x.bytes, x.loop, x.port))
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """Labels (H, W) u8 of one (H, W, 3) u8 image."""

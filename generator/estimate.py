@@ -567,12 +567,34 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000 + A_LANE_LUT * al,
                       f"patch line buffer (2 x P rows, ping-pong), argmax label line (2 x gw, ping-pong), "
                       f"{al} argmax lanes"))
-    # ~2,500 LUTs and 2 BRAM36 (its read / write FIFOs) per m_axi master, ~1,000 LUTs for the streams and the
-    # s_axilite: rules of thumb, unverified without Vitis
-    u.append(UnitCost("axi", 0, 6, 0, 8500, "pixel/label AXI-Stream, 3 m_axi masters (weights, scratch, "
-                      "scratch_b), s_axilite"))
+    # ~2,500 LUTs per m_axi master, ~1,000 LUTs for the streams and the s_axilite (rules of thumb, unverified
+    # without Vitis); the masters' FIFOs by their burst lengths and outstanding requests (M_AXI)
+    u.append(UnitCost("axi", 0, m_axi_fifo_bram36(a.axi_bytes), 0, 8500, "pixel/label AXI-Stream, 3 m_axi masters "
+                      "(weights, scratch, scratch_b; FIFOs of outstanding x burst beats), s_axilite"))
     return Units(tuple(u), sum(x.dsp for x in u), sum(x.bram36 for x in u), sum(x.uram for x in u),
                  sum(x.lut for x in u))
+
+
+# The m_axi adapters (top.cpp pragmas). A channel's FIFO holds outstanding x burst beats (UG1399,
+# num_read_outstanding: "a FIFO of size num_read_outstanding * max_read_burst_length * word_size"), so a burst
+# length of 256 on every channel would cost ~70 BRAM36 on KV260. The lengths follow the runs the engine makes
+# (benchmarks/csim_frame.py, docs/hls.md "m_axi ports"): the weight prefetch streams long runs on gmem0; on the
+# scratch most loops make runs of 1 to 4 beats (tile rows, the K/V beats), so short bursts and more outstanding
+# requests, to keep DDR latency behind those short runs, are the better use of the FIFO.
+M_AXI = {"gmem0": {"read_burst": 64, "read_outstanding": 16, "write_burst": 2, "write_outstanding": 1},
+         "gmem1": {"read_burst": 16, "read_outstanding": 32, "write_burst": 16, "write_outstanding": 32},
+         "gmem2": {"read_burst": 16, "read_outstanding": 32, "write_burst": 16, "write_outstanding": 32}}
+
+
+def m_axi_fifo_bram36(axi_bytes: int) -> int:
+    """BRAM36 of the m_axi adapters' read and write FIFOs (outstanding x burst beats of ``axi_bytes`` each);
+    a FIFO of up to 1 Kbit is LUTRAM."""
+    total = 0
+    for port in M_AXI.values():
+        for d in ("read", "write"):
+            nbytes = port[f"{d}_outstanding"] * port[f"{d}_burst"] * axi_bytes
+            total += cdiv(nbytes, 4608) if nbytes * 8 > 1024 else 0
+    return total
 
 
 A_LANES_MAX = 8  # most argmax lanes (Cfg::A_LANES, hls/argmax_upsample.h)

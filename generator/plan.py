@@ -672,6 +672,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
                 "pv_ii": est.pv_ii_of(graph, shape.pack), "sm_row_shift": int(est.sm_row_shift_of(graph)),
                 "a_lanes": a_lanes, "a_word": shape.a_word,
+                **{f"{b}_{k}": v for b, port in est.M_AXI.items() for k, v in port.items()},
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,

@@ -68,6 +68,21 @@ inline int csim_port_report(char* buf, long len) {
     return l.dropped > 0 ? -1 : l.n;
 }
 
+// The bursts of the last run (iseg_ports.h axi_burst), one line per (loop, bundle, direction):
+// "LOOP gmemN.read|write bytes bursts". Returns the number of lines, or -1 if the table overflowed.
+inline int csim_burst_report(char* buf, long len) {
+    static const char* dirs[2] = {"read", "write"};
+    const AxiLog& a = axi_log();
+    long at = 0;
+    if (len > 0) buf[0] = 0;
+    for (int i = 0; i < a.nbursts && at < len; ++i) {
+        const BurstEntry& e = a.bursts[i];
+        at += snprintf(buf + at, size_t(len - at), "%s gmem%d.%s %lld %lld\n", e.loop, e.bundle, dirs[e.dir], e.bytes,
+                       e.bursts);
+    }
+    return a.dropped > 0 ? -1 : a.nbursts;
+}
+
 inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
 
 // Run a table on one image. Pixels are converted to stream words (pixel_t) and pre-loaded into
@@ -120,7 +135,8 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
 // Also defines iseg_csim_cycles(layer): the counted cycles of one layer of the last run (-1: the
 // whole frame), the C-sim check of generator/estimate.py. Storage is static in this TU only. And
 // iseg_csim_axi_bytes(out[6]): the bytes the last run moved per m_axi bundle (gmem0..2) and direction
-// (read, write), every access counted (iseg_ports.h axi_use).
+// (read, write), every access counted (iseg_ports.h axi_use); iseg_csim_bursts: its sequential runs per
+// pipelined loop (csim_burst_report).
 #define ISEG_CSIM_ENTRY(CFG, TABLE, N_LAYERS)                                                               \
     static long long iseg_csim_layer_cycles_[(N_LAYERS) > 0 ? (N_LAYERS) : 1];                              \
     extern "C" int iseg_csim_run(const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,            \
@@ -139,4 +155,5 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
     extern "C" void iseg_csim_axi_bytes(long long* out) {                                                   \
         for (int b = 0; b < ::iseg::kAxiBundles; ++b)                                                       \
             for (int d = 0; d < 2; ++d) out[2 * b + d] = ::iseg::axi_log().bytes[b][d];                     \
-    }
+    }                                                                                                       \
+    extern "C" int iseg_csim_bursts(char* buf, long len) { return ::iseg::csim_burst_report(buf, len); }

@@ -157,6 +157,17 @@ struct Ports {
 enum AxiBundle : int { GMEM0 = 0, GMEM1 = 1, GMEM2 = 2, kAxiBundles = 3 };
 enum AxiBuffer : int { AXI_BLOB = 1, AXI_SCRATCH = 2 };
 
+// Bursts as executed, per (pipelined loop, bundle, direction): an access that starts inside or right at the end
+// of the previous span of its bundle and direction, in the same loop, continues a burst; any other starts one.
+// What Vitis makes of them is its own (it infers bursts from the code, not from the addresses), but the
+// figure says how long the sequential runs a loop asks for are: a loop of short runs leans on the adapter's
+// outstanding requests to hide DDR latency (docs/hls.md, "m_axi ports").
+struct BurstEntry {
+    const char* loop;
+    int bundle, dir;
+    long long bytes, bursts;
+};
+
 struct AxiLog {
     int beat;                                   // bytes per beat (Cfg::AXI_BYTES); 0: not bound
     const uint8_t* blob;                        // base addresses of the two buffers
@@ -166,7 +177,32 @@ struct AxiLog {
     int n[kAxiBundles][2];
     uintptr_t lo[kAxiBundles][2][16], hi[kAxiBundles][2][16];  // merged spans [lo, hi)
     long long bytes[kAxiBundles][2];            // bytes moved this run (every access, pipelined or not)
+    const char* run_loop[kAxiBundles][2];       // the current burst: its loop and its last span
+    uintptr_t run_lo[kAxiBundles][2], run_hi[kAxiBundles][2];
+    int nbursts, dropped;
+    BurstEntry bursts[64];
 };
+
+inline void axi_burst(AxiLog& a, int bundle, int d, const char* loop, uintptr_t lo, uintptr_t hi) {
+    const bool cont = a.run_loop[bundle][d] == loop && lo >= a.run_lo[bundle][d] && lo <= a.run_hi[bundle][d];
+    a.run_loop[bundle][d] = loop;
+    a.run_lo[bundle][d] = lo;
+    a.run_hi[bundle][d] = hi;
+AXI_BURST_FIND:
+    for (int i = 0; i < a.nbursts; ++i) {
+        BurstEntry& e = a.bursts[i];
+        if (e.loop == loop && e.bundle == bundle && e.dir == d) {  // labels are string literals: one address each
+            e.bytes += (long long)(hi - lo);
+            if (!cont) ++e.bursts;
+            return;
+        }
+    }
+    if (a.nbursts == int(sizeof a.bursts / sizeof a.bursts[0])) {
+        ++a.dropped;
+        return;
+    }
+    a.bursts[a.nbursts++] = BurstEntry{loop, bundle, d, (long long)(hi - lo), 1};
+}
 
 inline AxiLog& axi_log() {
     static AxiLog log = {};
@@ -198,6 +234,7 @@ inline void axi_use(int bundle, bool write, const void* ptr, long nbytes) {
     a.bytes[bundle][d] += nbytes;
     const PortLog& l = port_log();
     if (l.loop == nullptr) return;
+    axi_burst(a, bundle, d, l.loop, p, p + uintptr_t(nbytes));
     if (a.iter[bundle][d] != l.iter) {
         a.iter[bundle][d] = l.iter;
         a.n[bundle][d] = 0;

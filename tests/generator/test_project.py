@@ -71,6 +71,23 @@ def test_kernel_interface(project: Path) -> None:
         "weights": banks[0], "scratch": banks[1], "scratch_b": banks[1]}
 
 
+def test_m_axi_fifos_are_charged(project: Path) -> None:
+    """The adapters' FIFOs are outstanding x burst beats (UG1399): the pragmas top.cpp states cost what the
+    report's "axi" unit charges, hand-checked for the kv260 16-byte beats: gmem0 reads 16 x 64 x 16 B = 16 KiB
+    (4 BRAM36, its 2-beat write FIFO is LUTRAM), gmem1 and gmem2 32 x 16 x 16 B = 8 KiB each way (2 BRAM36 each)."""
+    top = (project / "src" / "top.cpp").read_text()
+    beat = int(re.search(r"max_widen_bitwidth=(\d+)", top).group(1)) // 8
+    assert beat == 16
+    total = 0
+    for line in re.findall(r"^#pragma HLS INTERFACE mode=m_axi .*$", top, re.M):
+        kv = dict(re.findall(r"(\w+)=(\d+)", line))
+        for d in ("read", "write"):
+            nbytes = int(kv[f"num_{d}_outstanding"]) * int(kv[f"max_{d}_burst_length"]) * beat
+            total += -(-nbytes // 4608) if nbytes * 8 > 1024 else 0
+    units = {u["name"]: u for u in json.loads((project / "report.json").read_text())["units"]}
+    assert total == units["axi"]["bram36"] == 4 + 2 * 2 + 2 * 2
+
+
 def test_deterministic_and_relocatable(tmp_path: Path, tiny_ckpt: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

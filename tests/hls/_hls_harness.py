@@ -210,16 +210,25 @@ class Harness:
         wr = (C.c_int * len(accesses))(*[int(x) for _, x in accesses])
         return _port_lines(lambda buf, n: self.lib.h_port_probe(words, wr, len(accesses), ii, buf, n))
 
-    def axi_probe(self, accesses: list[tuple[int, str, int, int, bool]], beat: int = 16,
-                  ii: int = 1) -> list[tuple[str, str, int, int]]:
-        """One pipelined iteration making m_axi ``accesses`` ((bundle 0-2, "blob" | "scratch", byte offset,
-        bytes, is_write)) with ``beat``-byte beats: the report. A C-sim error raises RuntimeError."""
-        flat = [v for b, buf, off, n, wr in accesses for v in (b, int(buf == "scratch"), off, n, int(wr))]
+    def axi_probe(self, accesses: list[tuple], beat: int = 16, ii: int = 1) -> list[tuple[str, str, int, int]]:
+        """A pipelined loop making m_axi ``accesses`` ((bundle 0-2, "blob" | "scratch", byte offset, bytes,
+        is_write), all in one iteration, or each with its iteration number first) with ``beat``-byte beats: the
+        port report. A C-sim error raises RuntimeError."""
+        rows = [a if len(a) == 6 else (0, *a) for a in accesses]
+        flat = [v for it, b, buf, off, n, wr in rows for v in (it, b, int(buf == "scratch"), off, n, int(wr))]
         arr = (C.c_int * max(1, len(flat)))(*flat)
-        lines = _port_lines(lambda buf, n: max(0, self.lib.h_axi_probe(beat, arr, len(accesses), ii, buf, n)))
+        lines = _port_lines(lambda buf, n: max(0, self.lib.h_axi_probe(beat, arr, len(rows), ii, buf, n)))
         if self.error():
             raise RuntimeError(self.error())
         return lines
+
+    def axi_bursts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """The sequential runs of the last probe or run: {(loop, "gmemN.read|write"): (bytes, runs)}."""
+        buf = C.create_string_buffer(1 << 14)
+        n = self.lib.h_axi_bursts(buf, C.c_long(len(buf)))
+        assert n >= 0, "burst table overflowed"
+        rows = [line.split() for line in buf.value.decode().splitlines()]
+        return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
 
     def last_cycles(self) -> int:
         """Cycles the engine counted (ISEG_CYCLES) in the last ``run``."""

@@ -205,28 +205,32 @@ int h_port_probe(const int* words, const int* wr, int n, int ii, char* buf, long
 
 int h_ports(char* buf, long len) { return iseg::csim_port_report(buf, len); }
 
-// One pipelined iteration at `ii` of n m_axi accesses acc[5 i ..] = (bundle, buffer 0 blob / 1 scratch, byte offset,
-// bytes, is_write) with `beat`-byte beats; the same accesses again outside the iteration (never counted). Returns
-// the report's line count, or -2 after a C-sim error (h_error: an access naming a bundle that misses its buffer).
+// Iterations of a pipelined loop at `ii` making n m_axi accesses acc[6 i ..] = (iteration, bundle, buffer 0 blob /
+// 1 scratch, byte offset, bytes, is_write) with `beat`-byte beats (a new iteration whenever the first field
+// changes); the same accesses again outside the loop (never counted). Returns the port report's line count, or -2
+// after a C-sim error (h_error: an access naming a bundle that misses its buffer). h_axi_bursts: its runs.
 int h_axi_probe(int beat, const int* acc, int n, int ii, char* buf, long len) {
     static uint8_t blob[4096], scratch[4096];
     iseg::port_log_reset();
     const int rc = guarded([&] {
         iseg::axi_bind(beat, blob, scratch);
-        {
+        for (int i = 0; i < n;) {
             ISEG_PIPELINE(AXI_PROBE, ii);
-            for (int i = 0; i < n; ++i) {
-                const int* a = acc + 5 * i;
+            const int it = acc[6 * i];
+            for (; i < n && acc[6 * i] == it; ++i) {
+                const int* a = acc + 6 * i + 1;
                 iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3]);
             }
         }
         for (int i = 0; i < n; ++i) {
-            const int* a = acc + 5 * i;
+            const int* a = acc + 6 * i + 1;
             iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3]);
         }
     });
     return rc != 0 ? -2 : iseg::csim_port_report(buf, len);
 }
+
+int h_axi_bursts(char* buf, long len) { return iseg::csim_burst_report(buf, len); }
 
 // run_engine<Cfg> with the constexpr table of StaticCfg (the synthesis entry, in C-sim).
 int h_run_static(const uint8_t* weights, uint8_t* scratch) {

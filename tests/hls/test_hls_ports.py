@@ -91,6 +91,33 @@ def test_axi_counting_rules(hls, accesses, beat, ii, want) -> None:
     assert hls.axi_probe(accesses, beat, ii) == want
 
 
+def test_axi_runs(hls) -> None:
+    """Sequential runs across iterations (iseg_ports.h axi_burst): an access starting inside or at the end of the
+    previous span of its bundle and direction continues the run; a jump, or the other stream in between, starts
+    one. Reads and writes, and the bundles, are counted apart."""
+    acc = [(0, G1, "scratch", 0, 8, False), (1, G1, "scratch", 8, 8, False), (2, G1, "scratch", 16, 8, False),
+           (3, G1, "scratch", 640, 8, False), (4, G1, "scratch", 648, 8, False),  # a jump: 2 runs of 24 + 16 bytes
+           (0, G1, "scratch", 2048, 4, True), (1, G1, "scratch", 2052, 4, True), (2, G1, "scratch", 2052, 4, True),
+           (3, G2, "scratch", 100, 2, False), (4, G2, "scratch", 300, 2, False)]  # two one-element runs
+    assert hls.axi_probe(sorted(acc, key=lambda a: a[0])) == []
+    assert hls.axi_bursts() == {("AXI_PROBE", "gmem1.read"): (40, 2), ("AXI_PROBE", "gmem1.write"): (12, 1),
+                                ("AXI_PROBE", "gmem2.read"): (4, 2)}
+
+
+def test_engine_runs_by_hand(hls) -> None:
+    """A (9, 40) x (40, 12) LINEAR on the harness (R 4, C 8): the first prefetch copies the blob's 40 x 16 tiled
+    weight bytes in one run; the A prologue reads rows 0-3 of the contiguous (40-byte stride) input, one run of
+    160 bytes; the rq table, 12 records of 16 bytes, one run. (The probe's sequential accesses are not counted.)"""
+    rng = np.random.default_rng(4)
+    _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
+    rc, _ = hls.run([lin], blob.array(), sc.array())
+    assert rc == 0, hls.error()
+    got = hls.axi_bursts()
+    assert got[("ENGINE_PF0", "gmem0.read")] == (40 * 2 * 8, 1)
+    assert got[("GEMM_A0", "gmem1.read")] == (4 * 40, 1)
+    assert got[("RQ_TABLE", "gmem0.read")] == (12 * 16, 1)
+
+
 @pytest.mark.parametrize("bundle,buf", [(G0, "scratch"), (G1, "blob"), (G2, "blob")])
 def test_axi_bundle_must_carry_its_buffer(hls, bundle: int, buf: str) -> None:
     """An access naming a bundle that does not reach its buffer (gmem0 is the blob; gmem1 and gmem2 the scratch)
