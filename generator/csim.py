@@ -208,18 +208,21 @@ class CsimLibrary:
         buffer) whose iterations asked one memory bank for more accesses than its ports give (2 per cycle),
         i.e. where the tool would have to raise the loop's II above what the estimate charges. Empty when
         every loop fits its banking."""
-        fn = self._lib.iseg_csim_ports
+        rows = self._report("iseg_csim_ports", "port check: more (loop, buffer) excesses")
+        return [PortExcess(loop, buffer, int(worst), int(allowed), int(iters))
+                for loop, buffer, worst, allowed, iters in rows]
+
+    def _report(self, name: str, overflow: str) -> list[list[str]]:
+        """The lines of a text report of the C ABI (``int fn(char* buf, long len)``: line count, -1 on overflow),
+        split into fields."""
+        fn = getattr(self._lib, name)
         fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_long]
         buf = ctypes.create_string_buffer(1 << 16)
         with self._lock:
             n = fn(buf, len(buf))
         if n < 0:
-            raise IsegError("C-simulation port check: more (loop, buffer) excesses than its table holds")
-        out = []
-        for line in buf.value.decode().splitlines():
-            loop, buffer, worst, allowed, iters = line.split()
-            out.append(PortExcess(loop, buffer, int(worst), int(allowed), int(iters)))
-        return out
+            raise IsegError(f"C-simulation {overflow} than its table holds")
+        return [line.split() for line in buf.value.decode().splitlines()]
 
     def axi_bytes(self) -> dict[str, int]:
         """Bytes the last run moved through each m_axi bundle and direction (``hls/iseg_ports.h``: every access of
@@ -234,15 +237,8 @@ class CsimLibrary:
     def bursts(self) -> list[Burst]:
         """The sequential runs of the last run's m_axi accesses per (pipelined loop, bundle, direction)
         (``hls/iseg_ports.h`` axi_burst), largest traffic first."""
-        fn = self._lib.iseg_csim_bursts
-        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_long]
-        buf = ctypes.create_string_buffer(1 << 16)
-        with self._lock:
-            n = fn(buf, len(buf))
-        if n < 0:
-            raise IsegError("C-simulation burst count: more (loop, bundle) pairs than its table holds")
-        out = [Burst(loop, port, int(b), int(r)) for loop, port, b, r in
-               (line.split() for line in buf.value.decode().splitlines())]
+        rows = self._report("iseg_csim_bursts", "burst count: more (loop, bundle) pairs")
+        out = [Burst(loop, port, int(b), int(r)) for loop, port, b, r in rows]
         return sorted(out, key=lambda x: (-x.bytes, x.loop, x.port))
 
     def run(self, image: np.ndarray) -> np.ndarray:

@@ -378,7 +378,7 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
                        "order": "raster", "beats": s.image[0] * s.image[1], "tlast": True},
             "weights": {"interface": "m_axi", "bundle": "gmem0", "access": "read", "bytes": blob_size},
             "scratch": {"interface": "m_axi", "bundle": "gmem1", "access": "read-write", "bytes": plan.scratch_bytes},
-            # A second AXI master onto the same DDR buffer (residual / ADD-operand reads, LayerNorm trace
+            # A second AXI master onto the same DDR buffer (residual / ADD-operand and V-beat reads, LayerNorm trace
             # writes), so a loop that moves two spans of the scratch per cycle has a port for each.
             "scratch_b": {"interface": "m_axi", "bundle": "gmem2", "access": "read-write", "bytes": plan.scratch_bytes,
                           "aliases": "scratch"},

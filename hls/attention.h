@@ -367,7 +367,8 @@ ATT_O_STEP:
 }
 
 template <class Cfg>
-void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
+void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
+               GemmBuffers<Cfg>& g) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int W = Cfg::AXI_BYTES;
     static AttSm<Cfg> sm;  // ping-pong score and Q blocks, row maxima, the Shiftmax state
@@ -386,6 +387,7 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBu
     const int D = d.heads * dh;
     const long st = d.in_stride;
     const uint8_t* qkv = scratch + d.in;
+    const uint8_t* qkv_b = scratch_b + d.in;  // the V beats of the K/V load: the second port
     int8_t(&kv)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
     const int kt_n = (T + Cfg::C - 1) / Cfg::C;   // key tiles of Q.K^T
     const int vt_n = (dh + Cfg::C - 1) / Cfg::C;  // channel tiles of P.V
@@ -400,7 +402,10 @@ ATT_HEAD:
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=12)
         // K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key)
         // rows as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per
-        // iteration (II = 2: two beats of one m_axi port), each V beat one or two words of w
+        // iteration (II = 2: the transposer's two rows of w per step beside the V words), each V beat one or
+        // two words of w. Both beats are single-beat runs (a key's row is a stride away from the next), so K
+        // comes through scratch and V through scratch_b: half a request per cycle on each port, not one on one
+        // (docs/hls.md, "Bursts").
     ATT_KV_CHUNK:
         for (int b = 0; b < dbeats; ++b) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=4)
@@ -412,14 +417,15 @@ ATT_HEAD:
                 ISEG_PIPELINE(ATT_KV_STEP, 2);
                 const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
                 if (n >= 0) {
-                    ISEG_AXI_RD(GMEM1, qkv + long(n) * st + 2L * D + long(h) * dh + b * W, dh - b * W < W ? dh - b * W : W);
+                    ISEG_AXI_RD(GMEM2, qkv_b + long(n) * st + 2L * D + long(h) * dh + b * W,
+                                dh - b * W < W ? dh - b * W : W);
                 ATT_V_BYTE:
                     for (int j = 0; j < W; ++j) {
                         const int k = b * W + j;
                         if (k < vt_n * Cfg::C) {  // P.V columns past d_head are 0
                             const long row = voff + long(k / Cfg::C) * T + n;
                             ISEG_WR(g, w, g.wcur, row);
-                            kv[row][k % Cfg::C] = k < dh ? int8_t(qkv[long(n) * st + 2L * D + long(h) * dh + k]) : 0;
+                            kv[row][k % Cfg::C] = k < dh ? int8_t(qkv_b[long(n) * st + 2L * D + long(h) * dh + k]) : 0;
                         }
                     }
                 }

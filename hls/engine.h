@@ -315,7 +315,7 @@ ENGINE_LAYERS:
                 gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false);
                 break;
             case OP_ATTENTION:
-                attention<Cfg>(d, weights, scratch, g);
+                attention<Cfg>(d, weights, scratch, scratch_b, g);
                 break;
             case OP_LAYERNORM:
                 if (ln_fusable(table, n_layers, i)) {  // runs inside the next LINEAR row

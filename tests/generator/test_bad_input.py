@@ -148,29 +148,6 @@ def test_regenerating_keeps_what_the_user_added(tmp_path: Path, tiny_ckpt: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "out"]  # nothing left aside
 
 
-def test_regenerating_interrupted_at_the_swap_keeps_the_users_files(tmp_path: Path, tiny_ckpt: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The user's files are moved into the new project before the swap; an interrupt there moves them back."""
-    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
-    assert main([str(cfg)]) == 0
-    (tmp_path / "out" / "build").mkdir()
-    (tmp_path / "out" / "build" / "a.rpt").write_text("mine\n")
-    (tmp_path / "out" / "NOTES.txt").write_text("mine\n")
-    before = _snapshot(tmp_path)
-    real_replace = os.replace
-
-    def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-        if Path(src).name.startswith(".out.tmp-"):
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(write_mod.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        write_project({"manifest.json": "{}"}, tmp_path / "out")
-    monkeypatch.undo()
-    assert _snapshot(tmp_path) == before
-
-
 @pytest.mark.parametrize("output", ["afile/o", "afile/x/y", "/dev/null/o"])
 def test_output_under_a_file(tmp_path: Path, tiny_ckpt: Path, capsys, output: str) -> None:
     """A path under a regular file used to end in a FileExistsError traceback."""
@@ -202,10 +179,17 @@ def test_write_project_refuses_a_user_folder(tmp_path: Path) -> None:
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("user_files", [False, True])
 def test_write_project_interrupted_at_the_swap_keeps_the_old_project(tmp_path: Path, tiny_ckpt: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     user_files: bool) -> None:
+    """With files of the user's in the old project (moved into the new one before the swap): moved back."""
     cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
     assert main([str(cfg)]) == 0
+    if user_files:
+        (tmp_path / "out" / "build").mkdir()
+        (tmp_path / "out" / "build" / "a.rpt").write_text("mine\n")
+        (tmp_path / "out" / "NOTES.txt").write_text("mine\n")
     before = _snapshot(tmp_path)
     real_replace = os.replace
 
