@@ -88,6 +88,26 @@ typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
 #pragma GCC diagnostic ignored "-Wunused-label"
 #include "iseg_stream.h"
 #include "iseg_ports.h"
+#ifdef ISEG_NO_PORT_CHECK
+// A C-simulation without the port check (csim.build(port_check=False): the host's emulated board): the
+// same arithmetic, the same checks and cycle count, none of the per-access counting (15-20 % of a Seg-T frame).
+#undef ISEG_PIPELINE
+#undef ISEG_PORTS
+#undef ISEG_RD
+#undef ISEG_WR
+#undef ISEG_RD_ROWS
+#undef ISEG_AXI_BIND
+#undef ISEG_AXI_RD
+#undef ISEG_AXI_WR
+#define ISEG_PIPELINE(label, ii) ((void)0)
+#define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
+#define ISEG_RD(obj, buf, bank, w) ((void)0)
+#define ISEG_WR(obj, buf, bank, w) ((void)0)
+#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
+#define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
+#define ISEG_AXI_RD(bundle, p, n) ((void)0)
+#define ISEG_AXI_WR(bundle, p, n) ((void)0)
+#endif
 #define ISEG_PRAGMA(x)
 #define ISEG_CHECK(cond, msg)                                         \
     do {                                                              \

@@ -172,6 +172,23 @@ def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_p
         check_csim(proj, tiny_ckpt, "1")
 
 
+def test_build_without_the_port_check(tiny_project: Path, tiny_ckpt: Path) -> None:
+    """csim.build(port_check=False) (the emulated board's library): the same labels, layer outputs and cycle count
+    as the checked build; no port report and no m_axi counts (the counting is compiled out)."""
+    fast = CsimLibrary(build(tiny_project, port_check=False))
+    full = CsimLibrary(tiny_project / "build" / "libiseg_csim.so")
+    img = calibration_image(full.image_shape, 7)
+    labels_fast, trace_fast = fast.run_traced(img)
+    cycles_fast = fast.cycles(-1)
+    labels_full, trace_full = full.run_traced(img)
+    assert np.array_equal(labels_fast, labels_full) and trace_fast.keys() == trace_full.keys()
+    assert all(np.array_equal(trace_fast[k], trace_full[k]) for k in trace_full)
+    assert cycles_fast == full.cycles(-1) == full.manifest["estimate"]["cycles"]
+    assert sum(full.axi_bytes().values()) > 0 and full.bursts()
+    fast.run(img)
+    assert fast.ports() == [] and set(fast.axi_bytes().values()) == {0} and fast.bursts() == []
+
+
 @pytest.mark.parametrize("board,beat", [("pynq-z2", 8), ("u250", 64)])
 def test_csim_on_other_beats(board: str, beat: int, tmp_path: Path) -> None:
     """pynq-z2's 64-bit ports (AXI_BYTES 8: a 16-byte requant record in two iterations, collected in a register)
