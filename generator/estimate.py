@@ -702,7 +702,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     # the last block, weight share) -- summed in closed form over the three kinds of tile
     cls = cdiv(n, a.out_lanes) if embed else 0
     pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
-    first = max(k, a_share if mb > 1 else 0, cls + w_share, cls)
+    first = max(k, a_share if mb > 1 else 0, cls + w_share)
     mid = max(k, a.drain, a_share, pf0 + w_share)
     last = max(k, a.drain, pf0 + w_share)
     if mb == 1:

@@ -70,14 +70,6 @@ struct acc_bits {
 #define ISEG_PRAGMA(x) _Pragma(#x)
 #define ISEG_CHECK(cond, msg) ((void)0)
 #define ISEG_CYCLES(counter, n) ((void)0)
-#define ISEG_PIPELINE(label, ii) ISEG_PRAGMA(HLS PIPELINE II=ii)
-#define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
-#define ISEG_RD(obj, buf, bank, w) ((void)0)
-#define ISEG_WR(obj, buf, bank, w) ((void)0)
-#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
-#define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
-#define ISEG_AXI_RD(bundle, p, n) ((void)0)
-#define ISEG_AXI_WR(bundle, p, n) ((void)0)
 namespace iseg {
 // One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
 // label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
@@ -87,27 +79,7 @@ typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
 // HLS loop labels (GEMM_K:) name loops in synthesis reports; g++ sees them as unused labels.
 #pragma GCC diagnostic ignored "-Wunused-label"
 #include "iseg_stream.h"
-#include "iseg_ports.h"
-#ifdef ISEG_NO_PORT_CHECK
-// A C-simulation without the port check (csim.build(port_check=False): the host's emulated board): the
-// same arithmetic, the same checks and cycle count, none of the per-access counting (15-20 % of a Seg-T frame).
-#undef ISEG_PIPELINE
-#undef ISEG_PORTS
-#undef ISEG_RD
-#undef ISEG_WR
-#undef ISEG_RD_ROWS
-#undef ISEG_AXI_BIND
-#undef ISEG_AXI_RD
-#undef ISEG_AXI_WR
-#define ISEG_PIPELINE(label, ii) ((void)0)
-#define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
-#define ISEG_RD(obj, buf, bank, w) ((void)0)
-#define ISEG_WR(obj, buf, bank, w) ((void)0)
-#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
-#define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
-#define ISEG_AXI_RD(bundle, p, n) ((void)0)
-#define ISEG_AXI_WR(bundle, p, n) ((void)0)
-#endif
+#include "iseg_ports.h"  // its counting macros, unless ISEG_NO_PORT_CHECK (below)
 #define ISEG_PRAGMA(x)
 #define ISEG_CHECK(cond, msg)                                         \
     do {                                                              \
@@ -125,6 +97,20 @@ struct label_beat_t {
     bool last;
 };
 }  // namespace iseg
+#endif
+
+#if defined(__SYNTHESIS__) || defined(ISEG_NO_PORT_CHECK)
+// Nothing counted: synthesis, or a C-simulation built without the port check (csim.build(port_check=False),
+// the host's emulated board: the same arithmetic, checks and cycle count, none of the per-access counting,
+// 15-20 % of a Seg-T frame). ISEG_PIPELINE is the PIPELINE pragma (ISEG_PRAGMA: nothing in C-simulation).
+#define ISEG_PIPELINE(label, ii) ISEG_PRAGMA(HLS PIPELINE II=ii)
+#define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
+#define ISEG_RD(obj, buf, bank, w) ((void)0)
+#define ISEG_WR(obj, buf, bank, w) ((void)0)
+#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
+#define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
+#define ISEG_AXI_RD(bundle, p, n) ((void)0)
+#define ISEG_AXI_WR(bundle, p, n) ((void)0)
 #endif
 
 namespace iseg {

@@ -312,12 +312,7 @@ inline long table_its(int n, int per_it, int parts) { return long((n + per_it - 
 // The requant of channel c: the loaded table, or the per-tensor scalar.
 inline RqParams rq_at(const RqDesc& d, const RqParams* tab, int c) {
     ISEG_PRAGMA(HLS INLINE)
-    if (d.tab >= 0) return tab[c];
-    RqParams p;
-    p.m = d.m;
-    p.e = d.e;
-    p.o = d.o;
-    return p;
+    return d.tab >= 0 ? tab[c] : rq_channel(d, nullptr, c);
 }
 
 // Which table of GemmBuffers a record loop fills (its bank function and port counters).
@@ -372,13 +367,8 @@ RQ_TABLE:
             for (int r = 0; r < RPI; ++r) {
                 ISEG_PRAGMA(HLS UNROLL)
                 if (r < recs) {
-                    const uint8_t* rec = PARTS > 1 ? rb : tab + long(c0 + r) * kRqRecordBytes;
                     RqTable<Cfg, WHICH>::port(g, c0 + r);
-                    RqParams q;
-                    q.m = ld_i32(rec);
-                    q.e = ld_i32(rec + 4);
-                    q.o = ld_i64(rec + 8);
-                    dst[c0 + r] = q;
+                    dst[c0 + r] = rq_record(PARTS > 1 ? rb : tab + long(c0 + r) * kRqRecordBytes);
                 }
             }
         }
@@ -665,8 +655,7 @@ GEMM_MT:
             int steps = d.K;
             if (dt.pending && dsteps > steps) steps = dsteps;
             if (a_share > steps) steps = a_share;
-            if (pf0 + w_share > steps) steps = pf0 + w_share;
-            if (!dt.pending && csteps > steps) steps = csteps;
+            if (pf0 + w_share > steps) steps = pf0 + w_share;  // (the embed's row-0 steps: pf0 = csteps)
         GEMM_STEP:
             for (int s = 0; s < steps; ++s) {
                 ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)

@@ -271,6 +271,7 @@ AXI_BEATS:
 
 }  // namespace iseg
 
+#ifndef ISEG_NO_PORT_CHECK  // (compat.h then defines them to nothing)
 #define ISEG_AXI_BIND(beat, blob, scratch) ::iseg::axi_bind((beat), (blob), (scratch))
 #define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n))
 #define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n))
@@ -279,3 +280,4 @@ AXI_BEATS:
 #define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false)
 #define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true)
 #define ISEG_RD_ROWS(obj, buf, bank0, n, w) (obj).buf##_ports.use_rows(#buf, (bank0), (n), long(w), false)
+#endif

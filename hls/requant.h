@@ -42,19 +42,22 @@ struct RqDesc {
 
 static constexpr int kRqRecordBytes = 16;
 
-// The (m, e, o) of channel c.
-inline RqParams rq_channel(const RqDesc& d, const uint8_t* blob, int c) {
+// One 16-byte record {int32 m, int32 e, int64 o}.
+inline RqParams rq_record(const uint8_t* rec) {
     RqParams p;
-    if (d.tab < 0) {
-        p.m = d.m;
-        p.e = d.e;
-        p.o = d.o;
-    } else {
-        const uint8_t* rec = blob + d.tab + long(c) * kRqRecordBytes;
-        p.m = ld_i32(rec);
-        p.e = ld_i32(rec + 4);
-        p.o = ld_i64(rec + 8);
-    }
+    p.m = ld_i32(rec);
+    p.e = ld_i32(rec + 4);
+    p.o = ld_i64(rec + 8);
+    return p;
+}
+
+// The (m, e, o) of channel c (blob may be null for a per-tensor requant).
+inline RqParams rq_channel(const RqDesc& d, const uint8_t* blob, int c) {
+    if (d.tab >= 0) return rq_record(blob + d.tab + long(c) * kRqRecordBytes);
+    RqParams p;
+    p.m = d.m;
+    p.e = d.e;
+    p.o = d.o;
     return p;
 }
 
