@@ -65,7 +65,8 @@ from iseg.graph import (
 
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
-           "gemm_cycles", "attention_cycles", "pv_ii_of", "ln_block_steps", "sm_block_steps", "LaneWidths", "Mul",
+           "gemm_cycles", "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "sm_block_steps",
+           "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
 
@@ -106,6 +107,16 @@ def v_beat_words(cols: int, d_head: int, axi_bytes: int) -> int:
     channels [b W, b W + W) of one key go to the V rows of the channel tiles they span. Next to the transposer's
     two K rows per cycle they must fit the memory's 2 x II = 4 accesses per iteration: at most 2."""
     return max((min(b + axi_bytes, d_head) - 1) // cols - b // cols + 1 for b in range(0, d_head, axi_bytes))
+
+
+def kv_ii_of(graph: Graph, cols: int, axi_bytes: int) -> int:
+    """Cfg::KV_II, the initiation interval of attention's K/V load (hls/attention.h ATT_KV_STEP), one for the
+    whole engine: the transposer's two K rows and a V beat's words (v_beat_words, the widest over the model's
+    heads) share the weight buffer's 2 ports, 2 x II accesses per iteration; at least 2 (the transposer's rows
+    beside the V words). The planner's own arrays keep a V beat within 2 words (choose_array): II 2; an
+    explicit narrow array (C < AXI_BYTES / 2) gets the II its V beats need instead of exceeding the ports."""
+    words = [v_beat_words(cols, op.d_head, axi_bytes) for op in graph.ops if isinstance(op, Attention)]
+    return max([2] + [cdiv(2 + v, 2) for v in words])
 
 
 def tiled_weight_bytes(k: int, n: int, cols: int) -> int:
@@ -658,10 +669,19 @@ def table_its(n: int, per_it: int, parts: int) -> int:
     return cdiv(n, per_it) * parts
 
 
+def rq_table(n: int) -> bool:
+    """Whether a per-channel requant of ``n`` channels is a table in the blob: one of a single channel is
+    stored as a scalar (plan._rq_desc: m, e and o of size 1), which the lanes read from the layer's row, so
+    nothing is loaded (hls/gemm.h load_rq_table returns at once)."""
+    return n > 1
+
+
 def rq_table_cycles(a: ArrayShape, n: int, lanes: int) -> int:
     """hls/gemm.h load_rq_table: n requant records (16 bytes) into a table banked over ``lanes``: min(W / 16,
     lanes) records per iteration, or ceil(16 / W) iterations per record on a port narrower than a record; one
-    pipelined loop (a burst on gmem0)."""
+    pipelined loop (a burst on gmem0). Nothing for a scalar (``rq_table``)."""
+    if not rq_table(n):
+        return 0
     w = a.axi_bytes
     return table_its(n, 1 if w < RQ_RECORD else min(w // RQ_RECORD, lanes), cdiv(RQ_RECORD, w)) + PIPE
 
@@ -672,7 +692,7 @@ def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, rq2_tab: b
     table in its own loop; a per-tensor requant loads nothing."""
     c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE
     c += rq_table_cycles(a, n, a.out_lanes) * (int(rq_tab) + int(rq2_tab))
-    return c + (rq_table_cycles(a, ln_k, a.ln_lanes) if ln_k else 0)
+    return c + rq_table_cycles(a, ln_k, a.ln_lanes)
 
 
 def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
@@ -758,28 +778,32 @@ def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
     return rows * cdiv(t, lanes) + cdiv(r, 2) * cdiv(t, nlanes) + DIV
 
 
-def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
+def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2,
+                     kv_ii: int = 2) -> tuple[int, dict[str, int]]:
     """hls/attention.h, loop by loop: (cycles, breakdown).
 
     Per head: K_h / V_h load, Q(0) and QK(0) (prologue, Q(1) loading under it), then per query block i:
     PV(i-1) and QK(i+1) (Q(i+2) loading under it, load_lanes bytes per iteration; what it leaves runs alone) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
-    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
+    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``);
+    ``kv_ii``: Cfg::KV_II, cycles per step of the K/V load (``kv_ii_of``)."""
     if pv_ii not in (1, 2):
         raise ValueError(f"pv_ii must be 1 or 2, not {pv_ii}")
-    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii)
+    if kv_ii < 2:
+        raise ValueError(f"kv_ii must be at least 2, not {kv_ii}")
+    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii, kv_ii)
     return cyc, dict(parts)
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
-                      pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+                      pv_ii: int, kv_ii: int = 2) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     # the RQ_8 of P.V is per tensor (its scale is s_P s_V: spec/numerics.md), so no table is loaded
     # (hls/attention.h load_rq_table returns at once); a per-channel one would cost rq_table_cycles
     consts = 0
-    kv = tp_cycles(t, dh, a.cols, w, 2)  # K_h^T through the transposer, V_h beside it: II = 2
+    kv = tp_cycles(t, dh, a.cols, w, kv_ii)  # K_h^T through the transposer, V_h beside it: II = KV_II
     q_it = r * cdiv(dh, a.load_lanes)
     dr = a.drain
 
@@ -966,13 +990,14 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
             if isinstance(op, PatchEmbed):
                 t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
-                bias, rq_tab, rq2_tab, wb, kind = True, True, False, w_of[op.name] + 20 * n, "patch_embed"
+                bias, rq_tab, rq2_tab = True, rq_table(n), False
+                wb, kind = w_of[op.name] + (4 + RQ_RECORD * rq_tab) * n, "patch_embed"
             elif isinstance(op, Linear):
                 t, k, n = op.rows, op.k, op.n
                 nxt = consumers.get(op.output, [])
                 gelu = len(nxt) == 1 and isinstance(nxt[0], Gelu) and spec.gelu == "lambda"
-                bias, rq_tab, rq2_tab = bool(op.bias), True, False
-                wb, kind = w_of[op.name] + (4 * n if op.bias else 0) + RQ_RECORD * n, "linear"
+                bias, rq_tab, rq2_tab = bool(op.bias), rq_table(n), False
+                wb, kind = w_of[op.name] + (4 * n if op.bias else 0) + RQ_RECORD * n * rq_tab, "linear"
                 del gelu
             else:
                 t, k = graph.acts[op.inputs[0]].shape
@@ -995,7 +1020,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             ddr = t * k + t * n * (2 if res else act.bits // 8) + (t * n * 2 if res else 0)
             if op.name in ln_fused:  # reads the LayerNorm's i16 input, writes its i8 output, loads its records
                 ddr += 2 * t * k
-                wb += RQ_RECORD * k
+                wb += RQ_RECORD * k * rq_table(k)
             if isinstance(op, PatchEmbed):  # the pixel path stages the patches (t x k bytes) for the A loader
                 ddr += t * k
             if isinstance(op, MaskProduct):  # B = in2^T comes from the scratch through the transposer
@@ -1006,7 +1031,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
             pv_ii = pv_ii_of(graph, a.pack)
-            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii)
+            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii, kv_ii_of(graph, a.cols, wa))
             # ideal array time: Q.K^T at one key tile step per cycle, P.V at PV_II cycles per key (1 on an
             # unpacked array: R x C MACs per cycle, one DSP each)
             ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * (1 + pv_ii), a.macs)
@@ -1028,7 +1053,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, LayerNorm):
             rows, c = act.shape
             out.append(_simple(op.name, "layernorm", _layernorm(rows, c, a), rows * c * (2 + act.bits // 8),
-                               RQ_RECORD * c))
+                               RQ_RECORD * c * rq_table(c)))
         elif isinstance(op, Add):
             rows, c = act.shape
             out.append(_simple(op.name, "add", rows * (c + PIPE), 6 * rows * c))
@@ -1091,7 +1116,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     macs = array_macs(graph)
     heads = {op.d_head for op in graph.ops if isinstance(op, Attention)}
     w = board.axi_width // 8
-    cols_ok = [c for c in COLS if all(v_beat_words(c, dh, w) <= 2 for dh in heads)]  # the V load's ports
+    # the K/V load at II 2 (kv_ii_of): narrower columns would slow it, and they lose anyway
+    cols_ok = [c for c in COLS if all(v_beat_words(c, dh, w) <= 2 for dh in heads)]
     for (lanes, sm, sl, ln), aw in itertools.product(LANE_CONFIGS, a_word_options(w)):
         for cols in cols_ok:
             for rows in range(2, MAX_DIM + 1, 2):

@@ -93,6 +93,18 @@ struct pv_ii_of<Cfg, typename iseg_void<decltype(Cfg::PV_II)>::type> {
     static_assert(value == 1 || value == 2, "Cfg::PV_II must be 1 (u8 P) or 2 (u15 P)");
 };
 
+// Initiation interval of the K/V load (ATT_KV_STEP): Cfg::KV_II (estimate.kv_ii_of: 2, or more when an
+// explicit narrow array makes a V beat span more than two rows of C); a Cfg without KV_II gets 2.
+template <class Cfg, class = void>
+struct kv_ii_of {
+    static constexpr int value = 2;
+};
+template <class Cfg>
+struct kv_ii_of<Cfg, typename iseg_void<decltype(Cfg::KV_II)>::type> {
+    static constexpr int value = Cfg::KV_II;
+    static_assert(value >= 2, "Cfg::KV_II must be at least 2 (the transposer's two rows of w per step)");
+};
+
 // Int8 MACs per DSP of the array: Cfg::PACK (2: row pairs share a DSP48E2; 1: a DSP per PE, which takes
 // a u15 x int8 P.V product whole, so PV_II = 1 holds for every variant); a Cfg without PACK gets 2.
 template <class Cfg, class = void>
@@ -372,16 +384,16 @@ void attention(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const 
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int W = Cfg::AXI_BYTES;
     static AttSm<Cfg> sm;  // ping-pong score and Q blocks, row maxima, the Shiftmax state
-    constexpr int kAWord = Cfg::A_WORD, kSmLanes = Cfg::SM_LANES;
-    (void)kAWord, (void)kSmLanes;  // read by the pragmas only
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=1 complete)
+    constexpr int kAWord = Cfg::A_WORD, kSmLanes = Cfg::SM_LANES, kKvII = kv_ii_of<Cfg>::value;
+    (void)kAWord, (void)kSmLanes, (void)kKvII;  // read by the pragmas only (kKvII also by the cycle count)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=1 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=3 type=cyclic factor=kSmLanes)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=1 complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=2 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=1 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=2 type=complete)
     ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=sm.q dim=3 type=cyclic factor=kAWord)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 type=complete)
     const int T = d.T;
     const int dh = d.d_head;
     const int D = d.heads * dh;
@@ -402,8 +414,9 @@ ATT_HEAD:
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=12)
         // K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key)
         // rows as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per
-        // iteration (II = 2: the transposer's two rows of w per step beside the V words), each V beat one or
-        // two words of w. Both beats are single-beat runs (a key's row is a stride away from the next), so K
+        // iteration (II = KV_II, 2: the transposer's two rows of w per step beside the V words, each V beat one
+        // or two words of w; more on an explicit array narrower than AXI_BYTES / 2, whose V beats span more
+        // rows). Both beats are single-beat runs (a key's row is a stride away from the next), so K
         // comes through scratch and V through scratch_b: half a request per cycle on each port, not one on one
         // (docs/hls.md, "Bursts").
     ATT_KV_CHUNK:
@@ -414,7 +427,7 @@ ATT_HEAD:
         ATT_KV_STEP:
             for (long s2 = 0; s2 < steps; ++s2) {
                 ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
-                ISEG_PIPELINE(ATT_KV_STEP, 2);
+                ISEG_PIPELINE(ATT_KV_STEP, kKvII);
                 const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
                 if (n >= 0) {
                     ISEG_AXI_RD(GMEM2, qkv_b + long(n) * st + 2L * D + long(h) * dh + b * W,
@@ -431,7 +444,7 @@ ATT_HEAD:
                 }
             }
             ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
-            ISEG_CYCLES(g.cycles, 2 * steps + kPipeDepth);
+            ISEG_CYCLES(g.cycles, long(kKvII) * steps + kPipeDepth);
         }
         // prologue: QK(0), nothing to overlap
         sm.st = sm_idle();

@@ -98,6 +98,40 @@ def test_attention_cycles_by_hand() -> None:
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
 
+def test_kv_load_ii_by_hand() -> None:
+    """Cfg::KV_II: the K/V load's step writes the transposer's two K rows and the rows of C a V beat spans into
+    the weight buffer's 2 ports (2 x II accesses per step). 16-byte beats: C 8 on d_head 16 -> one beat spans
+    2 rows (4 accesses, II 2); C 5 on d_head 64 -> channels 0-15 span rows 0-3 (6 accesses, II 3); C 2 on
+    d_head 16 -> 8 rows (10 accesses, II 5). The model's widest head sets the one II of the engine."""
+    from iseg.random_model import PRESETS
+
+    spec = dataclasses.replace(PRESETS["tiny"], dim=128, heads=2, dec_dim=16, dec_heads=1)  # heads of 64, 16
+    g = build_graph(spec)
+    assert (est.v_beat_words(8, 16, 16), est.v_beat_words(5, 64, 16), est.v_beat_words(2, 16, 16)) == (2, 4, 8)
+    assert (est.v_beat_words(5, 16, 16), est.v_beat_words(32, 64, 16)) == (4, 1)
+    assert (est.kv_ii_of(g, 32, 16), est.kv_ii_of(g, 16, 16), est.kv_ii_of(g, 5, 16), est.kv_ii_of(g, 2, 16)) == \
+        (2, 2, 3, 5)
+    # the load's cycles scale with it: the harness head (T 9, d_head 16, C 8) has 24 steps (one chunk)
+    a = HARNESS_SHAPE
+    c2, p2 = est.attention_cycles(a, 9, 1, 16, 2, 2)
+    c3, p3 = est.attention_cycles(a, 9, 1, 16, 2, 3)
+    assert c3 - c2 == 24 and p3["kv_load"] - p2["kv_load"] == 24
+    with pytest.raises(ValueError, match="kv_ii"):
+        est.attention_cycles(a, 9, 1, 16, 2, 1)
+
+
+def test_one_channel_requant_loads_nothing() -> None:
+    """A per-channel requant of one channel is a scalar (plan._rq_desc), so no table is loaded: a LINEAR of
+    N 1 (a one-class head) costs its bias loop only; N 2 adds a table loop of 2 records (one per iteration on the
+    harness's 16-byte port) + PIPE."""
+    a = HARNESS_SHAPE
+    assert (est.rq_table(1), est.rq_table(2)) == (False, True)
+    assert est.rq_table_cycles(a, 1, a.out_lanes) == 0
+    bias_only = est.consts_cycles(a, 1, bias=True, rq_tab=True, rq2_tab=False)
+    assert bias_only == 1 + est.PIPE
+    assert est.consts_cycles(a, 2, bias=True, rq_tab=True, rq2_tab=False) == 1 + est.PIPE + 2 + est.PIPE
+
+
 def test_attention_pv_ii1_by_hand() -> None:
     """The same layer as test_attention_cycles_by_hand with u8 probabilities (PV_II 1).
 
