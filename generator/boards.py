@@ -33,7 +33,8 @@ class Board:
     axi_width: int  # data width of the kernel's m_axi ports in bits
     platform: str  # Vitis platform (v++ flow) -- check the installed name with `platforminfo -l`
     banks: tuple[str, str]  # memory banks of the weights and scratch ports (v++ sp=) or HP ports (Vivado)
-    ps_config: str  # Vivado: CONFIG of the processing system enabling the two slave HP ports
+    ps_config: str  # Vivado: CONFIG of the processing system: its master port on, the two slave HP ports on
+    board_part: str = ""  # Vivado: get_board_parts pattern of the board files (for the PS preset); "" = none
 
     @property
     def macs_per_dsp(self) -> int:
@@ -45,21 +46,28 @@ class Board:
         return self.bram36 * 36 * 1024 // 8 + self.uram * 288 * 1024 // 8
 
 
+# zynq_ultra_ps_e: S_AXI_GP2/GP3 are S_AXI_HP0_FPD/HP1_FPD; M_AXI_GP0 is M_AXI_HPM0_FPD (the control port).
+# M_AXI_GP1 (HPM1_FPD, which the ZCU10x board presets turn on) is turned off: unused, its clock pin
+# maxihpm1_fpd_aclk would be left undriven. processing_system7: M_AXI_GP0 and S_AXI_HP0/HP1.
+_ZUP_CONFIG = ("CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} "
+               "CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1}")
+_Z7_CONFIG = "CONFIG.PCW_USE_M_AXI_GP0 {1} CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_USE_S_AXI_HP1 {1}"
+
 BOARDS: dict[str, Board] = {
     b.name: b
     for b in (
         Board("kv260", "Kria KV260", "xck26-sfvc784-2LV-c", 1248, "DSP48E2", 144, 64, 117_120,
               19.2, 0.6, 4, 250, "vitis", "zynq_ultra_ps_e", 128,
-              "xilinx_kv260_base_202310_1", ("HP0", "HP1"), ""),
+              "xilinx_kv260_base_202420_1", ("HP0", "HP1"), ""),
         Board("zcu104", "ZCU104", "xczu7ev-ffvc1156-2-e", 1728, "DSP48E2", 312, 96, 230_400,
               19.2, 0.6, 4, 250, "vivado", "zynq_ultra_ps_e", 128,
-              "", ("S_AXI_HP0_FPD", "S_AXI_HP1_FPD"), "CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1}"),
+              "", ("S_AXI_HP0_FPD", "S_AXI_HP1_FPD"), _ZUP_CONFIG, "*:zcu104:*"),
         Board("zcu102", "ZCU102", "xczu9eg-ffvb1156-2-e", 2520, "DSP48E2", 912, 0, 274_080,
               19.2, 0.6, 4, 250, "vivado", "zynq_ultra_ps_e", 128,
-              "", ("S_AXI_HP0_FPD", "S_AXI_HP1_FPD"), "CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__S_AXI_GP3 {1}"),
+              "", ("S_AXI_HP0_FPD", "S_AXI_HP1_FPD"), _ZUP_CONFIG, "*:zcu102:*"),
         Board("pynq-z2", "PYNQ-Z2", "xc7z020clg400-1", 220, "DSP48E1", 140, 0, 53_200,
               2.1, 0.6, 4, 100, "vivado", "processing_system7", 64,
-              "", ("S_AXI_HP0", "S_AXI_HP1"), "CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_USE_S_AXI_HP1 {1}"),
+              "", ("S_AXI_HP0", "S_AXI_HP1"), _Z7_CONFIG, "*:pynq-z2:*"),
         Board("u50", "Alveo U50", "xcu50-fsvh2104-2-e", 5352, "DSP48E2", 1128, 608, 872_000,
               316.0, 0.6, 32, 300, "vitis", "", 256,
               "xilinx_u50_gen3x16_xdma_5_202210_1", ("HBM[0]", "HBM[1]"), ""),

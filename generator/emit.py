@@ -65,7 +65,11 @@ def build_info(plan: Plan) -> dict[str, Any]:
         "clock_mhz": _fmt_mhz(plan.clock_mhz),
         "clock_hz": str(int(round(plan.clock_mhz * 1e6))),
         "clock_period_ns": f"{1e3 / plan.clock_mhz:.3f}",
-        "cflags": "-Isrc -Isrc/hls -std=c++14",
+        # hls.tcl: the include folders as absolute paths under $root (csim and cosim compile in folders of
+        # their own, sol1/csim/build and sol1/sim/wrapc), so the project still holds no absolute path;
+        # ISEG_VITIS: Vitis' hls::stream and hls::axis in its csim and cosim too (hls/compat.h), the types the
+        # co-simulation wrapper is built from
+        "cflags": "-I$root/src -I$root/src/hls -std=c++14 -DISEG_VITIS",
         "flow_target": "vitis" if vitis else "vivado",
         "export_format": "xo" if vitis else "ip_catalog",
         "export_file": f"{plan.project}.xo" if vitis else f"{plan.project}_ip.zip",
@@ -80,7 +84,31 @@ def build_info(plan: Plan) -> dict[str, Any]:
         "ps_master": "M_AXI_HPM0_FPD" if b.ps == "zynq_ultra_ps_e" else "M_AXI_GP0",
         "n_pixels": str(h * w),
         "fps": f"{plan.totals['fps']:.1f}",
+        # hls.tcl: config_interface -m_axi_alignment_byte_size. Port widening (max_widen_bitwidth) needs the
+        # pointers' alignment; the Vivado IP flow's default is 1 byte (no widening), the Vitis flow's 64
+        # (UG1399, "Default Settings of Vivado/Vitis Flows", "Automatic Port Width Resizing"). Both flows: 64.
+        "m_axi_alignment": "64",
     }
+    if vitis:
+        # link.cfg: an embedded platform (KV260) has fixed clocks, chosen or derived with --clock.freqHz; an
+        # Alveo platform's kernel clock is scalable, set with --kernel_frequency (UG1393, "Identifying
+        # Platform Clocks", "Managing Clock Frequencies").
+        # kernel_frequency is a general option: in the config file it goes before the first [section].
+        info["link_fixed_clocks"] = bool(b.ps)
+        info["kernel_frequency"] = str(int(round(plan.clock_mhz)))
+    else:
+        mhz = _fmt_mhz(plan.clock_mhz)
+        if b.ps == "zynq_ultra_ps_e":
+            # the PL clock the kernel runs at (the ZCU10x presets give pl_clk0 100 MHz)
+            info["ps_clock_config"] = ("CONFIG.PSU__FPGA_PL0_ENABLE {1} "
+                                       f"CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{mhz}}}")
+            rule = 'apply_board_preset "{}"'
+        else:
+            info["ps_clock_config"] = f"CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {{{mhz}}}"
+            # the DDR and FIXED_IO of processing_system7 are made external (the PS pins of the package)
+            rule = 'make_external "FIXED_IO, DDR" apply_board_preset "{}" Master "Disable" Slave "Disable"'
+        # the board preset (DDR, MIO, clocks of the board) only when the board files are installed
+        info["ps_rule_board"], info["ps_rule_part"] = rule.format(1), rule.format(0)
     return info
 
 
@@ -382,6 +410,10 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
             # writes), so a loop that moves two spans of the scratch per cycle has a port for each.
             "scratch_b": {"interface": "m_axi", "bundle": "gmem2", "access": "read-write", "bytes": plan.scratch_bytes,
                           "aliases": "scratch"},
+            # Vitis HLS's map (UG1399 "S_AXILITE Control Register Map"): 0x00-0x0c control/GIE/IER/ISR, then the
+            # s_axilite arguments in argument order (the axis streams have none); a 64-bit pointer (m_axi_addr64 is
+            # on in both flows) takes two data words and one reserved word, so 0x10, 0x1c, 0x28 -- as in the
+            # generated x<top>_hw.h of any top with three pointers first.
             "control": {
                 "interface": "s_axilite", "bundle": "control",
                 "registers": {

@@ -38,7 +38,7 @@ void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, i
     constexpr int L = Cfg::A_LANES;
     label_t line[2][Cfg::IMG_W];  // two halves of one grid row of labels each (gw <= IMG_W)
     // one memory per half: a step writes a label into one half and reads one from the other
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line complete dim=1)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line type=complete dim=1)
     const int gh = img_h / P;
     const int gw = img_w / P;
     const int steps = (n_cls + L - 1) / L;  // argmax steps per token

@@ -2,8 +2,9 @@
 //
 // Every other header of the library includes this file and never tests __SYNTHESIS__ itself, so
 // the differences between the two worlds are visible in one place:
-//   * hls::stream: Vitis' <hls_stream.h> in synthesis, our depth-checked stand-in (iseg_stream.h)
-//     in C-simulation (a plain unbounded C-sim FIFO hides under-sized FIFOs and deadlocks);
+//   * hls::stream: Vitis' <hls_stream.h> in synthesis and in Vitis' own csim / cosim (-DISEG_VITIS),
+//     our depth-checked stand-in (iseg_stream.h) in the g++ C-simulation (a plain unbounded C-sim
+//     FIFO hides under-sized FIFOs and deadlocks);
 //   * ISEG_PRAGMA(HLS ...): emits the pragma for the HLS compiler, nothing for g++;
 //   * ISEG_CHECK(cond, msg): a run-time invariant (layer table sanity, buffer bounds) that throws
 //     iseg::CsimError in C-simulation and compiles to nothing in synthesis;
@@ -64,21 +65,58 @@ struct acc_bits {
 }  // namespace iseg
 #endif
 
-#ifdef __SYNTHESIS__
+#ifndef __SYNTHESIS__
+#include <stdio.h>
+namespace iseg {
+// A C-simulation failure: an under-sized FIFO, a read from an empty stream, a bad layer table.
+// Fixed-size message, no heap, so throwing it needs nothing but the exception runtime.
+struct CsimError {
+    char what[320];
+};
+
+[[noreturn]] inline void csim_fail(const char* msg, const char* file, int line) {
+    CsimError err;
+    snprintf(err.what, sizeof err.what, "%s (%s:%d)", msg, file, line);
+    throw err;
+}
+}  // namespace iseg
+#endif
+
+// hls::stream and the label stream's beat: Vitis' in synthesis and in Vitis' own C-simulation and
+// co-simulation of the generated project (hls.tcl compiles top.cpp and tb.cpp with -DISEG_VITIS: the
+// co-simulation wrapper is built from the synthesised signature, so the test bench must pass the very
+// types synthesis saw); our depth-checked stand-in in the g++ C-simulation (ISEG_OWN_STREAMS: the test
+// bench attaches storage to its top-level streams).
+#if defined(__SYNTHESIS__) || defined(ISEG_VITIS)
+#define ISEG_OWN_STREAMS 0
 #include <ap_axi_sdata.h>
 #include <hls_stream.h>
-#define ISEG_PRAGMA(x) _Pragma(#x)
-#define ISEG_CHECK(cond, msg) ((void)0)
-#define ISEG_CYCLES(counter, n) ((void)0)
 namespace iseg {
 // One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
 // label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
 typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
 }  // namespace iseg
 #else
+#define ISEG_OWN_STREAMS 1
+#include "iseg_stream.h"
+namespace iseg {
+// The label stream beat of the g++ C-simulation: the fields of Vitis' hls::axis<ap_uint<8>, 0, 0, 0>
+// that the engine uses (data, keep, strb, last).
+struct label_beat_t {
+    uint8_t data;
+    uint8_t keep, strb;
+    bool last;
+};
+}  // namespace iseg
+#endif
+
+#ifdef __SYNTHESIS__
+#define ISEG_PRAGMA(x) _Pragma(#x)
+#define ISEG_CHECK(cond, msg) ((void)0)
+#define ISEG_CYCLES(counter, n) ((void)0)
+#else
 // HLS loop labels (GEMM_K:) name loops in synthesis reports; g++ sees them as unused labels.
 #pragma GCC diagnostic ignored "-Wunused-label"
-#include "iseg_stream.h"
 #include "iseg_ports.h"  // its counting macros, unless ISEG_NO_PORT_CHECK (below)
 #define ISEG_PRAGMA(x)
 #define ISEG_CHECK(cond, msg)                                         \
@@ -88,15 +126,6 @@ typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
 // C-sim cycle count: every pipelined loop adds its iterations (II=1) plus its pipeline depth, so
 // tests can compare the engine's schedule with generator/estimate.py. Nothing in synthesis.
 #define ISEG_CYCLES(counter, n) ((counter) += (long long)(n))
-namespace iseg {
-// The label stream beat of C-simulation: the fields of Vitis' hls::axis<ap_uint<8>, 0, 0, 0>
-// that the engine uses (data, keep, strb, last).
-struct label_beat_t {
-    uint8_t data;
-    uint8_t keep, strb;
-    bool last;
-};
-}  // namespace iseg
 #endif
 
 #if defined(__SYNTHESIS__) || defined(ISEG_NO_PORT_CHECK)

@@ -347,7 +347,7 @@ void load_rq_table(const RqDesc& d, int n, const uint8_t* blob, GemmBuffers<Cfg>
     const long its = table_its(n, RPI, PARTS);
     const uint8_t* tab = blob + d.tab;
     uint8_t rb[kRqRecordBytes];  // the parts of a record (a port narrower than a record)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=rb complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=rb type=complete)
 RQ_TABLE:
     for (long i = 0; i < its; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
@@ -438,6 +438,7 @@ LN_LAYER:
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
         ISEG_PIPELINE(LN_LAYER, 1);
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
         ln_step<Cfg>(l, g);
         if (++s == blk) {  // the next row block
             ISEG_CHECK(l.phase == LN_DONE, "LAYERNORM: loader block incomplete");
@@ -661,6 +662,7 @@ GEMM_MT:
                 ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)
                 ISEG_PIPELINE(GEMM_STEP, 1);
                 ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+                ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // (top.cpp ALIAS: one buffer)
                 if (s < d.K) {
                     ISEG_RD_ROWS(g, a, g.a_bank(cur, 0), Cfg::R, s / g.A_WORD);
                     ISEG_RD(g, w, g.wcur, long(nt) * d.K + s);

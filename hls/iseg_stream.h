@@ -14,21 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-namespace iseg {
-
-// A C-simulation failure: an under-sized FIFO, a read from an empty stream, a bad layer table.
-// Fixed-size message, no heap, so throwing it needs nothing but the exception runtime.
-struct CsimError {
-    char what[320];
-};
-
-[[noreturn]] inline void csim_fail(const char* msg, const char* file, int line) {
-    CsimError err;
-    snprintf(err.what, sizeof err.what, "%s (%s:%d)", msg, file, line);
-    throw err;
-}
-
-}  // namespace iseg
+// iseg::CsimError and iseg::csim_fail come from compat.h, which includes this file.
 
 namespace hls {
 

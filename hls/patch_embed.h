@@ -28,8 +28,8 @@ template <class Cfg, class PixIn>
 void patch_unpack(PixIn& pixels, int img_h, int img_w, int P, uint8_t* stage, long long& cycles) {
     int8_t line[2][Cfg::PATCH_MAX][Cfg::IMG_W][3];  // two halves of P image rows each, u - 128
     // one memory per (half, channel): a beat writes 3 bytes into one half and reads 3 from the other
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line complete dim=1)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line complete dim=4)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line type=complete dim=1)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line type=complete dim=4)
     const int gh = img_h / P;
     const int gw = img_w / P;
     const long K = 3L * P * P;

@@ -134,7 +134,7 @@ def test_synthesisable_sources(project: Path) -> None:
 TCL_STUBS = """
 set ::calls {}
 foreach p {open_project set_top add_files open_solution set_part create_clock csim_design csynth_design
-           cosim_design export_design config_export} {
+           cosim_design export_design config_export config_interface} {
     proc $p {args} [format {lappend ::calls [list %s {*}$args]} $p]
 }
 rename exit _real_exit
@@ -143,26 +143,68 @@ set argv $::env(STEPS)
 source [lindex $::env(SCRIPT) 0]
 foreach c $::calls { puts [lindex $c 0] }
 """
+SETUP = ["open_project", "set_top", "add_files", "add_files", "add_files", "add_files", "open_solution", "set_part",
+         "create_clock", "config_interface"]
 
 
 @pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
 @pytest.mark.parametrize("steps, expected", [
-    ("csim csynth cosim export", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part",
-                                  "create_clock", "csim_design", "csynth_design", "cosim_design", "export_design"]),
-    ("cosim", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part", "create_clock",
-               "csynth_design", "cosim_design"]),
-    ("csim", ["open_project", "set_top", "add_files", "add_files", "open_solution", "set_part", "create_clock",
-              "csim_design"]),
+    ("csim csynth cosim export", SETUP + ["csim_design", "csynth_design", "cosim_design", "export_design"]),
+    ("cosim", SETUP + ["csynth_design", "cosim_design"]),
+    ("csim", SETUP + ["csim_design"]),
 ])
-def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list[str]) -> None:
+@pytest.mark.parametrize("via", ["tclargs", "env"])
+def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list[str], via: str) -> None:
+    """The steps come from -tclargs (vitis_hls) or, with no arguments, from ISEG_HLS_STEPS (vitis-run)."""
     stub = tmp_path / "stub.tcl"
     stub.write_text(TCL_STUBS)
-    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True,
-                          env={"STEPS": steps, "SCRIPT": str(project / "scripts" / "hls.tcl"), "PATH": "/usr/bin:/bin"})
+    env = {"STEPS": steps if via == "tclargs" else "", "SCRIPT": str(project / "scripts" / "hls.tcl"),
+           "PATH": "/usr/bin:/bin"}
+    if via == "env":
+        env["ISEG_HLS_STEPS"] = steps
+    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == expected
     tcl = (project / "scripts" / "hls.tcl").read_text()
     assert f"set_part {BOARDS['kv260'].part}" in tcl and "create_clock -period 4.000" in tcl
+    # the test bench's data files are test bench files; widening needs the pointers' alignment (UG1399)
+    assert "add_files -tb weights.bin" in tcl and "add_files -tb tb/golden" in tcl
+    assert "config_interface -m_axi_alignment_byte_size 64" in tcl
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None, reason="g++/make not installed")
+def test_testbench_builds_and_passes_from_another_folder(project: Path, tmp_path: Path) -> None:
+    """tb.cpp declares the top exactly as top.cpp defines it (csim and cosim compile the two together) and
+    reads its files under ISEG_PROJECT_DIR, which hls.tcl sets: Vitis HLS runs the test bench in folders of its
+    own (sol1/csim/build, sol1/sim/wrapc). `make tb` builds it with g++."""
+    build = subprocess.run(["make", "-C", str(project), "build/tb"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    run = subprocess.run([str(project / "build" / "tb")], capture_output=True, text=True, cwd=tmp_path,
+                         env={"ISEG_PROJECT_DIR": str(project), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0 and "tb: PASS" in run.stdout, run.stdout + run.stderr
+    assert "set ::env(ISEG_PROJECT_DIR) $root" in (project / "scripts" / "hls.tcl").read_text()
+
+
+def test_testbench_builds_with_vitis_types(project: Path, tmp_path: Path) -> None:
+    """Under Vitis' csim and cosim (hls.tcl's -DISEG_VITIS) the top and the test bench use Vitis' hls::stream and
+    hls::axis, not our stand-in: the co-simulation wrapper is built from the synthesised signature, so the test
+    bench must pass those very types. Built here with the hls4ml wheel's hls_stream.h (Xilinx's C-sim stream: an
+    unbounded FIFO, no attach()) and a named stand-in of ap_axi_sdata.h, it compiles and passes bit-exact."""
+    from iseg.generator.csim import ap_types_dir
+
+    assert "-DISEG_VITIS" in (project / "scripts" / "hls.tcl").read_text()
+    exe, check = tmp_path / "tb_vitis", tmp_path / "types.cpp"
+    check.write_text('#include <type_traits>\n#include "model_cfg.h"\n'
+                     'static_assert(!ISEG_OWN_STREAMS, "our stream stand-in under ISEG_VITIS");\n'
+                     'static_assert(std::is_same<iseg::label_beat_t, hls::axis<ap_uint<8>, 0, 0, 0> >::value, "");\n')
+    cmd = ["g++", "-std=c++14", "-O1", "-DISEG_VITIS", f"-I{Path(__file__).parent / 'vitis_standin'}",
+           f"-I{ap_types_dir()}", f"-I{project / 'src'}", f"-I{project / 'src' / 'hls'}",
+           str(project / "tb" / "tb.cpp"), str(project / "src" / "top.cpp"), str(check), "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, cwd=tmp_path,
+                         env={"ISEG_PROJECT_DIR": str(project), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0 and "tb: PASS" in run.stdout, run.stdout + run.stderr
 
 
 @pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
@@ -194,6 +236,21 @@ def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> No
     for f in ("src/top.cpp", "weights.bin", "manifest.json", "report.md", flow_file, "tb/tb.cpp"):
         assert (out / f).is_file(), f
     assert board.part in (out / "scripts" / "hls.tcl").read_text()
+    project = data.get("project", "iseg")
+    if board.flow == "vitis":
+        cfg = (out / "scripts" / "link.cfg").read_text()
+        general = cfg.split("\n[", 1)[0]  # the general options: before the first [section]
+        assert f"platform={board.platform}" in general
+        if board.ps:  # embedded: fixed platform clocks, picked or derived with --clock.freqHz
+            assert re.search(rf"^\[clock\]\nfreqHz=\d+:{project}_1$", cfg, re.M) and "\nkernel_frequency" not in cfg
+        else:  # Alveo: the scalable kernel clock, --kernel_frequency (a general option)
+            assert re.search(r"^kernel_frequency=\d+$", general, re.M) and "\n[clock]" not in cfg
+    else:
+        bd = (out / "scripts" / "bd.tcl").read_text()
+        assert board.board_part in bd and "assign_bd_address" in bd
+        clock = ("PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ" if board.ps == "zynq_ultra_ps_e"
+                 else "PCW_FPGA0_PERIPHERAL_FREQMHZ")
+        assert f"CONFIG.{clock} {{{board.clock_mhz:g}}}" in bd, clock
 
 
 def test_linear_decoder_and_shift_gelu_generate(tmp_path: Path) -> None:

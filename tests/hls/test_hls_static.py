@@ -97,7 +97,7 @@ def test_port_checked_buffers_have_their_pragmas():
     hls_dir = Path(HLS_DIR)
     gemm, att = (hls_dir / "gemm.h").read_text(), (hls_dir / "attention.h").read_text()
     engine = (hls_dir / "engine.h").read_text()
-    want = {("g", "a"): "factor=kAWord", ("g", "w"): "dim=1 complete", ("g", "bias"): "factor=kOutLanes",
+    want = {("g", "a"): "factor=kAWord", ("g", "w"): "dim=1 type=complete", ("g", "bias"): "factor=kOutLanes",
             ("g", "rq1"): "factor=kOutLanes", ("g", "rq2"): "factor=kOutLanes", ("g", "lnrq"): "factor=kLnLanes",
             ("sm", "s"): "factor=kSmLanes", ("sm", "q"): "factor=kAWord"}
     declared = {("g", b) for b in re.findall(r"ISEG_PORTS\((\w+),", gemm)}
