@@ -28,6 +28,8 @@ import importlib
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -121,8 +123,21 @@ class Backend(ABC):
 # --------------------------------------------------------------------------------------------
 # PYNQ (Zynq): AXI DMA for the streams, s_axilite registers for pointers and control
 # --------------------------------------------------------------------------------------------
+# The calls below were checked against PYNQ 3.0's sources (Xilinx/PYNQ): pynq/overlay.py (Overlay,
+# ip_dict, DefaultIP.read/write), pynq/mmio.py (write: offset a multiple of 4, value an ``int`` (exactly)
+# or ``bytes``), pynq/buffer.py (allocate, PynqBuffer.physical_address / flush / invalidate /
+# freebuffer) and pynq/lib/dma.py (_SDMAChannel.transfer / wait / idle / error / transferred). The
+# register layout and ap_ctrl bits are Vitis HLS's (UG1399, "S_AXILITE Control Register Map").
+_POLL_S = 1e-4  # between polls of a status register: frees the core for the prepare and finish threads
+
+
 def _write_u64(ip: Any, offset: int, value: int) -> None:
-    """A 64-bit HLS pointer register: low word at ``offset``, high word at ``offset + 4``."""
+    """A 64-bit HLS pointer register: low word at ``offset``, high word at ``offset + 4``.
+
+    PYNQ's MMIO.write accepts only a Python ``int`` (``type(data) is int``; a numpy integer raises
+    ValueError) and stores it as one 32-bit word, so each half is masked and converted.
+    """
+    value = int(value)
     ip.write(offset, value & 0xFFFFFFFF)
     ip.write(offset + 4, (value >> 32) & 0xFFFFFFFF)
 
@@ -131,8 +146,10 @@ class PynqBackend(Backend):
     """``pynq.Overlay`` + ``pynq.allocate``: weights loaded into DDR once, pointers written once.
 
     IP names (``runtime.pynq``) are the block design's cells; register offsets and the ap_ctrl
-    bits come from ``ports.control.registers``. Per frame: arm the receive DMA, start the kernel
-    (ap_start), send the pixels, wait for both DMA channels, then wait for ap_done.
+    bits come from ``ports.control.registers`` and are checked against the register map PYNQ read
+    from the bitstream's ``.hwh``. Per frame: arm the receive DMA, start the kernel (ap_start),
+    send the pixels, wait for both DMA channels and for ap_done (polled with one deadline:
+    PYNQ's own ``wait()`` has no timeout), check the label count, invalidate, unpack.
     """
 
     name = "pynq"
@@ -144,15 +161,26 @@ class PynqBackend(Backend):
         bit = Path(bitfile)
         if not bit.is_file():
             raise IsegError(f"--bitfile {bit}: no such file")
+        if bit.suffix == ".bit" and not bit.with_suffix(".hwh").is_file():
+            raise IsegError(f"--bitfile {bit}: no {bit.with_suffix('.hwh').name} beside it (PYNQ reads the IP "
+                            f"names, register map and DMA parameters from it; copy it from the Vivado project)")
         self.fmt = StreamFormat(manifest)
         regs = manifest.registers
         self.ctrl = regs.ap_ctrl
         self.ap_start = 1 << regs.ap_start_bit
         self.ap_done = 1 << regs.ap_done_bit
         weights = manifest.read_weights()
-        self.overlay = pynq.Overlay(str(bit))
+        try:
+            self.overlay = pynq.Overlay(str(bit))
+        except Exception as e:  # PYNQ raises ValueError, RuntimeError, OSError...: each is one line here
+            raise IsegError(f"--bitfile {bit}: PYNQ could not load it ({type(e).__name__}: {e})") from None
         self.ip = self._ip(names.kernel_ip)
+        self._check_registers(names.kernel_ip, regs)
+        self.dma_name = names.dma_ip
         self.dma = self._ip(names.dma_ip)
+        if getattr(self.dma, "sendchannel", None) is None or getattr(self.dma, "recvchannel", None) is None:
+            raise IsegError(f"the bitstream's IP {names.dma_ip!r} is not an AXI DMA with both channels (PYNQ bound "
+                            f"it to {type(self.dma).__name__}; does --bitfile match the project?)")
         self._buffers: list[Any] = []
         self.weights = self._alloc(pynq, len(weights))
         self.weights[:] = np.frombuffer(weights, np.uint8)
@@ -160,35 +188,85 @@ class PynqBackend(Backend):
         self.scratch = self._alloc(pynq, max(manifest.scratch_bytes, 1))
         self.pixels = [self._alloc(pynq, self.fmt.pixel_bytes) for _ in range(self.slots)]
         self.labels = self._alloc(pynq, self.fmt.label_bytes)
-        _write_u64(self.ip, regs.weights, int(self.weights.physical_address))
-        _write_u64(self.ip, regs.scratch, int(self.scratch.physical_address))
-        _write_u64(self.ip, regs.scratch_b, int(self.scratch.physical_address))  # same buffer, second port
+        # Buffers the device writes start clean in the CPU's cache: no dirty line of them can be evicted later
+        # over what the kernel (scratch) or the DMA (labels) wrote. A no-op for a non-cacheable buffer.
+        self.scratch.flush()
+        self.labels.flush()
+        self._check_dma_reach(names.dma_ip)
+        _write_u64(self.ip, regs.weights, self.weights.physical_address)
+        _write_u64(self.ip, regs.scratch, self.scratch.physical_address)
+        _write_u64(self.ip, regs.scratch_b, self.scratch.physical_address)  # same buffer, second port
 
     def _ip(self, name: str) -> Any:
         try:
             return getattr(self.overlay, name)
         except AttributeError:
             raise IsegError(f"the bitstream has no IP named {name!r} (does --bitfile match the project?)") from None
+        except (RuntimeError, ValueError) as e:  # the overlay is not loaded, or the IP's driver refused it
+            raise IsegError(f"the bitstream's IP {name!r} cannot be opened: {e}") from None
+
+    def _check_registers(self, ip_name: str, regs: Any) -> None:
+        """The manifest's pointer offsets against the register map in the ``.hwh`` (``ip_dict[ip]['registers']``).
+
+        Vitis HLS names a 64-bit pointer's two words ``<arg>_1`` and ``<arg>_2`` (or the pointer ``<arg>``);
+        a register map without these names is not compared. A mismatch would make the kernel read and write
+        DDR at addresses nobody allocated, so it is one line before anything is written.
+        """
+        reg_map = (self.overlay.ip_dict.get(ip_name) or {}).get("registers") or {}
+        for arg, offset in (("weights", regs.weights), ("scratch", regs.scratch), ("scratch_b", regs.scratch_b)):
+            found = reg_map.get(f"{arg}_1") or reg_map.get(arg)
+            if found is not None and found.get("address_offset") != offset:
+                raise IsegError(f"the bitstream's {ip_name!r} has register {arg!r} at {found.get('address_offset')}, "
+                                f"the manifest says {offset} (regenerate the project, or use its bitstream)")
+
+    def _check_dma_reach(self, dma_name: str) -> None:
+        """The AXI DMA reaches addresses below 2**c_addr_width (PG021; 32 unless the block design widened it)."""
+        params = (self.overlay.ip_dict.get(dma_name) or {}).get("parameters") or {}
+        width = int(params.get("c_addr_width", 32))
+        for buf in (*self.pixels, self.labels):
+            if int(buf.physical_address) + buf.nbytes > 1 << width:
+                raise IsegError(f"buffer at {int(buf.physical_address):#x} is beyond the {width}-bit reach of the AXI "
+                                f"DMA {dma_name!r} (widen its c_addr_width, or give the board's CMA low memory)")
 
     def _alloc(self, pynq: ModuleType, n: int) -> Any:
-        buf = pynq.allocate(shape=(n,), dtype=np.uint8)
+        try:
+            buf = pynq.allocate(shape=(n,), dtype=np.uint8)
+        except (RuntimeError, MemoryError) as e:
+            raise IsegError(f"cannot allocate {n} bytes of contiguous memory on the board ({e})") from None
         self._buffers.append(buf)
         return buf
 
     def load(self, slot: int, image: np.ndarray) -> None:
         self.fmt.pack(image, self.pixels[slot])
-        self.pixels[slot].flush()
+        self.pixels[slot].flush()  # (transfer() flushes it again; this one overlaps the previous frame)
+
+    def _wait(self, what: str, done: Any, deadline: float) -> None:
+        while not done():
+            if time.monotonic() > deadline:
+                raise IsegError(f"{what} within {DONE_TIMEOUT_S:.0f} s: the kernel hung, or the bitstream does "
+                                f"not match the project")
+            time.sleep(_POLL_S)
 
     def run(self, slot: int) -> np.ndarray:
-        self.dma.recvchannel.transfer(self.labels)
-        self.ip.write(self.ctrl, self.ap_start)
-        self.dma.sendchannel.transfer(self.pixels[slot])
-        self.dma.sendchannel.wait()
-        self.dma.recvchannel.wait()
+        send, recv = self.dma.sendchannel, self.dma.recvchannel
         deadline = time.monotonic() + DONE_TIMEOUT_S
-        while not self.ip.read(self.ctrl) & self.ap_done:
-            if time.monotonic() > deadline:
-                raise IsegError(f"the kernel did not signal ap_done within {DONE_TIMEOUT_S:.0f} s")
+        try:
+            recv.transfer(self.labels)
+            self.ip.write(self.ctrl, self.ap_start)  # bit 0 only: auto_restart (bit 7) stays off
+            send.transfer(self.pixels[slot])
+            for what, ch in (("send (MM2S)", send), ("receive (S2MM)", recv)):
+                # an error halts the channel without setting idle; wait() then raises PYNQ's message for it
+                self._wait(f"the AXI DMA {what} channel did not finish",
+                           lambda ch=ch: ch.idle or getattr(ch, "error", False), deadline)
+                ch.wait()  # returns at once; the receive channel invalidates the label buffer
+        except (RuntimeError, ValueError) as e:
+            raise IsegError(f"AXI DMA {self.dma_name!r}: {e}") from None
+        # ap_done is clear-on-read: the read that sees it is the one that ends the poll
+        self._wait("the kernel did not signal ap_done", lambda: self.ip.read(self.ctrl) & self.ap_done, deadline)
+        received = getattr(recv, "transferred", None)  # PYNQ >= 3.0: the S2MM length register after the frame
+        if isinstance(received, int) and received != self.fmt.label_bytes:
+            raise IsegError(f"the kernel's label stream ended (TLAST) after {received} bytes, expected "
+                            f"{self.fmt.label_bytes}")
         self.labels.invalidate()
         return self.fmt.unpack(self.labels)
 
@@ -201,6 +279,27 @@ class PynqBackend(Backend):
 # --------------------------------------------------------------------------------------------
 # XRT (Alveo, Kria): pyxrt device, xclbin, buffer objects, three kernel runs per frame
 # --------------------------------------------------------------------------------------------
+# The calls below were checked against XRT's Python binding (Xilinx/XRT src/python/pybind11/src/pyxrt.cpp; the
+# same in an older version, with hw_context but no runlist, and in the current one): device(int),
+# xclbin(str), device.load_xclbin(xclbin) -> uuid, kernel(device, uuid, name, kernel.shared),
+# kernel.group_id(int), bo(device, size, bo.normal, group), bo.write(buffer, seek),
+# bo.sync(xclBOSyncDirection, size, offset), bo.read(size, skip) (a char array), run(kernel),
+# run.set_arg(int, bo | int), run.start(), run.wait(timeout_ms) -> ert_cmd_state (ERT_CMD_STATE_TIMEOUT
+# when the time ran out: src/runtime_src/core/common/api/xrt_kernel.cpp). pybind11 turns XRT's exceptions
+# into RuntimeError (std::runtime_error, xrt_core::system_error), ValueError (std::invalid_argument),
+# IndexError (std::out_of_range) or MemoryError (std::bad_alloc).
+_XRT_ERRORS = (RuntimeError, ValueError, IndexError, MemoryError)
+
+
+@contextmanager
+def _xrt(what: str) -> Iterator[None]:
+    """One line naming the step for an exception XRT raised while doing it."""
+    try:
+        yield
+    except _XRT_ERRORS as e:
+        raise IsegError(f"{what}: {e}") from None
+
+
 class XrtBackend(Backend):
     """``pyxrt``: the accelerator kernel plus the two stream data movers that ``link.cfg`` connects.
 
@@ -211,8 +310,8 @@ class XrtBackend(Backend):
     it) to the kernel. Argument indices and names are the manifest's ``runtime.xrt``. One run
     object per kernel (two for mm2s: one per input slot) is made once with its arguments set; per
     frame the s2mm run, the kernel run and the mm2s run are started in that order (the receiver
-    is ready before data flows), all three are waited for, and the labels are synced back.
-    Weights are written and synced once; pixels are synced in :meth:`load`, overlapping the
+    is ready before data flows), all three are waited for (one deadline), and the labels are synced
+    back. Weights are written and synced once; pixels are synced in :meth:`load`, overlapping the
     previous frame.
     """
 
@@ -230,69 +329,90 @@ class XrtBackend(Backend):
         self._to = pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE
         self._from = pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE
         self._completed = pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED
-        self.device = pyxrt.device(device)
-        self.xclbin = pyxrt.xclbin(str(path))
-        uuid = self.device.load_xclbin(self.xclbin)
+        self._timeout = pyxrt.ert_cmd_state.ERT_CMD_STATE_TIMEOUT
+        with _xrt(f"cannot open XRT device {device} (xbutil examine lists the devices)"):
+            self.device = pyxrt.device(device)
+        with _xrt(f"--xclbin {path}: not a readable xclbin"):
+            self.xclbin = pyxrt.xclbin(str(path))
+        with _xrt(f"--xclbin {path}: the device refused it (built for another platform or shell?)"):
+            uuid = self.device.load_xclbin(self.xclbin)
 
         def kernel(name: str, instance: str) -> Any:
             try:  # "name:{instance}" selects the compute unit that link.cfg wired
                 return pyxrt.kernel(self.device, uuid, f"{name}:{{{instance}}}", pyxrt.kernel.shared)
-            except RuntimeError as e:
+            except _XRT_ERRORS as e:
                 raise IsegError(f"the xclbin has no kernel instance {name}:{instance} ({e}); does --xclbin match "
                                 f"the project and hold the data movers?") from None
 
-        def bo(k: Any, arg: int, n: int) -> Any:
-            return pyxrt.bo(self.device, n, pyxrt.bo.normal, k.group_id(arg))
+        def group(k: Any, what: str, arg: int) -> int:
+            with _xrt(f"the xclbin's {what} has no argument {arg} (does --xclbin match the project?)"):
+                return k.group_id(arg)
+
+        def bo(size: int, grp: int, what: str) -> Any:
+            with _xrt(f"cannot allocate the {what} buffer ({size} bytes, memory group {grp})"):
+                return pyxrt.bo(self.device, size, pyxrt.bo.normal, grp)
 
         self.kernel = kernel(names.kernel, names.instance)
         self.mm2s = kernel(names.pixels.kernel, names.pixels.instance)
         self.s2mm = kernel(names.labels.kernel, names.labels.instance)
-        # scratch and scratch_b are one buffer on two ports, so link.cfg puts them in one bank
-        if self.kernel.group_id(names.scratch_b_arg) != self.kernel.group_id(names.scratch_arg):
+        # scratch and scratch_b are one buffer on two ports. A buffer outside an argument's bank is not an
+        # error for XRT: it copies it into a buffer of its own ("Allocating local copy of argument buffer in
+        # connected bank", xrt_kernel.cpp validate_bo_at_index), and the two ports would no longer share it.
+        g_scratch = group(self.kernel, "kernel", names.scratch_arg)
+        if group(self.kernel, "kernel", names.scratch_b_arg) != g_scratch:
             raise IsegError(f"the xclbin puts kernel arguments {names.scratch_arg} (scratch) and "
                             f"{names.scratch_b_arg} (scratch_b) in different memory banks, but they share one "
                             f"buffer (does --xclbin match the project? its link.cfg maps both to one bank)")
-        self.weights = bo(self.kernel, names.weights_arg, len(weights))
-        self.weights.write(weights, 0)
-        self.weights.sync(self._to, len(weights), 0)
-        self.scratch = bo(self.kernel, names.scratch_arg, max(manifest.scratch_bytes, 1))
-        self.pixels = [bo(self.mm2s, names.pixels.buffer_arg, self.fmt.pixel_bytes) for _ in range(self.slots)]
-        self.labels = bo(self.s2mm, names.labels.buffer_arg, self.fmt.label_bytes)
+        self.weights = bo(len(weights), group(self.kernel, "kernel", names.weights_arg), "weights")
+        self.scratch = bo(max(manifest.scratch_bytes, 1), g_scratch, "scratch")
+        g_pix = group(self.mm2s, "mm2s mover", names.pixels.buffer_arg)
+        self.pixels = [bo(self.fmt.pixel_bytes, g_pix, "pixel") for _ in range(self.slots)]
+        self.labels = bo(self.fmt.label_bytes, group(self.s2mm, "s2mm mover", names.labels.buffer_arg), "label")
         self._staging = [np.empty(self.fmt.pixel_bytes, np.uint8) for _ in range(self.slots)]
+        with _xrt("cannot load the weights into the device"):
+            self.weights.write(weights, 0)
+            self.weights.sync(self._to, len(weights), 0)
 
-        self.kernel_run = pyxrt.run(self.kernel)
-        self.kernel_run.set_arg(names.weights_arg, self.weights)
-        self.kernel_run.set_arg(names.scratch_arg, self.scratch)
-        self.kernel_run.set_arg(names.scratch_b_arg, self.scratch)  # same buffer object: one DDR buffer, two ports
-        self.send_runs = []
-        for buf in self.pixels:
-            r = pyxrt.run(self.mm2s)
-            r.set_arg(names.pixels.buffer_arg, buf)
-            r.set_arg(names.pixels.beats_arg, self.fmt.beats)
-            self.send_runs.append(r)
-        self.recv_run = pyxrt.run(self.s2mm)
-        self.recv_run.set_arg(names.labels.buffer_arg, self.labels)
-        self.recv_run.set_arg(names.labels.beats_arg, self.fmt.beats)
+        with _xrt("cannot set the kernel arguments (does --xclbin match the project?)"):
+            self.kernel_run = pyxrt.run(self.kernel)
+            self.kernel_run.set_arg(names.weights_arg, self.weights)
+            self.kernel_run.set_arg(names.scratch_arg, self.scratch)
+            self.kernel_run.set_arg(names.scratch_b_arg, self.scratch)  # same buffer object: one buffer, two ports
+            self.send_runs = []
+            for buf in self.pixels:
+                r = pyxrt.run(self.mm2s)
+                r.set_arg(names.pixels.buffer_arg, buf)
+                r.set_arg(names.pixels.beats_arg, self.fmt.beats)
+                self.send_runs.append(r)
+            self.recv_run = pyxrt.run(self.s2mm)
+            self.recv_run.set_arg(names.labels.buffer_arg, self.labels)
+            self.recv_run.set_arg(names.labels.beats_arg, self.fmt.beats)
         self.names = names
 
     def load(self, slot: int, image: np.ndarray) -> None:
         self.fmt.pack(image, self._staging[slot])
-        self.pixels[slot].write(self._staging[slot], 0)
-        self.pixels[slot].sync(self._to, self.fmt.pixel_bytes, 0)
+        with _xrt("cannot move the frame to the device"):
+            self.pixels[slot].write(self._staging[slot], 0)
+            self.pixels[slot].sync(self._to, self.fmt.pixel_bytes, 0)
 
     def run(self, slot: int) -> np.ndarray:
         n = self.names
         runs = ((n.labels.instance, self.recv_run), (n.instance, self.kernel_run),
                 (n.pixels.instance, self.send_runs[slot]))
-        for _, r in runs:
-            r.start()
-        for what, r in runs:
-            state = r.wait(int(DONE_TIMEOUT_S * 1000))
-            if state != self._completed:
-                raise IsegError(f"the {what} run ended in state {state} (timeout {DONE_TIMEOUT_S:.0f} s)")
-        self.labels.sync(self._from, self.fmt.label_bytes, 0)
-        raw = np.asarray(self.labels.read(self.fmt.label_bytes, 0)).view(np.uint8)
-        return self.fmt.unpack(raw)
+        deadline = time.monotonic() + DONE_TIMEOUT_S
+        with _xrt("XRT could not run the frame"):
+            for _, r in runs:
+                r.start()
+            for what, r in runs:
+                state = r.wait(max(1, round((deadline - time.monotonic()) * 1000)))  # 0 would mean "no timeout"
+                if state == self._timeout:
+                    raise IsegError(f"the {what} run did not finish within {DONE_TIMEOUT_S:.0f} s: the kernel hung, "
+                                    f"or the xclbin does not match the project")
+                if state != self._completed:
+                    raise IsegError(f"the {what} run ended in state {getattr(state, 'name', state)}")
+            self.labels.sync(self._from, self.fmt.label_bytes, 0)
+            raw = self.labels.read(self.fmt.label_bytes, 0)
+        return self.fmt.unpack(np.asarray(raw).view(np.uint8))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from iseg.errors import IsegError
 from iseg.host.backends import open_backend
 from iseg.host.inputs import FIT_POLICIES, collect_sources
 from iseg.host.manifest import load_manifest
+from iseg.host.outputs import VIDEO_OUT_SUFFIXES
 from iseg.host.run import Options, check_outputs, segment
 
 PROG = "iseg-host"
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "labels back (nearest neighbour). Default pad.")
     p.add_argument("--overlay", action="store_true", help="also write colourised overlays (overlay/<name>.jpg)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
-    p.add_argument("--video-out", metavar="F", help="write an annotated video of every frame (.mp4 or .avi)")
+    p.add_argument("--video-out", metavar="F",
+                   help=f"write an annotated video of every frame ({', '.join(VIDEO_OUT_SUFFIXES)})")
     p.add_argument("--video-fps", type=float, help="frame rate of --video-out (default: the input video's, else 10)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each video or camera after N frames")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs and restart from scratch")

@@ -27,6 +27,7 @@ from host_standins import (
     XRT_BOARD,
     expected_labels,
     generated_manifest,
+    make_pynq_standin,
     make_pyxrt_standin,
     standin_bitfile,
     standin_xclbin,
@@ -36,6 +37,7 @@ from PIL import Image
 
 from iseg.errors import IsegError
 from iseg.generator.boards import BOARDS
+from iseg.host import backends
 from iseg.host.backends import PynqBackend, XrtBackend, open_backend
 from iseg.host.cli import main
 from iseg.host.manifest import Manifest, load_manifest
@@ -63,6 +65,8 @@ def test_pynq_sequence(manifest: Manifest, pynq_log: list[tuple], bitfile: Path)
     assert (regs.scratch, regs.scratch_b) == (0x1C, 0x28)
     assert be.scratch.physical_address == SCRATCH_ADDR
     assert pynq_log.index(("flush", WEIGHTS_ADDR)) < pynq_log.index(writes[0])
+    # the buffers only the board writes are flushed once, so no dirty cache line of theirs is evicted over it later
+    assert ("flush", SCRATCH_ADDR) in pynq_log and ("flush", be.labels.physical_address) in pynq_log
     setup = len(pynq_log)
 
     rng = np.random.default_rng(0)
@@ -74,13 +78,14 @@ def test_pynq_sequence(manifest: Manifest, pynq_log: list[tuple], bitfile: Path)
     per_frame = pynq_log[setup:]
     assert not any(e[0] == "allocate" for e in per_frame)  # weights (and everything) allocated once
     assert not any(e[0] == "write" and e[1] != 0x00 for e in per_frame)  # pointers written once
-    first = per_frame[: per_frame.index(("invalidate", be.labels.physical_address)) + 1]
-    kinds = [e[0] for e in first]
-    pix0 = be.pixels[0].physical_address
-    assert first[0] == ("flush", pix0)
-    assert kinds.index("recv.transfer") < kinds.index("write") < kinds.index("send.transfer")
-    assert ("write", 0x00, 1) in first and ("send.transfer", pix0) in first
-    assert kinds.index("send.wait") < kinds.index("read") and kinds.index("recv.wait") < kinds.index("read")
+    pix0, lab = be.pixels[0].physical_address, be.labels.physical_address
+    first = per_frame[: per_frame.index(("invalidate", lab), per_frame.index(("read", 0x00))) + 1]
+    # load: pack + flush; run: arm the receive DMA, ap_start (bit 0 alone: no auto-restart), send (PYNQ flushes
+    # again), both channels waited for (the receive wait invalidates the labels), ap_done read (clear on read,
+    # so one read that sees it), labels invalidated before they are read
+    assert first == [("flush", pix0), ("recv.transfer", lab, h * w), ("write", 0x00, 1), ("flush", pix0),
+                     ("send.transfer", pix0, h * w * 4), ("send.wait",), ("recv.wait",), ("invalidate", lab),
+                     ("read", 0x00), ("invalidate", lab)]
     assert [e[1] for e in per_frame if e[0] == "send.transfer"] == [pix0, be.pixels[1].physical_address, pix0]
     be.close()
     assert sum(e[0] == "free" for e in pynq_log) == 5
@@ -102,6 +107,75 @@ def test_pynq_end_to_end_through_the_cli(project: Path, pynq_log: list[tuple], b
             np.testing.assert_array_equal(np.asarray(im), expected_labels(img))
     assert sum(e[0] == "Overlay" for e in pynq_log) == 1
     assert sum(e[0] == "allocate" and e[1] == (load_manifest(project).weights_bytes,) for e in pynq_log) == 1
+
+
+def _one_image(tmp_path: Path) -> Path:
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*MODEL, 3), dtype=np.uint8)).save(img)
+    return img
+
+
+@pytest.mark.parametrize(("fault", "expect"), [
+    ("hang", "iseg-host: the AXI DMA send (MM2S) channel did not finish within 0 s: the kernel hung, or the "
+             "bitstream does not match the project"),
+    ("dma-decode-error", "iseg-host: AXI DMA 'dma': DMA Decode Error (invalid address)"),
+    ("short-labels", f"iseg-host: the kernel's label stream ended (TLAST) after {MODEL[0] * MODEL[1] // 2} bytes, "
+                     f"expected {MODEL[0] * MODEL[1]}"),
+])
+def test_a_board_fault_during_a_frame_is_one_line(fault: str, expect: str, project: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """PYNQ's DMA wait() spins with no timeout, so the host polls with its own deadline; DMA errors and a label
+    stream cut short are one line, not a traceback or a hang."""
+    monkeypatch.setitem(sys.modules, "pynq", make_pynq_standin([], fault=fault))
+    monkeypatch.setattr(backends, "DONE_TIMEOUT_S", 0.05)
+    bit = standin_bitfile(project, tmp_path / "iseg.bit")
+    line = _err(capsys, ["--pynq", str(project), "--bitfile", str(bit), str(_one_image(tmp_path)),
+                         "--out", str(tmp_path / "o"), "--no-progress"])
+    assert line == expect
+    assert not (tmp_path / "o").exists()
+
+
+def test_bitstream_problems_are_one_line(project: Path, tmp_path: Path, pynq_log: list[tuple],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    img = _one_image(tmp_path)
+
+    def run(bit: Path) -> str:
+        return _err(capsys, ["--pynq", str(project), "--bitfile", str(bit), str(img), "--out", str(tmp_path / "o")])
+
+    bit = standin_bitfile(project, tmp_path / "iseg.bit")
+    bit.with_suffix(".hwh").unlink()  # PYNQ needs the .hwh for the IP names, registers and DMA parameters
+    assert run(bit) == (f"iseg-host: --bitfile {bit}: no iseg.hwh beside it (PYNQ reads the IP names, register "
+                        f"map and DMA parameters from it; copy it from the Vivado project)")
+    other = tmp_path / "design.xsa"  # not a .bit: left to PYNQ, whose error is the one line
+    other.write_bytes(b"x")
+    assert run(other) == f"iseg-host: --bitfile {other}: PYNQ could not load it (ValueError: Cannot find HWH or " \
+                         f"TCL file for {other}.)"
+    # a register map (from the .hwh) that disagrees with the manifest: pointers would go to the wrong registers
+    doc = json.loads((project / "manifest.json").read_text())
+    doc["ports"]["control"]["registers"]["scratch_b"]["offset"] = 0x34
+    (project / "manifest.json").write_text(json.dumps(doc))
+    bit = standin_bitfile(project, tmp_path / "iseg.bit")
+    assert run(bit) == ("iseg-host: the bitstream's 'kernel' has register 'scratch_b' at 40, the manifest says 52 "
+                        "(regenerate the project, or use its bitstream)")
+    doc["ports"]["control"]["registers"]["scratch_b"]["offset"] = 0x28
+    doc["runtime"]["pynq"]["dma_ip"] = "kernel"  # an IP that is not an AXI DMA
+    (project / "manifest.json").write_text(json.dumps(doc))
+    assert run(bit) == ("iseg-host: the bitstream's IP 'kernel' is not an AXI DMA with both channels (PYNQ bound it "
+                        "to HlsIP; does --bitfile match the project?)")
+    doc["runtime"]["pynq"]["dma_ip"] = "dma_0"
+    (project / "manifest.json").write_text(json.dumps(doc))
+    assert run(bit) == "iseg-host: the bitstream has no IP named 'dma_0' (does --bitfile match the project?)"
+    assert not any(e[0] == "write" for e in pynq_log) and not (tmp_path / "o").exists()
+
+
+def test_buffers_beyond_the_dma_reach_are_refused(project: Path, tmp_path: Path, pynq_log: list[tuple]) -> None:
+    """An AXI DMA reaches 2**c_addr_width bytes (32 bits unless the block design widens it)."""
+    bd = project / "scripts" / "bd.tcl"
+    bd.write_text(bd.read_text().replace("CONFIG.c_include_sg {0}", "CONFIG.c_include_sg {0} CONFIG.c_addr_width {28}"))
+    with pytest.raises(IsegError, match=r"buffer at 0x10000000 is beyond the 28-bit reach of the AXI DMA 'dma'"):
+        PynqBackend(load_manifest(project), standin_bitfile(project, tmp_path / "iseg.bit"))
+    assert not any(e[0] == "write" for e in pynq_log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +251,26 @@ def test_scratch_ports_in_different_banks_are_refused(xrt_project: Path, monkeyp
     with pytest.raises(IsegError, match=r"arguments 3 \(scratch\) and 4 \(scratch_b\) in different memory banks"):
         XrtBackend(load_manifest(xrt_project), standin_xclbin(xrt_project, tmp_path / "iseg.xclbin"))
     assert not any(e[0] == "bo" for e in log)  # refused before any buffer is allocated
+
+
+def test_xrt_problems_are_one_line(xrt_project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing card, an unreadable xclbin and a run that never completes: one line each, exit 1."""
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([]))
+    monkeypatch.setattr(backends, "DONE_TIMEOUT_S", 0.05)
+    xclbin = standin_xclbin(xrt_project, tmp_path / "iseg.xclbin")
+    img = _one_image(tmp_path)
+    base = ["--xrt", str(xrt_project), str(img), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert _err(capsys, [*base, "--xclbin", str(xclbin), "--device", "1"]) == (
+        "iseg-host: cannot open XRT device 1 (xbutil examine lists the devices): Could not open device with index '1'")
+    bad = tmp_path / "bad.xclbin"
+    bad.write_bytes(b"\0" * 64)
+    assert _err(capsys, [*base, "--xclbin", str(bad)]).startswith(f"iseg-host: --xclbin {bad}: not a readable xclbin")
+    monkeypatch.setitem(sys.modules, "pyxrt", make_pyxrt_standin([], fault="hang"))
+    assert _err(capsys, [*base, "--xclbin", str(xclbin)]) == (
+        "iseg-host: the s2mm_1 run did not finish within 0 s: the kernel hung, or the xclbin does not match the "
+        "project")
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_wrong_board_flow_is_one_line(project: Path, xrt_project: Path, pynq_log: list[tuple],
