@@ -11,6 +11,7 @@ the temporary folder is removed and a previous project stays.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import re
@@ -158,6 +159,8 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
     if cfg is None:
         cfg = load_config(config_path)
         ckpt = load(cfg.checkpoint)
+    if any(o not in cfg.outputs for o in extra_outputs):  # recorded like the config's own (project config.yaml, README)
+        cfg = dataclasses.replace(cfg, outputs=cfg.outputs + tuple(o for o in extra_outputs if o not in cfg.outputs))
     image = calibration_image(ckpt.spec.image, 0)
     if golden_worker is None:
         golden_worker = sum(a.nbytes for a in build_graph(ckpt.spec).acts.values()) >= GOLDEN_WORKER_MIN_ACT_BYTES
@@ -167,7 +170,7 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
             worker.send_plan(plan)
         files = emit.render_project(plan, ckpt, image, emit.library_headers(),
                                     golden_vectors=(lambda: worker.result(plan)) if worker is not None else None)
-    if "rtl" in cfg.outputs or "rtl" in extra_outputs:
+    if "rtl" in cfg.outputs:
         files.update(emit.render_rtl(plan, ckpt))
     _check_interrupted()
     kept = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))

@@ -77,7 +77,7 @@ struct LayerDesc {
     // blob byte offsets
     int32_t w;    // int8 (K, N) weights in tiles of C columns (K rows of C bytes each, zero past N)
     int32_t b;    // int32 (N,) bias; EMBED_ADD: int16 (T, N) position embedding
-    int32_t cst;  // EMBED_ADD: int16 (n_prefix, N) cls rows; COPY_CONST: source rows
+    int32_t cst;  // EMBED_ADD / PATCH_EMBED: int16 (n_prefix, N) folded rows int_add(cls, pos[:n_prefix]); COPY_CONST: source rows
     // Shiftmax
     int32_t sm_variant;  // SmVariant (shiftmax.h): SM_PRECISE 0, SM_IVIT 1, SM_PRECISE8 2 (u8 + row shift)
     int32_t sm_x0;
