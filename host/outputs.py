@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from iseg.errors import IsegError
-from iseg.imageio import atomic_write, palette_bytes
+from iseg.imageio import _umask, atomic_write, palette_bytes
 
 JOURNAL = ".iseg-host.jsonl"
 JOURNAL_VERSION = 1
@@ -144,6 +144,7 @@ class VideoOut:
         if self._tmp is None:
             return
         if keep and self.frames:
+            os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it 0600: the mode open() would give
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)

@@ -274,7 +274,9 @@ def segment(
                     job.labels = read_labels_png(label_path(out, frame.name))
             else:
                 model_img, job.placement = fit(frame.image, manifest.image, opts.fit)
-                job.slot = pool.take()
+                job.host_s += time.perf_counter() - t
+                job.slot = pool.take()  # waiting for a free input buffer is not host work
+                t = time.perf_counter()
                 backend.load(job.slot, model_img)
         job.host_s += time.perf_counter() - t
         return job

@@ -124,9 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="FP model (.safetensors of `iseg train`, or a Segmenter checkpoint)")
     parser.add_argument("--out", required=True, help="quantized checkpoint to write (.safetensors)")
     parser.add_argument("--calib", default="synthetic:32", help="images for the initial ranges (default synthetic:32)")
-    parser.add_argument("--steps", type=int, default=QatConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=QatConfig.batch_size, help="global batch (all processes)")
-    parser.add_argument("--lr", type=float, default=QatConfig.lr)
+    parser.add_argument("--steps", type=int, default=QatConfig.steps, help=f"steps (default {QatConfig.steps})")
+    parser.add_argument("--batch-size", type=int, default=QatConfig.batch_size,
+                        help=f"global batch (all processes; default {QatConfig.batch_size})")
+    parser.add_argument("--lr", type=float, default=QatConfig.lr, help=f"peak lr, cosine (default {QatConfig.lr:g})")
     parser.add_argument("--seed", type=cli.int_arg("--seed", 0, cli.SEED_MAX), default=0)
     parser.add_argument("--save-fp", default=None, help="also write the fine-tuned float weights here")
     add_quant_options(parser)

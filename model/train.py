@@ -310,7 +310,8 @@ def train(
                                "pixel_acc": metrics["pixel_acc"], "iou": metrics["iou"]}
             log(format_metrics(metrics, model_cfg.class_names))
         save_fp(model, out / "model.safetensors", training=training)
-        log(f"wrote {out / 'model.safetensors'}")
+        tail = f" (final loss {all_losses[-1]:.4f})" if all_losses else ""
+        log(f"wrote {out / 'model.safetensors'}{tail}")
     return TrainResult(model=model, losses=losses, all_losses=all_losses, step=step, metrics=metrics)
 
 

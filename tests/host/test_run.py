@@ -183,3 +183,13 @@ def test_a_backend_error_stops_the_run_with_its_message(manifest: Manifest, tmp_
     with pytest.raises(IsegError, match="ap_done"):
         _run(manifest, [tmp_path / "in"], tmp_path / "out", backend=StandInBackend(manifest, fail))
     assert [p.name for p in (tmp_path / "out" / "labels").iterdir()] == ["f000.png"]
+
+
+def test_host_work_excludes_waiting_for_a_free_input_buffer(manifest: Manifest, tmp_path: Path) -> None:
+    # compute-bound run: the prepare thread waits for a slot most of the time; that is not host work
+    _images(tmp_path / "in", 6)
+    backend = StandInBackend(manifest, on_run=lambda i: time.sleep(0.1))
+    summary, _, _ = _run(manifest, [tmp_path / "in"], tmp_path / "out", backend=backend)
+    assert summary.processed == 6
+    assert np.mean(summary.compute_ms) >= 100
+    assert np.mean(summary.host_ms) < 50  # was ~100 ms: the wait for the slot was counted

@@ -84,3 +84,19 @@ def test_images_to_video_and_unopenable_video(project: Path, tmp_path: Path, mon
     assert "1 unreadable (skipped)" in cap.out
     n, size, fps = _read_video(tmp_path / "v.avi")
     assert (n, size, fps) == (3, MODEL, 10.0)
+
+
+def test_annotated_video_gets_the_mode_of_an_ordinary_file(tmp_path: Path) -> None:
+    # written to a mkstemp file (0600) and renamed: the video must end up with the umask's mode, like the PNGs
+    import os
+
+    from iseg.host.outputs import VideoOut
+
+    old = os.umask(0o022)
+    try:
+        video = VideoOut(tmp_path / "v.avi", 10.0)
+        video.write(np.zeros((16, 16, 3), np.uint8))
+        video.close(keep=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "v.avi").stat().st_mode & 0o777 == 0o644

@@ -108,3 +108,15 @@ def test_qat_rejects_bad_schedule():
         from iseg.model import qat as qat_mod
 
         qat_mod.run(type("A", (), {"steps": 1, "batch_size": 1, "lr": 0.0})())
+
+
+def test_qat_help_states_the_defaults() -> None:
+    import argparse
+
+    from iseg.model.qat import add_arguments
+
+    parser = argparse.ArgumentParser(prog="iseg qat")
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert f"(default {QatConfig.steps})" in text and f"default {QatConfig.batch_size})" in text
+    assert f"(default {QatConfig.lr:g})" in text

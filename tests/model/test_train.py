@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,9 @@ def test_cli_train_resume_and_flag_check(tmp_path: Path, capsys: pytest.CaptureF
                      "--steps", "3", "--batch-size", "2", "--train-count", "4", "--val-count", "2",
                      "--warmup", "0", "--export", str(tmp_path / "exported.safetensors")]
     assert main(argv) == 0
-    assert "val mIoU" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "val mIoU" in cap.out
+    assert re.search(r"wrote .*model\.safetensors \(final loss \d+\.\d{4}\)", cap.err)  # also with --no-progress
     m = load_fp(tmp_path / "exported.safetensors")
     assert m.cfg.image_size == (32, 32) and m.cfg.n_cls == 8 and m.cfg.encoder_head_classes == 8
     assert m.cfg.class_names == synth.CLASS_NAMES and not m.cfg.l2norm
