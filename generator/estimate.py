@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,7 @@ def a_word_options(axi_bytes: int) -> tuple[int, ...]:
     return (small, 2 * small)
 
 
-@functools.lru_cache(maxsize=1 << 12)
+@functools.lru_cache(maxsize=1 << 16)  # the array search asks for ~10^4 distinct shapes on a large board
 def score_lane_writes(rows: int, cols: int, s_lanes: int, sm_lanes: int) -> int:
     """The most writes one bank of the score blocks gets in one step of attention's score lanes (hls/attention.h
     ATT_S_LANE): a step stores S_LANES scores of the R x C tile, row-major, at keys dn0 + c (dn0 = j C), into
@@ -115,8 +116,10 @@ def kv_ii_of(graph: Graph, cols: int, axi_bytes: int) -> int:
     heads) share the weight buffer's 2 ports, 2 x II accesses per iteration; at least 2 (the transposer's rows
     beside the V words). The planner's own arrays keep a V beat within 2 words (choose_array): II 2; an
     explicit narrow array (C < AXI_BYTES / 2) gets the II its V beats need instead of exceeding the ports."""
-    words = [v_beat_words(cols, op.d_head, axi_bytes) for op in graph.ops if isinstance(op, Attention)]
-    return max([2] + [cdiv(2 + v, 2) for v in words])
+    def ii() -> int:
+        words = [v_beat_words(cols, op.d_head, axi_bytes) for op in graph.ops if isinstance(op, Attention)]
+        return max([2] + [cdiv(2 + v, 2) for v in words])
+    return int(_memo("kv_ii", graph, ii, (cols, axi_bytes)))
 
 
 def tiled_weight_bytes(k: int, n: int, cols: int) -> int:
@@ -403,7 +406,7 @@ def _mem_blocks(nbytes: int, parts: int, width_bits: int, board: Board, prefer_u
 _MEMO: dict[tuple[str, int, int], tuple[Graph, Any]] = {}
 
 
-def _memo(kind: str, graph: Graph, fn: Any, arg: int = 0) -> Any:
+def _memo(kind: str, graph: Graph, fn: Any, arg: Hashable = 0) -> Any:
     """Graph-only figures, computed once per graph: the array search asks for them thousands of times.
 
     Keyed by ``id(graph)``; the entry keeps the graph alive so that the id cannot be reused while cached."""
@@ -561,7 +564,8 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "divider); 2 x R x T scores (ping-pong), 2 x R x DHMAX Q blocks (ping-pong)"))
     rows = row_units(graph)
     u.append(UnitCost("gelu_row", mdsp("gelu_row"), 0, 0, 2000 * rows["gelu"] + mlut("gelu_row"),
-                      "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): one element per cycle, divider"))
+                      "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): per row four passes of one "
+                      "element per cycle (load, two GELU passes, store) and a divider"))
     u.append(UnitCost("adds", mdsp("adds"), 0, 0, 300 * (rows["add"] + rows["embed_add"]),
                       "ADD and EMBED_ADD rows (those in the table): one int_add each"))
     # bias + rq1 + rq2 cyclic over the output lanes, the LayerNorm's records over its lanes (gemm.h GemmBuffers)
@@ -946,43 +950,59 @@ def _ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
     return out
 
 
+def _graph_context(graph: Graph) -> tuple[dict[str, list[Op]], dict[str, Op], list[Op], dict[str, tuple[str, int, int]],
+                                          set[str], dict[str, str], set[str]]:
+    """op_costs' graph-only figures (computed once per graph: the array search costs thousands of shapes):
+    each activation's consumers and producer, the ops, the LayerNorm fusions, the embedding adds fused into their
+    PatchEmbed (Embed -> PatchEmbed) and those PatchEmbeds.
+
+    A LayerNorm followed (in graph order, past views) by the Linear that reads its int8 output (or a row window of
+    it) runs inside that Linear's left-operand loader on the Linear's rows (hls/engine.h ln_fusable, ln_fusions):
+    its cost is the Linear's (gemm_cycles ln=True), it costs 0 itself. An Embed after its PatchEmbed adds in the
+    PatchEmbed's output stage (embed_fusions)."""
+    consumers: dict[str, list[Op]] = {}
+    for op in graph.ops:
+        for i in op.inputs:
+            consumers.setdefault(i, []).append(op)
+    producer = {op.output: op for op in graph.ops}
+    ln_windows = ln_fusions(graph)
+    embed_fused = embed_fusions(graph)
+    return (consumers, producer, list(graph.ops), ln_windows, {lin for lin, _, _ in ln_windows.values()},
+            embed_fused, set(embed_fused.values()))
+
+
+def _weight_context(graph: Graph, cols: int) -> tuple[dict[str, int], list[str], dict[str, int]]:
+    """op_costs' figures of one array width: the weight bytes of the prefetched ops (PatchEmbed, Linear), in
+    tiles of C columns (plan.tile_weights), their order, and after each op the bytes of the next prefetch."""
+    spec = graph.spec
+    w_of = {}
+    for op in graph.ops:
+        if isinstance(op, PatchEmbed):
+            w_of[op.name] = tiled_weight_bytes(3 * spec.patch ** 2, spec.dim, cols)
+        elif isinstance(op, Linear):
+            w_of[op.name] = tiled_weight_bytes(op.k, op.n, cols)
+    nxt_pf: dict[str, int] = {}
+    upcoming = 0
+    for o in reversed(graph.ops):
+        nxt_pf[o.name] = upcoming
+        if o.name in w_of:
+            upcoming = w_of[o.name]
+    return w_of, [op.name for op in graph.ops if op.name in w_of], nxt_pf
+
+
 def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCost]:
     """One estimate per graph op, in graph order (fused ops cost 0: their table row pays).
 
     ``act_cache_bytes`` is unused (the engine keeps one row block and one layer's weights on chip)."""
     del act_cache_bytes
     spec = graph.spec
-    consumers: dict[str, list[Op]] = {}
-    for op in graph.ops:
-        for i in op.inputs:
-            consumers.setdefault(i, []).append(op)
-    producer = {op.output: op for op in graph.ops}
-    ops = list(graph.ops)
-    w_of = {}  # weight bytes of the prefetched ops (PatchEmbed, Linear): in tiles of C columns (plan.tile_weights)
-    for op in ops:
-        if isinstance(op, PatchEmbed):
-            w_of[op.name] = tiled_weight_bytes(3 * spec.patch ** 2, spec.dim, a.cols)
-        elif isinstance(op, Linear):
-            w_of[op.name] = tiled_weight_bytes(op.k, op.n, a.cols)
-    pf_order = [op.name for op in ops if op.name in w_of]
-
-    nxt_pf: dict[str, int] = {}
-    upcoming = 0
-    for o in reversed(ops):  # weight bytes of the next prefetched op after each op
-        nxt_pf[o.name] = upcoming
-        if o.name in w_of:
-            upcoming = w_of[o.name]
+    consumers, producer, ops, ln_windows, ln_fused, embed_fused, pe_embed = _memo("op_costs", graph,
+                                                                                  lambda: _graph_context(graph))
+    w_of, pf_order, nxt_pf = _memo("op_costs_cols", graph, lambda: _weight_context(graph, a.cols), a.cols)
 
     def next_prefetch(after: str) -> int:
         return nxt_pf[after]
 
-    # a LayerNorm followed (in graph order, past views) by the Linear that reads its int8 output (or a row
-    # window of it) runs inside that Linear's left-operand loader on the Linear's rows (hls/engine.h
-    # ln_fusable, ln_fusions): its cost is the Linear's (gemm_cycles ln=True), it costs 0 itself
-    ln_windows = ln_fusions(graph)
-    ln_fused = {lin for lin, _, _ in ln_windows.values()}
-    embed_fused = embed_fusions(graph)  # Embed -> PatchEmbed: the add runs in the PatchEmbed's output stage
-    pe_embed = set(embed_fused.values())
     out: list[OpCost] = []
     wa = a.axi_bytes
     for op in ops:
