@@ -28,7 +28,7 @@ from iseg.errors import IsegError
 
 from .quant import QuantSegmenter
 
-__all__ = ["add_arguments", "calibrate", "load_data", "quantize", "run"]
+__all__ = ["add_arguments", "apply_threads", "calibrate", "load_data", "quantize", "run"]
 
 
 def load_data(source: str, size: tuple[int, int], split: str = "train", count: int | None = None,
@@ -116,6 +116,15 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
                         help="λ of λ-ShiftGELU, > 0 and at most ~4.07 (n = 20 headroom bits) (default: the model's)")
     parser.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, cli.SEED_MAX), default=0,
                         help="synthetic data seed (default 0)")
+    parser.add_argument("--threads", type=cli.int_arg("--threads", 1, 1024), default=None,
+                        help="torch CPU threads (default: torch's, one per core; 1 on a machine other jobs share, "
+                             "where more can be many times slower; the float sums, so the result, may depend on it)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``--threads`` of quantize, qat and eval (add_quant_options), set before any torch work."""
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
 
 
 def lam_arg(text: str) -> float:
@@ -153,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .loaders import load_model
 
+    apply_threads(args)
     out = check_output_file(args.out, "--out")  # before minutes of calibration, not after
     if out.resolve() == Path(args.model).resolve():
         raise IsegError(f"--out {args.out}: is the FP model being quantized (it would be replaced)")

@@ -116,7 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``iseg eval``: prints a table (or one JSON object with ``--json``)."""
-    from .calibrate import load_data
+    from .calibrate import apply_threads, load_data
+
+    apply_threads(args)
 
     doc: dict[str, Any] = {"model": str(args.model), "data": args.data}
     if is_quantized(args.model):

@@ -32,7 +32,7 @@ from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
-from .calibrate import add_quant_options, calibrate, load_data
+from .calibrate import add_quant_options, apply_threads, calibrate, load_data
 from .data import BatchOrder, SynthDataset, collate
 from .quant import QuantSegmenter
 
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
         raise IsegError("--steps and --batch-size must be >= 1 and --lr > 0")
+    apply_threads(args)
     # every output path is checked before training (a bad one found afterwards loses the run)
     out = check_output_file(args.out, "--out")
     fp_out = check_output_file(args.save_fp, "--save-fp") if args.save_fp is not None else None

@@ -120,3 +120,28 @@ def test_qat_help_states_the_defaults() -> None:
     text = " ".join(parser.format_help().split())
     assert f"(default {QatConfig.steps})" in text and f"default {QatConfig.batch_size})" in text
     assert f"(default {QatConfig.lr:g})" in text
+
+
+@pytest.mark.parametrize("command", ["quantize", "qat", "eval"])
+def test_threads_option(command: str) -> None:
+    """quantize, qat and eval take --threads like train: set before any torch work; 0 is refused while parsing."""
+    import argparse
+
+    import torch
+
+    from iseg.errors import IsegError
+    from iseg.model import calibrate, eval_int, qat
+
+    mod = {"quantize": calibrate, "qat": qat, "eval": eval_int}[command]
+    parser = argparse.ArgumentParser(prog=f"iseg {command}")
+    mod.add_arguments(parser)
+    base = ["m.safetensors"] + (["--out", "q.safetensors"] if command != "eval" else [])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # so that the option has something to change
+        calibrate.apply_threads(parser.parse_args(base + ["--threads", "1"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(IsegError, match="--threads"):
+        parser.parse_args(base + ["--threads", "0"])
