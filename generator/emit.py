@@ -21,6 +21,7 @@ import numpy as np
 
 from iseg import numerics as inum
 from iseg.checkpoint import QuantizedCheckpoint
+from iseg.generator.csim import CXXFLAGS as CSIM_CXXFLAGS
 from iseg.generator.plan import Plan, TraceSpec, blob_bytes
 from iseg.reference import run as reference_run
 
@@ -70,6 +71,8 @@ def build_info(plan: Plan) -> dict[str, Any]:
         # ISEG_VITIS: Vitis' hls::stream and hls::axis in its csim and cosim too (hls/compat.h), the types the
         # co-simulation wrapper is built from
         "cflags": "-I$root/src -I$root/src/hls -std=c++14 -DISEG_VITIS",
+        # the Makefile's csim-lib compiles as generator/csim.py build() does (one set of flags)
+        "csim_cxxflags": " ".join(CSIM_CXXFLAGS),
         "flow_target": "vitis" if vitis else "vivado",
         "export_format": "xo" if vitis else "ip_catalog",
         "export_file": f"{plan.project}.xo" if vitis else f"{plan.project}_ip.zip",
