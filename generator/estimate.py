@@ -66,7 +66,8 @@ from iseg.graph import (
 
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
-           "gemm_cycles", "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "sm_block_steps",
+           "gemm_cycles", "gelu_row_cycles",
+           "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "sm_block_steps",
            "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
@@ -281,9 +282,9 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
                          ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * mean"),
                          ("ln_step", "dsp", s["kLnKBits"] + s["kI16Bits"], s["kI16Bits"], "loader row: K mean * mean")])
     rows = row_units(graph)
-    add("gelu_row", 2 * rows["gelu"], gelu)  # gelu_row: the lambda and the shift loop
-    add("gelu_row", rows["gelu"], [("shexp_parts", lane, w.GELU_X0, q, "row exp of the max: x0 * q"),
-                                   ("requant_w", "dsp", s["kGeluYBits"], m, "GELU_STORE RQ_8")])
+    # gelu_row: OUT_LANES lanes of GELU + RQ_8 (GELU_ROW: one gelu_core per lane, either variant), the row's em
+    add("gelu_row", ol * rows["gelu"], [*gelu, ("requant_w", "dsp", s["kGeluYBits"], m, "GELU_ROW RQ_8")])
+    add("gelu_row", rows["gelu"], [("shexp_parts", lane, w.GELU_X0, q, "row exp of the max: x0 * q")])
     add("adds", rows["add"] + rows["embed_add"], [("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "a * ma"),
                                                   ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "b * mb")])
     return out
@@ -563,9 +564,13 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, mantissa*f normalise on DSPs, pipelined "
                       "divider); 2 x R x T scores (ping-pong), 2 x R x DHMAX Q blocks (ping-pong)"))
     rows = row_units(graph)
-    u.append(UnitCost("gelu_row", mdsp("gelu_row"), 0, 0, 2000 * rows["gelu"] + mlut("gelu_row"),
-                      "ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): per row four passes of one "
-                      "element per cycle (load, two GELU passes, store) and a divider"))
+    gb = cdiv(max(a.axi_bytes, a.out_lanes), 2)  # hls/gelu.h gelu_banks
+    xb, xu = _mem_blocks(d["cmax"], gb, 8, board, False)  # x and y rows (i8), cyclic over gb banks each
+    u.append(UnitCost("gelu_row", mdsp("gelu_row"), 2 * xb * rows["gelu"], 2 * xu * rows["gelu"],
+                      (1000 + 1000 * a.out_lanes) * rows["gelu"] + mlut("gelu_row"),
+                      f"ShiftGELU row op (engine.h gelu_layer, built for gelu: shift): per row a load pass and a "
+                      f"store pass of a beat per cycle, the GELU + RQ_8 pass at {a.out_lanes} lanes (a pipelined "
+                      f"divider each) and the row's divider; x and y rows cyclic over {gb} banks"))
     u.append(UnitCost("adds", mdsp("adds"), 0, 0, 300 * (rows["add"] + rows["embed_add"]),
                       "ADD and EMBED_ADD rows (those in the table): one int_add each"))
     # bias + rq1 + rq2 cyclic over the output lanes, the LayerNorm's records over its lanes (gemm.h GemmBuffers)
@@ -688,6 +693,23 @@ def rq_table_cycles(a: ArrayShape, n: int, lanes: int) -> int:
         return 0
     w = a.axi_bytes
     return table_its(n, 1 if w < RQ_RECORD else min(w // RQ_RECORD, lanes), cdiv(RQ_RECORD, w)) + PIPE
+
+
+def gelu_row_cycles(a: ArrayShape, rows: int, c: int) -> int:
+    """hls/engine.h gelu_layer: a GELU row op of ``rows`` rows x ``c`` channels (ShiftGELU, not fused). Per row,
+    with B = ceil(c / AXI_BYTES) beats and G = ceil(c / OUT_LANES) lane steps:
+
+    - ``B + PIPE``  GELU_LOAD: a beat of the row per cycle from the scratch, its max folded in;
+    - ``DIV``       em = shexp(-max), a sequential divider, before the GELU pass;
+    - ``G + PIPE``  GELU_ROW: OUT_LANES elements per cycle (a shexp, a divider, two multipliers and the RQ_8
+      each);
+    - ``B + PIPE``  GELU_STORE: a beat of the output row per cycle.
+
+    = rows * (2 * (B + PIPE) + G + PIPE + DIV). The requant is per-tensor (one scale: model/export.py), so no
+    table is loaded; a per-channel one would add ``rq_table_cycles(a, c, a.out_lanes)`` once (gemm.h
+    load_rq_table into rq1)."""
+    beats, steps = cdiv(c, a.axi_bytes), cdiv(c, a.out_lanes)
+    return rows * (2 * (beats + PIPE) + steps + PIPE + DIV)
 
 
 def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool, ln_k: int = 0) -> int:
@@ -1062,7 +1084,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, Gelu):
             rows, c = act.shape
-            out.append(_simple(op.name, "gelu", rows * (4 * (c + PIPE) + DIV), 2 * rows * c))
+            out.append(_simple(op.name, "gelu", gelu_row_cycles(a, rows, c), 2 * rows * c))
         elif isinstance(op, Embed) and op.name in embed_fused:
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, Embed):

@@ -170,35 +170,74 @@ void check_layer(const LayerDesc& d) {
     }
 }
 
-// GELU layer: out (T, N) i8 = RQ_8(GELU(in (T, N) i8)), either variant.
-// Cycles: per row a load pass, one (lambda) or two (shift) GELU passes and a store pass.
+// The GELU pass's output lanes of gelu_layer: RQ_8 of each lane's GELU into y (the requant record of
+// channel c from the rq1 table, banked like the GEMM output lanes': LANES consecutive channels, a bank each).
+template <class Cfg, class Buf>
+struct GeluRqOut {
+    const RqDesc& rq;
+    GemmBuffers<Cfg>& g;
+    Buf& r;
+    void operator()(int c, int32_t y) const {
+        ISEG_PRAGMA(HLS INLINE)
+        if (rq.tab >= 0) ISEG_RD(g, rq1, g.o_bank(c), g.o_word(c));
+        ISEG_WR(r, y, Buf::bank(c), Buf::word(c));
+        r.y[c] = int8_t(requant_w<kGeluYBits>(y, rq_at(rq, g.rq1, c), 8));
+    }
+};
+
+// GELU layer: out (T, N) i8 = RQ_8(GELU(in (T, N) i8)), either variant (gelu.h "One row of the GELU row op").
+// A per-channel requant is loaded first into g.rq1 (load_rq_table, counted there). Per row, with
+// B = ceil(N / AXI_BYTES) beats and G = ceil(N / OUT_LANES) lane steps:
+//   GELU_LOAD  B + PIPE   a beat of the row per cycle (gmem1), its max folded in
+//   em         DIV        shexp(-M), a sequential divider (counted for either variant)
+//   GELU_ROW   G + PIPE   OUT_LANES elements per cycle: GELU and RQ_8 into y
+//   GELU_STORE B + PIPE   a beat of y per cycle (gmem1)
+// = T * (2 * (B + PIPE) + G + PIPE + DIV): generator/estimate.py gelu_row_cycles, the same formula.
 template <class Cfg>
-void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, long long& cycles) {
-    int8_t x[Cfg::CMAX];
-    int32_t y[Cfg::CMAX];
+void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
+    constexpr int W = Cfg::AXI_BYTES, L = Cfg::OUT_LANES, NB = gelu_banks<Cfg::AXI_BYTES, Cfg::OUT_LANES>();
+    typedef GeluRowBuf<Cfg::CMAX, NB> Buf;
+    static Buf r;  // x, y: cyclic over NB banks (gelu.h gelu_banks; generator/estimate.py charges them)
+    constexpr int kNB = NB;
+    (void)kNB;  // read by the pragmas only
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=r.x type=cyclic factor=kNB)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=r.y type=cyclic factor=kNB)
+    ISEG_CHECK(d.rq.tab < 0 || d.N <= Cfg::NCMAX, "GELU: a per-channel requant needs N <= NCMAX (the rq1 table)");
+    load_rq_table<Cfg, 1>(d.rq, d.N, blob, g);
+    const GeluRqOut<Cfg, Buf> out = {d.rq, g, r};
+    const long beats = (long(d.N) + W - 1) / W, steps = (long(d.N) + L - 1) / L;
 GELU_T:
     for (int t = 0; t < d.T; ++t) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
         const uint8_t* src = scratch + d.in + long(t) * d.in_stride;
         uint8_t* dst = scratch + d.out + long(t) * d.out_stride;
+        int32_t M = 0;
     GELU_LOAD:
-        for (int n = 0; n < d.N; ++n) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
+        for (long b = 0; b < beats; ++b) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=192)
             ISEG_PIPELINE(GELU_LOAD, 1);
-            ISEG_AXI_RD(GMEM1, src + n, 1);
-            x[n] = int8_t(src[n]);
+            const int c0 = int(b) * W, cnt = d.N - c0 < W ? d.N - c0 : W;
+            ISEG_AXI_RD(GMEM1, src + c0, cnt);
+            M = gelu_take<W>(r, src + c0, c0, cnt, M);
         }
-        gelu_row<Cfg::CMAX, typename widths_of<Cfg>::type>(x, d.N, d.gelu, y);
+        gelu_row<L, typename widths_of<Cfg>::type>(r, d.N, M, d.gelu, out);
     GELU_STORE:
-        for (int n = 0; n < d.N; ++n) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=3072)
+        for (long b = 0; b < beats; ++b) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=192)
             ISEG_PIPELINE(GELU_STORE, 1);
-            ISEG_AXI_WR(GMEM1, dst + n, 1);
-            if (d.rq.tab >= 0) ISEG_AXI_RD(GMEM0, blob + d.rq.tab + long(n) * kRqRecordBytes, kRqRecordBytes);
-            dst[n] = uint8_t(requant_w<kGeluYBits>(y[n], rq_channel(d.rq, blob, n), 8) & 0xff);
+            const int c0 = int(b) * W, cnt = d.N - c0 < W ? d.N - c0 : W;
+            ISEG_AXI_WR(GMEM1, dst + c0, cnt);
+        GELU_STORE_L:
+            for (int l = 0; l < W; ++l) {
+                ISEG_PRAGMA(HLS UNROLL)
+                if (l < cnt) {
+                    ISEG_RD(r, y, Buf::bank(c0 + l), Buf::word(c0 + l));
+                    dst[c0 + l] = uint8_t(r.y[c0 + l]);
+                }
+            }
         }
     }
-    ISEG_CYCLES(cycles, long(d.T) * ((d.gelu.variant == GELU_LAMBDA ? 3L : 4L) * (d.N + kPipeDepth) + kDivCycles));
+    ISEG_CYCLES(g.cycles, long(d.T) * (2 * (beats + kPipeDepth) + steps + kPipeDepth + kDivCycles));
 }
 
 // Trace hook that does nothing (the synthesis top).
@@ -326,7 +365,7 @@ ENGINE_LAYERS:
                 layernorm_layer<Cfg>(d, weights, scratch, scratch_b, g);  // alone, on the same loader
                 break;
             case OP_GELU:
-                if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g.cycles);
+                if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g);
                 break;
             case OP_ADD:
                 if (builds_op<Cfg>(OP_ADD))

@@ -490,6 +490,32 @@ def test_row_units_are_the_tables_ops(gelu: str) -> None:
     assert (units["gelu_row"].dsp > 0) == (gelu == "shift")
 
 
+def test_gelu_row_lanes_and_cycles_by_hand() -> None:
+    """The ShiftGELU row op (hls/engine.h gelu_layer) builds OUT_LANES lanes of gelu_core (x0*q, mantissa*f,
+    x*sig) + RQ_8, and one x0*q for the row's em; a lambda model builds no GELU row (fused into the GEMM output
+    stage). Seg-T's encoder GELU on KV260-like 16-byte beats and 4 lanes, by hand: 1025 rows of 768 channels,
+    B = 768/16 = 48 beats, G = 768/4 = 192 lane steps, per row 2 * (48 + 16) + (192 + 16) + 66 = 402
+    (was 4 * (768 + 16) + 66 = 3202 at one element per cycle), 1025 * 402 = 412,050; on 8-byte beats and one
+    lane (pynq-z2-like), a row of 70: 2 * (9 + 16) + (70 + 16) + 66 = 202."""
+    from iseg.random_model import PRESETS, with_classes
+
+    w = est.LaneWidths()
+    for gelu, rows in (("shift", 1), ("lambda", 0)):
+        graph = build_graph(dataclasses.replace(with_classes(PRESETS["tiny"]), gelu=gelu))
+        for lanes in (1, 3, 8):
+            muls = est.multipliers(dataclasses.replace(HARNESS_SHAPE, out_lanes=lanes), graph, w)
+            got = {(m.site, m.what): m.count for m in muls if m.unit == "gelu_row"}
+            assert got == {("shexp_parts", "GELU exp: x0 * q"): lanes * rows,
+                           ("gelu_core", "GELU: mantissa * f"): lanes * rows,
+                           ("gelu_core", "GELU: x * sig"): lanes * rows,
+                           ("requant_w", "GELU_ROW RQ_8"): lanes * rows,
+                           ("shexp_parts", "row exp of the max: x0 * q"): rows}
+    kv = dataclasses.replace(HARNESS_SHAPE, out_lanes=4, axi_bytes=16)
+    assert est.gelu_row_cycles(kv, 1025, 768) == 1025 * (2 * (48 + 16) + 192 + 16 + 66) == 412_050
+    pz = dataclasses.replace(HARNESS_SHAPE, out_lanes=1, axi_bytes=8)
+    assert est.gelu_row_cycles(pz, 1, 70) == 2 * (9 + 16) + 70 + 16 + 66 == 202
+
+
 def test_array_macs_by_hand_and_a_lower_bound() -> None:
     """array_macs of a tiny model counted by hand; ceil(macs / (R*C)) never exceeds the frame's cycles."""
     from iseg.generator.boards import BOARDS

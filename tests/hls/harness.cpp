@@ -162,10 +162,25 @@ int h_shiftmax(const int8_t* x, int rows, int n, int32_t x0, int32_t variant, in
     });
 }
 
+// The GELU row op's pieces (gelu.h) as gelu_layer runs them, minus m_axi and requant: each row loaded a beat
+// (AXI_BYTES) at a time with its max folded in, then the GELU pass at OUT_LANES lanes into y (i32).
+struct GeluToY {
+    int32_t* y;
+    void operator()(int c, int32_t v) const { y[c] = v; }
+};
+
 int h_gelu(const int8_t* x, int rows, int n, const iseg::GeluParams* g, int32_t* y) {
     return guarded([&] {
         ISEG_CHECK(n >= 1 && n <= TestCfg::CMAX, "h_gelu: n exceeds CMAX");
-        for (int r = 0; r < rows; ++r) iseg::gelu_row<TestCfg::CMAX>(x + long(r) * n, n, *g, y + long(r) * n);
+        constexpr int W = TestCfg::AXI_BYTES, L = TestCfg::OUT_LANES;
+        static iseg::GeluRowBuf<TestCfg::CMAX, iseg::gelu_banks<W, L>()> buf;
+        for (int r = 0; r < rows; ++r) {
+            const uint8_t* src = reinterpret_cast<const uint8_t*>(x + long(r) * n);
+            int32_t M = 0;
+            for (int c0 = 0; c0 < n; c0 += W) M = iseg::gelu_take<W>(buf, src + c0, c0, n - c0 < W ? n - c0 : W, M);
+            const GeluToY out = {y + long(r) * n};
+            iseg::gelu_row<L>(buf, n, M, *g, out);
+        }
     });
 }
 

@@ -343,6 +343,45 @@ def test_gelu_layer(hls, variant):
     assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, 5, 8))
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
+    """ShiftGELU row op, T = 6 rows of N = 70 channels on the harness (16-byte beats, OUT_LANES 3, PIPE 16,
+    DIV 66; engine.h gelu_layer). Hand-worked, per row:
+      GELU_LOAD   ceil(70/16) = 5 beats (4 of 16 bytes, the last of 6), row max folded in   5 + 16 = 21
+      em          shexp(-M), the sequential divider                                         = 66
+      GELU_ROW    ceil(70/3) = 24 lane steps (23 of 3, the last of 1)                      24 + 16 = 40
+      GELU_STORE  5 beats                                                                   5 + 16 = 21
+      -> 21 + 66 + 40 + 21 = 148 per row, 6 * 148 = 888
+    A per-channel requant first loads its 70 records into rq1 (gemm.h load_rq_table): min(16/16, 3 lanes) = 1
+    record per step, 70 + 16 = 86 -> 974. x and y are cyclic over ceil(max(16, 3) / 2) = 8 banks: a beat's
+    16 bytes are two per bank, 3 lanes one per bank; the records, 3 consecutive channels over 3 banks: every
+    loop within its banks and its beats (one 16-byte span per beat on gmem1, one record per step on gmem0)."""
+    from iseg.generator import estimate as est
+
+    rng = np.random.default_rng(11)
+    T, N = 6, 70
+    x = rng.integers(-128, 128, (T, N))
+    c = nx.gelu_consts(0.04, "shift")
+    g = nx.gelu(x, c)
+    blob, sc = Blob(), Scratch()
+    if per_channel:
+        m, e = calib_ch(g, 120)
+        o = rng.integers(-(1 << 20), 1 << 20, N)
+        rq = blob.rq_table(m, e, o, N)
+    else:
+        (m, e), o = calib(g, 127), 5
+        rq = rq_scalar(m, e, o)
+    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=N,
+              out=sc.alloc("y", (T, N), np.int8), out_stride=N, gelu=c, rq=rq)
+    buf, _ = run_one(hls, d, blob, sc)
+    assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, o, 8))
+    assert hls.ports() == []
+    shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
+    assert est.gelu_row_cycles(shape, T, N) == 6 * (2 * (5 + 16) + 24 + 16 + 66) == 888
+    assert est.rq_table_cycles(shape, N, 3) == 70 + 16
+    assert hls.last_cycles() == (888 + 86 if per_channel else 888)
+
+
 def test_copy_const(hls):
     cls_emb = np.arange(-20, 20).reshape(4, 10) * 800
     blob, sc = Blob(), Scratch()
