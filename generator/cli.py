@@ -385,6 +385,11 @@ def _main(argv: list[str] | None) -> int:
     except IsegError as exc:
         print(f"gen-hls: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system refused a path the user named (a name too long): still one line
+        from iseg.errors import os_error_line
+
+        print(f"gen-hls: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gen-hls: interrupted", file=sys.stderr)
         return 130

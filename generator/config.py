@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from jsonschema import Draft202012Validator
 from iseg.errors import IsegError
 from iseg.generator.boards import BOARDS, Board
 from iseg.generator.write import output_problem
+from iseg.imageio import check_path_names
 
 __all__ = ["OUTPUTS", "SCHEMA", "Config", "load_config", "parse_config", "resolved_yaml"]
 
@@ -27,6 +29,7 @@ OUTPUTS = ("hls", "rtl", "csim", "report")
 DEFAULT_OUTPUTS = ("hls", "report")
 
 _POS_INT = {"type": "integer", "minimum": 1}
+_PROJECT_RE = r"[A-Za-z_][A-Za-z0-9_]{0,63}"  # a C identifier of at most 64 characters
 # The accepted kernel clock, MHz. The boards' typical clocks are 100-300 MHz; below 1 MHz the
 # scripts' freqHz / period would round to nonsense (1e-300 MHz gave freqHz=0), above 800 MHz no
 # supported fabric closes timing.
@@ -65,7 +68,7 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "checkpoint": {"type": "string", "minLength": 1},
         "output": {"type": "string", "minLength": 1},
-        "project": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+        "project": {"type": "string", "pattern": "^" + _PROJECT_RE + "$"},
         "board": {"enum": list(BOARDS)},
         "clock_mhz": {"type": "number", "minimum": CLOCK_MHZ[0], "maximum": CLOCK_MHZ[1]},
         "array": {
@@ -176,6 +179,8 @@ def _first_error(data: Any) -> Any | None:
 
 def _check_project_name(name: str, project: str) -> None:
     """Refuse a project name that would not compile or link: it is the top's C function and kernel name."""
+    if not re.fullmatch(_PROJECT_RE, project):  # the schema's pattern lets a trailing newline through ("x\n")
+        raise IsegError(f"{name}: project: {_MESSAGES['project']}, got {project!r}")
     if project in _CXX_KEYWORDS:
         raise IsegError(f"{name}: project: {project!r} is a C/C++ keyword (the project names the kernel's "
                         "C function)")
@@ -204,13 +209,26 @@ def parse_config(data: Any, source: Path) -> Config:
     pack = 0 if arr == "auto" else int(arr.get("macs_per_dsp", 0))
     image = tuple(int(v) for v in data["image"]) if "image" in data else None
     outputs = tuple(o for o in OUTPUTS if o in data.get("outputs", DEFAULT_OUTPUTS))
-    ckpt = Path(os.path.normpath(base / data["checkpoint"]))
-    if not ckpt.is_file():
-        raise IsegError(f"{name}: checkpoint: no such file {data['checkpoint']!r} (resolved to {ckpt})")
-    out = Path(os.path.normpath(base / data["output"]))
-    if out == ckpt.parent or ckpt.is_relative_to(out):
-        raise IsegError(f"{name}: output: {data['output']!r} would replace the folder holding the checkpoint")
-    problem = output_problem(out, (source, ckpt))
+    for key in ("checkpoint", "output"):
+        if "\0" in data[key]:  # no file system takes it (os.stat raises ValueError)
+            raise IsegError(f"{name}: {key}: {data[key]!r} holds a NUL character, which no path may hold")
+    key = "checkpoint"
+    try:  # an OSError here is the path itself refused (a name too long): named with its key
+        ckpt = Path(os.path.normpath(base / data["checkpoint"]))
+        if not ckpt.is_file():
+            if not ckpt.exists():
+                raise IsegError(f"{name}: checkpoint: no such file {data['checkpoint']!r} (resolved to {ckpt})")
+            why = "is a folder" if ckpt.is_dir() else "is not a regular file"
+            raise IsegError(f"{name}: checkpoint: {data['checkpoint']!r} {why}, expected a .safetensors file "
+                            f"(resolved to {ckpt})")
+        key = "output"
+        out = Path(os.path.normpath(base / data["output"]))
+        check_path_names(out, f"{name}: output: {data['output']!r}")  # before the work, not when writing
+        if out == ckpt.parent or ckpt.is_relative_to(out):
+            raise IsegError(f"{name}: output: {data['output']!r} would replace the folder holding the checkpoint")
+        problem = output_problem(out, (source, ckpt))
+    except OSError as exc:
+        raise IsegError(f"{name}: {key}: {data[key]!r}: {exc.strerror or exc}") from None
     if problem is not None:
         raise IsegError(f"{name}: output: {data['output']!r} {problem}")
     return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
@@ -246,14 +264,65 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# A config holds a dozen values. YAML aliases can make a few lines expand to billions of them ("billion
+# laughs"), which jsonschema would walk and quote in its messages for minutes: refused before validation.
+MAX_CONFIG_VALUES = 10_000
+
+
+def _check_expanded_size(name: str, data: Any) -> None:
+    """Refuse a config whose values, aliases expanded, exceed MAX_CONFIG_VALUES, or that contains itself."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(v: Any) -> int:
+        if not isinstance(v, list | dict):
+            return 1
+        if id(v) in memo:
+            return memo[id(v)]
+        if id(v) in active:
+            raise _Recursive
+        active.add(id(v))
+        n = 1
+        for item in (v.values() if isinstance(v, dict) else v):
+            n += size(item)
+            if n > MAX_CONFIG_VALUES:
+                break
+        active.discard(id(v))
+        memo[id(v)] = n
+        return n
+
+    if not isinstance(data, dict):
+        return  # parse_config names it
+    total = 0
+    for key, value in data.items():
+        try:
+            total += size(value)
+        except _Recursive:
+            raise IsegError(f"{name}: {key}: the value contains itself (a recursive YAML alias)") from None
+        if total > MAX_CONFIG_VALUES:
+            raise IsegError(f"{name}: {key}: more than {MAX_CONFIG_VALUES:,} values once the YAML aliases are "
+                            "expanded (a gen-hls config holds a dozen)")
+
+
+class _Recursive(Exception):
+    """A list or mapping of the config that contains itself (``&a [*a]``)."""
+
+
 def load_config(path: str | os.PathLike) -> Config:
     """Read, validate and resolve a config file; any defect is one IsegError line."""
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise IsegError(f"{path}: is a folder, expected a config file (.yaml)")
+        if path.exists():
+            raise IsegError(f"{path}: is not a regular file, expected a config file (.yaml)")
         raise IsegError(f"{path}: no such config file")
     try:
         text = path.read_text(encoding="utf-8")
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
+        _check_expanded_size(path.name, data)
+    except RecursionError:
+        raise IsegError(f"{path.name}: not a config: YAML nested too deeply") from None
     except UnicodeDecodeError:
         raise IsegError(f"{path.name}: not a UTF-8 text file") from None
     except OSError as exc:

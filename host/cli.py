@@ -20,10 +20,10 @@ from pathlib import Path
 
 from iseg.errors import IsegError
 from iseg.host.backends import open_backend
-from iseg.host.inputs import FIT_POLICIES, collect_sources
+from iseg.host.inputs import FIT_POLICIES, Source, collect_sources
 from iseg.host.manifest import load_manifest
-from iseg.host.outputs import VIDEO_OUT_SUFFIXES
-from iseg.host.run import Options, check_outputs, segment
+from iseg.host.outputs import JOURNAL, VIDEO_OUT_SUFFIXES
+from iseg.host.run import Options, check_outputs, label_path, overlay_path, segment
 
 PROG = "iseg-host"
 
@@ -76,18 +76,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
+    # an empty path is not ".": `iseg-host ... "$DIR" --out "$OUT"` with both unset must not label the
+    # current folder, recursively, into itself
+    if any(not raw.strip() for raw in args.inputs):
+        raise IsegError("input '': empty path (name image files, folders or videos)")
+    if not args.out.strip():
+        raise IsegError("--out: empty path (expected a folder)")
+    if args.video_out is not None and not args.video_out.strip():
+        raise IsegError("--video-out: empty path (expected a file name)")
     if not 0.0 <= args.alpha <= 1.0:
         raise IsegError(f"--alpha must be in 0..1, got {args.alpha}")
     if args.max_frames is not None and args.max_frames < 1:
         raise IsegError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if args.video_fps is not None and not 0 < args.video_fps <= 1000:
-        raise IsegError(f"--video-fps must be in (0, 1000], got {args.video_fps}")
+    # OpenCV's writers refuse a rate below about 0.01 (only once the first frame is computed, with three
+    # lines of their own on stderr); 0.1 is where an input video's own rate is believed (inputs.video_fps)
+    if args.video_fps is not None and not 0.1 <= args.video_fps <= 1000:
+        raise IsegError(f"--video-fps must be in 0.1..1000, got {args.video_fps}")
     if args.device < 0:
         raise IsegError(f"--device must be >= 0, got {args.device}")
     if args.bitfile and not args.pynq:
         raise IsegError("--bitfile belongs to --pynq")
     if args.xclbin and not args.xrt:
         raise IsegError("--xclbin belongs to --xrt")
+
+
+def _check_inputs_kept(sources: list[Source], opts: Options) -> None:
+    """Refuse a run whose outputs would replace one of its inputs (``--out`` or ``--video-out`` naming an
+    input's place, e.g. ``iseg-host ... labels/ --out .``): with --overwrite the input would be lost."""
+    inputs = {s.path.resolve(): s.path for s in sources if s.path is not None}
+
+    def check(path: Path, what: str) -> None:
+        src = inputs.get(path.resolve())
+        if src is not None:
+            raise IsegError(f"{what} would replace the input {src}")
+
+    for s in sources:
+        if s.kind == "image":
+            outs = [label_path(opts.out, s.name)] + ([overlay_path(opts.out, s.name)] if opts.overlay else [])
+            for p in outs:
+                check(p, f"--out {opts.out}: {p.relative_to(opts.out).as_posix()}")
+        else:  # a video's or camera's frames: <out>/labels/<name>/NNNNNN.png (and overlay/.../NNNNNN.jpg)
+            folders = [opts.out / "labels" / s.name] + ([opts.out / "overlay" / s.name] if opts.overlay else [])
+            for folder in folders:
+                real = folder.resolve()
+                for q, src in inputs.items():
+                    if q.parent == real and q.suffix in (".png", ".jpg"):
+                        raise IsegError(f"--out {opts.out}: the frames of {s.path or s.name} go to "
+                                        f"{folder.relative_to(opts.out).as_posix()}/, which holds the input {src}")
+    check(opts.out / JOURNAL, f"--out {opts.out}: {JOURNAL}")
+    if opts.video_out is not None:
+        check(opts.video_out, f"--video-out {opts.video_out}:")
 
 
 def _quiet_opencv() -> None:
@@ -115,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             video_out=Path(args.video_out) if args.video_out else None, video_fps=args.video_fps,
             overwrite=args.overwrite, max_frames=args.max_frames, progress=not args.no_progress,
         )
+        _check_inputs_kept(sources, opts)
         check_outputs(manifest, sources, opts)  # before the backend: a bad path costs no build, no frame
         backend = open_backend(kind, manifest, bitfile=args.bitfile, xclbin=args.xclbin, device=args.device)
         summary = segment(sources, backend, opts, ignored=ignored)

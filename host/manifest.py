@@ -121,9 +121,17 @@ class Manifest:
     def read_weights(self) -> bytes:
         """The weight image, checked against the manifest's size and hash (a stale copy is an error)."""
         try:
-            data = self.weights_file.read_bytes()
+            if self.weights_file.exists() and not self.weights_file.is_file():  # a device or pipe: never ends
+                raise IsegError(f"{self.weights_file}: not a regular file; the weights are the project's "
+                                f"weights.bin (regenerate the project with gen-hls)")
+            size = self.weights_file.stat().st_size
+            # the size first: a wrong file is not read whole (it may be any size)
+            data = self.weights_file.read_bytes() if size == self.weights_bytes else b""
         except OSError as e:
             raise IsegError(f"{self.weights_file}: cannot read the weights ({e.strerror or e})") from None
+        if size != self.weights_bytes:
+            raise IsegError(f"{self.weights_file}: {size} bytes, manifest says {self.weights_bytes} "
+                            f"(regenerate the project with gen-hls)")
         if len(data) != self.weights_bytes:
             raise IsegError(f"{self.weights_file}: {len(data)} bytes, manifest says {self.weights_bytes} "
                             f"(regenerate the project with gen-hls)")
@@ -208,6 +216,16 @@ def _runtime(doc: dict[str, Any], path: Path) -> tuple[str, PynqNames | None, Xr
     return flow, pynq, xrt
 
 
+def _weights_file(doc: dict[str, Any], path: Path) -> str:
+    """``weights.file``: a file of the project folder (gen-hls writes ``weights.bin``), never a path out of it."""
+    name = _get(doc, "weights.file", str, path)
+    parts = Path(name).parts
+    if not name or "\0" in name or Path(name).is_absolute() or ".." in parts or name in (".", "./"):
+        raise IsegError(f"{path}: 'weights.file' must name a file inside the project folder, got {name!r} "
+                        "(regenerate the project with gen-hls)")
+    return name
+
+
 def load_manifest(project: str | Path) -> Manifest:
     """Read and check ``<project>/manifest.json``; every defect is one IsegError line."""
     root = Path(project)
@@ -222,12 +240,15 @@ def load_manifest(project: str | Path) -> Manifest:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise IsegError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise IsegError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise IsegError(f"{path}: not a JSON object")
     if doc.get("format") != FORMAT:
         raise IsegError(f"{path}: format is {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise IsegError(f"{path}: version {doc.get('version')!r} is not supported (this iseg-host reads "
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:  # true == 1.0 == 1
+        raise IsegError(f"{path}: version {version!r} is not supported (this iseg-host reads "
                         f"version {VERSION}; regenerate the project with this gen-hls)")
     image = _get(doc, "image", list, path)
     if len(image) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_IMAGE_SIDE
@@ -242,8 +263,9 @@ def load_manifest(project: str | Path) -> Manifest:
     if len(names) != n_cls:
         raise IsegError(f"{path}: classes.names must list {n_cls} names")
     if (len(colors) != n_cls
-            or any(not isinstance(c, list) or len(c) != 3 or any(not isinstance(v, int) or not 0 <= v <= 255
-                                                                  for v in c) for c in colors)):
+            or any(not isinstance(c, list) or len(c) != 3
+                   or any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 255 for v in c)
+                   for c in colors)):
         raise IsegError(f"{path}: classes.colors must be {n_cls} [r, g, b] triples in 0..255")
     flow, pynq, xrt = _runtime(doc, path)
     return Manifest(
@@ -255,7 +277,7 @@ def load_manifest(project: str | Path) -> Manifest:
         n_cls=n_cls,
         class_names=tuple(str(n) for n in names),
         class_colors=tuple((c[0], c[1], c[2]) for c in colors),
-        weights_file=root / _get(doc, "weights.file", str, path),
+        weights_file=root / _weights_file(doc, path),
         weights_bytes=_get(doc, "weights.bytes", int, path, (1, MAX_BUFFER_BYTES)),
         weights_sha256=_get(doc, "weights.sha256", str, path),
         scratch_bytes=_get(doc, "scratch_bytes", int, path, (1, MAX_BUFFER_BYTES)),

@@ -108,9 +108,10 @@ class ModelSpec:
             raise IsegError(f"model.softmax must be one of {SOFTMAX_VARIANTS}, got {self.softmax!r}")
         if not isinstance(self.gelu, str) or self.gelu not in GELU_VARIANTS:
             raise IsegError(f"model.gelu must be one of {GELU_VARIANTS}, got {self.gelu!r}")
-        if not isinstance(self.class_names, tuple | list) or len(self.class_names) != self.n_cls:
-            n = len(self.class_names) if isinstance(self.class_names, tuple | list) else repr(self.class_names)
-            raise IsegError(f"classes.names has {n} entries, expected n_cls = {self.n_cls}")
+        if not isinstance(self.class_names, tuple | list):
+            raise IsegError(f"classes.names must be a list of n_cls = {self.n_cls} strings, got {self.class_names!r}")
+        if len(self.class_names) != self.n_cls:
+            raise IsegError(f"classes.names has {len(self.class_names)} entries, expected n_cls = {self.n_cls}")
         for i, name in enumerate(self.class_names):
             if not isinstance(name, str):
                 raise IsegError(f"classes.names[{i}] must be a string, got {name!r}")
@@ -499,7 +500,7 @@ def _check_container(path: Path) -> None:
         head = first + fh.read(n - 1)
     try:
         header = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: nested far too deep
         raise IsegError(f"{path}: not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise IsegError(f"{path}: not a safetensors file (header is not an object)")
@@ -513,6 +514,14 @@ def _check_container(path: Path) -> None:
             raise IsegError(f"{path}: corrupt safetensors header entry {k!r}") from None
     if 8 + n + end > size:
         raise IsegError(f"{path}: truncated: tensor data ends at byte {8 + n + end}, file has {size}")
+
+
+class _NotJson(Exception):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a JSON text (Python's json accepts them)."""
+
+
+def _not_json(name: str) -> None:
+    raise _NotJson(name)
 
 
 def load(path: str | os.PathLike) -> QuantizedCheckpoint:
@@ -536,10 +545,12 @@ def load(path: str | os.PathLike) -> QuantizedCheckpoint:
     if META_KEY not in raw_meta:
         raise IsegError(f"{path}: safetensors file without I-Segmenter metadata (not a quantized "
                         f"checkpoint; make one with `iseg quantize` or `iseg random`)")
-    try:
-        meta = json.loads(raw_meta[META_KEY])
+    try:  # NaN and Infinity are not JSON (`iseg info --json` would print them as they are)
+        meta = json.loads(raw_meta[META_KEY], parse_constant=_not_json)
     except (json.JSONDecodeError, RecursionError):
         raise IsegError(f"{path}: metadata {META_KEY!r} is not valid JSON") from None
+    except _NotJson as exc:
+        raise IsegError(f"{path}: metadata {META_KEY!r} is not valid JSON ({exc} is not a JSON number)") from None
     if not isinstance(meta, dict):
         raise IsegError(f"{path}: metadata {META_KEY!r} must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:

@@ -17,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from iseg.errors import IsegError
+from iseg.errors import IsegError, os_error_line
 
 # name -> (module, one-line help). Torch commands live in iseg.model.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except IsegError as exc:
         print(f"iseg: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system refused a path the user named (a name too long): still one line
+        print(f"iseg: error: {os_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("iseg: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from iseg.errors import IsegError
 
 __all__ = ["IMAGE_SUFFIXES", "ImageError", "to_rgb8", "load_image", "list_images", "palette_bytes",
            "atomic_write", "atomic_write_bytes", "save_labels_png", "read_labels_png", "fit_to_model",
-           "resize_nearest", "check_output_file", "check_output_dir"]
+           "resize_nearest", "check_output_file", "check_output_dir", "check_path_names"]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".pbm", ".tga"}
@@ -80,9 +81,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ImageError(path, "no such image file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb8(img)
+        with warnings.catch_warnings():
+            # Pillow warns (several lines on stderr) between MAX_IMAGE_PIXELS and twice that, and refuses
+            # beyond: such an image is decoded as any other, the refusal is the one line below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb8(img)
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unknown format)") from None
     except Image.DecompressionBombError as exc:
@@ -95,6 +100,8 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (sorted, not recursive, image suffixes only) into image paths."""
     out: list[Path] = []
     for item in inputs:
+        if not os.fspath(item).strip():  # not ".": an unset shell variable must not label the current folder
+            raise IsegError("input '': empty path (name image files or folders)")
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
@@ -111,6 +118,29 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
+def check_path_names(path: Path, what: str) -> None:
+    """Raise IsegError when a part of ``path`` is longer than its file system allows (ENAMETOOLONG).
+
+    Checked up front: a missing folder above the long name would otherwise be made before the write
+    fails, and ``Path.exists`` raises on such a path instead of answering.
+    """
+    folder = Path(".")
+    for parent in path.absolute().parents:  # the nearest folder that exists answers for the limit
+        if os.path.isdir(parent):
+            folder = parent
+            break
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-10:]}"
+            raise IsegError(f"{what}: the name {shown!r} is {size} bytes long, more than the {name_max} "
+                            "a file name may have")
+
+
 def _check_creatable(path: Path, what: str) -> None:
     """Raise IsegError unless every missing folder above ``path`` can be made: the nearest existing
     ancestor must be a writable folder (checked without creating anything, so a refused command
@@ -139,6 +169,7 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         raise IsegError(f"{option}: empty path (expected a file name)")
     what = f"{option} {text}"
     p = Path(text)
+    check_path_names(p, what)
     if p.is_dir():
         raise IsegError(f"{what}: is a folder, expected a file path")
     if text.endswith(("/", os.sep)) or p.name in ("", ".", ".."):
@@ -156,6 +187,7 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
         raise IsegError(f"{option}: empty path (expected a folder)")
     what = f"{option} {text}"
     p = Path(text)
+    check_path_names(p, what)
     if p.exists():
         if not p.is_dir():
             raise IsegError(f"{what}: exists and is not a folder")

@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from PIL import Image, UnidentifiedImageError
 
 from iseg import cli
 from iseg.errors import IsegError
-from iseg.imageio import atomic_write
+from iseg.imageio import atomic_write, check_output_dir
 
 __all__ = [
     "ADE_LABEL_OFFSET",
@@ -355,6 +357,48 @@ def _classes_doc(layout: str) -> dict[str, object]:
     }
 
 
+def _is_synth_dataset(out: Path) -> bool:
+    """Whether ``out`` holds a dataset this module wrote (its ``classes.json``)."""
+    try:
+        doc = json.loads((out / "classes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and "format_version" in doc and doc.get("names") == list(CLASS_NAMES)
+
+
+def _check_targets(out: Path, layout: str, counts: dict[str, int], digits: int) -> None:
+    """Refuse, before anything is written, to replace a file of the user's or to write where a folder is.
+
+    The files a run writes already exist when the folder is a previous ``iseg synth`` dataset (replaced:
+    re-running a command gives the same bytes), or when it is someone's own data (``data/images/0000.png``
+    a photo): then nothing is replaced. Found by listing the folders, not by naming every target (a count
+    may be huge).
+    """
+    if layout == "plain":
+        folders = [(out / "images", r"(\d+)\.png", counts["train"], digits, 0),
+                   (out / "labels", r"(\d+)\.png", counts["train"], digits, 0)]
+    else:
+        folders = []
+        for split, n in counts.items():
+            folder, prefix = _ADE_SPLITS[split]
+            folders += [(out / "images" / folder, re.escape(prefix) + r"(\d+)\.jpg", n, 8, 1),
+                        (out / "annotations" / folder, re.escape(prefix) + r"(\d+)\.png", n, 8, 1)]
+    found = [out / "classes.json"] if os.path.lexists(out / "classes.json") else []
+    for folder, pattern, n, width, first in folders:
+        if not folder.is_dir():
+            continue
+        for name in sorted(os.listdir(folder)):
+            m = re.fullmatch(pattern, name)
+            if m and len(m[1]) == width and first <= int(m[1]) < n + first:
+                found.append(folder / name)
+    for p in found:
+        if p.is_dir() or not p.is_file():
+            raise IsegError(f"{p}: is a folder (or not a regular file) where the dataset writes a file")
+    if found and not _is_synth_dataset(out):
+        raise IsegError(f"{found[0]} already exists and {out} is not a dataset iseg synth wrote (no classes.json "
+                        "of iseg synth): refusing to replace it; name a new or empty folder")
+
+
 def write_dataset(
     out_dir: str | os.PathLike[str],
     count: int,
@@ -370,8 +414,9 @@ def write_dataset(
     ``ade20k``: ``round(count * val_fraction)`` (default 0.2) samples of the ``val`` split go to
     ``validation``, the rest of the ``train`` split to ``training``; images are JPEG (quality 95)
     like ADE20K, annotations PNG with the ADE offset (stored = class + 1, 0 = ignore).
-    Every file is written to a temporary name and renamed. Files of the same name are replaced;
-    other files already in ``out_dir`` are left alone.
+    Every file is written to a temporary name and renamed. Files of the same name are replaced only
+    in a dataset ``iseg synth`` wrote (its ``classes.json``); in any other folder they are refused
+    before anything is written (:func:`_check_targets`). Other files already in ``out_dir`` are left alone.
     """
     if layout not in _LAYOUTS:
         raise IsegError(f"unknown layout {layout!r}: expected one of {', '.join(_LAYOUTS)}")
@@ -394,11 +439,12 @@ def write_dataset(
 
     n_val = round(count * val_fraction)
     counts = {"train": count - n_val, "val": n_val}
+    digits = max(4, len(str(count - 1)))
+    _check_targets(out, layout, counts, digits)
     try:
         if layout == "plain":
             (out / "images").mkdir(parents=True, exist_ok=True)
             (out / "labels").mkdir(parents=True, exist_ok=True)
-            digits = max(4, len(str(count - 1)))
             for i, (img, lab) in enumerate(make_split("train", count, size, seed)):
                 _save_image(out / "images" / f"{i:0{digits}d}.png", img, "PNG")
                 _save_image(out / "labels" / f"{i:0{digits}d}.png", lab, "PNG", palette=True)
@@ -451,13 +497,15 @@ def _pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
 
 def _load(img_path: Path, lab_path: Path, offset: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with Image.open(img_path) as im:
-            img = np.asarray(im.convert("RGB"))
-        with Image.open(lab_path) as im:
-            if im.mode not in ("L", "P"):
-                raise IsegError(f"annotation {lab_path} has mode {im.mode}: expected 8-bit indices (L or P)")
-            raw = np.asarray(im).astype(np.uint8, copy=True)
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: two lines on stderr
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(img_path) as im:
+                img = np.asarray(im.convert("RGB"))
+            with Image.open(lab_path) as im:
+                if im.mode not in ("L", "P"):
+                    raise IsegError(f"annotation {lab_path} has mode {im.mode}: expected 8-bit indices (L or P)")
+                raw = np.asarray(im).astype(np.uint8, copy=True)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise IsegError(f"cannot read {img_path.name} / {lab_path.name} in {img_path.parent}: {e}") from e
     if raw.shape != img.shape[:2]:
         raise IsegError(
@@ -533,6 +581,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``iseg synth`` from parsed ``args``; raises :class:`IsegError` on bad input."""
     size = parse_size(args.size)
+    check_output_dir(args.out, "--out")  # an empty --out is not ".", a path under a file is named
     counts = write_dataset(args.out, args.count, size, args.seed, args.layout, args.val_fraction)
     print(
         f"wrote {counts['train']} training and {counts['val']} validation samples "

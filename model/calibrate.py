@@ -45,6 +45,7 @@ def load_data(source: str, size: tuple[int, int], split: str = "train", count: i
         if len(rest) > 1:
             raise IsegError(f"bad data source {source!r}: expected synthetic[:train|val][:N]")
         n = 100 if n is None else n
+        _check_fits(n, size, source)
         samples = [synth.make_sample(synth.sample_seed(split, data_seed, i), size) for i in range(n)]
     else:
         path = source
@@ -61,6 +62,18 @@ def load_data(source: str, size: tuple[int, int], split: str = "train", count: i
     if not samples:
         raise IsegError(f"data source {source!r} holds no images")
     return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+
+
+def _check_fits(n: int, size: tuple[int, int], source: str) -> None:
+    """Refuse N images that cannot be held in memory (synthetic:99999999999 ran until it was killed)."""
+    need = n * size[0] * size[1] * 4  # u8 RGB + u8 labels, held together
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise IsegError(f"bad data source {source!r}: {n:,} images of {size[0]}x{size[1]} need {need / 2**30:,.1f} GiB "
+                        f"in memory, this machine has {have / 2**30:,.1f} GiB; use fewer")
 
 
 def _count(text: str, source: str) -> int:
@@ -169,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
     fp = load_model(args.model)
     fp.eval()
     images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
-    ckpt = quantize(fp, images, args.softmax, args.gelu, args.lam,
-                    info={"fp_model": os.path.basename(str(args.model)), "calib": args.calib})
+    try:
+        ckpt = quantize(fp, images, args.softmax, args.gelu, args.lam,
+                        info={"fp_model": os.path.basename(str(args.model)), "calib": args.calib})
+    except ValueError as exc:  # a scale no int32 requant can hold (nx.dyadic): the weights are far out of range
+        raise IsegError(f"{args.model}: cannot be exported as integers ({exc})") from None
     save(ckpt, out)
     print(f"wrote {args.out}: {ckpt.n_bytes} bytes of integer tensors, calibrated on {len(images)} image(s) "
           f"({ckpt.spec.softmax} Shiftmax, {ckpt.spec.gelu} GELU)")

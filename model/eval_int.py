@@ -21,6 +21,7 @@ import numpy as np
 
 from iseg import cli
 from iseg.checkpoint import META_KEY, QuantizedCheckpoint, load
+from iseg.errors import IsegError
 
 from .eval import confusion, metrics
 
@@ -140,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
         calib, _ = load_data(args.calib, size, "train", data_seed=args.data_seed)
         lam = float(fp.cfg.gelu_lambda if args.lam is None else args.lam)
         qm = calibrate(QuantSegmenter(fp, gelu=args.gelu, lam=lam, softmax=args.softmax), calib)
-        ckpt = export(qm, {"method": "ptq", "calib": args.calib})
+        try:
+            ckpt = export(qm, {"method": "ptq", "calib": args.calib})
+        except ValueError as exc:  # a scale no int32 requant can hold (nx.dyadic): the weights are far out of range
+            raise IsegError(f"{args.model}: cannot be exported as integers ({exc})") from None
         doc["images"] = int(len(images))
         doc["fp32"] = _row(eval_fp32(fp, images, labels))
         doc["fake_quant"] = _row(eval_fake(qm, images, labels))

@@ -140,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from .export import export
     from .loaders import load_model, save_fp
 
-    if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
-        raise IsegError("--steps and --batch-size must be >= 1 and --lr > 0")
+    if args.steps < 1 or args.batch_size < 1 or not args.lr > 0 or not math.isfinite(args.lr):
+        raise IsegError("--steps and --batch-size must be >= 1 and --lr a finite number > 0")
     apply_threads(args)
     # every output path is checked before training (a bad one found afterwards loses the run)
     out = check_output_file(args.out, "--out")
@@ -162,9 +162,13 @@ def run(args: argparse.Namespace) -> int:
                         data_seed=args.data_seed)
         qm = qat(fp, images, cfg, args.softmax, args.gelu, args.lam)
         if rank == 0:
-            ckpt: QuantizedCheckpoint = export(qm, {"method": "qat", "qat": cfg.__dict__, "processes": world,
-                                                    "calib": args.calib,
-                                                    "fp_model": os.path.basename(str(args.model))})
+            try:
+                ckpt: QuantizedCheckpoint = export(qm, {"method": "qat", "qat": cfg.__dict__, "processes": world,
+                                                        "calib": args.calib,
+                                                        "fp_model": os.path.basename(str(args.model))})
+            except ValueError as exc:  # a scale no int32 requant can hold (nx.dyadic): the weights ran away
+                raise IsegError(f"the fine-tuned model cannot be exported as integers ({exc}): QAT diverged; "
+                                "lower --lr") from None
 
             def write_fp() -> None:  # inside the checkpoint's atomic write: both files or neither
                 try:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from iseg import cli, synth
 from iseg.errors import IsegError
-from iseg.imageio import atomic_write
+from iseg.imageio import atomic_write, check_output_dir, check_output_file
 
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .eval import evaluate_fp, format_metrics
@@ -73,6 +73,22 @@ class TrainConfig:
     ckpt_every: int = 500
 
     def __post_init__(self) -> None:
+        # types first: the values also come from a run's checkpoint.json (a resume), where "5" or null would
+        # otherwise end in a TypeError; NaN passes every comparison below, so the numbers must be finite
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and (not isinstance(v, int) or isinstance(v, bool)):
+                raise IsegError(f"train config: {f.name} must be an integer, got {v!r}")
+            if f.type in ("float", float) and (not isinstance(v, int | float) or isinstance(v, bool)
+                                               or not math.isfinite(v)):
+                raise IsegError(f"train config: {f.name} must be a finite number, got {v!r}")
+            if f.type in ("str", str) and not isinstance(v, str):
+                raise IsegError(f"train config: {f.name} must be a string, got {v!r}")
+            if f.type in ("bool", bool) and not isinstance(v, bool):
+                raise IsegError(f"train config: {f.name} must be true or false, got {v!r}")
+        for name in ("seed", "data_seed"):
+            if getattr(self, name) > cli.SEED_MAX:
+                raise IsegError(f"train config: {name} must be in 0..{cli.SEED_MAX}, got {getattr(self, name)}")
         for name in ("steps", "batch_size", "train_count", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise IsegError(f"train config: {name} must be >= 1, got {getattr(self, name)}")
@@ -91,6 +107,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise IsegError(f"train config: expected a mapping, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -174,11 +192,27 @@ def read_checkpoint_json(out: str | os.PathLike[str]) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise IsegError(f"{path}: unreadable ({e})") from None
+    except RecursionError:
+        raise IsegError(f"{path}: unreadable (JSON nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != CKPT_FORMAT:
         raise IsegError(f"{path}: not an iseg training checkpoint")
     if doc.get("format_version") != CKPT_VERSION:
         version = doc.get("format_version")
         raise IsegError(f"{path}: checkpoint version {version!r}, this iseg reads {CKPT_VERSION}")
+    # what a resume reads besides the two configs (checked by from_dict): a damaged or hand-edited file
+    # is one line here, not a KeyError or ValueError in the middle of the resume
+    step = doc.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise IsegError(f"{path}: 'step' must be an integer >= 0, got {step!r}")
+    losses = doc.get("losses")
+    if not isinstance(losses, list) or any(not isinstance(v, int | float) or isinstance(v, bool) for v in losses):
+        raise IsegError(f"{path}: 'losses' must be a list of numbers")
+    groups = doc.get("param_groups")
+    if not isinstance(groups, list) or any(not isinstance(g, dict) for g in groups):
+        raise IsegError(f"{path}: 'param_groups' must be a list of objects")
+    for key in ("model", "train"):
+        if not isinstance(doc.get(key), dict):
+            raise IsegError(f"{path}: {key!r} must be an object, got {type(doc.get(key)).__name__}")
     return doc
 
 
@@ -252,15 +286,16 @@ def train(
     elif (out / "checkpoint.json").exists():
         raise IsegError(f"{out} already holds a training run: resume it or choose another output folder")
     train_ds, val_ds = _datasets(tcfg, model_cfg)  # bad data fails before anything is written
+    torch.manual_seed(tcfg.seed)
+    model = Segmenter(model_cfg)  # and a model too large for the memory (before the folder is made)
+    opt = _make_optimizer(model, tcfg)
+    order = BatchOrder(len(train_ds), tcfg.batch_size, tcfg.seed, tcfg.flip)
+    if not resume:
+        order.batch(0)  # the first epoch's order (a --train-count beyond the memory) before the folder is made
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise IsegError(f"cannot create output folder {out}: {e.strerror or e}") from None
-
-    torch.manual_seed(tcfg.seed)
-    model = Segmenter(model_cfg)
-    opt = _make_optimizer(model, tcfg)
-    order = BatchOrder(len(train_ds), tcfg.batch_size, tcfg.seed, tcfg.flip)
 
     start, all_losses = 0, []
     if resume:
@@ -334,14 +369,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     parser.add_argument("--variant", default="builtin", choices=sorted(VARIANTS),
                         help="model preset (default builtin: the synthetic-data model)")
+    from iseg.random_model import MAX_DIM, MAX_LAYERS, MAX_PATCH
+
+    # the sizes the rest of the toolchain takes (as `iseg random`: the HLS LayerNorm's width, the
+    # accumulator proof's patch), refused while parsing: --n-layers 100000 built a model for minutes
     m = parser.add_argument_group("model (override the preset)")
-    m.add_argument("--d-model", type=int)
-    m.add_argument("--n-heads", type=int)
-    m.add_argument("--n-layers", type=int)
-    m.add_argument("--mlp-ratio", type=int)
-    m.add_argument("--patch", type=int, help="patch size P")
+    m.add_argument("--d-model", type=cli.int_arg("--d-model", 1, MAX_DIM), help=f"1..{MAX_DIM}")
+    m.add_argument("--n-heads", type=cli.int_arg("--n-heads", 1, MAX_DIM))
+    m.add_argument("--n-layers", type=cli.int_arg("--n-layers", 1, MAX_LAYERS), help=f"1..{MAX_LAYERS}")
+    m.add_argument("--mlp-ratio", type=cli.int_arg("--mlp-ratio", 1, 64))
+    m.add_argument("--patch", type=cli.int_arg("--patch", 1, MAX_PATCH), help=f"patch size P (1..{MAX_PATCH})")
     m.add_argument("--size", help="training image size HxW (default: the preset's)")
-    m.add_argument("--n-cls", type=int, help="classes (default: from the data)")
+    m.add_argument("--n-cls", type=cli.int_arg("--n-cls", 1, 256), help="classes (default: from the data; 1..256)")
     m.add_argument("--decoder", choices=("mask_transformer", "linear"))
     m.add_argument("--l2norm", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise in the mask decoder (Segmenter) or not (I-Segmenter)")
@@ -357,9 +396,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup", type=int, help=f"linear warmup steps (default {d.warmup})")
     t.add_argument("--schedule", choices=("cosine", "poly"), help=f"default {d.schedule}")
     t.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off (default {d.grad_clip})")
-    t.add_argument("--seed", type=int, help="initialisation and batch-order seed (default 0)")
+    t.add_argument("--seed", type=cli.int_arg("--seed", 0, cli.SEED_MAX),
+                   help="initialisation and batch-order seed (default 0)")
     t.add_argument("--data", help="'synth' (default) or a plain / ADE20K-style dataset folder")
-    t.add_argument("--data-seed", type=int, help="seed of the synthetic scenes (default 0)")
+    t.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, cli.SEED_MAX),
+                   help="seed of the synthetic scenes (default 0)")
     t.add_argument("--train-count", type=int, help=f"synthetic training scenes (default {d.train_count})")
     t.add_argument("--val-count", type=int, help=f"validation scenes scored at the end ({d.val_count})")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no flip augmentation")
@@ -381,6 +422,8 @@ def _class_info(data: str) -> tuple[int | None, tuple[str, ...], tuple[tuple[int
         colors = tuple(tuple(int(v) for v in c) for c in doc.get("colors", []))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise IsegError(f"malformed {path}: {e}") from None
+    except RecursionError:
+        raise IsegError(f"malformed {path}: JSON nested too deeply") from None
     return len(names), names, colors
 
 
@@ -425,20 +468,33 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise IsegError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    # every output path is checked before training (a bad --export found afterwards cost the run)
+    check_output_dir(args.out, "--out")
+    export = check_output_file(args.export, "--export") if args.export is not None else None
+    if export is not None and export.resolve() == (Path(args.out) / "model.safetensors").resolve():
+        raise IsegError(f"--export {args.export}: is the run's own model.safetensors (give another path)")
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 - progress and notes to stderr
-    if args.resume:
-        doc = read_checkpoint_json(args.out)
-        _check_resume_flags(args, doc)
-        result = train(SegmenterConfig.from_dict(doc["model"]), TrainConfig.from_dict(doc["train"]),
-                       args.out, resume=True, progress=args.progress, log=log)
-    else:
-        model_cfg, tcfg = _configs_from_args(args)
-        result = train(model_cfg, tcfg, args.out, progress=args.progress, log=log)
-    if args.export:
+    try:
+        if args.resume:
+            doc = read_checkpoint_json(args.out)
+            _check_resume_flags(args, doc)
+            result = train(SegmenterConfig.from_dict(doc["model"]), TrainConfig.from_dict(doc["train"]),
+                           args.out, resume=True, progress=args.progress, log=log)
+        else:
+            model_cfg, tcfg = _configs_from_args(args)
+            result = train(model_cfg, tcfg, args.out, progress=args.progress, log=log)
+    except MemoryError:
+        raise IsegError("not enough memory for this model and data (choose a smaller model, --batch-size or "
+                        "--train-count)") from None
+    except RuntimeError as e:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory: ..."
+        if "can't allocate memory" not in str(e):
+            raise
+        raise IsegError("not enough memory for this model and data (choose a smaller model, --batch-size or "
+                        "--train-count)") from None
+    if export is not None:
         src = Path(args.out) / "model.safetensors"
         try:
-            Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, args.export)
+            atomic_write(export, lambda tmp: shutil.copyfile(src, tmp))
         except OSError as e:
             raise IsegError(f"cannot export to {args.export}: {e.strerror or e}") from None
         log(f"exported {args.export}")

@@ -271,3 +271,119 @@ def test_random_explicit_ratio_is_used(tmp_path: Path) -> None:
     assert main(["random", "--mlp-ratio", "2", "--dec-dim", "32", "--dec-heads", "1", "--out", str(out)]) == 0
     s = ck.load(out).spec
     assert (s.mlp_dim, s.dec_dim, s.dec_heads, s.dec_mlp_dim) == (128, 32, 1, 64)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. found by fuzzing the command line: each used to end in a traceback, a hang or a user's file lost
+# --------------------------------------------------------------------------------------------
+def test_header_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    """A header of 200000 nested lists: json.loads raised RecursionError (a traceback in every command)."""
+    head = b'{"a":' + b"[" * 200000 + b"]" * 200000 + b"}"
+    p = tmp_path / "deep.safetensors"
+    p.write_bytes(len(head).to_bytes(8, "little") + head)
+    _one_line(_cli("info", str(p)), f"{p}: not a safetensors file (header is not JSON)")
+
+
+LONG = "x" * 300  # more than the 255 bytes a file name may have (ENAMETOOLONG)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["random", "--out", f"d/{LONG}.safetensors"],
+     f"--out d/{LONG}.safetensors: the name '{'x' * 20}...afetensors' is 312 bytes long, more than the 255 a file "
+     "name may have"),
+    (["infer", str(BUILTIN), "a.png", "--out", f"d/{LONG}"],
+     f"--out d/{LONG}: the name '{'x' * 20}...xxxxxxxxxx' is 300 bytes long, more than the 255 a file name may have"),
+    (["infer", str(BUILTIN), f"{LONG}.png", "--out", "o"], f"{LONG}.png: File name too long"),
+    (["info", LONG], f"{LONG}: File name too long"),
+    (["synth", "--count", "1", "--size", "16", "--out", f"d/{LONG}"],
+     f"--out d/{LONG}: the name '{'x' * 20}...xxxxxxxxxx' is 300 bytes long, more than the 255 a file name may have"),
+], ids=["random-out", "infer-out", "infer-input", "info", "synth-out"])
+def test_a_name_too_long_is_one_line_and_makes_no_folder(tmp_path: Path, args: list[str], msg: str) -> None:
+    """An OSError traceback (Path.exists raises ENAMETOOLONG), or the folder ``d`` left behind by the write."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    _one_line(_cli(*args, cwd=tmp_path), msg)
+    assert _files(tmp_path) == ["a.png"]
+
+
+def test_infer_empty_input_is_not_the_current_folder(tmp_path: Path) -> None:
+    """``iseg infer M "$DIR" --out o`` with DIR unset labelled every image of the current folder."""
+    _png(tmp_path / "a.png")
+    _one_line(_cli("infer", str(BUILTIN), "", "--out", "o", cwd=tmp_path),
+              "input '': empty path (name image files or folders)")
+    assert _files(tmp_path) == ["a.png"]
+
+
+def test_an_image_in_pillows_warning_range_adds_no_stderr_line(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between MAX_IMAGE_PIXELS and twice that Pillow printed a DecompressionBombWarning (two lines)."""
+    import warnings
+
+    from iseg import imageio
+
+    _png(tmp_path / "a.png")  # 40 x 40 = 1600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert imageio.load_image(tmp_path / "a.png").shape == (40, 40, 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # beyond twice the limit: refused, one line
+    with pytest.raises(IsegError, match="refused: Image size"):
+        imageio.load_image(tmp_path / "a.png")
+
+
+def _synth(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return _cli("synth", "--count", "2", "--size", "16", "--out", str(out), *extra)
+
+
+def test_synth_keeps_a_users_files_of_the_same_name(tmp_path: Path) -> None:
+    """``iseg synth --out data/`` replaced the user's data/images/0000.png (a photo) without a word."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "0001.png").write_bytes(b"my photo")
+    (tmp_path / "ade" / "annotations" / "training").mkdir(parents=True)
+    (tmp_path / "ade" / "annotations" / "training" / "ADE_train_00000001.png").write_bytes(b"mine")
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "classes.json").write_text('{"names": ["road"]}')
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for out, first, extra in (("data", "data/images/0001.png", ()),
+                              ("ade", "ade/annotations/training/ADE_train_00000001.png", ("--layout", "ade20k")),
+                              ("cls", "cls/classes.json", ())):
+        _one_line(_synth(tmp_path / out, *extra),
+                  f"{tmp_path / first} already exists and {tmp_path / out} is not a dataset iseg synth wrote (no "
+                  "classes.json of iseg synth): refusing to replace it; name a new or empty folder")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "data" / "images").iterdir()) == ["0001.png"]
+    # a dataset iseg synth wrote is replaced, as before (the same command twice, or another count)
+    assert _synth(tmp_path / "s").returncode == 0
+    assert _cli("synth", "--count", "3", "--size", "16", "--out", str(tmp_path / "s")).returncode == 0
+
+
+def test_synth_refuses_before_writing_when_a_target_is_a_folder(tmp_path: Path) -> None:
+    """classes.json a folder: the images were written, then "Is a directory" (half a dataset)."""
+    (tmp_path / "s" / "classes.json").mkdir(parents=True)
+    _one_line(_synth(tmp_path / "s"),
+              f"{tmp_path}/s/classes.json: is a folder (or not a regular file) where the dataset writes a file")
+    assert _files(tmp_path) == ["s", "s/classes.json"]
+
+
+def test_synth_empty_out_is_not_the_current_folder(tmp_path: Path) -> None:
+    _one_line(_cli("synth", "--count", "1", "--size", "16", "--out", "", cwd=tmp_path),
+              "--out: empty path (expected a folder)")
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('"info": {', "metadata 'iseg' is not valid JSON (NaN is not a JSON number)"),
+    ('"dim": 64', "metadata 'iseg' is not valid JSON (Infinity is not a JSON number)"),
+], ids=["info-nan", "dim-inf"])
+def test_nan_in_the_metadata_is_not_json(tmp_path: Path, meta, tensors, text: str, msg: str) -> None:
+    """Python's json reads NaN / Infinity: ``iseg info --json`` then printed NaN (its output was not JSON)."""
+    raw = json.dumps(meta)
+    assert text in raw
+    bad = raw.replace(text, '"info": {"loss": NaN, ' if text.startswith('"info"') else '"dim": Infinity', 1)
+    p = _write(tmp_path / "n.safetensors", tensors, bad)
+    _one_line(_cli("info", "--json", str(p)), f"{p}: {msg}")
+
+
+def test_class_names_that_are_not_a_list(tmp_path: Path, meta, tensors) -> None:
+    """Said "classes.names has 'abcdefgh' entries"."""
+    p = _write(tmp_path / "c.safetensors", tensors, _mutate(meta, "model/class_names", "abcdefgh"))
+    _one_line(_cli("info", str(p)), f"{p}: classes.names must be a list of n_cls = 8 strings, got 'abcdefgh'")

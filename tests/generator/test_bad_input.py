@@ -406,3 +406,62 @@ def test_main_restores_the_sigint_handler(tmp_path: Path, tiny_ckpt: Path, capsy
     capsys.readouterr()
     assert signal.getsignal(signal.SIGINT) is previous
 
+
+
+# --------------------------------------------------------------------------------------------
+# 6. found by fuzzing the config: each used to end in a traceback, a long hang or a bad project
+# --------------------------------------------------------------------------------------------
+def test_project_name_with_a_trailing_newline_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """The schema's ``$`` matches before a final newline: ``project: "x\\n"`` was accepted (exit 0)."""
+    cfg = write_config(tmp_path, tiny_ckpt, project="x\n")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: project: must be a C identifier (letters, digits, _; "
+           "not starting with a digit; <= 64 chars), got 'x\\n'", tmp_path)
+
+
+@pytest.mark.parametrize("key", ["output", "checkpoint"])
+def test_nul_in_a_path_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys, key: str) -> None:
+    """``output: "o\\0x"`` ended in ``ValueError: embedded null byte``."""
+    cfg = write_config(tmp_path, tiny_ckpt, **{key: "o\0x"})
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: {key}: 'o\\x00x' holds a NUL character, which no "
+           "path may hold", tmp_path)
+
+
+@pytest.mark.parametrize("key", ["output", "checkpoint"])
+def test_a_path_name_too_long_is_refused_with_its_key(tmp_path: Path, tiny_ckpt: Path, capsys, key: str) -> None:
+    """An OSError traceback (ENAMETOOLONG from Path.is_file); output d/<300 chars> failed only when writing."""
+    long = ("d/" if key == "output" else "") + "x" * 300
+    cfg = write_config(tmp_path, tiny_ckpt, **{key: long})
+    why = ("File name too long" if key == "checkpoint" else
+           f"the name '{'x' * 20}...xxxxxxxxxx' is 300 bytes long, more than the 255 a file name may have")
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: {key}: {long!r}: {why}", tmp_path)
+
+
+def test_yaml_nested_too_deeply_is_one_line(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """5000 nested lists: the YAML composer's RecursionError was a traceback."""
+    cfg = _raw_config(tmp_path, tiny_ckpt, "array: " + "[" * 5000 + "]" * 5000 + "\n")
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: not a config: YAML nested too deeply", tmp_path)
+
+
+# "billion laughs": 8 lines that expand to 9^8 values; jsonschema walked and quoted them for 12 s (9^9: minutes)
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefg", "bcdefgh", strict=True)) + "image: *h\n"
+
+
+@pytest.mark.parametrize("extra, line", [
+    (_LAUGHS, "config.yaml: e: more than 10,000 values once the YAML aliases are expanded (a gen-hls config holds "
+              "a dozen)"),
+    ("image: &x [*x, 1]\n", "config.yaml: image: the value contains itself (a recursive YAML alias)"),
+], ids=["billion-laughs", "recursive"])
+def test_yaml_aliases_are_bounded(tmp_path: Path, tiny_ckpt: Path, capsys, extra: str, line: str) -> None:
+    cfg = _raw_config(tmp_path, tiny_ckpt, extra)
+    _fails(capsys, [str(cfg)], f"gen-hls: error: {line}", tmp_path)
+
+
+def test_checkpoint_and_config_that_are_folders_are_named_so(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """Both said "no such file" of a folder that exists."""
+    (tmp_path / "m.safetensors").mkdir()
+    cfg = _raw_config(tmp_path, Path("m.safetensors"))
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: checkpoint: 'm.safetensors' is a folder, expected a "
+           f".safetensors file (resolved to {tmp_path / 'm.safetensors'})", tmp_path)
+    _fails(capsys, [str(tmp_path)], f"gen-hls: error: {tmp_path}: is a folder, expected a config file (.yaml)",
+           tmp_path)

@@ -276,3 +276,104 @@ def test_emulate_without_a_csim_source_says_how_to_generate_it(project: Path, im
     line = _one_line(capsys, ["--emulate", str(project), str(image[0]), "--out", str(tmp_path / "o")])
     assert line == f"iseg-host: {project}: no src/csim.cpp (generate the project with outputs hls or csim)"
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 5. found by fuzzing the command line: an input replaced, a hang, a run into the current folder
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where, extra", [("labels", []), ("overlay", ["--overlay"])])
+def test_an_output_that_would_replace_an_input_is_refused(where: str, extra: list[str], argv: list[str],
+                                                          tmp_path: Path, pynq_log: list[tuple],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``iseg-host ... labels/ --out . --overwrite`` replaced the input labels/a.png with its own label map."""
+    img = np.random.default_rng(2).integers(0, 256, (*MODEL, 3), dtype=np.uint8)
+    name = "a.png" if where == "labels" else "a.jpg"
+    (tmp_path / where).mkdir()
+    Image.fromarray(img).save(tmp_path / where / name)
+    before = _tree(tmp_path)
+    for over in ([], ["--overwrite"]):
+        line = _one_line(capsys, [*argv, str(tmp_path / where / name), "--out", str(tmp_path), *extra, *over])
+        assert line == (f"iseg-host: --out {tmp_path}: {where}/{name} would replace the input "
+                        f"{tmp_path / where / name}")
+    assert _tree(tmp_path) == before and not _opened(pynq_log)
+
+
+def test_the_journal_or_video_out_replacing_an_input_is_refused(argv: list[str], image: tuple[Path, np.ndarray],
+                                                                tmp_path: Path, pynq_log: list[tuple],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / JOURNAL).write_text("mine")
+    line = _one_line(capsys, [*argv, str(tmp_path / JOURNAL), str(image[0]), "--out", str(tmp_path), "--overwrite"])
+    assert line == f"iseg-host: --out {tmp_path}: {JOURNAL} would replace the input {tmp_path / JOURNAL}"
+    pytest.importorskip("cv2", reason="video support needs opencv-python-headless")
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"the user's video")  # never opened: the check comes first
+    line = _one_line(capsys, [*argv, str(clip), "--out", str(tmp_path / "o"), "--video-out", str(clip),
+                              "--overwrite"])
+    assert line == f"iseg-host: --video-out {clip}: would replace the input {clip}"
+    assert clip.read_bytes() == b"the user's video" and (tmp_path / JOURNAL).read_text() == "mine"
+    assert not (tmp_path / "o").exists() and not _opened(pynq_log)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["", "--out", "o"], "input '': empty path (name image files, folders or videos)"),
+    (["a.png", "--out", ""], "--out: empty path (expected a folder)"),
+    (["a.png", "--out", "o", "--video-out", ""], "--video-out: empty path (expected a file name)"),
+])
+def test_an_empty_path_is_not_the_current_folder(args: list[str], line: str, argv: list[str],
+                                                 image: tuple[Path, np.ndarray], tmp_path: Path,
+                                                 pynq_log: list[tuple], capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--out ""`` wrote labels/ and the journal into the current folder; ``--video-out ""`` was ignored;
+    an input ``""`` labelled the current folder, recursively."""
+    monkeypatch.chdir(tmp_path)
+    before = _tree(tmp_path)
+    assert _one_line(capsys, [*argv, *args]) == f"iseg-host: {line}"
+    assert _tree(tmp_path) == before and not _opened(pynq_log)
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (lambda doc: "[" * 100000 + "]" * 100000, "not valid JSON (nested too deeply)"),
+    (lambda doc: doc.update(version=True), "version True is not supported"),
+    (lambda doc: doc.update(version=1.0), "version 1.0 is not supported"),
+    (lambda doc: doc["classes"]["colors"].__setitem__(0, [True, 0, 0]), "classes.colors must be"),
+    *[(lambda doc, name=name: doc["weights"].update(file=name),
+       f"'weights.file' must name a file inside the project folder, got {name!r}")
+      for name in ("/dev/zero", "../weights.bin", "", ".", "w\0b")],
+], ids=["deep", "version-true", "version-float", "colour-bool", "weights-devzero", "weights-parent", "weights-empty",
+        "weights-dot", "weights-nul"])
+def test_manifest_defects_found_by_fuzzing(edit, expect: str, tmp_path: Path) -> None:
+    """A traceback (RecursionError, ValueError: embedded null byte), an accepted bool, or a run that read
+    /dev/zero until the memory ran out."""
+    proj = write_project(tmp_path / "proj")
+    doc = json.loads((proj / "manifest.json").read_text())
+    text = edit(doc)
+    (proj / "manifest.json").write_text(text if isinstance(text, str) else json.dumps(doc))
+    with pytest.raises(IsegError) as exc:
+        load_manifest(proj)
+    assert str(exc.value).startswith(f"{proj / 'manifest.json'}: ") and expect in str(exc.value)
+
+
+def test_weights_that_are_not_a_regular_file_are_not_read(tmp_path: Path) -> None:
+    """weights.bin a FIFO (or a link to /dev/zero) hung the run (or read until the memory ran out)."""
+    proj = write_project(tmp_path / "proj")
+    (proj / "weights.bin").unlink()
+    os.mkfifo(proj / "weights.bin")
+    with pytest.raises(IsegError, match=re.escape(f"{proj / 'weights.bin'}: not a regular file; the weights are the "
+                                                  "project's weights.bin (regenerate the project with gen-hls)")):
+        load_manifest(proj).read_weights()
+    (proj / "weights.bin").unlink()
+    (proj / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(IsegError, match=r"weights.bin: 10 bytes, manifest says \d+ "):
+        load_manifest(proj).read_weights()
+
+
+@pytest.mark.parametrize("fps", ["1e-300", "0.001", "0", "1001"])
+def test_a_video_rate_opencv_cannot_write_is_refused_first(fps: str, argv: list[str], image: tuple[Path, np.ndarray],
+                                                           tmp_path: Path, pynq_log: list[tuple],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--video-fps 1e-300 passed the check, then OpenCV refused the writer after the first frame (three lines of
+    its own on stderr, and "cannot write this container" of an .avi)."""
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "o"), "--video-out",
+                              str(tmp_path / "v.avi"), "--video-fps", fps])
+    assert line == f"iseg-host: --video-fps must be in 0.1..1000, got {float(fps)}"
+    assert not (tmp_path / "o").exists() and not _opened(pynq_log)

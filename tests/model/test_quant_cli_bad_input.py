@@ -122,3 +122,102 @@ def test_qat_negative_seed(fp_path, tmp_path, capsys, flag):
     assert main(["qat", str(fp_path), "--out", str(tmp_path / "q.safetensors"), *QAT, flag, "-1"]) == 1
     assert _err(capsys) == f"iseg: error: {flag} must be in 0..9223372036854775807, got -1\n"
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# found by fuzzing the command line: tracebacks, hangs, a bad --export found after training
+# --------------------------------------------------------------------------------------------
+TRAIN = ["--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--patch", "8", "--size", "16x16", "--steps", "1",
+         "--batch-size", "1", "--train-count", "1", "--val-count", "0", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--seed", "99999999999999999999999"], "--seed must be in 0..9223372036854775807, got 99999999999999999999999"),
+    (["--data-seed", "-1"], "--data-seed must be in 0..9223372036854775807, got -1"),
+    (["--d-model", "100000"], "--d-model must be in 1..2047, got 100000"),
+    (["--n-layers", "100000"], "--n-layers must be in 1..256, got 100000"),
+    (["--n-cls", "300"], "--n-cls must be in 1..256, got 300"),
+    (["--lr", "inf"], "train config: lr must be a finite number, got inf"),
+    (["--grad-clip", "nan"], "train config: grad_clip must be a finite number, got nan"),
+    (["--weight-decay", "nan"], "train config: weight_decay must be a finite number, got nan"),
+    (["--export", "afile/m.safetensors"], "--export afile/m.safetensors: {tmp}/afile is not a folder"),
+    (["--export", "run/model.safetensors"], "--export run/model.safetensors: is the run's own model.safetensors "
+                                            "(give another path)"),
+], ids=["seed-huge", "data-seed-neg", "d-model", "n-layers", "n-cls", "lr-inf", "clip-nan", "wd-nan",
+        "export-under-file", "export-own"])
+def test_train_flags_are_checked_before_anything(tmp_path, capsys, monkeypatch, args, msg):
+    """--seed huge: a ValueError traceback from torch.manual_seed after the run folder was made; --d-model /
+    --n-layers 100000: an allocator traceback or minutes building the model; NaN / inf accepted; a bad --export
+    found after the training."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_bytes(b"keep")
+    assert main(["train", "--out", "run", *TRAIN, *args]) == 1
+    assert capsys.readouterr().err == f"iseg: error: {msg.format(tmp=tmp_path)}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_train_empty_out_is_not_the_current_folder(tmp_path, capsys, monkeypatch):
+    """``--out ""`` trained into the current folder (checkpoint.json, model.safetensors beside the user's files)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", "", *TRAIN]) == 1
+    assert capsys.readouterr().err == "iseg: error: --out: empty path (expected a folder)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_classes_json_nested_too_deeply(tmp_path, capsys):
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    (tmp_path / "ds" / "labels").mkdir()
+    (tmp_path / "ds" / "classes.json").write_text("[" * 100000 + "]" * 100000)
+    assert main(["train", "--out", str(tmp_path / "run"), *TRAIN, "--data", str(tmp_path / "ds")]) == 1
+    assert capsys.readouterr().err == f"iseg: error: malformed {tmp_path}/ds/classes.json: JSON nested too deeply\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (lambda d: d["train"].update(steps="5"), "train config: steps must be an integer, got '5'"),
+    (lambda d: d["train"].update(lr=None), "train config: lr must be a finite number, got None"),
+    (lambda d: d.update(train=[]), "{ck}: 'train' must be an object, got list"),
+    (lambda d: d.pop("step"), "{ck}: 'step' must be an integer >= 0, got None"),
+    (lambda d: d.update(losses="x"), "{ck}: 'losses' must be a list of numbers"),
+], ids=["steps-str", "lr-null", "train-list", "no-step", "losses-str"])
+def test_resume_of_a_damaged_checkpoint_json_is_one_line(tmp_path, capsys, edit, msg):
+    """A TypeError, KeyError or ValueError traceback in the middle of the resume."""
+    import json
+
+    from iseg.model.train import CKPT_FORMAT, CKPT_VERSION
+
+    run = tmp_path / "run"
+    run.mkdir()
+    doc = {"format": CKPT_FORMAT, "format_version": CKPT_VERSION, "step": 1, "epoch": 0, "losses": [1.0],
+           "param_groups": [], "train": {"steps": 2, "train_count": 1, "val_count": 0},
+           "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "patch_size": 8, "image_size": [16, 16],
+                     "n_cls": 8}}
+    edit(doc)
+    (run / "checkpoint.json").write_text(json.dumps(doc))
+    before = (run / "checkpoint.json").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 1
+    assert capsys.readouterr().err == f"iseg: error: {msg.format(ck=run / 'checkpoint.json')}\n"
+    assert (run / "checkpoint.json").read_bytes() == before and sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.json"]
+
+
+def test_a_calibration_count_beyond_the_memory_is_refused(fp_path, tmp_path, capsys):
+    """synthetic:99999999999 made images until the process was killed."""
+    assert main(["quantize", str(fp_path), "--calib", "synthetic:99999999999", "--out",
+                 str(tmp_path / "q.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("iseg: error: bad data source 'synthetic:99999999999': 99,999,999,999 images of 16x24 "
+                          "need ") and err.endswith(" GiB; use fewer\n") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_qat_lr_that_diverges_is_one_line(fp_path, tmp_path, capsys):
+    """--lr 1e30: the run ended in export's ValueError (requant ratio ... outside [1, 62]); --lr inf was accepted."""
+    out = tmp_path / "q.safetensors"
+    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--lr", "inf"]) == 1
+    assert _err(capsys) == "iseg: error: --steps and --batch-size must be >= 1 and --lr a finite number > 0\n"
+    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--lr", "1e30"]) == 1
+    err = _err(capsys)
+    assert err.startswith("iseg: error: the fine-tuned model cannot be exported as integers (requant ratio ")
+    assert err.endswith("): QAT diverged; lower --lr\n") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
