@@ -542,6 +542,9 @@ def load(path: str | os.PathLike) -> QuantizedCheckpoint:
         raise
     except Exception as exc:  # safetensors raises its own error types; name the file
         raise IsegError(f"{path}: unreadable safetensors file ({exc})") from None
+    if META_KEY not in raw_meta and raw_meta.get("format") == "iseg-fp32":  # model/loaders.py FP_FORMAT
+        raise IsegError(f"{path}: a floating-point model (`iseg train`), not a quantized checkpoint: quantize it "
+                        f"first (`iseg quantize {path} --calib synthetic:1 --out q.safetensors`)")
     if META_KEY not in raw_meta:
         raise IsegError(f"{path}: safetensors file without I-Segmenter metadata (not a quantized "
                         f"checkpoint; make one with `iseg quantize` or `iseg random`)")

@@ -67,6 +67,7 @@ def test_layout_covers_both_decoders() -> None:
     ("foreign", "not a safetensors file"),
     ("empty", "not a safetensors file"),
     ("no_meta", "without I-Segmenter metadata"),
+    ("fp_model", "a floating-point model (`iseg train`), not a quantized checkpoint: quantize it first"),
     ("version", "version 99 is not supported"),
     ("missing_tensor", "missing tensor 'enc.1.fc2.weight'"),
     ("bad_shape", "tensor 'enc.0.qkv.weight' has shape"),
@@ -92,6 +93,10 @@ def test_defects_give_one_clear_line(tiny: ck.QuantizedCheckpoint, tmp_path: Pat
         from safetensors.numpy import save_file
 
         save_file({"x": np.zeros(3, np.int8)}, str(bad))
+    elif what == "fp_model":  # what model/loaders.py save_fp writes: format iseg-fp32, no quantized metadata
+        from safetensors.numpy import save_file
+
+        save_file({"x": np.zeros(3, np.float32)}, str(bad), metadata={"format": "iseg-fp32", "format_version": "1"})
     else:
         if what == "version":
             meta["version"] = 99
