@@ -28,7 +28,7 @@ from iseg.errors import IsegError
 
 from .quant import QuantSegmenter
 
-__all__ = ["add_arguments", "apply_threads", "calibrate", "load_data", "quantize", "run"]
+__all__ = ["add_arguments", "add_threads_option", "apply_threads", "calibrate", "load_data", "quantize", "run"]
 
 
 def load_data(source: str, size: tuple[int, int], split: str = "train", count: int | None = None,
@@ -129,13 +129,18 @@ def add_quant_options(parser: argparse.ArgumentParser) -> None:
                         help="λ of λ-ShiftGELU, > 0 and at most ~4.07 (n = 20 headroom bits) (default: the model's)")
     parser.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, cli.SEED_MAX), default=0,
                         help="synthetic data seed (default 0)")
+    add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` of every torch command (train, quantize, qat, eval): one bound, one message."""
     parser.add_argument("--threads", type=cli.int_arg("--threads", 1, 1024), default=None,
                         help="torch CPU threads (default: torch's, one per core; 1 on a machine other jobs share, "
                              "where more can be many times slower; the float sums, so the result, may depend on it)")
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """``--threads`` of quantize, qat and eval (add_quant_options), set before any torch work."""
+    """Sets ``--threads`` (add_threads_option) before any torch work: torch fixes its pool on first use."""
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
 

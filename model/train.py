@@ -40,6 +40,7 @@ from iseg import cli, synth
 from iseg.errors import IsegError
 from iseg.imageio import atomic_write, check_output_dir, check_output_file
 
+from .calibrate import add_threads_option, apply_threads
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .eval import evaluate_fp, format_metrics
 from .loaders import save_fp
@@ -405,7 +406,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--val-count", type=int, help=f"validation scenes scored at the end ({d.val_count})")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no flip augmentation")
     t.add_argument("--ckpt-every", type=int, help=f"checkpoint period in steps (default {d.ckpt_every})")
-    t.add_argument("--threads", type=int, help="torch CPU threads (results depend on it: keep it fixed)")
+    add_threads_option(t)
     t.add_argument("--export", help="also copy the final model.safetensors to this path")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -464,10 +465,7 @@ def _check_resume_flags(args: argparse.Namespace, doc: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``iseg train``; raises :class:`IsegError` on bad input."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise IsegError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     # every output path is checked before training (a bad --export found afterwards cost the run)
     check_output_dir(args.out, "--out")
     export = check_output_file(args.export, "--export") if args.export is not None else None

@@ -122,20 +122,21 @@ def test_qat_help_states_the_defaults() -> None:
     assert f"(default {QatConfig.lr:g})" in text
 
 
-@pytest.mark.parametrize("command", ["quantize", "qat", "eval"])
+@pytest.mark.parametrize("command", ["train", "quantize", "qat", "eval"])
 def test_threads_option(command: str) -> None:
-    """quantize, qat and eval take --threads like train: set before any torch work; 0 is refused while parsing."""
+    """Every torch command takes the same --threads: set before any torch work; 0 is refused while parsing."""
     import argparse
 
     import torch
 
     from iseg.errors import IsegError
-    from iseg.model import calibrate, eval_int, qat
+    from iseg.model import calibrate, eval_int, qat, train
 
-    mod = {"quantize": calibrate, "qat": qat, "eval": eval_int}[command]
+    mod = {"train": train, "quantize": calibrate, "qat": qat, "eval": eval_int}[command]
     parser = argparse.ArgumentParser(prog=f"iseg {command}")
     mod.add_arguments(parser)
-    base = ["m.safetensors"] + (["--out", "q.safetensors"] if command != "eval" else [])
+    base = {"train": ["--out", "run"], "eval": ["m.safetensors"]}.get(
+        command, ["m.safetensors", "--out", "q.safetensors"])
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # so that the option has something to change
