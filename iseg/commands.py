@@ -187,6 +187,11 @@ def spec_from_args(args: argparse.Namespace) -> ck.ModelSpec:
     if args.image:
         kw["image"] = parse_hw(args.image)
     spec = replace(spec, **kw)
+    if spec.decoder != "mask":
+        given = [f for f, v in (("--dec-dim", args.dec_dim), ("--dec-heads", args.dec_heads)) if v is not None]
+        if given:  # silently dropped, a user would believe the flag shaped the model
+            raise IsegError(f"{given[0]}: the {spec.decoder} decoder has no mask transformer to shape "
+                            "(give --decoder mask, or drop the flag)")
     # `is None`, not `or`: an explicit 0 is refused by the flag's type, never replaced by a default
     ratio = args.mlp_ratio if args.mlp_ratio is not None else spec.mlp_dim // PRESETS[args.preset or "tiny"].dim
     dec_dim = args.dec_dim if args.dec_dim is not None else (spec.dim if args.dim else spec.dec_dim)

@@ -183,6 +183,7 @@ def test_checkpoint_folder_is_named_a_folder(tmp_path: Path) -> None:
     _one_line(_cli("info", str(tmp_path)), f"{tmp_path}: is a folder, expected a .safetensors checkpoint file")
 
 
+
 def test_bounds_accept_the_extremes_the_reference_can_run(tmp_path: Path, meta, tensors) -> None:
     """The GELU bounds are not too tight: the largest accepted constants run through the reference."""
     m = copy.deepcopy(meta)
@@ -258,6 +259,10 @@ def test_infer_into_the_input_folder_would_replace_an_input(tmp_path: Path) -> N
     (["--image", "65536"], "image 65536x65536 at patch 8 has 67108864 patches, more than 4096"),
     (["--dim", "2047", "--heads", "1", "--layers", "8"],
      "the model would have 516,128,533 parameters, more than 268,435,456"),
+    (["--decoder", "linear", "--dec-dim", "8"],
+     "--dec-dim: the linear decoder has no mask transformer to shape (give --decoder mask, or drop the flag)"),
+    (["--decoder", "linear", "--dec-heads", "2"],
+     "--dec-heads: the linear decoder has no mask transformer to shape (give --decoder mask, or drop the flag)"),
 ])
 def test_random_numeric_flags(tmp_path: Path, args: list[str], msg: str) -> None:
     out = tmp_path / "r.safetensors"
