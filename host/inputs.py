@@ -120,6 +120,8 @@ def collect_sources(paths: list[str], cameras: list[int] = ()) -> tuple[list[Sou
         elif p.suffix.lower() in VIDEO_SUFFIXES:
             _need_cv2(f"video input {raw}")
             sources.append(Source("video", p.stem, p))
+        elif not p.is_file():  # a FIFO or device: the image decoder would block or read forever
+            raise IsegError(f"input {raw}: not a regular file or folder (a pipe or device is not read)")
         else:
             sources.append(Source("image", p.stem, p))
     for n in cameras:

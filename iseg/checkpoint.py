@@ -533,6 +533,8 @@ def load(path: str | os.PathLike) -> QuantizedCheckpoint:
         raise IsegError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise IsegError(f"{path}: is a folder, expected a .safetensors checkpoint file")
+    if not path.is_file():  # a FIFO's size reads 0 and safetensors would block on it
+        raise IsegError(f"{path}: not a regular file, expected a .safetensors checkpoint file")
     _check_container(path)
     try:
         with safe_open(str(path), framework="numpy") as fh:

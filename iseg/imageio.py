@@ -110,6 +110,8 @@ def list_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             out.extend(found)
         elif p.is_file():
             out.append(p)
+        elif p.exists():  # a FIFO or device: reading it could block forever or never end
+            raise IsegError(f"{p}: not a regular file or folder (a pipe or device is not read)")
         else:
             raise IsegError(f"{p}: no such file or folder")
     return out

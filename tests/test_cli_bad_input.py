@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,17 @@ def test_metadata_that_is_not_an_object(tmp_path: Path) -> None:
 def test_checkpoint_folder_is_named_a_folder(tmp_path: Path) -> None:
     _one_line(_cli("info", str(tmp_path)), f"{tmp_path}: is a folder, expected a .safetensors checkpoint file")
 
+
+def test_pipes_are_named_not_read(tmp_path: Path) -> None:
+    """A FIFO as checkpoint or image is refused by name; before, infer said "no such file" of it."""
+    os.mkfifo(tmp_path / "pipe")
+    _one_line(_cli("info", str(tmp_path / "pipe")),
+              f"{tmp_path / 'pipe'}: not a regular file, expected a .safetensors checkpoint file")
+    ckpt = tmp_path / "m.safetensors"
+    assert main(["random", "--out", str(ckpt)]) == 0
+    _one_line(_cli("infer", str(ckpt), str(tmp_path / "pipe"), "--out", str(tmp_path / "o")),
+              f"{tmp_path / 'pipe'}: not a regular file or folder (a pipe or device is not read)")
+    assert not (tmp_path / "o").exists()
 
 
 def test_bounds_accept_the_extremes_the_reference_can_run(tmp_path: Path, meta, tensors) -> None:

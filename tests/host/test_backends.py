@@ -10,6 +10,7 @@ Nothing here is a board measurement.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -485,4 +486,8 @@ def test_cli_input_errors_are_one_line(project: Path, tmp_path: Path, capsys: py
     assert line == f"iseg-host: input folder {tmp_path / 'empty'} holds no images or videos"
     line = _err(capsys, ["--emulate", str(project), str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o")])
     assert line == f"iseg-host: input {tmp_path / 'nope.jpg'}: no such file or folder"
+    os.mkfifo(tmp_path / "pipe")  # before the check, decoding it blocked until a writer came
+    line = _err(capsys, ["--emulate", str(project), str(tmp_path / "pipe"), "--out", str(tmp_path / "o")])
+    assert line == f"iseg-host: input {tmp_path / 'pipe'}: not a regular file or folder (a pipe or device is not read)"
+    assert not (tmp_path / "o").exists()
     assert load_manifest(project).n_cls == N_CLS
