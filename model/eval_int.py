@@ -23,7 +23,7 @@ from iseg import cli
 from iseg.checkpoint import META_KEY, QuantizedCheckpoint, load
 from iseg.errors import IsegError
 
-from .eval import confusion, metrics
+from .eval import IGNORE_INDEX, confusion, metrics
 
 __all__ = ["add_arguments", "eval_fp32", "eval_fake", "eval_int", "fp32_bytes", "is_quantized", "run"]
 
@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
                         "ratio": fp32_bytes(fp) / ckpt.n_bytes}
         names = fp.cfg.class_names or ckpt.spec.class_names
     doc["class_names"] = list(names)
+    n_cls = len(doc["int"]["iou"])
+    stray = int(((labels != IGNORE_INDEX) & ((labels < 0) | (labels >= n_cls))).sum())
+    doc["skipped_pixels"] = stray  # mmsegmentation skips them; a user with 1-based labels must hear of it
     if args.json:
         print(json.dumps(_clean(doc), sort_keys=True))
         return 0
@@ -171,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
     if "fp32_bytes" in s:
         line += f", fp32 {s['fp32_bytes']} bytes, ratio {s['ratio']:.2f}"
     print(line)
+    if stray:
+        print(f"  note: {stray:,} ground-truth pixels ({100 * stray / labels.size:.2f} %) hold classes outside "
+              f"0..{n_cls - 1} (not the ignore value {IGNORE_INDEX}) and were skipped")
     return 0
 
 

@@ -94,3 +94,26 @@ def test_report_fills_only_the_marked_block(tmp_path):
     (tmp_path / "bare.md").write_text("no markers", encoding="utf-8")
     with pytest.raises(IsegError, match="no <!-- report:begin -->"):
         write_docs(tmp_path / "bare.md", "x")
+
+
+def test_eval_names_labels_outside_the_classes(fp_path, tmp_path, capsys):
+    """Ground truth outside 0..n_cls-1 (not 255) is skipped as mmsegmentation does, and counted aloud:
+    a dataset stored 1-based would otherwise score silently wrong."""
+    from PIL import Image
+
+    out = tmp_path / "q.safetensors"
+    cal.main([str(fp_path), "--calib", "synthetic:1", "--out", str(out)])
+    data = tmp_path / "ds"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    lab = np.zeros((16, 24), np.uint8)
+    lab[:2, :5] = 8  # 10 pixels of a ninth class of an 8-class model
+    lab[5, :3] = 255  # 3 ignored pixels: not counted
+    Image.fromarray(np.full((16, 24, 3), 90, np.uint8)).save(data / "images" / "a.png")
+    Image.fromarray(lab).save(data / "labels" / "a.png")
+    capsys.readouterr()
+    assert eval_int.main([str(out), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_pixels"] == 10
+    assert eval_int.main([str(out), "--data", str(data)]) == 0
+    assert ("note: 10 ground-truth pixels (2.60 %) hold classes outside 0..7 (not the ignore value 255) "
+            "and were skipped") in capsys.readouterr().out
