@@ -4,7 +4,9 @@ Each case draws a model shape (d_head 8..64, 1-4 heads, 1-3 layers, MLP ratio 1-
 patch grid, 1-150 classes, both decoders, the three Shiftmax and two GELU variants), a board and an array
 (``auto`` or an explicit R x C, narrow ones included), generates the project and C-simulates two images. A case
 passes when the C-simulation is bit-exact with the reference on every layer and the labels, its cycle counter
-and DDR byte counts equal the estimate, and every pipelined loop stays within its memory banks and m_axi beats.
+and DDR byte counts equal the estimate, every pipelined loop stays within its memory banks and m_axi beats, and the
+project's synthesis view (top.cpp with __SYNTHESIS__: ap_int<ARR> accumulators, Vitis' stream types, C++14;
+tests/generator/synthesis_view.py) compiles and passes its test bench bit-exact.
 A config the planner refuses (an explicit array with more DSPs than the board) counts as refused, not failed.
 
 This is how the estimate's two blind spots fixed with this script were found (a narrow explicit array's K/V load
@@ -32,6 +34,9 @@ from iseg.errors import IsegError  # noqa: E402
 from iseg.generator.boards import BOARDS  # noqa: E402
 from iseg.generator.cli import check_csim, generate  # noqa: E402
 from iseg.random_model import random_checkpoint  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' synthesis-view runner
+from tests.generator.synthesis_view import run_synthesis_view  # noqa: E402
 
 CLEAN_TAIL = "memory ports: every pipelined loop within its banks and its m_axi beats"
 
@@ -77,7 +82,10 @@ def run_case(spec: ModelSpec, board: str, array: tuple[int, int] | None, seed: i
         return "FAIL", str(e)
     ok = ("cycles counted = estimate" in summary and "DDR bytes counted = estimate" in summary
           and summary.endswith(CLEAN_TAIL))
-    return ("PASS" if ok else "FAIL"), summary
+    if not ok:
+        return "FAIL", summary
+    synth_ok, log = run_synthesis_view(out, folder)
+    return ("PASS", summary) if synth_ok else ("FAIL", f"synthesis view: {log.strip()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in detail.splitlines()[1:4]:
                 print(f"      {line}", flush=True)
     print(f"{args.cases} cases in {time.perf_counter() - t0:.0f} s: {counts['PASS']} pass (bit-exact, counted = "
-          f"estimate, within ports), {counts['REFUSED']} refused by the planner, {counts['FAIL']} failed")
+          f"estimate, within ports, synthesis view bit-exact), {counts['REFUSED']} refused by the planner, "
+          f"{counts['FAIL']} failed")
     return 1 if counts["FAIL"] else 0
 
 

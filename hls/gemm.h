@@ -525,8 +525,10 @@ OUT_LANE:
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
+            // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
+            const int32_t acc = t.cls ? int32_t(0) : int32_t(g.dr[r][c]);
             st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
-                   gemm_out<typename widths_of<Cfg>::type>(t.cls ? 0 : g.dr[r][c], g.bias[col], rq_at(d.rq, g.rq1, col),
+                   gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
                                                            rq_at(d.rq2, g.rq2, col), d, res, t.cls, pre_v));
         }
     }

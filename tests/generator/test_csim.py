@@ -17,6 +17,7 @@ from iseg.generator.csim import CsimLibrary, build
 from iseg.random_model import PRESETS, calibration_image
 
 from .conftest import assert_csim_counts_the_plan, make_ckpt, write_config
+from .synthesis_view import run_synthesis_view
 
 pytestmark = [pytest.mark.csim, pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")]
 
@@ -54,6 +55,10 @@ def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
     assert summary.startswith("csim PASS: 2 image(s)")
     assert "; cycles counted = estimate (" in summary and "; DDR bytes counted = estimate (" in summary
     assert summary.endswith("memory ports: every pipelined loop within its banks and its m_axi beats"), summary
+    # the same project's synthesis view (__SYNTHESIS__: ap_int<ARR> accumulators, Vitis' streams, no checks) through
+    # its test bench: it compiles as csynth's front end would see it and computes bit for bit
+    ok, log = run_synthesis_view(out, tmp_path)
+    assert ok, log
     if name == "dh64_array3x5":
         # an explicit array with C = 5 < AXI_BYTES / 2: a V beat of attention's K/V load (16 channels of a key)
         # spans four channel tiles, four words of w next to the transposer's two: 6 accesses on 2 ports need
@@ -172,6 +177,21 @@ def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_p
     cfg_h.write_text(text[:m.start()] + "static constexpr int ARR = 10;" + text[m.end():])
     with pytest.raises(IsegError, match=r"array accumulator exceeds its proven width"):
         check_csim(proj, tiny_ckpt, "1")
+
+
+def test_synthesis_view_wraps_a_narrowed_accumulator(tiny_project: Path, tmp_path: Path) -> None:
+    """The synthesis view really computes with ap_int<ARR>: its top compiled from a copy whose Widths::ARR is
+    narrowed wraps silently (no check exists in synthesis) and the test bench names the wrong labels, while its
+    own per-layer pass (the C-sim view, correct ARR) passes. The untouched project passes the same way."""
+    assert run_synthesis_view(tiny_project, tmp_path)[0]
+    mutant = _copy(tiny_project, tmp_path / "mutant")
+    cfg_h = mutant / "src" / "model_cfg.h"
+    text = cfg_h.read_text()
+    m = re.search(r"static constexpr int ARR = (\d+);", text)
+    assert m, "Widths::ARR in model_cfg.h"
+    cfg_h.write_text(text[:m.start()] + f"static constexpr int ARR = {int(m.group(1)) - 8};" + text[m.end():])
+    ok, log = run_synthesis_view(tiny_project, tmp_path, top_project=mutant)
+    assert not ok and "tb: FAIL label at pixel" in log and "tb: FAIL layer" not in log, log
 
 
 def test_build_without_the_port_check(tiny_project: Path, tiny_ckpt: Path) -> None:
