@@ -188,8 +188,8 @@ def test_testbench_builds_and_passes_from_another_folder(project: Path, tmp_path
 def test_testbench_builds_with_vitis_types(project: Path, tmp_path: Path) -> None:
     """Under Vitis' csim and cosim (hls.tcl's -DISEG_VITIS) the top and the test bench use Vitis' hls::stream and
     hls::axis, not our stand-in: the co-simulation wrapper is built from the synthesised signature, so the test
-    bench must pass those very types. Built here with the hls4ml wheel's hls_stream.h (Xilinx's C-sim stream: an
-    unbounded FIFO, no attach()) and a named stand-in of ap_axi_sdata.h, it compiles and passes bit-exact."""
+    bench must pass those very types. Built here with named stand-ins of hls_stream.h (Vitis' C-sim stream's shape:
+    an unbounded FIFO, no attach()) and ap_axi_sdata.h (vitis_standin/), it compiles and passes bit-exact."""
     from iseg.generator.csim import ap_types_dir
 
     assert "-DISEG_VITIS" in (project / "scripts" / "hls.tcl").read_text()
