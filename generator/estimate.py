@@ -65,7 +65,7 @@ from iseg.graph import (
 )
 
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
-           "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "mul_luts",
+           "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
            "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "sm_block_steps",
            "LaneWidths", "Mul",
@@ -1187,5 +1187,26 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 if not any_fit:
                     break  # every resource grows with the rows
     if best is None:
-        raise ValueError(f"no GEMM array fits {board.name}")
+        if not cols_ok:  # pragma: no cover - COLS holds 64, whose V beat is one word for any d_head
+            raise ValueError(f"no GEMM array fits {board.name}: no column count keeps the K/V load at II 2")
+        c0 = min(cols_ok)
+        a = make_shape(2, c0, graph, board, clock_mhz, *LANE_CONFIGS[-1], True, pack_options(2, board)[0],
+                       min(a_word_options(w)))
+        over = overruns(unit_costs(a, graph, board, widths), board, caps=True)
+        raise ValueError(f"no GEMM array fits {board.name}: the smallest, 2x{c0} with the fewest lanes, needs {over}")
     return best[1]
+
+
+def overruns(units: Units, board: Board, caps: bool) -> str:
+    """What ``units`` needs beyond ``board`` (caps: the planner's DSP_CAP / MEM_CAP / LUT_CAP, else the whole
+    device), each with the unit that takes the most of it, so that a refusal names the resource to shrink:
+    e.g. a 1024-token model's K/V and score buffers on a 140-BRAM Zynq-7020. Empty when nothing exceeds."""
+    out = []
+    for field, what, total, cap in (("dsp", "DSPs", board.dsp, DSP_CAP), ("bram36", "BRAM36", board.bram36, MEM_CAP),
+                                    ("uram", "URAM", board.uram, MEM_CAP), ("lut", "LUTs", board.lut, LUT_CAP)):
+        need, limit = getattr(units, field), int(total * cap) if caps else total
+        if need > limit:
+            top = max(units.units, key=lambda u: getattr(u, field))
+            share = f" of {total}" if caps else ""
+            out.append(f"{need:,} {what} (limit {limit:,}{share}; {top.name} {getattr(top, field):,})")
+    return ", ".join(out)

@@ -617,9 +617,9 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         except ValueError as exc:
             raise IsegError(f"{name}: array.macs_per_dsp: {exc}") from None
     units = est.unit_costs(shape, graph, board, widths)
-    if cfg.array is not None and units.dsp > board.dsp:
-        raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {units.dsp} DSPs, "
-                        f"{board.name} has {board.dsp}")
+    over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
+    if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
+        raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
     costs = est.op_costs(graph, shape)
     layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols)
     a_lanes = est.argmax_lanes(graph, shape.axi_bytes)

@@ -8,6 +8,7 @@ untouched.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -465,3 +466,54 @@ def test_checkpoint_and_config_that_are_folders_are_named_so(tmp_path: Path, tin
            f".safetensors file (resolved to {tmp_path / 'm.safetensors'})", tmp_path)
     _fails(capsys, [str(tmp_path)], f"gen-hls: error: {tmp_path}: is a folder, expected a config file (.yaml)",
            tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. arrays that cannot fit: the refusal names the resource and the unit that takes most of it
+# --------------------------------------------------------------------------------------------
+def _wide_ckpt(folder: Path) -> Path:
+    """One 384-wide block with a 1536-wide MLP on a 2 x 2 patch grid: tiny activations, large weights.
+
+    Its weight buffer (hls/gemm.h: a whole GEMM's weights, ping-pong) at C = 8 holds max(K * ceil(N / 8)) =
+    384 * 192 = 1536 * 48 = 73,728 rows of 8 bytes per half: 589,824 bytes = 128 BRAM36 (4,608 bytes each) per
+    half, 256 in all, more than the 140 of a Zynq-7020."""
+    from dataclasses import replace
+
+    from .conftest import make_ckpt
+
+    spec = replace(PRESETS["tiny"], dim=384, heads=6, layers=1, mlp_dim=1536, image=(16, 16), patch=8,
+                   decoder="linear", dec_dim=0, dec_heads=0, dec_layers=0, dec_mlp_dim=0)
+    return make_ckpt(folder, spec)
+
+
+def _fails_matching(capsys: pytest.CaptureFixture[str], argv: list[str], pattern: str, root: Path) -> str:
+    before = _snapshot(root)
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and re.fullmatch(pattern, err.rstrip("\n")), err
+    assert _snapshot(root) == before
+    return err
+
+
+def test_auto_array_that_fits_nowhere_names_the_memory(tmp_path: Path, capsys) -> None:
+    """Before: "no GEMM array fits pynq-z2", with nothing to act on."""
+    cfg = write_config(tmp_path, _wide_ckpt(tmp_path), board="pynq-z2")
+    _fails_matching(capsys, [str(cfg)], r"gen-hls: error: config\.yaml: array: auto: no GEMM array fits pynq-z2: the "
+                    r"smallest, 2x8 with the fewest lanes, needs [\d,]+ BRAM36 \(limit 112 of 140; w_buffers 256\)",
+                    tmp_path)
+
+
+def test_explicit_array_beyond_the_device_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """An explicit array may exceed the planner's caps (80 % DSP ...) but not the device: before, only DSPs were
+    checked, and a 2 x 8 array whose buffers need 256 BRAM36 on a 140-BRAM board was generated without a word."""
+    cfg = write_config(tmp_path, _wide_ckpt(tmp_path), board="pynq-z2", array={"rows": 2, "cols": 8})
+    _fails_matching(capsys, [str(cfg)], r"gen-hls: error: config\.yaml: array: 2x8 needs [\d,]+ BRAM36 "
+                    r"\(limit 140; w_buffers 256\) on pynq-z2", tmp_path)
+    # 64 x 64 on KV260: 4,096 MACs, two per DSP48E2 -> 2,048 array DSPs of 1,248; a bank per row of the
+    # ping-pong left operand -> 128 BRAM36 of 144; 4,096 x 36 LUTs (a packed MAC at the tiny model's proven
+    # 24-bit accumulators: adder 24 + readout 12, docs/gen-hls.md "LUTs of the array") of 117,120
+    (tmp_path / "t").mkdir()
+    cfg = write_config(tmp_path / "t", tiny_ckpt, array={"rows": 64, "cols": 64})
+    _fails_matching(capsys, [str(cfg)], r"gen-hls: error: config\.yaml: array: 64x64 needs [\d,]+ DSPs "
+                    r"\(limit 1,248; gemm_array 2,048\), [\d,]+ BRAM36 \(limit 144; a_buffers 128\), "
+                    r"[\d,]+ LUTs \(limit 117,120; gemm_array 147,456\) on kv260", tmp_path)
