@@ -1193,6 +1193,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
         a = make_shape(2, c0, graph, board, clock_mhz, *LANE_CONFIGS[-1], True, pack_options(2, board)[0],
                        min(a_word_options(w)))
         over = overruns(unit_costs(a, graph, board, widths), board, caps=True)
+        if not over:  # pragma: no cover - with its small multipliers on DSPs the smallest may be the one that fits
+            over = "more than the caps allow with either binding of its small multipliers"
         raise ValueError(f"no GEMM array fits {board.name}: the smallest, 2x{c0} with the fewest lanes, needs {over}")
     return best[1]
 
