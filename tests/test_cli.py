@@ -92,6 +92,9 @@ def test_infer_writes_reference_labels(model: Path, tmp_path: Path) -> None:
         got = np.asarray(Image.open(out / f"im{i}.png"))
         assert np.array_equal(got, want)
     assert (out / "gray.png").exists() and not (out / "broken.png").exists()
+    # the grayscale input is labelled as the RGB image of three equal channels
+    gray_rgb = np.repeat(arrays[0][:, :, :1], 3, axis=2)
+    assert np.array_equal(np.asarray(Image.open(out / "gray.png")), reference.run(q, gray_rgb)[0])
     # no overwrite without --overwrite: the file is left as it is
     (out / "im0.png").write_bytes(b"keep")
     main(["infer", str(model), str(imgs / "im0.png"), "--out", str(out)])
@@ -110,8 +113,17 @@ def test_load_image_modes(tmp_path: Path) -> None:
 
 
 def test_synth_command(tmp_path: Path) -> None:
+    """``iseg synth`` writes the samples of iseg.synth's generator for its --count, --size and --seed (plain layout,
+    PNG: lossless), not only some files."""
+    from iseg.synth import make_split, read_folder
+
     assert main(["synth", "--count", "2", "--size", "32x48", "--seed", "1", "--out", str(tmp_path / "d")]) == 0
     assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 2
+    got = list(read_folder(tmp_path / "d"))
+    want = list(make_split("train", 2, (32, 48), seed=1))
+    assert [name for _, _, name in got] == ["0000", "0001"]
+    for (img, lab, _), (w_img, w_lab) in zip(got, want, strict=True):
+        assert img.shape == (32, 48, 3) and np.array_equal(img, w_img) and np.array_equal(lab, w_lab)
 
 
 def test_bad_arguments_are_one_line() -> None:

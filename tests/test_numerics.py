@@ -303,6 +303,9 @@ def test_lambda_gelu_consts_hand_checked() -> None:
     assert c.L == 80 and c.k == 3 and c.n == 20
     assert c.x0 == math.floor(-1 / (1.702 * 0.05 / 8))
     assert c.em == int(nx.shexp(np.array(-(80 << 3)), c.x0, 20))
+    # by hand: x0 = floor(-1 / 0.0106375) = floor(-94.007) = -95; shexp(-640): t = -640 - 320 + 40 = -920 (above
+    # the clamp 20 * x0 = -1900), q = floor(-920 / -95) = 9, r = -920 + 855 = -65, ((-65 >> 1) + 95) << 11 = 62 << 11
+    assert (c.x0, c.em) == (-95, 126976)
     with pytest.raises(ValueError):
         nx.gelu_consts(0.05, lam=8.0)  # 2*8*1.702*log2(e) > 20: would saturate
 

@@ -80,12 +80,20 @@ def test_macs_per_dsp_is_kept(tmp_path: Path, tiny_ckpt: Path) -> None:
 
     import yaml
 
-    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 4, "cols": 8, "macs_per_dsp": 1})
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report", "hls"],
+                       array={"rows": 4, "cols": 8, "macs_per_dsp": 1})
     assert main([str(cfg)]) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["array"]["macs_per_dsp"] == 1
+    assert "static constexpr int PACK = 1;" in (tmp_path / "out" / "src" / "model_cfg.h").read_text()
     resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert resolved["array"] == {"rows": 4, "cols": 8, "macs_per_dsp": 1}
-    cfg2 = write_config(tmp_path, tiny_ckpt, outputs=["report"], array={"rows": 4, "cols": 8})
+    first = (tmp_path / "out" / "src" / "model_cfg.h").read_bytes()
+    again = tmp_path / "again"  # the resolved config, generated again: the same engine
+    again.mkdir()
+    assert main([str(write_config(again, tiny_ckpt, outputs=["report", "hls"], array=resolved["array"]))]) == 0
+    assert (again / "out" / "src" / "model_cfg.h").read_bytes() == first
+    cfg2 = write_config(tmp_path, tiny_ckpt, outputs=["report", "hls"], array={"rows": 4, "cols": 8})
     assert main([str(cfg2)]) == 0  # the default for an even R on kv260: two MACs per DSP
     assert json.loads((tmp_path / "out" / "report.json").read_text())["array"]["macs_per_dsp"] == 2
+    assert "static constexpr int PACK = 2;" in (tmp_path / "out" / "src" / "model_cfg.h").read_text()

@@ -190,11 +190,16 @@ def test_attention_pv_ii1_precise8(hls_pv1, T, heads, dh):
 
 
 @pytest.mark.parametrize("pv_ii", [1, 2])
-@pytest.mark.parametrize("T,heads,score_max", [(300, 1, 4), (300, 2, 24), (150, 2, 60)])
-def test_attention_precise8_row_shifts(hls, hls_pv1, pv_ii, T, heads, score_max):
+@pytest.mark.parametrize("T,heads,score_max,r_lo,r_hi", [(300, 1, 4, 0, 0), (300, 2, 24, 0, 2), (150, 2, 60, 2, 5)])
+def test_attention_precise8_row_shifts(hls, hls_pv1, pv_ii, T, heads, score_max, r_lo, r_hi):
     """precise8 rows from diffuse (every p < 2^-8: r = 0) to peaked (r 1..5), rows of different r in one block:
-    the drain's (P.V) << r on both P.V loops."""
-    check_attention(hls_pv1 if pv_ii == 1 else hls, "precise8", T, heads, 16, score_max)
+    the drain's (P.V) << r on both P.V loops. The cases must keep reaching those shifts (the reference's r of
+    these seeds, measured: 0; 0-2; 2-5), or the comparison no longer tests the shift."""
+    r = check_attention(hls_pv1 if pv_ii == 1 else hls, "precise8", T, heads, 16, score_max)
+    assert (int(r.min()), int(r.max())) == (r_lo, r_hi)
+    if r_hi > 0:  # a block of the harness's R = 4 query rows of one head holding two shifts
+        per_head = r.reshape(heads, T)
+        assert any(len(set(per_head[h, i:i + 4].tolist())) > 1 for h in range(heads) for i in range(0, T, 4))
 
 
 @pytest.mark.parametrize("variant", ["precise", "ivit"])
@@ -220,7 +225,8 @@ def test_attention_rejects_unknown_variant(hls):
 
 
 def check_attention(hls, variant, T, heads, dh, score_max=127):
-    """One ATTENTION row against reference.attention_core; scores calibrated to about ``score_max``."""
+    """One ATTENTION row against reference.attention_core; scores calibrated to about ``score_max``. Returns the
+    reference's row shifts r (heads * T rows, head-major)."""
     rng = np.random.default_rng(T * heads + dh)
     D = heads * dh
     qkv = rng.integers(-128, 128, (T, 3 * D))
@@ -240,6 +246,7 @@ def check_attention(hls, variant, T, heads, dh, score_max=127):
               sm_x0=x0, rq=rq_scalar(ms, es), rq2=blob.rq_table(mo, eo, 0, D))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "o"), want)
+    return nx.shiftmax_with_shift(qk_rq(s_acc), x0, variant)[1][:, 0]  # each (head, query) row's shift r
 
 
 # ---- LAYERNORM ------------------------------------------------------------------------------

@@ -474,9 +474,9 @@ def test_stale_weights_are_refused(manifest: Manifest, pynq_log: list[tuple], bi
 
 
 def test_board_files_are_required(manifest: Manifest, pynq_log: list[tuple], tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="needs --bitfile"):
+    with pytest.raises(IsegError, match="^the pynq backend needs --bitfile F "):
         open_backend("pynq", manifest)
-    with pytest.raises(Exception, match="no such file"):
+    with pytest.raises(IsegError, match=re.escape(f"--bitfile {tmp_path / 'none.bit'}: no such file")):
         open_backend("pynq", manifest, bitfile=str(tmp_path / "none.bit"))
 
 

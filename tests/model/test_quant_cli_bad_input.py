@@ -111,10 +111,21 @@ def test_qat_late_save_fp_failure_writes_neither(fp_path, tmp_path, capsys, monk
 
 
 def test_qat_writes_both_outputs(fp_path, tmp_path, capsys):
+    """Both files are what they claim: the QAT checkpoint, and the fine-tuned FP model (moved by the step, not a
+    copy of the input)."""
+    from iseg.checkpoint import load
+
     out, fp_out = tmp_path / "qa.safetensors", tmp_path / "sub" / "fp.safetensors"
     assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--save-fp", str(fp_out)]) == 0
     assert out.is_file() and fp_out.is_file()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["fp.safetensors", "qa.safetensors", "sub"]
+    ck = load(out)
+    assert ck.info["method"] == "qat" and ck.info["qat"]["steps"] == 1 and ck.info["fp_model"] == fp_path.name
+    tuned, start = loaders.load_fp(fp_out), loaders.load_fp(fp_path)
+    assert tuned.cfg == start.cfg == _cfg()
+    assert loaders.read_fp_metadata(fp_out)["training"]["qat"]["steps"] == 1
+    a, b = start.state_dict(), tuned.state_dict()
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("flag", ["--seed", "--data-seed"])

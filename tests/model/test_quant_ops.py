@@ -178,10 +178,29 @@ def test_int_add(data, ma, mb, e):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), k=st.integers(1, 50), big=st.booleans())
 def test_exact_matmul(data, k, big):
-    lim = (1 << 30) if big else 127  # big: takes the int64 path (K·|a|·|b| >= 2^53)
+    """Both twins against Python ints. ``big`` takes the int64 path (K·|a|·|b| >= 2^53) but stays inside int64:
+    50·(2^28)^2 < 2^62. (At 2^30 the sums left int64 and both twins wrapped alike: equal to each other, not to
+    the product.)"""
+    lim = (1 << 28) if big else 127
     a = data.draw(ints(-lim, lim, (3, k)))
     b = data.draw(ints(-lim, lim, (k, 4)))
-    assert same(q.exact_matmul_t(a, b), nx.exact_matmul(a, b))
+    want = np.array(a.astype(object).dot(b.astype(object)), dtype=np.int64)
+    assert np.array_equal(nx.exact_matmul(a, b), want)
+    assert same(q.exact_matmul_t(a, b), want)
+
+
+def test_exact_matmul_int64_corner():
+    """The largest sum the int64 path above draws, by hand: 50 products of (2^28 - 1)^2 = 50·(2^56 - 2^29 + 1)
+    = 3602879675052851250 (62 bits, odd: no float64 holds it), with both signs."""
+    lim = (1 << 28) - 1
+    a = np.full((2, 50), lim, dtype=np.int64)
+    a[1] = -lim
+    b = np.full((50, 3), lim, dtype=np.int64)
+    b[:, 1] = -lim
+    big = 3602879675052851250
+    want = np.array([[big, -big, big], [-big, big, -big]], dtype=np.int64)
+    assert np.array_equal(nx.exact_matmul(a, b), want)
+    assert same(q.exact_matmul_t(a, b), want)
 
 
 def test_floor_semantics_on_negatives():
