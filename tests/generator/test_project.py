@@ -88,6 +88,25 @@ def test_m_axi_fifos_are_charged(project: Path) -> None:
     assert total == units["axi"]["bram36"] == 4 + 2 * 2 + 2 * 2
 
 
+def test_alias_pragma_meets_its_requirements(project: Path) -> None:
+    """UG1399 "pragma HLS alias": every aliased port is a top-level m_axi argument on a bundle of its own, no port is
+    in two ALIAS pragmas, all have the same depth, and their offset is slave or direct (not off). scratch and
+    scratch_b are one buffer (distance 0), so the test bench also passes one array for both."""
+    top = (project / "src" / "top.cpp").read_text()
+    ports = {}
+    for line in re.findall(r"^#pragma HLS INTERFACE mode=m_axi (.*)$", top, re.M):
+        kv = dict(re.findall(r"(\w+)=(\w+)", line))
+        ports[kv["port"]] = kv
+    aliases = re.findall(r"^#pragma HLS ALIAS ports=(\S+) distance=(\d+)$", top, re.M)
+    assert aliases == [("scratch,scratch_b", "0")]
+    names = [n for group, _ in aliases for n in group.split(",")]
+    assert len(names) == len(set(names)) and all(n in ports for n in names)
+    assert len({ports[n]["bundle"] for n in names}) == len(names)
+    assert len({ports[n]["depth"] for n in names}) == 1
+    assert all(ports[n]["offset"] in ("slave", "direct") for n in names)
+    assert re.search(r"\(pix, lab, g_blob, g_scratch, g_scratch\);", (project / "tb" / "tb.cpp").read_text())
+
+
 def test_deterministic_and_relocatable(tmp_path: Path, tiny_ckpt: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
