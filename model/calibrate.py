@@ -56,9 +56,7 @@ def load_data(source: str, size: tuple[int, int], split: str = "train", count: i
         from .data import FolderDataset
 
         ade = os.path.isdir(os.path.join(path, "annotations"))
-        ds = FolderDataset(path, split if ade else None, size=size)
-        samples = [(img.permute(1, 2, 0).numpy(), lab.numpy().astype(np.uint8)) for img, lab in ds.items]
-        samples = samples[:n] if n is not None else samples
+        samples = FolderDataset(path, split if ade else None, size=size, limit=n).samples
     if not samples:
         raise IsegError(f"data source {source!r} holds no images")
     return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])

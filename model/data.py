@@ -16,6 +16,7 @@ That is what makes a resumed run see exactly the batches an uninterrupted run wo
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -71,31 +72,34 @@ class SynthDataset(Dataset):
 
 
 class FolderDataset(Dataset):
-    """All samples of a dataset folder (``read_folder``), optionally resized to ``size`` (H, W).
+    """The samples of a dataset folder (``read_folder``), optionally resized to ``size`` (H, W).
 
     Images are resized bilinearly and labels with nearest neighbour (labels are indices: never
     interpolate them). Without ``size`` the samples keep their own sizes (evaluate one by one).
+    ``limit``: decode only the first ``limit`` samples (``--calib DIR:64`` decoded the whole split to keep 64).
+    Samples are held as u8 (4 bytes a pixel with the label) and widened to int64 labels per access.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], split: str | None = None, size: tuple[int, int] | None = None
+        self, path: str | os.PathLike[str], split: str | None = None, size: tuple[int, int] | None = None,
+        limit: int | None = None,
     ) -> None:
-        self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.samples: list[tuple[np.ndarray, np.ndarray]] = []
         self.names: list[str] = []
-        for img, lab, name in synth.read_folder(path, split):
+        for img, lab, name in itertools.islice(synth.read_folder(path, split), limit):
             if size is not None and img.shape[:2] != tuple(size):
                 h, w = size
                 img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
                 lab = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
-            self.items.append(to_tensors(img, lab))
+            self.samples.append((img, lab))
             self.names.append(name)
         self.size = tuple(size) if size is not None else None
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.items[i]
+        return to_tensors(*self.samples[i])
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
 from .calibrate import add_quant_options, apply_threads, calibrate, load_data
-from .data import BatchOrder, SynthDataset, collate
+from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .quant import QuantSegmenter
 
 __all__ = ["QatConfig", "add_arguments", "main", "qat", "run"]
@@ -71,10 +72,12 @@ def _world() -> tuple[int, int]:
 
 
 def qat(fp: torch.nn.Module, calib_images: np.ndarray, cfg: QatConfig, softmax: str = "precise",
-        gelu: str = "lambda", lam: float | None = None, log: Any = print) -> QuantSegmenter:
+        gelu: str = "lambda", lam: float | None = None, log: Any = print,
+        dataset: Dataset | None = None) -> QuantSegmenter:
     """Fine-tune ``fp`` in place through fake quantization; returns the trained QuantSegmenter.
 
-    Under an initialised process group each rank trains its share of every global batch.
+    ``dataset``: the training batches' samples (``FolderDataset`` of a user's folder); None = ``cfg.train_count``
+    synthetic train scenes. Under an initialised process group each rank trains its share of every global batch.
     """
     rank, world = _world()
     if cfg.batch_size % world:
@@ -91,7 +94,7 @@ def qat(fp: torch.nn.Module, calib_images: np.ndarray, cfg: QatConfig, softmax: 
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(qm, forward_sync_buffers=False)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    ds = SynthDataset("train", cfg.train_count, fp.cfg.image_size, cfg.data_seed)
+    ds = dataset if dataset is not None else SynthDataset("train", cfg.train_count, fp.cfg.image_size, cfg.data_seed)
     order = BatchOrder(len(ds), cfg.batch_size, cfg.seed)
     p = fp.cfg.patch_size
     qm.train()
@@ -124,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="FP model (.safetensors of `iseg train`, or a Segmenter checkpoint)")
     parser.add_argument("--out", required=True, help="quantized checkpoint to write (.safetensors)")
     parser.add_argument("--calib", default="synthetic:32", help="images for the initial ranges (default synthetic:32)")
+    parser.add_argument("--data", default="synthetic",
+                        help="training batches: 'synthetic' (default: scenes of iseg.synth) or a plain / ADE20K-style "
+                             "dataset folder (its train split)")
     parser.add_argument("--steps", type=int, default=QatConfig.steps, help=f"steps (default {QatConfig.steps})")
     parser.add_argument("--batch-size", type=int, default=QatConfig.batch_size,
                         help=f"global batch (all processes; default {QatConfig.batch_size})")
@@ -160,11 +166,11 @@ def run(args: argparse.Namespace) -> int:
         images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
         cfg = QatConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         data_seed=args.data_seed)
-        qm = qat(fp, images, cfg, args.softmax, args.gelu, args.lam)
+        qm = qat(fp, images, cfg, args.softmax, args.gelu, args.lam, dataset=_train_data(args.data, fp))
         if rank == 0:
             try:
                 ckpt: QuantizedCheckpoint = export(qm, {"method": "qat", "qat": cfg.__dict__, "processes": world,
-                                                        "calib": args.calib,
+                                                        "calib": args.calib, "data": args.data,
                                                         "fp_model": os.path.basename(str(args.model))})
             except ValueError as exc:  # a scale no int32 requant can hold (nx.dyadic): the weights ran away
                 raise IsegError(f"the fine-tuned model cannot be exported as integers ({exc}): QAT diverged; "
@@ -184,6 +190,23 @@ def run(args: argparse.Namespace) -> int:
         if started:
             dist.destroy_process_group()
     return 0
+
+
+def _train_data(source: str, fp: torch.nn.Module) -> Dataset | None:
+    """``--data``: None for the synthetic scenes, else the folder's train split at the model's size (its classes
+    must be the model's: a label beyond them would make the loss index out of range)."""
+    if source in ("synthetic", "synth"):
+        return None
+    if not os.path.isdir(source):
+        raise IsegError(f"--data {source}: neither 'synthetic' nor a dataset folder")
+    ade = os.path.isdir(os.path.join(source, "annotations"))
+    ds = FolderDataset(source, "train" if ade else None, size=fp.cfg.image_size)
+    if len(ds) == 0:
+        raise IsegError(f"--data {source}: no training samples")
+    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0)) for _, lab in ds.samples)
+    if top >= fp.n_cls:
+        raise IsegError(f"--data {source}: labels go up to {top}, the model has {fp.n_cls} classes")
+    return ds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,3 +232,76 @@ def test_qat_lr_that_diverges_is_one_line(fp_path, tmp_path, capsys):
     assert err.startswith("iseg: error: the fine-tuned model cannot be exported as integers (requant ratio ")
     assert err.endswith("): QAT diverged; lower --lr\n") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# QAT on a user's folder; a folder calibration source decodes only what it keeps
+# --------------------------------------------------------------------------------------------
+def _plain_folder(root, n: int, top_label: int = 7, broken_after: int | None = None):
+    """A plain-layout folder (images/ + labels/) of n 16x24 samples; labels 0..top_label; the samples from
+    ``broken_after`` on are not images at all."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(n):
+        if broken_after is not None and i >= broken_after:
+            (root / "images" / f"s{i}.png").write_bytes(b"not a png")
+        else:
+            Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(root / "images" / f"s{i}.png")
+        lab = np.full((16, 24), i % (top_label + 1), np.uint8)
+        lab[0, 0] = top_label
+        Image.fromarray(lab).save(root / "labels" / f"s{i}.png")
+    return root
+
+
+def test_qat_trains_on_the_given_folder(fp_path, tmp_path, capsys, monkeypatch):
+    """Before, `iseg qat` always fine-tuned on synthetic scenes whatever folder the user named. With --data DIR its
+    batches are that folder's samples (the dataset qat() receives holds exactly them), and the checkpoint says so."""
+    import numpy as np
+
+    from iseg import synth
+    from iseg.checkpoint import load
+    from iseg.model import qat as qat_mod
+
+    data = _plain_folder(tmp_path / "ds", 3)
+    seen = {}
+    real = qat_mod.qat
+
+    def spy(*a, **kw):
+        seen["ds"] = kw["dataset"]
+        return real(*a, **kw)
+
+    monkeypatch.setattr(qat_mod, "qat", spy)
+    out = tmp_path / "q.safetensors"
+    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--data", str(data)]) == 0
+    want = list(synth.read_folder(data))
+    assert len(seen["ds"]) == 3
+    for (img, lab), (wimg, wlab, _) in zip(seen["ds"].samples, want, strict=True):
+        assert np.array_equal(img, wimg) and np.array_equal(lab, wlab)
+    assert load(out).info["data"] == str(data)
+
+
+def test_qat_data_errors_are_one_line(fp_path, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--data", str(tmp_path / "none")]) == 1
+    assert _err(capsys) == f"iseg: error: --data {tmp_path / 'none'}: neither 'synthetic' nor a dataset folder\n"
+    data = _plain_folder(tmp_path / "ds9", 2, top_label=9)  # the model has 8 classes
+    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--data", str(data)]) == 1
+    assert _err(capsys) == f"iseg: error: --data {data}: labels go up to 9, the model has 8 classes\n"
+    assert not out.exists()
+
+
+def test_folder_source_decodes_only_what_it_keeps(tmp_path):
+    """`--calib DIR:2` decoded the whole split, then kept 2 (tens of GB on ADE20K): the samples after the count
+    are not even opened, so files there that are not images do not matter."""
+    from iseg.errors import IsegError
+    from iseg.model.calibrate import load_data
+
+    data = _plain_folder(tmp_path / "ds", 5, broken_after=2)
+    images, labels = load_data(f"{data}:2", (16, 24))
+    assert images.shape == (2, 16, 24, 3) and labels.shape == (2, 16, 24)
+    with pytest.raises(IsegError):
+        load_data(f"{data}:3", (16, 24))
