@@ -156,8 +156,8 @@ class PynqBackend(Backend):
 
     def __init__(self, manifest: Manifest, bitfile: str | Path):
         super().__init__(manifest)
+        names = manifest.need_pynq()  # a project of the other flow is named first: no package would fix it
         pynq = require("pynq", "pynq")
-        names = manifest.need_pynq()
         bit = Path(bitfile)
         if not bit.is_file():
             raise IsegError(f"--bitfile {bit}: no such file")
@@ -319,8 +319,8 @@ class XrtBackend(Backend):
 
     def __init__(self, manifest: Manifest, xclbin: str | Path, device: int = 0):
         super().__init__(manifest)
+        names = manifest.need_xrt()  # a project of the other flow is named first: no package would fix it
         pyxrt = require("pyxrt", "xrt")
-        names = manifest.need_xrt()
         path = Path(xclbin)
         if not path.is_file():
             raise IsegError(f"--xclbin {path}: no such file")
