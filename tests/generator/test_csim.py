@@ -179,6 +179,20 @@ def test_accumulator_width_is_checked(tiny_project: Path, tiny_ckpt: Path, tmp_p
         check_csim(proj, tiny_ckpt, "1")
 
 
+def test_estimate_mismatch_is_a_warning_line(tiny_project: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    """A manifest whose estimate is off by one cycle and one byte: still PASS (bit-exact is the contract, exit 0),
+    but each difference is a WARNING line of its own, not a word inside the summary."""
+    proj = _copy(tiny_project, tmp_path)
+    man = json.loads((proj / "manifest.json").read_text())
+    man["estimate"]["cycles"] += 1
+    man["estimate"]["ddr_bytes"]["scratch"] += 1
+    (proj / "manifest.json").write_text(json.dumps(man))
+    lines = check_csim(proj, tiny_ckpt, "1").splitlines()
+    assert lines[0].startswith("csim PASS: 1 image(s)") and ": DIFFERENT" in lines[0]
+    assert lines[1:] == [f"  WARNING {w} differ from the estimate: its figures (report.md, FPS) do not describe this "
+                         f"engine; please report it" for w in ("cycles", "DDR bytes")]
+
+
 def test_synthesis_view_wraps_a_narrowed_accumulator(tiny_project: Path, tmp_path: Path) -> None:
     """The synthesis view really computes with ap_int<ARR>: its top compiled from a copy whose Widths::ARR is
     narrowed wraps silently (no check exists in synthesis) and the test bench names the wrong labels, while its
