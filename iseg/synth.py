@@ -583,10 +583,11 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     check_output_dir(args.out, "--out")  # an empty --out is not ".", a path under a file is named
     counts = write_dataset(args.out, args.count, size, args.seed, args.layout, args.val_fraction)
-    print(
-        f"wrote {counts['train']} training and {counts['val']} validation samples "
-        f"({size[0]}x{size[1]}, {args.layout} layout) to {args.out}"
-    )
+    if args.layout == "ade20k":
+        print(f"wrote {counts['train']} training and {counts['val']} validation samples ({size[0]}x{size[1]}, "
+              f"ade20k layout) to {args.out}")
+    else:  # the plain layout has no splits: its scenes are those of the train split
+        print(f"wrote {counts['train']} samples ({size[0]}x{size[1]}, plain layout: train-split scenes) to {args.out}")
     return 0
 
 

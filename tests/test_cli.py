@@ -112,12 +112,13 @@ def test_load_image_modes(tmp_path: Path) -> None:
     assert g.shape == (4, 4, 3) and g[0, 1, 0] == 4000 >> 8
 
 
-def test_synth_command(tmp_path: Path) -> None:
+def test_synth_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``iseg synth`` writes the samples of iseg.synth's generator for its --count, --size and --seed (plain layout,
-    PNG: lossless), not only some files."""
+    PNG: lossless), not only some files; its line names no validation split the plain layout does not have."""
     from iseg.synth import make_split, read_folder
 
     assert main(["synth", "--count", "2", "--size", "32x48", "--seed", "1", "--out", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().out == f"wrote 2 samples (32x48, plain layout: train-split scenes) to {tmp_path / 'd'}\n"
     assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 2
     got = list(read_folder(tmp_path / "d"))
     want = list(make_split("train", 2, (32, 48), seed=1))
