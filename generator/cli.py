@@ -362,7 +362,9 @@ def _main(argv: list[str] | None) -> int:
                     "of PNG/JPEG images of the model's size")
     ap.add_argument("--rtl", action="store_true", help="also write the Verilog units (rtl/), whatever the "
                     "config's outputs say")
-    ap.add_argument("--plan", action="store_true", help="print the plan")
+    ap.add_argument("--plan", action="store_true",
+                    help="also print the plan: the array, the engine limits, the layer table and the estimate "
+                         "(the project is written as without it)")
     args = ap.parse_args(argv)
     try:
         from iseg.checkpoint import load
