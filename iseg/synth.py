@@ -36,6 +36,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ __all__ = [
     "make_split",
     "parse_size",
     "read_folder",
+    "folder_samples",
+    "FolderSample",
     "run",
     "sample_seed",
     "synth_main",
@@ -522,7 +525,28 @@ def _load(img_path: Path, lab_path: Path, offset: int) -> tuple[np.ndarray, np.n
 def read_folder(
     path: str | os.PathLike[str], split: str | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
-    """Iterate ``(image uint8 (H, W, 3), labels uint8 (H, W), name)`` over a ``plain`` or ``ade20k`` folder.
+    """Iterate ``(image uint8 (H, W, 3), labels uint8 (H, W), name)`` over a ``plain`` or ``ade20k`` folder
+    (:func:`folder_samples` lists them, each decoded here in turn)."""
+    listing = folder_samples(path, split)
+    return ((*s.load(), s.name) for s in listing)
+
+
+@dataclass(frozen=True)
+class FolderSample:
+    """One sample of a dataset folder, not yet decoded: ``load()`` reads it (``(image, labels)`` u8)."""
+
+    image: Path
+    labels: Path
+    name: str
+    offset: int
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        return _load(self.image, self.labels, self.offset)
+
+
+def folder_samples(path: str | os.PathLike[str], split: str | None = None) -> list[FolderSample]:
+    """The samples of a ``plain`` or ``ade20k`` folder, listed and paired, none decoded (a dataset of 20k images
+    need not be held in memory: ``FolderSample.load`` reads one when it is wanted).
 
     The layout is detected: ``annotations/`` means ADE20K (split ``"train"``/``"val"`` picks one of
     ``training``/``validation``, ``None`` reads both; names are ``training/ADE_train_00000001``), else
@@ -556,7 +580,7 @@ def read_folder(
         raise IsegError(f"dataset folder {root} has neither images/+labels/ nor images/+annotations/")
     if not jobs:
         raise IsegError(f"dataset folder {root} holds no images")
-    return ((*_load(i, lab, offset), name) for i, lab, name in jobs)
+    return [FolderSample(i, lab, name, offset) for i, lab, name in jobs]
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def load_data(source: str, size: tuple[int, int], split: str = "train", count: i
         from .data import FolderDataset
 
         ade = os.path.isdir(os.path.join(path, "annotations"))
-        samples = FolderDataset(path, split if ade else None, size=size, limit=n).samples
+        ds = FolderDataset(path, split if ade else None, size=size, limit=n)
+        samples = [ds.sample(i) for i in range(len(ds))]
     if not samples:
         raise IsegError(f"data source {source!r} holds no images")
     return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])

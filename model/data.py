@@ -5,9 +5,9 @@ Two sources:
 - :class:`SynthDataset`: scenes of :mod:`iseg.synth`, generated on the fly from their seeds
   (``iseg.synth.sample_seed(split, data_seed, index)``), so nothing is stored and every index is
   the same scene on every machine.
-- :class:`FolderDataset`: a ``plain`` or ADE20K-style folder read with
-  :func:`iseg.synth.read_folder`, loaded into memory (resized to one size when asked, since
-  batches need one size).
+- :class:`FolderDataset`: a ``plain`` or ADE20K-style folder listed by
+  :func:`iseg.synth.folder_samples` (resized to one size when asked, since batches need one size),
+  held in memory up to 1 GiB and decoded per access beyond.
 
 Augmentation (a horizontal flip) is not drawn inside ``__getitem__``: :class:`BatchOrder`
 decides, from ``(seed, epoch)`` alone, which samples step ``s`` sees and which are flipped.
@@ -16,7 +16,6 @@ That is what makes a resumed run see exactly the batches an uninterrupted run wo
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass
 
@@ -72,34 +71,47 @@ class SynthDataset(Dataset):
 
 
 class FolderDataset(Dataset):
-    """The samples of a dataset folder (``read_folder``), optionally resized to ``size`` (H, W).
+    """The samples of a dataset folder (``folder_samples``), optionally resized to ``size`` (H, W).
 
     Images are resized bilinearly and labels with nearest neighbour (labels are indices: never
     interpolate them). Without ``size`` the samples keep their own sizes (evaluate one by one).
-    ``limit``: decode only the first ``limit`` samples (``--calib DIR:64`` decoded the whole split to keep 64).
-    Samples are held as u8 (4 bytes a pixel with the label) and widened to int64 labels per access.
+    ``limit``: only the first ``limit`` samples (``--calib DIR:64`` decoded the whole split to keep 64).
+    Decoded samples (u8, 4 bytes a pixel with the label) are kept when the whole set fits ``CACHE_BYTES`` at
+    ``size``; a larger one (ADE20K at 512 x 512: 21 GB) is decoded on each access instead of exhausting memory.
     """
+
+    CACHE_BYTES = 1 << 30
 
     def __init__(
         self, path: str | os.PathLike[str], split: str | None = None, size: tuple[int, int] | None = None,
         limit: int | None = None,
     ) -> None:
-        self.samples: list[tuple[np.ndarray, np.ndarray]] = []
-        self.names: list[str] = []
-        for img, lab, name in itertools.islice(synth.read_folder(path, split), limit):
-            if size is not None and img.shape[:2] != tuple(size):
-                h, w = size
-                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-                lab = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
-            self.samples.append((img, lab))
-            self.names.append(name)
+        self._list = synth.folder_samples(path, split)[:limit]
+        self.names = [s.name for s in self._list]
         self.size = tuple(size) if size is not None else None
+        fits = size is not None and len(self._list) * size[0] * size[1] * 4 <= self.CACHE_BYTES
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if fits else None
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._list)
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i`` as ``(image (H, W, 3), labels (H, W))`` u8, at ``size`` when one was given."""
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        img, lab = self._list[i].load()
+        if self.size is not None and img.shape[:2] != self.size:
+            h, w = self.size
+            img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+            lab = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+        if self._cache is not None:
+            self._cache[i] = (img, lab)
+        return img, lab
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_tensors(*self.samples[i])
+        if not 0 <= i < len(self._list):
+            raise IndexError(i)
+        return to_tensors(*self.sample(i))
 
 
 @dataclass(frozen=True)

@@ -203,7 +203,7 @@ def _train_data(source: str, fp: torch.nn.Module) -> Dataset | None:
     ds = FolderDataset(source, "train" if ade else None, size=fp.cfg.image_size)
     if len(ds) == 0:
         raise IsegError(f"--data {source}: no training samples")
-    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0)) for _, lab in ds.samples)
+    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0)) for _, lab in map(ds.sample, range(len(ds))))
     if top >= fp.n_cls:
         raise IsegError(f"--data {source}: labels go up to {top}, the model has {fp.n_cls} classes")
     return ds

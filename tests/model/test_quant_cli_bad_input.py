@@ -279,7 +279,7 @@ def test_qat_trains_on_the_given_folder(fp_path, tmp_path, capsys, monkeypatch):
     assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--data", str(data)]) == 0
     want = list(synth.read_folder(data))
     assert len(seen["ds"]) == 3
-    for (img, lab), (wimg, wlab, _) in zip(seen["ds"].samples, want, strict=True):
+    for (img, lab), (wimg, wlab, _) in zip(map(seen["ds"].sample, range(3)), want, strict=True):
         assert np.array_equal(img, wimg) and np.array_equal(lab, wlab)
     assert load(out).info["data"] == str(data)
 
@@ -305,3 +305,29 @@ def test_folder_source_decodes_only_what_it_keeps(tmp_path):
     assert images.shape == (2, 16, 24, 3) and labels.shape == (2, 16, 24)
     with pytest.raises(IsegError):
         load_data(f"{data}:3", (16, 24))
+
+
+def test_large_folder_is_decoded_per_access(tmp_path, monkeypatch):
+    """A folder beyond FolderDataset.CACHE_BYTES at the model's size (ADE20K at 512 x 512 is ~21 GB) is not held in
+    memory: each access decodes its sample again; a small one is decoded once. Both give the folder's samples."""
+    import numpy as np
+
+    from iseg import synth
+    from iseg.model.data import FolderDataset
+
+    data = _plain_folder(tmp_path / "ds", 3)
+    loads = []
+    real = synth.FolderSample.load
+    monkeypatch.setattr(synth.FolderSample, "load", lambda self: loads.append(self.name) or real(self))
+    want = [(img, lab) for img, lab, _ in synth.read_folder(data)]
+    loads.clear()
+    for budget, decodes in ((1 << 30, 3), (3 * 16 * 24 * 4 - 1, 6)):  # the second: one byte short of the three
+        monkeypatch.setattr(FolderDataset, "CACHE_BYTES", budget)
+        ds = FolderDataset(data, size=(16, 24))
+        for _ in range(2):
+            for i in range(3):
+                img, lab = ds[i]
+                assert np.array_equal(img.permute(1, 2, 0).numpy(), want[i][0])
+                assert np.array_equal(lab.numpy(), want[i][1]) and lab.dtype == torch.int64
+        assert len(loads) == decodes, (budget, loads)
+        loads.clear()
