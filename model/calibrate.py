@@ -57,6 +57,7 @@ def load_data(source: str, size: tuple[int, int], split: str = "train", count: i
 
         ade = os.path.isdir(os.path.join(path, "annotations"))
         ds = FolderDataset(path, split if ade else None, size=size, limit=n)
+        _check_fits(len(ds), size, source)  # listed, not decoded yet: refuse what cannot be stacked in memory
         samples = [ds.sample(i) for i in range(len(ds))]
     if not samples:
         raise IsegError(f"data source {source!r} holds no images")
