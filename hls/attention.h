@@ -265,7 +265,10 @@ void att_qk(const LayerDesc& d, uint8_t* scratch, int h, int rows, int half, int
     const int dsteps = score_drain_steps<Cfg>();
     const int pdsteps = drain_steps<Cfg>();
 ATT_MX_INIT:
-    for (int r = 0; r < Cfg::R; ++r) sm.mx[half][r] = -128;
+    for (int r = 0; r < Cfg::R; ++r) {
+        ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
+        sm.mx[half][r] = -128;
+    }
     // Clears the accumulators (the drain buffer is not read before tile 0 ends). With a pending P.V tile
     // (pd) g.dr holds it and the accumulators are already clear (att_pv ended with acc_to_drain): key tile 0
     // drains it (first pdsteps iterations) before its own acc_to_drain overwrites g.dr.

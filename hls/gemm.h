@@ -557,13 +557,17 @@ GEMM_R:
     }
 }
 
+// One parallel register transfer (acc and dr are partitioned completely): UNROLL, since it runs between
+// pipelined loops, where Vitis would otherwise pipeline the inner loop and take R x C cycles per tile end.
 template <class Cfg>
 void acc_to_drain(GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
 ACC_COPY_R:
     for (int r = 0; r < Cfg::R; ++r) {
+        ISEG_PRAGMA(HLS UNROLL)
     ACC_COPY_C:
         for (int c = 0; c < Cfg::C; ++c) {
+            ISEG_PRAGMA(HLS UNROLL)
             // the proof of acc_t's width, checked on every finished sum (compat.h acc_bits)
             ISEG_CHECK(fits_signed(g.acc[r][c], widths_of<Cfg>::type::ARR),
                        "array accumulator exceeds its proven width (Widths::ARR)");
@@ -599,8 +603,12 @@ void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8
     load_consts<Cfg>(d, blob, g);
 GEMM_ZERO_R:
     for (int r = 0; r < Cfg::R; ++r) {
+        ISEG_PRAGMA(HLS UNROLL)  // registers: one parallel clear (acc_to_drain)
     GEMM_ZERO_C:
-        for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] = 0;
+        for (int c = 0; c < Cfg::C; ++c) {
+            ISEG_PRAGMA(HLS UNROLL)
+            g.acc[r][c] = 0;
+        }
     }
     // prologue: the first row block's left operand (exposed)
     const int a_blk =
