@@ -206,17 +206,18 @@ struct QLoad {
     long st;             // row stride (bytes)
     int rows, half;
     int b, beats;        // next step, steps of the block (R * ceil(d_head / load_lanes); 0: nothing to load)
+    int r, kb;           // step b's row and first column: counters, not b / dbeats and b % dbeats (dividers)
 };
 
 inline QLoad q_none() {
-    QLoad l = {nullptr, 0, 0, 0, 0, 0};
+    QLoad l = {nullptr, 0, 0, 0, 0, 0, 0, 0};
     return l;
 }
 
 template <class Cfg>
 QLoad q_block(const uint8_t* src, long st, int rows, int dh, int half) {
     constexpr int AL = load_lanes<Cfg>();
-    QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + AL - 1) / AL)};
+    QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + AL - 1) / AL), 0, 0};
     return l;
 }
 
@@ -225,8 +226,9 @@ void att_q_beat(QLoad& l, int dh, AttSm<Cfg>& sm) {
     ISEG_PRAGMA(HLS INLINE)
     if (l.b >= l.beats) return;
     constexpr int AL = load_lanes<Cfg>();
-    const int dbeats = (dh + AL - 1) / AL;
-    const int r = l.b / dbeats, kb = (l.b % dbeats) * AL;
+    const int r = l.r, kb = l.kb;
+    ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
+               "Q load: the row/column counters left step b");
     if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + long(r) * l.st + kb, dh - kb < AL ? dh - kb : AL);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
@@ -237,6 +239,11 @@ ATT_Q_BYTE:
         }
     }
     ++l.b;
+    l.kb += AL;
+    if (l.kb >= dh) {  // the row's last beat: the next row
+        l.kb = 0;
+        ++l.r;
+    }
 }
 
 // The steps of `l` not yet taken, alone (one per cycle), SM advancing: the first Q block of a head, or the

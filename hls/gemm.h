@@ -127,21 +127,26 @@ constexpr int prefetch_lanes() {
 
 inline long prefetch_beats(const Prefetch& p, int lanes) { return (p.total - p.pos + lanes - 1) / lanes; }
 
-// One step: prefetch_lanes bytes of the blob into the weight buffer.
+// One step: prefetch_lanes bytes of the blob into the weight buffer. The step's byte count is taken once and
+// the position advanced once: sixteen unrolled `if (pos < total) ++pos` would be a serial compare/increment
+// chain carried from one iteration to the next (docs/hls.md, "What csynth would likely find first").
 template <class Cfg>
 void prefetch_beat(Prefetch& p, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
-    if (p.pos < p.total)
-        ISEG_AXI_RD(GMEM0, p.src + p.pos, p.total - p.pos < prefetch_lanes<Cfg>() ? p.total - p.pos : prefetch_lanes<Cfg>());
+    constexpr int L = prefetch_lanes<Cfg>();
+    const long left = p.total - p.pos;
+    const int n = left <= 0 ? 0 : (left < L ? int(left) : L);
+    if (n > 0) ISEG_AXI_RD(GMEM0, p.src + p.pos, n);
 PF_BYTE:
-    for (int j = 0; j < prefetch_lanes<Cfg>(); ++j) {
+    for (int j = 0; j < L; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
-        if (p.pos < p.total) {
-            ISEG_WR(g, w, p.half, p.pos / Cfg::C);
-            g.w[p.half][p.pos / Cfg::C][p.pos % Cfg::C] = int8_t(p.src[p.pos]);
-            ++p.pos;
+        if (j < n) {
+            const long q = p.pos + j;
+            ISEG_WR(g, w, p.half, q / Cfg::C);
+            g.w[p.half][q / Cfg::C][q % Cfg::C] = int8_t(p.src[q]);
         }
     }
+    p.pos += n;
 }
 
 // Start prefetching layer d's weights (LINEAR / PATCH_EMBED) into the half not in use.
