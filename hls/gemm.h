@@ -507,15 +507,26 @@ void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
+    // When OUT_LANES divides C (every generated Cfg: estimate.make_shape), a step's lanes lie in one row of the
+    // tile: its row and row offsets are taken once, two multiplies a step instead of two per lane (docs/hls.md,
+    // "What csynth would likely find first"). The unit-test harness keeps lanes that straddle rows.
+    constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
+    const int e0 = s * Cfg::OUT_LANES;
+    const int r0 = t.cls ? 0 : e0 / Cfg::C;
+    const long row0 = t.cls ? 0L : long(t.t0 + r0) + (emb ? d.n_prefix : 0);
+    const long in_row0 = row0 * d.in2_stride, out_row0 = row0 * d.out_stride;
 OUT_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
-        const int e = s * Cfg::OUT_LANES + l;
-        const int r = t.cls ? 0 : e / Cfg::C, c = t.cls ? 0 : e % Cfg::C;
+        const int e = e0 + l;
+        const int r = t.cls ? 0 : (one_row ? r0 : e / Cfg::C), c = t.cls ? 0 : e % Cfg::C;
         const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
         if (ok) {
-            const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0), col = t.cls ? long(e) : t.n0 + c;
-            const long ro = (row * d.in2_stride + col) * 2;
+            const long row = one_row ? row0 : (t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0));
+            const long in_row = one_row ? in_row0 : row * d.in2_stride;
+            const long out_row = one_row ? out_row0 : row * d.out_stride;
+            const long col = t.cls ? long(e) : t.n0 + c;
+            const long ro = (in_row + col) * 2;
             int32_t res = 0;  // pos rows (blob) or the residual (scratch)
             if (emb && !t.cls) {
                 ISEG_AXI_RD(GMEM0, blob + d.in2 + ro, 2);
@@ -526,13 +537,13 @@ OUT_LANE:
             }
             if (t.cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
             const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
-            ISEG_AXI_WR(GMEM1, scratch + d.out + (row * d.out_stride + col) * bytes, bytes);
+            ISEG_AXI_WR(GMEM1, scratch + d.out + (out_row + col) * bytes, bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
             const int32_t acc = t.cls ? int32_t(0) : int32_t(g.dr[r][c]);
-            st_act(scratch + d.out + (row * d.out_stride + col) * bytes, bytes,
+            st_act(scratch + d.out + (out_row + col) * bytes, bytes,
                    gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
                                                            rq_at(d.rq2, g.rq2, col), d, res, t.cls, pre_v));
         }
