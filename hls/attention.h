@@ -181,17 +181,22 @@ void att_o_step(const LayerDesc& d, uint8_t* scratch, int h, const PvDrain& pd, 
                 const GemmBuffers<Cfg>& g, int s2) {
     ISEG_PRAGMA(HLS INLINE)
     const int dh = d.d_head;
+    // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset taken once
+    constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
+    const int r0 = s2 * Cfg::OUT_LANES / Cfg::C;
+    const long out_row0 = long(pd.t0 + r0) * d.out_stride;
 ATT_O_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         const int e = s2 * Cfg::OUT_LANES + l;
-        const int r = e / Cfg::C, c = e % Cfg::C;
+        const int r = one_row ? r0 : e / Cfg::C, c = e % Cfg::C;
         if (r < pd.rows && c < pd.cols) {
             const int ch = h * dh + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
             ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
             const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
-            ISEG_AXI_WR(GMEM1, scratch + d.out + long(pd.t0 + r) * d.out_stride + ch, 1);
-            scratch[d.out + long(pd.t0 + r) * d.out_stride + ch] =
+            const long out_row = one_row ? out_row0 : long(pd.t0 + r) * d.out_stride;
+            ISEG_AXI_WR(GMEM1, scratch + d.out + out_row + ch, 1);
+            scratch[d.out + out_row + ch] =
                 uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, rq_at(d.rq2, g.rq2, ch), 8) & 0xff);
         }
     }
