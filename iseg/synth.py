@@ -498,6 +498,11 @@ def _pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _check_label_mode(lab_path: Path, mode: str) -> None:
+    if mode not in ("L", "P"):
+        raise IsegError(f"annotation {lab_path} has mode {mode}: expected 8-bit indices (L or P)")
+
+
 def _load(img_path: Path, lab_path: Path, offset: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: two lines on stderr
@@ -505,8 +510,7 @@ def _load(img_path: Path, lab_path: Path, offset: int) -> tuple[np.ndarray, np.n
             with Image.open(img_path) as im:
                 img = np.asarray(im.convert("RGB"))
             with Image.open(lab_path) as im:
-                if im.mode not in ("L", "P"):
-                    raise IsegError(f"annotation {lab_path} has mode {im.mode}: expected 8-bit indices (L or P)")
+                _check_label_mode(lab_path, im.mode)
                 raw = np.asarray(im).astype(np.uint8, copy=True)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise IsegError(f"cannot read {img_path.name} / {lab_path.name} in {img_path.parent}: {e}") from e
@@ -542,6 +546,20 @@ class FolderSample:
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         return _load(self.image, self.labels, self.offset)
+
+    def check(self) -> None:
+        """What ``load`` would refuse that the files' headers show (format, label mode, sizes), without decoding
+        the pixels: a dataset decoded per access is still checked before the first training step."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(self.image) as im, Image.open(self.labels) as lab:
+                    _check_label_mode(self.labels, lab.mode)
+                    if lab.size != im.size:
+                        raise IsegError(f"annotation {self.labels} is {lab.size[1]}x{lab.size[0]}, image is "
+                                        f"{im.size[1]}x{im.size[0]}")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise IsegError(f"cannot read {self.image.name} / {self.labels.name} in {self.image.parent}: {e}") from e
 
 
 def folder_samples(path: str | os.PathLike[str], split: str | None = None) -> list[FolderSample]:

@@ -91,6 +91,13 @@ class FolderDataset(Dataset):
         self.size = tuple(size) if size is not None else None
         fits = size is not None and len(self._list) * size[0] * size[1] * 4 <= self.CACHE_BYTES
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if fits else None
+        # a bad file is refused here, before any work, not at its first access hours into a run: decoded now
+        # when kept, its headers read when decoded per access
+        for i, s in enumerate(self._list):
+            if self._cache is not None:
+                self.sample(i)
+            else:
+                s.check()
 
     def __len__(self) -> int:
         return len(self._list)

@@ -331,3 +331,16 @@ def test_large_folder_is_decoded_per_access(tmp_path, monkeypatch):
                 assert np.array_equal(lab.numpy(), want[i][1]) and lab.dtype == torch.int64
         assert len(loads) == decodes, (budget, loads)
         loads.clear()
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 0], ids=["kept", "per-access"])
+def test_bad_folder_file_is_refused_before_any_work(tmp_path, monkeypatch, budget):
+    """A file that is not an image is refused when the dataset is made (kept samples are decoded then; a set
+    decoded per access has its headers read), not at its first access hours into a training run."""
+    from iseg.errors import IsegError
+    from iseg.model.data import FolderDataset
+
+    data = _plain_folder(tmp_path / "ds", 4, broken_after=3)
+    monkeypatch.setattr(FolderDataset, "CACHE_BYTES", budget)
+    with pytest.raises(IsegError, match=r"cannot read s3\.png / s3\.png in .*images"):
+        FolderDataset(data, size=(16, 24))
