@@ -286,44 +286,51 @@ ATT_MX_INIT:
     // drains it (first pdsteps iterations) before its own acc_to_drain overwrites g.dr.
     if (!pd.pending) acc_to_drain<Cfg>(g);
     int dn0 = 0, dcols = 0;
-ATT_KTILE:
-    for (int j = 0; j <= kt_n; ++j) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=75)
+    // The key tiles and their steps are ONE pipelined loop (tile counters advanced inside): the pipeline fills
+    // once per query block, not once per key tile (docs/hls.md, "What csynth would likely find first"). Tile 0
+    // also drains a pending P.V tile, tiles 1..kt_n - 1 the previous key tile's scores, tile kt_n only those.
+    const int steps0 = pd.pending && pdsteps > dh ? pdsteps : dh;
+    const int steps_mid = dsteps > dh ? dsteps : dh;
+    const long total = steps0 + long(kt_n - 1) * steps_mid + dsteps;
+    int j = 0, s2 = 0, steps = steps0;
+ATT_QK_STEP:
+    for (long i = 0; i < total; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=64 max=7200)
+        ISEG_PIPELINE(ATT_QK_STEP, 1);
         const bool pend = j > 0;
         const bool pvd = j == 0 && pd.pending;  // the previous block's last P.V tile drains in key tile 0
-        const int steps = j < kt_n ? (pend && dsteps > dh ? dsteps : pvd && pdsteps > dh ? pdsteps : dh) : dsteps;
-    ATT_QK_STEP:
-        for (int s2 = 0; s2 < steps; ++s2) {
-            ISEG_PRAGMA(HLS loop_tripcount min=64 max=96)
-            ISEG_PIPELINE(ATT_QK_STEP, 1);
-            if (j < kt_n && s2 < dh) {
-                ISEG_RD_ROWS(sm, q, sm.q_bank(qh, 0), Cfg::R, s2 / GemmBuffers<Cfg>::A_WORD);
-                ISEG_RD(g, w, g.wcur, long(j) * dh + s2);
-                array_step<Cfg>(g, sm.q[qh], kv[long(j) * dh + s2], s2);
-            }
-            att_q_beat<Cfg>(nq, dh, sm);  // the next block's Q into the other half
-            if (pend && s2 < dsteps) {
-            ATT_S_LANE:
-                for (int l = 0; l < Cfg::S_LANES; ++l) {
-                    const int e = s2 * Cfg::S_LANES + l;
-                    const int r = e / Cfg::C, c = e % Cfg::C;
-                    if (r < rows && c < dcols) {
-                        ISEG_WR(sm, s, sm.s_bank(half, dn0 + c), sm.s_word(r, dn0 + c));
-                        const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], rq_s, 8);
-                        sm.s[half][r][dn0 + c] = int8_t(v);
-                        if (v > sm.mx[half][r]) sm.mx[half][r] = v;
-                    }
+        if (j < kt_n && s2 < dh) {
+            ISEG_RD_ROWS(sm, q, sm.q_bank(qh, 0), Cfg::R, s2 / GemmBuffers<Cfg>::A_WORD);
+            ISEG_RD(g, w, g.wcur, long(j) * dh + s2);
+            array_step<Cfg>(g, sm.q[qh], kv[long(j) * dh + s2], s2);
+        }
+        att_q_beat<Cfg>(nq, dh, sm);  // the next block's Q into the other half
+        if (pend && s2 < dsteps) {
+        ATT_S_LANE:
+            for (int l = 0; l < Cfg::S_LANES; ++l) {
+                const int e = s2 * Cfg::S_LANES + l;
+                const int r = e / Cfg::C, c = e % Cfg::C;
+                if (r < rows && c < dcols) {
+                    ISEG_WR(sm, s, sm.s_bank(half, dn0 + c), sm.s_word(r, dn0 + c));
+                    const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], rq_s, 8);
+                    sm.s[half][r][dn0 + c] = int8_t(v);
+                    if (v > sm.mx[half][r]) sm.mx[half][r] = v;
                 }
             }
-            if (pvd && s2 < pdsteps) att_o_step<Cfg>(d, scratch, h, pd, sm, g, s2);
-            att_sm_tick<Cfg>(sm, d, g);
         }
-        ISEG_CYCLES(g.cycles, steps);
-        acc_to_drain<Cfg>(g);
-        dn0 = j * Cfg::C;
-        dcols = T - dn0 < Cfg::C ? T - dn0 : Cfg::C;
+        if (pvd && s2 < pdsteps) att_o_step<Cfg>(d, scratch, h, pd, sm, g, s2);
+        att_sm_tick<Cfg>(sm, d, g);
+        if (++s2 == steps) {  // the key tile's last step: its sums to the drain registers, the next tile
+            acc_to_drain<Cfg>(g);
+            dn0 = j * Cfg::C;
+            dcols = T - dn0 < Cfg::C ? T - dn0 : Cfg::C;
+            ++j;
+            s2 = 0;
+            steps = j < kt_n ? steps_mid : dsteps;
+        }
     }
-    ISEG_CYCLES(g.cycles, kPipeDepth);
+    ISEG_CYCLES(g.cycles, total + kPipeDepth);
+    ISEG_CHECK(j == kt_n + 1 && s2 == 0, "Q.K^T: the key-tile counters left the block's tiles");
 }
 
 // One iteration of the P.V loop: key k (< T) of P = g.a[half] times row k of V_h, step k of the previous

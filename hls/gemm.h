@@ -674,41 +674,54 @@ GEMM_MT:
                      fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
         const int a_total = more ? a_blk : 0;
         const int a_share = (a_total + nt_n - 1) / nt_n;
-    GEMM_NT:
-        for (int nt = 0; nt < nt_n; ++nt) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=48)
-            // the embed's output lanes read pos rows (or row 0) on gmem0: its prefetch steps follow them
-            const int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;
-            int steps = d.K;
-            if (dt.pending && dsteps > steps) steps = dsteps;
-            if (a_share > steps) steps = a_share;
-            if (pf0 + w_share > steps) steps = pf0 + w_share;  // (the embed's row-0 steps: pf0 = csteps)
-        GEMM_STEP:
-            for (int s = 0; s < steps; ++s) {
-                ISEG_PRAGMA(HLS loop_tripcount min=192 max=768)
-                ISEG_PIPELINE(GEMM_STEP, 1);
-                ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
-                ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // (top.cpp ALIAS: one buffer)
-                if (s < d.K) {
-                    ISEG_RD_ROWS(g, a, g.a_bank(cur, 0), Cfg::R, s / g.A_WORD);
-                    ISEG_RD(g, w, g.wcur, long(nt) * d.K + s);
-                    array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
-                }
-                // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
-                if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt.pending ? dt : dcls, s);
-                if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
-                if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
-                if (s >= pf0 && s < pf0 + w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
+        // The block's tiles and their steps are ONE pipelined loop (tile counters advanced inside), so the
+        // pipeline fills once per row block, not once per tile (docs/hls.md, "What csynth would likely find
+        // first"). A tile's steps: max(K, its output stage unless it is the layer's first tile, the A share,
+        // the weight share after the embed's output-lane steps); every tile after the first has a pending one.
+        const int pf0_p = embed_fused(d) ? dsteps : 0;  // the embed's output lanes read gmem0 first (pf0)
+        int steps_p = d.K;
+        if (dsteps > steps_p) steps_p = dsteps;
+        if (a_share > steps_p) steps_p = a_share;
+        if (pf0_p + w_share > steps_p) steps_p = pf0_p + w_share;
+        int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;
+        int steps = d.K;
+        if (dt.pending && dsteps > steps) steps = dsteps;
+        if (a_share > steps) steps = a_share;
+        if (pf0 + w_share > steps) steps = pf0 + w_share;  // (the embed's row-0 steps: pf0 = csteps)
+        const long total = steps + long(nt_n - 1) * steps_p;
+        int nt = 0, s = 0;
+    GEMM_STEP:
+        for (long i = 0; i < total; ++i) {
+            ISEG_PRAGMA(HLS loop_tripcount min=192 max=36864)
+            ISEG_PIPELINE(GEMM_STEP, 1);
+            ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+            ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // (top.cpp ALIAS: one buffer)
+            if (s < d.K) {
+                ISEG_RD_ROWS(g, a, g.a_bank(cur, 0), Cfg::R, s / g.A_WORD);
+                ISEG_RD(g, w, g.wcur, long(nt) * d.K + s);
+                array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
             }
-            ISEG_CYCLES(g.cycles, steps);
-            acc_to_drain<Cfg>(g);
-            const int n0 = nt * Cfg::C;
-            dt.t0 = t0;
-            dt.n0 = n0;
-            dt.rows = d.T - t0 < Cfg::R ? d.T - t0 : Cfg::R;
-            dt.cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
-            dt.pending = true;
+            // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
+            if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt.pending ? dt : dcls, s);
+            if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
+            if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
+            if (s >= pf0 && s < pf0 + w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
+            if (++s == steps) {  // the tile's last step: its sums to the drain registers, the next tile
+                acc_to_drain<Cfg>(g);
+                const int n0 = nt * Cfg::C;
+                dt.t0 = t0;
+                dt.n0 = n0;
+                dt.rows = d.T - t0 < Cfg::R ? d.T - t0 : Cfg::R;
+                dt.cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
+                dt.pending = true;
+                ++nt;
+                s = 0;
+                steps = steps_p;
+                pf0 = pf0_p;
+            }
         }
+        ISEG_CYCLES(g.cycles, total);
+        ISEG_CHECK(nt == nt_n && s == 0, "GEMM layer: the tile counters left the block's tiles");
         ISEG_CHECK(lx.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
     }
     // epilogue: the last tile's output stage (exposed), and the array's pipeline
