@@ -601,6 +601,16 @@ void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     load_rq_table<Cfg, 2>(d.rq2, d.N, blob, g);
 }
 
+// A tile's steps: the longest of its jobs -- the array's K steps, the previous tile's output stage (dsteps,
+// 0 for the layer's first tile), its share of the next row block's load, its weight share after pf0 steps.
+inline int gemm_tile_steps(int k, int dsteps, int a_share, int pf0, int w_share) {
+    int steps = k;
+    if (dsteps > steps) steps = dsteps;
+    if (a_share > steps) steps = a_share;
+    if (pf0 + w_share > steps) steps = pf0 + w_share;
+    return steps;
+}
+
 // A whole GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)).
 // in: A int8 at scratch + d.in (row stride d.in_stride); B in w[g.wcur] as (tile, k) rows (the
 // caller prefetched it, or loaded it for MASK_PRODUCT); bias/rq from the blob; residual i16 at
@@ -679,15 +689,9 @@ GEMM_MT:
         // first"). A tile's steps: max(K, its output stage unless it is the layer's first tile, the A share,
         // the weight share after the embed's output-lane steps); every tile after the first has a pending one.
         const int pf0_p = embed_fused(d) ? dsteps : 0;  // the embed's output lanes read gmem0 first (pf0)
-        int steps_p = d.K;
-        if (dsteps > steps_p) steps_p = dsteps;
-        if (a_share > steps_p) steps_p = a_share;
-        if (pf0_p + w_share > steps_p) steps_p = pf0_p + w_share;
-        int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;
-        int steps = d.K;
-        if (dt.pending && dsteps > steps) steps = dsteps;
-        if (a_share > steps) steps = a_share;
-        if (pf0 + w_share > steps) steps = pf0 + w_share;  // (the embed's row-0 steps: pf0 = csteps)
+        const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, w_share);
+        int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;  // (the embed's row-0 steps: csteps)
+        int steps = gemm_tile_steps(d.K, dt.pending ? dsteps : 0, a_share, pf0, w_share);
         const long total = steps + long(nt_n - 1) * steps_p;
         int nt = 0, s = 0;
     GEMM_STEP:
