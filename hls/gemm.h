@@ -686,8 +686,7 @@ GEMM_MT:
         const int a_share = (a_total + nt_n - 1) / nt_n;
         // The block's tiles and their steps are ONE pipelined loop (tile counters advanced inside), so the
         // pipeline fills once per row block, not once per tile (docs/hls.md, "What csynth would likely find
-        // first"). A tile's steps: max(K, its output stage unless it is the layer's first tile, the A share,
-        // the weight share after the embed's output-lane steps); every tile after the first has a pending one.
+        // first"). Every tile after the layer's first has a pending one (gemm_tile_steps: its output stage).
         const int pf0_p = embed_fused(d) ? dsteps : 0;  // the embed's output lanes read gmem0 first (pf0)
         const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, w_share);
         int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;  // (the embed's row-0 steps: csteps)
