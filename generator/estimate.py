@@ -723,13 +723,14 @@ def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, rq2_tab: b
 
 def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
                 prefetch_bytes: int, ln: bool = False, embed: bool = False) -> tuple[int, dict[str, int]]:
-    """hls/gemm.h gemm_layer, loop by loop: (cycles, breakdown). ``ln``: a LayerNorm fused into the
-    left-operand loader (its per-channel constants, then ln_block_steps per row block). ``embed``: the
-    position-embedding add fused into the output stage (``embed_fusions``): the pos operand is read like a
-    residual (no extra step), and row 0's ceil(N / OUT_LANES) output-lane steps run in the first tile,
-    whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts at least as long. The pos rows
-    and row 0 come through gmem0, the prefetcher's port, so in that layer a tile's prefetch steps follow its
-    output-lane steps (gemm.h ``pf0``)."""
+    """hls/schedule.h, the passes of a GEMM layer (gemm_begin) one by one: (cycles, breakdown).
+
+    ``ln``: a LayerNorm fused into the left-operand loader (its per-channel constants, then ln_block_steps
+    per row block). ``embed``: the position-embedding add fused into the output stage (``embed_fusions``):
+    the pos operand is read like a residual (no extra step), and row 0's ceil(N / OUT_LANES) output-lane
+    steps run in the first tile, whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts
+    at least as long. The pos rows and row 0 come through gmem0, the prefetcher's port, so in that layer a
+    tile's prefetch steps follow its output-lane steps (schedule.h ``Pass::pf0``)."""
     cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln, embed)
     return cyc, dict(parts)
 
@@ -843,7 +844,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
         return pv_ii * t + PIPE + (vt - 1) * (pv_ii * max(t, dr) + PIPE) + (0 if defer else dr + PIPE)
 
-    def q_left(qk: int) -> int:  # att_q_rest: the Q beats a key loop of qk iterations leaves (one per iteration)
+    def q_left(qk: int) -> int:  # ATT_Q_LOAD pass: the Q beats a key loop of qk iterations leaves (one per iteration)
         return max(0, q_it - qk)
 
     nb = cdiv(t, r)
@@ -879,7 +880,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
-    """hls/gemm.h layernorm_layer: a LayerNorm that is not fused runs on the loader alone (its per-channel
+    """hls/schedule.h layernorm_begin: a LayerNorm that is not fused runs on the loader alone (its per-channel
     constants, then ln_block_steps per block of R rows, one pipelined loop)."""
     return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE
 

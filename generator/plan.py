@@ -633,7 +633,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     att = [op for op in graph.ops if isinstance(op, Attention)]
     gemm_k = [op.k for op in graph.ops if isinstance(op, Linear)] + [3 * spec.patch ** 2, spec.dec_dim or 1]
     nmax = max(op.rows for op in att)
-    kmax = max(gemm_k + [nmax] + [op.d_head for op in att]  # + the LayerNorm loader's rows (gemm.h layernorm_layer)
+    kmax = max(gemm_k + [nmax] + [op.d_head for op in att]  # + the LayerNorm loader's rows (schedule.h layernorm_begin)
                + [graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, LayerNorm)])
     cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))
     cycles = sum(c.cycles for c in costs)

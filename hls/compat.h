@@ -9,7 +9,8 @@
 //   * ISEG_CHECK(cond, msg): a run-time invariant (layer table sanity, buffer bounds) that throws
 //     iseg::CsimError in C-simulation and compiles to nothing in synthesis;
 //   * ISEG_PIPELINE(LABEL, II): the PIPELINE pragma in synthesis; in C-simulation it also opens one
-//     iteration for the on-chip memory port check (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
+//     iteration for the on-chip memory port check (ISEG_PIPELINE_AS(LABEL, II, name): the same, counted under
+//     a run-time name: the modes of the one engine loop, schedule.h) (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
 //     the accesses per bank and iteration; ISEG_AXI_RD / ISEG_AXI_WR the beats per m_axi bundle and
 //     iteration; nothing of it exists in synthesis).
 // Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
@@ -49,10 +50,16 @@ struct sbits {
 // C-simulation (an ap_int in the array's inner loop would slow a frame several times over). The numerics
 // are the same: the array only adds, sums modulo 2^N are exact whenever the finished sum fits in N bits (a
 // wrapped partial sum included), and acc_to_drain checks every finished sum against N bits (ISEG_CHECK).
+// arr_bits is the same switch for the array's operands (schedule.h engine_pass: 9 or 16 x 8 bits), so the tool
+// builds multipliers of the operands' width, where int16 x int8 storage would ask for 16 x 32.
 #ifdef __SYNTHESIS__
 namespace iseg {
 template <int N>
 struct acc_bits {
+    typedef ap_int<N> type;
+};
+template <int N>
+struct arr_bits {
     typedef ap_int<N> type;
 };
 }  // namespace iseg
@@ -60,6 +67,10 @@ struct acc_bits {
 namespace iseg {
 template <int N>
 struct acc_bits {
+    typedef int32_t type;
+};
+template <int N>
+struct arr_bits {
     typedef int32_t type;
 };
 }  // namespace iseg
@@ -133,6 +144,7 @@ struct label_beat_t {
 // the host's emulated board: the same arithmetic, checks and cycle count, none of the per-access counting,
 // 15-20 % of a Seg-T frame). ISEG_PIPELINE is the PIPELINE pragma (ISEG_PRAGMA: nothing in C-simulation).
 #define ISEG_PIPELINE(label, ii) ISEG_PRAGMA(HLS PIPELINE II=ii)
+#define ISEG_PIPELINE_AS(label, ii, name) ISEG_PRAGMA(HLS PIPELINE II=ii)
 #define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
 #define ISEG_RD(obj, buf, bank, w) ((void)0)
 #define ISEG_WR(obj, buf, bank, w) ((void)0)

@@ -37,6 +37,7 @@
 #include "argmax_upsample.h"
 #include "attention.h"
 #include "gemm.h"
+#include "schedule.h"
 #include "gelu.h"
 #include "layer_desc.h"
 #include "layernorm.h"
@@ -281,7 +282,7 @@ NEXT_PF:
 // the on-chip weight buffer during the previous GEMM layer (the first one before the loop, exposed);
 // a LAYERNORM row that feeds the next LINEAR row runs inside that row's left-operand loader
 // (ln_fusable, gemm.h ln_step); every other op runs alone (attention, adds, the head; another LayerNorm runs
-// on that loader alone, gemm.h layernorm_layer).
+// on that loader alone, schedule.h layernorm_begin).
 template <class Cfg, class PixIn, class LabOut, class Trace>
 void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, uint8_t* scratch_b,
                 const LayerDesc* table, int n_layers, Trace& trace) {
@@ -304,6 +305,18 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq1 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq2 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.lnrq type=cyclic factor=kLnLanes)
+    static AttSm<Cfg> sm;  // attention's ping-pong score and Q blocks, row maxima, the Shiftmax state
+    constexpr int kSmLanes = Cfg::SM_LANES;
+    (void)kSmLanes;
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=1 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.s dim=3 type=cyclic factor=kSmLanes)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=1 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.q dim=2 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=sm.q dim=3 type=cyclic factor=kAWord)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 type=complete)
+    PassState<Cfg> ps = {};  // the loaders and drains of the engine loop (schedule.h)
     g.wcur = 0;
     g.cycles = 0;
     ISEG_CHECK(scratch_b == scratch, "engine: scratch_b must be the scratch buffer (a second port onto it)");
@@ -342,20 +355,24 @@ ENGINE_LAYERS:
                 pf = prefetch_start<Cfg>(table[j], weights, g);
             }
         }
+        // every GEMM, attention and lone LayerNorm runs as passes of the ONE engine loop (schedule.h): one call
+        // site here, whatever the op
+        Seq sq = {};
+        sq.phase = SQ_DONE;
         switch (d.op) {
             case OP_PATCH_EMBED:
                 patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
-                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false);
+                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false, ps);
                 break;
             case OP_LINEAR:
-                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, fuse_ln);
+                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, fuse_ln, ps);
                 break;
             case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
                 load_b_transposed<Cfg>(d, scratch, g);
-                gemm_layer<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false);
+                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false, ps);
                 break;
             case OP_ATTENTION:
-                attention<Cfg>(d, weights, scratch, scratch_b, g);
+                sq = attention_begin<Cfg>(d, weights, g);
                 break;
             case OP_LAYERNORM:
                 if (ln_fusable(table, n_layers, i)) {  // runs inside the next LINEAR row
@@ -363,7 +380,7 @@ ENGINE_LAYERS:
                     fuse_ln = true;
                     break;
                 }
-                layernorm_layer<Cfg>(d, weights, scratch, scratch_b, g);  // alone, on the same loader
+                sq = layernorm_begin<Cfg>(d, weights, scratch, scratch_b, g, ps);  // alone, on the same loader
                 break;
             case OP_GELU:
                 if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g);
@@ -404,6 +421,7 @@ ENGINE_LAYERS:
             default:
                 break;
         }
+        if (sq.phase != SQ_DONE) run_passes<Cfg>(sq, d, weights, scratch, scratch_b, g, sm, pf, ps);
         if (fuse_ln && d.op == OP_LINEAR) {  // the fused LayerNorm's output exists only now
             trace(i - 1, ln, scratch, 0);
             fuse_ln = false;

@@ -4,14 +4,15 @@
 // The array: R x C multiply-accumulate PEs, output-stationary. For one output tile (R rows x C
 // columns) each step of the K loop feeds one column of the left operand (R values) and one row of
 // the right operand (C values) to the fully unrolled PE grid; each PE keeps its int32 accumulator.
-// The left operand is 16 bits wide (int8 activations, or the Shiftmax probabilities of P.V: u15 for
-// the precise / ivit variants, u8 for precise8), the right operand int8. int8 x int8 and u8 x int8
-// pack two MACs per DSP48E2 (row pairs share the right operand); u15 x int8 does not, so P.V with
-// u15 P runs at half the rate (attention.h, Cfg::PV_II). Every linear layer, Q.K^T, P.V and the mask
+// The left operand is stored 16 bits wide (int8 activations, or the Shiftmax probabilities of P.V: u15 for
+// the precise / ivit variants, u8 for precise8) and enters the array as 9 signed bits on a packing array, the
+// right operand int8. int8 x int8 and u8 x int8 pack two MACs per DSP48E2 (row pairs share the right
+// operand); u15 x int8 does not, so P.V with u15 P goes through byte by byte, two steps per key, half the
+// rate (schedule.h, Cfg::PV_II). Every linear layer, Q.K^T, P.V and the mask
 // product run on this one array.
 //
-// The schedule of a GEMM layer (gemm_layer) is ONE pipelined loop per output tile, GEMM_STEP,
-// whose iteration s does, in the same cycle:
+// The schedule of a GEMM layer (schedule.h: gemm_begin, then passes of the one engine loop) is ONE pass per row
+// block, GEMM_STEP, whose iteration s does, in the same cycle:
 //   * the array step k = s (while s < K),
 //   * OUT_LANES elements of the PREVIOUS tile's output stage (its accumulators were copied to the
 //     drain buffer when that tile ended): + bias, RQ, [lambda-GELU + RQ_8 | residual add | pos add], store
@@ -27,6 +28,7 @@
 // generator/estimate.py charges. Loop order: row blocks outer (the R x K block stays on chip across
 // all column tiles), column tiles inner. The accumulators of the last tile drain after the loop.
 //
+// The functions here are the units; schedule.h calls each once, in the engine loop.
 // C-simulation runs the same loop in the same order (bit-exact by construction: the arithmetic is
 // untouched, only the data movement is scheduled); ISEG_CYCLES counts the iterations of every
 // pipelined loop so tests can compare the count with the estimate.
@@ -416,57 +418,13 @@ void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     load_rq_table<Cfg, 3>(ln.rq, ln.N, blob, g);
 }
 
-// A LAYERNORM row that is not fused into a GEMM (its output feeds no single LINEAR: the decoder's final
-// norm, which two GEMMs read, and the mask norm before the argmax) runs on the same LayerNorm loader,
-// alone: row block after row block of R rows, ln_block_steps each, as one pipelined loop. So the engine has
-// one LayerNorm datapath (stats lanes, the pipelined square root and divider, LN_LANES normalise lanes),
-// not a second per-token unit with its own multipliers. A block's input rows are all read into a[0] (the
-// stats pass) before any of its output rows is stored, so the output may be the input, updated in place,
-// as long as an output row never outruns its input row (stride), or the two must be disjoint.
-template <class Cfg>
-void layernorm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
-                     GemmBuffers<Cfg>& g) {
-    const int bytes = d.out_bits / 8;
-    ISEG_CHECK((d.out == d.in && long(d.out_stride) * bytes <= 2L * d.in_stride) ||
-                   d.out + (long(d.T - 1) * d.out_stride + d.N) * bytes <= d.in ||
-                   d.in + (long(d.T - 1) * d.in_stride + d.N) * 2 <= d.out,
-               "LAYERNORM: output overlaps the input of a later row");
-    ln_consts<Cfg>(d, blob, g);
-    const int R = Cfg::R;
-    const int blk = ln_block_steps(R, d.N, Cfg::AXI_BYTES, Cfg::LN_LANES);
-    const long total = long((d.T + R - 1) / R) * blk;
-    LnLoad l = {scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < R ? d.T : R, d.N,
-                bytes, 0, LN_STATS, 0, 0, 0, 0};
-    int s = 0, t0 = 0;
-LN_LAYER:
-    for (long i = 0; i < total; ++i) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
-        ISEG_PIPELINE(LN_LAYER, 1);
-        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
-        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
-        ln_step<Cfg>(l, g);
-        if (++s == blk) {  // the next row block
-            ISEG_CHECK(l.phase == LN_DONE, "LAYERNORM: loader block incomplete");
-            s = 0;
-            t0 += R;
-            l.src += long(R) * d.in_stride * 2;
-            l.dst += long(R) * d.out_stride * bytes;
-            l.rows = d.T - t0 < R ? d.T - t0 : R;
-            l.phase = LN_STATS;
-            l.r = l.i = 0;
-            l.sum = l.sq = 0;
-        }
-    }
-    ISEG_CYCLES(g.cycles, total + kPipeDepth);
-}
-
 // A PATCH_EMBED row with n_prefix 1 runs the position-embedding add (the graph's Embed op) in its output
 // stage (generator/estimate.py embed_fusions decides it, for the planner and the estimate): its output is
 // the Embed's (1 + T, N) i16, row 1 + t = int_add(RQ_16(acc + bias) of token t, pos[1 + t]) and row 0 =
 // int_add(cls, pos[0]), with the Embed's (ma, mb, ea). The constants are i16 rows of the blob: row 0, a
 // constant computed by the generator (plan.embed_prefix_rows), at `cst` (N), pos at blob byte offset `in2` (T + 1 rows,
 // row stride in2_stride elements). Both are read on gmem0, the weight prefetcher's port: in this layer the
-// prefetch steps of a tile wait until its output lanes are done (gemm_layer `pf0`).
+// prefetch steps of a tile wait until its output lanes are done (schedule.h Pass::pf0).
 inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
@@ -561,20 +519,33 @@ int cls_steps(const LayerDesc& d) {
     return embed_fused(d) ? (d.N + Cfg::OUT_LANES - 1) / Cfg::OUT_LANES : 0;
 }
 
-// The array step k: acc += a[:, k] (x) w_row.
-template <class Cfg, int KA>
-void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R][KA], const int8_t (&w)[Cfg::C], int k) {
+// One array step: acc[r][c] = (first ? 0 : acc[r][c]) + (a[r] * w[c] << sh), a[r] in AB signed bits (schedule.h
+// arr_a_bits: 9 on a packing array, whose DSP48E2 holds two such products of one w[c]), w[c] int8. `first`
+// starts a tile's sums (no separate clear of the accumulators); sh = 8 for the high byte of a u15 P (P.V at
+// PV_II = 2). The operand types are AB and 8 bits in synthesis (compat.h arr_bits), so the multipliers are
+// built at that width; the caller checks the operands against AB in C-simulation.
+template <class Cfg, int AB>
+void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R], const int8_t (&w)[Cfg::C], bool first, int sh) {
     ISEG_PRAGMA(HLS INLINE)
+    typedef typename GemmBuffers<Cfg>::acc_t acc_t;
+    typedef typename arr_bits<AB>::type a_t;
+    typedef typename arr_bits<8>::type w_t;
 GEMM_R:
     for (int r = 0; r < Cfg::R; ++r) {
-        const int32_t av = a[r][k];
+        ISEG_PRAGMA(HLS UNROLL)
+        const a_t av = a_t(a[r]);
     GEMM_C:
-        for (int c = 0; c < Cfg::C; ++c) g.acc[r][c] += av * int32_t(w[c]);
+        for (int c = 0; c < Cfg::C; ++c) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const acc_t prod = acc_t(av * w_t(w[c]));
+            g.acc[r][c] = (first ? acc_t(0) : g.acc[r][c]) + acc_t(prod << sh);
+        }
     }
 }
 
-// One parallel register transfer (acc and dr are partitioned completely): UNROLL, since it runs between
-// pipelined loops, where Vitis would otherwise pipeline the inner loop and take R x C cycles per tile end.
+// The finished tile's sums to the drain registers: one parallel register transfer (acc and dr are partitioned
+// completely; UNROLL, so no loop is left for the tool to pipeline). The accumulators are not cleared: the next
+// tile's first array step overwrites them (array_step `first`).
 template <class Cfg>
 void acc_to_drain(GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
@@ -588,7 +559,6 @@ ACC_COPY_R:
             ISEG_CHECK(fits_signed(g.acc[r][c], widths_of<Cfg>::type::ARR),
                        "array accumulator exceeds its proven width (Widths::ARR)");
             g.dr[r][c] = g.acc[r][c];
-            g.acc[r][c] = 0;
         }
     }
 }
@@ -609,131 +579,6 @@ inline int gemm_tile_steps(int k, int dsteps, int a_share, int pf0, int w_share)
     if (a_share > steps) steps = a_share;
     if (pf0 + w_share > steps) steps = pf0 + w_share;
     return steps;
-}
-
-// A whole GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)).
-// in: A int8 at scratch + d.in (row stride d.in_stride); B in w[g.wcur] as (tile, k) rows (the
-// caller prefetched it, or loaded it for MASK_PRODUCT); bias/rq from the blob; residual i16 at
-// scratch + d.in2 with F_RESIDUAL. out: (T, N) int8/int16 at scratch + d.out, row stride
-// d.out_stride. `pf`: the next layer's weight prefetch, advanced in the shadow of this layer.
-// With `fuse_ln`, `ln` is the LAYERNORM row whose output is this layer's input: the left operand is
-// loaded by the LayerNorm loader (ln_step) from ln's input instead, and ln's output is written too.
-template <class Cfg>
-void gemm_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g,
-                Prefetch& pf, const LayerDesc& ln, bool fuse_ln) {
-    const int W = Cfg::AXI_BYTES;
-    const int mb_n = (d.T + Cfg::R - 1) / Cfg::R;
-    const int nt_n = (d.N + Cfg::C - 1) / Cfg::C;
-    const int dsteps = drain_steps<Cfg>();
-    const int8_t(&wb)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
-    load_consts<Cfg>(d, blob, g);
-GEMM_ZERO_R:
-    for (int r = 0; r < Cfg::R; ++r) {
-        ISEG_PRAGMA(HLS UNROLL)  // registers: one parallel clear (acc_to_drain)
-    GEMM_ZERO_C:
-        for (int c = 0; c < Cfg::C; ++c) {
-            ISEG_PRAGMA(HLS UNROLL)
-            g.acc[r][c] = 0;
-        }
-    }
-    // prologue: the first row block's left operand (exposed)
-    const int a_blk =
-        fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
-    if (fuse_ln) ln_consts<Cfg>(ln, blob, g);
-    // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
-    // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
-    // it is that input, updated in place row for row (same rows, same byte stride: each row is stored after
-    // it was read)
-    ISEG_CHECK(!fuse_ln || (d.out == ln.in && long(d.out_stride) * (d.out_bits / 8) == 2L * ln.in_stride) ||
-                   d.out + (long(d.T - 1) * d.out_stride + d.N) * (d.out_bits / 8) <= ln.in ||
-                   ln.in + (long(d.T - 1) * ln.in_stride + d.K) * 2 <= d.out,
-               "GEMM layer: output overlaps the fused LayerNorm's input");
-    const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
-    ALoad al = {scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
-    const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
-    LnLoad ll = {scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
-                 fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
-GEMM_A0:
-    for (int b = 0; b < a_blk; ++b) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=2018)
-        ISEG_PIPELINE(GEMM_A0, 1);
-        if (fuse_ln)
-            ln_step<Cfg>(ll, g);
-        else
-            a_beat<Cfg>(al, g);
-    }
-    ISEG_CYCLES(g.cycles, a_blk + kPipeDepth);
-    const long w_share_total = prefetch_beats(pf, prefetch_lanes<Cfg>());
-    const long tiles = long(mb_n) * nt_n;
-    const int w_share = int((w_share_total + tiles - 1) / tiles);
-    Drain dt = {0, 0, 0, 0, false, false};
-    const Drain dcls = {0, 0, 0, 0, false, true};
-    const int csteps = cls_steps<Cfg>(d);  // the first tile's idle output lanes add the embed's cls row
-GEMM_MT:
-    for (int mb = 0; mb < mb_n; ++mb) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=65)
-        const int t0 = mb * Cfg::R;
-        const int cur = mb & 1;
-        const int tn = t0 + Cfg::R;
-        const bool more = mb + 1 < mb_n;
-        ALoad nx = {scratch + d.in + long(tn) * d.in_stride, long(d.in_stride),
-                    more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0, d.K, cur ^ 1, more ? 0 : Cfg::R, 0};
-        const int rn = more ? (d.T - tn < Cfg::R ? d.T - tn : Cfg::R) : 0;
-        LnLoad lx = {scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
-                     long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
-                     fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
-        const int a_total = more ? a_blk : 0;
-        const int a_share = (a_total + nt_n - 1) / nt_n;
-        // The block's tiles and their steps are ONE pipelined loop (tile counters advanced inside), so the
-        // pipeline fills once per row block, not once per tile (docs/hls.md, "What csynth would likely find
-        // first"). Every tile after the layer's first has a pending one (gemm_tile_steps: its output stage).
-        const int pf0_p = embed_fused(d) ? dsteps : 0;  // the embed's output lanes read gmem0 first (pf0)
-        const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, w_share);
-        int pf0 = embed_fused(d) ? (dt.pending ? dsteps : csteps) : 0;  // (the embed's row-0 steps: csteps)
-        int steps = gemm_tile_steps(d.K, dt.pending ? dsteps : 0, a_share, pf0, w_share);
-        const long total = steps + long(nt_n - 1) * steps_p;
-        int nt = 0, s = 0;
-    GEMM_STEP:
-        for (long i = 0; i < total; ++i) {
-            ISEG_PRAGMA(HLS loop_tripcount min=192 max=36864)
-            ISEG_PIPELINE(GEMM_STEP, 1);
-            ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
-            ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // (top.cpp ALIAS: one buffer)
-            if (s < d.K) {
-                ISEG_RD_ROWS(g, a, g.a_bank(cur, 0), Cfg::R, s / g.A_WORD);
-                ISEG_RD(g, w, g.wcur, long(nt) * d.K + s);
-                array_step<Cfg>(g, g.a[cur], wb[long(nt) * d.K + s], s);
-            }
-            // one output stage: the previous tile, or (first tile of the layer) the embed's cls row
-            if (s < (dt.pending ? dsteps : csteps)) drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt.pending ? dt : dcls, s);
-            if (s < a_share && fuse_ln) ln_step<Cfg>(lx, g);
-            if (s < a_share && !fuse_ln) a_beat<Cfg>(nx, g);
-            if (s >= pf0 && s < pf0 + w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
-            if (++s == steps) {  // the tile's last step: its sums to the drain registers, the next tile
-                acc_to_drain<Cfg>(g);
-                const int n0 = nt * Cfg::C;
-                dt.t0 = t0;
-                dt.n0 = n0;
-                dt.rows = d.T - t0 < Cfg::R ? d.T - t0 : Cfg::R;
-                dt.cols = d.N - n0 < Cfg::C ? d.N - n0 : Cfg::C;
-                dt.pending = true;
-                ++nt;
-                s = 0;
-                steps = steps_p;
-                pf0 = pf0_p;
-            }
-        }
-        ISEG_CYCLES(g.cycles, total);
-        ISEG_CHECK(nt == nt_n && s == 0, "GEMM layer: the tile counters left the block's tiles");
-        ISEG_CHECK(lx.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
-    }
-    // epilogue: the last tile's output stage (exposed), and the array's pipeline
-GEMM_TAIL:
-    for (int s = 0; s < dsteps; ++s) {
-        ISEG_PIPELINE(GEMM_TAIL, 1);
-        drain_step<Cfg>(d, blob, scratch, scratch_b, g, dt, s);
-    }
-    ISEG_CYCLES(g.cycles, dsteps + kPipeDepth);
 }
 
 // The transposing loader: row n of an (N, K) int8 source (byte stride `stride`) goes down column n % C of

@@ -276,6 +276,7 @@ AXI_BEATS:
 #define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n))
 #define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n))
 #define ISEG_PIPELINE(label, ii) ::iseg::PipeIter iseg_pipe_iter_(#label, ii)
+#define ISEG_PIPELINE_AS(label, ii, name) ::iseg::PipeIter iseg_pipe_iter_((name), ii)
 #define ISEG_PORTS(buf, NB) ::iseg::Ports<(NB)> buf##_ports
 #define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false)
 #define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true)

@@ -6,7 +6,7 @@
 //
 // The square root is the exact digit-by-digit (restoring) algorithm, 32 fixed iterations: no
 // Newton steps, no float. The datapath that streams rows through these is the LayerNorm loader of
-// gemm.h (ln_step): fused into the next GEMM's left-operand load, or alone (layernorm_layer).
+// gemm.h (ln_step): fused into the next GEMM's left-operand load, or alone (schedule.h layernorm_begin).
 #pragma once
 
 #include "requant.h"

@@ -60,7 +60,7 @@ def test_gemm_cycles_by_hand() -> None:
 def test_attention_cycles_by_hand() -> None:
     """T 9 keys, 1 head of 16 on the harness array: blocks of 4, 4, 1 query rows, software-pipelined.
 
-    P.V drains overlap like gemm_layer's: channel tile j's drain (11 steps) runs in the first steps of tile
+    P.V drains overlap like a GEMM layer's: channel tile j's drain (11 steps) runs in the first steps of tile
     j + 1's key loop, which runs max(T, drain) iterations; the last tile's drain runs alone (drain + PIPE),
     except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s key
     tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
@@ -135,7 +135,7 @@ def test_one_channel_requant_loads_nothing() -> None:
 def test_attention_pv_ii1_by_hand() -> None:
     """The same layer as test_attention_cycles_by_hand with u8 probabilities (PV_II 1).
 
-    Derivation: a P.V pass (att_pv) is channel tile 0 (T keys at PV_II cycles each + PIPE), tiles j >= 1
+    Derivation: a P.V block (its PV passes) is channel tile 0 (T keys at PV_II cycles each + PIPE), tiles j >= 1
     (max(T, drain) iterations at PV_II cycles each + PIPE: tile j - 1 drains in them) and, unless deferred,
     the last drain (drain + PIPE, one cycle per step at any PV_II). So a pass costs T + (vt_n - 1) * max(T,
     drain) cycles less at PV_II 1 than at 2. Every head runs nb passes (PV(i-1) for i = 1 .. nb-1, and
@@ -342,7 +342,7 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:
-    """A LayerNorm alone runs on the loader (gemm.h layernorm_layer), hand-worked on the harness (R 4, 16-byte
+    """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 16-byte
     beats: 8 stats lanes, 5 LayerNorm lanes): consts 23 records + 16 = 39; 2 row blocks (6 rows) of
     4 * (ceil(23/8) + ceil(23/5)) + 32 + 66 = 130 steps = 260; + 16 -> 315."""
     rng = np.random.default_rng(3)

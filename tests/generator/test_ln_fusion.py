@@ -113,7 +113,7 @@ def test_plan_windows_the_layernorm_row(decoder: str, tmp_path: Path) -> None:
 
 def _overlapping_fusions(layers) -> list[tuple[str, str]]:
     """The fused (LAYERNORM, LINEAR) row pairs whose LINEAR output bytes overlap the LayerNorm's input bytes
-    (other than an exact in-place update: same offset, same byte stride; hls/gemm.h gemm_layer ISEG_CHECK)."""
+    (other than an exact in-place update: same offset, same byte stride; hls/schedule.h gemm_begin ISEG_CHECK)."""
     bad = []
     fused = _engine_fuses(layers)
     for r, nx in zip(layers, layers[1:], strict=False):

@@ -285,7 +285,7 @@ def test_layernorm_mean_ties(hls):
 
 @pytest.mark.parametrize("shift_rows", [0, 1])
 def test_layernorm_in_place(hls, shift_rows):
-    """A LayerNorm alone reads a whole row block before it stores any of its rows (gemm.h layernorm_layer), so
+    """A LayerNorm alone reads a whole row block before it stores any of its rows (schedule.h layernorm_begin), so
     its i16 output may overwrite its own input in place (several blocks, a partial last one); an output
     shifted by a row would overwrite the next block's input and is refused before anything runs."""
     rng = np.random.default_rng(12)

@@ -99,7 +99,7 @@ def test_pipelined_loops_are_port_checked(path):
     assert "HLS PIPELINE" not in code, f"{path.name}: a PIPELINE pragma outside ISEG_PIPELINE"
     lines = code.splitlines()
     for i, line in enumerate(lines):
-        m = re.match(r"(\s*)ISEG_PIPELINE\((\w+), ([12])\);", line)
+        m = re.match(r"(\s*)ISEG_PIPELINE(?:_AS)?\((\w+), ([12])(?:, [^;]+)?\);", line)
         if not m or path.name == "iseg_ports.h":
             continue
         j = next(j for j in range(i - 1, -1, -1) if re.match(r"\s*for\s*\(", lines[j]))
@@ -109,8 +109,8 @@ def test_pipelined_loops_are_port_checked(path):
 
 def test_port_checked_buffers_have_their_pragmas():
     """Each buffer the C-sim port check counts (ISEG_PORTS next to it) has its banking stated where it is declared:
-    GemmBuffers' in engine.h (the static g), AttSm's in attention.h (the static sm), with the factor its bank
-    function uses (so the check and the pragma describe the same memories)."""
+    GemmBuffers' and AttSm's in engine.h (the statics g and sm), with the factor its bank function uses (so the
+    check and the pragma describe the same memories)."""
     hls_dir = Path(HLS_DIR)
     gemm, att = (hls_dir / "gemm.h").read_text(), (hls_dir / "attention.h").read_text()
     engine = (hls_dir / "engine.h").read_text()
@@ -121,11 +121,46 @@ def test_port_checked_buffers_have_their_pragmas():
     declared |= {("sm", b) for b in re.findall(r"ISEG_PORTS\((\w+),", att)}
     assert declared == set(want)
     for (obj, buf), factor in want.items():
-        text = engine if obj == "g" else att
-        pragmas = re.findall(rf"ISEG_PRAGMA\(HLS ARRAY_(?:PARTITION|RESHAPE) variable={obj}\.{buf} ([^)]*)\)", text)
+        pragmas = re.findall(rf"ISEG_PRAGMA\(HLS ARRAY_(?:PARTITION|RESHAPE) variable={obj}\.{buf} ([^)]*)\)", engine)
         assert any(factor in p for p in pragmas), (obj, buf, pragmas)
     assert "return col % Cfg::OUT_LANES;" in gemm and "return c % Cfg::LN_LANES;" in gemm
-    assert "key % Cfg::SM_LANES" in att and "kAWord = Cfg::A_WORD" in engine and "kAWord = Cfg::A_WORD" in att
+    assert "key % Cfg::SM_LANES" in att and "kAWord = Cfg::A_WORD" in engine and "kSmLanes = Cfg::SM_LANES" in engine
+
+
+def call_sites(name: str) -> list[str]:
+    """Where the synthesisable headers call function ``name`` (its definition excluded): 'file:line' each."""
+    sites = []
+    for path in HEADERS:
+        if path.name in (STREAM_STANDIN, "iseg_ports.h", "csim_api.h"):
+            continue
+        for i, line in enumerate(code_of(path).splitlines()):
+            for m in re.finditer(rf"(?<![\w.>:]){name}\s*(<[^;()]*>)?\s*\(", line):
+                before = line[:m.start()].strip()
+                if re.search(r"(\bvoid|\bbool|\bint|\bPass|\bSeq|\w+\s*&|inline|int64_t|int32_t)$", before):
+                    continue  # a definition or declaration: `void name(`, `Pass name(`
+                sites.append(f"{path.name}:{i + 1}")
+    return sites
+
+
+@pytest.mark.parametrize("unit", ["engine_pass", "run_passes", "array_step", "acc_to_drain", "drain_step", "ln_step",
+                                  "a_beat", "att_q_beat", "att_o_step", "att_sm_tick", "sm_step"])
+def test_each_unit_is_built_once(unit):
+    """An HLS tool builds a function once per call site and every pipelined loop as a module of its own, sharing
+    no operator between them. So the array, the Shiftmax unit, the LayerNorm loader, the output lanes and the
+    loaders each have ONE call site, inside the one engine loop (schedule.h engine_pass), which itself has one
+    (run_passes), called once (engine.h). Three call sites of the array used to mean three arrays."""
+    sites = call_sites(unit)
+    assert len(sites) == 1, f"{unit} is called at {sites}"
+    want = {"engine_pass": "schedule.h", "run_passes": "engine.h", "sm_step": "attention.h",
+            "array_step": "schedule.h", "acc_to_drain": "schedule.h"}.get(unit, "schedule.h")
+    assert sites[0].startswith(want + ":"), sites
+
+
+def test_call_site_scanner_counts_calls():
+    """The scanner behind test_each_unit_is_built_once: it finds the known two call sites of tp_step (the K/V
+    load and MASK_PRODUCT's transposing load) and of prefetch_beat (the first prefetch, the engine loop)."""
+    assert sorted(s.split(":")[0] for s in call_sites("tp_step")) == ["gemm.h", "schedule.h"]
+    assert sorted(s.split(":")[0] for s in call_sites("prefetch_beat")) == ["engine.h", "schedule.h"]
 
 
 def test_layer_desc_layout(hls):

@@ -1,0 +1,593 @@
+// schedule.h -- the engine's ONE pipelined loop (engine_pass) and the sequencer that drives it.
+//
+// Why one loop: an HLS tool builds every pipelined loop as a module of its own and shares no operator
+// between modules, and it builds a function once per call site. The array (R x C MACs), the Shiftmax unit,
+// the LayerNorm loader, the output lanes and the loaders used to be inlined into the GEMM, Q.K^T and P.V
+// loops and the loops around them: three arrays on a part whose DSPs hold one, five Shiftmax units, three
+// LayerNorm datapaths (docs/hls.md, "What csynth would likely find first"). Now every one of them is called
+// at exactly one place, inside engine_pass's loop ENGINE_PASS, and engine_pass is called at exactly one
+// place, in run_passes (tests/hls/test_hls_static.py checks both). What used to be a loop is a pass of
+// ENGINE_PASS in one mode (PassMode: the former loop names, which C-simulation still reports ports and
+// bursts under); a unit runs in an iteration when its mode and counters say so, and its operands are muxed
+// by mode where two modes feed it (the array's left operand: a row block of g.a or a Q block).
+//
+// The sequencer (seq_next) is the layer schedule of gemm.h / attention.h written as a state machine: between
+// passes it runs the setup (tables, the K/V load, loader and drain state) and hands out the next pass.
+// The passes, their trip counts and the cycles charged are those of the loops they replace, so the C-sim
+// cycle count still equals generator/estimate.py exactly.
+//
+// P.V at PV_II = 2 (u15 P on a packing array) is two iterations per key at II = 1: the low byte of P, then
+// the high byte shifted by 8. Each is a u8 x int8 product, which packs two MACs per DSP48E2 like every other
+// product of the array, so the array's left operand is 9 signed bits on a packing array (arr_a_bits) in
+// every mode; the side jobs of P.V (output lanes, Shiftmax step) run on the key's first iteration, as they
+// ran once per II = 2 iteration before. The integers are the same: the array only adds.
+#pragma once
+
+#include "attention.h"
+#include "gemm.h"
+
+namespace iseg {
+
+enum PassMode : int32_t {
+    PM_GEMM_A0 = 0,  // a GEMM layer's first row block, loaded alone (A loader or LayerNorm loader)
+    PM_GEMM,         // a row block's tiles: array, output lanes, next block's loader, weight prefetch
+    PM_GEMM_TAIL,    // the last tile's output lanes
+    PM_LN,           // a LAYERNORM row alone on the LayerNorm loader, block after block
+    PM_Q_LOAD,       // Q beats alone (a head's first Q block, what a short key loop left), Shiftmax advancing
+    PM_QK,           // a query block's key tiles: array, score lanes, next Q block, a pending P.V drain
+    PM_PV,           // one channel tile of P.V: PV_II iterations per key, the previous tile's drain
+    PM_O_STEP,       // the last P.V tile's output lanes alone, Shiftmax advancing
+    PM_SM_REST,      // the Shiftmax alone
+    kPassModes
+};
+
+// C-simulation's names of the modes (port and burst reports): the loops they replace.
+inline const char* pass_mode_name(int m) {
+    static const char* const names[kPassModes] = {"GEMM_A0",    "GEMM_STEP",  "GEMM_TAIL",
+                                                  "LN_LAYER",   "ATT_Q_LOAD", "ATT_QK_STEP",
+                                                  "ATT_PV_STEP", "ATT_O_STEP", "ATT_SM_REST"};
+    return m >= 0 && m < kPassModes ? names[m] : "ENGINE_PASS";
+}
+
+// One pass: a mode, its iterations, and the per-mode constants of its counters.
+struct Pass {
+    int32_t mode;
+    long total;           // iterations
+    long cycles;          // what the loop it replaces charged (C-sim cycle count)
+    int cur, t0;          // GEMM: half of g.a holding the row block, its first row
+    int a_share, w_share; // GEMM: the steps of a tile that load the next block / prefetch the next layer
+    int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's
+    int pf0, pf0_p;       // GEMM: a tile's first prefetch step (first tile / later tiles)
+    int csteps;           // GEMM: output-lane steps of the embed's cls row (the first tile, nothing pending)
+    bool fuse_ln;         // GEMM, GEMM_A0: the LayerNorm loader instead of the A loader
+    int h, rows, half, qh;  // QK: head, query rows, score half, Q half; PV: head, probability half (half)
+    long vrow;            // PV: the channel tile's first V row in w
+    int c0, cols;         // PV: the channel tile
+    RqParams rq_s;        // QK: the score requant
+};
+
+inline Pass pass_of(int32_t mode, long total, long cycles) {
+    Pass p = {};
+    p.mode = mode;
+    p.total = total;
+    p.cycles = cycles;
+    return p;
+}
+
+// The array's left operand width: 9 signed bits on a packing array (int8, u8, or a byte of a u15 P), 16 on one
+// that does not pack (a DSP per PE takes u15 P whole).
+template <class Cfg>
+constexpr int arr_a_bits() {
+    return pack_of<Cfg>::value == 2 ? 9 : 16;
+}
+
+// The state every pass may touch besides the buffers: loaders, drains, the weight prefetch.
+template <class Cfg>
+struct PassState {
+    ALoad al;    // the A loader (GEMM_A0: block 0; GEMM: block mb + 1)
+    LnLoad ln;   // the LayerNorm loader (the same blocks, or LN_LAYER's)
+    QLoad q;     // the Q loader
+    Drain dt;    // the GEMM tile in g.dr
+    PvDrain pd;  // the P.V tile in g.dr
+};
+
+// THE engine loop. One call site (run_passes); every unit below is called once in its body.
+template <class Cfg>
+void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
+                 GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
+    ISEG_PRAGMA(HLS INLINE off)
+    constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>();
+    const int m = p.mode;
+    const bool gemm = m == PM_GEMM, qk = m == PM_QK, pv = m == PM_PV;
+    const bool split = pv && PVII == 2;  // P.V's u15 P byte by byte
+    const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
+    const int T = d.T, dh = d.d_head;
+    const int kt_n = (T + C - 1) / C;
+    const Drain dcls = {0, 0, 0, 0, false, true};
+    // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
+    int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+ENGINE_PASS:
+    for (long i = 0; i < p.total; ++i) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
+        ISEG_PIPELINE_AS(ENGINE_PASS, 1, pass_mode_name(m));
+        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
+        // the array: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par)
+        if ((gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T)) {
+            const int ah = gemm ? p.cur : p.half;
+            const long wrow = gemm ? long(nt) * d.K + s : (qk ? long(nt) * dh + s : p.vrow + s);
+            if (qk)
+                ISEG_RD_ROWS(sm, q, sm.q_bank(p.qh, 0), R, s / GemmBuffers<Cfg>::A_WORD);
+            else
+                ISEG_RD_ROWS(g, a, g.a_bank(ah, 0), R, s / GemmBuffers<Cfg>::A_WORD);
+            ISEG_RD(g, w, g.wcur, wrow);
+            int16_t av[R];
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete)
+        ARRAY_A:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int16_t x = qk ? sm.q[p.qh][r][s] : g.a[ah][r][s];
+                av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
+                ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
+            }
+            array_step<Cfg, AB>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
+        }
+        const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
+        // the GEMM output lanes: the previous tile (or the embed's cls row), or the last tile alone
+        if ((gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL)
+            drain_step<Cfg>(d, blob, scratch, scratch_b, g, gemm && !ps.dt.pending ? dcls : ps.dt, gemm ? s : int(i));
+        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
+        if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, g);
+        if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, g);
+        if (gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, g);
+        if (qk || m == PM_Q_LOAD) att_q_beat<Cfg>(ps.q, dh, sm);  // the next Q block into the other half
+        if (qk && nt > 0 && s < sdsteps) {  // the score lanes: the previous key tile
+        ATT_S_LANE:
+            for (int l = 0; l < Cfg::S_LANES; ++l) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int e = s * Cfg::S_LANES + l;
+                const int r = e / C, c = e % C;
+                if (r < p.rows && c < dcols) {
+                    ISEG_WR(sm, s, sm.s_bank(p.half, dn0 + c), sm.s_word(r, dn0 + c));
+                    const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], p.rq_s, 8);
+                    sm.s[p.half][r][dn0 + c] = int8_t(v);
+                    if (v > sm.mx[p.half][r]) sm.mx[p.half][r] = v;
+                }
+            }
+        }
+        // the P.V output lanes: a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone
+        if ((((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP)
+            att_o_step<Cfg>(d, scratch, p.h, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s);
+        if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
+        // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
+        const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
+        if (tile_end) acc_to_drain<Cfg>(g);
+        if (gemm) {
+            if (++s == steps) {
+                const int n0 = nt * C;
+                ps.dt.t0 = p.t0;
+                ps.dt.n0 = n0;
+                ps.dt.rows = d.T - p.t0 < R ? d.T - p.t0 : R;
+                ps.dt.cols = d.N - n0 < C ? d.N - n0 : C;
+                ps.dt.pending = true;
+                ++nt;
+                s = 0;
+                steps = p.steps_p;
+                pf0 = p.pf0_p;
+            }
+        } else if (qk) {
+            if (++s == steps) {
+                dn0 = nt * C;
+                dcols = T - dn0 < C ? T - dn0 : C;
+                ++nt;
+                s = 0;
+                steps = nt < kt_n ? p.steps_p : sdsteps;
+            }
+        } else if (pv) {
+            if (par + 1 == PVII) {
+                par = 0;
+                ++s;
+            } else {
+                ++par;
+            }
+            if (tile_end) {  // the tile waits in g.dr: its drain runs in the next tile, or after
+                ps.pd.pending = true;
+                ps.pd.c0 = p.c0;
+                ps.pd.cols = p.cols;
+            }
+        } else if (m == PM_LN) {
+            if (++s == p.steps) {  // the next row block
+                ISEG_CHECK(ps.ln.phase == LN_DONE, "LAYERNORM: loader block incomplete");
+                const int bytes = d.out_bits / 8;
+                s = 0;
+                ++nt;
+                const int t0 = nt * R;
+                ps.ln.src += long(R) * d.in_stride * 2;
+                ps.ln.dst += long(R) * d.out_stride * bytes;
+                ps.ln.rows = d.T - t0 < R ? d.T - t0 : R;
+                ps.ln.phase = LN_STATS;
+                ps.ln.r = ps.ln.i = 0;
+                ps.ln.sum = ps.ln.sq = 0;
+            }
+        }
+    }
+    if (gemm) {
+        ISEG_CHECK(nt == (d.N + C - 1) / C && s == 0, "GEMM layer: the tile counters left the block's tiles");
+        ISEG_CHECK(ps.ln.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
+    }
+    if (qk) ISEG_CHECK(nt == kt_n + 1 && s == 0, "Q.K^T: the key-tile counters left the block's tiles");
+    if (pv) ISEG_CHECK(par == 0, "P.V: a key's parts left unfinished");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passes per layer, a bound (no unbounded loops): an attention layer of H heads and nb query blocks takes
+// about H * nb * (channel tiles + 4).
+static constexpr int kMaxPasses = 1 << 20;
+
+// The sequencer: the schedule of one layer as a state machine. seq_begin starts it; each seq_next runs the
+// setup before the next pass and returns it (false: the layer is done).
+enum SeqPhase : int32_t {
+    SQ_DONE = 0,
+    SQ_GEMM_A0, SQ_GEMM_BLOCK, SQ_GEMM_TAIL,  // gemm_begin
+    SQ_LN,                                    // layernorm_begin
+    SQ_HEAD, SQ_QK0, SQ_QR0, SQ_BLOCK, SQ_PV, SQ_O, SQ_QK, SQ_QR, SQ_REST, SQ_BLOCK_END, SQ_EPI_PV, SQ_EPI_O,
+    SQ_HEAD_END  // attention_begin
+};
+
+struct Seq {
+    int32_t phase;
+    LayerDesc ln;     // GEMM: the fused LayerNorm row (fuse_ln)
+    bool fuse_ln;
+    int a_blk, w_share, mb, mb_n, nt_n;  // GEMM
+    int h, i, nb, c0, defer;             // attention: head, query block, blocks, P.V channel tile, PV(i-1) deferred
+    long shadow, qk_it;                  // attention: Shiftmax steps taken inside the array passes
+    RqParams rq_s;
+};
+
+// A GEMM layer: out (T, N) = stage(A (T, K) . B (K, N)) (gemm.h: the tile schedule). in: A int8 at scratch + d.in;
+// B in w[g.wcur] (prefetched, or loaded for MASK_PRODUCT); bias / rq from the blob; with fuse_ln, the left
+// operand comes through the LayerNorm loader from ln's input, and ln's output is written too.
+template <class Cfg>
+Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g,
+               const Prefetch& pf, const LayerDesc& ln, bool fuse_ln, PassState<Cfg>& ps) {
+    Seq sq = {};
+    sq.phase = SQ_GEMM_A0;
+    sq.ln = ln;
+    sq.fuse_ln = fuse_ln;
+    const int W = Cfg::AXI_BYTES;
+    load_consts<Cfg>(d, blob, g);
+    if (fuse_ln) ln_consts<Cfg>(ln, blob, g);
+    // the LayerNorm's input rows of block mb + 1 are read while the output stage stores block mb: this
+    // layer's output must not overlap them (generator/plan.py keeps the input live through this row), unless
+    // it is that input, updated in place row for row (same rows, same byte stride: each row is stored after
+    // it was read)
+    ISEG_CHECK(!fuse_ln || (d.out == ln.in && long(d.out_stride) * (d.out_bits / 8) == 2L * ln.in_stride) ||
+                   d.out + (long(d.T - 1) * d.out_stride + d.N) * (d.out_bits / 8) <= ln.in ||
+                   ln.in + (long(d.T - 1) * ln.in_stride + d.K) * 2 <= d.out,
+               "GEMM layer: output overlaps the fused LayerNorm's input");
+    sq.a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
+    sq.mb_n = (d.T + Cfg::R - 1) / Cfg::R;
+    sq.nt_n = (d.N + Cfg::C - 1) / Cfg::C;
+    const long tiles = long(sq.mb_n) * sq.nt_n;
+    sq.w_share = int((prefetch_beats(pf, prefetch_lanes<Cfg>()) + tiles - 1) / tiles);
+    const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
+    const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
+    ps.al = ALoad{scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
+    ps.ln = LnLoad{scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
+                   fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
+    ps.dt = Drain{0, 0, 0, 0, false, false};
+    return sq;
+}
+
+// A LAYERNORM row that is not fused into a GEMM (its output feeds no single LINEAR: the decoder's final norm,
+// which two GEMMs read, and the mask norm before the argmax) runs on the same LayerNorm loader, alone: row block
+// after row block of R rows, ln_block_steps each, one pass. A block's input rows are all read into a[0] (the
+// stats pass) before any of its output rows is stored, so the output may be the input, updated in place, as
+// long as an output row never outruns its input row (stride), or the two must be disjoint.
+template <class Cfg>
+Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
+                    GemmBuffers<Cfg>& g, PassState<Cfg>& ps) {
+    const int bytes = d.out_bits / 8;
+    ISEG_CHECK((d.out == d.in && long(d.out_stride) * bytes <= 2L * d.in_stride) ||
+                   d.out + (long(d.T - 1) * d.out_stride + d.N) * bytes <= d.in ||
+                   d.in + (long(d.T - 1) * d.in_stride + d.N) * 2 <= d.out,
+               "LAYERNORM: output overlaps the input of a later row");
+    ln_consts<Cfg>(d, blob, g);
+    ps.ln = LnLoad{scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
+                   d.N, bytes, 0, LN_STATS, 0, 0, 0, 0};
+    Seq sq = {};
+    sq.phase = SQ_LN;
+    return sq;
+}
+
+// Multi-head attention (attention.h: the block schedule). Per head: K_h and V_h on chip, then per query block
+// b: PV(b - 1), QK(b + 1), what is left of SM(b); QK(0) the prologue, PV(nb - 1) the epilogue.
+template <class Cfg>
+Seq attention_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+    static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
+    const int kt_n = (d.T + Cfg::C - 1) / Cfg::C, vt_n = (d.d_head + Cfg::C - 1) / Cfg::C;
+    ISEG_CHECK(long(kt_n) * d.d_head + long(vt_n) * d.T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
+    load_rq_table<Cfg, 2>(d.rq2, d.heads * d.d_head, blob, g);  // the per-channel RQ_8 of P.V
+    Seq sq = {};
+    sq.phase = SQ_HEAD;
+    sq.nb = (d.T + Cfg::R - 1) / Cfg::R;
+    sq.rq_s = rq_channel(d.rq, blob, 0);
+    return sq;
+}
+
+// Head h's K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key) rows
+// as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per iteration (II = KV_II,
+// 2: the transposer's two rows of w per step beside the V words, each V beat one or two words of w; more on an
+// explicit array narrower than AXI_BYTES / 2, whose V beats span more rows). Both beats are single-beat runs (a
+// key's row is a stride away from the next), so K comes through scratch and V through scratch_b: half a request
+// per cycle on each port, not one on one (docs/hls.md, "Bursts").
+template <class Cfg>
+void att_load_kv(const LayerDesc& d, const uint8_t* scratch, const uint8_t* scratch_b, int h, GemmBuffers<Cfg>& g) {
+    const int W = Cfg::AXI_BYTES, T = d.T, dh = d.d_head, D = d.heads * dh;
+    constexpr int kKvII = kv_ii_of<Cfg>::value;
+    (void)kKvII;  // read by the pragma (and the cycle count)
+    const long st = d.in_stride;
+    const uint8_t* qkv = scratch + d.in;
+    const uint8_t* qkv_b = scratch_b + d.in;  // the V beats: the second port
+    int8_t(&kv)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
+    const int vt_n = (dh + Cfg::C - 1) / Cfg::C;
+    const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
+    const int dbeats = (dh + W - 1) / W;
+ATT_KV_CHUNK:
+    for (int b = 0; b < dbeats; ++b) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=4)
+        const long steps = tp_chunk_steps(T, dh, b, Cfg::C, W);
+        tp_begin(g.tp);
+    ATT_KV_STEP:
+        for (long s2 = 0; s2 < steps; ++s2) {
+            ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
+            ISEG_PIPELINE(ATT_KV_STEP, kKvII);
+            const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
+            if (n >= 0) {
+                ISEG_AXI_RD(GMEM2, qkv_b + long(n) * st + 2L * D + long(h) * dh + b * W, dh - b * W < W ? dh - b * W : W);
+            ATT_V_BYTE:
+                for (int j = 0; j < W; ++j) {
+                    const int k = b * W + j;
+                    if (k < vt_n * Cfg::C) {  // P.V columns past d_head are 0
+                        const long row = voff + long(k / Cfg::C) * T + n;
+                        ISEG_WR(g, w, g.wcur, row);
+                        kv[row][k % Cfg::C] = k < dh ? int8_t(qkv_b[long(n) * st + 2L * D + long(h) * dh + k]) : 0;
+                    }
+                }
+            }
+        }
+        ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
+        ISEG_CYCLES(g.cycles, long(kKvII) * steps + kPipeDepth);
+    }
+}
+
+// Q.K^T of one query block: scores into s[half], row maxima into mx[half] (cleared here), Q block qh on the array;
+// key tile 0 also drains a pending P.V tile. Its iterations: att_qk_steps.
+template <class Cfg>
+Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, AttSm<Cfg>& sm) {
+ATT_MX_INIT:
+    for (int r = 0; r < Cfg::R; ++r) {
+        ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
+        sm.mx[half][r] = -128;
+    }
+    const int dh = d.d_head, pdsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
+    const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps);
+    Pass p = pass_of(PM_QK, total, total + kPipeDepth);
+    p.h = sq.h;
+    p.rows = rows;
+    p.half = half;
+    p.qh = qh;
+    p.steps = pd_pending && pdsteps > dh ? pdsteps : dh;
+    p.steps_p = sdsteps > dh ? sdsteps : dh;
+    p.rq_s = sq.rq_s;
+    return p;
+}
+
+// The next pass of the layer (setup included); false when the layer is done.
+template <class Cfg>
+bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g,
+              AttSm<Cfg>& sm, PassState<Cfg>& ps) {
+    constexpr int R = Cfg::R, C = Cfg::C;
+    const int dsteps = drain_steps<Cfg>();
+    const int T = d.T, dh = d.d_head;
+    const long st = d.in_stride;
+    const uint8_t* qkv = scratch + d.in;
+SEQ_STEP:
+    for (int k = 0; k < 6; ++k) {  // at most three phases hand out no pass before one does (SQ_BLOCK_END,
+                                   // SQ_BLOCK, SQ_QK, then SQ_REST's)
+        switch (sq.phase) {
+            // ---- GEMM: the first row block alone, the row blocks, the last tile's output lanes
+            case SQ_GEMM_A0:
+                p = pass_of(PM_GEMM_A0, sq.a_blk, sq.a_blk + kPipeDepth);
+                p.fuse_ln = sq.fuse_ln;
+                sq.phase = SQ_GEMM_BLOCK;
+                sq.mb = 0;
+                return true;
+            case SQ_GEMM_BLOCK: {
+                if (sq.mb == sq.mb_n) {
+                    sq.phase = SQ_GEMM_TAIL;
+                    break;
+                }
+                const int mb = sq.mb, t0 = mb * R, cur = mb & 1, tn = t0 + R;
+                const bool more = mb + 1 < sq.mb_n;
+                const int rn = more ? (d.T - tn < R ? d.T - tn : R) : 0;
+                const LayerDesc& ln = sq.ln;
+                const long lin = sq.fuse_ln ? ln.in : 0, lout = sq.fuse_ln ? ln.out : 0;
+                ps.al = ALoad{scratch + d.in + long(tn) * d.in_stride, long(d.in_stride), rn, d.K, cur ^ 1,
+                              more ? 0 : R, 0};
+                ps.ln = LnLoad{scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
+                               long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
+                               sq.fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
+                const int a_share = ((more ? sq.a_blk : 0) + sq.nt_n - 1) / sq.nt_n;
+                // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
+                // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
+                const int csteps = cls_steps<Cfg>(d);
+                const int pf0_p = embed_fused(d) ? dsteps : 0;
+                const int pf0 = embed_fused(d) ? (ps.dt.pending ? dsteps : csteps) : 0;
+                const int steps = gemm_tile_steps(d.K, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
+                const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, sq.w_share);
+                const long total = steps + long(sq.nt_n - 1) * steps_p;
+                p = pass_of(PM_GEMM, total, total);
+                p.cur = cur;
+                p.t0 = t0;
+                p.a_share = a_share;
+                p.w_share = sq.w_share;
+                p.steps = steps;
+                p.steps_p = steps_p;
+                p.pf0 = pf0;
+                p.pf0_p = pf0_p;
+                p.csteps = csteps;
+                p.fuse_ln = sq.fuse_ln;
+                ++sq.mb;
+                return true;
+            }
+            case SQ_GEMM_TAIL:
+                p = pass_of(PM_GEMM_TAIL, dsteps, dsteps + kPipeDepth);
+                sq.phase = SQ_DONE;
+                return true;
+            // ---- LAYERNORM alone
+            case SQ_LN: {
+                const int blk = ln_block_steps(R, d.N, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                const long total = long((d.T + R - 1) / R) * blk;
+                p = pass_of(PM_LN, total, total + kPipeDepth);
+                p.steps = blk;
+                sq.phase = SQ_DONE;
+                return true;
+            }
+            // ---- ATTENTION, head sq.h
+            case SQ_HEAD: {  // K_h, V_h on chip; Q(0), exposed
+                att_load_kv<Cfg>(d, scratch, scratch_b, sq.h, g);
+                sm.st = sm_idle();
+                ps.pd = PvDrain{false, 0, 0, 0, 0, 0};
+                ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
+                const long n = ps.q.beats - ps.q.b;
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                sq.phase = SQ_QK0;
+                return true;
+            }
+            case SQ_QK0: {  // QK(0), loading Q(1) under it
+                ps.q = sq.nb > 1 ? q_block<Cfg>(qkv + long(R) * st + long(sq.h) * dh, st, T - R < R ? T - R : R, dh, 1)
+                                 : q_none();
+                p = qk_pass<Cfg>(sq, d, T < R ? T : R, 0, 0, ps.pd.pending, sm);
+                sq.phase = SQ_QR0;
+                return true;
+            }
+            case SQ_QR0: {  // the Q(1) beats QK(0) left
+                const long n = ps.q.beats - ps.q.b;
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                sq.phase = SQ_BLOCK;
+                sq.i = 0;
+                return true;
+            }
+            case SQ_BLOCK: {  // block i: SM(i) from s[i & 1] into g.a[i & 1], under PV(i - 1) and QK(i + 1)
+                const int i = sq.i, t0 = i * R;
+                sm.st = sm_begin(i & 1, T - t0 < R ? T - t0 : R);
+                sq.shadow = 0;
+                sq.defer = i + 1 < sq.nb;  // PV(i - 1)'s last drain under QK(i + 1)'s key tile 0
+                if (i >= 1) {
+                    // iterations, not cycles: any PV_II
+                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, dsteps, sq.defer);
+                    ps.pd = PvDrain{false, t0 - R, R, (i - 1) & 1, 0, 0};
+                    sq.c0 = 0;
+                    sq.phase = SQ_PV;
+                } else {
+                    sq.phase = SQ_QK;
+                }
+                break;
+            }
+            case SQ_PV:
+            case SQ_EPI_PV: {  // one channel tile of P.V (its drain runs in the next tile, or after)
+                const int cols = dh - sq.c0 < C ? dh - sq.c0 : C;
+                const int n = ps.pd.pending && dsteps > T ? dsteps : T;
+                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * n, long(pv_ii_of<Cfg>::value) * n + kPipeDepth);
+                p.h = sq.h;
+                p.half = ps.pd.half;
+                p.vrow = long((T + C - 1) / C) * dh + long(sq.c0 / C) * T;
+                p.c0 = sq.c0;
+                p.cols = cols;
+                sq.c0 += C;
+                if (sq.c0 >= dh) sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : (sq.defer ? SQ_QK : SQ_O);
+                return true;
+            }
+            case SQ_O:
+            case SQ_EPI_O:  // the last P.V tile's output lanes alone
+                p = pass_of(PM_O_STEP, dsteps, dsteps + kPipeDepth);
+                p.h = sq.h;
+                sq.phase = sq.phase == SQ_EPI_O ? SQ_HEAD_END : SQ_QK;
+                return true;
+            case SQ_QK: {  // QK(i + 1) (its Q block loaded under QK(i)), loading Q(i + 2) under it
+                if (!sq.defer) ps.pd.pending = false;  // drained alone (SQ_O), or nothing was pending
+                const int i = sq.i;
+                if (i + 1 >= sq.nb) {
+                    sq.phase = SQ_REST;
+                    break;
+                }
+                const int tn = (i + 1) * R, t2 = tn + R;
+                ps.q = i + 2 < sq.nb ? q_block<Cfg>(qkv + long(t2) * st + long(sq.h) * dh, st, T - t2 < R ? T - t2 : R,
+                                                    dh, i & 1)
+                                     : q_none();
+                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, ps.pd.pending, sm);
+                sq.qk_it = p.total;
+                sq.phase = SQ_QR;
+                return true;
+            }
+            case SQ_QR: {  // the Q beats QK(i + 1) left
+                const long n = ps.q.beats - ps.q.b;
+                sq.shadow += sq.qk_it + n;  // the key loop, and the Q beats it left
+                ps.pd.pending = false;      // QK's key tile 0 drained it
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                sq.phase = SQ_REST;
+                return true;
+            }
+            case SQ_REST: {  // what is left of SM(i)
+                const int rows = T - sq.i * R < R ? T - sq.i * R : R;
+                const long total = sm_block_steps(rows, R, T, Cfg::SM_LANES, sm_norm_lanes<Cfg>());
+                const long rest = total > sq.shadow ? total - sq.shadow : 0;
+                p = pass_of(PM_SM_REST, rest, rest > 0 ? rest + kPipeDepth : 0);
+                sq.phase = SQ_BLOCK_END;
+                return true;
+            }
+            case SQ_BLOCK_END:
+                ISEG_CHECK(sm.st.phase == SM_DONE, "ATTENTION: Shiftmax step count mismatch");
+                if (++sq.i < sq.nb) {
+                    sq.phase = SQ_BLOCK;
+                } else {  // the epilogue: PV(nb - 1)
+                    sm.st = sm_idle();
+                    const int tl = (sq.nb - 1) * R;
+                    ps.pd = PvDrain{false, tl, T - tl, (sq.nb - 1) & 1, 0, 0};
+                    sq.c0 = 0;
+                    sq.defer = 0;
+                    sq.phase = SQ_EPI_PV;
+                }
+                break;
+            case SQ_HEAD_END:
+                ps.pd.pending = false;
+                if (++sq.h < d.heads) {
+                    sq.phase = SQ_HEAD;
+                    break;
+                }
+                sq.phase = SQ_DONE;
+                return false;
+            default:
+                return false;
+        }
+    }
+    ISEG_CHECK(false, "engine: the sequencer took too many phases without a pass");
+    return false;
+}
+
+// Every pass of one layer (GEMM, LAYERNORM alone, ATTENTION), on the one engine loop: its only call site.
+template <class Cfg>
+void run_passes(Seq& sq, const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
+                GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
+    Pass p = pass_of(PM_GEMM_A0, 0, 0);
+ENGINE_PASSES:
+    for (int n = 0; n < kMaxPasses && seq_next<Cfg>(sq, p, d, scratch, scratch_b, g, sm, ps); ++n) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=2000)
+        engine_pass<Cfg>(p, d, blob, scratch, scratch_b, g, sm, pf, ps);
+        ISEG_CYCLES(g.cycles, p.cycles);
+    }
+    ISEG_CHECK(sq.phase == SQ_DONE, "engine: a layer's passes exceed kMaxPasses");
+}
+
+}  // namespace iseg
