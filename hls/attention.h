@@ -159,7 +159,16 @@ int score_drain_steps() {
 struct PvDrain {
     bool pending;
     int t0, rows, half, c0, cols;  // query rows [t0, t0 + rows) of the probability block half, channels c0 ..
+    long orow0;                    // t0 * out_stride (taken once, outside the engine loop)
+    long orow;                     // running: the current row's output offset, reset to orow0 when a tile ends,
+    int k;                         // and the step within that row (no row * stride multiplier in the loop)
 };
+
+// A P.V block's drain state before its first tile: query rows [t0, t0 + rows) of probability block half.
+inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
+    PvDrain p = {false, t0, rows, half, 0, 0, long(t0) * out_stride, long(t0) * out_stride, 0};
+    return p;
+}
 
 // Iterations of a QK pass (the Q.K^T key tiles and their drains, without the pipeline fill); pv_pending:
 // key tile 0 also drains the previous block's last P.V tile (pdsteps = drain_steps) and runs max(dh, pdsteps).
@@ -176,22 +185,23 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
     return T + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) + (defer ? 0 : pdsteps);
 }
 
-// Step s2 of the drain of P.V tile pd from g.dr: OUT_LANES outputs of head h, RQ_8((P . V) << r) to scratch.
+// Step s2 of the drain of P.V tile pd from g.dr: OUT_LANES outputs of the head whose first channel is hoff
+// (h * d_head, taken outside the loop), RQ_8((P . V) << r) to scratch. Steps come in order from 0 after the
+// tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
-void att_o_step(const LayerDesc& d, uint8_t* scratch, int h, const PvDrain& pd, const AttSm<Cfg>& sm,
+void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, const AttSm<Cfg>& sm,
                 const GemmBuffers<Cfg>& g, int s2) {
     ISEG_PRAGMA(HLS INLINE)
-    const int dh = d.d_head;
-    // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset taken once
+    // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
     const int r0 = s2 * Cfg::OUT_LANES / Cfg::C;
-    const long out_row0 = long(pd.t0 + r0) * d.out_stride;
+    const long out_row0 = pd.orow;
 ATT_O_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         const int e = s2 * Cfg::OUT_LANES + l;
         const int r = one_row ? r0 : e / Cfg::C, c = e % Cfg::C;
         if (r < pd.rows && c < pd.cols) {
-            const int ch = h * dh + pd.c0 + c;
+            const int ch = hoff + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
             ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
             const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
@@ -201,6 +211,10 @@ ATT_O_LANE:
                 uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, rq_at(d.rq2, g.rq2, ch), 8) & 0xff);
         }
     }
+    if (one_row && ++pd.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
+        pd.k = 0;
+        pd.orow += d.out_stride;
+    }
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),
@@ -208,7 +222,7 @@ ATT_O_LANE:
 // key loop (the QK pass loads ps.q), into the other half of the ping-pong q; only the first block of a head, and what a
 // short key loop leaves, is exposed.
 struct QLoad {
-    const uint8_t* src;  // row t0 of head h's q columns
+    const uint8_t* src;  // row t0 + r of head h's q columns (advanced a stride per row)
     long st;             // row stride (bytes)
     int rows, half;
     int b, beats;        // next step, steps of the block (R * ceil(d_head / load_lanes); 0: nothing to load)
@@ -235,20 +249,21 @@ void att_q_beat(QLoad& l, int dh, AttSm<Cfg>& sm) {
     const int r = l.r, kb = l.kb;
     ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
                "Q load: the row/column counters left step b");
-    if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + long(r) * l.st + kb, dh - kb < AL ? dh - kb : AL);
+    if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + kb, dh - kb < AL ? dh - kb : AL);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (kb + j < dh) {
             ISEG_WR(sm, q, sm.q_bank(l.half, r), (kb + j) / GemmBuffers<Cfg>::A_WORD);
-            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[long(r) * l.st + kb + j])) : int16_t(0);
+            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[kb + j])) : int16_t(0);
         }
     }
     ++l.b;
     l.kb += AL;
-    if (l.kb >= dh) {  // the row's last beat: the next row
+    if (l.kb >= dh) {  // the row's last beat: the next row (running address: no r * stride multiplier)
         l.kb = 0;
         ++l.r;
+        l.src += l.st;
     }
 }
 

@@ -159,9 +159,10 @@ Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffe
 }
 
 // The left-operand loader: row block `t0` into a[half], load_lanes bytes of one row per step (two words of its
-// bank); rows >= rows are zero.
+// bank); rows >= rows are zero. Addresses are running (src advances a stride per row): no row * stride
+// multiplier in the engine loop (docs/hls.md, "What csynth would likely find first", 64-bit address multiplies).
 struct ALoad {
-    const uint8_t* src;  // row 0 of the block
+    const uint8_t* src;  // row r of the block (row 0 at the start)
     long stride;         // bytes
     int rows, K, half;
     int r, kb;           // next step: row r, byte kb of the row
@@ -174,20 +175,21 @@ void a_beat(ALoad& l, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int AL = load_lanes<Cfg>();
     if (l.r >= Cfg::R) return;
-    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, l.src + long(l.r) * l.stride + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
+    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, l.src + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         const int kk = l.kb + j;
         if (kk < l.K) {
             ISEG_WR(g, a, g.a_bank(l.half, l.r), kk / g.A_WORD);
-            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[long(l.r) * l.stride + kk])) : 0;
+            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[kk])) : 0;
         }
     }
     l.kb += AL;
     if (l.kb >= l.K) {
         l.kb = 0;
         ++l.r;
+        l.src += l.stride;
     }
 }
 
@@ -213,7 +215,19 @@ struct LnLoad {
     int rows, K, bytes, half;
     int phase, r, i;
     int64_t sum, sq;
+    const uint8_t* srow;    // running addresses (no row * stride multiplier): row r of the stats pass,
+    uint8_t* drow;          // and of the normalise pass
 };
+
+// A loader at the start of its block (phase LN_STATS, or LN_DONE for none).
+inline LnLoad ln_load(const uint8_t* src, uint8_t* dst, long sstride, long dstride, int rows, int K, int bytes,
+                      int half, int phase) {
+    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, phase, 0, 0, 0, 0, src, dst};
+    return l;
+}
+
+// Element count -> bytes of an 8- or 16-bit row (a shift, not a multiplier).
+inline long act_bytes(long n, int bytes) { return n << (bytes >> 1); }
 
 inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
 
@@ -228,13 +242,13 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
     const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
     const int r = l.r;
     if (l.phase == LN_STATS) {
-        if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + (long(r) * l.sstride + l.i) * 2, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
+        if (r < l.rows) ISEG_AXI_RD(GMEM1, l.srow + 2L * l.i, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
             if (j < lw && c < l.K) {
-                const int64_t x = r < l.rows ? int64_t(ld_i16(l.src + (long(r) * l.sstride + c) * 2)) : 0;
+                const int64_t x = r < l.rows ? int64_t(ld_i16(l.srow + 2L * c)) : 0;
                 ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 g.a[l.half][r][c] = int16_t(x);
                 l.sum += x;
@@ -254,6 +268,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             g.ln_f[r] = kInt32Max / sd;  // both positive: `/` is floor here
             l.sum = l.sq = 0;
             l.i = 0;
+            l.srow += 2 * l.sstride;
             if (++l.r == Cfg::R) {
                 l.r = 0;
                 l.phase = LN_WAIT;
@@ -263,11 +278,12 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
         if (++l.i == kIsqrtSteps + kDivCycles) {
             l.i = 0;
             l.phase = LN_NORM;
+            l.drow = l.dst;
         }
     } else if (l.phase == LN_NORM) {
         if (r < l.rows)  // the LayerNorm's own output rows (the trace), on the second scratch port
-            ISEG_AXI_WR(GMEM2, l.dst + (long(r) * l.dstride + l.i) * l.bytes,
-                        l.bytes * (l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES));
+            ISEG_AXI_WR(GMEM2, l.drow + act_bytes(l.i, l.bytes),
+                        act_bytes(l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES, l.bytes));
     LNL_NORM:
         for (int j = 0; j < Cfg::LN_LANES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -279,12 +295,13 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
                 const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
-                st_act(l.dst + (long(r) * l.dstride + c) * l.bytes, l.bytes, y);
+                st_act(l.drow + act_bytes(c, l.bytes), l.bytes, y);
             }
         }
         l.i += Cfg::LN_LANES;
         if (l.i >= l.K) {
             l.i = 0;
+            l.drow += act_bytes(l.dstride, l.bytes);
             if (++l.r == Cfg::R) l.phase = LN_DONE;
         }
     }
@@ -455,24 +472,26 @@ struct Drain {
     int t0, n0, rows, cols;
     bool pending;
     bool cls;
+    long in_off, out_off;  // running: the current row's residual / output offset (elements), set at the tile's
+    int k;                 // end (schedule.h Pass::in0 / out0); the step within that row
 };
 
 // One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile, or of the
 // embed's cls row (t.cls).
 template <class Cfg>
 void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
-                GemmBuffers<Cfg>& g, const Drain& t, int s) {
+                GemmBuffers<Cfg>& g, Drain& t, int s) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
     // When OUT_LANES divides C (every generated Cfg: estimate.make_shape), a step's lanes lie in one row of the
-    // tile: its row and row offsets are taken once, two multiplies a step instead of two per lane (docs/hls.md,
-    // "What csynth would likely find first"). The unit-test harness keeps lanes that straddle rows.
+    // tile: its row offsets are the running t.in_off / t.out_off, advanced a stride per row, so the loop holds
+    // no row * stride multiplier (docs/hls.md, "What csynth would likely find first"). The unit-test harness
+    // keeps lanes that straddle rows, with a multiply per lane.
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
     const int e0 = s * Cfg::OUT_LANES;
     const int r0 = t.cls ? 0 : e0 / Cfg::C;
-    const long row0 = t.cls ? 0L : long(t.t0 + r0) + (emb ? d.n_prefix : 0);
-    const long in_row0 = row0 * d.in2_stride, out_row0 = row0 * d.out_stride;
+    const long in_row0 = t.cls ? 0L : t.in_off, out_row0 = t.cls ? 0L : t.out_off;
 OUT_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -480,7 +499,7 @@ OUT_LANE:
         const int r = t.cls ? 0 : (one_row ? r0 : e / Cfg::C), c = t.cls ? 0 : e % Cfg::C;
         const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
         if (ok) {
-            const long row = one_row ? row0 : (t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0));
+            const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
             const long in_row = one_row ? in_row0 : row * d.in2_stride;
             const long out_row = one_row ? out_row0 : row * d.out_stride;
             const long col = t.cls ? long(e) : t.n0 + c;
@@ -495,16 +514,21 @@ OUT_LANE:
             }
             if (t.cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
             const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
-            ISEG_AXI_WR(GMEM1, scratch + d.out + (out_row + col) * bytes, bytes);
+            ISEG_AXI_WR(GMEM1, scratch + d.out + act_bytes(out_row + col, bytes), bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
             const int32_t acc = t.cls ? int32_t(0) : int32_t(g.dr[r][c]);
-            st_act(scratch + d.out + (out_row + col) * bytes, bytes,
+            st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes,
                    gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
                                                            rq_at(d.rq2, g.rq2, col), d, res, t.cls, pre_v));
         }
+    }
+    if (one_row && !t.cls && ++t.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
+        t.k = 0;
+        t.in_off += d.in2_stride;
+        t.out_off += d.out_stride;
     }
 }
 

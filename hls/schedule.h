@@ -60,7 +60,9 @@ struct Pass {
     int pf0, pf0_p;       // GEMM: a tile's first prefetch step (first tile / later tiles)
     int csteps;           // GEMM: output-lane steps of the embed's cls row (the first tile, nothing pending)
     bool fuse_ln;         // GEMM, GEMM_A0: the LayerNorm loader instead of the A loader
-    int h, rows, half, qh;  // QK: head, query rows, score half, Q half; PV: head, probability half (half)
+    int hoff, rows, half, qh;  // QK: the head's first channel (h * d_head), query rows, score half, Q half;
+                               // PV, O_STEP: hoff, and (PV) the probability half (half)
+    long in0, out0;       // GEMM: the residual / output offset (elements) of the block's first row
     long vrow;            // PV: the channel tile's first V row in w
     int c0, cols;         // PV: the channel tile
     RqParams rq_s;        // QK: the score requant
@@ -103,9 +105,10 @@ void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t
     const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + C - 1) / C;
-    const Drain dcls = {0, 0, 0, 0, false, true};
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
     int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+    long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
+    Drain dcls = {0, 0, 0, 0, false, true, 0, 0, 0};
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
@@ -115,7 +118,7 @@ ENGINE_PASS:
         // the array: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par)
         if ((gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T)) {
             const int ah = gemm ? p.cur : p.half;
-            const long wrow = gemm ? long(nt) * d.K + s : (qk ? long(nt) * dh + s : p.vrow + s);
+            const long wrow = wbase + s;
             if (qk)
                 ISEG_RD_ROWS(sm, q, sm.q_bank(p.qh, 0), R, s / GemmBuffers<Cfg>::A_WORD);
             else
@@ -157,7 +160,7 @@ ENGINE_PASS:
         }
         // the P.V output lanes: a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone
         if ((((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP)
-            att_o_step<Cfg>(d, scratch, p.h, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s);
+            att_o_step<Cfg>(d, scratch, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s);
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
@@ -170,6 +173,10 @@ ENGINE_PASS:
                 ps.dt.rows = d.T - p.t0 < R ? d.T - p.t0 : R;
                 ps.dt.cols = d.N - n0 < C ? d.N - n0 : C;
                 ps.dt.pending = true;
+                ps.dt.in_off = p.in0;
+                ps.dt.out_off = p.out0;
+                ps.dt.k = 0;
+                wbase += d.K;
                 ++nt;
                 s = 0;
                 steps = p.steps_p;
@@ -179,6 +186,7 @@ ENGINE_PASS:
             if (++s == steps) {
                 dn0 = nt * C;
                 dcols = T - dn0 < C ? T - dn0 : C;
+                wbase += dh;
                 ++nt;
                 s = 0;
                 steps = nt < kt_n ? p.steps_p : sdsteps;
@@ -194,6 +202,8 @@ ENGINE_PASS:
                 ps.pd.pending = true;
                 ps.pd.c0 = p.c0;
                 ps.pd.cols = p.cols;
+                ps.pd.orow = ps.pd.orow0;
+                ps.pd.k = 0;
             }
         } else if (m == PM_LN) {
             if (++s == p.steps) {  // the next row block
@@ -202,8 +212,9 @@ ENGINE_PASS:
                 s = 0;
                 ++nt;
                 const int t0 = nt * R;
-                ps.ln.src += long(R) * d.in_stride * 2;
-                ps.ln.dst += long(R) * d.out_stride * bytes;
+                ps.ln.src += long(R) * d.in_stride * 2;  // constant R: shift-adds, no multiplier
+                ps.ln.dst += act_bytes(long(R) * d.out_stride, bytes);
+                ps.ln.srow = ps.ln.src;
                 ps.ln.rows = d.T - t0 < R ? d.T - t0 : R;
                 ps.ln.phase = LN_STATS;
                 ps.ln.r = ps.ln.i = 0;
@@ -273,9 +284,9 @@ Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_
     const int rows0 = d.T < Cfg::R ? d.T : Cfg::R;
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
     ps.al = ALoad{scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
-    ps.ln = LnLoad{scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
-                   fuse_ln ? LN_STATS : LN_DONE, 0, 0, 0, 0};
-    ps.dt = Drain{0, 0, 0, 0, false, false};
+    ps.ln = ln_load(scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
+                    fuse_ln ? LN_STATS : LN_DONE);
+    ps.dt = Drain{0, 0, 0, 0, false, false, 0, 0, 0};
     return sq;
 }
 
@@ -293,8 +304,8 @@ Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, u
                    d.in + (long(d.T - 1) * d.in_stride + d.N) * 2 <= d.out,
                "LAYERNORM: output overlaps the input of a later row");
     ln_consts<Cfg>(d, blob, g);
-    ps.ln = LnLoad{scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
-                   d.N, bytes, 0, LN_STATS, 0, 0, 0, 0};
+    ps.ln = ln_load(scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
+                    d.N, bytes, 0, LN_STATS);
     Seq sq = {};
     sq.phase = SQ_LN;
     return sq;
@@ -373,7 +384,7 @@ ATT_MX_INIT:
     const int dh = d.d_head, pdsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps);
     Pass p = pass_of(PM_QK, total, total + kPipeDepth);
-    p.h = sq.h;
+    p.hoff = sq.h * dh;
     p.rows = rows;
     p.half = half;
     p.qh = qh;
@@ -415,9 +426,9 @@ SEQ_STEP:
                 const long lin = sq.fuse_ln ? ln.in : 0, lout = sq.fuse_ln ? ln.out : 0;
                 ps.al = ALoad{scratch + d.in + long(tn) * d.in_stride, long(d.in_stride), rn, d.K, cur ^ 1,
                               more ? 0 : R, 0};
-                ps.ln = LnLoad{scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
-                               long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
-                               sq.fuse_ln && more ? LN_STATS : LN_DONE, 0, 0, 0, 0};
+                ps.ln = ln_load(scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
+                                long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
+                                sq.fuse_ln && more ? LN_STATS : LN_DONE);
                 const int a_share = ((more ? sq.a_blk : 0) + sq.nt_n - 1) / sq.nt_n;
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
@@ -438,6 +449,9 @@ SEQ_STEP:
                 p.pf0_p = pf0_p;
                 p.csteps = csteps;
                 p.fuse_ln = sq.fuse_ln;
+                const long row0 = t0 + (embed_fused(d) ? d.n_prefix : 0);  // the output's first row of the block
+                p.in0 = row0 * d.in2_stride;
+                p.out0 = row0 * d.out_stride;
                 ++sq.mb;
                 return true;
             }
@@ -458,7 +472,7 @@ SEQ_STEP:
             case SQ_HEAD: {  // K_h, V_h on chip; Q(0), exposed
                 att_load_kv<Cfg>(d, scratch, scratch_b, sq.h, g);
                 sm.st = sm_idle();
-                ps.pd = PvDrain{false, 0, 0, 0, 0, 0};
+                ps.pd = pv_drain(0, 0, 0, d.out_stride);
                 ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
                 const long n = ps.q.beats - ps.q.b;
                 p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
@@ -487,7 +501,7 @@ SEQ_STEP:
                 if (i >= 1) {
                     // iterations, not cycles: any PV_II
                     sq.shadow += att_pv_steps(T, (dh + C - 1) / C, dsteps, sq.defer);
-                    ps.pd = PvDrain{false, t0 - R, R, (i - 1) & 1, 0, 0};
+                    ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
                     sq.c0 = 0;
                     sq.phase = SQ_PV;
                 } else {
@@ -500,7 +514,7 @@ SEQ_STEP:
                 const int cols = dh - sq.c0 < C ? dh - sq.c0 : C;
                 const int n = ps.pd.pending && dsteps > T ? dsteps : T;
                 p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * n, long(pv_ii_of<Cfg>::value) * n + kPipeDepth);
-                p.h = sq.h;
+                p.hoff = sq.h * dh;
                 p.half = ps.pd.half;
                 p.vrow = long((T + C - 1) / C) * dh + long(sq.c0 / C) * T;
                 p.c0 = sq.c0;
@@ -512,7 +526,7 @@ SEQ_STEP:
             case SQ_O:
             case SQ_EPI_O:  // the last P.V tile's output lanes alone
                 p = pass_of(PM_O_STEP, dsteps, dsteps + kPipeDepth);
-                p.h = sq.h;
+                p.hoff = sq.h * dh;
                 sq.phase = sq.phase == SQ_EPI_O ? SQ_HEAD_END : SQ_QK;
                 return true;
             case SQ_QK: {  // QK(i + 1) (its Q block loaded under QK(i)), loading Q(i + 2) under it
@@ -554,7 +568,7 @@ SEQ_STEP:
                 } else {  // the epilogue: PV(nb - 1)
                     sm.st = sm_idle();
                     const int tl = (sq.nb - 1) * R;
-                    ps.pd = PvDrain{false, tl, T - tl, (sq.nb - 1) & 1, 0, 0};
+                    ps.pd = pv_drain(tl, T - tl, (sq.nb - 1) & 1, d.out_stride);
                     sq.c0 = 0;
                     sq.defer = 0;
                     sq.phase = SQ_EPI_PV;

@@ -365,3 +365,51 @@ def test_sm_variant_codes_cover_the_numerics():
 
     assert set(SM_VARIANT_CODES) == set(nx.SHIFTMAX_VARIANTS) == set(SOFTMAX_VARIANTS)
     assert len(set(SM_VARIANT_CODES.values())) == len(SM_VARIANT_CODES)
+
+
+def function_body(code: str, name: str) -> str:
+    """The body of the (first) definition of function ``name`` in ``code`` (comments already stripped)."""
+    m = re.search(rf"\b{name}\s*\([^;{{]*\)\s*\{{", code)
+    assert m, name
+    depth, i = 1, m.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(code[i], 0)
+        i += 1
+    return code[m.end():i - 1]
+
+
+# run-time operands an address is scaled by: a row stride, a tile's K or d_head, an element size
+_STRIDE = (r"\*\s*(?:long\()?\s*(?:l\.(?:stride|sstride|dstride|st|bytes)"
+           r"|d\.(?:out_stride|in2_stride|in_stride|K|d_head)|dh|bytes)\b")
+
+
+def _runtime_scaled(line: str) -> bool:
+    """A product of two run-time values scaling an address: a _STRIDE multiply whose left operand is not a
+    compile-time constant (a literal, or the array's R: shift-add networks, not multipliers)."""
+    for m in re.finditer(_STRIDE, line):
+        if not re.search(r"(?:\b\d+|\bR\)?|Cfg::\w+\)?)\s*$", line[:m.start()]):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("unit", [("schedule.h", "engine_pass"), ("gemm.h", "a_beat"), ("gemm.h", "ln_step"),
+                                  ("gemm.h", "drain_step"), ("gemm.h", "prefetch_beat"), ("attention.h", "att_q_beat"),
+                                  ("attention.h", "att_o_step")])
+def test_engine_loop_scales_no_address_at_run_time(unit):
+    """The units inside the engine loop keep running addresses (a pointer or offset advanced a stride per row,
+    a tile base advanced K per tile), so the loop holds no run-time row * stride multiplier: each would be a 64-bit
+    product on DSPs that no unit of the estimate charges. The one exception is the lanes that straddle rows,
+    which only the unit-test harness builds (`one_row ?` is a constexpr true in every generated Cfg)."""
+    path, name = unit
+    body = function_body(code_of(Path(HLS_DIR) / path), name)
+    found = [ln.strip() for ln in body.splitlines() if _runtime_scaled(ln) and "one_row ?" not in ln]
+    assert not found, f"{name}: {found}"
+
+
+def test_stride_scanner_sees_a_multiply():
+    """The pattern behind the test above matches the multiplies it was written to keep out."""
+    for line in ["l.src + long(l.r) * l.stride + l.kb", "long(pd.t0 + r0) * d.out_stride", "(out_row + col) * bytes",
+                 "long(nt) * d.K + s", "h * dh + pd.c0"]:
+        assert _runtime_scaled(line), line
+    for line in ["l.src += l.stride", "l.srow += 2 * l.sstride", "ps.ln.src += long(R) * d.in_stride * 2"]:
+        assert not _runtime_scaled(line), line
