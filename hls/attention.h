@@ -161,12 +161,12 @@ struct PvDrain {
     int t0, rows, half, c0, cols;  // query rows [t0, t0 + rows) of the probability block half, channels c0 ..
     long orow0;                    // t0 * out_stride (taken once, outside the engine loop)
     long orow;                     // running: the current row's output offset, reset to orow0 when a tile ends,
-    int k;                         // and the step within that row (no row * stride multiplier in the loop)
-};
+    int r, k;                      // its row in the tile and the step within that row (no row * stride
+};                                 // multiplier, no e / C in the loop)
 
 // A P.V block's drain state before its first tile: query rows [t0, t0 + rows) of probability block half.
 inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
-    PvDrain p = {false, t0, rows, half, 0, 0, long(t0) * out_stride, long(t0) * out_stride, 0};
+    PvDrain p = {false, t0, rows, half, 0, 0, long(t0) * out_stride, long(t0) * out_stride, 0, 0};
     return p;
 }
 
@@ -194,12 +194,14 @@ void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, con
     ISEG_PRAGMA(HLS INLINE)
     // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
-    const int r0 = s2 * Cfg::OUT_LANES / Cfg::C;
+    ISEG_CHECK(!one_row || (pd.r == s2 * Cfg::OUT_LANES / Cfg::C && pd.k * Cfg::OUT_LANES == s2 * Cfg::OUT_LANES % Cfg::C),
+               "P.V output lanes: the row/step counters left step s2");
+    const int r0 = one_row ? pd.r : s2 * Cfg::OUT_LANES / Cfg::C;
     const long out_row0 = pd.orow;
 ATT_O_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         const int e = s2 * Cfg::OUT_LANES + l;
-        const int r = one_row ? r0 : e / Cfg::C, c = e % Cfg::C;
+        const int r = one_row ? r0 : e / Cfg::C, c = one_row ? pd.k * Cfg::OUT_LANES + l : e % Cfg::C;
         if (r < pd.rows && c < pd.cols) {
             const int ch = hoff + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
@@ -213,6 +215,7 @@ ATT_O_LANE:
     }
     if (one_row && ++pd.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
         pd.k = 0;
+        ++pd.r;
         pd.orow += d.out_stride;
     }
 }

@@ -473,7 +473,7 @@ struct Drain {
     bool pending;
     bool cls;
     long in_off, out_off;  // running: the current row's residual / output offset (elements), set at the tile's
-    int k;                 // end (schedule.h Pass::in0 / out0); the step within that row
+    int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
 // One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile, or of the
@@ -490,13 +490,18 @@ void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const
     // keeps lanes that straddle rows, with a multiply per lane.
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
     const int e0 = s * Cfg::OUT_LANES;
-    const int r0 = t.cls ? 0 : e0 / Cfg::C;
+    // the row and column group from the running counters, not e0 / C and e0 % C: lane l reads dr[r][k * L + l],
+    // a mux over R x C / L registers whose structure the tool cannot miss (docs/hls.md, readout multiplexers)
+    ISEG_CHECK(t.cls || !one_row || (t.r == e0 / Cfg::C && t.k * Cfg::OUT_LANES == e0 % Cfg::C),
+               "GEMM output lanes: the row/step counters left step s");
+    const int r0 = t.cls ? 0 : (one_row ? t.r : e0 / Cfg::C);
     const long in_row0 = t.cls ? 0L : t.in_off, out_row0 = t.cls ? 0L : t.out_off;
 OUT_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
         const int e = e0 + l;
-        const int r = t.cls ? 0 : (one_row ? r0 : e / Cfg::C), c = t.cls ? 0 : e % Cfg::C;
+        const int r = t.cls ? 0 : (one_row ? r0 : e / Cfg::C);
+        const int c = t.cls ? 0 : (one_row ? t.k * Cfg::OUT_LANES + l : e % Cfg::C);
         const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
         if (ok) {
             const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
@@ -527,6 +532,7 @@ OUT_LANE:
     }
     if (one_row && !t.cls && ++t.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
         t.k = 0;
+        ++t.r;
         t.in_off += d.in2_stride;
         t.out_off += d.out_stride;
     }

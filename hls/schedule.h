@@ -108,7 +108,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
     int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
     long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
-    Drain dcls = {0, 0, 0, 0, false, true, 0, 0, 0};
+    Drain dcls = {0, 0, 0, 0, false, true, 0, 0, 0, 0};
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
@@ -175,7 +175,7 @@ ENGINE_PASS:
                 ps.dt.pending = true;
                 ps.dt.in_off = p.in0;
                 ps.dt.out_off = p.out0;
-                ps.dt.k = 0;
+                ps.dt.r = ps.dt.k = 0;
                 wbase += d.K;
                 ++nt;
                 s = 0;
@@ -203,7 +203,7 @@ ENGINE_PASS:
                 ps.pd.c0 = p.c0;
                 ps.pd.cols = p.cols;
                 ps.pd.orow = ps.pd.orow0;
-                ps.pd.k = 0;
+                ps.pd.r = ps.pd.k = 0;
             }
         } else if (m == PM_LN) {
             if (++s == p.steps) {  // the next row block
@@ -286,7 +286,7 @@ Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_
     ps.al = ALoad{scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
     ps.ln = ln_load(scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
                     fuse_ln ? LN_STATS : LN_DONE);
-    ps.dt = Drain{0, 0, 0, 0, false, false, 0, 0, 0};
+    ps.dt = Drain{0, 0, 0, 0, false, false, 0, 0, 0, 0};
     return sq;
 }
 
