@@ -88,7 +88,7 @@ def main() -> None:
         same = moved["gmem0.read"] == stated["weights"] and total - moved["gmem0.read"] == stated["scratch"]
         verdict = "= the estimate" if same else "estimate DIFFERENT"
         print(f"DDR traffic (C-sim)  {total / 2**20:.1f} MiB/frame ({verdict}), "
-              f"{total * fps / 1e9:.2f} GB/s at the estimate's {fps:.2f} FPS: "
+              f"{total * fps / 1e9:.2f} GB/s at the estimate's {fps:.3f} FPS: "
               + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in moved.items()))
         beat = int(re.search(r"AXI_BYTES = (\d+);", (out / "src" / "model_cfg.h").read_text()).group(1))
         print(f"sequential runs per loop and port ({beat}-byte beats; 95 % of the traffic):")

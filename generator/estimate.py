@@ -67,7 +67,7 @@ from iseg.graph import (
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
-           "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "sm_block_steps",
+           "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "ln_wait_steps", "sm_block_steps",
            "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
@@ -78,6 +78,7 @@ LUT_CAP = 0.70  # fraction of the LUTs the design may use (routing)
 PIPE = 16  # pipeline fill/drain per pipelined-loop entry (hls/compat.h kPipeDepth)
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
 ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
+LN_CHAIN = DIV + 8 + ISQRT + DIV  # a LayerNorm row's mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
 RQ_RECORD = 16  # bytes of a per-channel requant record
 
 
@@ -665,11 +666,19 @@ def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
     return (img_h // patch + 1) * (patch * img_w + PIPE)
 
 
+def ln_wait_steps(a: ArrayShape, k: int) -> int:
+    """hls/gemm.h ln_wait_steps: what a row's statistics chain (LN_CHAIN cycles: mean divider, variance,
+    square root, reciprocal divider) exceeds of the least slack a row of the block has, (R - 1) steps of
+    stats or of normalise, whichever is shorter."""
+    s, n = cdiv(k, max(1, a.axi_bytes // 2)), cdiv(k, a.ln_lanes)
+    return max(0, LN_CHAIN - (a.rows - 1) * min(s, n))
+
+
 def ln_block_steps(a: ArrayShape, k: int) -> int:
     """hls/gemm.h ln_block_steps: steps of the LayerNorm loader for one row block of K channels
-    (stats at AXI_BYTES/2 i16 channels per beat, the pipelined square root + divider's latency once,
-    normalise at LN_LANES channels per step)."""
-    return a.rows * (cdiv(k, max(1, a.axi_bytes // 2)) + cdiv(k, a.ln_lanes)) + ISQRT + DIV
+    (stats at AXI_BYTES/2 i16 channels per beat, the wait for the last statistics, normalise at LN_LANES
+    channels per step)."""
+    return a.rows * (cdiv(k, max(1, a.axi_bytes // 2)) + cdiv(k, a.ln_lanes)) + ln_wait_steps(a, k)
 
 
 def table_its(n: int, per_it: int, parts: int) -> int:

@@ -197,14 +197,21 @@ A_BYTE:
 // row block of the LayerNorm's i16 INPUT into a[half] and normalises it in place, one step per call:
 //   stats      AXI_BYTES/2 i16 channels per step (one beat): a[half][r][c] = x, sum, sum of squares
 //              (var = sum(x^2) - 2 mean sum(x) + C mean^2 = sum((x - mean)^2), exactly);
-//   sqrt, div  kIsqrtSteps + kDivCycles steps once per block: the square root and the divider are
-//              pipelined units (one row issued per step), so only the last row's latency waits;
+//   wait       ln_wait_steps: a row's mean divider, variance (two multiplies in series), square root and
+//              reciprocal divider are one pipelined chain of kLnChain cycles (one row issued per step), and row
+//              r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's stats and
+//              normalise steps), so the block waits only what the smaller of those leaves of the chain: 0 for
+//              every planner array (R >= 2 rows of >= 2 steps hide 172 cycles from 26 rows on), the whole
+//              chain for R = 1. The engine loop declares the statistics registers free of inter-iteration
+//              dependences (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
 //              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),
 //              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
 //              the trace).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
 static constexpr int kIsqrtSteps = 32;
+static constexpr int kLnVarCycles = 8;  // var = sq - 2 mean sum + K mean mean: two pipelined multiplies in series
+static constexpr int kLnChain = kDivCycles + kLnVarCycles + kIsqrtSteps + kDivCycles;  // mean, var, sqrt, 1/sd
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
@@ -217,23 +224,35 @@ struct LnLoad {
     int64_t sum, sq;
     const uint8_t* srow;    // running addresses (no row * stride multiplier): row r of the stats pass,
     uint8_t* drow;          // and of the normalise pass
+    int wait;               // steps between the passes (ln_wait_steps)
 };
 
-// A loader at the start of its block (phase LN_STATS, or LN_DONE for none).
+inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
+
+// Steps between a block's stats and normalise passes: what the chain's latency exceeds the slack of the row
+// that has least (row 0: (R - 1) * S steps of stats after it; row R - 1: (R - 1) * N steps of normalise first).
+inline int ln_wait_steps(int R, int K, int W, int lanes) {
+    const int lw = ln_beat_lanes(W);
+    const int S = (K + lw - 1) / lw, N = (K + lanes - 1) / lanes;
+    const int hidden = (R - 1) * (S < N ? S : N);
+    return kLnChain > hidden ? kLnChain - hidden : 0;
+}
+
+// A loader at the start of its block (phase LN_STATS, or LN_DONE for none); R, W, lanes: Cfg::R, AXI_BYTES,
+// LN_LANES.
 inline LnLoad ln_load(const uint8_t* src, uint8_t* dst, long sstride, long dstride, int rows, int K, int bytes,
-                      int half, int phase) {
-    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, phase, 0, 0, 0, 0, src, dst};
+                      int half, int phase, int R, int W, int lanes) {
+    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, phase, 0, 0, 0, 0, src, dst,
+                ln_wait_steps(R, K, W, lanes)};
     return l;
 }
 
 // Element count -> bytes of an 8- or 16-bit row (a shift, not a multiplier).
 inline long act_bytes(long n, int bytes) { return n << (bytes >> 1); }
 
-inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
-
 inline int ln_block_steps(int R, int K, int W, int lanes) {
     const int lw = ln_beat_lanes(W);
-    return R * ((K + lw - 1) / lw + (K + lanes - 1) / lanes) + kIsqrtSteps + kDivCycles;
+    return R * ((K + lw - 1) / lw + (K + lanes - 1) / lanes) + ln_wait_steps(R, K, W, lanes);
 }
 
 template <class Cfg>
@@ -271,14 +290,14 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
             l.srow += 2 * l.sstride;
             if (++l.r == Cfg::R) {
                 l.r = 0;
-                l.phase = LN_WAIT;
+                l.phase = l.wait > 0 ? LN_WAIT : LN_NORM;
+                l.drow = l.dst;
             }
         }
     } else if (l.phase == LN_WAIT) {
-        if (++l.i == kIsqrtSteps + kDivCycles) {
+        if (++l.i == l.wait) {
             l.i = 0;
             l.phase = LN_NORM;
-            l.drow = l.dst;
         }
     } else if (l.phase == LN_NORM) {
         if (r < l.rows)  // the LayerNorm's own output rows (the trace), on the second scratch port

@@ -115,6 +115,14 @@ ENGINE_PASS:
         ISEG_PIPELINE_AS(ENGINE_PASS, 1, pass_mode_name(m));
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
+        // a row's LayerNorm statistics are read ln_wait_steps + slack >= kLnChain iterations after they are
+        // written (gemm.h ln_wait_steps): no dependence the pipeline has to wait for
+        ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_mean inter false)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_f inter false)
+        // g.a: the array reads the half no unit of this pass writes (loaders and Shiftmax fill the other one); the
+        // LayerNorm normalise pass updates a word in place within one iteration; its stats-to-normalise distance is
+        // at least kLnChain iterations, as above
+        ISEG_PRAGMA(HLS DEPENDENCE variable=g.a inter false)
         // the array: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par)
         if ((gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T)) {
             const int ah = gemm ? p.cur : p.half;
@@ -285,7 +293,7 @@ Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
     ps.al = ALoad{scratch + d.in, long(d.in_stride), rows0, d.K, 0, 0, 0};
     ps.ln = ln_load(scratch + lin, scratch_b + lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
-                    fuse_ln ? LN_STATS : LN_DONE);
+                    fuse_ln ? LN_STATS : LN_DONE, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
     ps.dt = Drain{0, 0, 0, 0, false, false, 0, 0, 0, 0};
     return sq;
 }
@@ -305,7 +313,7 @@ Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, u
                "LAYERNORM: output overlaps the input of a later row");
     ln_consts<Cfg>(d, blob, g);
     ps.ln = ln_load(scratch + d.in, scratch_b + d.out, long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
-                    d.N, bytes, 0, LN_STATS);
+                    d.N, bytes, 0, LN_STATS, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
     Seq sq = {};
     sq.phase = SQ_LN;
     return sq;
@@ -428,7 +436,7 @@ SEQ_STEP:
                               more ? 0 : R, 0};
                 ps.ln = ln_load(scratch + lin + long(tn) * ln.in_stride * 2, scratch_b + lout + long(tn) * ln.out_stride,
                                 long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
-                                sq.fuse_ln && more ? LN_STATS : LN_DONE);
+                                sq.fuse_ln && more ? LN_STATS : LN_DONE, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
                 const int a_share = ((more ? sq.a_blk : 0) + sq.nt_n - 1) / sq.nt_n;
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
