@@ -675,7 +675,10 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "sm_row_shift": int(est.sm_row_shift_of(graph)),
                 "a_lanes": a_lanes, "a_word": shape.a_word,
                 **{f"{b}_{k}": v for b, port in est.M_AXI.items() for k, v in port.items()},
-                "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers}))},
+                "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers})),
+                # the buffers the estimate placed in URAM (unit_costs): engine.h binds them there (BIND_STORAGE),
+                # where the tool would otherwise build BRAM the estimate does not charge
+                **_uram_binds(units)},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,
                                  c.ddr_bytes) for c in costs),
@@ -683,6 +686,13 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         graph_text=graph.describe(),
         config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack),
     )
+
+
+def _uram_binds(units: Any) -> dict[str, int]:
+    """Cfg's ISEG_W_URAM / ISEG_S_URAM: 1 when the estimate put the weight buffer (unit w_buffers) or the score
+    blocks (the URAM of unit shiftmax: its Q blocks never go to URAM) in URAM."""
+    uram = {u.name: u.uram for u in units.units}
+    return {"w_uram": int(uram.get("w_buffers", 0) > 0), "s_uram": int(uram.get("shiftmax", 0) > 0)}
 
 
 def _dims_ncmax(graph: Graph) -> int:

@@ -225,7 +225,7 @@ ATT_O_LANE:
 // key loop (the QK pass loads ps.q), into the other half of the ping-pong q; only the first block of a head, and what a
 // short key loop leaves, is exposed.
 struct QLoad {
-    const uint8_t* src;  // row t0 + r of head h's q columns (advanced a stride per row)
+    long src;            // scratch offset of row t0 + r of head h's q columns (advanced a stride per row)
     long st;             // row stride (bytes)
     int rows, half;
     int b, beats;        // next step, steps of the block (R * ceil(d_head / load_lanes); 0: nothing to load)
@@ -233,32 +233,32 @@ struct QLoad {
 };
 
 inline QLoad q_none() {
-    QLoad l = {nullptr, 0, 0, 0, 0, 0, 0, 0};
+    QLoad l = {0, 0, 0, 0, 0, 0, 0, 0};
     return l;
 }
 
 template <class Cfg>
-QLoad q_block(const uint8_t* src, long st, int rows, int dh, int half) {
+QLoad q_block(long src, long st, int rows, int dh, int half) {
     constexpr int AL = load_lanes<Cfg>();
     QLoad l = {src, st, rows, half, 0, Cfg::R * ((dh + AL - 1) / AL), 0, 0};
     return l;
 }
 
 template <class Cfg>
-void att_q_beat(QLoad& l, int dh, AttSm<Cfg>& sm) {
+void att_q_beat(QLoad& l, int dh, const uint8_t* scratch, AttSm<Cfg>& sm) {
     ISEG_PRAGMA(HLS INLINE)
     if (l.b >= l.beats) return;
     constexpr int AL = load_lanes<Cfg>();
     const int r = l.r, kb = l.kb;
     ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
                "Q load: the row/column counters left step b");
-    if (r < l.rows) ISEG_AXI_RD(GMEM1, l.src + kb, dh - kb < AL ? dh - kb : AL);
+    if (r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.src + kb, dh - kb < AL ? dh - kb : AL);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (kb + j < dh) {
             ISEG_WR(sm, q, sm.q_bank(l.half, r), (kb + j) / GemmBuffers<Cfg>::A_WORD);
-            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(l.src[kb + j])) : int16_t(0);
+            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(scratch[l.src + kb + j])) : int16_t(0);
         }
     }
     ++l.b;

@@ -154,6 +154,16 @@ struct label_beat_t {
 #define ISEG_AXI_WR(bundle, p, n) ((void)0)
 #endif
 
+// URAM binds of the engine's big buffers (engine.h run_layers): the generated model_cfg.h defines them from the
+// estimate's memory placement before it includes engine.h; a Cfg without them (the unit-test harness) binds
+// nothing, which leaves the choice to the tool.
+#ifndef ISEG_W_URAM
+#define ISEG_W_URAM 0
+#endif
+#ifndef ISEG_S_URAM
+#define ISEG_S_URAM 0
+#endif
+
 namespace iseg {
 // Pipeline depth charged once per pipelined loop (fill + drain of the loop's stages), cycles.
 // generator/estimate.py uses the same figure (PIPE).

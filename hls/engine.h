@@ -316,6 +316,12 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 type=complete)
+#if ISEG_W_URAM  // the memories the estimate charges as URAM (model_cfg.h, from generator/estimate.py unit_costs)
+    ISEG_PRAGMA(HLS BIND_STORAGE variable=g.w type=ram_t2p impl=uram)
+#endif
+#if ISEG_S_URAM
+    ISEG_PRAGMA(HLS BIND_STORAGE variable=sm.s type=ram_t2p impl=uram)
+#endif
     PassState<Cfg> ps = {};  // the loaders and drains of the engine loop (schedule.h)
     g.wcur = 0;
     g.cycles = 0;
@@ -327,13 +333,13 @@ ENGINE_CHECK:
     Prefetch pf = prefetch_none();
     int pf_layer = next_prefetched(table, n_layers, -1);
     if (pf_layer >= 0) {
-        pf = prefetch_start<Cfg>(table[pf_layer], weights, g);
+        pf = prefetch_start<Cfg>(table[pf_layer], g);
         const long beats = prefetch_beats(pf, prefetch_lanes<Cfg>());
     ENGINE_PF0:
         for (long b = 0; b < beats; ++b) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=9216)
             ISEG_PIPELINE(ENGINE_PF0, 1);
-            prefetch_beat<Cfg>(pf, g);
+            prefetch_beat<Cfg>(pf, weights, g);
         }
         ISEG_CYCLES(g.cycles, beats + kPipeDepth);
     }
@@ -352,24 +358,25 @@ ENGINE_LAYERS:
             const int j = next_prefetched(table, n_layers, i);
             if (j >= 0 && j != pf_layer) {
                 pf_layer = j;
-                pf = prefetch_start<Cfg>(table[j], weights, g);
+                pf = prefetch_start<Cfg>(table[j], g);
             }
         }
         // every GEMM, attention and lone LayerNorm runs as passes of the ONE engine loop (schedule.h): one call
         // site here, whatever the op
         Seq sq = {};
         sq.phase = SQ_DONE;
+        bool gemm = false;  // one gemm_begin call for the three GEMM ops (one copy of its table loaders)
         switch (d.op) {
             case OP_PATCH_EMBED:
                 patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
-                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false, ps);
+                gemm = true;
                 break;
             case OP_LINEAR:
-                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, fuse_ln, ps);
+                gemm = true;
                 break;
             case OP_MASK_PRODUCT:  // B = in2^T: element (k, n) = in2[n][k]
                 load_b_transposed<Cfg>(d, scratch, g);
-                sq = gemm_begin<Cfg>(d, weights, scratch, scratch_b, g, pf, ln, false, ps);
+                gemm = true;
                 break;
             case OP_ATTENTION:
                 sq = attention_begin<Cfg>(d, weights, g);
@@ -380,7 +387,7 @@ ENGINE_LAYERS:
                     fuse_ln = true;
                     break;
                 }
-                sq = layernorm_begin<Cfg>(d, weights, scratch, scratch_b, g, ps);  // alone, on the same loader
+                sq = layernorm_begin<Cfg>(d, weights, g, ps);  // alone, on the same loader
                 break;
             case OP_GELU:
                 if (builds_op<Cfg>(OP_GELU)) gelu_layer<Cfg>(d, weights, scratch, g);
@@ -421,6 +428,7 @@ ENGINE_LAYERS:
             default:
                 break;
         }
+        if (gemm) sq = gemm_begin<Cfg>(d, weights, g, pf, ln, fuse_ln && d.op == OP_LINEAR, ps);
         if (sq.phase != SQ_DONE) run_passes<Cfg>(sq, d, weights, scratch, scratch_b, g, sm, pf, ps);
         if (fuse_ln && d.op == OP_LINEAR) {  // the fused LayerNorm's output exists only now
             trace(i - 1, ln, scratch, 0);

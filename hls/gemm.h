@@ -111,14 +111,17 @@ struct GemmBuffers {
 // N), so the copy is sequential: byte p goes to row p / C, column p % C. A step moves prefetch_lanes bytes,
 // at most a beat and at most C, so it touches at most two words (rows) of w: the memory's two ports. Its
 // state survives across tiles (and layers).
+// The loaders' state holds byte offsets into the port they read, never pointers: a struct of pointers that
+// outlives one expression is a pointer to a pointer for the HLS tool (docs/hls.md, "What csynth would likely
+// find first"), and an offset names its m_axi port at the access.
 struct Prefetch {
-    const uint8_t* src;  // K * ceil(N / C) * C bytes, 64-byte aligned in the blob
+    long src;            // blob offset of the layer's weights: K * ceil(N / C) * C bytes, 64-byte aligned
     long pos, total;     // bytes copied, bytes to copy
     int half;
 };
 
 inline Prefetch prefetch_none() {
-    Prefetch p = {nullptr, 0, 0, 0};
+    Prefetch p = {0, 0, 0, 0};
     return p;
 }
 
@@ -133,19 +136,19 @@ inline long prefetch_beats(const Prefetch& p, int lanes) { return (p.total - p.p
 // the position advanced once: sixteen unrolled `if (pos < total) ++pos` would be a serial compare/increment
 // chain carried from one iteration to the next (docs/hls.md, "What csynth would likely find first").
 template <class Cfg>
-void prefetch_beat(Prefetch& p, GemmBuffers<Cfg>& g) {
+void prefetch_beat(Prefetch& p, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int L = prefetch_lanes<Cfg>();
     const long left = p.total - p.pos;
     const int n = left <= 0 ? 0 : (left < L ? int(left) : L);
-    if (n > 0) ISEG_AXI_RD(GMEM0, p.src + p.pos, n);
+    if (n > 0) ISEG_AXI_RD(GMEM0, blob + p.src + p.pos, n);
 PF_BYTE:
     for (int j = 0; j < L; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (j < n) {
             const long q = p.pos + j;
             ISEG_WR(g, w, p.half, q / Cfg::C);
-            g.w[p.half][q / Cfg::C][q % Cfg::C] = int8_t(p.src[q]);
+            g.w[p.half][q / Cfg::C][q % Cfg::C] = int8_t(blob[p.src + q]);
         }
     }
     p.pos += n;
@@ -153,8 +156,8 @@ PF_BYTE:
 
 // Start prefetching layer d's weights (LINEAR / PATCH_EMBED) into the half not in use.
 template <class Cfg>
-Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffers<Cfg>& g) {
-    Prefetch p = {blob + d.w, 0, long(d.K) * ((d.N + Cfg::C - 1) / Cfg::C) * Cfg::C, g.wcur ^ 1};
+Prefetch prefetch_start(const LayerDesc& d, const GemmBuffers<Cfg>& g) {
+    Prefetch p = {long(d.w), 0, long(d.K) * ((d.N + Cfg::C - 1) / Cfg::C) * Cfg::C, g.wcur ^ 1};
     return p;
 }
 
@@ -162,7 +165,7 @@ Prefetch prefetch_start(const LayerDesc& d, const uint8_t* blob, const GemmBuffe
 // bank); rows >= rows are zero. Addresses are running (src advances a stride per row): no row * stride
 // multiplier in the engine loop (docs/hls.md, "What csynth would likely find first", 64-bit address multiplies).
 struct ALoad {
-    const uint8_t* src;  // row r of the block (row 0 at the start)
+    long src;            // scratch offset of row r of the block (row 0 at the start)
     long stride;         // bytes
     int rows, K, half;
     int r, kb;           // next step: row r, byte kb of the row
@@ -171,18 +174,18 @@ struct ALoad {
 inline int a_beats(int R, int K, int L) { return R * ((K + L - 1) / L); }
 
 template <class Cfg>
-void a_beat(ALoad& l, GemmBuffers<Cfg>& g) {
+void a_beat(ALoad& l, const uint8_t* scratch, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int AL = load_lanes<Cfg>();
     if (l.r >= Cfg::R) return;
-    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, l.src + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
+    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.src + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         const int kk = l.kb + j;
         if (kk < l.K) {
             ISEG_WR(g, a, g.a_bank(l.half, l.r), kk / g.A_WORD);
-            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(l.src[kk])) : 0;
+            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(scratch[l.src + kk])) : 0;
         }
     }
     l.kb += AL;
@@ -215,15 +218,15 @@ static constexpr int kLnChain = kDivCycles + kLnVarCycles + kIsqrtSteps + kDivCy
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
-    const uint8_t* src;     // LayerNorm input (i16), row 0 of the block
-    uint8_t* dst;           // LayerNorm output (out_bits: 8 into a GEMM, 8 or 16 alone), row 0 of the block, on
-                            // the second scratch port (scratch_b, gmem2: the output lanes store beside it)
+    long src;               // scratch offset of the LayerNorm input (i16), row 0 of the block
+    long dst;               // of its output (out_bits: 8 into a GEMM, 8 or 16 alone), row 0 of the block, written
+                            // through the second scratch port (scratch_b, gmem2: the output lanes store beside it)
     long sstride, dstride;  // elements
     int rows, K, bytes, half;
     int phase, r, i;
     int64_t sum, sq;
-    const uint8_t* srow;    // running addresses (no row * stride multiplier): row r of the stats pass,
-    uint8_t* drow;          // and of the normalise pass
+    long srow;              // running offsets (no row * stride multiplier): row r of the stats pass,
+    long drow;              // and of the normalise pass
     int wait;               // steps between the passes (ln_wait_steps)
 };
 
@@ -240,7 +243,7 @@ inline int ln_wait_steps(int R, int K, int W, int lanes) {
 
 // A loader at the start of its block (phase LN_STATS, or LN_DONE for none); R, W, lanes: Cfg::R, AXI_BYTES,
 // LN_LANES.
-inline LnLoad ln_load(const uint8_t* src, uint8_t* dst, long sstride, long dstride, int rows, int K, int bytes,
+inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, int K, int bytes,
                       int half, int phase, int R, int W, int lanes) {
     LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, phase, 0, 0, 0, 0, src, dst,
                 ln_wait_steps(R, K, W, lanes)};
@@ -256,18 +259,18 @@ inline int ln_block_steps(int R, int K, int W, int lanes) {
 }
 
 template <class Cfg>
-void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
+void ln_step(LnLoad& l, const uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
     const int r = l.r;
     if (l.phase == LN_STATS) {
-        if (r < l.rows) ISEG_AXI_RD(GMEM1, l.srow + 2L * l.i, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
+        if (r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.srow + 2L * l.i, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
             if (j < lw && c < l.K) {
-                const int64_t x = r < l.rows ? int64_t(ld_i16(l.srow + 2L * c)) : 0;
+                const int64_t x = r < l.rows ? int64_t(ld_i16(scratch + l.srow + 2L * c)) : 0;
                 ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 g.a[l.half][r][c] = int16_t(x);
                 l.sum += x;
@@ -301,7 +304,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
         }
     } else if (l.phase == LN_NORM) {
         if (r < l.rows)  // the LayerNorm's own output rows (the trace), on the second scratch port
-            ISEG_AXI_WR(GMEM2, l.drow + act_bytes(l.i, l.bytes),
+            ISEG_AXI_WR(GMEM2, scratch_b + l.drow + act_bytes(l.i, l.bytes),
                         act_bytes(l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES, l.bytes));
     LNL_NORM:
         for (int j = 0; j < Cfg::LN_LANES; ++j) {
@@ -314,7 +317,7 @@ void ln_step(LnLoad& l, GemmBuffers<Cfg>& g) {
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
                 const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
-                st_act(l.drow + act_bytes(c, l.bytes), l.bytes, y);
+                st_act(scratch_b + l.drow + act_bytes(c, l.bytes), l.bytes, y);
             }
         }
         l.i += Cfg::LN_LANES;
@@ -490,16 +493,15 @@ inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const Rq
 struct Drain {
     int t0, n0, rows, cols;
     bool pending;
-    bool cls;
     long in_off, out_off;  // running: the current row's residual / output offset (elements), set at the tile's
     int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
-// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile, or of the
-// embed's cls row (t.cls).
+// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile t, or (cls) of the
+// embed's cls row instead (a flag, not a second Drain: one state object, no select between two of them).
 template <class Cfg>
 void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
-                GemmBuffers<Cfg>& g, Drain& t, int s) {
+                GemmBuffers<Cfg>& g, Drain& t, bool cls, int s) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -511,45 +513,45 @@ void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const
     const int e0 = s * Cfg::OUT_LANES;
     // the row and column group from the running counters, not e0 / C and e0 % C: lane l reads dr[r][k * L + l],
     // a mux over R x C / L registers whose structure the tool cannot miss (docs/hls.md, readout multiplexers)
-    ISEG_CHECK(t.cls || !one_row || (t.r == e0 / Cfg::C && t.k * Cfg::OUT_LANES == e0 % Cfg::C),
+    ISEG_CHECK(cls || !one_row || (t.r == e0 / Cfg::C && t.k * Cfg::OUT_LANES == e0 % Cfg::C),
                "GEMM output lanes: the row/step counters left step s");
-    const int r0 = t.cls ? 0 : (one_row ? t.r : e0 / Cfg::C);
-    const long in_row0 = t.cls ? 0L : t.in_off, out_row0 = t.cls ? 0L : t.out_off;
+    const int r0 = cls ? 0 : (one_row ? t.r : e0 / Cfg::C);
+    const long in_row0 = cls ? 0L : t.in_off, out_row0 = cls ? 0L : t.out_off;
 OUT_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
         const int e = e0 + l;
-        const int r = t.cls ? 0 : (one_row ? r0 : e / Cfg::C);
-        const int c = t.cls ? 0 : (one_row ? t.k * Cfg::OUT_LANES + l : e % Cfg::C);
-        const bool ok = t.cls ? e < d.N : (r < t.rows && c < t.cols);
+        const int r = cls ? 0 : (one_row ? r0 : e / Cfg::C);
+        const int c = cls ? 0 : (one_row ? t.k * Cfg::OUT_LANES + l : e % Cfg::C);
+        const bool ok = cls ? e < d.N : (r < t.rows && c < t.cols);
         if (ok) {
-            const long row = t.cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
+            const long row = cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
             const long in_row = one_row ? in_row0 : row * d.in2_stride;
             const long out_row = one_row ? out_row0 : row * d.out_stride;
-            const long col = t.cls ? long(e) : t.n0 + c;
+            const long col = cls ? long(e) : t.n0 + c;
             const long ro = (in_row + col) * 2;
             int32_t res = 0;  // pos rows (blob) or the residual (scratch)
-            if (emb && !t.cls) {
+            if (emb && !cls) {
                 ISEG_AXI_RD(GMEM0, blob + d.in2 + ro, 2);
                 res = ld_i16(blob + d.in2 + ro);
             } else if (d.flags & F_RESIDUAL) {  // beside the A loader's row: the second scratch port
                 ISEG_AXI_RD(GMEM2, scratch_b + d.in2 + ro, 2);
                 res = ld_i16(scratch_b + d.in2 + ro);
             }
-            if (t.cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
-            const int32_t pre_v = t.cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
+            if (cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
+            const int32_t pre_v = cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
             ISEG_AXI_WR(GMEM1, scratch + d.out + act_bytes(out_row + col, bytes), bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
-            const int32_t acc = t.cls ? int32_t(0) : int32_t(g.dr[r][c]);
+            const int32_t acc = cls ? int32_t(0) : int32_t(g.dr[r][c]);
             st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes,
                    gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
-                                                           rq_at(d.rq2, g.rq2, col), d, res, t.cls, pre_v));
+                                                           rq_at(d.rq2, g.rq2, col), d, res, cls, pre_v));
         }
     }
-    if (one_row && !t.cls && ++t.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
+    if (one_row && !cls && ++t.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
         t.k = 0;
         ++t.r;
         t.in_off += d.in2_stride;

@@ -255,6 +255,12 @@ def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> No
     for f in ("src/top.cpp", "weights.bin", "manifest.json", "report.md", flow_file, "tb/tb.cpp"):
         assert (out / f).is_file(), f
     assert board.part in (out / "scripts" / "hls.tcl").read_text()
+    # the buffers the estimate charges as URAM are bound to URAM in the C++ (model_cfg.h -> engine.h BIND_STORAGE)
+    units = {u["name"]: u for u in json.loads((out / "report.json").read_text())["units"]}
+    cfg_h = (out / "src" / "model_cfg.h").read_text()
+    for macro, unit in (("ISEG_W_URAM", "w_buffers"), ("ISEG_S_URAM", "shiftmax")):
+        assert f"#define {macro} {int(units[unit]['uram'] > 0)} " in cfg_h, (macro, units[unit])
+    assert cfg_h.index("#define ISEG_W_URAM") < cfg_h.index('#include "engine.h"')
     project = data.get("project", "iseg")
     if board.flow == "vitis":
         cfg = (out / "scripts" / "link.cfg").read_text()

@@ -143,7 +143,7 @@ def call_sites(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("unit", ["engine_pass", "run_passes", "array_step", "acc_to_drain", "drain_step", "ln_step",
-                                  "a_beat", "att_q_beat", "att_o_step", "att_sm_tick", "sm_step"])
+                                  "a_beat", "att_q_beat", "att_o_step", "att_sm_tick", "sm_step", "gemm_begin"])
 def test_each_unit_is_built_once(unit):
     """An HLS tool builds a function once per call site and every pipelined loop as a module of its own, sharing
     no operator between them. So the array, the Shiftmax unit, the LayerNorm loader, the output lanes and the
@@ -151,7 +151,7 @@ def test_each_unit_is_built_once(unit):
     (run_passes), called once (engine.h). Three call sites of the array used to mean three arrays."""
     sites = call_sites(unit)
     assert len(sites) == 1, f"{unit} is called at {sites}"
-    want = {"engine_pass": "schedule.h", "run_passes": "engine.h", "sm_step": "attention.h",
+    want = {"engine_pass": "schedule.h", "run_passes": "engine.h", "sm_step": "attention.h", "gemm_begin": "engine.h",
             "array_step": "schedule.h", "acc_to_drain": "schedule.h"}.get(unit, "schedule.h")
     assert sites[0].startswith(want + ":"), sites
 
