@@ -62,7 +62,8 @@ struct Pass {
     bool fuse_ln;         // GEMM, GEMM_A0: the LayerNorm loader instead of the A loader
     int hoff, rows, half, qh;  // QK: the head's first channel (h * d_head), query rows, score half, Q half;
                                // PV, O_STEP: hoff, and (PV) the probability half (half)
-    long in0, out0;       // GEMM: the residual / output offset (elements) of the block's first row
+    long in0, out0;       // GEMM: the residual / output offset (elements) of the block's first row; LN: the input
+                          // and output bytes of a row block (the loader's step to the next block)
     long vrow;            // PV: the channel tile's first V row in w
     int c0, cols;         // PV: the channel tile
     RqParams rq_s;        // QK: the score requant
@@ -219,12 +220,11 @@ ENGINE_PASS:
         } else if (m == PM_LN) {
             if (++s == p.steps) {  // the next row block
                 ISEG_CHECK(ps.ln.phase == LN_DONE, "LAYERNORM: loader block incomplete");
-                const int bytes = d.out_bits / 8;
                 s = 0;
                 ++nt;
                 const int t0 = nt * R;
-                ps.ln.src += long(R) * d.in_stride * 2;  // constant R: shift-adds, no multiplier
-                ps.ln.dst += act_bytes(long(R) * d.out_stride, bytes);
+                ps.ln.src += p.in0;  // steps taken by the sequencer, outside the loop
+                ps.ln.dst += p.out0;
                 ps.ln.srow = ps.ln.src;
                 ps.ln.rows = d.T - t0 < R ? d.T - t0 : R;
                 ps.ln.phase = LN_STATS;
@@ -475,6 +475,8 @@ SEQ_STEP:
                 const long total = long((d.T + R - 1) / R) * blk;
                 p = pass_of(PM_LN, total, total + kPipeDepth);
                 p.steps = blk;
+                p.in0 = long(R) * d.in_stride * 2;
+                p.out0 = act_bytes(long(R) * d.out_stride, d.out_bits / 8);
                 sq.phase = SQ_DONE;
                 return true;
             }
