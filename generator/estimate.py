@@ -519,9 +519,19 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
+    # up to C score lanes divide C, like the output lanes: a step's scores lie in one row of the tile, so each
+    # lane reads the drain registers through an R x C / S_LANES mux indexed by counters and the row maximum is
+    # one compare tree, not an S_LANES-deep chain (hls/schedule.h ATT_S_LANE); more than C span whole rows
+    def fits(s: int) -> bool:
+        return s > cols or cols % s == 0
+
     s_lanes = s_lanes or n
+    while not fits(s_lanes):
+        s_lanes += 1
     while s_lanes > 1 and score_lane_writes(rows, cols, s_lanes, sm_lanes) > 2:
-        s_lanes -= 1  # the score lanes' writes must fit the two ports of each score bank
+        s_lanes -= 1  # the writes must fit the two ports of each score bank
+        while not fits(s_lanes):
+            s_lanes -= 1
     return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
                       out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes,
                       small_fabric=small_fabric, a_word=a_word)

@@ -77,6 +77,16 @@ inline Pass pass_of(int32_t mode, long total, long cycles) {
     return p;
 }
 
+// Levels of the score lanes' maximum tree: ceil(log2(S_LANES)).
+constexpr int score_tree_levels(int sl) {
+    int n = 0, w = 1;
+    while (w < sl) {
+        w *= 2;
+        ++n;
+    }
+    return n;
+}
+
 // The array's left operand width: 9 signed bits on a packing array (int8, u8, or a byte of a u15 P), 16 on one
 // that does not pack (a DSP per PE takes u15 P whole).
 template <class Cfg>
@@ -108,6 +118,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t
     const int kt_n = (T + C - 1) / C;
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
     int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+    int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
     long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
@@ -157,16 +168,45 @@ ENGINE_PASS:
         if (gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, blob, g);
         if (qk || m == PM_Q_LOAD) att_q_beat<Cfg>(ps.q, dh, scratch, sm);  // the next Q block into the other half
         if (qk && nt > 0 && s < sdsteps) {  // the score lanes: the previous key tile
+            // When S_LANES divides C (every generated Cfg: estimate.make_shape), a step's scores lie in one row:
+            // lane l reads dr[sr][sk * S_LANES + l] (running counters: an R x C / S_LANES mux per lane) and the
+            // row maximum takes one compare tree over the lanes, not an S_LANES-deep chain of compares. The
+            // unit-test harness keeps lanes that straddle rows.
+            constexpr int SL = Cfg::S_LANES;
+            constexpr bool s_one_row = C % SL == 0;
+            ISEG_CHECK(!s_one_row || (sr == s * SL / C && sk * SL == s * SL % C),
+                       "score lanes: the row/step counters left step s");
+            int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
         ATT_S_LANE:
-            for (int l = 0; l < Cfg::S_LANES; ++l) {
+            for (int l = 0; l < SL; ++l) {
                 ISEG_PRAGMA(HLS UNROLL)
-                const int e = s * Cfg::S_LANES + l;
-                const int r = e / C, c = e % C;
+                const int e = s * SL + l;
+                const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
+                sv[l] = -128;
                 if (r < p.rows && c < dcols) {
                     ISEG_WR(sm, s, sm.s_bank(p.half, dn0 + c), sm.s_word(r, dn0 + c));
                     const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], p.rq_s, 8);
                     sm.s[p.half][r][dn0 + c] = int8_t(v);
-                    if (v > sm.mx[p.half][r]) sm.mx[p.half][r] = v;
+                    sv[l] = v;
+                    if (!s_one_row && v > sm.mx[p.half][r]) sm.mx[p.half][r] = v;  // (straddling lanes only)
+                }
+            }
+            if (s_one_row) {
+            ATT_S_MAX_LEVEL:  // the maximum of the lanes as a tree: level v folds lane i + 2^v into lane i
+                for (int v = 0; v < score_tree_levels(SL); ++v) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                ATT_S_MAX_LANE:
+                    for (int l = 0; l < SL; ++l) {
+                        ISEG_PRAGMA(HLS UNROLL)
+                        const int o = 1 << v;
+                        if (l % (2 * o) == 0 && l + o < SL && sv[l + o] > sv[l]) sv[l] = sv[l + o];
+                    }
+                }
+                if (sr < p.rows && sv[0] > sm.mx[p.half][sr]) sm.mx[p.half][sr] = sv[0];
+                if (++sk == C / SL) {  // the step that ends a row: the next row
+                    sk = 0;
+                    ++sr;
                 }
             }
         }
@@ -198,6 +238,7 @@ ENGINE_PASS:
             if (++s == steps) {
                 dn0 = nt * C;
                 dcols = T - dn0 < C ? T - dn0 : C;
+                sr = sk = 0;
                 wbase += dh;
                 ++nt;
                 s = 0;
