@@ -464,7 +464,9 @@ def array_lut_per_mac(pack: int, acc_bits: int = 32) -> int:
     accumulators (hls/gemm.h acc_t: the model's proven width ``LaneWidths.ARR`` in synthesis; 32 at worst).
 
     Every PE pays the readout: the output lanes and the score lanes each select among the R x C drain copies
-    (``g.dr``), a LUT6 being a 4:1 mux, i.e. 2 x 1/4 LUT per accumulator bit. Then:
+    (``g.dr``), a LUT6 being a 4:1 mux, i.e. 2 x 1/4 LUT per accumulator bit. (The GEMM's and P.V's output
+    lanes share one readout, hls/schedule.h ``ov``; both lane sets divide C, so a lane's mux has R x C / lanes
+    inputs and each set costs R x C / 4 LUTs per bit whatever its lane count.) Then:
 
     - pack 2 (two int8 MACs per DSP48E2, WP486): the DSP yields two products, so each is accumulated in a
       fabric adder (one LUT per bit on the carry chain, the clear folded into it): 32-bit: 32 + 16 = 48. Our

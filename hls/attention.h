@@ -190,7 +190,7 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
 // tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
 void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, const AttSm<Cfg>& sm,
-                const GemmBuffers<Cfg>& g, int s2) {
+                const GemmBuffers<Cfg>& g, int s2, const int32_t (&ov)[Cfg::OUT_LANES]) {
     ISEG_PRAGMA(HLS INLINE)
     // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
@@ -206,7 +206,8 @@ ATT_O_LANE:
             const int ch = hoff + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
             ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
-            const int64_t z = int64_t(g.dr[r][c]) << rsh;  // back on the 2^-15 grid
+            // back on the 2^-15 grid; ov: the readout the GEMM output lanes share (gemm.h drain_step)
+            const int64_t z = int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh;
             const long out_row = one_row ? out_row0 : long(pd.t0 + r) * d.out_stride;
             ISEG_AXI_WR(GMEM1, scratch + d.out + out_row + ch, 1);
             scratch[d.out + out_row + ch] =

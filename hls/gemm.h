@@ -499,9 +499,12 @@ struct Drain {
 
 // One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile t, or (cls) of the
 // embed's cls row instead (a flag, not a second Drain: one state object, no select between two of them).
+// ov: the drain registers of this step's lanes, read once by the engine loop for whichever output lanes run
+// (these or attention's P.V output lanes: one readout mux for both, schedule.h); lanes that straddle rows (the
+// unit-test harness) read g.dr themselves.
 template <class Cfg>
 void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
-                GemmBuffers<Cfg>& g, Drain& t, bool cls, int s) {
+                GemmBuffers<Cfg>& g, Drain& t, bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -545,7 +548,7 @@ OUT_LANE:
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
-            const int32_t acc = cls ? int32_t(0) : int32_t(g.dr[r][c]);
+            const int32_t acc = cls ? int32_t(0) : (one_row ? ov[l] : int32_t(g.dr[r][c]));
             st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes,
                    gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
                                                            rq_at(d.rq2, g.rq2, col), d, res, cls, pre_v));

@@ -159,9 +159,22 @@ ENGINE_PASS:
             array_step<Cfg, AB>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
         }
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
+        // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
+        // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
+        // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac).
+        int32_t ov[Cfg::OUT_LANES];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ov type=complete)
+        const bool pvo = !(gemm || m == PM_GEMM_TAIL);
+        const int orow = pvo ? ps.pd.r : ps.dt.r, ostep = pvo ? ps.pd.k : ps.dt.k;
+    OUT_READ:
+        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int c = ostep * Cfg::OUT_LANES + l;
+            ov[l] = orow < R && c < C ? int32_t(g.dr[orow][c]) : 0;
+        }
         // the GEMM output lanes: the previous tile (or the embed's cls row), or the last tile alone
         if ((gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL)
-            drain_step<Cfg>(d, blob, scratch, scratch_b, g, ps.dt, gemm && !ps.dt.pending, gemm ? s : int(i));
+            drain_step<Cfg>(d, blob, scratch, scratch_b, g, ps.dt, gemm && !ps.dt.pending, gemm ? s : int(i), ov);
         // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
         if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, scratch, scratch_b, g);
         if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, scratch, g);
@@ -212,7 +225,7 @@ ENGINE_PASS:
         }
         // the P.V output lanes: a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone
         if ((((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP)
-            att_o_step<Cfg>(d, scratch, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s);
+            att_o_step<Cfg>(d, scratch, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s, ov);
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
