@@ -62,6 +62,10 @@ template <int N>
 struct arr_bits {
     typedef ap_int<N> type;
 };
+template <int N>
+struct arr_wide {  // an operand or product of the packed array multiplier (mul.h mul_pack2): up to 35 bits
+    typedef ap_int<N> type;
+};
 }  // namespace iseg
 #else
 namespace iseg {
@@ -72,6 +76,10 @@ struct acc_bits {
 template <int N>
 struct arr_bits {
     typedef int32_t type;
+};
+template <int N>
+struct arr_wide {
+    typedef int64_t type;
 };
 }  // namespace iseg
 #endif

@@ -578,12 +578,30 @@ int cls_steps(const LayerDesc& d) {
 // starts a tile's sums (no separate clear of the accumulators); sh = 8 for the high byte of a u15 P (P.V at
 // PV_II = 2). The operand types are AB and 8 bits in synthesis (compat.h arr_bits), so the multipliers are
 // built at that width; the caller checks the operands against AB in C-simulation.
-template <class Cfg, int AB>
+// PACK 2 (a packing array): row pairs (2i, 2i + 1) share each w[c] through one DSP48E2 (mul.h mul_pack2, the
+// two products split in fabric, accumulated in fabric); PACK 1: a product per PE, whose add the tool can keep in
+// the DSP's post-adder.
+template <class Cfg, int AB, int PACK>
 void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R], const int8_t (&w)[Cfg::C], bool first, int sh) {
     ISEG_PRAGMA(HLS INLINE)
     typedef typename GemmBuffers<Cfg>::acc_t acc_t;
     typedef typename arr_bits<AB>::type a_t;
     typedef typename arr_bits<8>::type w_t;
+    static_assert(PACK == 1 || (AB == 9 && Cfg::R % 2 == 0), "a packing array: 9-bit operands, row pairs");
+    if (PACK == 2) {
+    GEMM_RP:
+        for (int rp = 0; rp < Cfg::R / 2; ++rp) {
+            ISEG_PRAGMA(HLS UNROLL)
+        GEMM_CP:
+            for (int c = 0; c < Cfg::C; ++c) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const Pack2 pp = mul_pack2(a[2 * rp], a[2 * rp + 1], w[c]);
+                g.acc[2 * rp][c] = (first ? acc_t(0) : g.acc[2 * rp][c]) + acc_t(acc_t(pp.hi) << sh);
+                g.acc[2 * rp + 1][c] = (first ? acc_t(0) : g.acc[2 * rp + 1][c]) + acc_t(acc_t(pp.lo) << sh);
+            }
+        }
+        return;
+    }
 GEMM_R:
     for (int r = 0; r < Cfg::R; ++r) {
         ISEG_PRAGMA(HLS UNROLL)

@@ -133,4 +133,29 @@ inline int64_t mul_lane(int64_t a, int64_t b) {
     return LaneMul<A, B, FAB>::run(a, b);
 }
 
+// ---- the packed array multiplier (AMD WP486) ----------------------------------------------------
+// Two products of one DSP48E2 that share their right operand: a_hi and a_lo in [-128, 255] (int8, u8 or a byte
+// of a u15 P: 9 signed bits, never below -128; gemm.h array_step on a packing array, Cfg::PACK 2), w in 8 signed
+// bits. The A port takes a_hi * 2^18 + a_lo, which fits its 27 signed bits for that range (not for a_hi = -256),
+// so the 35-bit product is a_hi * w * 2^18 + a_lo * w. |a_lo * w| <= 255 * 128 < 2^17 fits 18 signed bits, so the low field, sign-extended, is a_lo * w exactly, and the high field, once that sign is
+// borrowed back, a_hi * w. An HLS tool does not pack two multiplies into one DSP on its own; written this way
+// it sees one 27 x 8 product (BIND_OP impl=dsp) and a few LUTs of split. Exact in C-simulation too (int64).
+struct Pack2 {
+    int32_t hi, lo;
+};
+
+inline Pack2 mul_pack2(int32_t a_hi, int32_t a_lo, int32_t w) {
+    ISEG_PRAGMA(HLS INLINE)
+    typedef typename arr_wide<27>::type a27_t;
+    typedef typename arr_wide<35>::type p35_t;
+    ISEG_CHECK(a_hi >= -128 && a_hi <= 255 && a_lo >= -128 && a_lo <= 255 && fits_signed(w, 8),
+               "packed array multiplier: an operand outside [-128, 255] x int8");
+    const a27_t ap = a27_t(a_hi) * 262144 + a27_t(a_lo);  // a_hi * 2^18 + a_lo (a multiply: a_hi may be < 0)
+    const p35_t p = p35_t(ap) * p35_t(w);
+    ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
+    const p35_t lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;  // the low 18 bits, sign-extended
+    Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};
+    return r;
+}
+
 }  // namespace iseg

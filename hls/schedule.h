@@ -156,7 +156,7 @@ ENGINE_PASS:
                 av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
                 ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
             }
-            array_step<Cfg, AB>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
+            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
         }
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in

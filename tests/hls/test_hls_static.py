@@ -228,9 +228,10 @@ def test_multiplier_calls_match_the_estimate():
 
 
 def test_bind_op_only_in_mul_h():
-    """The only BIND_OP pragmas: mul_dsp's impl=dsp and mul_fabric's impl=fabric (mul.h)."""
+    """The only BIND_OP pragmas: mul_dsp's impl=dsp, mul_fabric's impl=fabric and the packed array multiplier's
+    impl=dsp (mul.h mul_pack2)."""
     pragmas = {p.name: re.findall(r"BIND_OP\s+variable=(\w+)\s+op=mul\s+impl=(\w+)", code_of(p)) for p in HEADERS}
-    assert {k: v for k, v in pragmas.items() if v} == {"mul.h": [("p", "dsp"), ("p", "fabric")]}
+    assert {k: v for k, v in pragmas.items() if v} == {"mul.h": [("p", "dsp"), ("p", "fabric"), ("p", "dsp")]}
     code = code_of(Path(HLS_DIR) / "mul.h")
     assert re.search(r"mul_dsp\(.*?BIND_OP variable=p op=mul impl=dsp", code, re.S)
     assert re.search(r"mul_fabric\(.*?BIND_OP variable=p op=mul impl=fabric", code, re.S)
@@ -413,3 +414,60 @@ def test_stride_scanner_sees_a_multiply():
         assert _runtime_scaled(line), line
     for line in ["l.src += l.stride", "l.srow += 2 * l.sstride", "ps.ln.src += long(R) * d.in_stride * 2"]:
         assert not _runtime_scaled(line), line
+
+
+# ---------------------------------------------------------------------------------------------
+# the packed array multiplier (hls/mul.h mul_pack2): two products of one DSP48E2, exact
+# ---------------------------------------------------------------------------------------------
+_PACK2_PROG = r"""
+#include <cstdio>
+#include <stdint.h>
+#include "mul.h"
+static long bad = 0, n = 0;
+static void one(int ah, int al, int w) {
+    const iseg::Pack2 p = iseg::mul_pack2(ah, al, w);
+    ++n;
+    if (p.hi != ah * w || p.lo != al * w) ++bad;
+}
+int main() {
+#ifdef EXHAUSTIVE  // every pair of operands in [-128, 255] (int8 and u8) and every int8 w
+    for (int ah = -128; ah < 256; ++ah)
+        for (int al = -128; al < 256; ++al)
+            for (int w = -128; w < 128; ++w) one(ah, al, w);
+#else  // the edges of every operand against every w, and a pseudo-random sample
+    const int e[] = {-128, -127, -2, -1, 0, 1, 2, 126, 127, 128, 129, 254, 255};
+    for (int ah : e)
+        for (int al : e)
+            for (int w = -128; w < 128; ++w) one(ah, al, w);
+    uint32_t x = 12345;
+    for (int i = 0; i < 200000; ++i) {
+        x = x * 1664525u + 1013904223u;
+        one(int((x >> 23) % 384) - 128, int(((x >> 14) & 511) % 384) - 128, int((x >> 6) & 255) - 128);
+    }
+#endif
+    std::printf("%ld %ld\n", n, bad);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("view", ["csim", "synthesis"])
+def test_packed_multiplier_is_exact(tmp_path, view):
+    """mul_pack2 (a_hi * 2^18 + a_lo) * w splits into a_hi * w and a_lo * w exactly: every operand triple of the
+    array's range ([-128, 255]^2 x int8) in the C-simulation types (int64), the edges and a sample in the
+    synthesis types (ap_int<27>, <35>: the synthesis view, __SYNTHESIS__ defined after the ap_types headers,
+    where a_hi = -256 would overflow the 27-bit A port: the range is checked in C-simulation)."""
+    import subprocess
+
+    from iseg.generator.csim import ap_types_dir
+
+    src = tmp_path / "pack2.cpp"
+    src.write_text(_PACK2_PROG)
+    exe = tmp_path / "pack2"
+    standin = Path(__file__).resolve().parents[1] / "generator" / "vitis_standin"
+    flags = (["-DEXHAUSTIVE"] if view == "csim" else
+             [f"-I{standin}", "-include", str(standin / "synthesis_view.h")])
+    subprocess.run(["g++", "-std=c++14", "-O2", *flags, f"-I{ap_types_dir()}", f"-I{HLS_DIR}", str(src), "-o",
+                    str(exe)], check=True)
+    n, bad = map(int, subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
+    assert bad == 0 and n >= (384 * 384 * 256 if view == "csim" else 200000)
