@@ -185,7 +185,8 @@ def hls_pv1(tmp_path_factory: pytest.TempPathFactory) -> Harness:
 
 @pytest.mark.parametrize("T,heads,dh", [(21, 2, 16), (37, 3, 32), (1, 2, 16), (65, 2, 64)])
 def test_attention_pv_ii1_precise8(hls_pv1, T, heads, dh):
-    """precise8 with the ATT_PV_STEP_II1 loop: the same integers as the reference (and as at PV_II 2)."""
+    """precise8 with P.V at PV_II 1 (one engine-loop iteration per key): the same integers as the reference (and as
+    at PV_II 2)."""
     check_attention(hls_pv1, "precise8", T, heads, dh)
 
 
