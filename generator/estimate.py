@@ -396,12 +396,16 @@ class OpCost:
 
 
 def _mem_blocks(nbytes: int, parts: int, width_bits: int, board: Board, prefer_uram: bool) -> tuple[int, int]:
-    """(BRAM36, URAM) for a buffer split into ``parts`` independent memories of ``width_bits``."""
+    """(BRAM36, URAM) for a buffer split into ``parts`` independent memories of ``width_bits``. A BRAM36 takes
+    any aspect ratio up to 72 bits wide (512 x 72 .. 32K x 1); a URAM is always 4096 words of 72 bits, so a
+    memory of W bits and D words takes ceil(W / 72) x ceil(D / 4096) of them (engine.h binds the weight buffer
+    there: BIND_STORAGE impl=uram)."""
     per = cdiv(nbytes, parts)
     if per * 8 <= 1024:  # tiny: LUTRAM / registers
         return 0, 0
     if prefer_uram and board.uram and per >= 4 * 1024:
-        return 0, parts * max(cdiv(per, 36 * 1024), cdiv(width_bits, 72))
+        words = cdiv(per * 8, width_bits)
+        return 0, parts * cdiv(width_bits, 72) * cdiv(words, 4096)
     return parts * max(cdiv(per, 4608), cdiv(width_bits, 72)), 0
 
 
@@ -521,19 +525,13 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
         s_lanes = max(n, cdiv(rows * cols, dh))
-    # up to C score lanes divide C, like the output lanes: a step's scores lie in one row of the tile, so each
-    # lane reads the drain registers through an R x C / S_LANES mux indexed by counters and the row maximum is
-    # one compare tree, not an S_LANES-deep chain (hls/schedule.h ATT_S_LANE); more than C span whole rows
-    def fits(s: int) -> bool:
-        return s > cols or cols % s == 0
-
-    s_lanes = s_lanes or n
-    while not fits(s_lanes):
-        s_lanes += 1
+    # the score lanes divide C (at most C of them), like the output lanes: a step's scores lie in one row of the
+    # tile, so each lane reads the drain registers through an R x C / S_LANES mux indexed by counters and the row
+    # maximum is one compare tree, not an S_LANES-deep chain (hls/schedule.h ATT_S_LANE)
+    divisors = [d for d in range(1, cols + 1) if cols % d == 0]
+    s_lanes = next(d for d in divisors if d >= min(s_lanes or n, cols))
     while s_lanes > 1 and score_lane_writes(rows, cols, s_lanes, sm_lanes) > 2:
-        s_lanes -= 1  # the writes must fit the two ports of each score bank
-        while not fits(s_lanes):
-            s_lanes -= 1
+        s_lanes = max(d for d in divisors if d < s_lanes)  # the writes must fit the two ports of each score bank
     return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
                       out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes,
                       small_fabric=small_fabric, a_word=a_word)
@@ -571,7 +569,9 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       "lanes; isqrt + divider, pipelined (LUTs)"))
-    sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, a.sm_lanes, 64, board, True)
+    # the score blocks as the C++ banks them (AttSm): 2 x SM_LANES memories of bytes, BRAM (a URAM's fixed 72-bit
+    # words would hold one byte each)
+    sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, 2 * a.sm_lanes, 8, board, False)
     qb, qu = _mem_blocks(2 * a.rows * d["dhmax"] * 2, 2 * a.rows, aw, board, False)  # ping-pong Q blocks
     u.append(UnitCost("shiftmax", mdsp("shiftmax"), sb + qb, su + qu, a.sm_lanes * 1100 + 6500 + mlut("shiftmax"),
                       f"{a.sm_lanes} lanes (shift-exp comparators in LUTs, mantissa*f normalise on DSPs, pipelined "

@@ -689,10 +689,10 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
 
 
 def _uram_binds(units: Any) -> dict[str, int]:
-    """Cfg's ISEG_W_URAM / ISEG_S_URAM: 1 when the estimate put the weight buffer (unit w_buffers) or the score
-    blocks (the URAM of unit shiftmax: its Q blocks never go to URAM) in URAM."""
+    """Cfg's ISEG_W_URAM: 1 when the estimate put the weight buffer (unit w_buffers) in URAM. Nothing else goes
+    there: the score blocks are banks of bytes, which a URAM's 72-bit words would waste."""
     uram = {u.name: u.uram for u in units.units}
-    return {"w_uram": int(uram.get("w_buffers", 0) > 0), "s_uram": int(uram.get("shiftmax", 0) > 0)}
+    return {"w_uram": int(uram.get("w_buffers", 0) > 0)}
 
 
 def _dims_ncmax(graph: Graph) -> int:

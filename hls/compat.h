@@ -162,14 +162,11 @@ struct label_beat_t {
 #define ISEG_AXI_WR(bundle, p, n) ((void)0)
 #endif
 
-// URAM binds of the engine's big buffers (engine.h run_layers): the generated model_cfg.h defines them from the
-// estimate's memory placement before it includes engine.h; a Cfg without them (the unit-test harness) binds
-// nothing, which leaves the choice to the tool.
+// The URAM bind of the weight buffer (engine.h run_layers): the generated model_cfg.h defines it from the
+// estimate's memory placement before it includes engine.h (the synthesis top includes model_cfg.h first); a Cfg
+// without it (the unit-test harness) binds nothing, which leaves the choice to the tool.
 #ifndef ISEG_W_URAM
 #define ISEG_W_URAM 0
-#endif
-#ifndef ISEG_S_URAM
-#define ISEG_S_URAM 0
 #endif
 
 namespace iseg {

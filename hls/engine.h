@@ -316,11 +316,8 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.mx dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.rs dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sm.f dim=0 type=complete)
-#if ISEG_W_URAM  // the memories the estimate charges as URAM (model_cfg.h, from generator/estimate.py unit_costs)
+#if ISEG_W_URAM  // where the estimate charges it as URAM (model_cfg.h, from generator/estimate.py unit_costs)
     ISEG_PRAGMA(HLS BIND_STORAGE variable=g.w type=ram_t2p impl=uram)
-#endif
-#if ISEG_S_URAM
-    ISEG_PRAGMA(HLS BIND_STORAGE variable=sm.s type=ram_t2p impl=uram)
 #endif
     PassState<Cfg> ps = {};  // the loaders and drains of the engine loop (schedule.h)
     g.wcur = 0;

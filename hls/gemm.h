@@ -203,9 +203,8 @@ A_BYTE:
 //   wait       ln_wait_steps: a row's mean divider, variance (two multiplies in series), square root and
 //              reciprocal divider are one pipelined chain of kLnChain cycles (one row issued per step), and row
 //              r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's stats and
-//              normalise steps), so the block waits only what the smaller of those leaves of the chain: 0 for
-//              every planner array (R >= 2 rows of >= 2 steps hide 172 cycles from 26 rows on), the whole
-//              chain for R = 1. The engine loop declares the statistics registers free of inter-iteration
+//              normalise steps), so the block waits only what the smaller of those leaves of the chain: 0 when
+//              (R - 1) * min(S, N) >= 172 (Seg-T's K = 192 on a 24-row array), the whole chain for R = 1. The engine loop declares the statistics registers free of inter-iteration
 //              dependences (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
 //              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),

@@ -151,7 +151,7 @@ inline Pack2 mul_pack2(int32_t a_hi, int32_t a_lo, int32_t w) {
     ISEG_CHECK(a_hi >= -128 && a_hi <= 255 && a_lo >= -128 && a_lo <= 255 && fits_signed(w, 8),
                "packed array multiplier: an operand outside [-128, 255] x int8");
     const a27_t ap = a27_t(a_hi) * 262144 + a27_t(a_lo);  // a_hi * 2^18 + a_lo (a multiply: a_hi may be < 0)
-    const p35_t p = p35_t(ap) * p35_t(w);
+    const p35_t p = ap * typename arr_wide<8>::type(w);  // 27 x 8 bits: a 35-bit product, one DSP48E2
     ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
     const p35_t lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;  // the low 18 bits, sign-extended
     Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};

@@ -883,7 +883,7 @@ def test_bank_rules_by_hand() -> None:
     assert est.score_lane_writes(2, 4, 4, 2) == 2 and est.score_lane_writes(2, 4, 2, 2) == 1
     # C 6 and 4 banks: key tile 1 starts at key 6 (bank 2), so its row 0 hits banks 2, 3, 0, 1, 2, 3
     assert est.score_lane_writes(1, 6, 6, 4) == 2
-    # make_shape lowers S_LANES until each bank takes at most two: 14 lanes on R 36 x C 24 (KV260-like) fit
+    # make_shape lowers S_LANES (a divisor of C) until each bank takes at most two: 14 lanes on R 36 x C 24 fit
     assert est.score_lane_writes(36, 24, 14, 16) == 2
     # V beats of the K/V load: d_head 64, 16-byte beats: C 24 -> channels 16..31 span tiles 0 and 1; C 5 -> four
     # tiles; 64-byte beats on C 24: three
