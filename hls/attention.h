@@ -194,7 +194,7 @@ void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, con
     ISEG_PRAGMA(HLS INLINE)
     // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
-    ISEG_CHECK(!one_row || (pd.r == s2 * Cfg::OUT_LANES / Cfg::C && pd.k * Cfg::OUT_LANES == s2 * Cfg::OUT_LANES % Cfg::C),
+    ISEG_CHECK(!one_row || lane_pos_at(pd.r, pd.k, s2, Cfg::OUT_LANES, Cfg::C),
                "P.V output lanes: the row/step counters left step s2");
     const int r0 = one_row ? pd.r : s2 * Cfg::OUT_LANES / Cfg::C;
     const long out_row0 = pd.orow;
@@ -214,11 +214,7 @@ ATT_O_LANE:
                 uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, rq_at(d.rq2, g.rq2, ch), 8) & 0xff);
         }
     }
-    if (one_row && ++pd.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
-        pd.k = 0;
-        ++pd.r;
-        pd.orow += d.out_stride;
-    }
+    if (one_row && lane_pos_next(pd.r, pd.k, Cfg::C / Cfg::OUT_LANES)) pd.orow += d.out_stride;  // the next row
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),

@@ -204,8 +204,9 @@ A_BYTE:
 //              reciprocal divider are one pipelined chain of kLnChain cycles (one row issued per step), and row
 //              r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's stats and
 //              normalise steps), so the block waits only what the smaller of those leaves of the chain: 0 when
-//              (R - 1) * min(S, N) >= 172 (Seg-T's K = 192 on a 24-row array), the whole chain for R = 1. The engine loop declares the statistics registers free of inter-iteration
-//              dependences (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
+//              (R - 1) * min(S, N) >= 172 (Seg-T's K = 192 on a 24-row array), the whole chain for R = 1.
+//              The engine loop declares the statistics registers free of inter-iteration dependences
+//              (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
 //              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),
 //              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
@@ -487,8 +488,22 @@ inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const Rq
     return y;
 }
 
-// A tile waiting for (or in) the output stage. `cls`: not a tile but the embed's constant row 0 (N elements,
-// element e = column e), drained by the idle output lanes during the layer's first tile.
+// A set of lanes that drains a tile row by row (they divide C): its running position, row r of the tile and step
+// k within that row. lane_pos_at: that is step s's (C-simulation checks it against the step index);
+// lane_pos_next: to the next step, true when that starts the next row. The GEMM and P.V output lanes and the
+// score lanes keep one each (gemm.h drain_step, attention.h att_o_step, schedule.h ATT_S_LANE).
+inline bool lane_pos_at(int r, int k, int s, int lanes, int C) {
+    return r == s * lanes / C && k * lanes == s * lanes % C;
+}
+inline bool lane_pos_next(int& r, int& k, int steps_per_row) {
+    if (++k < steps_per_row) return false;
+    k = 0;
+    ++r;
+    return true;
+}
+
+// A tile waiting for (or in) the output stage (the embed's constant row 0 drains through the same lanes, flagged
+// `cls` at drain_step, during the layer's first tile).
 struct Drain {
     int t0, n0, rows, cols;
     bool pending;
@@ -515,7 +530,7 @@ void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const
     const int e0 = s * Cfg::OUT_LANES;
     // the row and column group from the running counters, not e0 / C and e0 % C: lane l reads dr[r][k * L + l],
     // a mux over R x C / L registers whose structure the tool cannot miss (docs/hls.md, readout multiplexers)
-    ISEG_CHECK(cls || !one_row || (t.r == e0 / Cfg::C && t.k * Cfg::OUT_LANES == e0 % Cfg::C),
+    ISEG_CHECK(cls || !one_row || lane_pos_at(t.r, t.k, s, Cfg::OUT_LANES, Cfg::C),
                "GEMM output lanes: the row/step counters left step s");
     const int r0 = cls ? 0 : (one_row ? t.r : e0 / Cfg::C);
     const long in_row0 = cls ? 0L : t.in_off, out_row0 = cls ? 0L : t.out_off;
@@ -553,9 +568,7 @@ OUT_LANE:
                                                            rq_at(d.rq2, g.rq2, col), d, res, cls, pre_v));
         }
     }
-    if (one_row && !cls && ++t.k == Cfg::C / Cfg::OUT_LANES) {  // the step that ends a row: the next row
-        t.k = 0;
-        ++t.r;
+    if (one_row && !cls && lane_pos_next(t.r, t.k, Cfg::C / Cfg::OUT_LANES)) {  // the next row's offsets
         t.in_off += d.in2_stride;
         t.out_off += d.out_stride;
     }

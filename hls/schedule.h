@@ -187,7 +187,7 @@ ENGINE_PASS:
             // unit-test harness keeps lanes that straddle rows.
             constexpr int SL = Cfg::S_LANES;
             constexpr bool s_one_row = C % SL == 0;
-            ISEG_CHECK(!s_one_row || (sr == s * SL / C && sk * SL == s * SL % C),
+            ISEG_CHECK(!s_one_row || lane_pos_at(sr, sk, s, SL, C),
                        "score lanes: the row/step counters left step s");
             int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
@@ -217,10 +217,7 @@ ENGINE_PASS:
                     }
                 }
                 if (sr < p.rows && sv[0] > sm.mx[p.half][sr]) sm.mx[p.half][sr] = sv[0];
-                if (++sk == C / SL) {  // the step that ends a row: the next row
-                    sk = 0;
-                    ++sr;
-                }
+                lane_pos_next(sr, sk, C / SL);
             }
         }
         // the P.V output lanes: a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone
