@@ -78,7 +78,8 @@ LUT_CAP = 0.70  # fraction of the LUTs the design may use (routing)
 PIPE = 16  # pipeline fill/drain per pipelined-loop entry (hls/compat.h kPipeDepth)
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
 ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
-LN_CHAIN = DIV + 8 + ISQRT + DIV  # a LayerNorm row's mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
+LN_VAR = 8  # a LayerNorm row's variance: two pipelined multiplies in series (hls/gemm.h kLnVarCycles)
+LN_CHAIN = DIV + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
 RQ_RECORD = 16  # bytes of a per-channel requant record
 
 

@@ -676,9 +676,10 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "a_lanes": a_lanes, "a_word": shape.a_word,
                 **{f"{b}_{k}": v for b, port in est.M_AXI.items() for k, v in port.items()},
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers})),
-                # the buffers the estimate placed in URAM (unit_costs): engine.h binds them there (BIND_STORAGE),
-                # where the tool would otherwise build BRAM the estimate does not charge
-                **_uram_binds(units)},
+                # the weight buffer in URAM where the estimate placed it there (unit w_buffers): engine.h binds it
+                # (BIND_STORAGE), where the tool would otherwise build BRAM the estimate does not charge. Nothing
+                # else goes there: the score blocks are banks of bytes, which a URAM's 72-bit words would waste.
+                "w_uram": int(any(u.name == "w_buffers" and u.uram > 0 for u in units.units))},
         units=tuple(UnitRow(u.name, u.dsp, u.bram36, u.uram, u.lut, u.note) for u in units.units),
         op_estimates=tuple(OpRow(c.name, c.kind, c.macs, c.cycles, c.stalls, c.weight_bytes,
                                  c.ddr_bytes) for c in costs),
@@ -686,13 +687,6 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         graph_text=graph.describe(),
         config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack),
     )
-
-
-def _uram_binds(units: Any) -> dict[str, int]:
-    """Cfg's ISEG_W_URAM: 1 when the estimate put the weight buffer (unit w_buffers) in URAM. Nothing else goes
-    there: the score blocks are banks of bytes, which a URAM's 72-bit words would waste."""
-    uram = {u.name: u.uram for u in units.units}
-    return {"w_uram": int(uram.get("w_buffers", 0) > 0)}
 
 
 def _dims_ncmax(graph: Graph) -> int:
