@@ -312,7 +312,8 @@ struct Seq {
     LayerDesc ln;     // GEMM: the fused LayerNorm row (fuse_ln)
     bool fuse_ln;
     int a_blk, w_share, mb, mb_n, nt_n;  // GEMM
-    int h, i, nb, c0, defer;             // attention: head, query block, blocks, P.V channel tile, PV(i-1) deferred
+    int h, i, nb, c0;                    // attention: head, query block, blocks, P.V channel tile
+    bool defer;                          // attention: PV(i - 1)'s last drain deferred into QK(i + 1)
     long shadow, qk_it;                  // attention: Shiftmax steps taken inside the array passes
     RqParams rq_s;
 };
@@ -633,7 +634,7 @@ SEQ_STEP:
                     const int tl = (sq.nb - 1) * R;
                     ps.pd = pv_drain(tl, T - tl, (sq.nb - 1) & 1, d.out_stride);
                     sq.c0 = 0;
-                    sq.defer = 0;
+                    sq.defer = false;
                     sq.phase = SQ_EPI_PV;
                 }
                 break;
