@@ -81,6 +81,7 @@ ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
 LN_VAR = 8  # a LayerNorm row's variance: two pipelined multiplies in series (hls/gemm.h kLnVarCycles)
 LN_CHAIN = DIV + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
 RQ_RECORD = 16  # bytes of a per-channel requant record
+GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)
 
 
 def a_word_options(axi_bytes: int) -> tuple[int, ...]:
@@ -264,8 +265,8 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     def add(unit: str, count: int, rows: list[tuple[str, str, int, int, str]]) -> None:
         out.extend(Mul(unit, site, impl, x, y, count, what) for site, impl, x, y, what in rows)
 
-    add("output_stage", ol, [("requant_w", "dsp", w.ACC, m, "RQ(acc + bias)"), *gelu,
-                             ("requant_w", "dsp", s["kGeluYBits"], m, "RQ_8(GELU)"),
+    # (a fused lambda-GELU + RQ_8 is a table lookup per lane: gemm.h load_gelu_table, no multiplier)
+    add("output_stage", ol, [("requant_w", "dsp", w.ACC, m, "RQ(acc + bias)"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
     add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
@@ -563,8 +564,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"left operand R x KMAX i16, ping-pong, a bank per row of {aw}-bit words"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
-    u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0, a.out_lanes * 900 + mlut("output_stage"),
-                      f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8, residual add (gemm.h OUT_LANE)"))
+    u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0,
+                      a.out_lanes * (900 + gelu_table_luts(a)) + mlut("output_stage"),
+                      f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8 (a {GELU_TABLE}-entry table per lane), "
+                      "residual add (gemm.h OUT_LANE)"))
     u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
                       "score requant and P.V output requant lanes (attention.h ATT_S_LANE, ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
@@ -734,16 +737,30 @@ def gelu_row_cycles(a: ArrayShape, rows: int, c: int) -> int:
     return rows * (2 * (beats + PIPE) + steps + PIPE + DIV)
 
 
-def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool, ln_k: int = 0) -> int:
+def gelu_table_luts(a: ArrayShape) -> int:
+    """LUTs of one output lane's copy of the GELU table (hls/gemm.h gtab: GELU_TABLE x 8 bits, cyclic over
+    AXI_BYTES / 2 banks): distributed RAM, one LUT per 64 bits with a second for the write port (RAM64X1D),
+    and the 8-bit select among the banks (a LUT6 per 4 inputs and bit)."""
+    banks = max(1, min(a.axi_bytes // 2, GELU_TABLE))
+    return 2 * cdiv(GELU_TABLE * 8, 64) + 8 * cdiv(banks, 4)
+
+
+def gelu_table_cycles(a: ArrayShape) -> int:
+    """hls/gemm.h load_gelu_table: a fused lambda-GELU's GELU_TABLE entries, a beat (at most the table) per
+    iteration, into every output lane's copy."""
+    return cdiv(GELU_TABLE, min(a.axi_bytes, GELU_TABLE)) + PIPE
+
+
+def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, gelu: bool, ln_k: int = 0) -> int:
     """hls/gemm.h load_consts (+ ln_consts of a fused LayerNorm of ``ln_k`` channels): the biases at
-    min(W / 4, OUT_LANES) per iteration (the loop runs, empty, without them), then each per-channel requant
-    table in its own loop; a per-tensor requant loads nothing."""
+    min(W / 4, OUT_LANES) per iteration (the loop runs, empty, without them), then the per-channel requant
+    table in its own loop (a per-tensor requant loads nothing), then a fused GELU's table."""
     c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE
-    c += rq_table_cycles(a, n, a.out_lanes) * (int(rq_tab) + int(rq2_tab))
+    c += rq_table_cycles(a, n, a.out_lanes) * int(rq_tab) + (gelu_table_cycles(a) if gelu else 0)
     return c + rq_table_cycles(a, ln_k, a.ln_lanes)
 
 
-def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, rq2_tab: bool,
+def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bool, gelu: bool,
                 prefetch_bytes: int, ln: bool = False, embed: bool = False) -> tuple[int, dict[str, int]]:
     """hls/schedule.h, the passes of a GEMM layer (gemm_begin) one by one: (cycles, breakdown).
 
@@ -753,15 +770,15 @@ def gemm_cycles(a: ArrayShape, t: int, k: int, n: int, *, bias: bool, rq_tab: bo
     steps run in the first tile, whose output lanes are otherwise idle (gemm.h cls_steps): that tile lasts
     at least as long. The pos rows and row 0 come through gmem0, the prefetcher's port, so in that layer a
     tile's prefetch steps follow its output-lane steps (schedule.h ``Pass::pf0``)."""
-    cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, rq2_tab, prefetch_bytes, ln, embed)
+    cyc, parts = _gemm_cycles(a, t, k, n, bias, rq_tab, gelu, prefetch_bytes, ln, embed)
     return cyc, dict(parts)
 
 
 @functools.lru_cache(maxsize=1 << 14)  # the array search evaluates the same layer shapes many times
-def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool, rq2_tab: bool,
+def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool, gelu: bool,
                  prefetch_bytes: int, ln: bool, embed: bool = False) -> tuple[int, tuple[tuple[str, int], ...]]:
     r = a.rows
-    consts = consts_cycles(a, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab, ln_k=k if ln else 0)
+    consts = consts_cycles(a, n, bias=bias, rq_tab=rq_tab, gelu=gelu, ln_k=k if ln else 0)
     a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, a.load_lanes)
     a0 = a_blk + PIPE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
@@ -1055,21 +1072,21 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         if isinstance(op, (Linear, PatchEmbed, MaskProduct)):
             if isinstance(op, PatchEmbed):
                 t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
-                bias, rq_tab, rq2_tab = True, rq_table(n), False
+                bias, rq_tab, gelu = True, rq_table(n), False
                 wb, kind = w_of[op.name] + (4 + RQ_RECORD * rq_tab) * n, "patch_embed"
             elif isinstance(op, Linear):
                 t, k, n = op.rows, op.k, op.n
                 nxt = consumers.get(op.output, [])
-                gelu = len(nxt) == 1 and isinstance(nxt[0], Gelu) and spec.gelu == "lambda"
-                bias, rq_tab, rq2_tab = bool(op.bias), rq_table(n), False
-                wb, kind = w_of[op.name] + (4 * n if op.bias else 0) + RQ_RECORD * n * rq_tab, "linear"
-                del gelu
+                gelu = len(nxt) == 1 and isinstance(nxt[0], Gelu) and spec.gelu == "lambda"  # fused: its table
+                bias, rq_tab = bool(op.bias), rq_table(n)
+                wb = w_of[op.name] + (4 * n if op.bias else 0) + RQ_RECORD * n * rq_tab + GELU_TABLE * gelu
+                kind = "linear"
             else:
                 t, k = graph.acts[op.inputs[0]].shape
                 n = graph.acts[op.inputs[1]].shape[0]
-                bias, rq_tab, rq2_tab, wb, kind = False, False, False, 0, "mask_product"
+                bias, rq_tab, gelu, wb, kind = False, False, False, 0, "mask_product"
             emb = op.name in pe_embed
-            cyc, parts = gemm_cycles(a, t, k, n, bias=bias, rq_tab=rq_tab, rq2_tab=rq2_tab,
+            cyc, parts = gemm_cycles(a, t, k, n, bias=bias, rq_tab=rq_tab, gelu=gelu,
                                      prefetch_bytes=next_prefetch(op.name), ln=op.name in ln_fused, embed=emb)
             if isinstance(op, MaskProduct):
                 parts["load_b"] = tp_cycles(n, k, a.cols, wa, 1)  # in2^T through the transposer

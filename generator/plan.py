@@ -467,7 +467,12 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             flags = []
             if isinstance(last, Gelu):
                 flags.append("iseg::F_GELU")
-                f.update(gelu=_gelu_desc(ckpt, last.consts), rq2=_rq_desc(ckpt, last.rq, op.n, blob))
+                # the fused stage RQ_8(lambda-GELU(.)) as a table of its 256 i8 inputs (numerics.gelu_rq8_table),
+                # read by the output lanes (hls/gemm.h gelu_table): `cst` of a LINEAR row
+                if any(np.ndim(v) for v in ckpt.rq(last.rq)):
+                    raise IsegError(f"checkpoint: {last.rq}: the GELU output requant must be per-tensor")
+                f.update(gelu=_gelu_desc(ckpt, last.consts),
+                         cst=blob.add(f"{last.name}#gelu", est.GELU_TABLE, "gelu table", (last.consts, last.rq)))
             if isinstance(last, Add):
                 flags.append("iseg::F_RESIDUAL")
                 rin, rs = addr(last.inputs[0])
@@ -727,6 +732,15 @@ def embed_prefix_rows(ckpt: QuantizedCheckpoint, cls: str, pos: str, add: str) -
     return inum.int_add(x, ckpt.tensors[pos].reshape(-1, n)[:len(x)], int(c["ma"]), int(c["mb"]), int(c["e"]), 16)
 
 
+def gelu_table(ckpt: QuantizedCheckpoint, consts: str, rq: str) -> np.ndarray:
+    """A fused lambda-GELU's table (hls/gemm.h gelu_table): RQ_8(lambda-GELU(x)) for x = -128..127, computed by
+    the reference's own function of the checkpoint's integers (numerics.gelu_rq8_table)."""
+    c = ckpt.consts[consts]
+    gc = inum.GeluConsts("lambda", x0=int(c["x0"]), n=int(c["n"]), k=int(c["k"]), L=int(c["L"]), em=int(c["em"]))
+    m, e, o = ckpt.rq(rq)
+    return inum.gelu_rq8_table(gc, int(m), int(e), int(o))
+
+
 def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
     """The weights blob: every segment of ``plan.blob`` at its offset, zero padding between."""
     buf = bytearray(plan.blob_bytes)
@@ -740,6 +754,8 @@ def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
             data = tile_weights(ckpt.tensors[seg.name], plan.cols).tobytes()
         elif seg.kind == "i16 embed prefix":
             data = embed_prefix_rows(ckpt, *seg.src).astype("<i2").tobytes()
+        elif seg.kind == "gelu table":
+            data = gelu_table(ckpt, *seg.src).tobytes()
         else:
             t = ckpt.tensors[seg.name]
             dtype = np.dtype("<i2") if seg.kind == "i16 rows" else t.dtype.newbyteorder("<")  # int8 pos widened

@@ -113,7 +113,7 @@ void check_layer(const LayerDesc& d) {
             if (d.flags & F_GELU) {
                 ISEG_CHECK(d.out_bits == 8 && d.gelu.variant == GELU_LAMBDA,
                            "F_GELU: needs out_bits 8 and the lambda variant (ShiftGELU needs a row: use a GELU layer)");
-                ISEG_CHECK(rq_ok(d.rq2), "F_GELU: scalar rq2.e must be in [1, 62]");
+                ISEG_CHECK(d.cst >= 0, "F_GELU: needs its table (cst: RQ_8(lambda-GELU(x)) for x = -128..127)");
             }
             if (d.flags & F_RESIDUAL) {
                 ISEG_CHECK(d.out_bits == 16 && d.ea >= 1 && d.ea <= 62, "F_RESIDUAL: needs out_bits 16, ea in [1, 62]");
@@ -305,6 +305,10 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq1 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq2 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.lnrq type=cyclic factor=kLnLanes)
+    constexpr int kGtabBanks = gtab_banks<Cfg>();
+    (void)kGtabBanks;
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.gtab dim=1 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.gtab dim=2 type=cyclic factor=kGtabBanks)
     static AttSm<Cfg> sm;  // attention's ping-pong score and Q blocks, row maxima, the Shiftmax state
     constexpr int kSmLanes = Cfg::SM_LANES;
     (void)kSmLanes;

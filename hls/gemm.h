@@ -62,6 +62,18 @@ struct Transposer {
     int wleft;     // rows of it left to write
 };
 
+// A fused lambda-GELU (F_GELU) and its RQ_8 are one function of the i8 input (the first requant's output), so
+// the output lanes look the result up in a table of kGeluTable entries the generator computes with the
+// reference's own function (numerics.gelu_rq8_table; blob offset `cst` of the LINEAR row). This replaces, per
+// lane, a shift-exp (32 comparators), a 64-bit divider and three multipliers (docs/hls.md, "What csynth would
+// likely find first", item 5). ShiftGELU needs its row's maximum and stays a row op (engine.h gelu_layer).
+static constexpr int kGeluTable = 256;
+
+template <class Cfg>
+constexpr int gtab_banks() {
+    return Cfg::AXI_BYTES / 2 > 1 ? (Cfg::AXI_BYTES / 2 < kGeluTable ? Cfg::AXI_BYTES / 2 : kGeluTable) : 1;
+}
+
 // Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
@@ -75,7 +87,8 @@ struct GemmBuffers {
     acc_t acc[Cfg::R][Cfg::C];          // the array's accumulators
     acc_t dr[Cfg::R][Cfg::C];           // the previous tile, drained by the output lanes
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
-    RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];
+    RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];  // rq2: attention's P.V output requant
+    int8_t gtab[Cfg::OUT_LANES][kGeluTable];  // a fused lambda-GELU's RQ_8(GELU(x)), a copy per output lane
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
     RqDesc ln_rq;                       // its requant (per-tensor: the scalar, no table)
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
@@ -90,6 +103,8 @@ struct GemmBuffers {
     //   bias, rq1, rq2   cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
     //                    tile; wrapping to the next row can put two in one bank, which its two ports take)
     //   lnrq             cyclic LN_LANES: the LayerNorm loader's normalise lanes, likewise
+    //   gtab   dim 1 complete (a copy per output lane: each lane looks up its own entry), dim 2 cyclic
+    //          gtab_banks = AXI_BYTES / 2 (a table beat writes two entries per bank: one iteration per beat)
     //   acc, dr, ln_mean, ln_f registers (complete): no port limit
     static constexpr int A_WORD = Cfg::A_WORD;
     static int a_bank(int half, int r) { return half * Cfg::R + r; }
@@ -97,12 +112,15 @@ struct GemmBuffers {
     static int o_word(int col) { return col / Cfg::OUT_LANES; }
     static int l_bank(int c) { return c % Cfg::LN_LANES; }
     static int l_word(int c) { return c / Cfg::LN_LANES; }
+    static int t_bank(int lane, int x) { return lane * gtab_banks<Cfg>() + x % gtab_banks<Cfg>(); }
+    static int t_word(int x) { return x / gtab_banks<Cfg>(); }
     ISEG_PORTS(a, 2 * Cfg::R);
     ISEG_PORTS(w, 2);
     ISEG_PORTS(bias, Cfg::OUT_LANES);
     ISEG_PORTS(rq1, Cfg::OUT_LANES);
     ISEG_PORTS(rq2, Cfg::OUT_LANES);
     ISEG_PORTS(lnrq, Cfg::LN_LANES);
+    ISEG_PORTS(gtab, Cfg::OUT_LANES * gtab_banks<Cfg>());
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -467,18 +485,23 @@ void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
 inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
-// RQ_out_bits(acc + bias), then [RQ_8(lambda-GELU(.)) with rq2] or [int_add(res, .)] (F_RESIDUAL) or
+// RQ_out_bits(acc + bias) (gemm_rq), then [RQ_8(lambda-GELU(.)): the lane's table, gtab] or (gemm_post)
+// [int_add(res, .)] (F_RESIDUAL) or
 // [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the output is the constant row value
 // pre_v, the embed's row 0, already added). `res` is the residual / pos operand (i16). One int_add per lane
 // for both adds (its operands muxed): int_add(a, b, ma, mb) = clamp((a*ma + b*mb + 2^(e-1)) >> e), so the
 // order matters only with the multipliers, and each keeps its own (residual: res * ma; embed: token * ma).
 // W: the lane widths (mul.h): acc + bias is proven to fit W::ACC bits, the GELU output 15.
 template <class W>
-inline int32_t gemm_out(int32_t acc, int32_t bias, const RqParams& rq1, const RqParams& rq2,
-                        const LayerDesc& d, int32_t res, bool pre = false, int32_t pre_v = 0) {
+inline int32_t gemm_rq(int32_t acc, int32_t bias, const RqParams& rq1, const LayerDesc& d) {
     ISEG_PRAGMA(HLS INLINE)
-    int32_t y = requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
-    if (d.flags & F_GELU) y = requant_w<kGeluYBits>(gelu_lambda<W>(y, d.gelu), rq2, 8);
+    return requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
+}
+
+// y: gemm_rq's value, or the GELU table's entry for it.
+template <class W>
+inline int32_t gemm_post(int32_t y, const LayerDesc& d, int32_t res, bool pre = false, int32_t pre_v = 0) {
+    ISEG_PRAGMA(HLS INLINE)
     if (pre) return pre_v;
     const bool emb = embed_fused(d);
     if ((d.flags & F_RESIDUAL) || emb) {
@@ -560,12 +583,17 @@ OUT_LANE:
             ISEG_AXI_WR(GMEM1, scratch + d.out + act_bytes(out_row + col, bytes), bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
-            ISEG_RD(g, rq2, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
             const int32_t acc = cls ? int32_t(0) : (one_row ? ov[l] : int32_t(g.dr[r][c]));
-            st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes,
-                   gemm_out<typename widths_of<Cfg>::type>(acc, g.bias[col], rq_at(d.rq, g.rq1, col),
-                                                           rq_at(d.rq2, g.rq2, col), d, res, cls, pre_v));
+            typedef typename widths_of<Cfg>::type Wd;
+            int32_t y = gemm_rq<Wd>(acc, g.bias[col], rq_at(d.rq, g.rq1, col), d);
+            if (d.flags & F_GELU) {  // RQ_8(lambda-GELU(y)): y is i8 (out_bits 8), the entry y + 128 of the lane's copy
+                ISEG_CHECK(y >= -128 && y <= 127, "F_GELU: the first requant's output must be i8");
+                const int x = (y + 128) & (kGeluTable - 1);
+                ISEG_RD(g, gtab, g.t_bank(l, x), g.t_word(x));
+                y = g.gtab[l][x];
+            }
+            st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes, gemm_post<Wd>(y, d, res, cls, pre_v));
         }
     }
     if (one_row && !cls && lane_pos_next(t.r, t.k, Cfg::C / Cfg::OUT_LANES)) {  // the next row's offsets
@@ -647,12 +675,46 @@ ACC_COPY_R:
     }
 }
 
-// Per-channel constants of a GEMM layer: biases, rq1 and rq2 tables, one loop each.
+// Beats of the GELU table: gelu_table_lanes entries per iteration (a beat, at most the table).
+template <class Cfg>
+constexpr int gelu_table_lanes() {
+    return Cfg::AXI_BYTES < kGeluTable ? Cfg::AXI_BYTES : kGeluTable;
+}
+
+// A fused lambda-GELU's table (kGeluTable i8 at blob offset d.cst) into every output lane's copy, a beat per
+// iteration (two entries per bank of each copy); nothing without F_GELU.
+template <class Cfg>
+void load_gelu_table(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+    if (!(d.flags & F_GELU)) return;
+    constexpr int L = gelu_table_lanes<Cfg>();
+    constexpr long its = (kGeluTable + L - 1) / L;
+GELU_TABLE:
+    for (long i = 0; i < its; ++i) {
+        ISEG_PIPELINE(GELU_TABLE, 1);
+        const int x0 = int(i) * L;
+        ISEG_AXI_RD(GMEM0, blob + d.cst + x0, L);
+    GELU_TABLE_E:
+        for (int j = 0; j < L; ++j) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int x = x0 + j;
+            const int8_t v = int8_t(blob[d.cst + x]);
+        GELU_TABLE_L:
+            for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+                ISEG_PRAGMA(HLS UNROLL)
+                ISEG_WR(g, gtab, g.t_bank(l, x), g.t_word(x));
+                g.gtab[l][x] = v;
+            }
+        }
+    }
+    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+}
+
+// Per-channel constants of a GEMM layer: biases, the rq1 table, a fused GELU's table, one loop each.
 template <class Cfg>
 void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     load_bias<Cfg>(d, blob, g);
     load_rq_table<Cfg, 1>(d.rq, d.N, blob, g);
-    load_rq_table<Cfg, 2>(d.rq2, d.N, blob, g);
+    load_gelu_table<Cfg>(d, blob, g);
 }
 
 // A tile's steps: the longest of its jobs -- the array's K steps, the previous tile's output stage (dsteps,

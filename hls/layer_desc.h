@@ -13,7 +13,7 @@
 //   EMBED_ADD       out (T, N) i16 = int_add([cst rows 0..n_prefix) ; in rows], pos at `b`)  (ma, mb, ea)
 //   LAYERNORM       out (T, N) out_bits = RQ(ILN(in (T, N) i16)), per-channel gamma/beta in rq
 //   LINEAR          out (T, N) = RQ_out_bits(in (T, K) i8 . W (K, N) i8 at `w` + b i32 at `b`)
-//                   flags: F_GELU  -> then RQ_8(lambda-GELU(.)) with rq2 (out_bits must be 8)
+//                   flags: F_GELU  -> then RQ_8(lambda-GELU(.)), a table at cst (out_bits must be 8)
 //                          F_RESIDUAL -> then int_add(in2 (T, N) i16, .) (out_bits must be 16;
 //                          out may equal in2: the update is element-wise in place)
 //   ATTENTION       in (T, 3D) i8 = [q | k | v], D = heads*d_head -> out (T, D) i8
@@ -46,7 +46,7 @@ enum Op : int32_t {
 };
 
 enum LayerFlags : int32_t {
-    F_GELU = 1,      // LINEAR: fused lambda-ShiftGELU + RQ_8 (rq2) on the output path
+    F_GELU = 1,      // LINEAR: fused lambda-ShiftGELU + RQ_8 on the output path (a table at cst)
     F_RESIDUAL = 2,  // LINEAR: fused residual add with in2 (ma, mb, ea) on the output path
 };
 
@@ -77,7 +77,8 @@ struct LayerDesc {
     // blob byte offsets
     int32_t w;    // int8 (K, N) weights in tiles of C columns (K rows of C bytes each, zero past N)
     int32_t b;    // int32 (N,) bias; EMBED_ADD: int16 (T, N) position embedding
-    int32_t cst;  // EMBED_ADD / PATCH_EMBED: int16 (n_prefix, N) folded rows int_add(cls, pos[:n_prefix]); COPY_CONST: source rows
+    int32_t cst;  // EMBED_ADD / PATCH_EMBED: int16 (n_prefix, N) folded rows int_add(cls, pos[:n_prefix]); COPY_CONST: source rows;
+                  // LINEAR with F_GELU: int8 (256,) RQ_8(lambda-GELU(x)) for x = -128..127 (gemm.h load_gelu_table)
     // Shiftmax
     int32_t sm_variant;  // SmVariant (shiftmax.h): SM_PRECISE 0, SM_IVIT 1, SM_PRECISE8 2 (u8 + row shift)
     int32_t sm_x0;
@@ -89,7 +90,7 @@ struct LayerDesc {
     GeluParams gelu;
     // requant constants
     RqDesc rq;   // main output requant (ATTENTION: the score requant, scalar)
-    RqDesc rq2;  // F_GELU: the GELU output requant; ATTENTION: the P.V output requant
+    RqDesc rq2;  // ATTENTION: the P.V output requant
 };
 
 static_assert(sizeof(GeluParams) == 32, "GeluParams layout changed: update docs/hls.md and the mirrors");

@@ -49,6 +49,7 @@ __all__ = [
     "GeluConsts",
     "gelu_consts",
     "gelu",
+    "gelu_rq8_table",
     "isqrt",
     "round_half_even_div",
     "ln_normalize",
@@ -382,6 +383,22 @@ def gelu(x: np.ndarray, c: GeluConsts) -> np.ndarray:
     if c.variant == "lambda" and x.size:  # elementwise in x: through a table of its values (256 for i8)
         return _tabulate(lambda v: _gelu_int64(v, c), x, int(x.min()), int(x.max()))
     return _gelu_int64(np.asarray(x, dtype=np.int64), c)
+
+
+def gelu_rq8_table(c: GeluConsts, m: int, e: int, o: int = 0) -> np.ndarray:
+    """``RQ_8(λ-ShiftGELU(x))`` for every i8 ``x``: int8[256], entry ``x + 128``.
+
+    Why: λ-ShiftGELU is elementwise and its input is i8, so with a per-tensor output requant the whole fused
+    stage is a function of 256 values. The engine looks it up (hls/gemm.h, the GEMM output lanes) instead of
+    building a shift-exp, a 64-bit divider and three multipliers per lane; the table is this function of the
+    same integers, so it is exact by construction. ShiftGELU needs its row's maximum and has no such table.
+    """
+    if c.variant != "lambda":
+        raise ValueError(f"gelu_rq8_table: only λ-ShiftGELU is elementwise, not {c.variant!r}")
+    if np.ndim(m) or np.ndim(e) or np.ndim(o):
+        raise ValueError("gelu_rq8_table: the GELU output requant must be per-tensor")
+    x = np.arange(-128, 128, dtype=np.int64)
+    return requant(gelu(x, c), m, e, o, bits=8).astype(np.int8)
 
 
 def _gelu_int64(x: np.ndarray, c: GeluConsts) -> np.ndarray:

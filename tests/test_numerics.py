@@ -575,6 +575,20 @@ def test_lambda_gelu_table_matches_python_ints(s: float) -> None:
     assert got.dtype == np.int64 and got.tolist() == [[want[int(v)] for v in r] for r in x]
 
 
+@pytest.mark.parametrize("s,m,e,o", [(0.02, 1 << 30, 31, 0), (0.1, -(3 << 29), 33, 5 << 20), (0.005, 1 << 30, 37, 0)])
+def test_gelu_rq8_table_is_the_fused_stage(s: float, m: int, e: int, o: int) -> None:
+    """The engine's table (hls/gemm.h load_gelu_table) entry x + 128 is RQ_8(lambda-GELU(x)), in Python ints."""
+    c = nx.gelu_consts(s)
+    t = nx.gelu_rq8_table(c, m, e, o)
+    want = [max(-128, min(127, (_spec_lambda_gelu(x, c) * m + o + (1 << (e - 1))) >> e)) for x in range(-128, 128)]
+    assert t.dtype == np.int8 and t.shape == (256,) and t.tolist() == want
+    assert len(set(want)) > 8  # not a constant table: these scales use the range
+    with pytest.raises(ValueError, match="elementwise"):
+        nx.gelu_rq8_table(nx.gelu_consts(s, "shift"), m, e, o)
+    with pytest.raises(ValueError, match="per-tensor"):
+        nx.gelu_rq8_table(c, np.array([m, m]), e, o)
+
+
 def test_tabulate_is_the_function_itself() -> None:
     x = np.random.default_rng(2).integers(-7, 40, size=5000)
     fn = lambda v: v * v - 3 * v  # noqa: E731

@@ -36,8 +36,8 @@ def test_rule_and_costs() -> None:
     # the patch embedding pays the cls row in its first tile: max(K, ..., ceil(D / OUT_LANES))
     spec = g.spec
     t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
-    plain, _ = est.gemm_cycles(SHAPE, t, k, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    fused, _ = est.gemm_cycles(SHAPE, t, k, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
+    plain, _ = est.gemm_cycles(SHAPE, t, k, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    fused, _ = est.gemm_cycles(SHAPE, t, k, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0, embed=True)
     assert fused - plain == max(0, est.cdiv(n, SHAPE.out_lanes) - max(k, est.cdiv(SHAPE.rows * est.cdiv(k, 16),
                                                                                    est.cdiv(n, 8))))
     # another reader of the patch embedding's output: no fusion, the EMBED_ADD row stays (and its unit)

@@ -337,8 +337,8 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     assert np.array_equal(sc.get(after, "y"), sc.get(before, "y"))
     assert np.array_equal(sc.get(after, "h")[1:], sc.get(before, "h")[1:]) and not sc.get(after, "h")[0].any()
     prefetch = est.cdiv(c * 1 * 8, 8) + est.PIPE  # one tile of C = 8 columns, 8 bytes per step
-    plain, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
-    fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0,
+    plain, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
     assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (641, 146, 540, 40)
     assert c_before == 641 + 146 + 40 and c_after == 540 + 40

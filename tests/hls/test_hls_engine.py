@@ -69,7 +69,7 @@ class Toy:
             g = nx.gelu(y, gelu)
             m2, e2 = me(g, 110)
             y = nx.requant(g, m2, e2, 0, 8)
-            kw = dict(gelu=gelu, rq2=rq_scalar(m2, e2))
+            kw = dict(gelu=gelu, cst=self.blob.add(nx.gelu_rq8_table(gelu, m2, e2), np.int8))
         if res is not None:
             r_name, r_val = res
             y = nx.int_add(r_val, y, 1 << 30, 1 << 29, 30)
@@ -316,8 +316,8 @@ def test_embed_fused_cycles_by_hand(hls):
     c_fused = hls.last_cycles()
     assert np.array_equal(sc.get(s1, "x"), want) and np.array_equal(sc.get(s2, "x"), want)
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
-    g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0, embed=True)
-    g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, rq2_tab=False, prefetch_bytes=0)
+    g_f, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0, embed=True)
+    g_p, _ = est.gemm_cycles(shape, 8, 12, 40, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (86 + 24 + 122 + 27, 257, 96)
     assert c_fused == 76 + 96 + g_f == 431
     assert c_two == 76 + 96 + g_p + 9 * (40 + 16) == 933

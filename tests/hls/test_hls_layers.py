@@ -109,7 +109,8 @@ def test_linear_fused_gelu(hls, variant_scale):
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LINEAR, flags=F_GELU, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x),
               in_stride=K, out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add_weights(w, hls.C),
-              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), rq2=rq_scalar(m2, e2, -3), gelu=c)
+              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N),
+              cst=blob.add(nx.gelu_rq8_table(c, m2, e2, -3), np.int8), gelu=c)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), want)
 
