@@ -266,11 +266,11 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
         out.extend(Mul(unit, site, impl, x, y, count, what) for site, impl, x, y, what in rows)
 
     # (a fused lambda-GELU + RQ_8 is a table lookup per lane: gemm.h load_gelu_table, no multiplier)
-    add("output_stage", ol, [("requant_w", "dsp", w.ACC, m, "RQ(acc + bias)"),
+    # one requant per output lane for the GEMM (acc + bias) and P.V (its RQ_8) output lanes (schedule.h OUT_RQ)
+    add("output_stage", ol, [("requant_w", "dsp", max(w.ACC, w.PV), m, "RQ(acc + bias), P.V RQ_8"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
     add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
-    add("attention_lanes", ol, [("requant_w", "dsp", w.PV, m, "P.V RQ_8 (ATT_O_LANE)")])
     add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q")])
     add("shiftmax", 2 * nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass (two rows): x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
@@ -566,10 +566,11 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
     u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0,
                       a.out_lanes * (900 + gelu_table_luts(a)) + mlut("output_stage"),
-                      f"{a.out_lanes} lanes: bias, RQ, lambda-GELU + RQ_8 (a {GELU_TABLE}-entry table per lane), "
-                      "residual add (gemm.h OUT_LANE)"))
+                      f"{a.out_lanes} lanes: bias, RQ (the P.V output lanes' too: schedule.h OUT_RQ), lambda-GELU + "
+                      f"RQ_8 (a {GELU_TABLE}-entry table per lane), residual add (gemm.h OUT_LANE)"))
     u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
-                      "score requant and P.V output requant lanes (attention.h ATT_S_LANE, ATT_O_LANE)"))
+                      "score requant lanes, P.V output lanes' addressing and stores (schedule.h ATT_S_LANE, "
+                      "attention.h ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       "lanes; isqrt + divider, pipelined (LUTs)"))
@@ -590,10 +591,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"divider each) and the row's divider; x and y rows cyclic over {gb} banks"))
     u.append(UnitCost("adds", mdsp("adds"), 0, 0, 300 * (rows["add"] + rows["embed_add"]),
                       "ADD and EMBED_ADD rows (those in the table): one int_add each"))
-    # bias + rq1 + rq2 cyclic over the output lanes, the LayerNorm's records over its lanes (gemm.h GemmBuffers)
-    cb, cu = _mem_blocks(d["ncmax"] * 36, a.out_lanes, 64, board, False)
+    # bias + rq1 cyclic over the output lanes, the LayerNorm's records over its lanes (gemm.h GemmBuffers)
+    cb, cu = _mem_blocks(d["ncmax"] * (4 + RQ_RECORD), a.out_lanes, 64, board, False)
     lb_, lu_ = _mem_blocks(d["cmax"] * RQ_RECORD, a.ln_lanes, 64, board, False)
-    u.append(UnitCost("consts", 0, cb + lb_, cu + lu_, 500, f"bias + rq1 + rq2 per output channel ({a.out_lanes} "
+    u.append(UnitCost("consts", 0, cb + lb_, cu + lu_, 500, f"bias + rq1 per output channel ({a.out_lanes} "
                       f"banks), LayerNorm records ({a.ln_lanes} banks)"))
     u.append(UnitCost("transposer", 0, 0, 0, 3 * a.cols * a.axi_bytes,
                       "C x AXI_BYTES ping-pong registers of the transposing loader (MASK_PRODUCT B^T, K_h^T)"))

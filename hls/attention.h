@@ -185,14 +185,16 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
     return T + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) + (defer ? 0 : pdsteps);
 }
 
-// Step s2 of the drain of P.V tile pd from g.dr: OUT_LANES outputs of the head whose first channel is hoff
-// (h * d_head, taken outside the loop), RQ_8((P . V) << r) to scratch. Steps come in order from 0 after the
-// tile ended (pd.orow = pd.orow0, pd.k = 0).
+// Step s2 of the drain of P.V tile pd from g.dr, first half: OUT_LANES outputs of the head whose first channel is
+// hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid), records
+// (the rq1 table, where attention_begin loads rq2) and addresses, into o; the engine loop's one requant per lane
+// (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, att_o_store stores it. Steps come in
+// order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
-void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, const AttSm<Cfg>& sm,
-                const GemmBuffers<Cfg>& g, int s2, const int32_t (&ov)[Cfg::OUT_LANES]) {
+void att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g,
+                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[Cfg::OUT_LANES]) {
     ISEG_PRAGMA(HLS INLINE)
-    // as gemm.h drain_step: a step's lanes share one row when OUT_LANES divides C, its offset running
+    // as gemm.h drain_lanes: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
     ISEG_CHECK(!one_row || lane_pos_at(pd.r, pd.k, s2, Cfg::OUT_LANES, Cfg::C),
                "P.V output lanes: the row/step counters left step s2");
@@ -200,21 +202,36 @@ void att_o_step(const LayerDesc& d, uint8_t* scratch, int hoff, PvDrain& pd, con
     const long out_row0 = pd.orow;
 ATT_O_LANE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        ISEG_PRAGMA(HLS UNROLL)
         const int e = s2 * Cfg::OUT_LANES + l;
         const int r = one_row ? r0 : e / Cfg::C, c = one_row ? pd.k * Cfg::OUT_LANES + l : e % Cfg::C;
-        if (r < pd.rows && c < pd.cols) {
+        o[l].ok = r < pd.rows && c < pd.cols;
+        if (o[l].ok) {
             const int ch = hoff + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
-            ISEG_RD(g, rq2, g.o_bank(ch), g.o_word(ch));
-            // back on the 2^-15 grid; ov: the readout the GEMM output lanes share (gemm.h drain_step)
-            const int64_t z = int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh;
-            const long out_row = one_row ? out_row0 : long(pd.t0 + r) * d.out_stride;
-            ISEG_AXI_WR(GMEM1, scratch + d.out + out_row + ch, 1);
-            scratch[d.out + out_row + ch] =
-                uint8_t(requant_w<widths_of<Cfg>::type::PV>(z, rq_at(d.rq2, g.rq2, ch), 8) & 0xff);
+            ISEG_RD(g, rq1, g.o_bank(ch), g.o_word(ch));
+            // ov: the readout the GEMM output lanes share (gemm.h drain_lanes)
+            o[l].z = int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh;
+            o[l].rq = rq_at(d.rq2, g.rq1, ch);
+            o[l].at = d.out + (one_row ? out_row0 : long(pd.t0 + r) * d.out_stride) + ch;
+            o[l].res = o[l].pre = 0;
         }
     }
     if (one_row && lane_pos_next(pd.r, pd.k, Cfg::C / Cfg::OUT_LANES)) pd.orow += d.out_stride;  // the next row
+}
+
+// The second half: each lane's RQ_8 (y, from out_rq) to the scratch.
+template <class Cfg>
+void att_o_store(uint8_t* scratch, const OutLane (&o)[Cfg::OUT_LANES], const int32_t (&y)[Cfg::OUT_LANES]) {
+    ISEG_PRAGMA(HLS INLINE)
+ATT_O_STORE:
+    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (o[l].ok) {
+            ISEG_AXI_WR(GMEM1, scratch + o[l].at, 1);
+            scratch[o[l].at] = uint8_t(y[l] & 0xff);
+        }
+    }
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),

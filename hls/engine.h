@@ -303,7 +303,6 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.tp.t dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.bias type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq1 type=cyclic factor=kOutLanes)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq2 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.lnrq type=cyclic factor=kLnLanes)
     constexpr int kGtabBanks = gtab_banks<Cfg>();
     (void)kGtabBanks;

@@ -87,7 +87,7 @@ struct GemmBuffers {
     acc_t acc[Cfg::R][Cfg::C];          // the array's accumulators
     acc_t dr[Cfg::R][Cfg::C];           // the previous tile, drained by the output lanes
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
-    RqParams rq1[Cfg::NCMAX], rq2[Cfg::NCMAX];  // rq2: attention's P.V output requant
+    RqParams rq1[Cfg::NCMAX];           // the output lanes' requant records (GEMM: rq; attention's P.V: rq2)
     int8_t gtab[Cfg::OUT_LANES][kGeluTable];  // a fused lambda-GELU's RQ_8(GELU(x)), a copy per output lane
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
     RqDesc ln_rq;                       // its requant (per-tensor: the scalar, no table)
@@ -100,7 +100,7 @@ struct GemmBuffers {
     // the accesses against it (iseg_ports.h):
     //   a      dims 1, 2 complete, dim 3 reshaped cyclic A_WORD: a bank per (half, row), word = k / A_WORD
     //   w      dim 1 complete, dim 3 reshaped complete: a memory per half, word = one row of C bytes
-    //   bias, rq1, rq2   cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
+    //   bias, rq1        cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
     //                    tile; wrapping to the next row can put two in one bank, which its two ports take)
     //   lnrq             cyclic LN_LANES: the LayerNorm loader's normalise lanes, likewise
     //   gtab   dim 1 complete (a copy per output lane: each lane looks up its own entry), dim 2 cyclic
@@ -118,7 +118,6 @@ struct GemmBuffers {
     ISEG_PORTS(w, 2);
     ISEG_PORTS(bias, Cfg::OUT_LANES);
     ISEG_PORTS(rq1, Cfg::OUT_LANES);
-    ISEG_PORTS(rq2, Cfg::OUT_LANES);
     ISEG_PORTS(lnrq, Cfg::LN_LANES);
     ISEG_PORTS(gtab, Cfg::OUT_LANES * gtab_banks<Cfg>());
 };
@@ -389,19 +388,13 @@ struct RqTable<Cfg, 1> {
     static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, rq1, g.o_bank(c), g.o_word(c)); }
 };
 template <class Cfg>
-struct RqTable<Cfg, 2> {
-    static constexpr int LANES = Cfg::OUT_LANES;
-    static RqParams* of(GemmBuffers<Cfg>& g) { return g.rq2; }
-    static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, rq2, g.o_bank(c), g.o_word(c)); }
-};
-template <class Cfg>
 struct RqTable<Cfg, 3> {
     static constexpr int LANES = Cfg::LN_LANES;
     static RqParams* of(GemmBuffers<Cfg>& g) { return g.lnrq; }
     static void port(GemmBuffers<Cfg>& g, int c) { ISEG_WR(g, lnrq, g.l_bank(c), g.l_word(c)); }
 };
 
-// The n records of d's table into table WHICH (1: rq1, 2: rq2, 3: lnrq); nothing for a per-tensor requant.
+// The n records of d's table into table WHICH (1: rq1, 3: lnrq); nothing for a per-tensor requant.
 template <class Cfg, int WHICH>
 void load_rq_table(const RqDesc& d, int n, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     if (d.tab < 0) return;
@@ -485,20 +478,14 @@ void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
 inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
 
 // The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
-// RQ_out_bits(acc + bias) (gemm_rq), then [RQ_8(lambda-GELU(.)): the lane's table, gtab] or (gemm_post)
+// RQ_out_bits(acc + bias) (out_rq), then [RQ_8(lambda-GELU(.)): the lane's table, gtab] or (gemm_post)
 // [int_add(res, .)] (F_RESIDUAL) or
 // [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the output is the constant row value
 // pre_v, the embed's row 0, already added). `res` is the residual / pos operand (i16). One int_add per lane
 // for both adds (its operands muxed): int_add(a, b, ma, mb) = clamp((a*ma + b*mb + 2^(e-1)) >> e), so the
 // order matters only with the multipliers, and each keeps its own (residual: res * ma; embed: token * ma).
 // W: the lane widths (mul.h): acc + bias is proven to fit W::ACC bits, the GELU output 15.
-template <class W>
-inline int32_t gemm_rq(int32_t acc, int32_t bias, const RqParams& rq1, const LayerDesc& d) {
-    ISEG_PRAGMA(HLS INLINE)
-    return requant_w<W::ACC>(int64_t(acc) + bias, rq1, d.out_bits);
-}
-
-// y: gemm_rq's value, or the GELU table's entry for it.
+// y: RQ_out_bits(acc + bias) (the engine loop's out_rq), or the GELU table's entry for it.
 template <class W>
 inline int32_t gemm_post(int32_t y, const LayerDesc& d, int32_t res, bool pre = false, int32_t pre_v = 0) {
     ISEG_PRAGMA(HLS INLINE)
@@ -514,7 +501,7 @@ inline int32_t gemm_post(int32_t y, const LayerDesc& d, int32_t res, bool pre = 
 // A set of lanes that drains a tile row by row (they divide C): its running position, row r of the tile and step
 // k within that row. lane_pos_at: that is step s's (C-simulation checks it against the step index);
 // lane_pos_next: to the next step, true when that starts the next row. The GEMM and P.V output lanes and the
-// score lanes keep one each (gemm.h drain_step, attention.h att_o_step, schedule.h ATT_S_LANE).
+// score lanes keep one each (gemm.h drain_lanes, attention.h att_o_lanes, schedule.h ATT_S_LANE).
 inline bool lane_pos_at(int r, int k, int s, int lanes, int C) {
     return r == s * lanes / C && k * lanes == s * lanes % C;
 }
@@ -526,7 +513,7 @@ inline bool lane_pos_next(int& r, int& k, int steps_per_row) {
 }
 
 // A tile waiting for (or in) the output stage (the embed's constant row 0 drains through the same lanes, flagged
-// `cls` at drain_step, during the layer's first tile).
+// `cls` at drain_lanes, during the layer's first tile).
 struct Drain {
     int t0, n0, rows, cols;
     bool pending;
@@ -534,14 +521,41 @@ struct Drain {
     int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
-// One step of the output lanes: OUT_LANES elements (row-major over R x C) of the drained tile t, or (cls) of the
-// embed's cls row instead (a flag, not a second Drain: one state object, no select between two of them).
+// One output lane between its two halves. drain_lanes (or attention.h att_o_lanes) fills it; the engine loop runs
+// ONE requant per lane on it (out_rq); drain_store (att_o_store) finishes. The GEMM and P.V output lanes never run
+// in one iteration, so one set of requant multipliers serves both (schedule.h, OUT_RQ), as one readout (ov) does.
+struct OutLane {
+    bool ok;
+    int64_t z;     // the requant's operand: acc + bias (GEMM), (P.V) << r (P.V)
+    RqParams rq;   // its record: the rq1 table (GEMM: rq, attention: rq2, loaded there) or the row's scalar
+    long at;       // the output's scratch byte offset
+    int32_t res;   // GEMM: the residual / pos operand
+    int32_t pre;   // GEMM: the embed's cls row value
+};
+
+// The output lanes' requant operand width: the GEMM's acc + bias (ACC) or P.V's (PV), whichever is wider.
+template <class Cfg>
+constexpr int out_rq_bits() {
+    return widths_of<Cfg>::type::ACC > widths_of<Cfg>::type::PV ? widths_of<Cfg>::type::ACC
+                                                                 : widths_of<Cfg>::type::PV;
+}
+
+// The one requant of an output lane (bits: the output width, out_bits or 8).
+template <class Cfg>
+inline int32_t out_rq(const OutLane& o, int bits) {
+    ISEG_PRAGMA(HLS INLINE)
+    return requant_w<out_rq_bits<Cfg>()>(o.z, o.rq, bits);
+}
+
+// One step of the GEMM output lanes, first half: OUT_LANES elements (row-major over R x C) of the drained tile t,
+// or (cls) of the embed's cls row instead (a flag, not a second Drain: one state object, no select between two of
+// them): their requant operands and records, residual / pos operands and output addresses, into o.
 // ov: the drain registers of this step's lanes, read once by the engine loop for whichever output lanes run
 // (these or attention's P.V output lanes: one readout mux for both, schedule.h); lanes that straddle rows (the
 // unit-test harness) read g.dr themselves.
 template <class Cfg>
-void drain_step(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, const uint8_t* scratch_b,
-                GemmBuffers<Cfg>& g, Drain& t, bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES]) {
+void drain_lanes(const LayerDesc& d, const uint8_t* blob, const uint8_t* scratch_b, GemmBuffers<Cfg>& g, Drain& t,
+                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[Cfg::OUT_LANES]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -564,6 +578,7 @@ OUT_LANE:
         const int r = cls ? 0 : (one_row ? r0 : e / Cfg::C);
         const int c = cls ? 0 : (one_row ? t.k * Cfg::OUT_LANES + l : e % Cfg::C);
         const bool ok = cls ? e < d.N : (r < t.rows && c < t.cols);
+        o[l].ok = ok;
         if (ok) {
             const long row = cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
             const long in_row = one_row ? in_row0 : row * d.in2_stride;
@@ -579,26 +594,44 @@ OUT_LANE:
                 res = ld_i16(scratch_b + d.in2 + ro);
             }
             if (cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
-            const int32_t pre_v = cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
-            ISEG_AXI_WR(GMEM1, scratch + d.out + act_bytes(out_row + col, bytes), bytes);
+            o[l].pre = cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
+            o[l].res = res;
+            o[l].at = d.out + act_bytes(out_row + col, bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
             ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
             const int32_t acc = cls ? int32_t(0) : (one_row ? ov[l] : int32_t(g.dr[r][c]));
-            typedef typename widths_of<Cfg>::type Wd;
-            int32_t y = gemm_rq<Wd>(acc, g.bias[col], rq_at(d.rq, g.rq1, col), d);
-            if (d.flags & F_GELU) {  // RQ_8(lambda-GELU(y)): y is i8 (out_bits 8), the entry y + 128 of the lane's copy
-                ISEG_CHECK(y >= -128 && y <= 127, "F_GELU: the first requant's output must be i8");
-                const int x = (y + 128) & (kGeluTable - 1);
-                ISEG_RD(g, gtab, g.t_bank(l, x), g.t_word(x));
-                y = g.gtab[l][x];
-            }
-            st_act(scratch + d.out + act_bytes(out_row + col, bytes), bytes, gemm_post<Wd>(y, d, res, cls, pre_v));
+            o[l].z = int64_t(acc) + g.bias[col];
+            o[l].rq = rq_at(d.rq, g.rq1, col);
         }
     }
     if (one_row && !cls && lane_pos_next(t.r, t.k, Cfg::C / Cfg::OUT_LANES)) {  // the next row's offsets
         t.in_off += d.in2_stride;
         t.out_off += d.out_stride;
+    }
+}
+
+// The second half: y = RQ_out_bits(acc + bias) of each lane (out_rq), then the fused lambda-GELU + RQ_8 (a lookup
+// in the lane's copy of the table: y is i8 there, out_bits 8) or the residual / embed add (gemm_post), stored.
+template <class Cfg>
+void drain_store(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, bool cls,
+                 const OutLane (&o)[Cfg::OUT_LANES], const int32_t (&y)[Cfg::OUT_LANES]) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int bytes = d.out_bits / 8;
+OUT_STORE:
+    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (o[l].ok) {
+            int32_t v = y[l];
+            if (d.flags & F_GELU) {
+                ISEG_CHECK(v >= -128 && v <= 127, "F_GELU: the first requant's output must be i8");
+                const int x = (v + 128) & (kGeluTable - 1);
+                ISEG_RD(g, gtab, g.t_bank(l, x), g.t_word(x));
+                v = g.gtab[l][x];
+            }
+            ISEG_AXI_WR(GMEM1, scratch + o[l].at, bytes);
+            st_act(scratch + o[l].at, bytes, gemm_post<typename widths_of<Cfg>::type>(v, d, o[l].res, cls, o[l].pre));
+        }
     }
 }
 

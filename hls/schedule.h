@@ -172,9 +172,31 @@ ENGINE_PASS:
             const int c = ostep * Cfg::OUT_LANES + l;
             ov[l] = orow < R && c < C ? int32_t(g.dr[orow][c]) : 0;
         }
-        // the GEMM output lanes: the previous tile (or the embed's cls row), or the last tile alone
-        if ((gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL)
-            drain_step<Cfg>(d, blob, scratch, scratch_b, g, ps.dt, gemm && !ps.dt.pending, gemm ? s : int(i), ov);
+        // The output lanes: GEMM (the previous tile, the embed's cls row, or the last tile alone) or P.V (a pending
+        // tile in QK's key tile 0 or P.V's first keys, or the last tile alone), never both in one iteration. Each
+        // lane set fills its operands (first half), ONE requant per lane serves both (OUT_RQ: the multipliers the
+        // estimate charges once, as the output stage's), then the set stores (second half).
+        const bool go = (gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL;
+        const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP;
+        const bool gcls = gemm && !ps.dt.pending;
+        OutLane ol[Cfg::OUT_LANES];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ol type=complete)
+        if (go)
+            drain_lanes<Cfg>(d, blob, scratch_b, g, ps.dt, gcls, gemm ? s : int(i), ov, ol);
+        else if (po)
+            att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s, ov, ol);
+        int32_t oy[Cfg::OUT_LANES];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=oy type=complete)
+        const int obits = go ? d.out_bits : 8;
+    OUT_RQ:
+        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            oy[l] = (go || po) && ol[l].ok ? out_rq<Cfg>(ol[l], obits) : 0;
+        }
+        if (go)
+            drain_store<Cfg>(d, scratch, g, gcls, ol, oy);
+        else if (po)
+            att_o_store<Cfg>(scratch, ol, oy);
         // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
         if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, scratch, scratch_b, g);
         if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, scratch, g);
@@ -220,9 +242,6 @@ ENGINE_PASS:
                 lane_pos_next(sr, sk, C / SL);
             }
         }
-        // the P.V output lanes: a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone
-        if ((((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP)
-            att_o_step<Cfg>(d, scratch, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s, ov);
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
@@ -380,7 +399,7 @@ Seq attention_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int kt_n = (d.T + Cfg::C - 1) / Cfg::C, vt_n = (d.d_head + Cfg::C - 1) / Cfg::C;
     ISEG_CHECK(long(kt_n) * d.d_head + long(vt_n) * d.T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
-    load_rq_table<Cfg, 2>(d.rq2, d.heads * d.d_head, blob, g);  // the per-channel RQ_8 of P.V
+    load_rq_table<Cfg, 1>(d.rq2, d.heads * d.d_head, blob, g);  // the per-channel RQ_8 of P.V: the output lanes' table
     Seq sq = {};
     sq.phase = SQ_HEAD;
     sq.nb = (d.T + Cfg::R - 1) / Cfg::R;

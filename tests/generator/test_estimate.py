@@ -435,9 +435,10 @@ def test_unit_dsps_by_hand() -> None:
                        GELU_X0=9)
     a = est.ArrayShape(rows=18, cols=64, pack=2, out_lanes=8, ln_lanes=4, sm_lanes=16, axi_bytes=16, s_lanes=18)
     units = {u.name: u for u in est.unit_costs(a, graph, BOARDS["kv260"], w).units}
-    # per output lane: RQ 25x32 (2) + add 2 x 16x31 (2 + 2); the fused lambda-GELU + RQ_8 is a table lookup
+    # per output lane: RQ max(25, 24)x32 (2: the P.V output lanes' RQ_8 too) + add 2 x 16x31 (2 + 2); the fused
+    # lambda-GELU + RQ_8 is a table lookup
     assert units["output_stage"].dsp == 8 * (2 + 4)
-    assert units["attention_lanes"].dsp == 18 * 2 + 8 * 2  # 22x32 and 24x32
+    assert units["attention_lanes"].dsp == 18 * 2  # the score lanes' 22x32
     # the exp pass's x0*q 9x7 on 16 lanes; the normalise pass's x0*q and mantissa*f 9x27 on 8 per row (two
     # 4-element words of a probability row's bank per step), two rows at once; no row shift |x0|*f (Seg-T is
     # precise: no SM_ROW_SHIFT)

@@ -124,7 +124,7 @@ def test_port_checked_buffers_have_their_pragmas():
     gemm, att = (hls_dir / "gemm.h").read_text(), (hls_dir / "attention.h").read_text()
     engine = (hls_dir / "engine.h").read_text()
     want = {("g", "a"): "factor=kAWord", ("g", "w"): "dim=1 type=complete", ("g", "bias"): "factor=kOutLanes",
-            ("g", "rq1"): "factor=kOutLanes", ("g", "rq2"): "factor=kOutLanes", ("g", "lnrq"): "factor=kLnLanes",
+            ("g", "rq1"): "factor=kOutLanes", ("g", "lnrq"): "factor=kLnLanes",
             ("g", "gtab"): "factor=kGtabBanks", ("sm", "s"): "factor=kSmLanes", ("sm", "q"): "factor=kAWord"}
     declared = {("g", b) for b in re.findall(r"ISEG_PORTS\((\w+),", gemm)}
     declared |= {("sm", b) for b in re.findall(r"ISEG_PORTS\((\w+),", att)}
@@ -153,13 +153,15 @@ def call_sites(name: str) -> list[str]:
     return sites
 
 
-@pytest.mark.parametrize("unit", ["engine_pass", "run_passes", "array_step", "acc_to_drain", "drain_step", "ln_step",
-                                  "a_beat", "att_q_beat", "att_o_step", "att_sm_tick", "sm_step", "gemm_begin"])
+@pytest.mark.parametrize("unit", ["engine_pass", "run_passes", "array_step", "acc_to_drain", "drain_lanes",
+                                  "drain_store", "out_rq", "ln_step", "a_beat", "att_q_beat", "att_o_lanes",
+                                  "att_o_store", "att_sm_tick", "sm_step", "gemm_begin"])
 def test_each_unit_is_built_once(unit):
     """An HLS tool builds a function once per call site and every pipelined loop as a module of its own, sharing
     no operator between them. So the array, the Shiftmax unit, the LayerNorm loader, the output lanes and the
     loaders each have ONE call site, inside the one engine loop (schedule.h engine_pass), which itself has one
-    (run_passes), called once (engine.h). Three call sites of the array used to mean three arrays."""
+    (run_passes), called once (engine.h). Three call sites of the array used to mean three arrays. The GEMM and P.V
+    output lanes share one requant per lane (out_rq)."""
     sites = call_sites(unit)
     assert len(sites) == 1, f"{unit} is called at {sites}"
     want = {"run_passes": "engine.h", "gemm_begin": "engine.h", "sm_step": "attention.h"}.get(unit, "schedule.h")
@@ -400,8 +402,9 @@ def _runtime_scaled(line: str) -> bool:
 
 
 @pytest.mark.parametrize("unit", [("schedule.h", "engine_pass"), ("gemm.h", "a_beat"), ("gemm.h", "ln_step"),
-                                  ("gemm.h", "drain_step"), ("gemm.h", "prefetch_beat"), ("attention.h", "att_q_beat"),
-                                  ("attention.h", "att_o_step")])
+                                  ("gemm.h", "drain_lanes"), ("gemm.h", "drain_store"), ("gemm.h", "prefetch_beat"),
+                                  ("attention.h", "att_q_beat"), ("attention.h", "att_o_lanes"),
+                                  ("attention.h", "att_o_store")])
 def test_engine_loop_scales_no_address_at_run_time(unit):
     """The units inside the engine loop keep running addresses (a pointer or offset advanced a stride per row,
     a tile base advanced K per tile), so the loop holds no run-time row * stride multiplier: each would be a 64-bit
