@@ -266,11 +266,12 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
         out.extend(Mul(unit, site, impl, x, y, count, what) for site, impl, x, y, what in rows)
 
     # (a fused lambda-GELU + RQ_8 is a table lookup per lane: gemm.h load_gelu_table, no multiplier)
-    # one requant per output lane for the GEMM (acc + bias) and P.V (its RQ_8) output lanes (schedule.h OUT_RQ)
-    add("output_stage", ol, [("requant_w", "dsp", max(w.ACC, w.PV), m, "RQ(acc + bias), P.V RQ_8"),
-                             ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
+    # ONE set of requant lanes, max(OUT_LANES, S_LANES), for the GEMM output (acc + bias), P.V output and score
+    # lanes, which never run in one iteration (schedule.h OUT_RQ, gemm.h out_rq: the widest of their operands)
+    add("output_stage", max(ol, sl), [("requant_w", "dsp", max(w.ACC, w.PV, w.SCORE), m,
+                                       "RQ(acc + bias), P.V RQ_8, score RQ_8 (OUT_RQ)")])
+    add("output_stage", ol, [("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
-    add("attention_lanes", sl, [("requant_w", "dsp", w.SCORE, m, "score RQ_8 (ATT_S_LANE)")])
     add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q")])
     add("shiftmax", 2 * nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass (two rows): x0 * q"),
                          ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
@@ -566,11 +567,12 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
     u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0,
                       a.out_lanes * (900 + gelu_table_luts(a)) + mlut("output_stage"),
-                      f"{a.out_lanes} lanes: bias, RQ (the P.V output lanes' too: schedule.h OUT_RQ), lambda-GELU + "
-                      f"RQ_8 (a {GELU_TABLE}-entry table per lane), residual add (gemm.h OUT_LANE)"))
+                      f"{a.out_lanes} lanes: bias, lambda-GELU + RQ_8 (a {GELU_TABLE}-entry table per lane), "
+                      f"residual add (gemm.h OUT_LANE); {max(a.out_lanes, a.score_lanes)} requant lanes shared with "
+                      "the P.V output and score lanes (schedule.h OUT_RQ)"))
     u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
-                      "score requant lanes, P.V output lanes' addressing and stores (schedule.h ATT_S_LANE, "
-                      "attention.h ATT_O_LANE)"))
+                      "score lanes (store, row maximum) and P.V output lanes (addressing, store); their requant is "
+                      "the output stage's (schedule.h ATT_S_LANE, attention.h ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       "lanes; isqrt + divider, pipelined (LUTs)"))

@@ -192,7 +192,7 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
 // order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
 void att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g,
-                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[Cfg::OUT_LANES]) {
+                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     // as gemm.h drain_lanes: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
@@ -222,7 +222,7 @@ ATT_O_LANE:
 
 // The second half: each lane's RQ_8 (y, from out_rq) to the scratch.
 template <class Cfg>
-void att_o_store(uint8_t* scratch, const OutLane (&o)[Cfg::OUT_LANES], const int32_t (&y)[Cfg::OUT_LANES]) {
+void att_o_store(uint8_t* scratch, const OutLane (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
 ATT_O_STORE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {

@@ -521,23 +521,32 @@ struct Drain {
     int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
-// One output lane between its two halves. drain_lanes (or attention.h att_o_lanes) fills it; the engine loop runs
-// ONE requant per lane on it (out_rq); drain_store (att_o_store) finishes. The GEMM and P.V output lanes never run
-// in one iteration, so one set of requant multipliers serves both (schedule.h, OUT_RQ), as one readout (ov) does.
+// One requant lane between its two halves. drain_lanes (or attention.h att_o_lanes, or the score lanes) fills it;
+// the engine loop runs ONE requant per lane on it (out_rq); drain_store (att_o_store, the score lanes) finishes. The
+// GEMM output, P.V output and score lanes never run in one iteration, so one set of requant multipliers serves all
+// three (schedule.h OUT_RQ), as one readout (ov) serves the two output lane sets.
 struct OutLane {
     bool ok;
-    int64_t z;     // the requant's operand: acc + bias (GEMM), (P.V) << r (P.V)
-    RqParams rq;   // its record: the rq1 table (GEMM: rq, attention: rq2, loaded there) or the row's scalar
+    int64_t z;     // the requant's operand: acc + bias (GEMM), (P.V) << r (P.V), the score (Q.K^T)
+    RqParams rq;   // its record: the rq1 table (GEMM: rq, attention: rq2, loaded there) or a scalar (scores: rq)
     long at;       // the output's scratch byte offset
     int32_t res;   // GEMM: the residual / pos operand
     int32_t pre;   // GEMM: the embed's cls row value
 };
 
-// The output lanes' requant operand width: the GEMM's acc + bias (ACC) or P.V's (PV), whichever is wider.
+// The requant lanes of the engine loop: the output lanes (OUT_LANES) and attention's score lanes (S_LANES) never
+// run in one iteration, so they share max(OUT_LANES, S_LANES) of them (schedule.h OUT_RQ).
+template <class Cfg>
+constexpr int rq_lanes() {
+    return Cfg::OUT_LANES > Cfg::S_LANES ? Cfg::OUT_LANES : Cfg::S_LANES;
+}
+
+constexpr int max_of(int a, int b) { return a > b ? a : b; }
+
+// Their operand width: the widest of the GEMM's acc + bias (ACC), P.V's (PV) and the scores (SCORE).
 template <class Cfg>
 constexpr int out_rq_bits() {
-    return widths_of<Cfg>::type::ACC > widths_of<Cfg>::type::PV ? widths_of<Cfg>::type::ACC
-                                                                 : widths_of<Cfg>::type::PV;
+    return max_of(max_of(widths_of<Cfg>::type::ACC, widths_of<Cfg>::type::PV), widths_of<Cfg>::type::SCORE);
 }
 
 // The one requant of an output lane (bits: the output width, out_bits or 8).
@@ -555,7 +564,7 @@ inline int32_t out_rq(const OutLane& o, int bits) {
 // unit-test harness) read g.dr themselves.
 template <class Cfg>
 void drain_lanes(const LayerDesc& d, const uint8_t* blob, const uint8_t* scratch_b, GemmBuffers<Cfg>& g, Drain& t,
-                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[Cfg::OUT_LANES]) {
+                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -615,7 +624,7 @@ OUT_LANE:
 // in the lane's copy of the table: y is i8 there, out_bits 8) or the residual / embed add (gemm_post), stored.
 template <class Cfg>
 void drain_store(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, bool cls,
-                 const OutLane (&o)[Cfg::OUT_LANES], const int32_t (&y)[Cfg::OUT_LANES]) {
+                 const OutLane (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
 OUT_STORE:

@@ -172,59 +172,68 @@ ENGINE_PASS:
             const int c = ostep * Cfg::OUT_LANES + l;
             ov[l] = orow < R && c < C ? int32_t(g.dr[orow][c]) : 0;
         }
-        // The output lanes: GEMM (the previous tile, the embed's cls row, or the last tile alone) or P.V (a pending
-        // tile in QK's key tile 0 or P.V's first keys, or the last tile alone), never both in one iteration. Each
-        // lane set fills its operands (first half), ONE requant per lane serves both (OUT_RQ: the multipliers the
-        // estimate charges once, as the output stage's), then the set stores (second half).
+        // The requant lanes (rq_lanes = max(OUT_LANES, S_LANES)), shared by three lane sets that never run in one
+        // iteration: the GEMM output lanes (the previous tile, the embed's cls row, or the last tile alone), the P.V
+        // output lanes (a pending tile in QK's key tile 0 or P.V's first keys, or the last tile alone) and the score
+        // lanes (the previous key tile, in QK's key tiles 1..). The set that runs fills its operands (first half),
+        // ONE requant per lane serves all three (OUT_RQ: the multipliers the estimate charges once, as the output
+        // stage's), then the set stores (second half).
+        constexpr int NQ = rq_lanes<Cfg>(), SL = Cfg::S_LANES;
+        // When S_LANES divides C (every generated Cfg: estimate.make_shape), a step's scores lie in one row: lane l
+        // reads dr[sr][sk * S_LANES + l] (running counters: an R x C / S_LANES mux per lane) and the row maximum
+        // takes one compare tree over the lanes, not an S_LANES-deep chain of compares. The unit-test harness keeps
+        // lanes that straddle rows.
+        constexpr bool s_one_row = C % SL == 0;
         const bool go = (gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL;
         const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP;
+        const bool so = qk && nt > 0 && s < sdsteps;
         const bool gcls = gemm && !ps.dt.pending;
-        OutLane ol[Cfg::OUT_LANES];
+        OutLane ol[NQ] = {};
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ol type=complete)
-        if (go)
+        if (go) {
             drain_lanes<Cfg>(d, blob, scratch_b, g, ps.dt, gcls, gemm ? s : int(i), ov, ol);
-        else if (po)
+        } else if (po) {
             att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s, ov, ol);
-        int32_t oy[Cfg::OUT_LANES];
+        } else if (so) {
+            ISEG_CHECK(!s_one_row || lane_pos_at(sr, sk, s, SL, C), "score lanes: the row/step counters left step s");
+        ATT_S_LANE:
+            for (int l = 0; l < NQ; ++l) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int e = s * SL + l;
+                const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
+                ol[l].ok = l < SL && r < p.rows && c < dcols;
+                if (ol[l].ok) {
+                    ol[l].z = int32_t(g.dr[r][c]);
+                    ol[l].rq = p.rq_s;
+                }
+            }
+        }
+        int32_t oy[NQ];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=oy type=complete)
         const int obits = go ? d.out_bits : 8;
     OUT_RQ:
-        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        for (int l = 0; l < NQ; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            oy[l] = (go || po) && ol[l].ok ? out_rq<Cfg>(ol[l], obits) : 0;
+            oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], obits) : 0;
         }
-        if (go)
+        if (go) {
             drain_store<Cfg>(d, scratch, g, gcls, ol, oy);
-        else if (po)
+        } else if (po) {
             att_o_store<Cfg>(scratch, ol, oy);
-        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
-        if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, scratch, scratch_b, g);
-        if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, scratch, g);
-        if (gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, blob, g);
-        if (qk || m == PM_Q_LOAD) att_q_beat<Cfg>(ps.q, dh, scratch, sm);  // the next Q block into the other half
-        if (qk && nt > 0 && s < sdsteps) {  // the score lanes: the previous key tile
-            // When S_LANES divides C (every generated Cfg: estimate.make_shape), a step's scores lie in one row:
-            // lane l reads dr[sr][sk * S_LANES + l] (running counters: an R x C / S_LANES mux per lane) and the
-            // row maximum takes one compare tree over the lanes, not an S_LANES-deep chain of compares. The
-            // unit-test harness keeps lanes that straddle rows.
-            constexpr int SL = Cfg::S_LANES;
-            constexpr bool s_one_row = C % SL == 0;
-            ISEG_CHECK(!s_one_row || lane_pos_at(sr, sk, s, SL, C),
-                       "score lanes: the row/step counters left step s");
+        } else if (so) {  // the scores into the block, and the rows' maxima
             int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
-        ATT_S_LANE:
+        ATT_S_STORE:
             for (int l = 0; l < SL; ++l) {
                 ISEG_PRAGMA(HLS UNROLL)
                 const int e = s * SL + l;
                 const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
                 sv[l] = -128;
-                if (r < p.rows && c < dcols) {
+                if (ol[l].ok) {
                     ISEG_WR(sm, s, sm.s_bank(p.half, dn0 + c), sm.s_word(r, dn0 + c));
-                    const int32_t v = requant_w<widths_of<Cfg>::type::SCORE>(g.dr[r][c], p.rq_s, 8);
-                    sm.s[p.half][r][dn0 + c] = int8_t(v);
-                    sv[l] = v;
-                    if (!s_one_row && v > sm.mx[p.half][r]) sm.mx[p.half][r] = v;  // (straddling lanes only)
+                    sm.s[p.half][r][dn0 + c] = int8_t(oy[l]);
+                    sv[l] = oy[l];
+                    if (!s_one_row && oy[l] > sm.mx[p.half][r]) sm.mx[p.half][r] = oy[l];  // (straddling lanes only)
                 }
             }
             if (s_one_row) {
@@ -242,6 +251,11 @@ ENGINE_PASS:
                 lane_pos_next(sr, sk, C / SL);
             }
         }
+        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
+        if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, scratch, scratch_b, g);
+        if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, scratch, g);
+        if (gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, blob, g);
+        if (qk || m == PM_Q_LOAD) att_q_beat<Cfg>(ps.q, dh, scratch, sm);  // the next Q block into the other half
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
