@@ -134,6 +134,25 @@ class PortExcess:
 
 
 @dataclass(frozen=True)
+class StaticDemand:
+    """The union of one pipelined loop's paths on one on-chip buffer or m_axi bundle (``hls/iseg_ports.h``,
+    StaticEntry): an HLS tool schedules every access site of the loop body in every iteration, whichever mode or
+    branch runs. ``demand``: operations per iteration summed over the ``sites`` that reached the buffer's worst
+    bank (words), or the bundle (bytes: each a request on a uint8_t port)."""
+
+    loop: str
+    buffer: str
+    demand: int
+    sites: int
+
+    @property
+    def ii(self) -> int:
+        """The initiation interval the demand allows: two operations per bank and cycle (true dual-port memories),
+        one request per bundle, direction and cycle."""
+        return self.demand if self.buffer.startswith("gmem") else -(-self.demand // 2)
+
+
+@dataclass(frozen=True)
 class Burst:
     """The sequential runs one (pipelined loop, m_axi bundle and direction) made in a C-simulation run: ``bytes``
     moved in ``bursts`` runs (an access starting inside or at the end of the previous one continues a run)."""
@@ -218,6 +237,13 @@ class CsimLibrary:
         rows = self._report("iseg_csim_ports", "port check: more (loop, buffer) excesses")
         return [PortExcess(loop, buffer, int(worst), int(allowed), int(iters))
                 for loop, buffer, worst, allowed, iters in rows]
+
+    def static_demand(self) -> list[StaticDemand]:
+        """The static demand of the last run (``StaticDemand``), largest implied II first. Measured, not checked:
+        the engine loop's is far above 1 (docs/hls.md, "What csynth would likely find first", items 3 and 11)."""
+        rows = self._report("iseg_csim_static", "static demand: more (loop, buffer) pairs")
+        out = [StaticDemand(loop, buf, int(demand), int(sites)) for loop, buf, demand, sites in rows]
+        return sorted(out, key=lambda e: (-e.ii, e.loop, e.buffer))
 
     def _report(self, name: str, overflow: str) -> list[list[str]]:
         """The lines of a text report of the C ABI (``int fn(char* buf, long len)``: line count, -1 on overflow),

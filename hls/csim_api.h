@@ -68,6 +68,20 @@ inline int csim_port_report(char* buf, long len) {
     return l.dropped > 0 ? -1 : l.n;
 }
 
+// The static demand of the last run (iseg_ports.h StaticLog: the union of each loop's paths), one line per
+// (source loop, buffer or m_axi bundle and direction): "LOOP BUFFER demand sites". Returns the number of lines,
+// or -1 if the table overflowed.
+inline int csim_static_report(char* buf, long len) {
+    const StaticLog& g = static_log();
+    long at = 0;
+    if (len > 0) buf[0] = 0;
+    for (int i = 0; i < g.n && at < len; ++i) {
+        const StaticEntry& e = g.e[i];
+        at += snprintf(buf + at, size_t(len - at), "%s %s %d %d\n", e.sloop, e.buf, e.demand, e.sites);
+    }
+    return g.dropped > 0 ? -1 : g.n;
+}
+
 // The bursts of the last run (iseg_ports.h axi_burst), one line per (loop, bundle, direction):
 // "LOOP gmemN.read|write bytes bursts". Returns the number of lines, or -1 if the table overflowed.
 inline int csim_burst_report(char* buf, long len) {
@@ -96,6 +110,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
     csim_error_buffer()[0] = 0;
     csim_cycles_total() = 0;
     port_log_reset();
+    static_reset();
     axi_log() = AxiLog();  // (bound again by run_layers unless the port check is compiled out)
     try {
         long n_pix = 0, n_lab = 0;
@@ -157,4 +172,5 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         for (int b = 0; b < ::iseg::kAxiBundles; ++b)                                                       \
             for (int d = 0; d < 2; ++d) out[2 * b + d] = ::iseg::axi_log().bytes[b][d];                     \
     }                                                                                                       \
-    extern "C" int iseg_csim_bursts(char* buf, long len) { return ::iseg::csim_burst_report(buf, len); }
+    extern "C" int iseg_csim_bursts(char* buf, long len) { return ::iseg::csim_burst_report(buf, len); }    \
+    extern "C" int iseg_csim_static(char* buf, long len) { return ::iseg::csim_static_report(buf, len); }

@@ -36,7 +36,8 @@ struct PortEntry {
 
 struct PortLog {
     long long iter;    // id of the current pipelined iteration (0: none yet)
-    const char* loop;  // its loop label; nullptr outside pipelined loops
+    const char* loop;  // its loop label (the engine loop: its mode's name); nullptr outside pipelined loops
+    const char* sloop; // the loop of the source (the engine loop: ENGINE_PASS, whatever the mode)
     int ii;
     int n;             // entries used
     int dropped;       // (loop, buffer) pairs past the table (reported as such)
@@ -45,7 +46,7 @@ struct PortLog {
 
 // Shared by every C-sim library of the process like csim_api.h's error buffer; reset by csim_run.
 inline PortLog& port_log() {
-    static PortLog log = {0, nullptr, 1, 0, 0, {}};
+    static PortLog log = {0, nullptr, nullptr, 1, 0, 0, {}};
     return log;
 }
 
@@ -83,16 +84,128 @@ PORT_FIND:
     e.last = l.iter;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The union of a loop's paths (docs/hls.md, "What csynth would likely find first", item 11). The check above
+// counts the accesses one iteration MAKES. An HLS tool schedules a pipelined loop once, for every path any
+// iteration could take: each access site of the source is an operation of its own, and two sites share a port
+// only when the tool proves them exclusive (the two arms of one if / else), which it does not for separate `if`s
+// on run-time flags such as the engine loop's modes. So per (source loop, buffer bank) this counts, over the whole
+// run, the STATIC demand: the sum over the access sites that ever reached the bank of the most distinct words each
+// touched in one iteration (an unrolled site touching two words is two operations). ceil(demand / 2) is the II
+// that bank's two ports allow. Per (source loop, m_axi bundle, direction) likewise: the sum over sites of the most
+// BYTES each moved in one iteration. The m_axi ports are uint8_t pointers and the C++ reads and writes them a byte
+// at a time (an i16 as two bytes), so each byte is a request of its own unless the tool widens them, which it does
+// for bursts it infers across iterations, not for a run-time span inside one (docs/hls.md, item 3); the II it
+// allows is the demand itself. The per-iteration beat check above is the other bound: the same code if every
+// iteration's bytes went out as whole beats. Reported by csim_static_report (csim_api.h); measured, not enforced:
+// the loops exceed it (docs/hls.md, items 3 and 11).
+struct StaticEntry {
+    const char* sloop;
+    char buf[16];
+    int demand;  // the worst bank's (or the bundle's) operations per iteration, summed over sites
+    int sites;   // how many sites make it
+};
+
+struct StaticLog {
+    int n, dropped;
+    StaticEntry e[64];
+};
+
+inline StaticLog& static_log() {
+    static StaticLog log = {0, 0, {}};
+    return log;
+}
+
+// Runs of the process (static_reset): a site table of an older run starts over (the buffers are statics that
+// outlive a run, so without it one run's sites would count in the next).
+inline int& static_epoch() {
+    static int epoch = 0;
+    return epoch;
+}
+
+inline void static_reset() {
+    static_log() = StaticLog();
+    ++static_epoch();
+}
+
+inline void static_log_update(const char* sloop, const char* buf, int demand, int sites) {
+    StaticLog& g = static_log();
+STATIC_FIND:
+    for (int i = 0; i < g.n; ++i) {
+        StaticEntry& e = g.e[i];
+        if (e.sloop == sloop && strcmp(e.buf, buf) == 0) {  // sloop: a string literal (one address per label)
+            if (demand > e.demand) {
+                e.demand = demand;
+                e.sites = sites;
+            }
+            return;
+        }
+    }
+    if (g.n == int(sizeof g.e / sizeof g.e[0])) {
+        ++g.dropped;
+        return;
+    }
+    StaticEntry& e = g.e[g.n++];
+    e.sloop = sloop;
+    snprintf(e.buf, sizeof e.buf, "%s", buf);
+    e.demand = demand;
+    e.sites = sites;
+}
+
+// Per (source loop, access site): the most operations the site made in one iteration; a bank's or a bundle's
+// static demand is the sum over its sites. kSites sites are tracked per bank or bundle.
+struct SiteTable {
+    static constexpr int kSites = 24;
+    int epoch;  // static_epoch() of the run the table counts
+    int n;
+    const char* sloop[kSites];
+    const void* site[kSites];
+    int most[kSites];
+
+    // Record that `site` made `ops` operations in one iteration of `sloop`. When that raises the site's most, the
+    // new sum over sloop's sites and their count go to the static log under `buf` (only then: this runs on every
+    // access of a C-simulation).
+    void note(const char* lp, const void* st, int ops, const char* buf) {
+        if (epoch != static_epoch()) {
+            epoch = static_epoch();
+            n = 0;
+        }
+        int at = -1;
+    SITE_FIND:
+        for (int i = 0; i < n && at < 0; ++i) {
+            if (site[i] == st && sloop[i] == lp) at = i;
+        }
+        if (at < 0) {
+            if (n == kSites) csim_fail("static port count: more access sites than SiteTable::kSites", __FILE__, __LINE__);
+            at = n++;
+            sloop[at] = lp;
+            site[at] = st;
+            most[at] = 0;
+        }
+        if (ops <= most[at]) return;
+        most[at] = ops;
+        int demand = 0, sites = 0;
+    SITE_SUM:
+        for (int i = 0; i < n; ++i) {
+            if (sloop[i] != lp) continue;
+            demand += most[i];
+            ++sites;
+        }
+        static_log_update(lp, buf, demand, sites);
+    }
+};
+
 // One iteration of a pipelined loop (RAII: the loop body's scope). A pipelined loop inside another's
 // iteration (isqrt_digit inside the LayerNorm loader) is unrolled into it by the tool: its accesses count
 // in the outer iteration.
 struct PipeIter {
     bool outer;
-    PipeIter(const char* loop, int ii) : outer(port_log().loop == nullptr) {
+    PipeIter(const char* loop, int ii, const char* sloop) : outer(port_log().loop == nullptr) {
         if (!outer) return;
         PortLog& l = port_log();
         ++l.iter;
         l.loop = loop;
+        l.sloop = sloop;
         l.ii = ii;
     }
     ~PipeIter() {
@@ -108,35 +221,50 @@ struct Ports {
     static constexpr int kWays = 40;  // distinct accesses tracked per bank and iteration
     // mutable: a read of a const buffer is still an access
     mutable long long it[NB];  // iteration of the bank's last access
-    mutable int n[NB];         // distinct accesses in that iteration
+    mutable int n[NB];         // distinct (site, word, read | write) entries in that iteration
+    mutable int used[NB];      // distinct (word, read | write) accesses among them: what the ports serve
     mutable long word[NB][kWays];
     mutable bool wr[NB][kWays];
+    mutable const void* by[NB][kWays];  // the access site of each entry
+    mutable SiteTable sites[NB];        // the static demand (the union of the loop's paths, above)
 
-    void use(const char* buf, int bank, long w, bool write) const {
+    void use(const char* buf, int bank, long w, bool write, const void* site) const {
         const PortLog& l = port_log();
         if (l.loop == nullptr) return;
         if (bank < 0 || bank >= NB) csim_fail("port check: bank index out of range", __FILE__, __LINE__);
         if (it[bank] != l.iter) {
             it[bank] = l.iter;
-            n[bank] = 0;
+            n[bank] = used[bank] = 0;
         }
         const int seen = n[bank] < kWays ? n[bank] : kWays;
+        bool same_access = false;
+        int of_site = 0;  // distinct words (and directions) this site touched this iteration, before this one
     PORT_SEEN:
-        for (int i = 0; i < seen; ++i)
-            if (word[bank][i] == w && wr[bank][i] == write) return;
+        for (int i = 0; i < seen; ++i) {
+            const bool same = word[bank][i] == w && wr[bank][i] == write;
+            if (by[bank][i] == site) {
+                if (same) return;  // the site touched this word already: one operation
+                ++of_site;
+            }
+            same_access |= same;  // another site touched it: the same port access (in this iteration)
+        }
         if (n[bank] < kWays) {
             word[bank][n[bank]] = w;
             wr[bank][n[bank]] = write;
+            by[bank][n[bank]] = site;
         }
-        const int used = ++n[bank];
+        ++n[bank];
+        sites[bank].note(l.sloop, site, of_site + 1, buf);
+        if (same_access) return;
+        const int u = ++used[bank];
         const int allowed = 2 * l.ii;
-        if (used > allowed) port_log_excess(buf, used, allowed);
+        if (u > allowed) port_log_excess(buf, u, allowed);
     }
 
     // The same word of n consecutive banks (the array step reads column k of every row bank).
-    void use_rows(const char* buf, int bank0, int nbanks, long w, bool write) const {
+    void use_rows(const char* buf, int bank0, int nbanks, long w, bool write, const void* site) const {
     PORT_ROWS:
-        for (int b = 0; b < nbanks; ++b) use(buf, bank0 + b, w, write);
+        for (int b = 0; b < nbanks; ++b) use(buf, bank0 + b, w, write, site);
     }
 };
 
@@ -181,6 +309,12 @@ struct AxiLog {
     uintptr_t run_lo[kAxiBundles][2], run_hi[kAxiBundles][2];
     int nbursts, dropped;
     BurstEntry bursts[64];
+    // the static demand (requests per iteration summed over sites): this iteration's requests per site
+    long long siter[kAxiBundles][2];
+    int nsite[kAxiBundles][2];
+    const void* ssite[kAxiBundles][2][32];
+    int sreq[kAxiBundles][2][32];
+    SiteTable sites[kAxiBundles][2];
 };
 
 inline void axi_burst(AxiLog& a, int bundle, int d, const char* loop, uintptr_t lo, uintptr_t hi) {
@@ -221,7 +355,7 @@ inline void axi_bind(int beat, const uint8_t* blob, const uint8_t* scratch) {
     a.carries[GMEM2] = AXI_SCRATCH;
 }
 
-inline void axi_use(int bundle, bool write, const void* ptr, long nbytes) {
+inline void axi_use(int bundle, bool write, const void* ptr, long nbytes, const void* site) {
     AxiLog& a = axi_log();
     if (a.beat == 0 || nbytes <= 0) return;
     const uintptr_t p = uintptr_t(ptr), b = uintptr_t(a.blob), s = uintptr_t(a.scratch);
@@ -235,6 +369,27 @@ inline void axi_use(int bundle, bool write, const void* ptr, long nbytes) {
     const PortLog& l = port_log();
     if (l.loop == nullptr) return;
     axi_burst(a, bundle, d, l.loop, p, p + uintptr_t(nbytes));
+    {  // the static demand: the ports are uint8_t pointers, so every byte the C++ reads or writes is a request
+        static const char* snames[kAxiBundles][2] = {
+            {"gmem0.read", "gmem0.write"}, {"gmem1.read", "gmem1.write"}, {"gmem2.read", "gmem2.write"}};
+        if (a.siter[bundle][d] != l.iter) {
+            a.siter[bundle][d] = l.iter;
+            a.nsite[bundle][d] = 0;
+        }
+        int& ns = a.nsite[bundle][d];
+        int at = -1;
+    AXI_SITE:
+        for (int i = 0; i < ns; ++i)
+            if (a.ssite[bundle][d][i] == site) at = i;
+        if (at < 0) {
+            if (ns == 32) csim_fail("static m_axi count: more than 32 sites in one iteration", __FILE__, __LINE__);
+            at = ns++;
+            a.ssite[bundle][d][at] = site;
+            a.sreq[bundle][d][at] = 0;
+        }
+        a.sreq[bundle][d][at] += int(nbytes);
+        a.sites[bundle][d].note(l.sloop, site, a.sreq[bundle][d][at], snames[bundle][d]);
+    }
     if (a.iter[bundle][d] != l.iter) {
         a.iter[bundle][d] = l.iter;
         a.n[bundle][d] = 0;
@@ -273,12 +428,15 @@ AXI_BEATS:
 
 #ifndef ISEG_NO_PORT_CHECK  // (compat.h then defines them to nothing)
 #define ISEG_AXI_BIND(beat, blob, scratch) ::iseg::axi_bind((beat), (blob), (scratch))
-#define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n))
-#define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n))
-#define ISEG_PIPELINE(label, ii) ::iseg::PipeIter iseg_pipe_iter_(#label, ii)
-#define ISEG_PIPELINE_AS(label, ii, name) ::iseg::PipeIter iseg_pipe_iter_((name), ii)
+// ISEG_SITE: a unique address per expansion of an access macro (a static in a lambda of its own), the access
+// site the static demand counts.
+#define ISEG_SITE ([]() -> const void* { static const char iseg_site_ = 0; return &iseg_site_; }())
+#define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n), ISEG_SITE)
+#define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n), ISEG_SITE)
+#define ISEG_PIPELINE(label, ii) ::iseg::PipeIter iseg_pipe_iter_(#label, ii, #label)
+#define ISEG_PIPELINE_AS(label, ii, name) ::iseg::PipeIter iseg_pipe_iter_((name), ii, #label)
 #define ISEG_PORTS(buf, NB) ::iseg::Ports<(NB)> buf##_ports
-#define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false)
-#define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true)
-#define ISEG_RD_ROWS(obj, buf, bank0, n, w) (obj).buf##_ports.use_rows(#buf, (bank0), (n), long(w), false)
+#define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false, ISEG_SITE)
+#define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true, ISEG_SITE)
+#define ISEG_RD_ROWS(obj, buf, bank0, n, w) (obj).buf##_ports.use_rows(#buf, (bank0), (n), long(w), false, ISEG_SITE)
 #endif

@@ -183,6 +183,11 @@ def _port_lines(fn) -> list[tuple[str, str, int, int]]:
     return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
 
+def _static_rows(buf) -> dict[tuple[str, str], tuple[int, int]]:
+    rows = [line.split() for line in buf.value.decode().splitlines()]
+    return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+
+
 class Harness:
     """ctypes front end of one compiled harness library."""
 
@@ -221,6 +226,21 @@ class Harness:
         if self.error():
             raise RuntimeError(self.error())
         return lines
+
+    def static_probe(self, accesses: list[tuple[int, int, int]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """A pipelined loop on a one-bank buffer, ``accesses`` = (iteration, site 0 | 1, word): the static demand
+        report {(loop, buffer): (demand, sites)} (hls/iseg_ports.h, the union of the loop's paths)."""
+        flat = [v for a in accesses for v in a]
+        arr = (C.c_int * max(1, len(flat)))(*flat)
+        buf = C.create_string_buffer(1 << 12)
+        assert self.lib.h_static_probe(arr, len(accesses), buf, C.c_long(len(buf))) >= 0
+        return _static_rows(buf)
+
+    def static(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """The static demand of the last ``run``: {(source loop, buffer or gmemN.read|write): (demand, sites)}."""
+        buf = C.create_string_buffer(1 << 14)
+        assert self.lib.h_static(buf, C.c_long(len(buf))) >= 0, "static demand table overflowed"
+        return _static_rows(buf)
 
     def axi_bursts(self) -> dict[tuple[str, str], tuple[int, int]]:
         """The sequential runs of the last probe or run: {(loop, "gmemN.read|write"): (bytes, runs)}."""

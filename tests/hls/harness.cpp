@@ -128,6 +128,7 @@ extern "C" {
 
 int h_sizeof_layer_desc(void) { return int(sizeof(iseg::LayerDesc)); }
 int h_array_rows(void) { return TestCfg::R; }
+int h_out_lanes(void) { return TestCfg::OUT_LANES; }
 int h_array_cols(void) { return TestCfg::C; }
 const char* h_last_error(void) { return iseg::csim_error_buffer(); }
 long long h_last_cycles(void) { return iseg::csim_cycles_total(); }
@@ -220,6 +221,33 @@ int h_port_probe(const int* words, const int* wr, int n, int ii, char* buf, long
 
 int h_ports(char* buf, long len) { return iseg::csim_port_report(buf, len); }
 
+// The static demand's counting rules (hls/iseg_ports.h SiteTable, the union of a loop's paths) on a one-bank
+// buffer: iterations of one pipelined loop, acc[3 i ..] = (iteration, site 0 / 1, word), each access a read through
+// the site's own ISEG_RD (two expansions: two sites). Returns csim_static_report's line count.
+struct StaticProbe {
+    int16_t m[64];
+    ISEG_PORTS(m, 1);
+};
+
+int h_static_probe(const int* acc, int n, char* buf, long len) {
+    static StaticProbe p;
+    iseg::port_log_reset();
+    iseg::static_reset();
+    for (int i = 0; i < n;) {
+        ISEG_PIPELINE(STATIC_PROBE, 1);
+        const int it = acc[3 * i];
+        for (; i < n && acc[3 * i] == it; ++i) {
+            if (acc[3 * i + 1] == 0)
+                ISEG_RD(p, m, 0, acc[3 * i + 2]);
+            else
+                ISEG_RD(p, m, 0, acc[3 * i + 2]);
+        }
+    }
+    return iseg::csim_static_report(buf, len);
+}
+
+int h_static(char* buf, long len) { return iseg::csim_static_report(buf, len); }
+
 // Iterations of a pipelined loop at `ii` making n m_axi accesses acc[6 i ..] = (iteration, bundle, buffer 0 blob /
 // 1 scratch, byte offset, bytes, is_write) with `beat`-byte beats (a new iteration whenever the first field
 // changes); the same accesses again outside the loop (never counted). Returns the port report's line count, or -2
@@ -234,12 +262,12 @@ int h_axi_probe(int beat, const int* acc, int n, int ii, char* buf, long len) {
             const int it = acc[6 * i];
             for (; i < n && acc[6 * i] == it; ++i) {
                 const int* a = acc + 6 * i + 1;
-                iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3]);
+                iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3], ISEG_SITE);
             }
         }
         for (int i = 0; i < n; ++i) {
             const int* a = acc + 6 * i + 1;
-            iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3]);
+            iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3], ISEG_SITE);
         }
     });
     return rc != 0 ? -2 : iseg::csim_port_report(buf, len);

@@ -138,3 +138,38 @@ def test_engine_axi_excess_is_reported(hls) -> None:
     assert rc == 0, hls.error()
     got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports()}
     assert got == {("GEMM_STEP", "gmem1.write"): (2, 1)}
+
+
+# ---- the static demand: the union of a loop's paths (hls/iseg_ports.h SiteTable) ------------------------------
+@pytest.mark.parametrize("accesses,want", [
+    ([(0, 0, 5)], (1, 1)),  # one site, one word
+    ([(0, 0, 5), (0, 0, 5)], (1, 1)),  # the same word twice from one site: one operation
+    ([(0, 0, 5), (0, 0, 6)], (2, 1)),  # one (unrolled) site, two words in an iteration: two operations
+    ([(0, 0, 5), (1, 1, 7)], (2, 2)),  # two sites that never run in one iteration: still two operations
+    ([(0, 0, 5), (0, 0, 6), (1, 1, 7), (2, 0, 1)], (3, 2)),  # site 0 at most 2 words, site 1 one
+    ([(0, 0, 5), (0, 1, 5)], (2, 2)),  # two sites on one word in one iteration: one access, two operations
+])
+def test_static_counting_rules(hls, accesses, want) -> None:
+    """The per-iteration check counts what an iteration does; the static demand is what a tool that schedules
+    every path at once must provide: per site its most words in one iteration, summed over the sites."""
+    assert hls.static_probe(accesses) == {("STATIC_PROBE", "m"): want}
+    if len({a[0] for a in accesses}) > 1:  # spread over iterations: each iteration alone fits two ports
+        assert hls.port_probe([(w, False) for it, _, w in accesses if it == 0]) == []
+
+
+def test_engine_static_demand_is_measured(hls) -> None:
+    """A LayerNorm fused into a LINEAR on the harness array: the engine loop's static demand on the left-operand
+    banks counts the array's read (1 word), the LayerNorm statistics' writes (2 words) and the normalise pass's
+    in-place read and write (2 each: LN_LANES 5 over 4-element words), whichever mode ran them, 7 operations on
+    one bank where its two ports serve 2 per cycle (docs/hls.md, "What csynth would likely find first", item 11)."""
+    rng = np.random.default_rng(2)
+    ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
+    rc, _ = hls.run([ln, lin], blob.array(), sc.array())
+    assert rc == 0, hls.error()
+    got = hls.static()
+    demand, sites = got[("ENGINE_PASS", "a")]
+    assert sites == 4 and demand == 1 + 2 + 2 + 2, got  # array, stats, normalise read, normalise write
+    # the m_axi side, a request per byte: the output lanes' i8 stores (one site, a byte per lane), the LayerNorm
+    # statistics' i16 reads (a beat of 16 bytes: AXI_BYTES / 2 channels per step)
+    assert got[("ENGINE_PASS", "gmem1.write")] == (hls.lib.h_out_lanes(), 1), got
+    assert got[("ENGINE_PASS", "gmem1.read")] == (16, 1), got
