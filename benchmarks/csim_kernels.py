@@ -35,6 +35,7 @@ from _hls_harness import (  # noqa: E402
     Scratch,
     build,
     layer,
+    ln_mean,
     rq_scalar,
 )
 
@@ -54,7 +55,9 @@ class Frame:
         self.rng, self.blob, self.sc, self.table, self.macs = rng, Blob(), Scratch(), [], 0
 
     def lin(self, x_off, t, k, n, out, bits, flags=0, res=None, bias=True, x_stride=None, out_stride=None):
-        kw = dict(gelu=GELU, rq2=RQ8) if flags & F_GELU else {}
+        # a fused lambda-GELU + RQ_8 is a 256-entry table in the blob (hls/gemm.h load_gelu_table)
+        kw = dict(gelu=GELU, cst=self.blob.add(nx.gelu_rq8_table(GELU, RQ8.m, RQ8.e, RQ8.o), np.int8)) \
+            if flags & F_GELU else {}
         if flags & F_RESIDUAL:
             kw.update(in2=res, in2_stride=n, ma=1 << 30, mb=1 << 29, ea=30)
         self.table.append(layer(
@@ -66,7 +69,8 @@ class Frame:
 
     def ln(self, x_off, t, c, out, bits=8):
         self.table.append(layer(op=OP_LAYERNORM, T=t, N=c, out_bits=bits, in_=x_off, in_stride=c, out=out,
-                                out_stride=c, rq=self.blob.rq_table(1 << 30, 24 if bits == 8 else 18, 0, c)))
+                                out_stride=c, rq=self.blob.rq_table(1 << 30, 24 if bits == 8 else 18, 0, c),
+                                **ln_mean(c)))
 
     def block(self, name: str, x: int, t: int) -> None:
         sc = self.sc
