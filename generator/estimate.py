@@ -24,8 +24,8 @@ Shiftmax of block i advances one step per loop iteration (exp pass, one pipeline
 normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
 of it runs alone; PV(nb-1) last.
 A LayerNorm followed by the Linear that reads its output (or a row window of it: ``ln_fusions``) is
-fused into that Linear's left-operand loader (stats pass, pipelined sqrt + divider latency once per block,
-normalise pass). The other
+fused into that Linear's left-operand loader (stats pass, the statistics chain's latency once per block less
+what the block's own steps hide, normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every pipelined loop also pays PIPE cycles of fill/drain per entry.
 
@@ -78,8 +78,10 @@ LUT_CAP = 0.70  # fraction of the LUTs the design may use (routing)
 PIPE = 16  # pipeline fill/drain per pipelined-loop entry (hls/compat.h kPipeDepth)
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
 ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
-LN_VAR = 8  # a LayerNorm row's variance: two pipelined multiplies in series (hls/gemm.h kLnVarCycles)
-LN_CHAIN = DIV + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
+LN_MEAN = 10  # a LayerNorm row's mean: the reciprocal product, the remainder's multiply, rounding (hls/gemm.h
+# kLnMeanCycles; no divider: the generator gives each row the reciprocal of K, numerics.mean_reciprocal)
+LN_VAR = 4  # its variance: one pipelined multiply (K mean comes from the remainder's; hls/gemm.h kLnVarCycles)
+LN_CHAIN = LN_MEAN + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
 RQ_RECORD = 16  # bytes of a per-channel requant record
 GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)
 
@@ -218,6 +220,7 @@ MUL_SITES: tuple[tuple[str, str, str, str, int], ...] = (
     ("sm_row_shift", "dsp", "X0B", "F", 1),
     ("ln_scale", "dsp", "kLnYBits", "kLnFBits", 1),
     ("ln_step", "dsp", "kI16Bits", "kI16Bits", 1),
+    ("ln_step", "dsp", "kLnSumBits<Cfg::CMAX>()", "kLnMeanMBits<Cfg::CMAX>()", 1),
     ("ln_step", "dsp", "kI16Bits", "kLnSumBits<Cfg::CMAX>()", 1),
     ("ln_step", "dsp", "kLnKBits + kI16Bits", "kI16Bits", 1),
     ("ln_step", "lane", "kLnKBits", "kI16Bits", 1),
@@ -247,6 +250,12 @@ class Mul:
 def _ln_sum_bits(cmax: int) -> int:
     """hls/layernorm.h kLnSumBits<CMAX>: signed bits of a row sum of CMAX int16 channels."""
     return (cmax << 15).bit_length() + 1
+
+
+def _ln_mean_m_bits(cmax: int) -> int:
+    """hls/layernorm.h kLnMeanMBits<CMAX>: signed bits of the mean's reciprocal m < 2^(16 + ceil(log2 K)) for every
+    K <= CMAX (iseg.numerics.mean_reciprocal)."""
+    return 17 + (cmax - 1).bit_length()
 
 
 def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
@@ -282,8 +291,10 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
                           ("requant_w", "dsp", s["kLnZBits"], m, "loader: RQ_8(z)")])
     cmax = _memo("cmax", graph, lambda: max(  # Cfg::CMAX
         graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu))))
-    add("layernorm", 1, [("ln_step", "dsp", s["kI16Bits"], _ln_sum_bits(cmax), "loader row: mean * sum"),
-                         ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * mean"),
+    add("layernorm", 1, [("ln_step", "dsp", _ln_sum_bits(cmax), _ln_mean_m_bits(cmax),
+                          "loader row: the mean's floor quotient, n * m (no divider)"),
+                         ("ln_step", lane, s["kLnKBits"], s["kI16Bits"], "loader row: K * q (the remainder; K mean)"),
+                         ("ln_step", "dsp", s["kI16Bits"], _ln_sum_bits(cmax), "loader row: mean * sum"),
                          ("ln_step", "dsp", s["kLnKBits"] + s["kI16Bits"], s["kI16Bits"], "loader row: K mean * mean")])
     rows = row_units(graph)
     # gelu_row: OUT_LANES lanes of GELU + RQ_8 (GELU_ROW: one gelu_core per lane, either variant), the row's em
@@ -575,7 +586,8 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "the output stage's (schedule.h ATT_S_LANE, attention.h ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
-                      "lanes; isqrt + divider, pipelined (LUTs)"))
+                      "lanes; isqrt + the 1/sd divider, pipelined (LUTs; the mean has no divider: a reciprocal "
+                      "multiply)"))
     # the score blocks as the C++ banks them (AttSm): 2 x SM_LANES memories of bytes, BRAM (a URAM's fixed 72-bit
     # words would hold one byte each)
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, 2 * a.sm_lanes, 8, board, False)
@@ -686,7 +698,7 @@ def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
 
 
 def ln_wait_steps(a: ArrayShape, k: int) -> int:
-    """hls/gemm.h ln_wait_steps: what a row's statistics chain (LN_CHAIN cycles: mean divider, variance,
+    """hls/gemm.h ln_wait_steps: what a row's statistics chain (LN_CHAIN cycles: mean by reciprocal, variance,
     square root, reciprocal divider) exceeds of the least slack a row of the block has, (R - 1) steps of
     stats or of normalise, whichever is shorter."""
     s, n = cdiv(k, max(1, a.axi_bytes // 2)), cdiv(k, a.ln_lanes)

@@ -52,7 +52,7 @@ ALIGN = 64  # byte alignment of blob segments and scratch buffers (one AXI burst
 # LayerDesc field order (hls/layer_desc.h); the template prints them in this order.
 LAYER_FIELDS = ("op", "flags", "T", "K", "N", "heads", "d_head", "n_prefix", "img_h", "img_w", "patch", "out_bits",
                 "in", "in_stride", "in2", "in2_stride", "out", "out_stride", "w", "b", "cst", "sm_variant",
-                "sm_x0", "ma", "mb", "ea", "gelu", "rq", "rq2")
+                "sm_x0", "ma", "mb", "ea", "mean_m", "mean_sh", "gelu", "rq", "rq2")
 # hls/shiftmax.h enum SmVariant: every variant of iseg.numerics.SHIFTMAX_VARIANTS, mapped explicitly
 SM_VARIANT_CODES = {"precise": 0, "ivit": 1, "precise8": 2}
 _OP_CODES = {"PATCH_EMBED": 1, "EMBED_ADD": 2, "LAYERNORM": 3, "LINEAR": 4, "ATTENTION": 5, "ADD": 6,
@@ -454,8 +454,17 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             # fused into the next LINEAR row (est.ln_fusions, hls/engine.h ln_fusable): only the row window
             # [r0, r0 + t) that LINEAR reads is computed, so the row (and its trace) covers just that window
             r0, t = ln_windows[op.name][1:] if op.name in ln_windows else (0, t)
+            # the mean's reciprocal of N: the loader has no divider for it (hls/layernorm.h, numerics.mean_reciprocal)
+            try:
+                mean_m, mean_sh = inum.mean_reciprocal(n)
+            except ValueError as exc:
+                raise IsegError(f"checkpoint: {op.name}: {exc}") from None
+            k_max = (1 << (est.STRUCT_WIDTHS["kLnKBits"] - 1)) - 1  # K's operand width in the loader's products
+            if n > k_max:
+                raise IsegError(f"checkpoint: {op.name}: a LayerNorm of {n} channels exceeds the engine's {k_max} "
+                                "(hls/mul.h kLnKBits)")
             f.update(T=t, N=n, out_bits=op.bits, **{"in": cin + r0 * sin * 2, "in_stride": sin},
-                     rq=_rq_desc(ckpt, op.rq, n, blob))
+                     rq=_rq_desc(ckpt, op.rq, n, blob), mean_m=mean_m, mean_sh=mean_sh)
             f["out"] += r0 * f["out_stride"] * (op.bits // 8)
             emit(i, "LAYERNORM", group, f, trace_of(op.output, r0, t))
         elif isinstance(op, Linear):

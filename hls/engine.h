@@ -141,6 +141,8 @@ void check_layer(const LayerDesc& d) {
             ISEG_CHECK(d.N <= Cfg::KMAX, "LAYERNORM: N exceeds Cfg::KMAX (the loader's row buffer)");
             ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "LAYERNORM: out_bits must be 8 or 16");
             ISEG_CHECK(rq_ok(d.rq), "LAYERNORM: scalar rq.e must be in [1, 62]");
+            ISEG_CHECK(ln_mean_ok(d.N, d.mean_m, d.mean_sh),
+                       "LAYERNORM: mean_m, mean_sh must be the mean reciprocal of N (numerics.mean_reciprocal)");
             break;
         case OP_GELU:
             ISEG_CHECK(d.N <= Cfg::CMAX, "GELU: N exceeds Cfg::CMAX");

@@ -217,11 +217,12 @@ A_BYTE:
 // row block of the LayerNorm's i16 INPUT into a[half] and normalises it in place, one step per call:
 //   stats      AXI_BYTES/2 i16 channels per step (one beat): a[half][r][c] = x, sum, sum of squares
 //              (var = sum(x^2) - 2 mean sum(x) + C mean^2 = sum((x - mean)^2), exactly);
-//   wait       ln_wait_steps: a row's mean divider, variance (two multiplies in series), square root and
-//              reciprocal divider are one pipelined chain of kLnChain cycles (one row issued per step), and row
-//              r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's stats and
-//              normalise steps), so the block waits only what the smaller of those leaves of the chain: 0 when
-//              (R - 1) * min(S, N) >= 172 (Seg-T's K = 192 on a 24-row array), the whole chain for R = 1.
+//   wait       ln_wait_steps: a row's mean (a reciprocal multiply and the remainder's, layernorm.h: no
+//              divider), variance (one multiply), square root and reciprocal divider are one pipelined chain of
+//              kLnChain cycles (one row issued per step), and row r is normalised (R - 1 - r) * S + r * N steps
+//              after its stats end (S, N: a row's stats and normalise steps), so the block waits only what the
+//              smaller of those leaves of the chain: 0 when (R - 1) * min(S, N) >= 112 (Seg-T's K = 192 on
+//              16-byte beats: R >= 6), the whole chain for R = 1.
 //              The engine loop declares the statistics registers free of inter-iteration dependences
 //              (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
@@ -230,8 +231,12 @@ A_BYTE:
 //              the trace).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
 static constexpr int kIsqrtSteps = 32;
-static constexpr int kLnVarCycles = 8;  // var = sq - 2 mean sum + K mean mean: two pipelined multiplies in series
-static constexpr int kLnChain = kDivCycles + kLnVarCycles + kIsqrtSteps + kDivCycles;  // mean, var, sqrt, 1/sd
+// mean: q = (n * mean_m) >> mean_sh, a 2-DSP product (4 cycles, as every pipelined multiply here), its shift and
+// the sign folds (1); r = sum - K q, a multiply (4); the rounding compare and select (1). No divider.
+static constexpr int kLnMeanCycles = 10;
+static constexpr int kLnVarCycles = 4;  // var = sq - 2 mean sum + (K mean) mean: one pipelined multiply (K mean is
+                                        // the remainder's K q, + K if the mean rounded up)
+static constexpr int kLnChain = kLnMeanCycles + kLnVarCycles + kIsqrtSteps + kDivCycles;  // mean, var, sqrt, 1/sd
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
@@ -240,6 +245,7 @@ struct LnLoad {
                             // through the second scratch port (scratch_b, gmem2: the output lanes store beside it)
     long sstride, dstride;  // elements
     int rows, K, bytes, half;
+    int mean_m, mean_sh;    // the mean's reciprocal of K (the LAYERNORM row's, layernorm.h)
     int phase, r, i;
     int64_t sum, sq;
     long srow;              // running offsets (no row * stride multiplier): row r of the stats pass,
@@ -258,11 +264,11 @@ inline int ln_wait_steps(int R, int K, int W, int lanes) {
     return kLnChain > hidden ? kLnChain - hidden : 0;
 }
 
-// A loader at the start of its block (phase LN_STATS, or LN_DONE for none); R, W, lanes: Cfg::R, AXI_BYTES,
-// LN_LANES.
+// A loader at the start of its block (phase LN_STATS, or LN_DONE for none); ln: the LAYERNORM row (its mean
+// reciprocal); R, W, lanes: Cfg::R, AXI_BYTES, LN_LANES.
 inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, int K, int bytes,
-                      int half, int phase, int R, int W, int lanes) {
-    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, phase, 0, 0, 0, 0, src, dst,
+                      int half, int phase, const LayerDesc& ln, int R, int W, int lanes) {
+    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, ln.mean_m, ln.mean_sh, phase, 0, 0, 0, 0, src, dst,
                 ln_wait_steps(R, K, W, lanes)};
     return l;
 }
@@ -296,10 +302,21 @@ void ln_step(LnLoad& l, const uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<
         }
         l.i += lw;
         if (l.i >= l.K) {
-            const int64_t mean = round_half_even_div(l.sum, l.K);  // an int16 value
+            // mean = round_half_even(sum / K) without a divider (layernorm.h): q = floor(sum / K) from the row's
+            // reciprocal on the folded sum, r = sum - K q in [0, K), then half to even
+            const bool neg = l.sum < 0;
+            const int64_t n = neg ? ~l.sum : l.sum;  // 0 <= n < K 2^15
+            const int64_t qn = mul_dsp<kLnSumBits<Cfg::CMAX>(), kLnMeanMBits<Cfg::CMAX>()>(n, l.mean_m) >> l.mean_sh;
+            const int64_t q = neg ? ~qn : qn;  // in [-2^15, 2^15 - 1]
+            const int64_t kq = mul_lane<kLnKBits, kI16Bits, widths_of<Cfg>::type::SMALL_FABRIC>(l.K, q);
+            const int64_t rem = l.sum - kq;
+            const bool up = 2 * rem > l.K || (2 * rem == l.K && (q & 1) != 0);
+            const int64_t mean = q + (up ? 1 : 0);  // an int16 value
+            const int64_t kmean = kq + (up ? l.K : 0);  // K mean
+            ISEG_CHECK(rem >= 0 && rem < l.K && mean == round_half_even_div(l.sum, l.K),
+                       "LayerNorm mean: the reciprocal multiply differs from the division (LayerDesc mean_m, mean_sh)");
             const int64_t var = l.sq - 2 * mul_dsp<kI16Bits, kLnSumBits<Cfg::CMAX>()>(mean, l.sum) +
-                                mul_dsp<kLnKBits + kI16Bits, kI16Bits>(
-                                    mul_lane<kLnKBits, kI16Bits, widths_of<Cfg>::type::SMALL_FABRIC>(l.K, mean), mean);
+                                mul_dsp<kLnKBits + kI16Bits, kI16Bits>(kmean, mean);
             // var = sum((x - mean)^2)
             int64_t sd = isqrt_digit(var);
             if (sd < 1) sd = 1;

@@ -23,7 +23,9 @@ inline int64_t floor_div_pos(int64_t a, int64_t b) {
     return q;
 }
 
-// round_half_even(s / c) for c > 0, exactly (numerics.md §5.3, the LayerNorm mean).
+// round_half_even(s / c) for c > 0, exactly (numerics.md §5.3, the LayerNorm mean). A 64-bit divider: no datapath
+// uses it; the LayerNorm loader computes the mean by a reciprocal multiply (layernorm.h) and C-simulation checks
+// that multiply against this, row by row (gemm.h ln_step, ISEG_CHECK: nothing in synthesis).
 inline int64_t round_half_even_div(int64_t s, int64_t c) {
     int64_t q = s / c;
     int64_t r = s % c;

@@ -11,7 +11,8 @@
 //                   with n_prefix = 1 the embedding add is fused: out row 1 + t = int_add(token t, pos row
 //                   1 + t at `in2`), row 0 = int_add(cst, pos row 0)  (ma, mb, ea), (T + 1, N) at `out`
 //   EMBED_ADD       out (T, N) i16 = int_add([cst rows 0..n_prefix) ; in rows], pos at `b`)  (ma, mb, ea)
-//   LAYERNORM       out (T, N) out_bits = RQ(ILN(in (T, N) i16)), per-channel gamma/beta in rq
+//   LAYERNORM       out (T, N) out_bits = RQ(ILN(in (T, N) i16)), per-channel gamma/beta in rq;
+//                   mean_m, mean_sh: the mean's reciprocal of N (layernorm.h, numerics.mean_reciprocal)
 //   LINEAR          out (T, N) = RQ_out_bits(in (T, K) i8 . W (K, N) i8 at `w` + b i32 at `b`)
 //                   flags: F_GELU  -> then RQ_8(lambda-GELU(.)), a table at cst (out_bits must be 8)
 //                          F_RESIDUAL -> then int_add(in2 (T, N) i16, .) (out_bits must be 16;
@@ -86,6 +87,10 @@ struct LayerDesc {
     int32_t ma;
     int32_t mb;
     int32_t ea;
+    // LAYERNORM: the mean's exact reciprocal of N, computed by the generator (numerics.mean_reciprocal): floor(n / N)
+    // = (n * mean_m) >> mean_sh for the folded row sums n (layernorm.h), so the loader needs no divider for it
+    int32_t mean_m;
+    int32_t mean_sh;
     // GELU constants (fused F_GELU or GELU op)
     GeluParams gelu;
     // requant constants
@@ -95,10 +100,10 @@ struct LayerDesc {
 
 static_assert(sizeof(GeluParams) == 32, "GeluParams layout changed: update docs/hls.md and the mirrors");
 static_assert(sizeof(RqDesc) == 24, "RqDesc layout changed: update docs/hls.md and the mirrors");
-static_assert(sizeof(LayerDesc) == 26 * 4 + 32 + 2 * 24, "LayerDesc layout changed: update docs/hls.md");
+static_assert(sizeof(LayerDesc) == 28 * 4 + 32 + 2 * 24, "LayerDesc layout changed: update docs/hls.md");
 
-// A table entry with every offset "none" (-1) and every other field 0: generated tables start
-// from it and set what the op uses (C++14 constexpr):
+// A table entry with every offset "none" (-1) and every other field 0 (mean_m 0: no reciprocal, which check_layer
+// refuses on a LAYERNORM row): generated tables start from it and set what the op uses (C++14 constexpr):
 //     constexpr iseg::LayerDesc layer_3() { iseg::LayerDesc d = iseg::empty_layer(); d.op = iseg::OP_LINEAR; ...; return d; }
 constexpr LayerDesc empty_layer() {
     LayerDesc d{};

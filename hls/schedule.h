@@ -381,7 +381,7 @@ Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g,
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
     ps.al = ALoad{long(d.in), long(d.in_stride), rows0, d.K, 0, 0, 0};
     ps.ln = ln_load(lin, lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
-                    fuse_ln ? LN_STATS : LN_DONE, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                    fuse_ln ? LN_STATS : LN_DONE, ln, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
     ps.dt = Drain{0, 0, 0, 0, false, 0, 0, 0, 0};
     return sq;
 }
@@ -400,7 +400,7 @@ Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g
                "LAYERNORM: output overlaps the input of a later row");
     ln_consts<Cfg>(d, blob, g);
     ps.ln = ln_load(long(d.in), long(d.out), long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
-                    d.N, bytes, 0, LN_STATS, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                    d.N, bytes, 0, LN_STATS, d, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
     Seq sq = {};
     sq.phase = SQ_LN;
     return sq;
@@ -523,7 +523,7 @@ SEQ_STEP:
                               more ? 0 : R, 0};
                 ps.ln = ln_load(lin + long(tn) * ln.in_stride * 2, lout + long(tn) * ln.out_stride,
                                 long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
-                                sq.fuse_ln && more ? LN_STATS : LN_DONE, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                                sq.fuse_ln && more ? LN_STATS : LN_DONE, ln, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
                 const int a_share = ((more ? sq.a_blk : 0) + sq.nt_n - 1) / sq.nt_n;
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)

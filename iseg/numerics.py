@@ -52,6 +52,10 @@ __all__ = [
     "gelu_rq8_table",
     "isqrt",
     "round_half_even_div",
+    "MEAN_K_MAX",
+    "mean_reciprocal",
+    "floor_by_reciprocal",
+    "mean_by_reciprocal",
     "ln_normalize",
     "layernorm",
     "int_add",
@@ -455,6 +459,61 @@ def round_half_even_div(s: np.ndarray, c: int) -> np.ndarray:
     s = np.asarray(s, dtype=np.int64)
     q, r = np.divmod(s, c)  # floor semantics: 0 <= r < c
     up = (2 * r > c) | ((2 * r == c) & (q % 2 == 1))
+    return q + up.astype(np.int64)
+
+
+MEAN_K_MAX = 1 << 15  # mean_reciprocal's divisors: m < 2^31 (an int32 table field), n * m < 2^61 (int64)
+
+
+def mean_reciprocal(k: int) -> tuple[int, int]:
+    """Offline: the LayerNorm mean's divisor ``K`` (a layer constant) -> ``(m, sh)``, so that the engine computes
+    ``round_half_even_div(s, K)`` with a multiply instead of a 64-bit divider (:func:`mean_by_reciprocal`, the
+    same integers as hls/gemm.h ``ln_step``).
+
+    With ``l = ceil(log2 K)`` (``2^(l-1) < K <= 2^l``; 0 for K = 1), ``N = 15 + l``, ``sh = N + l = 15 + 2 l`` and
+    ``m = ceil(2^sh / K)``: ``floor(n / K) = (n * m) >> sh`` for every ``0 <= n < 2^N`` (Granlund & Montgomery
+    1994, Thm 4.2: it needs ``2^sh <= m K <= 2^sh + 2^l``). Proof: ``m K = 2^sh + e`` with ``0 <= e < K <= 2^l``;
+    write ``n = q K + r``, ``0 <= r <= K - 1``; then ``n m / 2^sh = q + r / K + n e / (K 2^sh)``, and
+    ``n e / (K 2^sh) < 2^N 2^l / (K 2^(N + l)) = 1 / K``, so the fraction part lies in ``[0, (K - 1) / K + 1 / K)
+    = [0, 1)`` and the floor is ``q``.
+
+    The dividends: a row sum ``s`` of K int16 values lies in ``[-K 2^15, K (2^15 - 1)]``; folded to
+    ``n = s`` (s >= 0) or ``n = ~s = -s - 1`` (s < 0), ``0 <= n <= K 2^15 - 1 < 2^(15 + l) = 2^N``, and
+    ``floor(s / K) = ~floor(~s / K)`` for s < 0 (``-s - 1 = a K + b``, ``0 <= b < K``, gives
+    ``s = -(a + 1) K + (K - 1 - b)``). So one multiply, a shift and two bitwise NOTs give the floor quotient.
+
+    Widths: ``2^(15 + l) <= m < 2^(16 + l)`` (``m = 2^(15 + l)`` exactly when K is a power of two; below
+    ``2^(16 + l)`` because ``K > 2^(l - 1)``), so ``m`` takes ``17 + l`` signed bits and ``n`` ``16 + l``; the
+    product is below ``2^(31 + 2 l)``. For ``K <= MEAN_K_MAX = 2^15``: ``m < 2^31`` (int32), ``sh <= 45``, the
+    product below ``2^61`` (int64). The engine's LayerNorm takes ``K <= 2047`` (hls/mul.h kLnKBits): ``m < 2^27``,
+    ``n < 2^26``, a 27 x 28-bit product (two DSP48E2)."""
+    k = int(k)
+    if not 1 <= k <= MEAN_K_MAX:
+        raise ValueError(f"mean_reciprocal: K = {k} is outside 1..{MEAN_K_MAX}")
+    sh = 15 + 2 * (k - 1).bit_length()  # (k - 1).bit_length() = ceil(log2 k)
+    return -(-(1 << sh) // k), sh
+
+
+def floor_by_reciprocal(s: np.ndarray, k: int, m: int, sh: int) -> np.ndarray:
+    """``floor(s / K)`` for row sums ``s`` of K int16 values and ``(m, sh) = mean_reciprocal(K)``: one multiply, a
+    shift and two bitwise NOTs (the proof is :func:`mean_reciprocal`'s; the sums are checked against its range)."""
+    s = np.asarray(s, dtype=np.int64)
+    if s.size and (int(s.min()) < -(k << 15) or int(s.max()) > k * ((1 << 15) - 1)):
+        raise ValueError(f"floor_by_reciprocal: a sum outside the range of {k} int16 values")
+    neg = s < 0
+    n = np.where(neg, ~s, s)  # 0 <= n < K 2^15
+    qn = (n * np.int64(m)) >> sh
+    return np.where(neg, ~qn, qn)
+
+
+def mean_by_reciprocal(s: np.ndarray, k: int, m: int, sh: int) -> np.ndarray:
+    """``round_half_even_div(s, K)`` the engine's way (hls/gemm.h ``ln_step``): the floor quotient ``q`` by the
+    reciprocal (:func:`floor_by_reciprocal`), the remainder ``r = s - K q`` in ``[0, K)``, then round half to even
+    exactly as :func:`round_half_even_div` does (numerics.md §5.3)."""
+    s = np.asarray(s, dtype=np.int64)
+    q = floor_by_reciprocal(s, k, m, sh)
+    r = s - q * k  # 0 <= r < K
+    up = (2 * r > k) | ((2 * r == k) & (q % 2 == 1))
     return q + up.astype(np.int64)
 
 

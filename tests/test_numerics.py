@@ -360,6 +360,83 @@ def test_round_half_even_div() -> None:
     assert nx.round_half_even_div(np.array([5, 15, -5]), 10).tolist() == [0, 2, 0]
 
 
+def test_mean_reciprocal_by_hand() -> None:
+    """(m, sh) = (ceil(2^sh / K), 15 + 2 ceil(log2 K)), and the mean through it, worked by hand."""
+    assert nx.mean_reciprocal(1) == (1 << 15, 15)  # l 0: n * 2^15 >> 15 = n
+    assert nx.mean_reciprocal(3) == (174763, 19)  # 3 * 174763 = 2^19 + 1
+    assert nx.mean_reciprocal(4) == (1 << 17, 19)  # a power of two: m = 2^(15 + l) exactly
+    assert nx.mean_reciprocal(192) == (11184811, 31)  # Seg-T: 192 * 11184811 = 2^31 + 64
+    assert nx.mean_reciprocal(2047) == (67141649, 37)  # 2047 * 67141649 = 2^37 + 2031 (< 2^27: 28 signed bits)
+    m, sh = nx.mean_reciprocal(3)
+    # 7 / 3: n = 7, 7 * 174763 = 1223341 >> 19 = 2, r 1 -> 2; -7 / 3: n = ~(-7) = 6, 6 * 174763 >> 19 = 2,
+    # q = ~2 = -3, r = -7 + 9 = 2, 2 r > 3 -> -2
+    assert nx.mean_by_reciprocal(np.array([7, -7, 0, -1, 4, -4]), 3, m, sh).tolist() == [2, -2, 0, 0, 1, -1]
+    m, sh = nx.mean_reciprocal(4)  # ties: 1.5 -> 2, 2.5 -> 2, -1.5 -> -2, -2.5 -> -2, 0.5 -> 0, -0.5 -> 0
+    assert nx.mean_by_reciprocal(np.array([6, 10, -6, -10, 2, -2]), 4, m, sh).tolist() == [2, 2, -2, -2, 0, 0]
+    m, sh = nx.mean_reciprocal(192)  # the row sums' extremes, and 0.5 -> 0, 1.5 -> 2
+    s = np.array([192 * 32767, -192 * 32768, 96, 288, -96, -288])
+    assert nx.mean_by_reciprocal(s, 192, m, sh).tolist() == [32767, -32768, 0, 2, 0, -2]
+
+
+def test_mean_reciprocal_bounds() -> None:
+    """For every K <= MEAN_K_MAX: Granlund-Montgomery's condition 2^sh <= m K < 2^sh + K <= 2^sh + 2^l, and the
+    widths the docstring states (m in [2^(15 + l), 2^(16 + l)), an int32; n m < 2^(31 + 2 l) <= 2^61)."""
+    for k in range(1, nx.MEAN_K_MAX + 1):
+        m, sh = nx.mean_reciprocal(k)
+        lg = (sh - 15) // 2
+        assert sh == 15 + 2 * lg and (1 << lg) >= k and (lg == 0 or (1 << (lg - 1)) < k)
+        assert 0 <= m * k - (1 << sh) < k
+        assert (1 << (15 + lg)) <= m < (1 << (16 + lg)) and m < (1 << 31)
+        assert (k << 15) * m < (1 << 61)
+    for bad in (0, -1, nx.MEAN_K_MAX + 1):
+        with pytest.raises(ValueError, match="outside"):
+            nx.mean_reciprocal(bad)
+    m, sh = nx.mean_reciprocal(5)
+    with pytest.raises(ValueError, match="outside the range"):
+        nx.mean_by_reciprocal(np.array([5 * 32767 + 1]), 5, m, sh)
+    with pytest.raises(ValueError, match="outside the range"):
+        nx.floor_by_reciprocal(np.array([-5 * 32768 - 1]), 5, m, sh)
+
+
+def _mean_edges(k: int) -> np.ndarray:
+    """Row sums of K int16 values at the edges: the extremes, 0, and around multiples and half-multiples of K
+    (ties when K is even) near both ends and the middle."""
+    lo, hi = -k << 15, k * ((1 << 15) - 1)
+    j = np.array([-32768, -32767, -32766, -4097, -2, -1, 0, 1, 2, 4097, 32765, 32766, 32767], dtype=np.int64)
+    off = np.array([-1, 0, 1, k // 2 - 1, k // 2, k // 2 + 1, (k + 1) // 2, k - 1], dtype=np.int64)
+    s = np.concatenate([(j[:, None] * k + off[None, :]).ravel(), [lo, lo + 1, hi - 1, hi, -1, 0, 1]])
+    return s[(s >= lo) & (s <= hi)]
+
+
+def _check_mean(s: np.ndarray, k: int) -> None:
+    """The floor quotient (the proof's claim) and the rounded mean (what the engine stores) against the division.
+    The rounding alone would hide a quotient one too low at r = 0 or one too high at r = K - 1 (the remainder K or
+    -1 rounds to the same mean), so the quotient is compared on its own."""
+    m, sh = nx.mean_reciprocal(k)
+    assert np.array_equal(nx.floor_by_reciprocal(s, k, m, sh), s // k), k
+    assert np.array_equal(nx.mean_by_reciprocal(s, k, m, sh), nx.round_half_even_div(s, k)), k
+
+
+def test_mean_by_reciprocal_exhaustive_k() -> None:
+    """Every K in 1..4096 (the engine takes K <= 2047) at the edges of the row-sum range, against the division."""
+    for k in range(1, 4097):
+        _check_mean(_mean_edges(k), k)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 24, 192])
+def test_mean_by_reciprocal_every_sum(k: int) -> None:
+    """Every row sum in the range (K 2^16 of them)."""
+    _check_mean(np.arange(-k << 15, k * ((1 << 15) - 1) + 1, dtype=np.int64), k)
+
+
+def test_mean_by_reciprocal_random() -> None:
+    """A million random (K, sum) pairs, K up to MEAN_K_MAX, against the division."""
+    rng = np.random.default_rng(53)
+    ks = np.concatenate([rng.integers(1, 4097, 1500), rng.integers(4097, nx.MEAN_K_MAX + 1, 500)])
+    for k in ks.tolist():
+        _check_mean(rng.integers(-k << 15, k * ((1 << 15) - 1), 500, endpoint=True), k)
+
+
 def test_layernorm_constant_row_gives_beta() -> None:
     x = np.full((2, 8), -300)
     m, e = nx.dyadic(1.0)

@@ -517,3 +517,20 @@ def test_explicit_array_beyond_the_device_is_refused(tmp_path: Path, tiny_ckpt: 
     _fails_matching(capsys, [str(cfg)], r"gen-hls: error: config\.yaml: array: 64x64 needs [\d,]+ DSPs "
                     r"\(limit 1,248; gemm_array 2,048\), [\d,]+ BRAM36 \(limit 144; a_buffers 128\), "
                     r"[\d,]+ LUTs \(limit 117,120; gemm_array 147,456\) on kv260", tmp_path)
+
+
+def test_layernorm_wider_than_the_loader_is_refused(tmp_path: Path, tiny_ckpt: Path, capsys,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LayerNorm loader multiplies by K in kLnKBits signed bits (K <= 2047); a wider LayerNorm is one line at
+    plan time, not a C-simulation failure (checked here with the width cut to 5 bits, K <= 15)."""
+    from iseg.generator import estimate as est
+
+    monkeypatch.setitem(est.STRUCT_WIDTHS, "kLnKBits", 5)
+    cfg = _raw_config(tmp_path, tiny_ckpt)
+    before = _snapshot(tmp_path)
+    assert main([str(cfg), "--plan"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("gen-hls: error: checkpoint: ")
+    assert "channels exceeds the engine's 15 (hls/mul.h kLnKBits)" in err
+    assert _snapshot(tmp_path) == before

@@ -22,6 +22,7 @@ from _hls_harness import (  # noqa: E402
     Scratch,
     build,
     layer,
+    ln_mean,
     rq_scalar,
 )
 
@@ -344,17 +345,20 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
 def test_csim_counts_layernorm(harness: Harness) -> None:
     """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 16-byte
     beats: 8 stats lanes, 5 LayerNorm lanes): consts 23 records + 16 = 39; 2 row blocks (6 rows) of
-    4 * (ceil(23/8) + ceil(23/5)) + wait = 32 + 163 = 195 steps = 390; + 16 -> 445. The wait: the statistics
-    chain 66 + 8 + 32 + 66 = 172 cycles less what the block hides, (R - 1) * min(3, 5) = 9 -> 163."""
+    4 * (ceil(23/8) + ceil(23/5)) + wait = 32 + 103 = 135 steps = 270; + 16 -> 325. The wait: the statistics
+    chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no divider) +
+    variance 4 (one multiply) + square root 32 + the 1/sd divider 66 = 112 cycles, less what the block hides,
+    (R - 1) * min(3, 5) = 9 -> 103."""
     rng = np.random.default_rng(3)
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (6, 23), np.int16, rng.integers(-999, 999, (6, 23)))
     y = sc.alloc("y", (6, 23), np.int8)
     d = layer(op=OP_LAYERNORM, T=6, N=23, out_bits=8, in_=x, in_stride=23, out=y, out_stride=23,
-              rq=blob.rq_table(1 << 30, 24, 0, 23))
+              rq=blob.rq_table(1 << 30, 24, 0, 23), **ln_mean(23))
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
-    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 445
+    assert (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.DIV) == (10, 4, 32, 66)
+    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 325
 
 
 @pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17)])
@@ -367,7 +371,7 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     h = sc.alloc("h", (T, C), np.int8)
     y = sc.alloc("y", (T, N), np.int8)
     ln = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=8, in_=x, in_stride=C, out=h, out_stride=C,
-               rq=blob.rq_table(1 << 30, 26, 3, C))
+               rq=blob.rq_table(1 << 30, 26, 3, C), **ln_mean(C))
     lin = layer(op=OP_LINEAR, T=T, K=C, N=N, out_bits=8, in_=h, in_stride=C, out=y, out_stride=N,
                 w=blob.add_weights(rng.integers(-128, 128, (C, N)), harness.C),
                 b=blob.add(rng.integers(-99, 99, N), np.int32),
@@ -445,8 +449,11 @@ def test_unit_dsps_by_hand() -> None:
     assert a.sm_norm_lanes == 8
     assert units["shiftmax"].dsp == 16 * 1 + 2 * 8 * (1 + 1)
     # the loader (a LayerNorm alone runs on it too): 8 squares 16x16, 4 lanes of y*f 18x32 (2) + RQ 31x32 (4),
-    # per row 16x26 (1) + 12x16 (1) + 28x16 (2)
-    assert units["layernorm"].dsp == 8 + 4 * 6 + 4
+    # per row the mean's reciprocal product n * m 26x27 (CMAX 768: n < 768 * 2^15 < 2^25, m < 2^(16 + 10); 25 and
+    # 26 magnitude bits: one 26-bit chunk by two 17-bit chunks, 2), the remainder's K * q 12x16 (1), mean * sum
+    # 16x26 (1), K mean * mean 28x16 (2)
+    assert (est._ln_sum_bits(768), est._ln_mean_m_bits(768), est.mul_dsps(26, 27, BOARDS["kv260"])) == (26, 27, 2)
+    assert units["layernorm"].dsp == 8 + 4 * 6 + (2 + 1 + 1 + 2)
     fab = est.unit_costs(dataclasses.replace(a, small_fabric=True), graph, BOARDS["kv260"], w)
     fab_units = {u.name: u for u in fab.units}
     assert fab_units["output_stage"].dsp == 18 * 2 + 8 * 4

@@ -23,7 +23,7 @@ from iseg.random_model import PRESETS, calibration_image
 from .conftest import build_projects, make_ckpt, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hls"))
-from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Harness, Scratch, layer  # noqa: E402
+from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Harness, Scratch, layer, ln_mean  # noqa: E402
 from _hls_harness import build as build_harness  # noqa: E402
 
 BASE = replace(PRESETS["tiny"], layers=1, dec_layers=1)
@@ -280,7 +280,7 @@ def test_engine_refuses_output_over_the_fused_norm_input(harness: Harness, in_pl
     h = sc.alloc("h", (t, c), np.int8)
     sc.alloc("pad", (t, c), np.int16)
     ln = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=c, out=h, out_stride=c,
-               rq=blob.rq_table(1 << 30, 26, 3, c))
+               rq=blob.rq_table(1 << 30, 26, 3, c), **ln_mean(c))
     # i16 output, N = c / 2 columns: row stride 2 * n bytes; in place = the input's own stride (c elements)
     out, stride = (x, c) if in_place else (x + 64, n)
     lin = layer(op=OP_LINEAR, T=t, K=c, N=n, out_bits=16, in_=h, in_stride=c, out=out, out_stride=stride,
@@ -297,19 +297,20 @@ def test_engine_refuses_output_over_the_fused_norm_input(harness: Harness, in_pl
 def test_cycles_saved_by_hand(harness: Harness) -> None:
     """A (9, 24) LayerNorm (cls + 8 patch rows) feeding an (8 x 24) . (24 x 8) LINEAR on rows 1..9, on the harness
     (R 4, C 8, 16-byte beats, 5 LayerNorm lanes, 3 output lanes: drain = ceil(32 / 3) = 11 steps, PIPE 16,
-    ISQRT 32, DIV 66: a block waits for the statistics chain 66 + 8 + 32 + 66 = 172 less the (R - 1) * min(3, 5) = 9
-    steps it hides, 163). Before: the norm ran alone on all 9 rows, then the LINEAR; now only the 8 rows the
-    LINEAR reads are normalised, in its loader. Hand-worked:
+    ISQRT 32, DIV 66: a block waits for the statistics chain, mean 10 (the reciprocal product, the remainder's
+    multiply, rounding: no divider) + variance 4 + square root 32 + reciprocal divider 66 = 112, less the
+    (R - 1) * min(3, 5) = 9 steps it hides, 103). Before: the norm ran alone on all 9 rows, then the LINEAR; now
+    only the 8 rows the LINEAR reads are normalised, in its loader. Hand-worked:
       standalone norm   on the loader alone: consts 24 records + 16 = 40; 3 row blocks of
-                        4 * (ceil(24/8) + ceil(24/5)) + 163 = 195 steps; + 16           = 641
+                        4 * (ceil(24/8) + ceil(24/5)) + 103 = 135 steps; + 16           = 461
       plain LINEAR      consts: biases 3 per step ceil(8/3) + 16 = 19, rq records one per step 8 + 16 = 24: 43;
                         A prologue 4 * ceil(24/8) + 16 = 28 (8 bytes per step: two words of a row bank);
                         2 row blocks x 1 tile: steps max(24, A share 12) + max(24, 11) = 48; tail 11 + 16 = 27
                         -> 43 + 28 + 48 + 27                                               = 146
-      fused LINEAR      consts 43 + 24 records + 16 = 83; LayerNorm block 4 * (ceil(24/8) + ceil(24/5)) + 163
-                        = 195 steps, prologue 211; steps max(24, 195) + 24 = 219; tail 27
-                        -> 83 + 211 + 219 + 27                                             = 540
-      saved             641 + 146 - 540                                                    = 247
+      fused LINEAR      consts 43 + 24 records + 16 = 83; LayerNorm block 4 * (ceil(24/8) + ceil(24/5)) + 103
+                        = 135 steps, prologue 151; steps max(24, 135) + 24 = 159; tail 27
+                        -> 83 + 151 + 159 + 27                                             = 420
+      saved             461 + 146 - 420                                                    = 187
     (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(16, C) = 8 bytes per
     step + 16 = 40, is paid both ways)."""
     rng = np.random.default_rng(5)
@@ -319,9 +320,10 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     h = sc.alloc("h", (t, c), np.int8)
     y = sc.alloc("y", (t - 1, n), np.int8)
     rq_ln = blob.rq_table(1 << 30, 26, 3, c)
-    full = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=c, out=h, out_stride=c, rq=rq_ln)
+    full = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=c, out=h, out_stride=c, rq=rq_ln,
+                 **ln_mean(c))
     window = layer(op=OP_LAYERNORM, T=t - 1, N=c, out_bits=8, in_=x + 2 * c, in_stride=c, out=h + c, out_stride=c,
-                   rq=rq_ln)
+                   rq=rq_ln, **ln_mean(c))
     lin = layer(op=OP_LINEAR, T=t - 1, K=c, N=n, out_bits=8, in_=h + c, in_stride=c, out=y, out_stride=n,
                 w=blob.add_weights(rng.integers(-128, 128, (c, n)), harness.C),
                 b=blob.add(rng.integers(-99, 99, n), np.int32),
@@ -340,6 +342,7 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     plain, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (641, 146, 540, 40)
-    assert c_before == 641 + 146 + 40 and c_after == 540 + 40
-    assert c_before - c_after == 247
+    assert est.LN_CHAIN == 10 + 4 + 32 + 66 == 112
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (461, 146, 420, 40)
+    assert c_before == 461 + 146 + 40 and c_after == 420 + 40
+    assert c_before - c_after == 187

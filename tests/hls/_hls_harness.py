@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from iseg.generator.plan import ALIGN, LAYER_FIELDS, SM_VARIANT_CODES
+from iseg.numerics import mean_reciprocal
 
 HERE = Path(__file__).resolve().parent
 HLS_DIR = Path(str(importlib.resources.files("iseg.hls")))
@@ -78,6 +79,13 @@ def layer(**kw) -> LayerDesc:
         else:
             setattr(d, k, int(v))
     return d
+
+
+def ln_mean(n: int) -> dict[str, int]:
+    """A LAYERNORM row's mean reciprocal of its N channels (``mean_m``, ``mean_sh``), from ``iseg.numerics``: the
+    table field the generator sets (plan.py), which the engine checks (engine.h check_layer)."""
+    m, sh = mean_reciprocal(n)
+    return {"mean_m": m, "mean_sh": sh}
 
 
 def gelu_params(c) -> GeluParams:

@@ -21,6 +21,7 @@ from _hls_harness import (
     Blob,
     Scratch,
     layer,
+    ln_mean,
     rq_scalar,
 )
 
@@ -93,7 +94,7 @@ class Toy:
         y = nx.requant(z, m, e, o, bits)
         out = self.sc.alloc(name, (t, c), np.int8 if bits == 8 else np.int16)
         self.emit(name, layer(op=OP_LAYERNORM, T=t, N=c, out_bits=bits, in_=x_off, in_stride=c, out=out, out_stride=c,
-                              rq=self.blob.rq_table(m, e, o, c)), y)
+                              rq=self.blob.rq_table(m, e, o, c), **ln_mean(c)), y)
         return y, out
 
 

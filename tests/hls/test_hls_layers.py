@@ -23,6 +23,7 @@ from _hls_harness import (
     Scratch,
     build,
     layer,
+    ln_mean,
     rq_scalar,
 )
 
@@ -269,7 +270,7 @@ def test_layernorm(hls, bits, C):
     o = rng.integers(-(1 << 40), 1 << 40, C)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=bits, in_=sc.alloc("x", (T, C), np.int16, x), in_stride=C,
-              out=sc.alloc("y", (T, C), f"i{bits // 8}"), out_stride=C, rq=blob.rq_table(m, e, o, C))
+              out=sc.alloc("y", (T, C), f"i{bits // 8}"), out_stride=C, rq=blob.rq_table(m, e, o, C), **ln_mean(C))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, m, e, o, bits))
 
@@ -280,7 +281,7 @@ def test_layernorm_mean_ties(hls):
     x = np.array([[0, 0, 0, 2], [0, 0, 0, 6], [0, 0, 0, -2], [0, 0, 0, -6], [1, 1, 1, 3]])
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LAYERNORM, T=5, N=C, out_bits=16, in_=sc.alloc("x", (5, C), np.int16, x), in_stride=C,
-              out=sc.alloc("y", (5, C), np.int16), out_stride=C, rq=rq_scalar(1 << 30, 24))
+              out=sc.alloc("y", (5, C), np.int16), out_stride=C, rq=rq_scalar(1 << 30, 24), **ln_mean(C))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, 1 << 30, 24, 0, 16))
 
@@ -296,7 +297,7 @@ def test_layernorm_in_place(hls, shift_rows):
     blob, sc = Blob(), Scratch()
     base = sc.alloc("x", (T + 1, C), np.int16, x)
     d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=16, in_=base, in_stride=C, out=base + 2 * C * shift_rows,
-              out_stride=C, rq=rq_scalar(1 << 30, 24))
+              out_stride=C, rq=rq_scalar(1 << 30, 24), **ln_mean(C))
     buf = sc.array()
     rc, _ = hls.run([d], blob.array(), buf)
     if shift_rows:
@@ -480,6 +481,15 @@ def test_errors_are_reported(hls):
         (layer(op=OP_ATTENTION, T=2, N=16, heads=1, d_head=16, in_=0, in_stride=48, out=0, out_stride=16,
                sm_x0=5, rq=rq_scalar(1, 1), rq2=rq_scalar(1, 1)), "sm_x0"),
     ]
+    # a LAYERNORM row without its mean reciprocal, with another N's, or with m one off (floor instead of ceil)
+    ln = {"op": OP_LAYERNORM, "T": 2, "N": 24, "out_bits": 8, "in_": 0, "in_stride": 24, "out": 512,
+          "out_stride": 24, "rq": rq_scalar(1, 1)}
+    good = ln_mean(24)
+    for mean in ({}, ln_mean(23), ln_mean(32), {**good, "mean_m": good["mean_m"] - 1},
+                 {**good, "mean_sh": good["mean_sh"] + 1}):
+        bad.append((layer(**ln, **mean), "LAYERNORM: mean_m, mean_sh must be the mean reciprocal of N"))
+    rc, _ = hls.run([layer(**ln, **good)], blob.array(), buf.copy())
+    assert rc == 0, hls.error()
     for d, needle in bad:
         rc, _ = hls.run([d], blob.array(), buf)
         assert rc == 1 and needle in hls.error(), hls.error()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Scratch, layer
+from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Scratch, layer, ln_mean
 
 
 @pytest.mark.parametrize("accesses,ii,want", [
@@ -29,7 +29,7 @@ def _ln_linear(rng, t: int, c: int, n: int, cols: int):
     h = sc.alloc("h", (t, c), np.int8)
     y = sc.alloc("y", (t, n), np.int8)
     ln = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=c, out=h, out_stride=c,
-               rq=blob.rq_table(1 << 30, 26, 3, c))
+               rq=blob.rq_table(1 << 30, 26, 3, c), **ln_mean(c))
     lin = layer(op=OP_LINEAR, T=t, K=c, N=n, out_bits=8, in_=h, in_stride=c, out=y, out_stride=n,
                 w=blob.add_weights(rng.integers(-128, 128, (c, n)), cols), b=-1, rq=blob.rq_table(1 << 30, 30, 0, n))
     return ln, lin, blob, sc

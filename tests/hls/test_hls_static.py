@@ -176,7 +176,7 @@ def test_call_site_scanner_counts_calls():
 
 
 def test_layer_desc_layout(hls):
-    assert hls.lib.h_sizeof_layer_desc() == ctypes.sizeof(LayerDesc) == 184
+    assert hls.lib.h_sizeof_layer_desc() == ctypes.sizeof(LayerDesc) == 192  # 28 int32, GeluParams, 2 RqDesc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +261,68 @@ def test_widths_match_the_estimate():
     assert defaults == dict(LaneWidths().items()) | {"SMALL_FABRIC": 0}
     assert consts["kShexpQBits"] == (int(re.search(r"kShexpNMax = (\d+)", code_of(Path(HLS_DIR) / "shexp.h"))
                                          .group(1))).bit_length() + 1
+
+
+def test_layernorm_chain_is_the_estimates():
+    """The LayerNorm statistics chain of hls/gemm.h (mean by reciprocal, variance, square root, the 1/sd divider)
+    is generator/estimate.py's LN_CHAIN, term by term (the C-sim cycle tests see only their sum)."""
+    from iseg.generator import estimate as est
+
+    gemm, compat = code_of(Path(HLS_DIR) / "gemm.h"), code_of(Path(HLS_DIR) / "compat.h")
+    consts = {k: int(v) for k, v in re.findall(r"static constexpr int (k\w+) = (\d+);", gemm + compat)}
+    assert (consts["kLnMeanCycles"], consts["kLnVarCycles"], consts["kIsqrtSteps"], consts["kDivCycles"]) == \
+        (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.DIV)
+    chain = re.search(r"static constexpr int kLnChain = ([^;]+);", gemm).group(1).split()
+    assert chain == ["kLnMeanCycles", "+", "kLnVarCycles", "+", "kIsqrtSteps", "+", "kDivCycles"]
+    assert est.LN_CHAIN == est.LN_MEAN + est.LN_VAR + est.ISQRT + est.DIV
+
+
+_LN_MEAN_PROG = r"""
+#include <cstdio>
+#include "layernorm.h"
+template <int C>
+void widths() { std::printf("%d %d %d\n", C, iseg::kLnSumBits<C>(), iseg::kLnMeanMBits<C>()); }
+int main() {
+    widths<1>(); widths<2>(); widths<3>(); widths<24>(); widths<192>(); widths<768>(); widths<1024>();
+    widths<1025>(); widths<2047>();
+    long long k, m, sh;  // ln_mean_ok of the rows on stdin
+    while (std::scanf("%lld %lld %lld", &k, &m, &sh) == 3) std::printf("%d\n", iseg::ln_mean_ok(k, m, sh) ? 1 : 0);
+    return 0;
+}
+"""
+
+
+def test_mean_reciprocal_widths_and_table_check(tmp_path):
+    """hls/layernorm.h against iseg.numerics.mean_reciprocal and the estimate: kLnSumBits / kLnMeanMBits are
+    estimate._ln_sum_bits / _ln_mean_m_bits, and just wide enough for the folded sums and the reciprocals of every
+    K <= CMAX; ln_mean_ok (check_layer) accepts numerics' (m, sh) for every K in 1..4096 and refuses m one off
+    either way, another shift, K = 0 and K past numerics.MEAN_K_MAX."""
+    import subprocess
+
+    from iseg import numerics as nx
+    from iseg.generator import estimate as est
+
+    src = tmp_path / "m.cpp"
+    src.write_text(_LN_MEAN_PROG)
+    exe = tmp_path / "m"
+    subprocess.run(["g++", "-std=c++14", "-O1", f"-I{HLS_DIR}", str(src), "-o", str(exe)], check=True)
+    rows, want = [], []
+    for k in range(1, 4097):
+        m, sh = nx.mean_reciprocal(k)
+        rows += [(k, m, sh), (k, m - 1, sh), (k, m + 1, sh), (k, m, sh + 2)]
+        want += [1, 0, 0, 0]
+    m, sh = nx.mean_reciprocal(nx.MEAN_K_MAX)
+    rows += [(nx.MEAN_K_MAX, m, sh), (0, 1 << 15, 15), (nx.MEAN_K_MAX + 1, m, sh + 2)]
+    want += [1, 0, 0]
+    out = subprocess.run([str(exe)], input="".join(f"{k} {m} {sh}\n" for k, m, sh in rows), check=True,
+                         capture_output=True, text=True).stdout.split("\n")
+    for line in out[:9]:
+        c, sum_bits, m_bits = map(int, line.split())
+        assert (sum_bits, m_bits) == (est._ln_sum_bits(c), est._ln_mean_m_bits(c))
+        top = max(nx.mean_reciprocal(k)[0] for k in range(1, c + 1))
+        assert top.bit_length() + 1 == m_bits  # the widest m fits, with no bit to spare
+        assert ((c << 15) - 1).bit_length() + 1 <= sum_bits  # the folded sum n <= K 2^15 - 1
+    assert [int(v) for v in out[9:] if v] == want
 
 
 _WIDTH_PROG = r"""
