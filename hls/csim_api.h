@@ -53,48 +53,44 @@ struct CsimTrace {
     }
 };
 
-// The port check of the last run (iseg_ports.h) as text, one line per (loop, buffer) whose iterations
-// asked one memory bank for more accesses than it has ports: "LOOP BUFFER worst allowed iterations".
-// Returns the number of lines, or -1 if the table overflowed (then the text holds what fitted).
+// A table of the last run as text, one line per entry (line(i, out, room) prints entry i, snprintf-style).
+// Returns the number of entries, or -1 if the table overflowed (then the text holds what fitted).
+template <class Line>
+inline int csim_table_report(char* buf, long len, int n, int dropped, Line line) {
+    long at = 0;
+    if (len > 0) buf[0] = 0;
+    for (int i = 0; i < n && at < len; ++i) at += line(i, buf + at, size_t(len - at));
+    return dropped > 0 ? -1 : n;
+}
+
+// The port check (iseg_ports.h): one line per (loop, buffer) whose iterations asked one memory bank for more
+// accesses than it has ports: "LOOP BUFFER worst allowed iterations".
 inline int csim_port_report(char* buf, long len) {
     const PortLog& l = port_log();
-    long at = 0;
-    if (len > 0) buf[0] = 0;
-    for (int i = 0; i < l.n && at < len; ++i) {
+    return csim_table_report(buf, len, l.n, l.dropped, [&](int i, char* out, size_t room) {
         const PortEntry& e = l.e[i];
-        at += snprintf(buf + at, size_t(len - at), "%s %s %d %d %lld\n", e.loop, e.buf, e.worst, e.allowed,
-                       e.iterations);
-    }
-    return l.dropped > 0 ? -1 : l.n;
+        return snprintf(out, room, "%s %s %d %d %lld\n", e.loop, e.buf, e.worst, e.allowed, e.iterations);
+    });
 }
 
-// The static demand of the last run (iseg_ports.h StaticLog: the union of each loop's paths), one line per
-// (source loop, buffer or m_axi bundle and direction): "LOOP BUFFER demand sites". Returns the number of lines,
-// or -1 if the table overflowed.
+// The static demand (iseg_ports.h StaticLog: the union of each loop's paths): one line per (source loop, buffer
+// or m_axi bundle and direction): "LOOP BUFFER demand sites".
 inline int csim_static_report(char* buf, long len) {
     const StaticLog& g = static_log();
-    long at = 0;
-    if (len > 0) buf[0] = 0;
-    for (int i = 0; i < g.n && at < len; ++i) {
+    return csim_table_report(buf, len, g.n, g.dropped, [&](int i, char* out, size_t room) {
         const StaticEntry& e = g.e[i];
-        at += snprintf(buf + at, size_t(len - at), "%s %s %d %d\n", e.sloop, e.buf, e.demand, e.sites);
-    }
-    return g.dropped > 0 ? -1 : g.n;
+        return snprintf(out, room, "%s %s %d %d\n", e.sloop, e.buf, e.demand, e.sites);
+    });
 }
 
-// The bursts of the last run (iseg_ports.h axi_burst), one line per (loop, bundle, direction):
-// "LOOP gmemN.read|write bytes bursts". Returns the number of lines, or -1 if the table overflowed.
+// The bursts (iseg_ports.h axi_burst): one line per (loop, bundle, direction): "LOOP gmemN.read|write bytes bursts".
 inline int csim_burst_report(char* buf, long len) {
     static const char* dirs[2] = {"read", "write"};
     const AxiLog& a = axi_log();
-    long at = 0;
-    if (len > 0) buf[0] = 0;
-    for (int i = 0; i < a.nbursts && at < len; ++i) {
+    return csim_table_report(buf, len, a.nbursts, a.dropped, [&](int i, char* out, size_t room) {
         const BurstEntry& e = a.bursts[i];
-        at += snprintf(buf + at, size_t(len - at), "%s gmem%d.%s %lld %lld\n", e.loop, e.bundle, dirs[e.dir], e.bytes,
-                       e.bursts);
-    }
-    return a.dropped > 0 ? -1 : a.nbursts;
+        return snprintf(out, room, "%s gmem%d.%s %lld %lld\n", e.loop, e.bundle, dirs[e.dir], e.bytes, e.bursts);
+    });
 }
 
 inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
