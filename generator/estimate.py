@@ -576,8 +576,11 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"left operand R x KMAX i16, ping-pong, a bank per row of {aw}-bit words"))
     bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
     u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
+    # the requant lanes' operand select: the GEMM's acc + bias, P.V's (P.V) << r or a score, at the widest of the
+    # three (a LUT6 per bit selects among them); the record is an rq1 read or the iteration's scalar, as before
+    nq, zb = max(a.out_lanes, a.score_lanes), max(w.ACC, w.PV, w.SCORE)
     u.append(UnitCost("output_stage", mdsp("output_stage"), 0, 0,
-                      a.out_lanes * (900 + gelu_table_luts(a)) + mlut("output_stage"),
+                      a.out_lanes * (900 + gelu_table_luts()) + nq * zb + mlut("output_stage"),
                       f"{a.out_lanes} lanes: bias, lambda-GELU + RQ_8 (a {GELU_TABLE}-entry table per lane), "
                       f"residual add (gemm.h OUT_LANE); {max(a.out_lanes, a.score_lanes)} requant lanes shared with "
                       "the P.V output and score lanes (schedule.h OUT_RQ)"))
@@ -752,18 +755,16 @@ def gelu_row_cycles(a: ArrayShape, rows: int, c: int) -> int:
     return rows * (2 * (beats + PIPE) + steps + PIPE + DIV)
 
 
-def gelu_table_luts(a: ArrayShape) -> int:
-    """LUTs of one output lane's copy of the GELU table (hls/gemm.h gtab: GELU_TABLE x 8 bits, cyclic over
-    AXI_BYTES / 2 banks): distributed RAM, one LUT per 64 bits with a second for the write port (RAM64X1D),
-    and the 8-bit select among the banks (a LUT6 per 4 inputs and bit)."""
-    banks = max(1, min(a.axi_bytes // 2, GELU_TABLE))
-    return 2 * cdiv(GELU_TABLE * 8, 64) + 8 * cdiv(banks, 4)
+def gelu_table_luts() -> int:
+    """LUTs of one output lane's copy of the GELU table (hls/gemm.h gtab): GELU_TABLE x 8 bits of single-port
+    distributed RAM, a RAM256X1S (4 LUTs) per bit."""
+    return 4 * 8 * cdiv(GELU_TABLE, 256)
 
 
-def gelu_table_cycles(a: ArrayShape) -> int:
-    """hls/gemm.h load_gelu_table: a fused lambda-GELU's GELU_TABLE entries, a beat (at most the table) per
-    iteration, into every output lane's copy."""
-    return cdiv(GELU_TABLE, min(a.axi_bytes, GELU_TABLE)) + PIPE
+def gelu_table_cycles() -> int:
+    """hls/gemm.h load_gelu_table: a fused lambda-GELU's GELU_TABLE entries, one per iteration (each lane's copy is
+    single-port LUTRAM), into every output lane's copy."""
+    return GELU_TABLE + PIPE
 
 
 def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, gelu: bool, ln_k: int = 0) -> int:
@@ -771,7 +772,7 @@ def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, gelu: bool
     min(W / 4, OUT_LANES) per iteration (the loop runs, empty, without them), then the per-channel requant
     table in its own loop (a per-tensor requant loads nothing), then a fused GELU's table."""
     c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE
-    c += rq_table_cycles(a, n, a.out_lanes) * int(rq_tab) + (gelu_table_cycles(a) if gelu else 0)
+    c += rq_table_cycles(a, n, a.out_lanes) * int(rq_tab) + (gelu_table_cycles() if gelu else 0)
     return c + rq_table_cycles(a, ln_k, a.ln_lanes)
 
 

@@ -187,12 +187,12 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
 
 // Step s2 of the drain of P.V tile pd from g.dr, first half: OUT_LANES outputs of the head whose first channel is
 // hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid), records
-// (the rq1 table, where attention_begin loads rq2) and addresses, into o; the engine loop's one requant per lane
+// (an index into rq1, where attention_begin loads rq2's table, or rq2's scalar) and addresses, into o; the engine loop's one requant per lane
 // (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, att_o_store stores it. Steps come in
 // order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
 void att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g,
-                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[rq_lanes<Cfg>()]) {
+                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     // as gemm.h drain_lanes: a step's lanes share one row when OUT_LANES divides C, its offset running
     constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
@@ -209,10 +209,10 @@ ATT_O_LANE:
         if (o[l].ok) {
             const int ch = hoff + pd.c0 + c;
             const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
-            ISEG_RD(g, rq1, g.o_bank(ch), g.o_word(ch));
             // ov: the readout the GEMM output lanes share (gemm.h drain_lanes)
-            o[l].z = int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh;
-            o[l].rq = rq_at(d.rq2, g.rq1, ch);
+            o[l].z = narrow<out_rq_bits<Cfg>()>(int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh);
+            o[l].tab = d.rq2.tab >= 0;
+            o[l].idx = ch;
             o[l].at = d.out + (one_row ? out_row0 : long(pd.t0 + r) * d.out_stride) + ch;
             o[l].res = o[l].pre = 0;
         }
@@ -222,7 +222,8 @@ ATT_O_LANE:
 
 // The second half: each lane's RQ_8 (y, from out_rq) to the scratch.
 template <class Cfg>
-void att_o_store(uint8_t* scratch, const OutLane (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
+void att_o_store(uint8_t* scratch, const OutLane<Cfg> (&o)[rq_lanes<Cfg>()],
+                 const int32_t (&y)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
 ATT_O_STORE:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {

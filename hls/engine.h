@@ -306,10 +306,8 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.bias type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq1 type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.lnrq type=cyclic factor=kLnLanes)
-    constexpr int kGtabBanks = gtab_banks<Cfg>();
-    (void)kGtabBanks;
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.gtab dim=1 type=complete)
-    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.gtab dim=2 type=cyclic factor=kGtabBanks)
+    ISEG_PRAGMA(HLS BIND_STORAGE variable=g.gtab type=ram_1p impl=lutram)
     static AttSm<Cfg> sm;  // attention's ping-pong score and Q blocks, row maxima, the Shiftmax state
     constexpr int kSmLanes = Cfg::SM_LANES;
     (void)kSmLanes;

@@ -69,11 +69,6 @@ struct Transposer {
 // likely find first", item 5). ShiftGELU needs its row's maximum and stays a row op (engine.h gelu_layer).
 static constexpr int kGeluTable = 256;
 
-template <class Cfg>
-constexpr int gtab_banks() {
-    return Cfg::AXI_BYTES / 2 > 1 ? (Cfg::AXI_BYTES / 2 < kGeluTable ? Cfg::AXI_BYTES / 2 : kGeluTable) : 1;
-}
-
 // Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
@@ -88,7 +83,7 @@ struct GemmBuffers {
     acc_t dr[Cfg::R][Cfg::C];           // the previous tile, drained by the output lanes
     int32_t bias[Cfg::NCMAX];           // per-channel constants of the current layer
     RqParams rq1[Cfg::NCMAX];           // the output lanes' requant records (GEMM: rq; attention's P.V: rq2)
-    int8_t gtab[Cfg::OUT_LANES][kGeluTable];  // a fused lambda-GELU's RQ_8(GELU(x)), a copy per output lane
+    int8_t gtab[Cfg::OUT_LANES][kGeluTable];  // a fused lambda-GELU's RQ_8(GELU(x)), a LUTRAM copy per output lane
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
     RqDesc ln_rq;                       // its requant (per-tensor: the scalar, no table)
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
@@ -103,8 +98,8 @@ struct GemmBuffers {
     //   bias, rq1        cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
     //                    tile; wrapping to the next row can put two in one bank, which its two ports take)
     //   lnrq             cyclic LN_LANES: the LayerNorm loader's normalise lanes, likewise
-    //   gtab   dim 1 complete (a copy per output lane: each lane looks up its own entry), dim 2 cyclic
-    //          gtab_banks = AXI_BYTES / 2 (a table beat writes two entries per bank: one iteration per beat)
+    //   gtab   dim 1 complete: a copy per output lane, each one single-port LUTRAM (256 x 8 bits: 32 LUTs) that
+    //          its lane reads in the engine loop and the table's load writes, an entry per iteration, in its own loop
     //   acc, dr, ln_mean, ln_f registers (complete): no port limit
     static constexpr int A_WORD = Cfg::A_WORD;
     static int a_bank(int half, int r) { return half * Cfg::R + r; }
@@ -112,14 +107,13 @@ struct GemmBuffers {
     static int o_word(int col) { return col / Cfg::OUT_LANES; }
     static int l_bank(int c) { return c % Cfg::LN_LANES; }
     static int l_word(int c) { return c / Cfg::LN_LANES; }
-    static int t_bank(int lane, int x) { return lane * gtab_banks<Cfg>() + x % gtab_banks<Cfg>(); }
-    static int t_word(int x) { return x / gtab_banks<Cfg>(); }
+    static int t_bank(int lane) { return lane; }
     ISEG_PORTS(a, 2 * Cfg::R);
     ISEG_PORTS(w, 2);
     ISEG_PORTS(bias, Cfg::OUT_LANES);
     ISEG_PORTS(rq1, Cfg::OUT_LANES);
     ISEG_PORTS(lnrq, Cfg::LN_LANES);
-    ISEG_PORTS(gtab, Cfg::OUT_LANES * gtab_banks<Cfg>());
+    ISEG_PORTS(gtab, Cfg::OUT_LANES);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -538,19 +532,6 @@ struct Drain {
     int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
-// One requant lane between its two halves. drain_lanes (or attention.h att_o_lanes, or the score lanes) fills it;
-// the engine loop runs ONE requant per lane on it (out_rq); drain_store (att_o_store, the score lanes) finishes. The
-// GEMM output, P.V output and score lanes never run in one iteration, so one set of requant multipliers serves all
-// three (schedule.h OUT_RQ), as one readout (ov) serves the two output lane sets.
-struct OutLane {
-    bool ok;
-    int64_t z;     // the requant's operand: acc + bias (GEMM), (P.V) << r (P.V), the score (Q.K^T)
-    RqParams rq;   // its record: the rq1 table (GEMM: rq, attention: rq2, loaded there) or a scalar (scores: rq)
-    long at;       // the output's scratch byte offset
-    int32_t res;   // GEMM: the residual / pos operand
-    int32_t pre;   // GEMM: the embed's cls row value
-};
-
 // The requant lanes of the engine loop: the output lanes (OUT_LANES) and attention's score lanes (S_LANES) never
 // run in one iteration, so they share max(OUT_LANES, S_LANES) of them (schedule.h OUT_RQ).
 template <class Cfg>
@@ -566,11 +547,39 @@ constexpr int out_rq_bits() {
     return max_of(max_of(widths_of<Cfg>::type::ACC, widths_of<Cfg>::type::PV), widths_of<Cfg>::type::SCORE);
 }
 
-// The one requant of an output lane (bits: the output width, out_bits or 8).
+// One requant lane between its two halves. drain_lanes (or attention.h att_o_lanes, or the score lanes) fills it;
+// the engine loop runs ONE requant per lane on it (out_rq); drain_store (att_o_store, the score lanes) finishes. The
+// GEMM output, P.V output and score lanes never run in one iteration, so one set of requant multipliers serves all
+// three (schedule.h OUT_RQ), as one readout (ov) serves the two output lane sets. The operand is held at its proven
+// width and the record as an rq1 index, so what the three sets feed each multiplier is a narrow select.
 template <class Cfg>
-inline int32_t out_rq(const OutLane& o, int bits) {
+struct OutLane {
+    bool ok;
+    bool tab;      // the record is rq1[idx] (a per-channel table: the GEMM's rq, P.V's rq2), else the iteration's scalar
+    int idx;       // the GEMM's column, the P.V output's channel
+    typename sbits<out_rq_bits<Cfg>()>::type z;  // the operand: acc + bias (GEMM), (P.V) << r (P.V), a score (Q.K^T)
+    long at;       // the output's scratch byte offset
+    int32_t res;   // GEMM: the residual / pos operand
+    int32_t pre;   // GEMM: the embed's cls row value
+};
+
+// The scalar record of a per-tensor requant (its table, if any, is read per lane: rq1).
+inline RqParams rq_scalar_of(const RqDesc& d) {
+    RqParams p;
+    p.m = d.m;
+    p.e = d.e;
+    p.o = d.o;
+    return p;
+}
+
+// The one requant of a requant lane: record rq (rq1[idx] or the iteration's scalar), RQ to 16 bits, then for an
+// 8-bit output the clamp to 8 bits. Both clamps have constant bounds (clamp_8(clamp_16(y)) = clamp_8(y)), where a
+// run-time `bits` would put a shifter and two run-time comparators in every lane.
+template <class Cfg>
+inline int32_t out_rq(const OutLane<Cfg>& o, const RqParams& rq, bool wide) {
     ISEG_PRAGMA(HLS INLINE)
-    return requant_w<out_rq_bits<Cfg>()>(o.z, o.rq, bits);
+    const int32_t y = requant_w<out_rq_bits<Cfg>()>(int64_t(o.z), rq, 16);
+    return wide ? y : clamp_bits(y, 8);
 }
 
 // One step of the GEMM output lanes, first half: OUT_LANES elements (row-major over R x C) of the drained tile t,
@@ -581,7 +590,7 @@ inline int32_t out_rq(const OutLane& o, int bits) {
 // unit-test harness) read g.dr themselves.
 template <class Cfg>
 void drain_lanes(const LayerDesc& d, const uint8_t* blob, const uint8_t* scratch_b, GemmBuffers<Cfg>& g, Drain& t,
-                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane (&o)[rq_lanes<Cfg>()]) {
+                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
@@ -624,11 +633,11 @@ OUT_LANE:
             o[l].res = res;
             o[l].at = d.out + act_bytes(out_row + col, bytes);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
-            ISEG_RD(g, rq1, g.o_bank(col), g.o_word(col));
             // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
             const int32_t acc = cls ? int32_t(0) : (one_row ? ov[l] : int32_t(g.dr[r][c]));
-            o[l].z = int64_t(acc) + g.bias[col];
-            o[l].rq = rq_at(d.rq, g.rq1, col);
+            o[l].z = narrow<out_rq_bits<Cfg>()>(int64_t(acc) + g.bias[col]);
+            o[l].tab = d.rq.tab >= 0;
+            o[l].idx = int(col);
         }
     }
     if (one_row && !cls && lane_pos_next(t.r, t.k, Cfg::C / Cfg::OUT_LANES)) {  // the next row's offsets
@@ -641,7 +650,7 @@ OUT_LANE:
 // in the lane's copy of the table: y is i8 there, out_bits 8) or the residual / embed add (gemm_post), stored.
 template <class Cfg>
 void drain_store(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, bool cls,
-                 const OutLane (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
+                 const OutLane<Cfg> (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
     const int bytes = d.out_bits / 8;
 OUT_STORE:
@@ -652,7 +661,7 @@ OUT_STORE:
             if (d.flags & F_GELU) {
                 ISEG_CHECK(v >= -128 && v <= 127, "F_GELU: the first requant's output must be i8");
                 const int x = (v + 128) & (kGeluTable - 1);
-                ISEG_RD(g, gtab, g.t_bank(l, x), g.t_word(x));
+                ISEG_RD(g, gtab, g.t_bank(l), x);
                 v = g.gtab[l][x];
             }
             ISEG_AXI_WR(GMEM1, scratch + o[l].at, bytes);
@@ -734,38 +743,25 @@ ACC_COPY_R:
     }
 }
 
-// Beats of the GELU table: gelu_table_lanes entries per iteration (a beat, at most the table).
-template <class Cfg>
-constexpr int gelu_table_lanes() {
-    return Cfg::AXI_BYTES < kGeluTable ? Cfg::AXI_BYTES : kGeluTable;
-}
-
-// A fused lambda-GELU's table (kGeluTable i8 at blob offset d.cst) into every output lane's copy, a beat per
-// iteration (two entries per bank of each copy); nothing without F_GELU.
+// A fused lambda-GELU's table (kGeluTable i8 at blob offset d.cst) into every output lane's copy, an entry per
+// iteration: each copy is a single-port LUTRAM (its lane reads it in another loop), so one write per cycle; 256
+// cycles a layer. Nothing without F_GELU.
 template <class Cfg>
 void load_gelu_table(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
     if (!(d.flags & F_GELU)) return;
-    constexpr int L = gelu_table_lanes<Cfg>();
-    constexpr long its = (kGeluTable + L - 1) / L;
 GELU_TABLE:
-    for (long i = 0; i < its; ++i) {
+    for (int x = 0; x < kGeluTable; ++x) {
         ISEG_PIPELINE(GELU_TABLE, 1);
-        const int x0 = int(i) * L;
-        ISEG_AXI_RD(GMEM0, blob + d.cst + x0, L);
-    GELU_TABLE_E:
-        for (int j = 0; j < L; ++j) {
+        ISEG_AXI_RD(GMEM0, blob + d.cst + x, 1);
+        const int8_t v = int8_t(blob[d.cst + x]);
+    GELU_TABLE_L:
+        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            const int x = x0 + j;
-            const int8_t v = int8_t(blob[d.cst + x]);
-        GELU_TABLE_L:
-            for (int l = 0; l < Cfg::OUT_LANES; ++l) {
-                ISEG_PRAGMA(HLS UNROLL)
-                ISEG_WR(g, gtab, g.t_bank(l, x), g.t_word(x));
-                g.gtab[l][x] = v;
-            }
+            ISEG_WR(g, gtab, g.t_bank(l), x);
+            g.gtab[l][x] = v;
         }
     }
-    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+    ISEG_CYCLES(g.cycles, kGeluTable + kPipeDepth);
 }
 
 // Per-channel constants of a GEMM layer: biases, the rq1 table, a fused GELU's table, one loop each.

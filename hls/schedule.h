@@ -188,8 +188,14 @@ ENGINE_PASS:
         const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP;
         const bool so = qk && nt > 0 && s < sdsteps;
         const bool gcls = gemm && !ps.dt.pending;
-        OutLane ol[NQ] = {};
+        OutLane<Cfg> ol[NQ];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ol type=complete)
+    OUT_LANE_OFF:  // lanes a set does not fill stay off (the output lanes fill OUT_LANES of NQ)
+        for (int l = 0; l < NQ; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            ol[l].ok = ol[l].tab = false;
+            ol[l].idx = 0;
+        }
         if (go) {
             drain_lanes<Cfg>(d, blob, scratch_b, g, ps.dt, gcls, gemm ? s : int(i), ov, ol);
         } else if (po) {
@@ -202,19 +208,24 @@ ENGINE_PASS:
                 const int e = s * SL + l;
                 const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
                 ol[l].ok = l < SL && r < p.rows && c < dcols;
-                if (ol[l].ok) {
-                    ol[l].z = int32_t(g.dr[r][c]);
-                    ol[l].rq = p.rq_s;
-                }
+                if (ol[l].ok) ol[l].z = narrow<out_rq_bits<Cfg>()>(int32_t(g.dr[r][c]));
             }
         }
         int32_t oy[NQ];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=oy type=complete)
-        const int obits = go ? d.out_bits : 8;
+        // the records: a lane's rq1 entry (one read site per bank), or the iteration's scalar, selected once for all
+        // lanes (the GEMM's rq, P.V's rq2, the scores' rq); 16-bit outputs only from the GEMM
+        const RqParams rq_one = so ? p.rq_s : rq_scalar_of(go ? d.rq : d.rq2);
+        const bool wide = go && d.out_bits == 16;
     OUT_RQ:
         for (int l = 0; l < NQ; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], obits) : 0;
+            RqParams rq = rq_one;
+            if (ol[l].ok && ol[l].tab) {
+                ISEG_RD(g, rq1, g.o_bank(ol[l].idx), g.o_word(ol[l].idx));
+                rq = g.rq1[ol[l].idx];
+            }
+            oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], rq, wide) : 0;
         }
         if (go) {
             drain_store<Cfg>(d, scratch, g, gcls, ol, oy);

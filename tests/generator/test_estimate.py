@@ -458,10 +458,10 @@ def test_unit_dsps_by_hand() -> None:
     fab_units = {u.name: u for u in fab.units}
     assert fab_units["output_stage"].dsp == 18 * 2 + 8 * 4
     assert fab_units["output_stage"].lut == units["output_stage"].lut
-    # a lane's table: 256 x 8 bits in distributed RAM, 2 LUTs per 64 bits (RAM64X1D), and an 8-bit select among
-    # AXI_BYTES / 2 = 8 banks (2 LUT6 per bit)
-    assert est.gelu_table_luts(a) == 2 * 32 + 8 * 2
-    assert units["output_stage"].lut == 8 * (900 + 80)
+    # a lane's table: 256 x 8 bits of single-port distributed RAM, a RAM256X1S (4 LUTs) per bit; the 18 requant
+    # lanes' operand select at max(25, 24, 22) bits, a LUT per bit
+    assert est.gelu_table_luts() == 4 * 8
+    assert units["output_stage"].lut == 8 * (900 + 32) + 18 * 25
     assert fab_units["shiftmax"].dsp == 16 and fab_units["shiftmax"].lut - units["shiftmax"].lut == (16 + 16) * 63
 
 

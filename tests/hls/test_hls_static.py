@@ -125,7 +125,7 @@ def test_port_checked_buffers_have_their_pragmas():
     engine = (hls_dir / "engine.h").read_text()
     want = {("g", "a"): "factor=kAWord", ("g", "w"): "dim=1 type=complete", ("g", "bias"): "factor=kOutLanes",
             ("g", "rq1"): "factor=kOutLanes", ("g", "lnrq"): "factor=kLnLanes",
-            ("g", "gtab"): "factor=kGtabBanks", ("sm", "s"): "factor=kSmLanes", ("sm", "q"): "factor=kAWord"}
+            ("g", "gtab"): "dim=1 type=complete", ("sm", "s"): "factor=kSmLanes", ("sm", "q"): "factor=kAWord"}
     declared = {("g", b) for b in re.findall(r"ISEG_PORTS\((\w+),", gemm)}
     declared |= {("sm", b) for b in re.findall(r"ISEG_PORTS\((\w+),", att)}
     assert declared == set(want)
@@ -133,8 +133,9 @@ def test_port_checked_buffers_have_their_pragmas():
         pragmas = re.findall(rf"ISEG_PRAGMA\(HLS ARRAY_(?:PARTITION|RESHAPE) variable={obj}\.{buf} ([^)]*)\)", engine)
         assert any(factor in p for p in pragmas), (obj, buf, pragmas)
     assert "return col % Cfg::OUT_LANES;" in gemm and "return c % Cfg::LN_LANES;" in gemm
-    assert "x % gtab_banks<Cfg>()" in gemm and "kGtabBanks = gtab_banks<Cfg>()" in engine
-    assert "variable=g.gtab dim=1 type=complete" in engine  # a copy per output lane (its bank function's lane term)
+    # the GELU table: a single-port LUTRAM copy per output lane (t_bank = lane), written in its own loop
+    assert "static int t_bank(int lane) { return lane; }" in gemm
+    assert "BIND_STORAGE variable=g.gtab type=ram_1p impl=lutram" in engine
     assert "key % Cfg::SM_LANES" in att and "kAWord = Cfg::A_WORD" in engine and "kSmLanes = Cfg::SM_LANES" in engine
 
 
