@@ -188,7 +188,8 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
 // Step s2 of the drain of P.V tile pd from g.dr, first half: OUT_LANES outputs of the head whose first channel is
 // hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid), records
 // (an index into rq1, where attention_begin loads rq2's table, or rq2's scalar) and addresses, into o; the engine loop's one requant per lane
-// (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, att_o_store stores it. Steps come in
+// (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, and its one store site (schedule.h
+// OUT_STORE) writes the byte. Steps come in
 // order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
 void att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g,
@@ -218,21 +219,6 @@ ATT_O_LANE:
         }
     }
     if (one_row && lane_pos_next(pd.r, pd.k, Cfg::C / Cfg::OUT_LANES)) pd.orow += d.out_stride;  // the next row
-}
-
-// The second half: each lane's RQ_8 (y, from out_rq) to the scratch.
-template <class Cfg>
-void att_o_store(uint8_t* scratch, const OutLane<Cfg> (&o)[rq_lanes<Cfg>()],
-                 const int32_t (&y)[rq_lanes<Cfg>()]) {
-    ISEG_PRAGMA(HLS INLINE)
-ATT_O_STORE:
-    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
-        ISEG_PRAGMA(HLS UNROLL)
-        if (o[l].ok) {
-            ISEG_AXI_WR(GMEM1, scratch + o[l].at, 1);
-            scratch[o[l].at] = uint8_t(y[l] & 0xff);
-        }
-    }
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),

@@ -548,9 +548,10 @@ constexpr int out_rq_bits() {
 }
 
 // One requant lane between its two halves. drain_lanes (or attention.h att_o_lanes, or the score lanes) fills it;
-// the engine loop runs ONE requant per lane on it (out_rq); drain_store (att_o_store, the score lanes) finishes. The
-// GEMM output, P.V output and score lanes never run in one iteration, so one set of requant multipliers serves all
-// three (schedule.h OUT_RQ), as one readout (ov) serves the two output lane sets. The operand is held at its proven
+// the engine loop runs ONE requant per lane on it (out_rq); drain_values and the loop's one output store site
+// (OUT_STORE), or the score lanes' stores, finish. The GEMM output, P.V output and score lanes never run in one
+// iteration, so one set of requant multipliers serves all three (schedule.h OUT_RQ), as one readout (ov) serves
+// the two output lane sets. The operand is held at its proven
 // width and the record as an rq1 index, so what the three sets feed each multiplier is a narrow select.
 template <class Cfg>
 struct OutLane {
@@ -647,13 +648,13 @@ OUT_LANE:
 }
 
 // The second half: y = RQ_out_bits(acc + bias) of each lane (out_rq), then the fused lambda-GELU + RQ_8 (a lookup
-// in the lane's copy of the table: y is i8 there, out_bits 8) or the residual / embed add (gemm_post), stored.
+// in the lane's copy of the table: y is i8 there, out_bits 8) or the residual / embed add (gemm_post): the values
+// the engine loop stores (schedule.h OUT_STORE, one store site for the GEMM and P.V output lanes).
 template <class Cfg>
-void drain_store(const LayerDesc& d, uint8_t* scratch, GemmBuffers<Cfg>& g, bool cls,
-                 const OutLane<Cfg> (&o)[rq_lanes<Cfg>()], const int32_t (&y)[rq_lanes<Cfg>()]) {
+void drain_values(const LayerDesc& d, GemmBuffers<Cfg>& g, bool cls, const OutLane<Cfg> (&o)[rq_lanes<Cfg>()],
+                  int32_t (&y)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
-    const int bytes = d.out_bits / 8;
-OUT_STORE:
+OUT_POST:
     for (int l = 0; l < Cfg::OUT_LANES; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
         if (o[l].ok) {
@@ -664,8 +665,7 @@ OUT_STORE:
                 ISEG_RD(g, gtab, g.t_bank(l), x);
                 v = g.gtab[l][x];
             }
-            ISEG_AXI_WR(GMEM1, scratch + o[l].at, bytes);
-            st_act(scratch + o[l].at, bytes, gemm_post<typename widths_of<Cfg>::type>(v, d, o[l].res, cls, o[l].pre));
+            y[l] = gemm_post<typename widths_of<Cfg>::type>(v, d, o[l].res, cls, o[l].pre);
         }
     }
 }

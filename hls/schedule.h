@@ -227,11 +227,18 @@ ENGINE_PASS:
             }
             oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], rq, wide) : 0;
         }
-        if (go) {
-            drain_store<Cfg>(d, scratch, g, gcls, ol, oy);
-        } else if (po) {
-            att_o_store<Cfg>(scratch, ol, oy);
-        } else if (so) {  // the scores into the block, and the rows' maxima
+        if (go) drain_values<Cfg>(d, g, gcls, ol, oy);  // the GELU table, the residual / embed add
+        // the output lanes' stores, GEMM (out_bits) or P.V (a byte): one store site (one m_axi write per lane)
+        const int obytes = go ? d.out_bits / 8 : 1;
+    OUT_STORE:
+        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if ((go || po) && ol[l].ok) {
+                ISEG_AXI_WR(GMEM1, scratch + ol[l].at, obytes);
+                st_act(scratch + ol[l].at, obytes, oy[l]);
+            }
+        }
+        if (so) {  // the scores into the block, and the rows' maxima
             int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
         ATT_S_STORE:

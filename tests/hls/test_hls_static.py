@@ -155,8 +155,8 @@ def call_sites(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("unit", ["engine_pass", "run_passes", "array_step", "acc_to_drain", "drain_lanes",
-                                  "drain_store", "out_rq", "ln_step", "a_beat", "att_q_beat", "att_o_lanes",
-                                  "att_o_store", "att_sm_tick", "sm_step", "gemm_begin"])
+                                  "drain_values", "out_rq", "ln_step", "a_beat", "att_q_beat", "att_o_lanes",
+                                  "att_sm_tick", "sm_step", "gemm_begin"])
 def test_each_unit_is_built_once(unit):
     """An HLS tool builds a function once per call site and every pipelined loop as a module of its own, sharing
     no operator between them. So the array, the Shiftmax unit, the LayerNorm loader, the output lanes and the
@@ -465,9 +465,8 @@ def _runtime_scaled(line: str) -> bool:
 
 
 @pytest.mark.parametrize("unit", [("schedule.h", "engine_pass"), ("gemm.h", "a_beat"), ("gemm.h", "ln_step"),
-                                  ("gemm.h", "drain_lanes"), ("gemm.h", "drain_store"), ("gemm.h", "prefetch_beat"),
-                                  ("attention.h", "att_q_beat"), ("attention.h", "att_o_lanes"),
-                                  ("attention.h", "att_o_store")])
+                                  ("gemm.h", "drain_lanes"), ("gemm.h", "drain_values"), ("gemm.h", "prefetch_beat"),
+                                  ("attention.h", "att_q_beat"), ("attention.h", "att_o_lanes")])
 def test_engine_loop_scales_no_address_at_run_time(unit):
     """The units inside the engine loop keep running addresses (a pointer or offset advanced a stride per row,
     a tile base advanced K per tile), so the loop holds no run-time row * stride multiplier: each would be a 64-bit
