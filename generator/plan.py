@@ -44,6 +44,7 @@ from iseg.graph import (
     SliceRows,
     build_graph,
 )
+from iseg.reference import Consts
 
 __all__ = ["Plan", "LayerRow", "Segment", "Buffer", "TraceSpec", "make_plan", "ALIGN"]
 
@@ -477,7 +478,7 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             if isinstance(last, Gelu):
                 flags.append("iseg::F_GELU")
                 # the fused stage RQ_8(lambda-GELU(.)) as a table of its 256 i8 inputs (numerics.gelu_rq8_table),
-                # read by the output lanes (hls/gemm.h gelu_table): `cst` of a LINEAR row
+                # read by the output lanes (hls/gemm.h load_gelu_table): `cst` of a LINEAR row
                 if any(np.ndim(v) for v in ckpt.rq(last.rq)):
                     raise IsegError(f"checkpoint: {last.rq}: the GELU output requant must be per-tensor")
                 f.update(gelu=_gelu_desc(ckpt, last.consts),
@@ -742,10 +743,10 @@ def embed_prefix_rows(ckpt: QuantizedCheckpoint, cls: str, pos: str, add: str) -
 
 
 def gelu_table(ckpt: QuantizedCheckpoint, consts: str, rq: str) -> np.ndarray:
-    """A fused lambda-GELU's table (hls/gemm.h gelu_table): RQ_8(lambda-GELU(x)) for x = -128..127, computed by
-    the reference's own function of the checkpoint's integers (numerics.gelu_rq8_table)."""
-    c = ckpt.consts[consts]
-    gc = inum.GeluConsts("lambda", x0=int(c["x0"]), n=int(c["n"]), k=int(c["k"]), L=int(c["L"]), em=int(c["em"]))
+    """A fused lambda-GELU's table (hls/gemm.h load_gelu_table): RQ_8(lambda-GELU(x)) for x = -128..127, computed
+    by the reference's own function of the checkpoint's integers (numerics.gelu_rq8_table), its constants read as
+    the reference reads them (reference.Consts)."""
+    gc = Consts(ckpt).gelu(consts, np.zeros(0, dtype=np.int64))
     m, e, o = ckpt.rq(rq)
     return inum.gelu_rq8_table(gc, int(m), int(e), int(o))
 

@@ -386,7 +386,7 @@ inline long table_its(int n, int per_it, int parts) { return long((n + per_it - 
 // The requant of channel c: the loaded table, or the per-tensor scalar.
 inline RqParams rq_at(const RqDesc& d, const RqParams* tab, int c) {
     ISEG_PRAGMA(HLS INLINE)
-    return d.tab >= 0 ? tab[c] : rq_channel(d, nullptr, c);
+    return d.tab >= 0 ? tab[c] : rq_scalar_of(d);
 }
 
 // Which table of GemmBuffers a record loop fills (its bank function and port counters).
@@ -488,15 +488,13 @@ void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
 // prefetch steps of a tile wait until its output lanes are done (schedule.h Pass::pf0).
 inline bool embed_fused(const LayerDesc& d) { return d.op == OP_PATCH_EMBED && d.n_prefix > 0; }
 
-// The fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT):
-// RQ_out_bits(acc + bias) (out_rq), then [RQ_8(lambda-GELU(.)): the lane's table, gtab] or (gemm_post)
-// [int_add(res, .)] (F_RESIDUAL) or
-// [int_add(., pos)] (embed_fused: `res` is the pos value; with `pre`, the output is the constant row value
-// pre_v, the embed's row 0, already added). `res` is the residual / pos operand (i16). One int_add per lane
-// for both adds (its operands muxed): int_add(a, b, ma, mb) = clamp((a*ma + b*mb + 2^(e-1)) >> e), so the
-// order matters only with the multipliers, and each keeps its own (residual: res * ma; embed: token * ma).
-// W: the lane widths (mul.h): acc + bias is proven to fit W::ACC bits, the GELU output 15.
-// y: RQ_out_bits(acc + bias) (the engine loop's out_rq), or the GELU table's entry for it.
+// The end of the fused output stage of one element (column c of a LINEAR / PATCH_EMBED / MASK_PRODUCT). Before it:
+// y = RQ_out_bits(acc + bias) (the engine loop's out_rq), or with F_GELU the lane's table entry for it, RQ_8(lambda-
+// GELU(y)) (drain_values). Then [int_add(res, y)] (F_RESIDUAL) or [int_add(y, pos)] (embed_fused: `res` is the pos
+// value; with `pre`, the output is the constant row value pre_v, the embed's row 0, already added). `res` is the
+// residual / pos operand (i16). One int_add per lane for both adds (its operands muxed): int_add(a, b, ma, mb) =
+// clamp((a*ma + b*mb + 2^(e-1)) >> e), so the order matters only with the multipliers, and each keeps its own
+// (residual: res * ma; embed: token * ma). W: the lane widths (mul.h; W::ADD_M the add multipliers').
 template <class W>
 inline int32_t gemm_post(int32_t y, const LayerDesc& d, int32_t res, bool pre = false, int32_t pre_v = 0) {
     ISEG_PRAGMA(HLS INLINE)
@@ -532,14 +530,14 @@ struct Drain {
     int r, k;              // end (schedule.h Pass::in0 / out0); the row of the tile and the step within it
 };
 
+constexpr int max_of(int a, int b) { return a > b ? a : b; }
+
 // The requant lanes of the engine loop: the output lanes (OUT_LANES) and attention's score lanes (S_LANES) never
 // run in one iteration, so they share max(OUT_LANES, S_LANES) of them (schedule.h OUT_RQ).
 template <class Cfg>
 constexpr int rq_lanes() {
-    return Cfg::OUT_LANES > Cfg::S_LANES ? Cfg::OUT_LANES : Cfg::S_LANES;
+    return max_of(Cfg::OUT_LANES, Cfg::S_LANES);
 }
-
-constexpr int max_of(int a, int b) { return a > b ? a : b; }
 
 // Their operand width: the widest of the GEMM's acc + bias (ACC), P.V's (PV) and the scores (SCORE).
 template <class Cfg>
@@ -551,8 +549,8 @@ constexpr int out_rq_bits() {
 // the engine loop runs ONE requant per lane on it (out_rq); drain_values and the loop's one output store site
 // (OUT_STORE), or the score lanes' stores, finish. The GEMM output, P.V output and score lanes never run in one
 // iteration, so one set of requant multipliers serves all three (schedule.h OUT_RQ), as one readout (ov) serves
-// the two output lane sets. The operand is held at its proven
-// width and the record as an rq1 index, so what the three sets feed each multiplier is a narrow select.
+// the two output lane sets. The operand is held at its proven width and the record as an rq1 index, so what the
+// three sets feed each multiplier is a narrow select.
 template <class Cfg>
 struct OutLane {
     bool ok;
@@ -563,15 +561,6 @@ struct OutLane {
     int32_t res;   // GEMM: the residual / pos operand
     int32_t pre;   // GEMM: the embed's cls row value
 };
-
-// The scalar record of a per-tensor requant (its table, if any, is read per lane: rq1).
-inline RqParams rq_scalar_of(const RqDesc& d) {
-    RqParams p;
-    p.m = d.m;
-    p.e = d.e;
-    p.o = d.o;
-    return p;
-}
 
 // The one requant of a requant lane: record rq (rq1[idx] or the iteration's scalar), RQ to 16 bits, then for an
 // 8-bit output the clamp to 8 bits. Both clamps have constant bounds (clamp_8(clamp_16(y)) = clamp_8(y)), where a

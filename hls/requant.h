@@ -51,14 +51,19 @@ inline RqParams rq_record(const uint8_t* rec) {
     return p;
 }
 
-// The (m, e, o) of channel c (blob may be null for a per-tensor requant).
-inline RqParams rq_channel(const RqDesc& d, const uint8_t* blob, int c) {
-    if (d.tab >= 0) return rq_record(blob + d.tab + long(c) * kRqRecordBytes);
+// The scalar record of a requant (per tensor; a per-channel one's table is read per channel).
+inline RqParams rq_scalar_of(const RqDesc& d) {
     RqParams p;
     p.m = d.m;
     p.e = d.e;
     p.o = d.o;
     return p;
+}
+
+// The (m, e, o) of channel c (blob may be null for a per-tensor requant).
+inline RqParams rq_channel(const RqDesc& d, const uint8_t* blob, int c) {
+    if (d.tab >= 0) return rq_record(blob + d.tab + long(c) * kRqRecordBytes);
+    return rq_scalar_of(d);
 }
 
 }  // namespace iseg
