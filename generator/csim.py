@@ -138,7 +138,7 @@ class StaticDemand:
     """The union of one pipelined loop's paths on one on-chip buffer or m_axi bundle (``hls/iseg_ports.h``,
     StaticEntry): an HLS tool schedules every access site of the loop body in every iteration, whichever mode or
     branch runs. ``demand``: operations per iteration summed over the ``sites`` that reached the buffer's worst
-    bank (words), or the bundle (bytes: each a request on a uint8_t port)."""
+    bank (words), or the bundle (whole-beat requests, hls/axi.h)."""
 
     loop: str
     buffer: str
@@ -155,7 +155,7 @@ class StaticDemand:
 @dataclass(frozen=True)
 class Burst:
     """The sequential runs one (pipelined loop, m_axi bundle and direction) made in a C-simulation run: ``bytes``
-    moved in ``bursts`` runs (an access starting inside or at the end of the previous one continues a run)."""
+    requested in ``bursts`` runs (a request for the beat after the previous one, or the same, continues a run)."""
 
     loop: str
     port: str  # gmemN.read | gmemN.write
@@ -240,7 +240,8 @@ class CsimLibrary:
 
     def static_demand(self) -> list[StaticDemand]:
         """The static demand of the last run (``StaticDemand``), largest implied II first. Measured, not checked:
-        the engine loop's is far above 1 (docs/hls.md, "What csynth would likely find first", items 3 and 11)."""
+        the engine loop's is above 1 on the left-operand banks (docs/hls.md, "What csynth would likely find first",
+        item 11)."""
         rows = self._report("iseg_csim_static", "static demand: more (loop, buffer) pairs")
         out = [StaticDemand(loop, buf, int(demand), int(sites)) for loop, buf, demand, sites in rows]
         return sorted(out, key=lambda e: (-e.ii, e.loop, e.buffer))

@@ -87,9 +87,9 @@ def build_info(plan: Plan) -> dict[str, Any]:
         "ps_master": "M_AXI_HPM0_FPD" if b.ps == "zynq_ultra_ps_e" else "M_AXI_GP0",
         "n_pixels": str(h * w),
         "fps": f"{plan.totals['fps']:.1f}",
-        # hls.tcl: config_interface -m_axi_alignment_byte_size. Port widening (max_widen_bitwidth) needs the
-        # pointers' alignment; the Vivado IP flow's default is 1 byte (no widening), the Vitis flow's 64
-        # (UG1399, "Default Settings of Vivado/Vitis Flows", "Automatic Port Width Resizing"). Both flows: 64.
+        # hls.tcl: config_interface -m_axi_alignment_byte_size: the host's buffers are page-aligned; the Vivado IP
+        # flow's default is 1 byte, the Vitis flow's 64 (UG1399, "Default Settings of Vivado/Vitis Flows"). Both
+        # flows: 64. (The ports are arrays of whole beats, hls/axi.h: no automatic widening is needed.)
         "m_axi_alignment": "64",
     }
     if vitis:

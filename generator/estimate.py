@@ -116,12 +116,26 @@ def v_beat_words(cols: int, d_head: int, axi_bytes: int) -> int:
     return max((min(b + axi_bytes, d_head) - 1) // cols - b // cols + 1 for b in range(0, d_head, axi_bytes))
 
 
+def axi_beat(graph: Graph, cols: int, board: Board) -> int:
+    """Cfg::AXI_BYTES, the bytes of one m_axi beat: the board's port width, halved until every store of the engine
+    covers whole beats. The m_axi ports are arrays of beats (hls/axi.h): a store writes a whole beat, staged from
+    the lanes, so no two stores may share one. Rows are padded to whole beats (plan._layers), so a store is safe
+    when its first column is a beat boundary: a GEMM's tile j starts at byte j C of an int8 row (2 j C of an int16
+    one), head h's P.V output at byte h d_head + j C. So the beat divides C and every d_head; a model whose heads
+    or an array whose columns leave less than 4 bytes is refused (plan.make_plan, make_shape)."""
+    w = board.axi_width // 8
+    grains = {cols} | {op.d_head for op in graph.ops if isinstance(op, Attention)}
+    while w > 1 and any(g % w for g in grains):
+        w //= 2
+    return w
+
+
 def kv_ii_of(graph: Graph, cols: int, axi_bytes: int) -> int:
     """Cfg::KV_II, the initiation interval of attention's K/V load (hls/attention.h ATT_KV_STEP), one for the
     whole engine: the transposer's two K rows and a V beat's words (v_beat_words, the widest over the model's
     heads) share the weight buffer's 2 ports, 2 x II accesses per iteration; at least 2 (the transposer's rows
-    beside the V words). The planner's own arrays keep a V beat within 2 words (choose_array): II 2; an
-    explicit narrow array (C < AXI_BYTES / 2) gets the II its V beats need instead of exceeding the ports."""
+    beside the V words). The beat divides C (axi_beat), so a V beat spans at most 2 words: II 2 for every planned
+    array; a wider V beat (a hand-made shape whose beat exceeds C) gets the II its words need."""
     def ii() -> int:
         words = [v_beat_words(cols, op.d_head, axi_bytes) for op in graph.ops if isinstance(op, Attention)]
         return max([2] + [cdiv(2 + v, 2) for v in words])
@@ -529,12 +543,16 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     if pack and pack not in options:
         raise ValueError(f"{pack} MACs per DSP needs a DSP48E2 board and an even number of rows "
                          f"({board.name}, {rows} rows: {' or '.join(map(str, options))})")
-    w = board.axi_width // 8
+    w = axi_beat(graph, cols, board)
+    if w < 4:
+        raise ValueError(f"{cols} columns: the engine's stores need a multiple of 4 columns and of 4 channels per "
+                         "head (whole m_axi beats of at least 4 bytes, estimate.axi_beat)")
+    # a power of two at most w / 2: a lane step's outputs (and residuals), 2 bytes each at most, are one span of one
+    # beat, in one row of the tile (w divides C)
     n = max(1, min(lanes, w // 2) if lanes else w // 2)
-    while cols % n:  # a lane step stays in one row of the tile: one span of the output (and residual) port
-        n -= 1
+    n = 1 << (n.bit_length() - 1)
     a_word = a_word or a_word_options(w)[0]
-    ln = min(ln_lanes or n, a_word)
+    ln = min(ln_lanes or n, a_word, w // 2)  # a LayerNorm step's trace output: at most a beat
     ln = 1 << (ln.bit_length() - 1)
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
@@ -626,19 +644,23 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     # without Vitis); the masters' FIFOs by their burst lengths and outstanding requests (M_AXI)
     u.append(UnitCost("axi", 0, m_axi_fifo_bram36(a.axi_bytes), 0, 8500, "pixel/label AXI-Stream, 3 m_axi masters "
                       "(weights, scratch, scratch_b; FIFOs of outstanding x burst beats), s_axilite"))
+    u.append(UnitCost("m_axi_beats", 0, 0, 0, beat_luts(a, graph),
+                      f"the ports' {a.axi_bytes}-byte beats (hls/axi.h): byte selects, store stages, read caches, the "
+                      "engine loop's request address selects"))
     return Units(tuple(u), sum(x.dsp for x in u), sum(x.bram36 for x in u), sum(x.uram for x in u),
                  sum(x.lut for x in u))
 
 
 # The m_axi adapters (top.cpp pragmas). A channel's FIFO holds outstanding x burst beats (UG1399,
-# num_read_outstanding: "a FIFO of size num_read_outstanding * max_read_burst_length * word_size"), so a burst
-# length of 256 on every channel would cost ~70 BRAM36 on KV260. The lengths follow the runs the engine makes
-# (benchmarks/csim_frame.py, docs/hls.md "m_axi ports"): the weight prefetch streams long runs on gmem0; on the
-# scratch most loops make runs of 1 to 4 beats (tile rows, the K/V beats), so short bursts and more outstanding
-# requests, to keep DDR latency behind those short runs, are the better use of the FIFO.
-M_AXI = {"gmem0": {"read_burst": 64, "read_outstanding": 16, "write_burst": 2, "write_outstanding": 1},
-         "gmem1": {"read_burst": 16, "read_outstanding": 32, "write_burst": 16, "write_outstanding": 32},
-         "gmem2": {"read_burst": 16, "read_outstanding": 32, "write_burst": 16, "write_outstanding": 32}}
+# num_read_outstanding: "a FIFO of size num_read_outstanding * max_read_burst_length * word_size"). The engine's
+# accesses are single whole beats (hls/axi.h: a read cache's miss, a stage's write, at run-time addresses under
+# conditions), which Vitis does not merge into bursts, so each is a one-beat transaction and a channel sustains
+# outstanding / latency of them per cycle: long bursts buy nothing, requests in flight are what hides DDR latency
+# (docs/hls.md, "m_axi ports"). So short bursts (4 beats, for the few sequential loops the tool may burst: the
+# constant tables, the GELU row op) and 64 outstanding requests on every channel the engine uses.
+M_AXI = {"gmem0": {"read_burst": 4, "read_outstanding": 64, "write_burst": 2, "write_outstanding": 1},
+         "gmem1": {"read_burst": 4, "read_outstanding": 64, "write_burst": 4, "write_outstanding": 64},
+         "gmem2": {"read_burst": 4, "read_outstanding": 64, "write_burst": 4, "write_outstanding": 64}}
 
 
 def m_axi_fifo_bram36(axi_bytes: int) -> int:
@@ -650,6 +672,43 @@ def m_axi_fifo_bram36(axi_bytes: int) -> int:
             nbytes = port[f"{d}_outstanding"] * port[f"{d}_burst"] * axi_bytes
             total += cdiv(nbytes, 4608) if nbytes * 8 > 1024 else 0
     return total
+
+
+def mux_luts(k: int) -> int:
+    """LUTs per bit of a k-input select: a LUT6 takes a 4:1 mux, each further LUT 3 more inputs (rule of thumb)."""
+    return 0 if k <= 1 else cdiv(k - 1, 3)
+
+
+BEAT_CACHE_LUT = 16  # a one-beat read cache's 32-bit beat-index compare and load enable (hls/axi.h RdCache)
+
+
+def beat_luts(a: ArrayShape, graph: Graph) -> int:
+    """LUTs of the m_axi beat logic (hls/axi.h; its registers are flip-flops, not counted, as elsewhere): the byte
+    selects that take a span out of a beat at a run-time position (beat_take: B / U positions), the store stages
+    (stage_put: per staged byte a select among the bytes of a put that can land on it and its own value, for the
+    beat and the next one, and the written beat's select), the read caches' compares, and the engine loop's
+    request address selects (gmem0: the pos / cls row or the prefetch; gmem1: three loaders). Per unit the engine
+    builds (row_units)."""
+    beat, rows = a.axi_bytes, row_units(graph)
+
+    def take(n: int, u: int) -> int:
+        return 8 * n * mux_luts(beat // u)
+
+    def stage(u: int, n: int) -> int:  # puts of at most n bytes at multiples of u
+        return 8 * beat * (2 * mux_luts(min(beat // u, cdiv(n, u)) + 1) + 1)
+
+    def cache() -> int:  # the compare, and the hit's data select (the held beat or the bus's)
+        return BEAT_CACHE_LUT + 8 * beat * mux_luts(2)
+
+    al = min(beat, 2 * a.a_word)  # hls/gemm.h load_lanes
+    engine = (3 * cache() + 64 * (mux_luts(2) + mux_luts(3)) + 2 * take(al, al)
+              + 2 * take(2 * a.out_lanes, 2 * a.out_lanes) + stage(a.out_lanes, 2 * a.out_lanes)
+              + stage(a.ln_lanes, 2 * a.ln_lanes))
+    adds = (rows["add"] + rows["embed_add"]) * (2 * cache() + 2 * take(2, 2) + stage(2, 2))
+    copy_pixels = cache() + take(1, 1) + stage(1, 1) + stage(1, 3)  # COPY_CONST; the pixel path's 3 bytes
+    gelu_table = cache() + take(1, 1)  # gemm.h load_gelu_table: an entry a cycle out of a cached beat
+    head = cache() + take(2 * argmax_lanes(graph, beat), 2 * argmax_lanes(graph, beat))
+    return engine + adds + copy_pixels + gelu_table + head
 
 
 A_LANES_MAX = 8  # most argmax lanes (Cfg::A_LANES, hls/argmax_upsample.h)
@@ -667,22 +726,21 @@ def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int) -> i
 
 
 def argmax_lane_options(n_cls: int, axi_bytes: int) -> list[int]:
-    """The argmax lane counts whose steps each read ONE memory beat: powers of two <= min(A_LANES_MAX,
-    AXI_BYTES / 2) that divide ``n_cls``. A step reads the 2 * lanes bytes of classes j * lanes ...; the logits
-    rows have stride n_cls (2 * n_cls bytes) from an ALIGN-aligned base, so with lanes | n_cls row t starts at
-    2 * n_cls * t and every step at a multiple of 2 * lanes bytes, which (2 * lanes | AXI_BYTES, both powers of
-    two) never straddles a beat. Otherwise (e.g. 3 lanes, 37 classes: bytes 12-17 of a row) a step can span two
-    beats and the loop could not run at II = 1 on hardware, whatever the C-simulation counts. 1 always qualifies."""
+    """The argmax lane counts whose steps each read within ONE memory beat: powers of two <= min(A_LANES_MAX,
+    AXI_BYTES / 2). A step reads the 2 * lanes bytes of classes j * lanes ...; the logits rows start on a beat
+    (plan._padded: rows are whole beats), so every step starts at a multiple of 2 * lanes bytes, which (2 * lanes |
+    AXI_BYTES, both powers of two) never straddles a beat, whatever ``n_cls`` (the row's last step reads fewer
+    classes). More than ``n_cls`` lanes would idle: capped there. 1 always qualifies."""
     out = [1]
-    while out[-1] * 2 <= A_LANES_MAX and axi_bytes % (4 * out[-1]) == 0 and n_cls % (2 * out[-1]) == 0:
+    while out[-1] * 2 <= min(A_LANES_MAX, n_cls) and axi_bytes % (4 * out[-1]) == 0:
         out.append(out[-1] * 2)
     return out
 
 
 def argmax_lanes(graph: Graph, axi_bytes: int) -> int:
-    """Cfg::A_LANES: among ``argmax_lane_options`` (powers of two dividing the classes, one beat of i16 logits at
-    most), the fewest with which a grid row's argmax (gw * classes / lanes steps) hides behind its P * img_w
-    label beats; the largest of them when none is enough. 1 without a head."""
+    """Cfg::A_LANES: among ``argmax_lane_options`` (powers of two, one beat of i16 logits at most), the fewest with
+    which a grid row's argmax (gw * ceil(classes / lanes) steps) hides behind its P * img_w label beats; the
+    largest of them when none is enough. 1 without a head."""
     for op in graph.ops:
         if isinstance(op, ArgmaxUpsample):
             ncls, gw = graph.acts[op.inputs[0]].shape[1], op.grid[1]
@@ -1213,11 +1271,12 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
     heads = {op.d_head for op in graph.ops if isinstance(op, Attention)}
-    w = board.axi_width // 8
     # the K/V load at II 2 (kv_ii_of): narrower columns would slow it, and they lose anyway
-    cols_ok = [c for c in COLS if all(v_beat_words(c, dh, w) <= 2 for dh in heads)]
-    for (lanes, sm, sl, ln), aw in itertools.product(LANE_CONFIGS, a_word_options(w)):
+    cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4
+               and all(v_beat_words(c, dh, axi_beat(graph, c, board)) <= 2 for dh in heads)]
+    for (lanes, sm, sl, ln), ai in itertools.product(LANE_CONFIGS, (0, 1)):
         for cols in cols_ok:
+            aw = a_word_options(axi_beat(graph, cols, board))[ai]
             for rows in range(2, MAX_DIM + 1, 2):
                 if rows * cols // board.macs_per_dsp > cap:
                     break
@@ -1247,7 +1306,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
             raise ValueError(f"no GEMM array fits {board.name}: no column count keeps the K/V load at II 2")
         c0 = min(cols_ok)
         a = make_shape(2, c0, graph, board, clock_mhz, *LANE_CONFIGS[-1], True, pack_options(2, board)[0],
-                       min(a_word_options(w)))
+                       min(a_word_options(axi_beat(graph, c0, board))))
         over = overruns(unit_costs(a, graph, board, widths), board, caps=True)
         if not over:  # pragma: no cover - with its small multipliers on DSPs the smallest may be the one that fits
             over = "more than the caps allow with either binding of its small multipliers"

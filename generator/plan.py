@@ -70,6 +70,7 @@ class Segment:
     kind: str  # i8 tiles | i32 bias | i16 rows | rq table | i16 embed row 0 (i8 tiles: a (K, N) weight in w's
     # order, tile_weights; i16 embed row 0: int_add(cls, pos[0]) of an Embed, its tensors and add in `src`)
     src: tuple[str, ...] = ()
+    stride: int = 0  # i16 rows: elements per row in the blob (rows padded to whole beats, _padded); 0: unpadded
 
 
 @dataclass(frozen=True)
@@ -212,11 +213,11 @@ class _Blob:
         self.at = 0
         self.by_name: dict[str, int] = {}
 
-    def add(self, name: str, nbytes: int, kind: str, src: tuple[str, ...] = ()) -> int:
+    def add(self, name: str, nbytes: int, kind: str, src: tuple[str, ...] = (), stride: int = 0) -> int:
         if name in self.by_name:
             return self.by_name[name]
         off = self.at
-        self.segments.append(Segment(name, off, nbytes, kind, src))
+        self.segments.append(Segment(name, off, nbytes, kind, src, stride))
         self.by_name[name] = off
         self.at = _align(off + nbytes)
         return off
@@ -285,7 +286,15 @@ class _View:
     elem_bytes: int
 
 
-def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[LayerRow], _Blob, list[Buffer], int]:
+def _padded(cols: int, elem_bytes: int, beat: int) -> int:
+    """Row stride (elements) of a ``cols``-wide scratch row: whole m_axi beats. The engine reads and writes the
+    scratch a beat at a time and its stores write whole beats (hls/axi.h), so a row owns every byte of its last
+    beat (the padding past ``cols`` is written, never read) and every row starts on a beat."""
+    return -(-cols * elem_bytes // beat) * beat // elem_bytes
+
+
+def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
+            beat: int) -> tuple[list[LayerRow], _Blob, list[Buffer], int]:
     spec = graph.spec
     blob = _Blob()
     scratch = _Scratch()
@@ -341,8 +350,9 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
         rows = act.shape[0] if rows is None else rows
         cols = act.shape[1]
         eb = act.bits // 8
-        off = scratch.alloc(name, rows * cols * eb)
-        b = Buffer(name, off, rows * cols * eb, rows, cols, eb, cols)
+        stride = _padded(cols, eb, beat)
+        off = scratch.alloc(name, rows * stride * eb)
+        b = Buffer(name, off, rows * stride * eb, rows, cols, eb, stride)
         buffers[name] = b
         views[name] = _View(name, 0, act.shape[0], cols, eb)
         return b
@@ -424,9 +434,9 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
             f["out"], f["out_stride"] = addr(last.output)
         if isinstance(op, PatchEmbed):
             t, k, n = spec.n_patches, 3 * spec.patch ** 2, spec.dim
-            stage = scratch.alloc("patch_embed#stage", t * k)
+            stage = scratch.alloc("patch_embed#stage", t * _padded(k, 1, beat))
             f.update(T=t, K=k, N=n, img_h=spec.image[0], img_w=spec.image[1], patch=spec.patch, out_bits=16,
-                     **{"in": stage, "in_stride": k},
+                     **{"in": stage, "in_stride": _padded(k, 1, beat)},
                      w=blob.add(op.weight, est.tiled_weight_bytes(k, n, cols), "i8 tiles"),
                      b=blob.add(op.bias, 4 * n, "i32 bias"),
                      rq=_rq_desc(ckpt, op.rq, n, blob))
@@ -434,7 +444,9 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int) -> tuple[list[La
                 # row 0 = int_add(cls, pos[0]), a constant: computed here, stored as one row (hls/gemm.h
                 # embed_fused); pos rows at blob offset in2
                 c = ckpt.consts[last.add]
-                f.update(n_prefix=1, in2=blob.add(last.pos, (t + 1) * n * 2, "i16 rows"), in2_stride=n,
+                # the output lanes read the pos rows a beat per step, like a residual: rows padded to beats
+                ps = _padded(n, 2, beat)
+                f.update(n_prefix=1, in2=blob.add(last.pos, (t + 1) * ps * 2, "i16 rows", stride=ps), in2_stride=ps,
                          cst=blob.add(f"{last.output}#prefix", n * 2, "i16 embed prefix",
                                       (last.cls, last.pos, last.add)),
                          ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
@@ -627,23 +639,32 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         for key, v in (("rows", r), ("cols", c)):
             if v > est.MAX_DIM:
                 raise IsegError(f"{name}: array.{key}: {v} exceeds the engine's limit of {est.MAX_DIM}")
+        beat = est.axi_beat(graph, c, board)
+        if beat < 4:
+            heads = sorted({op.d_head for op in graph.ops if isinstance(op, Attention)})
+            raise IsegError(f"{name}: array.cols: {c} columns with heads of {', '.join(map(str, heads))} channels "
+                            f"leave m_axi beats of {beat} bytes: the engine's stores write whole beats of at least 4 "
+                            f"(columns and head sizes multiples of 4)")
         try:
             shape = est.make_shape(r, c, graph, board, cfg.clock_mhz, pack=cfg.array_pack)
         except ValueError as exc:
             raise IsegError(f"{name}: array.macs_per_dsp: {exc}") from None
+    if ALIGN % shape.axi_bytes:  # pragma: no cover - every board's beat is at most 64 bytes
+        raise AssertionError(f"{shape.axi_bytes}-byte beats: buffers aligned to {ALIGN} bytes would share a beat")
     units = est.unit_costs(shape, graph, board, widths)
     over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
     if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
     costs = est.op_costs(graph, shape)
-    layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols)
+    layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols, shape.axi_bytes)
     a_lanes = est.argmax_lanes(graph, shape.axi_bytes)
     for row in layers:
         if row.op == "ARGMAX_UPSAMPLE":  # every argmax step within one beat (estimate.argmax_lane_options)
             fd = dict(row.fields)
-            n, stride, base = int(fd["N"]), int(fd["in_stride"]), int(fd["in"])
-            if n % a_lanes or stride % a_lanes or base % (2 * a_lanes):  # pragma: no cover - planner invariant
-                raise IsegError(f"{name}: argmax: {a_lanes} lanes with {n} classes, row stride {stride}, base {base}: "
+            stride, base = int(fd["in_stride"]), int(fd["in"])
+            beat = shape.axi_bytes
+            if (2 * stride) % beat or base % beat or beat % (2 * a_lanes):  # pragma: no cover - planner invariant
+                raise IsegError(f"{name}: argmax: {a_lanes} lanes, row stride {stride}, base {base}: "
                                 f"a step would straddle a memory beat")
     att = [op for op in graph.ops if isinstance(op, Attention)]
     gemm_k = [op.k for op in graph.ops if isinstance(op, Linear)] + [3 * spec.patch ** 2, spec.dec_dim or 1]
@@ -769,7 +790,10 @@ def blob_bytes(plan: Plan, ckpt: QuantizedCheckpoint) -> bytes:
         else:
             t = ckpt.tensors[seg.name]
             dtype = np.dtype("<i2") if seg.kind == "i16 rows" else t.dtype.newbyteorder("<")  # int8 pos widened
-            data = np.ascontiguousarray(t.astype(dtype)).tobytes()
+            a = np.ascontiguousarray(t.astype(dtype))
+            if seg.stride:  # rows padded to whole beats (zeros past each row)
+                a = np.pad(a.reshape(a.shape[0], -1), ((0, 0), (0, seg.stride - a.shape[-1])))
+            data = a.tobytes()
         if len(data) != seg.nbytes:
             raise AssertionError(f"blob segment {seg.name}: {len(data)} bytes, planned {seg.nbytes}")
         buf[seg.offset:seg.offset + seg.nbytes] = data

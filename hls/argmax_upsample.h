@@ -14,11 +14,10 @@ namespace iseg {
 // gw = img_w/P; out: img_h * img_w label beats on `labels`, raster order, TLAST on the last one.
 //
 // The argmax compares Cfg::A_LANES classes per step (A_LANES i16 logits: a power of two <= AXI_BYTES/2):
-// ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. One step reads ONE memory beat (II = 1)
-// when its 2*A_LANES bytes start at a multiple of 2*A_LANES: the generator picks A_LANES dividing n_cls
-// and the row stride, from an ALIGN-aligned base (generator/estimate.py argmax_lane_options; make_plan
-// checks it). Other class counts still give the right labels (a partial last step), but a step may then
-// straddle two beats (e.g. 3 lanes, 37 classes: bytes 12-17), which hardware could not read at II = 1. Within a
+// ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. One step reads within ONE memory beat (II = 1):
+// its 2*A_LANES bytes start at a multiple of 2*A_LANES of a row that starts on a beat (rows are padded to whole
+// beats, generator/plan.py _padded), whatever n_cls (the last step of a row reads fewer classes; C-simulation
+// checks every span against its beat, axi.h; generator/estimate.py argmax_lane_options, make_plan). Within a
 // step the lanes keep the first of their maxima, and a step's maximum replaces the running one only
 // when strictly greater (its classes are all higher), so ties go to the lowest class.
 //
@@ -27,9 +26,11 @@ namespace iseg {
 // label beats of grid row s-1 from the other half. Pass 0 only computes (prologue), pass gh only
 // emits (epilogue). Cycles (C-sim count, per pass): max(argmax steps, beats) + a pipeline fill, i.e.
 //   (A + PIPE) + (gh - 1) * (max(A, B) + PIPE) + (B + PIPE),  A = gw * ceil(n_cls / A_LANES), B = P * img_w.
+// logits: byte offset of the (T, n_cls) i16 rows in the scratch port (stride: elements per row); a step's 2 L
+// bytes lie in one beat (rows start on one), held in a one-beat cache (AXI_BYTES / 2 L steps share it).
 template <class Cfg, class LabOut>
-void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, int img_w, int P, LabOut& labels,
-                     long long& cycles) {
+void argmax_upsample(const beat_t<Cfg>* scratch, long logits, long stride, int n_cls, int img_h, int img_w, int P,
+                     LabOut& labels, long long& cycles) {
     static_assert(Cfg::A_LANES >= 1 && Cfg::A_LANES <= 8, "A_LANES (argmax classes per step) must be in [1, 8]");
     static_assert((Cfg::A_LANES & (Cfg::A_LANES - 1)) == 0,
                   "A_LANES must be a power of two (a step's 2*A_LANES bytes then never straddle a beat)");
@@ -44,6 +45,8 @@ void argmax_upsample(const uint8_t* logits, long stride, int n_cls, int img_h, i
     const int steps = (n_cls + L - 1) / L;  // argmax steps per token
     const int arg_steps = gw * steps;       // argmax steps per grid row
     const int beats = P * img_w;            // label beats per grid row
+    RdCache<beat_t<Cfg> > c;
+    cache_reset(c);
 AU_PASS:
     for (int s = 0; s <= gh; ++s) {
         ISEG_PRAGMA(HLS loop_tripcount min=2 max=33)
@@ -52,7 +55,7 @@ AU_PASS:
         const int na = s < gh ? arg_steps : 0;     // argmax steps of this pass
         const int nb = s > 0 ? beats : 0;          // label beats of this pass
         const int n = na > nb ? na : nb;
-        const uint8_t* row = logits + long(s < gh ? s : 0) * gw * stride * 2;  // token (s, 0)
+        long row = logits + long(s < gh ? s : 0) * gw * stride * 2;  // token (s, 0)
         int gx = 0, j = 0;                         // argmax: token gx, step j (classes j*L ...)
         int32_t best = 0, arg = 0;                 // running maximum of the token and its class
         int x = 0, px = 0, ex = 0;                 // beats: column x = ex*P + px, raster counters
@@ -81,14 +84,18 @@ AU_PASS:
             }
             if (i < na) {
                 int32_t sb = 0, sa = 0;  // this step's maximum and its lowest class
-                ISEG_AXI_RD(GMEM1, row + 2 * j * L, 2 * (n_cls - j * L < L ? n_cls - j * L : L));
+                const long at = row + 2L * j * L;
+                uint8_t x[2 * L] = {};
+                ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
+                beat_take<2 * L>(ISEG_CACHE_RD(GMEM1, c, scratch, at, 2 * (n_cls - j * L < L ? n_cls - j * L : L)),
+                                 int(at % Cfg::AXI_BYTES), x);
             AU_LANE:
                 for (int l = 0; l < L; ++l) {
                     ISEG_PRAGMA(HLS loop_tripcount min=1 max=8)
                     ISEG_PRAGMA(HLS UNROLL)
                     const int c = j * L + l;
                     if (c < n_cls) {  // lane 0 always holds a class (j < steps)
-                        const int32_t v = ld_i16(row + 2 * c);
+                        const int32_t v = int32_t(int16_t(uint16_t(uint16_t(x[2 * l]) | uint16_t(uint16_t(x[2 * l + 1]) << 8))));
                         if (l == 0 || v > sb) {  // strictly greater: ties keep the lowest lane
                             sb = v;
                             sa = c;

@@ -94,8 +94,9 @@ struct pv_ii_of<Cfg, typename iseg_void<decltype(Cfg::PV_II)>::type> {
     static_assert(value == 1 || value == 2, "Cfg::PV_II must be 1 (u8 P) or 2 (u15 P)");
 };
 
-// Initiation interval of the K/V load (ATT_KV_STEP): Cfg::KV_II (estimate.kv_ii_of: 2, or more when an
-// explicit narrow array makes a V beat span more than two rows of C); a Cfg without KV_II gets 2.
+// Initiation interval of the K/V load (ATT_KV_STEP): Cfg::KV_II (estimate.kv_ii_of: 2 for every planned array, whose
+// beat divides C, so a V beat spans at most two rows of w; more only for a hand-made Cfg whose beat is wider than C);
+// a Cfg without KV_II gets 2.
 template <class Cfg, class = void>
 struct kv_ii_of {
     static constexpr int value = 2;
@@ -186,39 +187,38 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
 }
 
 // Step s2 of the drain of P.V tile pd from g.dr, first half: OUT_LANES outputs of the head whose first channel is
-// hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid), records
-// (an index into rq1, where attention_begin loads rq2's table, or rq2's scalar) and addresses, into o; the engine loop's one requant per lane
-// (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, and its one store site (schedule.h
-// OUT_STORE) writes the byte. Steps come in
-// order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
+// hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid) and records
+// (an index into rq1, where attention_begin loads rq2's table, or rq2's scalar), into o; the engine loop's one
+// requant per lane (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, and its one store site
+// (schedule.h OUT_STORE) puts the bytes. Returns the byte offset of that store (lane 0's; the lanes' bytes are
+// contiguous), -1 when no lane has an output. As gemm.h drain_lanes: a step's lanes share one row (OUT_LANES
+// divides C), its offset running. Steps come in order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
-void att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g,
-                 int s2, const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
+long att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, int s2,
+                 const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
-    // as gemm.h drain_lanes: a step's lanes share one row when OUT_LANES divides C, its offset running
-    constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
-    ISEG_CHECK(!one_row || lane_pos_at(pd.r, pd.k, s2, Cfg::OUT_LANES, Cfg::C),
-               "P.V output lanes: the row/step counters left step s2");
-    const int r0 = one_row ? pd.r : s2 * Cfg::OUT_LANES / Cfg::C;
-    const long out_row0 = pd.orow;
+    constexpr int L = Cfg::OUT_LANES;
+    static_assert(Cfg::C % L == 0, "a lane step: one row of the tile (estimate.make_shape)");
+    ISEG_CHECK(lane_pos_at(pd.r, pd.k, s2, L, Cfg::C), "P.V output lanes: the row/step counters left step s2");
+    const int r = pd.r, c0 = pd.k * L;
+    const int left = r < pd.rows ? pd.cols - c0 : 0;
+    const int nok = left < 0 ? 0 : (left < L ? left : L);
+    const int rsh = sm_row_shift_of<Cfg>::value && r < Cfg::R ? int(sm.rs[pd.half][r]) : 0;
 ATT_O_LANE:
-    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+    for (int l = 0; l < L; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
-        const int e = s2 * Cfg::OUT_LANES + l;
-        const int r = one_row ? r0 : e / Cfg::C, c = one_row ? pd.k * Cfg::OUT_LANES + l : e % Cfg::C;
-        o[l].ok = r < pd.rows && c < pd.cols;
+        o[l].ok = l < nok;
         if (o[l].ok) {
-            const int ch = hoff + pd.c0 + c;
-            const int rsh = sm_row_shift_of<Cfg>::value ? int(sm.rs[pd.half][r]) : 0;
             // ov: the readout the GEMM output lanes share (gemm.h drain_lanes)
-            o[l].z = narrow<out_rq_bits<Cfg>()>(int64_t(one_row ? ov[l] : int32_t(g.dr[r][c])) << rsh);
+            o[l].z = narrow<out_rq_bits<Cfg>()>(int64_t(ov[l]) << rsh);
             o[l].tab = d.rq2.tab >= 0;
-            o[l].idx = ch;
-            o[l].at = d.out + (one_row ? out_row0 : long(pd.t0 + r) * d.out_stride) + ch;
+            o[l].idx = hoff + pd.c0 + c0 + l;
             o[l].res = o[l].pre = 0;
         }
     }
-    if (one_row && lane_pos_next(pd.r, pd.k, Cfg::C / Cfg::OUT_LANES)) pd.orow += d.out_stride;  // the next row
+    const long at = nok > 0 ? d.out + pd.orow + hoff + pd.c0 + c0 : -1L;
+    if (lane_pos_next(pd.r, pd.k, Cfg::C / L)) pd.orow += d.out_stride;  // the next row
+    return at;
 }
 
 // The loader of one Q block: query rows [t0, t0 + rows) of head h into q[half] (rows past `rows` zero),
@@ -245,21 +245,33 @@ QLoad q_block(long src, long st, int rows, int dh, int half) {
     return l;
 }
 
+// A step's AL bytes lie in one beat (rows and heads start on one, AL divides it: estimate.axi_beat): q_req names
+// them (gemm.h prefetch_req: the loaders' two halves), att_q_beat takes them from that beat.
 template <class Cfg>
-void att_q_beat(QLoad& l, int dh, const uint8_t* scratch, AttSm<Cfg>& sm) {
+long q_req(const QLoad& l, int dh, int& n) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int AL = load_lanes<Cfg>();
+    n = dh - l.kb < AL ? dh - l.kb : AL;
+    return l.b < l.beats && l.r < l.rows ? l.src + l.kb : -1L;
+}
+
+template <class Cfg>
+void att_q_beat(QLoad& l, int dh, const beat_t<Cfg>& v, AttSm<Cfg>& sm) {
     ISEG_PRAGMA(HLS INLINE)
     if (l.b >= l.beats) return;
     constexpr int AL = load_lanes<Cfg>();
     const int r = l.r, kb = l.kb;
     ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
                "Q load: the row/column counters left step b");
-    if (r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.src + kb, dh - kb < AL ? dh - kb : AL);
+    uint8_t x[AL] = {};
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
+    if (r < l.rows) beat_take<AL>(v, int((l.src + kb) % Cfg::AXI_BYTES), x);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (kb + j < dh) {
             ISEG_WR(sm, q, sm.q_bank(l.half, r), (kb + j) / GemmBuffers<Cfg>::A_WORD);
-            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(scratch[l.src + kb + j])) : int16_t(0);
+            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(x[j])) : int16_t(0);
         }
     }
     ++l.b;

@@ -11,8 +11,8 @@
 //   * ISEG_PIPELINE(LABEL, II): the PIPELINE pragma in synthesis; in C-simulation it also opens one
 //     iteration for the on-chip memory port check (ISEG_PIPELINE_AS(LABEL, II, name): the same, counted under
 //     a run-time name: the modes of the one engine loop, schedule.h) (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
-//     the accesses per bank and iteration; ISEG_AXI_RD / ISEG_AXI_WR the beats per m_axi bundle and
-//     iteration; nothing of it exists in synthesis).
+//     the accesses per bank and iteration; ISEG_AXI_REQ the beats requested per m_axi bundle and iteration
+//     (axi.h's beat reads and stages call it); nothing of it exists in synthesis).
 // Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
 #pragma once
 
@@ -81,6 +81,77 @@ template <int N>
 struct arr_wide {
     typedef int64_t type;
 };
+}  // namespace iseg
+#endif
+
+// The m_axi ports are arrays of beats (axi.h): ap_uint<8 B> in synthesis and in Vitis' own csim / cosim (the top's
+// signature is what synthesis saw), a struct of B bytes in the g++ C-simulation (a frame makes ~10^8 byte
+// accesses: no ap_uint part-select per byte there). Byte j of a beat is bits [8j, 8j + 8) of the ap_uint: the
+// blob and scratch are little-endian byte arrays either way, so the host's buffers need no conversion. The
+// synthesis view (tests/generator/synthesis_view.py) runs the ap_uint side bit for bit.
+namespace iseg {
+// The m_axi bundles of the top (top.cpp): gmem0 the weights blob, gmem1 the scratch, gmem2 a second port onto it.
+enum AxiBundle : int { GMEM0 = 0, GMEM1 = 1, GMEM2 = 2, kAxiBundles = 3 };
+}  // namespace iseg
+#if defined(__SYNTHESIS__) || defined(ISEG_VITIS)
+#include <ap_int.h>
+namespace iseg {
+template <int B>
+struct beat_of {
+    typedef ap_uint<8 * B> type;
+};
+template <class T>
+struct beat_bytes;
+template <int W>
+struct beat_bytes<ap_uint<W> > {
+    static constexpr int value = W / 8;
+};
+template <int W>
+inline uint8_t beat_byte(const ap_uint<W>& v, int j) {
+#pragma HLS INLINE
+    return uint8_t(v.range(8 * j + 7, 8 * j));  // j a constant after UNROLL and inlining: wiring
+}
+template <int W>
+inline void beat_set(ap_uint<W>& v, int j, uint8_t x) {
+#pragma HLS INLINE
+    v.range(8 * j + 7, 8 * j) = x;
+}
+template <int W>
+inline void beat_clear(ap_uint<W>& v) {
+#pragma HLS INLINE
+    v = 0;
+}
+}  // namespace iseg
+#else
+#pragma GCC diagnostic ignored "-Wunused-label"  // (HLS loop labels, as below)
+namespace iseg {
+template <int B>
+struct BeatBytes {
+    uint8_t b[B];
+};
+template <int B>
+struct beat_of {
+    typedef BeatBytes<B> type;
+};
+template <class T>
+struct beat_bytes;
+template <int B>
+struct beat_bytes<BeatBytes<B> > {
+    static constexpr int value = B;
+};
+template <int B>
+inline uint8_t beat_byte(const BeatBytes<B>& v, int j) {
+    return v.b[j];
+}
+template <int B>
+inline void beat_set(BeatBytes<B>& v, int j, uint8_t x) {
+    v.b[j] = x;
+}
+template <int B>
+inline void beat_clear(BeatBytes<B>& v) {
+BEAT_CLEAR:
+    for (int j = 0; j < B; ++j) v.b[j] = 0;
+}
 }  // namespace iseg
 #endif
 
@@ -158,8 +229,9 @@ struct label_beat_t {
 #define ISEG_WR(obj, buf, bank, w) ((void)0)
 #define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
 #define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
-#define ISEG_AXI_RD(bundle, p, n) ((void)0)
-#define ISEG_AXI_WR(bundle, p, n) ((void)0)
+#define ISEG_SITE nullptr
+#define ISEG_AXI_REQ(bundle, write, beat, site) ((void)0)
+#define ISEG_AXI_MOVED(bundle, write, n) ((void)0)
 #endif
 
 // The URAM bind of the weight buffer (engine.h run_layers): the generated model_cfg.h defines it from the

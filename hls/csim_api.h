@@ -39,7 +39,8 @@ inline long long& csim_cycles_total() {
 struct CsimTrace {
     TraceFn fn;
     long long* cycles;  // per layer (may be null), and the total in csim_last_cycles()
-    void operator()(int i, const LayerDesc& d, const uint8_t* scratch, long long cyc) const {
+    void operator()(int i, const LayerDesc& d, const void* scratch_beats, long long cyc) const {
+        const uint8_t* scratch = static_cast<const uint8_t*>(scratch_beats);
         if (cycles != nullptr) cycles[i] = cyc;
         csim_cycles_total() += cyc;
         if (fn == nullptr) return;
@@ -127,7 +128,12 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         }
         if (n_lab > 0) lab.attach(lab_store, n_lab);
         CsimTrace tr{trace, layer_cycles};
-        run_layers<Cfg>(pix, lab, weights, scratch, scratch, table, n_layers, tr);  // scratch_b: the same buffer
+        // the ports are arrays of beats (axi.h); in this C-simulation a beat is a struct of bytes (compat.h), so the
+        // caller's byte buffers are those arrays as they are (scratch_b: the same buffer)
+        typedef typename axi_beat<Cfg>::type beat;
+        const beat* w = reinterpret_cast<const beat*>(weights);
+        beat* sc = reinterpret_cast<beat*>(scratch);
+        run_layers<Cfg>(pix, lab, w, sc, sc, table, n_layers, tr);
         ISEG_CHECK(pix.empty(), "csim_run: the layer table left pixels unread");
         ISEG_CHECK(lab.size() == n_lab, "csim_run: the label stream does not hold img_h * img_w labels");
         for (long i = 0; i < n_lab; ++i) {
@@ -147,7 +153,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
 // Also defines iseg_csim_cycles(layer): the counted cycles of one layer of the last run (-1: the
 // whole frame), the C-sim check of generator/estimate.py. Storage is static in this TU only. And
 // iseg_csim_axi_bytes(out[6]): the bytes the last run moved per m_axi bundle (gmem0..2) and direction
-// (read, write), every access counted (iseg_ports.h axi_use); iseg_csim_bursts: its sequential runs per
+// (read, write), the bytes every access used (iseg_ports.h axi_moved); iseg_csim_bursts: its sequential runs per
 // pipelined loop (csim_burst_report).
 #define ISEG_CSIM_ENTRY(CFG, TABLE, N_LAYERS)                                                               \
     static long long iseg_csim_layer_cycles_[(N_LAYERS) > 0 ? (N_LAYERS) : 1];                              \

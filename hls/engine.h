@@ -5,7 +5,7 @@
 // GemmBuffers declared here. Activations live in one scratch memory at the byte offsets of the
 // table, reached through two m_axi ports (scratch, and scratch_b for the second access of a loop
 // iteration: residual and ADD operands, LayerNorm trace rows); weights and constants in one read-only
-// blob (m_axi). Layout and ports: docs/hls.md.
+// blob (m_axi). The ports are arrays of whole beats (axi.h). Layout and ports: docs/hls.md.
 //
 // The config struct (the generator writes one per project):
 //   struct Cfg {
@@ -22,7 +22,7 @@
 //
 // A synthesis top (the generator's top.cpp) is a thin wrapper:
 //   void iseg_top(hls::stream<iseg::pixel_t>& pixels, hls::stream<iseg::label_t>& labels,
-//                 const uint8_t* weights, uint8_t* scratch, uint8_t* scratch_b) {
+//                 const iseg::beat_t<Cfg>* weights, iseg::beat_t<Cfg>* scratch, iseg::beat_t<Cfg>* scratch_b) {
 //   #pragma HLS INTERFACE mode=axis port=pixels
 //   #pragma HLS INTERFACE mode=axis port=labels
 //   #pragma HLS INTERFACE mode=m_axi port=weights offset=slave bundle=gmem0
@@ -94,7 +94,7 @@ void check_layer(const LayerDesc& d) {
             ISEG_CHECK(d.patch >= 1 && d.patch <= Cfg::PATCH_MAX, "PATCH_EMBED: patch exceeds Cfg::PATCH_MAX");
             ISEG_CHECK(d.img_h <= Cfg::IMG_H && d.img_w <= Cfg::IMG_W, "PATCH_EMBED: image exceeds Cfg::IMG_H/IMG_W");
             ISEG_CHECK(d.img_h % d.patch == 0 && d.img_w % d.patch == 0, "PATCH_EMBED: image not a multiple of patch");
-            ISEG_CHECK(d.K == 3 * d.patch * d.patch && d.in_stride == d.K, "PATCH_EMBED: K and in_stride must be 3*P*P");
+            ISEG_CHECK(d.K == 3 * d.patch * d.patch && d.in_stride >= d.K, "PATCH_EMBED: K must be 3*P*P, in_stride >= K");
             ISEG_CHECK(d.T == (d.img_h / d.patch) * (d.img_w / d.patch), "PATCH_EMBED: T must be the patch count");
             // n_prefix 1: the position-embedding add fused into the output stage (gemm.h embed_fused)
             ISEG_CHECK(d.n_prefix == 0 || (d.n_prefix == 1 && d.flags == 0 && d.out_bits == 16 && d.ea >= 1 &&
@@ -197,7 +197,7 @@ struct GeluRqOut {
 //   GELU_STORE B + PIPE   a beat of y per cycle (gmem1)
 // = T * (2 * (B + PIPE) + G + PIPE + DIV): generator/estimate.py gelu_row_cycles, the same formula.
 template <class Cfg>
-void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmBuffers<Cfg>& g) {
+void gelu_layer(const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch, GemmBuffers<Cfg>& g) {
     constexpr int W = Cfg::AXI_BYTES, L = Cfg::OUT_LANES, NB = gelu_banks<Cfg::AXI_BYTES, Cfg::OUT_LANES>();
     typedef GeluRowBuf<Cfg::CMAX, NB> Buf;
     static Buf r;  // x, y: cyclic over NB banks (gelu.h gelu_banks; generator/estimate.py charges them)
@@ -213,16 +213,20 @@ void gelu_layer(const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, GemmB
 GELU_T:
     for (int t = 0; t < d.T; ++t) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1025)
-        const uint8_t* src = scratch + d.in + long(t) * d.in_stride;
-        uint8_t* dst = scratch + d.out + long(t) * d.out_stride;
+        const long src = d.in + long(t) * d.in_stride;  // rows start on a beat: a beat per iteration
+        const long dst = d.out + long(t) * d.out_stride;
         int32_t M = 0;
     GELU_LOAD:
         for (long b = 0; b < beats; ++b) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=192)
             ISEG_PIPELINE(GELU_LOAD, 1);
             const int c0 = int(b) * W, cnt = d.N - c0 < W ? d.N - c0 : W;
-            ISEG_AXI_RD(GMEM1, src + c0, cnt);
-            M = gelu_take<W>(r, src + c0, c0, cnt, M);
+            const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM1, scratch, src + c0, cnt);
+            uint8_t x[W] = {};
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
+        GELU_LOAD_B:
+            for (int j = 0; j < W; ++j) x[j] = beat_byte(v, j);
+            M = gelu_take<W>(r, x, c0, cnt, M);
         }
         gelu_row<L, typename widths_of<Cfg>::type>(r, d.N, M, d.gelu, out);
     GELU_STORE:
@@ -230,15 +234,17 @@ GELU_T:
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=192)
             ISEG_PIPELINE(GELU_STORE, 1);
             const int c0 = int(b) * W, cnt = d.N - c0 < W ? d.N - c0 : W;
-            ISEG_AXI_WR(GMEM1, dst + c0, cnt);
+            beat_t<Cfg> v;
+            beat_clear(v);  // past the row's end: its padding
         GELU_STORE_L:
             for (int l = 0; l < W; ++l) {
                 ISEG_PRAGMA(HLS UNROLL)
                 if (l < cnt) {
                     ISEG_RD(r, y, Buf::bank(c0 + l), Buf::word(c0 + l));
-                    dst[c0 + l] = uint8_t(r.y[c0 + l]);
+                    beat_set(v, l, uint8_t(r.y[c0 + l]));
                 }
             }
+            ISEG_BEAT_WR(GMEM1, scratch, dst + c0, v, cnt);
         }
     }
     ISEG_CYCLES(g.cycles, long(d.T) * (2 * (beats + kPipeDepth) + steps + kPipeDepth + kDivCycles));
@@ -246,7 +252,7 @@ GELU_T:
 
 // Trace hook that does nothing (the synthesis top).
 struct NoTrace {
-    void operator()(int, const LayerDesc&, const uint8_t*, long long) const {}
+    void operator()(int, const LayerDesc&, const void*, long long) const {}
 };
 
 // LINEAR and PATCH_EMBED read their weights from the blob: those are prefetched.
@@ -286,8 +292,8 @@ NEXT_PF:
 // (ln_fusable, gemm.h ln_step); every other op runs alone (attention, adds, the head; another LayerNorm runs
 // on that loader alone, schedule.h layernorm_begin).
 template <class Cfg, class PixIn, class LabOut, class Trace>
-void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* scratch, uint8_t* scratch_b,
-                const LayerDesc* table, int n_layers, Trace& trace) {
+void run_layers(PixIn& pixels, LabOut& labels, const beat_t<Cfg>* weights, beat_t<Cfg>* scratch,
+                beat_t<Cfg>* scratch_b, const LayerDesc* table, int n_layers, Trace& trace) {
     static_assert(EngineChecks<Cfg>::ok, "");
     static GemmBuffers<Cfg> g;  // THE array's buffers, shared by every layer (static: no 1 MB stack frame)
     // the banking GemmBuffers states (gemm.h) and the estimate charges; the C-sim port check counts against it
@@ -323,6 +329,8 @@ void run_layers(PixIn& pixels, LabOut& labels, const uint8_t* weights, uint8_t* 
     ISEG_PRAGMA(HLS BIND_STORAGE variable=g.w type=ram_t2p impl=uram)
 #endif
     PassState<Cfg> ps = {};  // the loaders and drains of the engine loop (schedule.h)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ps.os.b type=complete)  // the store stages: a register per byte (axi.h)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ps.ts.b type=complete)
     g.wcur = 0;
     g.cycles = 0;
     ISEG_CHECK(scratch_b == scratch, "engine: scratch_b must be the scratch buffer (a second port onto it)");
@@ -339,7 +347,12 @@ ENGINE_CHECK:
         for (long b = 0; b < beats; ++b) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=9216)
             ISEG_PIPELINE(ENGINE_PF0, 1);
-            prefetch_beat<Cfg>(pf, weights, g);
+            int n = 0;
+            const long at = prefetch_req<Cfg>(pf, n);
+            beat_t<Cfg> v;
+            beat_clear(v);
+            if (at >= 0) v = ISEG_BEAT_RD(GMEM0, weights, at, n);
+            prefetch_beat<Cfg>(pf, v, g);
         }
         ISEG_CYCLES(g.cycles, beats + kPipeDepth);
     }
@@ -368,7 +381,7 @@ ENGINE_LAYERS:
         bool gemm = false;  // one gemm_begin call for the three GEMM ops (one copy of its table loaders)
         switch (d.op) {
             case OP_PATCH_EMBED:
-                patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch + d.in, g.cycles);
+                patch_unpack<Cfg>(pixels, d.img_h, d.img_w, d.patch, scratch, d.in, d.in_stride, g.cycles);
                 gemm = true;
                 break;
             case OP_LINEAR:
@@ -394,19 +407,24 @@ ENGINE_LAYERS:
                 break;
             case OP_ADD:
                 if (builds_op<Cfg>(OP_ADD))
-                    add_rows<typename widths_of<Cfg>::type>(scratch + d.in, d.in_stride, scratch_b + d.in2, d.in2_stride,
-                                                            scratch + d.out, d.out_stride, d.T, d.N, d.ma, d.mb, d.ea);
+                    add_rows<typename widths_of<Cfg>::type>(scratch, d.in, d.in_stride, scratch_b, d.in2, d.in2_stride,
+                                                            scratch, d.out, d.out_stride, d.T, d.N, d.ma, d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
             case OP_EMBED_ADD:
                 if (builds_op<Cfg>(OP_EMBED_ADD))
-                    embed_add_rows<typename widths_of<Cfg>::type>(weights + d.cst, scratch + d.in, d.in_stride, weights + d.b,
-                                                              scratch + d.out, d.out_stride, d.T, d.N, d.n_prefix, d.ma,
+                    embed_add_rows<typename widths_of<Cfg>::type>(weights, d.cst, scratch, d.in, d.in_stride, d.b,
+                                                              scratch, d.out, d.out_stride, d.T, d.N, d.n_prefix, d.ma,
                                                               d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
                 break;
-            case OP_COPY_CONST: {
+            case OP_COPY_CONST: {  // a byte per iteration: the blob's rows (unpadded) through a cache, a store stage
                 const int bytes = d.out_bits / 8;
+                RdCache<beat_t<Cfg> > cc;
+                WrStage<Cfg::AXI_BYTES> cs;
+                ISEG_PRAGMA(HLS ARRAY_PARTITION variable=cs.b type=complete)
+                cache_reset(cc);
+                stage_reset(cs);
             COPY_T:
                 for (int t = 0; t < d.T; ++t) {
                     ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
@@ -414,16 +432,18 @@ ENGINE_LAYERS:
                     for (int n = 0; n < d.N * bytes; ++n) {
                         ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
                         ISEG_PIPELINE(COPY_N, 1);
-                        ISEG_AXI_RD(GMEM0, weights + d.cst + long(t) * d.N * bytes + n, 1);
-                        ISEG_AXI_WR(GMEM1, scratch + d.out + long(t) * d.out_stride * bytes + n, 1);
-                        scratch[d.out + long(t) * d.out_stride * bytes + n] = weights[d.cst + long(t) * d.N * bytes + n];
+                        const long src = d.cst + long(t) * d.N * bytes + n;
+                        uint8_t x[1];
+                        x[0] = beat_byte(ISEG_CACHE_RD(GMEM0, cc, weights, src, 1), int(src % Cfg::AXI_BYTES));
+                        ISEG_STAGE_PUT(1, GMEM1, cs, scratch, d.out + long(t) * d.out_stride * bytes + n, x, 1);
                     }
                 }
+                ISEG_STAGE_FLUSH(GMEM1, cs, scratch);
                 ISEG_CYCLES(g.cycles, long(d.T) * (long(d.N) * bytes + kPipeDepth));
                 break;
             }
             case OP_ARGMAX_UPSAMPLE:
-                argmax_upsample<Cfg>(scratch + d.in, d.in_stride, d.N, d.img_h, d.img_w, d.patch, labels, g.cycles);
+                argmax_upsample<Cfg>(scratch, d.in, d.in_stride, d.N, d.img_h, d.img_w, d.patch, labels, g.cycles);
                 break;
             default:
                 break;
@@ -446,8 +466,8 @@ ENGINE_LAYERS:
 
 // The synthesis entry: the table is the generated Cfg::layers.
 template <class Cfg>
-void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_beat_t>& labels, const uint8_t* weights,
-                uint8_t* scratch, uint8_t* scratch_b) {
+void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_beat_t>& labels, const beat_t<Cfg>* weights,
+                beat_t<Cfg>* scratch, beat_t<Cfg>* scratch_b) {
     NoTrace none;
     run_layers<Cfg>(pixels, labels, weights, scratch, scratch_b, Cfg::layers, Cfg::n_layers, none);
 }

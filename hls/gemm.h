@@ -35,6 +35,7 @@
 #pragma once
 
 #include "add.h"
+#include "axi.h"
 #include "gelu.h"
 #include "layer_desc.h"
 #include "layernorm.h"
@@ -146,20 +147,36 @@ inline long prefetch_beats(const Prefetch& p, int lanes) { return (p.total - p.p
 // One step: prefetch_lanes bytes of the blob into the weight buffer. The step's byte count is taken once and
 // the position advanced once: sixteen unrolled `if (pos < total) ++pos` would be a serial compare/increment
 // chain carried from one iteration to the next (docs/hls.md, "What csynth would likely find first").
+// The loaders of the engine loop come in two halves: *_req names the span a step reads (its byte offset, -1 for
+// none, and its bytes), and the step itself takes the beat that holds it. So the engine loop makes ONE request per
+// m_axi bundle per iteration, its address muxed among the loaders that share the bundle (schedule.h), where a read
+// inside each loader would be a request site of its own: the union of the loop's modes would ask the bundle for
+// one request per site (docs/hls.md, item 11).
 template <class Cfg>
-void prefetch_beat(Prefetch& p, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+long prefetch_req(const Prefetch& p, int& n) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int L = prefetch_lanes<Cfg>();
+    const long left = p.total - p.pos;
+    n = left <= 0 ? 0 : (left < L ? int(left) : L);
+    // L = AXI_BYTES (estimate.axi_beat makes the beat divide C) and the weights start on a beat: a whole beat
+    ISEG_CHECK(L == Cfg::AXI_BYTES && (p.src + p.pos) % Cfg::AXI_BYTES == 0, "weight prefetch: not a whole beat");
+    return n > 0 ? p.src + p.pos : -1L;
+}
+
+// v: the beat at prefetch_req's offset.
+template <class Cfg>
+void prefetch_beat(Prefetch& p, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int L = prefetch_lanes<Cfg>();
     const long left = p.total - p.pos;
     const int n = left <= 0 ? 0 : (left < L ? int(left) : L);
-    if (n > 0) ISEG_AXI_RD(GMEM0, blob + p.src + p.pos, n);
 PF_BYTE:
     for (int j = 0; j < L; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (j < n) {
             const long q = p.pos + j;
             ISEG_WR(g, w, p.half, q / Cfg::C);
-            g.w[p.half][q / Cfg::C][q % Cfg::C] = int8_t(blob[p.src + q]);
+            g.w[p.half][q / Cfg::C][q % Cfg::C] = beat_i8(v, j);
         }
     }
     p.pos += n;
@@ -184,19 +201,31 @@ struct ALoad {
 
 inline int a_beats(int R, int K, int L) { return R * ((K + L - 1) / L); }
 
+// A step's AL bytes of its row lie in one beat (rows start on one, AL divides it): a_req names them, a_beat takes
+// them from that beat (with AL < AXI_BYTES two steps share a beat: the engine's read cache requests it once).
 template <class Cfg>
-void a_beat(ALoad& l, const uint8_t* scratch, GemmBuffers<Cfg>& g) {
+long a_req(const ALoad& l, int& n) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int AL = load_lanes<Cfg>();
+    n = l.K - l.kb < AL ? l.K - l.kb : AL;
+    return l.r < Cfg::R && l.r < l.rows ? l.src + l.kb : -1L;
+}
+
+template <class Cfg>
+void a_beat(ALoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int AL = load_lanes<Cfg>();
     if (l.r >= Cfg::R) return;
-    if (l.r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.src + l.kb, l.K - l.kb < AL ? l.K - l.kb : AL);
+    uint8_t x[AL] = {};
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
+    if (l.r < l.rows) beat_take<AL>(v, int((l.src + l.kb) % Cfg::AXI_BYTES), x);
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         const int kk = l.kb + j;
         if (kk < l.K) {
             ISEG_WR(g, a, g.a_bank(l.half, l.r), kk / g.A_WORD);
-            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(scratch[l.src + kk])) : 0;
+            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(x[j])) : 0;
         }
     }
     l.kb += AL;
@@ -275,19 +304,31 @@ inline int ln_block_steps(int R, int K, int W, int lanes) {
     return R * ((K + lw - 1) / lw + (K + lanes - 1) / lanes) + ln_wait_steps(R, K, W, lanes);
 }
 
+// The statistics step's read: lw = AXI_BYTES / 2 channels, a whole beat of the row (rows start on a beat).
 template <class Cfg>
-void ln_step(LnLoad& l, const uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g) {
+long ln_req(const LnLoad& l, int& n) {
+    ISEG_PRAGMA(HLS INLINE)
+    const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
+    n = 2 * (l.K - l.i < lw ? l.K - l.i : lw);
+    ISEG_CHECK(l.phase != LN_STATS || (l.srow + 2L * l.i) % Cfg::AXI_BYTES == 0, "LayerNorm stats: not a whole beat");
+    return l.phase == LN_STATS && l.r < l.rows ? l.srow + 2L * l.i : -1L;
+}
+
+// v: the beat at ln_req's offset (stats). ts: the stage of the trace rows' stores (their puts run along a row,
+// LN_LANES elements each: a put starts at a multiple of LN_LANES bytes).
+template <class Cfg>
+void ln_step(LnLoad& l, const beat_t<Cfg>& v, WrStage<Cfg::AXI_BYTES>& ts, beat_t<Cfg>* scratch_b,
+             GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
     const int r = l.r;
     if (l.phase == LN_STATS) {
-        if (r < l.rows) ISEG_AXI_RD(GMEM1, scratch + l.srow + 2L * l.i, 2 * (l.K - l.i < lw ? l.K - l.i : lw));
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
             if (j < lw && c < l.K) {
-                const int64_t x = r < l.rows ? int64_t(ld_i16(scratch + l.srow + 2L * c)) : 0;
+                const int64_t x = r < l.rows ? int64_t(beat_i16(v, 2 * j)) : 0;
                 ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
                 g.a[l.half][r][c] = int16_t(x);
                 l.sum += x;
@@ -331,9 +372,8 @@ void ln_step(LnLoad& l, const uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<
             l.phase = LN_NORM;
         }
     } else if (l.phase == LN_NORM) {
-        if (r < l.rows)  // the LayerNorm's own output rows (the trace), on the second scratch port
-            ISEG_AXI_WR(GMEM2, scratch_b + l.drow + act_bytes(l.i, l.bytes),
-                        act_bytes(l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES, l.bytes));
+        uint8_t x[2 * Cfg::LN_LANES] = {};  // the LayerNorm's own output (the trace rows), put on the second port
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
     LNL_NORM:
         for (int j = 0; j < Cfg::LN_LANES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -345,9 +385,12 @@ void ln_step(LnLoad& l, const uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<
                 const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
                 const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
                 g.a[l.half][r][c] = int16_t(y);
-                st_act(scratch_b + l.drow + act_bytes(c, l.bytes), l.bytes, y);
+                put_act(x, int(act_bytes(j, l.bytes)), l.bytes, y);
             }
         }
+        if (r < l.rows)
+            ISEG_STAGE_PUT(Cfg::LN_LANES, GMEM2, ts, scratch_b, l.drow + act_bytes(l.i, l.bytes), x,
+                           act_bytes(l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES, l.bytes));
         l.i += Cfg::LN_LANES;
         if (l.i >= l.K) {
             l.i = 0;
@@ -389,6 +432,22 @@ inline RqParams rq_at(const RqDesc& d, const RqParams* tab, int c) {
     return d.tab >= 0 ? tab[c] : rq_scalar_of(d);
 }
 
+// The (m, e, o) of channel c (sequential code: the record's beats one after the other), or the scalar.
+template <class Cfg>
+RqParams rq_read(const RqDesc& d, const beat_t<Cfg>* blob, int c) {
+    if (d.tab < 0) return rq_scalar_of(d);
+    constexpr int W = Cfg::AXI_BYTES, PARTS = rq_parts<Cfg>(), SPAN = W < kRqRecordBytes ? W : kRqRecordBytes;
+    uint8_t rec[kRqRecordBytes] = {};
+    const long at = d.tab + long(c) * kRqRecordBytes;  // records are 16-byte aligned in a 64-byte aligned table
+RQ_READ:
+    for (int p = 0; p < PARTS; ++p) {
+        const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM0, blob, at + p * SPAN, SPAN);
+    RQ_READ_B:
+        for (int j = 0; j < SPAN; ++j) rec[p * SPAN + j] = beat_byte(v, int((at + p * SPAN) % W) + j);
+    }
+    return rq_record(rec);
+}
+
 // Which table of GemmBuffers a record loop fills (its bank function and port counters).
 template <class Cfg, int WHICH>
 struct RqTable;
@@ -406,15 +465,16 @@ struct RqTable<Cfg, 3> {
 };
 
 // The n records of d's table into table WHICH (1: rq1, 3: lnrq); nothing for a per-tensor requant.
+// A table starts on a beat (blob segments are 64-byte aligned) and each iteration reads whole records or one part
+// of one: a whole beat, at its first byte.
 template <class Cfg, int WHICH>
-void load_rq_table(const RqDesc& d, int n, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+void load_rq_table(const RqDesc& d, int n, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     if (d.tab < 0) return;
     constexpr int RPI = rq_recs<Cfg, RqTable<Cfg, WHICH>::LANES>(), PARTS = rq_parts<Cfg>();
     constexpr int W = Cfg::AXI_BYTES;
     RqParams* dst = RqTable<Cfg, WHICH>::of(g);
     const long its = table_its(n, RPI, PARTS);
-    const uint8_t* tab = blob + d.tab;
-    uint8_t rb[kRqRecordBytes];  // the parts of a record (a port narrower than a record)
+    uint8_t rb[kRqRecordBytes] = {};  // the parts of a record (a port narrower than a record)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=rb type=complete)
 RQ_TABLE:
     for (long i = 0; i < its; ++i) {
@@ -424,19 +484,25 @@ RQ_TABLE:
         const int recs = n - c0 < RPI ? n - c0 : RPI;
         const long at = long(c0) * kRqRecordBytes + long(p) * W;
         const int span = recs * kRqRecordBytes - p * W < W ? recs * kRqRecordBytes - p * W : W;
-        ISEG_AXI_RD(GMEM0, tab + at, span);
+        ISEG_CHECK((d.tab + at) % W == 0, "rq table: not a whole beat");
+        const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM0, blob, d.tab + at, span);
     RQ_PART:
         for (int j = 0; j < W && j < kRqRecordBytes; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
-            if (PARTS > 1 && j < span) rb[p * W + j] = tab[at + j];
+            if (PARTS > 1 && j < span) rb[p * W + j] = beat_byte(v, j);
         }
         if (p == PARTS - 1) {
         RQ_REC:
             for (int r = 0; r < RPI; ++r) {
                 ISEG_PRAGMA(HLS UNROLL)
                 if (r < recs) {
+                    uint8_t rec[kRqRecordBytes] = {};
+                    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=rec type=complete)
+                RQ_REC_BYTE:  // (the index is masked: with parts, a record is rb and the beat index never used)
+                    for (int j = 0; j < kRqRecordBytes; ++j)
+                        rec[j] = PARTS > 1 ? rb[j] : beat_byte(v, (r * kRqRecordBytes + j) & (W - 1));
                     RqTable<Cfg, WHICH>::port(g, c0 + r);
-                    dst[c0 + r] = rq_record(PARTS > 1 ? rb : tab + long(c0 + r) * kRqRecordBytes);
+                    dst[c0 + r] = rq_record(rec);
                 }
             }
         }
@@ -445,8 +511,10 @@ RQ_TABLE:
 }
 
 // The biases of d (i32, N of them) into g.bias, bias_lanes per iteration.
+// An iteration's 4 BL bytes lie in one beat at a multiple of 4 BL (BL divides AXI_BYTES / 4; the table starts on
+// a beat).
 template <class Cfg>
-void load_bias(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+void load_bias(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     constexpr int BL = bias_lanes<Cfg>();
     const long its = d.b >= 0 ? table_its(d.N, BL, 1) : 0;
 GEMM_BIAS:
@@ -454,14 +522,19 @@ GEMM_BIAS:
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=768)
         ISEG_PIPELINE(GEMM_BIAS, 1);
         const int c0 = int(i) * BL;
-        ISEG_AXI_RD(GMEM0, blob + d.b + 4L * c0, 4 * (d.N - c0 < BL ? d.N - c0 : BL));
+        const long at = d.b + 4L * c0;
+        uint8_t x[4 * BL] = {};
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
+        beat_take<4 * BL>(ISEG_BEAT_RD(GMEM0, blob, at, 4 * (d.N - c0 < BL ? d.N - c0 : BL)),
+                          int(at % Cfg::AXI_BYTES), x);
     GEMM_BIAS_L:
         for (int l = 0; l < BL; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = c0 + l;
             if (c < d.N) {
                 ISEG_WR(g, bias, g.o_bank(c), g.o_word(c));
-                g.bias[c] = ld_i32(blob + d.b + 4L * c);
+                g.bias[c] = int32_t(uint32_t(x[4 * l]) | (uint32_t(x[4 * l + 1]) << 8) | (uint32_t(x[4 * l + 2]) << 16) |
+                                    (uint32_t(x[4 * l + 3]) << 24));
             }
         }
     }
@@ -474,7 +547,7 @@ GEMM_BIAS:
 
 // The per-channel (m, e, o) of a LayerNorm row (gamma, beta) into g.lnrq.
 template <class Cfg>
-void ln_consts(const LayerDesc& ln, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+void ln_consts(const LayerDesc& ln, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     g.ln_rq = ln.rq;
     load_rq_table<Cfg, 3>(ln.rq, ln.N, blob, g);
 }
@@ -557,7 +630,6 @@ struct OutLane {
     bool tab;      // the record is rq1[idx] (a per-channel table: the GEMM's rq, P.V's rq2), else the iteration's scalar
     int idx;       // the GEMM's column, the P.V output's channel
     typename sbits<out_rq_bits<Cfg>()>::type z;  // the operand: acc + bias (GEMM), (P.V) << r (P.V), a score (Q.K^T)
-    long at;       // the output's scratch byte offset
     int32_t res;   // GEMM: the residual / pos operand
     int32_t pre;   // GEMM: the embed's cls row value
 };
@@ -572,68 +644,80 @@ inline int32_t out_rq(const OutLane<Cfg>& o, const RqParams& rq, bool wide) {
     return wide ? y : clamp_bits(y, 8);
 }
 
-// One step of the GEMM output lanes, first half: OUT_LANES elements (row-major over R x C) of the drained tile t,
-// or (cls) of the embed's cls row instead (a flag, not a second Drain: one state object, no select between two of
-// them): their requant operands and records, residual / pos operands and output addresses, into o.
-// ov: the drain registers of this step's lanes, read once by the engine loop for whichever output lanes run
-// (these or attention's P.V output lanes: one readout mux for both, schedule.h); lanes that straddle rows (the
-// unit-test harness) read g.dr themselves.
+// One step of the GEMM output lanes: OUT_LANES elements of one row of the drained tile t, or (cls) of the embed's
+// cls row instead (a flag, not a second Drain: one state object, no select between two of them). OUT_LANES divides
+// C (estimate.make_shape), so a step's lanes lie in one row of the tile: the row's offsets are the running
+// t.in_off / t.out_off, advanced a stride per row (no row * stride multiplier in the loop, docs/hls.md "What csynth
+// would likely find first"), and the row and column group come from running counters, not e0 / C and e0 % C: lane
+// l reads dr[r][k * L + l] (ov, the engine loop's readout), a mux over R x C / L registers.
+// The operands of a step are 2 OUT_LANES contiguous bytes of one row, in one beat (rows start on a beat, 2
+// OUT_LANES divides it): drain_req names them, the pos or cls row on gmem0, the residual on gmem2; the engine loop
+// reads them (one request per bundle per iteration, gemm.h prefetch_req) and drain_lanes takes them.
+struct LaneStep {
+    long c0;          // the step's first column
+    int nok;          // lanes with an output
+    long at0, at2;    // byte offsets of the gmem0 span (pos / cls row) and the gmem2 span (residuals); -1: none
+    int n0, n2;
+};
+
 template <class Cfg>
-void drain_lanes(const LayerDesc& d, const uint8_t* blob, const uint8_t* scratch_b, GemmBuffers<Cfg>& g, Drain& t,
-                 bool cls, int s, const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
+LaneStep drain_req(const LayerDesc& d, const Drain& t, bool cls, int s) {
     ISEG_PRAGMA(HLS INLINE)
+    constexpr int L = Cfg::OUT_LANES;
+    ISEG_CHECK(cls || lane_pos_at(t.r, t.k, s, L, Cfg::C), "GEMM output lanes: the row/step counters left step s");
+    LaneStep st;
+    st.c0 = cls ? long(s) * L : long(t.n0) + long(t.k) * L;
+    const int left = cls ? int(d.N - st.c0) : (t.r < t.rows ? t.cols - t.k * L : 0);
+    st.nok = left < 0 ? 0 : (left < L ? left : L);
+    const bool emb = embed_fused(d);
+    st.n0 = st.n2 = 2 * st.nok;
+    // the embed's pos row (row t0 + r + 1 of the blob's pos) or its cls row; or the residual
+    st.at0 = st.nok > 0 && (emb || cls) ? (cls ? d.cst + 2 * st.c0 : d.in2 + 2 * (t.in_off + st.c0)) : -1L;
+    st.at2 = st.nok > 0 && !(emb || cls) && (d.flags & F_RESIDUAL) ? d.in2 + 2 * (t.in_off + st.c0) : -1L;
+    return st;
+}
+
+// The first half of the step: the lanes' requant operands and records, residual / pos operands into o, from the
+// beats v0 (gmem0) and v2 (gmem2) that hold drain_req's spans. Returns the byte offset of the step's store (lane 0's
+// output; the lanes' outputs are contiguous), or -1 when no lane has an output.
+template <class Cfg>
+long drain_lanes(const LayerDesc& d, const LaneStep& st, const beat_t<Cfg>& v0, const beat_t<Cfg>& v2,
+                 GemmBuffers<Cfg>& g, Drain& t, bool cls, const int32_t (&ov)[Cfg::OUT_LANES],
+                 OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int L = Cfg::OUT_LANES, W = Cfg::AXI_BYTES;
+    static_assert(Cfg::C % L == 0 && W % (2 * L) == 0, "a lane step: one row of the tile, one beat (make_shape)");
     const int bytes = d.out_bits / 8;
     const bool emb = embed_fused(d);
-    // When OUT_LANES divides C (every generated Cfg: estimate.make_shape), a step's lanes lie in one row of the
-    // tile: its row offsets are the running t.in_off / t.out_off, advanced a stride per row, so the loop holds
-    // no row * stride multiplier (docs/hls.md, "What csynth would likely find first"). The unit-test harness
-    // keeps lanes that straddle rows, with a multiply per lane.
-    constexpr bool one_row = Cfg::C % Cfg::OUT_LANES == 0;
-    const int e0 = s * Cfg::OUT_LANES;
-    // the row and column group from the running counters, not e0 / C and e0 % C: lane l reads dr[r][k * L + l],
-    // a mux over R x C / L registers whose structure the tool cannot miss (docs/hls.md, readout multiplexers)
-    ISEG_CHECK(cls || !one_row || lane_pos_at(t.r, t.k, s, Cfg::OUT_LANES, Cfg::C),
-               "GEMM output lanes: the row/step counters left step s");
-    const int r0 = cls ? 0 : (one_row ? t.r : e0 / Cfg::C);
-    const long in_row0 = cls ? 0L : t.in_off, out_row0 = cls ? 0L : t.out_off;
+    uint8_t xp[2 * L] = {}, xr[2 * L] = {};  // pos / cls row values, residuals: i16 each
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xp type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xr type=complete)
+    if (st.at0 >= 0) beat_take<2 * L>(v0, int(st.at0 % W), xp);
+    if (st.at2 >= 0) beat_take<2 * L>(v2, int(st.at2 % W), xr);
 OUT_LANE:
-    for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+    for (int l = 0; l < L; ++l) {
         ISEG_PRAGMA(HLS UNROLL)
-        const int e = e0 + l;
-        const int r = cls ? 0 : (one_row ? r0 : e / Cfg::C);
-        const int c = cls ? 0 : (one_row ? t.k * Cfg::OUT_LANES + l : e % Cfg::C);
-        const bool ok = cls ? e < d.N : (r < t.rows && c < t.cols);
-        o[l].ok = ok;
-        if (ok) {
-            const long row = cls ? 0L : long(t.t0 + r) + (emb ? d.n_prefix : 0);  // (straddling lanes only)
-            const long in_row = one_row ? in_row0 : row * d.in2_stride;
-            const long out_row = one_row ? out_row0 : row * d.out_stride;
-            const long col = cls ? long(e) : t.n0 + c;
-            const long ro = (in_row + col) * 2;
-            int32_t res = 0;  // pos rows (blob) or the residual (scratch)
-            if (emb && !cls) {
-                ISEG_AXI_RD(GMEM0, blob + d.in2 + ro, 2);
-                res = ld_i16(blob + d.in2 + ro);
-            } else if (d.flags & F_RESIDUAL) {  // beside the A loader's row: the second scratch port
-                ISEG_AXI_RD(GMEM2, scratch_b + d.in2 + ro, 2);
-                res = ld_i16(scratch_b + d.in2 + ro);
-            }
-            if (cls) ISEG_AXI_RD(GMEM0, blob + d.cst + col * 2, 2);
-            o[l].pre = cls ? int32_t(ld_i16(blob + d.cst + col * 2)) : 0;
-            o[l].res = res;
-            o[l].at = d.out + act_bytes(out_row + col, bytes);
+        const long col = st.c0 + l;
+        o[l].ok = l < st.nok;
+        if (o[l].ok) {
+            const int32_t p = int32_t(int16_t(uint16_t(uint16_t(xp[2 * l]) | uint16_t(uint16_t(xp[2 * l + 1]) << 8))));
+            const int32_t q = int32_t(int16_t(uint16_t(uint16_t(xr[2 * l]) | uint16_t(uint16_t(xr[2 * l + 1]) << 8))));
+            o[l].pre = cls ? p : 0;
+            o[l].res = cls ? 0 : (emb ? p : q);
             ISEG_RD(g, bias, g.o_bank(col), g.o_word(col));
-            // both arms int32_t: `0 : g.dr[r][c]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
-            const int32_t acc = cls ? int32_t(0) : (one_row ? ov[l] : int32_t(g.dr[r][c]));
+            // both arms int32_t: `0 : ov[l]` mixed int with ap_int<ARR> in synthesis, ambiguous to any compiler
+            const int32_t acc = cls ? int32_t(0) : ov[l];
             o[l].z = narrow<out_rq_bits<Cfg>()>(int64_t(acc) + g.bias[col]);
             o[l].tab = d.rq.tab >= 0;
             o[l].idx = int(col);
         }
     }
-    if (one_row && !cls && lane_pos_next(t.r, t.k, Cfg::C / Cfg::OUT_LANES)) {  // the next row's offsets
+    const long at = st.nok > 0 ? d.out + act_bytes((cls ? 0L : t.out_off) + st.c0, bytes) : -1L;
+    if (!cls && lane_pos_next(t.r, t.k, Cfg::C / L)) {  // the next row's offsets
         t.in_off += d.in2_stride;
         t.out_off += d.out_stride;
     }
+    return at;
 }
 
 // The second half: y = RQ_out_bits(acc + bias) of each lane (out_rq), then the fused lambda-GELU + RQ_8 (a lookup
@@ -736,13 +820,14 @@ ACC_COPY_R:
 // iteration: each copy is a single-port LUTRAM (its lane reads it in another loop), so one write per cycle; 256
 // cycles a layer. Nothing without F_GELU.
 template <class Cfg>
-void load_gelu_table(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+void load_gelu_table(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     if (!(d.flags & F_GELU)) return;
+    RdCache<beat_t<Cfg> > c;  // a beat holds AXI_BYTES entries: requested once
+    cache_reset(c);
 GELU_TABLE:
     for (int x = 0; x < kGeluTable; ++x) {
         ISEG_PIPELINE(GELU_TABLE, 1);
-        ISEG_AXI_RD(GMEM0, blob + d.cst + x, 1);
-        const int8_t v = int8_t(blob[d.cst + x]);
+        const int8_t v = beat_i8(ISEG_CACHE_RD(GMEM0, c, blob, d.cst + x, 1), int((d.cst + x) % Cfg::AXI_BYTES));
     GELU_TABLE_L:
         for (int l = 0; l < Cfg::OUT_LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -755,7 +840,7 @@ GELU_TABLE:
 
 // Per-channel constants of a GEMM layer: biases, the rq1 table, a fused GELU's table, one loop each.
 template <class Cfg>
-void load_consts(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+void load_consts(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     load_bias<Cfg>(d, blob, g);
     load_rq_table<Cfg, 1>(d.rq, d.N, blob, g);
     load_gelu_table<Cfg>(d, blob, g);
@@ -802,7 +887,7 @@ void tp_begin(Transposer<Cfg>& t) {
 // One step of chunk b: up to two rows of the last complete tile out, then (unless it would complete a tile
 // while rows are still waiting) one beat of source row t.n in. Returns the source row read, or -1.
 template <class Cfg>
-int tp_step(Transposer<Cfg>& t, const uint8_t* src, long stride, int N, int K, int b, int half,
+int tp_step(Transposer<Cfg>& t, const beat_t<Cfg>* port, long src, long stride, int N, int K, int b, int half,
             GemmBuffers<Cfg>& g) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
@@ -826,12 +911,15 @@ TP_OUT:
     const bool completes = t.n % C == C - 1 || t.n == N - 1;
     if (completes && t.wleft > 0) return -1;
     const int n = t.n, tile = n / C;
-    ISEG_AXI_RD(GMEM1, src + long(n) * stride + b * W, K - b * W < W ? K - b * W : W);
+    // chunk b of row n: a whole beat (rows and, for K_h^T, heads start on one: estimate.axi_beat)
+    const long at = src + long(n) * stride + b * W;
+    ISEG_CHECK(at % W == 0, "transposing loader: not a whole beat");
+    const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM1, port, at, K - b * W < W ? K - b * W : W);
 TP_IN:
     for (int j = 0; j < W; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         const int k = b * W + j;
-        t.t[tile & 1][n % C][j] = k < K ? int8_t(src[long(n) * stride + k]) : int8_t(0);
+        t.t[tile & 1][n % C][j] = k < K ? beat_i8(v, j) : int8_t(0);
     }
     if (completes) {
         t.wg = tile;
@@ -845,7 +933,7 @@ TP_IN:
 // MASK_PRODUCT's right operand is an activation (in2 (N, K) int8, B = in2^T), produced by the
 // previous layer, so it cannot be prefetched: load it into w[g.wcur] (exposed) through the transposer.
 template <class Cfg>
-void load_b_transposed(const LayerDesc& d, const uint8_t* scratch, GemmBuffers<Cfg>& g) {
+void load_b_transposed(const LayerDesc& d, const beat_t<Cfg>* scratch, GemmBuffers<Cfg>& g) {
     const int W = Cfg::AXI_BYTES;
     const int kb_n = (d.K + W - 1) / W;
     Transposer<Cfg>& tp = g.tp;
@@ -858,7 +946,7 @@ MP_LOAD_CHUNK:
         for (long s = 0; s < steps; ++s) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=160)
             ISEG_PIPELINE(MP_LOAD_STEP, 1);
-            tp_step<Cfg>(tp, scratch + d.in2, d.in2_stride, d.N, d.K, b, g.wcur, g);
+            tp_step<Cfg>(tp, scratch, d.in2, d.in2_stride, d.N, d.K, b, g.wcur, g);
         }
         ISEG_CHECK(tp.n == d.N && tp.wleft == 0, "MASK_PRODUCT: transposing loader step count mismatch");
         ISEG_CYCLES(g.cycles, steps + kPipeDepth);

@@ -93,12 +93,9 @@ PORT_FIND:
 // run, the STATIC demand: the sum over the access sites that ever reached the bank of the most distinct words each
 // touched in one iteration (an unrolled site touching two words is two operations). ceil(demand / 2) is the II
 // that bank's two ports allow. Per (source loop, m_axi bundle, direction) likewise: the sum over sites of the most
-// BYTES each moved in one iteration. The m_axi ports are uint8_t pointers and the C++ reads and writes them a byte
-// at a time (an i16 as two bytes), so each byte is a request of its own unless the tool widens them, which it does
-// for bursts it infers across iterations, not for a run-time span inside one (docs/hls.md, item 3); the II it
-// allows is the demand itself. The per-iteration beat check above is the other bound: the same code if every
-// iteration's bytes went out as whole beats. Reported by csim_static_report (csim_api.h); measured, not enforced:
-// the loops exceed it (docs/hls.md, items 3 and 11).
+// whole-beat REQUESTS each made in one iteration (axi.h: every access is one beat); the II it allows is the demand
+// itself (one request per bundle, direction and cycle). Reported by csim_static_report (csim_api.h); measured, not
+// enforced: the engine loop exceeds it on the left-operand banks (docs/hls.md, item 11).
 struct StaticEntry {
     const char* sloop;
     char buf[16];
@@ -269,27 +266,23 @@ struct Ports {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The same check for the m_axi bundles (top.cpp). An AXI master moves one beat per cycle on its read
-// channel and one on its write channel, so an iteration of a loop at II may move at most II beats per
-// bundle and direction; two accesses to different places of one bundle in one iteration are two bursts
-// that the tool serialises (it raises the II). Per iteration, the byte spans an access site reads or
-// writes through one bundle are merged (contiguous or overlapping spans are one) and each merged span
-// costs ceil(bytes / beat) beats: a loader's few bytes of a row per step are one beat of its burst, a
-// residual operand beside it is a second. Whatever exceeds II is recorded like a bank excess, with the
-// buffer named "gmemN.read" / "gmemN.write".
+// The same check for the m_axi bundles (top.cpp). The ports are arrays of beats (axi.h): every access is a
+// request for one whole beat, read (beat_read, RdCache) or written (WrStage). An AXI master moves one beat per
+// cycle on its read channel and one on its write channel, so an iteration of a loop at II may make at most II
+// requests per bundle and direction; two requests for the same beat in one iteration are one. Whatever exceeds
+// II is recorded like a bank excess, with the buffer named "gmemN.read" / "gmemN.write".
 //
-// Each access names its bundle (ISEG_AXI_RD / ISEG_AXI_WR); axi_bind tells the check which buffer each
-// bundle carries (gmem0 the weights blob, gmem1 the scratch, gmem2 a second port onto the scratch), so an
-// access that names a bundle that does not reach its buffer stops the C-simulation (gmem1 and gmem2 carry the
+// Each access names its bundle (ISEG_BEAT_RD, ISEG_CACHE_RD, ISEG_STAGE_PUT, ...); axi_bind tells the check which
+// buffer each bundle carries (gmem0 the weights blob, gmem1 the scratch, gmem2 a second port onto the scratch), so
+// an access that names a bundle that does not reach its buffer stops the C-simulation (gmem1 and gmem2 carry the
 // same buffer: which of the two an access names is the code's word).
-enum AxiBundle : int { GMEM0 = 0, GMEM1 = 1, GMEM2 = 2, kAxiBundles = 3 };
 enum AxiBuffer : int { AXI_BLOB = 1, AXI_SCRATCH = 2 };
 
-// Bursts as executed, per (pipelined loop, bundle, direction): an access that starts inside or right at the end
-// of the previous span of its bundle and direction, in the same loop, continues a burst; any other starts one.
-// What Vitis makes of them is its own (it infers bursts from the code, not from the addresses), but the
-// figure says how long the sequential runs a loop asks for are: a loop of short runs leans on the adapter's
-// outstanding requests to hide DDR latency (docs/hls.md, "m_axi ports").
+// Bursts as executed, per (pipelined loop, bundle, direction): a request for the beat right after (or the same as)
+// the previous one of its bundle and direction, in the same loop, continues a burst; any other starts one. What
+// Vitis makes of them is its own (it infers bursts from the code, not from the addresses), but the figure says how
+// long the sequential runs a loop asks for are: a loop of short runs leans on the adapter's outstanding requests
+// to hide DDR latency (docs/hls.md, "m_axi ports").
 struct BurstEntry {
     const char* loop;
     int bundle, dir;
@@ -301,12 +294,12 @@ struct AxiLog {
     const uint8_t* blob;                        // base addresses of the two buffers
     const uint8_t* scratch;
     int carries[kAxiBundles];                   // AxiBuffer bits each bundle may reach
-    long long iter[kAxiBundles][2];             // iteration of the spans below
+    long long iter[kAxiBundles][2];             // iteration of the requests below
     int n[kAxiBundles][2];
-    uintptr_t lo[kAxiBundles][2][16], hi[kAxiBundles][2][16];  // merged spans [lo, hi)
-    long long bytes[kAxiBundles][2];            // bytes moved this run (every access, pipelined or not)
-    const char* run_loop[kAxiBundles][2];       // the current burst: its loop and its last span
-    uintptr_t run_lo[kAxiBundles][2], run_hi[kAxiBundles][2];
+    uintptr_t req[kAxiBundles][2][16];          // the distinct beats requested in that iteration
+    long long bytes[kAxiBundles][2];            // bytes the C++ used this run (every access, pipelined or not)
+    const char* run_loop[kAxiBundles][2];       // the current burst: its loop and its last beat
+    uintptr_t run_at[kAxiBundles][2];
     int nbursts, dropped;
     BurstEntry bursts[64];
     // the static demand (requests per iteration summed over sites): this iteration's requests per site
@@ -317,16 +310,16 @@ struct AxiLog {
     SiteTable sites[kAxiBundles][2];
 };
 
-inline void axi_burst(AxiLog& a, int bundle, int d, const char* loop, uintptr_t lo, uintptr_t hi) {
-    const bool cont = a.run_loop[bundle][d] == loop && lo >= a.run_lo[bundle][d] && lo <= a.run_hi[bundle][d];
+inline void axi_burst(AxiLog& a, int bundle, int d, const char* loop, uintptr_t at) {
+    const uintptr_t prev = a.run_at[bundle][d];
+    const bool cont = a.run_loop[bundle][d] == loop && (at == prev || at == prev + uintptr_t(a.beat));
     a.run_loop[bundle][d] = loop;
-    a.run_lo[bundle][d] = lo;
-    a.run_hi[bundle][d] = hi;
+    a.run_at[bundle][d] = at;
 AXI_BURST_FIND:
     for (int i = 0; i < a.nbursts; ++i) {
         BurstEntry& e = a.bursts[i];
         if (e.loop == loop && e.bundle == bundle && e.dir == d) {  // labels are string literals: one address each
-            e.bytes += (long long)(hi - lo);
+            if (at != prev || !cont) e.bytes += a.beat;
             if (!cont) ++e.bursts;
             return;
         }
@@ -335,7 +328,7 @@ AXI_BURST_FIND:
         ++a.dropped;
         return;
     }
-    a.bursts[a.nbursts++] = BurstEntry{loop, bundle, d, (long long)(hi - lo), 1};
+    a.bursts[a.nbursts++] = BurstEntry{loop, bundle, d, (long long)a.beat, 1};
 }
 
 inline AxiLog& axi_log() {
@@ -344,32 +337,43 @@ inline AxiLog& axi_log() {
 }
 
 // Called by run_layers (C-sim) with the buffers the bundles carry.
-inline void axi_bind(int beat, const uint8_t* blob, const uint8_t* scratch) {
+inline void axi_bind(int beat, const void* blob, const void* scratch) {
     AxiLog& a = axi_log();
     a = AxiLog();
     a.beat = beat;
-    a.blob = blob;
-    a.scratch = scratch;
+    a.blob = static_cast<const uint8_t*>(blob);
+    a.scratch = static_cast<const uint8_t*>(scratch);
     a.carries[GMEM0] = AXI_BLOB;
     a.carries[GMEM1] = AXI_SCRATCH;
     a.carries[GMEM2] = AXI_SCRATCH;
 }
 
-inline void axi_use(int bundle, bool write, const void* ptr, long nbytes, const void* site) {
+// Bytes the C++ used of a bundle (the DDR traffic generator/estimate.py counts): the span of a read it takes from
+// a beat, the bytes a store puts into a stage. Sequential code included.
+inline void axi_moved(int bundle, bool write, long n) {
     AxiLog& a = axi_log();
-    if (a.beat == 0 || nbytes <= 0) return;
-    const uintptr_t p = uintptr_t(ptr), b = uintptr_t(a.blob), s = uintptr_t(a.scratch);
+    if (a.beat == 0 || n <= 0 || bundle < 0 || bundle >= kAxiBundles) return;
+    a.bytes[bundle][write ? 1 : 0] += n;
+}
+
+// One request of a whole beat (its address) at `site`: the buffer check, the bursts, the static demand and the
+// per-iteration request count.
+inline void axi_req(int bundle, bool write, const void* beat, const void* site) {
+    AxiLog& a = axi_log();
+    if (a.beat == 0) return;
+    const uintptr_t p = uintptr_t(beat), b = uintptr_t(a.blob), s = uintptr_t(a.scratch);
     // the buffer the address lies in: the nearest base at or below it
     const bool in_b = p >= b && (p < s || s < b), in_s = p >= s && (p < b || b < s);
     const int buf = in_b ? AXI_BLOB : in_s ? AXI_SCRATCH : 0;
     if (bundle < 0 || bundle >= kAxiBundles || (a.carries[bundle] & buf) == 0)
         csim_fail("m_axi check: an access names a bundle that does not carry its buffer", __FILE__, __LINE__);
+    if ((p - (in_b ? b : s)) % uintptr_t(a.beat) != 0)
+        csim_fail("m_axi check: a request that is not a whole beat", __FILE__, __LINE__);
     const int d = write ? 1 : 0;
-    a.bytes[bundle][d] += nbytes;
     const PortLog& l = port_log();
     if (l.loop == nullptr) return;
-    axi_burst(a, bundle, d, l.loop, p, p + uintptr_t(nbytes));
-    {  // the static demand: the ports are uint8_t pointers, so every byte the C++ reads or writes is a request
+    axi_burst(a, bundle, d, l.loop, p);
+    {  // the static demand: requests per iteration, per site
         static const char* snames[kAxiBundles][2] = {
             {"gmem0.read", "gmem0.write"}, {"gmem1.read", "gmem1.write"}, {"gmem2.read", "gmem2.write"}};
         if (a.siter[bundle][d] != l.iter) {
@@ -387,40 +391,23 @@ inline void axi_use(int bundle, bool write, const void* ptr, long nbytes, const 
             a.ssite[bundle][d][at] = site;
             a.sreq[bundle][d][at] = 0;
         }
-        a.sreq[bundle][d][at] += int(nbytes);
+        a.sreq[bundle][d][at] += 1;
         a.sites[bundle][d].note(l.sloop, site, a.sreq[bundle][d][at], snames[bundle][d]);
     }
     if (a.iter[bundle][d] != l.iter) {
         a.iter[bundle][d] = l.iter;
         a.n[bundle][d] = 0;
     }
-    uintptr_t lo = p, hi = p + uintptr_t(nbytes);
     int& n = a.n[bundle][d];
-    uintptr_t* L = a.lo[bundle][d];
-    uintptr_t* H = a.hi[bundle][d];
-AXI_MERGE:
-    for (int i = 0; i < n;) {  // absorb every span that touches [lo, hi)
-        if (L[i] <= hi && lo <= H[i]) {
-            if (L[i] < lo) lo = L[i];
-            if (H[i] > hi) hi = H[i];
-            L[i] = L[n - 1];
-            H[i] = H[n - 1];
-            --n;
-        } else {
-            ++i;
-        }
-    }
-    if (n == 16) csim_fail("m_axi check: more than 16 separate spans in one iteration", __FILE__, __LINE__);
-    L[n] = lo;
-    H[n] = hi;
-    ++n;
-    long beats = 0;
-AXI_BEATS:
-    for (int i = 0; i < n; ++i) beats += long((H[i] - L[i] + uintptr_t(a.beat) - 1) / uintptr_t(a.beat));
-    if (beats > l.ii) {
+AXI_SEEN:
+    for (int i = 0; i < n; ++i)
+        if (a.req[bundle][d][i] == p) return;  // the same beat twice in one iteration: one request
+    if (n == 16) csim_fail("m_axi check: more than 16 requests in one iteration", __FILE__, __LINE__);
+    a.req[bundle][d][n++] = p;
+    if (n > l.ii) {
         static const char* names[kAxiBundles][2] = {
             {"gmem0.read", "gmem0.write"}, {"gmem1.read", "gmem1.write"}, {"gmem2.read", "gmem2.write"}};
-        port_log_excess(names[bundle][d], int(beats), l.ii);
+        port_log_excess(names[bundle][d], n, l.ii);
     }
 }
 
@@ -431,8 +418,8 @@ AXI_BEATS:
 // ISEG_SITE: a unique address per expansion of an access macro (a static in a lambda of its own), the access
 // site the static demand counts.
 #define ISEG_SITE ([]() -> const void* { static const char iseg_site_ = 0; return &iseg_site_; }())
-#define ISEG_AXI_RD(bundle, p, n) ::iseg::axi_use(::iseg::bundle, false, (p), long(n), ISEG_SITE)
-#define ISEG_AXI_WR(bundle, p, n) ::iseg::axi_use(::iseg::bundle, true, (p), long(n), ISEG_SITE)
+#define ISEG_AXI_REQ(bundle, write, beat, site) ::iseg::axi_req((bundle), (write), (beat), (site))
+#define ISEG_AXI_MOVED(bundle, write, n) ::iseg::axi_moved((bundle), (write), long(n))
 #define ISEG_PIPELINE(label, ii) ::iseg::PipeIter iseg_pipe_iter_(#label, ii, #label)
 #define ISEG_PIPELINE_AS(label, ii, name) ::iseg::PipeIter iseg_pipe_iter_((name), ii, #label)
 #define ISEG_PORTS(buf, NB) ::iseg::Ports<(NB)> buf##_ports

@@ -95,6 +95,9 @@ constexpr int arr_a_bits() {
 }
 
 // The state every pass may touch besides the buffers: loaders, drains, the weight prefetch.
+// The two store stages (axi.h WrStage) live here, not in a pass: a tile's output lanes may run on into the next
+// pass (a row's beat half put), so a stage is written out only when its puts move on, and by run_passes at the
+// layer's end.
 template <class Cfg>
 struct PassState {
     ALoad al;    // the A loader (GEMM_A0: block 0; GEMM: block mb + 1)
@@ -102,12 +105,14 @@ struct PassState {
     QLoad q;     // the Q loader
     Drain dt;    // the GEMM tile in g.dr
     PvDrain pd;  // the P.V tile in g.dr
+    WrStage<Cfg::AXI_BYTES> os;  // the output lanes' stores (gmem1)
+    WrStage<Cfg::AXI_BYTES> ts;  // the LayerNorm loader's trace rows (gmem2)
 };
 
 // THE engine loop. One call site (run_passes); every unit below is called once in its body.
 template <class Cfg>
-void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
-                 GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
+void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch,
+                 beat_t<Cfg>* scratch_b, GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
     ISEG_PRAGMA(HLS INLINE)  // one call site: its state stays local values of run_layers (no struct ports)
     constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>();
     const int m = p.mode;
@@ -120,6 +125,16 @@ void engine_pass(const Pass& p, const LayerDesc& d, const uint8_t* blob, uint8_t
     int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
     int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
     long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
+    // The m_axi reads: ONE request per bundle per iteration, its address muxed among the units that share the bundle
+    // (gmem0: the output lanes' pos / cls rows or the weight prefetch; gmem1: the A loader, the LayerNorm
+    // statistics or the Q loader; gmem2: the residuals), through a one-beat cache each (axi.h: steps that share a
+    // beat request it once). A pass starts them empty, so nothing a layer wrote before is ever served stale; within
+    // a pass one unit uses each (the modes never run two loaders of a bundle, and an embed's prefetch steps follow
+    // its output lanes' steps, Pass::pf0), so a cached beat is always that unit's.
+    RdCache<beat_t<Cfg> > c0, c1, c2;
+    cache_reset(c0);
+    cache_reset(c1);
+    cache_reset(c2);
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
@@ -188,6 +203,30 @@ ENGINE_PASS:
         const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP;
         const bool so = qk && nt > 0 && s < sdsteps;
         const bool gcls = gemm && !ps.dt.pending;
+        long oat = -1;  // the output lanes' store: its byte offset (-1: none)
+        // gmem0 and gmem2: the GEMM output lanes' operands, or a weight prefetch beat (on gmem0, later in the iteration)
+        const bool pf_go = gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total;
+        LaneStep lst = {0, 0, -1L, -1L, 0, 0};
+        if (go) lst = drain_req<Cfg>(d, ps.dt, gcls, gemm ? s : int(i));
+        ISEG_CHECK(!(pf_go && lst.at0 >= 0), "engine loop: the weight prefetch and the embed's pos rows in one step");
+        int npf = 0;
+        const long pat = pf_go ? prefetch_req<Cfg>(pf, npf) : -1L;
+        beat_t<Cfg> v0, v2;
+        beat_clear(v0);
+        beat_clear(v2);
+        if (lst.at0 >= 0 || pat >= 0)
+            v0 = ISEG_CACHE_RD(GMEM0, c0, blob, pat >= 0 ? pat : lst.at0, pat >= 0 ? npf : lst.n0);
+        if (lst.at2 >= 0) v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, lst.at2, lst.n2);
+        // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
+        // iteration's store on gmem1 in program order: the tool need not order the read behind the write
+        const bool ln_go = (gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
+        const bool a_go = (gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln);
+        const bool q_go = qk || m == PM_Q_LOAD;
+        int n1 = 0;
+        const long at1 = ln_go ? ln_req<Cfg>(ps.ln, n1) : a_go ? a_req<Cfg>(ps.al, n1) : q_go ? q_req<Cfg>(ps.q, dh, n1) : -1L;
+        beat_t<Cfg> v1;
+        beat_clear(v1);
+        if (at1 >= 0) v1 = ISEG_CACHE_RD(GMEM1, c1, scratch, at1, n1);
         OutLane<Cfg> ol[NQ];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ol type=complete)
     OUT_LANE_OFF:  // lanes a set does not fill stay off (the output lanes fill OUT_LANES of NQ)
@@ -197,9 +236,9 @@ ENGINE_PASS:
             ol[l].idx = 0;
         }
         if (go) {
-            drain_lanes<Cfg>(d, blob, scratch_b, g, ps.dt, gcls, gemm ? s : int(i), ov, ol);
+            oat = drain_lanes<Cfg>(d, lst, v0, v2, g, ps.dt, gcls, ov, ol);
         } else if (po) {
-            att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, g, m == PM_O_STEP ? int(i) : s, ov, ol);
+            oat = att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, m == PM_O_STEP ? int(i) : s, ov, ol);
         } else if (so) {
             ISEG_CHECK(!s_one_row || lane_pos_at(sr, sk, s, SL, C), "score lanes: the row/step counters left step s");
         ATT_S_LANE:
@@ -228,16 +267,21 @@ ENGINE_PASS:
             oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], rq, wide) : 0;
         }
         if (go) drain_values<Cfg>(d, g, gcls, ol, oy);  // the GELU table, the residual / embed add
-        // the output lanes' stores, GEMM (out_bits) or P.V (a byte): one store site (one m_axi write per lane)
+        // the output lanes' store, GEMM (out_bits) or P.V (a byte): the lanes' bytes are contiguous, one put into
+        // the stage (its position in the beat a multiple of OUT_LANES bytes), at most one beat written: one site
         const int obytes = go ? d.out_bits / 8 : 1;
+        uint8_t ox[2 * Cfg::OUT_LANES] = {};  // at most 2 bytes a lane
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ox type=complete)
+        int on = 0;
     OUT_STORE:
         for (int l = 0; l < Cfg::OUT_LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             if ((go || po) && ol[l].ok) {
-                ISEG_AXI_WR(GMEM1, scratch + ol[l].at, obytes);
-                st_act(scratch + ol[l].at, obytes, oy[l]);
+                put_act(ox, l * obytes, obytes, oy[l]);
+                on += obytes;
             }
         }
+        if ((go || po) && oat >= 0) ISEG_STAGE_PUT(Cfg::OUT_LANES, GMEM1, ps.os, scratch, oat, ox, on);
         if (so) {  // the scores into the block, and the rows' maxima
             int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
@@ -269,11 +313,12 @@ ENGINE_PASS:
                 lane_pos_next(sr, sk, C / SL);
             }
         }
-        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN)
-        if ((gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN) ln_step<Cfg>(ps.ln, scratch, scratch_b, g);
-        if ((gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln)) a_beat<Cfg>(ps.al, scratch, g);
-        if (gemm && s >= pf0 && s < pf0 + p.w_share && pf.pos < pf.total) prefetch_beat<Cfg>(pf, blob, g);
-        if (qk || m == PM_Q_LOAD) att_q_beat<Cfg>(ps.q, dh, scratch, sm);  // the next Q block into the other half
+        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN); the
+        // next Q block into the other half (QK, Q_LOAD), on the beat read above (one request, its address muxed by mode).
+        if (ln_go) ln_step<Cfg>(ps.ln, v1, ps.ts, scratch_b, g);
+        if (a_go) a_beat<Cfg>(ps.al, v1, g);
+        if (pf_go) prefetch_beat<Cfg>(pf, v0, g);
+        if (q_go) att_q_beat<Cfg>(ps.q, dh, v1, sm);
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
@@ -373,7 +418,7 @@ struct Seq {
 // B in w[g.wcur] (prefetched, or loaded for MASK_PRODUCT); bias / rq from the blob; with fuse_ln, the left
 // operand comes through the LayerNorm loader from ln's input, and ln's output is written too.
 template <class Cfg>
-Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g,
+Seq gemm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g,
                const Prefetch& pf, const LayerDesc& ln, bool fuse_ln, PassState<Cfg>& ps) {
     Seq sq = {};
     sq.phase = SQ_GEMM_A0;
@@ -410,7 +455,7 @@ Seq gemm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g,
 // stats pass) before any of its output rows is stored, so the output may be the input, updated in place, as
 // long as an output row never outruns its input row (stride), or the two must be disjoint.
 template <class Cfg>
-Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g, PassState<Cfg>& ps) {
+Seq layernorm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g, PassState<Cfg>& ps) {
     const int bytes = d.out_bits / 8;
     ISEG_CHECK((d.out == d.in && long(d.out_stride) * bytes <= 2L * d.in_stride) ||
                    d.out + (long(d.T - 1) * d.out_stride + d.N) * bytes <= d.in ||
@@ -427,7 +472,7 @@ Seq layernorm_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g
 // Multi-head attention (attention.h: the block schedule). Per head: K_h and V_h on chip, then per query block
 // b: PV(b - 1), QK(b + 1), what is left of SM(b); QK(0) the prologue, PV(nb - 1) the epilogue.
 template <class Cfg>
-Seq attention_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g) {
+Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int kt_n = (d.T + Cfg::C - 1) / Cfg::C, vt_n = (d.d_head + Cfg::C - 1) / Cfg::C;
     ISEG_CHECK(long(kt_n) * d.d_head + long(vt_n) * d.T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
@@ -435,24 +480,22 @@ Seq attention_begin(const LayerDesc& d, const uint8_t* blob, GemmBuffers<Cfg>& g
     Seq sq = {};
     sq.phase = SQ_HEAD;
     sq.nb = (d.T + Cfg::R - 1) / Cfg::R;
-    sq.rq_s = rq_channel(d.rq, blob, 0);
+    sq.rq_s = rq_read<Cfg>(d.rq, blob, 0);
     return sq;
 }
 
 // Head h's K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key) rows
 // as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per iteration (II = KV_II,
-// 2: the transposer's two rows of w per step beside the V words, each V beat one or two words of w; more on an
-// explicit array narrower than AXI_BYTES / 2, whose V beats span more rows). Both beats are single-beat runs (a
-// key's row is a stride away from the next), so K comes through scratch and V through scratch_b: half a request
-// per cycle on each port, not one on one (docs/hls.md, "Bursts").
+// 2: the transposer's two rows of w per step beside the V words, each V beat one or two words of w). Both beats are
+// single-beat requests (a key's row is a stride away from the next), so K comes through scratch and V through
+// scratch_b: half a request per cycle on each port, not one on one (docs/hls.md, "Runs and requests in flight").
 template <class Cfg>
-void att_load_kv(const LayerDesc& d, const uint8_t* scratch, const uint8_t* scratch_b, int h, GemmBuffers<Cfg>& g) {
+void att_load_kv(const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b, int h,
+                 GemmBuffers<Cfg>& g) {
     const int W = Cfg::AXI_BYTES, T = d.T, dh = d.d_head, D = d.heads * dh;
     constexpr int kKvII = kv_ii_of<Cfg>::value;
     (void)kKvII;  // read by the pragma (and the cycle count)
     const long st = d.in_stride;
-    const uint8_t* qkv = scratch + d.in;
-    const uint8_t* qkv_b = scratch_b + d.in;  // the V beats: the second port
     int8_t(&kv)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
     const int vt_n = (dh + Cfg::C - 1) / Cfg::C;
     const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
@@ -466,16 +509,18 @@ ATT_KV_CHUNK:
         for (long s2 = 0; s2 < steps; ++s2) {
             ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
             ISEG_PIPELINE(ATT_KV_STEP, kKvII);
-            const int n = tp_step<Cfg>(g.tp, qkv + D + long(h) * dh, st, T, dh, b, g.wcur, g);
-            if (n >= 0) {
-                ISEG_AXI_RD(GMEM2, qkv_b + long(n) * st + 2L * D + long(h) * dh + b * W, dh - b * W < W ? dh - b * W : W);
+            const int n = tp_step<Cfg>(g.tp, scratch, d.in + D + long(h) * dh, st, T, dh, b, g.wcur, g);
+            if (n >= 0) {  // the V beat: heads start on a beat (estimate.axi_beat), chunk b is a whole one
+                const long at = d.in + long(n) * st + 2L * D + long(h) * dh + b * W;
+                ISEG_CHECK(at % W == 0, "K/V load: a V chunk that is not a whole beat");
+                const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM2, scratch_b, at, dh - b * W < W ? dh - b * W : W);
             ATT_V_BYTE:
                 for (int j = 0; j < W; ++j) {
                     const int k = b * W + j;
                     if (k < vt_n * Cfg::C) {  // P.V columns past d_head are 0
                         const long row = voff + long(k / Cfg::C) * T + n;
                         ISEG_WR(g, w, g.wcur, row);
-                        kv[row][k % Cfg::C] = k < dh ? int8_t(qkv_b[long(n) * st + 2L * D + long(h) * dh + k]) : 0;
+                        kv[row][k % Cfg::C] = k < dh ? beat_i8(v, j) : int8_t(0);
                     }
                 }
             }
@@ -509,7 +554,8 @@ ATT_MX_INIT:
 
 // The next pass of the layer (setup included); false when the layer is done.
 template <class Cfg>
-bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, uint8_t* scratch, uint8_t* scratch_b, GemmBuffers<Cfg>& g,
+bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b,
+              GemmBuffers<Cfg>& g,
               AttSm<Cfg>& sm, PassState<Cfg>& ps) {
     constexpr int R = Cfg::R, C = Cfg::C;
     const int dsteps = drain_steps<Cfg>();
@@ -706,10 +752,13 @@ SEQ_STEP:
 }
 
 // Every pass of one layer (GEMM, LAYERNORM alone, ATTENTION), on the one engine loop: its only call site.
+// The layer's stores are written out at its end (the stages' last beats: the end of a row, its padding).
 template <class Cfg>
-void run_passes(Seq& sq, const LayerDesc& d, const uint8_t* blob, uint8_t* scratch, uint8_t* scratch_b,
+void run_passes(Seq& sq, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch, beat_t<Cfg>* scratch_b,
                 GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
     Pass p = pass_of(PM_GEMM_A0, 0, 0);
+    stage_reset(ps.os);
+    stage_reset(ps.ts);
 ENGINE_PASSES:
     for (int n = 0; n < kMaxPasses && seq_next<Cfg>(sq, p, d, scratch, scratch_b, g, sm, ps); ++n) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=2000)
@@ -717,6 +766,8 @@ ENGINE_PASSES:
         ISEG_CYCLES(g.cycles, p.cycles);
     }
     ISEG_CHECK(sq.phase == SQ_DONE, "engine: a layer's passes exceed kMaxPasses");
+    ISEG_STAGE_FLUSH(GMEM1, ps.os, scratch);
+    ISEG_STAGE_FLUSH(GMEM2, ps.ts, scratch_b);
 }
 
 }  // namespace iseg

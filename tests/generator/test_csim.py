@@ -29,15 +29,15 @@ VARIANTS = {
                                dec_mlp_dim=64), None),
     # linear decoder, d_head 32, I-ViT Shiftmax, ShiftGELU (a separate GELU row)
     "linear_ivit_shift": (replace(BASE, decoder="linear", softmax="ivit", gelu="shift", dim=64, heads=2), None),
-    # d_head 64, mask decoder, explicit array that divides nothing
-    "dh64_array3x5": (replace(BASE, dim=128, heads=2, mlp_dim=128, dec_dim=64, dec_heads=1, dec_mlp_dim=96,
-                              n_cls=5), {"rows": 3, "cols": 5}),
+    # d_head 64, mask decoder, explicit array that divides nothing (12 columns: 4-byte m_axi beats, axi_beat)
+    "dh64_array3x12": (replace(BASE, dim=128, heads=2, mlp_dim=128, dec_dim=64, dec_heads=1, dec_mlp_dim=96,
+                              n_cls=5), {"rows": 3, "cols": 12}),
     # u8 probabilities: Cfg::PV_II 1 (the P.V loop at the packed rate), mask decoder, d_head 16
     "precise8_pv_ii1": (replace(BASE, softmax="precise8", dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2,
                                 dec_mlp_dim=64), {"rows": 4, "cols": 8}),
     # odd sizes: 3x5 patch grid, 3 heads of 16, 7 classes, mask decoder with 2 blocks
     "odd_grid": (replace(BASE, image=(24, 40), dim=48, heads=3, mlp_dim=80, dec_dim=24, dec_heads=3,
-                         dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 10}),
+                         dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 12}),
     # one class: the per-channel requants of one channel (the linear head's, the mask decoder's class
     # LayerNorm's) are scalars, so nothing is loaded for them (estimate.rq_table)
     "one_class_linear": (replace(BASE, decoder="linear", dim=32, heads=2, mlp_dim=64, n_cls=1), None),
@@ -59,11 +59,12 @@ def test_csim_matches_reference(name: str, tmp_path: Path) -> None:
     # its test bench: it compiles as csynth's front end would see it and computes bit for bit
     ok, log = run_synthesis_view(out, tmp_path)
     assert ok, log
-    if name == "dh64_array3x5":
-        # an explicit array with C = 5 < AXI_BYTES / 2: a V beat of attention's K/V load (16 channels of a key)
-        # spans four channel tiles, four words of w next to the transposer's two: 6 accesses on 2 ports need
-        # KV_II 3 (estimate.kv_ii_of), which the C-sim's port check above and its cycle counter confirm
-        assert "static constexpr int KV_II = 3;" in (out / "src" / "model_cfg.h").read_text()
+    if name == "dh64_array3x12":
+        # the stores write whole beats and a GEMM tile's columns start at byte j C: the beat divides C = 12, so the
+        # planner narrows the KV260's 16-byte ports to 4-byte beats (estimate.axi_beat), where a V beat of the
+        # K/V load spans one channel tile: KV_II 2
+        cfg_h = (out / "src" / "model_cfg.h").read_text()
+        assert "static constexpr int AXI_BYTES = 4;" in cfg_h and "static constexpr int KV_II = 2;" in cfg_h
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +231,11 @@ def test_csim_on_other_beats(board: str, beat: int, tmp_path: Path) -> None:
     """pynq-z2's 64-bit ports (AXI_BYTES 8: a 16-byte requant record in two iterations, collected in a register)
     and u250's 512-bit ones (AXI_BYTES 64: four records and up to 16 biases per iteration): the loaders' step sizes
     (load_lanes, prefetch_lanes, the constant tables) differ from the 16-byte boards'; bit-exact, counter =
-    estimate, within the banks and the m_axi beats."""
-    ckpt = make_ckpt(tmp_path, BASE, seed=3)
+    estimate, within the banks and the m_axi beats. The stores write whole beats, so the beat divides every d_head
+    (estimate.axi_beat): u250's 64-byte beats need heads of 64 channels."""
+    wide = replace(BASE, dim=128, heads=2, mlp_dim=128, dec_dim=128, dec_heads=2, dec_mlp_dim=128)
+    spec = BASE if beat < 64 else wide
+    ckpt = make_ckpt(tmp_path, spec, seed=3)
     out = generate(write_config(tmp_path, ckpt, outputs=["hls"], board=board))
     assert f"static constexpr int AXI_BYTES = {beat};" in (out / "src" / "model_cfg.h").read_text()
     summary = check_csim(out, ckpt, "1")

@@ -85,7 +85,7 @@ VARIANTS = {
     "mask_p16": (replace(BASE, image=(32, 48)), None),                                      # P = 16, 2 x 3
     "linear_p4": (replace(BASE, decoder="linear", patch=4, image=(12, 20), dim=32, heads=2), {"rows": 4, "cols": 8}),
     "mask_p4_one_row": (replace(BASE, patch=4, image=(4, 28), dim=40, heads=2, dec_dim=24, dec_heads=2), None),
-    "linear_one_row_odd": (replace(BASE, decoder="linear", image=(16, 48), dim=48, heads=3), {"rows": 3, "cols": 5}),
+    "linear_one_row_odd": (replace(BASE, decoder="linear", image=(16, 48), dim=48, heads=3), {"rows": 3, "cols": 12}),
 }
 
 

@@ -23,15 +23,16 @@ from _hls_harness import (  # noqa: E402
     build,
     layer,
     ln_mean,
+    rows_of,
     rq_scalar,
 )
 
 from iseg.generator import estimate as est  # noqa: E402
 from iseg.graph import build_graph  # noqa: E402
 
-# the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 16 bytes, 3 output lanes, 3 Shiftmax
-# lanes, 5 LayerNorm lanes, 5 score lanes
-HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
+# the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 8 bytes (the beat divides C), 4 output lanes, 3 Shiftmax
+# lanes, 4 LayerNorm lanes, 5 score lanes
+HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
 
 
 def _prefetch0(k: int, n: int) -> int:
@@ -41,46 +42,51 @@ def _prefetch0(k: int, n: int) -> int:
 
 
 def test_gemm_cycles_by_hand() -> None:
-    """T 10, K 20, N 12 on the harness array, per-channel rq and a bias, 200 bytes to prefetch."""
+    """T 10, K 20, N 12 on the harness array (R 4, C 8, 8-byte beats, 4 output lanes, A_WORD 4), per-channel rq
+    and a bias, 200 bytes to prefetch."""
     a = HARNESS_SHAPE
     cycles, parts = est.gemm_cycles(a, 10, 20, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=200)
-    # the biases 3 per step (min(16 / 4, 3 output lanes)): ceil(12/3) + 16; then one 16-byte record per step: 12 + 16
-    consts = (4 + 16) + (12 + 16)
-    a0 = 4 * 3 + 16  # 4 rows x ceil(20/8) steps (8 bytes, two words of a row bank, per step) + pipeline
-    drain = 11  # ceil(4*8 / 3)
-    # blocks 3 (rows 4, 4, 2), tiles 2: A share ceil(12/2) = 6, weight share ceil(13 beats / 6 tiles) = 3
-    first = max(20, 6, 3)
-    mid = max(20, drain, 6, 3)
-    last = max(20, drain, 3)
-    steps = first + (2 * 2 - 1) * mid + 2 * last
-    assert (consts, a0, steps) == (48, 28, 120)
-    assert cycles == consts + a0 + steps + drain + 16 == 223
+    # the biases 2 per step (min(8 / 4, 4 output lanes)): ceil(12/2) + 16; then the 16-byte records, each two
+    # 8-byte parts on the 8-byte port, one part per step: 12 * 2 + 16
+    consts = (6 + 16) + (24 + 16)
+    a0 = 4 * 3 + 16  # 4 rows x ceil(20/8) steps (min(8-byte beat, two 4-element words) = 8 bytes per step) + PIPE
+    drain = 8  # ceil(4*8 / 4)
+    # blocks 3 (rows 4, 4, 2), tiles 2: A share ceil(12/2) = 6, weight share: 200 bytes at min(8, C 8) = 8 per step
+    # = 25 steps over 3 * 2 tiles, ceil(25/6) = 5; K 20 is the longest everywhere
+    first = max(20, 6, 5)
+    mid = max(20, drain, 6, 5)
+    last = max(20, drain, 5)
+    steps = first + (2 * 2 - 1) * mid + 2 * last  # block 0's tile 0; the other 3 tiles of blocks 0-1; block 2's 2
+    assert (consts, a0, steps) == (62, 28, 120)
+    assert cycles == consts + a0 + steps + drain + 16 == 234
     assert parts["array"] == 3 * 2 * 20
 
 
 def test_attention_cycles_by_hand() -> None:
-    """T 9 keys, 1 head of 16 on the harness array: blocks of 4, 4, 1 query rows, software-pipelined.
+    """T 9 keys, 1 head of 16 on the harness array (R 4, C 8, 8-byte beats, 4 output lanes, 5 score lanes, 3
+    Shiftmax lanes): blocks of 4, 4, 1 query rows, software-pipelined.
 
-    P.V drains overlap like a GEMM layer's: channel tile j's drain (11 steps) runs in the first steps of tile
-    j + 1's key loop, which runs max(T, drain) iterations; the last tile's drain runs alone (drain + PIPE),
-    except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s key
-    tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
-    loop, 8 bytes (two words of a row bank) per iteration (8 steps under 39 iterations: hidden), so only each
-    head's Q(0) is exposed. K_h goes through the transposer, one chunk of 16 channels: key tile 0's 8 beats
-    (steps 0-7), then key tile 1's one beat, which completes its tile and so waits until tile 0's 16 rows are
-    written out two per step (steps 8-15), then tile 1's 16 rows (8 steps): 24 steps at II 2 (a K and a V beat)."""
+    P.V drains overlap like a GEMM layer's: channel tile j's drain (ceil(4 * 8 / 4) = 8 steps) runs in the first
+    steps of tile j + 1's key loop, which runs max(T, drain) = 9 iterations; the last tile's drain runs alone (drain
+    + PIPE), except in PV(i-1) with a QK(i+1) after it, where it is left in the drain buffer and runs in QK(i+1)'s
+    key tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
+    loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps under 39 iterations:
+    hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
+    channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
+    tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8 rows (4
+    steps): 16 steps at II 2 (a K and a V beat) + PIPE per chunk."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 0  # the RQ_8 of P.V is per tensor: no table to load
-    assert est.tp_chunk_steps(9, 16, 0, 8, 16) == 8 + max(1, 8) + 8 == 24
-    kv = 2 * 24 + 16
+    assert est.tp_chunk_steps(9, 16, 0, 8, 8) == est.tp_chunk_steps(9, 16, 1, 8, 8) == 8 + max(1, 4) + 4 == 16
+    kv = 2 * (2 * 16 + 16)
     q_it, qk_it = 4 * 2, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
-    drain = 11  # ceil(4 * 8 / 3)
+    drain = 8  # ceil(4 * 8 / 4)
     # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
     pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
     pv_defer = (2 * 9 + 16) + (2 * max(9, drain) + 16)
     pv = pv_defer + drain + 16
-    assert (pv_it_defer, pv_it, pv_defer, pv) == (20, 31, 72, 99)
+    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 68, 92)
     q, qk = q_it + 16, qk_it + 16
     sm_full = 4 * 3 + 66 + 2 * 3  # ceil(9/3) = 3 steps per row (exp) or row pair (normalise), the divider once
     sm_last = 1 * 3 + 66 + 2 * 3  # one row's exp; the normalise pass covers all 4 rows (3 zero-filled) in pairs
@@ -91,46 +97,62 @@ def test_attention_cycles_by_hand() -> None:
     rest0 = sm_full - qk_it  # SM(0) under QK(1) (Q(2) loading in it)
     rest1 = sm_full - (pv_it_defer + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
-    assert (rest0, rest1, rest2) == (45, 25, 44)
+    assert (rest0, rest1, rest2) == (45, 27, 49)
     body = (q + qk) + (qk + rest0 + 16) + (pv_defer + qk + rest1 + 16) + (pv + rest2 + 16) + pv
-    assert cycles == consts + kv + body == 685
-    assert parts["q_load"] == q
+    assert cycles == consts + kv + body == 706
+    assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
 
 def test_kv_load_ii_by_hand() -> None:
-    """Cfg::KV_II: the K/V load's step writes the transposer's two K rows and the rows of C a V beat spans into
-    the weight buffer's 2 ports (2 x II accesses per step). 16-byte beats: C 8 on d_head 16 -> one beat spans
-    2 rows (4 accesses, II 2); C 5 on d_head 64 -> channels 0-15 span rows 0-3 (6 accesses, II 3); C 2 on
-    d_head 16 -> 8 rows (10 accesses, II 5). The model's widest head sets the one II of the engine."""
+    """Cfg::KV_II: the K/V load's step writes the transposer's two K rows and the words of the weight buffer a V
+    beat spans (v_beat_words) into its 2 ports (2 x II accesses per step). Under the beat contract the beat divides
+    C and every d_head (axi_beat), so a V beat's channels [b W, b W + W) lie in one channel tile: one word, 2 + 1
+    accesses, II 2 on every array the planner accepts. By hand, heads of 64 and 16 on KV260 (16-byte port):
+    C 8 -> 8-byte beats, C 24 -> 8 (16 does not divide 24), C 12 and 20 -> 4, C 16, 32, 48, 64 -> 16; on U250
+    (64-byte port) C 64 -> 16 (the 16-channel head)."""
+    from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS
 
     spec = dataclasses.replace(PRESETS["tiny"], dim=128, heads=2, dec_dim=16, dec_heads=1)  # heads of 64, 16
     g = build_graph(spec)
-    assert (est.v_beat_words(8, 16, 16), est.v_beat_words(5, 64, 16), est.v_beat_words(2, 16, 16)) == (2, 4, 8)
-    assert (est.v_beat_words(5, 16, 16), est.v_beat_words(32, 64, 16)) == (4, 1)
-    assert (est.kv_ii_of(g, 32, 16), est.kv_ii_of(g, 16, 16), est.kv_ii_of(g, 5, 16), est.kv_ii_of(g, 2, 16)) == \
-        (2, 2, 3, 5)
-    # the load's cycles scale with it: the harness head (T 9, d_head 16, C 8) has 24 steps (one chunk)
+    kv, u250 = BOARDS["kv260"], BOARDS["u250"]
+    assert {c: est.axi_beat(g, c, kv) for c in (8, 12, 16, 20, 24, 32, 48, 64)} == {
+        8: 8, 12: 4, 16: 16, 20: 4, 24: 8, 32: 16, 48: 16, 64: 16}
+    assert est.axi_beat(g, 64, u250) == 16
+    for board in (kv, u250):
+        for c in range(4, 65, 4):
+            w = est.axi_beat(g, c, board)
+            assert c % w == 0 and 16 % w == 0 and 64 % w == 0, (board.name, c, w)
+            assert (est.v_beat_words(c, 64, w), est.v_beat_words(c, 16, w)) == (1, 1), (board.name, c)
+            assert est.kv_ii_of(g, c, w) == 2, (board.name, c)
+    # the old narrow arrays (C 5: II 3, C 2: II 5 on 16-byte beats) no longer exist: their beat is 1 or 2 bytes
+    assert (est.axi_beat(g, 5, kv), est.axi_beat(g, 2, kv)) == (1, 2)
+    for c in (5, 2):
+        with pytest.raises(ValueError, match="multiple of 4 columns"):
+            est.make_shape(4, c, g, kv, 250)
+    # the load's cycles scale with KV_II (Cfg::KV_II is still a parameter): the harness head (T 9, d_head 16, C 8,
+    # 8-byte beats) has 2 chunks of 16 steps (test_attention_cycles_by_hand), 32 more cycles at II 3
     a = HARNESS_SHAPE
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2, 2)
     c3, p3 = est.attention_cycles(a, 9, 1, 16, 2, 3)
-    assert c3 - c2 == 24 and p3["kv_load"] - p2["kv_load"] == 24
+    assert c3 - c2 == 2 * 16 and p3["kv_load"] - p2["kv_load"] == 2 * 16
     with pytest.raises(ValueError, match="kv_ii"):
         est.attention_cycles(a, 9, 1, 16, 2, 1)
 
 
 def test_one_channel_requant_loads_nothing() -> None:
     """A per-channel requant of one channel is a scalar (plan._rq_desc), so no table is loaded: a LINEAR of
-    N 1 (a one-class head) costs its bias loop only; N 2 adds a table loop of 2 records (one per iteration on the
-    harness's 16-byte port) + PIPE."""
+    N 1 (a one-class head) costs its bias loop only (one iteration: min(8 / 4, 4 lanes) = 2 biases per iteration)
+    + PIPE; N 2 adds a table loop of 2 records, each two 8-byte parts on the harness's 8-byte port, one part per
+    iteration: 4 + PIPE."""
     a = HARNESS_SHAPE
     assert (est.rq_table(1), est.rq_table(2)) == (False, True)
     assert est.rq_table_cycles(a, 1, a.out_lanes) == 0
     bias_only = est.consts_cycles(a, 1, bias=True, rq_tab=True, gelu=False)
     assert bias_only == 1 + est.PIPE
-    assert est.consts_cycles(a, 2, bias=True, rq_tab=True, gelu=False) == 1 + est.PIPE + 2 + est.PIPE
+    assert est.consts_cycles(a, 2, bias=True, rq_tab=True, gelu=False) == 1 + est.PIPE + 2 * 2 + est.PIPE
 
 
 def test_attention_pv_ii1_by_hand() -> None:
@@ -142,17 +164,17 @@ def test_attention_pv_ii1_by_hand() -> None:
     drain) cycles less at PV_II 1 than at 2. Every head runs nb passes (PV(i-1) for i = 1 .. nb-1, and
     PV(nb-1)); the Shiftmax under them advances one step per loop ITERATION, not per cycle, so its shadow and
     the exposed rest (ATT_SM_REST) do not change. Hence, per attention layer: cycles(PV_II 2) - cycles(PV_II
-    1) = heads * nb * (T + (vt_n - 1) * max(T, drain)) exactly."""
+    1) = heads * nb * (T + (vt_n - 1) * max(T, drain)) exactly. On the harness drain = ceil(4 * 8 / 4) = 8 < T 9."""
     a = HARNESS_SHAPE
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
     c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
     assert c2 == est.attention_cycles(a, 9, 1, 16)[0]  # 2 is the default: valid for every variant
-    pv1_defer = (9 + 16) + (11 + 16)  # tile 0: 9 keys at II 1; tile 1: max(9, drain 11) steps (drains tile 0)
-    pv1 = pv1_defer + 11 + 16  # + the last tile's drain alone
-    assert p1["pv"] == pv1_defer + 2 * pv1 == 210  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
-    assert p2["pv"] == p1["pv"] + 3 * (9 + 11) == 270
-    heads, nb, t, drain = 1, 3, 9, 11
-    assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 60
+    pv1_defer = (9 + 16) + (9 + 16)  # tile 0: 9 keys at II 1; tile 1: max(9, drain 8) steps (drains tile 0)
+    pv1 = pv1_defer + 8 + 16  # + the last tile's drain alone
+    assert p1["pv"] == pv1_defer + 2 * pv1 == 198  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
+    assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 252
+    heads, nb, t, drain = 1, 3, 9, 8
+    assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 54
     assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] == p2["shiftmax"]
     # two heads, T 21 (6 query blocks of R 4), d_head 8 (one channel tile)
     assert est.attention_cycles(a, 21, 2, 8, 2)[0] - est.attention_cycles(a, 21, 2, 8, 1)[0] == 2 * 6 * 1 * 21
@@ -272,7 +294,8 @@ def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
     y = sc.alloc("y", (T, N), np.int8)
-    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=K, out=y, out_stride=N,
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
+              out_stride=sc.stride("y"),
               w=blob.add_weights(rng.integers(-128, 128, (K, N)), harness.C),
               b=blob.add(rng.integers(-99, 99, N), np.int32),
               rq=blob.rq_table(1 << 30, 40, 0, N))
@@ -289,8 +312,8 @@ def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
     D = heads * dh
     qkv = sc.alloc("qkv", (T, 3 * D), np.int8, rng.integers(-128, 128, (T, 3 * D)))
     o = sc.alloc("o", (T, D), np.int8)
-    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=3 * D, out=o, out_stride=D,
-              sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, rq2_e), **kw)
+    d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=sc.stride("qkv"), out=o,
+              out_stride=sc.stride("o"), sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, rq2_e), **kw)
     return d, blob, sc
 
 
@@ -333,8 +356,9 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
     T, K = (H // P) * (W // P), 3 * P * P
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
-              in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add_weights(rng.integers(-128, 128, (K, D)), harness.C),
+              in_=sc.alloc("stage", (T, K), np.int8), in_stride=sc.stride("stage"),
+              out=sc.alloc("tok", (T, D), np.int16), out_stride=sc.stride("tok"),
+              w=blob.add_weights(rng.integers(-128, 128, (K, D)), harness.C),
               b=blob.add(rng.integers(-99, 99, D), np.int32), rq=blob.rq_table(1 << 30, 40, 0, D))
     rc, _ = harness.run([d], blob.array(), sc.array(), pixels=rng.integers(0, 256, H * W * 3, dtype=np.uint8))
     assert rc == 0, harness.error()
@@ -343,22 +367,24 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:
-    """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 16-byte
-    beats: 8 stats lanes, 5 LayerNorm lanes): consts 23 records + 16 = 39; 2 row blocks (6 rows) of
-    4 * (ceil(23/8) + ceil(23/5)) + wait = 32 + 103 = 135 steps = 270; + 16 -> 325. The wait: the statistics
-    chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no divider) +
-    variance 4 (one multiply) + square root 32 + the 1/sd divider 66 = 112 cycles, less what the block hides,
-    (R - 1) * min(3, 5) = 9 -> 103."""
+    """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 8-byte
+    beats: 8 / 2 = 4 stats lanes, 4 LayerNorm lanes): consts 23 records of two 8-byte parts, one part per step,
+    46 + 16 = 62; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of
+    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 94 = 142 steps = 284; + 16 -> 62 + 284 + 16 = 362. The wait: the
+    statistics chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no
+    divider) + variance 4 (one multiply) + square root 32 + the 1/sd divider 66 = 112 cycles, less what the block
+    hides, (R - 1) * min(6, 6) = 18 -> 94."""
     rng = np.random.default_rng(3)
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (6, 23), np.int16, rng.integers(-999, 999, (6, 23)))
     y = sc.alloc("y", (6, 23), np.int8)
-    d = layer(op=OP_LAYERNORM, T=6, N=23, out_bits=8, in_=x, in_stride=23, out=y, out_stride=23,
+    d = layer(op=OP_LAYERNORM, T=6, N=23, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y, out_stride=sc.stride("y"),
               rq=blob.rq_table(1 << 30, 24, 0, 23), **ln_mean(23))
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
     assert (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.DIV) == (10, 4, 32, 66)
-    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 325
+    assert est.ln_wait_steps(HARNESS_SHAPE, 23) == 112 - 3 * 6 == 94
+    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 62 + 2 * (48 + 94) + 16 == 362
 
 
 @pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17)])
@@ -370,9 +396,10 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     x = sc.alloc("x", (T, C), np.int16, rng.integers(-3000, 3000, (T, C)))
     h = sc.alloc("h", (T, C), np.int8)
     y = sc.alloc("y", (T, N), np.int8)
-    ln = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=8, in_=x, in_stride=C, out=h, out_stride=C,
+    ln = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=8, in_=x, in_stride=sc.stride("x"), out=h, out_stride=sc.stride("h"),
                rq=blob.rq_table(1 << 30, 26, 3, C), **ln_mean(C))
-    lin = layer(op=OP_LINEAR, T=T, K=C, N=N, out_bits=8, in_=h, in_stride=C, out=y, out_stride=N,
+    lin = layer(op=OP_LINEAR, T=T, K=C, N=N, out_bits=8, in_=h, in_stride=sc.stride("h"), out=y,
+                out_stride=sc.stride("y"),
                 w=blob.add_weights(rng.integers(-128, 128, (C, N)), harness.C),
                 b=blob.add(rng.integers(-99, 99, N), np.int32),
                 rq=blob.rq_table(1 << 30, 38, 0, N))
@@ -387,7 +414,9 @@ def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: in
     assert rc == 0, harness.error()
     assert np.array_equal(sc.get(fused, "h"), sc.get(apart, "h"))
     assert np.array_equal(sc.get(fused, "y"), sc.get(apart, "y"))
-    assert traced[0] == sc.get(apart, "h").tobytes() and sorted(traced) == [0, 1]
+    # the trace: T rows of the LayerNorm output at its padded stride
+    assert np.array_equal(rows_of(traced[0], np.int8, T, C, sc.stride("h")), sc.get(apart, "h"))
+    assert sorted(traced) == [0, 1]
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, C, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                 ln=True)
     assert harness.last_cycles() == cycles + _prefetch0(C, N)
@@ -583,9 +612,10 @@ def test_head_cycles_by_hand() -> None:
 
 
 def test_argmax_lanes_rule() -> None:
-    """Cfg::A_LANES: powers of two <= min(8, AXI_BYTES / 2) that divide the classes (argmax_lane_options); the
-    fewest with which a grid row's argmax fits in its P * img_w beats, else the largest; their comparators are
-    charged in head_pixels (48 LUTs each)."""
+    """Cfg::A_LANES: powers of two <= min(8, AXI_BYTES / 2, classes), whatever the class count (the logits rows
+    start on a beat: argmax_lane_options); the fewest with which a grid row's argmax (gw * ceil(classes / lanes)
+    steps) fits in its P * img_w beats, else the largest; their comparators are charged in head_pixels (48 LUTs
+    each)."""
     from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS, with_classes
 
@@ -594,39 +624,90 @@ def test_argmax_lanes_rule() -> None:
                                                 class_colors=(), patch=patch))
 
     segt = spec(150, 16)
+    assert est.argmax_lane_options(150, 16) == [1, 2, 4, 8]  # the old rule (lanes divide 150): [1, 2]
     assert est.argmax_lanes(build_graph(segt), 16) == 1  # gw 32: 32 * 150 = 4800 <= 8192
-    p8 = build_graph(spec(150, 8))  # gw 64, 4096 beats: 64 * 50 <= 4096 < 64 * 75, but 3 does not divide 150
-    assert est.argmax_lane_options(150, 16) == [1, 2]
-    assert [est.argmax_lanes(p8, w) for w in (2, 4, 16, 64)] == [1, 2, 2, 2]  # 2: the largest allowed
-    p4 = build_graph(spec(150, 4))  # gw 128, 2048 beats: > 8 lanes needed
-    assert [est.argmax_lanes(p4, w) for w in (16, 64)] == [2, 2]
-    # 37 classes (prime): 1 lane, however many the beats would need (gw 128: 128 * 37 > 2048)
-    assert est.argmax_lane_options(37, 64) == [1]
-    assert [est.argmax_lanes(build_graph(spec(37, p)), 16) for p in (4, 8, 16)] == [1, 1, 1]
+    # gw 64, 4096 beats: 64 * 150 and 64 * 75 = 4800 do not fit, 64 * ceil(150/4) = 64 * 38 = 2432 does: 4 lanes
+    # (a last step of 2 classes) on beats of 8 bytes or more; on 4-byte beats 2 is the largest allowed, on 2 only 1
+    p8 = build_graph(spec(150, 8))
+    assert [est.argmax_lanes(p8, w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 4, 4]
+    # gw 128, 2048 beats: even 8 lanes take 128 * ceil(150/8) = 128 * 19 = 2432: the largest, 8 (a last step of 6
+    # classes) once the beat holds 8 i16 (16 bytes)
+    p4 = build_graph(spec(150, 4))
+    assert [est.argmax_lanes(p4, w) for w in (8, 16, 64)] == [4, 8, 8]
+    # 37 classes (prime; the old rule: 1 lane only): P 4 (gw 128, 2048 beats): 128 * 37 and 128 * 19 do not fit,
+    # 128 * ceil(37/4) = 1280 does; P 8 (gw 64, 4096 beats) and P 16: 1 lane (64 * 37 = 2368)
+    assert est.argmax_lane_options(37, 64) == [1, 2, 4, 8]
+    assert [est.argmax_lanes(build_graph(spec(37, p)), 16) for p in (4, 8, 16)] == [4, 1, 1]
     # 64 classes: up to 8; the fewest that hide (P 4: gw 128, 2048 beats: 128 * 64 / 4 = 2048), capped by the beat
     assert [est.argmax_lanes(build_graph(spec(64, 4)), w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 4, 4]
     assert [est.argmax_lanes(build_graph(spec(64, 2)), w) for w in (8, 16, 64)] == [4, 8, 8]  # 1024 beats: 16 needed
     assert est.argmax_lanes(build_graph(spec(64, 16)), 16) == 1
+    # fewer classes than the beat's lanes: capped at the classes (more lanes would idle)
+    assert [est.argmax_lane_options(n, 64) for n in (1, 2, 3, 5)] == [[1], [1, 2], [1, 2], [1, 2, 4]]
     heads = {w: next(u for u in est.unit_costs(dataclasses.replace(HARNESS_SHAPE, axi_bytes=w), p8,
-                                                BOARDS["kv260"]).units if u.name == "head_pixels") for w in (2, 16)}
-    assert heads[16].lut - heads[2].lut == est.A_LANE_LUT
+                                                BOARDS["kv260"]).units if u.name == "head_pixels") for w in (4, 8)}
+    assert heads[8].lut - heads[4].lut == (4 - 2) * est.A_LANE_LUT
 
 
-def test_argmax_lane_steps_stay_in_one_beat() -> None:
-    """Every allowed lane count: each step of each logits row (stride = classes i16, from an aligned base) reads
-    bytes within ONE memory beat, so the AU_STEP loop can run at II = 1 on hardware, as the C-sim counts. The rule
-    this replaces allowed 3 lanes on 37 classes: step 2 reads bytes 12-17, across two 16-byte beats."""
-    def straddles(ncls: int, lanes: int, axi: int) -> bool:
-        return any((2 * ncls * t + 2 * lanes * j) // axi != (2 * ncls * t + 2 * lanes * j + 2 * lanes - 1) // axi
-                   for t in range(2 * axi) for j in range(ncls // lanes))
+@pytest.fixture(scope="module")
+def harness_a8(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with 8 argmax lanes: 16 bytes of i16, so 16-byte beats, and C 16 (the beat divides C)."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_a8"), a_lanes=8, axi=16, c=16))
+
+
+def test_argmax_lane_steps_stay_in_one_beat(harness_a8: Harness) -> None:
+    """Every allowed lane count: each step of each logits row (a row padded to whole beats, plan._padded, from a
+    beat-aligned base) reads bytes within ONE memory beat, whatever the class count, the last step of a row reading
+    fewer classes; so the AU_STEP loop can run at II = 1 on hardware, as the C-sim counts. The padding is what makes
+    it so: on unpadded rows (stride = classes) the same lanes straddle beats (150 classes, 8 lanes, 16-byte beats:
+    row 1 starts at byte 300 = 18 * 16 + 12). The C-simulation's span check (hls/axi.h beat_read) enforces it: 150
+    and 37 classes at 8 lanes on 16-byte beats (both refused by the old rule, lanes dividing the classes) run on
+    padded rows, labels and cycles as expected, and are refused on unpadded ones."""
+    from _hls_harness import OP_ARGMAX_UPSAMPLE
+
+    from iseg import numerics as nx
+    from iseg.generator.plan import _padded
+
+    def straddles(ncls: int, lanes: int, axi: int, stride: int) -> bool:
+        for t in range(2 * axi):
+            for j in range(est.cdiv(ncls, lanes)):
+                first = 2 * stride * t + 2 * lanes * j
+                last = first + 2 * min(lanes, ncls - lanes * j) - 1
+                if first // axi != last // axi:
+                    return True
+        return False
 
     for axi in (2, 4, 8, 16, 32, 64):
         for ncls in range(1, 160):
             options = est.argmax_lane_options(ncls, axi)
-            assert options[0] == 1 and all(n & (n - 1) == 0 and ncls % n == 0 and n <= min(8, axi // 2) or n == 1
-                                           for n in options)
-            assert not any(straddles(ncls, n, axi) for n in options), (ncls, axi, options)
-    assert straddles(37, 3, 16)
+            assert options == [n for n in (1, 2, 4, 8) if n == 1 or n <= min(8, axi // 2, ncls)], (ncls, axi)
+            stride = _padded(ncls, 2, axi)
+            assert not any(straddles(ncls, n, axi, stride) for n in options), (ncls, axi, options)
+    assert straddles(150, 8, 16, 150) and straddles(37, 8, 16, 37) and straddles(37, 4, 16, 37)
+
+    h = harness_a8
+    assert (h.beat, h.C) == (16, 16)
+    for H, W, P, ncls in ((8, 8, 4, 150), (16, 32, 8, 37)):  # steps: 18 of 8 + one of 6; 4 of 8 + one of 5
+        rng = np.random.default_rng(ncls)
+        gh, gw = H // P, W // P
+        logits = rng.integers(-32768, 32768, (gh * gw, ncls))
+        assert 8 in est.argmax_lane_options(ncls, h.beat)
+        for padded in (True, False):
+            sc = Scratch(beat=h.beat)
+            if padded:
+                m, stride = sc.alloc("m", (gh * gw, ncls), np.int16, logits), sc.stride("m")
+                assert stride == _padded(ncls, 2, 16) != ncls
+            else:  # one flat region: the rows back to back, stride = classes
+                m, stride = sc.alloc("m", (gh * gw * ncls,), np.int16, logits.reshape(-1)), ncls
+            d = layer(op=OP_ARGMAX_UPSAMPLE, T=gh * gw, N=ncls, img_h=H, img_w=W, patch=P, in_=m, in_stride=stride)
+            rc, labels = h.run([d], Blob().array(), sc.array(), n_labels=H * W)
+            if not padded:
+                assert rc != 0 and "a span leaves its beat" in h.error(), (ncls, rc)
+                continue
+            assert rc == 0, h.error()
+            want = nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P)
+            assert np.array_equal(labels.reshape(H, W), want)
+            assert h.last_cycles() == est.head_cycles(H, W, P, ncls, 8)
 
 
 @pytest.mark.parametrize("H,W,P,ncls", [(8, 12, 4, 5), (16, 64, 16, 150), (20, 8, 4, 1), (64, 48, 8, 2),
@@ -642,7 +723,7 @@ def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, n
     logits = rng.integers(-32768, 32768, (gh * gw, ncls))
     sc = Scratch()
     d = layer(op=OP_ARGMAX_UPSAMPLE, T=gh * gw, N=ncls, img_h=H, img_w=W, patch=P,
-              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=ncls)
+              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=sc.stride("m"))
     rc, labels = harness.run([d], Blob().array(), sc.array(), n_labels=H * W)
     assert rc == 0, harness.error()
     assert np.array_equal(labels.reshape(H, W), nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P))
@@ -886,7 +967,9 @@ def test_lane_list_is_not_beaten_by_the_full_grid() -> None:
 
 def test_bank_rules_by_hand() -> None:
     """The planner's side of the memory port check (hls/iseg_ports.h checks the engine's side in C-sim)."""
+    from iseg.generator.boards import BOARDS
     from iseg.generator.plan import tile_weights
+    from iseg.random_model import PRESETS
 
     # score lanes (ATT_S_LANE): R 2, C 4, 8 lanes, banks key mod 2: one step stores both rows, keys 0..3 each,
     # so banks 0, 1, 0, 1 twice: 4 writes per bank; 4 lanes (one row per step) hit a bank twice; 2 lanes once
@@ -896,9 +979,13 @@ def test_bank_rules_by_hand() -> None:
     assert est.score_lane_writes(1, 6, 6, 4) == 2
     # make_shape lowers S_LANES (a divisor of C) until each bank takes at most two: 14 lanes on R 36 x C 24 fit
     assert est.score_lane_writes(36, 24, 14, 16) == 2
-    # V beats of the K/V load: d_head 64, 16-byte beats: C 24 -> channels 16..31 span tiles 0 and 1; C 5 -> four
-    # tiles; 64-byte beats on C 24: three
-    assert (est.v_beat_words(24, 64, 16), est.v_beat_words(5, 64, 16), est.v_beat_words(24, 64, 64)) == (2, 4, 3)
+    # V beats of the K/V load, d_head 64: the beat divides C (axi_beat; the old straddles, C 24 on 16- or 64-byte
+    # beats and C 5, no longer exist), so a beat's channels lie in one tile: C 24 -> 8-byte beats on KV260 (16-byte
+    # port) and U250 (64-byte) alike, one word; C 64 on U250 -> 64-byte beats, one tile of 64 channels, one word
+    segt = build_graph(PRESETS["seg-t-512"])
+    kv, u250 = BOARDS["kv260"], BOARDS["u250"]
+    assert est.axi_beat(segt, 24, kv) == est.axi_beat(segt, 24, u250) == 8 and est.v_beat_words(24, 64, 8) == 1
+    assert est.axi_beat(segt, 64, u250) == 64 and est.v_beat_words(64, 64, 64) == 1
     # the blob's weights in the weight buffer's order: tile j = columns [j C, j C + C), K rows each, zero past N
     w = np.arange(10, dtype=np.int8).reshape(2, 5)
     assert tile_weights(w, 4).tolist() == [[[0, 1, 2, 3], [5, 6, 7, 8]], [[4, 0, 0, 0], [9, 0, 0, 0]]]

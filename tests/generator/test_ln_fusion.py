@@ -28,7 +28,7 @@ from _hls_harness import build as build_harness  # noqa: E402
 
 BASE = replace(PRESETS["tiny"], layers=1, dec_layers=1)
 # the harness's TestCfg (tests/hls/harness.cpp), as in test_estimate.py
-HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
+HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +178,9 @@ VARIANTS = {
              {"rows": 4, "cols": 8}),
     "linear": (replace(BASE, decoder="linear", softmax="precise8", dim=48, heads=3, mlp_dim=80), None),
     "mask_odd": (replace(BASE, image=(24, 40), dim=48, heads=3, mlp_dim=80, dec_dim=24, dec_heads=3,
-                         dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 10}),
+                         dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 12}),
     "linear_odd": (replace(BASE, decoder="linear", image=(48, 32), dim=40, heads=2, mlp_dim=72, n_cls=6),
-                   {"rows": 5, "cols": 7}),
+                   {"rows": 5, "cols": 12}),
 }
 
 
@@ -296,22 +296,24 @@ def test_engine_refuses_output_over_the_fused_norm_input(harness: Harness, in_pl
 @pytest.mark.csim
 def test_cycles_saved_by_hand(harness: Harness) -> None:
     """A (9, 24) LayerNorm (cls + 8 patch rows) feeding an (8 x 24) . (24 x 8) LINEAR on rows 1..9, on the harness
-    (R 4, C 8, 16-byte beats, 5 LayerNorm lanes, 3 output lanes: drain = ceil(32 / 3) = 11 steps, PIPE 16,
-    ISQRT 32, DIV 66: a block waits for the statistics chain, mean 10 (the reciprocal product, the remainder's
-    multiply, rounding: no divider) + variance 4 + square root 32 + reciprocal divider 66 = 112, less the
-    (R - 1) * min(3, 5) = 9 steps it hides, 103). Before: the norm ran alone on all 9 rows, then the LINEAR; now
-    only the 8 rows the LINEAR reads are normalised, in its loader. Hand-worked:
-      standalone norm   on the loader alone: consts 24 records + 16 = 40; 3 row blocks of
-                        4 * (ceil(24/8) + ceil(24/5)) + 103 = 135 steps; + 16           = 461
-      plain LINEAR      consts: biases 3 per step ceil(8/3) + 16 = 19, rq records one per step 8 + 16 = 24: 43;
-                        A prologue 4 * ceil(24/8) + 16 = 28 (8 bytes per step: two words of a row bank);
-                        2 row blocks x 1 tile: steps max(24, A share 12) + max(24, 11) = 48; tail 11 + 16 = 27
-                        -> 43 + 28 + 48 + 27                                               = 146
-      fused LINEAR      consts 43 + 24 records + 16 = 83; LayerNorm block 4 * (ceil(24/8) + ceil(24/5)) + 103
-                        = 135 steps, prologue 151; steps max(24, 135) + 24 = 159; tail 27
-                        -> 83 + 151 + 159 + 27                                             = 420
-      saved             461 + 146 - 420                                                    = 187
-    (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(16, C) = 8 bytes per
+    (R 4, C 8, 8-byte beats, 4 LayerNorm lanes, 4 output lanes: drain = ceil(32 / 4) = 8 steps, PIPE 16, ISQRT 32,
+    DIV 66: a block's statistics read AXI_BYTES / 2 = 4 channels a step, S = ceil(24/4) = 6 steps a row, its
+    normalise 4 lanes, N = 6 a row; the block waits for the statistics chain, mean 10 (the reciprocal product, the
+    remainder's multiply, rounding: no divider) + variance 4 + square root 32 + reciprocal divider 66 = 112, less
+    the (R - 1) * min(6, 6) = 18 steps it hides, 94; 16-byte records on 8-byte beats take 2 steps each). Before: the
+    norm ran alone on all 9 rows, then the LINEAR; now only the 8 rows the LINEAR reads are normalised, in its
+    loader. Hand-worked:
+      standalone norm   on the loader alone: consts 24 records x 2 + 16 = 64; 3 row blocks of
+                        4 * (6 + 6) + 94 = 142 steps; + 16                                 = 64 + 426 + 16 = 506
+      plain LINEAR      consts: biases min(8 / 4, 4) = 2 per step ceil(8/2) + 16 = 20, rq records 8 x 2 + 16 = 32:
+                        52; A prologue 4 * ceil(24/8) + 16 = 28 (8 bytes per step: two words of a row bank);
+                        2 row blocks x 1 tile: steps max(24, A share 12) + max(24, 8) = 48; tail 8 + 16 = 24
+                        -> 52 + 28 + 48 + 24                                               = 152
+      fused LINEAR      consts 52 + 24 records x 2 + 16 = 116; LayerNorm block 142 steps, prologue 158; steps
+                        max(24, 142) + max(24, 8) = 166; tail 24
+                        -> 116 + 158 + 166 + 24                                            = 464
+      saved             506 + 152 - 464                                                    = 194
+    (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(8, C) = 8 bytes per
     step + 16 = 40, is paid both ways)."""
     rng = np.random.default_rng(5)
     t, c, n = 9, 24, 8
@@ -343,6 +345,6 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
     assert est.LN_CHAIN == 10 + 4 + 32 + 66 == 112
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (461, 146, 420, 40)
-    assert c_before == 461 + 146 + 40 and c_after == 420 + 40
-    assert c_before - c_after == 187
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (506, 152, 464, 40)
+    assert c_before == 506 + 152 + 40 and c_after == 464 + 40
+    assert c_before - c_after == 194

@@ -73,10 +73,12 @@ def test_kernel_interface(project: Path) -> None:
 
 def test_m_axi_fifos_are_charged(project: Path) -> None:
     """The adapters' FIFOs are outstanding x burst beats (UG1399): the pragmas top.cpp states cost what the
-    report's "axi" unit charges, hand-checked for the kv260 16-byte beats: gmem0 reads 16 x 64 x 16 B = 16 KiB
-    (4 BRAM36, its 2-beat write FIFO is LUTRAM), gmem1 and gmem2 32 x 16 x 16 B = 8 KiB each way (2 BRAM36 each)."""
+    report's "axi" unit charges, hand-checked for the kv260 16-byte beats: every channel the engine uses holds 64
+    outstanding 4-beat bursts, 64 x 4 x 16 B = 4 KiB (one BRAM36 of 4.5 KiB each: gmem0's read, gmem1's and gmem2's
+    read and write); gmem0's write FIFO, 1 x 2 x 16 B, is LUTRAM."""
     top = (project / "src" / "top.cpp").read_text()
-    beat = int(re.search(r"max_widen_bitwidth=(\d+)", top).group(1)) // 8
+    assert "const iseg::beat_t<Cfg>* weights" in top  # the ports: arrays of AXI_BYTES-byte beats (hls/axi.h)
+    beat = int(re.search(r"AXI_BYTES = (\d+);", (project / "src" / "model_cfg.h").read_text()).group(1))
     assert beat == 16
     total = 0
     for line in re.findall(r"^#pragma HLS INTERFACE mode=m_axi .*$", top, re.M):
@@ -85,7 +87,7 @@ def test_m_axi_fifos_are_charged(project: Path) -> None:
             nbytes = int(kv[f"num_{d}_outstanding"]) * int(kv[f"max_{d}_burst_length"]) * beat
             total += -(-nbytes // 4608) if nbytes * 8 > 1024 else 0
     units = {u["name"]: u for u in json.loads((project / "report.json").read_text())["units"]}
-    assert total == units["axi"]["bram36"] == 4 + 2 * 2 + 2 * 2
+    assert total == units["axi"]["bram36"] == 1 + 2 + 2
 
 
 def test_alias_pragma_meets_its_requirements(project: Path) -> None:

@@ -7,10 +7,12 @@ tables by hand in the binary form the generated tables compile to.
 What hand-written and generated tables must share comes from the generator (``generator/plan.py``),
 the one Python statement of it: the ``LayerDesc`` field order (``LAYER_FIELDS``, in which the
 generated tables are written), the Shiftmax variant codes (``SM_VARIANT_CODES``, checked against
-``enum SmVariant`` by ``test_hls_static``) and the alignment of blob segments and scratch buffers
-(``ALIGN``, so hand tables lie out as generated ones do). The tests here then check that order
-against the compiled C++ struct as well: its size in ``test_layer_desc_layout``, its order in every
-table they run (a misplaced field lands in another field's slot).
+``enum SmVariant`` by ``test_hls_static``), the alignment of blob segments and scratch buffers
+(``ALIGN``) and the row padding of scratch buffers and of the fused embed's pos rows (``_padded``: every
+row a whole number of m_axi beats, which the engine reads and writes whole, ``hls/axi.h``), so hand
+tables lie out as generated ones do. The tests here then check that order against the compiled C++
+struct as well: its size in ``test_layer_desc_layout``, its order in every table they run (a
+misplaced field lands in another field's slot).
 
 What stays independent of the generator, on purpose: the tables themselves and the bytes they
 point at. These tests check each kernel against ``iseg.numerics`` with operands, constants and
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iseg.generator.plan import ALIGN, LAYER_FIELDS, SM_VARIANT_CODES
+from iseg.generator.plan import ALIGN, LAYER_FIELDS, SM_VARIANT_CODES, _padded
 from iseg.numerics import mean_reciprocal
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +46,7 @@ OP_ADD, OP_MASK_PRODUCT, OP_ARGMAX_UPSAMPLE, OP_GELU, OP_COPY_CONST = 6, 7, 8, 9
 F_GELU, F_RESIDUAL = 1, 2
 SM_VARIANTS = SM_VARIANT_CODES  # hls/shiftmax.h SmVariant (checked against the enum: test_hls_static)
 GELU_VARIANTS = {"lambda": 0, "shift": 1}
+BEAT = 8  # the harness's default m_axi beat, TestCfg::AXI_BYTES (ISEG_TEST_AXI in harness.cpp; Harness.beat)
 
 
 class GeluParams(C.Structure):
@@ -111,6 +114,15 @@ class Blob:
         self.buf.extend(a.tobytes())
         return off
 
+    def add_rows(self, arr: np.ndarray, dtype, beat: int = BEAT) -> tuple[int, int]:
+        """A 2-D array as rows padded with zeros to whole ``beat``-byte beats (rows the engine reads a beat per
+        step: the fused embed's pos rows, generator/plan.py ``_padded``): (blob offset, row stride in elements)."""
+        a = np.asarray(arr)
+        stride = _padded(a.shape[-1], np.dtype(dtype).itemsize, beat)
+        rows = np.zeros((a.shape[0], stride), dtype=np.int64)
+        rows[:, :a.shape[-1]] = a
+        return self.add(rows, dtype), stride
+
     def add_weights(self, w: np.ndarray, cols: int) -> int:
         """A (K, N) int8 weight of a LINEAR / PATCH_EMBED row, in the engine's tile order (generator/plan.py
         tile_weights, what the prefetcher copies): ``cols`` is the harness's C."""
@@ -132,34 +144,79 @@ class Blob:
 
 
 class Scratch:
-    """The activation scratch: named regions at 64-byte aligned byte offsets."""
+    """The activation scratch: named regions at 64-byte aligned byte offsets, every row padded to whole m_axi beats
+    (generator/plan.py ``_padded``): the engine reads the scratch a beat at a time and its stores write whole beats
+    (hls/axi.h), so each row starts on a beat and owns the padding past its last element (written as zeros, never
+    read). A region of shape (..., cols) is prod(leading dims) rows of ``cols`` elements (a 1-D one: one row);
+    ``stride(name)`` is its padded row stride in elements, what a layer table passes; ``get`` returns the region
+    without its padding."""
 
-    def __init__(self) -> None:
+    def __init__(self, beat: int = BEAT) -> None:
+        self.beat = beat
         self.size = 0
         self.regions: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+        self.strides: dict[str, int] = {}
         self.init: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+        return int(np.prod(shape[:-1])), int(shape[-1])
 
     def alloc(self, name: str, shape: tuple[int, ...], dtype, init: np.ndarray | None = None) -> int:
         self.size += -self.size % ALIGN
         off = self.size
         dt = np.dtype(dtype).newbyteorder("<")
+        rows, cols = self._rows_cols(tuple(shape))
+        stride = _padded(cols, dt.itemsize, self.beat)
         self.regions[name] = (off, tuple(shape), dt)
-        self.size += int(np.prod(shape)) * dt.itemsize
+        self.strides[name] = stride
+        self.size += rows * stride * dt.itemsize
         if init is not None:
-            self.init[name] = np.asarray(init).astype(dt)
+            self.init[name] = np.asarray(init).astype(dt).reshape(shape)
         return off
+
+    def stride(self, name: str) -> int:
+        """The padded row stride of region ``name``, in elements."""
+        return self.strides[name]
+
+    def offset(self, name: str, row: int = 0, col: int = 0) -> int:
+        """The byte offset of element (row, col) of region ``name`` (a view that starts there)."""
+        off, _, dt = self.regions[name]
+        return off + (row * self.strides[name] + col) * dt.itemsize
 
     def array(self) -> np.ndarray:
         buf = np.zeros(self.size + ALIGN, dtype=np.uint8)
         for name, a in self.init.items():
-            off = self.regions[name][0]
-            buf[off:off + a.nbytes] = np.frombuffer(a.tobytes(), dtype=np.uint8)
+            off, shape, dt = self.regions[name]
+            rows, cols = self._rows_cols(shape)
+            padded = np.zeros((rows, self.strides[name]), dtype=dt)
+            padded[:, :cols] = a.reshape(rows, cols)
+            buf[off:off + padded.nbytes] = np.frombuffer(padded.tobytes(), dtype=np.uint8)
         return buf
 
     def get(self, buf: np.ndarray, name: str) -> np.ndarray:
         off, shape, dt = self.regions[name]
-        n = int(np.prod(shape)) * dt.itemsize
-        return np.frombuffer(buf[off:off + n].tobytes(), dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+        rows, cols = self._rows_cols(shape)
+        n = rows * self.strides[name] * dt.itemsize
+        padded = np.frombuffer(buf[off:off + n].tobytes(), dtype=dt).reshape(rows, self.strides[name])
+        return padded[:, :cols].reshape(shape).astype(dt.newbyteorder("="))
+
+    def padding(self, buf: np.ndarray, name: str) -> np.ndarray:
+        """The padding bytes past each row of region ``name``: (rows, padding bytes per row), u8."""
+        off, shape, dt = self.regions[name]
+        rows, cols = self._rows_cols(shape)
+        row_bytes = self.strides[name] * dt.itemsize
+        return buf[off:off + rows * row_bytes].reshape(rows, row_bytes)[:, cols * dt.itemsize:]
+
+
+def rows_of(data: bytes, dtype, rows: int, cols: int, stride: int) -> np.ndarray:
+    """A layer's traced output (``Harness.run``'s ``trace``: T rows at ``stride`` elements, the last cut at its
+    ``cols``-th) as a (rows, cols) array without the padding."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    flat = np.frombuffer(data, dtype=dt)
+    assert flat.size == (rows - 1) * stride + cols, "traced bytes: not T rows of the stride"
+    flat = np.concatenate([flat, np.zeros(stride - cols, dtype=dt)])
+    return flat.reshape(rows, stride)[:, :cols].astype(dt.newbyteorder("="))
 
 
 TRACE_FN = C.CFUNCTYPE(None, C.c_int, C.c_void_p, C.c_long)
@@ -208,6 +265,7 @@ class Harness:
         L.h_run.argtypes = [C.POINTER(LayerDesc), C.c_int, C.c_void_p, C.c_void_p, C.c_void_p, C.c_void_p, TRACE_FN]
         self.R = L.h_array_rows()
         self.C = L.h_array_cols()
+        self.beat = L.h_axi_bytes()  # TestCfg::AXI_BYTES: Scratch(beat=...) of a build that overrides it
 
     def error(self) -> str:
         return self.lib.h_last_error().decode()
@@ -224,11 +282,11 @@ class Harness:
         return _port_lines(lambda buf, n: self.lib.h_port_probe(words, wr, len(accesses), ii, buf, n))
 
     def axi_probe(self, accesses: list[tuple], beat: int = 16, ii: int = 1) -> list[tuple[str, str, int, int]]:
-        """A pipelined loop making m_axi ``accesses`` ((bundle 0-2, "blob" | "scratch", byte offset, bytes,
-        is_write), all in one iteration, or each with its iteration number first) with ``beat``-byte beats: the
-        port report. A C-sim error raises RuntimeError."""
-        rows = [a if len(a) == 6 else (0, *a) for a in accesses]
-        flat = [v for it, b, buf, off, n, wr in rows for v in (it, b, int(buf == "scratch"), off, n, int(wr))]
+        """A pipelined loop making m_axi requests ``accesses`` ((bundle 0-2, "blob" | "scratch", byte offset of a
+        whole beat, is_write), all in one iteration, or each with its iteration number first) with ``beat``-byte
+        beats: the port report. A C-sim error raises RuntimeError."""
+        rows = [a if len(a) == 5 else (0, *a) for a in accesses]
+        flat = [v for it, b, buf, off, wr in rows for v in (it, b, int(buf == "scratch"), off, int(wr))]
         arr = (C.c_int * max(1, len(flat)))(*flat)
         lines = _port_lines(lambda buf, n: max(0, self.lib.h_axi_probe(beat, arr, len(rows), ii, buf, n)))
         if self.error():

@@ -22,10 +22,14 @@
 #define ISEG_TEST_WROWS 40000
 #endif
 #ifndef ISEG_TEST_AXI
-#define ISEG_TEST_AXI 16
+#define ISEG_TEST_AXI 8  // the beat divides C (estimate.axi_beat): a GEMM tile's rows are whole beats
 #endif
 #ifndef ISEG_TEST_OUT_LANES
-#define ISEG_TEST_OUT_LANES 3
+#define ISEG_TEST_OUT_LANES 4  // a power of two dividing C, 2 OUT_LANES dividing the beat (estimate.make_shape)
+#endif
+#ifndef ISEG_TEST_LN_LANES
+#define ISEG_TEST_LN_LANES 4  // a power of two whose trace puts divide the beat; at most A_WORD, as the planner
+                              // makes it (test_hls_ports builds 8: a bank-port excess, on purpose)
 #endif
 #ifndef ISEG_TEST_IMG
 #define ISEG_TEST_IMG 64
@@ -57,7 +61,8 @@ struct TestCfg {
     static constexpr int AXI_BYTES = ISEG_TEST_AXI;                // bytes per memory beat
     static constexpr int A_WORD = 4;                                // i16 elements per left-operand bank word
     static constexpr int OUT_LANES = ISEG_TEST_OUT_LANES;          // output-stage lanes
-    static constexpr int SM_LANES = 3, LN_LANES = 5, S_LANES = 5;  // odd on purpose
+    static constexpr int SM_LANES = 3, S_LANES = 5;                // odd on purpose (on chip only)
+    static constexpr int LN_LANES = ISEG_TEST_LN_LANES;            // its trace puts: a power of two (axi.h)
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
     static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
@@ -66,7 +71,8 @@ struct TestCfg {
 };
 
 // A config carrying a constexpr table, the way the generator emits it (exercises run_engine and
-// ISEG_CSIM_ENTRY): one COPY_CONST layer, 2 rows x 3 int16 from blob offset 0 to scratch 0.
+// ISEG_CSIM_ENTRY): one COPY_CONST layer, 2 rows x 3 int16 from blob offset 0 (unpadded rows) to scratch 0, its
+// rows padded to whole beats (a row stride of one 8-byte beat, 4 elements; 16 bytes, 8 elements, at AXI 16).
 constexpr iseg::LayerDesc static_layer_0() {
     iseg::LayerDesc d = iseg::empty_layer();
     d.op = iseg::OP_COPY_CONST;
@@ -74,7 +80,7 @@ constexpr iseg::LayerDesc static_layer_0() {
     d.N = 3;
     d.out_bits = 16;
     d.out = 0;
-    d.out_stride = 3;
+    d.out_stride = (6 + ISEG_TEST_AXI - 1) / ISEG_TEST_AXI * ISEG_TEST_AXI / 2;
     d.cst = 0;
     return d;
 }
@@ -129,6 +135,8 @@ extern "C" {
 int h_sizeof_layer_desc(void) { return int(sizeof(iseg::LayerDesc)); }
 int h_array_rows(void) { return TestCfg::R; }
 int h_out_lanes(void) { return TestCfg::OUT_LANES; }
+int h_ln_lanes(void) { return TestCfg::LN_LANES; }
+int h_axi_bytes(void) { return TestCfg::AXI_BYTES; }
 int h_array_cols(void) { return TestCfg::C; }
 const char* h_last_error(void) { return iseg::csim_error_buffer(); }
 long long h_last_cycles(void) { return iseg::csim_cycles_total(); }
@@ -248,10 +256,11 @@ int h_static_probe(const int* acc, int n, char* buf, long len) {
 
 int h_static(char* buf, long len) { return iseg::csim_static_report(buf, len); }
 
-// Iterations of a pipelined loop at `ii` making n m_axi accesses acc[6 i ..] = (iteration, bundle, buffer 0 blob /
-// 1 scratch, byte offset, bytes, is_write) with `beat`-byte beats (a new iteration whenever the first field
-// changes); the same accesses again outside the loop (never counted). Returns the port report's line count, or -2
-// after a C-sim error (h_error: an access naming a bundle that misses its buffer). h_axi_bursts: its runs.
+// Iterations of a pipelined loop at `ii` making n m_axi requests acc[5 i ..] = (iteration, bundle, buffer 0 blob /
+// 1 scratch, byte offset of the beat, is_write) with `beat`-byte beats (a new iteration whenever the first field
+// changes); the same requests again outside the loop (never counted). Returns the port report's line count, or -2
+// after a C-sim error (h_error: a request naming a bundle that misses its buffer, or not a whole beat).
+// h_axi_bursts: its runs.
 int h_axi_probe(int beat, const int* acc, int n, int ii, char* buf, long len) {
     static uint8_t blob[4096], scratch[4096];
     iseg::port_log_reset();
@@ -259,15 +268,15 @@ int h_axi_probe(int beat, const int* acc, int n, int ii, char* buf, long len) {
         iseg::axi_bind(beat, blob, scratch);
         for (int i = 0; i < n;) {
             ISEG_PIPELINE(AXI_PROBE, ii);
-            const int it = acc[6 * i];
-            for (; i < n && acc[6 * i] == it; ++i) {
-                const int* a = acc + 6 * i + 1;
-                iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3], ISEG_SITE);
+            const int it = acc[5 * i];
+            for (; i < n && acc[5 * i] == it; ++i) {
+                const int* a = acc + 5 * i + 1;
+                iseg::axi_req(a[0], a[3] != 0, (a[1] ? scratch : blob) + a[2], ISEG_SITE);
             }
         }
         for (int i = 0; i < n; ++i) {
-            const int* a = acc + 6 * i + 1;
-            iseg::axi_use(a[0], a[4] != 0, (a[1] ? scratch : blob) + a[2], a[3], ISEG_SITE);
+            const int* a = acc + 5 * i + 1;
+            iseg::axi_req(a[0], a[3] != 0, (a[1] ? scratch : blob) + a[2], ISEG_SITE);
         }
     });
     return rc != 0 ? -2 : iseg::csim_port_report(buf, len);
@@ -277,10 +286,12 @@ int h_axi_bursts(char* buf, long len) { return iseg::csim_burst_report(buf, len)
 
 // run_engine<Cfg> with the constexpr table of StaticCfg (the synthesis entry, in C-sim).
 int h_run_static(const uint8_t* weights, uint8_t* scratch) {
+    typedef iseg::beat_t<StaticCfg> beat;  // a struct of bytes in C-simulation (compat.h)
     return guarded([&] {
         hls::stream<iseg::pixel_t> pix("pixels");
         hls::stream<iseg::label_beat_t> lab("labels");
-        iseg::run_engine<StaticCfg>(pix, lab, weights, scratch, scratch);
+        iseg::run_engine<StaticCfg>(pix, lab, reinterpret_cast<const beat*>(weights), reinterpret_cast<beat*>(scratch),
+                                    reinterpret_cast<beat*>(scratch));
     });
 }
 

@@ -13,14 +13,15 @@ from iseg.generator import estimate as est
 
 pytestmark = pytest.mark.csim
 
-LANES = [1, 4, 8]  # the harness's TestCfg::A_LANES: 4 by default, 8 = a whole 16-byte beat of i16
+LANES = [1, 4, 8]  # the harness's TestCfg::A_LANES: 4 by default (a whole 8-byte beat of i16), 8 on 16-byte beats
 
 
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Harness]:
     out = {4: Harness(build(tmp_path_factory.mktemp("head4")))}
-    for n in (1, 8):
-        out[n] = Harness(build(tmp_path_factory.mktemp(f"head{n}"), a_lanes=n))
+    out[1] = Harness(build(tmp_path_factory.mktemp("head1"), a_lanes=1))
+    # 8 lanes of i16 are 16 bytes: a 16-byte beat, whose GEMM stores need C a multiple of 16 (estimate.axi_beat)
+    out[8] = Harness(build(tmp_path_factory.mktemp("head8"), a_lanes=8, axi=16, c=16))
     return out
 
 
@@ -31,11 +32,11 @@ def run_head(h: Harness, logits: np.ndarray, H: int, W: int, P: int, pad: int = 
     stride = ncls + pad
     rows = np.full((T, stride), 32767, np.int64)
     rows[:, :ncls] = logits
-    sc = Scratch()
+    sc = Scratch(beat=h.beat)
     sc.alloc("guard_a", (32,), np.int16, np.full(32, 32767))
-    m = sc.alloc("m", (T, stride), np.int16, rows)
+    m = sc.alloc("m", (T, stride), np.int16, rows)  # (and its beat padding, 0)
     sc.alloc("guard_b", (32,), np.int16, np.full(32, 32767))
-    d = layer(op=OP_ARGMAX_UPSAMPLE, T=T, N=ncls, img_h=H, img_w=W, patch=P, in_=m, in_stride=stride)
+    d = layer(op=OP_ARGMAX_UPSAMPLE, T=T, N=ncls, img_h=H, img_w=W, patch=P, in_=m, in_stride=sc.stride("m"))
     rc, labels = h.run([d], Blob().array(), sc.array(), n_labels=H * W)
     assert rc == 0, h.error()
     return labels.reshape(H, W)

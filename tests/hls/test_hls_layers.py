@@ -69,9 +69,9 @@ def test_linear(hls, T, K, N, bits, per_channel):
         o = 12345
     blob, sc = Blob(), Scratch()
     rq = blob.rq_table(m, e, o, N) if per_channel else rq_scalar(m, e, o)
-    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=bits, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
-              out=sc.alloc("y", (T, N), f"i{bits // 8}"), out_stride=N, w=blob.add_weights(w, hls.C),
-              b=blob.add(b, np.int32), rq=rq)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=bits, in_=sc.alloc("x", (T, K), np.int8, x),
+              in_stride=sc.stride("x"), out=sc.alloc("y", (T, N), f"i{bits // 8}"), out_stride=sc.stride("y"),
+              w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=rq)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.requant(acc, m, e, o, bits))
 
@@ -86,9 +86,9 @@ def test_linear_saturation_and_max_negative(hls):
     m = np.array([1 << 30, 1 << 30, -(1 << 30), 1 << 30, 1 << 30] * 2)
     e = np.full(N, 20)
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x), in_stride=K,
-              out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add_weights(w, hls.C),
-              rq=blob.rq_table(m, e, 0, N))
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x),
+              in_stride=sc.stride("x"), out=sc.alloc("y", (T, N), np.int8), out_stride=sc.stride("y"),
+              w=blob.add_weights(w, hls.C), rq=blob.rq_table(m, e, 0, N))
     buf, _ = run_one(hls, d, blob, sc)
     want = nx.requant(acc, m, e, 0, 8)
     assert np.array_equal(sc.get(buf, "y"), want)
@@ -109,8 +109,8 @@ def test_linear_fused_gelu(hls, variant_scale):
     want = nx.requant(g, m2, e2, -3, 8)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_LINEAR, flags=F_GELU, T=T, K=K, N=N, out_bits=8, in_=sc.alloc("x", (T, K), np.int8, x),
-              in_stride=K, out=sc.alloc("y", (T, N), np.int8), out_stride=N, w=blob.add_weights(w, hls.C),
-              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N),
+              in_stride=sc.stride("x"), out=sc.alloc("y", (T, N), np.int8), out_stride=sc.stride("y"),
+              w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N),
               cst=blob.add(nx.gelu_rq8_table(c, m2, e2, -3), np.int8), gelu=c)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), want)
@@ -132,7 +132,8 @@ def test_linear_fused_residual(hls, in_place):
     r_off = sc.alloc("res", (T, N), np.int16, res)
     out = r_off if in_place else sc.alloc("y", (T, N), np.int16)
     d = layer(op=OP_LINEAR, flags=F_RESIDUAL, T=T, K=K, N=N, out_bits=16, in_=sc.alloc("x", (T, K), np.int8, x),
-              in_stride=K, in2=r_off, in2_stride=N, out=out, out_stride=N, w=blob.add_weights(w, hls.C),
+              in_stride=sc.stride("x"), in2=r_off, in2_stride=sc.stride("res"), out=out,
+              out_stride=sc.stride("res" if in_place else "y"), w=blob.add_weights(w, hls.C),
               b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, N), ma=ma, mb=mb, ea=ea)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "res" if in_place else "y"), want)
@@ -140,19 +141,29 @@ def test_linear_fused_residual(hls, in_place):
 
 
 def test_linear_strided_rows(hls):
-    """Input rows inside a wider buffer (a slice of qkv-like storage), output into a wider buffer."""
+    """Input rows inside a wider buffer (a slice of qkv-like storage: rows 1 .. T, columns 8 .. 8 + K), output into a
+    wider buffer (N of its 40 columns). The beat contract (hls/axi.h) makes a view start on a beat with a stride of
+    whole beats: the slice starts one beat into its (50 -> 56-byte padded) rows, not at an odd column, and the
+    output stride is the 40-byte buffer row, wider than the output's own row. The output view's rows own their
+    last beat (columns N .. 16: written as zeros); the buffer's columns past it are never touched."""
     T, K, N = 10, 16, 12
     rng = np.random.default_rng(7)
-    big = rng.integers(-128, 128, (T, 50))
+    big = rng.integers(-128, 128, (T + 1, 50))
     w = rng.integers(-128, 128, (K, N))
-    acc = nx.linear(big[:, 5:5 + K], w)
+    acc = nx.linear(big[1:, 8:8 + K], w)
     m, e = calib(acc, 100)
     blob, sc = Blob(), Scratch()
-    base = sc.alloc("big", (T, 50), np.int8, big)
-    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=base + 5, in_stride=50,
-              out=sc.alloc("y", (T, 30), np.int8), out_stride=30, w=blob.add_weights(w, hls.C), rq=rq_scalar(m, e))
+    sc.alloc("big", (T + 1, 50), np.int8, big)
+    y0 = rng.integers(-128, 128, (T, 40))
+    sc.alloc("y", (T, 40), np.int8, y0)
+    assert (sc.stride("big"), sc.stride("y")) == (56, 40)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=sc.offset("big", 1, 8), in_stride=sc.stride("big"),
+              out=sc.offset("y"), out_stride=sc.stride("y"), w=blob.add_weights(w, hls.C), rq=rq_scalar(m, e))
     buf, _ = run_one(hls, d, blob, sc)
-    assert np.array_equal(sc.get(buf, "y")[:, :N], nx.requant(acc, m, e, 0, 8))
+    y = sc.get(buf, "y")
+    assert np.array_equal(y[:, :N], nx.requant(acc, m, e, 0, 8))
+    assert not y[:, N:16].any() and np.array_equal(y[:, 16:], y0[:, 16:])
+    assert np.array_equal(sc.get(buf, "big"), big)
 
 
 # ---- MASK_PRODUCT ---------------------------------------------------------------------------
@@ -164,9 +175,9 @@ def test_mask_product(hls, Np, D, K):
     acc = nx.exact_matmul(pp, cc.T)
     m, e = calib(acc, 20000)
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_MASK_PRODUCT, T=Np, K=D, N=K, out_bits=16, in_=sc.alloc("pp", (Np, D), np.int8, pp), in_stride=D,
-              in2=sc.alloc("cc", (K, D), np.int8, cc), in2_stride=D, out=sc.alloc("m", (Np, K), np.int16),
-              out_stride=K, rq=rq_scalar(m, e, 7))
+    d = layer(op=OP_MASK_PRODUCT, T=Np, K=D, N=K, out_bits=16, in_=sc.alloc("pp", (Np, D), np.int8, pp),
+              in_stride=sc.stride("pp"), in2=sc.alloc("cc", (K, D), np.int8, cc), in2_stride=sc.stride("cc"),
+              out=sc.alloc("m", (Np, K), np.int16), out_stride=sc.stride("m"), rq=rq_scalar(m, e, 7))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "m"), nx.requant(acc, m, e, 7, 16))
 
@@ -211,8 +222,9 @@ def test_attention_pv_ii1_rejects_u15(hls_pv1, variant):
     D = 16
     sc = Scratch()
     d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
-              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS[variant],
-              sm_x0=nx.shiftmax_x0(0.08, variant), rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+              in_stride=sc.stride("qkv"), out=sc.alloc("o", (5, D), np.int8), out_stride=sc.stride("o"),
+              sm_variant=SM_VARIANTS[variant], sm_x0=nx.shiftmax_x0(0.08, variant), rq=rq_scalar(1 << 30, 40),
+              rq2=rq_scalar(1 << 30, 40))
     rc, _ = hls_pv1.run([d], Blob().array(), sc.array())
     assert rc != 0 and "PV_II 1 needs u8 probabilities" in hls_pv1.error()
 
@@ -221,8 +233,8 @@ def test_attention_rejects_unknown_variant(hls):
     D = 16
     sc = Scratch()
     d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
-              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=3, sm_x0=-80,
-              rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+              in_stride=sc.stride("qkv"), out=sc.alloc("o", (5, D), np.int8), out_stride=sc.stride("o"),
+              sm_variant=3, sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
     rc, _ = hls.run([d], Blob().array(), sc.array())
     assert rc != 0 and "sm_variant precise, ivit or precise8" in hls.error()
 
@@ -245,8 +257,8 @@ def check_attention(hls, variant, T, heads, dh, score_max=127):
     want = nx.requant(acc, mo, eo, 0, 8)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=sc.alloc("qkv", (T, 3 * D), np.int8, qkv),
-              in_stride=3 * D, out=sc.alloc("o", (T, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS[variant],
-              sm_x0=x0, rq=rq_scalar(ms, es), rq2=blob.rq_table(mo, eo, 0, D))
+              in_stride=sc.stride("qkv"), out=sc.alloc("o", (T, D), np.int8), out_stride=sc.stride("o"),
+              sm_variant=SM_VARIANTS[variant], sm_x0=x0, rq=rq_scalar(ms, es), rq2=blob.rq_table(mo, eo, 0, D))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "o"), want)
     return nx.shiftmax_with_shift(qk_rq(s_acc), x0, variant)[1][:, 0]  # each (head, query) row's shift r
@@ -269,8 +281,9 @@ def test_layernorm(hls, bits, C):
     e = rng.integers(22, 34, C)
     o = rng.integers(-(1 << 40), 1 << 40, C)
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=bits, in_=sc.alloc("x", (T, C), np.int16, x), in_stride=C,
-              out=sc.alloc("y", (T, C), f"i{bits // 8}"), out_stride=C, rq=blob.rq_table(m, e, o, C), **ln_mean(C))
+    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=bits, in_=sc.alloc("x", (T, C), np.int16, x),
+              in_stride=sc.stride("x"), out=sc.alloc("y", (T, C), f"i{bits // 8}"), out_stride=sc.stride("y"),
+              rq=blob.rq_table(m, e, o, C), **ln_mean(C))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, m, e, o, bits))
 
@@ -280,8 +293,9 @@ def test_layernorm_mean_ties(hls):
     C = 4
     x = np.array([[0, 0, 0, 2], [0, 0, 0, 6], [0, 0, 0, -2], [0, 0, 0, -6], [1, 1, 1, 3]])
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_LAYERNORM, T=5, N=C, out_bits=16, in_=sc.alloc("x", (5, C), np.int16, x), in_stride=C,
-              out=sc.alloc("y", (5, C), np.int16), out_stride=C, rq=rq_scalar(1 << 30, 24), **ln_mean(C))
+    d = layer(op=OP_LAYERNORM, T=5, N=C, out_bits=16, in_=sc.alloc("x", (5, C), np.int16, x),
+              in_stride=sc.stride("x"), out=sc.alloc("y", (5, C), np.int16), out_stride=sc.stride("y"),
+              rq=rq_scalar(1 << 30, 24), **ln_mean(C))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.layernorm(x, 1 << 30, 24, 0, 16))
 
@@ -296,8 +310,8 @@ def test_layernorm_in_place(hls, shift_rows):
     x = rng.integers(-5000, 5000, (T + 1, C))
     blob, sc = Blob(), Scratch()
     base = sc.alloc("x", (T + 1, C), np.int16, x)
-    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=16, in_=base, in_stride=C, out=base + 2 * C * shift_rows,
-              out_stride=C, rq=rq_scalar(1 << 30, 24), **ln_mean(C))
+    d = layer(op=OP_LAYERNORM, T=T, N=C, out_bits=16, in_=base, in_stride=sc.stride("x"),
+              out=sc.offset("x", shift_rows), out_stride=sc.stride("x"), rq=rq_scalar(1 << 30, 24), **ln_mean(C))
     buf = sc.array()
     rc, _ = hls.run([d], blob.array(), buf)
     if shift_rows:
@@ -314,9 +328,9 @@ def test_add(hls):
     T, N = 7, 33
     a, b = rng.integers(-32768, 32768, (T, N)), rng.integers(-32768, 32768, (T, N))
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_ADD, T=T, N=N, out_bits=16, in_=sc.alloc("a", (T, N), np.int16, a), in_stride=N,
-              in2=sc.alloc("b", (T, N), np.int16, b), in2_stride=N, out=sc.alloc("y", (T, N), np.int16),
-              out_stride=N, ma=1 << 30, mb=-(5 << 28), ea=30)
+    d = layer(op=OP_ADD, T=T, N=N, out_bits=16, in_=sc.alloc("a", (T, N), np.int16, a), in_stride=sc.stride("a"),
+              in2=sc.alloc("b", (T, N), np.int16, b), in2_stride=sc.stride("b"),
+              out=sc.alloc("y", (T, N), np.int16), out_stride=sc.stride("y"), ma=1 << 30, mb=-(5 << 28), ea=30)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.int_add(a, b, 1 << 30, -(5 << 28), 30))
 
@@ -324,15 +338,16 @@ def test_add(hls):
 @pytest.mark.parametrize("n_prefix", [0, 1, 2])
 def test_embed_add(hls, n_prefix):
     rng = np.random.default_rng(9)
-    Np, D = 9, 12
+    Np, D = 9, 10  # 20-byte rows: scratch rows padded to 24 (pos stays unpadded in the blob: read element-wise)
     tok = rng.integers(-32768, 32768, (Np, D))
     cls = rng.integers(-32768, 32768, (n_prefix, D))
     pos = rng.integers(-32768, 32768, (Np + n_prefix, D))
     x = np.concatenate([cls, tok])
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_EMBED_ADD, T=Np + n_prefix, N=D, n_prefix=n_prefix, out_bits=16,
-              in_=sc.alloc("tok", (Np, D), np.int16, tok), in_stride=D, out=sc.alloc("y", (Np + n_prefix, D), np.int16),
-              out_stride=D, cst=blob.add(nx.int_add(cls, pos[:n_prefix], 3 << 28, 1 << 29, 30), np.int16),
+              in_=sc.alloc("tok", (Np, D), np.int16, tok), in_stride=sc.stride("tok"),
+              out=sc.alloc("y", (Np + n_prefix, D), np.int16), out_stride=sc.stride("y"),
+              cst=blob.add(nx.int_add(cls, pos[:n_prefix], 3 << 28, 1 << 29, 30), np.int16),
               b=blob.add(pos, np.int16), ma=3 << 28, mb=1 << 29, ea=30)  # cst: the output's prefix rows, folded
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.int_add(x, pos, 3 << 28, 1 << 29, 30))
@@ -347,25 +362,26 @@ def test_gelu_layer(hls, variant):
     g = nx.gelu(x, c)
     m, e = calib(g, 127)
     blob, sc = Blob(), Scratch()
-    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=N,
-              out=sc.alloc("y", (T, N), np.int8), out_stride=N, gelu=c, rq=rq_scalar(m, e, 5))
+    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=sc.stride("x"),
+              out=sc.alloc("y", (T, N), np.int8), out_stride=sc.stride("y"), gelu=c, rq=rq_scalar(m, e, 5))
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, 5, 8))
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
-    """ShiftGELU row op, T = 6 rows of N = 70 channels on the harness (16-byte beats, OUT_LANES 3, PIPE 16,
+    """ShiftGELU row op, T = 6 rows of N = 70 channels on the harness (8-byte beats, OUT_LANES 4, PIPE 16,
     DIV 66; engine.h gelu_layer). Hand-worked, per row:
-      GELU_LOAD   ceil(70/16) = 5 beats (4 of 16 bytes, the last of 6), row max folded in   5 + 16 = 21
+      GELU_LOAD   ceil(70/8) = 9 beats (8 of 8 bytes, the last of 6), row max folded in     9 + 16 = 25
       em          shexp(-M), the sequential divider                                         = 66
-      GELU_ROW    ceil(70/3) = 24 lane steps (23 of 3, the last of 1)                      24 + 16 = 40
-      GELU_STORE  5 beats                                                                   5 + 16 = 21
-      -> 21 + 66 + 40 + 21 = 148 per row, 6 * 148 = 888
-    A per-channel requant first loads its 70 records into rq1 (gemm.h load_rq_table): min(16/16, 3 lanes) = 1
-    record per step, 70 + 16 = 86 -> 974. x and y are cyclic over ceil(max(16, 3) / 2) = 8 banks: a beat's
-    16 bytes are two per bank, 3 lanes one per bank; the records, 3 consecutive channels over 3 banks: every
-    loop within its banks and its beats (one 16-byte span per beat on gmem1, one record per step on gmem0)."""
+      GELU_ROW    ceil(70/4) = 18 lane steps (17 of 4, the last of 2)                      18 + 16 = 34
+      GELU_STORE  9 beats (the last one whole: 6 bytes of y, 2 of the row's padding)        9 + 16 = 25
+      -> 25 + 66 + 34 + 25 = 150 per row, 6 * 150 = 900
+    A per-channel requant first loads its 70 records into rq1 (gemm.h load_rq_table): a 16-byte record is
+    ceil(16/8) = 2 beats on the 8-byte port, one per step, collected and written with the second:
+    70 * 2 + 16 = 156 -> 1056. x and y are cyclic over ceil(max(8, 4) / 2) = 4 banks: a beat's 8 bytes are two
+    per bank, 4 lanes one per bank; the records, one per two steps into rq1 (cyclic over the 4 output lanes):
+    every loop within its banks and its beats (one whole-beat request per step on gmem1 and on gmem0)."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(11)
@@ -381,26 +397,35 @@ def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
     else:
         (m, e), o = calib(g, 127), 5
         rq = rq_scalar(m, e, o)
-    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=N,
-              out=sc.alloc("y", (T, N), np.int8), out_stride=N, gelu=c, rq=rq)
+    d = layer(op=OP_GELU, T=T, N=N, out_bits=8, in_=sc.alloc("x", (T, N), np.int8, x), in_stride=sc.stride("x"),
+              out=sc.alloc("y", (T, N), np.int8), out_stride=sc.stride("y"), gelu=c, rq=rq)
     buf, _ = run_one(hls, d, blob, sc)
     assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, o, 8))
     assert hls.ports() == []
-    shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=3, ln_lanes=5, sm_lanes=3, axi_bytes=16, s_lanes=5)
-    assert est.gelu_row_cycles(shape, T, N) == 6 * (2 * (5 + 16) + 24 + 16 + 66) == 888
-    assert est.rq_table_cycles(shape, N, 3) == 70 + 16
-    assert hls.last_cycles() == (888 + 86 if per_channel else 888)
+    shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
+    assert est.gelu_row_cycles(shape, T, N) == 6 * (2 * (9 + 16) + 18 + 16 + 66) == 900
+    assert est.rq_table_cycles(shape, N, 4) == 70 * 2 + 16 == 156
+    assert hls.last_cycles() == (900 + 156 if per_channel else 900)
 
 
 def test_copy_const(hls):
+    """The blob's 4 x 10 i16 rows (unpadded) into rows 3 .. 6 of a (7, 10) buffer: a view of whole rows, at the
+    buffer's padded stride (12 elements: 24 bytes, three beats). Rows 0 .. 2 stay, their padding too; the padding of
+    the rows written is written as zeros (hls/axi.h: whole beats)."""
     cls_emb = np.arange(-20, 20).reshape(4, 10) * 800
     blob, sc = Blob(), Scratch()
     sc.alloc("x", (7, 10), np.int16, np.ones((7, 10)))
-    d = layer(op=OP_COPY_CONST, T=4, N=10, out_bits=16, out=sc.regions["x"][0] + 3 * 10 * 2, out_stride=10,
+    assert sc.stride("x") == 12
+    d = layer(op=OP_COPY_CONST, T=4, N=10, out_bits=16, out=sc.offset("x", 3), out_stride=sc.stride("x"),
               cst=blob.add(cls_emb, np.int16))
-    buf, _ = run_one(hls, d, blob, sc)
+    buf = sc.array()
+    sc.padding(buf, "x")[:] = 0x5A  # (a view of buf)
+    rc, _ = hls.run([d], blob.array(), buf)
+    assert rc == 0, hls.error()
     got = sc.get(buf, "x")
     assert np.array_equal(got[3:], cls_emb) and np.array_equal(got[:3], np.ones((3, 10)))
+    pad = sc.padding(buf, "x")
+    assert np.all(pad[:3] == 0x5A) and not pad[3:].any()
 
 
 # ---- PATCH_EMBED / ARGMAX_UPSAMPLE (the streams) --------------------------------------------
@@ -416,8 +441,9 @@ def test_patch_embed(hls, H, W, P):
     m, e = calib_ch(acc, 30000)
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
-              in_=sc.alloc("stage", (T, K), np.int8), in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+              in_=sc.alloc("stage", (T, K), np.int8), in_stride=sc.stride("stage"),
+              out=sc.alloc("tok", (T, D), np.int16), out_stride=sc.stride("tok"), w=blob.add_weights(w, hls.C),
+              b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
     buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
     assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
     assert np.array_equal(sc.get(buf, "tok"), nx.requant(acc, m, e, 0, 16))
@@ -445,8 +471,9 @@ def test_patch_embed_ping_pong_shapes(hls, H, W, P):
     stage = sc.alloc("stage", (T, K), np.int8)
     sc.alloc("guard_b", (64,), np.uint8, np.full(64, 0x5A))
     d = layer(op=OP_PATCH_EMBED, T=T, K=K, N=D, img_h=H, img_w=W, patch=P, out_bits=16,
-              in_=stage, in_stride=K, out=sc.alloc("tok", (T, D), np.int16),
-              out_stride=D, w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32), rq=blob.rq_table(m, e, 0, D))
+              in_=stage, in_stride=sc.stride("stage"), out=sc.alloc("tok", (T, D), np.int16),
+              out_stride=sc.stride("tok"), w=blob.add_weights(w, hls.C), b=blob.add(b, np.int32),
+              rq=blob.rq_table(m, e, 0, D))
     buf, _ = run_one(hls, d, blob, sc, pixels=img.reshape(-1))
     assert np.array_equal(sc.get(buf, "stage"), im2col(img, P))
     assert np.all(sc.get(buf, "guard_a") == 0xA5) and np.all(sc.get(buf, "guard_b") == 0x5A)
@@ -462,7 +489,7 @@ def test_argmax_upsample(hls, H, W, P, ncls):
     logits[-1] = -32768
     blob, sc = Blob(), Scratch()
     d = layer(op=OP_ARGMAX_UPSAMPLE, T=gh * gw, N=ncls, img_h=H, img_w=W, patch=P,
-              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=ncls)
+              in_=sc.alloc("m", (gh * gw, ncls), np.int16, logits), in_stride=sc.stride("m"))
     _, labels = run_one(hls, d, blob, sc, n_labels=H * W)
     want = nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P)
     assert np.array_equal(labels.reshape(H, W), want)
@@ -530,7 +557,8 @@ def test_attention_without_row_shift_rejects_precise8(hls_no_row_shift):
     D = 16
     sc = Scratch()
     d = layer(op=OP_ATTENTION, T=5, N=D, heads=1, d_head=D, in_=sc.alloc("qkv", (5, 3 * D), np.int8),
-              in_stride=3 * D, out=sc.alloc("o", (5, D), np.int8), out_stride=D, sm_variant=SM_VARIANTS["precise8"],
-              sm_x0=nx.shiftmax_x0(0.08, "precise8"), rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
+              in_stride=sc.stride("qkv"), out=sc.alloc("o", (5, D), np.int8), out_stride=sc.stride("o"),
+              sm_variant=SM_VARIANTS["precise8"], sm_x0=nx.shiftmax_x0(0.08, "precise8"),
+              rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 40))
     rc, _ = hls_no_row_shift.run([d], Blob().array(), sc.array())
     assert rc != 0 and "Cfg::SM_ROW_SHIFT" in hls_no_row_shift.error()

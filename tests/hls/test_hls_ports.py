@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Scratch, layer, ln_mean
+from _hls_harness import OP_LAYERNORM, OP_LINEAR, Blob, Harness, Scratch, build, layer, ln_mean
 
 
 @pytest.mark.parametrize("accesses,ii,want", [
@@ -23,91 +23,115 @@ def test_counting_rules(hls, accesses, ii, want) -> None:
     assert hls.port_probe(accesses, ii) == want
 
 
-def _ln_linear(rng, t: int, c: int, n: int, cols: int):
-    blob, sc = Blob(), Scratch()
+def _ln_linear(rng, t: int, c: int, n: int, cols: int, beat: int = 8):
+    blob, sc = Blob(), Scratch(beat=beat)
     x = sc.alloc("x", (t, c), np.int16, rng.integers(-3000, 3000, (t, c)))
     h = sc.alloc("h", (t, c), np.int8)
     y = sc.alloc("y", (t, n), np.int8)
-    ln = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=c, out=h, out_stride=c,
-               rq=blob.rq_table(1 << 30, 26, 3, c), **ln_mean(c))
-    lin = layer(op=OP_LINEAR, T=t, K=c, N=n, out_bits=8, in_=h, in_stride=c, out=y, out_stride=n,
-                w=blob.add_weights(rng.integers(-128, 128, (c, n)), cols), b=-1, rq=blob.rq_table(1 << 30, 30, 0, n))
+    ln = layer(op=OP_LAYERNORM, T=t, N=c, out_bits=8, in_=x, in_stride=sc.stride("x"), out=h,
+               out_stride=sc.stride("h"), rq=blob.rq_table(1 << 30, 26, 3, c), **ln_mean(c))
+    lin = layer(op=OP_LINEAR, T=t, K=c, N=n, out_bits=8, in_=h, in_stride=sc.stride("h"), out=y,
+                out_stride=sc.stride("y"), w=blob.add_weights(rng.integers(-128, 128, (c, n)), cols), b=-1,
+                rq=blob.rq_table(1 << 30, 30, 0, n))
     return ln, lin, blob, sc
 
 
 def test_engine_loops_fit_their_banks(hls) -> None:
     """A plain LINEAR on the harness array: the A loader (8 bytes, two 4-element words of a row bank per step),
-    the weight prefetch (min(beat, C) bytes: at most two rows of w), the output lanes (3 consecutive channels,
-    constants cyclic over 3 banks): every pipelined loop within its banks (the m_axi side of this run:
-    test_engine_axi_excess_is_reported)."""
+    the weight prefetch (min(beat, C) = 8 bytes: one row of w), the output lanes (4 consecutive channels of one row
+    of the tile, constants cyclic over 4 banks): every pipelined loop within its banks, and within its m_axi beats
+    (one whole-beat request per bundle and direction per step)."""
     rng = np.random.default_rng(1)
     _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([lin], blob.array(), sc.array())
     assert rc == 0, hls.error()
-    assert [p for p in hls.ports() if not p[1].startswith("gmem")] == []
+    assert hls.ports() == []
 
 
-def test_engine_excess_is_reported(hls) -> None:
-    """The harness runs LN_LANES 5 with 4-element words (A_WORD 4): the fused LayerNorm's normalise step reads and
-    writes five channels in place, i.e. two words of a row bank each way, 4 accesses where 2 fit. The planner never
-    emits that (LN_LANES <= A_WORD, a power of two); the check must see it in both loops the loader runs in."""
-    rng = np.random.default_rng(2)
-    ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
-    rc, _ = hls.run([ln, lin], blob.array(), sc.array())
-    assert rc == 0, hls.error()
-    got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports() if not buf.startswith("gmem")}
-    assert got == {("GEMM_A0", "a"): (4, 2), ("GEMM_STEP", "a"): (4, 2)}
+@pytest.fixture(scope="module")
+def hls_ln8(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with LN_LANES 8 over its 4-element words (A_WORD 4), on 16-byte beats and 16 columns (a trace put
+    is up to 2 LN_LANES bytes, at most a beat: axi.h; the beat divides C): a legal build that the planner never
+    makes (it keeps LN_LANES <= A_WORD: estimate.make_shape)."""
+    return Harness(build(tmp_path_factory.mktemp("hls_ln8"), ln_lanes=8, axi=16, c=16))
 
 
-# ---- m_axi bundles: beats per iteration (hls/iseg_ports.h axi_use) ----
+def test_engine_excess_is_reported(hls, hls_ln8) -> None:
+    """With LN_LANES 8 over 4-element words, the fused LayerNorm's normalise step reads and writes channels
+    c .. c + 7 (c a multiple of 8) of a row in place: words c/4 and c/4 + 1 of the row's bank, two reads and two
+    writes, 4 accesses where the bank's 2 ports serve 2 at II 1. The check must see it in both loops the loader runs
+    in (GEMM_A0: row block 0 alone; GEMM_STEP: blocks 1 and 2 under the tiles), and nothing else: the statistics
+    step writes AXI_BYTES / 2 = 8 channels, two words, the bank's two ports (it runs in other steps than the
+    normalise), the 8 lnrq banks take a channel each, and the m_axi side stays one request per bundle and direction
+    (the 8-byte trace put lies in one 16-byte beat). The integers are the default harness's (LN_LANES 4, 8-byte
+    beats, 8 columns)."""
+    outs, ports = [], []
+    for h in (hls, hls_ln8):
+        rng = np.random.default_rng(2)
+        ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, h.C, h.beat)
+        buf = sc.array()
+        rc, _ = h.run([ln, lin], blob.array(), buf)
+        assert rc == 0, h.error()
+        outs.append((sc.get(buf, "h"), sc.get(buf, "y")))
+        ports.append(h.ports())  # (the report of the process's last run: read it before the next)
+    assert hls_ln8.lib.h_ln_lanes() == 8
+    assert ports == [[], [("GEMM_A0", "a", 4, 2), ("GEMM_STEP", "a", 4, 2)]]
+    assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+# ---- m_axi bundles: whole-beat requests per iteration (hls/iseg_ports.h axi_req, hls/axi.h) ----
 G0, G1, G2 = 0, 1, 2
 
 
 @pytest.mark.parametrize("accesses,beat,ii,want", [
-    # a loader's 8 bytes of a row and the output lanes' 6-byte store: one span each way
-    ([(G1, "scratch", 64, 8, False), (G1, "scratch", 512, 6, True)], 16, 1, []),
-    # a row read byte by byte (8 accesses, adjacent): one span, one beat
-    ([(G1, "scratch", 100 + j, 1, False) for j in range(8)], 16, 1, []),
-    # an unaligned span of a whole beat is still one beat of its burst
-    ([(G1, "scratch", 7, 16, False)], 16, 1, []),
-    # 17 bytes: two beats at II 1
-    ([(G1, "scratch", 0, 17, False)], 16, 1, [("AXI_PROBE", "gmem1.read", 2, 1)]),
-    # the loader's row and a residual operand on one bundle: two spans, two beats
-    ([(G1, "scratch", 64, 8, False), (G1, "scratch", 2048, 2, False)], 16, 1, [("AXI_PROBE", "gmem1.read", 2, 1)]),
+    # a loader's beat and the output lanes' stage write: one request each way
+    ([(G1, "scratch", 64, False), (G1, "scratch", 512, True)], 16, 1, []),
+    # one beat requested from two sites (a cache and a read): one request
+    ([(G1, "scratch", 96, False), (G1, "scratch", 96, False)], 16, 1, []),
+    # the loader's beat and a residual's on one bundle: two requests at II 1
+    ([(G1, "scratch", 64, False), (G1, "scratch", 2048, False)], 16, 1, [("AXI_PROBE", "gmem1.read", 2, 1)]),
     # ... the residual on the second port: one each
-    ([(G1, "scratch", 64, 8, False), (G2, "scratch", 2048, 2, False)], 16, 1, []),
+    ([(G1, "scratch", 64, False), (G2, "scratch", 2048, False)], 16, 1, []),
     # two writes of one bundle (output row and LayerNorm trace row)
-    ([(G1, "scratch", 0, 4, True), (G1, "scratch", 900, 4, True)], 16, 1, [("AXI_PROBE", "gmem1.write", 2, 1)]),
+    ([(G1, "scratch", 0, True), (G1, "scratch", 896, True)], 16, 1, [("AXI_PROBE", "gmem1.write", 2, 1)]),
     # II 2 (the K/V load): a K beat and a V beat of one row fit
-    ([(G1, "scratch", 0, 16, False), (G1, "scratch", 256, 16, False)], 16, 2, []),
-    # a 16-byte record on an 8-byte port: two beats at II 1
-    ([(G0, "blob", 32, 16, False)], 8, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
+    ([(G1, "scratch", 0, False), (G1, "scratch", 256, False)], 16, 2, []),
+    # the two halves of a 16-byte record on an 8-byte port: two requests at II 1
+    ([(G0, "blob", 32, False), (G0, "blob", 40, False)], 8, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
     # prefetch and a pos row, both on the blob's one port
-    ([(G0, "blob", 0, 16, False), (G0, "blob", 1024, 2, False)], 16, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
+    ([(G0, "blob", 0, False), (G0, "blob", 1024, False)], 16, 1, [("AXI_PROBE", "gmem0.read", 2, 1)]),
 ])
 def test_axi_counting_rules(hls, accesses, beat, ii, want) -> None:
-    """Per iteration, the spans of one bundle and direction are merged and cost ceil(bytes / beat) beats each;
-    II beats fit. The same accesses outside a pipelined loop are not counted."""
+    """Per iteration, the distinct beats requested on one bundle and direction; II of them fit. The same requests
+    outside a pipelined loop are not counted."""
     assert hls.axi_probe(accesses, beat, ii) == want
 
 
+def test_axi_request_is_a_whole_beat(hls) -> None:
+    """A request at an address that is not a beat of its buffer stops the C-simulation: every access of the engine
+    goes through hls/axi.h, which only ever asks for whole beats."""
+    with pytest.raises(RuntimeError, match="not a whole beat"):
+        hls.axi_probe([(G1, "scratch", 7, False)])
+
+
 def test_axi_runs(hls) -> None:
-    """Sequential runs across iterations (iseg_ports.h axi_burst): an access starting inside or at the end of the
-    previous span of its bundle and direction continues the run; a jump, or the other stream in between, starts
-    one. Reads and writes, and the bundles, are counted apart."""
-    acc = [(0, G1, "scratch", 0, 8, False), (1, G1, "scratch", 8, 8, False), (2, G1, "scratch", 16, 8, False),
-           (3, G1, "scratch", 640, 8, False), (4, G1, "scratch", 648, 8, False),  # a jump: 2 runs of 24 + 16 bytes
-           (0, G1, "scratch", 2048, 4, True), (1, G1, "scratch", 2052, 4, True), (2, G1, "scratch", 2052, 4, True),
-           (3, G2, "scratch", 100, 2, False), (4, G2, "scratch", 300, 2, False)]  # two one-element runs
+    """Sequential runs across iterations (iseg_ports.h axi_burst): a request for the beat after the previous one of
+    its bundle and direction (or the same beat) continues the run; a jump starts one. Reads and writes, and the
+    bundles, are counted apart; a run's bytes are its distinct beats."""
+    acc = [(0, G1, "scratch", 0, False), (1, G1, "scratch", 16, False), (2, G1, "scratch", 32, False),
+           (3, G1, "scratch", 640, False), (4, G1, "scratch", 656, False),  # a jump: 2 runs of 48 + 32 bytes
+           (0, G1, "scratch", 2048, True), (1, G1, "scratch", 2048, True), (2, G1, "scratch", 2064, True),
+           (3, G2, "scratch", 96, False), (4, G2, "scratch", 320, False)]  # two one-beat runs
     assert hls.axi_probe(sorted(acc, key=lambda a: a[0])) == []
-    assert hls.axi_bursts() == {("AXI_PROBE", "gmem1.read"): (40, 2), ("AXI_PROBE", "gmem1.write"): (12, 1),
-                                ("AXI_PROBE", "gmem2.read"): (4, 2)}
+    assert hls.axi_bursts() == {("AXI_PROBE", "gmem1.read"): (80, 2), ("AXI_PROBE", "gmem1.write"): (32, 1),
+                                ("AXI_PROBE", "gmem2.read"): (32, 2)}
 
 
 def test_engine_runs_by_hand(hls) -> None:
-    """A (9, 40) x (40, 12) LINEAR on the harness (R 4, C 8): the first prefetch copies the blob's 40 x 16 tiled
-    weight bytes in one run; the A prologue reads rows 0-3 of the contiguous (40-byte stride) input, one run of
-    160 bytes; the rq table, 12 records of 16 bytes, one run. (The probe's sequential accesses are not counted.)"""
+    """A (9, 40) x (40, 12) LINEAR on the harness (R 4, C 8, 8-byte beats): the first prefetch copies the blob's
+    40 x 16 tiled weight bytes in one run; the A prologue reads rows 0-3 of the input (a 40-byte stride, whole
+    beats), one run of 160 bytes, each beat requested once (the loader's cache); the rq table, 12 records of 16
+    bytes, one run. (The probe's sequential accesses are not counted.)"""
     rng = np.random.default_rng(4)
     _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([lin], blob.array(), sc.array())
@@ -123,21 +147,7 @@ def test_axi_bundle_must_carry_its_buffer(hls, bundle: int, buf: str) -> None:
     """An access naming a bundle that does not reach its buffer (gmem0 is the blob; gmem1 and gmem2 the scratch)
     stops the C-simulation: the bundle tags in the engine are checked against the addresses."""
     with pytest.raises(RuntimeError, match="bundle that does not carry its buffer"):
-        hls.axi_probe([(bundle, buf, 0, 4, False)])
-
-
-def test_engine_axi_excess_is_reported(hls) -> None:
-    """The harness array has 8 columns and 3 output lanes: steps whose 3 elements straddle two rows of the tile
-    store two spans through gmem1, 2 beats where 1 fits, in the GEMM loop (not in its tail: the last tile, token 8
-    of 9, is one row). The planner never emits that (its output lanes divide C: estimate.make_shape); the check
-    must see it."""
-    assert hls.C == 8
-    rng = np.random.default_rng(3)
-    _, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
-    rc, _ = hls.run([lin], blob.array(), sc.array())
-    assert rc == 0, hls.error()
-    got = {(loop, buf): (worst, allowed) for loop, buf, worst, allowed in hls.ports()}
-    assert got == {("GEMM_STEP", "gmem1.write"): (2, 1)}
+        hls.axi_probe([(bundle, buf, 0, False)])
 
 
 # ---- the static demand: the union of a loop's paths (hls/iseg_ports.h SiteTable) ------------------------------
@@ -158,18 +168,22 @@ def test_static_counting_rules(hls, accesses, want) -> None:
 
 
 def test_engine_static_demand_is_measured(hls) -> None:
-    """A LayerNorm fused into a LINEAR on the harness array: the engine loop's static demand on the left-operand
-    banks counts the array's read (1 word), the LayerNorm statistics' writes (2 words) and the normalise pass's
-    in-place read and write (2 each: LN_LANES 5 over 4-element words), whichever mode ran them, 7 operations on
-    one bank where its two ports serve 2 per cycle (docs/hls.md, "What csynth would likely find first", item 11)."""
+    """A LayerNorm fused into a LINEAR on the harness array (LN_LANES 4, A_WORD 4, 8-byte beats): the engine loop's
+    static demand on a left-operand bank counts, whichever mode ran them, the array's read (1 word), the LayerNorm
+    statistics' write (AXI_BYTES / 2 = 4 channels, c a multiple of 4: 1 word) and the normalise pass's in-place read
+    and write (4 channels: 1 word each): 1 + 1 + 1 + 1 = 4 operations from 4 sites on one bank, where its two ports
+    serve 2 per cycle (docs/hls.md, "What csynth would likely find first", item 11). (The A loader's write site
+    never runs here: the LayerNorm loader replaces it.)"""
     rng = np.random.default_rng(2)
     ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([ln, lin], blob.array(), sc.array())
     assert rc == 0, hls.error()
     got = hls.static()
     demand, sites = got[("ENGINE_PASS", "a")]
-    assert sites == 4 and demand == 1 + 2 + 2 + 2, got  # array, stats, normalise read, normalise write
-    # the m_axi side, a request per byte: the output lanes' i8 stores (one site, a byte per lane), the LayerNorm
-    # statistics' i16 reads (a beat of 16 bytes: AXI_BYTES / 2 channels per step)
-    assert got[("ENGINE_PASS", "gmem1.write")] == (hls.lib.h_out_lanes(), 1), got
-    assert got[("ENGINE_PASS", "gmem1.read")] == (16, 1), got
+    assert sites == 4 and demand == 1 + 1 + 1 + 1, got  # array, stats, normalise read, normalise write
+    # the m_axi side counts requests of whole beats per iteration (hls/axi.h): the output lanes' store, one put into
+    # the stage from one site (at most one beat written per put), the LayerNorm statistics' read of one beat
+    # (4 i16 channels), and the LayerNorm's trace put on the second port
+    assert got[("ENGINE_PASS", "gmem1.write")] == (1, 1), got
+    assert got[("ENGINE_PASS", "gmem1.read")] == (1, 1), got
+    assert got[("ENGINE_PASS", "gmem2.write")] == (1, 1), got

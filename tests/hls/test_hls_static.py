@@ -148,7 +148,7 @@ def call_sites(name: str) -> list[str]:
         for i, line in enumerate(code_of(path).splitlines()):
             for m in re.finditer(_call_of(name), line):
                 before = line[:m.start()].strip()
-                if re.search(r"(\bvoid|\bbool|\bint|\bPass|\bSeq|\w+\s*&|inline|int64_t|int32_t)$", before):
+                if re.search(r"(\bvoid|\bbool|\bint|\blong|\bPass|\bSeq|\w+\s*&|inline|int64_t|int32_t)$", before):
                     continue  # a definition or declaration: `void name(`, `Pass name(`
                 sites.append(f"{path.name}:{i + 1}")
     return sites
