@@ -21,6 +21,7 @@ import numpy as np
 
 from iseg import numerics as inum
 from iseg.checkpoint import QuantizedCheckpoint
+from iseg.generator import estimate
 from iseg.generator.csim import CXXFLAGS as CSIM_CXXFLAGS
 from iseg.generator.plan import Plan, TraceSpec, blob_bytes
 from iseg.reference import run as reference_run
@@ -91,6 +92,8 @@ def build_info(plan: Plan) -> dict[str, Any]:
         # flow's default is 1 byte, the Vitis flow's 64 (UG1399, "Default Settings of Vivado/Vitis Flows"). Both
         # flows: 64. (The ports are arrays of whole beats, hls/axi.h: no automatic widening is needed.)
         "m_axi_alignment": "64",
+        # hls.tcl: config_interface -m_axi_latency, in both flows: what the estimate charges (estimate.PIPE_READ)
+        "m_axi_latency": str(estimate.M_AXI_LATENCY),
     }
     if vitis:
         # link.cfg: an embedded platform (KV260) has fixed clocks, chosen or derived with --clock.freqHz; an

@@ -27,7 +27,9 @@ A LayerNorm followed by the Linear that reads its output (or a row window of it:
 fused into that Linear's left-operand loader (stats pass, the statistics chain's latency once per block less
 what the block's own steps hide, normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
-lanes. Every pipelined loop also pays PIPE cycles of fill/drain per entry.
+lanes. Every entry into a pipelined loop also pays the loop's depth (fill and drain): PIPE for the datapath,
+PIPE_READ where an iteration reads an m_axi port (M_AXI_LATENCY more), PIPE_ENGINE for every pass of the engine
+loop (the read, then the LayerNorm statistics chain; one schedule for every mode: docs/hls.md, item 12).
 
 Resources: the lane multipliers are the calls of hls/mul.h, one entry per call and instance
 (``MUL_SITES``, ``multipliers``), on their proven operand widths (``LaneWidths``): ``mul_dsps`` DSPs or
@@ -75,13 +77,16 @@ __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
 DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
 MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
 LUT_CAP = 0.70  # fraction of the LUTs the design may use (routing)
-PIPE = 16  # pipeline fill/drain per pipelined-loop entry (hls/compat.h kPipeDepth)
+PIPE = 16  # pipeline fill/drain of a loop's datapath, per entry (hls/compat.h kPipeDepth)
+M_AXI_LATENCY = 64  # the m_axi read latency the schedule assumes (hls.tcl -m_axi_latency; hls/compat.h kMaxiLatency)
+PIPE_READ = PIPE + M_AXI_LATENCY  # a loop whose iteration reads an m_axi beat and uses it (hls/compat.h kReadDepth)
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
 ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
 LN_MEAN = 10  # a LayerNorm row's mean: the reciprocal product, the remainder's multiply, rounding (hls/gemm.h
 # kLnMeanCycles; no divider: the generator gives each row the reciprocal of K, numerics.mean_reciprocal)
 LN_VAR = 4  # its variance: one pipelined multiply (K mean comes from the remainder's; hls/gemm.h kLnVarCycles)
 LN_CHAIN = LN_MEAN + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
+PIPE_ENGINE = PIPE_READ + LN_CHAIN  # the engine loop: a read, then the statistics chain (hls/gemm.h kEngineDepth)
 RQ_RECORD = 16  # bytes of a per-channel requant record
 GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)
 
@@ -161,8 +166,8 @@ def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int) -> int:
 
 
 def tp_cycles(n: int, k: int, c: int, w: int, ii: int) -> int:
-    """Cycles of a transposing load of an (n, k) source: every chunk's loop at ``ii`` cycles per step (+ PIPE)."""
-    return sum(ii * tp_chunk_steps(n, k, b, c, w) + PIPE for b in range(cdiv(k, w)))
+    """Cycles of a transposing load of an (n, k) source: every chunk's loop at ``ii`` cycles per step (+ PIPE_READ)."""
+    return sum(ii * tp_chunk_steps(n, k, b, c, w) + PIPE_READ for b in range(cdiv(k, w)))
 MAX_DIM = 64  # the engine's array limit (hls/engine.h EngineChecks: R, C <= 64)
 SM_LANES = 8  # Shiftmax elements per cycle
 COLS = (8, 16, 24, 32, 48, 64)
@@ -716,13 +721,14 @@ A_LANE_LUT = 48  # LUTs per argmax lane: a 16-bit signed compare + the 16-bit va
 
 
 def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int) -> int:
-    """ARGMAX_UPSAMPLE (hls/argmax_upsample.h): gh + 1 passes of one AU_STEP loop (+ PIPE each). Pass s
+    """ARGMAX_UPSAMPLE (hls/argmax_upsample.h): gh + 1 passes of one AU_STEP loop (+ PIPE_READ each: it reads the
+    logits). Pass s
     advances the argmax of grid row s (A = gw * ceil(n_cls / lanes) steps) into one half of the ping-pong
     label line while it emits the B = P * img_w label beats of grid row s - 1 from the other: max(A, B)
     steps; pass 0 only computes (prologue), pass gh only emits (epilogue)."""
     gh, gw = img_h // patch, img_w // patch
     arg, beats = gw * cdiv(n_cls, lanes), patch * img_w
-    return arg + PIPE + (gh - 1) * (max(arg, beats) + PIPE) + beats + PIPE
+    return arg + PIPE_READ + (gh - 1) * (max(arg, beats) + PIPE_READ) + beats + PIPE_READ
 
 
 def argmax_lane_options(n_cls: int, axi_bytes: int) -> list[int]:
@@ -752,7 +758,8 @@ def argmax_lanes(graph: Graph, axi_bytes: int) -> int:
 
 def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
     """PATCH_EMBED's pixel path (hls/patch_embed.h patch_unpack): gh + 1 passes of one PE_BEAT loop of
-    P * img_w beats (+ PIPE). Pass s reads grid row s into one half of the ping-pong line buffer while it
+    P * img_w beats (+ PIPE: the pixels come on a stream, no m_axi read). Pass s reads grid row s into one half
+    of the ping-pong line buffer while it
     stages grid row s - 1 from the other (3 bytes per pixel, as many as the fill reads, so the two share
     the beats); pass 0 only fills, pass gh only stages."""
     return (img_h // patch + 1) * (patch * img_w + PIPE)
@@ -793,24 +800,25 @@ def rq_table_cycles(a: ArrayShape, n: int, lanes: int) -> int:
     if not rq_table(n):
         return 0
     w = a.axi_bytes
-    return table_its(n, 1 if w < RQ_RECORD else min(w // RQ_RECORD, lanes), cdiv(RQ_RECORD, w)) + PIPE
+    return table_its(n, 1 if w < RQ_RECORD else min(w // RQ_RECORD, lanes), cdiv(RQ_RECORD, w)) + PIPE_READ
 
 
 def gelu_row_cycles(a: ArrayShape, rows: int, c: int) -> int:
     """hls/engine.h gelu_layer: a GELU row op of ``rows`` rows x ``c`` channels (ShiftGELU, not fused). Per row,
     with B = ceil(c / AXI_BYTES) beats and G = ceil(c / OUT_LANES) lane steps:
 
-    - ``B + PIPE``  GELU_LOAD: a beat of the row per cycle from the scratch, its max folded in;
-    - ``DIV``       em = shexp(-max), a sequential divider, before the GELU pass;
-    - ``G + PIPE``  GELU_ROW: OUT_LANES elements per cycle (a shexp, a divider, two multipliers and the RQ_8
-      each);
-    - ``B + PIPE``  GELU_STORE: a beat of the output row per cycle.
+    - ``B + PIPE_READ``  GELU_LOAD: a beat of the row per cycle from the scratch, its max folded in;
+    - ``DIV``            em = shexp(-max), a sequential divider, before the GELU pass;
+    - ``G + PIPE + DIV`` GELU_ROW: OUT_LANES elements per cycle (a shexp, a divider, two multipliers and the RQ_8
+      each): the divider is in the loop's depth;
+    - ``B + PIPE``       GELU_STORE: a beat of the output row per cycle (writes only).
 
-    = rows * (2 * (B + PIPE) + G + PIPE + DIV). The requant is per-tensor (one scale: model/export.py), so no
+    = rows * ((B + PIPE_READ) + (G + PIPE + DIV) + DIV + (B + PIPE)). The requant is per-tensor (one scale:
+    model/export.py), so no
     table is loaded; a per-channel one would add ``rq_table_cycles(a, c, a.out_lanes)`` once (gemm.h
     load_rq_table into rq1)."""
     beats, steps = cdiv(c, a.axi_bytes), cdiv(c, a.out_lanes)
-    return rows * (2 * (beats + PIPE) + steps + PIPE + DIV)
+    return rows * ((beats + PIPE_READ) + (steps + PIPE + DIV) + DIV + (beats + PIPE))
 
 
 def gelu_table_luts() -> int:
@@ -822,14 +830,14 @@ def gelu_table_luts() -> int:
 def gelu_table_cycles() -> int:
     """hls/gemm.h load_gelu_table: a fused lambda-GELU's GELU_TABLE entries, one per iteration (each lane's copy is
     single-port LUTRAM), into every output lane's copy."""
-    return GELU_TABLE + PIPE
+    return GELU_TABLE + PIPE_READ
 
 
 def consts_cycles(a: ArrayShape, n: int, *, bias: bool, rq_tab: bool, gelu: bool, ln_k: int = 0) -> int:
     """hls/gemm.h load_consts (+ ln_consts of a fused LayerNorm of ``ln_k`` channels): the biases at
     min(W / 4, OUT_LANES) per iteration (the loop runs, empty, without them), then the per-channel requant
     table in its own loop (a per-tensor requant loads nothing), then a fused GELU's table."""
-    c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE
+    c = (table_its(n, min(max(a.axi_bytes // 4, 1), a.out_lanes), 1) if bias else 0) + PIPE_READ
     c += rq_table_cycles(a, n, a.out_lanes) * int(rq_tab) + (gelu_table_cycles() if gelu else 0)
     return c + rq_table_cycles(a, ln_k, a.ln_lanes)
 
@@ -854,7 +862,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     r = a.rows
     consts = consts_cycles(a, n, bias=bias, rq_tab=rq_tab, gelu=gelu, ln_k=k if ln else 0)
     a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, a.load_lanes)
-    a0 = a_blk + PIPE
+    a0 = a_blk + PIPE_ENGINE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
     a_share = cdiv(a_blk, nt)
     w_share = cdiv(cdiv(prefetch_bytes, a.prefetch_lanes), mb * nt) if prefetch_bytes else 0
@@ -869,7 +877,8 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
         steps = first + (nt - 1) * last
     else:
         steps = first + ((mb - 1) * nt - 1) * mid + nt * last
-    tail = a.drain + PIPE
+    steps += mb * PIPE_ENGINE  # a pass of the engine loop per row block (schedule.h SQ_GEMM_BLOCK)
+    tail = a.drain + PIPE_ENGINE
     return consts + a0 + steps + tail, (("consts", consts), ("a_prologue", a0), ("steps", steps), ("tail", tail),
                                         ("array", mb * nt * k))
 
@@ -955,7 +964,8 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
         return t + (vt - 1) * max(t, dr) + (0 if defer else dr)
 
     def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
-        return pv_ii * t + PIPE + (vt - 1) * (pv_ii * max(t, dr) + PIPE) + (0 if defer else dr + PIPE)
+        return (pv_ii * t + PIPE_ENGINE + (vt - 1) * (pv_ii * max(t, dr) + PIPE_ENGINE)
+                + (0 if defer else dr + PIPE_ENGINE))
 
     def q_left(qk: int) -> int:  # ATT_Q_LOAD pass: the Q beats a key loop of qk iterations leaves (one per iteration)
         return max(0, q_it - qk)
@@ -965,10 +975,10 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     pvc = {False: pv_cyc(False), True: pv_cyc(True)}
     pvi = {False: pv_it(False), True: pv_it(True)}
     sm_lanes, sm_norm = a.sm_lanes, a.sm_norm_lanes
-    q_total = q_it + PIPE  # Q(0) of a head, exposed; Q(b+1) loads under QK(b)
+    q_total = q_it + PIPE_ENGINE  # Q(0) of a head, exposed; Q(b+1) loads under QK(b)
     left = q_left(qk[False]) if nb > 1 else 0
-    q_total += left + PIPE if left else 0
-    qk_total = qk[False] + PIPE  # prologue QK(0)
+    q_total += left + PIPE_ENGINE if left else 0
+    qk_total = qk[False] + PIPE_ENGINE  # prologue QK(0)
     pv_total = pvc[False]  # epilogue PV(nb-1)
     rest_total = 0
     for i in range(nb):
@@ -980,12 +990,12 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             shadow += pvi[defer]
         if i + 1 < nb:
             pend = i >= 1
-            qk_total += qk[pend] + PIPE
+            qk_total += qk[pend] + PIPE_ENGINE
             left = q_left(qk[pend]) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
-            q_total += left + PIPE if left else 0
+            q_total += left + PIPE_ENGINE if left else 0
             shadow += qk[pend] + left
         rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
-        rest_total += rest + PIPE if rest else 0
+        rest_total += rest + PIPE_ENGINE if rest else 0
     parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
              ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
@@ -995,7 +1005,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
     """hls/schedule.h layernorm_begin: a LayerNorm that is not fused runs on the loader alone (its per-channel
     constants, then ln_block_steps per block of R rows, one pipelined loop)."""
-    return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE
+    return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE_ENGINE
 
 
 def _cost(name: str, kind: str, macs: int, cycles: int, parts: dict[str, int], ideal: int, w_bytes: int,
@@ -1169,7 +1179,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 parts["pixels"] = pixel_cycles(*spec.image, spec.patch)
                 cyc += parts["pixels"]
             if op.name == pf_order[0]:  # the first prefetch runs before the layer loop
-                parts["prefetch0"] = cdiv(w_of[op.name], a.prefetch_lanes) + PIPE
+                parts["prefetch0"] = cdiv(w_of[op.name], a.prefetch_lanes) + PIPE_READ
                 cyc += parts["prefetch0"]
             # the DDR bytes the engine moves (the C-simulation counts them: tests/generator/conftest.py)
             res = any(isinstance(c, Add) for c in consumers.get(op.output, []))
@@ -1203,7 +1213,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, Embed):
             rows, c = act.shape
-            out.append(_simple(op.name, "embed_add", rows * (c + PIPE), 4 * rows * c, 2 * rows * c))  # pos: blob
+            out.append(_simple(op.name, "embed_add", rows * (c + PIPE_READ), 4 * rows * c, 2 * rows * c))  # pos: blob
         elif isinstance(op, LayerNorm) and op.name in ln_windows:
             out.append(_fused(op.name, "fused"))
         elif isinstance(op, LayerNorm):
@@ -1212,13 +1222,13 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                                RQ_RECORD * c * rq_table(c)))
         elif isinstance(op, Add):
             rows, c = act.shape
-            out.append(_simple(op.name, "add", rows * (c + PIPE), 6 * rows * c))
+            out.append(_simple(op.name, "add", rows * (c + PIPE_READ), 6 * rows * c))
         elif isinstance(op, SliceRows):
             out.append(_fused(op.name, "view"))
         elif isinstance(op, ConcatConst):
             rows, c = graph.acts[op.output].shape
             k = rows - graph.acts[op.inputs[0]].shape[0]
-            out.append(_simple(op.name, "copy", k * (2 * c + PIPE), 2 * k * c, 2 * k * c))  # blob -> scratch
+            out.append(_simple(op.name, "copy", k * (2 * c + PIPE_READ), 2 * k * c, 2 * k * c))  # blob -> scratch
         elif isinstance(op, ArgmaxUpsample):
             h, wi = spec.image
             ncls = graph.acts[op.inputs[0]].shape[1]

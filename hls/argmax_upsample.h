@@ -114,7 +114,7 @@ AU_PASS:
                 }
             }
         }
-        ISEG_CYCLES(cycles, long(n) + kPipeDepth);
+        ISEG_CYCLES(cycles, long(n) + kReadDepth);  // reads the scores on gmem1
     }
 }
 

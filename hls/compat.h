@@ -242,9 +242,19 @@ struct label_beat_t {
 #endif
 
 namespace iseg {
-// Pipeline depth charged once per pipelined loop (fill + drain of the loop's stages), cycles.
-// generator/estimate.py uses the same figure (PIPE).
+// Pipeline depths: what one entry into a pipelined loop costs beyond its iterations (fill + drain), cycles. A loop's
+// depth is its longest path within one iteration, so it depends on what the loop holds (docs/hls.md, item 12):
+//   kPipeDepth   the datapath alone (multipliers, adders, on-chip reads): every pipelined loop pays it;
+//   kReadDepth   a loop that reads an m_axi port and uses the beat in the same iteration: the read's data come
+//                kMaxiLatency cycles after the request, which the schedule places inside the iteration;
+//   kEngineDepth the engine loop (gemm.h): a read, then the LayerNorm statistics chain on a row's last beat.
+// generator/estimate.py uses the same figures (PIPE, M_AXI_LATENCY, PIPE_READ, PIPE_ENGINE).
 static constexpr int kPipeDepth = 16;
+// The m_axi read latency the schedule assumes: scripts/hls.tcl sets it in both flows (config_interface
+// -m_axi_latency), Vitis' kernel-flow default (UG1399). A real DDR read that takes longer stalls the pipeline; one
+// that takes less leaves the stages idle.
+static constexpr int kMaxiLatency = 64;
+static constexpr int kReadDepth = kPipeDepth + kMaxiLatency;
 // Cycles of one sequential 64-bit divider (the reciprocals of LayerNorm, Shiftmax, GELU rows).
 static constexpr int kDivCycles = 66;
 }  // namespace iseg

@@ -247,7 +247,9 @@ GELU_T:
             ISEG_BEAT_WR(GMEM1, scratch, dst + c0, v, cnt);
         }
     }
-    ISEG_CYCLES(g.cycles, long(d.T) * (2 * (beats + kPipeDepth) + steps + kPipeDepth + kDivCycles));
+    // GELU_LOAD reads (kReadDepth), GELU_ROW holds each lane's divider (kDivCycles deep), GELU_STORE only writes
+    ISEG_CYCLES(g.cycles, long(d.T) * ((beats + kReadDepth) + (steps + kPipeDepth + kDivCycles) + kDivCycles +
+                                      (beats + kPipeDepth)));
 }
 
 // Trace hook that does nothing (the synthesis top).
@@ -354,7 +356,7 @@ ENGINE_CHECK:
             if (at >= 0) v = ISEG_BEAT_RD(GMEM0, weights, at, n);
             prefetch_beat<Cfg>(pf, v, g);
         }
-        ISEG_CYCLES(g.cycles, beats + kPipeDepth);
+        ISEG_CYCLES(g.cycles, beats + kReadDepth);
     }
     long long before = 0;
     LayerDesc ln = empty_layer();  // a LAYERNORM row waiting for its LINEAR (ln_fusable)
@@ -409,14 +411,14 @@ ENGINE_LAYERS:
                 if (builds_op<Cfg>(OP_ADD))
                     add_rows<typename widths_of<Cfg>::type>(scratch, d.in, d.in_stride, scratch_b, d.in2, d.in2_stride,
                                                             scratch, d.out, d.out_stride, d.T, d.N, d.ma, d.mb, d.ea);
-                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
+                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kReadDepth));
                 break;
             case OP_EMBED_ADD:
                 if (builds_op<Cfg>(OP_EMBED_ADD))
                     embed_add_rows<typename widths_of<Cfg>::type>(weights, d.cst, scratch, d.in, d.in_stride, d.b,
                                                               scratch, d.out, d.out_stride, d.T, d.N, d.n_prefix, d.ma,
                                                               d.mb, d.ea);
-                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kPipeDepth));
+                ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kReadDepth));
                 break;
             case OP_COPY_CONST: {  // a byte per iteration: the blob's rows (unpadded) through a cache, a store stage
                 const int bytes = d.out_bits / 8;
@@ -439,7 +441,7 @@ ENGINE_LAYERS:
                     }
                 }
                 ISEG_STAGE_FLUSH(GMEM1, cs, scratch);
-                ISEG_CYCLES(g.cycles, long(d.T) * (long(d.N) * bytes + kPipeDepth));
+                ISEG_CYCLES(g.cycles, long(d.T) * (long(d.N) * bytes + kReadDepth));
                 break;
             }
             case OP_ARGMAX_UPSAMPLE:

@@ -260,6 +260,11 @@ static constexpr int kLnMeanCycles = 10;
 static constexpr int kLnVarCycles = 4;  // var = sq - 2 mean sum + (K mean) mean: one pipelined multiply (K mean is
                                         // the remainder's K q, + K if the mean rounded up)
 static constexpr int kLnChain = kLnMeanCycles + kLnVarCycles + kIsqrtSteps + kDivCycles;  // mean, var, sqrt, 1/sd
+// The engine loop's depth (schedule.h engine_pass, compat.h): the iteration that reads a row's last beat of LayerNorm
+// input (kMaxiLatency after its request) closes the row's sums and issues the statistics chain on them, so its
+// longest path is the read, the chain and the datapath. Every mode shares it (the loop is scheduled once for all:
+// docs/hls.md, item 12), so every pass of the engine pays it once.
+static constexpr int kEngineDepth = kReadDepth + kLnChain;
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
@@ -507,7 +512,7 @@ RQ_TABLE:
             }
         }
     }
-    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+    ISEG_CYCLES(g.cycles, its + kReadDepth);
 }
 
 // The biases of d (i32, N of them) into g.bias, bias_lanes per iteration.
@@ -542,7 +547,7 @@ GEMM_BIAS:
     GEMM_BIAS_ZERO:
         for (int c = 0; c < d.N; ++c) g.bias[c] = 0;
     }
-    ISEG_CYCLES(g.cycles, its + kPipeDepth);
+    ISEG_CYCLES(g.cycles, its + kReadDepth);
 }
 
 // The per-channel (m, e, o) of a LayerNorm row (gamma, beta) into g.lnrq.
@@ -835,7 +840,7 @@ GELU_TABLE:
             g.gtab[l][x] = v;
         }
     }
-    ISEG_CYCLES(g.cycles, kGeluTable + kPipeDepth);
+    ISEG_CYCLES(g.cycles, kGeluTable + kReadDepth);
 }
 
 // Per-channel constants of a GEMM layer: biases, the rq1 table, a fused GELU's table, one loop each.
@@ -949,7 +954,7 @@ MP_LOAD_CHUNK:
             tp_step<Cfg>(tp, scratch, d.in2, d.in2_stride, d.N, d.K, b, g.wcur, g);
         }
         ISEG_CHECK(tp.n == d.N && tp.wleft == 0, "MASK_PRODUCT: transposing loader step count mismatch");
-        ISEG_CYCLES(g.cycles, steps + kPipeDepth);
+        ISEG_CYCLES(g.cycles, steps + kReadDepth);
     }
 }
 

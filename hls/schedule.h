@@ -526,7 +526,7 @@ ATT_KV_CHUNK:
             }
         }
         ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
-        ISEG_CYCLES(g.cycles, long(kKvII) * steps + kPipeDepth);
+        ISEG_CYCLES(g.cycles, long(kKvII) * steps + kReadDepth);
     }
 }
 
@@ -541,7 +541,7 @@ ATT_MX_INIT:
     }
     const int dh = d.d_head, pdsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps);
-    Pass p = pass_of(PM_QK, total, total + kPipeDepth);
+    Pass p = pass_of(PM_QK, total, total + kEngineDepth);
     p.hoff = sq.h * dh;
     p.rows = rows;
     p.half = half;
@@ -568,7 +568,7 @@ SEQ_STEP:
         switch (sq.phase) {
             // ---- GEMM: the first row block alone, the row blocks, the last tile's output lanes
             case SQ_GEMM_A0:
-                p = pass_of(PM_GEMM_A0, sq.a_blk, sq.a_blk + kPipeDepth);
+                p = pass_of(PM_GEMM_A0, sq.a_blk, sq.a_blk + kEngineDepth);
                 p.fuse_ln = sq.fuse_ln;
                 sq.phase = SQ_GEMM_BLOCK;
                 sq.mb = 0;
@@ -597,7 +597,7 @@ SEQ_STEP:
                 const int steps = gemm_tile_steps(d.K, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
                 const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, sq.w_share);
                 const long total = steps + long(sq.nt_n - 1) * steps_p;
-                p = pass_of(PM_GEMM, total, total);
+                p = pass_of(PM_GEMM, total, total + kEngineDepth);  // a pass per row block: each fills the loop
                 p.cur = cur;
                 p.t0 = t0;
                 p.a_share = a_share;
@@ -615,14 +615,14 @@ SEQ_STEP:
                 return true;
             }
             case SQ_GEMM_TAIL:
-                p = pass_of(PM_GEMM_TAIL, dsteps, dsteps + kPipeDepth);
+                p = pass_of(PM_GEMM_TAIL, dsteps, dsteps + kEngineDepth);
                 sq.phase = SQ_DONE;
                 return true;
             // ---- LAYERNORM alone
             case SQ_LN: {
                 const int blk = ln_block_steps(R, d.N, Cfg::AXI_BYTES, Cfg::LN_LANES);
                 const long total = long((d.T + R - 1) / R) * blk;
-                p = pass_of(PM_LN, total, total + kPipeDepth);
+                p = pass_of(PM_LN, total, total + kEngineDepth);
                 p.steps = blk;
                 p.in0 = long(R) * d.in_stride * 2;
                 p.out0 = act_bytes(long(R) * d.out_stride, d.out_bits / 8);
@@ -636,7 +636,7 @@ SEQ_STEP:
                 ps.pd = pv_drain(0, 0, 0, d.out_stride);
                 ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
                 const long n = ps.q.beats - ps.q.b;
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
                 sq.phase = SQ_QK0;
                 return true;
             }
@@ -649,7 +649,7 @@ SEQ_STEP:
             }
             case SQ_QR0: {  // the Q(1) beats QK(0) left
                 const long n = ps.q.beats - ps.q.b;
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
                 sq.phase = SQ_BLOCK;
                 sq.i = 0;
                 return true;
@@ -674,7 +674,7 @@ SEQ_STEP:
             case SQ_EPI_PV: {  // one channel tile of P.V (its drain runs in the next tile, or after)
                 const int cols = dh - sq.c0 < C ? dh - sq.c0 : C;
                 const int n = ps.pd.pending && dsteps > T ? dsteps : T;
-                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * n, long(pv_ii_of<Cfg>::value) * n + kPipeDepth);
+                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * n, long(pv_ii_of<Cfg>::value) * n + kEngineDepth);
                 p.hoff = sq.h * dh;
                 p.half = ps.pd.half;
                 p.vrow = long((T + C - 1) / C) * dh + long(sq.c0 / C) * T;
@@ -686,7 +686,7 @@ SEQ_STEP:
             }
             case SQ_O:
             case SQ_EPI_O:  // the last P.V tile's output lanes alone
-                p = pass_of(PM_O_STEP, dsteps, dsteps + kPipeDepth);
+                p = pass_of(PM_O_STEP, dsteps, dsteps + kEngineDepth);
                 p.hoff = sq.h * dh;
                 sq.phase = sq.phase == SQ_EPI_O ? SQ_HEAD_END : SQ_QK;
                 return true;
@@ -710,7 +710,7 @@ SEQ_STEP:
                 const long n = ps.q.beats - ps.q.b;
                 sq.shadow += sq.qk_it + n;  // the key loop, and the Q beats it left
                 ps.pd.pending = false;      // QK's key tile 0 drained it
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kPipeDepth : 0);
+                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
                 sq.phase = SQ_REST;
                 return true;
             }
@@ -718,7 +718,7 @@ SEQ_STEP:
                 const int rows = T - sq.i * R < R ? T - sq.i * R : R;
                 const long total = sm_block_steps(rows, R, T, Cfg::SM_LANES, sm_norm_lanes<Cfg>());
                 const long rest = total > sq.shadow ? total - sq.shadow : 0;
-                p = pass_of(PM_SM_REST, rest, rest > 0 ? rest + kPipeDepth : 0);
+                p = pass_of(PM_SM_REST, rest, rest > 0 ? rest + kEngineDepth : 0);
                 sq.phase = SQ_BLOCK_END;
                 return true;
             }

@@ -33,12 +33,22 @@ from iseg.graph import build_graph  # noqa: E402
 # the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 8 bytes (the beat divides C), 4 output lanes, 3 Shiftmax
 # lanes, 4 LayerNorm lanes, 5 score lanes
 HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
+# the loops' depths, charged once per entry (hls/compat.h, docs/hls.md item 12): the datapath 16; + the m_axi read
+# latency 64 where an iteration reads a beat; + the LayerNorm statistics chain 112 (10 + 4 + 32 + 66) in the engine loop
+DATA, READ, ENGINE = 16, 16 + 64, 16 + 64 + 112
+
+
+def test_loop_depths() -> None:
+    """The estimate's depths are the C++'s, term by term (tests/hls/test_hls_static.py reads those), and each is the
+    sum its docstring states."""
+    assert (est.PIPE, est.M_AXI_LATENCY, est.LN_CHAIN) == (16, 64, 112)
+    assert (est.PIPE, est.PIPE_READ, est.PIPE_ENGINE) == (DATA, READ, ENGINE) == (16, 80, 192)
 
 
 def _prefetch0(k: int, n: int) -> int:
     """The harness's weight prefetch before the layer loop (ENGINE_PF0): K rows of each of ceil(N / C) tiles, C
-    bytes each (the blob holds the weights in tiles), min(beat, C) = 8 bytes per step, + PIPE."""
-    return est.cdiv(k * est.cdiv(n, 8) * 8, 8) + est.PIPE
+    bytes each (the blob holds the weights in tiles), min(beat, C) = 8 bytes per step, + the depth of a reading loop."""
+    return est.cdiv(k * est.cdiv(n, 8) * 8, 8) + READ
 
 
 def test_gemm_cycles_by_hand() -> None:
@@ -46,10 +56,11 @@ def test_gemm_cycles_by_hand() -> None:
     and a bias, 200 bytes to prefetch."""
     a = HARNESS_SHAPE
     cycles, parts = est.gemm_cycles(a, 10, 20, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=200)
-    # the biases 2 per step (min(8 / 4, 4 output lanes)): ceil(12/2) + 16; then the 16-byte records, each two
-    # 8-byte parts on the 8-byte port, one part per step: 12 * 2 + 16
-    consts = (6 + 16) + (24 + 16)
-    a0 = 4 * 3 + 16  # 4 rows x ceil(20/8) steps (min(8-byte beat, two 4-element words) = 8 bytes per step) + PIPE
+    # the biases 2 per step (min(8 / 4, 4 output lanes)): ceil(12/2) + READ; then the 16-byte records, each two
+    # 8-byte parts on the 8-byte port, one part per step: 12 * 2 + READ (both loops read gmem0)
+    consts = (6 + READ) + (24 + READ)
+    # 4 rows x ceil(20/8) steps (min(8-byte beat, two 4-element words) = 8 bytes per step), a pass of the engine loop
+    a0 = 4 * 3 + ENGINE
     drain = 8  # ceil(4*8 / 4)
     # blocks 3 (rows 4, 4, 2), tiles 2: A share ceil(12/2) = 6, weight share: 200 bytes at min(8, C 8) = 8 per step
     # = 25 steps over 3 * 2 tiles, ceil(25/6) = 5; K 20 is the longest everywhere
@@ -57,8 +68,10 @@ def test_gemm_cycles_by_hand() -> None:
     mid = max(20, drain, 6, 5)
     last = max(20, drain, 5)
     steps = first + (2 * 2 - 1) * mid + 2 * last  # block 0's tile 0; the other 3 tiles of blocks 0-1; block 2's 2
-    assert (consts, a0, steps) == (62, 28, 120)
-    assert cycles == consts + a0 + steps + drain + 16 == 234
+    assert steps == 120
+    steps += 3 * ENGINE  # each row block is a pass of the engine loop
+    assert (consts, a0, steps) == (190, 204, 696)
+    assert cycles == consts + a0 + steps + drain + ENGINE == 1290  # the last tile's output lanes: a pass too
     assert parts["array"] == 3 * 2 * 20
 
 
@@ -74,20 +87,21 @@ def test_attention_cycles_by_hand() -> None:
     hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
     channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
     tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8 rows (4
-    steps): 16 steps at II 2 (a K and a V beat) + PIPE per chunk."""
+    steps): 16 steps at II 2 (a K and a V beat) + READ per chunk. Every other loop is a pass of the engine loop:
+    + ENGINE each."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 0  # the RQ_8 of P.V is per tensor: no table to load
     assert est.tp_chunk_steps(9, 16, 0, 8, 8) == est.tp_chunk_steps(9, 16, 1, 8, 8) == 8 + max(1, 4) + 4 == 16
-    kv = 2 * (2 * 16 + 16)
+    kv = 2 * (2 * 16 + READ)
     q_it, qk_it = 4 * 2, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
     drain = 8  # ceil(4 * 8 / 4)
     # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
     pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
-    pv_defer = (2 * 9 + 16) + (2 * max(9, drain) + 16)
-    pv = pv_defer + drain + 16
-    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 68, 92)
-    q, qk = q_it + 16, qk_it + 16
+    pv_defer = (2 * 9 + ENGINE) + (2 * max(9, drain) + ENGINE)
+    pv = pv_defer + drain + ENGINE
+    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 420, 620)
+    q, qk = q_it + ENGINE, qk_it + ENGINE
     sm_full = 4 * 3 + 66 + 2 * 3  # ceil(9/3) = 3 steps per row (exp) or row pair (normalise), the divider once
     sm_last = 1 * 3 + 66 + 2 * 3  # one row's exp; the normalise pass covers all 4 rows (3 zero-filled) in pairs
     assert a.sm_norm_lanes == 3  # min(SM_LANES, two 4-element words)
@@ -98,10 +112,10 @@ def test_attention_cycles_by_hand() -> None:
     rest1 = sm_full - (pv_it_defer + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
     assert (rest0, rest1, rest2) == (45, 27, 49)
-    body = (q + qk) + (qk + rest0 + 16) + (pv_defer + qk + rest1 + 16) + (pv + rest2 + 16) + pv
-    assert cycles == consts + kv + body == 706
+    body = (q + qk) + (qk + rest0 + ENGINE) + (pv_defer + qk + rest1 + ENGINE) + (pv + rest2 + ENGINE) + pv
+    assert cycles == consts + kv + body == 3474
     assert parts["kv_load"] == kv and parts["q_load"] == q
-    assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * 16
+    assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
 
@@ -145,22 +159,22 @@ def test_kv_load_ii_by_hand() -> None:
 def test_one_channel_requant_loads_nothing() -> None:
     """A per-channel requant of one channel is a scalar (plan._rq_desc), so no table is loaded: a LINEAR of
     N 1 (a one-class head) costs its bias loop only (one iteration: min(8 / 4, 4 lanes) = 2 biases per iteration)
-    + PIPE; N 2 adds a table loop of 2 records, each two 8-byte parts on the harness's 8-byte port, one part per
-    iteration: 4 + PIPE."""
+    + READ (the loop reads gmem0); N 2 adds a table loop of 2 records, each two 8-byte parts on the harness's 8-byte
+    port, one part per iteration: 4 + READ."""
     a = HARNESS_SHAPE
     assert (est.rq_table(1), est.rq_table(2)) == (False, True)
     assert est.rq_table_cycles(a, 1, a.out_lanes) == 0
     bias_only = est.consts_cycles(a, 1, bias=True, rq_tab=True, gelu=False)
-    assert bias_only == 1 + est.PIPE
-    assert est.consts_cycles(a, 2, bias=True, rq_tab=True, gelu=False) == 1 + est.PIPE + 2 * 2 + est.PIPE
+    assert bias_only == 1 + READ == 81
+    assert est.consts_cycles(a, 2, bias=True, rq_tab=True, gelu=False) == 1 + READ + 2 * 2 + READ == 165
 
 
 def test_attention_pv_ii1_by_hand() -> None:
     """The same layer as test_attention_cycles_by_hand with u8 probabilities (PV_II 1).
 
-    Derivation: a P.V block (its PV passes) is channel tile 0 (T keys at PV_II cycles each + PIPE), tiles j >= 1
-    (max(T, drain) iterations at PV_II cycles each + PIPE: tile j - 1 drains in them) and, unless deferred,
-    the last drain (drain + PIPE, one cycle per step at any PV_II). So a pass costs T + (vt_n - 1) * max(T,
+    Derivation: a P.V block (its PV passes) is channel tile 0 (T keys at PV_II cycles each + ENGINE), tiles j >= 1
+    (max(T, drain) iterations at PV_II cycles each + ENGINE: tile j - 1 drains in them) and, unless deferred,
+    the last drain (drain + ENGINE, one cycle per step at any PV_II). So a pass costs T + (vt_n - 1) * max(T,
     drain) cycles less at PV_II 1 than at 2. Every head runs nb passes (PV(i-1) for i = 1 .. nb-1, and
     PV(nb-1)); the Shiftmax under them advances one step per loop ITERATION, not per cycle, so its shadow and
     the exposed rest (ATT_SM_REST) do not change. Hence, per attention layer: cycles(PV_II 2) - cycles(PV_II
@@ -169,10 +183,10 @@ def test_attention_pv_ii1_by_hand() -> None:
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
     c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
     assert c2 == est.attention_cycles(a, 9, 1, 16)[0]  # 2 is the default: valid for every variant
-    pv1_defer = (9 + 16) + (9 + 16)  # tile 0: 9 keys at II 1; tile 1: max(9, drain 8) steps (drains tile 0)
-    pv1 = pv1_defer + 8 + 16  # + the last tile's drain alone
-    assert p1["pv"] == pv1_defer + 2 * pv1 == 198  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
-    assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 252
+    pv1_defer = (9 + ENGINE) + (9 + ENGINE)  # tile 0: 9 keys at II 1; tile 1: max(9, drain 8) steps (drains tile 0)
+    pv1 = pv1_defer + 8 + ENGINE  # + the last tile's drain alone
+    assert p1["pv"] == pv1_defer + 2 * pv1 == 1606  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
+    assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 1660
     heads, nb, t, drain = 1, 3, 9, 8
     assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 54
     assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] == p2["shiftmax"]
@@ -369,8 +383,9 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
 def test_csim_counts_layernorm(harness: Harness) -> None:
     """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 8-byte
     beats: 8 / 2 = 4 stats lanes, 4 LayerNorm lanes): consts 23 records of two 8-byte parts, one part per step,
-    46 + 16 = 62; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of
-    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 94 = 142 steps = 284; + 16 -> 62 + 284 + 16 = 362. The wait: the
+    46 + READ = 126; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of
+    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 94 = 142 steps = 284, one pass of the engine loop: + ENGINE ->
+    126 + 284 + 192 = 602. The wait: the
     statistics chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no
     divider) + variance 4 (one multiply) + square root 32 + the 1/sd divider 66 = 112 cycles, less what the block
     hides, (R - 1) * min(6, 6) = 18 -> 94."""
@@ -384,7 +399,7 @@ def test_csim_counts_layernorm(harness: Harness) -> None:
     assert rc == 0, harness.error()
     assert (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.DIV) == (10, 4, 32, 66)
     assert est.ln_wait_steps(HARNESS_SHAPE, 23) == 112 - 3 * 6 == 94
-    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 62 + 2 * (48 + 94) + 16 == 362
+    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 126 + 2 * (48 + 94) + ENGINE == 602
 
 
 @pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17)])
@@ -535,9 +550,10 @@ def test_gelu_row_lanes_and_cycles_by_hand() -> None:
     """The ShiftGELU row op (hls/engine.h gelu_layer) builds OUT_LANES lanes of gelu_core (x0*q, mantissa*f,
     x*sig) + RQ_8, and one x0*q for the row's em; a lambda model builds no GELU row (fused into the GEMM output
     stage). Seg-T's encoder GELU on KV260-like 16-byte beats and 4 lanes, by hand: 1025 rows of 768 channels,
-    B = 768/16 = 48 beats, G = 768/4 = 192 lane steps, per row 2 * (48 + 16) + (192 + 16) + 66 = 402
-    (was 4 * (768 + 16) + 66 = 3202 at one element per cycle), 1025 * 402 = 412,050; on 8-byte beats and one
-    lane (pynq-z2-like), a row of 70: 2 * (9 + 16) + (70 + 16) + 66 = 202."""
+    B = 768/16 = 48 beats, G = 768/4 = 192 lane steps, per row: the load (48 + READ: it reads), the GELU pass
+    (192 + 16 + 66: each lane's divider is in its depth), em's divider 66 and the store (48 + 16: it only writes),
+    128 + 274 + 66 + 64 = 532, 1025 * 532 = 545,300; on 8-byte beats and one lane (pynq-z2-like), a row of 70:
+    (9 + 80) + (70 + 16 + 66) + 66 + (9 + 16) = 332."""
     from iseg.random_model import PRESETS, with_classes
 
     w = est.LaneWidths()
@@ -552,9 +568,9 @@ def test_gelu_row_lanes_and_cycles_by_hand() -> None:
                            ("requant_w", "GELU_ROW RQ_8"): lanes * rows,
                            ("shexp_parts", "row exp of the max: x0 * q"): rows}
     kv = dataclasses.replace(HARNESS_SHAPE, out_lanes=4, axi_bytes=16)
-    assert est.gelu_row_cycles(kv, 1025, 768) == 1025 * (2 * (48 + 16) + 192 + 16 + 66) == 412_050
+    assert est.gelu_row_cycles(kv, 1025, 768) == 1025 * ((48 + READ) + (192 + DATA + 66) + 66 + (48 + DATA)) == 545_300
     pz = dataclasses.replace(HARNESS_SHAPE, out_lanes=1, axi_bytes=8)
-    assert est.gelu_row_cycles(pz, 1, 70) == 2 * (9 + 16) + 70 + 16 + 66 == 202
+    assert est.gelu_row_cycles(pz, 1, 70) == (9 + READ) + (70 + DATA + 66) + 66 + (9 + DATA) == 332
 
 
 def test_array_macs_by_hand_and_a_lower_bound() -> None:
@@ -596,19 +612,18 @@ def test_head_cycles_by_hand() -> None:
 
     Derivation: grid gh = 2 rows of gw = 3 tokens; a grid row is B = P * img_w = 4 * 12 = 48 label beats. With
     3 lanes a token takes ceil(5 / 3) = 2 argmax steps (classes 0-2, then 3-4), a grid row A = 3 * 2 = 6 steps.
-    gh + 1 = 3 passes of one AU_STEP loop of max(argmax steps, beats) + PIPE: pass 0 computes row 0 into half 0
-    (prologue, 6 + 16 = 22), pass 1 computes row 1 into half 1 while it sends row 0 (max(6, 48) + 16 = 64), pass 2
-    sends row 1 (epilogue, 48 + 16 = 64): 150. With 1 lane A = 15: 31 + 64 + 64 = 159. Unoverlapped (per grid row
-    gw * (classes - 1 + PIPE) argmax, then the beats + PIPE) it was 2 * (3 * 20 + 48 + 16) = 248.
-    When the argmax is the longer part (8 x 8, P 4, 150 classes: gw 2, B 32): 1 lane A = 300, 316 + 316 + 48 =
-    680; 8 lanes A = 2 * 19 = 38, 54 + 54 + 48 = 156."""
-    assert est.head_cycles(8, 12, 4, 5, 3) == 22 + 64 + 64 == 150
-    assert est.head_cycles(8, 12, 4, 5, 1) == 31 + 64 + 64
-    assert est.head_cycles(4, 12, 4, 5, 3) == 22 + 64  # one grid row: prologue + epilogue only
-    assert est.head_cycles(8, 8, 4, 150, 1) == 316 + 316 + 48 == 680
-    assert est.head_cycles(8, 8, 4, 150, 8) == 54 + 54 + 48 == 156
-    # Seg-T 512^2, 150 classes, P 16: A = 32 * 150 = 4800 hides behind B = 8192 (it was 431,616)
-    assert est.head_cycles(512, 512, 16, 150, 1) == 4816 + 31 * 8208 + 8208 == 267_472
+    gh + 1 = 3 passes of one AU_STEP loop of max(argmax steps, beats) + READ (the loop reads the logits: 16 + 64):
+    pass 0 computes row 0 into half 0 (prologue, 6 + 80 = 86), pass 1 computes row 1 into half 1 while it sends
+    row 0 (max(6, 48) + 80 = 128), pass 2 sends row 1 (epilogue, 48 + 80 = 128): 342. With 1 lane A = 15: 95 + 128
+    + 128 = 351. When the argmax is the longer part (8 x 8, P 4, 150 classes: gw 2, B 32): 1 lane A = 300, 380 +
+    380 + 112 = 872; 8 lanes A = 2 * 19 = 38, 118 + 118 + 112 = 348."""
+    assert est.head_cycles(8, 12, 4, 5, 3) == (6 + READ) + (48 + READ) + (48 + READ) == 342
+    assert est.head_cycles(8, 12, 4, 5, 1) == 95 + 128 + 128 == 351
+    assert est.head_cycles(4, 12, 4, 5, 3) == 86 + 128  # one grid row: prologue + epilogue only
+    assert est.head_cycles(8, 8, 4, 150, 1) == 380 + 380 + 112 == 872
+    assert est.head_cycles(8, 8, 4, 150, 8) == 118 + 118 + 112 == 348
+    # Seg-T 512^2, 150 classes, P 16: A = 32 * 150 = 4800 hides behind B = 8192 (it was 431,616 unoverlapped)
+    assert est.head_cycles(512, 512, 16, 150, 1) == 4880 + 31 * 8272 + 8272 == 269_584
 
 
 def test_argmax_lanes_rule() -> None:

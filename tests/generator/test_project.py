@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from iseg.checkpoint import save
+from iseg.generator import estimate as est
 from iseg.generator.boards import BOARDS
 from iseg.generator.cli import generate, main
 from iseg.generator.emit import MANIFEST_FORMAT
@@ -165,7 +166,7 @@ source [lindex $::env(SCRIPT) 0]
 foreach c $::calls { puts [lindex $c 0] }
 """
 SETUP = ["open_project", "set_top", "add_files", "add_files", "add_files", "add_files", "open_solution", "set_part",
-         "create_clock", "config_interface"]
+         "create_clock", "config_interface", "config_interface"]
 
 
 @pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
@@ -191,6 +192,8 @@ def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list
     # the test bench's data files are test bench files; widening needs the pointers' alignment (UG1399)
     assert "add_files -tb weights.bin" in tcl and "add_files -tb tb/golden" in tcl
     assert "config_interface -m_axi_alignment_byte_size 64" in tcl
+    # the read latency the estimate charges in every reading loop's depth (estimate.PIPE_READ), in both flows
+    assert f"config_interface -m_axi_latency {est.M_AXI_LATENCY}" in tcl
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None, reason="g++/make not installed")

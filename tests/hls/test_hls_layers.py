@@ -370,16 +370,16 @@ def test_gelu_layer(hls, variant):
 
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
-    """ShiftGELU row op, T = 6 rows of N = 70 channels on the harness (8-byte beats, OUT_LANES 4, PIPE 16,
-    DIV 66; engine.h gelu_layer). Hand-worked, per row:
-      GELU_LOAD   ceil(70/8) = 9 beats (8 of 8 bytes, the last of 6), row max folded in     9 + 16 = 25
+    """ShiftGELU row op, T = 6 rows of N = 70 channels on the harness (8-byte beats, OUT_LANES 4, DIV 66; engine.h
+    gelu_layer; a loop's depth per entry: 16, + the m_axi read latency 64 where it reads). Hand-worked, per row:
+      GELU_LOAD   ceil(70/8) = 9 beats (8 of 8 bytes, the last of 6), row max folded in     9 + 80 = 89
       em          shexp(-M), the sequential divider                                         = 66
-      GELU_ROW    ceil(70/4) = 18 lane steps (17 of 4, the last of 2)                      18 + 16 = 34
+      GELU_ROW    ceil(70/4) = 18 lane steps (17 of 4, the last of 2), a divider deep  18 + 16 + 66 = 100
       GELU_STORE  9 beats (the last one whole: 6 bytes of y, 2 of the row's padding)        9 + 16 = 25
-      -> 25 + 66 + 34 + 25 = 150 per row, 6 * 150 = 900
+      -> 89 + 66 + 100 + 25 = 280 per row, 6 * 280 = 1680
     A per-channel requant first loads its 70 records into rq1 (gemm.h load_rq_table): a 16-byte record is
     ceil(16/8) = 2 beats on the 8-byte port, one per step, collected and written with the second:
-    70 * 2 + 16 = 156 -> 1056. x and y are cyclic over ceil(max(8, 4) / 2) = 4 banks: a beat's 8 bytes are two
+    70 * 2 + 80 = 220 -> 1900. x and y are cyclic over ceil(max(8, 4) / 2) = 4 banks: a beat's 8 bytes are two
     per bank, 4 lanes one per bank; the records, one per two steps into rq1 (cyclic over the 4 output lanes):
     every loop within its banks and its beats (one whole-beat request per step on gmem1 and on gmem0)."""
     from iseg.generator import estimate as est
@@ -403,9 +403,9 @@ def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
     assert np.array_equal(sc.get(buf, "y"), nx.requant(g, m, e, o, 8))
     assert hls.ports() == []
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
-    assert est.gelu_row_cycles(shape, T, N) == 6 * (2 * (9 + 16) + 18 + 16 + 66) == 900
-    assert est.rq_table_cycles(shape, N, 4) == 70 * 2 + 16 == 156
-    assert hls.last_cycles() == (900 + 156 if per_channel else 900)
+    assert est.gelu_row_cycles(shape, T, N) == 6 * ((9 + 80) + 66 + (18 + 16 + 66) + (9 + 16)) == 1680
+    assert est.rq_table_cycles(shape, N, 4) == 70 * 2 + 80 == 220
+    assert hls.last_cycles() == (1680 + 220 if per_channel else 1680)
 
 
 def test_copy_const(hls):

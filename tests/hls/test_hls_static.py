@@ -278,6 +278,45 @@ def test_layernorm_chain_is_the_estimates():
     assert est.LN_CHAIN == est.LN_MEAN + est.LN_VAR + est.ISQRT + est.DIV
 
 
+def test_loop_depths_are_the_estimates():
+    """The depth each pipelined loop pays per entry (hls/compat.h, docs/hls.md item 12) is the estimate's, term by
+    term: the datapath, + the m_axi read latency in a loop that reads, + the LayerNorm chain in the engine loop."""
+    from iseg.generator import estimate as est
+
+    gemm, compat = code_of(Path(HLS_DIR) / "gemm.h"), code_of(Path(HLS_DIR) / "compat.h")
+    consts = {k: int(v) for k, v in re.findall(r"static constexpr int (k\w+) = (\d+);", compat)}
+    assert (consts["kPipeDepth"], consts["kMaxiLatency"]) == (est.PIPE, est.M_AXI_LATENCY)
+    assert re.search(r"static constexpr int kReadDepth = ([^;]+);", compat).group(1).split() == \
+        ["kPipeDepth", "+", "kMaxiLatency"]
+    assert re.search(r"static constexpr int kEngineDepth = ([^;]+);", gemm).group(1).split() == \
+        ["kReadDepth", "+", "kLnChain"]
+    assert est.PIPE_READ == est.PIPE + est.M_AXI_LATENCY
+    assert est.PIPE_ENGINE == est.PIPE + est.M_AXI_LATENCY + est.LN_CHAIN
+
+
+def test_reading_loops_charge_the_read_latency():
+    """A function whose loop reads an m_axi beat (ISEG_BEAT_RD / ISEG_CACHE_RD) charges that loop's depth with the
+    read latency (kReadDepth, or kEngineDepth for the engine's passes): a cycle count of kPipeDepth alone there would
+    leave the 64 cycles each entry waits for its first beat out of the estimate. The sequencer's passes
+    (schedule.h seq_next) run the engine loop, whose reads are in engine_pass: they charge kEngineDepth."""
+    for path in sorted(Path(HLS_DIR).glob("*.h")):
+        code = code_of(path)
+        # top-level definitions: a line at column 0 that opens a function (template / inline / a return type)
+        starts = [m.start() for m in re.finditer(r"^(?:template|inline|void|long|bool|int|Pass|\w+<)[^;]*?\(",
+                                                 code, re.M)] + [len(code)]
+        for a, b in zip(starts, starts[1:], strict=False):
+            body = code[a:b]
+            reads = re.search(r"ISEG_(?:BEAT|CACHE)_RD\(", body) is not None
+            for m in re.finditer(r"ISEG_CYCLES\([^;]*;", body):
+                charged = m.group(0)
+                if "kPipeDepth" in charged and "kReadDepth" not in charged and "kEngineDepth" not in charged:
+                    assert not reads, f"{path.name}: {charged} in a function that reads an m_axi port"
+    sched = code_of(Path(HLS_DIR) / "schedule.h")
+    # every pass but run_passes' placeholder (0 iterations, 0 cycles)
+    passes = [x for x in re.findall(r"pass_of\(PM_\w+, [^;]*;", sched) if not x.endswith(", 0, 0);")]
+    assert len(passes) >= 10 and all("kEngineDepth" in x for x in passes), passes
+
+
 _LN_MEAN_PROG = r"""
 #include <cstdio>
 #include "layernorm.h"
