@@ -81,11 +81,12 @@ PIPE = 16  # pipeline fill/drain of a loop's datapath, per entry (hls/compat.h k
 M_AXI_LATENCY = 64  # the m_axi read latency the schedule assumes (hls.tcl -m_axi_latency; hls/compat.h kMaxiLatency)
 PIPE_READ = PIPE + M_AXI_LATENCY  # a loop whose iteration reads an m_axi beat and uses it (hls/compat.h kReadDepth)
 DIV = 66  # one sequential 64-bit divider (hls/compat.h kDivCycles)
-ISQRT = 32  # digit-by-digit square root steps (hls/layernorm.h)
+ISQRT = 22  # digit-by-digit square root steps of a variance below 2^43 (hls/layernorm.h kLnVarSteps: K <= 2047)
+LN_DIV = 34  # the 1/sd divider: (2^31 - 1) // sd on 32 bits, W + 2 cycles as DIV's 64 (hls/layernorm.h kLnDivCycles)
 LN_MEAN = 10  # a LayerNorm row's mean: the reciprocal product, the remainder's multiply, rounding (hls/gemm.h
 # kLnMeanCycles; no divider: the generator gives each row the reciprocal of K, numerics.mean_reciprocal)
 LN_VAR = 4  # its variance: one pipelined multiply (K mean comes from the remainder's; hls/gemm.h kLnVarCycles)
-LN_CHAIN = LN_MEAN + LN_VAR + ISQRT + DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
+LN_CHAIN = LN_MEAN + LN_VAR + ISQRT + LN_DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
 PIPE_ENGINE = PIPE_READ + LN_CHAIN  # the engine loop: a read, then the statistics chain (hls/gemm.h kEngineDepth)
 RQ_RECORD = 16  # bytes of a per-channel requant record
 GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)

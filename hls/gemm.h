@@ -244,8 +244,8 @@ A_BYTE:
 //              divider), variance (one multiply), square root and reciprocal divider are one pipelined chain of
 //              kLnChain cycles (one row issued per step), and row r is normalised (R - 1 - r) * S + r * N steps
 //              after its stats end (S, N: a row's stats and normalise steps), so the block waits only what the
-//              smaller of those leaves of the chain: 0 when (R - 1) * min(S, N) >= 112 (Seg-T's K = 192 on
-//              16-byte beats: R >= 6), the whole chain for R = 1.
+//              smaller of those leaves of the chain: 0 when (R - 1) * min(S, N) >= 70 (Seg-T's K = 192 on
+//              16-byte beats: R >= 4), the whole chain for R = 1.
 //              The engine loop declares the statistics registers free of inter-iteration dependences
 //              (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
@@ -253,13 +253,13 @@ A_BYTE:
 //              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
 //              the trace).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
-static constexpr int kIsqrtSteps = 32;
+static constexpr int kIsqrtSteps = kLnVarSteps;  // the root of a variance below 2^43 (layernorm.h ln_sd): 22 steps
 // mean: q = (n * mean_m) >> mean_sh, a 2-DSP product (4 cycles, as every pipelined multiply here), its shift and
 // the sign folds (1); r = sum - K q, a multiply (4); the rounding compare and select (1). No divider.
 static constexpr int kLnMeanCycles = 10;
 static constexpr int kLnVarCycles = 4;  // var = sq - 2 mean sum + (K mean) mean: one pipelined multiply (K mean is
                                         // the remainder's K q, + K if the mean rounded up)
-static constexpr int kLnChain = kLnMeanCycles + kLnVarCycles + kIsqrtSteps + kDivCycles;  // mean, var, sqrt, 1/sd
+static constexpr int kLnChain = kLnMeanCycles + kLnVarCycles + kIsqrtSteps + kLnDivCycles;  // mean, var, sqrt, 1/sd
 // The engine loop's depth (schedule.h engine_pass, compat.h): the iteration that reads a row's last beat of LayerNorm
 // input (kMaxiLatency after its request) closes the row's sums and issues the statistics chain on them, so its
 // longest path is the read, the chain and the datapath. Every mode shares it (the loop is scheduled once for all:
@@ -358,10 +358,9 @@ void ln_step(LnLoad& l, const beat_t<Cfg>& v, WrStage<Cfg::AXI_BYTES>& ts, beat_
             const int64_t var = l.sq - 2 * mul_dsp<kI16Bits, kLnSumBits<Cfg::CMAX>()>(mean, l.sum) +
                                 mul_dsp<kLnKBits + kI16Bits, kI16Bits>(kmean, mean);
             // var = sum((x - mean)^2)
-            int64_t sd = isqrt_digit(var);
-            if (sd < 1) sd = 1;
+            const int64_t sd = ln_sd(var);  // max(isqrt(var), 1), 22 digit steps
             g.ln_mean[r] = mean;
-            g.ln_f[r] = kInt32Max / sd;  // both positive: `/` is floor here
+            g.ln_f[r] = ln_recip(sd);  // (2^31 - 1) // sd on a 32-bit divider
             l.sum = l.sq = 0;
             l.i = 0;
             l.srow += 2 * l.sstride;

@@ -45,12 +45,14 @@ inline int64_t ln_scale(int64_t y, int64_t f) {
     return mul_dsp<kLnYBits, kLnFBits>(y, f) >> 1;
 }
 
-// Exact floor(sqrt(v)) for 0 <= v < 2^62.
-inline int64_t isqrt_digit(int64_t v) {
+// Exact floor(sqrt(v)) for 0 <= v < 4^STEPS: STEPS digit steps (two bits of v each).
+template <int STEPS>
+inline int64_t isqrt_steps(int64_t v) {
+    static_assert(STEPS >= 1 && STEPS <= 32, "isqrt_steps: 1..32 steps");
     int64_t res = 0;
-    int64_t bit = int64_t(1) << 62;
+    int64_t bit = int64_t(1) << (2 * STEPS - 2);
 ISQRT_DIGIT:
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < STEPS; ++i) {
         ISEG_PIPELINE(ISQRT_DIGIT, 1);
         if (v >= res + bit) {
             v -= res + bit;
@@ -61,6 +63,33 @@ ISQRT_DIGIT:
         bit >>= 2;
     }
     return res;
+}
+
+// Exact floor(sqrt(v)) for 0 <= v < 2^62.
+inline int64_t isqrt_digit(int64_t v) { return isqrt_steps<32>(v); }
+
+// A LayerNorm row's variance bound and what it sizes (the statistics chain, gemm.h kLnChain). var = sum((x -
+// mean)^2) over K <= 2^(kLnKBits - 1) - 1 = 2047 channels (the planner refuses more), x and mean int16, so
+// |x - mean| <= 2^16 - 1 and var < 2047 * 2^32 < 2^43: kLnVarSteps = 22 digit steps give the exact root (4^22 =
+// 2^44 > var), where the general isqrt_digit takes 32, and sd = floor(sqrt(var)) < 2^22 (kLnSdBits unsigned).
+static constexpr int kLnVarBits = (kLnKBits - 1) + 32;
+static constexpr int kLnVarSteps = (kLnVarBits + 1) / 2;
+static constexpr int kLnSdBits = kLnVarSteps;
+// f = (2^31 - 1) // sd: a 32-bit signed dividend by a kLnSdBits + 1 signed divisor, so the tool builds a divider
+// of 32 quotient bits (kLnDivCycles deep, compat.h's rule for a W-bit divider: W + 2), not the 64-bit one
+// (kDivCycles) that int64_t `/` asks for.
+static constexpr int kLnDivCycles = 32 + 2;
+inline int64_t ln_sd(int64_t var) {
+    ISEG_PRAGMA(HLS INLINE)
+    ISEG_CHECK(var >= 0 && var < (int64_t(1) << (2 * kLnVarSteps)), "LayerNorm: a variance beyond kLnVarBits");
+    const int64_t sd = isqrt_steps<kLnVarSteps>(var);
+    return sd < 1 ? 1 : sd;
+}
+inline int64_t ln_recip(int64_t sd) {
+    ISEG_PRAGMA(HLS INLINE)
+    ISEG_CHECK(sd >= 1 && sd < (int64_t(1) << kLnSdBits), "LayerNorm: sd beyond kLnSdBits");
+    const typename sbits<32>::type num = typename sbits<32>::type(kInt32Max);
+    return int64_t(num / narrow<kLnSdBits + 1>(sd));  // both positive: `/` is floor here
 }
 
 }  // namespace iseg

@@ -299,22 +299,22 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     (R 4, C 8, 8-byte beats, 4 LayerNorm lanes, 4 output lanes: drain = ceil(32 / 4) = 8 steps, ISQRT 32, DIV 66: a
     block's statistics read AXI_BYTES / 2 = 4 channels a step, S = ceil(24/4) = 6 steps a row, its normalise 4 lanes,
     N = 6 a row; the block waits for the statistics chain, mean 10 (the reciprocal product, the remainder's multiply,
-    rounding: no divider) + variance 4 + square root 32 + reciprocal divider 66 = 112, less the (R - 1) * min(6, 6) =
-    18 steps it hides, 94; 16-byte records on 8-byte beats take 2 steps each). Loop depths (hls/compat.h): a loop
-    that reads m_axi pays READ = 16 + 64 per entry, a pass of the engine loop ENGINE = 16 + 64 + 112 = 192. Before:
+    rounding: no divider) + variance 4 + square root 22 + reciprocal divider 34 = 70, less the (R - 1) * min(6, 6) =
+    18 steps it hides, 52; 16-byte records on 8-byte beats take 2 steps each). Loop depths (hls/compat.h): a loop
+    that reads m_axi pays READ = 16 + 64 per entry, a pass of the engine loop ENGINE = 16 + 64 + 70 = 150. Before:
     the norm ran alone on all 9 rows, then the LINEAR; now only the 8 rows the LINEAR reads are normalised, in its
     loader. Hand-worked:
       standalone norm   on the loader alone: consts 24 records x 2 + 80 = 128; 3 row blocks of
-                        4 * (6 + 6) + 94 = 142 steps, one pass: + 192                    = 128 + 426 + 192 = 746
+                        4 * (6 + 6) + 52 = 100 steps, one pass: + 150                    = 128 + 300 + 150 = 578
       plain LINEAR      consts: biases min(8 / 4, 4) = 2 per step ceil(8/2) + 80 = 84, rq records 8 x 2 + 80 = 96:
-                        180; A prologue 4 * ceil(24/8) + 192 = 204 (8 bytes per step: two words of a row bank);
-                        2 row blocks x 1 tile, a pass each: max(24, A share 12) + max(24, 8) + 2 x 192 = 432;
-                        tail 8 + 192 = 200
-                        -> 180 + 204 + 432 + 200                                           = 1016
-      fused LINEAR      consts 180 + 24 records x 2 + 80 = 308; LayerNorm block 142 steps, prologue 334; steps
-                        max(24, 142) + max(24, 8) + 2 x 192 = 550; tail 200
-                        -> 308 + 334 + 550 + 200                                           = 1392
-      saved             746 + 1016 - 1392                                                  = 370
+                        180; A prologue 4 * ceil(24/8) + 150 = 162 (8 bytes per step: two words of a row bank);
+                        2 row blocks x 1 tile, a pass each: max(24, A share 12) + max(24, 8) + 2 x 150 = 348;
+                        tail 8 + 150 = 158
+                        -> 180 + 162 + 348 + 158                                           = 848
+      fused LINEAR      consts 180 + 24 records x 2 + 80 = 308; LayerNorm block 100 steps, prologue 250; steps
+                        max(24, 100) + max(24, 8) + 2 x 150 = 424; tail 158
+                        -> 308 + 250 + 424 + 158                                           = 1140
+      saved             578 + 848 - 1140                                                   = 286
     (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(8, C) = 8 bytes per
     step + 80 = 104, is paid both ways)."""
     rng = np.random.default_rng(5)
@@ -346,7 +346,7 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     plain, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
-    assert est.LN_CHAIN == 10 + 4 + 32 + 66 == 112
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (746, 1016, 1392, 104)
-    assert c_before == 746 + 1016 + 104 and c_after == 1392 + 104
-    assert c_before - c_after == 370
+    assert est.LN_CHAIN == 10 + 4 + 22 + 34 == 70
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (578, 848, 1140, 104)
+    assert c_before == 578 + 848 + 104 and c_after == 1140 + 104
+    assert c_before - c_after == 286

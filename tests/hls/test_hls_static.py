@@ -270,12 +270,18 @@ def test_layernorm_chain_is_the_estimates():
     from iseg.generator import estimate as est
 
     gemm, compat = code_of(Path(HLS_DIR) / "gemm.h"), code_of(Path(HLS_DIR) / "compat.h")
-    consts = {k: int(v) for k, v in re.findall(r"static constexpr int (k\w+) = (\d+);", gemm + compat)}
-    assert (consts["kLnMeanCycles"], consts["kLnVarCycles"], consts["kIsqrtSteps"], consts["kDivCycles"]) == \
-        (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.DIV)
+    ln, mul = code_of(Path(HLS_DIR) / "layernorm.h"), code_of(Path(HLS_DIR) / "mul.h")
+    consts = {k: int(v) for k, v in re.findall(r"static constexpr int (k\w+) = (\d+);", gemm + compat + mul)}
+    assert (consts["kLnMeanCycles"], consts["kLnVarCycles"], consts["kDivCycles"]) == (est.LN_MEAN, est.LN_VAR, est.DIV)
+    # the square root's steps and the 1/sd divider follow from K <= 2047 (kLnKBits): var < 2047 * 2^32 < 2^43
+    expr = {k: v.split() for k, v in re.findall(r"static constexpr int (kLn\w+|kIsqrtSteps) = ([^;]+);", ln + gemm)}
+    assert expr["kLnVarBits"] == ["(kLnKBits", "-", "1)", "+", "32"]
+    assert expr["kLnVarSteps"] == ["(kLnVarBits", "+", "1)", "/", "2"] and expr["kIsqrtSteps"] == ["kLnVarSteps"]
+    assert expr["kLnDivCycles"] == ["32", "+", "2"]
+    assert est.ISQRT == (consts["kLnKBits"] - 1 + 32 + 1) // 2 == 22 and est.LN_DIV == 32 + 2
     chain = re.search(r"static constexpr int kLnChain = ([^;]+);", gemm).group(1).split()
-    assert chain == ["kLnMeanCycles", "+", "kLnVarCycles", "+", "kIsqrtSteps", "+", "kDivCycles"]
-    assert est.LN_CHAIN == est.LN_MEAN + est.LN_VAR + est.ISQRT + est.DIV
+    assert chain == ["kLnMeanCycles", "+", "kLnVarCycles", "+", "kIsqrtSteps", "+", "kLnDivCycles"]
+    assert est.LN_CHAIN == est.LN_MEAN + est.LN_VAR + est.ISQRT + est.LN_DIV == 70
 
 
 def test_loop_depths_are_the_estimates():
@@ -405,6 +411,58 @@ def test_narrow_multipliers_exact_and_checked(tmp_path, ap_int):
     subprocess.run(["g++", "-std=c++14", "-O1", *flags, f"-I{HLS_DIR}", str(src), "-o", str(exe)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
     assert out == ["0", "3"]
+
+
+_LN_ROOT_PROG = r"""
+#include <cstdio>
+#include "layernorm.h"
+int main() {
+    // sd = max(isqrt(var), 1) on kLnVarSteps digit steps and f = (2^31 - 1) // sd on the 32-bit divider, for the
+    // variances on stdin; then the two checks at the widths' edges
+    long long v;
+    while (std::scanf("%lld", &v) == 1) {
+        const long long sd = iseg::ln_sd(v);
+        std::printf("%lld %lld\n", sd, (long long)iseg::ln_recip(sd));
+    }
+    int caught = 0;
+    try { iseg::ln_sd(1LL << 44); } catch (const iseg::CsimError&) { ++caught; }
+    try { iseg::ln_recip(1LL << 22); } catch (const iseg::CsimError&) { ++caught; }
+    try { iseg::ln_recip(0); } catch (const iseg::CsimError&) { ++caught; }
+    std::printf("caught %d %d %d\n", caught, iseg::kLnVarSteps, iseg::kLnSdBits);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("ap_int", [False, True], ids=["int64", "ap_int"])
+def test_layernorm_root_and_reciprocal_at_their_widths(tmp_path, ap_int):
+    """The LayerNorm chain's narrowed square root (22 digit steps: var < 2047 * (2^16 - 1)^2 < 2^43) and 1/sd divider
+    (32 bits) are numerics.md's max(isqrt(var), 1) and (2^31 - 1) // sd on every variance a K <= 2047 row can have,
+    its extremes included, in C-simulation's int64 and in synthesis' ap_int; past their widths C-simulation stops."""
+    import math
+    import subprocess
+
+    import numpy as np
+
+    from iseg.generator.csim import ap_types_dir
+
+    src = tmp_path / "r.cpp"
+    src.write_text(_LN_ROOT_PROG)
+    flags = ["-DISEG_AP_INT", f"-I{ap_types_dir()}"] if ap_int else []
+    exe = tmp_path / "r"
+    subprocess.run(["g++", "-std=c++14", "-O1", *flags, f"-I{HLS_DIR}", str(src), "-o", str(exe)], check=True)
+    top = 2047 * (2**16 - 1) ** 2  # the largest variance: K 2047, every |x - mean| = 2^16 - 1
+    assert top < 2**43
+    rng = np.random.default_rng(7)
+    vs = [0, 1, 2, 3, 4, 8, 9, 2**20, 2**32 - 1, 2**32, top - 1, top, 2**43 - 1, 2**44 - 1]
+    vs += [int(x) ** 2 + d for x in rng.integers(1, 2**21, 200) for d in (-1, 0, 1)]
+    vs += [int(x) for x in rng.integers(0, 2**44, 300, dtype=np.int64)]
+    out = subprocess.run([str(exe)], input="".join(f"{v}\n" for v in vs), check=True, capture_output=True,
+                         text=True).stdout.splitlines()
+    for v, line in zip(vs, out, strict=False):
+        sd = max(math.isqrt(v), 1)
+        assert line.split() == [str(sd), str((2**31 - 1) // sd)], v
+    assert out[len(vs)] == "caught 3 22 22"
 
 
 _ACC_PROG = r"""
