@@ -56,7 +56,8 @@ struct Pass {
     long cycles;          // what the loop it replaces charged (C-sim cycle count)
     int cur, t0;          // GEMM: half of g.a holding the row block, its first row
     int a_share, w_share; // GEMM: the steps of a tile that load the next block / prefetch the next layer
-    int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's
+    int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's;
+                          // PV: channel tile 0's keys (iterations: PV_II cycles each), every later tile's
     int pf0, pf0_p;       // GEMM: a tile's first prefetch step (first tile / later tiles)
     int csteps;           // GEMM: output-lane steps of the embed's cls row (the first tile, nothing pending)
     bool fuse_ln;         // GEMM, GEMM_A0: the LayerNorm loader instead of the A loader
@@ -64,8 +65,7 @@ struct Pass {
                                // PV, O_STEP: hoff, and (PV) the probability half (half)
     long in0, out0;       // GEMM: the residual / output offset (elements) of the block's first row; LN: the input
                           // and output bytes of a row block (the loader's step to the next block)
-    long vrow;            // PV: the channel tile's first V row in w
-    int c0, cols;         // PV: the channel tile
+    long vrow;            // PV: channel tile 0's first V row in w (tile j's: + j T)
     RqParams rq_s;        // QK: the score requant
 };
 
@@ -125,6 +125,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
     int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
     long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
+    int pc0 = 0;                    // PV: the channel tile's first channel (running: the tiles are one pass)
     // The m_axi reads: ONE request per bundle per iteration, its address muxed among the units that share the bundle
     // (gmem0: the output lanes' pos / cls rows or the weight prefetch; gmem1: the A loader, the LayerNorm
     // statistics or the Q loader; gmem2: the residuals), through a one-beat cache each (axi.h: steps that share a
@@ -321,7 +322,7 @@ ENGINE_PASS:
         if (q_go) att_q_beat<Cfg>(ps.q, dh, v1, sm);
         if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
-        const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && i + 1 == p.total);
+        const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && par + 1 == PVII && s + 1 == steps);
         if (tile_end) acc_to_drain<Cfg>(g);
         if (gemm) {
             if (++s == steps) {
@@ -357,12 +358,16 @@ ENGINE_PASS:
             } else {
                 ++par;
             }
-            if (tile_end) {  // the tile waits in g.dr: its drain runs in the next tile, or after
+            if (tile_end) {  // the tile waits in g.dr: its drain runs in the next tile (the same pass), or after
                 ps.pd.pending = true;
-                ps.pd.c0 = p.c0;
-                ps.pd.cols = p.cols;
+                ps.pd.c0 = pc0;
+                ps.pd.cols = dh - pc0 < C ? dh - pc0 : C;
                 ps.pd.orow = ps.pd.orow0;
                 ps.pd.r = ps.pd.k = 0;
+                pc0 += C;     // the next channel tile: its V rows follow this tile's T
+                wbase += T;
+                s = 0;
+                steps = p.steps_p;
             }
         } else if (m == PM_LN) {
             if (++s == p.steps) {  // the next row block
@@ -385,7 +390,7 @@ ENGINE_PASS:
         ISEG_CHECK(ps.ln.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
     }
     if (qk) ISEG_CHECK(nt == kt_n + 1 && s == 0, "Q.K^T: the key-tile counters left the block's tiles");
-    if (pv) ISEG_CHECK(par == 0, "P.V: a key's parts left unfinished");
+    if (pv) ISEG_CHECK(par == 0 && s == 0 && pc0 >= dh, "P.V: the channel tiles left unfinished");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,7 +413,7 @@ struct Seq {
     LayerDesc ln;     // GEMM: the fused LayerNorm row (fuse_ln)
     bool fuse_ln;
     int a_blk, w_share, mb, mb_n, nt_n;  // GEMM
-    int h, i, nb, c0;                    // attention: head, query block, blocks, P.V channel tile
+    int h, i, nb;                        // attention: head, query block, blocks
     bool defer;                          // attention: PV(i - 1)'s last drain deferred into QK(i + 1)
     long shadow, qk_it;                  // attention: Shiftmax steps taken inside the array passes
     RqParams rq_s;
@@ -663,7 +668,6 @@ SEQ_STEP:
                     // iterations, not cycles: any PV_II
                     sq.shadow += att_pv_steps(T, (dh + C - 1) / C, dsteps, sq.defer);
                     ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
-                    sq.c0 = 0;
                     sq.phase = SQ_PV;
                 } else {
                     sq.phase = SQ_QK;
@@ -671,17 +675,19 @@ SEQ_STEP:
                 break;
             }
             case SQ_PV:
-            case SQ_EPI_PV: {  // one channel tile of P.V (its drain runs in the next tile, or after)
-                const int cols = dh - sq.c0 < C ? dh - sq.c0 : C;
-                const int n = ps.pd.pending && dsteps > T ? dsteps : T;
-                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * n, long(pv_ii_of<Cfg>::value) * n + kEngineDepth);
+            case SQ_EPI_PV: {  // every channel tile of P.V in one pass: tile j's drain runs in tile j + 1's first
+                               // keys (it lasts max(T, drain) keys), the last one's after (O_STEP) or in QK's key
+                               // tile 0; one pipeline fill for the block, not one per tile
+                const int vt_n = (dh + C - 1) / C;
+                const long n0 = ps.pd.pending && dsteps > T ? dsteps : T, n1 = dsteps > T ? dsteps : T;
+                const long keys = n0 + long(vt_n - 1) * n1;
+                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * keys, long(pv_ii_of<Cfg>::value) * keys + kEngineDepth);
                 p.hoff = sq.h * dh;
                 p.half = ps.pd.half;
-                p.vrow = long((T + C - 1) / C) * dh + long(sq.c0 / C) * T;
-                p.c0 = sq.c0;
-                p.cols = cols;
-                sq.c0 += C;
-                if (sq.c0 >= dh) sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : (sq.defer ? SQ_QK : SQ_O);
+                p.vrow = long((T + C - 1) / C) * dh;  // tile 0's first V row in w
+                p.steps = int(n0);
+                p.steps_p = int(n1);
+                sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : (sq.defer ? SQ_QK : SQ_O);
                 return true;
             }
             case SQ_O:
@@ -730,7 +736,6 @@ SEQ_STEP:
                     sm.st = sm_idle();
                     const int tl = (sq.nb - 1) * R;
                     ps.pd = pv_drain(tl, T - tl, (sq.nb - 1) & 1, d.out_stride);
-                    sq.c0 = 0;
                     sq.defer = false;
                     sq.phase = SQ_EPI_PV;
                 }
