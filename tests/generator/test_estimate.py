@@ -82,7 +82,8 @@ def test_attention_cycles_by_hand() -> None:
     P.V drains overlap like a GEMM layer's: channel tile j's drain (ceil(4 * 8 / 4) = 8 steps) runs in the first
     steps of tile j + 1's key loop, which runs max(T, drain) = 9 iterations, all tiles in one pass of the engine
     loop (one ENGINE); the last tile's drain runs alone (drain + ENGINE), except in PV(i-1) with a QK(i+1) after
-    it, where it is left in the drain buffer and runs in QK(i+1)'s key tile 0 (max(d_head, drain) = 16 steps, so here for free). The Q block of QK(b + 1) loads under QK(b)'s key
+    it, where it is left in the drain buffer and runs in QK(i+1)'s key tile 0 (max(d_head, drain) = 16 steps, so here
+    for free). The Q block of QK(b + 1) loads under QK(b)'s key
     loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps under 39 iterations:
     hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
     channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
