@@ -965,8 +965,9 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
         return t + (vt - 1) * max(t, dr) + (0 if defer else dr)
 
     def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
-        # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's
-        return pv_ii * t + (vt - 1) * pv_ii * max(t, dr) + PIPE_ENGINE + (0 if defer else dr + PIPE_ENGINE)
+        # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's; a
+        # deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's)
+        return pv_ii * t + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else PIPE_ENGINE + dr + PIPE_ENGINE)
 
     def q_left(qk: int) -> int:  # ATT_Q_LOAD pass: the Q beats a key loop of qk iterations leaves (one per iteration)
         return max(0, q_it - qk)

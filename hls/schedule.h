@@ -56,8 +56,7 @@ struct Pass {
     long cycles;          // what the loop it replaces charged (C-sim cycle count)
     int cur, t0;          // GEMM: half of g.a holding the row block, its first row
     int a_share, w_share; // GEMM: the steps of a tile that load the next block / prefetch the next layer
-    int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's;
-                          // PV: channel tile 0's keys (iterations: PV_II cycles each), every later tile's
+    int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's
     int pf0, pf0_p;       // GEMM: a tile's first prefetch step (first tile / later tiles)
     int csteps;           // GEMM: output-lane steps of the embed's cls row (the first tile, nothing pending)
     bool fuse_ln;         // GEMM, GEMM_A0: the LayerNorm loader instead of the A loader
@@ -66,6 +65,10 @@ struct Pass {
     long in0, out0;       // GEMM: the residual / output offset (elements) of the block's first row; LN: the input
                           // and output bytes of a row block (the loader's step to the next block)
     long vrow;            // PV: channel tile 0's first V row in w (tile j's: + j T)
+    int phalf;            // PV: the probability half of g.a it reads
+    int pv_n0, pv_n1;     // PV: channel tile 0's keys (iterations: PV_II each), every later tile's
+    int32_t mode2;        // a second mode the pass switches to at iteration at2 (-1: none): PV(i - 1) chained with
+    long at2;             // QK(i + 1), one fill for both (schedule.h SQ_PV)
     RqParams rq_s;        // QK: the score requant
 };
 
@@ -74,6 +77,8 @@ inline Pass pass_of(int32_t mode, long total, long cycles) {
     p.mode = mode;
     p.total = total;
     p.cycles = cycles;
+    p.mode2 = -1;
+    p.at2 = -1;
     return p;
 }
 
@@ -115,16 +120,14 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
                  beat_t<Cfg>* scratch_b, GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
     ISEG_PRAGMA(HLS INLINE)  // one call site: its state stays local values of run_layers (no struct ports)
     constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>();
-    const int m = p.mode;
-    const bool gemm = m == PM_GEMM, qk = m == PM_QK, pv = m == PM_PV;
-    const bool split = pv && PVII == 2;  // P.V's u15 P byte by byte
+    int m = p.mode;  // a chained pass (PV, then QK) switches once, at iteration p.at2
     const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + C - 1) / C;
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
-    int nt = 0, s = 0, par = 0, steps = p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+    int nt = 0, s = 0, par = 0, steps = m == PM_PV ? p.pv_n0 : p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
     int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
-    long wbase = pv ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
+    long wbase = m == PM_PV ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
     int pc0 = 0;                    // PV: the channel tile's first channel (running: the tiles are one pass)
     // The m_axi reads: ONE request per bundle per iteration, its address muxed among the units that share the bundle
     // (gmem0: the output lanes' pos / cls rows or the weight prefetch; gmem1: the A loader, the LayerNorm
@@ -139,6 +142,15 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
+        if (i == p.at2) {  // the chained pass's second part (QK): its counters start as a pass's do
+            ISEG_CHECK(m == PM_PV && par == 0 && s == 0 && pc0 >= dh, "P.V: the channel tiles left unfinished");
+            m = p.mode2;
+            nt = s = par = dn0 = dcols = sr = sk = 0;
+            steps = p.steps;
+            wbase = 0;
+        }
+        const bool gemm = m == PM_GEMM, qk = m == PM_QK, pv = m == PM_PV;
+        const bool split = pv && PVII == 2;  // P.V's u15 P byte by byte
         ISEG_PIPELINE_AS(ENGINE_PASS, 1, pass_mode_name(m));
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
@@ -152,7 +164,7 @@ ENGINE_PASS:
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.a inter false)
         // the array: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par)
         if ((gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T)) {
-            const int ah = gemm ? p.cur : p.half;
+            const int ah = gemm ? p.cur : p.phalf;
             const long wrow = wbase + s;
             if (qk)
                 ISEG_RD_ROWS(sm, q, sm.q_bank(p.qh, 0), R, s / GemmBuffers<Cfg>::A_WORD);
@@ -367,7 +379,7 @@ ENGINE_PASS:
                 pc0 += C;     // the next channel tile: its V rows follow this tile's T
                 wbase += T;
                 s = 0;
-                steps = p.steps_p;
+                steps = p.pv_n1;
             }
         } else if (m == PM_LN) {
             if (++s == p.steps) {  // the next row block
@@ -385,6 +397,7 @@ ENGINE_PASS:
             }
         }
     }
+    const bool gemm = m == PM_GEMM, qk = m == PM_QK, pv = m == PM_PV;  // the last mode of the pass
     if (gemm) {
         ISEG_CHECK(nt == (d.N + C - 1) / C && s == 0, "GEMM layer: the tile counters left the block's tiles");
         ISEG_CHECK(ps.ln.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
@@ -415,6 +428,7 @@ struct Seq {
     int a_blk, w_share, mb, mb_n, nt_n;  // GEMM
     int h, i, nb;                        // attention: head, query block, blocks
     bool defer;                          // attention: PV(i - 1)'s last drain deferred into QK(i + 1)
+    bool chain;                          // attention: PV(i - 1) runs as the first part of QK(i + 1)'s pass
     long shadow, qk_it;                  // attention: Shiftmax steps taken inside the array passes
     RqParams rq_s;
 };
@@ -557,6 +571,25 @@ ATT_MX_INIT:
     return p;
 }
 
+// A P.V block's pass part: every channel tile in one pass (tile j's drain runs in tile j + 1's first keys, which last
+// max(T, drain); the last one's after it, in O_STEP or in QK(i + 1)'s key tile 0), one pipeline fill for the block,
+// not one per tile. Sets p's mode to PV, adds its iterations (PV_II a key) to p.total and p.cycles, and its fields.
+template <class Cfg>
+void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
+    constexpr int C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
+    const int T = d.T, dh = d.d_head, dsteps = drain_steps<Cfg>();
+    const int vt_n = (dh + C - 1) / C;
+    const long n0 = pd.pending && dsteps > T ? dsteps : T, n1 = dsteps > T ? dsteps : T;
+    const long its = long(PVII) * (n0 + long(vt_n - 1) * n1);
+    p.mode = PM_PV;
+    p.total = its;
+    p.cycles += its;
+    p.phalf = pd.half;
+    p.vrow = long((T + C - 1) / C) * dh;  // tile 0's first V row in w
+    p.pv_n0 = int(n0);
+    p.pv_n1 = int(n1);
+}
+
 // The next pass of the layer (setup included); false when the layer is done.
 template <class Cfg>
 bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b,
@@ -678,16 +711,18 @@ SEQ_STEP:
             case SQ_EPI_PV: {  // every channel tile of P.V in one pass: tile j's drain runs in tile j + 1's first
                                // keys (it lasts max(T, drain) keys), the last one's after (O_STEP) or in QK's key
                                // tile 0; one pipeline fill for the block, not one per tile
-                const int vt_n = (dh + C - 1) / C;
-                const long n0 = ps.pd.pending && dsteps > T ? dsteps : T, n1 = dsteps > T ? dsteps : T;
-                const long keys = n0 + long(vt_n - 1) * n1;
-                p = pass_of(PM_PV, long(pv_ii_of<Cfg>::value) * keys, long(pv_ii_of<Cfg>::value) * keys + kEngineDepth);
+                // With a QK(i + 1) after it (defer), PV(i - 1) is the first part of that QK's pass (SQ_QK chains
+                // them): the two share no buffer (P.V reads g.a's probability half and V; Q.K^T reads a Q block and
+                // K, writes the other score half), so the loop need not drain between them: one fill for the two.
+                if (sq.phase == SQ_PV && sq.defer) {
+                    sq.chain = true;
+                    sq.phase = SQ_QK;
+                    break;
+                }
+                p = pass_of(PM_PV, 0, kEngineDepth);
+                pv_part<Cfg>(p, d, ps.pd);
                 p.hoff = sq.h * dh;
-                p.half = ps.pd.half;
-                p.vrow = long((T + C - 1) / C) * dh;  // tile 0's first V row in w
-                p.steps = int(n0);
-                p.steps_p = int(n1);
-                sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : (sq.defer ? SQ_QK : SQ_O);
+                sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : SQ_O;
                 return true;
             }
             case SQ_O:
@@ -707,8 +742,17 @@ SEQ_STEP:
                 ps.q = i + 2 < sq.nb ? q_block<Cfg>(qkv + long(t2) * st + long(sq.h) * dh, st, T - t2 < R ? T - t2 : R,
                                                     dh, i & 1)
                                      : q_none();
-                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, ps.pd.pending, sm);
+                // a chained PV(i - 1) leaves its last tile pending: QK's key tile 0 drains it
+                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, sq.chain || ps.pd.pending, sm);
                 sq.qk_it = p.total;
+                if (sq.chain) {  // PV(i - 1) first, then QK(i + 1): the pass switches mode at iteration at2
+                    const long qk_total = p.total;
+                    pv_part<Cfg>(p, d, ps.pd);
+                    p.mode2 = PM_QK;
+                    p.at2 = p.total;
+                    p.total += qk_total;  // (p.cycles: QK's, its fill, and PV's iterations)
+                    sq.chain = false;
+                }
                 sq.phase = SQ_QR;
                 return true;
             }

@@ -83,9 +83,10 @@ def test_attention_cycles_by_hand() -> None:
     steps of tile j + 1's key loop, which runs max(T, drain) = 9 iterations, all tiles in one pass of the engine
     loop (one ENGINE); the last tile's drain runs alone (drain + ENGINE), except in PV(i-1) with a QK(i+1) after
     it, where it is left in the drain buffer and runs in QK(i+1)'s key tile 0 (max(d_head, drain) = 16 steps, so here
-    for free). The Q block of QK(b + 1) loads under QK(b)'s key
-    loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps under 39 iterations:
-    hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
+    for free), and that PV(i-1) is the first part of QK(i+1)'s pass (no ENGINE of its own: the two share no buffer,
+    so the loop need not drain between them). The Q block of QK(b + 1) loads under QK(b)'s key loop, 8 bytes
+    (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps under 39 iterations: hidden), so only
+    each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
     channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
     tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8 rows (4
     steps): 16 steps at II 2 (a K and a V beat) + READ per chunk. Every other loop is a pass of the engine loop:
@@ -99,9 +100,9 @@ def test_attention_cycles_by_hand() -> None:
     drain = 8  # ceil(4 * 8 / 4)
     # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
     pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
-    pv_defer = 2 * 9 + 2 * max(9, drain) + ENGINE
-    pv = pv_defer + drain + ENGINE
-    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 186, 344)
+    pv_defer = 2 * 9 + 2 * max(9, drain)  # PV(0): the first part of QK(2)'s pass, whose ENGINE it shares
+    pv = pv_defer + ENGINE + drain + ENGINE  # its own pass, then the last tile's drain alone
+    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 36, 344)
     q, qk = q_it + ENGINE, qk_it + ENGINE
     sm_full = 4 * 3 + 66 + 2 * 3  # ceil(9/3) = 3 steps per row (exp) or row pair (normalise), the divider once
     sm_last = 1 * 3 + 66 + 2 * 3  # one row's exp; the normalise pass covers all 4 rows (3 zero-filled) in pairs
@@ -114,7 +115,7 @@ def test_attention_cycles_by_hand() -> None:
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
     assert (rest0, rest1, rest2) == (45, 27, 49)
     body = (q + qk) + (qk + rest0 + ENGINE) + (pv_defer + qk + rest1 + ENGINE) + (pv + rest2 + ENGINE) + pv
-    assert cycles == consts + kv + body == 2394
+    assert cycles == consts + kv + body == 2244
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
@@ -184,10 +185,10 @@ def test_attention_pv_ii1_by_hand() -> None:
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
     c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
     assert c2 == est.attention_cycles(a, 9, 1, 16)[0]  # 2 is the default: valid for every variant
-    pv1_defer = 9 + 9 + ENGINE  # tile 0: 9 keys at II 1; tile 1: max(9, drain 8) steps (drains tile 0); one pass
-    pv1 = pv1_defer + 8 + ENGINE  # + the last tile's drain alone
-    assert p1["pv"] == pv1_defer + 2 * pv1 == 820  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
-    assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 874
+    pv1_defer = 9 + 9  # tile 0: 9 keys at II 1; tile 1: max(9, drain 8) steps (drains tile 0); in QK(2)'s pass
+    pv1 = pv1_defer + ENGINE + 8 + ENGINE  # a pass of its own, then the last tile's drain alone
+    assert p1["pv"] == pv1_defer + 2 * pv1 == 670  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
+    assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 724
     heads, nb, t, drain = 1, 3, 9, 8
     assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 54
     assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] == p2["shiftmax"]
