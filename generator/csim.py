@@ -239,9 +239,9 @@ class CsimLibrary:
                 for loop, buffer, worst, allowed, iters in rows]
 
     def static_demand(self) -> list[StaticDemand]:
-        """The static demand of the last run (``StaticDemand``), largest implied II first. Measured, not checked:
-        the engine loop's is above 1 on the left-operand banks (docs/hls.md, "What csynth would likely find first",
-        item 11)."""
+        """The static demand of the last run (``StaticDemand``), largest implied II first. Measured, not checked (the
+        engine loop's is II 1 on every bank and bundle since its banks take their accesses through two port sites
+        each: docs/hls.md, "What csynth would likely find first", item 11)."""
         rows = self._report("iseg_csim_static", "static demand: more (loop, buffer) pairs")
         out = [StaticDemand(loop, buf, int(demand), int(sites)) for loop, buf, demand, sites in rows]
         return sorted(out, key=lambda e: (-e.ii, e.loop, e.buffer))

@@ -50,7 +50,7 @@ struct AttSm {
     int32_t mx[2][Cfg::R];
     uint8_t rs[2][Cfg::R];  // row shifts of the probability blocks g.a[2] (ping-pong with them)
     int64_t f[Cfg::R];  // the per-row reciprocals of the block being normalised
-    int16_t q[2][Cfg::R][Cfg::DHMAX];  // the Q blocks, ping-pong (QK(b) reads q[b & 1])
+    int16_t q[2][Cfg::R][a_row_len<Cfg>(Cfg::DHMAX)];  // the Q blocks, ping-pong (QK(b) reads q[b & 1])
     SmState st;
     // Banking (as GemmBuffers; the pragmas are in engine.h run_layers, where sm is declared):
     //   s   dim 1 complete, dim 3 cyclic SM_LANES: a bank per (half, key mod SM_LANES), so the Shiftmax
@@ -65,21 +65,6 @@ struct AttSm {
     static int q_bank(int half, int r) { return half * Cfg::R + r; }
     ISEG_PORTS(s, 2 * Cfg::SM_LANES);
     ISEG_PORTS(q, 2 * Cfg::R);
-};
-
-// sm_step's accesses to the score blocks (sm.s) and the probability blocks (g.a), for the port check.
-template <class Cfg>
-struct AttPorts {
-    AttSm<Cfg>* sm;
-    GemmBuffers<Cfg>* g;
-    void x(int h, int r, int i) const {
-        ISEG_RD(*sm, s, AttSm<Cfg>::s_bank(h, i), AttSm<Cfg>::s_word(r, i));
-        (void)h, (void)r, (void)i;
-    }
-    void p(int h, int r, int i) const {
-        ISEG_WR(*g, a, GemmBuffers<Cfg>::a_bank(h, r), i / GemmBuffers<Cfg>::A_WORD);
-        (void)h, (void)r, (void)i;
-    }
 };
 
 // Initiation interval of the P.V loop: Cfg::PV_II (1: u8 probabilities, the packed rate; 2: u15, half
@@ -139,14 +124,50 @@ constexpr int sm_norm_lanes() {
     return Cfg::SM_LANES < 2 * Cfg::A_WORD ? Cfg::SM_LANES : 2 * Cfg::A_WORD;
 }
 
-// One Shiftmax step (nothing once the block is done), called from the array loops.
+// The scores the Shiftmax step of this iteration reads (none once the block is done): the engine loop reads them
+// through its two ports per score bank (schedule.h S_PORT_A / S_PORT_B) before the step runs.
 template <class Cfg>
-void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, GemmBuffers<Cfg>& g) {
+SmReads att_sm_reads(const AttSm<Cfg>& sm, const LayerDesc& d) {
     ISEG_PRAGMA(HLS INLINE)
-    if (sm.st.phase != SM_DONE)
-        sm_step<Cfg::R, Cfg::NMAX, Cfg::KMAX, Cfg::SM_LANES, sm_norm_lanes<Cfg>(), typename widths_of<Cfg>::type,
-                sm_row_shift_of<Cfg>::value>(sm.st, sm.s, sm.mx, d.T, d.sm_x0, d.sm_variant, g.a, sm.rs, sm.f,
-                                             AttPorts<Cfg>{&sm, &g});
+    SmReads q = sm_reads<Cfg::R, Cfg::SM_LANES, sm_norm_lanes<Cfg>()>(sm.st, d.T);
+    if (sm.st.phase == SM_DONE) q.ok[0] = q.ok[1] = false;
+    return q;
+}
+
+// One Shiftmax step (nothing when `go` is false, or once the block is done), called from the engine loop on the
+// scores xs it read (att_sm_reads). A normalise step's probabilities of its two rows come back as two write requests
+// into the probability block's row banks of g.a (slots 0 and 1: port A writes a slot's first word, port B its
+// second; sm_norm_lanes keeps a row's lanes within two words).
+template <class Cfg>
+void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, const int8_t (&xs)[2][Cfg::SM_LANES], bool go,
+                 ABankReq<Cfg> (&slot)[2]) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int AW = Cfg::A_WORD, NL = sm_norm_lanes<Cfg>();
+    slot[0] = bank_req_none<Cfg>();
+    slot[1] = bank_req_none<Cfg>();
+    if (!go || sm.st.phase == SM_DONE) return;
+    const SmOut<NL> o = sm_step<Cfg::R, Cfg::SM_LANES, NL, typename widths_of<Cfg>::type, sm_row_shift_of<Cfg>::value>(
+        sm.st, xs, sm.mx, d.T, d.sm_x0, d.sm_variant, sm.rs, sm.f);
+    const int e0 = NL % AW == 0 ? 0 : o.i0 % AW;  // 0 on every planned array (sm_norm_lanes a multiple of A_WORD)
+ATT_SM_SLOT:
+    for (int q = 0; q < 2; ++q) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (o.ok[q]) {
+            slot[q].ok = true;
+            slot[q].half = o.half;
+            slot[q].row = o.row[q];
+            slot[q].w0 = o.i0 / AW;
+        ATT_SM_SLOT_L:
+            for (int l = 0; l < NL; ++l) {
+                ISEG_PRAGMA(HLS UNROLL)
+                if (o.i0 + l < o.n) {
+                    ISEG_CHECK(e0 + l < 2 * AW, "Shiftmax normalise: a row's lanes span more than two words of g.a");
+                    slot[q].v[e0 + l] = o.p[q][l];
+                    slot[q].m[e0 + l] = true;
+                }
+            }
+        }
+    }
 }
 
 // Steps of the score drain: S_LANES score requants per step (on-chip writes only, so not bounded by
@@ -255,23 +276,31 @@ long q_req(const QLoad& l, int dh, int& n) {
     return l.b < l.beats && l.r < l.rows ? l.src + l.kb : -1L;
 }
 
+// The step's channels as a write request for row r of q[l.half] (the engine loop's ports of sm.q write it, as
+// gemm.h a_beat's into g.a).
 template <class Cfg>
-void att_q_beat(QLoad& l, int dh, const beat_t<Cfg>& v, AttSm<Cfg>& sm) {
+ABankReq<Cfg> att_q_beat(QLoad& l, int dh, const beat_t<Cfg>& v) {
     ISEG_PRAGMA(HLS INLINE)
-    if (l.b >= l.beats) return;
-    constexpr int AL = load_lanes<Cfg>();
+    constexpr int AL = load_lanes<Cfg>(), AW = Cfg::A_WORD;
+    ABankReq<Cfg> q = bank_req_none<Cfg>();
+    if (l.b >= l.beats) return q;
     const int r = l.r, kb = l.kb;
     ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
                "Q load: the row/column counters left step b");
     uint8_t x[AL] = {};
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
     if (r < l.rows) beat_take<AL>(v, int((l.src + kb) % Cfg::AXI_BYTES), x);
+    q.ok = true;
+    q.half = l.half;
+    q.row = r;
+    q.w0 = kb / AW;
+    const int e0 = AL % AW == 0 ? 0 : kb % AW;  // 0 on every planned array (as a_beat)
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
         if (kb + j < dh) {
-            ISEG_WR(sm, q, sm.q_bank(l.half, r), (kb + j) / GemmBuffers<Cfg>::A_WORD);
-            sm.q[l.half][r][kb + j] = r < l.rows ? int16_t(int8_t(x[j])) : int16_t(0);
+            q.v[e0 + j] = r < l.rows ? int16_t(int8_t(x[j])) : int16_t(0);
+            q.m[e0 + j] = true;
         }
     }
     ++l.b;
@@ -281,6 +310,7 @@ ATT_Q_BYTE:
         ++l.r;
         l.src += l.st;
     }
+    return q;
 }
 
 }  // namespace iseg

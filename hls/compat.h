@@ -10,7 +10,7 @@
 //     iseg::CsimError in C-simulation and compiles to nothing in synthesis;
 //   * ISEG_PIPELINE(LABEL, II): the PIPELINE pragma in synthesis; in C-simulation it also opens one
 //     iteration for the on-chip memory port check (ISEG_PIPELINE_AS(LABEL, II, name): the same, counted under
-//     a run-time name: the modes of the one engine loop, schedule.h) (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR count
+//     a run-time name: the modes of the one engine loop, schedule.h) (iseg_ports.h: ISEG_PORTS, ISEG_RD, ISEG_WR, ISEG_RW count
 //     the accesses per bank and iteration; ISEG_AXI_REQ the beats requested per m_axi bundle and iteration
 //     (axi.h's beat reads and stages call it); nothing of it exists in synthesis).
 // Numerics never differ between the two: there is no C-sim-only arithmetic anywhere.
@@ -227,7 +227,7 @@ struct label_beat_t {
 #define ISEG_PORTS(buf, NB) static_assert((NB) > 0, "")
 #define ISEG_RD(obj, buf, bank, w) ((void)0)
 #define ISEG_WR(obj, buf, bank, w) ((void)0)
-#define ISEG_RD_ROWS(obj, buf, bank0, n, w) ((void)0)
+#define ISEG_RW(obj, buf, bank, w, write) ((void)0)
 #define ISEG_AXI_BIND(beat, blob, scratch) ((void)0)
 #define ISEG_SITE nullptr
 #define ISEG_AXI_REQ(bundle, write, beat, site) ((void)0)

@@ -70,6 +70,13 @@ struct Transposer {
 // likely find first", item 5). ShiftGELU needs its row's maximum and stays a row op (engine.h gelu_layer).
 static constexpr int kGeluTable = 256;
 
+// A left-operand row of n elements as the banks hold it: whole words of A_WORD (the reshape makes ceil(n / A_WORD)
+// words either way), so a port access is always a whole word (schedule.h's ports of g.a and sm.q).
+template <class Cfg>
+constexpr int a_row_len(int n) {
+    return (n + Cfg::A_WORD - 1) / Cfg::A_WORD * Cfg::A_WORD;
+}
+
 // Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
@@ -77,7 +84,7 @@ struct GemmBuffers {
     static_assert(Cfg::KMAX >= 1 && Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
     static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
     static_assert(Cfg::A_WORD >= 1 && Cfg::A_WORD <= 64, "A_WORD: elements per word of a left-operand bank");
-    int16_t a[2][Cfg::R][Cfg::KMAX];    // left operand row blocks (int8, u15 or u8 P), ping-pong
+    int16_t a[2][Cfg::R][a_row_len<Cfg>(Cfg::KMAX)];  // left operand row blocks (int8, u15 or u8 P), ping-pong
     int8_t w[2][Cfg::WROWS][Cfg::C];    // a whole layer's right operand, ping-pong (current / prefetch)
     typedef typename acc_bits<widths_of<Cfg>::type::ARR>::type acc_t;  // compat.h: ap_int<ARR> in synthesis
     acc_t acc[Cfg::R][Cfg::C];          // the array's accumulators
@@ -189,6 +196,73 @@ Prefetch prefetch_start(const LayerDesc& d, const GemmBuffers<Cfg>& g) {
     return p;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Writes into a left-operand row bank (g.a, attention's sm.q: a bank per (half, row), words of A_WORD elements) as
+// REQUESTS. An HLS tool schedules the engine loop once for every path of every mode, and gives each access site of
+// the source an operation of its own on the bank's two ports; it shares a port only between the arms of one
+// if / else, and it does not prove separate `if`s on the loop's mode flags exclusive. Four units wrote g.a, each
+// at its own sites (the A loader, the LayerNorm statistics and its in-place normalise, the Shiftmax normalise),
+// beside the array's read: 9 operations per bank per iteration, II 5 (docs/hls.md, "What csynth would likely find
+// first", item 11). In any one iteration at most one of them writes, at most two words of a row bank, in the half
+// the array does not read. So each writer returns what it would write, and the engine loop (schedule.h) makes
+// exactly two accesses per bank: port A reads (the array's word, the LayerNorm's in-place word) or writes a
+// request's first word, port B writes its second word (or the LayerNorm's write-back).
+template <class Cfg>
+struct ABankReq {
+    bool ok;
+    int half, row;                 // the bank: a_bank(half, row) (q_bank for sm.q)
+    int w0;                        // the first word: elements w0 A_WORD .. w0 A_WORD + 2 A_WORD - 1
+    int16_t v[2 * Cfg::A_WORD];    // their values
+    bool m[2 * Cfg::A_WORD];       // which of them are written (the byte enables of the two words)
+};
+
+template <class Cfg>
+ABankReq<Cfg> bank_req_none() {
+    ISEG_PRAGMA(HLS INLINE)
+    ABankReq<Cfg> q = ABankReq<Cfg>();  // value-initialised: nothing valid, every element disabled
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=q.v type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=q.m type=complete)
+    return q;
+}
+
+// Whether request q writes anything of its word j (0: port A's, 1: port B's).
+template <class Cfg>
+bool bank_req_word(const ABankReq<Cfg>& q, int j) {
+    ISEG_PRAGMA(HLS INLINE)
+    bool any = false;
+BANK_REQ_ANY:
+    for (int e = 0; e < Cfg::A_WORD; ++e) {
+        ISEG_PRAGMA(HLS UNROLL)
+        any = any || q.m[j * Cfg::A_WORD + e];
+    }
+    return any;
+}
+
+// Word w of a row of a bank reshaped by AW (a row of whole words, a_row_len): elements w AW + e, e a constant after
+// unrolling, so the tool sees the bank's word and lane, not a run-time element index (docs/hls.md item 7). Written
+// from word j of a request (its enabled elements: byte enables), or read whole.
+template <int AW, int N, int NV>
+void bank_word_write(int16_t (&row)[N], int w, const int16_t (&v)[NV], const bool (&m)[NV], int j) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(N % AW == 0, "a row of whole words");
+    ISEG_CHECK(w >= 0 && (w + 1) * AW <= N, "left-operand bank: a word past the row");
+BANK_WORD_W:
+    for (int e = 0; e < AW; ++e) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (m[j * AW + e]) row[w * AW + e] = v[j * AW + e];
+    }
+}
+template <int AW, int N>
+void bank_word_read(const int16_t (&row)[N], int w, int16_t (&o)[AW]) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(N % AW == 0, "a row of whole words");
+BANK_WORD_R:
+    for (int e = 0; e < AW; ++e) {
+        ISEG_PRAGMA(HLS UNROLL)
+        o[e] = row[w * AW + e];
+    }
+}
+
 // The left-operand loader: row block `t0` into a[half], load_lanes bytes of one row per step (two words of its
 // bank); rows >= rows are zero. Addresses are running (src advances a stride per row): no row * stride
 // multiplier in the engine loop (docs/hls.md, "What csynth would likely find first", 64-bit address multiplies).
@@ -211,21 +285,29 @@ long a_req(const ALoad& l, int& n) {
     return l.r < Cfg::R && l.r < l.rows ? l.src + l.kb : -1L;
 }
 
+// The step's bytes as a request for row l.r of a[l.half] (the engine loop's ports write it).
 template <class Cfg>
-void a_beat(ALoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
+ABankReq<Cfg> a_beat(ALoad& l, const beat_t<Cfg>& v) {
     ISEG_PRAGMA(HLS INLINE)
-    constexpr int AL = load_lanes<Cfg>();
-    if (l.r >= Cfg::R) return;
+    constexpr int AL = load_lanes<Cfg>(), AW = Cfg::A_WORD;
+    // AL elements from a multiple of AL fill whole words (AL = 2 AW: both) or lie in one (AL divides AW)
+    static_assert(AL % AW == 0 || AW % AL == 0, "load_lanes and A_WORD: one a multiple of the other");
+    ABankReq<Cfg> q = bank_req_none<Cfg>();
+    if (l.r >= Cfg::R) return q;
     uint8_t x[AL] = {};
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
     if (l.r < l.rows) beat_take<AL>(v, int((l.src + l.kb) % Cfg::AXI_BYTES), x);
+    q.ok = true;
+    q.half = l.half;
+    q.row = l.r;
+    q.w0 = l.kb / AW;
+    const int e0 = AL % AW == 0 ? 0 : l.kb % AW;  // 0 on every planned array (AL >= AW)
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
-        const int kk = l.kb + j;
-        if (kk < l.K) {
-            ISEG_WR(g, a, g.a_bank(l.half, l.r), kk / g.A_WORD);
-            g.a[l.half][l.r][kk] = l.r < l.rows ? int16_t(int8_t(x[j])) : 0;
+        if (l.kb + j < l.K) {
+            q.v[e0 + j] = l.r < l.rows ? int16_t(int8_t(x[j])) : int16_t(0);
+            q.m[e0 + j] = true;
         }
     }
     l.kb += AL;
@@ -234,6 +316,7 @@ A_BYTE:
         ++l.r;
         l.src += l.stride;
     }
+    return q;
 }
 
 // The LayerNorm loader (a LAYERNORM row fused into the next LINEAR row, numerics.md §5.3): loads a
@@ -319,28 +402,67 @@ long ln_req(const LnLoad& l, int& n) {
     return l.phase == LN_STATS && l.r < l.rows ? l.srow + 2L * l.i : -1L;
 }
 
-// v: the beat at ln_req's offset (stats). ts: the stage of the trace rows' stores (their puts run along a row,
-// LN_LANES elements each: a put starts at a multiple of LN_LANES bytes).
+// Words of g.a a normalise step reads and writes back in place: LN_LANES channels from a multiple of LN_LANES (one
+// word on every planned array: LN_LANES <= A_WORD, estimate.make_shape; two in the harness build that exceeds the
+// bank's ports on purpose, tests/hls/test_hls_ports.py).
 template <class Cfg>
-void ln_step(LnLoad& l, const beat_t<Cfg>& v, WrStage<Cfg::AXI_BYTES>& ts, beat_t<Cfg>* scratch_b,
-             GemmBuffers<Cfg>& g) {
+constexpr int ln_words() {
+    return (Cfg::LN_LANES + Cfg::A_WORD - 1) / Cfg::A_WORD;
+}
+
+// One step of the loader, first half (around the engine loop's ports of g.a, schedule.h): a statistics step returns
+// the beat's channels as a write request; a normalise step names the words it reads in place (ln_norm, the second
+// half, takes what the port read and returns the write-back).
+template <class Cfg>
+struct LnStep {
+    ABankReq<Cfg> wr;   // the statistics step's write: lw channels of row r into a[half]
+    bool norm;          // a normalise step: ln_norm runs on the words read
+    bool rd;            // ... of a row in the block (rows past `rows` stay zero: no access)
+    int half, row, w0;  // the words it reads: ln_words() from w0
+};
+
+// No step (the loader does not run in this iteration).
+template <class Cfg>
+LnStep<Cfg> ln_step_none() {
     ISEG_PRAGMA(HLS INLINE)
-    const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
+    LnStep<Cfg> o;
+    o.wr = bank_req_none<Cfg>();
+    o.norm = o.rd = false;
+    o.half = o.row = o.w0 = 0;
+    return o;
+}
+
+// v: the beat at ln_req's offset (stats).
+template <class Cfg>
+LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int AW = Cfg::A_WORD, LW = Cfg::AXI_BYTES / 2 > 0 ? Cfg::AXI_BYTES / 2 : 1;
+    static_assert(LW % AW == 0 || AW % LW == 0, "a statistics step: whole words, or within one");
+    static_assert(LW <= 2 * AW && Cfg::LN_LANES <= 2 * AW, "the loader's steps: at most two words of a row bank");
     const int r = l.r;
+    LnStep<Cfg> o = ln_step_none<Cfg>();
+    o.half = l.half;
+    o.row = r;
+    o.w0 = l.i / AW;
     if (l.phase == LN_STATS) {
+        o.wr.ok = true;
+        o.wr.half = l.half;
+        o.wr.row = r;
+        o.wr.w0 = l.i / AW;
+        const int e0 = LW % AW == 0 ? 0 : l.i % AW;  // 0 on every planned array (AXI_BYTES / 2 >= A_WORD)
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
             const int c = l.i + j;
-            if (j < lw && c < l.K) {
+            if (j < LW && c < l.K) {
                 const int64_t x = r < l.rows ? int64_t(beat_i16(v, 2 * j)) : 0;
-                ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
-                g.a[l.half][r][c] = int16_t(x);
+                o.wr.v[e0 + j] = int16_t(x);
+                o.wr.m[e0 + j] = true;
                 l.sum += x;
                 l.sq += mul_dsp<kI16Bits, kI16Bits>(x, x);
             }
         }
-        l.i += lw;
+        l.i += LW;
         if (l.i >= l.K) {
             // mean = round_half_even(sum / K) without a divider (layernorm.h): q = floor(sum / K) from the row's
             // reciprocal on the folded sum, r = sum - K q in [0, K), then half to even
@@ -376,32 +498,56 @@ void ln_step(LnLoad& l, const beat_t<Cfg>& v, WrStage<Cfg::AXI_BYTES>& ts, beat_
             l.phase = LN_NORM;
         }
     } else if (l.phase == LN_NORM) {
-        uint8_t x[2 * Cfg::LN_LANES] = {};  // the LayerNorm's own output (the trace rows), put on the second port
-        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
-    LNL_NORM:
-        for (int j = 0; j < Cfg::LN_LANES; ++j) {
-            ISEG_PRAGMA(HLS UNROLL)
-            const int c = l.i + j;
-            if (c < l.K && r < l.rows) {
-                ISEG_RD(g, a, g.a_bank(l.half, r), c / g.A_WORD);
-                ISEG_RD(g, lnrq, g.l_bank(c), g.l_word(c));
-                ISEG_WR(g, a, g.a_bank(l.half, r), c / g.A_WORD);
-                const int64_t z = ln_scale(int64_t(g.a[l.half][r][c]) - g.ln_mean[r], g.ln_f[r]);
-                const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
-                g.a[l.half][r][c] = int16_t(y);
-                put_act(x, int(act_bytes(j, l.bytes)), l.bytes, y);
-            }
-        }
-        if (r < l.rows)
-            ISEG_STAGE_PUT(Cfg::LN_LANES, GMEM2, ts, scratch_b, l.drow + act_bytes(l.i, l.bytes), x,
-                           act_bytes(l.K - l.i < Cfg::LN_LANES ? l.K - l.i : Cfg::LN_LANES, l.bytes));
-        l.i += Cfg::LN_LANES;
-        if (l.i >= l.K) {
-            l.i = 0;
-            l.drow += act_bytes(l.dstride, l.bytes);
-            if (++l.r == Cfg::R) l.phase = LN_DONE;
+        o.norm = true;
+        o.rd = r < l.rows;
+    }
+    return o;
+}
+
+// The second half of a normalise step (st.norm): x holds the ln_words() words port A read at st.w0 of row l.r, in
+// place; returns their write-back (port B) and puts the LayerNorm's own output (the trace rows) on the second scratch
+// port. ts: the stage of those stores (their puts run along a row, LN_LANES elements each: a put starts at a
+// multiple of LN_LANES bytes).
+template <class Cfg>
+ABankReq<Cfg> ln_norm(LnLoad& l, const LnStep<Cfg>& st, const int16_t (&x)[ln_words<Cfg>()][Cfg::A_WORD],
+                      WrStage<Cfg::AXI_BYTES>& ts, beat_t<Cfg>* scratch_b, GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int AW = Cfg::A_WORD, LL = Cfg::LN_LANES;
+    static_assert(LL % AW == 0 || AW % LL == 0, "LN_LANES and A_WORD: one a multiple of the other");
+    ABankReq<Cfg> q = bank_req_none<Cfg>();
+    if (!st.norm) return q;
+    const int r = l.r;
+    ISEG_CHECK(st.row == r && st.w0 == l.i / AW, "LayerNorm normalise: the read left its step");
+    q.ok = st.rd;
+    q.half = st.half;
+    q.row = r;
+    q.w0 = st.w0;
+    const int e0 = LL % AW == 0 ? 0 : l.i % AW;  // LN_LANES < A_WORD: the step's lanes lie in one word
+    uint8_t xo[2 * LL] = {};  // the LayerNorm's own output (the trace rows), put on the second port
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xo type=complete)
+LNL_NORM:
+    for (int j = 0; j < LL; ++j) {
+        ISEG_PRAGMA(HLS UNROLL)
+        const int c = l.i + j, e = e0 + j;
+        if (c < l.K && st.rd) {
+            ISEG_RD(g, lnrq, g.l_bank(c), g.l_word(c));
+            const int64_t z = ln_scale(int64_t(x[e / AW][e % AW]) - g.ln_mean[r], g.ln_f[r]);
+            const int32_t y = requant_w<kLnZBits>(z, rq_at(g.ln_rq, g.lnrq, c), 8 * l.bytes);
+            q.v[e] = int16_t(y);
+            q.m[e] = true;
+            put_act(xo, int(act_bytes(j, l.bytes)), l.bytes, y);
         }
     }
+    if (st.rd)
+        ISEG_STAGE_PUT(LL, GMEM2, ts, scratch_b, l.drow + act_bytes(l.i, l.bytes), xo,
+                       act_bytes(l.K - l.i < LL ? l.K - l.i : LL, l.bytes));
+    l.i += LL;
+    if (l.i >= l.K) {
+        l.i = 0;
+        l.drow += act_bytes(l.dstride, l.bytes);
+        if (++l.r == Cfg::R) l.phase = LN_DONE;
+    }
+    return q;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@
 //                              of that loop (every pipelined loop of the library uses it: test_hls_static)
 //   ISEG_PORTS(buf, NB)        declares the port counters of member `buf` (NB banks) next to it
 //   ISEG_RD / ISEG_WR(obj, buf, bank, word)   one access of obj.buf
+//   ISEG_RW(obj, buf, bank, word, write)      one access whose direction is a run-time value: ONE site that reads or
+//                              writes, the model of one port shared by the two arms of an if / else (the engine
+//                              loop's port A of a row bank: the array's read, or a loader's write, schedule.h)
 // Accesses outside a pipelined iteration (sequential code) are not checked.
 #pragma once
 
@@ -95,7 +98,8 @@ PORT_FIND:
 // that bank's two ports allow. Per (source loop, m_axi bundle, direction) likewise: the sum over sites of the most
 // whole-beat REQUESTS each made in one iteration (axi.h: every access is one beat); the II it allows is the demand
 // itself (one request per bundle, direction and cycle). Reported by csim_static_report (csim_api.h); measured, not
-// enforced: the engine loop exceeds it on the left-operand banks (docs/hls.md, item 11).
+// enforced (docs/hls.md, item 11): the engine loop's union is within II 1 on every bank and bundle since its row
+// banks take their accesses through two port sites per bank (schedule.h A_PORT_A / A_PORT_B and the like).
 struct StaticEntry {
     const char* sloop;
     char buf[16];
@@ -258,11 +262,6 @@ struct Ports {
         if (u > allowed) port_log_excess(buf, u, allowed);
     }
 
-    // The same word of n consecutive banks (the array step reads column k of every row bank).
-    void use_rows(const char* buf, int bank0, int nbanks, long w, bool write, const void* site) const {
-    PORT_ROWS:
-        for (int b = 0; b < nbanks; ++b) use(buf, bank0 + b, w, write, site);
-    }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -425,5 +424,5 @@ AXI_SEEN:
 #define ISEG_PORTS(buf, NB) ::iseg::Ports<(NB)> buf##_ports
 #define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false, ISEG_SITE)
 #define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true, ISEG_SITE)
-#define ISEG_RD_ROWS(obj, buf, bank0, n, w) (obj).buf##_ports.use_rows(#buf, (bank0), (n), long(w), false, ISEG_SITE)
+#define ISEG_RW(obj, buf, bank, w, write) (obj).buf##_ports.use(#buf, (bank), long(w), bool(write), ISEG_SITE)
 #endif

@@ -162,30 +162,10 @@ ENGINE_PASS:
         // LayerNorm normalise pass updates a word in place within one iteration; its stats-to-normalise distance is
         // at least kLnChain iterations, as above
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.a inter false)
-        // the array: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par)
-        if ((gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T)) {
-            const int ah = gemm ? p.cur : p.phalf;
-            const long wrow = wbase + s;
-            if (qk)
-                ISEG_RD_ROWS(sm, q, sm.q_bank(p.qh, 0), R, s / GemmBuffers<Cfg>::A_WORD);
-            else
-                ISEG_RD_ROWS(g, a, g.a_bank(ah, 0), R, s / GemmBuffers<Cfg>::A_WORD);
-            ISEG_RD(g, w, g.wcur, wrow);
-            int16_t av[R];
-            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete)
-        ARRAY_A:
-            for (int r = 0; r < R; ++r) {
-                ISEG_PRAGMA(HLS UNROLL)
-                int16_t x;  // two reads in the arms of one if / else (exclusive for the tool), then the value
-                if (qk)
-                    x = sm.q[p.qh][r][s];
-                else
-                    x = g.a[ah][r][s];
-                av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
-                ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
-            }
-            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
-        }
+        // the array runs in this iteration: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par); it
+        // reads its operand words through the ports below (A_PORT_A, Q_PORT_A) and steps after them
+        const bool arr = (gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T);
+        const int ah = gemm ? p.cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
         // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
@@ -295,7 +275,25 @@ ENGINE_PASS:
             }
         }
         if ((go || po) && oat >= 0) ISEG_STAGE_PUT(Cfg::OUT_LANES, GMEM1, ps.os, scratch, oat, ox, on);
-        if (so) {  // the scores into the block, and the rows' maxima
+        // The score lanes' scores (so): lane l's goes to key dn0 + c of row r of block p.half, bank
+        // s_bank(p.half, key). At most two lanes share a bank (the planner: estimate.score_lane_writes), the first on the bank's port A,
+        // the second on its port B (S_PORT_A / S_PORT_B below); the row maxima are registers, updated here.
+        constexpr int SM = Cfg::SM_LANES, SB = 2 * Cfg::SM_LANES;
+        int s_pa[SB], s_pb[SB];  // per bank of sm.s: the score lane its port A / port B writes (-1: none)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=s_pa type=complete)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=s_pb type=complete)
+        int s_row[SL], s_key[SL];
+        int8_t s_val[SL];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=s_row type=complete)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=s_key type=complete)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=s_val type=complete)
+        bool s_two = false;  // some bank takes two score lanes (port B writes)
+        if (so) {
+        ATT_S_PORT_CLEAR:
+            for (int b = 0; b < SB; ++b) {
+                ISEG_PRAGMA(HLS UNROLL)
+                s_pa[b] = s_pb[b] = -1;
+            }
             int32_t sv[SL];  // the lanes' scores (-128 where a lane has none: neutral for the maximum)
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=sv type=complete)
         ATT_S_STORE:
@@ -304,9 +302,19 @@ ENGINE_PASS:
                 const int e = s * SL + l;
                 const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
                 sv[l] = -128;
+                s_row[l] = r;
+                s_key[l] = dn0 + c;
+                s_val[l] = int8_t(oy[l]);
                 if (ol[l].ok) {
-                    ISEG_WR(sm, s, sm.s_bank(p.half, dn0 + c), sm.s_word(r, dn0 + c));
-                    sm.s[p.half][r][dn0 + c] = int8_t(oy[l]);
+                    const int b = sm.s_bank(p.half, dn0 + c);
+                    if (s_pa[b] < 0) {
+                        s_pa[b] = l;
+                    } else {
+                        ISEG_CHECK(s_pb[b] < 0,
+                                   "score lanes: three scores in one bank of sm.s (estimate.score_lane_writes)");
+                        s_pb[b] = l;
+                        s_two = true;
+                    }
                     sv[l] = oy[l];
                     if (!s_one_row && oy[l] > sm.mx[p.half][r]) sm.mx[p.half][r] = oy[l];  // (straddling lanes only)
                 }
@@ -326,13 +334,221 @@ ENGINE_PASS:
                 lane_pos_next(sr, sk, C / SL);
             }
         }
-        // the left-operand loaders: the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN); the
-        // next Q block into the other half (QK, Q_LOAD), on the beat read above (one request, its address muxed by mode).
-        if (ln_go) ln_step<Cfg>(ps.ln, v1, ps.ts, scratch_b, g);
-        if (a_go) a_beat<Cfg>(ps.al, v1, g);
+        // sm.s: exactly two accesses per bank (2 SM_LANES banks, (half, key mod SM_LANES)), one site per port.
+        // Port A: the first score lane's write into the bank, or slot 0 of the Shiftmax step's reads; port B: the
+        // second score lane's write, or slot 1 (the normalise pass's second row). The score lanes fill the block QK(i
+        // + 1) makes while the Shiftmax reads block i (attention.h), the other half: a bank serves one of them in an
+        // iteration (checked). A key's word in its bank is key / SM_LANES, indexed as word * SM_LANES + bank (a
+        // constant lane after unrolling, docs/hls.md item 7).
+        const bool sm_go = (qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0;
+        SmReads srd = att_sm_reads<Cfg>(sm, d);
+        if (!sm_go) srd.ok[0] = srd.ok[1] = false;
+        int8_t xs[2][SM];  // the scores the Shiftmax step reads: slot q's key i0 + o in xs[q][o]
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xs type=complete)
+        ISEG_CHECK(!(so && (srd.ok[0] || srd.ok[1]) && srd.half == p.half),
+                   "sm.s ports: the score lanes' writes and the Shiftmax's reads on one half");
+        const int ro = srd.i0 % SM;  // the bank of the slots' first key
+    S_PORT_A:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if (!((so && h == p.half) || (srd.ok[0] && h == srd.half))) continue;  // nothing on this half's banks
+        S_PORT_A_KEY:
+            for (int kb = 0; kb < SM; ++kb) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int b = sm.s_bank(h, kb), o = kb >= ro ? kb - ro : kb - ro + SM;  // slot 0's key i0 + o is here
+                const int lw = so && h == p.half ? s_pa[b] : -1;
+                const bool rd = srd.ok[0] && h == srd.half && o < srd.n;
+                if (lw >= 0 || rd) {
+                    const int row = lw >= 0 ? s_row[lw] : srd.row[0];
+                    const int wd = (lw >= 0 ? s_key[lw] : srd.i0 + o) / SM;
+                    ISEG_RW(sm, s, b, sm.s_word(row, wd * SM + kb), lw >= 0);
+                    if (lw >= 0)
+                        sm.s[h][row][wd * SM + kb] = s_val[lw];
+                    else
+                        xs[0][o] = sm.s[h][row][wd * SM + kb];
+                }
+            }
+        }
+    S_PORT_B:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if (!((s_two && h == p.half) || (srd.ok[1] && h == srd.half))) continue;
+        S_PORT_B_KEY:
+            for (int kb = 0; kb < SM; ++kb) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int b = sm.s_bank(h, kb), o = kb >= ro ? kb - ro : kb - ro + SM;
+                const int lw = s_two && h == p.half ? s_pb[b] : -1;
+                const bool rd = srd.ok[1] && h == srd.half && o < srd.n;
+                if (lw >= 0 || rd) {
+                    const int row = lw >= 0 ? s_row[lw] : srd.row[1];
+                    const int wd = (lw >= 0 ? s_key[lw] : srd.i0 + o) / SM;
+                    ISEG_RW(sm, s, b, sm.s_word(row, wd * SM + kb), lw >= 0);
+                    if (lw >= 0)
+                        sm.s[h][row][wd * SM + kb] = s_val[lw];
+                    else
+                        xs[1][o] = sm.s[h][row][wd * SM + kb];
+                }
+            }
+        }
+        // The writers of g.a, as requests (gemm.h ABankReq): at most one of them runs in an iteration (a_beat and the
+        // LayerNorm loader by fuse_ln, the Shiftmax only in attention's modes), into the half the array does not read.
+        // Slot 0: the A loader's step, the LayerNorm statistics' beat, or the Shiftmax's row r; slot 1: the Shiftmax's
+        // row r + ceil(R / 2). The left-operand loaders take the beat read above (one request, its address muxed by
+        // mode): the next row block (GEMM), the first one (GEMM_A0), a LayerNorm alone (LN); the next Q block into the
+        // other half of sm.q (QK, Q_LOAD).
+        ABankReq<Cfg> sl[2];
+        att_sm_tick<Cfg>(sm, d, xs, sm_go, sl);
+        LnStep<Cfg> lns = ln_step_none<Cfg>();
+        if (ln_go) {
+            lns = ln_step<Cfg>(ps.ln, v1, g);
+            sl[0] = lns.wr;
+        }
+        if (a_go) sl[0] = a_beat<Cfg>(ps.al, v1);
+        ISEG_CHECK(int(sm_go && sm.st.phase != SM_DONE) + int(ln_go) + int(a_go) <= 1,
+                   "engine loop: two writers of g.a in one iteration");
         if (pf_go) prefetch_beat<Cfg>(pf, v0, g);
-        if (q_go) att_q_beat<Cfg>(ps.q, dh, v1, sm);
-        if ((qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0) att_sm_tick<Cfg>(sm, d, g);
+        ABankReq<Cfg> qs = bank_req_none<Cfg>();  // the Q loader's step into sm.q
+        if (q_go) qs = att_q_beat<Cfg>(ps.q, dh, v1);
+        // g.a: exactly two accesses per bank (2 R row banks), one site per port. Port A reads or writes (one site,
+        // its direction a run-time value: the two arms of one if / else): the array's word s / A_WORD of every row of
+        // the half it reads, or the LayerNorm normalise step's word in place, or a request's first word. Port B writes:
+        // a request's second word, or the LayerNorm's write-back, which ln_norm computes between the two from what
+        // port A read (one iteration, so the pipeline carries nothing between them). A write request on a bank port A
+        // reads for the array or the LayerNorm stops the C-simulation: the schedule never asks for it.
+        constexpr int AW = Cfg::A_WORD, LNW = ln_words<Cfg>();
+        const bool arr_a = arr && !qk, arr_q = arr && qk;
+        const int aword = s / AW, alane = s % AW;  // the array's word of every row bank (g.a or sm.q), its lane
+        // the requests' banks (-1: none)
+        const int b_s0 = sl[0].ok ? g.a_bank(sl[0].half, sl[0].row) : -1;
+        const int b_s1 = sl[1].ok ? g.a_bank(sl[1].half, sl[1].row) : -1;
+        const int b_ln = lns.rd ? g.a_bank(lns.half, lns.row) : -1;
+        const bool s0a = bank_req_word(sl[0], 0), s1a = bank_req_word(sl[1], 0);  // port A: a slot's first word
+        const bool s0b = bank_req_word(sl[0], 1), s1b = bank_req_word(sl[1], 1);  // port B: its second
+        int16_t ard[R];        // the array's operands from g.a: lane alane of the word port A reads (the half ah)
+        int16_t lrd[LNW][AW];  // the LayerNorm's words in place (port A of its bank)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ard type=complete dim=0)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=lrd type=complete dim=0)
+        // the schedule's promise, checked: no write request on a bank port A reads for the array or the LayerNorm
+        ISEG_CHECK(!(arr_a && ((b_s0 >= 0 && sl[0].half == ah) || (b_s1 >= 0 && sl[1].half == ah))) &&
+                       (b_ln < 0 || (b_ln != b_s0 && b_ln != b_s1)),
+                   "g.a port A: a write request on a bank the array or the LayerNorm reads");
+        ISEG_CHECK(!(arr_a && b_ln >= 0 && lns.half == ah), "g.a port A: the array and the LayerNorm read one bank");
+    A_PORT_A:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            // this half's rows that a request writes or the LayerNorm reads (-1: none); the array reads all of it (hr)
+            const bool hr = arr_a && h == ah;
+            const int r0 = b_s0 >= 0 && sl[0].half == h ? sl[0].row : -1;
+            const int r1 = b_s1 >= 0 && sl[1].half == h ? sl[1].row : -1;
+            const int rl = b_ln >= 0 && lns.half == h ? lns.row : -1;
+            if (!hr && r0 < 0 && r1 < 0 && rl < 0) continue;  // nothing on this half's banks
+        A_PORT_A_ROW:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int q = r == r0 ? 0 : r == r1 ? 1 : -1;
+                const bool lr = r == rl, wr = q == 0 ? s0a : q == 1 ? s1a : false;
+            A_PORT_A_W:  // one word (the LayerNorm: ln_words, 1 on every planned array)
+                for (int j = 0; j < LNW; ++j) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    if ((wr || hr || lr) && (j == 0 || lr)) {
+                        const int w = wr ? sl[q].w0 : lr ? lns.w0 + j : aword;
+                        ISEG_RW(g, a, g.a_bank(h, r), w, wr);
+                        if (wr)
+                            bank_word_write<AW>(g.a[h][r], w, sl[q].v, sl[q].m, 0);
+                        else if (hr)
+                            ard[r] = g.a[h][r][w * AW + alane];
+                        else
+                            bank_word_read<AW>(g.a[h][r], w, lrd[j]);
+                    }
+                }
+            }
+        }
+        ABankReq<Cfg> lnw = bank_req_none<Cfg>();  // the LayerNorm's write-back (and its trace put on gmem2)
+        if (ln_go) lnw = ln_norm<Cfg>(ps.ln, lns, lrd, ps.ts, scratch_b, g);
+        const int b_lw = lnw.ok ? g.a_bank(lnw.half, lnw.row) : -1;
+        ISEG_CHECK(b_lw < 0 || (b_lw != b_s0 && b_lw != b_s1),
+                   "g.a port B: a write request and the LayerNorm's write-back on one bank");
+    A_PORT_B:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int r0 = b_s0 >= 0 && s0b && sl[0].half == h ? sl[0].row : -1;
+            const int r1 = b_s1 >= 0 && s1b && sl[1].half == h ? sl[1].row : -1;
+            const int rl = b_lw >= 0 && lnw.half == h ? lnw.row : -1;
+            if (r0 < 0 && r1 < 0 && rl < 0) continue;
+        A_PORT_B_ROW:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int q = r == r0 ? 0 : r == r1 ? 1 : -1;
+                const bool lw = r == rl;  // (never a slot's bank: the LayerNorm is the iteration's writer)
+            A_PORT_B_W:
+                for (int j = 0; j < LNW; ++j) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    if ((q >= 0 && j == 0) || (lw && bank_req_word(lnw, j))) {
+                        const int w = q >= 0 ? sl[q].w0 + 1 : lnw.w0 + j;
+                        ISEG_WR(g, a, g.a_bank(h, r), w);
+                        if (q >= 0)
+                            bank_word_write<AW>(g.a[h][r], w, sl[q].v, sl[q].m, 1);
+                        else
+                            bank_word_write<AW>(g.a[h][r], w, lnw.v, lnw.m, j);
+                    }
+                }
+            }
+        }
+        // sm.q: the same two ports per bank. Port A: the array's word (QK) of the half it reads (p.qh), or the Q
+        // loader's first word; port B: the Q loader's second word. The loader fills the other half (the next block).
+        int16_t qrd[R];  // the array's operands from sm.q (lane alane of the word port A reads)
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=qrd type=complete dim=0)
+        const bool qa = bank_req_word(qs, 0), qb = bank_req_word(qs, 1);
+        ISEG_CHECK(!(arr_q && qs.ok && qs.half == p.qh), "sm.q port A: the Q loader's write on a bank the array reads");
+    Q_PORT_A:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const bool hr = arr_q && h == p.qh;
+            const int rq = qs.ok && qa && qs.half == h ? qs.row : -1;
+            if (!hr && rq < 0) continue;
+        Q_PORT_A_ROW:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const bool wr = r == rq;
+                if (wr || hr) {
+                    const int w = wr ? qs.w0 : aword;
+                    ISEG_RW(sm, q, sm.q_bank(h, r), w, wr);
+                    if (wr)
+                        bank_word_write<AW>(sm.q[h][r], w, qs.v, qs.m, 0);
+                    else
+                        qrd[r] = sm.q[h][r][w * AW + alane];
+                }
+            }
+        }
+    Q_PORT_B:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int rq = qs.ok && qb && qs.half == h ? qs.row : -1;
+            if (rq < 0) continue;
+        Q_PORT_B_ROW:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                if (r == rq) {
+                    ISEG_WR(sm, q, sm.q_bank(h, r), qs.w0 + 1);
+                    bank_word_write<AW>(sm.q[h][r], qs.w0 + 1, qs.v, qs.m, 1);
+                }
+            }
+        }
+        // the array step, on what port A read: a row's operand is lane s mod A_WORD of its word
+        if (arr) {
+            const long wrow = wbase + s;
+            ISEG_RD(g, w, g.wcur, wrow);
+            int16_t av[R];
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete)
+        ARRAY_A:
+            for (int r = 0; r < R; ++r) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int16_t x = qk ? qrd[r] : ard[r];  // Q block (QK) or row block / P (GEMM, P.V)
+                av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
+                ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
+            }
+            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
+        }
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && par + 1 == PVII && s + 1 == steps);
         if (tile_end) acc_to_drain<Cfg>(g);

@@ -192,32 +192,77 @@ inline long sm_block_steps(int rows, int R, int n, int lanes, int nlanes) {
     return long(rows) * ((n + lanes - 1) / lanes) + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + kDivCycles;
 }
 
-// The C-sim port check's view of sm_step's accesses to x and p (iseg_ports.h): the caller, who owns the
-// buffers and knows their banking, counts them (attention.h AttPorts); nothing in synthesis.
-struct SmNoPorts {
-    void x(int, int, int) const {}
-    void p(int, int, int) const {}
+// The scores one step reads, named before the step (the engine loop's ports of the score blocks serve them, and
+// sm_step takes them as xs): keys [i0, i0 + n) of row row[q] of block `half` for each slot q that is ok. EXP: slot 0,
+// LANES keys of row r; NORM: NLANES keys of rows r and r + ceil(R / 2) (a row past `rows` reads nothing: its p are 0).
+// Each slot's keys lie in distinct banks (n <= LANES = the banks of a half, AttSm::s_bank), so a slot takes one
+// access per bank: slot 0 port A's, slot 1 port B's.
+struct SmReads {
+    bool ok[2];
+    int half, row[2], i0, n;
 };
 
-// One step. x: score blocks (int8), mx: their row maxima, p: probability blocks (u15 or u8 in int16),
-// rs: their row shifts (real = p * 2^(rs - 15)), f: the per-row reciprocals of the block. n keys, R rows
-// per block. W: the lane widths (mul.h). ROW_SHIFT: build the row shift (sm_row_shift, for precise8: the
-// caller's Cfg::SM_ROW_SHIFT); without it r = 0 (right for the u15 variants only: the engine checks).
-// pt: pt.x(half, row, i) / pt.p(half, row, i) before each read of x / write of p (SmNoPorts: none).
-template <int R, int NMAX, int KA, int LANES, int NLANES, class W, bool ROW_SHIFT = true, class Pt = SmNoPorts>
-void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][R], int n, int32_t x0,
-             int32_t variant, int16_t (&p)[2][R][KA], uint8_t (&rs)[2][R], int64_t (&f)[R], Pt pt = Pt()) {
+template <int R, int LANES, int NLANES>
+SmReads sm_reads(const SmState& st, int n) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int RH = (R + 1) / 2;
+    SmReads q;
+    q.half = st.half;
+    q.i0 = st.i;
+    q.ok[0] = q.ok[1] = false;
+    q.row[0] = st.r;
+    q.row[1] = st.r + RH;
+    const int lanes = st.phase == SM_EXP ? LANES : NLANES;
+    q.n = n - st.i < lanes ? n - st.i : lanes;
+    if (st.phase == SM_EXP) {
+        q.ok[0] = true;
+    } else if (st.phase == SM_NORM) {
+    SMS_READ_ROW:
+        for (int s = 0; s < 2; ++s) {
+            ISEG_PRAGMA(HLS UNROLL)
+            q.ok[s] = q.row[s] < R && q.row[s] < st.rows;
+        }
+    }
+    return q;
+}
+
+// What a normalise step writes into the probability block `half`: NLANES probabilities of row row[q] (slot q: rows
+// r and r + ceil(R / 2)) from key i0, those of keys below n (a row past `rows` gets zeros). The caller turns them
+// into write requests of the probability rows' banks (attention.h att_sm_tick).
+template <int NLANES>
+struct SmOut {
+    bool ok[2];
+    int half, row[2], i0, n;
+    int16_t p[2][NLANES];
+};
+
+// One step. xs: the scores sm_reads named (slot q's key i0 + l in xs[q][l]), mx: the score blocks' row maxima, n keys,
+// R rows per block; returns the normalise step's probabilities (u15 or u8 in int16); rs: the probability blocks' row
+// shifts (real = p * 2^(rs - 15)), f: the per-row reciprocals of the block. W: the lane widths (mul.h). ROW_SHIFT:
+// build the row shift (sm_row_shift, for precise8: the caller's Cfg::SM_ROW_SHIFT); without it r = 0 (right for
+// the u15 variants only: the engine checks). The step reads and writes no banked memory itself: its scores come in
+// and its probabilities go out through the engine loop's two ports per bank (schedule.h).
+template <int R, int LANES, int NLANES, class W, bool ROW_SHIFT = true>
+SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (&mx)[2][R], int n, int32_t x0,
+                      int32_t variant, uint8_t (&rs)[2][R], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
     const SmConsts c = sm_consts(variant);
     const int h = st.half, r = st.r;
+    constexpr int RH = (R + 1) / 2;  // row pairs (r, r + RH); with R odd the last pair is one row
+    SmOut<NLANES> o;
+    o.ok[0] = o.ok[1] = false;
+    o.half = h;
+    o.row[0] = r;
+    o.row[1] = r + RH;
+    o.i0 = st.i;
+    o.n = n;
     if (st.phase == SM_EXP) {
     SMS_EXP_L:
         for (int l = 0; l < LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
             const int i = st.i + l;
             if (i < n) {
-                pt.x(h, r, i);
-                const ShexpParts e = sm_exp<W>(x[h][r][i], mx[h][r], c.k, x0);
+                const ShexpParts e = sm_exp<W>(xs[0][l], mx[h][r], c.k, x0);
                 st.S += e.base << e.sh;
             }
         }
@@ -242,11 +287,11 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             st.phase = SM_NORM;
         }
     } else if (st.phase == SM_NORM) {
-        constexpr int RH = (R + 1) / 2;  // row pairs (r, r + RH); with R odd the last pair is one row
     SMS_NORM_ROW:
         for (int q = 0; q < 2; ++q) {
             ISEG_PRAGMA(HLS UNROLL)
             const int row = r + q * RH;
+            o.ok[q] = row < R;
             if (row < R) {
                 const bool zero = row >= st.rows;
                 const int rr = ROW_SHIFT ? int(rs[h][row]) : 0;
@@ -254,13 +299,9 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             SMS_NORM_L:
                 for (int l = 0; l < NLANES; ++l) {
                     ISEG_PRAGMA(HLS UNROLL)
-                    const int i = st.i + l;
-                    if (i < n && !zero) pt.x(h, row, i);
-                    if (i < n) pt.p(h, row, i);
-                    if (i < n && zero) p[h][row][i] = 0;
-                    if (i < n && !zero)
-                        p[h][row][i] = sm_norm<W::SM_BASE, W::SM_F>(sm_exp<W>(x[h][row][i], mx[h][row], c.k, x0),
-                                                                    f[row], rr, c);
+                    o.p[q][l] = zero || st.i + l >= n ? int16_t(0)
+                                                      : sm_norm<W::SM_BASE, W::SM_F>(
+                                                            sm_exp<W>(xs[q][l], mx[h][row], c.k, x0), f[row], rr, c);
                 }
             }
         }
@@ -271,6 +312,7 @@ void sm_step(SmState& st, const int8_t (&x)[2][R][NMAX], const int32_t (&mx)[2][
             if (st.r >= RH) st.phase = SM_DONE;
         }
     }
+    return o;
 }
 
 }  // namespace iseg

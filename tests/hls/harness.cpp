@@ -256,6 +256,66 @@ int h_static_probe(const int* acc, int n, char* buf, long len) {
 
 int h_static(char* buf, long len) { return iseg::csim_static_report(buf, len); }
 
+// The engine loop's two ports per bank (hls/schedule.h A_PORT_A / Q_PORT_A, S_PORT_A / S_PORT_B): one pass of
+// engine_pass whose writer is aimed, against the schedule, at the half its buffer's other user reads (clash != 0),
+// or the schedule's way (clash 0). which 0: a GEMM tile, the A loader writing g.a while the array reads it; 1: a
+// Q.K^T key loop, the Q loader writing sm.q while the array reads it; 2: the same loop, the Shiftmax reading the score
+// block the score lanes write. On one port per bank the clash would lose an access, so the engine refuses it: 1 and
+// the C-sim error (h_last_error); 0 when the pass ran. h_ports: the pass's per-iteration port report.
+int h_engine_clash(int which, int clash) {
+    typedef TestCfg Cfg;
+    constexpr int R = Cfg::R, C = Cfg::C;
+    static iseg::GemmBuffers<Cfg> g;
+    static iseg::AttSm<Cfg> sm;
+    static iseg::PassState<Cfg> ps;
+    static iseg::beat_t<Cfg> blob[16], scratch[256];  // zeros: the loaders' bytes, the array's weights
+    iseg::port_log_reset();
+    return guarded([&] {
+        iseg::axi_bind(Cfg::AXI_BYTES, blob, scratch);
+        iseg::Prefetch pf = iseg::prefetch_none();
+        ps = iseg::PassState<Cfg>();
+        iseg::stage_reset(ps.os);
+        iseg::stage_reset(ps.ts);
+        ps.ln.phase = iseg::LN_DONE;
+        g.wcur = 0;
+        iseg::LayerDesc d = {};
+        iseg::Pass p;
+        if (which == 0) {  // a one-tile GEMM (N = C), K = 16: the A loader's 8 steps under the array's 16
+            d.op = iseg::OP_LINEAR;
+            d.T = R;
+            d.K = 16;
+            d.N = C;
+            d.in_stride = 16;
+            d.out_bits = 8;
+            const int a_share = iseg::a_beats(R, d.K, iseg::load_lanes<Cfg>());
+            const int steps = iseg::gemm_tile_steps(d.K, 0, a_share, 0, 0);
+            p = iseg::pass_of(iseg::PM_GEMM, steps, steps);
+            p.cur = 0;
+            p.a_share = a_share;
+            p.steps = p.steps_p = steps;
+            ps.al = iseg::ALoad{0, 16, R, d.K, clash ? p.cur : p.cur ^ 1, 0, 0};
+        } else {  // a query block's key loop over C keys (one key tile), d_head 8, its Q block's successor loading
+            d.op = iseg::OP_ATTENTION;
+            d.T = C;
+            d.d_head = 8;
+            d.heads = 1;
+            d.in_stride = 8;
+            d.sm_x0 = -100;
+            iseg::Seq sq = {};
+            sq.rq_s = iseg::RqParams{1, 0, 0};
+            p = iseg::qk_pass<Cfg>(sq, d, R, 0, 0, false, sm);
+            ps.q = iseg::q_block<Cfg>(0, 8, R, d.d_head, which == 1 && clash ? p.qh : p.qh ^ 1);
+            sm.st = iseg::sm_idle();
+            if (which == 2) {  // the Shiftmax's exp pass over a block of R rows (row maxima above every score)
+                sm.st = iseg::sm_begin(clash ? p.half : p.half ^ 1, R);
+                for (int h = 0; h < 2; ++h)
+                    for (int r = 0; r < R; ++r) sm.mx[h][r] = 127;
+            }
+        }
+        iseg::engine_pass<Cfg>(p, d, blob, scratch, scratch, g, sm, pf, ps);
+    });
+}
+
 // Iterations of a pipelined loop at `ii` making n m_axi requests acc[5 i ..] = (iteration, bundle, buffer 0 blob /
 // 1 scratch, byte offset of the beat, is_write) with `beat`-byte beats (a new iteration whenever the first field
 // changes); the same requests again outside the loop (never counted). Returns the port report's line count, or -2

@@ -58,11 +58,12 @@ def hls_ln8(tmp_path_factory: pytest.TempPathFactory) -> Harness:
 
 def test_engine_excess_is_reported(hls, hls_ln8) -> None:
     """With LN_LANES 8 over 4-element words, the fused LayerNorm's normalise step reads and writes channels
-    c .. c + 7 (c a multiple of 8) of a row in place: words c/4 and c/4 + 1 of the row's bank, two reads and two
-    writes, 4 accesses where the bank's 2 ports serve 2 at II 1. The check must see it in both loops the loader runs
-    in (GEMM_A0: row block 0 alone; GEMM_STEP: blocks 1 and 2 under the tiles), and nothing else: the statistics
-    step writes AXI_BYTES / 2 = 8 channels, two words, the bank's two ports (it runs in other steps than the
-    normalise), the 8 lnrq banks take a channel each, and the m_axi side stays one request per bundle and direction
+    c .. c + 7 (c a multiple of 8) of a row in place: words c/4 and c/4 + 1 of the row's bank, two reads (port A's
+    site, hls/schedule.h A_PORT_A: ln_words() = 2) and two writes (port B's), 4 accesses where the bank's 2 ports
+    serve 2 at II 1. The check must see it in both loops the loader runs in (GEMM_A0: row block 0 alone; GEMM_STEP:
+    blocks 1 and 2 under the tiles), and nothing else: the statistics step writes AXI_BYTES / 2 = 8 channels, two
+    words, a request's two words on the bank's two ports (it runs in other steps than the normalise), the 8 lnrq
+    banks take a channel each, and the m_axi side stays one request per bundle and direction
     (the 8-byte trace put lies in one 16-byte beat). The integers are the default harness's (LN_LANES 4, 8-byte
     beats, 8 columns)."""
     outs, ports = [], []
@@ -169,21 +170,62 @@ def test_static_counting_rules(hls, accesses, want) -> None:
 
 def test_engine_static_demand_is_measured(hls) -> None:
     """A LayerNorm fused into a LINEAR on the harness array (LN_LANES 4, A_WORD 4, 8-byte beats): the engine loop's
-    static demand on a left-operand bank counts, whichever mode ran them, the array's read (1 word), the LayerNorm
-    statistics' write (AXI_BYTES / 2 = 4 channels, c a multiple of 4: 1 word) and the normalise pass's in-place read
-    and write (4 channels: 1 word each): 1 + 1 + 1 + 1 = 4 operations from 4 sites on one bank, where its two ports
-    serve 2 per cycle (docs/hls.md, "What csynth would likely find first", item 11). (The A loader's write site
-    never runs here: the LayerNorm loader replaces it.)"""
+    static demand on a left-operand bank of g.a, counted by hand. Every access of g.a in the loop goes through its
+    two port sites per bank (hls/schedule.h A_PORT_A, A_PORT_B), whichever unit asked for it:
+      - port A, one read-or-write site: the array's read (word s / 4), the LayerNorm statistics' write (AXI_BYTES / 2 =
+        4 channels from a multiple of 4: one word) or the normalise step's in-place read (LN_LANES 4: one word);
+        one word per bank and iteration;
+      - port B, one write site: the normalise step's write-back (one word; the statistics' request has no second
+        word here, so port B is idle on its steps);
+    1 + 1 = 2 operations from 2 sites per bank: the bank's two ports at II 1. Before the ports, each unit was a site of
+    its own: 1 + 1 + 1 + 1 = 4 from 4 sites (the array, the statistics, the normalise read, the normalise write), II 2
+    (docs/hls.md, "What csynth would likely find first", item 11). (The A loader's and the Shiftmax's requests, which
+    this run does not make, go through the same two sites.)"""
     rng = np.random.default_rng(2)
     ln, lin, blob, sc = _ln_linear(rng, 9, 40, 12, hls.C)
     rc, _ = hls.run([ln, lin], blob.array(), sc.array())
     assert rc == 0, hls.error()
     got = hls.static()
     demand, sites = got[("ENGINE_PASS", "a")]
-    assert sites == 4 and demand == 1 + 1 + 1 + 1, got  # array, stats, normalise read, normalise write
+    assert sites == 2 and demand == 1 + 1, got  # port A (array, stats, normalise read), port B (write-back)
     # the m_axi side counts requests of whole beats per iteration (hls/axi.h): the output lanes' store, one put into
     # the stage from one site (at most one beat written per put), the LayerNorm statistics' read of one beat
     # (4 i16 channels), and the LayerNorm's trace put on the second port
     assert got[("ENGINE_PASS", "gmem1.write")] == (1, 1), got
     assert got[("ENGINE_PASS", "gmem1.read")] == (1, 1), got
     assert got[("ENGINE_PASS", "gmem2.write")] == (1, 1), got
+
+
+def test_engine_attention_static_demand(hls) -> None:
+    """One attention layer on the harness (R 4, C 8, A_WORD 4, 8-byte beats, SM_LANES 3, S_LANES 5): the static demand
+    of the other banked buffers the ports serve, counted by hand.
+      - sm.q: port A reads the array's word (QK) or writes the Q loader's first word (8 channels a step, from a
+        multiple of 8: words w, w + 1), port B writes its second: 1 + 1 from 2 sites;
+      - sm.s: port A writes the first score lane of a bank or reads slot 0 of the Shiftmax step (one key per bank:
+        its lanes read consecutive keys of a row, at most SM_LANES); port B the second score lane (S_LANES 5 over
+        3 banks: two in a bank, estimate.score_lane_writes) or slot 1 (the normalise pass's second row): 1 + 1 from
+        2 sites. Before the ports: 3 (a Q write site of two words, the array's read) and 4 (the score store site's
+        two, the Shiftmax's read site's two: the normalise pass reads two rows of a bank);
+      - g.a: port A reads P for the array (P.V) or writes the Shiftmax's row r (its first word), port B writes the
+        row's second word (3 lanes from a multiple of 3 can straddle two words): 1 + 1 (3 before: the array's read
+        site, the Shiftmax's write site's two words)."""
+    from test_hls_layers import check_attention  # the layer tests' attention row, checked against the reference
+
+    check_attention(hls, "precise", 13, 2, 16)  # 13 keys: the normalise pass's lanes straddle words and rows end
+    assert hls.ports() == []
+    got = hls.static()
+    for buf in ("q", "s", "a"):
+        assert got[("ENGINE_PASS", buf)] == (2, 2), (buf, got)
+
+
+@pytest.mark.parametrize("which,buf", [(0, "g.a"), (1, "sm.q"), (2, "sm.s")])
+def test_engine_port_clash_is_caught(hls, which: int, buf: str) -> None:
+    """The two ports per bank hold only because a bank's writer and its reader never share a half (the loaders fill
+    the next block, the Shiftmax reads the score block QK is not writing): one port A per bank serves one of them. A
+    writer aimed at the half the other unit reads (the A loader at the array's half of g.a, the Q loader at the
+    array's half of sm.q, the Shiftmax's reads at the half the score lanes write) would lose an access on hardware,
+    so the engine loop stops the C-simulation; the same pass the schedule's way runs within its ports."""
+    assert hls.lib.h_engine_clash(which, 0) == 0, hls.error()
+    assert hls.ports() == []
+    assert hls.lib.h_engine_clash(which, 1) == 1
+    assert f"{buf} port" in hls.error(), hls.error()
