@@ -87,8 +87,17 @@ LN_MEAN = 10  # a LayerNorm row's mean: the reciprocal product, the remainder's 
 # kLnMeanCycles; no divider: the generator gives each row the reciprocal of K, numerics.mean_reciprocal)
 LN_VAR = 4  # its variance: one pipelined multiply (K mean comes from the remainder's; hls/gemm.h kLnVarCycles)
 LN_CHAIN = LN_MEAN + LN_VAR + ISQRT + LN_DIV  # its mean, variance, square root, reciprocal (hls/gemm.h kLnChain)
-PIPE_ENGINE = PIPE_READ + LN_CHAIN  # the engine loop: a read, then the statistics chain (hls/gemm.h kEngineDepth)
+LN_ISSUE = M_AXI_LATENCY + 8  # loader steps from a row's closed sums to its chain's issue (hls/gemm.h kLnIssue)
+# the engine loop: the m_axi read and the statistics chain side by side (the chain runs on sums closed LN_ISSUE steps
+# before), the longer of the two, and the datapath (hls/gemm.h kEngineDepth)
+PIPE_ENGINE = PIPE + max(M_AXI_LATENCY, LN_CHAIN)
 RQ_RECORD = 16  # bytes of a per-channel requant record
+LN_RING_LUT = 24  # LUTs per array row: the chain's R:1 read of a row's closed sums (27 + 43 bits, ~3 rows a LUT6)
+# The chain's pipelined square root and divider, in LUTs, from their widths (hls/layernorm.h): a digit step of the root
+# compares and subtracts 2 ISQRT bits; a restoring divider of 32 quotient bits subtracts 33 bits per bit. (They were
+# charged 4000 each as the 32-step root of 62 bits and the 64-bit divider before the chain was narrowed.)
+LN_ISQRT_LUT = ISQRT * 2 * ISQRT
+LN_DIV_LUT = 32 * 33
 GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)
 
 
@@ -178,7 +187,7 @@ COLS = (8, 16, 24, 32, 48, 64)
 # 120 combinations of (0/4/2/1, 32/16/8/4/2, -1/0, 0/4/2) were searched, plus the small ones.
 LANE_CONFIGS = ((0, 32, -1, 0), (0, 32, -1, 4), (0, 16, -1, 0), (0, 16, -1, 4), (0, 16, -1, 2), (0, 16, 0, 0),
                 (0, 8, -1, 0), (0, 8, -1, 4), (0, 8, 0, 0), (4, 16, -1, 0), (4, 16, -1, 4), (4, 8, -1, 0),
-                (4, 8, 0, 0), (2, 4, -1, 0), (2, 4, 0, 0), (1, 4, -1, 0), (1, 4, -1, 2), (1, 2, -1, 0), (1, 2, -1, 2),
+                (4, 8, 0, 0), (2, 4, -1, 0), (2, 4, 0, 0), (2, 2, -1, 0), (1, 4, -1, 0), (1, 4, -1, 2), (1, 2, -1, 0), (1, 2, -1, 2),
                 (1, 2, 0, 0), (1, 1, 0, 0))
 
 
@@ -611,10 +620,12 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
                       "score lanes (store, row maximum) and P.V output lanes (addressing, store); their requant is "
                       "the output stage's (schedule.h ATT_S_LANE, attention.h ATT_O_LANE)"))
-    u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0, a.ln_lanes * 400 + 4000 + 4000 + mlut("layernorm"),
+    u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0,
+                      a.ln_lanes * 400 + LN_ISQRT_LUT + LN_DIV_LUT + LN_RING_LUT * a.rows + mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
-                      "lanes; isqrt + the 1/sd divider, pipelined (LUTs; the mean has no divider: a reciprocal "
-                      "multiply)"))
+                      f"lanes; isqrt ({ISQRT} steps) + the 1/sd divider (32 bits), pipelined (LUTs; the mean has no "
+                      f"divider: a reciprocal multiply); the closed sums' read mux over {a.rows} rows (gemm.h "
+                      "ln_sum, ln_sq)"))
     # the score blocks as the C++ banks them (AttSm): 2 x SM_LANES memories of bytes, BRAM (a URAM's fixed 72-bit
     # words would hold one byte each)
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, 2 * a.sm_lanes, 8, board, False)
@@ -771,7 +782,7 @@ def ln_wait_steps(a: ArrayShape, k: int) -> int:
     square root, reciprocal divider) exceeds of the least slack a row of the block has, (R - 1) steps of
     stats or of normalise, whichever is shorter."""
     s, n = cdiv(k, max(1, a.axi_bytes // 2)), cdiv(k, a.ln_lanes)
-    return max(0, LN_CHAIN - (a.rows - 1) * min(s, n))
+    return max(0, LN_ISSUE + LN_CHAIN - (a.rows - 1) * min(s, n))
 
 
 def ln_block_steps(a: ArrayShape, k: int) -> int:

@@ -232,6 +232,7 @@ struct label_beat_t {
 #define ISEG_SITE nullptr
 #define ISEG_AXI_REQ(bundle, write, beat, site) ((void)0)
 #define ISEG_AXI_MOVED(bundle, write, n) ((void)0)
+#define ISEG_ITER() (-1LL)  // no iteration ids: the distance checks that use them pass
 #endif
 
 // The URAM bind of the weight buffer (engine.h run_layers): the generated model_cfg.h defines it from the

@@ -310,6 +310,8 @@ void run_layers(PixIn& pixels, LabOut& labels, const beat_t<Cfg>* weights, beat_
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.dr dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.ln_mean dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.ln_f dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.ln_sum dim=0 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.ln_sq dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.tp.t dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.bias type=cyclic factor=kOutLanes)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.rq1 type=cyclic factor=kOutLanes)

@@ -95,6 +95,8 @@ struct GemmBuffers {
     RqParams lnrq[Cfg::CMAX];           // per-channel gamma/beta of a LayerNorm fused into the A loader
     RqDesc ln_rq;                       // its requant (per-tensor: the scalar, no table)
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
+    int64_t ln_sum[Cfg::R], ln_sq[Cfg::R];  // each row's sums, closed, waiting for the chain (ln_step: kLnIssue)
+    long long ln_at[Cfg::R];                // C-simulation: the iteration that closed them (ISEG_ITER; -1: unknown)
     Transposer<Cfg> tp;                 // the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention)
     int wcur;                           // half of w holding the current layer's weights
     long long cycles;                   // C-sim only: counted pipeline cycles (ISEG_CYCLES)
@@ -323,14 +325,20 @@ A_BYTE:
 // row block of the LayerNorm's i16 INPUT into a[half] and normalises it in place, one step per call:
 //   stats      AXI_BYTES/2 i16 channels per step (one beat): a[half][r][c] = x, sum, sum of squares
 //              (var = sum(x^2) - 2 mean sum(x) + C mean^2 = sum((x - mean)^2), exactly);
-//   wait       ln_wait_steps: a row's mean (a reciprocal multiply and the remainder's, layernorm.h: no
-//              divider), variance (one multiply), square root and reciprocal divider are one pipelined chain of
-//              kLnChain cycles (one row issued per step), and row r is normalised (R - 1 - r) * S + r * N steps
-//              after its stats end (S, N: a row's stats and normalise steps), so the block waits only what the
-//              smaller of those leaves of the chain: 0 when (R - 1) * min(S, N) >= 70 (Seg-T's K = 192 on
-//              16-byte beats: R >= 4), the whole chain for R = 1.
-//              The engine loop declares the statistics registers free of inter-iteration dependences
-//              (schedule.h: DEPENDENCE ... inter false), which this distance makes true;
+//   chain      a row's mean (a reciprocal multiply and the remainder's, layernorm.h: no divider), variance (one
+//              multiply), square root and reciprocal divider are one pipelined chain of kLnChain cycles. It is NOT
+//              issued in the step that reads the row's last beat: that step only closes the sums into g.ln_sum /
+//              g.ln_sq, and the chain runs kLnIssue loader steps later (at least as many iterations), on the closed
+//              sums, so in the engine loop's schedule the m_axi read and the chain lie side by side, not end to end
+//              (kEngineDepth: the longer of the two, not their sum; docs/hls.md item 12). Rows close every S steps
+//              in order, and the issues follow in order, one per S steps, whatever the phase;
+//   wait       ln_wait_steps: row r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's
+//              stats and normalise steps), so the block waits only what the smaller of those leaves of the issue
+//              delay and the chain: 0 when (R - 1) * min(S, N) >= 72 + 70 (Seg-T's K = 192 on 16-byte beats:
+//              R >= 7), all of it for R = 1.
+//              The engine loop declares the sums and the statistics free of inter-iteration dependences
+//              (schedule.h: DEPENDENCE ... inter false), which these distances make true (C-simulation checks the
+//              first in iterations: g.ln_at);
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
 //              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),
 //              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
@@ -343,11 +351,15 @@ static constexpr int kLnMeanCycles = 10;
 static constexpr int kLnVarCycles = 4;  // var = sq - 2 mean sum + (K mean) mean: one pipelined multiply (K mean is
                                         // the remainder's K q, + K if the mean rounded up)
 static constexpr int kLnChain = kLnMeanCycles + kLnVarCycles + kIsqrtSteps + kLnDivCycles;  // mean, var, sqrt, 1/sd
-// The engine loop's depth (schedule.h engine_pass, compat.h): the iteration that reads a row's last beat of LayerNorm
-// input (kMaxiLatency after its request) closes the row's sums and issues the statistics chain on them, so its
-// longest path is the read, the chain and the datapath. Every mode shares it (the loop is scheduled once for all:
-// docs/hls.md, item 12), so every pass of the engine pays it once.
-static constexpr int kEngineDepth = kReadDepth + kLnChain;
+// Loader steps from the step that closes a row's sums to the one that issues its chain: the close writes the sums
+// kMaxiLatency cycles into its iteration (the beat's latency), plus the square's multiply and the adds (8 at most),
+// and the issue reads them at the start of its own.
+static constexpr int kLnIssue = kMaxiLatency + 8;
+// The engine loop's depth (schedule.h engine_pass, compat.h): its longest path in one iteration is the m_axi read
+// (kMaxiLatency, then what uses the beat) or the LayerNorm chain (issued on sums closed kLnIssue steps before, not on
+// this iteration's beat), whichever is longer, and the datapath. Every mode shares it (the loop is scheduled once
+// for all: docs/hls.md, item 12), so every pass of the engine pays it once.
+static constexpr int kEngineDepth = kPipeDepth + (kMaxiLatency > kLnChain ? kMaxiLatency : kLnChain);
 enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
 
 struct LnLoad {
@@ -362,6 +374,8 @@ struct LnLoad {
     long srow;              // running offsets (no row * stride multiplier): row r of the stats pass,
     long drow;              // and of the normalise pass
     int wait;               // steps between the passes (ln_wait_steps)
+    int S;                  // stats steps of a row
+    int t, ci, next;        // the block's loader steps so far; the next row whose chain issues, at step `next`
 };
 
 inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
@@ -372,15 +386,16 @@ inline int ln_wait_steps(int R, int K, int W, int lanes) {
     const int lw = ln_beat_lanes(W);
     const int S = (K + lw - 1) / lw, N = (K + lanes - 1) / lanes;
     const int hidden = (R - 1) * (S < N ? S : N);
-    return kLnChain > hidden ? kLnChain - hidden : 0;
+    return kLnIssue + kLnChain > hidden ? kLnIssue + kLnChain - hidden : 0;
 }
 
 // A loader at the start of its block (phase LN_STATS, or LN_DONE for none); ln: the LAYERNORM row (its mean
 // reciprocal); R, W, lanes: Cfg::R, AXI_BYTES, LN_LANES.
 inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, int K, int bytes,
                       int half, int phase, const LayerDesc& ln, int R, int W, int lanes) {
+    const int lw = ln_beat_lanes(W), S = (K + lw - 1) / lw;
     LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, ln.mean_m, ln.mean_sh, phase, 0, 0, 0, 0, src, dst,
-                ln_wait_steps(R, K, W, lanes)};
+                ln_wait_steps(R, K, W, lanes), S, 0, 0, S - 1 + kLnIssue};
     return l;
 }
 
@@ -441,6 +456,36 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
     static_assert(LW <= 2 * AW && Cfg::LN_LANES <= 2 * AW, "the loader's steps: at most two words of a row bank");
     const int r = l.r;
     LnStep<Cfg> o = ln_step_none<Cfg>();
+    // the chain of the row whose sums closed kLnIssue steps ago (any phase: the last rows' issue in the wait or the
+    // normalise pass), on the closed sums, not on this step's beat
+    if (l.phase != LN_DONE && l.ci < Cfg::R && l.t == l.next) {
+        const int ci = l.ci;
+        ISEG_CHECK(g.ln_at[ci] < 0 || ISEG_ITER() - g.ln_at[ci] >= kLnIssue,
+                   "LayerNorm: a row's chain issued fewer than kLnIssue iterations after its sums closed");
+        const int64_t sum = g.ln_sum[ci], sq = g.ln_sq[ci];
+        // mean = round_half_even(sum / K) without a divider (layernorm.h): q = floor(sum / K) from the row's
+        // reciprocal on the folded sum, r = sum - K q in [0, K), then half to even
+        const bool neg = sum < 0;
+        const int64_t n = neg ? ~sum : sum;  // 0 <= n < K 2^15
+        const int64_t qn = mul_dsp<kLnSumBits<Cfg::CMAX>(), kLnMeanMBits<Cfg::CMAX>()>(n, l.mean_m) >> l.mean_sh;
+        const int64_t q = neg ? ~qn : qn;  // in [-2^15, 2^15 - 1]
+        const int64_t kq = mul_lane<kLnKBits, kI16Bits, widths_of<Cfg>::type::SMALL_FABRIC>(l.K, q);
+        const int64_t rem = sum - kq;
+        const bool up = 2 * rem > l.K || (2 * rem == l.K && (q & 1) != 0);
+        const int64_t mean = q + (up ? 1 : 0);  // an int16 value
+        const int64_t kmean = kq + (up ? l.K : 0);  // K mean
+        ISEG_CHECK(rem >= 0 && rem < l.K && mean == round_half_even_div(sum, l.K),
+                   "LayerNorm mean: the reciprocal multiply differs from the division (LayerDesc mean_m, mean_sh)");
+        const int64_t var = sq - 2 * mul_dsp<kI16Bits, kLnSumBits<Cfg::CMAX>()>(mean, sum) +
+                            mul_dsp<kLnKBits + kI16Bits, kI16Bits>(kmean, mean);
+        // var = sum((x - mean)^2)
+        const int64_t sd = ln_sd(var);  // max(isqrt(var), 1), 22 digit steps
+        g.ln_mean[ci] = mean;
+        g.ln_f[ci] = ln_recip(sd);  // (2^31 - 1) // sd on a 32-bit divider
+        ++l.ci;
+        l.next += l.S;
+    }
+    if (l.phase != LN_DONE) ++l.t;
     o.half = l.half;
     o.row = r;
     o.w0 = l.i / AW;
@@ -463,26 +508,10 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
             }
         }
         l.i += LW;
-        if (l.i >= l.K) {
-            // mean = round_half_even(sum / K) without a divider (layernorm.h): q = floor(sum / K) from the row's
-            // reciprocal on the folded sum, r = sum - K q in [0, K), then half to even
-            const bool neg = l.sum < 0;
-            const int64_t n = neg ? ~l.sum : l.sum;  // 0 <= n < K 2^15
-            const int64_t qn = mul_dsp<kLnSumBits<Cfg::CMAX>(), kLnMeanMBits<Cfg::CMAX>()>(n, l.mean_m) >> l.mean_sh;
-            const int64_t q = neg ? ~qn : qn;  // in [-2^15, 2^15 - 1]
-            const int64_t kq = mul_lane<kLnKBits, kI16Bits, widths_of<Cfg>::type::SMALL_FABRIC>(l.K, q);
-            const int64_t rem = l.sum - kq;
-            const bool up = 2 * rem > l.K || (2 * rem == l.K && (q & 1) != 0);
-            const int64_t mean = q + (up ? 1 : 0);  // an int16 value
-            const int64_t kmean = kq + (up ? l.K : 0);  // K mean
-            ISEG_CHECK(rem >= 0 && rem < l.K && mean == round_half_even_div(l.sum, l.K),
-                       "LayerNorm mean: the reciprocal multiply differs from the division (LayerDesc mean_m, mean_sh)");
-            const int64_t var = l.sq - 2 * mul_dsp<kI16Bits, kLnSumBits<Cfg::CMAX>()>(mean, l.sum) +
-                                mul_dsp<kLnKBits + kI16Bits, kI16Bits>(kmean, mean);
-            // var = sum((x - mean)^2)
-            const int64_t sd = ln_sd(var);  // max(isqrt(var), 1), 22 digit steps
-            g.ln_mean[r] = mean;
-            g.ln_f[r] = ln_recip(sd);  // (2^31 - 1) // sd on a 32-bit divider
+        if (l.i >= l.K) {  // the row's sums close: its chain issues kLnIssue steps later (above)
+            g.ln_sum[r] = l.sum;
+            g.ln_sq[r] = l.sq;
+            g.ln_at[r] = ISEG_ITER();
             l.sum = l.sq = 0;
             l.i = 0;
             l.srow += 2 * l.sstride;

@@ -425,4 +425,7 @@ AXI_SEEN:
 #define ISEG_RD(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), false, ISEG_SITE)
 #define ISEG_WR(obj, buf, bank, w) (obj).buf##_ports.use(#buf, (bank), long(w), true, ISEG_SITE)
 #define ISEG_RW(obj, buf, bank, w, write) (obj).buf##_ports.use(#buf, (bank), long(w), bool(write), ISEG_SITE)
+// The id of the current pipelined iteration (one count over every loop of a run): distances in iterations, for the
+// checks of a DEPENDENCE ... inter false (gemm.h: the LayerNorm sums' ring)
+#define ISEG_ITER() (::iseg::port_log().iter)
 #endif

@@ -158,6 +158,10 @@ ENGINE_PASS:
         // written (gemm.h ln_wait_steps): no dependence the pipeline has to wait for
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_mean inter false)
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_f inter false)
+        // a row's closed sums are read kLnIssue >= kMaxiLatency + 8 iterations after they are written (gemm.h ln_step;
+        // C-simulation checks the distance)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_sum inter false)
+        ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_sq inter false)
         // g.a: the array reads the half no unit of this pass writes (loaders and Shiftmax fill the other one); the
         // LayerNorm normalise pass updates a word in place within one iteration; its stats-to-normalise distance is
         // at least kLnChain iterations, as above
@@ -610,6 +614,8 @@ ENGINE_PASS:
                 ps.ln.phase = LN_STATS;
                 ps.ln.r = ps.ln.i = 0;
                 ps.ln.sum = ps.ln.sq = 0;
+                ps.ln.t = ps.ln.ci = 0;
+                ps.ln.next = ps.ln.S - 1 + kLnIssue;
             }
         }
     }

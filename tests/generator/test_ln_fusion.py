@@ -299,22 +299,23 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     (R 4, C 8, 8-byte beats, 4 LayerNorm lanes, 4 output lanes: drain = ceil(32 / 4) = 8 steps, ISQRT 32, DIV 66: a
     block's statistics read AXI_BYTES / 2 = 4 channels a step, S = ceil(24/4) = 6 steps a row, its normalise 4 lanes,
     N = 6 a row; the block waits for the statistics chain, mean 10 (the reciprocal product, the remainder's multiply,
-    rounding: no divider) + variance 4 + square root 22 + reciprocal divider 34 = 70, less the (R - 1) * min(6, 6) =
-    18 steps it hides, 52; 16-byte records on 8-byte beats take 2 steps each). Loop depths (hls/compat.h): a loop
-    that reads m_axi pays READ = 16 + 64 per entry, a pass of the engine loop ENGINE = 16 + 64 + 70 = 150. Before:
+    rounding: no divider) + variance 4 + square root 22 + reciprocal divider 34 = 70, issued 64 + 8 steps after the
+    row's sums close: 142, less the (R - 1) * min(6, 6) = 18 steps it hides, 124; 16-byte records on 8-byte beats
+    take 2 steps each). Loop depths (hls/compat.h): a loop that reads m_axi pays READ = 16 + 64 per entry, a pass of
+    the engine loop ENGINE = 16 + max(64, 70) = 86 (the chain beside the read). Before:
     the norm ran alone on all 9 rows, then the LINEAR; now only the 8 rows the LINEAR reads are normalised, in its
     loader. Hand-worked:
       standalone norm   on the loader alone: consts 24 records x 2 + 80 = 128; 3 row blocks of
-                        4 * (6 + 6) + 52 = 100 steps, one pass: + 150                    = 128 + 300 + 150 = 578
+                        4 * (6 + 6) + 124 = 172 steps, one pass: + 86                     = 128 + 516 + 86 = 730
       plain LINEAR      consts: biases min(8 / 4, 4) = 2 per step ceil(8/2) + 80 = 84, rq records 8 x 2 + 80 = 96:
-                        180; A prologue 4 * ceil(24/8) + 150 = 162 (8 bytes per step: two words of a row bank);
-                        2 row blocks x 1 tile, a pass each: max(24, A share 12) + max(24, 8) + 2 x 150 = 348;
-                        tail 8 + 150 = 158
-                        -> 180 + 162 + 348 + 158                                           = 848
-      fused LINEAR      consts 180 + 24 records x 2 + 80 = 308; LayerNorm block 100 steps, prologue 250; steps
-                        max(24, 100) + max(24, 8) + 2 x 150 = 424; tail 158
-                        -> 308 + 250 + 424 + 158                                           = 1140
-      saved             578 + 848 - 1140                                                   = 286
+                        180; A prologue 4 * ceil(24/8) + 86 = 98 (8 bytes per step: two words of a row bank);
+                        2 row blocks x 1 tile, a pass each: max(24, A share 12) + max(24, 8) + 2 x 86 = 220;
+                        tail 8 + 86 = 94
+                        -> 180 + 98 + 220 + 94                                             = 592
+      fused LINEAR      consts 180 + 24 records x 2 + 80 = 308; LayerNorm block 172 steps, prologue 258; steps
+                        max(24, 172) + max(24, 8) + 2 x 86 = 368; tail 94
+                        -> 308 + 258 + 368 + 94                                            = 1028
+      saved             730 + 592 - 1028                                                   = 294
     (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(8, C) = 8 bytes per
     step + 80 = 104, is paid both ways)."""
     rng = np.random.default_rng(5)
@@ -347,6 +348,6 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
     assert est.LN_CHAIN == 10 + 4 + 22 + 34 == 70
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (578, 848, 1140, 104)
-    assert c_before == 578 + 848 + 104 and c_after == 1140 + 104
-    assert c_before - c_after == 286
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (730, 592, 1028, 104)
+    assert c_before == 730 + 592 + 104 and c_after == 1028 + 104
+    assert c_before - c_after == 294

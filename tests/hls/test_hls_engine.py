@@ -310,23 +310,23 @@ def test_embed_add_fused_into_patch_embed(hls, P, H, W, D, big):
 
 def test_embed_fused_cycles_by_hand(hls):
     """4 x 8 image, P = 2 (T = 8 patches, K = 12), D = 56, on the harness (R 4, C 8, 8-byte beats, 4 output
-    lanes: drain ceil(32/4) = 8; per loop entry 16 + 64 = 80 where the loop reads m_axi, 80 + 70 = 150 per pass of
-    the engine loop, 16 for the pixel path, which reads a stream). D = 56 keeps the cls row longer than the K loop
-    at 4 output lanes (ceil(56/4) = 14 > 12), so the count shows it (at D = 40 it would hide: ceil(40/4) = 10).
+    lanes: drain ceil(32/4) = 8; per loop entry 16 + 64 = 80 where the loop reads m_axi, 16 + max(64, 70) = 86 per
+    pass of the engine loop, 16 for the pixel path, which reads a stream). D = 56 keeps the cls row longer than the K
+    loop at 4 output lanes (ceil(56/4) = 14 > 12), so the count shows it (at D = 40 it would hide: ceil(40/4) = 10).
     Hand-worked, the fused PATCH_EMBED row:
       prefetch0 (before the loop)  12 rows x 7 tiles x 8 bytes, min(8, C) = 8 per step: 84 + 80 = 164
       pixels                       (4/2 + 1) * (2 * 8 + 16)                                     = 96
       consts: biases, 2 per step (min(8/4, 4 lanes))     ceil(56/2) + 80 = 108
               rq1 records, a 16-byte record in ceil(16/8) = 2 steps   56 * 2 + 80 = 192   -> 300
-      A prologue                   4 * ceil(12/8) + 150 (8 bytes, two words of a row bank, per step) = 158
+      A prologue                   4 * ceil(12/8) + 86 (8 bytes, two words of a row bank, per step) = 94
       steps: 2 row blocks x 7 column tiles, A share ceil(8/7) = 2, no weight share;
         first tile max(K 12, A 2, row 0 ceil(56/4) = 14) = 14 (the output lanes' only idle tile runs row 0)
         6 middle tiles max(12, drain 8, 2, pf0 8) = 12, 7 tiles of the last block max(12, 8, 8) = 12
                                                                                    -> 14 + 72 + 84 = 170
-        and a pass per row block                                                    170 + 2 * 150 = 470
-      tail                         8 + 150                                                      = 158
-      -> 164 + 96 + 300 + 158 + 470 + 158                                                       = 1346
-    The two-row table: the same GEMM with a first tile of 12 (1084), then EMBED_ADD 9 * (56 + 80) = 1224: 2568."""
+        and a pass per row block                                                     170 + 2 * 86 = 342
+      tail                         8 + 86                                                       = 94
+      -> 164 + 96 + 300 + 94 + 342 + 94                                                         = 1090
+    The two-row table: the same GEMM with a first tile of 12 (828), then EMBED_ADD 9 * (56 + 80) = 1224: 2312."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(3)
@@ -342,6 +342,6 @@ def test_embed_fused_cycles_by_hand(hls):
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
     g_f, _ = est.gemm_cycles(shape, 8, 12, 56, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0, embed=True)
     g_p, _ = est.gemm_cycles(shape, 8, 12, 56, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
-    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (300 + 158 + 470 + 158, 1084, 96)
-    assert c_fused == 164 + 96 + g_f == 1346
-    assert c_two == 164 + 96 + g_p + 9 * (56 + 80) == 2568
+    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (300 + 94 + 342 + 94, 828, 96)
+    assert c_fused == 164 + 96 + g_f == 1090
+    assert c_two == 164 + 96 + g_p + 9 * (56 + 80) == 2312

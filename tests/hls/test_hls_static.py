@@ -297,9 +297,11 @@ def test_loop_depths_are_the_estimates():
     assert re.search(r"static constexpr int kReadDepth = ([^;]+);", compat).group(1).split() == \
         ["kPipeDepth", "+", "kMaxiLatency"]
     assert re.search(r"static constexpr int kEngineDepth = ([^;]+);", gemm).group(1).split() == \
-        ["kReadDepth", "+", "kLnChain"]
+        ["kPipeDepth", "+", "(kMaxiLatency", ">", "kLnChain", "?", "kMaxiLatency", ":", "kLnChain)"]
+    assert re.search(r"static constexpr int kLnIssue = ([^;]+);", gemm).group(1).split() == ["kMaxiLatency", "+", "8"]
+    assert est.LN_ISSUE == est.M_AXI_LATENCY + 8
     assert est.PIPE_READ == est.PIPE + est.M_AXI_LATENCY
-    assert est.PIPE_ENGINE == est.PIPE + est.M_AXI_LATENCY + est.LN_CHAIN
+    assert est.PIPE_ENGINE == est.PIPE + max(est.M_AXI_LATENCY, est.LN_CHAIN)
 
 
 def test_reading_loops_charge_the_read_latency():
