@@ -795,7 +795,8 @@ ATT_MX_INIT:
 
 // A P.V block's pass part: every channel tile in one pass (tile j's drain runs in tile j + 1's first keys, which last
 // max(T, drain); the last one's after it, in O_STEP or in QK(i + 1)'s key tile 0), one pipeline fill for the block,
-// not one per tile. Sets p's mode to PV, adds its iterations (PV_II a key) to p.total and p.cycles, and its fields.
+// not one per tile. Sets p's mode to PV and p.total to the part's iterations (PV_II a key), adds them to p.cycles
+// (one cycle each), and sets its fields; SQ_QK appends a chained QK after them (Pass::at2).
 template <class Cfg>
 void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
     constexpr int C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
