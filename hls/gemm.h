@@ -391,11 +391,24 @@ inline int ln_wait_steps(int R, int K, int W, int lanes) {
 
 // A loader at the start of its block (phase LN_STATS, or LN_DONE for none); ln: the LAYERNORM row (its mean
 // reciprocal); R, W, lanes: Cfg::R, AXI_BYTES, LN_LANES.
+// The loader at the start of a block whose input starts at l.src: the stats pass from row 0, the first chain issue
+// kLnIssue steps after row 0's sums close (ln_load, and the LAYERNORM pass's next block in schedule.h).
+inline void ln_block_start(LnLoad& l) {
+    l.phase = LN_STATS;
+    l.r = l.i = 0;
+    l.sum = l.sq = 0;
+    l.srow = l.src;
+    l.t = l.ci = 0;
+    l.next = l.S - 1 + kLnIssue;
+}
+
 inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, int K, int bytes,
                       int half, int phase, const LayerDesc& ln, int R, int W, int lanes) {
-    const int lw = ln_beat_lanes(W), S = (K + lw - 1) / lw;
+    const int lw = ln_beat_lanes(W);
     LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, ln.mean_m, ln.mean_sh, phase, 0, 0, 0, 0, src, dst,
-                ln_wait_steps(R, K, W, lanes), S, 0, 0, S - 1 + kLnIssue};
+                ln_wait_steps(R, K, W, lanes), (K + lw - 1) / lw, 0, 0, 0};
+    ln_block_start(l);
+    l.phase = phase;  // LN_DONE: no block
     return l;
 }
 

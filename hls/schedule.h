@@ -609,13 +609,8 @@ ENGINE_PASS:
                 const int t0 = nt * R;
                 ps.ln.src += p.in0;  // steps taken by the sequencer, outside the loop
                 ps.ln.dst += p.out0;
-                ps.ln.srow = ps.ln.src;
                 ps.ln.rows = d.T - t0 < R ? d.T - t0 : R;
-                ps.ln.phase = LN_STATS;
-                ps.ln.r = ps.ln.i = 0;
-                ps.ln.sum = ps.ln.sq = 0;
-                ps.ln.t = ps.ln.ci = 0;
-                ps.ln.next = ps.ln.S - 1 + kLnIssue;
+                ln_block_start(ps.ln);
             }
         }
     }
@@ -793,16 +788,18 @@ ATT_MX_INIT:
     return p;
 }
 
-// A P.V block's pass part: every channel tile in one pass (tile j's drain runs in tile j + 1's first keys, which last
-// max(T, drain); the last one's after it, in O_STEP or in QK(i + 1)'s key tile 0), one pipeline fill for the block,
-// not one per tile. Sets p's mode to PV and p.total to the part's iterations (PV_II a key), adds them to p.cycles
-// (one cycle each), and sets its fields; SQ_QK appends a chained QK after them (Pass::at2).
+// A P.V block's pass part: every channel tile in one pass (tile 0 runs T keys; tile j >= 1 max(T, drain), tile
+// j - 1's drain in its first keys; the last tile's drain after the pass, in O_STEP or in QK(i + 1)'s key tile 0), one
+// pipeline fill for the block, not one per tile. A block starts with nothing pending (pv_drain). Sets p's mode to PV
+// and p.total to the part's iterations (PV_II a key), adds them to p.cycles (one cycle each), and sets its fields;
+// SQ_QK appends a chained QK after them (Pass::at2).
 template <class Cfg>
 void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
     constexpr int C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
     const int T = d.T, dh = d.d_head, dsteps = drain_steps<Cfg>();
     const int vt_n = (dh + C - 1) / C;
-    const long n0 = pd.pending && dsteps > T ? dsteps : T, n1 = dsteps > T ? dsteps : T;
+    ISEG_CHECK(!pd.pending, "P.V: a block's pass with a tile of the previous block still pending");
+    const long n0 = T, n1 = dsteps > T ? dsteps : T;
     const long its = long(PVII) * (n0 + long(vt_n - 1) * n1);
     p.mode = PM_PV;
     p.total = its;
@@ -931,9 +928,7 @@ SEQ_STEP:
                 break;
             }
             case SQ_PV:
-            case SQ_EPI_PV: {  // every channel tile of P.V in one pass: tile j's drain runs in tile j + 1's first
-                               // keys (it lasts max(T, drain) keys), the last one's after (O_STEP) or in QK's key
-                               // tile 0; one pipeline fill for the block, not one per tile
+            case SQ_EPI_PV: {  // every channel tile of P.V in one pass (pv_part)
                 // With a QK(i + 1) after it (defer), PV(i - 1) is the first part of that QK's pass (SQ_QK chains
                 // them): the two share no buffer (P.V reads g.a's probability half and V; Q.K^T reads a Q block and
                 // K, writes the other score half), so the loop need not drain between them: one fill for the two.
