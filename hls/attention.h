@@ -148,15 +148,12 @@ void att_sm_tick(AttSm<Cfg>& sm, const LayerDesc& d, const int8_t (&xs)[2][Cfg::
     if (!go || sm.st.phase == SM_DONE) return;
     const SmOut<NL> o = sm_step<Cfg::R, Cfg::SM_LANES, NL, typename widths_of<Cfg>::type, sm_row_shift_of<Cfg>::value>(
         sm.st, xs, sm.mx, d.T, d.sm_x0, d.sm_variant, sm.rs, sm.f);
-    const int e0 = NL % AW == 0 ? 0 : o.i0 % AW;  // 0 on every planned array (sm_norm_lanes a multiple of A_WORD)
 ATT_SM_SLOT:
     for (int q = 0; q < 2; ++q) {
         ISEG_PRAGMA(HLS UNROLL)
         if (o.ok[q]) {
-            slot[q].ok = true;
-            slot[q].half = o.half;
-            slot[q].row = o.row[q];
-            slot[q].w0 = o.i0 / AW;
+            int e0 = 0;
+            slot[q] = bank_req_at<Cfg, NL>(o.half, o.row[q], o.i0, e0);
         ATT_SM_SLOT_L:
             for (int l = 0; l < NL; ++l) {
                 ISEG_PRAGMA(HLS UNROLL)
@@ -281,20 +278,16 @@ long q_req(const QLoad& l, int dh, int& n) {
 template <class Cfg>
 ABankReq<Cfg> att_q_beat(QLoad& l, int dh, const beat_t<Cfg>& v) {
     ISEG_PRAGMA(HLS INLINE)
-    constexpr int AL = load_lanes<Cfg>(), AW = Cfg::A_WORD;
-    ABankReq<Cfg> q = bank_req_none<Cfg>();
-    if (l.b >= l.beats) return q;
+    constexpr int AL = load_lanes<Cfg>();
+    if (l.b >= l.beats) return bank_req_none<Cfg>();
     const int r = l.r, kb = l.kb;
     ISEG_CHECK(r == l.b / ((dh + AL - 1) / AL) && kb == (l.b % ((dh + AL - 1) / AL)) * AL,
                "Q load: the row/column counters left step b");
     uint8_t x[AL] = {};
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
     if (r < l.rows) beat_take<AL>(v, int((l.src + kb) % Cfg::AXI_BYTES), x);
-    q.ok = true;
-    q.half = l.half;
-    q.row = r;
-    q.w0 = kb / AW;
-    const int e0 = AL % AW == 0 ? 0 : kb % AW;  // 0 on every planned array (as a_beat)
+    int e0 = 0;
+    ABankReq<Cfg> q = bank_req_at<Cfg, AL>(l.half, r, kb, e0);
 ATT_Q_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)

@@ -227,6 +227,21 @@ ABankReq<Cfg> bank_req_none() {
     return q;
 }
 
+// The request of a writer that puts LANES elements from element c0 (a multiple of LANES) of row `row` of `half`: its
+// first word, and in e0 where c0 lies in it (0 whenever LANES is a multiple of A_WORD, as on every planned array).
+// The writers fill v[e0 + j], m[e0 + j] (a_beat, ln_step's statistics, attention.h att_q_beat and att_sm_tick).
+template <class Cfg, int LANES>
+ABankReq<Cfg> bank_req_at(int half, int row, int c0, int& e0) {
+    ISEG_PRAGMA(HLS INLINE)
+    ABankReq<Cfg> q = bank_req_none<Cfg>();
+    q.ok = true;
+    q.half = half;
+    q.row = row;
+    q.w0 = c0 / Cfg::A_WORD;
+    e0 = LANES % Cfg::A_WORD == 0 ? 0 : c0 % Cfg::A_WORD;
+    return q;
+}
+
 // Whether request q writes anything of its word j (0: port A's, 1: port B's).
 template <class Cfg>
 bool bank_req_word(const ABankReq<Cfg>& q, int j) {
@@ -294,16 +309,12 @@ ABankReq<Cfg> a_beat(ALoad& l, const beat_t<Cfg>& v) {
     constexpr int AL = load_lanes<Cfg>(), AW = Cfg::A_WORD;
     // AL elements from a multiple of AL fill whole words (AL = 2 AW: both) or lie in one (AL divides AW)
     static_assert(AL % AW == 0 || AW % AL == 0, "load_lanes and A_WORD: one a multiple of the other");
-    ABankReq<Cfg> q = bank_req_none<Cfg>();
-    if (l.r >= Cfg::R) return q;
+    if (l.r >= Cfg::R) return bank_req_none<Cfg>();
     uint8_t x[AL] = {};
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=x type=complete)
     if (l.r < l.rows) beat_take<AL>(v, int((l.src + l.kb) % Cfg::AXI_BYTES), x);
-    q.ok = true;
-    q.half = l.half;
-    q.row = l.r;
-    q.w0 = l.kb / AW;
-    const int e0 = AL % AW == 0 ? 0 : l.kb % AW;  // 0 on every planned array (AL >= AW)
+    int e0 = 0;
+    ABankReq<Cfg> q = bank_req_at<Cfg, AL>(l.half, l.r, l.kb, e0);
 A_BYTE:
     for (int j = 0; j < AL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -503,11 +514,8 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
     o.row = r;
     o.w0 = l.i / AW;
     if (l.phase == LN_STATS) {
-        o.wr.ok = true;
-        o.wr.half = l.half;
-        o.wr.row = r;
-        o.wr.w0 = l.i / AW;
-        const int e0 = LW % AW == 0 ? 0 : l.i % AW;  // 0 on every planned array (AXI_BYTES / 2 >= A_WORD)
+        int e0 = 0;
+        o.wr = bank_req_at<Cfg, LW>(l.half, r, l.i, e0);
     LNL_STATS:
         for (int j = 0; j < Cfg::AXI_BYTES; ++j) {
             ISEG_PRAGMA(HLS UNROLL)
