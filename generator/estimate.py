@@ -91,6 +91,9 @@ LN_ISSUE = M_AXI_LATENCY + 8  # loader steps from a row's closed sums to its cha
 # the engine loop: the m_axi read and the statistics chain side by side (the chain runs on sums closed LN_ISSUE steps
 # before), the longer of the two, and the datapath (hls/gemm.h kEngineDepth)
 PIPE_ENGINE = PIPE + max(M_AXI_LATENCY, LN_CHAIN)
+# the sequencer's cycles per call (hls/compat.h kSeqSetup: one per pass of the engine loop and one that ends the
+# layer; 5-10 by the synthesis review, docs/hls.md item 1: an assumption, unverified without Vitis)
+SEQ_SETUP = 8
 RQ_RECORD = 16  # bytes of a per-channel requant record
 LN_RING_LUT = 24  # LUTs per array row: the chain's R:1 read of a row's closed sums (27 + 43 bits, ~3 rows a LUT6)
 # The chain's pipelined square root and divider, in LUTs, from their widths (hls/layernorm.h): a digit step of the root
@@ -889,10 +892,33 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
         steps = first + (nt - 1) * last
     else:
         steps = first + ((mb - 1) * nt - 1) * mid + nt * last
-    steps += mb * PIPE_ENGINE  # a pass of the engine loop per row block (schedule.h SQ_GEMM_BLOCK)
+    passes = gemm_block_passes(mb, first if nt == 1 else mid, mid, a_share)
+    steps += passes * PIPE_ENGINE  # the row blocks' passes of the engine loop (schedule.h SQ_GEMM_BLOCK)
     tail = a.drain + PIPE_ENGINE
-    return consts + a0 + steps + tail, (("consts", consts), ("a_prologue", a0), ("steps", steps), ("tail", tail),
-                                        ("array", mb * nt * k))
+    seq = (passes + 3) * SEQ_SETUP  # the sequencer: A0's pass, the blocks', the tail's, the call that ends the layer
+    return consts + a0 + steps + tail + seq, (("consts", consts), ("a_prologue", a0), ("steps", steps),
+                                              ("tail", tail), ("sequencer", seq), ("array", mb * nt * k))
+
+
+def gemm_pass_blocks(left: int, last0: int, later: int, a_share: int) -> int:
+    """hls/schedule.h gemm_pass_blocks: the row blocks one GEMM pass runs from its first on (``left`` of the layer's
+    blocks from there): block b + 1 follows block b in the pass when block b's last tile (``last0`` steps for the
+    pass's first block, ``later`` for the others) outlasts its load share by PIPE_ENGINE steps, so that the array's
+    first read of block b + 1 comes that many iterations after the loader's last write of it."""
+    if left < 2 or last0 - a_share < PIPE_ENGINE:
+        return 1
+    return 2 if later - a_share < PIPE_ENGINE else left
+
+
+def gemm_block_passes(mb: int, last0: int, later: int, a_share: int) -> int:
+    """Passes of the engine loop that run a GEMM's ``mb`` row blocks: the sequencer's greedy ``gemm_pass_blocks``
+    from block 0 (``last0``: block 0's last tile), then from the first block it left (whose last tile is a later
+    one, ``later`` steps)."""
+    b, passes = 0, 0
+    while b < mb:
+        b += gemm_pass_blocks(mb - b, last0 if b == 0 else later, later, a_share)
+        passes += 1
+    return passes
 
 
 def pv_ii_of(graph: Graph, pack: int = 2) -> int:
@@ -1009,16 +1035,20 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             shadow += qk[pend] + left
         rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
         rest_total += rest + PIPE_ENGINE if rest else 0
+    # the sequencer's calls (schedule.h seq_next): per head Q(0), QK(0), Q(1)'s rest; per block three passes (QK(i + 1)
+    # or PV(i - 1) + its drain, the Q rest or not, SM(i)'s rest; a lone block only the last), the epilogue's two;
+    # the call that ends the layer
+    seq = (heads * (5 + 3 * nb - (2 if nb == 1 else 0)) + 1) * SEQ_SETUP
     parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
-             ("shiftmax", heads * rest_total), ("pv", heads * pv_total),
+             ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),
              ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
-    return consts + heads * (kv + q_total + qk_total + pv_total + rest_total), parts
+    return consts + heads * (kv + q_total + qk_total + pv_total + rest_total) + seq, parts
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
     """hls/schedule.h layernorm_begin: a LayerNorm that is not fused runs on the loader alone (its per-channel
     constants, then ln_block_steps per block of R rows, one pipelined loop)."""
-    return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE_ENGINE
+    return rq_table_cycles(a, c, a.ln_lanes) + cdiv(t, a.rows) * ln_block_steps(a, c) + PIPE_ENGINE + 2 * SEQ_SETUP
 
 
 def _cost(name: str, kind: str, macs: int, cycles: int, parts: dict[str, int], ideal: int, w_bytes: int,

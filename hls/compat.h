@@ -258,4 +258,9 @@ static constexpr int kMaxiLatency = 64;
 static constexpr int kReadDepth = kPipeDepth + kMaxiLatency;
 // Cycles of one sequential 64-bit divider (the reciprocals of LayerNorm, Shiftmax, GELU rows).
 static constexpr int kDivCycles = 66;
+// The sequencer's cycles per call (schedule.h seq_next, one per pass and one that ends the layer): its phase steps
+// and a pass's address products, sequential code between two entries of the engine loop. The synthesis review put
+// them at 5 to 10 cycles (docs/hls.md item 1); 8 is an assumption, unverified without Vitis, charged so that the
+// estimate does not leave a stall it knows of at zero (generator/estimate.py SEQ_SETUP).
+static constexpr int kSeqSetup = 8;
 }  // namespace iseg

@@ -97,6 +97,7 @@ struct GemmBuffers {
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
     int64_t ln_sum[Cfg::R], ln_sq[Cfg::R];  // each row's sums, closed, waiting for the chain (ln_step: kLnIssue)
     long long ln_at[Cfg::R];                // C-simulation: the iteration that closed them (ISEG_ITER; -1: unknown)
+    long long a_at[2][Cfg::R];              // C-simulation: the iteration that last wrote a row of g.a (ISEG_ITER)
     Transposer<Cfg> tp;                 // the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention)
     int wcur;                           // half of w holding the current layer's weights
     long long cycles;                   // C-sim only: counted pipeline cycles (ISEG_CYCLES)

@@ -54,8 +54,13 @@ struct Pass {
     int32_t mode;
     long total;           // iterations
     long cycles;          // what the loop it replaces charged (C-sim cycle count)
-    int cur, t0;          // GEMM: half of g.a holding the row block, its first row
+    int cur, t0;          // GEMM: half of g.a holding the pass's first row block, its first row
     int a_share, w_share; // GEMM: the steps of a tile that load the next block / prefetch the next layer
+    int blocks;           // GEMM: the row blocks the pass runs, one after the other (gemm_pass_blocks)
+    int a_share_n;        // GEMM: a later block's a_share (a block after it; the layer's last block: 0)
+    int steps_n, steps_l; // GEMM: a later block's tile steps (a block after it / the layer's last block)
+    long in_step, out_step;          // GEMM: in0 / out0 from one row block to the next
+    long al_step, ln_sstep, ln_dstep;  // GEMM: the loaders' src (A, LayerNorm) and dst (LayerNorm) per row block
     int steps, steps_p;   // GEMM: the first tile's steps, every later tile's; QK: key tile 0's, later ones'; LN: a block's
     int pf0, pf0_p;       // GEMM: a tile's first prefetch step (first tile / later tiles)
     int csteps;           // GEMM: output-lane steps of the embed's cls row (the first tile, nothing pending)
@@ -126,6 +131,16 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     const int kt_n = (T + C - 1) / C;
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
     int nt = 0, s = 0, par = 0, steps = m == PM_PV ? p.pv_n0 : p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+    // GEMM: the row block that runs (a pass runs p.blocks of them, gemm_pass_blocks): its half of g.a, first row,
+    // load share, later tiles' steps, residual / output offsets; running, advanced at a block's end (no multiplier)
+    int cur = p.cur, t0 = p.t0, a_share = p.a_share, gsteps_p = p.steps_p, blk = 0;
+    long in0 = p.in0, out0 = p.out0;
+    const int nt_g = (d.N + C - 1) / C;
+    // C-simulation: the pass's first iteration id; a g.a row written in this pass is read by the array no sooner
+    // than kEngineDepth iterations later (the block chain's promise, checked at the array's read below)
+    const long long it0 = ISEG_ITER() + 1;
+    (void)it0;
+    long al0 = ps.al.src;  // the A loader's block's first row (ps.al.src runs with its rows)
     int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
     long wbase = m == PM_PV ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
     int pc0 = 0;                    // PV: the channel tile's first channel (running: the tiles are one pass)
@@ -169,7 +184,7 @@ ENGINE_PASS:
         // the array runs in this iteration: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par); it
         // reads its operand words through the ports below (A_PORT_A, Q_PORT_A) and steps after them
         const bool arr = (gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T);
-        const int ah = gemm ? p.cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
+        const int ah = gemm ? cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
         // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
@@ -216,8 +231,8 @@ ENGINE_PASS:
         if (lst.at2 >= 0) v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, lst.at2, lst.n2);
         // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
         // iteration's store on gmem1 in program order: the tool need not order the read behind the write
-        const bool ln_go = (gemm && s < p.a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
-        const bool a_go = (gemm && s < p.a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln);
+        const bool ln_go = (gemm && s < a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
+        const bool a_go = (gemm && s < a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln);
         const bool q_go = qk || m == PM_Q_LOAD;
         int n1 = 0;
         const long at1 = ln_go ? ln_req<Cfg>(ps.ln, n1) : a_go ? a_req<Cfg>(ps.al, n1) : q_go ? q_req<Cfg>(ps.q, dh, n1) : -1L;
@@ -457,11 +472,15 @@ ENGINE_PASS:
                     if ((wr || hr || lr) && (j == 0 || lr)) {
                         const int w = wr ? sl[q].w0 : lr ? lns.w0 + j : aword;
                         ISEG_RW(g, a, g.a_bank(h, r), w, wr);
-                        if (wr)
+                        if (wr) {
                             bank_word_write<AW>(g.a[h][r], w, sl[q].v, sl[q].m, 0);
-                        else if (hr)
+                            g.a_at[h][r] = ISEG_ITER();
+                        } else if (hr) {
+                            ISEG_CHECK(g.a_at[h][r] < it0 || ISEG_ITER() - g.a_at[h][r] >= kEngineDepth,
+                                       "g.a: the array read a row fewer than kEngineDepth iterations after its write "
+                                       "in one pass (gemm_pass_blocks)");
                             ard[r] = g.a[h][r][w * AW + alane];
-                        else
+                        } else
                             bank_word_read<AW>(g.a[h][r], w, lrd[j]);
                     }
                 }
@@ -494,6 +513,7 @@ ENGINE_PASS:
                             bank_word_write<AW>(g.a[h][r], w, sl[q].v, sl[q].m, 1);
                         else
                             bank_word_write<AW>(g.a[h][r], w, lnw.v, lnw.m, j);
+                        g.a_at[h][r] = ISEG_ITER();
                     }
                 }
             }
@@ -559,19 +579,47 @@ ENGINE_PASS:
         if (gemm) {
             if (++s == steps) {
                 const int n0 = nt * C;
-                ps.dt.t0 = p.t0;
+                ps.dt.t0 = t0;
                 ps.dt.n0 = n0;
-                ps.dt.rows = d.T - p.t0 < R ? d.T - p.t0 : R;
+                ps.dt.rows = d.T - t0 < R ? d.T - t0 : R;
                 ps.dt.cols = d.N - n0 < C ? d.N - n0 : C;
                 ps.dt.pending = true;
-                ps.dt.in_off = p.in0;
-                ps.dt.out_off = p.out0;
+                ps.dt.in_off = in0;
+                ps.dt.out_off = out0;
                 ps.dt.r = ps.dt.k = 0;
                 wbase += d.K;
                 ++nt;
                 s = 0;
-                steps = p.steps_p;
+                steps = gsteps_p;
                 pf0 = p.pf0_p;
+                if (nt == nt_g && blk + 1 < p.blocks) {  // the pass's next row block: the one the loaders just filled
+                    ISEG_CHECK(p.fuse_ln ? ps.ln.phase == LN_DONE : ps.al.r >= R,
+                               "GEMM layer: a row block's loader incomplete at the block's end");
+                    ++blk;
+                    nt = 0;
+                    wbase = 0;
+                    cur ^= 1;
+                    t0 += R;
+                    in0 += p.in_step;
+                    out0 += p.out_step;
+                    const int tn = t0 + R;  // the block the loaders fill now, into the half just read
+                    const bool more = tn < d.T;
+                    const int rn = more ? (d.T - tn < R ? d.T - tn : R) : 0;
+                    a_share = more ? p.a_share_n : 0;
+                    steps = gsteps_p = more ? p.steps_n : p.steps_l;
+                    al0 += p.al_step;
+                    ps.al.src = al0;
+                    ps.al.rows = rn;
+                    ps.al.half = cur ^ 1;
+                    ps.al.r = more ? 0 : R;
+                    ps.al.kb = 0;
+                    ps.ln.src += p.ln_sstep;
+                    ps.ln.dst += p.ln_dstep;
+                    ps.ln.rows = rn;
+                    ps.ln.half = cur ^ 1;
+                    ln_block_start(ps.ln);
+                    ps.ln.phase = p.fuse_ln && more ? LN_STATS : LN_DONE;
+                }
             }
         } else if (qk) {
             if (++s == steps) {
@@ -810,6 +858,18 @@ void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
     p.pv_n1 = int(n1);
 }
 
+// Row blocks of a GEMM pass. Block b + 1 may follow block b in one pass (no drain of the loop between them) when the
+// array's first read of it, the next tile's step 0, comes at least kEngineDepth iterations after the loader's last
+// write of it, which falls in the first `a_share` steps of block b's last tile: g.a carries DEPENDENCE inter false,
+// so nothing else would keep a read from overtaking a write in the pipeline (C-simulation checks the distance at
+// every read: engine_pass, g.a_at). The boundary after the pass's first block has that block's last tile (`last0`
+// steps: its only tile may be the layer's first); every later boundary a later tile (`later`), so they chain all or
+// none. left: the layer's blocks from the pass's first on; a_share: a block's load share (a block after it).
+inline int gemm_pass_blocks(int left, int last0, int later, int a_share) {
+    if (left < 2 || last0 - a_share < kEngineDepth) return 1;
+    return later - a_share < kEngineDepth ? 2 : left;
+}
+
 // The next pass of the layer (setup included); false when the layer is done.
 template <class Cfg>
 bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b,
@@ -846,22 +906,38 @@ SEQ_STEP:
                 ps.ln = ln_load(lin + long(tn) * ln.in_stride * 2, lout + long(tn) * ln.out_stride,
                                 long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
                                 sq.fuse_ln && more ? LN_STATS : LN_DONE, ln, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
-                const int a_share = ((more ? sq.a_blk : 0) + sq.nt_n - 1) / sq.nt_n;
+                const int a_n = (sq.a_blk + sq.nt_n - 1) / sq.nt_n;  // a block's load share, a block after it
+                const int a_share = more ? a_n : 0;
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
                 const int csteps = cls_steps<Cfg>(d);
                 const int pf0_p = embed_fused(d) ? dsteps : 0;
                 const int pf0 = embed_fused(d) ? (ps.dt.pending ? dsteps : csteps) : 0;
                 const int steps = gemm_tile_steps(d.K, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
-                const int steps_p = gemm_tile_steps(d.K, dsteps, a_share, pf0_p, sq.w_share);
-                const long total = steps + long(sq.nt_n - 1) * steps_p;
-                p = pass_of(PM_GEMM, total, total + kEngineDepth);  // a pass per row block: each fills the loop
+                const int steps_n = gemm_tile_steps(d.K, dsteps, a_n, pf0_p, sq.w_share);  // a block after it
+                const int steps_l = gemm_tile_steps(d.K, dsteps, 0, pf0_p, sq.w_share);    // the layer's last
+                const int steps_p = more ? steps_n : steps_l;
+                // the row blocks this pass runs (gemm_pass_blocks): one fill for all of them
+                const int blocks = gemm_pass_blocks(sq.mb_n - mb, sq.nt_n == 1 ? steps : steps_n, steps_n, a_n);
+                const int nl = mb + blocks == sq.mb_n && blocks > 1 ? 1 : 0;  // the layer's last block among the later
+                const long total = steps + long(sq.nt_n - 1) * steps_p +
+                                   long(sq.nt_n) * (long(blocks - 1 - nl) * steps_n + long(nl) * steps_l);
+                p = pass_of(PM_GEMM, total, total + kEngineDepth);
                 p.cur = cur;
                 p.t0 = t0;
                 p.a_share = a_share;
                 p.w_share = sq.w_share;
                 p.steps = steps;
                 p.steps_p = steps_p;
+                p.blocks = blocks;
+                p.a_share_n = a_n;
+                p.steps_n = steps_n;
+                p.steps_l = steps_l;
+                p.in_step = long(R) * d.in2_stride;
+                p.out_step = long(R) * d.out_stride;
+                p.al_step = long(R) * d.in_stride;
+                p.ln_sstep = long(R) * ln.in_stride * 2;
+                p.ln_dstep = long(R) * ln.out_stride;
                 p.pf0 = pf0;
                 p.pf0_p = pf0_p;
                 p.csteps = csteps;
@@ -869,7 +945,7 @@ SEQ_STEP:
                 const long row0 = t0 + (embed_fused(d) ? d.n_prefix : 0);  // the output's first row of the block
                 p.in0 = row0 * d.in2_stride;
                 p.out0 = row0 * d.out_stride;
-                ++sq.mb;
+                sq.mb += blocks;
                 return true;
             }
             case SQ_GEMM_TAIL:
@@ -1030,8 +1106,9 @@ ENGINE_PASSES:
     for (int n = 0; n < kMaxPasses && seq_next<Cfg>(sq, p, d, scratch, scratch_b, g, sm, ps); ++n) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=2000)
         engine_pass<Cfg>(p, d, blob, scratch, scratch_b, g, sm, pf, ps);
-        ISEG_CYCLES(g.cycles, p.cycles);
+        ISEG_CYCLES(g.cycles, p.cycles + kSeqSetup);  // the pass, and the sequencer's call that set it up
     }
+    ISEG_CYCLES(g.cycles, kSeqSetup);  // the call that ended the layer
     ISEG_CHECK(sq.phase == SQ_DONE, "engine: a layer's passes exceed kMaxPasses");
     ISEG_STAGE_FLUSH(GMEM1, ps.os, scratch);
     ISEG_STAGE_FLUSH(GMEM2, ps.ts, scratch_b);

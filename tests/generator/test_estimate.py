@@ -27,6 +27,7 @@ from _hls_harness import (  # noqa: E402
     rq_scalar,
 )
 
+from iseg import numerics as inum  # noqa: E402
 from iseg.generator import estimate as est  # noqa: E402
 from iseg.graph import build_graph  # noqa: E402
 
@@ -71,9 +72,14 @@ def test_gemm_cycles_by_hand() -> None:
     last = max(20, drain, 5)
     steps = first + (2 * 2 - 1) * mid + 2 * last  # block 0's tile 0; the other 3 tiles of blocks 0-1; block 2's 2
     assert steps == 120
-    steps += 3 * ENGINE  # each row block is a pass of the engine loop
+    # each row block is a pass of the engine loop: a tile of 20 steps outlasts its A share by 14 < ENGINE, so the
+    # array's first read of the next block could overtake the loader's last write of it (gemm_pass_blocks)
+    assert est.gemm_block_passes(3, 20, 20, 6) == 3
+    steps += 3 * ENGINE
     assert (consts, a0, steps) == (190, 98, 378)
-    assert cycles == consts + a0 + steps + drain + ENGINE == 760  # the last tile's output lanes: a pass too
+    seq = 6 * 8  # the sequencer's calls: A0, the 3 blocks, the tail, the layer's end
+    assert cycles == consts + a0 + steps + drain + ENGINE + seq == 808  # the last tile's output lanes: a pass too
+    assert parts["sequencer"] == seq
     assert parts["array"] == 3 * 2 * 20
 
 
@@ -117,7 +123,10 @@ def test_attention_cycles_by_hand() -> None:
     rest2 = sm_last - pv_it  # SM(2) under PV(1)
     assert (rest0, rest1, rest2) == (45, 27, 49)
     body = (q + qk) + (qk + rest0 + ENGINE) + (pv_defer + qk + rest1 + ENGINE) + (pv + rest2 + ENGINE) + pv
-    assert cycles == consts + kv + body == 1540
+    # the sequencer's calls: Q(0), QK(0), Q(1)'s rest; three per block; the epilogue's PV and drain; the layer's end
+    seq = (3 + 3 * 3 + 2 + 1) * 8
+    assert cycles == consts + kv + body + seq == 1660
+    assert parts["sequencer"] == seq
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
@@ -305,22 +314,45 @@ def harness_pv1(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     return Harness(build(tmp_path_factory.mktemp("est_hls_pv1"), pv_ii=1))
 
 
-@pytest.mark.parametrize("T,K,N", [(10, 20, 12), (33, 64, 40), (7, 96, 8)])
+def test_gemm_pass_blocks_by_hand() -> None:
+    """A GEMM's row blocks share a pass of the engine loop when a block's last tile outlasts its load share by
+    ENGINE steps (the array's first read of the next block comes that long after the loader's last write of it).
+    On the harness (R 4, 8 bytes a step): K 130, two column tiles: A share ceil(4 * 17 / 2) = 34, tiles of 130
+    steps: 96 >= 86, so 3 blocks run in one pass; K 100: share 26, 74 < 86, a pass each. A first block whose only
+    tile is longer than the later ones (here 130 against 120) may take one more block with it."""
+    assert ENGINE == 86
+    assert est.gemm_block_passes(3, 130, 130, 34) == 1
+    assert est.gemm_block_passes(3, 100, 100, 26) == 3
+    assert est.gemm_block_passes(1, 10, 10, 0) == 1
+    assert est.gemm_pass_blocks(5, 130, 120, 40) == 2  # 90 >= 86 after the first block, 80 after a later one
+    assert est.gemm_block_passes(5, 130, 120, 40) == 4  # blocks 0-1, then 2, 3, 4 alone
+    c1, p1 = est.gemm_cycles(HARNESS_SHAPE, 10, 130, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    c3, p3 = est.gemm_cycles(HARNESS_SHAPE, 10, 100, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    assert p1["steps"] == 3 * 2 * 130 + ENGINE and p1["sequencer"] == (1 + 3) * 8
+    assert p3["steps"] == 3 * 2 * 100 + 3 * ENGINE and p3["sequencer"] == (3 + 3) * 8
+
+
+@pytest.mark.parametrize("T,K,N", [(10, 20, 12), (33, 64, 40), (7, 96, 8), (10, 130, 12), (9, 112, 20)])
 def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
-    """One LINEAR row: the engine's counted cycles = estimate (+ its weight prefetch before the loop)."""
+    """One LINEAR row: the engine's counted cycles = estimate (+ its weight prefetch before the loop). K 130 and
+    112 chain the row blocks in one pass (test_gemm_pass_blocks_by_hand; the C-simulation checks the distance from
+    the loader's write of a row to the array's read of it)."""
     rng = np.random.default_rng(T)
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
     y = sc.alloc("y", (T, N), np.int8)
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
               out_stride=sc.stride("y"),
-              w=blob.add_weights(rng.integers(-128, 128, (K, N)), harness.C),
-              b=blob.add(rng.integers(-99, 99, N), np.int32),
+              w=blob.add_weights(w := rng.integers(-128, 128, (K, N)), harness.C),
+              b=blob.add(bias := rng.integers(-99, 99, N), np.int32),
               rq=blob.rq_table(1 << 30, 40, 0, N))
-    rc, _ = harness.run([d], blob.array(), sc.array())
+    out = sc.array()
+    rc, _ = harness.run([d], blob.array(), out)
     assert rc == 0, harness.error()
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     assert harness.last_cycles() == cycles + _prefetch0(K, N)
+    # and the values (the row blocks chained or not): the reference's accumulators, requantised
+    assert np.array_equal(sc.get(out, "y"), inum.requant(inum.linear(sc.get(out, "x"), w, bias), 1 << 30, 40, 0, 8))
 
 
 def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
@@ -388,8 +420,9 @@ def test_csim_counts_layernorm(harness: Harness) -> None:
     """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 8-byte
     beats: 8 / 2 = 4 stats lanes, 4 LayerNorm lanes): consts 23 records of two 8-byte parts, one part per step,
     46 + READ = 126; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of
-    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 124 = 172 steps = 344, one pass of the engine loop: + ENGINE ->
-    126 + 344 + 86 = 556. The wait: the chain issues 64 + 8 steps after a row's sums close, then the
+    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 124 = 172 steps = 344, one pass of the engine loop: + ENGINE, and
+    two calls of the sequencer (the pass's, the layer's end): + 2 * 8 -> 126 + 344 + 86 + 16 = 572. The wait: the
+    chain issues 64 + 8 steps after a row's sums close, then the
     statistics chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no
     divider) + variance 4 (one multiply) + square root 22 (a variance below 2^43) + the 1/sd divider 34 (32 bits) =
     70 cycles, 72 + 70 = 142 in all, less what the block hides, (R - 1) * min(6, 6) = 18 -> 124."""
@@ -403,10 +436,10 @@ def test_csim_counts_layernorm(harness: Harness) -> None:
     assert rc == 0, harness.error()
     assert (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.LN_DIV) == (10, 4, 22, 34)
     assert est.ln_wait_steps(HARNESS_SHAPE, 23) == 72 + 70 - 3 * 6 == 124
-    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 126 + 2 * (48 + 124) + ENGINE == 556
+    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 126 + 2 * (48 + 124) + ENGINE + 16 == 572
 
 
-@pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17)])
+@pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17), (10, 130, 96)])
 def test_csim_counts_layernorm_fused_into_linear(harness: Harness, T: int, C: int, N: int) -> None:
     """A LAYERNORM row followed by the LINEAR reading its output runs inside that LINEAR's left-operand
     loader: same bytes as the two rows run apart (the LayerNorm output too), cycles = the estimate."""

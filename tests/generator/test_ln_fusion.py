@@ -302,20 +302,21 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     rounding: no divider) + variance 4 + square root 22 + reciprocal divider 34 = 70, issued 64 + 8 steps after the
     row's sums close: 142, less the (R - 1) * min(6, 6) = 18 steps it hides, 124; 16-byte records on 8-byte beats
     take 2 steps each). Loop depths (hls/compat.h): a loop that reads m_axi pays READ = 16 + 64 per entry, a pass of
-    the engine loop ENGINE = 16 + max(64, 70) = 86 (the chain beside the read). Before:
+    the engine loop ENGINE = 16 + max(64, 70) = 86 (the chain beside the read); the sequencer 8 per call (a pass's,
+    and the one that ends the layer). Before:
     the norm ran alone on all 9 rows, then the LINEAR; now only the 8 rows the LINEAR reads are normalised, in its
     loader. Hand-worked:
       standalone norm   on the loader alone: consts 24 records x 2 + 80 = 128; 3 row blocks of
-                        4 * (6 + 6) + 124 = 172 steps, one pass: + 86                     = 128 + 516 + 86 = 730
+                        4 * (6 + 6) + 124 = 172 steps, one pass: + 86; 2 calls  = 128 + 516 + 86 + 16 = 746
       plain LINEAR      consts: biases min(8 / 4, 4) = 2 per step ceil(8/2) + 80 = 84, rq records 8 x 2 + 80 = 96:
                         180; A prologue 4 * ceil(24/8) + 86 = 98 (8 bytes per step: two words of a row bank);
-                        2 row blocks x 1 tile, a pass each: max(24, A share 12) + max(24, 8) + 2 x 86 = 220;
-                        tail 8 + 86 = 94
-                        -> 180 + 98 + 220 + 94                                             = 592
+                        2 row blocks x 1 tile, a pass each (24 - 12 < 86: gemm_pass_blocks):
+                        max(24, A share 12) + max(24, 8) + 2 x 86 = 220; tail 8 + 86 = 94; 5 calls = 40
+                        -> 180 + 98 + 220 + 94 + 40                                        = 632
       fused LINEAR      consts 180 + 24 records x 2 + 80 = 308; LayerNorm block 172 steps, prologue 258; steps
-                        max(24, 172) + max(24, 8) + 2 x 86 = 368; tail 94
-                        -> 308 + 258 + 368 + 94                                            = 1028
-      saved             730 + 592 - 1028                                                   = 294
+                        max(24, 172) + max(24, 8) + 2 x 86 = 368; tail 94; 5 calls 40
+                        -> 308 + 258 + 368 + 94 + 40                                       = 1068
+      saved             746 + 632 - 1068                                                   = 310
     (the LINEAR's own weight prefetch before the layer loop, 24 rows of one 8-byte tile at min(8, C) = 8 bytes per
     step + 80 = 104, is paid both ways)."""
     rng = np.random.default_rng(5)
@@ -348,6 +349,6 @@ def test_cycles_saved_by_hand(harness: Harness) -> None:
     fused, _ = est.gemm_cycles(HARNESS_SHAPE, t - 1, c, n, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0,
                                ln=True)
     assert est.LN_CHAIN == 10 + 4 + 22 + 34 == 70
-    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (730, 592, 1028, 104)
-    assert c_before == 730 + 592 + 104 and c_after == 1028 + 104
-    assert c_before - c_after == 294
+    assert (est._layernorm(t, c, HARNESS_SHAPE), plain, fused, prefetch) == (746, 632, 1068, 104)
+    assert c_before == 746 + 632 + 104 and c_after == 1068 + 104
+    assert c_before - c_after == 310
