@@ -302,6 +302,10 @@ def test_loop_depths_are_the_estimates():
     assert est.LN_ISSUE == est.M_AXI_LATENCY + 8
     assert est.PIPE_READ == est.PIPE + est.M_AXI_LATENCY
     assert est.PIPE_ENGINE == est.PIPE + max(est.M_AXI_LATENCY, est.LN_CHAIN)
+    # the sequencer's cycles per call, and that run_passes charges them per pass and once at the layer's end
+    assert consts["kSeqSetup"] == est.SEQ_SETUP
+    sched = code_of(Path(HLS_DIR) / "schedule.h")
+    assert "ISEG_CYCLES(g.cycles, p.cycles + kSeqSetup);" in sched and "ISEG_CYCLES(g.cycles, kSeqSetup);" in sched
 
 
 def test_reading_loops_charge_the_read_latency():
