@@ -136,6 +136,17 @@ def collect_sources(paths: list[str], cameras: list[int] = ()) -> tuple[list[Sou
             raise IsegError(f"inputs {a.path} and {b.path} would both write outputs named {s.name!r}: "
                             f"rename one or run them separately")
         seen[s.name] = s
+    # A video's or camera's frames are <name>/<frame:06d>: an image named inside that folder (a folder
+    # `clip/` of extracted frames next to `clip.mp4`) would have its labels overwritten by a frame's.
+    streams = {s.name: s for s in sources if s.kind != "image"}
+    for s in sources:
+        parts = s.name.split("/")
+        for k in range(1, len(parts)):
+            v = streams.get("/".join(parts[:k]))
+            if v is not None:
+                what = v.path if v.path is not None else f"--camera {v.camera}"
+                raise IsegError(f"inputs {what} and {s.path} would both write into labels/{v.name}/ "
+                                f"(the frames of {what}): rename one or run them separately")
     return sources, ignored
 
 

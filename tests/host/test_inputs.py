@@ -110,6 +110,18 @@ def test_colliding_output_names_are_refused(tmp_path: Path) -> None:
         collect_sources([str(tmp_path / "x" / "img.png"), str(tmp_path / "y" / "img.png")])
 
 
+def test_image_inside_a_videos_frame_folder_is_refused(tmp_path: Path) -> None:
+    """`clip/000000.png` and the video `clip.mp4` both write labels/clip/000000.png: the image's would be lost."""
+    pytest.importorskip("cv2")
+    (tmp_path / "clip").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "clip" / "000000.png")
+    (tmp_path / "clip.mp4").write_bytes(b"")  # never opened: the names clash before any decoding
+    with pytest.raises(IsegError, match=r"both write into labels/clip/"):
+        collect_sources([str(tmp_path)])
+    with pytest.raises(IsegError, match=r"both write into labels/clip/"):
+        collect_sources([str(tmp_path / "clip"), str(tmp_path / "clip.mp4")])
+
+
 @pytest.mark.parametrize("shape", [(32, 48), (20, 30), (32, 10), (1, 1)])
 def test_pad_places_top_left_and_restores_exactly(shape: tuple[int, int]) -> None:
     img = np.random.default_rng(4).integers(0, 256, (*shape, 3), dtype=np.uint8)
