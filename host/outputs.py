@@ -31,6 +31,7 @@ JOURNAL = ".iseg-host.jsonl"
 JOURNAL_VERSION = 1
 OVERLAY_ALPHA = 0.5
 _JPEG = {"quality": 90}  # 4:2:0: half the encode time of 4:4:4; overlays are for viewing
+JPEG_MAX_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION: a wider or taller overlay cannot be written
 
 
 def color_table(colors: Sequence[Sequence[int]]) -> np.ndarray:

@@ -34,7 +34,16 @@ from iseg.errors import IsegError
 from iseg.host.backends import Backend
 from iseg.host.inputs import Failure, Frame, Placement, Source, count_frames, fit, iter_frames, restore, video_fps
 from iseg.host.manifest import Manifest
-from iseg.host.outputs import JOURNAL, Journal, VideoOut, check_video_out, color_table, overlay, save_overlay
+from iseg.host.outputs import (
+    JOURNAL,
+    JPEG_MAX_SIDE,
+    Journal,
+    VideoOut,
+    check_video_out,
+    color_table,
+    overlay,
+    save_overlay,
+)
 from iseg.host.pipeline import SlotPool, run_pipeline
 from iseg.imageio import check_output_dir, check_output_file, read_labels_png, save_labels_png
 
@@ -272,6 +281,12 @@ def segment(
                 job.replay = True
                 if video is not None:
                     job.labels = read_labels_png(label_path(out, frame.name))
+            elif opts.overlay and max(frame.image.shape[:2]) > JPEG_MAX_SIDE:
+                # skipped like an unreadable input: found at writing time it stopped the whole run, its
+                # label PNG already written and not journaled
+                h, w = frame.image.shape[:2]
+                job.item = Failure(frame.name, frame.source, f"{w}x{h} pixels: a JPEG overlay holds at most "
+                                   f"{JPEG_MAX_SIDE} a side (run it without --overlay)")
             else:
                 model_img, job.placement = fit(frame.image, manifest.image, opts.fit)
                 job.host_s += time.perf_counter() - t

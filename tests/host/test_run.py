@@ -91,6 +91,19 @@ def test_unreadable_inputs_are_reported_counted_and_skipped(manifest: Manifest, 
     assert summary.as_json()["frames"] == {"processed": 2, "resumed": 0, "failed": 2, "ignored_files": 1}
 
 
+def test_an_image_too_wide_for_a_jpeg_overlay_is_skipped_not_fatal(manifest: Manifest, tmp_path: Path) -> None:
+    """libjpeg writes at most 65500 pixels a side: that frame is skipped, the others are written."""
+    _images(tmp_path / "in", 2)
+    Image.new("RGB", (65501, 2), (7, 7, 7)).save(tmp_path / "in" / "wide.png")
+    summary, _, lines = _run(manifest, [tmp_path / "in"], tmp_path / "out", overlay=True)
+    assert summary.processed == 2 and [Path(f["input"]).name for f in summary.failed] == ["wide.png"]
+    assert len(lines) == 1 and "65501x2" in lines[0] and "--overlay" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["f000.png", "f001.png"]
+    Image.new("RGB", (65501, 2)).save(tmp_path / "wide_only.png")
+    summary, _, _ = _run(manifest, [tmp_path / "wide_only.png"], tmp_path / "none", overlay=True)
+    assert summary.processed == 0 and not (tmp_path / "none").exists()  # nothing half-written
+
+
 def test_order_is_kept_under_random_delays(manifest: Manifest, tmp_path: Path) -> None:
     imgs = _images(tmp_path / "in", 12, seed=3)
     rng = random.Random(0)
