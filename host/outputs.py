@@ -88,15 +88,21 @@ def check_video_out(path: Path) -> None:
     if suffix and suffix not in VIDEO_OUT_SUFFIXES:
         raise IsegError(f"--video-out {path}: cannot write a {path.suffix!r} video; use one of "
                         f"{', '.join(VIDEO_OUT_SUFFIXES)}")
+    if not _can_write(suffix, (16, 16), 10.0):
+        raise IsegError(f"--video-out {path}: this OpenCV cannot write {_fourcc_name(suffix)} into "
+                        f"{suffix or '.mp4'} (try .avi)")
+
+
+def _can_write(suffix: str, size: tuple[int, int], fps: float) -> bool:
+    """Whether OpenCV opens a writer of this container, frame size (w, h) and rate, tried on a scratch file
+    in the system's temporary folder (never beside the user's files)."""
     cv2 = _cv2("--video-out")
     with tempfile.TemporaryDirectory(prefix="iseg-host-") as tmp:
         probe = Path(tmp) / f"probe{suffix or '.mp4'}"
-        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*_fourcc_name(suffix)), 10.0, (16, 16))
+        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*_fourcc_name(suffix)), fps, size)
         ok = writer.isOpened()
         writer.release()
-    if not ok:
-        raise IsegError(f"--video-out {path}: this OpenCV cannot write {_fourcc_name(suffix)} into "
-                        f"{suffix or '.mp4'} (try .avi)")
+    return ok
 
 
 class VideoOut:
@@ -118,12 +124,20 @@ class VideoOut:
 
     def _open(self, size: tuple[int, int]) -> None:
         cv2 = self._cv2
+        fourcc_name = _fourcc_name(self.path.suffix)
+        # probed first: whether a writer opens depends on the frame size (MPEG-4 stops at 8191 a side), and a
+        # refusal after the mkdir below left the video's new folders behind, empty
+        if not _can_write(self.path.suffix.lower(), size, self.fps):
+            big = fourcc_name == "mp4v" and max(size) > 8191
+            hint = ": MPEG-4 holds at most 8191 pixels a side, name an .avi (MJPG)" if big else ""
+            raise IsegError(f"--video-out {self.path}: OpenCV cannot write {size[0]}x{size[1]} frames as "
+                            f"{fourcc_name}{hint}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.path.suffix or ".mp4", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
         self._size = size
-        fourcc = cv2.VideoWriter_fourcc(*_fourcc_name(self.path.suffix))
+        fourcc = cv2.VideoWriter_fourcc(*fourcc_name)
         self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self._size)
         if not self._writer.isOpened():
             raise IsegError(f"--video-out {self.path}: OpenCV cannot write this container (try .mp4 or .avi)")

@@ -100,3 +100,16 @@ def test_annotated_video_gets_the_mode_of_an_ordinary_file(tmp_path: Path) -> No
     finally:
         os.umask(old)
     assert (tmp_path / "v.avi").stat().st_mode & 0o777 == 0o644
+
+
+def test_frames_too_large_for_mpeg4_are_one_line_and_leave_no_folder(tmp_path: Path) -> None:
+    """A first frame wider than 8191 pixels: "cannot write this container (try .mp4 ...)" of an .mp4, after the
+    video's folders were made (left behind, empty)."""
+    from iseg.errors import IsegError
+    from iseg.host.outputs import VideoOut
+
+    video = VideoOut(tmp_path / "new" / "v.mp4", 10.0)
+    with pytest.raises(IsegError, match=r"cannot write 8200x16 frames as mp4v: MPEG-4 holds at most 8191"):
+        video.write(np.zeros((16, 8200, 3), np.uint8))
+    video.close(keep=False)
+    assert not (tmp_path / "new").exists()
