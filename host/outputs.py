@@ -95,13 +95,22 @@ def check_video_out(path: Path) -> None:
 
 def _can_write(suffix: str, size: tuple[int, int], fps: float) -> bool:
     """Whether OpenCV opens a writer of this container, frame size (w, h) and rate, tried on a scratch file
-    in the system's temporary folder (never beside the user's files)."""
+    in the system's temporary folder (never beside the user's files). OpenCV's own log is silenced meanwhile:
+    a refusal is the caller's one line, not two of OpenCV's about a scratch file before it."""
     cv2 = _cv2("--video-out")
-    with tempfile.TemporaryDirectory(prefix="iseg-host-") as tmp:
-        probe = Path(tmp) / f"probe{suffix or '.mp4'}"
-        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*_fourcc_name(suffix)), fps, size)
-        ok = writer.isOpened()
-        writer.release()
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = log.getLogLevel() if log is not None else None
+    try:
+        if log is not None:
+            log.setLogLevel(log.LOG_LEVEL_SILENT)
+        with tempfile.TemporaryDirectory(prefix="iseg-host-") as tmp:
+            probe = Path(tmp) / f"probe{suffix or '.mp4'}"
+            writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*_fourcc_name(suffix)), fps, size)
+            ok = writer.isOpened()
+            writer.release()
+    finally:
+        if log is not None:
+            log.setLogLevel(level)
     return ok
 
 

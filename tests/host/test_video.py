@@ -102,7 +102,8 @@ def test_annotated_video_gets_the_mode_of_an_ordinary_file(tmp_path: Path) -> No
     assert (tmp_path / "v.avi").stat().st_mode & 0o777 == 0o644
 
 
-def test_frames_too_large_for_mpeg4_are_one_line_and_leave_no_folder(tmp_path: Path) -> None:
+def test_frames_too_large_for_mpeg4_are_one_line_and_leave_no_folder(tmp_path: Path,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
     """A first frame wider than 8191 pixels: "cannot write this container (try .mp4 ...)" of an .mp4, after the
     video's folders were made (left behind, empty)."""
     from iseg.errors import IsegError
@@ -113,3 +114,5 @@ def test_frames_too_large_for_mpeg4_are_one_line_and_leave_no_folder(tmp_path: P
         video.write(np.zeros((16, 8200, 3), np.uint8))
     video.close(keep=False)
     assert not (tmp_path / "new").exists()
+    # OpenCV's own "[ERROR] ... Failed to initialize VideoWriter" lines (FFmpeg's are the command line's to quiet)
+    assert "[ERROR" not in capfd.readouterr().err
