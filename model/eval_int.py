@@ -108,11 +108,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="quantized checkpoint, or FP model (.safetensors / Segmenter checkpoint)")
     parser.add_argument("--data", default="synthetic:val:100",
                         help="synthetic:val[:N] (default synthetic:val:100) or a dataset folder[:N]")
-    parser.add_argument("--calib", default="synthetic:32", help="PTQ calibration images for an FP model")
+    parser.add_argument("--calib", default=None,
+                        help="PTQ calibration images for an FP model (default synthetic:32)")
     parser.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
                         help="integer engine: the numpy reference (default) or the bit-identical torch integer mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_quant_options(parser)
+    # unset unless given: a quantized checkpoint's own operators are then not mistaken for a request (_fixed)
+    parser.set_defaults(softmax=None, gelu=None)
+
+
+def _fixed(args: argparse.Namespace, ckpt: QuantizedCheckpoint) -> None:
+    """Refuse the FP-model options on a quantized checkpoint: its operators and ranges are fixed, so they were
+    ignored and the table read as the variant asked for (``--softmax ivit`` scored the precise model)."""
+    own = {"softmax": ckpt.spec.softmax, "gelu": ckpt.spec.gelu}
+    asked = [f"--{k} {getattr(args, k)}" for k in ("softmax", "gelu", "lam", "calib")
+             if getattr(args, k) is not None and getattr(args, k) != own.get(k)]
+    if asked:
+        raise IsegError(f"{args.model}: a quantized checkpoint ({ckpt.spec.softmax} Shiftmax, {ckpt.spec.gelu} GELU, "
+                        f"ranges fixed): {', '.join(asked)} applies to an FP model only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"model": str(args.model), "data": args.data}
     if is_quantized(args.model):
         ckpt = load(args.model)
+        _fixed(args, ckpt)
         images, labels = load_data(args.data, ckpt.spec.image, "val", data_seed=args.data_seed)
         doc["images"] = int(len(images))
         doc["int"] = _row(eval_int(ckpt, images, labels, args.engine))
@@ -138,11 +153,13 @@ def run(args: argparse.Namespace) -> int:
         fp = load_model(args.model)
         size = fp.cfg.image_size
         images, labels = load_data(args.data, size, "val", data_seed=args.data_seed)
-        calib, _ = load_data(args.calib, size, "train", data_seed=args.data_seed)
+        calib_src = args.calib or "synthetic:32"
+        calib, _ = load_data(calib_src, size, "train", data_seed=args.data_seed)
         lam = float(fp.cfg.gelu_lambda if args.lam is None else args.lam)
-        qm = calibrate(QuantSegmenter(fp, gelu=args.gelu, lam=lam, softmax=args.softmax), calib)
+        qm = calibrate(QuantSegmenter(fp, gelu=args.gelu or "lambda", lam=lam, softmax=args.softmax or "precise"),
+                       calib)
         try:
-            ckpt = export(qm, {"method": "ptq", "calib": args.calib})
+            ckpt = export(qm, {"method": "ptq", "calib": calib_src})
         except ValueError as exc:  # a scale no int32 requant can hold (nx.dyadic): the weights are far out of range
             raise IsegError(f"{args.model}: cannot be exported as integers ({exc})") from None
         doc["images"] = int(len(images))

@@ -117,3 +117,17 @@ def test_eval_names_labels_outside_the_classes(fp_path, tmp_path, capsys):
     assert eval_int.main([str(out), "--data", str(data)]) == 0
     assert ("note: 10 ground-truth pixels (2.60 %) hold classes outside 0..7 (not the ignore value 255) "
             "and were skipped") in capsys.readouterr().out
+
+
+def test_eval_refuses_fp_options_on_a_quantized_checkpoint(fp_path, tmp_path, capsys):
+    """``--softmax ivit`` (or --gelu, --lam, --calib) on a quantized checkpoint was ignored: the table scored its
+    own operators under the variant the user asked for."""
+    out = tmp_path / "q.safetensors"
+    cal.main([str(fp_path), "--calib", "synthetic:1", "--out", str(out)])
+    capsys.readouterr()
+    for extra in (["--softmax", "ivit"], ["--gelu", "shift"], ["--lam", "2.0"], ["--calib", "synthetic:1"]):
+        assert eval_int.main([str(out), "--data", "synthetic:val:1", *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{' '.join(extra)} applies to an FP model only" in err
+    # its own variants, stated, are no contradiction
+    assert eval_int.main([str(out), "--data", "synthetic:val:1", "--softmax", "precise", "--gelu", "lambda"]) == 0
