@@ -596,8 +596,9 @@ def folder_samples(path: str | os.PathLike[str], split: str | None = None) -> li
         jobs = [(i, lab, i.stem) for i, lab in _pairs(root / "images", root / "labels")]
     else:
         raise IsegError(f"dataset folder {root} has neither images/+labels/ nor images/+annotations/")
-    if not jobs:
-        raise IsegError(f"dataset folder {root} holds no images")
+    if not jobs:  # an ADE20K folder with images of the other split only: name the split that is empty
+        where = f"{root}/images/{_ADE_SPLITS[split][0]}" if split is not None else f"dataset folder {root}"
+        raise IsegError(f"{where} holds no images")
     return [FolderSample(i, lab, name, offset) for i, lab, name in jobs]
 
 

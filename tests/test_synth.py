@@ -237,6 +237,15 @@ def test_reader_rejects_missing_and_malformed_folders(tmp_path: Path) -> None:
         read_folder(tmp_path / "p", split="train")
 
 
+def test_an_empty_ade20k_split_is_named(tmp_path: Path) -> None:
+    """`iseg synth --count 1 --layout ade20k` writes no validation image: `iseg eval --data DIR` said the folder
+    "holds no images", beside the training image it holds."""
+    write_dataset(tmp_path / "a", 1, (16, 16), layout="ade20k")
+    assert len(list(read_folder(tmp_path / "a", split="train"))) == 1
+    with pytest.raises(IsegError, match=r"a/images/validation holds no images$"):
+        read_folder(tmp_path / "a", split="val")
+
+
 def test_write_dataset_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(IsegError, match="layout"):
         write_dataset(tmp_path, 1, (16, 16), layout="coco")
