@@ -31,7 +31,7 @@ __all__ = ["Golden", "golden", "golden_layers", "golden_from_trace", "checksum",
            "has_testbench", "MANIFEST_FORMAT", "MANIFEST_VERSION", "trace_map"]
 
 MANIFEST_FORMAT = "iseg-project"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the streams carry words_per_beat pixels / labels a beat
 
 Files = dict[str, str | bytes]
 _CHECK_W = np.arange(1, 65522, dtype=np.int64)
@@ -389,6 +389,7 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
         # bd.tcl's cell names (PYNQ names overlay IPs after them): the HLS kernel and the AXI DMA
         # whose MM2S channel feeds the pixel stream and whose S2MM channel takes the labels.
         runtime = {"flow": "vivado", "pynq": {"kernel_ip": "kernel", "dma_ip": "dma"}}
+    pix, lab, n_pix = plan.engine["pix"], plan.engine["lab"], s.image[0] * s.image[1]
     m = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -404,12 +405,14 @@ def render_manifest(plan: Plan, blob_size: int, blob_sha256: str) -> Files:
         "scratch_bytes": plan.scratch_bytes,
         "kernel": plan.project,
         "ports": {
-            # beat_bytes / channels: one pixel per beat, channel channels[i] in byte i (TDATA bits 8i+7..8i)
-            "pixels": {"interface": "axis", "tdata_bits": 32, "beat_bytes": 4, "channels": "rgb",
-                       "format": "0x00BBGGRR (R in bits 0-7)", "order": "raster", "beats": s.image[0] * s.image[1],
-                       "tlast": False},
-            "labels": {"interface": "axis", "tdata_bits": 8, "beat_bytes": 1, "format": "u8 class index",
-                       "order": "raster", "beats": s.image[0] * s.image[1], "tlast": True},
+            # word_bytes / channels: one pixel per word, channel channels[i] in its byte i; words_per_beat words a
+            # beat, word k in TDATA bits 8 k word_bytes and up (hls/patch_embed.h: Cfg::PIX, Cfg::LAB), so the frame
+            # in memory is one word per pixel (label) whatever the beat
+            "pixels": {"interface": "axis", "tdata_bits": 32 * pix, "word_bytes": 4, "words_per_beat": pix,
+                       "channels": "rgb", "format": "0x00BBGGRR words (R in bits 0-7)", "order": "raster",
+                       "beats": n_pix // pix, "tlast": False},
+            "labels": {"interface": "axis", "tdata_bits": 8 * lab, "word_bytes": 1, "words_per_beat": lab,
+                       "format": "u8 class index", "order": "raster", "beats": n_pix // lab, "tlast": True},
             "weights": {"interface": "m_axi", "bundle": "gmem0", "access": "read", "bytes": blob_size},
             "scratch": {"interface": "m_axi", "bundle": "gmem1", "access": "read-write", "bytes": plan.scratch_bytes},
             # A second AXI master onto the same DDR buffer (residual / ADD-operand and V-beat reads, LayerNorm trace

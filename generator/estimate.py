@@ -42,7 +42,7 @@ import functools
 import itertools
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -368,6 +368,7 @@ class ArrayShape:
     s_lanes: int = 0  # S_LANES: attention score requant lanes (0: as many as out_lanes)
     small_fabric: bool = False  # Widths::SMALL_FABRIC: the small lane multipliers (mul_lane) on LUTs
     a_word: int = 4  # A_WORD: i16 elements per word of a left-operand bank (a_word_options)
+    a_lanes: int = 0  # A_LANES: argmax classes per step of the head (0: argmax_lanes's rule; head_lanes)
 
     @property
     def macs(self) -> int:
@@ -655,8 +656,10 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "C x AXI_BYTES ping-pong registers of the transposing loader (MASK_PRODUCT B^T, K_h^T)"))
     # the patch line buffer is a ping-pong of 2 x P image rows, one memory per (half, channel) of P * img_w
     # bytes (hls/patch_embed.h ARRAY_PARTITION dim 1 and 4), so that a beat fills one half and stages the other
-    lb, _ = _mem_blocks(2 * graph.spec.patch * graph.spec.image[1] * 3, 6, 8, board, False)
-    al = argmax_lanes(graph, a.axi_bytes)
+    # (words of PIX columns, ARRAY_RESHAPE: a stream beat's pixels in one word of each)
+    lb, _ = _mem_blocks(2 * graph.spec.patch * graph.spec.image[1] * 3, 6,
+                        8 * pixel_beat_pixels(a.axi_bytes, graph.spec.patch), board, False)
+    al = head_lanes(a, graph)
     u.append(UnitCost("head_pixels", 0, 2 + lb, 0, 3000 + A_LANE_LUT * al,
                       f"patch line buffer (2 x P rows, ping-pong), argmax label line (2 x gw, ping-pong), "
                       f"{al} argmax lanes"))
@@ -725,9 +728,10 @@ def beat_luts(a: ArrayShape, graph: Graph) -> int:
               + 2 * take(2 * a.out_lanes, 2 * a.out_lanes) + stage(a.out_lanes, 2 * a.out_lanes)
               + stage(a.ln_lanes, 2 * a.ln_lanes))
     adds = (rows["add"] + rows["embed_add"]) * (2 * cache() + 2 * take(2, 2) + stage(2, 2))
-    copy_pixels = cache() + take(1, 1) + stage(1, 1) + stage(1, 3)  # COPY_CONST; the pixel path's 3 bytes
+    pix = pixel_beat_pixels(beat, graph.spec.patch)  # the pixel path's puts: 3 PIX bytes at multiples of their gcd
+    copy_pixels = cache() + take(1, 1) + stage(1, 1) + stage(math.gcd(3 * pix, beat), 3 * pix)  # COPY_CONST; pixels
     gelu_table = cache() + take(1, 1)  # gemm.h load_gelu_table: an entry a cycle out of a cached beat
-    head = cache() + take(2 * argmax_lanes(graph, beat), 2 * argmax_lanes(graph, beat))
+    head = cache() + take(2 * head_lanes(a, graph), 2 * head_lanes(a, graph))
     return engine + adds + copy_pixels + gelu_table + head
 
 
@@ -735,14 +739,39 @@ A_LANES_MAX = 8  # most argmax lanes (Cfg::A_LANES, hls/argmax_upsample.h)
 A_LANE_LUT = 48  # LUTs per argmax lane: a 16-bit signed compare + the 16-bit value / 8-bit class mux
 
 
-def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int) -> int:
+PIX_MAX = 16  # most pixels per pixel-stream beat (Cfg::PIX: 512-bit TDATA)
+LAB_MAX = 16  # most labels per label-stream beat (Cfg::LAB: 128-bit TDATA)
+
+
+def pixel_beat_pixels(axi_bytes: int, patch: int) -> int:
+    """Cfg::PIX, pixels per beat of the pixel stream (hls/patch_embed.h): the largest power of two <= PIX_MAX whose
+    beat (4 bytes a pixel) is no wider than an m_axi beat, so that its 3 PIX staged bytes are one put of the pixel
+    path's store (and the stream no wider than the memory side of the DMA that feeds it), and that divides the patch
+    (a beat's pixels lie in one patch row)."""
+    p = 1
+    while 2 * p <= PIX_MAX and 8 * p <= axi_bytes and patch % (2 * p) == 0:
+        p *= 2
+    return p
+
+
+def label_beat_labels(axi_bytes: int, patch: int) -> int:
+    """Cfg::LAB, labels per beat of the label stream (hls/argmax_upsample.h): the largest power of two <= LAB_MAX,
+    no wider than an m_axi beat (the DMA's memory side), that divides the patch: a beat's labels then lie in one
+    patch, LAB copies of its label."""
+    n = 1
+    while 2 * n <= LAB_MAX and 2 * n <= axi_bytes and patch % (2 * n) == 0:
+        n *= 2
+    return n
+
+
+def head_cycles(img_h: int, img_w: int, patch: int, n_cls: int, lanes: int, lab: int = 1) -> int:
     """ARGMAX_UPSAMPLE (hls/argmax_upsample.h): gh + 1 passes of one AU_STEP loop (+ PIPE_READ each: it reads the
     logits). Pass s
     advances the argmax of grid row s (A = gw * ceil(n_cls / lanes) steps) into one half of the ping-pong
-    label line while it emits the B = P * img_w label beats of grid row s - 1 from the other: max(A, B)
-    steps; pass 0 only computes (prologue), pass gh only emits (epilogue)."""
+    label line while it emits the B = P * img_w / lab label beats (``lab``: Cfg::LAB labels each) of grid row s - 1
+    from the other: max(A, B) steps; pass 0 only computes (prologue), pass gh only emits (epilogue)."""
     gh, gw = img_h // patch, img_w // patch
-    arg, beats = gw * cdiv(n_cls, lanes), patch * img_w
+    arg, beats = gw * cdiv(n_cls, lanes), patch * img_w // lab
     return arg + PIPE_READ + (gh - 1) * (max(arg, beats) + PIPE_READ) + beats + PIPE_READ
 
 
@@ -758,26 +787,41 @@ def argmax_lane_options(n_cls: int, axi_bytes: int) -> list[int]:
     return out
 
 
+def head_lanes(a: ArrayShape, graph: Graph) -> int:
+    """Cfg::A_LANES of the shape: its own (the array search's choice under the LUT cap), else the rule's."""
+    return a.a_lanes or argmax_lanes(graph, a.axi_bytes)
+
+
+def head_lane_choices(graph: Graph, axi_bytes: int) -> list[int]:
+    """The A_LANES the array search tries, most first: the rule's (``argmax_lanes``), then each smaller option
+    (fewer comparators, a longer head) for a shape the rule's lanes would take past the LUT cap."""
+    rule = argmax_lanes(graph, axi_bytes)
+    return [n for n in reversed(argmax_lane_options(_head_classes(graph), axi_bytes)) if n <= rule] or [1]
+
+
+def _head_classes(graph: Graph) -> int:
+    return next((graph.acts[op.inputs[0]].shape[1] for op in graph.ops if isinstance(op, ArgmaxUpsample)), 1)
+
+
 def argmax_lanes(graph: Graph, axi_bytes: int) -> int:
     """Cfg::A_LANES: among ``argmax_lane_options`` (powers of two, one beat of i16 logits at most), the fewest with
-    which a grid row's argmax (gw * ceil(classes / lanes) steps) hides behind its P * img_w label beats; the
+    which a grid row's argmax (gw * ceil(classes / lanes) steps) hides behind its P * img_w / LAB label beats; the
     largest of them when none is enough. 1 without a head."""
     for op in graph.ops:
         if isinstance(op, ArgmaxUpsample):
             ncls, gw = graph.acts[op.inputs[0]].shape[1], op.grid[1]
-            beats = op.patch * graph.spec.image[1]
+            beats = op.patch * graph.spec.image[1] // label_beat_labels(axi_bytes, op.patch)
             options = argmax_lane_options(ncls, axi_bytes)
             return next((n for n in options if gw * cdiv(ncls, n) <= beats), options[-1])
     return 1
 
 
-def pixel_cycles(img_h: int, img_w: int, patch: int) -> int:
+def pixel_cycles(img_h: int, img_w: int, patch: int, pix: int = 1) -> int:
     """PATCH_EMBED's pixel path (hls/patch_embed.h patch_unpack): gh + 1 passes of one PE_BEAT loop of
-    P * img_w beats (+ PIPE: the pixels come on a stream, no m_axi read). Pass s reads grid row s into one half
-    of the ping-pong line buffer while it
-    stages grid row s - 1 from the other (3 bytes per pixel, as many as the fill reads, so the two share
-    the beats); pass 0 only fills, pass gh only stages."""
-    return (img_h // patch + 1) * (patch * img_w + PIPE)
+    P * img_w / pix beats (``pix``: Cfg::PIX pixels each; + PIPE: the pixels come on a stream, no m_axi read). Pass s
+    reads grid row s into one half of the ping-pong line buffer while it stages grid row s - 1 from the other (3 bytes
+    per pixel, as many as the fill reads, so the two share the beats); pass 0 only fills, pass gh only stages."""
+    return (img_h // patch + 1) * (patch * img_w // pix + PIPE)
 
 
 def ln_wait_steps(a: ArrayShape, k: int) -> int:
@@ -1219,7 +1263,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
                 parts["load_b"] = tp_cycles(n, k, a.cols, wa, 1)  # in2^T through the transposer
                 cyc += parts["load_b"]
             if isinstance(op, PatchEmbed):
-                parts["pixels"] = pixel_cycles(*spec.image, spec.patch)
+                parts["pixels"] = pixel_cycles(*spec.image, spec.patch, pixel_beat_pixels(wa, spec.patch))
                 cyc += parts["pixels"]
             if op.name == pf_order[0]:  # the first prefetch runs before the layer loop
                 parts["prefetch0"] = cdiv(w_of[op.name], a.prefetch_lanes) + PIPE_READ
@@ -1276,7 +1320,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             h, wi = spec.image
             ncls = graph.acts[op.inputs[0]].shape[1]
             gh, gw = op.grid
-            cyc = head_cycles(h, wi, op.patch, ncls, argmax_lanes(graph, a.axi_bytes))
+            cyc = head_cycles(h, wi, op.patch, ncls, head_lanes(a, graph),
+                              label_beat_labels(a.axi_bytes, op.patch))
             out.append(_simple(op.name, "argmax_upsample", cyc, gh * gw * ncls * 2))
         else:  # pragma: no cover - build_graph makes only the ops above
             raise TypeError(f"no estimate for op {type(op).__name__}")
@@ -1315,8 +1360,9 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
     few lane configurations (output, Shiftmax, score and LayerNorm lanes), both packings of the array
     (``pack_options``: two MACs per DSP with fabric accumulators, or a DSP per MAC that accumulates in the DSP
-    and runs P.V at II 1) and both bindings of the small lane multipliers (mul_lane: DSPs or LUTs; on a tie
-    the fewer DSPs). ``widths``: the model's proven
+    and runs P.V at II 1), both bindings of the small lane multipliers (mul_lane: DSPs or LUTs; on a tie
+    the fewer DSPs) and, for a shape the head's argmax lanes would take past a cap, fewer of them
+    (``head_lane_choices``). ``widths``: the model's proven
     multiplier widths (plan.lane_widths; None = the worst case of any checkpoint). ``prune``: skip the
     cycle count of a candidate whose lower bound (array_macs) is already above the best frame so far; the
     choice is the same (tested), only faster."""
@@ -1339,11 +1385,14 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 for pack in pack_options(rows, board):
                     fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
                     for fab in (False, True):
-                        a = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
-                        units = unit_costs(a, graph, board, widths)
-                        if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
-                                and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
-                            fits.append((units.dsp, a))
+                        a0 = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
+                        for al in head_lane_choices(graph, a0.axi_bytes):  # the most head lanes that fit
+                            a = replace(a0, a_lanes=al)
+                            units = unit_costs(a, graph, board, widths)
+                            if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
+                                    and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
+                                fits.append((units.dsp, a))
+                                break
                     if not fits:
                         continue
                     any_fit = True

@@ -657,7 +657,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
     costs = est.op_costs(graph, shape)
     layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols, shape.axi_bytes)
-    a_lanes = est.argmax_lanes(graph, shape.axi_bytes)
+    a_lanes = est.head_lanes(shape, graph)
     for row in layers:
         if row.op == "ARGMAX_UPSAMPLE":  # every argmax step within one beat (estimate.argmax_lane_options)
             fd = dict(row.fields)
@@ -710,6 +710,9 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                 "kv_ii": est.kv_ii_of(graph, shape.cols, shape.axi_bytes),
                 "sm_row_shift": int(est.sm_row_shift_of(graph)),
                 "a_lanes": a_lanes, "a_word": shape.a_word,
+                # pixels / labels per beat of the two AXI-Streams (hls/patch_embed.h, argmax_upsample.h)
+                "pix": est.pixel_beat_pixels(shape.axi_bytes, spec.patch),
+                "lab": est.label_beat_labels(shape.axi_bytes, spec.patch),
                 **{f"{b}_{k}": v for b, port in est.M_AXI.items() for k, v in port.items()},
                 "row_ops": sum(1 << code for code in sorted({_OP_CODES[r.op] for r in layers})),
                 # the weight buffer in URAM where the estimate placed it there (unit w_buffers): engine.h binds it

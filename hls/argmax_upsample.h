@@ -11,7 +11,8 @@
 namespace iseg {
 
 // in: logits (gh*gw, n_cls) int16 at `logits`, row stride `stride` elements, gh = img_h/P,
-// gw = img_w/P; out: img_h * img_w label beats on `labels`, raster order, TLAST on the last one.
+// gw = img_w/P; out: img_h * img_w labels on `labels`, raster order, Cfg::LAB per beat (LAB divides P, so a
+// beat's labels lie in one patch: LAB copies of its label), TLAST on the last beat.
 //
 // The argmax compares Cfg::A_LANES classes per step (A_LANES i16 logits: a power of two <= AXI_BYTES/2):
 // ceil(n_cls / A_LANES) steps per token, gw tokens per grid row. One step reads within ONE memory beat (II = 1):
@@ -25,7 +26,7 @@ namespace iseg {
 // pipelined loop that advances the argmax of grid row s into half s&1 while it emits the P*img_w
 // label beats of grid row s-1 from the other half. Pass 0 only computes (prologue), pass gh only
 // emits (epilogue). Cycles (C-sim count, per pass): max(argmax steps, beats) + a pipeline fill, i.e.
-//   (A + PIPE) + (gh - 1) * (max(A, B) + PIPE) + (B + PIPE),  A = gw * ceil(n_cls / A_LANES), B = P * img_w.
+//   (A + PIPE) + (gh - 1) * (max(A, B) + PIPE) + (B + PIPE),  A = gw * ceil(n_cls / A_LANES), B = P * img_w / LAB.
 // logits: byte offset of the (T, n_cls) i16 rows in the scratch port (stride: elements per row); a step's 2 L
 // bytes lie in one beat (rows start on one), held in a one-beat cache (AXI_BYTES / 2 L steps share it).
 template <class Cfg, class LabOut>
@@ -36,7 +37,9 @@ void argmax_upsample(const beat_t<Cfg>* scratch, long logits, long stride, int n
                   "A_LANES must be a power of two (a step's 2*A_LANES bytes then never straddle a beat)");
     static_assert(Cfg::A_LANES == 1 || Cfg::AXI_BYTES % (2 * Cfg::A_LANES) == 0,
                   "A_LANES i16 logits must tile one memory beat (2*A_LANES divides AXI_BYTES)");
-    constexpr int L = Cfg::A_LANES;
+    constexpr int L = Cfg::A_LANES, LAB = Cfg::LAB;
+    static_assert(LAB >= 1 && (LAB & (LAB - 1)) == 0, "LAB (labels per stream beat) must be a power of two");
+    ISEG_CHECK(P % LAB == 0, "ARGMAX_UPSAMPLE: the patch must be a multiple of LAB (labels per stream beat)");
     label_t line[2][Cfg::IMG_W];  // two halves of one grid row of labels each (gw <= IMG_W)
     // one memory per half: a step writes a label into one half and reads one from the other
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=line type=complete dim=1)
@@ -44,7 +47,7 @@ void argmax_upsample(const beat_t<Cfg>* scratch, long logits, long stride, int n
     const int gw = img_w / P;
     const int steps = (n_cls + L - 1) / L;  // argmax steps per token
     const int arg_steps = gw * steps;       // argmax steps per grid row
-    const int beats = P * img_w;            // label beats per grid row
+    const int beats = P * img_w / LAB;      // label beats per grid row
     RdCache<beat_t<Cfg> > c;
     cache_reset(c);
 AU_PASS:
@@ -66,14 +69,19 @@ AU_PASS:
             // the two halves never alias within a pass: no carried dependence through `line`
             ISEG_PRAGMA(HLS DEPENDENCE variable=line inter false)
             if (i < nb) {
-                label_beat_t beat;
-                beat.data = line[eh][ex];
-                beat.keep = 1;
-                beat.strb = 1;
+                label_beat_t<Cfg> beat;
+                const label_t lb = line[eh][ex];
+            AU_LABEL:
+                for (int k = 0; k < LAB; ++k) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    beat_set(beat.data, k, lb);
+                }
+                beat.keep = ~0u;
+                beat.strb = ~0u;
                 beat.last = s == gh && i == nb - 1;
                 labels.write(beat);
-                ++x;
-                if (++px == P) {  // x / P and x % P as counters (no divider)
+                x += LAB;
+                if ((px += LAB) == P) {  // x / P and x % P as counters (no divider)
                     px = 0;
                     ++ex;
                 }

@@ -182,20 +182,28 @@ struct CsimError {
 #include <ap_axi_sdata.h>
 #include <hls_stream.h>
 namespace iseg {
-// One beat of the label stream: 8-bit TDATA with the AXI-Stream side channel (TLAST on the last
-// label of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
-typedef hls::axis<ap_uint<8>, 0, 0, 0> label_beat_t;
+// One beat of the label stream: N labels (8 N-bit TDATA, label j in bits 8j..8j+7) with the AXI-Stream side
+// channel (TLAST on the last beat of the frame, TKEEP/TSTRB all ones), what an AXI DMA's S2MM channel needs.
+template <int N>
+struct label_beat_of {
+    typedef hls::axis<ap_uint<8 * N>, 0, 0, 0> type;
+};
 }  // namespace iseg
 #else
 #define ISEG_OWN_STREAMS 1
 #include "iseg_stream.h"
 namespace iseg {
-// The label stream beat of the g++ C-simulation: the fields of Vitis' hls::axis<ap_uint<8>, 0, 0, 0>
-// that the engine uses (data, keep, strb, last).
-struct label_beat_t {
-    uint8_t data;
-    uint8_t keep, strb;
+// The label stream beat of the g++ C-simulation: the fields of Vitis' hls::axis<ap_uint<8 N>, 0, 0, 0>
+// that the engine uses (data: N labels, a beat of bytes as the m_axi ports' are; keep, strb; last).
+template <int N>
+struct LabelBeat {
+    BeatBytes<N> data;
+    uint32_t keep, strb;
     bool last;
+};
+template <int N>
+struct label_beat_of {
+    typedef LabelBeat<N> type;
 };
 }  // namespace iseg
 #endif

@@ -96,14 +96,15 @@ inline int csim_burst_report(char* buf, long len) {
 
 inline void csim_set_error(const CsimError& e) { snprintf(csim_error_buffer(), sizeof(CsimError::what), "%s", e.what); }
 
-// Run a table on one image. Pixels are converted to stream words (pixel_t) and pre-loaded into
-// the pixel stream; the label stream must hold exactly img_h * img_w labels at the end, and
-// every pixel must have been read.
+// Run a table on one image. Pixels (RGB bytes) are packed into stream beats (PIX words of 0x00BBGGRR) and
+// pre-loaded into the pixel stream; the label stream must hold exactly img_h * img_w / LAB beats at the end, TLAST
+// on the last only, and every pixel must have been read.
 template <class Cfg>
 int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const uint8_t* pixels, uint8_t* labels,
              uint8_t* scratch, TraceFn trace, long long* layer_cycles = nullptr) {
-    static pixel_t pix_store[Cfg::IMG_H * Cfg::IMG_W];  // static: no heap, no 1 MB stack frame
-    static label_beat_t lab_store[Cfg::IMG_H * Cfg::IMG_W];
+    constexpr int PIX = Cfg::PIX, LAB = Cfg::LAB;
+    static pix_beat_t<Cfg> pix_store[Cfg::IMG_H * Cfg::IMG_W / PIX + 1];  // static: no heap, no 1 MB stack frame
+    static label_beat_t<Cfg> lab_store[Cfg::IMG_H * Cfg::IMG_W / LAB + 1];
     csim_error_buffer()[0] = 0;
     csim_cycles_total() = 0;
     port_log_reset();
@@ -117,16 +118,25 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         }
         ISEG_CHECK(n_pix <= long(Cfg::IMG_H) * Cfg::IMG_W && n_lab <= long(Cfg::IMG_H) * Cfg::IMG_W,
                    "csim_run: the table reads or writes more pixels than Cfg::IMG_H * Cfg::IMG_W");
-        hls::stream<pixel_t> pix("pixels");
-        hls::stream<label_beat_t> lab("labels");
+        ISEG_CHECK(n_pix % PIX == 0 && n_lab % LAB == 0,
+                   "csim_run: the pixels / labels are not whole stream beats (PIX / LAB divide the patch)");
+        hls::stream<pix_beat_t<Cfg> > pix("pixels");
+        hls::stream<label_beat_t<Cfg> > lab("labels");
         if (n_pix > 0) {
-            pix.attach(pix_store, n_pix);
-            for (long i = 0; i < n_pix; ++i) {
-                const uint8_t* p = pixels + 3 * i;
-                pix.write(pixel_t(p[0]) | (pixel_t(p[1]) << 8) | (pixel_t(p[2]) << 16));
+            pix.attach(pix_store, n_pix / PIX);
+            for (long i = 0; i < n_pix; i += PIX) {
+                pix_beat_t<Cfg> v;
+                beat_clear(v);
+                for (int k = 0; k < PIX; ++k) {
+                    const uint8_t* p = pixels + 3 * (i + k);
+                    beat_set(v, 4 * k, p[0]);
+                    beat_set(v, 4 * k + 1, p[1]);
+                    beat_set(v, 4 * k + 2, p[2]);
+                }
+                pix.write(v);
             }
         }
-        if (n_lab > 0) lab.attach(lab_store, n_lab);
+        if (n_lab > 0) lab.attach(lab_store, n_lab / LAB);
         CsimTrace tr{trace, layer_cycles};
         // the ports are arrays of beats (axi.h); in this C-simulation a beat is a struct of bytes (compat.h), so the
         // caller's byte buffers are those arrays as they are (scratch_b: the same buffer)
@@ -135,11 +145,13 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         beat* sc = reinterpret_cast<beat*>(scratch);
         run_layers<Cfg>(pix, lab, w, sc, sc, table, n_layers, tr);
         ISEG_CHECK(pix.empty(), "csim_run: the layer table left pixels unread");
-        ISEG_CHECK(lab.size() == n_lab, "csim_run: the label stream does not hold img_h * img_w labels");
-        for (long i = 0; i < n_lab; ++i) {
-            const label_beat_t b = lab.read();
-            ISEG_CHECK(b.last == (i == n_lab - 1), "csim_run: TLAST must be set on the last label only");
-            labels[i] = b.data;
+        ISEG_CHECK(lab.size() == n_lab / LAB, "csim_run: the label stream does not hold img_h * img_w labels");
+        for (long i = 0; i < n_lab; i += LAB) {
+            const label_beat_t<Cfg> b = lab.read();
+            ISEG_CHECK(b.last == (i + LAB == n_lab), "csim_run: TLAST must be set on the last beat only");
+            ISEG_CHECK((b.keep & ((1ull << LAB) - 1)) == (1ull << LAB) - 1 && (b.strb & ((1ull << LAB) - 1)) == (1ull << LAB) - 1,
+                       "csim_run: TKEEP / TSTRB must be all ones");
+            for (int k = 0; k < LAB; ++k) labels[i + k] = beat_byte(b.data, k);
         }
         return 0;
     } catch (const CsimError& e) {

@@ -16,12 +16,13 @@
 //     static constexpr int DHMAX;           // largest d_head (the Q block of attention)
 //     static constexpr int IMG_H, IMG_W;    // largest image (line buffers, C-sim stream depth)
 //     static constexpr int PATCH_MAX;       // largest patch side
+//     static constexpr int PIX, LAB;        // pixels / labels per stream beat (powers of two dividing the patch)
 //     static constexpr int n_layers;        // table length (run_engine only)
 //     static constexpr iseg::LayerDesc layers[n_layers];   // the table (run_engine only)
 //   };
 //
 // A synthesis top (the generator's top.cpp) is a thin wrapper:
-//   void iseg_top(hls::stream<iseg::pixel_t>& pixels, hls::stream<iseg::label_t>& labels,
+//   void iseg_top(hls::stream<iseg::pix_beat_t<Cfg> >& pixels, hls::stream<iseg::label_beat_t<Cfg> >& labels,
 //                 const iseg::beat_t<Cfg>* weights, iseg::beat_t<Cfg>* scratch, iseg::beat_t<Cfg>* scratch_b) {
 //   #pragma HLS INTERFACE mode=axis port=pixels
 //   #pragma HLS INTERFACE mode=axis port=labels
@@ -284,7 +285,7 @@ NEXT_PF:
     return -1;
 }
 
-// Run `n_layers` entries of `table`. PixIn / LabOut: hls::stream<pixel_t> / hls::stream<label_beat_t>
+// Run `n_layers` entries of `table`. PixIn / LabOut: hls::stream<pix_beat_t<Cfg>> / hls::stream<label_beat_t<Cfg>>
 // (or anything with read() / write()). trace(i, desc, scratch, cycles) after every layer, with the
 // layer's counted cycles (C-sim; 0 in synthesis).
 //
@@ -470,8 +471,8 @@ ENGINE_LAYERS:
 
 // The synthesis entry: the table is the generated Cfg::layers.
 template <class Cfg>
-void run_engine(hls::stream<pixel_t>& pixels, hls::stream<label_beat_t>& labels, const beat_t<Cfg>* weights,
-                beat_t<Cfg>* scratch, beat_t<Cfg>* scratch_b) {
+void run_engine(hls::stream<pix_beat_t<Cfg> >& pixels, hls::stream<label_beat_t<Cfg> >& labels,
+                const beat_t<Cfg>* weights, beat_t<Cfg>* scratch, beat_t<Cfg>* scratch_b) {
     NoTrace none;
     run_layers<Cfg>(pixels, labels, weights, scratch, scratch_b, Cfg::layers, Cfg::n_layers, none);
 }

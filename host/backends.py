@@ -59,44 +59,56 @@ def require(module: str, backend: str) -> ModuleType:
 class StreamFormat:
     """Byte layout of the pixel and label streams (:class:`~iseg.host.manifest.Streams`).
 
-    Pixels: raster order, one pixel per ``pixel_beat_bytes``-byte beat, channel
+    Pixels: raster order, one pixel per ``pixel_word_bytes``-byte word, channel
     ``pixel_channels[i]`` in byte ``i`` (little-endian TDATA: byte 0 is bits 7..0), the remaining
-    bytes zero. Labels: raster order, one class index in byte 0 of each ``label_beat_bytes`` beat.
+    bytes zero. Labels: raster order, one class index in byte 0 of each ``label_word_bytes`` word.
+    A stream beat carries several words (``pixels_per_beat``, ``labels_per_beat``) without changing
+    these bytes: the DMA moves the buffer as it is, only a data mover counts beats.
     """
 
     def __init__(self, m: Manifest):
         self.h, self.w = m.image
-        self.pixel_beat = m.streams.pixel_beat_bytes
+        self.pixel_word = m.streams.pixel_word_bytes
         self.channels = ["rgb".index(c) for c in m.streams.pixel_channels]
-        self.label_beat = m.streams.label_beat_bytes
+        self.label_word = m.streams.label_word_bytes
+        self.pixels_per_beat = m.streams.pixels_per_beat
+        self.labels_per_beat = m.streams.labels_per_beat
 
     @property
-    def beats(self) -> int:
-        """Beats per frame on either stream: one per pixel."""
+    def words(self) -> int:
+        """Words per frame on either stream: one per pixel."""
         return self.h * self.w
 
     @property
+    def pixel_beats(self) -> int:
+        return self.words // self.pixels_per_beat
+
+    @property
+    def label_beats(self) -> int:
+        return self.words // self.labels_per_beat
+
+    @property
     def pixel_bytes(self) -> int:
-        return self.beats * self.pixel_beat
+        return self.words * self.pixel_word
 
     @property
     def label_bytes(self) -> int:
-        return self.beats * self.label_beat
+        return self.words * self.label_word
 
     def pack(self, image: np.ndarray, out: np.ndarray) -> None:
         """Write the (H, W, 3) u8 frame into the u8 buffer ``out`` (``pixel_bytes`` long)."""
         if image.shape != (self.h, self.w, 3) or image.dtype != np.uint8:
             raise ValueError(f"frame {image.shape} {image.dtype} is not ({self.h}, {self.w}, 3) uint8")
-        beats = out.reshape(self.beats, self.pixel_beat)
+        words = out.reshape(self.words, self.pixel_word)
         px = image.reshape(-1, 3)
-        if self.pixel_beat > 3:
-            beats[:, 3:] = 0
+        if self.pixel_word > 3:
+            words[:, 3:] = 0
         for i, c in enumerate(self.channels):
-            beats[:, i] = px[:, c]
+            words[:, i] = px[:, c]
 
     def unpack(self, buf: np.ndarray) -> np.ndarray:
         """The label buffer -> a fresh (H, W) u8 array."""
-        return buf.reshape(self.beats, self.label_beat)[:, 0].reshape(self.h, self.w).copy()
+        return buf.reshape(self.words, self.label_word)[:, 0].reshape(self.h, self.w).copy()
 
 
 class Backend(ABC):
@@ -382,11 +394,11 @@ class XrtBackend(Backend):
             for buf in self.pixels:
                 r = pyxrt.run(self.mm2s)
                 r.set_arg(names.pixels.buffer_arg, buf)
-                r.set_arg(names.pixels.beats_arg, self.fmt.beats)
+                r.set_arg(names.pixels.beats_arg, self.fmt.pixel_beats)
                 self.send_runs.append(r)
             self.recv_run = pyxrt.run(self.s2mm)
             self.recv_run.set_arg(names.labels.buffer_arg, self.labels)
-            self.recv_run.set_arg(names.labels.beats_arg, self.fmt.beats)
+            self.recv_run.set_arg(names.labels.beats_arg, self.fmt.label_beats)
         self.names = names
 
     def load(self, slot: int, image: np.ndarray) -> None:
@@ -430,10 +442,10 @@ class EmulateBackend(Backend):
     scratch buffer that is *not* cleared between frames (DDR on a board is not either). The
     C entry ``iseg_csim_run(weights, pixels, labels, scratch, trace)`` (``csim.entry``) is
     called through ctypes with them. Its pixel argument is three bytes per pixel, from which it
-    rebuilds the 32-bit TDATA word as ``p[0] | p[1] << 8 | p[2] << 16``, so the emulated DMA
-    forwards bytes 0..2 of every beat exactly as packed (whatever the channel order says) and
+    rebuilds each pixel's 32-bit word of a TDATA beat as ``p[0] | p[1] << 8 | p[2] << 16``, so the emulated DMA
+    forwards bytes 0..2 of every word exactly as packed (whatever the channel order says) and
     checks that the other bytes are zero, as the 0x00BBGGRR word requires; labels come back one
-    byte per beat. A packing mistake in the host therefore shows up as wrong labels here, as it
+    byte per label. A packing mistake in the host therefore shows up as wrong labels here, as it
     would on a board.
     """
 
@@ -442,9 +454,9 @@ class EmulateBackend(Backend):
     def __init__(self, manifest: Manifest):
         super().__init__(manifest)
         self.fmt = StreamFormat(manifest)
-        if self.fmt.pixel_beat < 3:
-            raise IsegError(f"{manifest.path}: the C-simulation takes 3 bytes per pixel beat, the manifest "
-                            f"says {self.fmt.pixel_beat}")
+        if self.fmt.pixel_word < 3:
+            raise IsegError(f"{manifest.path}: the C-simulation takes 3 bytes per pixel word, the manifest "
+                            f"says {self.fmt.pixel_word}")
         # The C code sizes nothing itself: it reads and writes our buffers as far as the sizes it was
         # compiled with. So they are checked against the manifest before anything is allocated or called.
         lib, lib_path = load_library(manifest)
@@ -453,7 +465,7 @@ class EmulateBackend(Backend):
             self.scratch = np.zeros(manifest.scratch_bytes, np.uint8)
             self.pixels = [np.zeros(self.fmt.pixel_bytes, np.uint8) for _ in range(self.slots)]
             self.labels = np.zeros(self.fmt.label_bytes, np.uint8)
-            self._lab = np.zeros(self.fmt.beats, np.uint8)  # the C entry writes one byte per label
+            self._lab = np.zeros(self.fmt.words, np.uint8)  # the C entry writes one byte per label
         except MemoryError:
             raise IsegError(f"{manifest.path}: not enough memory for the emulated board's buffers "
                             f"(scratch {manifest.scratch_bytes} bytes, image {self.fmt.h}x{self.fmt.w})") from None
@@ -474,16 +486,16 @@ class EmulateBackend(Backend):
         self.fmt.pack(image, self.pixels[slot])
 
     def run(self, slot: int) -> np.ndarray:
-        beats = self.pixels[slot].reshape(self.fmt.beats, self.fmt.pixel_beat)
-        if self.fmt.pixel_beat > 3 and beats[:, 3:].any():
-            raise IsegError("emulated board: pixel beats carry non-zero bytes above bits 23..0")
-        wire = np.ascontiguousarray(beats[:, :3])
+        words = self.pixels[slot].reshape(self.fmt.words, self.fmt.pixel_word)
+        if self.fmt.pixel_word > 3 and words[:, 3:].any():
+            raise IsegError("emulated board: pixel words carry non-zero bytes above bits 23..0")
+        wire = np.ascontiguousarray(words[:, :3])
         with self._lock:
             rc = self._entry(self.weights.ctypes.data, wire.ctypes.data, self._lab.ctypes.data,
                              self.scratch.ctypes.data, None)
             if rc != 0:
                 raise IsegError(f"C-simulation error: {self._error().decode(errors='replace')}")
-            self.labels.reshape(self.fmt.beats, self.fmt.label_beat)[:, 0] = self._lab
+            self.labels.reshape(self.fmt.words, self.fmt.label_word)[:, 0] = self._lab
         return self.fmt.unpack(self.labels)
 
 

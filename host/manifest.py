@@ -19,7 +19,7 @@ from typing import Any
 from iseg.errors import IsegError
 
 FORMAT = "iseg-project"
-VERSION = 1
+VERSION = 2  # 2: the streams carry words_per_beat pixels / labels a beat (1: one a beat, beat_bytes)
 FILENAME = "manifest.json"
 FLOWS = ("vivado", "vitis")
 # Upper bounds of the numbers a backend allocates buffers from. A manifest beyond them is corrupt
@@ -35,16 +35,20 @@ MAX_CLASSES = 256  # labels are one u8 per pixel
 
 @dataclass(frozen=True)
 class Streams:
-    """Beat layouts of the AXI-Streams (``ports.pixels``, ``ports.labels``).
+    """Word and beat layouts of the AXI-Streams (``ports.pixels``, ``ports.labels``).
 
-    Pixels: one per beat of ``pixel_beat_bytes``; byte ``i`` of a beat (TDATA bits 8i+7..8i)
-    holds channel ``pixel_channels[i]``, later bytes are zero. Labels: one class index in byte 0
-    of each ``label_beat_bytes``-byte beat.
+    Pixels: one per word of ``pixel_word_bytes``; byte ``i`` of a word holds channel ``pixel_channels[i]``, later
+    bytes are zero; a beat carries ``pixels_per_beat`` words, word ``k`` in TDATA bits from ``8 k pixel_word_bytes``
+    up. Labels: one class index per ``label_word_bytes`` word (in its byte 0), ``labels_per_beat`` words a beat. So
+    the frame in memory is the same bytes whatever the beat width: only the DMA's stream width, and a data mover's
+    count of beats, depend on it.
     """
 
-    pixel_beat_bytes: int
+    pixel_word_bytes: int
     pixel_channels: str  # a permutation of "rgb"
-    label_beat_bytes: int
+    label_word_bytes: int
+    pixels_per_beat: int
+    labels_per_beat: int
 
 
 @dataclass(frozen=True)
@@ -173,14 +177,22 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Pa
     return node
 
 
-def _streams(doc: dict[str, Any], path: Path) -> Streams:
-    beat = _get(doc, "ports.pixels.beat_bytes", int, path, (1, MAX_BEAT_BYTES))
+def _streams(doc: dict[str, Any], path: Path, pixels: int) -> Streams:
+    """The streams' layouts; ``pixels``: the frame's pixel count, which both streams' beats must divide."""
+    word = _get(doc, "ports.pixels.word_bytes", int, path, (1, MAX_BEAT_BYTES))
     channels = _get(doc, "ports.pixels.channels", str, path)
-    if sorted(channels) != ["b", "g", "r"] or beat < 3:
-        raise IsegError(f"{path}: ports.pixels must carry r, g, b in >= 3 bytes per beat, got channels "
-                        f"{channels!r} in {beat} bytes")
-    label_beat = _get(doc, "ports.labels.beat_bytes", int, path, (1, MAX_BEAT_BYTES))
-    return Streams(beat, channels, label_beat)
+    if sorted(channels) != ["b", "g", "r"] or word < 3:
+        raise IsegError(f"{path}: ports.pixels must carry r, g, b in >= 3 bytes per word, got channels "
+                        f"{channels!r} in {word} bytes")
+    label_word = _get(doc, "ports.labels.word_bytes", int, path, (1, MAX_BEAT_BYTES))
+    per = {}
+    for port, w in (("pixels", word), ("labels", label_word)):
+        key = f"ports.{port}.words_per_beat"
+        n = per[port] = _get(doc, key, int, path, (1, MAX_BEAT_BYTES))
+        if n * w > MAX_BEAT_BYTES or pixels % n:
+            raise IsegError(f"{path}: {key!r} = {n} must divide the frame's {pixels} pixels and keep a beat within "
+                            f"{MAX_BEAT_BYTES} bytes ({w} a word)")
+    return Streams(word, channels, label_word, per["pixels"], per["labels"])
 
 
 def _registers(doc: dict[str, Any], path: Path) -> Registers:
@@ -281,7 +293,7 @@ def load_manifest(project: str | Path) -> Manifest:
         weights_bytes=_get(doc, "weights.bytes", int, path, (1, MAX_BUFFER_BYTES)),
         weights_sha256=_get(doc, "weights.sha256", str, path),
         scratch_bytes=_get(doc, "scratch_bytes", int, path, (1, MAX_BUFFER_BYTES)),
-        streams=_streams(doc, path),
+        streams=_streams(doc, path, image[0] * image[1]),
         registers=_registers(doc, path),
         flow=flow,
         pynq=pynq,

@@ -34,6 +34,7 @@ from iseg.graph import build_graph  # noqa: E402
 # the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 8 bytes (the beat divides C), 4 output lanes, 3 Shiftmax
 # lanes, 4 LayerNorm lanes, 5 score lanes
 HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
+HARNESS_PIX, HARNESS_LAB = 2, 2  # its pixels / labels per stream beat (ISEG_TEST_PIX, ISEG_TEST_LAB)
 # the loops' depths, charged once per entry (hls/compat.h, docs/hls.md item 12): the datapath 16; + the m_axi read
 # latency 64 where an iteration reads a beat; the engine loop: 16 + the longer of the read and the LayerNorm statistics
 # chain 70 (10 + 4 + 22 + 34), which runs on sums closed 64 + 8 loader steps before, beside the read
@@ -220,7 +221,19 @@ def test_pixel_cycles_by_hand() -> None:
     loop per patch of P * P = 16 steps) it was 2 * (48 + 16 + 3 * (16 + 16)) = 320."""
     assert est.pixel_cycles(8, 12, 4) == 3 * (48 + 16) == 192
     assert est.pixel_cycles(4, 12, 4) == 2 * (48 + 16)  # one grid row: prologue + epilogue only
-    assert est.pixel_cycles(512, 512, 16) == 33 * (16 * 512 + 16) == 270_864  # Seg-T 512^2
+    assert est.pixel_cycles(512, 512, 16) == 33 * (16 * 512 + 16) == 270_864  # Seg-T 512^2, a pixel per beat
+    # Cfg::PIX pixels per beat: the same passes of P * img_w / PIX beats (KV260: 4 pixels, a 128-bit beat)
+    assert est.pixel_cycles(8, 12, 4, 2) == 3 * (24 + 16)
+    assert est.pixel_cycles(512, 512, 16, 4) == 33 * (16 * 512 // 4 + 16) == 68_112
+
+
+def test_stream_beats_rule() -> None:
+    """Cfg::PIX and Cfg::LAB: the largest power of two (at most 16) that divides the patch and whose beat is no
+    wider than an m_axi beat (4 bytes a pixel, 1 a label)."""
+    assert [est.pixel_beat_pixels(w, 16) for w in (2, 4, 8, 16, 32, 64)] == [1, 1, 2, 4, 8, 16]
+    assert [est.pixel_beat_pixels(16, p) for p in (2, 4, 6, 7, 8, 14, 16)] == [2, 4, 2, 1, 4, 2, 4]
+    assert [est.label_beat_labels(w, 16) for w in (2, 4, 8, 16, 64)] == [2, 4, 8, 16, 16]
+    assert [est.label_beat_labels(16, p) for p in (2, 4, 6, 7, 8, 14, 16, 32)] == [2, 4, 2, 1, 8, 2, 16, 16]
 
 
 def test_pixel_line_buffer_is_a_ping_pong() -> None:
@@ -413,7 +426,7 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
     rc, _ = harness.run([d], blob.array(), sc.array(), pixels=rng.integers(0, 256, H * W * 3, dtype=np.uint8))
     assert rc == 0, harness.error()
     cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, D, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
-    assert harness.last_cycles() == cycles + est.pixel_cycles(H, W, P) + _prefetch0(K, D)
+    assert harness.last_cycles() == cycles + est.pixel_cycles(H, W, P, HARNESS_PIX) + _prefetch0(K, D)
 
 
 def test_csim_counts_layernorm(harness: Harness) -> None:
@@ -661,6 +674,9 @@ def test_head_cycles_by_hand() -> None:
     assert est.head_cycles(8, 8, 4, 150, 8) == 118 + 118 + 112 == 348
     # Seg-T 512^2, 150 classes, P 16: A = 32 * 150 = 4800 hides behind B = 8192 (it was 431,616 unoverlapped)
     assert est.head_cycles(512, 512, 16, 150, 1) == 4880 + 31 * 8272 + 8272 == 269_584
+    # 16 labels a beat (KV260): B = 8192 / 16 = 512; with 8 lanes A = 32 * 19 = 608 is the longer part
+    assert est.head_cycles(512, 512, 16, 150, 8, 16) == 32 * (608 + READ) + (512 + READ) == 22_608
+    assert est.head_cycles(8, 12, 4, 5, 3, 4) == (6 + READ) + (12 + READ) + (12 + READ)
 
 
 def test_argmax_lanes_rule() -> None:
@@ -675,25 +691,29 @@ def test_argmax_lanes_rule() -> None:
         return with_classes(dataclasses.replace(PRESETS["seg-t-512"], n_cls=ncls, class_names=(),
                                                 class_colors=(), patch=patch))
 
+    # A grid row's label beats: P * img_w / LAB (label_beat_labels: LAB labels a beat, the largest power of two
+    # dividing P within the m_axi beat and 16), 512 on every 512-wide image below with a 16-byte beat.
     segt = spec(150, 16)
     assert est.argmax_lane_options(150, 16) == [1, 2, 4, 8]  # the old rule (lanes divide 150): [1, 2]
-    assert est.argmax_lanes(build_graph(segt), 16) == 1  # gw 32: 32 * 150 = 4800 <= 8192
-    # gw 64, 4096 beats: 64 * 150 and 64 * 75 = 4800 do not fit, 64 * ceil(150/4) = 64 * 38 = 2432 does: 4 lanes
-    # (a last step of 2 classes) on beats of 8 bytes or more; on 4-byte beats 2 is the largest allowed, on 2 only 1
+    # gw 32, 512 beats (LAB 16): even 8 lanes take 32 * 19 = 608: the largest, 8 (with a label a beat: 1 lane,
+    # 32 * 150 = 4800 <= 8192)
+    assert est.argmax_lanes(build_graph(segt), 16) == 8
+    # P 8, gw 64: LAB 2, 4, 8, 8, 8 on beats of 2 ... 64 bytes, so 2048, 1024, 512, 512, 512 beats; 64 * ceil(150/L)
+    # fits none of them: the largest lanes the beat allows (1 on 2 bytes, 2 on 4, 4 on 8, then 8)
     p8 = build_graph(spec(150, 8))
-    assert [est.argmax_lanes(p8, w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 4, 4]
-    # gw 128, 2048 beats: even 8 lanes take 128 * ceil(150/8) = 128 * 19 = 2432: the largest, 8 (a last step of 6
-    # classes) once the beat holds 8 i16 (16 bytes)
+    assert [est.argmax_lanes(p8, w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 8, 8]
+    # P 4, gw 128, 512 beats (LAB 4): 128 * 19 = 2432 does not fit either: the largest, 8 once the beat holds 8 i16
     p4 = build_graph(spec(150, 4))
     assert [est.argmax_lanes(p4, w) for w in (8, 16, 64)] == [4, 8, 8]
-    # 37 classes (prime; the old rule: 1 lane only): P 4 (gw 128, 2048 beats): 128 * 37 and 128 * 19 do not fit,
-    # 128 * ceil(37/4) = 1280 does; P 8 (gw 64, 4096 beats) and P 16: 1 lane (64 * 37 = 2368)
+    # 37 classes (prime; the old rule: 1 lane only), 16-byte beats, 512 beats a grid row: P 4 (gw 128) and P 8
+    # (gw 64) need more than 8 lanes: 8; P 16 (gw 32): 32 * ceil(37/4) = 320 fits, 32 * 19 = 608 does not: 4
     assert est.argmax_lane_options(37, 64) == [1, 2, 4, 8]
-    assert [est.argmax_lanes(build_graph(spec(37, p)), 16) for p in (4, 8, 16)] == [4, 1, 1]
-    # 64 classes: up to 8; the fewest that hide (P 4: gw 128, 2048 beats: 128 * 64 / 4 = 2048), capped by the beat
-    assert [est.argmax_lanes(build_graph(spec(64, 4)), w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 4, 4]
-    assert [est.argmax_lanes(build_graph(spec(64, 2)), w) for w in (8, 16, 64)] == [4, 8, 8]  # 1024 beats: 16 needed
-    assert est.argmax_lanes(build_graph(spec(64, 16)), 16) == 1
+    assert [est.argmax_lanes(build_graph(spec(37, p)), 16) for p in (4, 8, 16)] == [8, 8, 4]
+    # 64 classes, P 4 (gw 128): 1024 beats on 2-byte beats (LAB 2), else 512; 128 * ceil(64/L) fits none: capped by
+    # the beat (1, 2, 4, then 8)
+    assert [est.argmax_lanes(build_graph(spec(64, 4)), w) for w in (2, 4, 8, 16, 64)] == [1, 2, 4, 8, 8]
+    assert [est.argmax_lanes(build_graph(spec(64, 2)), w) for w in (8, 16, 64)] == [4, 8, 8]  # 512 beats: 32 needed
+    assert est.argmax_lanes(build_graph(spec(64, 16)), 16) == 4  # gw 32, 512 beats: 32 * 16 = 512 fits
     # fewer classes than the beat's lanes: capped at the classes (more lanes would idle)
     assert [est.argmax_lane_options(n, 64) for n in (1, 2, 3, 5)] == [[1], [1, 2], [1, 2], [1, 2, 4]]
     heads = {w: next(u for u in est.unit_costs(dataclasses.replace(HARNESS_SHAPE, axi_bytes=w), p8,
@@ -759,13 +779,14 @@ def test_argmax_lane_steps_stay_in_one_beat(harness_a8: Harness) -> None:
             assert rc == 0, h.error()
             want = nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P)
             assert np.array_equal(labels.reshape(H, W), want)
-            assert h.last_cycles() == est.head_cycles(H, W, P, ncls, 8)
+            assert h.last_cycles() == est.head_cycles(H, W, P, ncls, 8, HARNESS_LAB)
 
 
 @pytest.mark.parametrize("H,W,P,ncls", [(8, 12, 4, 5), (16, 64, 16, 150), (20, 8, 4, 1), (64, 48, 8, 2),
                                         (8, 8, 4, 150)])
 def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, ncls: int) -> None:
-    """One ARGMAX_UPSAMPLE row (TestCfg::A_LANES = 4): counted cycles = ``head_cycles``, labels = numerics."""
+    """One ARGMAX_UPSAMPLE row (TestCfg::A_LANES = 4, LAB = 2): counted cycles = ``head_cycles``, labels =
+    numerics."""
     from _hls_harness import OP_ARGMAX_UPSAMPLE
 
     from iseg import numerics as nx
@@ -779,15 +800,16 @@ def test_csim_counts_argmax_upsample(harness: Harness, H: int, W: int, P: int, n
     rc, labels = harness.run([d], Blob().array(), sc.array(), n_labels=H * W)
     assert rc == 0, harness.error()
     assert np.array_equal(labels.reshape(H, W), nx.upsample_nearest(nx.argmax_labels(logits).reshape(gh, gw), P))
-    assert harness.last_cycles() == est.head_cycles(H, W, P, ncls, 4)
+    assert harness.last_cycles() == est.head_cycles(H, W, P, ncls, 4, HARNESS_LAB)
 
 
 @pytest.mark.csim
 def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
-    """A generated project whose head needs lanes (linear decoder, 36 classes, P 4, gw 16: 1 lane would take
-    16 * 36 = 576 > 4 * 64 = 256 beats per grid row, 2 lanes 16 * 18 = 288): Cfg::A_LANES = 4 (16 * 9 = 144; 3 would
-    do, 16 * 12 = 192, but is not a power of two), the C-simulation's labels are the reference's, the labels row and
-    the frame count the planned cycles."""
+    """A generated project whose head needs lanes (linear decoder, 36 classes, P 4, gw 16; the 8-column array's
+    8-byte beats: 4 labels a stream beat, so 4 * 64 / 4 = 64 beats per grid row): 1 lane would take 16 * 36 = 576
+    steps, 2 lanes 288, 4 lanes 16 * 9 = 144, none within 64: Cfg::A_LANES = 4, the most an 8-byte beat of i16
+    logits allows; the C-simulation's labels are the reference's, the labels row and the frame count the planned
+    cycles."""
     from iseg.checkpoint import load
     from iseg.generator.cli import generate
     from iseg.generator.config import load_config
@@ -804,9 +826,10 @@ def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
     ckpt = make_ckpt(tmp_path, spec, seed=5)
     cfg = write_config(tmp_path, ckpt, array={"rows": 4, "cols": 8}, outputs=["hls", "csim"])
     out = generate(cfg)
-    assert "static constexpr int A_LANES = 4;" in (out / "src" / "model_cfg.h").read_text()
+    cfg_h = (out / "src" / "model_cfg.h").read_text()
+    assert "static constexpr int A_LANES = 4;" in cfg_h and "static constexpr int LAB = 4;" in cfg_h
     plan = make_plan(load_config(cfg), load(ckpt))
-    assert plan.engine["a_lanes"] == 4
+    assert plan.engine["a_lanes"] == 4 and plan.engine["lab"] == 4 and plan.engine["axi_bytes"] == 8
     build_csim(out)
     lib = CsimLibrary(out / "build" / "libiseg_csim.so")
     img = calibration_image(spec.image, 4)
@@ -814,7 +837,7 @@ def test_generated_head_lanes_are_the_estimate(tmp_path: Path) -> None:
     assert lib.cycles(-1) == plan.totals["cycles"]
     head = next(r for r in plan.layers if r.op == "ARGMAX_UPSAMPLE")
     cyc = {o.name: o.cycles for o in plan.op_estimates}[head.ops[0]]
-    assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 36, 4)
+    assert lib.cycles(head.index) == cyc == est.head_cycles(32, 64, 4, 36, 4, 4)
 
 
 # ---- P.V at II 1 on arrays that do not pack; the Shiftmax row shift only for precise8 ----------------------

@@ -45,13 +45,22 @@ def test_complete(project: Path) -> None:
 
 def test_manifest(project: Path) -> None:
     m = json.loads((project / "manifest.json").read_text())
-    assert m["format"] == MANIFEST_FORMAT and m["version"] == 1
+    assert m["format"] == MANIFEST_FORMAT and m["version"] == 2
     for k in ("project", "board", "part", "clock_mhz", "image", "patch", "n_cls", "classes", "weights",
               "scratch_bytes", "ports", "csim"):
         assert k in m
     assert m["weights"]["bytes"] == (project / "weights.bin").stat().st_size
     assert m["csim"] == m["csim"] | {"library": "build/libiseg_csim.so", "entry": "iseg_csim_run"}
     assert m["ports"]["control"]["registers"]["ap_ctrl"]["offset"] == 0
+    # the streams: the words a beat are model_cfg.h's PIX / LAB, the beats the frame's pixels over them
+    cfg_h = (project / "src" / "model_cfg.h").read_text()
+    pix, lab = (int(re.search(rf"static constexpr int {k} = (\d+);", cfg_h).group(1)) for k in ("PIX", "LAB"))
+    px = m["image"][0] * m["image"][1]
+    assert {k: m["ports"]["pixels"][k] for k in ("tdata_bits", "word_bytes", "words_per_beat", "beats")} == {
+        "tdata_bits": 32 * pix, "word_bytes": 4, "words_per_beat": pix, "beats": px // pix}
+    assert {k: m["ports"]["labels"][k] for k in ("tdata_bits", "word_bytes", "words_per_beat", "beats")} == {
+        "tdata_bits": 8 * lab, "word_bytes": 1, "words_per_beat": lab, "beats": px // lab}
+    assert pix > 1 and lab > 1  # the test model's patch and 16-byte beats allow several
 
 
 def test_kernel_interface(project: Path) -> None:
@@ -220,7 +229,9 @@ def test_testbench_builds_with_vitis_types(project: Path, tmp_path: Path) -> Non
     exe, check = tmp_path / "tb_vitis", tmp_path / "types.cpp"
     check.write_text('#include <type_traits>\n#include "model_cfg.h"\n'
                      'static_assert(!ISEG_OWN_STREAMS, "our stream stand-in under ISEG_VITIS");\n'
-                     'static_assert(std::is_same<iseg::label_beat_t, hls::axis<ap_uint<8>, 0, 0, 0> >::value, "");\n')
+                     'static_assert(std::is_same<iseg::label_beat_t<Cfg>, hls::axis<ap_uint<8 * Cfg::LAB>, 0, 0, 0> >'
+                     '::value, "");\n'
+                     'static_assert(std::is_same<iseg::pix_beat_t<Cfg>, ap_uint<32 * Cfg::PIX> >::value, "");\n')
     cmd = ["g++", "-std=c++14", "-O1", "-DISEG_VITIS", f"-I{Path(__file__).parent / 'vitis_standin'}",
            f"-I{ap_types_dir()}", f"-I{project / 'src'}", f"-I{project / 'src' / 'hls'}",
            str(project / "tb" / "tb.cpp"), str(project / "src" / "top.cpp"), str(check), "-o", str(exe)]

@@ -37,6 +37,12 @@
 #ifndef ISEG_TEST_A_LANES
 #define ISEG_TEST_A_LANES 4  // argmax classes per step: a power of two (argmax_upsample.h)
 #endif
+#ifndef ISEG_TEST_PIX
+#define ISEG_TEST_PIX 2  // pixels per stream beat: a power of two dividing every test's patch, 3 PIX <= the beat
+#endif
+#ifndef ISEG_TEST_LAB
+#define ISEG_TEST_LAB 2  // labels per stream beat: a power of two dividing every test's patch
+#endif
 #ifndef ISEG_TEST_PV_II
 #define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 precise8 (or PACK 1)
 #endif
@@ -68,6 +74,7 @@ struct TestCfg {
     static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
     static constexpr bool SM_ROW_SHIFT = ISEG_TEST_SM_ROW_SHIFT != 0;  // Shiftmax row shift (precise8)
     static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
+    static constexpr int PIX = ISEG_TEST_PIX, LAB = ISEG_TEST_LAB;  // pixels / labels per stream beat
 };
 
 // A config carrying a constexpr table, the way the generator emits it (exercises run_engine and
@@ -348,8 +355,8 @@ int h_axi_bursts(char* buf, long len) { return iseg::csim_burst_report(buf, len)
 int h_run_static(const uint8_t* weights, uint8_t* scratch) {
     typedef iseg::beat_t<StaticCfg> beat;  // a struct of bytes in C-simulation (compat.h)
     return guarded([&] {
-        hls::stream<iseg::pixel_t> pix("pixels");
-        hls::stream<iseg::label_beat_t> lab("labels");
+        hls::stream<iseg::pix_beat_t<StaticCfg> > pix("pixels");
+        hls::stream<iseg::label_beat_t<StaticCfg> > lab("labels");
         iseg::run_engine<StaticCfg>(pix, lab, reinterpret_cast<const beat*>(weights), reinterpret_cast<beat*>(scratch),
                                     reinterpret_cast<beat*>(scratch));
     });

@@ -315,7 +315,7 @@ def test_embed_fused_cycles_by_hand(hls):
     loop at 4 output lanes (ceil(56/4) = 14 > 12), so the count shows it (at D = 40 it would hide: ceil(40/4) = 10).
     Hand-worked, the fused PATCH_EMBED row:
       prefetch0 (before the loop)  12 rows x 7 tiles x 8 bytes, min(8, C) = 8 per step: 84 + 80 = 164
-      pixels                       (4/2 + 1) * (2 * 8 + 16)                                     = 96
+      pixels                       (4/2 + 1) * (2 * 8 / 2 + 16) (2 pixels a stream beat)       = 72
       consts: biases, 2 per step (min(8/4, 4 lanes))     ceil(56/2) + 80 = 108
               rq1 records, a 16-byte record in ceil(16/8) = 2 steps   56 * 2 + 80 = 192   -> 300
       A prologue                   4 * ceil(12/8) + 86 (8 bytes, two words of a row bank, per step) = 94
@@ -327,8 +327,8 @@ def test_embed_fused_cycles_by_hand(hls):
                                                                                      170 + 2 * 86 = 342
       tail                         8 + 86                                                       = 94
       sequencer                    8 per call: A0, the two blocks, the tail, the layer's end: 5 * 8 = 40
-      -> 164 + 96 + 300 + 94 + 342 + 94 + 40                                                    = 1130
-    The two-row table: the same GEMM with a first tile of 12 (868), then EMBED_ADD 9 * (56 + 80) = 1224: 2352."""
+      -> 164 + 72 + 300 + 94 + 342 + 94 + 40                                                    = 1106
+    The two-row table: the same GEMM with a first tile of 12 (868), then EMBED_ADD 9 * (56 + 80) = 1224: 2328."""
     from iseg.generator import estimate as est
 
     rng = np.random.default_rng(3)
@@ -344,6 +344,6 @@ def test_embed_fused_cycles_by_hand(hls):
     shape = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
     g_f, _ = est.gemm_cycles(shape, 8, 12, 56, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0, embed=True)
     g_p, _ = est.gemm_cycles(shape, 8, 12, 56, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
-    assert (g_f, g_p, est.pixel_cycles(4, 8, 2)) == (300 + 94 + 342 + 94 + 40, 868, 96)
-    assert c_fused == 164 + 96 + g_f == 1130
-    assert c_two == 164 + 96 + g_p + 9 * (56 + 80) == 2352
+    assert (g_f, g_p, est.pixel_cycles(4, 8, 2, 2)) == (300 + 94 + 342 + 94 + 40, 868, 72)
+    assert c_fused == 164 + 72 + g_f == 1106
+    assert c_two == 164 + 72 + g_p + 9 * (56 + 80) == 2328

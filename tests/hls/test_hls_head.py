@@ -84,7 +84,7 @@ def test_head_bit_exact_and_counted(heads: dict[int, Harness], lanes: int, H: in
     h = heads[lanes]
     got = run_head(h, logits, H, W, P, pad=3)
     assert np.array_equal(got, want(logits, H, W, P))
-    assert h.last_cycles() == est.head_cycles(H, W, P, ncls, lanes)
+    assert h.last_cycles() == est.head_cycles(H, W, P, ncls, lanes, 2)  # the harness's LAB (ISEG_TEST_LAB)
 
 
 @pytest.mark.parametrize("lanes", LANES)

@@ -59,7 +59,8 @@ def _generated(board: str) -> dict[str, bytes]:
     blob = blob_bytes(plan, ckpt)
     sha = hashlib.sha256(blob).hexdigest()
     files = {"weights.bin": blob, **render_manifest(plan, len(blob), sha), **render_scripts(plan)}
-    files["src/top.cpp"] = render_hls(plan, {}, sha)["src/top.cpp"]
+    hls = render_hls(plan, {}, sha)
+    files["src/top.cpp"], files["src/model_cfg.h"] = hls["src/top.cpp"], hls["src/model_cfg.h"]
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
 
@@ -432,9 +433,11 @@ XRT_FAULTS = ("hang",)
 
 
 def standin_xclbin(project: Path, path: Path) -> Path:
-    """A stand-in ``.xclbin``: the link config and top.cpp, from which the stand-in pyxrt wires its kernels."""
+    """A stand-in ``.xclbin``: the link config and top.cpp, from which the stand-in pyxrt wires its kernels, and
+    model_cfg.h, whose PIX / LAB give the kernel's stream widths (a real xclbin's metadata holds them)."""
     path.write_text(json.dumps({"link_cfg": (project / "scripts" / "link.cfg").read_text(),
-                                "top_cpp": (project / "src" / "top.cpp").read_text()}))
+                                "top_cpp": (project / "src" / "top.cpp").read_text(),
+                                "model_cfg_h": (project / "src" / "model_cfg.h").read_text()}))
     return path
 
 
@@ -484,7 +487,10 @@ def make_pyxrt_standin(log: list[tuple], fault: str | None = None) -> types.Modu
                 doc = json.loads(Path(path).read_text())
                 cfg = doc["link_cfg"]
                 top_args, top_streams = _top_args(doc["top_cpp"])
-            except (OSError, ValueError, KeyError, AssertionError) as e:
+                # words (pixels, labels) per beat of the kernel's two streams
+                self.per_beat = {k: int(re.search(rf"static constexpr int {k} = (\d+);", doc["model_cfg_h"]).group(1))
+                                 for k in ("PIX", "LAB")}
+            except (OSError, ValueError, KeyError, AssertionError, AttributeError) as e:
                 raise RuntimeError(f"Invalid xclbin '{path}'") from e
             # instance -> (kernel name, argument names, stream arguments, {argument: memory bank (sp=)})
             self.instances: dict[str, tuple[str, list[str], set[str], dict[str, str]]] = {}
@@ -533,9 +539,10 @@ def make_pyxrt_standin(log: list[tuple], fault: str | None = None) -> types.Modu
             # scratch_b is a second port onto the scratch: the very same buffer object, not a copy
             k_args = kern.kernel.args
             assert kern.args[k_args.index("scratch_b")] is kern.args[k_args.index("scratch")]
-            beats, mem, size = MODEL[0] * MODEL[1], MOVER_ARGS.index("mem"), MOVER_ARGS.index("size")
-            assert send.args[size] == beats and recv.args[size] == beats, "mover lengths are counted in beats"
-            recv.args[mem].device_mem[:beats] = standin_kernel(send.args[mem].device_mem[: beats * 4])
+            px, mem, size = MODEL[0] * MODEL[1], MOVER_ARGS.index("mem"), MOVER_ARGS.index("size")
+            assert send.args[size] == px // xb.per_beat["PIX"] and recv.args[size] == px // xb.per_beat["LAB"], \
+                "mover lengths are counted in beats of the streams' widths"
+            recv.args[mem].device_mem[:px] = standin_kernel(send.args[mem].device_mem[: px * 4])
             for r in (send, kern, recv):
                 r._state = ert_cmd_state.ERT_CMD_STATE_COMPLETED
                 self.pending.remove(r)

@@ -319,8 +319,13 @@ def test_manifest_names_match_the_build_scripts(board: str, tmp_path: Path) -> N
         cell = r"create_bd_cell -type ip -vlnv xilinx\.com:"
         assert re.search(rf"{cell}hls:{m.project}:\S+ {m.pynq.kernel_ip}$", bd, re.M)
         assert re.search(rf"{cell}ip:axi_dma:\S+ {m.pynq.dma_ip}$", bd, re.M)
-        assert f"c_m_axis_mm2s_tdata_width {{{8 * m.streams.pixel_beat_bytes}}}" in bd
-        assert f"c_s_axis_s2mm_tdata_width {{{8 * m.streams.label_beat_bytes}}}" in bd
+        pixel_bits = 8 * m.streams.pixel_word_bytes * m.streams.pixels_per_beat
+        label_bits = 8 * m.streams.label_word_bytes * m.streams.labels_per_beat
+        assert f"c_m_axis_mm2s_tdata_width {{{pixel_bits}}}" in bd
+        assert f"c_s_axis_s2mm_tdata_width {{{label_bits}}}" in bd
+        # PG021: the DMA's memory map at least as wide as its stream
+        assert f"c_m_axi_mm2s_data_width {{{max(32, pixel_bits)}}}" in bd
+        assert f"c_m_axi_s2mm_data_width {{{max(32, label_bits)}}}" in bd
         # each m_axi bundle to a PS HP port: the weights to the first, both scratch ports to the second
         hp = dict((b, port) for port, b in re.findall(
             rf"-config {{Slave /ps/(\S+) Clk auto}} \[get_bd_intf_pins {m.pynq.kernel_ip}/m_axi_(\w+)\]$", bd, re.M))
@@ -337,8 +342,8 @@ def test_manifest_names_match_the_build_scripts(board: str, tmp_path: Path) -> N
         stream = generated_manifest(board)["runtime"]["xrt"]["movers"]
         assert f"stream_connect={x.pixels.instance}.{stream['pixels']['stream']}:{x.instance}.pixels" in cfg
         assert f"stream_connect={x.instance}.labels:{x.labels.instance}.{stream['labels']['stream']}" in cfg
-    assert doc["ports"]["pixels"]["tdata_bits"] == 8 * m.streams.pixel_beat_bytes
-    assert doc["ports"]["labels"]["tdata_bits"] == 8 * m.streams.label_beat_bytes
+    assert doc["ports"]["pixels"]["tdata_bits"] == 8 * m.streams.pixel_word_bytes * m.streams.pixels_per_beat
+    assert doc["ports"]["labels"]["tdata_bits"] == 8 * m.streams.label_word_bytes * m.streams.labels_per_beat
 
 
 # Vivado's Tcl commands as recorders: `unknown` catches every command tclsh lacks and returns its last
@@ -373,7 +378,8 @@ def test_bd_tcl_connects_every_kernel_master(tmp_path: Path) -> None:
     assert conn["kernel/s_axi_control"].startswith("/ps/M_AXI_")
 
 
-@pytest.mark.parametrize("key", ["ports.pixels.beat_bytes", "ports.pixels.channels", "ports.labels.beat_bytes",
+@pytest.mark.parametrize("key", ["ports.pixels.word_bytes", "ports.pixels.channels", "ports.labels.word_bytes",
+                                 "ports.pixels.words_per_beat", "ports.labels.words_per_beat",
                                  "ports.control.registers.weights.offset", "ports.control.registers.scratch_b.offset",
                                  "runtime.flow", "runtime.pynq.dma_ip"])
 def test_a_missing_contract_key_is_named(key: str, project: Path) -> None:

@@ -179,7 +179,7 @@ def test_a_negative_device_is_one_line(project: Path, image: tuple[Path, np.ndar
     ({"patch": 0}, "'patch' must be in 1..8192, got 0"),
     ({"n_cls": 0}, "'n_cls' must be in 1..256, got 0"),
     ({"weights": {"file": "weights.bin", "bytes": 2**40, "sha256": "0" * 64}}, "'weights.bytes' must be in"),
-    ({"ports": "pixels"}, "missing 'ports.pixels.beat_bytes'"),
+    ({"ports": "pixels"}, "missing 'ports.pixels.word_bytes'"),
 ])
 def test_manifest_numbers_are_bounded(override: dict, expect: str, tmp_path: Path, pynq_log: list[tuple],
                                       image: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,9 +196,21 @@ def test_manifest_numbers_are_bounded(override: dict, expect: str, tmp_path: Pat
 def test_huge_beats_are_refused(tmp_path: Path) -> None:
     proj = write_project(tmp_path / "proj")
     doc = json.loads((proj / "manifest.json").read_text())
-    doc["ports"]["labels"]["beat_bytes"] = 10**9
+    doc["ports"]["labels"]["word_bytes"] = 10**9
     (proj / "manifest.json").write_text(json.dumps(doc))
-    with pytest.raises(IsegError, match=re.escape("'ports.labels.beat_bytes' must be in 1..64, got 1000000000")):
+    with pytest.raises(IsegError, match=re.escape("'ports.labels.word_bytes' must be in 1..64, got 1000000000")):
+        load_manifest(proj)
+
+
+@pytest.mark.parametrize("port,per,word", [("pixels", 32, 4), ("labels", 7, 1), ("pixels", 0, 4)])
+def test_stream_beats_must_fit(tmp_path: Path, port: str, per: int, word: int) -> None:
+    """words_per_beat: a beat of at most 64 bytes (32 pixel words are 128) that divides the frame (7 labels do not
+    divide 32 x 48), at least one word."""
+    proj = write_project(tmp_path / "proj")
+    doc = json.loads((proj / "manifest.json").read_text())
+    doc["ports"][port]["words_per_beat"] = per
+    (proj / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(IsegError, match=re.escape(f"'ports.{port}.words_per_beat'")):
         load_manifest(proj)
 
 
