@@ -124,17 +124,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
         hls::stream<label_beat_t<Cfg> > lab("labels");
         if (n_pix > 0) {
             pix.attach(pix_store, n_pix / PIX);
-            for (long i = 0; i < n_pix; i += PIX) {
-                pix_beat_t<Cfg> v;
-                beat_clear(v);
-                for (int k = 0; k < PIX; ++k) {
-                    const uint8_t* p = pixels + 3 * (i + k);
-                    beat_set(v, 4 * k, p[0]);
-                    beat_set(v, 4 * k + 1, p[1]);
-                    beat_set(v, 4 * k + 2, p[2]);
-                }
-                pix.write(v);
-            }
+            for (long i = 0; i < n_pix; i += PIX) pix.write(pix_beat_pack<Cfg>(pixels + 3 * i));
         }
         if (n_lab > 0) lab.attach(lab_store, n_lab / LAB);
         CsimTrace tr{trace, layer_cycles};
@@ -151,7 +141,7 @@ int csim_run(const LayerDesc* table, int n_layers, const uint8_t* weights, const
             ISEG_CHECK(b.last == (i + LAB == n_lab), "csim_run: TLAST must be set on the last beat only");
             ISEG_CHECK((b.keep & ((1ull << LAB) - 1)) == (1ull << LAB) - 1 && (b.strb & ((1ull << LAB) - 1)) == (1ull << LAB) - 1,
                        "csim_run: TKEEP / TSTRB must be all ones");
-            for (int k = 0; k < LAB; ++k) labels[i + k] = beat_byte(b.data, k);
+            label_beat_take<Cfg>(b, labels + i);
         }
         return 0;
     } catch (const CsimError& e) {

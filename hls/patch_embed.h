@@ -23,6 +23,26 @@ using pix_beat_t = typename beat_of<4 * Cfg::PIX>::type;
 template <class Cfg>
 using label_beat_t = typename label_beat_of<Cfg::LAB>::type;
 
+// The test benches' side of the two streams (C-simulation and tb.cpp, not synthesised): PIX pixels of RGB bytes
+// into a pixel beat, a label beat's LAB labels out.
+template <class Cfg>
+pix_beat_t<Cfg> pix_beat_pack(const uint8_t* rgb) {
+    pix_beat_t<Cfg> v;
+    beat_clear(v);
+PIX_PACK:
+    for (int k = 0; k < Cfg::PIX; ++k) {  // pixel k: bytes 4k (R), 4k + 1 (G), 4k + 2 (B); 4k + 3 stays 0
+    PIX_PACK_C:
+        for (int c = 0; c < 3; ++c) beat_set(v, 4 * k + c, rgb[3 * k + c]);
+    }
+    return v;
+}
+
+template <class Cfg>
+void label_beat_take(const label_beat_t<Cfg>& b, uint8_t* labels) {
+LAB_TAKE:
+    for (int k = 0; k < Cfg::LAB; ++k) labels[k] = beat_byte(b.data, k);
+}
+
 constexpr int gcd_of(int a, int b) {  // (a loop: no recursion in synthesisable sources)
     while (b != 0) {
         const int r = a % b;
