@@ -729,7 +729,8 @@ def beat_luts(a: ArrayShape, graph: Graph) -> int:
               + stage(a.ln_lanes, 2 * a.ln_lanes))
     adds = (rows["add"] + rows["embed_add"]) * (2 * cache() + 2 * take(2, 2) + stage(2, 2))
     pix = pixel_beat_pixels(beat, graph.spec.patch)  # the pixel path's puts: 3 PIX bytes at multiples of their gcd
-    copy_pixels = cache() + take(1, 1) + stage(1, 1) + stage(math.gcd(3 * pix, beat), 3 * pix)  # COPY_CONST; pixels
+    # (COPY_CONST moves whole beats at beat offsets: no select) the pixel path's puts
+    copy_pixels = stage(math.gcd(3 * pix, beat), 3 * pix)
     gelu_table = cache() + take(1, 1)  # gemm.h load_gelu_table: an entry a cycle out of a cached beat
     head = cache() + take(2 * head_lanes(a, graph), 2 * head_lanes(a, graph))
     return engine + adds + copy_pixels + gelu_table + head
@@ -1315,7 +1316,8 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
         elif isinstance(op, ConcatConst):
             rows, c = graph.acts[op.output].shape
             k = rows - graph.acts[op.inputs[0]].shape[0]
-            out.append(_simple(op.name, "copy", k * (2 * c + PIPE_READ), 2 * k * c, 2 * k * c))  # blob -> scratch
+            # blob -> scratch, a beat per step over every row (hls/engine.h COPY_BEAT: rows padded to beats)
+            out.append(_simple(op.name, "copy", k * cdiv(2 * c, wa) + PIPE_READ, 2 * k * c, 2 * k * c))
         elif isinstance(op, ArgmaxUpsample):
             h, wi = spec.image
             ncls = graph.acts[op.inputs[0]].shape[1]

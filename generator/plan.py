@@ -408,9 +408,11 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
             src = graph.acts[op.inputs[0]]
             views[op.output] = _View(owner(op.inputs[0]), 0, out_act.shape[0], out_act.shape[1], 2)
             k = out_act.shape[0] - src.shape[0]
-            off = blob.add(op.const, k * out_act.shape[1] * 2, "i16 rows")
+            # rows padded to whole beats, as the scratch's: the copy moves a beat per step (hls/engine.h COPY_BEAT)
+            cs = _padded(out_act.shape[1], 2, beat)
+            off = blob.add(op.const, k * cs * 2, "i16 rows", stride=cs)
             base, stride = addr(op.output)
-            emit(i, "COPY_CONST", group, {"T": k, "N": out_act.shape[1], "out_bits": 16,
+            emit(i, "COPY_CONST", group, {"T": k, "N": out_act.shape[1], "out_bits": 16, "in_stride": cs,
                                           "out": base + src.shape[0] * stride * 2, "out_stride": stride, "cst": off},
                  trace_of(op.output, src.shape[0], k))
             release(i)

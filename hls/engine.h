@@ -163,9 +163,14 @@ void check_layer(const LayerDesc& d) {
                        "ARGMAX_UPSAMPLE: T must be the patch count of the image");
             ISEG_CHECK(d.N <= 256, "ARGMAX_UPSAMPLE: labels are u8: at most 256 classes");
             break;
-        case OP_COPY_CONST:
+        case OP_COPY_CONST: {
             ISEG_CHECK(d.out_bits == 8 || d.out_bits == 16, "COPY_CONST: out_bits must be 8 or 16");
+            const int W = Cfg::AXI_BYTES, bytes = d.out_bits / 8;
+            ISEG_CHECK(d.cst % W == 0 && d.out % W == 0 && (long(d.in_stride) * bytes) % W == 0 &&
+                           (long(d.out_stride) * bytes) % W == 0 && d.in_stride >= d.N && d.out_stride >= d.N,
+                       "COPY_CONST: the blob's and the scratch's rows must start on whole beats (rows padded to beats)");
             break;
+        }
         default:
             ISEG_CHECK(false, "layer table: unknown op code");
     }
@@ -423,28 +428,27 @@ ENGINE_LAYERS:
                                                               d.mb, d.ea);
                 ISEG_CYCLES(g.cycles, long(d.T) * (d.N + kReadDepth));
                 break;
-            case OP_COPY_CONST: {  // a byte per iteration: the blob's rows (unpadded) through a cache, a store stage
-                const int bytes = d.out_bits / 8;
-                RdCache<beat_t<Cfg> > cc;
-                WrStage<Cfg::AXI_BYTES> cs;
-                ISEG_PRAGMA(HLS ARRAY_PARTITION variable=cs.b type=complete)
-                cache_reset(cc);
-                stage_reset(cs);
-            COPY_T:
-                for (int t = 0; t < d.T; ++t) {
-                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=150)
-                COPY_N:
-                    for (int n = 0; n < d.N * bytes; ++n) {
-                        ISEG_PRAGMA(HLS loop_tripcount min=1 max=1536)
-                        ISEG_PIPELINE(COPY_N, 1);
-                        const long src = d.cst + long(t) * d.N * bytes + n;
-                        uint8_t x[1];
-                        x[0] = beat_byte(ISEG_CACHE_RD(GMEM0, cc, weights, src, 1), int(src % Cfg::AXI_BYTES));
-                        ISEG_STAGE_PUT(1, GMEM1, cs, scratch, d.out + long(t) * d.out_stride * bytes + n, x, 1);
+            case OP_COPY_CONST: {  // a whole beat per iteration: the blob's rows are padded to beats like the scratch's
+                constexpr int W = Cfg::AXI_BYTES;
+                const int bytes = d.out_bits / 8, rb = d.N * bytes, beats = (rb + W - 1) / W;  // a row's bytes, beats
+                const long sstep = act_bytes(d.in_stride, bytes), dstep = act_bytes(d.out_stride, bytes);
+                const long n = long(d.T) * beats;
+                long src = d.cst, dst = d.out;  // row t's first beat in the blob and in the scratch (running)
+                int b = 0;
+            COPY_BEAT:
+                for (long i = 0; i < n; ++i) {
+                    ISEG_PRAGMA(HLS loop_tripcount min=1 max=3600)
+                    ISEG_PIPELINE(COPY_BEAT, 1);
+                    const int nb = rb - b * W < W ? rb - b * W : W;  // the row's bytes in this beat (its padding: 0s)
+                    const long o = long(b) * W;
+                    ISEG_BEAT_WR(GMEM1, scratch, dst + o, ISEG_BEAT_RD(GMEM0, weights, src + o, nb), nb);
+                    if (++b == beats) {
+                        b = 0;
+                        src += sstep;
+                        dst += dstep;
                     }
                 }
-                ISEG_STAGE_FLUSH(GMEM1, cs, scratch);
-                ISEG_CYCLES(g.cycles, long(d.T) * (long(d.N) * bytes + kReadDepth));
+                ISEG_CYCLES(g.cycles, n + kReadDepth);
                 break;
             }
             case OP_ARGMAX_UPSAMPLE:

@@ -25,7 +25,7 @@
 //   ARGMAX_UPSAMPLE in (T, N) i16 logits, T = (img_h/patch)*(img_w/patch) -> labels stream
 //                   (img_h, img_w) u8 raster order
 //   GELU            out (T, N) i8 = RQ_8(GELU(in (T, N) i8)) with rq; either variant
-//   COPY_CONST      out (T, N) elements of out_bits = blob rows at `cst` (contiguous)
+//   COPY_CONST      out (T, N) elements of out_bits = blob rows at `cst`, in_stride elements apart (whole beats)
 #pragma once
 
 #include "gelu.h"

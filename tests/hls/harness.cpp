@@ -78,8 +78,8 @@ struct TestCfg {
 };
 
 // A config carrying a constexpr table, the way the generator emits it (exercises run_engine and
-// ISEG_CSIM_ENTRY): one COPY_CONST layer, 2 rows x 3 int16 from blob offset 0 (unpadded rows) to scratch 0, its
-// rows padded to whole beats (a row stride of one 8-byte beat, 4 elements; 16 bytes, 8 elements, at AXI 16).
+// ISEG_CSIM_ENTRY): one COPY_CONST layer, 2 rows x 3 int16 from blob offset 0 to scratch 0, both rows padded to
+// whole beats (a row stride of one 8-byte beat, 4 elements; 16 bytes, 8 elements, at AXI 16).
 constexpr iseg::LayerDesc static_layer_0() {
     iseg::LayerDesc d = iseg::empty_layer();
     d.op = iseg::OP_COPY_CONST;
@@ -88,6 +88,7 @@ constexpr iseg::LayerDesc static_layer_0() {
     d.out_bits = 16;
     d.out = 0;
     d.out_stride = (6 + ISEG_TEST_AXI - 1) / ISEG_TEST_AXI * ISEG_TEST_AXI / 2;
+    d.in_stride = d.out_stride;
     d.cst = 0;
     return d;
 }

@@ -174,8 +174,9 @@ def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
         d_off = sc.alloc("dec_x", (N + ncls, D), np.int16)
         toy.table[-1].out, toy.table[-1].out_stride = d_off, sc.stride("dec_x")
         cls_emb = rng.integers(-12000, 12000, (ncls, D))
+        cst, cs = blob.add_rows(cls_emb, np.int16)
         toy.emit("cls_emb", layer(op=OP_COPY_CONST, T=ncls, N=D, out_bits=16, out=sc.offset("dec_x", N),
-                                  out_stride=sc.stride("dec_x"), cst=blob.add(cls_emb, np.int16)), cls_emb)
+                                  out_stride=sc.stride("dec_x"), cst=cst, in_stride=cs), cls_emb)
         dn, dn_off = toy.layernorm("dec.norm", np.concatenate([dtok, cls_emb]), d_off, sc.stride("dec_x"))
         pp, pp_off = toy.linear("proj_patch", dn[:N], dn_off, sc.stride("dec.norm"), D, bits=8, bias=False)
         cc, cc_off = toy.linear("proj_classes", dn[N:], sc.offset("dec.norm", N), sc.stride("dec.norm"), D, bits=8,
@@ -211,16 +212,17 @@ def test_toy_model_layer_by_layer(hls, decoder, softmax, gelu):
 
 def test_static_table_entry_point(hls):
     """``run_engine<Cfg>`` on a constexpr table, and the ISEG_CSIM_ENTRY C ABI of a generated csim.cpp: harness.cpp's
-    COPY_CONST of the blob's 2 x 3 i16 (12 bytes, unpadded) into two scratch rows of one beat each (6 bytes and 2 of
-    padding, written as zeros: whole beats, hls/axi.h); nothing past them is touched."""
+    COPY_CONST of the blob's 2 x 3 i16 (rows of 6 bytes padded to a beat) into two scratch rows of one beat each (6
+    bytes and the padding, the blob's zeros: whole beats, hls/axi.h); nothing past them is touched."""
     import ctypes as C
 
     rs = -(-6 // hls.beat) * hls.beat  # the row stride in bytes: 6 bytes padded to a beat
     blob = np.zeros(64, np.uint8)
-    blob[:12] = np.frombuffer(np.arange(1, 7, dtype="<i2").tobytes(), np.uint8)
+    rows = np.frombuffer(np.arange(1, 7, dtype="<i2").tobytes(), np.uint8)
+    blob[:6], blob[rs:rs + 6] = rows[:6], rows[6:]
     want = np.full(64, 0xA5, np.uint8)
     want[:2 * rs] = 0
-    want[:6], want[rs:rs + 6] = blob[:6], blob[6:12]
+    want[:6], want[rs:rs + 6] = rows[:6], rows[6:]
     scratch = np.full(64, 0xA5, np.uint8)
     assert hls.lib.h_run_static(blob.ctypes.data_as(C.c_void_p), scratch.ctypes.data_as(C.c_void_p)) == 0
     assert np.array_equal(scratch, want)

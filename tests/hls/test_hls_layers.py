@@ -409,15 +409,16 @@ def test_gelu_layer_cycles_and_ports_by_hand(hls, per_channel):
 
 
 def test_copy_const(hls):
-    """The blob's 4 x 10 i16 rows (unpadded) into rows 3 .. 6 of a (7, 10) buffer: a view of whole rows, at the
-    buffer's padded stride (12 elements: 24 bytes, three beats). Rows 0 .. 2 stay, their padding too; the padding of
-    the rows written is written as zeros (hls/axi.h: whole beats)."""
+    """The blob's 4 x 10 i16 rows (padded to whole beats, as generator/plan.py writes them) into rows 3 .. 6 of a
+    (7, 10) buffer: a view of whole rows, at the buffer's padded stride (12 elements: 24 bytes, three beats), a beat
+    per step. Rows 0 .. 2 stay, their padding too; the padding of the rows written is written as the blob's zeros."""
     cls_emb = np.arange(-20, 20).reshape(4, 10) * 800
     blob, sc = Blob(), Scratch()
     sc.alloc("x", (7, 10), np.int16, np.ones((7, 10)))
     assert sc.stride("x") == 12
+    cst, cs = blob.add_rows(cls_emb, np.int16)
     d = layer(op=OP_COPY_CONST, T=4, N=10, out_bits=16, out=sc.offset("x", 3), out_stride=sc.stride("x"),
-              cst=blob.add(cls_emb, np.int16))
+              cst=cst, in_stride=cs)
     buf = sc.array()
     sc.padding(buf, "x")[:] = 0x5A  # (a view of buf)
     rc, _ = hls.run([d], blob.array(), buf)
@@ -426,6 +427,11 @@ def test_copy_const(hls):
     assert np.array_equal(got[3:], cls_emb) and np.array_equal(got[:3], np.ones((3, 10)))
     pad = sc.padding(buf, "x")
     assert np.all(pad[:3] == 0x5A) and not pad[3:].any()
+    assert hls.last_cycles() == 4 * 3 + 16 + 64  # 4 rows of 3 beats, a loop that reads m_axi
+    # unpadded blob rows (a stride that is not whole beats) are refused
+    d.in_stride = 10
+    rc, _ = hls.run([d], blob.array(), sc.array())
+    assert rc != 0 and "COPY_CONST: the blob's and the scratch's rows must start on whole beats" in hls.error()
 
 
 # ---- PATCH_EMBED / ARGMAX_UPSAMPLE (the streams) --------------------------------------------
