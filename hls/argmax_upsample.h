@@ -23,10 +23,11 @@ namespace iseg {
 // when strictly greater (its classes are all higher), so ties go to the lowest class.
 //
 // Argmax and label output overlap through a ping-pong label line (2 x gw labels): pass s runs ONE
-// pipelined loop that advances the argmax of grid row s into half s&1 while it emits the P*img_w
+// pipelined loop that advances the argmax of grid row s into half s&1 while it emits the P*img_w / LAB
 // label beats of grid row s-1 from the other half. Pass 0 only computes (prologue), pass gh only
 // emits (epilogue). Cycles (C-sim count, per pass): max(argmax steps, beats) + a pipeline fill, i.e.
-//   (A + PIPE) + (gh - 1) * (max(A, B) + PIPE) + (B + PIPE),  A = gw * ceil(n_cls / A_LANES), B = P * img_w / LAB.
+//   (A + kReadDepth) + (gh - 1) * (max(A, B) + kReadDepth) + (B + kReadDepth) (the loop reads the logits on m_axi),
+//   A = gw * ceil(n_cls / A_LANES), B = P * img_w / LAB.
 // logits: byte offset of the (T, n_cls) i16 rows in the scratch port (stride: elements per row); a step's 2 L
 // bytes lie in one beat (rows start on one), held in a one-beat cache (AXI_BYTES / 2 L steps share it).
 template <class Cfg, class LabOut>
