@@ -391,6 +391,21 @@ class ArrayShape:
         return cdiv(self.rows * self.cols, self.score_lanes)
 
     @property
+    def pv_lanes(self) -> int:
+        """Cfg::PV_LANES (hls/attention.h pv_lanes): P.V's outputs drain through the score lanes' readout and the
+        shared requant lanes when there are more of them than output lanes, they divide C (a step's lanes in one
+        row) and their bytes fit a beat (one put); else through the output lanes. P.V's requant is per tensor (the
+        checkpoint's format: iseg.checkpoint refuses a `pv.rq` of more than one value), so no table bank bounds the
+        lanes."""
+        s, o = self.score_lanes, self.out_lanes
+        return s if s > o and self.cols % s == 0 and s <= self.axi_bytes else o
+
+    @property
+    def pv_drain(self) -> int:
+        """Steps of a P.V tile's drain (hls/attention.h pv_drain_steps)."""
+        return cdiv(self.rows * self.cols, self.pv_lanes)
+
+    @property
     def sm_norm_lanes(self) -> int:
         """hls/attention.h sm_norm_lanes: the Shiftmax normalise pass writes at most two words of a probability
         row's bank (g.a) per step, on each of the two rows it normalises at once (2 x this many lanes)."""
@@ -725,7 +740,9 @@ def beat_luts(a: ArrayShape, graph: Graph) -> int:
 
     al = min(beat, 2 * a.a_word)  # hls/gemm.h load_lanes
     engine = (3 * cache() + 64 * (mux_luts(2) + mux_luts(3)) + 2 * take(al, al)
-              + 2 * take(2 * a.out_lanes, 2 * a.out_lanes) + stage(a.out_lanes, 2 * a.out_lanes)
+              + 2 * take(2 * a.out_lanes, 2 * a.out_lanes)
+              # the output lanes' store: 2 OUT_LANES bytes of a GEMM, PV_LANES of P.V, at multiples of their gcd
+              + stage(math.gcd(a.out_lanes, a.pv_lanes), max(2 * a.out_lanes, a.pv_lanes))
               + stage(a.ln_lanes, 2 * a.ln_lanes))
     adds = (rows["add"] + rows["embed_add"]) * (2 * cache() + 2 * take(2, 2) + stage(2, 2))
     pix = pixel_beat_pixels(beat, graph.spec.patch)  # the pixel path's puts: 3 PIX bytes at multiples of their gcd
@@ -1037,7 +1054,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     consts = 0
     kv = tp_cycles(t, dh, a.cols, w, kv_ii)  # K_h^T through the transposer, V_h beside it: II = KV_II
     q_it = r * cdiv(dh, a.load_lanes)
-    dr = a.drain
+    dr = a.pv_drain  # a P.V tile's drain (PV_LANES a step)
 
     def qk_it(pv_pending: bool) -> int:  # att_qk_steps: key tile 0 also drains a deferred P.V tile
         first = max(dh, dr) if pv_pending else dh

@@ -706,7 +706,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                "small_multipliers_on_luts": int(shape.small_fabric)},
         engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols),
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
-                "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes,
+                "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes, "pv_lanes": shape.pv_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
                 "pv_ii": est.pv_ii_of(graph, shape.pack),
                 "kv_ii": est.kv_ii_of(graph, shape.cols, shape.axi_bytes),

@@ -174,7 +174,25 @@ int score_drain_steps() {
     return (Cfg::R * Cfg::C + Cfg::S_LANES - 1) / Cfg::S_LANES;
 }
 
-// A P.V output tile waiting in g.dr for its drain (OUT_LANES outputs per step, ATT_O_LANE).
+// The P.V output lanes: Cfg::PV_LANES, OUT_LANES or, where the planner can, S_LANES. P.V's outputs are bytes under a
+// per-tensor requant (rq2 a scalar: no table bank to read per lane), so with S_LANES dividing C they drain through
+// the score lanes' readout of g.dr and the shared requant lanes at S_LANES a step, one beat-aligned put of S_LANES
+// bytes, instead of OUT_LANES (which the GEMM's residual and GELU bound): R * C / S_LANES steps, within d_head, where
+// R * C / OUT_LANES ran past it in Q.K^T's key tile 0 (estimate.make_shape pv_lanes).
+template <class Cfg>
+constexpr int pv_lanes() {
+    static_assert(Cfg::PV_LANES == Cfg::OUT_LANES || (Cfg::PV_LANES == Cfg::S_LANES && Cfg::C % Cfg::S_LANES == 0),
+                  "PV_LANES: OUT_LANES, or S_LANES when S_LANES divides C (the score lanes' readout)");
+    return Cfg::PV_LANES;
+}
+
+// Steps of a P.V tile's drain.
+template <class Cfg>
+int pv_drain_steps() {
+    return (Cfg::R * Cfg::C + pv_lanes<Cfg>() - 1) / pv_lanes<Cfg>();
+}
+
+// A P.V output tile waiting in g.dr for its drain (PV_LANES outputs per step, ATT_O_LANE).
 struct PvDrain {
     bool pending;
     int t0, rows, half, c0, cols;  // query rows [t0, t0 + rows) of the probability block half, channels c0 ..
@@ -190,7 +208,7 @@ inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
 }
 
 // Iterations of a QK pass (the Q.K^T key tiles and their drains, without the pipeline fill); pv_pending:
-// key tile 0 also drains the previous block's last P.V tile (pdsteps = drain_steps) and runs max(dh, pdsteps).
+// key tile 0 also drains the previous block's last P.V tile (pdsteps = pv_drain_steps) and runs max(dh, pdsteps).
 inline long att_qk_steps(int T, int dh, int C, int dsteps, bool pv_pending = false, int pdsteps = 0) {
     const int kt_n = (T + C - 1) / C;
     const int first = pv_pending && pdsteps > dh ? pdsteps : dh;
@@ -204,18 +222,20 @@ inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
     return T + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) + (defer ? 0 : pdsteps);
 }
 
-// Step s2 of the drain of P.V tile pd from g.dr, first half: OUT_LANES outputs of the head whose first channel is
+// Step s2 of the drain of P.V tile pd from g.dr, first half: PV_LANES outputs of the head whose first channel is
 // hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid) and records
 // (an index into rq1, where attention_begin loads rq2's table, or rq2's scalar), into o; the engine loop's one
 // requant per lane (gemm.h out_rq, shared with the GEMM output lanes) makes RQ_8 of them, and its one store site
-// (schedule.h OUT_STORE) puts the bytes. Returns the byte offset of that store (lane 0's; the lanes' bytes are
-// contiguous), -1 when no lane has an output. As gemm.h drain_lanes: a step's lanes share one row (OUT_LANES
-// divides C), its offset running. Steps come in order from 0 after the tile ended (pd.orow = pd.orow0, pd.k = 0).
+// (schedule.h OUT_STORE) puts the bytes. ov: the drain registers of the step's lanes, as the loop's readout gave them
+// (the output lanes' with PV_LANES = OUT_LANES, the score lanes' with PV_LANES = S_LANES). Returns the byte offset of
+// that store (lane 0's; the lanes' bytes are contiguous), -1 when no lane has an output. As gemm.h drain_lanes: a
+// step's lanes share one row (PV_LANES divides C), its offset running. Steps come in order from 0 after the tile
+// ended (pd.orow = pd.orow0, pd.k = 0).
 template <class Cfg>
 long att_o_lanes(const LayerDesc& d, int hoff, PvDrain& pd, const AttSm<Cfg>& sm, int s2,
-                 const int32_t (&ov)[Cfg::OUT_LANES], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
+                 const int32_t (&ov)[pv_lanes<Cfg>()], OutLane<Cfg> (&o)[rq_lanes<Cfg>()]) {
     ISEG_PRAGMA(HLS INLINE)
-    constexpr int L = Cfg::OUT_LANES;
+    constexpr int L = pv_lanes<Cfg>();
     static_assert(Cfg::C % L == 0, "a lane step: one row of the tile (estimate.make_shape)");
     ISEG_CHECK(lane_pos_at(pd.r, pd.k, s2, L, Cfg::C), "P.V output lanes: the row/step counters left step s2");
     const int r = pd.r, c0 = pd.k * L;

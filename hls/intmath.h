@@ -9,6 +9,16 @@ namespace iseg {
 
 static constexpr int64_t kInt32Max = 2147483647LL;
 
+// gcd(a, b) at compile time: the granule of puts of two sizes (a loop: no recursion in synthesisable sources).
+constexpr int gcd_of(int a, int b) {
+    while (b != 0) {
+        const int r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
+}
+
 // clamp_b(x): saturate to the signed `bits`-bit range [-2^(bits-1), 2^(bits-1) - 1]; bits <= 32.
 inline int32_t clamp_bits(int64_t x, int bits) {
     const int64_t hi = (int64_t(1) << (bits - 1)) - 1;

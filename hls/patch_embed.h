@@ -43,14 +43,6 @@ LAB_TAKE:
     for (int k = 0; k < Cfg::LAB; ++k) labels[k] = beat_byte(b.data, k);
 }
 
-constexpr int gcd_of(int a, int b) {  // (a loop: no recursion in synthesisable sources)
-    while (b != 0) {
-        const int r = a % b;
-        a = b;
-        b = r;
-    }
-    return a;
-}
 
 // in: pixels (img_h, img_w) raster order on `pixels`; out: (T, 3*P*P) int8 at byte offset `stage` of the scratch
 // port, row stride `stride` bytes (3*P*P padded to whole beats, plan._padded), T = (img_h/P) * (img_w/P).

@@ -126,7 +126,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     ISEG_PRAGMA(HLS INLINE)  // one call site: its state stays local values of run_layers (no struct ports)
     constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>();
     int m = p.mode;  // a chained pass (PV, then QK) switches once, at iteration p.at2
-    const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
+    const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>(), pdsteps = pv_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + C - 1) / C;
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
@@ -188,10 +188,13 @@ ENGINE_PASS:
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
         // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
-        // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac).
+        // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac). With PV_LANES =
+        // S_LANES, P.V's outputs come through the score lanes' readout instead (WIDE_READ below, pv_lanes).
+        constexpr int PVL = pv_lanes<Cfg>();
+        constexpr bool pv_wide = PVL != Cfg::OUT_LANES;
         int32_t ov[Cfg::OUT_LANES];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ov type=complete)
-        const bool pvo = !(gemm || m == PM_GEMM_TAIL);
+        const bool pvo = !pv_wide && !(gemm || m == PM_GEMM_TAIL);
         const int orow = pvo ? ps.pd.r : ps.dt.r, ostep = pvo ? ps.pd.k : ps.dt.k;
     OUT_READ:
         for (int l = 0; l < Cfg::OUT_LANES; ++l) {
@@ -212,8 +215,27 @@ ENGINE_PASS:
         // lanes that straddle rows.
         constexpr bool s_one_row = C % SL == 0;
         const bool go = (gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL;
-        const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < dsteps) || m == PM_O_STEP;
+        const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < pdsteps) || m == PM_O_STEP;
         const bool so = qk && nt > 0 && s < sdsteps;
+        // The score lanes' readout (S_LANES dividing C): the previous key tile's scores at (sr, sk), or, with PV_LANES
+        // = S_LANES, the pending P.V tile's outputs at (pd.r, pd.k): never both in one iteration (so: key tiles 1.., po:
+        // key tile 0, P.V's first keys, O_STEP). One S_LANES-wide mux over R x C / S_LANES registers per lane.
+        int32_t wv[SL];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wv type=complete)
+        const int wrow = so ? sr : ps.pd.r, wstep = so ? sk : ps.pd.k;
+    WIDE_READ:
+        for (int l = 0; l < SL; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int c = wstep * SL + l;
+            wv[l] = s_one_row && wrow < R && c < C ? int32_t(g.dr[wrow][c]) : 0;
+        }
+        int32_t pvv[PVL];  // the P.V output lanes' drain registers: the output lanes' readout, or the score lanes'
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=pvv type=complete)
+    PV_READ:
+        for (int l = 0; l < PVL; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            pvv[l] = pv_wide ? wv[l % SL] : ov[l % Cfg::OUT_LANES];  // (l < the lane count either way)
+        }
         const bool gcls = gemm && !ps.dt.pending;
         long oat = -1;  // the output lanes' store: its byte offset (-1: none)
         // gmem0 and gmem2: the GEMM output lanes' operands, or a weight prefetch beat (on gmem0, later in the iteration)
@@ -250,7 +272,7 @@ ENGINE_PASS:
         if (go) {
             oat = drain_lanes<Cfg>(d, lst, v0, v2, g, ps.dt, gcls, ov, ol);
         } else if (po) {
-            oat = att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, m == PM_O_STEP ? int(i) : s, ov, ol);
+            oat = att_o_lanes<Cfg>(d, p.hoff, ps.pd, sm, m == PM_O_STEP ? int(i) : s, pvv, ol);
         } else if (so) {
             ISEG_CHECK(!s_one_row || lane_pos_at(sr, sk, s, SL, C), "score lanes: the row/step counters left step s");
         ATT_S_LANE:
@@ -259,7 +281,7 @@ ENGINE_PASS:
                 const int e = s * SL + l;
                 const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
                 ol[l].ok = l < SL && r < p.rows && c < dcols;
-                if (ol[l].ok) ol[l].z = narrow<out_rq_bits<Cfg>()>(int32_t(g.dr[r][c]));
+                if (ol[l].ok) ol[l].z = narrow<out_rq_bits<Cfg>()>(s_one_row ? wv[l < SL ? l : 0] : int32_t(g.dr[r][c]));
             }
         }
         int32_t oy[NQ];
@@ -279,21 +301,24 @@ ENGINE_PASS:
             oy[l] = (go || po || so) && ol[l].ok ? out_rq<Cfg>(ol[l], rq, wide) : 0;
         }
         if (go) drain_values<Cfg>(d, g, gcls, ol, oy);  // the GELU table, the residual / embed add
-        // the output lanes' store, GEMM (out_bits) or P.V (a byte): the lanes' bytes are contiguous, one put into
-        // the stage (its position in the beat a multiple of OUT_LANES bytes), at most one beat written: one site
+        // the output lanes' store, GEMM (out_bits, OUT_LANES lanes) or P.V (a byte, PV_LANES lanes): the lanes' bytes
+        // are contiguous, one put into the stage (its position in the beat a multiple of gcd(OUT_LANES, PV_LANES)
+        // bytes), at most one beat written: one site
+        constexpr int NS = Cfg::OUT_LANES > PVL ? Cfg::OUT_LANES : PVL, OU = gcd_of(Cfg::OUT_LANES, PVL);
+        constexpr int NX = 2 * Cfg::OUT_LANES > PVL ? 2 * Cfg::OUT_LANES : PVL;  // a put's most bytes (at most a beat)
         const int obytes = go ? d.out_bits / 8 : 1;
-        uint8_t ox[2 * Cfg::OUT_LANES] = {};  // at most 2 bytes a lane
+        uint8_t ox[NX] = {};
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ox type=complete)
         int on = 0;
     OUT_STORE:
-        for (int l = 0; l < Cfg::OUT_LANES; ++l) {
+        for (int l = 0; l < NS; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            if ((go || po) && ol[l].ok) {
+            if ((go || po) && ol[l].ok && (l + 1) * obytes <= NX) {  // (a GEMM's lanes: l < OUT_LANES, 2 bytes)
                 put_act(ox, l * obytes, obytes, oy[l]);
                 on += obytes;
             }
         }
-        if ((go || po) && oat >= 0) ISEG_STAGE_PUT(Cfg::OUT_LANES, GMEM1, ps.os, scratch, oat, ox, on);
+        if ((go || po) && oat >= 0) ISEG_STAGE_PUT(OU, GMEM1, ps.os, scratch, oat, ox, on);
         // The score lanes' scores (so): lane l's goes to key dn0 + c of row r of block p.half, bank
         // s_bank(p.half, key). At most two lanes share a bank (the planner: estimate.score_lane_writes), the first on the bank's port A,
         // the second on its port B (S_PORT_A / S_PORT_B below); the row maxima are registers, updated here.
@@ -760,7 +785,11 @@ Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int kt_n = (d.T + Cfg::C - 1) / Cfg::C, vt_n = (d.d_head + Cfg::C - 1) / Cfg::C;
     ISEG_CHECK(long(kt_n) * d.d_head + long(vt_n) * d.T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
-    load_rq_table<Cfg, 1>(d.rq2, d.heads * d.d_head, blob, g);  // the per-channel RQ_8 of P.V: the output lanes' table
+    // a per-channel RQ_8 of P.V is the output lanes' table, banked for OUT_LANES reads a step: P.V lanes past them
+    // take rq2's scalar only (pv_lanes; the planner widens them only for a per-tensor rq2, the checkpoint's format)
+    ISEG_CHECK(pv_lanes<Cfg>() == Cfg::OUT_LANES || d.rq2.tab < 0,
+               "ATTENTION: a per-channel P.V requant needs PV_LANES = OUT_LANES (a table the lanes read)");
+    load_rq_table<Cfg, 1>(d.rq2, d.heads * d.d_head, blob, g);
     Seq sq = {};
     sq.phase = SQ_HEAD;
     sq.nb = (d.T + Cfg::R - 1) / Cfg::R;
@@ -823,7 +852,7 @@ ATT_MX_INIT:
         ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
         sm.mx[half][r] = -128;
     }
-    const int dh = d.d_head, pdsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
+    const int dh = d.d_head, pdsteps = pv_drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps);
     Pass p = pass_of(PM_QK, total, total + kEngineDepth);
     p.hoff = sq.h * dh;
@@ -844,7 +873,7 @@ ATT_MX_INIT:
 template <class Cfg>
 void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
     constexpr int C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
-    const int T = d.T, dh = d.d_head, dsteps = drain_steps<Cfg>();
+    const int T = d.T, dh = d.d_head, dsteps = pv_drain_steps<Cfg>();
     const int vt_n = (dh + C - 1) / C;
     ISEG_CHECK(!pd.pending, "P.V: a block's pass with a tile of the previous block still pending");
     const long n0 = T, n1 = dsteps > T ? dsteps : T;
@@ -876,7 +905,7 @@ bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, const beat_t<Cfg>* scratch, 
               GemmBuffers<Cfg>& g,
               AttSm<Cfg>& sm, PassState<Cfg>& ps) {
     constexpr int R = Cfg::R, C = Cfg::C;
-    const int dsteps = drain_steps<Cfg>();
+    const int dsteps = drain_steps<Cfg>(), pdsteps = pv_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const long st = d.in_stride;
     const long qkv = d.in;  // scratch offset of the qkv rows
@@ -995,7 +1024,7 @@ SEQ_STEP:
                 sq.defer = i + 1 < sq.nb;  // PV(i - 1)'s last drain under QK(i + 1)'s key tile 0
                 if (i >= 1) {
                     // iterations, not cycles: any PV_II
-                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, dsteps, sq.defer);
+                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, pdsteps, sq.defer);
                     ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
                     sq.phase = SQ_PV;
                 } else {
@@ -1021,7 +1050,7 @@ SEQ_STEP:
             }
             case SQ_O:
             case SQ_EPI_O:  // the last P.V tile's output lanes alone
-                p = pass_of(PM_O_STEP, dsteps, dsteps + kEngineDepth);
+                p = pass_of(PM_O_STEP, pdsteps, pdsteps + kEngineDepth);
                 p.hoff = sq.h * dh;
                 sq.phase = sq.phase == SQ_EPI_O ? SQ_HEAD_END : SQ_QK;
                 return true;

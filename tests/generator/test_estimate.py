@@ -399,6 +399,34 @@ def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) ->
     assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
 
 
+@pytest.fixture(scope="module")
+def harness_pv_wide(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with 8 score lanes (they divide C) and P.V's outputs drained through them (PV_LANES 8); 4
+    Shiftmax lanes, so that 8 scores of a step take at most two writes of a score bank (estimate.score_lane_writes)."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_pvw"), s_lanes=8, pv_lanes=8, sm_lanes=4))
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (40, 1, 64)])
+def test_pv_drains_through_the_score_lanes(harness: Harness, harness_pv_wide: Harness, T: int, heads: int,
+                                           dh: int) -> None:
+    """PV_LANES = S_LANES: a P.V tile drains through the score lanes' readout and the shared requant lanes, 8 a step:
+    ceil(4 * 8 / 8) = 4 steps instead of ceil(4 * 8 / 4) = 8. The same bytes as through the 4 output lanes, and the
+    counted cycles are the estimate of that shape (ArrayShape.pv_lanes 8)."""
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
+    narrow, wide = sc.array(), sc.array()
+    assert harness.run([d], blob.array(), narrow)[0] == 0, harness.error()
+    assert harness_pv_wide.run([d], blob.array(), wide)[0] == 0, harness_pv_wide.error()
+    assert np.array_equal(narrow, wide)
+    shape = dataclasses.replace(HARNESS_SHAPE, s_lanes=8, sm_lanes=4)
+    assert (shape.pv_lanes, shape.pv_drain, HARNESS_SHAPE.pv_lanes) == (8, 4, 4)  # 5 score lanes do not divide C
+    assert harness_pv_wide.last_cycles() == est.attention_cycles(shape, T, heads, dh)[0]
+    # a per-channel P.V requant reads a table banked for the output lanes: refused with PV_LANES past them
+    blob2 = Blob()
+    d.rq2 = blob2.rq_table(1 << 30, 45, 0, heads * dh)
+    rc, _ = harness_pv_wide.run([d], blob2.array(), sc.array())
+    assert rc != 0 and "a per-channel P.V requant needs PV_LANES = OUT_LANES" in harness_pv_wide.error()
+
+
 @pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (4, 1, 8), (40, 1, 64)])
 @pytest.mark.parametrize("pv_ii", [1, 2])
 def test_csim_counts_attention_precise8(harness: Harness, harness_pv1: Harness, T: int, heads: int, dh: int,

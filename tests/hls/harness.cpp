@@ -43,6 +43,15 @@
 #ifndef ISEG_TEST_LAB
 #define ISEG_TEST_LAB 2  // labels per stream beat: a power of two dividing every test's patch
 #endif
+#ifndef ISEG_TEST_SM_LANES
+#define ISEG_TEST_SM_LANES 3  // Shiftmax lanes: odd on purpose (2 SM_LANES score banks)
+#endif
+#ifndef ISEG_TEST_S_LANES
+#define ISEG_TEST_S_LANES 5  // score lanes: odd on purpose (they straddle rows of the tile; on chip only)
+#endif
+#ifndef ISEG_TEST_PV_LANES
+#define ISEG_TEST_PV_LANES ISEG_TEST_OUT_LANES  // P.V output lanes: OUT_LANES, or S_LANES when it divides C
+#endif
 #ifndef ISEG_TEST_PV_II
 #define ISEG_TEST_PV_II 2  // P.V initiation interval: 2 takes every Shiftmax variant, 1 precise8 (or PACK 1)
 #endif
@@ -67,7 +76,8 @@ struct TestCfg {
     static constexpr int AXI_BYTES = ISEG_TEST_AXI;                // bytes per memory beat
     static constexpr int A_WORD = 4;                                // i16 elements per left-operand bank word
     static constexpr int OUT_LANES = ISEG_TEST_OUT_LANES;          // output-stage lanes
-    static constexpr int SM_LANES = 3, S_LANES = 5;                // odd on purpose (on chip only)
+    static constexpr int SM_LANES = ISEG_TEST_SM_LANES, S_LANES = ISEG_TEST_S_LANES;
+    static constexpr int PV_LANES = ISEG_TEST_PV_LANES;            // P.V output lanes (attention.h pv_lanes)
     static constexpr int LN_LANES = ISEG_TEST_LN_LANES;            // its trace puts: a power of two (axi.h)
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
