@@ -5,17 +5,21 @@ its C-simulation cycle counter (``ISEG_CYCLES``), so ``tests/generator/test_esti
 compare the two exactly. One figure per op (``cycles``); the old "scheduled" figure of an
 engine that did not exist is gone. What is counted (``docs/gen-hls.md``):
 
+Every GEMM, attention and lone LayerNorm row runs as passes of ONE engine loop (``hls/schedule.h``), each pass
+a mode of it with the trip count of the loop it replaced, set up by a sequencer call (SEQ_SETUP cycles each).
 GEMM rows (LINEAR, PATCH_EMBED, MASK_PRODUCT; ``hls/gemm.h``): the per-channel constants
 (max(N, their beats)); the first row block's left operand (R * ceil(K/W) beats, exposed); then
-per (row block, column tile) one pipelined GEMM_STEP loop of max(K, drain, A share, weight share)
-iterations: the array step, the previous tile's output lanes (ceil(R*C / OUT_LANES) steps), the
-next row block's left operand (its beats spread over the block's column tiles) and the next
-LINEAR layer's weight prefetch (its beats spread over all tiles of this layer); finally the last
-tile's drain. MASK_PRODUCT first loads its activation right operand (N * ceil(K/W) beats);
-PATCH_EMBED first reads the pixel stream (one pixel per beat) and stages the patches, the fill of grid row
-s overlapped with the staging of grid row s - 1 (``pixel_cycles``).
-Attention (``hls/attention.h``): per head K_h / V_h loaded (two beats per key and d_head beat);
-QK(0) (Q beats, the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
+per (row block, column tile) max(K, drain, A share, weight share) iterations: the array step, the previous
+tile's output lanes (ceil(R*C / OUT_LANES) steps), the next row block's left operand (its beats spread over the
+block's column tiles) and the next LINEAR layer's weight prefetch (its beats spread over all tiles of this
+layer), a row block's tiles and, where the loader's last write allows, the following blocks' in one pass
+(``gemm_block_passes``); finally the last tile's drain. MASK_PRODUCT first loads its activation right operand
+(N * ceil(K/W) beats); PATCH_EMBED first reads the pixel stream (PIX pixels a beat) and stages the patches, the
+fill of grid row s overlapped with the staging of grid row s - 1 (``pixel_cycles``).
+Attention (``hls/attention.h``): per head K_h / V_h loaded (a K and a V beat per step of the transposer, two
+iterations: ``kv_load_iters``), head h + 1's under head h's passes (``ArrayShape.kv_overlap``), so only head 0's
+and what the previous head's passes left add to a head's first pass, beside its Q(0) beats;
+QK(0) (the Q.K^T key tiles with their fused score drain on S_LANES lanes); then per query
 block i PV(i-1) (one key per iteration at II = PV_II, ``pv_ii_of``: 2 when the probabilities are u15 --
 precise, ivit -- on a packing array, since u15 x int8 cannot share a DSP48E2 with a second MAC; 1 when
 they are u8 -- precise8 -- an 8 x 8 product that packs like int8 x int8, or when the array does not
@@ -69,7 +73,7 @@ from iseg.graph import (
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
-           "attention_cycles", "pv_ii_of", "kv_ii_of", "ln_block_steps", "ln_wait_steps", "sm_block_steps",
+           "attention_cycles", "kv_load_iters", "pv_ii_of", "ln_block_steps", "ln_wait_steps", "sm_block_steps",
            "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
@@ -127,13 +131,6 @@ def score_lane_writes(rows: int, cols: int, s_lanes: int, sm_lanes: int) -> int:
     return int(max(np.bincount(row).max() for row in key))
 
 
-def v_beat_words(cols: int, d_head: int, axi_bytes: int) -> int:
-    """Words of the weight buffer one V beat of attention's K/V load writes (hls/attention.h ATT_KV_STEP): the
-    channels [b W, b W + W) of one key go to the V rows of the channel tiles they span. Next to the transposer's
-    two K rows per cycle they must fit the memory's 2 x II = 4 accesses per iteration: at most 2."""
-    return max((min(b + axi_bytes, d_head) - 1) // cols - b // cols + 1 for b in range(0, d_head, axi_bytes))
-
-
 def axi_beat(graph: Graph, cols: int, board: Board) -> int:
     """Cfg::AXI_BYTES, the bytes of one m_axi beat: the board's port width, halved until every store of the engine
     covers whole beats. The m_axi ports are arrays of beats (hls/axi.h): a store writes a whole beat, staged from
@@ -146,18 +143,6 @@ def axi_beat(graph: Graph, cols: int, board: Board) -> int:
     while w > 1 and any(g % w for g in grains):
         w //= 2
     return w
-
-
-def kv_ii_of(graph: Graph, cols: int, axi_bytes: int) -> int:
-    """Cfg::KV_II, the initiation interval of attention's K/V load (hls/attention.h ATT_KV_STEP), one for the
-    whole engine: the transposer's two K rows and a V beat's words (v_beat_words, the widest over the model's
-    heads) share the weight buffer's 2 ports, 2 x II accesses per iteration; at least 2 (the transposer's rows
-    beside the V words). The beat divides C (axi_beat), so a V beat spans at most 2 words: II 2 for every planned
-    array; a wider V beat (a hand-made shape whose beat exceeds C) gets the II its words need."""
-    def ii() -> int:
-        words = [v_beat_words(cols, op.d_head, axi_bytes) for op in graph.ops if isinstance(op, Attention)]
-        return max([2] + [cdiv(2 + v, 2) for v in words])
-    return int(_memo("kv_ii", graph, ii, (cols, axi_bytes)))
 
 
 def tiled_weight_bytes(k: int, n: int, cols: int) -> int:
@@ -369,6 +354,7 @@ class ArrayShape:
     small_fabric: bool = False  # Widths::SMALL_FABRIC: the small lane multipliers (mul_lane) on LUTs
     a_word: int = 4  # A_WORD: i16 elements per word of a left-operand bank (a_word_options)
     a_lanes: int = 0  # A_LANES: argmax classes per step of the head (0: argmax_lanes's rule; head_lanes)
+    kv_overlap: bool = True  # KV_OVERLAP: head h + 1's K/V load under head h (odd heads in the other half of w)
 
     @property
     def macs(self) -> int:
@@ -507,21 +493,25 @@ def _dims_of(graph: Graph) -> dict[str, int]:
     }
 
 
-def wrows_needed(graph: Graph, cols: int) -> int:
-    """Rows of one half of the weight buffer: every GEMM's K * ceil(N/C), every head's K_h and V_h."""
-    return int(_memo("wrows", graph, lambda: _wrows_needed(graph, cols), cols))
+def wrows_needed(graph: Graph, cols: int, kv_overlap: bool = True) -> int:
+    """Rows of one half of the weight buffer: every GEMM's K * ceil(N/C), every head's K_h and V_h, and, where
+    attention has two heads or more, the odd heads' K/V above the next layer's prefetched weights in the other half
+    (hls/schedule.h attention_begin: the next head's K/V load while this one runs)."""
+    return int(_memo("wrows", graph, lambda: _wrows_needed(graph, cols, kv_overlap), (cols, kv_overlap)))
 
 
-def _wrows_needed(graph: Graph, cols: int) -> int:
+def _wrows_needed(graph: Graph, cols: int, kv_overlap: bool) -> int:
     spec = graph.spec
     need = [3 * spec.patch ** 2 * cdiv(spec.dim, cols)]
     need += [op.k * cdiv(op.n, cols) for op in graph.ops if isinstance(op, Linear)]
-    for op in graph.ops:
+    for i, op in enumerate(graph.ops):
         if isinstance(op, MaskProduct):
             t, k = graph.acts[op.inputs[0]].shape
             need.append(k * cdiv(graph.acts[op.inputs[1]].shape[0], cols))
         if isinstance(op, Attention):
-            need.append(cdiv(op.rows, cols) * op.d_head + cdiv(op.d_head, cols) * op.rows)
+            kv = cdiv(op.rows, cols) * op.d_head + cdiv(op.d_head, cols) * op.rows
+            nxt = next((o for o in graph.ops[i + 1:] if isinstance(o, Linear)), None)
+            need.append(kv + (nxt.k * cdiv(nxt.n, cols) if nxt is not None and op.heads > 1 and kv_overlap else 0))
     return max(need + [_dims(graph)["kmax"]])
 
 
@@ -608,7 +598,7 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     multipliers are ``multipliers()``: DSPs by ``mul_dsps``, fabric ones by ``mul_luts``; the rest of a lane's
     logic is a LUT rule of thumb per lane."""
     d = _dims(graph)
-    wr = wrows_needed(graph, a.cols)
+    wr = wrows_needed(graph, a.cols, a.kv_overlap)
     muls = multipliers(a, graph, widths or LaneWidths())
 
     def mdsp(unit: str) -> int:
@@ -1027,32 +1017,35 @@ def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
     return rows * cdiv(t, lanes) + cdiv(r, 2) * cdiv(t, nlanes) + DIV
 
 
-def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2,
-                     kv_ii: int = 2) -> tuple[int, dict[str, int]]:
-    """hls/attention.h, loop by loop: (cycles, breakdown).
+def kv_load_iters(t: int, dh: int, cols: int, axi_bytes: int) -> int:
+    """Engine-loop iterations of one head's K/V load (hls/schedule.h KvLoad): every chunk of ``axi_bytes`` channels
+    takes tp_chunk_steps steps of two iterations (the K beat with the transposer's write-out, then the V beat)."""
+    return sum(2 * tp_chunk_steps(t, dh, b, cols, axi_bytes) for b in range(cdiv(dh, axi_bytes)))
 
-    Per head: K_h / V_h load, Q(0) and QK(0) (prologue, Q(1) loading under it), then per query block i:
+
+def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
+    """hls/attention.h and schedule.h, pass by pass: (cycles, breakdown).
+
+    Per head: Q(0) beside what is left of the head's K/V load (head 0: all of it; head h + 1's loads under head h's
+    passes, one step per two iterations of any of them), then QK(0) (Q(1) loading under it), then per query block i:
     PV(i-1) and QK(i+1) (Q(i+2) loading under it, load_lanes bytes per iteration; what it leaves runs alone) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
-    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``);
-    ``kv_ii``: Cfg::KV_II, cycles per step of the K/V load (``kv_ii_of``)."""
+    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
     if pv_ii not in (1, 2):
         raise ValueError(f"pv_ii must be 1 or 2, not {pv_ii}")
-    if kv_ii < 2:
-        raise ValueError(f"kv_ii must be at least 2, not {kv_ii}")
-    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii, kv_ii)
+    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii)
     return cyc, dict(parts)
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
-                      pv_ii: int, kv_ii: int = 2) -> tuple[int, tuple[tuple[str, int], ...]]:
+                      pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     # the RQ_8 of P.V is per tensor (its scale is s_P s_V: spec/numerics.md), so no table is loaded
     # (hls/attention.h load_rq_table returns at once); a per-channel one would cost rq_table_cycles
     consts = 0
-    kv = tp_cycles(t, dh, a.cols, w, kv_ii)  # K_h^T through the transposer, V_h beside it: II = KV_II
+    kv_it = kv_load_iters(t, dh, a.cols, w)
     q_it = r * cdiv(dh, a.load_lanes)
     dr = a.pv_drain  # a P.V tile's drain (PV_LANES a step)
 
@@ -1063,10 +1056,13 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     def pv_it(defer: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations), any PV_II
         return t + (vt - 1) * max(t, dr) + (0 if defer else dr)
 
-    def pv_cyc(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
+    def pv_iters(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
         # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's; a
         # deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's)
-        return pv_ii * t + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else PIPE_ENGINE + dr + PIPE_ENGINE)
+        return pv_ii * t + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else dr)
+
+    def pv_cyc(defer: bool) -> int:
+        return pv_iters(defer) + (0 if defer else 2 * PIPE_ENGINE)
 
     def q_left(qk: int) -> int:  # ATT_Q_LOAD pass: the Q beats a key loop of qk iterations leaves (one per iteration)
         return max(0, q_it - qk)
@@ -1076,11 +1072,13 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     pvc = {False: pv_cyc(False), True: pv_cyc(True)}
     pvi = {False: pv_it(False), True: pv_it(True)}
     sm_lanes, sm_norm = a.sm_lanes, a.sm_norm_lanes
-    q_total = q_it + PIPE_ENGINE  # Q(0) of a head, exposed; Q(b+1) loads under QK(b)
+    q_total = q_it + PIPE_ENGINE  # Q(0) of a head, exposed (its K/V rest beside it: kv); Q(b+1) loads under QK(b)
     left = q_left(qk[False]) if nb > 1 else 0
     q_total += left + PIPE_ENGINE if left else 0
+    shadow_kv = qk[False] + left  # the iterations of a head's passes after Q(0): the next head's K/V load runs in them
     qk_total = qk[False] + PIPE_ENGINE  # prologue QK(0)
     pv_total = pvc[False]  # epilogue PV(nb-1)
+    shadow_kv += pv_iters(False)
     rest_total = 0
     for i in range(nb):
         rows = min(r, t - i * r)
@@ -1088,6 +1086,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
         shadow = 0
         if i >= 1:
             pv_total += pvc[defer]
+            shadow_kv += pv_iters(defer)
             shadow += pvi[defer]
         if i + 1 < nb:
             pend = i >= 1
@@ -1095,16 +1094,22 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             left = q_left(qk[pend]) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
             q_total += left + PIPE_ENGINE if left else 0
             shadow += qk[pend] + left
+            shadow_kv += qk[pend] + left
         rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
         rest_total += rest + PIPE_ENGINE if rest else 0
+        shadow_kv += rest
+    # the K/V loads beyond Q(0)'s beats, which their pass waits for: head 0's whole load, each later head's part that
+    # the previous head's passes left (kv_overlap; without it every head's whole load)
+    later = max(0, kv_it - shadow_kv - q_it) if a.kv_overlap else max(0, kv_it - q_it)
+    kv = max(0, kv_it - q_it) + (heads - 1) * later
     # the sequencer's calls (schedule.h seq_next): per head Q(0), QK(0), Q(1)'s rest; per block three passes (QK(i + 1)
     # or PV(i - 1) + its drain, the Q rest or not, SM(i)'s rest; a lone block only the last), the epilogue's two;
     # the call that ends the layer
     seq = (heads * (5 + 3 * nb - (2 if nb == 1 else 0)) + 1) * SEQ_SETUP
-    parts = (("consts", consts), ("kv_load", heads * kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
+    parts = (("consts", consts), ("kv_load", kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),
              ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
-    return consts + heads * (kv + q_total + qk_total + pv_total + rest_total) + seq, parts
+    return consts + kv + heads * (q_total + qk_total + pv_total + rest_total) + seq, parts
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:
@@ -1302,7 +1307,7 @@ def op_costs(graph: Graph, a: ArrayShape, act_cache_bytes: int = 0) -> list[OpCo
             out.append(_cost(op.name, kind, t * k * n, cyc, parts, cdiv(t * k * n, a.macs), wb, ddr))
         elif isinstance(op, Attention):
             pv_ii = pv_ii_of(graph, a.pack)
-            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii, kv_ii_of(graph, a.cols, wa))
+            cyc, parts = attention_cycles(a, op.rows, op.heads, op.d_head, pv_ii)
             # ideal array time: Q.K^T at one key tile step per cycle, P.V at PV_II cycles per key (1 on an
             # unpacked array: R x C MACs per cycle, one DSP each)
             ideal = cdiv(op.heads * op.rows * op.rows * op.d_head * (1 + pv_ii), a.macs)
@@ -1388,10 +1393,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     best: tuple[tuple[int, int], ArrayShape] | None = None
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
-    heads = {op.d_head for op in graph.ops if isinstance(op, Attention)}
-    # the K/V load at II 2 (kv_ii_of): narrower columns would slow it, and they lose anyway
-    cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4
-               and all(v_beat_words(c, dh, axi_beat(graph, c, board)) <= 2 for dh in heads)]
+    cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4]
     for (lanes, sm, sl, ln), ai in itertools.product(LANE_CONFIGS, (0, 1)):
         for cols in cols_ok:
             aw = a_word_options(axi_beat(graph, cols, board))[ai]
@@ -1405,8 +1407,10 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                     fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
                     for fab in (False, True):
                         a0 = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
-                        for al in head_lane_choices(graph, a0.axi_bytes):  # the most head lanes that fit
-                            a = replace(a0, a_lanes=al)
+                        # the most head lanes that fit, with the K/V loads overlapped where the weight buffer can
+                        # hold the odd heads' K/V too (wrows_needed), else without
+                        for al, kvo in itertools.product(head_lane_choices(graph, a0.axi_bytes), (True, False)):
+                            a = replace(a0, a_lanes=al, kv_overlap=kvo)
                             units = unit_costs(a, graph, board, widths)
                             if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
                                     and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):

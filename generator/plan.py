@@ -16,7 +16,7 @@ writes the constant rows right after its input's rows in one shared buffer.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -654,6 +654,11 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     if ALIGN % shape.axi_bytes:  # pragma: no cover - every board's beat is at most 64 bytes
         raise AssertionError(f"{shape.axi_bytes}-byte beats: buffers aligned to {ALIGN} bytes would share a beat")
     units = est.unit_costs(shape, graph, board, widths)
+    if cfg.array is not None and est.overruns(units, board, caps=False):  # without the K/V overlap's weight rows?
+        lean = replace(shape, kv_overlap=False)
+        lean_units = est.unit_costs(lean, graph, board, widths)
+        if not est.overruns(lean_units, board, caps=False):
+            shape, units = lean, lean_units
     over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
     if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
@@ -704,12 +709,12 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         lanes={"out": shape.out_lanes, "layernorm": shape.ln_lanes, "shiftmax": shape.sm_lanes, "score": shape.s_lanes,
                "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes,
                "small_multipliers_on_luts": int(shape.small_fabric)},
-        engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols),
+        engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols, shape.kv_overlap),
+                "kv_overlap": int(shape.kv_overlap),
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes, "pv_lanes": shape.pv_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
                 "pv_ii": est.pv_ii_of(graph, shape.pack),
-                "kv_ii": est.kv_ii_of(graph, shape.cols, shape.axi_bytes),
                 "sm_row_shift": int(est.sm_row_shift_of(graph)),
                 "a_lanes": a_lanes, "a_word": shape.a_word,
                 # pixels / labels per beat of the two AXI-Streams (hls/patch_embed.h, argmax_upsample.h)

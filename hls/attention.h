@@ -1,7 +1,9 @@
 // attention.h -- multi-head attention streamed by blocks of query rows (numerics.md §3, §5.1).
 //
-// Per head h: K_h and V_h are loaded on chip once (into the free half of the weight buffer: the
-// qkv layer that precedes attention is done with it; K_h^T through gemm.h's transposing loader), then for
+// Per head h: K_h and V_h are loaded on chip once (K_h^T through gemm.h's transposing loader), into the
+// weight buffer: even heads into the current half, which the qkv layer that precedes attention is done with,
+// odd heads into the top of the other half, above the next layer's prefetched weights. Head h + 1's load runs
+// under head h's passes (schedule.h KvLoad, one unit of the engine loop), so only head 0's is exposed. Then for
 // each block b of R query rows three phases:
 //   QK(b)   the scores RQ_8(q_blk . K_h^T) on the array, key tiles of C columns; each tile's requant
 //           runs on S_LANES score lanes during the next tile (as in a GEMM layer) and keeps the row
@@ -79,17 +81,17 @@ struct pv_ii_of<Cfg, typename iseg_void<decltype(Cfg::PV_II)>::type> {
     static_assert(value == 1 || value == 2, "Cfg::PV_II must be 1 (u8 P) or 2 (u15 P)");
 };
 
-// Initiation interval of the K/V load (ATT_KV_STEP): Cfg::KV_II (estimate.kv_ii_of: 2 for every planned array, whose
-// beat divides C, so a V beat spans at most two rows of w; more only for a hand-made Cfg whose beat is wider than C);
-// a Cfg without KV_II gets 2.
+// Cfg::KV_OVERLAP: head h + 1's K/V load runs under head h's passes, the odd heads' K/V in the other half of the
+// weight buffer, above the next layer's prefetched weights (estimate.wrows_needed sizes WROWS for it); false: every
+// head's K/V in the current half, each loaded in its head's first pass (a board whose memory cannot hold both). A
+// Cfg without KV_OVERLAP overlaps.
 template <class Cfg, class = void>
-struct kv_ii_of {
-    static constexpr int value = 2;
+struct kv_overlap_of {
+    static constexpr bool value = true;
 };
 template <class Cfg>
-struct kv_ii_of<Cfg, typename iseg_void<decltype(Cfg::KV_II)>::type> {
-    static constexpr int value = Cfg::KV_II;
-    static_assert(value >= 2, "Cfg::KV_II must be at least 2 (the transposer's two rows of w per step)");
+struct kv_overlap_of<Cfg, typename iseg_void<decltype(Cfg::KV_OVERLAP)>::type> {
+    static constexpr bool value = Cfg::KV_OVERLAP;
 };
 
 // Int8 MACs per DSP of the array: Cfg::PACK (2: row pairs share a DSP48E2; 1: a DSP per PE, which takes

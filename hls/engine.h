@@ -362,7 +362,11 @@ ENGINE_CHECK:
             beat_t<Cfg> v;
             beat_clear(v);
             if (at >= 0) v = ISEG_BEAT_RD(GMEM0, weights, at, n);
-            prefetch_beat<Cfg>(pf, v, g);
+            const WReq<Cfg> q = prefetch_beat<Cfg>(pf, v);
+            if (q.ok) {
+                ISEG_WR(g, w, q.half, q.row);
+                w_word_write<Cfg>(g.w[q.half][q.row], q);
+            }
         }
         ISEG_CYCLES(g.cycles, beats + kReadDepth);
     }
@@ -402,7 +406,7 @@ ENGINE_LAYERS:
                 gemm = true;
                 break;
             case OP_ATTENTION:
-                sq = attention_begin<Cfg>(d, weights, g);
+                sq = attention_begin<Cfg>(d, weights, g, pf);
                 break;
             case OP_LAYERNORM:
                 if (ln_fusable(table, n_layers, i)) {  // runs inside the next LINEAR row

@@ -61,6 +61,8 @@ struct Transposer {
     int n;         // next source row of this chunk
     int wg, wj;    // tile being written out, its next row
     int wleft;     // rows of it left to write
+    int wrow;      // its first row of w (tile * K: running, kbase)
+    int kbase;     // the first row of w of the tile the beats fill (advanced K per tile: no multiplier)
 };
 
 // A fused lambda-GELU (F_GELU) and its RQ_8 are one function of the i8 input (the first requant's output), so
@@ -173,23 +175,70 @@ long prefetch_req(const Prefetch& p, int& n) {
     return n > 0 ? p.src + p.pos : -1L;
 }
 
-// v: the beat at prefetch_req's offset.
+// A write of one word of the weight buffer (a row of C bytes), the bytes where m: what the weight prefetch and
+// attention's K/V loader hand the engine loop's two port sites of g.w (schedule.h W_PORT_A / W_PORT_B), as the
+// writers of g.a hand theirs an ABankReq. The caller names the port: its access macro, then w_word_write.
 template <class Cfg>
-void prefetch_beat(Prefetch& p, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
+struct WReq {
+    bool ok;
+    int half, row;
+    int8_t v[Cfg::C];
+    bool m[Cfg::C];
+};
+
+template <class Cfg>
+WReq<Cfg> w_req_none() {
+    ISEG_PRAGMA(HLS INLINE)
+    WReq<Cfg> q;
+    q.ok = false;
+    q.half = q.row = 0;
+W_REQ_CLEAR:
+    for (int c = 0; c < Cfg::C; ++c) {
+        ISEG_PRAGMA(HLS UNROLL)
+        q.v[c] = 0;
+        q.m[c] = false;
+    }
+    return q;
+}
+
+template <class Cfg>
+void w_word_write(int8_t (&row)[Cfg::C], const WReq<Cfg>& q) {
+    ISEG_PRAGMA(HLS INLINE)
+W_WORD_W:
+    for (int c = 0; c < Cfg::C; ++c) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (q.m[c]) row[c] = q.v[c];
+    }
+}
+
+// v: the beat at prefetch_req's offset, as one word's write: a step's L bytes lie in one row of w (L divides C and
+// the weights start on a row), at column (pos mod C), a multiple of L, so byte c of the row takes lane c mod L.
+template <class Cfg>
+WReq<Cfg> prefetch_beat(Prefetch& p, const beat_t<Cfg>& v) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int L = prefetch_lanes<Cfg>();
+    static_assert(Cfg::C % L == 0, "a prefetch step's bytes lie in one row of w");
     const long left = p.total - p.pos;
     const int n = left <= 0 ? 0 : (left < L ? int(left) : L);
-PF_BYTE:
-    for (int j = 0; j < L; ++j) {
-        ISEG_PRAGMA(HLS UNROLL)
-        if (j < n) {
-            const long q = p.pos + j;
-            ISEG_WR(g, w, p.half, q / Cfg::C);
-            g.w[p.half][q / Cfg::C][q % Cfg::C] = beat_i8(v, j);
+    WReq<Cfg> q = w_req_none<Cfg>();
+    if (n > 0) {
+        const int c0 = int(p.pos % Cfg::C);
+        ISEG_CHECK(c0 % L == 0, "weight prefetch: a step that is not a whole lane group of a row");
+        q.ok = true;
+        q.half = p.half;
+        q.row = int(p.pos / Cfg::C);
+    PF_BYTE:
+        for (int c = 0; c < Cfg::C; ++c) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const int j = c % L;
+            if (c / L == c0 / L && j < n) {
+                q.v[c] = beat_i8(v, j);
+                q.m[c] = true;
+            }
         }
     }
     p.pos += n;
+    return q;
 }
 
 // Start prefetching layer d's weights (LINEAR / PATCH_EMBED) into the half not in use.
@@ -1082,40 +1131,61 @@ inline long tp_chunk_steps(int N, int K, int b, int C, int W) {
 template <class Cfg>
 void tp_begin(Transposer<Cfg>& t) {
     t.n = 0;
-    t.wg = t.wj = t.wleft = 0;
+    t.wg = t.wj = t.wleft = t.wrow = t.kbase = 0;
 }
 
-// One step of chunk b: up to two rows of the last complete tile out, then (unless it would complete a tile
-// while rows are still waiting) one beat of source row t.n in. Returns the source row read, or -1.
+// A step of chunk b comes in three parts, so that the engine loop can run it beside other units (schedule.h: its
+// one request per m_axi bundle, its two port sites per memory): tp_out, the write-out of up to two rows of the
+// last complete tile as write requests into w[half] (rows from `off`); then tp_req, the beat of source row t.n this
+// step reads (unless it would complete a tile while rows are still waiting); then tp_take, that beat into the
+// transposer. tp_step is the three for MASK_PRODUCT's own loop.
 template <class Cfg>
-int tp_step(Transposer<Cfg>& t, const beat_t<Cfg>* port, long src, long stride, int N, int K, int b, int half,
-            GemmBuffers<Cfg>& g) {
+void tp_out(Transposer<Cfg>& t, int N, int b, int half, int off, WReq<Cfg> (&o)[2]) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
 TP_OUT:
     for (int p = 0; p < 2; ++p) {
         ISEG_PRAGMA(HLS UNROLL)
+        o[p] = w_req_none<Cfg>();
         if (t.wleft > 0) {
-            const long row = long(t.wg) * K + b * W + t.wj;
             const int valid = N - t.wg * C;
-            ISEG_WR(g, w, half, row);
+            o[p].ok = true;
+            o[p].half = half;
+            o[p].row = off + t.wrow + b * W + t.wj;
         TP_OUT_C:
             for (int c = 0; c < C; ++c) {
                 ISEG_PRAGMA(HLS UNROLL)
-                g.w[half][row][c] = c < valid ? t.t[t.wg & 1][c][t.wj] : int8_t(0);
+                o[p].v[c] = c < valid ? t.t[t.wg & 1][c][t.wj] : int8_t(0);
+                o[p].m[c] = true;
             }
             ++t.wj;
             --t.wleft;
         }
     }
-    if (t.n >= N) return -1;
+}
+
+// Whether this step reads a beat (the beat of source row t.n, chunk b: the caller's running offset `at`, nb its
+// bytes), or -1.
+template <class Cfg>
+long tp_req(const Transposer<Cfg>& t, long at, int N, int K, int b, int& nb) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
+    nb = K - b * W < W ? K - b * W : W;
+    if (t.n >= N) return -1L;
     const bool completes = t.n % C == C - 1 || t.n == N - 1;
-    if (completes && t.wleft > 0) return -1;
-    const int n = t.n, tile = n / C;
+    if (completes && t.wleft > 0) return -1L;
     // chunk b of row n: a whole beat (rows and, for K_h^T, heads start on one: estimate.axi_beat)
-    const long at = src + long(n) * stride + b * W;
     ISEG_CHECK(at % W == 0, "transposing loader: not a whole beat");
-    const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM1, port, at, K - b * W < W ? K - b * W : W);
+    return at;
+}
+
+// The beat tp_req named into the transposer; returns its source row.
+template <class Cfg>
+int tp_take(Transposer<Cfg>& t, const beat_t<Cfg>& v, int N, int K, int b) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
+    const int n = t.n, tile = n / C;
+    const bool completes = n % C == C - 1 || n == N - 1;
 TP_IN:
     for (int j = 0; j < W; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
@@ -1126,9 +1196,33 @@ TP_IN:
         t.wg = tile;
         t.wj = 0;
         t.wleft = tp_chunk_rows(K, b, W);
+        t.wrow = t.kbase;
+        t.kbase += K;
     }
     ++t.n;
     return n;
+}
+
+// One whole step of chunk b (MASK_PRODUCT's loop, its own ports). Returns the source row read, or -1.
+template <class Cfg>
+int tp_step(Transposer<Cfg>& t, const beat_t<Cfg>* port, long src, long stride, int N, int K, int b, int half,
+            GemmBuffers<Cfg>& g) {
+    ISEG_PRAGMA(HLS INLINE)
+    WReq<Cfg> o[2];
+    tp_out<Cfg>(t, N, b, half, 0, o);
+TP_OUT_W:
+    for (int p = 0; p < 2; ++p) {
+        ISEG_PRAGMA(HLS UNROLL)
+        if (o[p].ok) {
+            ISEG_WR(g, w, half, o[p].row);
+            w_word_write<Cfg>(g.w[half][o[p].row], o[p]);
+        }
+    }
+    int nb = 0;
+    const long at = tp_req<Cfg>(t, src + long(t.n) * stride + b * Cfg::AXI_BYTES, N, K, b, nb);
+    if (at < 0) return -1;
+    const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM1, port, at, nb);
+    return tp_take<Cfg>(t, v, N, K, b);
 }
 
 // MASK_PRODUCT's right operand is an activation (in2 (N, K) int8, B = in2^T), produced by the

@@ -75,6 +75,7 @@ struct Pass {
     int32_t mode2;        // a second mode the pass switches to at iteration at2 (-1: none): PV(i - 1) chained with
     long at2;             // QK(i + 1), one fill for both (schedule.h SQ_PV)
     RqParams rq_s;        // QK: the score requant
+    int wh, koff;         // the half of w the array reads, and (QK, PV) the first row of the head's K/V in it
 };
 
 inline Pass pass_of(int32_t mode, long total, long cycles) {
@@ -104,6 +105,125 @@ constexpr int arr_a_bits() {
     return pack_of<Cfg>::value == 2 ? 9 : 16;
 }
 
+// Attention's K/V loader: head h's K_h^T as (key tile, k) rows through the transposer (gemm.h tp_out / tp_req /
+// tp_take), V_h as (channel tile, key) rows as the beats come, chunk by chunk of AXI_BYTES channels, into g.w[half]
+// from row `off`. It is a unit of the engine loop: it runs in every iteration of an attention pass while it has
+// iterations left, so head h + 1's K/V load under head h's passes, into the other half of the weight buffer (even
+// heads: half wcur from row 0, where the qkv layer's weights were; odd heads: the other half from row kv_off, above
+// the next layer's prefetched weights), and a head's first pass (its Q(0) load) only finishes what is left (all of
+// it for head 0). A step is two iterations, both reading scratch_b (gmem2, which no other unit of an attention pass
+// reads): the K iteration writes out up to two rows of the last complete key tile (the two port sites of g.w) and
+// takes a K beat; the V iteration takes that key's V beat, one word of w (the beat divides C and d_head).
+struct KvLoad {
+    long left;   // iterations left (0: idle)
+    int h;       // the head it loads
+    int half;    // g.w[half], rows [off, off + kv_rows)
+    int off;
+    int b;       // chunk (AXI_BYTES channels of every key)
+    int s, steps;  // step of chunk b, and a chunk's steps (kv_chunk_steps: the same for every chunk)
+    int par;     // 0: the K iteration, 1: the V iteration
+    int n;       // the key the K iteration read (-1: none)
+    // running offsets (no multiplier in the loop): the K beat of key tp.n in chunk b, the V beat of key n, the
+    // first V row of chunk b's channel tile; the head's first K byte and its V columns' distance (D)
+    long kat, vat, k0at, dv;
+    int vrow;
+};
+
+inline KvLoad kv_idle() {
+    KvLoad l = {0, -1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0};
+    return l;
+}
+
+// Rows of w one head's K_h^T and V_h take.
+template <class Cfg>
+int kv_rows(const LayerDesc& d) {
+    return ((d.T + Cfg::C - 1) / Cfg::C) * d.d_head + ((d.d_head + Cfg::C - 1) / Cfg::C) * d.T;
+}
+
+// Steps of one chunk: every chunk has AXI_BYTES rows (the beat divides d_head), so the same.
+template <class Cfg>
+int kv_chunk_steps(const LayerDesc& d) {
+    return int(tp_chunk_steps(d.T, d.d_head, 0, Cfg::C, Cfg::AXI_BYTES));
+}
+
+// The loader for head h into g.w[half] from row off: its iterations, two per step (estimate.attention_cycles kv_it).
+template <class Cfg>
+KvLoad kv_start(const LayerDesc& d, int h, int half, int off, GemmBuffers<Cfg>& g) {
+    ISEG_CHECK(d.d_head % Cfg::AXI_BYTES == 0 && Cfg::C % Cfg::AXI_BYTES == 0,
+               "K/V load: the beat must divide d_head and C (estimate.axi_beat)");
+    ISEG_CHECK(off >= 0 && off + kv_rows<Cfg>(d) <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
+    tp_begin(g.tp);
+    KvLoad l = kv_idle();
+    l.steps = kv_chunk_steps<Cfg>(d);
+    l.left = 2L * (d.d_head / Cfg::AXI_BYTES) * l.steps;
+    l.h = h;
+    l.half = half;
+    l.off = off;
+    l.dv = long(d.heads) * d.d_head;
+    l.k0at = d.in + l.dv + long(h) * d.d_head;  // k = columns [D, 2D), v = [2D, 3D)
+    l.kat = l.k0at;
+    l.vrow = off + ((d.T + Cfg::C - 1) / Cfg::C) * d.d_head;  // V_h's rows follow K_h^T's
+    return l;
+}
+
+// The request half of an iteration: the K iteration's write-out (o: the transposer's rows) and the offset of the
+// beat it reads (tp_req), or the V iteration's V beat; -1 for none. nb: the beat's bytes.
+template <class Cfg>
+long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2], int& nb) {
+    ISEG_PRAGMA(HLS INLINE)
+    nb = Cfg::AXI_BYTES;
+    if (l.par == 0) {
+        tp_out<Cfg>(g.tp, d.T, l.b, l.half, l.off, o);
+        return tp_req<Cfg>(g.tp, l.kat, d.T, d.d_head, l.b, nb);
+    }
+    // heads start on a beat (estimate.axi_beat), chunk b is a whole one
+    return l.n >= 0 ? l.vat : -1L;
+}
+
+// The step half: v, the beat kv_req named (if any), into the transposer (K) or as the V word's write (o[0]); then
+// the counters.
+template <class Cfg>
+void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2]) {
+    ISEG_PRAGMA(HLS INLINE)
+    constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
+    const int T = d.T, dh = d.d_head;
+    if (l.par == 0) {
+        l.n = -1;
+        if (got) {
+            l.vat = l.kat + l.dv;  // the same key's V beat
+            l.kat += d.in_stride;  // the next key's K beat
+            l.n = tp_take<Cfg>(g.tp, v, T, dh, l.b);
+        }
+        l.par = 1;
+    } else {
+        if (l.n >= 0) {  // channels [b W, b W + W) of key n: one word of V's channel tile (b W) / C, from byte (b W) % C
+            const int k0 = l.b * W;
+            o[0].ok = true;
+            o[0].half = l.half;
+            o[0].row = l.vrow + l.n;
+        ATT_V_BYTE:
+            for (int c = 0; c < C; ++c) {
+                ISEG_PRAGMA(HLS UNROLL)
+                const int j = c % W;
+                if (c / W == (k0 % C) / W) {
+                    o[0].v[c] = k0 + j < dh ? beat_i8(v, j) : int8_t(0);
+                    o[0].m[c] = true;
+                }
+            }
+        }
+        l.par = 0;
+        if (++l.s == l.steps) {
+            ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
+            l.s = 0;
+            ++l.b;
+            if ((l.b * W) % C == 0) l.vrow += T;  // the next chunk starts a channel tile: its V rows
+            l.kat = l.k0at + l.b * W;
+            tp_begin(g.tp);
+        }
+    }
+    --l.left;
+}
+
 // The state every pass may touch besides the buffers: loaders, drains, the weight prefetch.
 // The two store stages (axi.h WrStage) live here, not in a pass: a tile's output lanes may run on into the next
 // pass (a row's beat half put), so a stage is written out only when its puts move on, and by run_passes at the
@@ -113,6 +233,7 @@ struct PassState {
     ALoad al;    // the A loader (GEMM_A0: block 0; GEMM: block mb + 1)
     LnLoad ln;   // the LayerNorm loader (the same blocks, or LN_LAYER's)
     QLoad q;     // the Q loader
+    KvLoad kv;   // attention's K/V loader (the next head's, or what is left of this head's)
     Drain dt;    // the GEMM tile in g.dr
     PvDrain pd;  // the P.V tile in g.dr
     WrStage<Cfg::AXI_BYTES> os;  // the output lanes' stores (gmem1)
@@ -142,7 +263,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     (void)it0;
     long al0 = ps.al.src;  // the A loader's block's first row (ps.al.src runs with its rows)
     int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
-    long wbase = m == PM_PV ? p.vrow : 0;  // the tile's first row of w (running: no tile * K multiplier)
+    long wbase = p.koff + (m == PM_PV ? p.vrow : 0);  // the tile's first row of w (running: no tile * K multiplier)
     int pc0 = 0;                    // PV: the channel tile's first channel (running: the tiles are one pass)
     // The m_axi reads: ONE request per bundle per iteration, its address muxed among the units that share the bundle
     // (gmem0: the output lanes' pos / cls rows or the weight prefetch; gmem1: the A loader, the LayerNorm
@@ -162,7 +283,7 @@ ENGINE_PASS:
             m = p.mode2;
             nt = s = par = dn0 = dcols = sr = sk = 0;
             steps = p.steps;
-            wbase = 0;
+            wbase = p.koff;
         }
         const bool gemm = m == PM_GEMM, qk = m == PM_QK, pv = m == PM_PV;
         const bool split = pv && PVII == 2;  // P.V's u15 P byte by byte
@@ -245,12 +366,22 @@ ENGINE_PASS:
         ISEG_CHECK(!(pf_go && lst.at0 >= 0), "engine loop: the weight prefetch and the embed's pos rows in one step");
         int npf = 0;
         const long pat = pf_go ? prefetch_req<Cfg>(pf, npf) : -1L;
+        // attention's K/V loader (every attention mode, while it has iterations left): the transposer's write-out into
+        // the two write requests of g.w (ws), and its beat's offset on gmem2, which only the GEMM's residuals use besides
+        const bool kv_go = ps.kv.left > 0 && (qk || pv || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST);
+        WReq<Cfg> ws[2];
+        ws[0] = w_req_none<Cfg>();
+        ws[1] = w_req_none<Cfg>();
+        int nkv = 0;
+        const long kat = kv_go ? kv_req<Cfg>(ps.kv, d, g, ws, nkv) : -1L;
+        ISEG_CHECK(!(kat >= 0 && lst.at2 >= 0), "engine loop: the K/V loader and the residuals in one step");
         beat_t<Cfg> v0, v2;
         beat_clear(v0);
         beat_clear(v2);
         if (lst.at0 >= 0 || pat >= 0)
             v0 = ISEG_CACHE_RD(GMEM0, c0, blob, pat >= 0 ? pat : lst.at0, pat >= 0 ? npf : lst.n0);
-        if (lst.at2 >= 0) v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, lst.at2, lst.n2);
+        if (lst.at2 >= 0 || kat >= 0)
+            v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, kat >= 0 ? kat : lst.at2, kat >= 0 ? nkv : lst.n2);
         // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
         // iteration's store on gmem1 in program order: the tool need not order the read behind the write
         const bool ln_go = (gemm && s < a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
@@ -450,7 +581,8 @@ ENGINE_PASS:
         if (a_go) sl[0] = a_beat<Cfg>(ps.al, v1);
         ISEG_CHECK(int(sm_go && sm.st.phase != SM_DONE) + int(ln_go) + int(a_go) <= 1,
                    "engine loop: two writers of g.a in one iteration");
-        if (pf_go) prefetch_beat<Cfg>(pf, v0, g);
+        if (pf_go) ws[0] = prefetch_beat<Cfg>(pf, v0);  // (never beside the K/V loader: GEMM modes only)
+        if (kv_go) kv_take<Cfg>(ps.kv, d, kat >= 0, v2, g, ws);
         ABankReq<Cfg> qs = bank_req_none<Cfg>();  // the Q loader's step into sm.q
         if (q_go) qs = att_q_beat<Cfg>(ps.q, dh, v1);
         // g.a: exactly two accesses per bank (2 R row banks), one site per port. Port A reads or writes (one site,
@@ -583,10 +715,43 @@ ENGINE_PASS:
                 }
             }
         }
+        // g.w: exactly two accesses per half (a memory each), one site per port. Port A reads the array's row of the
+        // half it reads (p.wh) or takes write request 0 (the weight prefetch's word, the transposer's first row or the
+        // V word); port B takes write request 1 (the transposer's second row). The writers fill the half the array
+        // does not read (the next layer's weights, the next head's K/V): a write on the array's half stops the run.
+        const long w_row = wbase + s;
+        ISEG_CHECK(!(arr && ((ws[0].ok && ws[0].half == p.wh) || (ws[1].ok && ws[1].half == p.wh))),
+                   "g.w ports: a write request on the half the array reads");
+        int8_t wrd[C];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wrd type=complete)
+    W_PORT_A:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            const bool rd = arr && h == p.wh, wr = !rd && ws[0].ok && ws[0].half == h;
+            if (rd || wr) {
+                const int row = rd ? int(w_row) : ws[0].row;
+                ISEG_RW(g, w, h, row, wr);
+                if (wr) {
+                    w_word_write<Cfg>(g.w[h][row], ws[0]);
+                } else {
+                W_ROW_R:
+                    for (int c = 0; c < C; ++c) {
+                        ISEG_PRAGMA(HLS UNROLL)
+                        wrd[c] = g.w[h][row][c];
+                    }
+                }
+            }
+        }
+    W_PORT_B:
+        for (int h = 0; h < 2; ++h) {
+            ISEG_PRAGMA(HLS UNROLL)
+            if (ws[1].ok && ws[1].half == h) {
+                ISEG_WR(g, w, h, ws[1].row);
+                w_word_write<Cfg>(g.w[h][ws[1].row], ws[1]);
+            }
+        }
         // the array step, on what port A read: a row's operand is lane s mod A_WORD of its word
         if (arr) {
-            const long wrow = wbase + s;
-            ISEG_RD(g, w, g.wcur, wrow);
             int16_t av[R];
             ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete)
         ARRAY_A:
@@ -596,7 +761,7 @@ ENGINE_PASS:
                 av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
                 ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
             }
-            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, g.w[g.wcur][wrow], s == 0 && par == 0, split && par ? 8 : 0);
+            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, wrd, s == 0 && par == 0, split && par ? 8 : 0);
         }
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && par + 1 == PVII && s + 1 == steps);
@@ -720,6 +885,7 @@ struct Seq {
     bool defer;                          // attention: PV(i - 1)'s last drain deferred into QK(i + 1)
     bool chain;                          // attention: PV(i - 1) runs as the first part of QK(i + 1)'s pass
     long shadow, qk_it;                  // attention: Shiftmax steps taken inside the array passes
+    int kvoff;                           // attention: the odd heads' first row of K/V in w[wcur ^ 1]
     RqParams rq_s;
 };
 
@@ -781,10 +947,16 @@ Seq layernorm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg
 // Multi-head attention (attention.h: the block schedule). Per head: K_h and V_h on chip, then per query block
 // b: PV(b - 1), QK(b + 1), what is left of SM(b); QK(0) the prologue, PV(nb - 1) the epilogue.
 template <class Cfg>
-Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g) {
+Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g, const Prefetch& pf) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
-    const int kt_n = (d.T + Cfg::C - 1) / Cfg::C, vt_n = (d.d_head + Cfg::C - 1) / Cfg::C;
-    ISEG_CHECK(long(kt_n) * d.d_head + long(vt_n) * d.T <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
+    const int kvr = kv_rows<Cfg>(d);
+    ISEG_CHECK(kvr <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
+    // the odd heads' K/V go to the top of the other half, whose first rows hold the next layer's prefetched weights
+    // (the planner sizes WROWS for both: estimate.wrows_needed)
+    const int kvoff = Cfg::WROWS - kvr;
+    ISEG_CHECK(!kv_overlap_of<Cfg>::value || d.heads < 2 || pf.half != (g.wcur ^ 1) ||
+                   (pf.total + Cfg::C - 1) / Cfg::C <= kvoff,
+               "ATTENTION: the odd heads' K/V overlap the next layer's prefetched weights (WROWS too small)");
     // a per-channel RQ_8 of P.V is the output lanes' table, banked for OUT_LANES reads a step: P.V lanes past them
     // take rq2's scalar only (pv_lanes; the planner widens them only for a per-tensor rq2, the checkpoint's format)
     ISEG_CHECK(pv_lanes<Cfg>() == Cfg::OUT_LANES || d.rq2.tab < 0,
@@ -794,59 +966,27 @@ Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg
     sq.phase = SQ_HEAD;
     sq.nb = (d.T + Cfg::R - 1) / Cfg::R;
     sq.rq_s = rq_read<Cfg>(d.rq, blob, 0);
+    sq.kvoff = kvoff;
     return sq;
 }
 
-// Head h's K_h^T as (key tile, k) rows through the transposer (gemm.h tp_step), V_h as (channel tile, key) rows
-// as the beats come: chunk by chunk of AXI_BYTES channels, a K and a V beat of one key per iteration (II = KV_II,
-// 2: the transposer's two rows of w per step beside the V words, each V beat one or two words of w). Both beats are
-// single-beat requests (a key's row is a stride away from the next), so K comes through scratch and V through
-// scratch_b: half a request per cycle on each port, not one on one (docs/hls.md, "Runs and requests in flight").
+// Where head h's K/V live: even heads in w[wcur] from row 0 (the qkv layer's weights are spent), odd heads in the
+// other half from row sq.kvoff (attention_begin), so that the loader fills one while the array reads the other.
+// (Cfg::KV_OVERLAP false: every head in w[wcur] from row 0.)
 template <class Cfg>
-void att_load_kv(const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b, int h,
-                 GemmBuffers<Cfg>& g) {
-    const int W = Cfg::AXI_BYTES, T = d.T, dh = d.d_head, D = d.heads * dh;
-    constexpr int kKvII = kv_ii_of<Cfg>::value;
-    (void)kKvII;  // read by the pragma (and the cycle count)
-    const long st = d.in_stride;
-    int8_t(&kv)[Cfg::WROWS][Cfg::C] = g.w[g.wcur];
-    const int vt_n = (dh + Cfg::C - 1) / Cfg::C;
-    const int voff = ((T + Cfg::C - 1) / Cfg::C) * dh;  // first V row in kv
-    const int dbeats = (dh + W - 1) / W;
-ATT_KV_CHUNK:
-    for (int b = 0; b < dbeats; ++b) {
-        ISEG_PRAGMA(HLS loop_tripcount min=1 max=4)
-        const long steps = tp_chunk_steps(T, dh, b, Cfg::C, W);
-        tp_begin(g.tp);
-    ATT_KV_STEP:
-        for (long s2 = 0; s2 < steps; ++s2) {
-            ISEG_PRAGMA(HLS loop_tripcount min=1 max=1200)
-            ISEG_PIPELINE(ATT_KV_STEP, kKvII);
-            const int n = tp_step<Cfg>(g.tp, scratch, d.in + D + long(h) * dh, st, T, dh, b, g.wcur, g);
-            if (n >= 0) {  // the V beat: heads start on a beat (estimate.axi_beat), chunk b is a whole one
-                const long at = d.in + long(n) * st + 2L * D + long(h) * dh + b * W;
-                ISEG_CHECK(at % W == 0, "K/V load: a V chunk that is not a whole beat");
-                const beat_t<Cfg> v = ISEG_BEAT_RD(GMEM2, scratch_b, at, dh - b * W < W ? dh - b * W : W);
-            ATT_V_BYTE:
-                for (int j = 0; j < W; ++j) {
-                    const int k = b * W + j;
-                    if (k < vt_n * Cfg::C) {  // P.V columns past d_head are 0
-                        const long row = voff + long(k / Cfg::C) * T + n;
-                        ISEG_WR(g, w, g.wcur, row);
-                        kv[row][k % Cfg::C] = k < dh ? beat_i8(v, j) : int8_t(0);
-                    }
-                }
-            }
-        }
-        ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
-        ISEG_CYCLES(g.cycles, long(kKvII) * steps + kReadDepth);
-    }
+int kv_half(const GemmBuffers<Cfg>& g, int h) {
+    return kv_overlap_of<Cfg>::value ? g.wcur ^ (h & 1) : g.wcur;
+}
+template <class Cfg>
+int kv_off(const Seq& sq, int h) {
+    return kv_overlap_of<Cfg>::value && (h & 1) ? sq.kvoff : 0;
 }
 
 // Q.K^T of one query block: scores into s[half], row maxima into mx[half] (cleared here), Q block qh on the array;
 // key tile 0 also drains a pending P.V tile. Its iterations: att_qk_steps.
 template <class Cfg>
-Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, AttSm<Cfg>& sm) {
+Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, AttSm<Cfg>& sm,
+             const GemmBuffers<Cfg>& g) {
 ATT_MX_INIT:
     for (int r = 0; r < Cfg::R; ++r) {
         ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
@@ -862,6 +1002,8 @@ ATT_MX_INIT:
     p.steps = pd_pending && pdsteps > dh ? pdsteps : dh;
     p.steps_p = sdsteps > dh ? sdsteps : dh;
     p.rq_s = sq.rq_s;
+    p.wh = kv_half(g, sq.h);
+    p.koff = kv_off<Cfg>(sq, sq.h);
     return p;
 }
 
@@ -901,8 +1043,7 @@ inline int gemm_pass_blocks(int left, int last0, int later, int a_share) {
 
 // The next pass of the layer (setup included); false when the layer is done.
 template <class Cfg>
-bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, const beat_t<Cfg>* scratch, const beat_t<Cfg>* scratch_b,
-              GemmBuffers<Cfg>& g,
+bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, GemmBuffers<Cfg>& g,
               AttSm<Cfg>& sm, PassState<Cfg>& ps) {
     constexpr int R = Cfg::R, C = Cfg::C;
     const int dsteps = drain_steps<Cfg>(), pdsteps = pv_drain_steps<Cfg>();
@@ -952,6 +1093,7 @@ SEQ_STEP:
                 const long total = steps + long(sq.nt_n - 1) * steps_p +
                                    long(sq.nt_n) * (long(blocks - 1 - nl) * steps_n + long(nl) * steps_l);
                 p = pass_of(PM_GEMM, total, total + kEngineDepth);
+                p.wh = g.wcur;
                 p.cur = cur;
                 p.t0 = t0;
                 p.a_share = a_share;
@@ -993,20 +1135,25 @@ SEQ_STEP:
                 return true;
             }
             // ---- ATTENTION, head sq.h
-            case SQ_HEAD: {  // K_h, V_h on chip; Q(0), exposed
-                att_load_kv<Cfg>(d, scratch, scratch_b, sq.h, g);
+            case SQ_HEAD: {  // Q(0), exposed, beside what is left of the head's K/V load (head 0: all of it)
+                if (sq.h == 0 || !kv_overlap_of<Cfg>::value)
+                    ps.kv = kv_start<Cfg>(d, sq.h, kv_half(g, sq.h), kv_off<Cfg>(sq, sq.h), g);
+                ISEG_CHECK(ps.kv.h == sq.h, "ATTENTION: the K/V loader holds another head");
                 sm.st = sm_idle();
                 ps.pd = pv_drain(0, 0, 0, d.out_stride);
                 ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
-                const long n = ps.q.beats - ps.q.b;
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
+                const long n = ps.q.beats - ps.q.b, tot = n > ps.kv.left ? n : ps.kv.left;
+                p = pass_of(PM_Q_LOAD, tot, tot > 0 ? tot + kEngineDepth : 0);
                 sq.phase = SQ_QK0;
                 return true;
             }
-            case SQ_QK0: {  // QK(0), loading Q(1) under it
+            case SQ_QK0: {  // QK(0), loading Q(1) under it; the next head's K/V load starts
+                ISEG_CHECK(ps.kv.left == 0, "ATTENTION: a head's K/V load incomplete at its first Q.K^T");
+                if (kv_overlap_of<Cfg>::value && sq.h + 1 < d.heads)
+                    ps.kv = kv_start<Cfg>(d, sq.h + 1, kv_half(g, sq.h + 1), kv_off<Cfg>(sq, sq.h + 1), g);
                 ps.q = sq.nb > 1 ? q_block<Cfg>(qkv + long(R) * st + long(sq.h) * dh, st, T - R < R ? T - R : R, dh, 1)
                                  : q_none();
-                p = qk_pass<Cfg>(sq, d, T < R ? T : R, 0, 0, ps.pd.pending, sm);
+                p = qk_pass<Cfg>(sq, d, T < R ? T : R, 0, 0, ps.pd.pending, sm, g);
                 sq.phase = SQ_QR0;
                 return true;
             }
@@ -1045,6 +1192,8 @@ SEQ_STEP:
                 p = pass_of(PM_PV, 0, kEngineDepth);
                 pv_part<Cfg>(p, d, ps.pd);
                 p.hoff = sq.h * dh;
+                p.wh = kv_half(g, sq.h);
+                p.koff = kv_off<Cfg>(sq, sq.h);
                 sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : SQ_O;
                 return true;
             }
@@ -1066,7 +1215,7 @@ SEQ_STEP:
                                                     dh, i & 1)
                                      : q_none();
                 // a chained PV(i - 1) leaves its last tile pending: QK's key tile 0 drains it
-                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, sq.chain || ps.pd.pending, sm);
+                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, sq.chain || ps.pd.pending, sm, g);
                 sq.qk_it = p.total;
                 if (sq.chain) {  // PV(i - 1) first, then QK(i + 1): the pass switches mode at iteration at2
                     const long qk_total = p.total;
@@ -1113,6 +1262,7 @@ SEQ_STEP:
                     sq.phase = SQ_HEAD;
                     break;
                 }
+                ISEG_CHECK(ps.kv.left == 0, "ATTENTION: the K/V loader still running at the layer's end");
                 sq.phase = SQ_DONE;
                 return false;
             default:
@@ -1132,7 +1282,7 @@ void run_passes(Seq& sq, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg
     stage_reset(ps.os);
     stage_reset(ps.ts);
 ENGINE_PASSES:
-    for (int n = 0; n < kMaxPasses && seq_next<Cfg>(sq, p, d, scratch, scratch_b, g, sm, ps); ++n) {
+    for (int n = 0; n < kMaxPasses && seq_next<Cfg>(sq, p, d, g, sm, ps); ++n) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=2000)
         engine_pass<Cfg>(p, d, blob, scratch, scratch_b, g, sm, pf, ps);
         ISEG_CYCLES(g.cycles, p.cycles + kSeqSetup);  // the pass, and the sequencer's call that set it up

@@ -33,6 +33,7 @@ from iseg.graph import build_graph  # noqa: E402
 
 # the harness's TestCfg (tests/hls/harness.cpp): R 4, C 8, AXI 8 bytes (the beat divides C), 4 output lanes, 3 Shiftmax
 # lanes, 4 LayerNorm lanes, 5 score lanes
+cdiv = est.cdiv
 HARNESS_SHAPE = est.ArrayShape(rows=4, cols=8, pack=2, out_lanes=4, ln_lanes=4, sm_lanes=3, axi_bytes=8, s_lanes=5)
 HARNESS_PIX, HARNESS_LAB = 2, 2  # its pixels / labels per stream beat (ISEG_TEST_PIX, ISEG_TEST_LAB)
 # the loops' depths, charged once per entry (hls/compat.h, docs/hls.md item 12): the datapath 16; + the m_axi read
@@ -98,13 +99,17 @@ def test_attention_cycles_by_hand() -> None:
     each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
     channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
     tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8 rows (4
-    steps): 16 steps at II 2 (a K and a V beat) + READ per chunk. Every other loop is a pass of the engine loop:
+    steps): 16 steps of two engine-loop iterations (a K and a V beat) per chunk. Head 0's load runs in its Q(0)
+    pass, which lasts until it is done (64 iterations, of which Q(0)'s 8 beats); a later head's runs under the
+    previous head's passes (checked in test_attention_kv_load_hides). Every loop is a pass of the engine loop:
     + ENGINE each."""
     a = HARNESS_SHAPE
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 0  # the RQ_8 of P.V is per tensor: no table to load
     assert est.tp_chunk_steps(9, 16, 0, 8, 8) == est.tp_chunk_steps(9, 16, 1, 8, 8) == 8 + max(1, 4) + 4 == 16
-    kv = 2 * (2 * 16 + READ)
+    kv_it = 2 * 2 * 16
+    assert est.kv_load_iters(9, 16, 8, 8) == kv_it
+    kv = kv_it - 4 * 2  # beyond Q(0)'s beats
     q_it, qk_it = 4 * 2, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
     drain = 8  # ceil(4 * 8 / 4)
     # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
@@ -126,20 +131,45 @@ def test_attention_cycles_by_hand() -> None:
     body = (q + qk) + (qk + rest0 + ENGINE) + (pv_defer + qk + rest1 + ENGINE) + (pv + rest2 + ENGINE) + pv
     # the sequencer's calls: Q(0), QK(0), Q(1)'s rest; three per block; the epilogue's PV and drain; the layer's end
     seq = (3 + 3 * 3 + 2 + 1) * 8
-    assert cycles == consts + kv + body + seq == 1660
+    assert cycles == consts + kv + body + seq == 1492
     assert parts["sequencer"] == seq
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
 
 
-def test_kv_load_ii_by_hand() -> None:
-    """Cfg::KV_II: the K/V load's step writes the transposer's two K rows and the words of the weight buffer a V
-    beat spans (v_beat_words) into its 2 ports (2 x II accesses per step). Under the beat contract the beat divides
-    C and every d_head (axi_beat), so a V beat's channels [b W, b W + W) lie in one channel tile: one word, 2 + 1
-    accesses, II 2 on every array the planner accepts. By hand, heads of 64 and 16 on KV260 (16-byte port):
-    C 8 -> 8-byte beats, C 24 -> 8 (16 does not divide 24), C 12 and 20 -> 4, C 16, 32, 48, 64 -> 16; on U250
-    (64-byte port) C 64 -> 16 (the 16-channel head)."""
+def test_attention_kv_load_hides() -> None:
+    """Head h + 1's K/V load runs under head h's passes (hls/schedule.h KvLoad): the layer of
+    test_attention_cycles_by_hand with two heads costs head 0's load beyond its Q(0) beats (56) once, and the second
+    head nothing more: head 0's passes after Q(0) run 1,316 - 176 = 1,140 iterations, far more than the load's 64.
+    The sequencer's calls: 14 a head, and the layer's end."""
+    a = HARNESS_SHAPE
+    one, p1 = est.attention_cycles(a, 9, 1, 16)
+    two, p2 = est.attention_cycles(a, 9, 2, 16)
+    seq1, seq2 = (14 + 1) * 8, (2 * 14 + 1) * 8
+    assert p1["kv_load"] == p2["kv_load"] == 56
+    assert two - p2["kv_load"] - seq2 == 2 * (one - p1["kv_load"] - seq1)
+    assert two == 56 + 2 * 1316 + seq2
+
+
+def test_wrows_hold_the_odd_heads_above_the_next_weights() -> None:
+    """WROWS with the K/V overlap (hls/schedule.h attention_begin): the odd heads' K/V go to the top of the half that
+    holds the next layer's prefetched weights, so a half must hold both. Seg-T on C 32: the encoder's heads take
+    ceil(1025/32) * 64 + 2 * 1025 = 4,162 rows and the decoder's (1,174 keys with the class tokens) 37 * 64 + 2 *
+    1,174 = 4,716; the projection after each, 192 * 6 = 1,152 rows. Without the overlap the largest need is the
+    decoder's K/V (the MLP's 192 * 24 = 4,608 rows are fewer); with it, 4,716 + 1,152 = 5,868."""
+    from iseg.random_model import PRESETS, with_classes
+
+    g = build_graph(with_classes(PRESETS["seg-t-512"]))
+    assert est.wrows_needed(g, 32, kv_overlap=False) == 4716
+    assert est.wrows_needed(g, 32) == est.wrows_needed(g, 32, kv_overlap=True) == 4716 + 1152
+
+
+def test_axi_beat_divides_c_and_heads() -> None:
+    """The K/V load writes a V beat as one word of the weight buffer and every chunk of the transposer has a beat's
+    rows (hls/schedule.h kv_start checks both): the beat divides C and every d_head (axi_beat). By hand, heads of 64
+    and 16 on KV260 (16-byte port): C 8 -> 8-byte beats, C 24 -> 8 (16 does not divide 24), C 12 and 20 -> 4, C 16,
+    32, 48, 64 -> 16; on U250 (64-byte port) C 64 -> 16 (the 16-channel head)."""
     from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS
 
@@ -153,21 +183,11 @@ def test_kv_load_ii_by_hand() -> None:
         for c in range(4, 65, 4):
             w = est.axi_beat(g, c, board)
             assert c % w == 0 and 16 % w == 0 and 64 % w == 0, (board.name, c, w)
-            assert (est.v_beat_words(c, 64, w), est.v_beat_words(c, 16, w)) == (1, 1), (board.name, c)
-            assert est.kv_ii_of(g, c, w) == 2, (board.name, c)
-    # the old narrow arrays (C 5: II 3, C 2: II 5 on 16-byte beats) no longer exist: their beat is 1 or 2 bytes
+    # the old narrow arrays (C 5, C 2 on 16-byte beats) no longer exist: their beat is 1 or 2 bytes
     assert (est.axi_beat(g, 5, kv), est.axi_beat(g, 2, kv)) == (1, 2)
     for c in (5, 2):
         with pytest.raises(ValueError, match="multiple of 4 columns"):
             est.make_shape(4, c, g, kv, 250)
-    # the load's cycles scale with KV_II (Cfg::KV_II is still a parameter): the harness head (T 9, d_head 16, C 8,
-    # 8-byte beats) has 2 chunks of 16 steps (test_attention_cycles_by_hand), 32 more cycles at II 3
-    a = HARNESS_SHAPE
-    c2, p2 = est.attention_cycles(a, 9, 1, 16, 2, 2)
-    c3, p3 = est.attention_cycles(a, 9, 1, 16, 2, 3)
-    assert c3 - c2 == 2 * 16 and p3["kv_load"] - p2["kv_load"] == 2 * 16
-    with pytest.raises(ValueError, match="kv_ii"):
-        est.attention_cycles(a, 9, 1, 16, 2, 1)
 
 
 def test_one_channel_requant_loads_nothing() -> None:
@@ -332,7 +352,9 @@ def test_gemm_pass_blocks_by_hand() -> None:
     ENGINE steps (the array's first read of the next block comes that long after the loader's last write of it).
     On the harness (R 4, 8 bytes a step): K 130, two column tiles: A share ceil(4 * 17 / 2) = 34, tiles of 130
     steps: 96 >= 86, so 3 blocks run in one pass; K 100: share 26, 74 < 86, a pass each. A first block whose only
-    tile is longer than the later ones (here 130 against 120) may take one more block with it."""
+    tile is longer than the later ones (here 130 against 120) would take one more block with it: the rule's general
+    case, which the sequencer never meets (a first block's one tile lasts at most a later block's: its cls steps are
+    at most the drain, the rest the same), kept because it mirrors the C++."""
     assert ENGINE == 86
     assert est.gemm_block_passes(3, 130, 130, 34) == 1
     assert est.gemm_block_passes(3, 100, 100, 26) == 3
@@ -437,6 +459,31 @@ def test_csim_counts_attention_precise8(harness: Harness, harness_pv1: Harness, 
     h = harness_pv1 if pv_ii == 1 else harness
     h.run([d], blob.array(), sc.array())
     assert h.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh, pv_ii)[0]
+
+
+@pytest.fixture(scope="module")
+def harness_kv_serial(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::KV_OVERLAP false: every head's K/V in the current half, loaded in its own Q(0) pass."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_kvs"), kv_overlap=0))
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (40, 3, 64)])
+def test_kv_load_overlap_csim(harness: Harness, harness_kv_serial: Harness, T: int, heads: int, dh: int) -> None:
+    """Head h + 1's K/V under head h (KV_OVERLAP, odd heads in the other half of w) gives the bytes of the serial
+    load; each counts the cycles of its estimate, and with two heads or more the overlap saves every later head's
+    load beyond its Q(0) beats (the harness's heads hide theirs whole)."""
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
+    _assert_same_outputs((harness, harness_kv_serial), d, blob, sc)
+    serial = dataclasses.replace(HARNESS_SHAPE, kv_overlap=False)
+    over_c, over_p = est.attention_cycles(HARNESS_SHAPE, T, heads, dh)
+    ser_c, ser_p = est.attention_cycles(serial, T, heads, dh)
+    harness.run([d], blob.array(), sc.array())  # (the two libraries' C++ statics are one: read each count at once)
+    assert harness.last_cycles() == over_c
+    harness_kv_serial.run([d], blob.array(), sc.array())
+    assert harness_kv_serial.last_cycles() == ser_c
+    beyond = est.kv_load_iters(T, dh, 8, 8) - 4 * cdiv(dh, 8)  # a head's load beyond Q(0)'s 4 rows of beats
+    assert ser_p["kv_load"] == heads * beyond and over_p["kv_load"] == beyond
+    assert ser_c - over_c == (heads - 1) * beyond
 
 
 @pytest.mark.parametrize("H,W,P,D", [(8, 12, 4, 8), (16, 48, 16, 12), (4, 64, 4, 5), (20, 8, 4, 16)])
@@ -1082,13 +1129,13 @@ def test_bank_rules_by_hand() -> None:
     assert est.score_lane_writes(1, 6, 6, 4) == 2
     # make_shape lowers S_LANES (a divisor of C) until each bank takes at most two: 14 lanes on R 36 x C 24 fit
     assert est.score_lane_writes(36, 24, 14, 16) == 2
-    # V beats of the K/V load, d_head 64: the beat divides C (axi_beat; the old straddles, C 24 on 16- or 64-byte
-    # beats and C 5, no longer exist), so a beat's channels lie in one tile: C 24 -> 8-byte beats on KV260 (16-byte
-    # port) and U250 (64-byte) alike, one word; C 64 on U250 -> 64-byte beats, one tile of 64 channels, one word
+    # V beats of the K/V load, d_head 64: the beat divides C (axi_beat), so a beat's channels lie in one tile, one
+    # word of the weight buffer: C 24 -> 8-byte beats on KV260 (16-byte port) and U250 (64-byte) alike; C 64 on
+    # U250 -> 64-byte beats
     segt = build_graph(PRESETS["seg-t-512"])
     kv, u250 = BOARDS["kv260"], BOARDS["u250"]
-    assert est.axi_beat(segt, 24, kv) == est.axi_beat(segt, 24, u250) == 8 and est.v_beat_words(24, 64, 8) == 1
-    assert est.axi_beat(segt, 64, u250) == 64 and est.v_beat_words(64, 64, 64) == 1
+    assert est.axi_beat(segt, 24, kv) == est.axi_beat(segt, 24, u250) == 8
+    assert est.axi_beat(segt, 64, u250) == 64
     # the blob's weights in the weight buffer's order: tile j = columns [j C, j C + C), K rows each, zero past N
     w = np.arange(10, dtype=np.int8).reshape(2, 5)
     assert tile_weights(w, 4).tolist() == [[[0, 1, 2, 3], [5, 6, 7, 8]], [[4, 0, 0, 0], [9, 0, 0, 0]]]
@@ -1104,6 +1151,6 @@ def test_chosen_array_fits_the_banks() -> None:
     g = build_graph(with_classes(PRESETS["seg-t-512"]))
     a = est.choose_array(g, BOARDS["kv260"], 250)
     assert est.score_lane_writes(a.rows, a.cols, a.score_lanes, a.sm_lanes) <= 2
-    assert est.v_beat_words(a.cols, 64, a.axi_bytes) <= 2
+    assert a.cols % a.axi_bytes == 0 and 64 % a.axi_bytes == 0  # a V beat: one word of the weight buffer
     assert a.ln_lanes <= a.a_word and a.a_word % a.ln_lanes == 0
     assert a.sm_norm_lanes <= 2 * a.a_word and a.load_lanes <= 2 * a.a_word and a.prefetch_lanes <= a.cols

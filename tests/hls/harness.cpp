@@ -58,6 +58,9 @@
 #ifndef ISEG_TEST_PACK
 #define ISEG_TEST_PACK 2  // int8 MACs per DSP: 2 packs row pairs (DSP48E2), 1 does not (PV_II 1 for any variant)
 #endif
+#ifndef ISEG_TEST_KV_OVERLAP
+#define ISEG_TEST_KV_OVERLAP 1  // head h + 1's K/V load under head h (schedule.h KvLoad); 0: each in its head's Q(0)
+#endif
 #ifndef ISEG_TEST_SM_ROW_SHIFT
 #define ISEG_TEST_SM_ROW_SHIFT 1  // the Shiftmax row shift (precise8); 0: the engine rejects precise8 layers
 #endif
@@ -81,6 +84,7 @@ struct TestCfg {
     static constexpr int LN_LANES = ISEG_TEST_LN_LANES;            // its trace puts: a power of two (axi.h)
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
+    static constexpr bool KV_OVERLAP = ISEG_TEST_KV_OVERLAP != 0;  // the next head's K/V under this one
     static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
     static constexpr bool SM_ROW_SHIFT = ISEG_TEST_SM_ROW_SHIFT != 0;  // Shiftmax row shift (precise8)
     static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
@@ -278,7 +282,8 @@ int h_static(char* buf, long len) { return iseg::csim_static_report(buf, len); }
 // engine_pass whose writer is aimed, against the schedule, at the half its buffer's other user reads (clash != 0),
 // or the schedule's way (clash 0). which 0: a GEMM tile, the A loader writing g.a while the array reads it; 1: a
 // Q.K^T key loop, the Q loader writing sm.q while the array reads it; 2: the same loop, the Shiftmax reading the score
-// block the score lanes write. On one port per bank the clash would lose an access, so the engine refuses it: 1 and
+// block the score lanes write; 3: a GEMM tile with the weight prefetch (a write request of g.w) aimed at the half of
+// w the array reads. On one port per bank the clash would lose an access, so the engine refuses it: 1 and
 // the C-sim error (h_last_error); 0 when the pass ran. h_ports: the pass's per-iteration port report.
 int h_engine_clash(int which, int clash) {
     typedef TestCfg Cfg;
@@ -298,7 +303,7 @@ int h_engine_clash(int which, int clash) {
         g.wcur = 0;
         iseg::LayerDesc d = {};
         iseg::Pass p;
-        if (which == 0) {  // a one-tile GEMM (N = C), K = 16: the A loader's 8 steps under the array's 16
+        if (which == 0 || which == 3) {  // a one-tile GEMM (N = C), K = 16: the A loader's 8 steps under the array's 16
             d.op = iseg::OP_LINEAR;
             d.T = R;
             d.K = 16;
@@ -311,7 +316,12 @@ int h_engine_clash(int which, int clash) {
             p.cur = 0;
             p.a_share = a_share;
             p.steps = p.steps_p = steps;
-            ps.al = iseg::ALoad{0, 16, R, d.K, clash ? p.cur : p.cur ^ 1, 0, 0};
+            ps.al = iseg::ALoad{0, 16, R, d.K, clash && which == 0 ? p.cur : p.cur ^ 1, 0, 0};
+            p.wh = g.wcur;
+            if (which == 3) {  // 64 bytes of the blob into w, a beat per step beside the array
+                pf = iseg::Prefetch{0, 0, 64, clash ? g.wcur : g.wcur ^ 1};
+                p.w_share = int(iseg::prefetch_beats(pf, iseg::prefetch_lanes<Cfg>()));
+            }
         } else {  // a query block's key loop over C keys (one key tile), d_head 8, its Q block's successor loading
             d.op = iseg::OP_ATTENTION;
             d.T = C;
@@ -321,7 +331,7 @@ int h_engine_clash(int which, int clash) {
             d.sm_x0 = -100;
             iseg::Seq sq = {};
             sq.rq_s = iseg::RqParams{1, 0, 0};
-            p = iseg::qk_pass<Cfg>(sq, d, R, 0, 0, false, sm);
+            p = iseg::qk_pass<Cfg>(sq, d, R, 0, 0, false, sm, g);
             ps.q = iseg::q_block<Cfg>(0, 8, R, d.d_head, which == 1 && clash ? p.qh : p.qh ^ 1);
             sm.st = iseg::sm_idle();
             if (which == 2) {  // the Shiftmax's exp pass over a block of R rows (row maxima above every score)

@@ -218,12 +218,13 @@ def test_engine_attention_static_demand(hls) -> None:
         assert got[("ENGINE_PASS", buf)] == (2, 2), (buf, got)
 
 
-@pytest.mark.parametrize("which,buf", [(0, "g.a"), (1, "sm.q"), (2, "sm.s")])
+@pytest.mark.parametrize("which,buf", [(0, "g.a"), (1, "sm.q"), (2, "sm.s"), (3, "g.w")])
 def test_engine_port_clash_is_caught(hls, which: int, buf: str) -> None:
     """The two ports per bank hold only because a bank's writer and its reader never share a half (the loaders fill
     the next block, the Shiftmax reads the score block QK is not writing): one port A per bank serves one of them. A
     writer aimed at the half the other unit reads (the A loader at the array's half of g.a, the Q loader at the
-    array's half of sm.q, the Shiftmax's reads at the half the score lanes write) would lose an access on hardware,
+    array's half of sm.q, the Shiftmax's reads at the half the score lanes write, the weight prefetch at the array's
+    half of w) would lose an access on hardware,
     so the engine loop stops the C-simulation; the same pass the schedule's way runs within its ports."""
     assert hls.lib.h_engine_clash(which, 0) == 0, hls.error()
     assert hls.ports() == []

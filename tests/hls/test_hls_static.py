@@ -172,9 +172,11 @@ def test_each_unit_is_built_once(unit):
 
 
 def test_call_site_scanner_counts_calls():
-    """The scanner behind test_each_unit_is_built_once: it finds the known two call sites of tp_step (the K/V
-    load and MASK_PRODUCT's transposing load) and of prefetch_beat (the first prefetch, the engine loop)."""
-    assert sorted(s.split(":")[0] for s in call_sites("tp_step")) == ["gemm.h", "schedule.h"]
+    """The scanner behind test_each_unit_is_built_once: it finds the known two call sites of tp_out (MASK_PRODUCT's
+    tp_step, and attention's K/V loader in the engine loop, kv_req), the one of tp_step (MASK_PRODUCT's loop) and the
+    two of prefetch_beat (the first prefetch, the engine loop)."""
+    assert sorted(s.split(":")[0] for s in call_sites("tp_out")) == ["gemm.h", "schedule.h"]
+    assert [s.split(":")[0] for s in call_sites("tp_step")] == ["gemm.h"]
     assert sorted(s.split(":")[0] for s in call_sites("prefetch_beat")) == ["engine.h", "schedule.h"]
 
 
@@ -572,7 +574,9 @@ def _runtime_scaled(line: str) -> bool:
 @pytest.mark.parametrize("unit", [("schedule.h", "engine_pass"), ("gemm.h", "a_beat"), ("gemm.h", "ln_step"),
                                   ("gemm.h", "ln_norm"), ("gemm.h", "drain_lanes"), ("gemm.h", "drain_values"),
                                   ("gemm.h", "prefetch_beat"), ("attention.h", "att_q_beat"),
-                                  ("attention.h", "att_o_lanes"), ("attention.h", "att_sm_tick")])
+                                  ("attention.h", "att_o_lanes"), ("attention.h", "att_sm_tick"),
+                                  ("gemm.h", "tp_out"), ("gemm.h", "tp_req"), ("gemm.h", "tp_take"),
+                                  ("schedule.h", "kv_req"), ("schedule.h", "kv_take")])
 def test_engine_loop_scales_no_address_at_run_time(unit):
     """The units inside the engine loop keep running addresses (a pointer or offset advanced a stride per row,
     a tile base advanced K per tile), so the loop holds no run-time row * stride multiplier: each would be a 64-bit
