@@ -486,6 +486,42 @@ def test_kv_load_overlap_csim(harness: Harness, harness_kv_serial: Harness, T: i
     assert ser_c - over_c == (heads - 1) * beyond
 
 
+def test_kv_overlap_needs_the_rows(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """qkv LINEAR -> ATTENTION (2 heads of 32, T 40) -> proj LINEAR on the harness (C 8): the proj's weights are
+    prefetched during the qkv layer into the other half of w (64 * 8 = 512 rows), where the odd head's K/V (5 * 32 +
+    4 * 40 = 320 rows) go to the top. WROWS 832 holds both; at 800 (KMAX's minimum) they would meet, and the engine
+    refuses the table in one line where the planner would have sized WROWS (estimate.wrows_needed); the serial load
+    (KV_OVERLAP false) needs no more than the K/V's rows, and computes the same bytes."""
+    rng = np.random.default_rng(7)
+    blob, sc = Blob(), Scratch()
+    T, K, heads, dh = 40, 32, 2, 32
+    D = heads * dh
+    x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
+    qkv = sc.alloc("qkv", (T, 3 * D), np.int8)
+    o = sc.alloc("o", (T, D), np.int8)
+    y = sc.alloc("y", (T, D), np.int8)
+    rows = [layer(op=OP_LINEAR, T=T, K=K, N=3 * D, out_bits=8, in_=x, in_stride=sc.stride("x"), out=qkv,
+                  out_stride=sc.stride("qkv"), w=blob.add_weights(rng.integers(-128, 128, (K, 3 * D)), 8),
+                  b=blob.add(rng.integers(-99, 99, 3 * D), np.int32), rq=blob.rq_table(1 << 30, 38, 0, 3 * D)),
+            layer(op=OP_ATTENTION, T=T, N=D, heads=heads, d_head=dh, in_=qkv, in_stride=sc.stride("qkv"), out=o,
+                  out_stride=sc.stride("o"), sm_x0=-80, rq=rq_scalar(1 << 30, 40), rq2=rq_scalar(1 << 30, 45)),
+            layer(op=OP_LINEAR, T=T, K=D, N=D, out_bits=8, in_=o, in_stride=sc.stride("o"), out=y,
+                  out_stride=sc.stride("y"), w=blob.add_weights(rng.integers(-128, 128, (D, D)), 8),
+                  b=blob.add(rng.integers(-99, 99, D), np.int32), rq=blob.rq_table(1 << 30, 40, 0, D))]
+    outs = {}
+    for name, defines in (("fits", dict(wrows=832)), ("serial", dict(wrows=800, kv_overlap=0)),
+                          ("short", dict(wrows=800))):
+        h = Harness(build(tmp_path_factory.mktemp(f"est_hls_wr_{name}"), **defines))
+        out = sc.array()
+        rc, _ = h.run(rows, blob.array(), out)
+        if name == "short":
+            assert rc != 0 and "the odd heads' K/V overlap the next layer's prefetched weights" in h.error()
+        else:
+            assert rc == 0, h.error()
+            outs[name] = sc.get(out, "y")
+    assert np.array_equal(outs["fits"], outs["serial"])
+
+
 @pytest.mark.parametrize("H,W,P,D", [(8, 12, 4, 8), (16, 48, 16, 12), (4, 64, 4, 5), (20, 8, 4, 16)])
 def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: int) -> None:
     """One PATCH_EMBED row (single grid row, odd grid-row count, non-square): counted cycles = the GEMM's
