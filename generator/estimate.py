@@ -73,7 +73,8 @@ from iseg.graph import (
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
-           "attention_cycles", "kv_load_iters", "pv_ii_of", "ln_block_steps", "ln_wait_steps", "sm_block_steps",
+           "attention_cycles", "kv_load_iters", "better_sd_defer", "pv_ii_of", "ln_block_steps", "ln_wait_steps",
+           "sm_block_steps",
            "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
@@ -355,6 +356,7 @@ class ArrayShape:
     a_word: int = 4  # A_WORD: i16 elements per word of a left-operand bank (a_word_options)
     a_lanes: int = 0  # A_LANES: argmax classes per step of the head (0: argmax_lanes's rule; head_lanes)
     kv_overlap: bool = True  # KV_OVERLAP: head h + 1's K/V load under head h (odd heads in the other half of w)
+    sd_defer: bool = True  # SD_DEFER: a Q.K^T's last score tile drains in the next pass (the Shiftmax waits for it)
 
     @property
     def macs(self) -> int:
@@ -1049,52 +1051,57 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     q_it = r * cdiv(dh, a.load_lanes)
     dr = a.pv_drain  # a P.V tile's drain (PV_LANES a step)
 
-    def qk_it(pv_pending: bool) -> int:  # att_qk_steps: key tile 0 also drains a deferred P.V tile
-        first = max(dh, dr) if pv_pending else dh
-        return first + (kt - 1) * max(dh, a.score_drain) + a.score_drain
+    sd = a.score_drain  # a score tile's drain (S_LANES a step)
 
-    def pv_it(defer: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations), any PV_II
-        return t + (vt - 1) * max(t, dr) + (0 if defer else dr)
+    def qk_it(pv_pending: bool, sd_pending: bool = False, defer: bool = False) -> int:  # att_qk_steps
+        # key tile 0 also drains a deferred P.V tile, or the previous QK's last score tile (block 0); a QK's own last
+        # score tile drains in the next pass when there is one (defer: schedule.h ScoreDrain)
+        first = max([dh] + ([dr] if pv_pending else []) + ([sd] if sd_pending else []))
+        return first + (kt - 1) * max(dh, sd) + (0 if defer else sd)
 
-    def pv_iters(defer: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains tile j - 1)
+    def pv_it(defer: bool, sd_pending: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations)
+        # tile 0 drains a pending score tile in its first keys: max(T, score drain)
+        return (max(t, sd) if sd_pending else t) + (vt - 1) * max(t, dr) + (0 if defer else dr)
+
+    def pv_iters(defer: bool, sd_pending: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains j - 1)
         # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's; a
         # deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's)
-        return pv_ii * t + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else dr)
+        return pv_ii * (max(t, sd) if sd_pending else t) + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else dr)
 
-    def pv_cyc(defer: bool) -> int:
-        return pv_iters(defer) + (0 if defer else 2 * PIPE_ENGINE)
+    def pv_cyc(defer: bool, sd_pending: bool) -> int:
+        return pv_iters(defer, sd_pending) + (0 if defer else 2 * PIPE_ENGINE)
 
     def q_left(qk: int) -> int:  # ATT_Q_LOAD pass: the Q beats a key loop of qk iterations leaves (one per iteration)
         return max(0, q_it - qk)
 
     nb = cdiv(t, r)
-    qk = {False: qk_it(False), True: qk_it(True)}  # the same for every block: computed once
-    pvc = {False: pv_cyc(False), True: pv_cyc(True)}
-    pvi = {False: pv_it(False), True: pv_it(True)}
+    # each QK's last score tile drains in the next pass (QK(0)'s in QK(1)'s key tile 0): sd_defer
+    deferred = a.sd_defer and nb > 1
     sm_lanes, sm_norm = a.sm_lanes, a.sm_norm_lanes
+    qk0 = qk_it(False, False, deferred)
     q_total = q_it + PIPE_ENGINE  # Q(0) of a head, exposed (its K/V rest beside it: kv); Q(b+1) loads under QK(b)
-    left = q_left(qk[False]) if nb > 1 else 0
+    left = q_left(qk0) if nb > 1 else 0
     q_total += left + PIPE_ENGINE if left else 0
-    shadow_kv = qk[False] + left  # the iterations of a head's passes after Q(0): the next head's K/V load runs in them
-    qk_total = qk[False] + PIPE_ENGINE  # prologue QK(0)
-    pv_total = pvc[False]  # epilogue PV(nb-1)
-    shadow_kv += pv_iters(False)
+    shadow_kv = qk0 + left  # the iterations of a head's passes after Q(0): the next head's K/V load runs in them
+    qk_total = qk0 + PIPE_ENGINE  # prologue QK(0)
+    pv_total = pv_cyc(False, False)  # epilogue PV(nb-1)
+    shadow_kv += pv_iters(False, False)
     rest_total = 0
     for i in range(nb):
         rows = min(r, t - i * r)
         defer = i + 1 < nb  # PV(i-1)'s last channel tile drains in QK(i+1)'s key tile 0
-        shadow = 0
+        shadow = -sd if deferred else 0  # SM(i) waits while block i's last score tile drains
         if i >= 1:
-            pv_total += pvc[defer]
-            shadow_kv += pv_iters(defer)
-            shadow += pvi[defer]
+            pv_total += pv_cyc(defer, deferred)
+            shadow_kv += pv_iters(defer, deferred)
+            shadow += pv_it(defer, deferred)
         if i + 1 < nb:
-            pend = i >= 1
-            qk_total += qk[pend] + PIPE_ENGINE
-            left = q_left(qk[pend]) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
+            qk = qk_it(i >= 1, deferred and i == 0, deferred)
+            qk_total += qk + PIPE_ENGINE
+            left = q_left(qk) if i + 2 < nb else 0  # Q(i+2) under QK(i+1)
             q_total += left + PIPE_ENGINE if left else 0
-            shadow += qk[pend] + left
-            shadow_kv += qk[pend] + left
+            shadow += qk + left
+            shadow_kv += qk + left
         rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
         rest_total += rest + PIPE_ENGINE if rest else 0
         shadow_kv += rest
@@ -1436,7 +1443,16 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
         if not over:  # pragma: no cover - with its small multipliers on DSPs the smallest may be the one that fits
             over = "more than the caps allow with either binding of its small multipliers"
         raise ValueError(f"no GEMM array fits {board.name}: the smallest, 2x{c0} with the fewest lanes, needs {over}")
-    return best[1]
+    return better_sd_defer(graph, best[1])
+
+
+def better_sd_defer(graph: Graph, a: ArrayShape) -> ArrayShape:
+    """``a`` with the faster SD_DEFER. Deferring a Q.K^T's last score tile into the next pass saves its drain where
+    the Shiftmax is hidden under the array, and costs where the Shiftmax is the bound (it waits for the drain): the
+    two are weighed on the frame, once for the chosen array (not inside the search, which would double its time)."""
+    other = replace(a, sd_defer=not a.sd_defer)
+    cyc = {x: sum(c.cycles for c in op_costs(graph, x)) for x in (a, other)}
+    return other if cyc[other] < cyc[a] else a
 
 
 def overruns(units: Units, board: Board, caps: bool) -> str:

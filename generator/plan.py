@@ -659,6 +659,8 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         lean_units = est.unit_costs(lean, graph, board, widths)
         if not est.overruns(lean_units, board, caps=False):
             shape, units = lean, lean_units
+    if cfg.array is not None:
+        shape = est.better_sd_defer(graph, shape)
     over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
     if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
@@ -710,7 +712,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes,
                "small_multipliers_on_luts": int(shape.small_fabric)},
         engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols, shape.kv_overlap),
-                "kv_overlap": int(shape.kv_overlap),
+                "kv_overlap": int(shape.kv_overlap), "sd_defer": int(shape.sd_defer),
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes, "pv_lanes": shape.pv_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),

@@ -94,6 +94,18 @@ struct kv_overlap_of<Cfg, typename iseg_void<decltype(Cfg::KV_OVERLAP)>::type> {
     static constexpr bool value = Cfg::KV_OVERLAP;
 };
 
+// Cfg::SD_DEFER: a Q.K^T's last score tile drains in the next pass (P.V's channel tile 0, or QK(1)'s key tile 0), where
+// the array would otherwise wait for it, the Shiftmax of its block waiting instead (schedule.h ScoreDrain); the planner
+// sets it where that is faster (estimate.better_sd_defer: not where the Shiftmax is the bound). Default true.
+template <class Cfg, class = void>
+struct sd_defer_of {
+    static constexpr bool value = true;
+};
+template <class Cfg>
+struct sd_defer_of<Cfg, typename iseg_void<decltype(Cfg::SD_DEFER)>::type> {
+    static constexpr bool value = Cfg::SD_DEFER;
+};
+
 // Int8 MACs per DSP of the array: Cfg::PACK (2: row pairs share a DSP48E2; 1: a DSP per PE, which takes
 // a u15 x int8 P.V product whole, so PV_II = 1 holds for every variant); a Cfg without PACK gets 2.
 template <class Cfg, class = void>
@@ -210,18 +222,24 @@ inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
 }
 
 // Iterations of a QK pass (the Q.K^T key tiles and their drains, without the pipeline fill); pv_pending:
-// key tile 0 also drains the previous block's last P.V tile (pdsteps = pv_drain_steps) and runs max(dh, pdsteps).
-inline long att_qk_steps(int T, int dh, int C, int dsteps, bool pv_pending = false, int pdsteps = 0) {
+// key tile 0 also drains the previous block's last P.V tile (pdsteps = pv_drain_steps) and runs max(dh, pdsteps);
+// sd_pending: it drains the previous QK's last score tile instead (dsteps); defer: this QK's own last score tile
+// drains in the next pass (schedule.h ScoreDrain), not in dsteps steps of its own at the end.
+inline long att_qk_steps(int T, int dh, int C, int dsteps, bool pv_pending = false, int pdsteps = 0,
+                         bool sd_pending = false, bool defer = false) {
     const int kt_n = (T + C - 1) / C;
-    const int first = pv_pending && pdsteps > dh ? pdsteps : dh;
-    return first + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + dsteps;
+    int first = pv_pending && pdsteps > dh ? pdsteps : dh;
+    if (sd_pending && dsteps > first) first = dsteps;
+    return first + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + (defer ? 0 : dsteps);
 }
 
 // Iterations of a P.V block (its PV passes and O_STEP, without the pipeline fills; cycles are PV_II per key iteration, one per drain
 // step): tile 0 runs T keys, tile j >= 1 max(T, pdsteps) (tile j - 1 drains in its first pdsteps iterations),
 // the last tile's drain runs alone (pdsteps) unless deferred into the next QK's key tile 0.
-inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer) {
-    return T + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) + (defer ? 0 : pdsteps);
+// sd_pending: tile 0 drains the last QK's last score tile in its first dsteps keys (max(T, dsteps)).
+inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer, bool sd_pending = false, int dsteps = 0) {
+    return (sd_pending && dsteps > T ? dsteps : T) + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) +
+           (defer ? 0 : pdsteps);
 }
 
 // Step s2 of the drain of P.V tile pd from g.dr, first half: PV_LANES outputs of the head whose first channel is

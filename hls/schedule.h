@@ -76,6 +76,7 @@ struct Pass {
     long at2;             // QK(i + 1), one fill for both (schedule.h SQ_PV)
     RqParams rq_s;        // QK: the score requant
     int wh, koff;         // the half of w the array reads, and (QK, PV) the first row of the head's K/V in it
+    bool sd_defer;        // QK: its last score tile drains in the next pass (ScoreDrain)
 };
 
 inline Pass pass_of(int32_t mode, long total, long cycles) {
@@ -224,6 +225,16 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
     --l.left;
 }
 
+// The score lanes' tile: the scores of key tile dn0.. of a Q.K^T block (half, rows, dcols keys), drained from g.dr
+// at (sr, sk) in the first score_drain_steps steps of the next key tile, or, for a QK's last tile, of the next
+// pass's P.V tile 0 or Q.K^T key tile 0 (deferred: Pass::sd_defer), where the array would otherwise wait for it.
+// The Shiftmax of that block waits until it is drained (its rows' maxima and last keys).
+struct ScoreDrain {
+    bool pending;
+    int half, rows, dn0, dcols;
+    int sr, sk;  // the lanes' row in the drained tile and step within that row
+};
+
 // The state every pass may touch besides the buffers: loaders, drains, the weight prefetch.
 // The two store stages (axi.h WrStage) live here, not in a pass: a tile's output lanes may run on into the next
 // pass (a row's beat half put), so a stage is written out only when its puts move on, and by run_passes at the
@@ -234,6 +245,7 @@ struct PassState {
     LnLoad ln;   // the LayerNorm loader (the same blocks, or LN_LAYER's)
     QLoad q;     // the Q loader
     KvLoad kv;   // attention's K/V loader (the next head's, or what is left of this head's)
+    ScoreDrain sd;  // the Q.K^T tile the score lanes drain
     Drain dt;    // the GEMM tile in g.dr
     PvDrain pd;  // the P.V tile in g.dr
     WrStage<Cfg::AXI_BYTES> os;  // the output lanes' stores (gmem1)
@@ -251,7 +263,8 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + C - 1) / C;
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
-    int nt = 0, s = 0, par = 0, steps = m == PM_PV ? p.pv_n0 : p.steps, pf0 = p.pf0, dn0 = 0, dcols = 0;
+    int nt = 0, s = 0, par = 0, steps = m == PM_PV ? p.pv_n0 : p.steps, pf0 = p.pf0;
+    int &dn0 = ps.sd.dn0, &dcols = ps.sd.dcols;  // the score lanes' tile (ScoreDrain: it may be the previous pass's)
     // GEMM: the row block that runs (a pass runs p.blocks of them, gemm_pass_blocks): its half of g.a, first row,
     // load share, later tiles' steps, residual / output offsets; running, advanced at a block's end (no multiplier)
     int cur = p.cur, t0 = p.t0, a_share = p.a_share, gsteps_p = p.steps_p, blk = 0;
@@ -262,7 +275,7 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
     const long long it0 = ISEG_ITER() + 1;
     (void)it0;
     long al0 = ps.al.src;  // the A loader's block's first row (ps.al.src runs with its rows)
-    int sr = 0, sk = 0;  // QK: the score lanes' row in the drained tile and step within that row
+    int &sr = ps.sd.sr, &sk = ps.sd.sk;  // the score lanes' row in the drained tile and step within that row
     long wbase = p.koff + (m == PM_PV ? p.vrow : 0);  // the tile's first row of w (running: no tile * K multiplier)
     int pc0 = 0;                    // PV: the channel tile's first channel (running: the tiles are one pass)
     // The m_axi reads: ONE request per bundle per iteration, its address muxed among the units that share the bundle
@@ -281,7 +294,8 @@ ENGINE_PASS:
         if (i == p.at2) {  // the chained pass's second part (QK): its counters start as a pass's do
             ISEG_CHECK(m == PM_PV && par == 0 && s == 0 && pc0 >= dh, "P.V: the channel tiles left unfinished");
             m = p.mode2;
-            nt = s = par = dn0 = dcols = sr = sk = 0;
+            ISEG_CHECK(!ps.sd.pending, "Q.K^T: a score tile still pending where a chained pass starts");
+            nt = s = par = 0;
             steps = p.steps;
             wbase = p.koff;
         }
@@ -337,7 +351,9 @@ ENGINE_PASS:
         constexpr bool s_one_row = C % SL == 0;
         const bool go = (gemm && s < (ps.dt.pending ? dsteps : p.csteps)) || m == PM_GEMM_TAIL;
         const bool po = (((qk && nt == 0) || (pv && par == 0)) && ps.pd.pending && s < pdsteps) || m == PM_O_STEP;
-        const bool so = qk && nt > 0 && s < sdsteps;
+        // the score lanes drain a tile: key tile nt - 1 in key tile nt, or the previous pass's last in key tile 0 or
+        // in P.V's channel tile 0 (its first keys)
+        const bool so = ps.sd.pending && s < sdsteps && (qk || (pv && pc0 == 0 && par == 0));
         // The score lanes' readout (S_LANES dividing C): the previous key tile's scores at (sr, sk), or, with PV_LANES
         // = S_LANES, the pending P.V tile's outputs at (pd.r, pd.k): never both in one iteration (so: key tiles 1.., po:
         // key tile 0, P.V's first keys, O_STEP). One S_LANES-wide mux over R x C / S_LANES registers per lane.
@@ -411,7 +427,7 @@ ENGINE_PASS:
                 ISEG_PRAGMA(HLS UNROLL)
                 const int e = s * SL + l;
                 const int r = s_one_row ? sr : e / C, c = s_one_row ? sk * SL + l : e % C;
-                ol[l].ok = l < SL && r < p.rows && c < dcols;
+                ol[l].ok = l < SL && r < ps.sd.rows && c < dcols;
                 if (ol[l].ok) ol[l].z = narrow<out_rq_bits<Cfg>()>(s_one_row ? wv[l < SL ? l : 0] : int32_t(g.dr[r][c]));
             }
         }
@@ -450,8 +466,8 @@ ENGINE_PASS:
             }
         }
         if ((go || po) && oat >= 0) ISEG_STAGE_PUT(OU, GMEM1, ps.os, scratch, oat, ox, on);
-        // The score lanes' scores (so): lane l's goes to key dn0 + c of row r of block p.half, bank
-        // s_bank(p.half, key). At most two lanes share a bank (the planner: estimate.score_lane_writes), the first on the bank's port A,
+        // The score lanes' scores (so): lane l's goes to key dn0 + c of row r of block ps.sd.half, bank
+        // s_bank(ps.sd.half, key). At most two lanes share a bank (the planner: estimate.score_lane_writes), the first on the bank's port A,
         // the second on its port B (S_PORT_A / S_PORT_B below); the row maxima are registers, updated here.
         constexpr int SM = Cfg::SM_LANES, SB = 2 * Cfg::SM_LANES;
         int s_pa[SB], s_pb[SB];  // per bank of sm.s: the score lane its port A / port B writes (-1: none)
@@ -481,7 +497,7 @@ ENGINE_PASS:
                 s_key[l] = dn0 + c;
                 s_val[l] = int8_t(oy[l]);
                 if (ol[l].ok) {
-                    const int b = sm.s_bank(p.half, dn0 + c);
+                    const int b = sm.s_bank(ps.sd.half, dn0 + c);
                     if (s_pa[b] < 0) {
                         s_pa[b] = l;
                     } else {
@@ -491,7 +507,7 @@ ENGINE_PASS:
                         s_two = true;
                     }
                     sv[l] = oy[l];
-                    if (!s_one_row && oy[l] > sm.mx[p.half][r]) sm.mx[p.half][r] = oy[l];  // (straddling lanes only)
+                    if (!s_one_row && oy[l] > sm.mx[ps.sd.half][r]) sm.mx[ps.sd.half][r] = oy[l];  // (straddling lanes)
                 }
             }
             if (s_one_row) {
@@ -505,7 +521,7 @@ ENGINE_PASS:
                         if (l % (2 * o) == 0 && l + o < SL && sv[l + o] > sv[l]) sv[l] = sv[l + o];
                     }
                 }
-                if (sr < p.rows && sv[0] > sm.mx[p.half][sr]) sm.mx[p.half][sr] = sv[0];
+                if (sr < ps.sd.rows && sv[0] > sm.mx[ps.sd.half][sr]) sm.mx[ps.sd.half][sr] = sv[0];
                 lane_pos_next(sr, sk, C / SL);
             }
         }
@@ -515,23 +531,25 @@ ENGINE_PASS:
         // + 1) makes while the Shiftmax reads block i (attention.h), the other half: a bank serves one of them in an
         // iteration (checked). A key's word in its bank is key / SM_LANES, indexed as word * SM_LANES + bank (a
         // constant lane after unrolling, docs/hls.md item 7).
-        const bool sm_go = (qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0;
+        // (the Shiftmax of a block whose last score tile is still draining waits: its rows' maxima and last keys)
+        const bool sm_go = (qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0 &&
+                           !(ps.sd.pending && ps.sd.half == sm.st.half);
         SmReads srd = att_sm_reads<Cfg>(sm, d);
         if (!sm_go) srd.ok[0] = srd.ok[1] = false;
         int8_t xs[2][SM];  // the scores the Shiftmax step reads: slot q's key i0 + o in xs[q][o]
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xs type=complete)
-        ISEG_CHECK(!(so && (srd.ok[0] || srd.ok[1]) && srd.half == p.half),
+        ISEG_CHECK(!(so && (srd.ok[0] || srd.ok[1]) && srd.half == ps.sd.half),
                    "sm.s ports: the score lanes' writes and the Shiftmax's reads on one half");
         const int ro = srd.i0 % SM;  // the bank of the slots' first key
     S_PORT_A:
         for (int h = 0; h < 2; ++h) {
             ISEG_PRAGMA(HLS UNROLL)
-            if (!((so && h == p.half) || (srd.ok[0] && h == srd.half))) continue;  // nothing on this half's banks
+            if (!((so && h == ps.sd.half) || (srd.ok[0] && h == srd.half))) continue;  // nothing on this half's banks
         S_PORT_A_KEY:
             for (int kb = 0; kb < SM; ++kb) {
                 ISEG_PRAGMA(HLS UNROLL)
                 const int b = sm.s_bank(h, kb), o = kb >= ro ? kb - ro : kb - ro + SM;  // slot 0's key i0 + o is here
-                const int lw = so && h == p.half ? s_pa[b] : -1;
+                const int lw = so && h == ps.sd.half ? s_pa[b] : -1;
                 const bool rd = srd.ok[0] && h == srd.half && o < srd.n;
                 if (lw >= 0 || rd) {
                     const int row = lw >= 0 ? s_row[lw] : srd.row[0];
@@ -547,12 +565,12 @@ ENGINE_PASS:
     S_PORT_B:
         for (int h = 0; h < 2; ++h) {
             ISEG_PRAGMA(HLS UNROLL)
-            if (!((s_two && h == p.half) || (srd.ok[1] && h == srd.half))) continue;
+            if (!((s_two && h == ps.sd.half) || (srd.ok[1] && h == srd.half))) continue;
         S_PORT_B_KEY:
             for (int kb = 0; kb < SM; ++kb) {
                 ISEG_PRAGMA(HLS UNROLL)
                 const int b = sm.s_bank(h, kb), o = kb >= ro ? kb - ro : kb - ro + SM;
-                const int lw = s_two && h == p.half ? s_pb[b] : -1;
+                const int lw = s_two && h == ps.sd.half ? s_pb[b] : -1;
                 const bool rd = srd.ok[1] && h == srd.half && o < srd.n;
                 if (lw >= 0 || rd) {
                     const int row = lw >= 0 ? s_row[lw] : srd.row[1];
@@ -763,6 +781,7 @@ ENGINE_PASS:
             }
             array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, wrd, s == 0 && par == 0, split && par ? 8 : 0);
         }
+        if (so && s + 1 == sdsteps) ps.sd.pending = false;  // the tile is drained (a key tile's end may set the next)
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
         const bool tile_end = ((gemm || qk) && s + 1 == steps) || (pv && par + 1 == PVII && s + 1 == steps);
         if (tile_end) acc_to_drain<Cfg>(g);
@@ -813,9 +832,14 @@ ENGINE_PASS:
             }
         } else if (qk) {
             if (++s == steps) {
-                dn0 = nt * C;
-                dcols = T - dn0 < C ? T - dn0 : C;
-                sr = sk = 0;
+                if (nt < kt_n) {  // a key tile ended (not the drain-only tail): its scores drain next
+                    dn0 = nt * C;
+                    dcols = T - dn0 < C ? T - dn0 : C;
+                    sr = sk = 0;
+                    ps.sd.pending = true;
+                    ps.sd.half = p.half;
+                    ps.sd.rows = p.rows;
+                }
                 wbase += dh;
                 ++nt;
                 s = 0;
@@ -857,7 +881,8 @@ ENGINE_PASS:
         ISEG_CHECK(nt == (d.N + C - 1) / C && s == 0, "GEMM layer: the tile counters left the block's tiles");
         ISEG_CHECK(ps.ln.phase == LN_DONE, "GEMM layer: fused LayerNorm loader incomplete");
     }
-    if (qk) ISEG_CHECK(nt == kt_n + 1 && s == 0, "Q.K^T: the key-tile counters left the block's tiles");
+    if (qk) ISEG_CHECK(nt == kt_n + (p.sd_defer ? 0 : 1) && s == 0 && ps.sd.pending == p.sd_defer,
+                       "Q.K^T: the key-tile counters left the block's tiles");
     if (pv) ISEG_CHECK(par == 0 && s == 0 && pc0 >= dh, "P.V: the channel tiles left unfinished");
 }
 
@@ -985,21 +1010,23 @@ int kv_off(const Seq& sq, int h) {
 // Q.K^T of one query block: scores into s[half], row maxima into mx[half] (cleared here), Q block qh on the array;
 // key tile 0 also drains a pending P.V tile. Its iterations: att_qk_steps.
 template <class Cfg>
-Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, AttSm<Cfg>& sm,
-             const GemmBuffers<Cfg>& g) {
+Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, bool sd_pending,
+             bool defer, AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g) {
 ATT_MX_INIT:
     for (int r = 0; r < Cfg::R; ++r) {
         ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
         sm.mx[half][r] = -128;
     }
     const int dh = d.d_head, pdsteps = pv_drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
-    const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps);
+    const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps, sd_pending, defer);
     Pass p = pass_of(PM_QK, total, total + kEngineDepth);
     p.hoff = sq.h * dh;
     p.rows = rows;
     p.half = half;
     p.qh = qh;
     p.steps = pd_pending && pdsteps > dh ? pdsteps : dh;
+    if (sd_pending && sdsteps > p.steps) p.steps = sdsteps;
+    p.sd_defer = defer;
     p.steps_p = sdsteps > dh ? sdsteps : dh;
     p.rq_s = sq.rq_s;
     p.wh = kv_half(g, sq.h);
@@ -1013,12 +1040,13 @@ ATT_MX_INIT:
 // and p.total to the part's iterations (PV_II a key), adds them to p.cycles (one cycle each), and sets its fields;
 // SQ_QK appends a chained QK after them (Pass::at2).
 template <class Cfg>
-void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd) {
+void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd, bool sd_pending) {
     constexpr int C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
-    const int T = d.T, dh = d.d_head, dsteps = pv_drain_steps<Cfg>();
+    const int T = d.T, dh = d.d_head, dsteps = pv_drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const int vt_n = (dh + C - 1) / C;
     ISEG_CHECK(!pd.pending, "P.V: a block's pass with a tile of the previous block still pending");
-    const long n0 = T, n1 = dsteps > T ? dsteps : T;
+    // tile 0 drains the last QK's last score tile in its first keys when it is pending (ScoreDrain)
+    const long n0 = sd_pending && sdsteps > T ? sdsteps : T, n1 = dsteps > T ? dsteps : T;
     const long its = long(PVII) * (n0 + long(vt_n - 1) * n1);
     p.mode = PM_PV;
     p.total = its;
@@ -1141,6 +1169,7 @@ SEQ_STEP:
                 ISEG_CHECK(ps.kv.h == sq.h, "ATTENTION: the K/V loader holds another head");
                 sm.st = sm_idle();
                 ps.pd = pv_drain(0, 0, 0, d.out_stride);
+                ISEG_CHECK(!ps.sd.pending, "ATTENTION: a score tile pending at a head's start");
                 ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
                 const long n = ps.q.beats - ps.q.b, tot = n > ps.kv.left ? n : ps.kv.left;
                 p = pass_of(PM_Q_LOAD, tot, tot > 0 ? tot + kEngineDepth : 0);
@@ -1153,7 +1182,9 @@ SEQ_STEP:
                     ps.kv = kv_start<Cfg>(d, sq.h + 1, kv_half(g, sq.h + 1), kv_off<Cfg>(sq, sq.h + 1), g);
                 ps.q = sq.nb > 1 ? q_block<Cfg>(qkv + long(R) * st + long(sq.h) * dh, st, T - R < R ? T - R : R, dh, 1)
                                  : q_none();
-                p = qk_pass<Cfg>(sq, d, T < R ? T : R, 0, 0, ps.pd.pending, sm, g);
+                // its last score tile drains in block 0's QK(1) when there is one (ScoreDrain)
+                p = qk_pass<Cfg>(sq, d, T < R ? T : R, 0, 0, ps.pd.pending, false, sd_defer_of<Cfg>::value && sq.nb > 1,
+                                 sm, g);
                 sq.phase = SQ_QR0;
                 return true;
             }
@@ -1169,9 +1200,13 @@ SEQ_STEP:
                 sm.st = sm_begin(i & 1, T - t0 < R ? T - t0 : R);
                 sq.shadow = 0;
                 sq.defer = i + 1 < sq.nb;  // PV(i - 1)'s last drain under QK(i + 1)'s key tile 0
+                // block i's last score tile drains in its first pass's first steps (PV(i - 1)'s tile 0, or QK(1)'s key
+                // tile 0), the Shiftmax waiting for it
+                if (ps.sd.pending) sq.shadow -= score_drain_steps<Cfg>();
                 if (i >= 1) {
                     // iterations, not cycles: any PV_II
-                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, pdsteps, sq.defer);
+                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, pdsteps, sq.defer, ps.sd.pending,
+                                              score_drain_steps<Cfg>());
                     ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
                     sq.phase = SQ_PV;
                 } else {
@@ -1190,8 +1225,9 @@ SEQ_STEP:
                     break;
                 }
                 p = pass_of(PM_PV, 0, kEngineDepth);
-                pv_part<Cfg>(p, d, ps.pd);
+                pv_part<Cfg>(p, d, ps.pd, ps.sd.pending);
                 p.hoff = sq.h * dh;
+                p.rq_s = sq.rq_s;  // (the score lanes' requant: a pending score tile drains in tile 0)
                 p.wh = kv_half(g, sq.h);
                 p.koff = kv_off<Cfg>(sq, sq.h);
                 sq.phase = sq.phase == SQ_EPI_PV ? SQ_EPI_O : SQ_O;
@@ -1215,11 +1251,14 @@ SEQ_STEP:
                                                     dh, i & 1)
                                      : q_none();
                 // a chained PV(i - 1) leaves its last tile pending: QK's key tile 0 drains it
-                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, sq.chain || ps.pd.pending, sm, g);
+                // its last score tile drains in the next pass (PV(i)'s tile 0); a pending one of QK(i + 1 - 1) drains in
+                // the chained PV(i - 1)'s tile 0, or, in block 0 (no P.V yet), in this QK's key tile 0
+                p = qk_pass<Cfg>(sq, d, T - tn < R ? T - tn : R, (i + 1) & 1, (i + 1) & 1, sq.chain || ps.pd.pending,
+                                 !sq.chain && ps.sd.pending, sd_defer_of<Cfg>::value, sm, g);
                 sq.qk_it = p.total;
                 if (sq.chain) {  // PV(i - 1) first, then QK(i + 1): the pass switches mode at iteration at2
                     const long qk_total = p.total;
-                    pv_part<Cfg>(p, d, ps.pd);
+                    pv_part<Cfg>(p, d, ps.pd, ps.sd.pending);
                     p.mode2 = PM_QK;
                     p.at2 = p.total;
                     p.total += qk_total;  // (p.cycles: QK's, its fill, and PV's iterations)
@@ -1262,7 +1301,7 @@ SEQ_STEP:
                     sq.phase = SQ_HEAD;
                     break;
                 }
-                ISEG_CHECK(ps.kv.left == 0, "ATTENTION: the K/V loader still running at the layer's end");
+                ISEG_CHECK(ps.kv.left == 0 && !ps.sd.pending, "ATTENTION: the K/V loader or a score tile left at the end");
                 sq.phase = SQ_DONE;
                 return false;
             default:

@@ -94,54 +94,66 @@ def test_attention_cycles_by_hand() -> None:
     loop (one ENGINE); the last tile's drain runs alone (drain + ENGINE), except in PV(i-1) with a QK(i+1) after
     it, where it is left in the drain buffer and runs in QK(i+1)'s key tile 0 (max(d_head, drain) = 16 steps, so here
     for free), and that PV(i-1) is the first part of QK(i+1)'s pass (no ENGINE of its own: the two share no buffer,
-    so the loop need not drain between them). The Q block of QK(b + 1) loads under QK(b)'s key loop, 8 bytes
-    (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps under 39 iterations: hidden), so only
-    each head's Q(0) is exposed. K_h goes through the transposer in chunks of one beat, 8
-    channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which completes its
-    tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8 rows (4
-    steps): 16 steps of two engine-loop iterations (a K and a V beat) per chunk. Head 0's load runs in its Q(0)
-    pass, which lasts until it is done (64 iterations, of which Q(0)'s 8 beats); a later head's runs under the
-    previous head's passes (checked in test_attention_kv_load_hides). Every loop is a pass of the engine loop:
-    + ENGINE each."""
+    so the loop need not drain between them). A QK's score tiles drain in the next key tile's first ceil(32 / 5) = 7
+    steps; its last one (SD_DEFER) in the next pass: QK(0)'s in QK(1)'s key tile 0, QK(i+1)'s in PV(i)'s channel
+    tile 0 (max(T, 7) = 9 keys), and the Shiftmax of that block waits those 7 steps. The Q block of QK(b + 1) loads
+    under QK(b)'s key loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps
+    under 32 iterations: hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of
+    one beat, 8 channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which
+    completes its tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8
+    rows (4 steps): 16 steps of two engine-loop iterations (a K and a V beat) per chunk. Head 0's load runs in its
+    Q(0) pass, which lasts until it is done (64 iterations, of which Q(0)'s 8 beats); a later head's runs under the
+    previous head's passes (test_attention_kv_load_hides). Every loop is a pass of the engine loop: + ENGINE each.
+    Here the Shiftmax is the bound (every block has a rest), so deferring the score drain costs: 1,506 cycles, 1,492
+    without it (test_score_drain_deferral_csim), which the planner weighs (estimate.better_sd_defer)."""
     a = HARNESS_SHAPE
+    assert a.sd_defer
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
     consts = 0  # the RQ_8 of P.V is per tensor: no table to load
     assert est.tp_chunk_steps(9, 16, 0, 8, 8) == est.tp_chunk_steps(9, 16, 1, 8, 8) == 8 + max(1, 4) + 4 == 16
     kv_it = 2 * 2 * 16
     assert est.kv_load_iters(9, 16, 8, 8) == kv_it
     kv = kv_it - 4 * 2  # beyond Q(0)'s beats
-    q_it, qk_it = 4 * 2, 16 + 1 * max(16, 7) + 7  # key tiles ceil(9/8) = 2, score drain ceil(32/5) = 7
+    sd = 7  # a score tile's drain: ceil(4 * 8 / 5)
+    q_it = 4 * 2
+    qk0 = 16 + 1 * max(16, sd) + 0  # key tiles ceil(9/8) = 2; the last tile's drain deferred
+    qk1 = max(16, sd) + max(16, sd)  # key tile 0 drains QK(0)'s last tile (7 <= 16: free)
+    qk2 = max(16, 8) + max(16, sd)  # key tile 0 drains PV(0)'s last P.V tile
     drain = 8  # ceil(4 * 8 / 4)
-    # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration
-    pv_it_defer, pv_it = 9 + max(9, drain), 9 + max(9, drain) + drain
-    pv_defer = 2 * 9 + 2 * max(9, drain)  # PV(0): the first part of QK(2)'s pass, whose ENGINE it shares
-    pv = pv_defer + ENGINE + drain + ENGINE  # its own pass, then the last tile's drain alone
-    assert (pv_it_defer, pv_it, pv_defer, pv) == (18, 26, 36, 216)
-    q, qk = q_it + ENGINE, qk_it + ENGINE
+    # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration (key)
+    pv_it_defer, pv_it = max(9, sd) + max(9, drain), max(9, sd) + max(9, drain) + drain  # tile 0: a score tile too
+    pv_defer = 2 * max(9, sd) + 2 * max(9, drain)  # PV(0): the first part of QK(2)'s pass, whose ENGINE it shares
+    pv = pv_defer + ENGINE + drain + ENGINE  # PV(1) (its own pass, then the last tile's drain alone), and PV(2)
+    assert (qk0, qk1, qk2, pv_it_defer, pv_it, pv_defer, pv) == (32, 32, 32, 18, 26, 36, 216)
+    q = q_it + ENGINE
     sm_full = 4 * 3 + 66 + 2 * 3  # ceil(9/3) = 3 steps per row (exp) or row pair (normalise), the divider once
     sm_last = 1 * 3 + 66 + 2 * 3  # one row's exp; the normalise pass covers all 4 rows (3 zero-filled) in pairs
     assert a.sm_norm_lanes == 3  # min(SM_LANES, two 4-element words)
     assert (est.sm_block_steps(4, 4, 9, 3, 3), est.sm_block_steps(1, 4, 9, 3, 3)) == (sm_full, sm_last)
     assert est.sm_block_steps(4, 4, 9, 9, 8) == 4 * 1 + 2 * 2 + 66  # exp at 9 lanes, normalise at 8 on row pairs
     assert est.sm_block_steps(1, 5, 9, 9, 8) == 1 + 3 * 2 + 66  # R 5: pairs (0, 3), (1, 4), (2, -)
-    rest0 = sm_full - qk_it  # SM(0) under QK(1) (Q(2) loading in it)
-    rest1 = sm_full - (pv_it_defer + qk_it)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
-    rest2 = sm_last - pv_it  # SM(2) under PV(1)
-    assert (rest0, rest1, rest2) == (45, 27, 49)
-    body = (q + qk) + (qk + rest0 + ENGINE) + (pv_defer + qk + rest1 + ENGINE) + (pv + rest2 + ENGINE) + pv
+    rest0 = sm_full - (qk1 - sd)  # SM(0) under QK(1) (Q(2) loading in it), after block 0's last score tile
+    rest1 = sm_full - (pv_it_defer + qk2 - sd)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
+    rest2 = sm_last - (pv_it - sd)  # SM(2) under PV(1)
+    assert (rest0, rest1, rest2) == (59, 41, 56)
+    body = (q + qk0 + ENGINE) + (qk1 + ENGINE + rest0 + ENGINE) + (pv_defer + qk2 + ENGINE + rest1 + ENGINE) + \
+        (pv + rest2 + ENGINE) + pv
     # the sequencer's calls: Q(0), QK(0), Q(1)'s rest; three per block; the epilogue's PV and drain; the layer's end
     seq = (3 + 3 * 3 + 2 + 1) * 8
-    assert cycles == consts + kv + body + seq == 1492
+    assert cycles == consts + kv + body + seq == 1506
     assert parts["sequencer"] == seq
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
-    assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == 3 * qk
+    assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == qk0 + qk1 + qk2 + 3 * ENGINE
+    # without the deferral: each QK drains its last tile itself (+ 7), the Shiftmax does not wait (- 7 a block)
+    serial = dataclasses.replace(a, sd_defer=False)
+    assert est.attention_cycles(serial, 9, 1, 16)[0] == 1492
 
 
 def test_attention_kv_load_hides() -> None:
     """Head h + 1's K/V load runs under head h's passes (hls/schedule.h KvLoad): the layer of
     test_attention_cycles_by_hand with two heads costs head 0's load beyond its Q(0) beats (56) once, and the second
-    head nothing more: head 0's passes after Q(0) run 1,316 - 176 = 1,140 iterations, far more than the load's 64.
+    head nothing more: head 0's passes after Q(0) run more than a thousand iterations, far more than the load's 64.
     The sequencer's calls: 14 a head, and the layer's end."""
     a = HARNESS_SHAPE
     one, p1 = est.attention_cycles(a, 9, 1, 16)
@@ -149,7 +161,7 @@ def test_attention_kv_load_hides() -> None:
     seq1, seq2 = (14 + 1) * 8, (2 * 14 + 1) * 8
     assert p1["kv_load"] == p2["kv_load"] == 56
     assert two - p2["kv_load"] - seq2 == 2 * (one - p1["kv_load"] - seq1)
-    assert two == 56 + 2 * 1316 + seq2
+    assert two == 56 + 2 * 1330 + seq2
 
 
 def test_wrows_hold_the_odd_heads_above_the_next_weights() -> None:
@@ -520,6 +532,29 @@ def test_kv_overlap_needs_the_rows(tmp_path_factory: pytest.TempPathFactory) -> 
             assert rc == 0, h.error()
             outs[name] = sc.get(out, "y")
     assert np.array_equal(outs["fits"], outs["serial"])
+
+
+@pytest.fixture(scope="module")
+def harness_sd_serial(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """The harness with Cfg::SD_DEFER false: every Q.K^T drains its last score tile in its own pass."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_sds"), sd_defer=0))
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (4, 1, 8), (21, 2, 8), (40, 3, 64), (70, 1, 32)])
+def test_score_drain_deferral_csim(harness: Harness, harness_sd_serial: Harness, T: int, heads: int, dh: int) -> None:
+    """A Q.K^T's last score tile drained in the next pass (SD_DEFER, the Shiftmax of its block waiting for it) gives
+    the bytes of the drain in its own pass, and each build counts the cycles of its estimate. T 4 is one query block:
+    nothing to defer into, the same cycles either way."""
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
+    _assert_same_outputs((harness, harness_sd_serial), d, blob, sc)
+    serial = dataclasses.replace(HARNESS_SHAPE, sd_defer=False)
+    on, off = est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0], est.attention_cycles(serial, T, heads, dh)[0]
+    harness.run([d], blob.array(), sc.array())  # (the two libraries' C++ statics are one: read each count at once)
+    assert harness.last_cycles() == on
+    harness_sd_serial.run([d], blob.array(), sc.array())
+    assert harness_sd_serial.last_cycles() == off
+    if T <= 4:
+        assert on == off
 
 
 @pytest.mark.parametrize("H,W,P,D", [(8, 12, 4, 8), (16, 48, 16, 12), (4, 64, 4, 5), (20, 8, 4, 16)])

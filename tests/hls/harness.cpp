@@ -61,6 +61,9 @@
 #ifndef ISEG_TEST_KV_OVERLAP
 #define ISEG_TEST_KV_OVERLAP 1  // head h + 1's K/V load under head h (schedule.h KvLoad); 0: each in its head's Q(0)
 #endif
+#ifndef ISEG_TEST_SD_DEFER
+#define ISEG_TEST_SD_DEFER 1  // a Q.K^T's last score tile drains in the next pass (schedule.h ScoreDrain)
+#endif
 #ifndef ISEG_TEST_SM_ROW_SHIFT
 #define ISEG_TEST_SM_ROW_SHIFT 1  // the Shiftmax row shift (precise8); 0: the engine rejects precise8 layers
 #endif
@@ -85,6 +88,7 @@ struct TestCfg {
     static constexpr int DHMAX = 64;                               // largest d_head
     static constexpr int PV_II = ISEG_TEST_PV_II;                  // P.V cycles per key (attention.h)
     static constexpr bool KV_OVERLAP = ISEG_TEST_KV_OVERLAP != 0;  // the next head's K/V under this one
+    static constexpr bool SD_DEFER = ISEG_TEST_SD_DEFER != 0;      // a QK's last score tile in the next pass
     static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
     static constexpr bool SM_ROW_SHIFT = ISEG_TEST_SM_ROW_SHIFT != 0;  // Shiftmax row shift (precise8)
     static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
@@ -331,7 +335,7 @@ int h_engine_clash(int which, int clash) {
             d.sm_x0 = -100;
             iseg::Seq sq = {};
             sq.rq_s = iseg::RqParams{1, 0, 0};
-            p = iseg::qk_pass<Cfg>(sq, d, R, 0, 0, false, sm, g);
+            p = iseg::qk_pass<Cfg>(sq, d, R, 0, 0, false, false, false, sm, g);
             ps.q = iseg::q_block<Cfg>(0, 8, R, d.d_head, which == 1 && clash ? p.qh : p.qh ^ 1);
             sm.st = iseg::sm_idle();
             if (which == 2) {  // the Shiftmax's exp pass over a block of R rows (row maxima above every score)
