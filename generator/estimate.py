@@ -1415,12 +1415,18 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                     for fab in (False, True):
                         a0 = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
                         # the most head lanes that fit, with the K/V loads overlapped where the weight buffer can
-                        # hold the odd heads' K/V too (wrows_needed), else without
-                        for al, kvo in itertools.product(head_lane_choices(graph, a0.axi_bytes), (True, False)):
-                            a = replace(a0, a_lanes=al, kv_overlap=kvo)
+                        # hold the odd heads' K/V too (wrows_needed), else without (tried only when the memory is
+                        # what does not fit: the search's time)
+                        for al in head_lane_choices(graph, a0.axi_bytes):
+                            a = replace(a0, a_lanes=al)
                             units = unit_costs(a, graph, board, widths)
-                            if (units.dsp <= cap and units.bram36 <= board.bram36 * MEM_CAP
-                                    and units.uram <= board.uram * MEM_CAP and units.lut <= board.lut * LUT_CAP):
+                            mem = units.bram36 <= board.bram36 * MEM_CAP and units.uram <= board.uram * MEM_CAP
+                            logic = units.dsp <= cap and units.lut <= board.lut * LUT_CAP
+                            if logic and not mem:
+                                a = replace(a, kv_overlap=False)
+                                units = unit_costs(a, graph, board, widths)
+                                mem = units.bram36 <= board.bram36 * MEM_CAP and units.uram <= board.uram * MEM_CAP
+                            if logic and mem:
                                 fits.append((units.dsp, a))
                                 break
                     if not fits:
