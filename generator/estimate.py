@@ -71,7 +71,9 @@ from iseg.graph import (
 )
 
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
-           "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "mul_luts",
+           "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "exceeds",
+           "fit_kv_overlap",
+           "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
            "attention_cycles", "kv_load_iters", "better_sd_defer", "pv_ii_of", "ln_block_steps", "ln_wait_steps",
            "sm_block_steps",
@@ -1418,15 +1420,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                         # hold the odd heads' K/V too (wrows_needed), else without (tried only when the memory is
                         # what does not fit: the search's time)
                         for al in head_lane_choices(graph, a0.axi_bytes):
-                            a = replace(a0, a_lanes=al)
-                            units = unit_costs(a, graph, board, widths)
-                            mem = units.bram36 <= board.bram36 * MEM_CAP and units.uram <= board.uram * MEM_CAP
-                            logic = units.dsp <= cap and units.lut <= board.lut * LUT_CAP
-                            if logic and not mem:
-                                a = replace(a, kv_overlap=False)
-                                units = unit_costs(a, graph, board, widths)
-                                mem = units.bram36 <= board.bram36 * MEM_CAP and units.uram <= board.uram * MEM_CAP
-                            if logic and mem:
+                            a, units = fit_kv_overlap(replace(a0, a_lanes=al), graph, board, widths, caps=True)
+                            if not exceeds(units, board, caps=True):
                                 fits.append((units.dsp, a))
                                 break
                     if not fits:
@@ -1461,14 +1456,45 @@ def better_sd_defer(graph: Graph, a: ArrayShape) -> ArrayShape:
     return other if cyc[other] < cyc[a] else a
 
 
+# The resources a design must fit: (Units / Board field, name, the planner's cap).
+RESOURCES = (("dsp", "DSPs", DSP_CAP), ("bram36", "BRAM36", MEM_CAP), ("uram", "URAM", MEM_CAP),
+             ("lut", "LUTs", LUT_CAP))
+MEMORY = ("bram36", "uram")
+
+
+def _limit(board: Board, field: str, cap: float, caps: bool) -> int:
+    total = getattr(board, field)
+    return int(total * cap) if caps else total
+
+
+def exceeds(units: Units, board: Board, caps: bool, fields: tuple[str, ...] = ()) -> bool:
+    """Whether ``units`` need more than ``board`` of any of ``fields`` (all resources when empty; caps as in
+    ``overruns``, without its names: the array search asks this of every candidate)."""
+    return any(getattr(units, f) > _limit(board, f, cap, caps) for f, _, cap in RESOURCES if not fields or f in fields)
+
+
+def fit_kv_overlap(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | None,
+                   caps: bool) -> tuple[ArrayShape, Units]:
+    """``a`` and its units, with the K/V overlap off where the odd heads' weight rows (``wrows_needed``) are what
+    takes it past the memory: only the memory differs between the two, so the serial load is counted only when
+    the logic fits and the memory does not (the array search's time)."""
+    units = unit_costs(a, graph, board, widths)
+    if a.kv_overlap and exceeds(units, board, caps, MEMORY) and not exceeds(units, board, caps, ("dsp", "lut")):
+        lean = replace(a, kv_overlap=False)
+        lean_units = unit_costs(lean, graph, board, widths)
+        if not exceeds(lean_units, board, caps, MEMORY):
+            return lean, lean_units
+    return a, units
+
+
 def overruns(units: Units, board: Board, caps: bool) -> str:
     """What ``units`` needs beyond ``board`` (caps: the planner's DSP_CAP / MEM_CAP / LUT_CAP, else the whole
     device), each with the unit that takes the most of it, so that a refusal names the resource to shrink:
     e.g. a 1024-token model's K/V and score buffers on a 140-BRAM Zynq-7020. Empty when nothing exceeds."""
     out = []
-    for field, what, total, cap in (("dsp", "DSPs", board.dsp, DSP_CAP), ("bram36", "BRAM36", board.bram36, MEM_CAP),
-                                    ("uram", "URAM", board.uram, MEM_CAP), ("lut", "LUTs", board.lut, LUT_CAP)):
-        need, limit = getattr(units, field), int(total * cap) if caps else total
+    for field, what, cap in RESOURCES:
+        total = getattr(board, field)
+        need, limit = getattr(units, field), _limit(board, field, cap, caps)
         if need > limit:
             top = max(units.units, key=lambda u: getattr(u, field))
             share = f" of {total}" if caps else ""

@@ -16,7 +16,7 @@ writes the constant rows right after its input's rows in one shared buffer.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -653,14 +653,11 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
             raise IsegError(f"{name}: array.macs_per_dsp: {exc}") from None
     if ALIGN % shape.axi_bytes:  # pragma: no cover - every board's beat is at most 64 bytes
         raise AssertionError(f"{shape.axi_bytes}-byte beats: buffers aligned to {ALIGN} bytes would share a beat")
-    units = est.unit_costs(shape, graph, board, widths)
-    if cfg.array is not None and est.overruns(units, board, caps=False):  # without the K/V overlap's weight rows?
-        lean = replace(shape, kv_overlap=False)
-        lean_units = est.unit_costs(lean, graph, board, widths)
-        if not est.overruns(lean_units, board, caps=False):
-            shape, units = lean, lean_units
-    if cfg.array is not None:
+    if cfg.array is not None:  # the device's memory may not hold the K/V overlap's weight rows
+        shape, units = est.fit_kv_overlap(shape, graph, board, widths, caps=False)
         shape = est.better_sd_defer(graph, shape)
+    else:
+        units = est.unit_costs(shape, graph, board, widths)
     over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
     if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
