@@ -46,7 +46,9 @@ def main() -> None:
             first = False
         t = p.totals
         top = sorted(t["stalls"].items(), key=lambda kv: -kv[1])[:5]
-        print(f"{name:<8} {clock:5.0f} MHz array {p.rows:>2}x{p.cols:<2} {p.pack} MAC/DSP, P.V II {p.engine['pv_ii']}  "
+        kd = f"x{p.engine['kd']}" if p.engine["kd"] > 1 else "  "
+        print(f"{name:<8} {clock:5.0f} MHz array {p.rows:>2}x{p.cols:<2}{kd} {p.pack} MAC/DSP, "
+              f"P.V II {p.engine['pv_ii']}  "
               f"DSP {t['dsp']:>5}/{board.dsp:<5} "
               f"{t['fps']:7.2f} FPS  {100 * t['array_util']:5.1f} % of array peak  "
               f"{100 * t['board_peak_util']:5.1f} % of board peak  "

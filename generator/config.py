@@ -78,7 +78,8 @@ SCHEMA: dict[str, Any] = {
                     "type": "object",
                     "additionalProperties": False,
                     "required": ["rows", "cols"],
-                    "properties": {"rows": _POS_INT, "cols": _POS_INT, "macs_per_dsp": {"enum": [1, 2]}},
+                    "properties": {"rows": _POS_INT, "cols": _POS_INT, "macs_per_dsp": {"enum": [1, 2]},
+                                   "k_unroll": {"enum": [1, 2, 4]}},
                 },
             ]
         },
@@ -95,10 +96,11 @@ _MESSAGES = {
     "project": "must be a C identifier (letters, digits, _; not starting with a digit; <= 64 chars)",
     "board": f"must be one of {', '.join(BOARDS)}",
     "clock_mhz": f"must be a number of MHz in [{CLOCK_MHZ[0]}, {CLOCK_MHZ[1]}]",
-    "array": "must be 'auto' or {rows: R, cols: C} (optionally macs_per_dsp: 1 or 2)",
+    "array": "must be 'auto' or {rows: R, cols: C} (optionally macs_per_dsp: 1 or 2, k_unroll: 1, 2 or 4)",
     "array.rows": "must be a positive integer",
     "array.cols": "must be a positive integer",
     "array.macs_per_dsp": "must be 1 or 2 (int8 MACs per DSP: 2 packs row pairs into a DSP48E2)",
+    "array.k_unroll": "must be 1, 2 or 4 (k per step of a PE: a chain of that many DSPs per output)",
     "image": "must be [H, W], two positive integers",
     "image.[]": "must be a positive integer",
     "outputs": f"must be a non-empty list of distinct items from {', '.join(OUTPUTS)}",
@@ -122,6 +124,7 @@ class Config:
     image: tuple[int, int] | None  # None = the checkpoint's
     outputs: tuple[str, ...]
     array_pack: int = 0  # array.macs_per_dsp (Cfg::PACK); 0 = auto, or the most an explicit array allows
+    array_kd: int = 1  # array.k_unroll (Cfg::KD): k per step of a PE
 
 
 def _path_of(error: Any) -> str:
@@ -207,6 +210,7 @@ def parse_config(data: Any, source: Path) -> Config:
     arr = data.get("array", "auto")
     array = None if arr == "auto" else (int(arr["rows"]), int(arr["cols"]))
     pack = 0 if arr == "auto" else int(arr.get("macs_per_dsp", 0))
+    kd = 1 if arr == "auto" else int(arr.get("k_unroll", 1))
     image = tuple(int(v) for v in data["image"]) if "image" in data else None
     outputs = tuple(o for o in OUTPUTS if o in data.get("outputs", DEFAULT_OUTPUTS))
     for key in ("checkpoint", "output"):
@@ -233,7 +237,7 @@ def parse_config(data: Any, source: Path) -> Config:
         raise IsegError(f"{name}: output: {data['output']!r} {problem}")
     return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
                   clock_mhz=float(data.get("clock_mhz", board.clock_mhz)), array=array,
-                  image=image, outputs=outputs, array_pack=pack)  # type: ignore[arg-type]
+                  image=image, outputs=outputs, array_pack=pack, array_kd=kd)  # type: ignore[arg-type]
 
 
 class _DuplicateKey(Exception):
@@ -337,7 +341,7 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], checkpoint_sha256: str,
-                  pack: int = 0) -> str:
+                  pack: int = 0, kd: int = 1) -> str:
     """The config as the generator understood it, for the project's own copy.
 
     Relocatable: the checkpoint is named by file name and hash, the output is the project
@@ -350,7 +354,8 @@ def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], c
         "project": cfg.project,
         "board": cfg.board.name,
         "clock_mhz": _num(cfg.clock_mhz),
-        "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {})},
+        "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {}),
+                  **({"k_unroll": kd} if kd > 1 else {})},
         "array_requested": "auto" if cfg.array is None else "explicit",
         "image": list(image),
         "outputs": list(cfg.outputs),

@@ -251,7 +251,8 @@ def report_json(plan: Plan) -> dict[str, Any]:
         "board": plan.board.name,
         "part": plan.board.part,
         "clock_mhz": plan.clock_mhz,
-        "array": {"rows": plan.rows, "cols": plan.cols, "macs_per_dsp": plan.pack, "auto": plan.array_auto},
+        "array": {"rows": plan.rows, "cols": plan.cols, "macs_per_dsp": plan.pack, "k_unroll": plan.engine["kd"],
+                  "auto": plan.array_auto},
         "lanes": plan.lanes,
         "totals": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()},
         "units": [vars(u) | {} for u in plan.units],
@@ -264,8 +265,9 @@ def report_json(plan: Plan) -> dict[str, Any]:
 def _summary(plan: Plan) -> list[tuple[str, str]]:
     t = plan.totals
     return [
-        ("array", f"{plan.rows} x {plan.cols} int8 MACs ({'auto' if plan.array_auto else 'explicit'}), "
-                  f"{plan.pack} MAC/DSP"),
+        ("array", f"{plan.rows} x {plan.cols}"
+                  + (f" x {plan.engine['kd']} (k per step)" if plan.engine["kd"] > 1 else "")
+                  + f" int8 MACs ({'auto' if plan.array_auto else 'explicit'}), {plan.pack} MAC/DSP"),
         ("P.V", f"{plan.engine['pv_ii']} cycle(s) per key (Shiftmax {plan.spec.softmax}: "
                 f"u{inum.SHIFTMAX_VARIANTS[plan.spec.softmax].p_bits} probabilities"
                 f"{', per-row shift' if inum.SHIFTMAX_VARIANTS[plan.spec.softmax].r_max else ''})"),
@@ -524,7 +526,7 @@ def render_rtl(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
     g = ckpt.consts["enc.0.gelu"]
     gc = nx.GeluConsts(spec.gelu, x0=int(g["x0"]), n=int(g["n"]), k=int(g["k"]), L=int(g["L"]), em=int(g["em"]))
     params = RtlParams(
-        gemm_rows=plan.rows, gemm_cols=plan.cols, gemm_pack=plan.pack == 2,
+        gemm_rows=plan.rows, gemm_cols=plan.cols, gemm_pack=plan.pack == 2, gemm_kd=plan.engine["kd"],
         rq_m=m, rq_e=e, rq_o=o, add_ma=int(add["ma"]), add_mb=int(add["mb"]), add_e=int(add["e"]),
         sm_variant=spec.softmax, sm_x0=int(ckpt.consts["enc.0.attn.softmax"]["x0"]), sm_max_n=plan.nmax,
         gelu=gc, gelu_max_n=max(spec.mlp_dim, spec.dec_mlp_dim),

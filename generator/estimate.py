@@ -72,7 +72,7 @@ from iseg.graph import (
 
 __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "OpCost", "UnitCost", "Units", "op_costs", "unit_costs", "choose_array", "overruns", "exceeds",
-           "fit_kv_overlap",
+           "fit_kv_overlap", "array_luts", "output_luts", "kd_options",
            "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
            "attention_cycles", "kv_load_iters", "better_sd_defer", "pv_ii_of", "ln_block_steps", "ln_wait_steps",
@@ -325,6 +325,21 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
     return out
 
 
+def _mul_sums(graph: Graph, a: ArrayShape, w: LaneWidths, board: Board) -> dict[str, tuple[int, int]]:
+    """(DSPs, LUTs) of the lane multipliers per unit: ``multipliers`` depends on the lane counts, the beat and the
+    binding, not on the array's rows, columns or K unroll, so the array search computes it once per lane set."""
+    lanes = replace(a, rows=2, cols=8, kd=1, pack=1, a_lanes=0, kv_overlap=True, sd_defer=True)
+    return dict(_memo("mul_sums", graph, lambda: _mul_sums_of(graph, lanes, w, board), (lanes, w, board.name)))
+
+
+def _mul_sums_of(graph: Graph, a: ArrayShape, w: LaneWidths, board: Board) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for m in multipliers(a, graph, w):
+        d, lut = out.get(m.unit, (0, 0))
+        out[m.unit] = (d + m.dsps(board), lut + m.luts())
+    return out
+
+
 def row_units(graph: Graph) -> dict[str, int]:
     """Which row units the engine builds for this model (Cfg::ROW_OPS, hls/engine.h builds_op): 1 if the
     table has a GELU row (ShiftGELU: not fused), an ADD row (not fused into a Linear), an EMBED_ADD row."""
@@ -359,14 +374,23 @@ class ArrayShape:
     a_lanes: int = 0  # A_LANES: argmax classes per step of the head (0: argmax_lanes's rule; head_lanes)
     kv_overlap: bool = True  # KV_OVERLAP: head h + 1's K/V load under head h (odd heads in the other half of w)
     sd_defer: bool = True  # SD_DEFER: a Q.K^T's last score tile drains in the next pass (the Shiftmax waits for it)
+    kd: int = 1  # KD: k per step of a PE (the K unroll: a chain of KD multipliers per PE, kd_options)
 
     @property
     def macs(self) -> int:
-        return self.rows * self.cols
+        return self.rows * self.cols * self.kd
 
     @property
     def dsps(self) -> int:
         return cdiv(self.macs, self.pack)
+
+    def steps(self, n: int) -> int:
+        """The array's steps of a reduction over ``n`` (hls/gemm.h kd_steps): KD k a step."""
+        return cdiv(n, self.kd)
+
+    def w_rows(self, n: int) -> int:
+        """Rows of w that a reduction over ``n`` takes (hls/gemm.h kd_rows): whole words of KD rows."""
+        return self.steps(n) * self.kd
 
     @property
     def drain(self) -> int:
@@ -497,14 +521,16 @@ def _dims_of(graph: Graph) -> dict[str, int]:
     }
 
 
-def wrows_needed(graph: Graph, cols: int, kv_overlap: bool = True) -> int:
+def wrows_needed(graph: Graph, cols: int, kv_overlap: bool = True, kd: int = 1) -> int:
     """Rows of one half of the weight buffer: every GEMM's K * ceil(N/C), every head's K_h and V_h, and, where
     attention has two heads or more, the odd heads' K/V above the next layer's prefetched weights in the other half
-    (hls/schedule.h attention_begin: the next head's K/V load while this one runs)."""
-    return int(_memo("wrows", graph, lambda: _wrows_needed(graph, cols, kv_overlap), (cols, kv_overlap)))
+    (hls/schedule.h attention_begin: the next head's K/V load while this one runs). With a K unroll ``kd`` (Cfg::KD)
+    the buffer is words of kd rows: V_h's channel tiles take T rounded up to whole words (kd_rows), and so does the
+    total."""
+    return int(_memo("wrows", graph, lambda: _wrows_needed(graph, cols, kv_overlap, kd), (cols, kv_overlap, kd)))
 
 
-def _wrows_needed(graph: Graph, cols: int, kv_overlap: bool) -> int:
+def _wrows_needed(graph: Graph, cols: int, kv_overlap: bool, kd: int = 1) -> int:
     spec = graph.spec
     need = [3 * spec.patch ** 2 * cdiv(spec.dim, cols)]
     need += [op.k * cdiv(op.n, cols) for op in graph.ops if isinstance(op, Linear)]
@@ -513,13 +539,13 @@ def _wrows_needed(graph: Graph, cols: int, kv_overlap: bool) -> int:
             t, k = graph.acts[op.inputs[0]].shape
             need.append(k * cdiv(graph.acts[op.inputs[1]].shape[0], cols))
         if isinstance(op, Attention):
-            kv = cdiv(op.rows, cols) * op.d_head + cdiv(op.d_head, cols) * op.rows
+            kv = cdiv(op.rows, cols) * op.d_head + cdiv(op.d_head, cols) * cdiv(op.rows, kd) * kd
             nxt = next((o for o in graph.ops[i + 1:] if isinstance(o, Linear)), None)
             need.append(kv + (nxt.k * cdiv(nxt.n, cols) if nxt is not None and op.heads > 1 and kv_overlap else 0))
-    return max(need + [_dims(graph)["kmax"]])
+    return cdiv(max(need + [_dims(graph)["kmax"]]), kd) * kd
 
 
-def array_lut_per_mac(pack: int, acc_bits: int = 32) -> int:
+def array_lut_per_mac(pack: int, acc_bits: int = 32, kd: int = 1) -> int:
     """LUTs per MAC of the GEMM array (docs/gen-hls.md, "LUTs of the array"), with ``acc_bits``-bit
     accumulators (hls/gemm.h acc_t: the model's proven width ``LaneWidths.ARR`` in synthesis; 32 at worst).
 
@@ -538,13 +564,31 @@ def array_lut_per_mac(pack: int, acc_bits: int = 32) -> int:
       the readout and the clear before each tile (a select on the accumulator, two bits per LUT6_2): 32-bit:
       16 + 16 = 32. Unverified without Vitis (yosys does not absorb an accumulator into a DSP48E2: our unpacked
       RTL PE measures 45.3 at 16x16); if HLS kept the adder in fabric, pack 1 would cost as much as pack 2
-      per MAC (docs/gen-hls.md gives the KV260 figures of that case)."""
+      per MAC (docs/gen-hls.md gives the KV260 figures of that case).
+
+    With a K unroll ``kd`` (Cfg::KD) those are the LUTs of one output, whose accumulator takes kd MACs a step: a
+    chain of kd DSPs adds their products through PCIN before it (packed products too: the low field's sum of 4 stays
+    in its 18 bits, mul.h mul_pack2_chain; the split's sign borrow is the high accumulator's carry-in), so per MAC
+    they divide by kd (rounded up here; ``array_luts`` counts them per output). Unverified without Vitis: whether
+    the tool builds the chain as a cascade (Vitis HLS has DSP intrinsics for it, hls_dsp_builtins.h) or as an
+    adder tree in fabric."""
+    if pack not in (1, 2):
+        raise ValueError(f"pack must be 1 or 2, not {pack}")
+    return cdiv(output_luts(pack, acc_bits), kd)
+
+
+def output_luts(pack: int, acc_bits: int = 32) -> int:
+    """LUTs of one output of the array (an accumulator, or a pair's share on a packing array): see
+    ``array_lut_per_mac``, which is this over the MACs the output takes per step."""
     half = cdiv(acc_bits, 2)
-    if pack == 2:
-        return acc_bits + half
-    if pack == 1:
-        return 2 * half
-    raise ValueError(f"pack must be 1 or 2, not {pack}")
+    return acc_bits + half if pack == 2 else 2 * half
+
+
+def array_luts(a: ArrayShape, acc_bits: int) -> int:
+    """LUTs of the GEMM array: R x C outputs at ``output_luts``, and with a K unroll (kd > 1) the zero select of
+    P.V's lanes past the keys (hls/schedule.h ARRAY_A_U: 9 or 16 bits of R x KD operands, two bits a LUT6_2)."""
+    ab = 9 if a.pack == 2 else 16
+    return a.rows * a.cols * output_luts(a.pack, acc_bits) + (cdiv(a.rows * a.kd * ab, 2) if a.kd > 1 else 0)
 
 
 def pack_options(rows: int, board: Board) -> tuple[int, ...]:
@@ -553,9 +597,24 @@ def pack_options(rows: int, board: Board) -> tuple[int, ...]:
     return (2, 1) if board.macs_per_dsp == 2 and rows % 2 == 0 else (1,)
 
 
+def kd_options(graph: Graph) -> tuple[int, ...]:
+    """Cfg::KD values the model allows: those dividing every GEMM's K (patch embedding, linear layers, the mask
+    product) and every d_head, so that a tile's rows of w and K_h^T's are whole words of KD rows (hls/schedule.h
+    gemm_begin / attention_begin check it). P.V's keys need not be a multiple: the lanes past T read zero."""
+    return tuple(_memo("kd_options", graph, lambda: _kd_options(graph)))
+
+
+def _kd_options(graph: Graph) -> tuple[int, ...]:
+    spec = graph.spec
+    ks = [3 * spec.patch ** 2] + [op.k for op in graph.ops if isinstance(op, Linear)]
+    ks += [graph.acts[op.inputs[0]].shape[1] for op in graph.ops if isinstance(op, MaskProduct)]
+    ks += [op.d_head for op in graph.ops if isinstance(op, Attention)]
+    return tuple(kd for kd in (1, 2, 4) if all(k % kd == 0 for k in ks))
+
+
 def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: float, lanes: int = 0,
                sm_lanes: int = SM_LANES, s_lanes: int = 0, ln_lanes: int = 0, small_fabric: bool = False,
-               pack: int = 0, a_word: int = 0) -> ArrayShape:
+               pack: int = 0, a_word: int = 0, kd: int = 1) -> ArrayShape:
     """Engine parameters for an R x C array: the output lanes read a residual and write an output of
     at most 2 bytes each per cycle, so a W-byte port carries at most W/2 lanes (``lanes`` 0 = that), and
     their number divides C, so that a step's elements lie in one row of the tile (one span per m_axi port:
@@ -564,9 +623,12 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     and rounded down to a power of two, so that its in-place read and write are one word each; ``a_word`` 0 =
     the first of ``a_word_options``). The score
     lanes write on chip only: ``s_lanes`` 0 = as many as the output lanes, -1 = enough that a key
-    tile's score drain fits in d_head steps. ``pack``: Cfg::PACK (``pack_options``), 0 = the most MACs per
-    DSP the board and R allow."""
+    tile's score drain fits in a key tile's steps. ``pack``: Cfg::PACK (``pack_options``), 0 = the most MACs per
+    DSP the board and R allow. ``kd``: Cfg::KD, k per step of a PE (``kd_options``)."""
     del clock_mhz
+    if kd not in kd_options(graph):
+        raise ValueError(f"a K unroll of {kd} needs every GEMM's K and every d_head to be a multiple of it "
+                         f"(this model allows {', '.join(map(str, kd_options(graph)))})")
     options = pack_options(rows, board)
     if pack and pack not in options:
         raise ValueError(f"{pack} MACs per DSP needs a DSP48E2 board and an even number of rows "
@@ -584,7 +646,7 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     ln = 1 << (ln.bit_length() - 1)
     if s_lanes < 0:
         dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
-        s_lanes = max(n, cdiv(rows * cols, dh))
+        s_lanes = max(n, cdiv(rows * cols, cdiv(dh, kd)))
     # the score lanes divide C (at most C of them), like the output lanes: a step's scores lie in one row of the
     # tile, so each lane reads the drain registers through an R x C / S_LANES mux indexed by counters and the row
     # maximum is one compare tree, not an S_LANES-deep chain (hls/schedule.h ATT_S_LANE)
@@ -594,7 +656,7 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
         s_lanes = max(d for d in divisors if d < s_lanes)  # the writes must fit the two ports of each score bank
     return ArrayShape(rows=rows, cols=cols, pack=pack or options[0],
                       out_lanes=n, ln_lanes=ln, sm_lanes=sm_lanes, axi_bytes=w, s_lanes=s_lanes,
-                      small_fabric=small_fabric, a_word=a_word)
+                      small_fabric=small_fabric, a_word=a_word, kd=kd)
 
 
 def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | None = None) -> Units:
@@ -602,26 +664,30 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     multipliers are ``multipliers()``: DSPs by ``mul_dsps``, fabric ones by ``mul_luts``; the rest of a lane's
     logic is a LUT rule of thumb per lane."""
     d = _dims(graph)
-    wr = wrows_needed(graph, a.cols, a.kv_overlap)
-    muls = multipliers(a, graph, widths or LaneWidths())
+    wr = wrows_needed(graph, a.cols, a.kv_overlap, a.kd)
+    per_unit = _mul_sums(graph, a, widths or LaneWidths(), board)
 
     def mdsp(unit: str) -> int:
-        return sum(m.dsps(board) for m in muls if m.unit == unit)
+        return per_unit.get(unit, (0, 0))[0]
 
     def mlut(unit: str) -> int:
-        return sum(m.luts() for m in muls if m.unit == unit)
+        return per_unit.get(unit, (0, 0))[1]
 
     u: list[UnitCost] = []
     w = widths or LaneWidths()
-    lpm = array_lut_per_mac(a.pack, w.ARR)
-    u.append(UnitCost("gemm_array", a.dsps, 0, 0, a.macs * lpm,
-                      f"{a.rows}x{a.cols} MACs, {a.pack} per DSP ({w.ARR}-bit accumulators, {lpm} LUTs per MAC)"))
+    lpm = array_lut_per_mac(a.pack, w.ARR, a.kd)
+    unroll = f" x {a.kd} k a step (a chain of {a.kd} DSPs per output)" if a.kd > 1 else ""
+    u.append(UnitCost("gemm_array", a.dsps, 0, 0, array_luts(a, w.ARR),
+                      f"{a.rows}x{a.cols}{unroll} MACs, {a.pack} per DSP ({w.ARR}-bit accumulators, {lpm} LUTs per "
+                      "MAC)"))
     aw = 16 * a.a_word
     ba, ua = _mem_blocks(2 * a.rows * d["kmax"] * 2, 2 * a.rows, aw, board, False)
     u.append(UnitCost("a_buffers", 0, ba, ua, 2 * a.rows * 16,
                       f"left operand R x KMAX i16, ping-pong, a bank per row of {aw}-bit words"))
-    bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols, board, True)
-    u.append(UnitCost("w_buffers", 0, bw, uw, 500, f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong)"))
+    bw, uw = _mem_blocks(2 * wr * a.cols, 2, 8 * a.cols * a.kd, board, True)
+    words = f", words of {a.kd} rows" if a.kd > 1 else ""
+    u.append(UnitCost("w_buffers", 0, bw, uw, 500,
+                      f"weights / K_h, V_h: 2 x {wr} rows x C bytes (prefetch ping-pong{words})"))
     # the requant lanes' operand select: the GEMM's acc + bias, P.V's (P.V) << r or a score, at the widest of the
     # three (a LUT6 per bit selects among them); the record is an rq1 read or the iteration's scalar, as before
     nq, zb = max(a.out_lanes, a.score_lanes), max(w.ACC, w.PV, w.SCORE)
@@ -941,9 +1007,10 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     # the last block, weight share) -- summed in closed form over the three kinds of tile
     cls = cdiv(n, a.out_lanes) if embed else 0
     pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
-    first = max(k, a_share if mb > 1 else 0, cls + w_share)
-    mid = max(k, a.drain, a_share, pf0 + w_share)
-    last = max(k, a.drain, pf0 + w_share)
+    ks = a.steps(k)  # the array's steps of a tile
+    first = max(ks, a_share if mb > 1 else 0, cls + w_share)
+    mid = max(ks, a.drain, a_share, pf0 + w_share)
+    last = max(ks, a.drain, pf0 + w_share)
     if mb == 1:
         steps = first + (nt - 1) * last
     else:
@@ -953,7 +1020,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     tail = a.drain + PIPE_ENGINE
     seq = (passes + 3) * SEQ_SETUP  # the sequencer: A0's pass, the blocks', the tail's, the call that ends the layer
     return consts + a0 + steps + tail + seq, (("consts", consts), ("a_prologue", a0), ("steps", steps),
-                                              ("tail", tail), ("sequencer", seq), ("array", mb * nt * k))
+                                              ("tail", tail), ("sequencer", seq), ("array", mb * nt * ks))
 
 
 def gemm_pass_blocks(left: int, last0: int, later: int, a_share: int) -> int:
@@ -1046,6 +1113,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
                       pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
+    dhs, ts = a.steps(dh), a.steps(t)  # the array's steps of a key tile (QK) and of a channel tile (P.V)
     # the RQ_8 of P.V is per tensor (its scale is s_P s_V: spec/numerics.md), so no table is loaded
     # (hls/attention.h load_rq_table returns at once); a per-channel one would cost rq_table_cycles
     consts = 0
@@ -1058,17 +1126,17 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     def qk_it(pv_pending: bool, sd_pending: bool = False, defer: bool = False) -> int:  # att_qk_steps
         # key tile 0 also drains a deferred P.V tile, or the previous QK's last score tile (block 0); a QK's own last
         # score tile drains in the next pass when there is one (defer: schedule.h ScoreDrain)
-        first = max([dh] + ([dr] if pv_pending else []) + ([sd] if sd_pending else []))
-        return first + (kt - 1) * max(dh, sd) + (0 if defer else sd)
+        first = max([dhs] + ([dr] if pv_pending else []) + ([sd] if sd_pending else []))
+        return first + (kt - 1) * max(dhs, sd) + (0 if defer else sd)
 
     def pv_it(defer: bool, sd_pending: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations)
         # tile 0 drains a pending score tile in its first keys: max(T, score drain)
-        return (max(t, sd) if sd_pending else t) + (vt - 1) * max(t, dr) + (0 if defer else dr)
+        return (max(ts, sd) if sd_pending else ts) + (vt - 1) * max(ts, dr) + (0 if defer else dr)
 
     def pv_iters(defer: bool, sd_pending: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains j - 1)
         # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's; a
         # deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's)
-        return pv_ii * (max(t, sd) if sd_pending else t) + (vt - 1) * pv_ii * max(t, dr) + (0 if defer else dr)
+        return pv_ii * (max(ts, sd) if sd_pending else ts) + (vt - 1) * pv_ii * max(ts, dr) + (0 if defer else dr)
 
     def pv_cyc(defer: bool, sd_pending: bool) -> int:
         return pv_iters(defer, sd_pending) + (0 if defer else 2 * PIPE_ENGINE)
@@ -1117,7 +1185,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     seq = (heads * (5 + 3 * nb - (2 if nb == 1 else 0)) + 1) * SEQ_SETUP
     parts = (("consts", consts), ("kv_load", kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),
-             ("array", heads * nb * (kt * dh + vt * pv_ii * t)))
+             ("array", heads * nb * (kt * dhs + vt * pv_ii * ts)))
     return consts + kv + heads * (q_total + qk_total + pv_total + rest_total) + seq, parts
 
 
@@ -1388,12 +1456,49 @@ def array_macs(graph: Graph) -> int:
     return int(_memo("array_macs", graph, count))
 
 
+def _array_ops(graph: Graph) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
+    """The frame's GEMMs as (T, K, N) and its attention layers as (T, heads, d_head), for ``steps_bound``."""
+    def ops() -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
+        spec, gemms, atts = graph.spec, [], []
+        for op in graph.ops:
+            if isinstance(op, Linear):
+                gemms.append((op.rows, op.k, op.n))
+            elif isinstance(op, PatchEmbed):
+                gemms.append((spec.n_patches, 3 * spec.patch ** 2, spec.dim))
+            elif isinstance(op, MaskProduct):
+                (t, k), (n, _) = graph.acts[op.inputs[0]].shape, graph.acts[op.inputs[1]].shape
+                gemms.append((t, k, n))
+            elif isinstance(op, Attention):
+                atts.append((op.rows, op.heads, op.d_head))
+        return tuple(gemms), tuple(atts)
+    return _memo("array_ops", graph, ops)
+
+
+def steps_bound(graph: Graph, a: ArrayShape) -> int:
+    """A lower bound of the frame's cycles on ``a`` (the array search prunes with it, tested to change nothing):
+    the engine-loop steps of the array's tiles alone. A GEMM tile lasts at least max(ceil(K / KD), the previous
+    tile's drain) but the layer's first; a Q.K^T key tile max(d_head / KD, the previous one's score drain) but
+    the block's first; a P.V channel tile PV_II ceil(T / KD) iterations."""
+    gemms, atts = _array_ops(graph)
+    total = 0
+    for t, k, n in gemms:
+        ks, tiles = a.steps(k), cdiv(t, a.rows) * cdiv(n, a.cols)
+        total += ks + (tiles - 1) * max(ks, a.drain)
+    pv_ii = pv_ii_of(graph, a.pack)
+    for t, heads, dh in atts:
+        dhs, kt, nb = a.steps(dh), cdiv(t, a.cols), cdiv(t, a.rows)
+        total += heads * nb * (dhs + (kt - 1) * max(dhs, a.score_drain) + cdiv(dh, a.cols) * pv_ii * a.steps(t))
+    return total
+
+
 def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None,
                  prune: bool = True) -> ArrayShape:
     """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
     few lane configurations (output, Shiftmax, score and LayerNorm lanes), both packings of the array
     (``pack_options``: two MACs per DSP with fabric accumulators, or a DSP per MAC that accumulates in the DSP
-    and runs P.V at II 1), both bindings of the small lane multipliers (mul_lane: DSPs or LUTs; on a tie
+    and runs P.V at II 1), the K unrolls the model allows (``kd_options``: KD k a step per PE, through a chain of
+    KD DSPs per output, whose accumulators and readout are then shared by KD MACs; the widest first, which
+    prunes the most), both bindings of the small lane multipliers (mul_lane: DSPs or LUTs; on a tie
     the fewer DSPs) and, for a shape the head's argmax lanes would take past a cap, fewer of them
     (``head_lane_choices``). ``widths``: the model's proven
     multiplier widths (plan.lane_widths; None = the worst case of any checkpoint). ``prune``: skip the
@@ -1403,19 +1508,22 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
     cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4]
-    for (lanes, sm, sl, ln), ai in itertools.product(LANE_CONFIGS, (0, 1)):
+    for (lanes, sm, sl, ln), ai, kd in itertools.product(LANE_CONFIGS, (0, 1), kd_options(graph)[::-1]):
         for cols in cols_ok:
             aw = a_word_options(axi_beat(graph, cols, board))[ai]
             for rows in range(2, MAX_DIM + 1, 2):
-                if rows * cols // board.macs_per_dsp > cap:
+                if rows * cols * kd // board.macs_per_dsp > cap:
                     break
-                if prune and best is not None and cdiv(macs, rows * cols) > best[0][0]:
+                if prune and best is not None and cdiv(macs, rows * cols * kd) > best[0][0]:
                     continue  # even at 100 % of the array this shape cannot beat the best frame
                 any_fit = False
                 for pack in pack_options(rows, board):
                     fits = []  # the small multipliers on DSPs, then on LUTs (the cycles are the same)
                     for fab in (False, True):
-                        a0 = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw)
+                        a0 = make_shape(rows, cols, graph, board, clock_mhz, lanes, sm, sl, ln, fab, pack, aw, kd)
+                        if prune and best is not None and steps_bound(graph, a0) > best[0][0]:
+                            any_fit = True  # (not a resource: a larger shape may still be faster)
+                            break  # its tiles' steps and drains alone exceed the best frame (fab: the same cycles)
                         # the most head lanes that fit, with the K/V loads overlapped where the weight buffer can
                         # hold the odd heads' K/V too (wrows_needed), else without (tried only when the memory is
                         # what does not fit: the search's time)

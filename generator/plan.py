@@ -651,6 +651,11 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
             shape = est.make_shape(r, c, graph, board, cfg.clock_mhz, pack=cfg.array_pack)
         except ValueError as exc:
             raise IsegError(f"{name}: array.macs_per_dsp: {exc}") from None
+        if cfg.array_kd != 1:
+            try:
+                shape = est.make_shape(r, c, graph, board, cfg.clock_mhz, pack=shape.pack, kd=cfg.array_kd)
+            except ValueError as exc:
+                raise IsegError(f"{name}: array.k_unroll: {exc}") from None
     if ALIGN % shape.axi_bytes:  # pragma: no cover - every board's beat is at most 64 bytes
         raise AssertionError(f"{shape.axi_bytes}-byte beats: buffers aligned to {ALIGN} bytes would share a beat")
     if cfg.array is not None:  # the device's memory may not hold the K/V overlap's weight rows
@@ -708,8 +713,8 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         lanes={"out": shape.out_lanes, "layernorm": shape.ln_lanes, "shiftmax": shape.sm_lanes, "score": shape.s_lanes,
                "weight_bytes_per_cycle": shape.axi_bytes, "scratch_bytes_per_cycle": shape.axi_bytes,
                "small_multipliers_on_luts": int(shape.small_fabric)},
-        engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols, shape.kv_overlap),
-                "kv_overlap": int(shape.kv_overlap), "sd_defer": int(shape.sd_defer),
+        engine={"ncmax": _dims_ncmax(graph), "wrows": est.wrows_needed(graph, shape.cols, shape.kv_overlap, shape.kd),
+                "kv_overlap": int(shape.kv_overlap), "sd_defer": int(shape.sd_defer), "kd": shape.kd,
                 "axi_bytes": shape.axi_bytes, "out_lanes": shape.out_lanes, "sm_lanes": shape.sm_lanes,
                 "ln_lanes": shape.ln_lanes, "s_lanes": shape.s_lanes, "pv_lanes": shape.pv_lanes,
                 "dhmax": max([op.d_head for op in graph.ops if isinstance(op, Attention)] + [1]),
@@ -730,7 +735,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
                                  c.ddr_bytes) for c in costs),
         totals=totals, widths=widths.items() + (("SMALL_FABRIC", int(shape.small_fabric)),),
         graph_text=graph.describe(),
-        config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack),
+        config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack, shape.kd),
     )
 
 

@@ -77,6 +77,7 @@ class RtlParams:
     gemm_rows: int = 4
     gemm_cols: int = 4
     gemm_pack: bool = True
+    gemm_kd: int = 1  # k per beat and per PE step (the K unroll: 1, 2 or 4)
     # stream requant (per channel) and residual add (per tensor)
     rq_lanes: int = 1
     rq_bits: int = 8
@@ -175,6 +176,8 @@ def _context(p: RtlParams) -> dict:
     """Resolve every width and check every bound: the only arithmetic before the text."""
     if p.gemm_rows < 1 or p.gemm_cols < 1:
         raise IsegError(f"GEMM array {p.gemm_rows}x{p.gemm_cols}: rows and columns must be >= 1")
+    if p.gemm_kd not in (1, 2, 4):
+        raise IsegError(f"GEMM K unroll {p.gemm_kd}: must be 1, 2 or 4 (a packed chain's low field holds 4 products)")
     if p.rq_bits not in (8, 16):
         raise IsegError(f"rq_bits must be 8 or 16, got {p.rq_bits}")
     if p.rq_lanes < 1 or len(p.rq_m) % p.rq_lanes:
@@ -222,7 +225,7 @@ def _context(p: RtlParams) -> dict:
     if not 2 <= p.am_in_bits <= 32 or p.am_grid_w < 1 or p.am_patch < 1:
         raise IsegError("argmax: input width 2..32, grid width and patch >= 1")
     return {
-        "gemm": {"rows": p.gemm_rows, "cols": p.gemm_cols, "pack": int(p.gemm_pack)},
+        "gemm": {"rows": p.gemm_rows, "cols": p.gemm_cols, "pack": int(p.gemm_pack), "kd": p.gemm_kd},
         "rq": {"lanes": p.rq_lanes, "bits": p.rq_bits, "channels": len(p.rq_m),
                "rom": _rom(p.rq_m, p.rq_e, p.rq_o, "requant")},
         "add": {"ma": _slit(p.add_ma, 64), "mb": _slit(p.add_mb, 64), "e": p.add_e},

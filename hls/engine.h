@@ -305,13 +305,14 @@ void run_layers(PixIn& pixels, LabOut& labels, const beat_t<Cfg>* weights, beat_
     static_assert(EngineChecks<Cfg>::ok, "");
     static GemmBuffers<Cfg> g;  // THE array's buffers, shared by every layer (static: no 1 MB stack frame)
     // the banking GemmBuffers states (gemm.h) and the estimate charges; the C-sim port check counts against it
-    constexpr int kAWord = Cfg::A_WORD, kOutLanes = Cfg::OUT_LANES, kLnLanes = Cfg::LN_LANES;
-    (void)kAWord, (void)kOutLanes, (void)kLnLanes;  // read by the pragmas only
+    constexpr int kAWord = Cfg::A_WORD, kOutLanes = Cfg::OUT_LANES, kLnLanes = Cfg::LN_LANES, kKd = kd_of<Cfg>::value;
+    (void)kAWord, (void)kOutLanes, (void)kLnLanes, (void)kKd;  // read by the pragmas only
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.a dim=1 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.a dim=2 type=complete)
     ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=g.a dim=3 type=cyclic factor=kAWord)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.w dim=1 type=complete)
     ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=g.w dim=3 type=complete)
+    ISEG_PRAGMA(HLS ARRAY_RESHAPE variable=g.w dim=2 type=cyclic factor=kKd)  // a word: KD rows (the array's step)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.acc dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.dr dim=0 type=complete)
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=g.ln_mean dim=0 type=complete)
@@ -364,7 +365,7 @@ ENGINE_CHECK:
             if (at >= 0) v = ISEG_BEAT_RD(GMEM0, weights, at, n);
             const WReq<Cfg> q = prefetch_beat<Cfg>(pf, v);
             if (q.ok) {
-                ISEG_WR(g, w, q.half, q.row);
+                ISEG_WR(g, w, q.half, g.w_word(q.row));
                 w_word_write<Cfg>(g.w[q.half][q.row], q);
             }
         }

@@ -79,11 +79,40 @@ constexpr int a_row_len(int n) {
     return (n + Cfg::A_WORD - 1) / Cfg::A_WORD * Cfg::A_WORD;
 }
 
+// Cfg::KD: the array's K unroll. Each PE takes KD consecutive k of its output per step (a chain of KD multipliers,
+// on DSP48E2 a PCIN cascade, adding before the accumulator), so a tile's K loop runs ceil(K / KD) steps: the array
+// reads KD lanes of a left-operand word (KD divides A_WORD) and a word of KD rows of w (g.w reshaped by KD). On a
+// packing array the chain adds packed products: the low field's sum of KD products of at most 255 x 128 stays within
+// its 18 signed bits for KD <= 4 (mul.h mul_pack2_chain), so the two accumulators sit at the chain's end, one pair
+// per KD x 2 MACs. The planner makes KD divide every GEMM's K and every d_head (estimate.kd_options); P.V's keys
+// need not be a multiple (the lanes past T read zero). A Cfg without KD gets 1.
+template <class Cfg, class = void>
+struct kd_of {
+    static constexpr int value = 1;
+};
+template <class Cfg>
+struct kd_of<Cfg, typename iseg_void<decltype(Cfg::KD)>::type> {
+    static constexpr int value = Cfg::KD;
+    static_assert(value == 1 || value == 2 || value == 4, "Cfg::KD must be 1, 2 or 4");
+    static_assert(Cfg::A_WORD % value == 0, "Cfg::KD must divide A_WORD (the array's lanes of one word)");
+};
+
+// Array steps of a reduction over n: ceil(n / KD); and the rows of w that n takes, n rounded up to whole words.
+template <class Cfg>
+constexpr int kd_steps(int n) {
+    return (n + kd_of<Cfg>::value - 1) / kd_of<Cfg>::value;
+}
+template <class Cfg>
+constexpr int kd_rows(int n) {
+    return kd_steps<Cfg>(n) * kd_of<Cfg>::value;
+}
+
 // Right operand of one layer as rows of C int8: row (tile j, k) = W[k][j*C .. j*C + C).
 template <class Cfg>
 struct GemmBuffers {
     static_assert(Cfg::R >= 1 && Cfg::C >= 1, "the array needs at least one row and one column");
     static_assert(Cfg::KMAX >= 1 && Cfg::WROWS >= Cfg::KMAX, "WROWS must hold at least one K x C tile");
+    static_assert(Cfg::WROWS % kd_of<Cfg>::value == 0, "WROWS must be whole words of KD rows (Cfg::KD)");
     static_assert(Cfg::AXI_BYTES >= 1 && Cfg::OUT_LANES >= 1, "AXI_BYTES and OUT_LANES must be positive");
     static_assert(Cfg::A_WORD >= 1 && Cfg::A_WORD <= 64, "A_WORD: elements per word of a left-operand bank");
     int16_t a[2][Cfg::R][a_row_len<Cfg>(Cfg::KMAX)];  // left operand row blocks (int8, u15 or u8 P), ping-pong
@@ -107,7 +136,8 @@ struct GemmBuffers {
     // where g is declared; docs/hls.md "On-chip memory banking"), and the C-sim port counters that check
     // the accesses against it (iseg_ports.h):
     //   a      dims 1, 2 complete, dim 3 reshaped cyclic A_WORD: a bank per (half, row), word = k / A_WORD
-    //   w      dim 1 complete, dim 3 reshaped complete: a memory per half, word = one row of C bytes
+    //   w      dim 1 complete, dim 3 reshaped complete, dim 2 reshaped cyclic KD: a memory per half, word = KD rows
+    //          of C bytes (KD 1: a row), the array's step reads one; a writer writes a row of a word (byte enables)
     //   bias, rq1        cyclic OUT_LANES: the output lanes read OUT_LANES consecutive channels (a row of the
     //                    tile; wrapping to the next row can put two in one bank, which its two ports take)
     //   lnrq             cyclic LN_LANES: the LayerNorm loader's normalise lanes, likewise
@@ -116,6 +146,7 @@ struct GemmBuffers {
     //   acc, dr, ln_mean, ln_f registers (complete): no port limit
     static constexpr int A_WORD = Cfg::A_WORD;
     static int a_bank(int half, int r) { return half * Cfg::R + r; }
+    static int w_word(int row) { return row / kd_of<Cfg>::value; }
     static int o_bank(int col) { return col % Cfg::OUT_LANES; }
     static int o_word(int col) { return col / Cfg::OUT_LANES; }
     static int l_bank(int c) { return c % Cfg::LN_LANES; }
@@ -1004,29 +1035,58 @@ int cls_steps(const LayerDesc& d) {
     return embed_fused(d) ? (d.N + Cfg::OUT_LANES - 1) / Cfg::OUT_LANES : 0;
 }
 
-// One array step: acc[r][c] = (first ? 0 : acc[r][c]) + (a[r] * w[c] << sh), a[r] in AB signed bits (schedule.h
-// arr_a_bits: 9 on a packing array, whose DSP48E2 holds two such products of one w[c]), w[c] int8. `first`
-// starts a tile's sums (no separate clear of the accumulators); sh = 8 for the high byte of a u15 P (P.V at
-// PV_II = 2). The operand types are AB and 8 bits in synthesis (compat.h arr_bits), so the multipliers are
-// built at that width; the caller checks the operands against AB in C-simulation.
-// PACK 2 (a packing array): row pairs (2i, 2i + 1) share each w[c] through one DSP48E2 (mul.h mul_pack2, the
-// two products split in fabric, accumulated in fabric); PACK 1: a product per PE, whose add the tool can keep in
-// the DSP's post-adder.
-template <class Cfg, int AB, int PACK>
-void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R], const int8_t (&w)[Cfg::C], bool first, int sh) {
+// One array step: acc[r][c] = (first ? 0 : acc[r][c]) + sum over u < KD of (a[u][r] * w[u][c] << sh), a[u][r] in AB
+// signed bits (schedule.h arr_a_bits: 9 on a packing array, whose DSP48E2 holds two such products of one w[u][c]),
+// w[u][c] int8: KD consecutive k of the output per step (Cfg::KD, kd_of). `first` starts a tile's sums (no
+// separate clear of the accumulators); sh = 8 for the high byte of a u15 P (P.V at PV_II = 2). The operand types are
+// AB and 8 bits in synthesis (compat.h arr_bits), so the multipliers are built at that width; the caller checks the
+// operands against AB in C-simulation.
+// PACK 2 (a packing array): row pairs (2i, 2i + 1) share each w[u][c] through a chain of KD DSP48E2 (mul.h
+// mul_pack2_chain: the packed products add in the chain, split once at its end, accumulated in fabric); PACK 1: a
+// chain of KD products per PE, whose last add (into the accumulator) the tool can keep in the DSP's post-adder.
+template <class Cfg, int AB, int PACK, int KD>
+void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[KD][Cfg::R], const int8_t (&w)[KD][Cfg::C], bool first,
+                int sh) {
     ISEG_PRAGMA(HLS INLINE)
     typedef typename GemmBuffers<Cfg>::acc_t acc_t;
     typedef typename arr_bits<AB>::type a_t;
     typedef typename arr_bits<8>::type w_t;
     static_assert(PACK == 1 || (AB == 9 && Cfg::R % 2 == 0), "a packing array: 9-bit operands, row pairs");
     if (PACK == 2) {
+        if (KD > 1) {  // the chain's operands (mul_pack2_chain leaves them to its caller): a in [-128, 255], w int8
+        GEMM_CHK_U:
+            for (int u = 0; u < KD; ++u) {
+                ISEG_PRAGMA(HLS UNROLL)
+            GEMM_CHK_R:
+                for (int r = 0; r < Cfg::R; ++r) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    ISEG_CHECK(a[u][r] >= -128 && a[u][r] <= 255,
+                               "packed array multiplier: an operand outside [-128, 255] x int8");
+                }
+            }
+        }
     GEMM_RP:
         for (int rp = 0; rp < Cfg::R / 2; ++rp) {
             ISEG_PRAGMA(HLS UNROLL)
+            typename arr_wide<27>::type ap[KD];  // the row pair's packed operands, one per DSP of each column's chain
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ap type=complete)
+        GEMM_PU:
+            for (int u = 0; u < KD; ++u) {
+                ISEG_PRAGMA(HLS UNROLL)
+                ap[u] = pack_a27(a[u][2 * rp], a[u][2 * rp + 1]);
+            }
         GEMM_CP:
             for (int c = 0; c < Cfg::C; ++c) {
                 ISEG_PRAGMA(HLS UNROLL)
-                const Pack2 pp = mul_pack2(a[2 * rp], a[2 * rp + 1], w[c]);
+                int32_t wc[KD];
+                ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wc type=complete)
+            GEMM_PW:
+                for (int u = 0; u < KD; ++u) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    wc[u] = w[u][c];
+                }
+                const Pack2 pp = KD == 1 ? mul_pack2(a[0][2 * rp], a[0][2 * rp + 1], wc[0])  // (checks its operands)
+                                         : mul_pack2_chain<KD>(ap, wc);
                 g.acc[2 * rp][c] = (first ? acc_t(0) : g.acc[2 * rp][c]) + acc_t(acc_t(pp.hi) << sh);
                 g.acc[2 * rp + 1][c] = (first ? acc_t(0) : g.acc[2 * rp + 1][c]) + acc_t(acc_t(pp.lo) << sh);
             }
@@ -1036,12 +1096,16 @@ void array_step(GemmBuffers<Cfg>& g, const int16_t (&a)[Cfg::R], const int8_t (&
 GEMM_R:
     for (int r = 0; r < Cfg::R; ++r) {
         ISEG_PRAGMA(HLS UNROLL)
-        const a_t av = a_t(a[r]);
     GEMM_C:
         for (int c = 0; c < Cfg::C; ++c) {
             ISEG_PRAGMA(HLS UNROLL)
-            const acc_t prod = acc_t(av * w_t(w[c]));
-            g.acc[r][c] = (first ? acc_t(0) : g.acc[r][c]) + acc_t(prod << sh);
+            acc_t sum = first ? acc_t(0) : g.acc[r][c];
+        GEMM_U:
+            for (int u = 0; u < KD; ++u) {
+                ISEG_PRAGMA(HLS UNROLL)
+                sum += acc_t(acc_t(a_t(a[u][r]) * w_t(w[u][c])) << sh);
+            }
+            g.acc[r][c] = sum;
         }
     }
 }
@@ -1214,7 +1278,7 @@ TP_OUT_W:
     for (int p = 0; p < 2; ++p) {
         ISEG_PRAGMA(HLS UNROLL)
         if (o[p].ok) {
-            ISEG_WR(g, w, half, o[p].row);
+            ISEG_WR(g, w, half, g.w_word(o[p].row));
             w_word_write<Cfg>(g.w[half][o[p].row], o[p]);
         }
     }

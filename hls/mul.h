@@ -158,4 +158,37 @@ inline Pack2 mul_pack2(int32_t a_hi, int32_t a_lo, int32_t w) {
     return r;
 }
 
+// The packed left operand of a row pair, a_hi * 2^18 + a_lo (27 signed bits for a_hi, a_lo in [-128, 255]): formed
+// once a step per row pair and shared by every column's chain (gemm.h array_step), as mul_pack2 forms it per product.
+inline typename arr_wide<27>::type pack_a27(int32_t a_hi, int32_t a_lo) {
+    ISEG_PRAGMA(HLS INLINE)
+    typedef typename arr_wide<27>::type a27_t;
+    return a27_t(a_hi) * 262144 + a27_t(a_lo);  // (a multiply: a_hi may be < 0)
+}
+
+// A chain of KD packed products that add before the split (Cfg::KD, gemm.h array_step): on DSP48E2 a PCIN cascade,
+// each DSP's P = its 27 x 8 product + the previous one's P, split once at the end. The low field's sum of KD products,
+// each |a_lo * w| <= 255 * 128 (the operands' checked ranges), stays within 18 signed bits for KD <= 4
+// (4 * 32640 < 2^17: the static_assert), so the split is exact; C-simulation sums the packed products as the chain
+// does (int64: 48 bits at most). ap: pack_a27 of the row pair's operands, whose ranges are the caller's to check
+// (gemm.h array_step: once a step for every row and lane, not once per product: C-simulation's time).
+template <int KD>
+inline Pack2 mul_pack2_chain(const typename arr_wide<27>::type (&ap)[KD], const int32_t (&w)[KD]) {
+    ISEG_PRAGMA(HLS INLINE)
+    static_assert(KD >= 1 && KD * 255 * 128 < (1 << 17), "a packed chain's low field: at most 4 products in 18 bits");
+    typedef typename arr_wide<35>::type p35_t;
+    typedef typename arr_wide<48>::type p48_t;
+    p48_t p = 0;
+PACK_CHAIN:
+    for (int u = 0; u < KD; ++u) {
+        ISEG_PRAGMA(HLS UNROLL)
+        const p35_t m = ap[u] * typename arr_wide<8>::type(w[u]);  // one DSP48E2 of the chain: 27 x 8 bits
+        ISEG_PRAGMA(HLS BIND_OP variable=m op=mul impl=dsp)
+        p += p48_t(m);  // + PCIN, the previous DSP's P
+    }
+    const p48_t lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;  // the low 18 bits, sign-extended
+    Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};
+    return r;
+}
+
 }  // namespace iseg

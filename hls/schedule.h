@@ -138,7 +138,7 @@ inline KvLoad kv_idle() {
 // Rows of w one head's K_h^T and V_h take.
 template <class Cfg>
 int kv_rows(const LayerDesc& d) {
-    return ((d.T + Cfg::C - 1) / Cfg::C) * d.d_head + ((d.d_head + Cfg::C - 1) / Cfg::C) * d.T;
+    return ((d.T + Cfg::C - 1) / Cfg::C) * d.d_head + ((d.d_head + Cfg::C - 1) / Cfg::C) * kd_rows<Cfg>(d.T);
 }
 
 // Steps of one chunk: every chunk has AXI_BYTES rows (the beat divides d_head), so the same.
@@ -217,7 +217,7 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
             ISEG_CHECK(g.tp.n == T && g.tp.wleft == 0, "ATTENTION: transposing loader step count mismatch");
             l.s = 0;
             ++l.b;
-            if ((l.b * W) % C == 0) l.vrow += T;  // the next chunk starts a channel tile: its V rows
+            if ((l.b * W) % C == 0) l.vrow += kd_rows<Cfg>(T);  // the next chunk starts a channel tile: its V rows
             l.kat = l.k0at + l.b * W;
             tp_begin(g.tp);
         }
@@ -257,11 +257,14 @@ template <class Cfg>
 void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch,
                  beat_t<Cfg>* scratch_b, GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
     ISEG_PRAGMA(HLS INLINE)  // one call site: its state stays local values of run_layers (no struct ports)
-    constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>();
+    constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>(), KD = kd_of<Cfg>::value;
     int m = p.mode;  // a chained pass (PV, then QK) switches once, at iteration p.at2
     const int dsteps = drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>(), pdsteps = pv_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const int kt_n = (T + C - 1) / C;
+    // the array's steps of a tile (KD k a step: kd_steps): GEMM over K, QK over d_head, P.V over the keys, whose V rows
+    // take whole words of w (kd_rows); a P.V step's lanes past T read zero
+    const int ks = kd_steps<Cfg>(d.K), dhs = kd_steps<Cfg>(dh), ts = kd_steps<Cfg>(T), tw = kd_rows<Cfg>(T);
     // counters: GEMM tile nt / step s; QK key tile nt / step s; PV key s / part par; LN block nt / step s
     int nt = 0, s = 0, par = 0, steps = m == PM_PV ? p.pv_n0 : p.steps, pf0 = p.pf0;
     int &dn0 = ps.sd.dn0, &dcols = ps.sd.dcols;  // the score lanes' tile (ScoreDrain: it may be the previous pass's)
@@ -318,7 +321,7 @@ ENGINE_PASS:
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.a inter false)
         // the array runs in this iteration: step s of GEMM tile nt / of QK key tile nt, key s of P.V (part par); it
         // reads its operand words through the ports below (A_PORT_A, Q_PORT_A) and steps after them
-        const bool arr = (gemm && s < d.K) || (qk && nt < kt_n && s < dh) || (pv && s < T);
+        const bool arr = (gemm && s < ks) || (qk && nt < kt_n && s < dhs) || (pv && s < ts);
         const int ah = gemm ? cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
         const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
@@ -611,14 +614,15 @@ ENGINE_PASS:
         // reads for the array or the LayerNorm stops the C-simulation: the schedule never asks for it.
         constexpr int AW = Cfg::A_WORD, LNW = ln_words<Cfg>();
         const bool arr_a = arr && !qk, arr_q = arr && qk;
-        const int aword = s / AW, alane = s % AW;  // the array's word of every row bank (g.a or sm.q), its lane
+        const int aword = (KD * s) / AW, alane = (KD * s) % AW;  // the array's word of every row bank (g.a or sm.q), its
+                                                                   // first lane (KD of them: KD divides AW)
         // the requests' banks (-1: none)
         const int b_s0 = sl[0].ok ? g.a_bank(sl[0].half, sl[0].row) : -1;
         const int b_s1 = sl[1].ok ? g.a_bank(sl[1].half, sl[1].row) : -1;
         const int b_ln = lns.rd ? g.a_bank(lns.half, lns.row) : -1;
         const bool s0a = bank_req_word(sl[0], 0), s1a = bank_req_word(sl[1], 0);  // port A: a slot's first word
         const bool s0b = bank_req_word(sl[0], 1), s1b = bank_req_word(sl[1], 1);  // port B: its second
-        int16_t ard[R];        // the array's operands from g.a: lane alane of the word port A reads (the half ah)
+        int16_t ard[KD][R];    // the array's operands from g.a: lanes alane.. of the word port A reads (the half ah)
         int16_t lrd[LNW][AW];  // the LayerNorm's words in place (port A of its bank)
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ard type=complete dim=0)
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=lrd type=complete dim=0)
@@ -654,7 +658,11 @@ ENGINE_PASS:
                             ISEG_CHECK(g.a_at[h][r] < it0 || ISEG_ITER() - g.a_at[h][r] >= kEngineDepth,
                                        "g.a: the array read a row fewer than kEngineDepth iterations after its write "
                                        "in one pass (gemm_pass_blocks)");
-                            ard[r] = g.a[h][r][w * AW + alane];
+                        A_LANE_U:
+                            for (int u = 0; u < KD; ++u) {
+                                ISEG_PRAGMA(HLS UNROLL)
+                                ard[u][r] = g.a[h][r][w * AW + alane + u];
+                            }
                         } else
                             bank_word_read<AW>(g.a[h][r], w, lrd[j]);
                     }
@@ -695,7 +703,7 @@ ENGINE_PASS:
         }
         // sm.q: the same two ports per bank. Port A: the array's word (QK) of the half it reads (p.qh), or the Q
         // loader's first word; port B: the Q loader's second word. The loader fills the other half (the next block).
-        int16_t qrd[R];  // the array's operands from sm.q (lane alane of the word port A reads)
+        int16_t qrd[KD][R];  // the array's operands from sm.q (lanes alane.. of the word port A reads)
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=qrd type=complete dim=0)
         const bool qa = bank_req_word(qs, 0), qb = bank_req_word(qs, 1);
         ISEG_CHECK(!(arr_q && qs.ok && qs.half == p.qh), "sm.q port A: the Q loader's write on a bank the array reads");
@@ -715,7 +723,11 @@ ENGINE_PASS:
                     if (wr)
                         bank_word_write<AW>(sm.q[h][r], w, qs.v, qs.m, 0);
                     else
-                        qrd[r] = sm.q[h][r][w * AW + alane];
+                    Q_LANE_U:
+                        for (int u = 0; u < KD; ++u) {
+                            ISEG_PRAGMA(HLS UNROLL)
+                            qrd[u][r] = sm.q[h][r][w * AW + alane + u];
+                        }
                 }
             }
         }
@@ -737,25 +749,29 @@ ENGINE_PASS:
         // half it reads (p.wh) or takes write request 0 (the weight prefetch's word, the transposer's first row or the
         // V word); port B takes write request 1 (the transposer's second row). The writers fill the half the array
         // does not read (the next layer's weights, the next head's K/V): a write on the array's half stops the run.
-        const long w_row = wbase + s;
+        const long w_row = wbase + long(KD) * s;  // the word of KD rows the array reads
         ISEG_CHECK(!(arr && ((ws[0].ok && ws[0].half == p.wh) || (ws[1].ok && ws[1].half == p.wh))),
                    "g.w ports: a write request on the half the array reads");
-        int8_t wrd[C];
-        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wrd type=complete)
+        int8_t wrd[KD][C];
+        ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wrd type=complete dim=0)
     W_PORT_A:
         for (int h = 0; h < 2; ++h) {
             ISEG_PRAGMA(HLS UNROLL)
             const bool rd = arr && h == p.wh, wr = !rd && ws[0].ok && ws[0].half == h;
             if (rd || wr) {
                 const int row = rd ? int(w_row) : ws[0].row;
-                ISEG_RW(g, w, h, row, wr);
+                ISEG_RW(g, w, h, g.w_word(row), wr);
                 if (wr) {
                     w_word_write<Cfg>(g.w[h][row], ws[0]);
                 } else {
-                W_ROW_R:
-                    for (int c = 0; c < C; ++c) {
+                W_ROW_U:
+                    for (int u = 0; u < KD; ++u) {
                         ISEG_PRAGMA(HLS UNROLL)
-                        wrd[c] = g.w[h][row][c];
+                    W_ROW_R:
+                        for (int c = 0; c < C; ++c) {
+                            ISEG_PRAGMA(HLS UNROLL)
+                            wrd[u][c] = g.w[h][row + u][c];
+                        }
                     }
                 }
             }
@@ -764,22 +780,28 @@ ENGINE_PASS:
         for (int h = 0; h < 2; ++h) {
             ISEG_PRAGMA(HLS UNROLL)
             if (ws[1].ok && ws[1].half == h) {
-                ISEG_WR(g, w, h, ws[1].row);
+                ISEG_WR(g, w, h, g.w_word(ws[1].row));
                 w_word_write<Cfg>(g.w[h][ws[1].row], ws[1]);
             }
         }
-        // the array step, on what port A read: a row's operand is lane s mod A_WORD of its word
+        // the array step, on what port A read: a row's operands are lanes KD s mod A_WORD .. + KD - 1 of its word; a
+        // P.V step's keys past T are zero (their rows of w are not V's)
         if (arr) {
-            int16_t av[R];
-            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete)
-        ARRAY_A:
-            for (int r = 0; r < R; ++r) {
+            int16_t av[KD][R];
+            ISEG_PRAGMA(HLS ARRAY_PARTITION variable=av type=complete dim=0)
+        ARRAY_A_U:
+            for (int u = 0; u < KD; ++u) {
                 ISEG_PRAGMA(HLS UNROLL)
-                const int16_t x = qk ? qrd[r] : ard[r];  // Q block (QK) or row block / P (GEMM, P.V)
-                av[r] = split ? int16_t(par ? x >> 8 : x & 0xff) : x;
-                ISEG_CHECK(fits_signed(av[r], AB), "array operand exceeds its width (arr_a_bits)");
+                const bool live = KD == 1 || !pv || long(KD) * s + u < T;
+            ARRAY_A:
+                for (int r = 0; r < R; ++r) {
+                    ISEG_PRAGMA(HLS UNROLL)
+                    const int16_t x = qk ? qrd[u][r] : ard[u][r];  // Q block (QK) or row block / P (GEMM, P.V)
+                    av[u][r] = !live ? int16_t(0) : split ? int16_t(par ? x >> 8 : x & 0xff) : x;
+                    ISEG_CHECK(fits_signed(av[u][r], AB), "array operand exceeds its width (arr_a_bits)");
+                }
             }
-            array_step<Cfg, AB, pack_of<Cfg>::value>(g, av, wrd, s == 0 && par == 0, split && par ? 8 : 0);
+            array_step<Cfg, AB, pack_of<Cfg>::value, KD>(g, av, wrd, s == 0 && par == 0, split && par ? 8 : 0);
         }
         if (so && s + 1 == sdsteps) ps.sd.pending = false;  // the tile is drained (a key tile's end may set the next)
         // counters; a tile's last step moves its sums to the drain registers (one copy, whichever mode)
@@ -858,8 +880,8 @@ ENGINE_PASS:
                 ps.pd.cols = dh - pc0 < C ? dh - pc0 : C;
                 ps.pd.orow = ps.pd.orow0;
                 ps.pd.r = ps.pd.k = 0;
-                pc0 += C;     // the next channel tile: its V rows follow this tile's T
-                wbase += T;
+                pc0 += C;     // the next channel tile: its V rows follow this tile's (T in whole words of w)
+                wbase += tw;
                 s = 0;
                 steps = p.pv_n1;
             }
@@ -935,6 +957,7 @@ Seq gemm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g,
                    d.out + (long(d.T - 1) * d.out_stride + d.N) * (d.out_bits / 8) <= ln.in ||
                    ln.in + (long(d.T - 1) * ln.in_stride + d.K) * 2 <= d.out,
                "GEMM layer: output overlaps the fused LayerNorm's input");
+    ISEG_CHECK(d.K % kd_of<Cfg>::value == 0, "GEMM layer: Cfg::KD must divide K (a tile's rows of w are whole words)");
     sq.a_blk = fuse_ln ? ln_block_steps(Cfg::R, d.K, W, Cfg::LN_LANES) : a_beats(Cfg::R, d.K, load_lanes<Cfg>());
     sq.mb_n = (d.T + Cfg::R - 1) / Cfg::R;
     sq.nt_n = (d.N + Cfg::C - 1) / Cfg::C;
@@ -975,6 +998,7 @@ template <class Cfg>
 Seq attention_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g, const Prefetch& pf) {
     static_assert(Cfg::KMAX >= Cfg::NMAX, "P.V reduces over all keys: KMAX must be >= NMAX");
     const int kvr = kv_rows<Cfg>(d);
+    ISEG_CHECK(d.d_head % kd_of<Cfg>::value == 0, "ATTENTION: Cfg::KD must divide d_head (K_h^T's rows: whole words)");
     ISEG_CHECK(kvr <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
     // the odd heads' K/V go to the top of the other half, whose first rows hold the next layer's prefetched weights
     // (the planner sizes WROWS for both: estimate.wrows_needed)
@@ -1018,16 +1042,17 @@ ATT_MX_INIT:
         sm.mx[half][r] = -128;
     }
     const int dh = d.d_head, pdsteps = pv_drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
-    const long total = att_qk_steps(d.T, dh, Cfg::C, sdsteps, pd_pending, pdsteps, sd_pending, defer);
+    const int dhs = kd_steps<Cfg>(dh);  // the array's steps of a key tile
+    const long total = att_qk_steps(d.T, dhs, Cfg::C, sdsteps, pd_pending, pdsteps, sd_pending, defer);
     Pass p = pass_of(PM_QK, total, total + kEngineDepth);
     p.hoff = sq.h * dh;
     p.rows = rows;
     p.half = half;
     p.qh = qh;
-    p.steps = pd_pending && pdsteps > dh ? pdsteps : dh;
+    p.steps = pd_pending && pdsteps > dhs ? pdsteps : dhs;
     if (sd_pending && sdsteps > p.steps) p.steps = sdsteps;
     p.sd_defer = defer;
-    p.steps_p = sdsteps > dh ? sdsteps : dh;
+    p.steps_p = sdsteps > dhs ? sdsteps : dhs;
     p.rq_s = sq.rq_s;
     p.wh = kv_half(g, sq.h);
     p.koff = kv_off<Cfg>(sq, sq.h);
@@ -1046,7 +1071,8 @@ void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd, bool sd_pending) {
     const int vt_n = (dh + C - 1) / C;
     ISEG_CHECK(!pd.pending, "P.V: a block's pass with a tile of the previous block still pending");
     // tile 0 drains the last QK's last score tile in its first keys when it is pending (ScoreDrain)
-    const long n0 = sd_pending && sdsteps > T ? sdsteps : T, n1 = dsteps > T ? dsteps : T;
+    const int ts = kd_steps<Cfg>(T);  // the array's steps of a channel tile (KD keys each)
+    const long n0 = sd_pending && sdsteps > ts ? sdsteps : ts, n1 = dsteps > ts ? dsteps : ts;
     const long its = long(PVII) * (n0 + long(vt_n - 1) * n1);
     p.mode = PM_PV;
     p.total = its;
@@ -1111,9 +1137,10 @@ SEQ_STEP:
                 const int csteps = cls_steps<Cfg>(d);
                 const int pf0_p = embed_fused(d) ? dsteps : 0;
                 const int pf0 = embed_fused(d) ? (ps.dt.pending ? dsteps : csteps) : 0;
-                const int steps = gemm_tile_steps(d.K, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
-                const int steps_n = gemm_tile_steps(d.K, dsteps, a_n, pf0_p, sq.w_share);  // a block after it
-                const int steps_l = gemm_tile_steps(d.K, dsteps, 0, pf0_p, sq.w_share);    // the layer's last
+                const int ks = kd_steps<Cfg>(d.K);  // the array's steps of a tile
+                const int steps = gemm_tile_steps(ks, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
+                const int steps_n = gemm_tile_steps(ks, dsteps, a_n, pf0_p, sq.w_share);  // a block after it
+                const int steps_l = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);    // the layer's last
                 const int steps_p = more ? steps_n : steps_l;
                 // the row blocks this pass runs (gemm_pass_blocks): one fill for all of them
                 const int blocks = gemm_pass_blocks(sq.mb_n - mb, sq.nt_n == 1 ? steps : steps_n, steps_n, a_n);
@@ -1205,7 +1232,7 @@ SEQ_STEP:
                 if (ps.sd.pending) sq.shadow -= score_drain_steps<Cfg>();
                 if (i >= 1) {
                     // iterations, not cycles: any PV_II
-                    sq.shadow += att_pv_steps(T, (dh + C - 1) / C, pdsteps, sq.defer, ps.sd.pending,
+                    sq.shadow += att_pv_steps(kd_steps<Cfg>(T), (dh + C - 1) / C, pdsteps, sq.defer, ps.sd.pending,
                                               score_drain_steps<Cfg>());
                     ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
                     sq.phase = SQ_PV;

@@ -35,6 +35,7 @@ def _fails(capsys: pytest.CaptureFixture[str], cfg: Path, *needles: str) -> str:
     ({"array": {"rows": 4, "cols": 8, "macs_per_dsp": 3}}, ("config.yaml: array.macs_per_dsp: must be 1 or 2",)),
     ({"array": {"rows": 5, "cols": 8, "macs_per_dsp": 2}}, ("array.macs_per_dsp: 2 MACs per DSP", "even", "5 rows")),
     ({"board": "pynq-z2", "array": {"rows": 4, "cols": 8, "macs_per_dsp": 2}}, ("array.macs_per_dsp:", "DSP48E2")),
+    ({"array": {"rows": 4, "cols": 8, "k_unroll": 3}}, ("config.yaml: array.k_unroll: must be 1, 2 or 4",)),
     ({"project": "9lives"}, ("config.yaml: project:", "C identifier")),
     ({"clock_mhz": -5}, ("config.yaml: clock_mhz:",)),
     ({"outputs": ["hls", "gds"]}, ("config.yaml: outputs[1]:",)),
@@ -97,3 +98,40 @@ def test_macs_per_dsp_is_kept(tmp_path: Path, tiny_ckpt: Path) -> None:
     assert main([str(cfg2)]) == 0  # the default for an even R on kv260: two MACs per DSP
     assert json.loads((tmp_path / "out" / "report.json").read_text())["array"]["macs_per_dsp"] == 2
     assert "static constexpr int PACK = 2;" in (tmp_path / "out" / "src" / "model_cfg.h").read_text()
+
+
+def test_k_unroll_is_kept(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """array.k_unroll reaches Cfg::KD, the report and the resolved config (which regenerates the same engine); a K
+    unroll the model's K or d_head does not allow is one line naming the key."""
+    import json
+
+    import yaml
+
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report", "hls"], array={"rows": 4, "cols": 8, "k_unroll": 4})
+    assert main([str(cfg)]) == 0
+    out = tmp_path / "out"
+    assert json.loads((out / "report.json").read_text())["array"]["k_unroll"] == 4
+    assert "static constexpr int KD = 4;" in (out / "src" / "model_cfg.h").read_text()
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["array"] == {"rows": 4, "cols": 8, "macs_per_dsp": 2, "k_unroll": 4}
+    first = (out / "src" / "model_cfg.h").read_bytes()
+    again = tmp_path / "again"
+    again.mkdir()
+    assert main([str(write_config(again, tiny_ckpt, outputs=["report", "hls"], array=resolved["array"]))]) == 0
+    assert (again / "out" / "src" / "model_cfg.h").read_bytes() == first
+
+
+def test_k_unroll_the_model_refuses(tmp_path: Path, capsys) -> None:
+    """An MLP of 26 channels: KD 4 does not divide the second MLP layer's K, so its tiles' rows would not be whole
+    words of w; the config names the key and the K unrolls the model allows."""
+    from dataclasses import replace
+
+    from iseg.random_model import PRESETS
+
+    from .conftest import make_ckpt
+
+    ckpt = make_ckpt(tmp_path, replace(PRESETS["tiny"], dim=16, heads=2, mlp_dim=26, dec_dim=16, dec_heads=2,
+                                       dec_mlp_dim=32, layers=1, dec_layers=1), seed=1)
+    line = _fails(capsys, write_config(tmp_path, ckpt, array={"rows": 4, "cols": 8, "k_unroll": 4}),
+                  "array.k_unroll:", "multiple of it")
+    assert "allows 1, 2" in line

@@ -40,6 +40,13 @@ VARIANTS = {
                          dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 12}),
     # one class: the per-channel requants of one channel (the linear head's, the mask decoder's class
     # LayerNorm's) are scalars, so nothing is loaded for them (estimate.rq_table)
+    # the K unroll (Cfg::KD): 4 k a step through a packed chain, precise (P.V at PV_II 2), a 3 x 5 grid and 7 classes
+    # (the decoder's 22 tokens: P.V's last step of 4 keys has 2 lanes past T, which read zero)
+    "k_unroll4_packed": (replace(BASE, image=(24, 40), dim=48, heads=3, mlp_dim=80, dec_dim=24, dec_heads=3,
+                                 dec_layers=2, dec_mlp_dim=40, n_cls=7), {"rows": 6, "cols": 12, "k_unroll": 4}),
+    # KD 2 on a DSP per MAC, precise8, d_head 16
+    "k_unroll2_unpacked_p8": (replace(BASE, softmax="precise8", dim=32, heads=2, mlp_dim=64, dec_dim=32, dec_heads=2,
+                                      dec_mlp_dim=64), {"rows": 4, "cols": 8, "macs_per_dsp": 1, "k_unroll": 2}),
     "one_class_linear": (replace(BASE, decoder="linear", dim=32, heads=2, mlp_dim=64, n_cls=1), None),
     "one_class_mask": (replace(BASE, dim=32, heads=2, mlp_dim=64, dec_dim=16, dec_heads=1, dec_mlp_dim=32,
                                n_cls=1), None),

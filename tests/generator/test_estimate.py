@@ -1131,14 +1131,16 @@ def test_array_pack_is_a_planner_choice() -> None:
 
 
 def test_choose_array_weighs_both_packings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The search returns the best frame over both packings: on KV260 (a DSP per MAC wins: packed MACs cost
-    more LUTs) and on ZCU104 (packing wins), the choice equals the better of the two searches restricted to
-    one packing each, and the two restricted searches differ, so ignoring either packing changes the answer."""
+    """The search returns the best frame over both packings: without the K unroll (KD 1) on KV260 (a DSP per MAC
+    wins: packed MACs cost more LUTs) and on ZCU104 (packing wins), the choice equals the better of the two
+    searches restricted to one packing each, and the two restricted searches differ, so ignoring either packing
+    changes the answer."""
     from iseg.generator.boards import BOARDS
     from iseg.random_model import PRESETS, with_classes
 
     g = build_graph(with_classes(PRESETS["seg-t-512"]))
     options = est.pack_options
+    monkeypatch.setattr(est, "kd_options", lambda graph: (1,))
 
     def frame(a: est.ArrayShape) -> int:
         return sum(c.cycles for c in est.op_costs(g, a))
@@ -1153,6 +1155,32 @@ def test_choose_array_weighs_both_packings(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setattr(est, "pack_options", options)
         assert best.pack == winner and frame(best) == min(only.values()) == only[winner], name
         assert only[3 - winner] > only[winner], name
+
+
+def test_choose_array_weighs_the_k_unroll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On KV260 the K unroll wins: a chain of 4 DSPs per output shares its accumulators and readout among 4 MACs,
+    so a packed array of more MACs fits the LUTs than KD 1's 896 (one DSP each); the search restricted to KD 1 is
+    slower by more than a fifth, and the chosen design's frame is the best of the three restricted searches (each KD
+    alone)."""
+    from iseg.generator.boards import BOARDS
+    from iseg.random_model import PRESETS, with_classes
+
+    g = build_graph(with_classes(PRESETS["seg-t-512"]))
+    board = BOARDS["kv260"]
+    options = est.kd_options(g)
+    assert options == (1, 2, 4)  # K 768, 192, 768; d_head 64
+
+    def frame(a: est.ArrayShape) -> int:
+        return sum(c.cycles for c in est.op_costs(g, a))
+
+    best = est.choose_array(g, board, 250)
+    only = {}
+    for kd in options:
+        monkeypatch.setattr(est, "kd_options", lambda graph, k=kd: (k,))
+        only[kd] = frame(est.choose_array(g, board, 250))
+    assert (best.kd, best.pack) == (4, 2) and best.macs > 1.5 * 896  # (worst-case lane widths: 22 x 16 x 4)
+    assert frame(best) == min(only.values()) == only[4]
+    assert only[1] > 1.2 * only[4]
 
 
 def test_lane_list_is_not_beaten_by_the_full_grid() -> None:
@@ -1225,3 +1253,91 @@ def test_chosen_array_fits_the_banks() -> None:
     assert a.cols % a.axi_bytes == 0 and 64 % a.axi_bytes == 0  # a V beat: one word of the weight buffer
     assert a.ln_lanes <= a.a_word and a.a_word % a.ln_lanes == 0
     assert a.sm_norm_lanes <= 2 * a.a_word and a.load_lanes <= 2 * a.a_word and a.prefetch_lanes <= a.cols
+
+
+# ---- the K unroll (Cfg::KD): KD k per step of a PE --------------------------------------------------------------
+@pytest.fixture(scope="module", params=[(2, 2, 2), (4, 2, 2), (4, 1, 1)], ids=["kd2", "kd4", "kd4_nopack"])
+def harness_kd(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Harness, est.ArrayShape]:
+    """The harness with Cfg::KD 2 or 4 (packed, PV_II 2; and unpacked, PV_II 1), and its estimate's shape."""
+    kd, pack, pv_ii = request.param
+    lib = build(tmp_path_factory.mktemp(f"est_hls_kd{kd}_{pack}"), kd=kd, pack=pack, pv_ii=pv_ii)
+    return Harness(lib), dataclasses.replace(HARNESS_SHAPE, kd=kd, pack=pack)
+
+
+@pytest.mark.parametrize("T,K,N", [(10, 128, 12), (9, 40, 20), (1, 8, 8), (13, 112, 17)])
+def test_k_unroll_gemm_csim(harness_kd: tuple[Harness, est.ArrayShape], T: int, K: int, N: int) -> None:
+    """A LINEAR row on the K-unrolled array: the reference's values, and the counted cycles = the estimate, whose
+    tiles take ceil(K / KD) steps (10 x 128 x 12 on 4 x 8: 32 steps a tile at KD 4, where the drain's 8 and the
+    A share's 64 / 2 = 32 do not bind)."""
+    h, shape = harness_kd
+    rng = np.random.default_rng(T + K)
+    blob, sc = Blob(), Scratch()
+    x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
+    y = sc.alloc("y", (T, N), np.int8)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
+              out_stride=sc.stride("y"),
+              w=blob.add_weights(w := rng.integers(-128, 128, (K, N)), h.C),
+              b=blob.add(bias := rng.integers(-99, 99, N), np.int32),
+              rq=blob.rq_table(1 << 30, 40, 0, N))
+    out = sc.array()
+    rc, _ = h.run([d], blob.array(), out)
+    assert rc == 0, h.error()
+    assert np.array_equal(sc.get(out, "y"), inum.requant(inum.linear(sc.get(out, "x"), w, bias), 1 << 30, 40, 0, 8))
+    cycles, parts = est.gemm_cycles(shape, T, K, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    assert h.last_cycles() == cycles + _prefetch0(K, N)
+    assert parts["array"] == cdiv(T, 4) * cdiv(N, 8) * K // shape.kd
+
+
+def test_k_unroll_gemm_extremes(harness_kd: tuple[Harness, est.ArrayShape]) -> None:
+    """Every product at the packed chain's bound: x = 255 would not pass the int8 input, so x = -128 against w = -128
+    (the low field's sum of 4 products 2^16, inside 18 signed bits) and 127 x -128: the reference's sums exactly."""
+    h, _ = harness_kd
+    T, K, N = 4, 16, 8
+    blob, sc = Blob(), Scratch()
+    xv = np.where(np.arange(T)[:, None] % 2 == 0, -128, 127) * np.ones((T, K), np.int64)
+    x = sc.alloc("x", (T, K), np.int8, xv)
+    y = sc.alloc("y", (T, N), np.int16)
+    wv = np.full((K, N), -128)
+    wv[:, 1::2] = 127
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=16, in_=x, in_stride=sc.stride("x"), out=y,
+              out_stride=sc.stride("y"), w=blob.add_weights(wv, h.C), b=blob.add(np.zeros(N, np.int64), np.int32),
+              rq=blob.rq_table(1 << 30, 38, 0, N))
+    out = sc.array()
+    rc, _ = h.run([d], blob.array(), out)
+    assert rc == 0, h.error()
+    want = inum.requant(inum.linear(xv, wv, np.zeros(N, np.int64)), 1 << 30, 38, 0, 16)
+    assert np.array_equal(sc.get(out, "y"), want)
+    assert abs(int(want[0, 0])) > 1000  # 16 x 2^14 = 2^18 through a 2^-8 requant: not a saturated or zero case
+
+
+@pytest.mark.parametrize("T,heads,dh", [(9, 1, 16), (21, 2, 8), (4, 1, 8), (40, 1, 64), (23, 3, 16)])
+def test_k_unroll_attention_csim(harness: Harness, harness_kd: tuple[Harness, est.ArrayShape], T: int, heads: int,
+                                 dh: int) -> None:
+    """An ATTENTION row on the K-unrolled array gives the outputs of the KD 1 engine (the same integers: P.V's keys
+    past T read zero, T 9, 21, 23 not a multiple of KD), and its counted cycles are the estimate's, whose key tiles
+    take d_head / KD steps and P.V's channel tiles ceil(T / KD)."""
+    h, shape = harness_kd
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
+    _assert_same_outputs([harness, h], d, blob, sc)  # (the unpacked one at PV_II 1: the same integers)
+    pv_ii = 1 if shape.pack == 1 else 2
+    cyc, parts = est.attention_cycles(shape, T, heads, dh, pv_ii)
+    assert h.last_cycles() == cyc
+    kd = shape.kd
+    assert parts["array"] == heads * cdiv(T, 4) * (cdiv(T, 8) * dh // kd + cdiv(dh, 8) * pv_ii * cdiv(T, kd))
+
+
+def test_k_unroll_needs_divisible_k(harness_kd: tuple[Harness, est.ArrayShape]) -> None:
+    """A GEMM whose K is not a multiple of KD stops the C-simulation in one line (the planner never emits one:
+    estimate.kd_options)."""
+    h, shape = harness_kd
+    T, K, N = 4, 4 * shape.kd + 1, 8
+    rng = np.random.default_rng(0)
+    blob, sc = Blob(), Scratch()
+    x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
+    y = sc.alloc("y", (T, N), np.int8)
+    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
+              out_stride=sc.stride("y"), w=blob.add_weights(rng.integers(-128, 128, (K, N)), h.C),
+              b=blob.add(np.zeros(N, np.int64), np.int32), rq=blob.rq_table(1 << 30, 40, 0, N))
+    rc, _ = h.run([d], blob.array(), sc.array())
+    assert rc != 0 and "KD must divide K" in h.error()

@@ -64,6 +64,9 @@
 #ifndef ISEG_TEST_SD_DEFER
 #define ISEG_TEST_SD_DEFER 1  // a Q.K^T's last score tile drains in the next pass (schedule.h ScoreDrain)
 #endif
+#ifndef ISEG_TEST_KD
+#define ISEG_TEST_KD 1  // the array's K unroll: k per step of a PE (gemm.h kd_of)
+#endif
 #ifndef ISEG_TEST_SM_ROW_SHIFT
 #define ISEG_TEST_SM_ROW_SHIFT 1  // the Shiftmax row shift (precise8); 0: the engine rejects precise8 layers
 #endif
@@ -90,6 +93,7 @@ struct TestCfg {
     static constexpr bool KV_OVERLAP = ISEG_TEST_KV_OVERLAP != 0;  // the next head's K/V under this one
     static constexpr bool SD_DEFER = ISEG_TEST_SD_DEFER != 0;      // a QK's last score tile in the next pass
     static constexpr int PACK = ISEG_TEST_PACK;                    // int8 MACs per DSP of the array
+    static constexpr int KD = ISEG_TEST_KD;                        // k per step of a PE (the K unroll)
     static constexpr bool SM_ROW_SHIFT = ISEG_TEST_SM_ROW_SHIFT != 0;  // Shiftmax row shift (precise8)
     static constexpr int A_LANES = ISEG_TEST_A_LANES;              // argmax classes per step
     static constexpr int PIX = ISEG_TEST_PIX, LAB = ISEG_TEST_LAB;  // pixels / labels per stream beat

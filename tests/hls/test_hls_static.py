@@ -245,10 +245,11 @@ def test_multiplier_calls_match_the_estimate():
 
 
 def test_bind_op_only_in_mul_h():
-    """The only BIND_OP pragmas: mul_dsp's impl=dsp, mul_fabric's impl=fabric and the packed array multiplier's
-    impl=dsp (mul.h mul_pack2)."""
+    """The only BIND_OP pragmas: mul_dsp's impl=dsp, mul_fabric's impl=fabric and the packed array multipliers'
+    impl=dsp (mul.h mul_pack2, and each product of mul_pack2_chain, the K unroll's chain)."""
     pragmas = {p.name: re.findall(r"BIND_OP\s+variable=(\w+)\s+op=mul\s+impl=(\w+)", code_of(p)) for p in HEADERS}
-    assert {k: v for k, v in pragmas.items() if v} == {"mul.h": [("p", "dsp"), ("p", "fabric"), ("p", "dsp")]}
+    assert {k: v for k, v in pragmas.items() if v} == {"mul.h": [("p", "dsp"), ("p", "fabric"), ("p", "dsp"),
+                                                                 ("m", "dsp")]}
     code = code_of(Path(HLS_DIR) / "mul.h")
     assert re.search(r"mul_dsp\(.*?BIND_OP variable=p op=mul impl=dsp", code, re.S)
     assert re.search(r"mul_fabric\(.*?BIND_OP variable=p op=mul impl=fabric", code, re.S)
