@@ -3,6 +3,7 @@
 Tiles of random K (and K = 1), random int8 and the extremes (all -128: the largest positive
 products; -128 against 127: the most negative; zeros) are streamed with independent valid gaps
 on A and B and random ready on the result; every tile must equal ``exact_matmul`` bit for bit.
+With a K unroll (``gemm_kd``) a beat carries KD columns of A and rows of B, K padded with zeros.
 Bench mode tiles an M x K x N product and reports the cycles.
 """
 
@@ -22,6 +23,7 @@ class GemmTB(UnitTB):
         super().__init__(dut)
         self.R = self.params.gemm_rows
         self.C = self.params.gemm_cols
+        self.KD = self.params.gemm_kd
         self.src_a = self.source("s_a")
         self.src_b = self.source("s_b")
         self.out = self.sink("m_axis")
@@ -49,12 +51,14 @@ class GemmTB(UnitTB):
     async def run(self) -> None:
         tiles = self.tiles()
         beats_a, beats_b = [], []
+        kd = self.KD
         for a, b in tiles:
             k = a.shape[1]
-            a = np.pad(a, ((0, self.R - a.shape[0]), (0, 0)))  # edge tiles: zero rows/columns
-            b = np.pad(b, ((0, 0), (0, self.C - b.shape[1])))
-            beats_a += [(pack(a[:, i], 8), i == k - 1) for i in range(k)]
-            beats_b += [(pack(b[i, :], 8), False) for i in range(k)]
+            n = -(-k // kd)  # beats: KD k each, the last padded with zero columns / rows
+            a = np.pad(a, ((0, self.R - a.shape[0]), (0, n * kd - k)))  # edge tiles: zero rows/columns
+            b = np.pad(b, ((0, n * kd - k), (0, self.C - b.shape[1])))
+            beats_a += [(pack(a[:, i * kd:(i + 1) * kd].reshape(-1), 8), i == n - 1) for i in range(n)]
+            beats_b += [(pack(b[i * kd:(i + 1) * kd, :].reshape(-1), 8), False) for i in range(n)]
         await self.reset()
         ta = cocotb.start_soon(self.src_a.send(beats_a))
         tb = cocotb.start_soon(self.src_b.send(beats_b))

@@ -35,3 +35,21 @@ def test_rule_values() -> None:
     assert (est.array_lut_per_mac(2), est.array_lut_per_mac(1)) == (48, 32)
     with pytest.raises(ValueError, match="pack"):
         est.array_lut_per_mac(3)
+
+
+def test_k_unroll_luts_under_yosys(tmp_path: Path) -> None:
+    """Our RTL PE with the K unroll (templates/rtl/iseg_gemm_pe.v.j2 KD 4, packed: four 27 x 18 products added as one
+    48-bit sum, one split, two accumulators per 8 MACs) under yosys: 4 DSPs a PE pair, and fewer LUTs per MAC than
+    KD 1's (the accumulators and readout shared by 4 MACs: 37.3 against 47.3 at 4 x 4), but more than the rule's 12,
+    because yosys 0.23 keeps the chain's three 48-bit adds in fabric where the rule assumes a DSP48E2 cascade (PCIN:
+    Vitis HLS's hls::dsp48e2::cascade, not available here). docs/gen-hls.md, "The K unroll", gives the KV260 design
+    under both readings."""
+    luts = {}
+    for kd in (1, 4):
+        p = dataclasses.replace(example_params(0), gemm_rows=4, gemm_cols=4, gemm_pack=True, gemm_kd=kd)
+        got = measure_units(render_rtl_units(p), ["iseg_gemm"], cache_dir=tmp_path / f"kd{kd}")["iseg_gemm"]
+        assert got["DSP"] == 8 * kd  # 16 outputs, two per DSP48E2, kd DSPs each
+        luts[kd] = got["LUT"] / (16 * kd)
+    rule = est.array_lut_per_mac(2, 32, 4)
+    assert rule == 12
+    assert rule < luts[4] < 0.9 * luts[1], luts

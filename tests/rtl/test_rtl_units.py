@@ -25,6 +25,9 @@ CASES = [
     ("gemm_unpacked", "iseg_gemm", {"gemm_pack": False}),
     ("gemm_2x6", "iseg_gemm", {"gemm_rows": 2, "gemm_cols": 6}),
     ("gemm_3x5_odd", "iseg_gemm", {"gemm_rows": 3, "gemm_cols": 5}),
+    # the K unroll: 4 k a beat through a packed chain (one 48-bit sum, one split), and 2 on separate multiplies
+    ("gemm_kd4_packed", "iseg_gemm", {"gemm_pack": True, "gemm_kd": 4}),
+    ("gemm_kd2_3x5_unpacked", "iseg_gemm", {"gemm_rows": 3, "gemm_cols": 5, "gemm_pack": False, "gemm_kd": 2}),
     ("rq_i8", "iseg_rq", {}),
     ("rq_i16_lanes4", "iseg_rq", {"rq_lanes": 4, "rq_bits": 16}),
     ("add", "iseg_add", {}),
