@@ -384,22 +384,28 @@ def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
     """One LINEAR row: the engine's counted cycles = estimate (+ its weight prefetch before the loop). K 130 and
     112 chain the row blocks in one pass (test_gemm_pass_blocks_by_hand; the C-simulation checks the distance from
     the loader's write of a row to the array's read of it)."""
-    rng = np.random.default_rng(T)
+    _run_linear(harness, HARNESS_SHAPE, T, K, N, seed=T)  # (the row blocks chained or not)
+
+
+def _run_linear(h: Harness, shape: est.ArrayShape, T: int, K: int, N: int, seed: int) -> dict[str, int]:
+    """One LINEAR row of random int8 on ``h``: its outputs are the reference's accumulators, requantised, and its
+    counted cycles the estimate's on ``shape`` (+ the weight prefetch before the loop). Returns the breakdown."""
+    rng = np.random.default_rng(seed)
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
     y = sc.alloc("y", (T, N), np.int8)
     d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
               out_stride=sc.stride("y"),
-              w=blob.add_weights(w := rng.integers(-128, 128, (K, N)), harness.C),
+              w=blob.add_weights(w := rng.integers(-128, 128, (K, N)), h.C),
               b=blob.add(bias := rng.integers(-99, 99, N), np.int32),
               rq=blob.rq_table(1 << 30, 40, 0, N))
     out = sc.array()
-    rc, _ = harness.run([d], blob.array(), out)
-    assert rc == 0, harness.error()
-    cycles, _ = est.gemm_cycles(HARNESS_SHAPE, T, K, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
-    assert harness.last_cycles() == cycles + _prefetch0(K, N)
-    # and the values (the row blocks chained or not): the reference's accumulators, requantised
+    rc, _ = h.run([d], blob.array(), out)
+    assert rc == 0, h.error()
+    cycles, parts = est.gemm_cycles(shape, T, K, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
+    assert h.last_cycles() == cycles + _prefetch0(K, N)
     assert np.array_equal(sc.get(out, "y"), inum.requant(inum.linear(sc.get(out, "x"), w, bias), 1 << 30, 40, 0, 8))
+    return parts
 
 
 def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
@@ -1271,21 +1277,7 @@ def test_k_unroll_gemm_csim(harness_kd: tuple[Harness, est.ArrayShape], T: int, 
     tiles take ceil(K / KD) steps (10 x 128 x 12 on 4 x 8: 32 steps a tile at KD 4, where the drain's 8 and the
     A share's 64 / 2 = 32 do not bind)."""
     h, shape = harness_kd
-    rng = np.random.default_rng(T + K)
-    blob, sc = Blob(), Scratch()
-    x = sc.alloc("x", (T, K), np.int8, rng.integers(-128, 128, (T, K)))
-    y = sc.alloc("y", (T, N), np.int8)
-    d = layer(op=OP_LINEAR, T=T, K=K, N=N, out_bits=8, in_=x, in_stride=sc.stride("x"), out=y,
-              out_stride=sc.stride("y"),
-              w=blob.add_weights(w := rng.integers(-128, 128, (K, N)), h.C),
-              b=blob.add(bias := rng.integers(-99, 99, N), np.int32),
-              rq=blob.rq_table(1 << 30, 40, 0, N))
-    out = sc.array()
-    rc, _ = h.run([d], blob.array(), out)
-    assert rc == 0, h.error()
-    assert np.array_equal(sc.get(out, "y"), inum.requant(inum.linear(sc.get(out, "x"), w, bias), 1 << 30, 40, 0, 8))
-    cycles, parts = est.gemm_cycles(shape, T, K, N, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
-    assert h.last_cycles() == cycles + _prefetch0(K, N)
+    parts = _run_linear(h, shape, T, K, N, seed=T + K)
     assert parts["array"] == cdiv(T, 4) * cdiv(N, 8) * K // shape.kd
 
 
