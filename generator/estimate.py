@@ -42,6 +42,7 @@ Resources: the lane multipliers are the calls of hls/mul.h, one entry per call a
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import math
@@ -141,8 +142,9 @@ def axi_beat(graph: Graph, cols: int, board: Board) -> int:
     when its first column is a beat boundary: a GEMM's tile j starts at byte j C of an int8 row (2 j C of an int16
     one), head h's P.V output at byte h d_head + j C. So the beat divides C and every d_head; a model whose heads
     or an array whose columns leave less than 4 bytes is refused (plan.make_plan, make_shape)."""
+    heads = _memo("head_sizes", graph, lambda: frozenset(op.d_head for op in graph.ops if isinstance(op, Attention)))
     w = board.axi_width // 8
-    grains = {cols} | {op.d_head for op in graph.ops if isinstance(op, Attention)}
+    grains = {cols} | heads
     while w > 1 and any(g % w for g in grains):
         w //= 2
     return w
@@ -496,7 +498,7 @@ def _memo(kind: str, graph: Graph, fn: Any, arg: Hashable = 0) -> Any:
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is graph:
         return hit[1]
-    if len(_MEMO) > 256:
+    if len(_MEMO) > 1 << 15:  # (the array search keys its bounds and lane sums here too: thousands a search)
         _MEMO.clear()
     value = fn()
     _MEMO[key] = (graph, value)
@@ -645,7 +647,8 @@ def make_shape(rows: int, cols: int, graph: Graph, board: Board, clock_mhz: floa
     ln = min(ln_lanes or n, a_word, w // 2)  # a LayerNorm step's trace output: at most a beat
     ln = 1 << (ln.bit_length() - 1)
     if s_lanes < 0:
-        dh = min([op.d_head for op in graph.ops if isinstance(op, Attention)] + [rows * cols])
+        dh = min([*_memo("head_sizes", graph, lambda: frozenset(
+            op.d_head for op in graph.ops if isinstance(op, Attention))), rows * cols])
         s_lanes = max(n, cdiv(rows * cols, cdiv(dh, kd)))
     # the score lanes divide C (at most C of them), like the output lanes: a step's scores lie in one row of the
     # tile, so each lane reads the drain registers through an R x C / S_LANES mux indexed by counters and the row
@@ -1456,21 +1459,25 @@ def array_macs(graph: Graph) -> int:
     return int(_memo("array_macs", graph, count))
 
 
-def _array_ops(graph: Graph) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
-    """The frame's GEMMs as (T, K, N) and its attention layers as (T, heads, d_head), for ``steps_bound``."""
-    def ops() -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int, int], ...]]:
-        spec, gemms, atts = graph.spec, [], []
+def _array_ops(graph: Graph) -> tuple[tuple[tuple[tuple[int, int, int], int], ...],
+                                       tuple[tuple[tuple[int, int, int], int], ...]]:
+    """The frame's GEMMs as (T, K, N) and its attention layers as (T, heads, d_head), each distinct shape with its
+    count, for ``steps_bound``."""
+    def ops() -> tuple[tuple[tuple[tuple[int, int, int], int], ...], tuple[tuple[tuple[int, int, int], int], ...]]:
+        spec = graph.spec
+        gemms: collections.Counter[tuple[int, int, int]] = collections.Counter()
+        atts: collections.Counter[tuple[int, int, int]] = collections.Counter()
         for op in graph.ops:
             if isinstance(op, Linear):
-                gemms.append((op.rows, op.k, op.n))
+                gemms[(op.rows, op.k, op.n)] += 1
             elif isinstance(op, PatchEmbed):
-                gemms.append((spec.n_patches, 3 * spec.patch ** 2, spec.dim))
+                gemms[(spec.n_patches, 3 * spec.patch ** 2, spec.dim)] += 1
             elif isinstance(op, MaskProduct):
                 (t, k), (n, _) = graph.acts[op.inputs[0]].shape, graph.acts[op.inputs[1]].shape
-                gemms.append((t, k, n))
+                gemms[(t, k, n)] += 1
             elif isinstance(op, Attention):
-                atts.append((op.rows, op.heads, op.d_head))
-        return tuple(gemms), tuple(atts)
+                atts[(op.rows, op.heads, op.d_head)] += 1
+        return tuple(sorted(gemms.items())), tuple(sorted(atts.items()))
     return _memo("array_ops", graph, ops)
 
 
@@ -1479,15 +1486,19 @@ def steps_bound(graph: Graph, a: ArrayShape) -> int:
     the engine-loop steps of the array's tiles alone. A GEMM tile lasts at least max(ceil(K / KD), the previous
     tile's drain) but the layer's first; a Q.K^T key tile max(d_head / KD, the previous one's score drain) but
     the block's first; a P.V channel tile PV_II ceil(T / KD) iterations."""
+    key = (a.rows, a.cols, a.kd, a.drain, a.score_drain, pv_ii_of(graph, a.pack))
+    return int(_memo("steps_bound", graph, lambda: _steps_bound(graph, *key), key))
+
+
+def _steps_bound(graph: Graph, rows: int, cols: int, kd: int, drain: int, sdrain: int, pv_ii: int) -> int:
     gemms, atts = _array_ops(graph)
     total = 0
-    for t, k, n in gemms:
-        ks, tiles = a.steps(k), cdiv(t, a.rows) * cdiv(n, a.cols)
-        total += ks + (tiles - 1) * max(ks, a.drain)
-    pv_ii = pv_ii_of(graph, a.pack)
-    for t, heads, dh in atts:
-        dhs, kt, nb = a.steps(dh), cdiv(t, a.cols), cdiv(t, a.rows)
-        total += heads * nb * (dhs + (kt - 1) * max(dhs, a.score_drain) + cdiv(dh, a.cols) * pv_ii * a.steps(t))
+    for (t, k, n), count in gemms:
+        ks, tiles = cdiv(k, kd), cdiv(t, rows) * cdiv(n, cols)
+        total += count * (ks + (tiles - 1) * max(ks, drain))
+    for (t, heads, dh), count in atts:
+        dhs, kt, nb = cdiv(dh, kd), cdiv(t, cols), cdiv(t, rows)
+        total += count * heads * nb * (dhs + (kt - 1) * max(dhs, sdrain) + cdiv(dh, cols) * pv_ii * cdiv(t, kd))
     return total
 
 
