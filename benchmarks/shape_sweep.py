@@ -41,8 +41,10 @@ from tests.generator.synthesis_view import run_synthesis_view  # noqa: E402
 CLEAN_TAIL = "memory ports: every pipelined loop within its banks and its m_axi beats"
 
 
-def draw(rng: random.Random) -> tuple[ModelSpec, str, tuple[int, int] | None]:
-    """One case: (model shape, board name, explicit array or None for auto)."""
+def draw(rng: random.Random) -> tuple[ModelSpec, str, tuple[int, int, int] | None]:
+    """One case: (model shape, board name, explicit array (rows, cols, K unroll) or None for auto). The K unroll is
+    drawn last (1, 2 or 4, 1 twice as often), so a seed draws the model, board and array it drew before it existed
+    (2026-11-29)."""
     dh, heads, patch = rng.choice([8, 16, 24, 32, 48, 64]), rng.choice([1, 2, 3, 4]), rng.choice([2, 4, 8, 16])
     dim = dh * heads
     decoder = rng.choice(["mask", "linear"])
@@ -59,17 +61,21 @@ def draw(rng: random.Random) -> tuple[ModelSpec, str, tuple[int, int] | None]:
     board = rng.choice(sorted(BOARDS))
     array = None if rng.random() < 0.5 else (rng.choice([1, 2, 3, 5, 7, 8, 13, 16, 31]),
                                              rng.choice([1, 2, 3, 4, 8, 12, 16, 32, 40, 64]))
+    if array is not None:
+        array = (*array, rng.choice([1, 1, 2, 4]))
     return spec, board, array
 
 
-def run_case(spec: ModelSpec, board: str, array: tuple[int, int] | None, seed: int, folder: Path) -> tuple[str, str]:
+def run_case(spec: ModelSpec, board: str, array: tuple[int, int, int] | None, seed: int,
+             folder: Path) -> tuple[str, str]:
     """(verdict, detail): PASS, REFUSED (the planner's one-line error) or FAIL."""
     import yaml
 
     ckpt = folder / "model.safetensors"
     save(random_checkpoint(spec, seed=seed), ckpt)
     cfg = {"checkpoint": str(ckpt), "output": str(folder / "out"), "project": "sweep", "board": board,
-           "array": {"rows": array[0], "cols": array[1]} if array else "auto", "outputs": ["hls"]}
+           "array": {"rows": array[0], "cols": array[1], "k_unroll": array[2]} if array else "auto",
+           "outputs": ["hls"]}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     try:
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"/p{spec.patch} {spec.n_cls} cls {spec.decoder}"
                  + (f" dec {spec.dec_dim}/{spec.dec_heads}h" if spec.decoder == "mask" else "")
                  + f" {spec.softmax} {spec.gelu}")
-        arr = f"{array[0]}x{array[1]}" if array else "auto"
+        arr = (f"{array[0]}x{array[1]}" + (f"x{array[2]}" if array[2] > 1 else "")) if array else "auto"
         print(f"seed {seed:5d} {verdict:7s} {time.perf_counter() - t:5.1f} s  {board:7s} {arr:6s} {shape}", flush=True)
         if verdict != "PASS":
             print(f"      {detail.splitlines()[0][:400]}", flush=True)
