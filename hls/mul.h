@@ -144,26 +144,32 @@ struct Pack2 {
     int32_t hi, lo;
 };
 
-inline Pack2 mul_pack2(int32_t a_hi, int32_t a_lo, int32_t w) {
-    ISEG_PRAGMA(HLS INLINE)
-    typedef typename arr_wide<27>::type a27_t;
-    typedef typename arr_wide<35>::type p35_t;
-    ISEG_CHECK(a_hi >= -128 && a_hi <= 255 && a_lo >= -128 && a_lo <= 255 && fits_signed(w, 8),
-               "packed array multiplier: an operand outside [-128, 255] x int8");
-    const a27_t ap = a27_t(a_hi) * 262144 + a27_t(a_lo);  // a_hi * 2^18 + a_lo (a multiply: a_hi may be < 0)
-    const p35_t p = ap * typename arr_wide<8>::type(w);  // 27 x 8 bits: a 35-bit product, one DSP48E2
-    ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
-    const p35_t lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;  // the low 18 bits, sign-extended
-    Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};
-    return r;
-}
-
 // The packed left operand of a row pair, a_hi * 2^18 + a_lo (27 signed bits for a_hi, a_lo in [-128, 255]): formed
-// once a step per row pair and shared by every column's chain (gemm.h array_step), as mul_pack2 forms it per product.
+// once a step per row pair and shared by every column's chain (gemm.h array_step).
 inline typename arr_wide<27>::type pack_a27(int32_t a_hi, int32_t a_lo) {
     ISEG_PRAGMA(HLS INLINE)
     typedef typename arr_wide<27>::type a27_t;
     return a27_t(a_hi) * 262144 + a27_t(a_lo);  // (a multiply: a_hi may be < 0)
+}
+
+// The split of a packed product or of a chain's sum of them: the low 18 bits, sign-extended, are the low field; the
+// high field is what is left once that sign is borrowed back (a few LUTs).
+template <class P>
+inline Pack2 split_pack2(const P& p) {
+    ISEG_PRAGMA(HLS INLINE)
+    const P lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;
+    Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};
+    return r;
+}
+
+inline Pack2 mul_pack2(int32_t a_hi, int32_t a_lo, int32_t w) {
+    ISEG_PRAGMA(HLS INLINE)
+    typedef typename arr_wide<35>::type p35_t;
+    ISEG_CHECK(a_hi >= -128 && a_hi <= 255 && a_lo >= -128 && a_lo <= 255 && fits_signed(w, 8),
+               "packed array multiplier: an operand outside [-128, 255] x int8");
+    const p35_t p = pack_a27(a_hi, a_lo) * typename arr_wide<8>::type(w);  // 27 x 8 bits: 35 bits, one DSP48E2
+    ISEG_PRAGMA(HLS BIND_OP variable=p op=mul impl=dsp)
+    return split_pack2(p);
 }
 
 // A chain of KD packed products that add before the split (Cfg::KD, gemm.h array_step): on DSP48E2 a PCIN cascade,
@@ -186,9 +192,7 @@ PACK_CHAIN:
         ISEG_PRAGMA(HLS BIND_OP variable=m op=mul impl=dsp)
         p += p48_t(m);  // + PCIN, the previous DSP's P
     }
-    const p48_t lo = ((p & 0x3FFFF) ^ 0x20000) - 0x20000;  // the low 18 bits, sign-extended
-    Pack2 r = {int32_t((p - lo) >> 18), int32_t(lo)};
-    return r;
+    return split_pack2(p);
 }
 
 }  // namespace iseg
