@@ -1091,6 +1091,13 @@ def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
     return rows * cdiv(t, lanes) + cdiv(r, 2) * cdiv(t, nlanes) + DIV
 
 
+def att_sm_wait(sd: int, pv_ii: int) -> int:
+    """hls/attention.h att_sm_wait: iterations a block's Shiftmax waits at its first pass's start while the block's
+    last score tile drains (``sd`` steps): one step an iteration in Q.K^T (``pv_ii`` 1), one a key in P.V, on a key's
+    first iteration (the drain's last step is iteration pv_ii * (sd - 1))."""
+    return pv_ii * (sd - 1) + 1
+
+
 def kv_load_iters(t: int, dh: int, cols: int, axi_bytes: int) -> int:
     """Engine-loop iterations of one head's K/V load (hls/schedule.h KvLoad): every chunk of ``axi_bytes`` channels
     takes tp_chunk_steps steps of two iterations (the K beat with the transposer's write-out, then the V beat)."""
@@ -1132,13 +1139,11 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
         first = max([dhs] + ([dr] if pv_pending else []) + ([sd] if sd_pending else []))
         return first + (kt - 1) * max(dhs, sd) + (0 if defer else sd)
 
-    def pv_it(defer: bool, sd_pending: bool) -> int:  # att_pv_steps: SM steps under one PV (loop iterations)
-        # tile 0 drains a pending score tile in its first keys: max(T, score drain)
-        return (max(ts, sd) if sd_pending else ts) + (vt - 1) * max(ts, dr) + (0 if defer else dr)
-
-    def pv_iters(defer: bool, sd_pending: bool) -> int:  # tile 0: T keys; tile j >= 1: max(T, drain) (drains j - 1)
-        # one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last drain's; a
-        # deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's)
+    def pv_iters(defer: bool, sd_pending: bool) -> int:  # att_pv_steps: tile 0 T keys, tile j >= 1 max(T, drain)
+        # (drains j - 1), PV_II iterations a key; tile 0 drains a pending score tile in its first keys (max(T, score
+        # drain)); one pass of the engine loop for every channel tile (schedule.h SQ_PV: one fill), then the last
+        # drain's; a deferred PV(i-1) is the first part of QK(i+1)'s pass (its fill is QK's). The Shiftmax steps in
+        # every one of these iterations (both of a key's at PV_II 2)
         return pv_ii * (max(ts, sd) if sd_pending else ts) + (vt - 1) * pv_ii * max(ts, dr) + (0 if defer else dr)
 
     def pv_cyc(defer: bool, sd_pending: bool) -> int:
@@ -1163,11 +1168,13 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     for i in range(nb):
         rows = min(r, t - i * r)
         defer = i + 1 < nb  # PV(i-1)'s last channel tile drains in QK(i+1)'s key tile 0
-        shadow = -sd if deferred else 0  # SM(i) waits while block i's last score tile drains
+        # SM(i) waits while block i's last score tile drains: in PV(i-1)'s tile 0 one drain step a key (its first
+        # iteration), in QK(1)'s key tile 0 one an iteration (attention.h att_sm_wait)
+        shadow = -att_sm_wait(sd, pv_ii if i >= 1 else 1) if deferred else 0
         if i >= 1:
             pv_total += pv_cyc(defer, deferred)
             shadow_kv += pv_iters(defer, deferred)
-            shadow += pv_it(defer, deferred)
+            shadow += pv_iters(defer, deferred)
         if i + 1 < nb:
             qk = qk_it(i >= 1, deferred and i == 0, deferred)
             qk_total += qk + PIPE_ENGINE

@@ -233,14 +233,22 @@ inline long att_qk_steps(int T, int dh, int C, int dsteps, bool pv_pending = fal
     return first + long(kt_n - 1) * (dsteps > dh ? dsteps : dh) + (defer ? 0 : dsteps);
 }
 
-// Iterations of a P.V block (its PV passes and O_STEP, without the pipeline fills; cycles are PV_II per key iteration, one per drain
-// step): tile 0 runs T keys, tile j >= 1 max(T, pdsteps) (tile j - 1 drains in its first pdsteps iterations),
-// the last tile's drain runs alone (pdsteps) unless deferred into the next QK's key tile 0.
-// sd_pending: tile 0 drains the last QK's last score tile in its first dsteps keys (max(T, dsteps)).
-inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer, bool sd_pending = false, int dsteps = 0) {
-    return (sd_pending && dsteps > T ? dsteps : T) + long(vt_n - 1) * (pdsteps > T ? pdsteps : T) +
+// Iterations of a P.V block (its PV passes and O_STEP, without the pipeline fills): tile 0 runs T keys, tile j >= 1
+// max(T, pdsteps) (tile j - 1 drains in its first pdsteps keys), PV_II iterations a key (pvii); the last tile's drain
+// runs alone (pdsteps iterations) unless deferred into the next QK's key tile 0. sd_pending: tile 0 drains the last
+// QK's last score tile in its first dsteps keys (max(T, dsteps)). The Shiftmax steps in every one of them but those it
+// waits for that drain (att_sm_wait): schedule.h counts its steps under P.V with this.
+inline long att_pv_steps(int T, int vt_n, int pdsteps, bool defer, bool sd_pending = false, int dsteps = 0,
+                         int pvii = 1) {
+    return long(pvii) * ((sd_pending && dsteps > T ? dsteps : T) + long(vt_n - 1) * (pdsteps > T ? pdsteps : T)) +
            (defer ? 0 : pdsteps);
 }
+
+// Iterations the Shiftmax of a block waits at its first pass's start while the block's last score tile drains
+// (dsteps score-lane steps): in Q.K^T's key tile 0 one step an iteration (pvii 1); in P.V's tile 0 one step a key, on
+// the key's first iteration, so the drain's last step is iteration pvii * (dsteps - 1) and the Shiftmax steps from
+// the one after it.
+inline long att_sm_wait(int dsteps, int pvii) { return long(pvii) * (dsteps - 1) + 1; }
 
 // Step s2 of the drain of P.V tile pd from g.dr, first half: PV_LANES outputs of the head whose first channel is
 // hoff (h * d_head, taken outside the loop), their requant operands (P.V) << r (back on the 2^-15 grid) and records

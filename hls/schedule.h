@@ -19,8 +19,9 @@
 // P.V at PV_II = 2 (u15 P on a packing array) is two iterations per key at II = 1: the low byte of P, then
 // the high byte shifted by 8. Each is a u8 x int8 product, which packs two MACs per DSP48E2 like every other
 // product of the array, so the array's left operand is 9 signed bits on a packing array (arr_a_bits) in
-// every mode; the side jobs of P.V (output lanes, Shiftmax step) run on the key's first iteration, as they
-// ran once per II = 2 iteration before. The integers are the same: the array only adds.
+// every mode. The side jobs that take a key's products (the output and score lanes) run on the key's first
+// iteration; the Shiftmax, which needs nothing of the array, steps on both (half of its block's steps under P.V
+// would otherwise go unused). The integers are the same: the array only adds.
 #pragma once
 
 #include "attention.h"
@@ -323,7 +324,6 @@ ENGINE_PASS:
         // reads its operand words through the ports below (A_PORT_A, Q_PORT_A) and steps after them
         const bool arr = (gemm && s < ks) || (qk && nt < kt_n && s < dhs) || (pv && s < ts);
         const int ah = gemm ? cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
-        const bool key0 = !pv || par == 0;  // P.V: the side jobs run once per key
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
         // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
         // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac). With PV_LANES =
@@ -535,7 +535,9 @@ ENGINE_PASS:
         // iteration (checked). A key's word in its bank is key / SM_LANES, indexed as word * SM_LANES + bank (a
         // constant lane after unrolling, docs/hls.md item 7).
         // (the Shiftmax of a block whose last score tile is still draining waits: its rows' maxima and last keys)
-        const bool sm_go = (qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) && key0 &&
+        // (in P.V on both iterations of a key at PV_II 2: the step's reads and writes are the same in either, and the
+        // second one's ports are otherwise idle, so the Shiftmax under a P.V block takes every iteration of it)
+        const bool sm_go = (qk || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST || pv) &&
                            !(ps.sd.pending && ps.sd.half == sm.st.half);
         SmReads srd = att_sm_reads<Cfg>(sm, d);
         if (!sm_go) srd.ok[0] = srd.ok[1] = false;
@@ -1099,7 +1101,7 @@ inline int gemm_pass_blocks(int left, int last0, int later, int a_share) {
 template <class Cfg>
 bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, GemmBuffers<Cfg>& g,
               AttSm<Cfg>& sm, PassState<Cfg>& ps) {
-    constexpr int R = Cfg::R, C = Cfg::C;
+    constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value;
     const int dsteps = drain_steps<Cfg>(), pdsteps = pv_drain_steps<Cfg>();
     const int T = d.T, dh = d.d_head;
     const long st = d.in_stride;
@@ -1229,11 +1231,12 @@ SEQ_STEP:
                 sq.defer = i + 1 < sq.nb;  // PV(i - 1)'s last drain under QK(i + 1)'s key tile 0
                 // block i's last score tile drains in its first pass's first steps (PV(i - 1)'s tile 0, or QK(1)'s key
                 // tile 0), the Shiftmax waiting for it
-                if (ps.sd.pending) sq.shadow -= score_drain_steps<Cfg>();
+                // (in P.V(i - 1)'s tile 0 at one drain step a key, in QK(1)'s key tile 0 at one an iteration)
+                if (ps.sd.pending) sq.shadow -= att_sm_wait(score_drain_steps<Cfg>(), i >= 1 ? PVII : 1);
                 if (i >= 1) {
-                    // iterations, not cycles: any PV_II
+                    // the Shiftmax steps in every iteration of P.V (both of a key's at PV_II 2)
                     sq.shadow += att_pv_steps(kd_steps<Cfg>(T), (dh + C - 1) / C, pdsteps, sq.defer, ps.sd.pending,
-                                              score_drain_steps<Cfg>());
+                                              score_drain_steps<Cfg>(), PVII);
                     ps.pd = pv_drain(t0 - R, R, (i - 1) & 1, d.out_stride);
                     sq.phase = SQ_PV;
                 } else {

@@ -96,7 +96,8 @@ def test_attention_cycles_by_hand() -> None:
     for free), and that PV(i-1) is the first part of QK(i+1)'s pass (no ENGINE of its own: the two share no buffer,
     so the loop need not drain between them). A QK's score tiles drain in the next key tile's first ceil(32 / 5) = 7
     steps; its last one (SD_DEFER) in the next pass: QK(0)'s in QK(1)'s key tile 0, QK(i+1)'s in PV(i)'s channel
-    tile 0 (max(T, 7) = 9 keys), and the Shiftmax of that block waits those 7 steps. The Q block of QK(b + 1) loads
+    tile 0 (max(T, 7) = 9 keys), and the Shiftmax of that block waits for them: 7 iterations in QK, 2 * 6 + 1 = 13
+    in P.V, whose drain steps come on a key's first iteration (att_sm_wait). The Q block of QK(b + 1) loads
     under QK(b)'s key loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps
     under 32 iterations: hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of
     one beat, 8 channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which
@@ -104,7 +105,7 @@ def test_attention_cycles_by_hand() -> None:
     rows (4 steps): 16 steps of two engine-loop iterations (a K and a V beat) per chunk. Head 0's load runs in its
     Q(0) pass, which lasts until it is done (64 iterations, of which Q(0)'s 8 beats); a later head's runs under the
     previous head's passes (test_attention_kv_load_hides). Every loop is a pass of the engine loop: + ENGINE each.
-    Here the Shiftmax is the bound (every block has a rest), so deferring the score drain costs: 1,506 cycles, 1,492
+    Here the Shiftmax is the bound (every block has a rest), so deferring the score drain costs: 1,482 cycles, 1,456
     without it (test_score_drain_deferral_csim), which the planner weighs (estimate.better_sd_defer)."""
     a = HARNESS_SHAPE
     assert a.sd_defer
@@ -120,11 +121,13 @@ def test_attention_cycles_by_hand() -> None:
     qk1 = max(16, sd) + max(16, sd)  # key tile 0 drains QK(0)'s last tile (7 <= 16: free)
     qk2 = max(16, 8) + max(16, sd)  # key tile 0 drains PV(0)'s last P.V tile
     drain = 8  # ceil(4 * 8 / 4)
-    # channel tiles ceil(16/8) = 2; the PV loop runs at II = 2 (cycles) but the SM advances per iteration (key)
-    pv_it_defer, pv_it = max(9, sd) + max(9, drain), max(9, sd) + max(9, drain) + drain  # tile 0: a score tile too
+    # channel tiles ceil(16/8) = 2; the PV loop runs two iterations a key (PV_II 2), the SM advancing in both
     pv_defer = 2 * max(9, sd) + 2 * max(9, drain)  # PV(0): the first part of QK(2)'s pass, whose ENGINE it shares
     pv = pv_defer + ENGINE + drain + ENGINE  # PV(1) (its own pass, then the last tile's drain alone), and PV(2)
-    assert (qk0, qk1, qk2, pv_it_defer, pv_it, pv_defer, pv) == (32, 32, 32, 18, 26, 36, 216)
+    pv_it_defer, pv_it = pv_defer, pv_defer + drain  # the SM's steps under them (tile 0: a score tile too)
+    sm_wait = 2 * (sd - 1) + 1  # under P.V: the score tile's last drain step is key 6's first iteration
+    assert est.att_sm_wait(sd, 2) == sm_wait and est.att_sm_wait(sd, 1) == sd
+    assert (qk0, qk1, qk2, pv_it_defer, pv_it, pv_defer, pv) == (32, 32, 32, 36, 44, 36, 216)
     q = q_it + ENGINE
     sm_full = 4 * 3 + 66 + 2 * 3  # ceil(9/3) = 3 steps per row (exp) or row pair (normalise), the divider once
     sm_last = 1 * 3 + 66 + 2 * 3  # one row's exp; the normalise pass covers all 4 rows (3 zero-filled) in pairs
@@ -133,21 +136,21 @@ def test_attention_cycles_by_hand() -> None:
     assert est.sm_block_steps(4, 4, 9, 9, 8) == 4 * 1 + 2 * 2 + 66  # exp at 9 lanes, normalise at 8 on row pairs
     assert est.sm_block_steps(1, 5, 9, 9, 8) == 1 + 3 * 2 + 66  # R 5: pairs (0, 3), (1, 4), (2, -)
     rest0 = sm_full - (qk1 - sd)  # SM(0) under QK(1) (Q(2) loading in it), after block 0's last score tile
-    rest1 = sm_full - (pv_it_defer + qk2 - sd)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
-    rest2 = sm_last - (pv_it - sd)  # SM(2) under PV(1)
-    assert (rest0, rest1, rest2) == (59, 41, 56)
+    rest1 = sm_full - (pv_it_defer + qk2 - sm_wait)  # SM(1) under PV(0) (its last drain in QK(2)), QK(2)
+    rest2 = sm_last - (pv_it - sm_wait)  # SM(2) under PV(1)
+    assert (rest0, rest1, rest2) == (59, 29, 44)
     body = (q + qk0 + ENGINE) + (qk1 + ENGINE + rest0 + ENGINE) + (pv_defer + qk2 + ENGINE + rest1 + ENGINE) + \
         (pv + rest2 + ENGINE) + pv
     # the sequencer's calls: Q(0), QK(0), Q(1)'s rest; three per block; the epilogue's PV and drain; the layer's end
     seq = (3 + 3 * 3 + 2 + 1) * 8
-    assert cycles == consts + kv + body + seq == 1506
+    assert cycles == consts + kv + body + seq == 1482
     assert parts["sequencer"] == seq
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == qk0 + qk1 + qk2 + 3 * ENGINE
     # without the deferral: each QK drains its last tile itself (+ 7), the Shiftmax does not wait (- 7 a block)
     serial = dataclasses.replace(a, sd_defer=False)
-    assert est.attention_cycles(serial, 9, 1, 16)[0] == 1492
+    assert est.attention_cycles(serial, 9, 1, 16)[0] == 1456
 
 
 def test_attention_kv_load_hides() -> None:
@@ -161,7 +164,7 @@ def test_attention_kv_load_hides() -> None:
     seq1, seq2 = (14 + 1) * 8, (2 * 14 + 1) * 8
     assert p1["kv_load"] == p2["kv_load"] == 56
     assert two - p2["kv_load"] - seq2 == 2 * (one - p1["kv_load"] - seq1)
-    assert two == 56 + 2 * 1330 + seq2
+    assert two == 56 + 2 * 1306 + seq2
 
 
 def test_wrows_hold_the_odd_heads_above_the_next_weights() -> None:
@@ -222,9 +225,12 @@ def test_attention_pv_ii1_by_hand() -> None:
     j >= 1 (max(T, drain) iterations at PV_II cycles each: tile j - 1 drains in them) and, unless deferred,
     the last drain (drain + ENGINE, one cycle per step at any PV_II). So a pass costs T + (vt_n - 1) * max(T,
     drain) cycles less at PV_II 1 than at 2. Every head runs nb passes (PV(i-1) for i = 1 .. nb-1, and
-    PV(nb-1)); the Shiftmax under them advances one step per loop ITERATION, not per cycle, so its shadow and
-    the exposed rest (ATT_SM_REST) do not change. Hence, per attention layer: cycles(PV_II 2) - cycles(PV_II
-    1) = heads * nb * (T + (vt_n - 1) * max(T, drain)) exactly. On the harness drain = ceil(4 * 8 / 4) = 8 < T 9."""
+    PV(nb-1)); the Shiftmax under them advances one step per loop iteration, so at PV_II 2 its shadow under
+    PV(i-1) (blocks i = 1 .. nb-1) is those T + (vt_n - 1) * max(T, drain) iterations longer, less the longer wait
+    for the block's last score tile (drained one step a key: 2 sd - 1 iterations instead of sd), while its rest
+    (ATT_SM_REST) stays above zero. Hence, per attention layer: cycles(PV_II 2) - cycles(PV_II 1) = heads * (nb *
+    (T + (vt_n - 1) * max(T, drain)) - (nb - 1) * (T + (vt_n - 1) * max(T, drain) - (sd - 1))). On the harness
+    drain = ceil(4 * 8 / 4) = 8 < T 9, sd = 7."""
     a = HARNESS_SHAPE
     c2, p2 = est.attention_cycles(a, 9, 1, 16, 2)
     c1, p1 = est.attention_cycles(a, 9, 1, 16, 1)
@@ -234,10 +240,12 @@ def test_attention_pv_ii1_by_hand() -> None:
     assert p1["pv"] == pv1_defer + 2 * pv1 == 414  # PV(0) deferred into QK(2); PV(1), PV(2) drain alone
     assert p2["pv"] == p1["pv"] + 3 * (9 + 9) == 468
     heads, nb, t, drain = 1, 3, 9, 8
-    assert c2 - c1 == heads * nb * (t + 1 * max(t, drain)) == 54
-    assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] == p2["shiftmax"]
+    sd, extra = 7, t + 1 * max(t, drain)
+    assert c2 - c1 == heads * (nb * extra - (nb - 1) * (extra - (sd - 1))) == 54 - 24
+    assert p2["array"] - p1["array"] == 3 * 2 * 9 and p1["shiftmax"] - p2["shiftmax"] == 2 * (extra - (sd - 1))
     # two heads, T 21 (6 query blocks of R 4), d_head 8 (one channel tile)
-    assert est.attention_cycles(a, 21, 2, 8, 2)[0] - est.attention_cycles(a, 21, 2, 8, 1)[0] == 2 * 6 * 1 * 21
+    assert est.attention_cycles(a, 21, 2, 8, 2)[0] - est.attention_cycles(a, 21, 2, 8, 1)[0] == \
+        2 * (6 * 21 - 5 * (21 - (sd - 1))) == 102
     with pytest.raises(ValueError, match="pv_ii"):
         est.attention_cycles(a, 9, 1, 16, 3)
 
