@@ -1004,13 +1004,16 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     a_blk = ln_block_steps(a, k) if ln else r * cdiv(k, a.load_lanes)
     a0 = a_blk + PIPE_ENGINE
     mb, nt = cdiv(t, r), cdiv(n, a.cols)
-    a_share = cdiv(a_blk, nt)
+    pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
+    ks = a.steps(k)  # the array's steps of a tile
     w_share = cdiv(cdiv(prefetch_bytes, a.prefetch_lanes), mb * nt) if prefetch_bytes else 0
+    # a block's load share, over its tiles but the last `quiet` (gemm_quiet_tiles; a later tile without a load lasts
+    # max(K steps, drain, the weight share))
+    quiet = gemm_quiet_tiles(nt, a_blk, max(ks, a.drain, pf0 + w_share))
+    a_share = cdiv(a_blk, nt - quiet)
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
     cls = cdiv(n, a.out_lanes) if embed else 0
-    pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
-    ks = a.steps(k)  # the array's steps of a tile
     first = max(ks, a_share if mb > 1 else 0, cls + w_share)
     mid = max(ks, a.drain, a_share, pf0 + w_share)
     last = max(ks, a.drain, pf0 + w_share)
@@ -1018,7 +1021,7 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
         steps = first + (nt - 1) * last
     else:
         steps = first + ((mb - 1) * nt - 1) * mid + nt * last
-    passes = gemm_block_passes(mb, first if nt == 1 else mid, mid, a_share)
+    passes = gemm_block_passes(mb, first if nt - quiet == 1 else mid, mid, a_share, quiet)
     steps += passes * PIPE_ENGINE  # the row blocks' passes of the engine loop (schedule.h SQ_GEMM_BLOCK)
     tail = a.drain + PIPE_ENGINE
     seq = (passes + 3) * SEQ_SETUP  # the sequencer: A0's pass, the blocks', the tail's, the call that ends the layer
@@ -1026,23 +1029,44 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
                                               ("tail", tail), ("sequencer", seq), ("array", mb * nt * ks))
 
 
-def gemm_pass_blocks(left: int, last0: int, later: int, a_share: int) -> int:
+def gemm_pass_blocks(left: int, last0: int, later: int, a_share: int, quiet: int = 0) -> int:
     """hls/schedule.h gemm_pass_blocks: the row blocks one GEMM pass runs from its first on (``left`` of the layer's
-    blocks from there): block b + 1 follows block b in the pass when block b's last tile (``last0`` steps for the
-    pass's first block, ``later`` for the others) outlasts its load share by PIPE_ENGINE steps, so that the array's
-    first read of block b + 1 comes that many iterations after the loader's last write of it."""
-    if left < 2 or last0 - a_share < PIPE_ENGINE:
+    blocks from there): block b + 1 follows block b in the pass when block b's last loading tile (``last0`` steps for
+    the pass's first block, ``later`` for the others) and its ``quiet`` tiles after it (``later`` steps each) outlast
+    its load share by PIPE_ENGINE steps, so that the array's first read of block b + 1 comes that many iterations
+    after the loader's last write of it."""
+    q = quiet * later
+    if left < 2 or last0 - a_share + q < PIPE_ENGINE:
         return 1
-    return 2 if later - a_share < PIPE_ENGINE else left
+    return 2 if later - a_share + q < PIPE_ENGINE else left
 
 
-def gemm_block_passes(mb: int, last0: int, later: int, a_share: int) -> int:
+def gemm_quiet_tiles(nt: int, a_blk: int, later: int) -> int:
+    """hls/schedule.h gemm_quiet_tiles: the last tiles of a row block that do not load the next block, whose load is
+    spread over the others, so that the blocks share one pass (``gemm_pass_blocks``) where a short K would end a pass
+    per block: the fewest that do it without lengthening a tile (the share at most ``later``, a later tile's steps
+    without a load); 0 when every tile loading already lets the later blocks chain, or when nothing does."""
+    if nt < 2 or a_blk <= 0:
+        return 0
+    a0 = cdiv(a_blk, nt)
+    if max(later, a0) - a0 >= PIPE_ENGINE:
+        return 0
+    for q in range(1, nt):
+        share = cdiv(a_blk, nt - q)
+        if share > later:
+            return 0
+        if later - share + q * later >= PIPE_ENGINE:
+            return q
+    return 0
+
+
+def gemm_block_passes(mb: int, last0: int, later: int, a_share: int, quiet: int = 0) -> int:
     """Passes of the engine loop that run a GEMM's ``mb`` row blocks: the sequencer's greedy ``gemm_pass_blocks``
-    from block 0 (``last0``: block 0's last tile), then from the first block it left (whose last tile is a later
-    one, ``later`` steps)."""
+    from block 0 (``last0``: block 0's last loading tile), then from the first block it left (whose last loading tile
+    is a later one, ``later`` steps)."""
     b, passes = 0, 0
     while b < mb:
-        b += gemm_pass_blocks(mb - b, last0 if b == 0 else later, later, a_share)
+        b += gemm_pass_blocks(mb - b, last0 if b == 0 else later, later, a_share, quiet)
         passes += 1
     return passes
 

@@ -59,6 +59,7 @@ struct Pass {
     int a_share, w_share; // GEMM: the steps of a tile that load the next block / prefetch the next layer
     int blocks;           // GEMM: the row blocks the pass runs, one after the other (gemm_pass_blocks)
     int a_share_n;        // GEMM: a later block's a_share (a block after it; the layer's last block: 0)
+    int a_tiles;          // GEMM: the tiles of a block that load (the first ones: gemm_quiet_tiles)
     int steps_n, steps_l; // GEMM: a later block's tile steps (a block after it / the layer's last block)
     long in_step, out_step;          // GEMM: in0 / out0 from one row block to the next
     long al_step, ln_sstep, ln_dstep;  // GEMM: the loaders' src (A, LayerNorm) and dst (LayerNorm) per row block
@@ -403,8 +404,9 @@ ENGINE_PASS:
             v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, kat >= 0 ? kat : lst.at2, kat >= 0 ? nkv : lst.n2);
         // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
         // iteration's store on gmem1 in program order: the tool need not order the read behind the write
-        const bool ln_go = (gemm && s < a_share && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
-        const bool a_go = (gemm && s < a_share && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln);
+        const bool a_step = gemm && s < a_share && nt < p.a_tiles;  // the block's load share in its first tiles
+        const bool ln_go = (a_step && p.fuse_ln) || (m == PM_GEMM_A0 && p.fuse_ln) || m == PM_LN;
+        const bool a_go = (a_step && !p.fuse_ln) || (m == PM_GEMM_A0 && !p.fuse_ln);
         const bool q_go = qk || m == PM_Q_LOAD;
         int n1 = 0;
         const long at1 = ln_go ? ln_req<Cfg>(ps.ln, n1) : a_go ? a_req<Cfg>(ps.al, n1) : q_go ? q_req<Cfg>(ps.q, dh, n1) : -1L;
@@ -1091,10 +1093,33 @@ void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd, bool sd_pending) {
 // so nothing else would keep a read from overtaking a write in the pipeline (C-simulation checks the distance at
 // every read: engine_pass, g.a_at). The boundary after the pass's first block has that block's last tile (`last0`
 // steps: its only tile may be the layer's first); every later boundary a later tile (`later`), so they chain all or
-// none. left: the layer's blocks from the pass's first on; a_share: a block's load share (a block after it).
-inline int gemm_pass_blocks(int left, int last0, int later, int a_share) {
-    if (left < 2 || last0 - a_share < kEngineDepth) return 1;
-    return later - a_share < kEngineDepth ? 2 : left;
+// none. left: the layer's blocks from the pass's first on; a_share: a block's load share (a block after it); quiet:
+// the block's last tiles that do not load (gemm_quiet_tiles), `later` steps each, after its last loading tile (`last0`
+// steps for the pass's first block).
+inline int gemm_pass_blocks(int left, int last0, int later, int a_share, int quiet = 0) {
+    const long q = long(quiet) * later;
+    if (left < 2 || last0 - a_share + q < kEngineDepth) return 1;
+    return later - a_share + q < kEngineDepth ? 2 : left;
+}
+
+// The quiet tiles of a GEMM row block: its last `quiet` tiles do not load the next block, whose load is spread over
+// the others, so that the loader's last write comes kEngineDepth iterations before the next block's first read and
+// the blocks share one pass of the engine loop (gemm_pass_blocks) where a short K would end a pass per block (K 192 on
+// a K-unrolled array: 48-step tiles). The fewest quiet tiles that do it without lengthening a tile (the share at most
+// `later`, a later tile's steps without a load: gemm_tile_steps(K steps, drain, 0, ...)); 0 when every tile loading
+// already lets the later blocks chain, or when nothing does. nt: the block's tiles; a_blk: the block's load steps.
+inline int gemm_quiet_tiles(int nt, int a_blk, int later) {
+    if (nt < 2 || a_blk <= 0) return 0;
+    const int a0 = (a_blk + nt - 1) / nt;
+    if ((later > a0 ? later : a0) - a0 >= kEngineDepth) return 0;
+GEMM_QUIET:
+    for (int q = 1; q < nt; ++q) {
+        ISEG_PRAGMA(HLS loop_tripcount min=1 max=64)
+        const int a = (a_blk + nt - q - 1) / (nt - q);
+        if (a > later) return 0;
+        if (later - a + long(q) * later >= kEngineDepth) return q;
+    }
+    return 0;
 }
 
 // The next pass of the layer (setup included); false when the layer is done.
@@ -1132,20 +1157,24 @@ SEQ_STEP:
                 ps.ln = ln_load(lin + long(tn) * ln.in_stride * 2, lout + long(tn) * ln.out_stride,
                                 long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
                                 sq.fuse_ln && more ? LN_STATS : LN_DONE, ln, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
-                const int a_n = (sq.a_blk + sq.nt_n - 1) / sq.nt_n;  // a block's load share, a block after it
-                const int a_share = more ? a_n : 0;
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
                 const int csteps = cls_steps<Cfg>(d);
                 const int pf0_p = embed_fused(d) ? dsteps : 0;
                 const int pf0 = embed_fused(d) ? (ps.dt.pending ? dsteps : csteps) : 0;
                 const int ks = kd_steps<Cfg>(d.K);  // the array's steps of a tile
+                // a block's load share (a block after it), over its tiles but the last `quiet` (gemm_quiet_tiles)
+                const int t_free = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);  // a later tile, no load
+                const int quiet = gemm_quiet_tiles(sq.nt_n, sq.a_blk, t_free);
+                const int a_n = (sq.a_blk + sq.nt_n - quiet - 1) / (sq.nt_n - quiet);
+                const int a_share = more ? a_n : 0;
                 const int steps = gemm_tile_steps(ks, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
                 const int steps_n = gemm_tile_steps(ks, dsteps, a_n, pf0_p, sq.w_share);  // a block after it
                 const int steps_l = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);    // the layer's last
                 const int steps_p = more ? steps_n : steps_l;
                 // the row blocks this pass runs (gemm_pass_blocks): one fill for all of them
-                const int blocks = gemm_pass_blocks(sq.mb_n - mb, sq.nt_n == 1 ? steps : steps_n, steps_n, a_n);
+                const int blocks = gemm_pass_blocks(sq.mb_n - mb, sq.nt_n - quiet == 1 ? steps : steps_n, steps_n, a_n,
+                                                    quiet);
                 const int nl = mb + blocks == sq.mb_n && blocks > 1 ? 1 : 0;  // the layer's last block among the later
                 const long total = steps + long(sq.nt_n - 1) * steps_p +
                                    long(sq.nt_n) * (long(blocks - 1 - nl) * steps_n + long(nl) * steps_l);
@@ -1159,6 +1188,7 @@ SEQ_STEP:
                 p.steps_p = steps_p;
                 p.blocks = blocks;
                 p.a_share_n = a_n;
+                p.a_tiles = sq.nt_n - quiet;
                 p.steps_n = steps_n;
                 p.steps_l = steps_l;
                 p.in_step = long(R) * d.in2_stride;

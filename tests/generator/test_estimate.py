@@ -371,27 +371,39 @@ def test_gemm_pass_blocks_by_hand() -> None:
     """A GEMM's row blocks share a pass of the engine loop when a block's last tile outlasts its load share by
     ENGINE steps (the array's first read of the next block comes that long after the loader's last write of it).
     On the harness (R 4, 8 bytes a step): K 130, two column tiles: A share ceil(4 * 17 / 2) = 34, tiles of 130
-    steps: 96 >= 86, so 3 blocks run in one pass; K 100: share 26, 74 < 86, a pass each. A first block whose only
+    steps: 96 >= 86, so 3 blocks run in one pass; K 100: share 26, 74 < 86, which would be a pass each, so the last
+    tile of a block is quiet (gemm_quiet_tiles): the first loads all 52 steps of the next block, and its last write
+    comes 48 + 100 = 148 >= 86 steps before that block's first read: one pass again. A first block whose only
     tile is longer than the later ones (here 130 against 120) would take one more block with it: the rule's general
     case, which the sequencer never meets (a first block's one tile lasts at most a later block's: its cls steps are
     at most the drain, the rest the same), kept because it mirrors the C++."""
     assert ENGINE == 86
     assert est.gemm_block_passes(3, 130, 130, 34) == 1
     assert est.gemm_block_passes(3, 100, 100, 26) == 3
+    assert (est.gemm_quiet_tiles(2, 68, 130), est.gemm_quiet_tiles(2, 52, 100)) == (0, 1)
+    assert est.gemm_block_passes(3, 100, 100, 52, 1) == 1
+    assert est.gemm_quiet_tiles(2, 220, 100) == 0  # a share of 220 would lengthen the 100-step tile: nothing chains
+    # Seg-T's K 192 on KV260's 12 x 32 x 4: 18 tiles of 48 steps, 288 load steps; 16 a tile leave 32 < 86, one quiet
+    # tile 48 - 17 + 48 = 79, two 48 - 18 + 96 = 126
+    assert est.gemm_quiet_tiles(18, 288, 48) == 2
+    assert est.gemm_quiet_tiles(1, 288, 48) == 0
+    assert est.gemm_quiet_tiles(5, 12, 20) == 4  # (test_csim_counts_gemm's K 20 on five column tiles)
     assert est.gemm_block_passes(1, 10, 10, 0) == 1
     assert est.gemm_pass_blocks(5, 130, 120, 40) == 2  # 90 >= 86 after the first block, 80 after a later one
     assert est.gemm_block_passes(5, 130, 120, 40) == 4  # blocks 0-1, then 2, 3, 4 alone
     c1, p1 = est.gemm_cycles(HARNESS_SHAPE, 10, 130, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     c3, p3 = est.gemm_cycles(HARNESS_SHAPE, 10, 100, 12, bias=True, rq_tab=True, gelu=False, prefetch_bytes=0)
     assert p1["steps"] == 3 * 2 * 130 + ENGINE and p1["sequencer"] == (1 + 3) * 8
-    assert p3["steps"] == 3 * 2 * 100 + 3 * ENGINE and p3["sequencer"] == (3 + 3) * 8
+    assert p3["steps"] == 3 * 2 * 100 + ENGINE and p3["sequencer"] == (1 + 3) * 8
 
 
-@pytest.mark.parametrize("T,K,N", [(10, 20, 12), (33, 64, 40), (7, 96, 8), (10, 130, 12), (9, 112, 20)])
+@pytest.mark.parametrize("T,K,N", [(10, 20, 12), (33, 64, 40), (7, 96, 8), (10, 130, 12), (9, 112, 20),
+                                   (10, 100, 12), (13, 20, 40)])
 def test_csim_counts_gemm(harness: Harness, T: int, K: int, N: int) -> None:
     """One LINEAR row: the engine's counted cycles = estimate (+ its weight prefetch before the loop). K 130 and
-    112 chain the row blocks in one pass (test_gemm_pass_blocks_by_hand; the C-simulation checks the distance from
-    the loader's write of a row to the array's read of it)."""
+    112 chain the row blocks in one pass with every tile loading, K 100 with its last tile quiet, K 20 on five column
+    tiles with its last four quiet (gemm_quiet_tiles: 20 - 12 + 4 * 20 = 88 >= 86; test_gemm_pass_blocks_by_hand;
+    the C-simulation checks the distance from the loader's write of a row to the array's read of it)."""
     _run_linear(harness, HARNESS_SHAPE, T, K, N, seed=T)  # (the row blocks chained or not)
 
 
