@@ -1184,6 +1184,9 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     q_total = q_it + PIPE_ENGINE  # Q(0) of a head, exposed (its K/V rest beside it: kv); Q(b+1) loads under QK(b)
     left = q_left(qk0) if nb > 1 else 0
     q_total += left + PIPE_ENGINE if left else 0
+    # the sequencer's calls a head (schedule.h seq_next): Q(0), QK(0), the epilogue's PV(nb-1) and its drain, and the
+    # passes counted below; a Q rest or a Shiftmax rest with nothing to do is no pass and no call
+    calls = 4 + (1 if left else 0)
     shadow_kv = qk0 + left  # the iterations of a head's passes after Q(0): the next head's K/V load runs in them
     qk_total = qk0 + PIPE_ENGINE  # prologue QK(0)
     pv_total = pv_cyc(False, False)  # epilogue PV(nb-1)
@@ -1199,6 +1202,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             pv_total += pv_cyc(defer, deferred)
             shadow_kv += pv_iters(defer, deferred)
             shadow += pv_iters(defer, deferred)
+            calls += 0 if defer else 2  # (deferred: the first part of QK(i+1)'s pass) its pass, its drain's
         if i + 1 < nb:
             qk = qk_it(i >= 1, deferred and i == 0, deferred)
             qk_total += qk + PIPE_ENGINE
@@ -1206,17 +1210,16 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             q_total += left + PIPE_ENGINE if left else 0
             shadow += qk + left
             shadow_kv += qk + left
+            calls += 2 if left else 1
         rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
         rest_total += rest + PIPE_ENGINE if rest else 0
         shadow_kv += rest
+        calls += 1 if rest else 0
     # the K/V loads beyond Q(0)'s beats, which their pass waits for: head 0's whole load, each later head's part that
     # the previous head's passes left (kv_overlap; without it every head's whole load)
     later = max(0, kv_it - shadow_kv - q_it) if a.kv_overlap else max(0, kv_it - q_it)
     kv = max(0, kv_it - q_it) + (heads - 1) * later
-    # the sequencer's calls (schedule.h seq_next): per head Q(0), QK(0), Q(1)'s rest; per block three passes (QK(i + 1)
-    # or PV(i - 1) + its drain, the Q rest or not, SM(i)'s rest; a lone block only the last), the epilogue's two;
-    # the call that ends the layer
-    seq = (heads * (5 + 3 * nb - (2 if nb == 1 else 0)) + 1) * SEQ_SETUP
+    seq = (heads * calls + 1) * SEQ_SETUP  # and the call that ends the layer
     parts = (("consts", consts), ("kv_load", kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),
              ("array", heads * nb * (kt * dhs + vt * pv_ii * ts)))
@@ -1547,6 +1550,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     cycle count of a candidate whose lower bound (array_macs) is already above the best frame so far; the
     choice is the same (tested), only faster."""
     best: tuple[tuple[int, int], ArrayShape] | None = None
+    near: list[tuple[tuple[int, int], ArrayShape]] = []  # every candidate weighed, for better_sd_defer below
     cap = int(board.dsp * DSP_CAP)
     macs = array_macs(graph)
     cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4]
@@ -1580,6 +1584,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                     dsp, a = min(fits, key=lambda x: x[0])
                     cycles = sum(c.cycles for c in op_costs(graph, a))  # the pack sets PV_II
                     key = (cycles, dsp)
+                    near.append((key, a))
                     if best is None or key < best[0]:
                         best = (key, a)
                 if not any_fit:
@@ -1594,7 +1599,16 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
         if not over:  # pragma: no cover - with its small multipliers on DSPs the smallest may be the one that fits
             over = "more than the caps allow with either binding of its small multipliers"
         raise ValueError(f"no GEMM array fits {board.name}: the smallest, 2x{c0} with the fewest lanes, needs {over}")
-    return better_sd_defer(graph, best[1])
+    # SD_DEFER is weighed after the search (inside it, it would double its time), on the candidates within SD_NEAR of
+    # the best: flipping it moves a frame by a few per cent either way, so the best after it may be another candidate
+    # (u50: 54x64x2 without the deferral beats 52x32x4 with it by 1.7 %)
+    limit = best[0][0] * (1 + SD_NEAR)
+    flipped = [better_sd_defer(graph, a) for key, a in near if key[0] <= limit]
+    return min(flipped, key=lambda a: (sum(c.cycles for c in op_costs(graph, a)), unit_costs(a, graph, board,
+                                                                                             widths).dsp))
+
+
+SD_NEAR = 0.03  # choose_array: the candidates SD_DEFER is weighed on, within this fraction of the best frame
 
 
 def better_sd_defer(graph: Graph, a: ArrayShape) -> ArrayShape:

@@ -1132,8 +1132,8 @@ bool seq_next(Seq& sq, Pass& p, const LayerDesc& d, GemmBuffers<Cfg>& g,
     const long st = d.in_stride;
     const long qkv = d.in;  // scratch offset of the qkv rows
 SEQ_STEP:
-    for (int k = 0; k < 6; ++k) {  // at most three phases hand out no pass before one does (SQ_BLOCK_END,
-                                   // SQ_BLOCK, SQ_QK, then SQ_REST's)
+    for (int k = 0; k < 8; ++k) {  // at most five phases hand out no pass before one does (an empty Q rest and
+                                   // Shiftmax rest, SQ_BLOCK_END, SQ_BLOCK, SQ_PV, then SQ_QK's)
         switch (sq.phase) {
             // ---- GEMM: the first row block alone, the row blocks, the last tile's output lanes
             case SQ_GEMM_A0:
@@ -1247,11 +1247,12 @@ SEQ_STEP:
                 sq.phase = SQ_QR0;
                 return true;
             }
-            case SQ_QR0: {  // the Q(1) beats QK(0) left
+            case SQ_QR0: {  // the Q(1) beats QK(0) left (none: no pass, and no call of its own)
                 const long n = ps.q.beats - ps.q.b;
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
                 sq.phase = SQ_BLOCK;
                 sq.i = 0;
+                if (n == 0) break;
+                p = pass_of(PM_Q_LOAD, n, n + kEngineDepth);
                 return true;
             }
             case SQ_BLOCK: {  // block i: SM(i) from s[i & 1] into g.a[i & 1], under PV(i - 1) and QK(i + 1)
@@ -1327,20 +1328,22 @@ SEQ_STEP:
                 sq.phase = SQ_QR;
                 return true;
             }
-            case SQ_QR: {  // the Q beats QK(i + 1) left
+            case SQ_QR: {  // the Q beats QK(i + 1) left (none: no pass)
                 const long n = ps.q.beats - ps.q.b;
                 sq.shadow += sq.qk_it + n;  // the key loop, and the Q beats it left
                 ps.pd.pending = false;      // QK's key tile 0 drained it
-                p = pass_of(PM_Q_LOAD, n, n > 0 ? n + kEngineDepth : 0);
                 sq.phase = SQ_REST;
+                if (n == 0) break;
+                p = pass_of(PM_Q_LOAD, n, n + kEngineDepth);
                 return true;
             }
-            case SQ_REST: {  // what is left of SM(i)
+            case SQ_REST: {  // what is left of SM(i) (nothing: no pass)
                 const int rows = T - sq.i * R < R ? T - sq.i * R : R;
                 const long total = sm_block_steps(rows, R, T, Cfg::SM_LANES, sm_norm_lanes<Cfg>());
                 const long rest = total > sq.shadow ? total - sq.shadow : 0;
-                p = pass_of(PM_SM_REST, rest, rest > 0 ? rest + kEngineDepth : 0);
                 sq.phase = SQ_BLOCK_END;
+                if (rest == 0) break;
+                p = pass_of(PM_SM_REST, rest, rest + kEngineDepth);
                 return true;
             }
             case SQ_BLOCK_END:
