@@ -303,9 +303,8 @@ def multipliers(a: ArrayShape, graph: Graph, w: LaneWidths) -> list[Mul]:
                                        "RQ(acc + bias), P.V RQ_8, score RQ_8 (OUT_RQ)")])
     add("output_stage", ol, [("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "residual * ma"),
                              ("int_add_w", "dsp", s["kI16Bits"], w.ADD_M, "y * mb")])
-    add("shiftmax", sm, [("shexp_parts", lane, w.SM_X0, q, "exp pass: x0 * q")])
-    add("shiftmax", 2 * nl, [("shexp_parts", lane, w.SM_X0, q, "normalise pass (two rows): x0 * q"),
-                         ("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise: mantissa * f")])
+    add("shiftmax", 2 * sm, [("shexp_parts", lane, w.SM_X0, q, "exp and normalise passes (two rows each): x0 * q")])
+    add("shiftmax", 2 * nl, [("sm_norm", "dsp", w.SM_BASE, w.SM_F, "normalise (two rows): mantissa * f")])
     if sm_row_shift_of(graph):  # Cfg::SM_ROW_SHIFT: built for precise8 models only
         add("shiftmax", 1, [("sm_row_shift", "dsp", w.SM_X0, w.SM_F, "row shift (with the divider): |x0| * f")])
     add("layernorm", lw, [("ln_step", "dsp", s["kI16Bits"], s["kI16Bits"], "loader stats: x * x")])
@@ -1110,9 +1109,13 @@ def _p_bits_of(graph: Graph) -> tuple[int, ...]:
 
 def sm_block_steps(rows: int, r: int, t: int, lanes: int, nlanes: int) -> int:
     """hls/shiftmax.h sm_block_steps: Shiftmax steps of a block of ``rows`` valid rows out of R, ``t`` keys: the
-    exp pass over the valid rows at ``lanes``, the normalise pass over all R, two rows per step at ``nlanes``
-    each, one divider latency."""
-    return rows * cdiv(t, lanes) + cdiv(r, 2) * cdiv(t, nlanes) + DIV
+    exp pass over the valid rows, two rows per step at ``lanes`` each (one row a step when a row takes one step:
+    the divider takes one row a step, a pair's second at the next pair's first step), the normalise pass over all
+    R, two rows per step at ``nlanes`` each, one divider latency (+ 1 when the last pair's second row issued a step
+    late)."""
+    pairs = t > lanes  # shiftmax.h sm_exp_pairs
+    exp = (cdiv(rows, 2) if pairs else rows) * cdiv(t, lanes)
+    return exp + cdiv(r, 2) * cdiv(t, nlanes) + DIV + (1 if pairs and rows % 2 == 0 else 0)
 
 
 def att_sm_wait(sd: int, pv_ii: int) -> int:

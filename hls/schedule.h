@@ -543,7 +543,7 @@ ENGINE_PASS:
                            !(ps.sd.pending && ps.sd.half == sm.st.half);
         SmReads srd = att_sm_reads<Cfg>(sm, d);
         if (!sm_go) srd.ok[0] = srd.ok[1] = false;
-        int8_t xs[2][SM];  // the scores the Shiftmax step reads: slot q's key i0 + o in xs[q][o]
+        int8_t xs[2][SM] = {};  // the scores the Shiftmax step reads: slot q's key i0 + o in xs[q][o]
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xs type=complete)
         ISEG_CHECK(!(so && (srd.ok[0] || srd.ok[1]) && srd.half == ps.sd.half),
                    "sm.s ports: the score lanes' writes and the Shiftmax's reads on one half");

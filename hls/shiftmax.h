@@ -153,48 +153,67 @@ inline long shiftmax_cycles(int n, int lanes) { return 3L * ((n + lanes - 1) / l
 // step per iteration of its array loops (P.V of the previous block, Q.K^T of the next one) the
 // way gemm.h advances the weight prefetch. The row maxima come with the scores (the score drain
 // keeps them), so there is no max pass. Phases, one step each:
-//   EXP   LANES elements of a row: S += shexp(d, x0, 15); at the row's end its S goes into the
-//         divider, a pipelined unit (one row issued per step): f = (2^(31+K) - 1) // S, and behind it
-//         the row shift r = sm_row_shift(x0, f) (one |x0| * f product and rmax comparators; built only
-//         when ROW_SHIFT, the engine's Cfg::SM_ROW_SHIFT for precise8 models, else r = 0), kept
-//         with the probability block (rs[half][row], ping-pong like p)
-//   WAIT  kDivCycles steps once per block: the last row's divider latency
+//   EXP   LANES elements of each of two rows, r and r + ceil(rows / 2) (the block's valid rows in pairs, read
+//         through the score banks' two ports as NORM reads its pair): S += shexp(d, x0, 15) per row; at the
+//         pair's end its rows' S go into the divider, a pipelined unit that takes one row a step: row r at
+//         once, the second row at the next step (the next pair's first: a pair lasts at least two steps, else
+//         EXP takes one row a step, sm_exp_pairs). f = (2^(31+K) - 1) // S, and behind it the row shift r =
+//         sm_row_shift(x0, f) (one |x0| * f product and rmax comparators; built only when ROW_SHIFT, the engine's
+//         Cfg::SM_ROW_SHIFT for precise8 models, else r = 0), kept with the probability block (rs[half][row],
+//         ping-pong like p)
+//   WAIT  kDivCycles steps once per block, + 1 when the last pair's second row issued a step late: the last
+//         row's divider latency
 //   NORM  NLANES elements of each of two rows, r and r + ceil(R/2) (NLANES <= LANES: the writes into a
 //         probability row's memory bank are what bounds them, attention.h sm_norm_lanes; two rows are two
 //         banks, and their scores two words of each score bank): the exp is recomputed from the int8 score
 //         (no row buffer of exps), p = min((e * f + (rnd << r)) >> (16 + K + r), 2^PB - 1); a row past
 //         `rows` (the matrix edge) gets p = 0 (and r = 0)
+// The two passes share ONE set of 2 x LANES shift exponentials (two rows of LANES a step, whichever the phase).
 // Same integers as shiftmax_row.
 enum SmPhase : int32_t { SM_EXP = 0, SM_WAIT = 1, SM_NORM = 2, SM_DONE = 4 };
 
 struct SmState {
     int32_t half;   // which score block / probability block
-    int32_t r;      // current row (NORM: row pair)
+    int32_t r;      // current row (EXP, NORM: the pair's first row)
     int32_t rows;   // valid rows of the block
     int32_t phase;  // SmPhase
-    int32_t i;      // next element of the row, or WAIT tick
-    int64_t S;      // running sum of the row's exps
+    int32_t i;      // next element of the rows, or WAIT tick
+    int64_t S, S2;  // running sums of the pair's exps
+    int32_t pend;   // the row whose sum waits a step for the divider (-1: none), its sum Sp
+    int64_t Sp;
+    int32_t wait;   // WAIT's steps
 };
 
 inline SmState sm_begin(int half, int rows) {
-    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_NORM, 0, 0};
+    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_NORM, 0, 0, 0, -1, 0, kDivCycles};
     return st;
 }
 
 inline SmState sm_idle() {
-    SmState st = {0, 0, 0, SM_DONE, 0, 0};
+    SmState st = {0, 0, 0, SM_DONE, 0, 0, 0, -1, 0, kDivCycles};
     return st;
 }
 
-// Steps of one block: rows * ceil(n / LANES) (exp) + ceil(R / 2) * ceil(n / NLANES) (normalise, two rows per
-// step) + kDivCycles.
+// Whether EXP takes its rows in pairs: when a row lasts at least two steps (n > LANES), so that the divider, one row
+// a step, takes a pair's second row at the next pair's first step.
+inline bool sm_exp_pairs(int n, int lanes) { return n > lanes; }
+
+// EXP's row distance within a pair: ceil(rows / 2) (pairs), or `rows` (one row a step: no second row is valid).
+inline int sm_exp_half(int rows, bool pairs) { return pairs ? (rows + 1) / 2 : rows; }
+
+// Steps of one block: ceil(rows / 2) * ceil(n / LANES) (exp, two rows per step; rows * ceil(n / LANES) when
+// n <= LANES) + ceil(R / 2) * ceil(n / NLANES) (normalise, two rows per step) + kDivCycles (+ 1 after a last pair of
+// two rows: its second row enters the divider a step late).
 inline long sm_block_steps(int rows, int R, int n, int lanes, int nlanes) {
-    return long(rows) * ((n + lanes - 1) / lanes) + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + kDivCycles;
+    const bool pairs = sm_exp_pairs(n, lanes);
+    const long ex = long(sm_exp_half(rows, pairs)) * ((n + lanes - 1) / lanes);
+    return ex + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + kDivCycles + (pairs && rows % 2 == 0 ? 1 : 0);
 }
 
 // The scores one step reads, named before the step (the engine loop's ports of the score blocks serve them, and
-// sm_step takes them as xs): keys [i0, i0 + n) of row row[q] of block `half` for each slot q that is ok. EXP: slot 0,
-// LANES keys of row r; NORM: NLANES keys of rows r and r + ceil(R / 2) (a row past `rows` reads nothing: its p are 0).
+// sm_step takes them as xs): keys [i0, i0 + n) of row row[q] of block `half` for each slot q that is ok. EXP: LANES
+// keys of rows r and r + ceil(rows / 2) (slot 1 only when that row is valid; slot 0 alone when the rows go one a step,
+// sm_exp_pairs); NORM: NLANES keys of rows r and r + ceil(R / 2) (a row past `rows` reads nothing: its p are 0).
 // Each slot's keys lie in distinct banks (n <= LANES = the banks of a half, AttSm::s_bank), so a slot takes one
 // access per bank: slot 0 port A's, slot 1 port B's.
 struct SmReads {
@@ -210,12 +229,14 @@ SmReads sm_reads(const SmState& st, int n) {
     q.half = st.half;
     q.i0 = st.i;
     q.ok[0] = q.ok[1] = false;
+    const bool in_exp = st.phase == SM_EXP;
     q.row[0] = st.r;
-    q.row[1] = st.r + RH;
-    const int lanes = st.phase == SM_EXP ? LANES : NLANES;
+    q.row[1] = st.r + (in_exp ? sm_exp_half(st.rows, sm_exp_pairs(n, LANES)) : RH);
+    const int lanes = in_exp ? LANES : NLANES;
     q.n = n - st.i < lanes ? n - st.i : lanes;
-    if (st.phase == SM_EXP) {
+    if (in_exp) {
         q.ok[0] = true;
+        q.ok[1] = q.row[1] < st.rows;
     } else if (st.phase == SM_NORM) {
     SMS_READ_ROW:
         for (int s = 0; s < 2; ++s) {
@@ -246,6 +267,7 @@ template <int R, int LANES, int NLANES, class W, bool ROW_SHIFT = true>
 SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (&mx)[2][R], int n, int32_t x0,
                       int32_t variant, uint8_t (&rs)[2][R], int64_t (&f)[R]) {
     ISEG_PRAGMA(HLS INLINE)
+    static_assert(NLANES <= LANES, "the normalise pass takes its exps from the step's LANES per row");
     const SmConsts c = sm_consts(variant);
     const int h = st.half, r = st.r;
     constexpr int RH = (R + 1) / 2;  // row pairs (r, r + RH); with R odd the last pair is one row
@@ -256,33 +278,59 @@ SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (
     o.row[1] = r + RH;
     o.i0 = st.i;
     o.n = n;
-    if (st.phase == SM_EXP) {
+    const bool in_exp = st.phase == SM_EXP;
+    const bool pairs = sm_exp_pairs(n, LANES);
+    const int re = sm_exp_half(st.rows, pairs);  // EXP's pair (r, r + re)
+    int row[2];
+    row[0] = r;
+    row[1] = r + (in_exp ? re : RH);
+    // the step's shift exponentials: two rows of LANES, one set for both passes
+    ShexpParts e[2][LANES];
+SMS_SHEXP:
+    for (int q = 0; q < 2; ++q) {
+        ISEG_PRAGMA(HLS UNROLL)
+    SMS_SHEXP_L:
+        for (int l = 0; l < LANES; ++l) {
+            ISEG_PRAGMA(HLS UNROLL)
+            e[q][l] = sm_exp<W>(xs[q][l], mx[h][row[q] < R ? row[q] : R - 1], c.k, x0);
+        }
+    }
+    // the divider's one row this step: a pending pair's second row, or a pair's (or a lone row's) first at its end
+    bool dv = st.pend >= 0;
+    int drow = st.pend;
+    int64_t dS = st.Sp;
+    st.pend = -1;
+    if (in_exp) {
+        const bool two = row[1] < st.rows;
     SMS_EXP_L:
         for (int l = 0; l < LANES; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            const int i = st.i + l;
-            if (i < n) {
-                const ShexpParts e = sm_exp<W>(xs[0][l], mx[h][r], c.k, x0);
-                st.S += e.base << e.sh;
+            if (st.i + l < n) {
+                st.S += e[0][l].base << e[0][l].sh;
+                if (two) st.S2 += e[1][l].base << e[1][l].sh;
             }
         }
         st.i += LANES;
         if (st.i >= n) {
-            int64_t S = st.S;
-            if (c.clamp && S > kInt32Max) S = kInt32Max;
-            const int64_t fr = ((int64_t(1) << (31 + c.K)) - 1) / S;  // both positive: `/` is floor here
-            f[r] = fr;
-            rs[h][r] = ROW_SHIFT ? uint8_t(sm_row_shift<W::SM_X0, W::SM_F>(x0, fr, c)) : uint8_t(0);
+            ISEG_CHECK(!dv, "Shiftmax: two rows for the divider in one step");
+            dv = true;
+            drow = r;
+            dS = st.S;
+            if (two) {
+                st.pend = row[1];
+                st.Sp = st.S2;
+            }
             st.i = 0;
-            st.S = 0;
+            st.S = st.S2 = 0;
             st.r = r + 1;
-            if (st.r >= st.rows) {
+            if (st.r >= re) {
                 st.r = 0;
                 st.phase = SM_WAIT;
+                st.wait = kDivCycles + (two ? 1 : 0);
             }
         }
     } else if (st.phase == SM_WAIT) {
-        if (++st.i == kDivCycles) {
+        if (++st.i == st.wait) {
             st.i = 0;
             st.phase = SM_NORM;
         }
@@ -290,18 +338,17 @@ SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (
     SMS_NORM_ROW:
         for (int q = 0; q < 2; ++q) {
             ISEG_PRAGMA(HLS UNROLL)
-            const int row = r + q * RH;
-            o.ok[q] = row < R;
-            if (row < R) {
-                const bool zero = row >= st.rows;
-                const int rr = ROW_SHIFT ? int(rs[h][row]) : 0;
-                if (zero && st.i == 0) rs[h][row] = 0;
+            const int rw = r + q * RH;
+            o.ok[q] = rw < R;
+            if (rw < R) {
+                const bool zero = rw >= st.rows;
+                const int rr = ROW_SHIFT ? int(rs[h][rw]) : 0;
+                if (zero && st.i == 0) rs[h][rw] = 0;
             SMS_NORM_L:
                 for (int l = 0; l < NLANES; ++l) {
                     ISEG_PRAGMA(HLS UNROLL)
                     o.p[q][l] = zero || st.i + l >= n ? int16_t(0)
-                                                      : sm_norm<W::SM_BASE, W::SM_F>(
-                                                            sm_exp<W>(xs[q][l], mx[h][row], c.k, x0), f[row], rr, c);
+                                                      : sm_norm<W::SM_BASE, W::SM_F>(e[q][l], f[rw], rr, c);
                 }
             }
         }
@@ -311,6 +358,12 @@ SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (
             st.r = r + 1;
             if (st.r >= RH) st.phase = SM_DONE;
         }
+    }
+    if (dv) {  // ONE divider (and row shift) site
+        if (c.clamp && dS > kInt32Max) dS = kInt32Max;
+        const int64_t fr = ((int64_t(1) << (31 + c.K)) - 1) / dS;  // both positive: `/` is floor here
+        f[drow] = fr;
+        rs[h][drow] = ROW_SHIFT ? uint8_t(sm_row_shift<W::SM_X0, W::SM_F>(x0, fr, c)) : uint8_t(0);
     }
     return o;
 }
