@@ -88,6 +88,7 @@ inline Pass pass_of(int32_t mode, long total, long cycles) {
     p.cycles = cycles;
     p.mode2 = -1;
     p.at2 = -1;
+    p.a_tiles = 1 << 30;  // every tile of a GEMM block loads unless the sequencer makes some quiet
     return p;
 }
 
