@@ -1006,16 +1006,16 @@ def _gemm_cycles(a: ArrayShape, t: int, k: int, n: int, bias: bool, rq_tab: bool
     pf0 = a.drain if embed else 0  # the embed's prefetch steps follow the output lanes' (gmem0)
     ks = a.steps(k)  # the array's steps of a tile
     w_share = cdiv(cdiv(prefetch_bytes, a.prefetch_lanes), mb * nt) if prefetch_bytes else 0
-    # a block's load share, over its tiles but the last `quiet` (gemm_quiet_tiles; a later tile without a load lasts
-    # max(K steps, drain, the weight share))
-    quiet = gemm_quiet_tiles(nt, a_blk, max(ks, a.drain, pf0 + w_share))
-    a_share = cdiv(a_blk, nt - quiet)
     # GEMM_STEP trip per (block b, tile j): max(K, drain unless the very first tile, A share unless
     # the last block, weight share) -- summed in closed form over the three kinds of tile
+    last = max(ks, a.drain, pf0 + w_share)
+    # a block's load share, over its tiles but the last `quiet` (gemm_quiet_tiles; a later tile without a load lasts
+    # `last`)
+    quiet = gemm_quiet_tiles(nt, a_blk, last)
+    a_share = cdiv(a_blk, nt - quiet)
     cls = cdiv(n, a.out_lanes) if embed else 0
     first = max(ks, a_share if mb > 1 else 0, cls + w_share)
     mid = max(ks, a.drain, a_share, pf0 + w_share)
-    last = max(ks, a.drain, pf0 + w_share)
     if mb == 1:
         steps = first + (nt - 1) * last
     else:
@@ -1606,9 +1606,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     # the best: flipping it moves a frame by a few per cent either way, so the best after it may be another candidate
     # (u50: 54x64x2 without the deferral beats 52x32x4 with it by 1.7 %)
     limit = best[0][0] * (1 + SD_NEAR)
-    flipped = [better_sd_defer(graph, a) for key, a in near if key[0] <= limit]
-    return min(flipped, key=lambda a: (sum(c.cycles for c in op_costs(graph, a)), unit_costs(a, graph, board,
-                                                                                             widths).dsp))
+    flipped = [(_sd_defer_weighed(graph, a), dsp, a) for (cycles, dsp), a in near if cycles <= limit]
+    return min(flipped, key=lambda x: (x[0][0], x[1]))[0][1]
 
 
 SD_NEAR = 0.03  # choose_array: the candidates SD_DEFER is weighed on, within this fraction of the best frame
@@ -1618,9 +1617,14 @@ def better_sd_defer(graph: Graph, a: ArrayShape) -> ArrayShape:
     """``a`` with the faster SD_DEFER. Deferring a Q.K^T's last score tile into the next pass saves its drain where
     the Shiftmax is hidden under the array, and costs where the Shiftmax is the bound (it waits for the drain): the
     two are weighed on the frame, once for the chosen array (not inside the search, which would double its time)."""
+    return _sd_defer_weighed(graph, a)[1]
+
+
+def _sd_defer_weighed(graph: Graph, a: ArrayShape) -> tuple[int, ArrayShape]:
+    """better_sd_defer with the frame's cycles of the shape it returns (choose_array ranks by them)."""
     other = replace(a, sd_defer=not a.sd_defer)
     cyc = {x: sum(c.cycles for c in op_costs(graph, x)) for x in (a, other)}
-    return other if cyc[other] < cyc[a] else a
+    return (cyc[other], other) if cyc[other] < cyc[a] else (cyc[a], a)
 
 
 # The resources a design must fit: (Units / Board field, name, the planner's cap).

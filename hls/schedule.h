@@ -1164,14 +1164,14 @@ SEQ_STEP:
                 const int pf0_p = embed_fused(d) ? dsteps : 0;
                 const int pf0 = embed_fused(d) ? (ps.dt.pending ? dsteps : csteps) : 0;
                 const int ks = kd_steps<Cfg>(d.K);  // the array's steps of a tile
-                // a block's load share (a block after it), over its tiles but the last `quiet` (gemm_quiet_tiles)
-                const int t_free = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);  // a later tile, no load
-                const int quiet = gemm_quiet_tiles(sq.nt_n, sq.a_blk, t_free);
+                const int steps_l = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);  // the layer's last: no load
+                // a block's load share (a block after it), over its tiles but the last `quiet` (gemm_quiet_tiles: a
+                // later tile without a load lasts steps_l)
+                const int quiet = gemm_quiet_tiles(sq.nt_n, sq.a_blk, steps_l);
                 const int a_n = (sq.a_blk + sq.nt_n - quiet - 1) / (sq.nt_n - quiet);
                 const int a_share = more ? a_n : 0;
                 const int steps = gemm_tile_steps(ks, ps.dt.pending ? dsteps : 0, a_share, pf0, sq.w_share);
                 const int steps_n = gemm_tile_steps(ks, dsteps, a_n, pf0_p, sq.w_share);  // a block after it
-                const int steps_l = gemm_tile_steps(ks, dsteps, 0, pf0_p, sq.w_share);    // the layer's last
                 const int steps_p = more ? steps_n : steps_l;
                 // the row blocks this pass runs (gemm_pass_blocks): one fill for all of them
                 const int blocks = gemm_pass_blocks(sq.mb_n - mb, sq.nt_n - quiet == 1 ? steps : steps_n, steps_n, a_n,

@@ -181,16 +181,15 @@ struct SmState {
     int64_t S, S2;  // running sums of the pair's exps
     int32_t pend;   // the row whose sum waits a step for the divider (-1: none), its sum Sp
     int64_t Sp;
-    int32_t wait;   // WAIT's steps
 };
 
 inline SmState sm_begin(int half, int rows) {
-    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_NORM, 0, 0, 0, -1, 0, kDivCycles};
+    SmState st = {half, 0, rows, rows > 0 ? SM_EXP : SM_NORM, 0, 0, 0, -1, 0};
     return st;
 }
 
 inline SmState sm_idle() {
-    SmState st = {0, 0, 0, SM_DONE, 0, 0, 0, -1, 0, kDivCycles};
+    SmState st = {0, 0, 0, SM_DONE, 0, 0, 0, -1, 0};
     return st;
 }
 
@@ -201,13 +200,24 @@ inline bool sm_exp_pairs(int n, int lanes) { return n > lanes; }
 // EXP's row distance within a pair: ceil(rows / 2) (pairs), or `rows` (one row a step: no second row is valid).
 inline int sm_exp_half(int rows, bool pairs) { return pairs ? (rows + 1) / 2 : rows; }
 
+// WAIT's steps: the divider's latency, + 1 when the last EXP pair has two rows (an even `rows` in pairs), whose
+// second row enters the divider a step late.
+inline int sm_wait_steps(int rows, bool pairs) { return kDivCycles + (pairs && rows % 2 == 0 ? 1 : 0); }
+
+// The second row of the step's pair (slot 1): EXP's r + sm_exp_half, NORM's r + ceil(R / 2).
+template <int R, int LANES>
+inline int sm_pair_row(const SmState& st, int n) {
+    ISEG_PRAGMA(HLS INLINE)
+    return st.r + (st.phase == SM_EXP ? sm_exp_half(st.rows, sm_exp_pairs(n, LANES)) : (R + 1) / 2);
+}
+
 // Steps of one block: ceil(rows / 2) * ceil(n / LANES) (exp, two rows per step; rows * ceil(n / LANES) when
 // n <= LANES) + ceil(R / 2) * ceil(n / NLANES) (normalise, two rows per step) + kDivCycles (+ 1 after a last pair of
 // two rows: its second row enters the divider a step late).
 inline long sm_block_steps(int rows, int R, int n, int lanes, int nlanes) {
     const bool pairs = sm_exp_pairs(n, lanes);
     const long ex = long(sm_exp_half(rows, pairs)) * ((n + lanes - 1) / lanes);
-    return ex + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + kDivCycles + (pairs && rows % 2 == 0 ? 1 : 0);
+    return ex + long((R + 1) / 2) * ((n + nlanes - 1) / nlanes) + sm_wait_steps(rows, pairs);
 }
 
 // The scores one step reads, named before the step (the engine loop's ports of the score blocks serve them, and
@@ -224,14 +234,13 @@ struct SmReads {
 template <int R, int LANES, int NLANES>
 SmReads sm_reads(const SmState& st, int n) {
     ISEG_PRAGMA(HLS INLINE)
-    constexpr int RH = (R + 1) / 2;
     SmReads q;
     q.half = st.half;
     q.i0 = st.i;
     q.ok[0] = q.ok[1] = false;
     const bool in_exp = st.phase == SM_EXP;
     q.row[0] = st.r;
-    q.row[1] = st.r + (in_exp ? sm_exp_half(st.rows, sm_exp_pairs(n, LANES)) : RH);
+    q.row[1] = sm_pair_row<R, LANES>(st, n);
     const int lanes = in_exp ? LANES : NLANES;
     q.n = n - st.i < lanes ? n - st.i : lanes;
     if (in_exp) {
@@ -283,7 +292,7 @@ SmOut<NLANES> sm_step(SmState& st, const int8_t (&xs)[2][LANES], const int32_t (
     const int re = sm_exp_half(st.rows, pairs);  // EXP's pair (r, r + re)
     int row[2];
     row[0] = r;
-    row[1] = r + (in_exp ? re : RH);
+    row[1] = sm_pair_row<R, LANES>(st, n);
     // the step's shift exponentials: two rows of LANES, one set for both passes
     ShexpParts e[2][LANES];
 SMS_SHEXP:
@@ -326,11 +335,10 @@ SMS_SHEXP:
             if (st.r >= re) {
                 st.r = 0;
                 st.phase = SM_WAIT;
-                st.wait = kDivCycles + (two ? 1 : 0);
             }
         }
     } else if (st.phase == SM_WAIT) {
-        if (++st.i == st.wait) {
+        if (++st.i == sm_wait_steps(st.rows, pairs)) {
             st.i = 0;
             st.phase = SM_NORM;
         }
