@@ -26,7 +26,8 @@ they are u8 -- precise8 -- an 8 x 8 product that packs like int8 x int8, or when
 pack (pack 1: one DSP per PE, which takes a 16 x 8 product whole)) and QK(i+1) on the array while the
 Shiftmax of block i advances one step per loop iteration (exp pass, one pipelined-divider latency,
 normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
-of it runs alone; PV(nb-1) last.
+of it runs alone; PV(nb-1) last. Blocks 2 .. nb-2 run on in block 1's pass where no block leaves a rest and each
+block's Shiftmax ends the engine loop's depth before the block (``attention_chained``): one fill for all of them.
 A LayerNorm followed by the Linear that reads its output (or a row window of it: ``ln_fusions``) is
 fused into that Linear's left-operand loader (stats pass, the statistics chain's latency once per block less
 what the block's own steps hide, normalise pass). The other
@@ -1138,16 +1139,23 @@ def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2)
     passes, one step per two iterations of any of them), then QK(0) (Q(1) loading under it), then per query block i:
     PV(i-1) and QK(i+1) (Q(i+2) loading under it, load_lanes bytes per iteration; what it leaves runs alone) on the
     array with SM(i) advancing one step per iteration of their loops, the rest of SM(i) alone;
-    PV(nb-1) (epilogue). ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
+    PV(nb-1) (epilogue). Blocks 2 .. nb-2 chained into block 1's pass (schedule.h att_chain_ok) pay no fill and no
+    sequencer call of their own. ``pv_ii``: Cfg::PV_II, cycles per key of the P.V loop (``pv_ii_of(graph, a.pack)``)."""
     if pv_ii not in (1, 2):
         raise ValueError(f"pv_ii must be 1 or 2, not {pv_ii}")
-    cyc, parts = _attention_cycles(a, t, heads, dh, pv_ii)
+    cyc, parts, _ = _attention_cycles(a, t, heads, dh, pv_ii)
     return cyc, dict(parts)
+
+
+def attention_chained(a: ArrayShape, t: int, dh: int, pv_ii: int = 2) -> int:
+    """Query blocks per head that run on in block 1's pass (hls/schedule.h att_chain_ok: blocks 2 .. nb - 2, each
+    without a fill and a sequencer call of its own); 0 where the blocks do not chain."""
+    return _attention_cycles(a, t, 1, dh, pv_ii)[2]
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
-                      pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+                      pv_ii: int) -> tuple[int, tuple[tuple[str, int], ...], int]:
     w, r = a.axi_bytes, a.rows
     kt, vt = cdiv(t, a.cols), cdiv(dh, a.cols)
     dhs, ts = a.steps(dh), a.steps(t)  # the array's steps of a key tile (QK) and of a channel tile (P.V)
@@ -1195,6 +1203,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     pv_total = pv_cyc(False, False)  # epilogue PV(nb-1)
     shadow_kv += pv_iters(False, False)
     rest_total = 0
+    chain = nb >= 4  # blocks 1 .. nb - 2 in one pass (att_chain_ok), unless one of them leaves a rest (below)
     for i in range(nb):
         rows = min(r, t - i * r)
         defer = i + 1 < nb  # PV(i-1)'s last channel tile drains in QK(i+1)'s key tile 0
@@ -1214,10 +1223,16 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
             shadow += qk + left
             shadow_kv += qk + left
             calls += 2 if left else 1
-        rest = max(0, sm_block_steps(rows, r, t, sm_lanes, sm_norm) - shadow)
+        steps = sm_block_steps(rows, r, t, sm_lanes, sm_norm)
+        if 1 <= i < nb - 1 and (left or shadow - steps < PIPE_ENGINE):
+            chain = False
+        rest = max(0, steps - shadow)
         rest_total += rest + PIPE_ENGINE if rest else 0
         shadow_kv += rest
         calls += 1 if rest else 0
+    chained = nb - 3 if chain else 0  # blocks 2 .. nb - 2 run on in block 1's pass (PV(0), QK(2)): no fill, no call
+    qk_total -= chained * PIPE_ENGINE
+    calls -= chained
     # the K/V loads beyond Q(0)'s beats, which their pass waits for: head 0's whole load, each later head's part that
     # the previous head's passes left (kv_overlap; without it every head's whole load)
     later = max(0, kv_it - shadow_kv - q_it) if a.kv_overlap else max(0, kv_it - q_it)
@@ -1226,7 +1241,7 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     parts = (("consts", consts), ("kv_load", kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),
              ("array", heads * nb * (kt * dhs + vt * pv_ii * ts)))
-    return consts + kv + heads * (q_total + qk_total + pv_total + rest_total) + seq, parts
+    return consts + kv + heads * (q_total + qk_total + pv_total + rest_total) + seq, parts, chained
 
 
 def _layernorm(t: int, c: int, a: ArrayShape) -> int:

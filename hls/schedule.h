@@ -79,6 +79,14 @@ struct Pass {
     RqParams rq_s;        // QK: the score requant
     int wh, koff;         // the half of w the array reads, and (QK, PV) the first row of the head's K/V in it
     bool sd_defer;        // QK: its last score tile drains in the next pass (ScoreDrain)
+    // ATTENTION, a chain of query blocks in one pass (att_chain_ok): after block `blk`'s PV(blk - 1) and QK(blk + 1),
+    // `chain` more blocks alike follow, each `blk_its` iterations, the next from iteration `nxt` (-1: none); their
+    // setup runs in the loop (att_chain_next) on these running rows and offsets, with no multiplier
+    int chain, blk;
+    long nxt, blk_its;
+    int qk_t, q_t;        // the next block's QK first query row, and that of the Q block loading under it
+    long q_src, q_step;   // that Q block's scratch offset, and R rows of the qkv stride
+    long pd_orow, pd_step;  // the next block's P.V first output row offset, and R rows of the output stride
 };
 
 inline Pass pass_of(int32_t mode, long total, long cycles) {
@@ -88,6 +96,7 @@ inline Pass pass_of(int32_t mode, long total, long cycles) {
     p.cycles = cycles;
     p.mode2 = -1;
     p.at2 = -1;
+    p.nxt = -1;
     p.a_tiles = 1 << 30;  // every tile of a GEMM block loads unless the sequencer makes some quiet
     return p;
 }
@@ -255,9 +264,52 @@ struct PassState {
     WrStage<Cfg::AXI_BYTES> ts;  // the LayerNorm loader's trace rows (gmem2)
 };
 
+// A Q.K^T block's row maxima, before its first score: registers (sm.mx is partitioned completely), one parallel store.
+template <class Cfg>
+void att_mx_init(AttSm<Cfg>& sm, int half) {
+ATT_MX_INIT:
+    for (int r = 0; r < Cfg::R; ++r) {
+        ISEG_PRAGMA(HLS UNROLL)
+        sm.mx[half][r] = -128;
+    }
+}
+
+// The next block of a chained pass, set up in the engine loop where the sequencer would set it up between two
+// passes (SQ_QR .. SQ_QK): block j = p.blk + 1 runs PV(j - 1) on probability half (j - 1) & 1 and QK(j + 1) into
+// score half (j + 1) & 1 from Q half (j + 1) & 1, while SM(j) normalises half j & 1 and Q(j + 2) loads into half
+// j & 1; every count is block 1's (att_chain_ok), every row and offset advances R rows from the last (no multiplier).
+// `it`: the iteration it starts at. The loop resets its counters as at a pass's start (P.V channel tile 0).
+template <class Cfg>
+void att_chain_next(Pass& p, long it, const LayerDesc& d, AttSm<Cfg>& sm, PassState<Cfg>& ps) {
+    constexpr int R = Cfg::R;
+    const int T = d.T, j = ++p.blk;
+    ISEG_CHECK(sm.st.phase == SM_DONE, "ATTENTION: a chained block's Shiftmax unfinished at its end");
+    ISEG_CHECK(ps.q.b >= ps.q.beats, "ATTENTION: a chained block's Q load unfinished at its end");
+    sm.st = sm_begin(j & 1, R);  // (block j <= nb - 2: R rows)
+    ps.pd.pending = false;        // (QK's key tile 0 drained it)
+    PvDrain pd = {false, (j - 1) * R, R, (j - 1) & 1, 0, 0, p.pd_orow, p.pd_orow, 0, 0};  // pv_drain's
+    ps.pd = pd;
+    p.pd_orow += p.pd_step;
+    if (p.q_t < T) {
+        ps.q = q_block<Cfg>(p.q_src, d.in_stride, T - p.q_t < R ? T - p.q_t : R, d.d_head, j & 1);
+    } else {
+        ps.q = q_none();
+    }
+    p.q_src += p.q_step;
+    p.q_t += R;
+    p.rows = T - p.qk_t < R ? T - p.qk_t : R;
+    p.qk_t += R;
+    p.half = p.qh = (j + 1) & 1;
+    p.phalf = (j - 1) & 1;
+    att_mx_init<Cfg>(sm, p.half);
+    p.mode = PM_PV;
+    p.at2 = it + (p.at2 - (p.nxt - p.blk_its));  // the P.V part's iterations, as block 1's
+    p.nxt = --p.chain > 0 ? it + p.blk_its : -1;
+}
+
 // THE engine loop. One call site (run_passes); every unit below is called once in its body.
 template <class Cfg>
-void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch,
+void engine_pass(Pass p, const LayerDesc& d, const beat_t<Cfg>* blob, beat_t<Cfg>* scratch,
                  beat_t<Cfg>* scratch_b, GemmBuffers<Cfg>& g, AttSm<Cfg>& sm, Prefetch& pf, PassState<Cfg>& ps) {
     ISEG_PRAGMA(HLS INLINE)  // one call site: its state stays local values of run_layers (no struct ports)
     constexpr int R = Cfg::R, C = Cfg::C, PVII = pv_ii_of<Cfg>::value, AB = arr_a_bits<Cfg>(), KD = kd_of<Cfg>::value;
@@ -297,6 +349,16 @@ void engine_pass(const Pass& p, const LayerDesc& d, const beat_t<Cfg>* blob, bea
 ENGINE_PASS:
     for (long i = 0; i < p.total; ++i) {
         ISEG_PRAGMA(HLS loop_tripcount min=1 max=92000)
+        if (i == p.nxt) {  // a chain's next query block (att_chain_next), its P.V part first
+            ISEG_CHECK(m == PM_QK && nt == kt_n + (p.sd_defer ? 0 : 1) && s == 0 && ps.sd.pending == p.sd_defer,
+                       "Q.K^T: the key-tile counters left a chained block's tiles");
+            att_chain_next<Cfg>(p, i, d, sm, ps);
+            m = PM_PV;
+            nt = s = par = 0;
+            steps = p.pv_n0;
+            wbase = p.koff + p.vrow;
+            pc0 = 0;
+        }
         if (i == p.at2) {  // the chained pass's second part (QK): its counters start as a pass's do
             ISEG_CHECK(m == PM_PV && par == 0 && s == 0 && pc0 >= dh, "P.V: the channel tiles left unfinished");
             m = p.mode2;
@@ -1041,11 +1103,7 @@ int kv_off(const Seq& sq, int h) {
 template <class Cfg>
 Pass qk_pass(const Seq& sq, const LayerDesc& d, int rows, int half, int qh, bool pd_pending, bool sd_pending,
              bool defer, AttSm<Cfg>& sm, const GemmBuffers<Cfg>& g) {
-ATT_MX_INIT:
-    for (int r = 0; r < Cfg::R; ++r) {
-        ISEG_PRAGMA(HLS UNROLL)  // registers (sm.mx is partitioned completely): one parallel store
-        sm.mx[half][r] = -128;
-    }
+    att_mx_init<Cfg>(sm, half);
     const int dh = d.d_head, pdsteps = pv_drain_steps<Cfg>(), sdsteps = score_drain_steps<Cfg>();
     const int dhs = kd_steps<Cfg>(dh);  // the array's steps of a key tile
     const long total = att_qk_steps(d.T, dhs, Cfg::C, sdsteps, pd_pending, pdsteps, sd_pending, defer);
@@ -1086,6 +1144,20 @@ void pv_part(Pass& p, const LayerDesc& d, const PvDrain& pd, bool sd_pending) {
     p.vrow = long((T + C - 1) / C) * dh;  // tile 0's first V row in w
     p.pv_n0 = int(n0);
     p.pv_n1 = int(n1);
+}
+
+// Whether query blocks 1 .. nb - 2 of a head run as one pass (Pass::chain), block i's PV(i - 1) and QK(i + 1) after
+// block i - 1's, where each would be a pass of its own (one fill and one sequencer call each). Asked at block 1's
+// pass, whose shadow (the Shiftmax steps its iterations give, sq.shadow + qk_it) and Q load are every chained
+// block's: the blocks are alike (R rows, a Q block of R rows' beats, a deferred P.V tile and the same score tile
+// pending). It holds when no block leaves a Q rest or a Shiftmax rest, the Shiftmax ending at least kEngineDepth
+// iterations before the block does: the next block's P.V reads its probabilities (g.a, DEPENDENCE inter false) in
+// the same pass, so no write may be closer to the read than the loop's depth (C-simulation checks it at the read,
+// g.a_at). nb >= 4: at least two blocks. estimate.attention_cycles counts the same.
+template <class Cfg>
+bool att_chain_ok(const Seq& sq, const LayerDesc& d, long qk_it, const QLoad& q) {
+    const long steps = sm_block_steps(Cfg::R, Cfg::R, d.T, Cfg::SM_LANES, sm_norm_lanes<Cfg>());
+    return sq.i == 1 && sq.nb >= 4 && q.beats <= qk_it && sq.shadow + qk_it - steps >= kEngineDepth;
 }
 
 // Row blocks of a GEMM pass. Block b + 1 may follow block b in one pass (no drain of the loop between them) when the
@@ -1325,6 +1397,21 @@ SEQ_STEP:
                     p.at2 = p.total;
                     p.total += qk_total;  // (p.cycles: QK's, its fill, and PV's iterations)
                     sq.chain = false;
+                    if (att_chain_ok<Cfg>(sq, d, qk_total, ps.q)) {  // blocks 2 .. nb - 2 follow in this pass
+                        const int n = sq.nb - 2;
+                        p.blk = 1;
+                        p.chain = n - 1;
+                        p.blk_its = p.nxt = p.total;
+                        p.cycles += long(n - 1) * p.total;
+                        p.total *= n;
+                        p.qk_t = 3 * R;  // block 2: QK(3), loading Q(4); PV(1) of rows [R, 2R)
+                        p.q_t = 4 * R;
+                        p.q_step = long(R) * st;
+                        p.q_src = qkv + long(4 * R) * st + long(sq.h) * dh;
+                        p.pd_step = long(R) * d.out_stride;
+                        p.pd_orow = p.pd_step;
+                        sq.i = sq.nb - 2;  // the sequencer goes on after the chain's last block
+                    }
                 }
                 sq.phase = SQ_QR;
                 return true;

@@ -464,6 +464,35 @@ def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) ->
     assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
 
 
+@pytest.mark.parametrize("pv_ii", [1, 2])
+def test_attention_chains_query_blocks(harness: Harness, pv_ii: int) -> None:
+    """Query blocks 2 .. nb - 2 of a head run on in block 1's pass (hls/schedule.h att_chain_ok, att_chain_next)
+    where no block leaves a Q or Shiftmax rest and each block's Shiftmax ends kEngineDepth iterations before the
+    block: T 40 on the 4-row harness is 10 blocks, 7 of them chained, each without the fill (ENGINE) and the
+    sequencer call (8) a pass of its own costs; with d_head 8 (T 100, 25 blocks) a block's Shiftmax ends too late
+    at PV_II 1, so none chains (at PV_II 2, P.V's doubled iterations give it the room: 22). On the harness (PV_II
+    2) the chained row's C-simulation counts the estimate's cycles and writes the reference's outputs."""
+    assert est.attention_chained(HARNESS_SHAPE, 40, 64, pv_ii) == 7
+    assert est.attention_chained(HARNESS_SHAPE, 100, 8, pv_ii) == (0 if pv_ii == 1 else 22)
+    assert est.attention_chained(HARNESS_SHAPE, 12, 64, pv_ii) == 0  # 3 blocks: nothing to chain
+    # a pass a block before (the estimate then: 8,538 / 11,738 cycles for one head, 16,396 / 22,796 for two), 7 x
+    # (ENGINE + 8) = 658 cycles fewer a head now: each head chains its own blocks
+    two, _ = est.attention_cycles(HARNESS_SHAPE, 40, 2, 64, pv_ii)
+    assert est.attention_cycles(HARNESS_SHAPE, 40, 1, 64, pv_ii)[0] == {1: 8538, 2: 11738}[pv_ii] - 7 * (ENGINE + 8)
+    assert two == {1: 16396, 2: 22796}[pv_ii] - 2 * 7 * (ENGINE + 8)
+    if pv_ii == 2:  # the harness's PV_II; the row's outputs are the reference's
+        from iseg.reference import attention_core
+
+        d, blob, sc = _attention_row(7, 40, 2, 64, 45)
+        buf = sc.array()
+        rc, _ = harness.run([d], blob.array(), buf)  # (the scratch, in place)
+        assert rc == 0, harness.error()
+        assert harness.last_cycles() == two
+        z = attention_core(sc.get(buf, "qkv"), 2, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
+                           "precise")
+        assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+
+
 @pytest.fixture(scope="module")
 def harness_pv_wide(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     """The harness with 8 score lanes (they divide C) and P.V's outputs drained through them (PV_LANES 8); 4
