@@ -71,6 +71,11 @@
 #define ISEG_TEST_SM_ROW_SHIFT 1  // the Shiftmax row shift (precise8); 0: the engine rejects precise8 layers
 #endif
 
+// The configs have internal linkage: each compiled harness is a library of its own, and the engine's statics
+// (run_layers' buffers, the cycle counter) are template statics of Cfg, which the dynamic linker would otherwise
+// merge across every harness library a test process loads (GNU unique symbols, whatever RTLD_LOCAL says): a C = 16
+// harness would then run on the buffers of the C = 8 one loaded before it.
+namespace {
 struct TestCfg {
     static constexpr int R = ISEG_TEST_R;
     static constexpr int C = ISEG_TEST_C;
@@ -119,6 +124,7 @@ struct StaticCfg : TestCfg {
     static constexpr iseg::LayerDesc layers[n_layers] = {static_layer_0()};
 };
 constexpr iseg::LayerDesc StaticCfg::layers[];  // C++14: the odr-used static member needs a definition
+}  // namespace
 
 ISEG_CSIM_ENTRY(StaticCfg, StaticCfg::layers, StaticCfg::n_layers)
 
