@@ -409,12 +409,24 @@ class ArrayShape:
     @property
     def pv_lanes(self) -> int:
         """Cfg::PV_LANES (hls/attention.h pv_lanes): P.V's outputs drain through the score lanes' readout and the
-        shared requant lanes when there are more of them than output lanes, they divide C (a step's lanes in one
-        row) and their bytes fit a beat (one put); else through the output lanes. P.V's requant is per tensor (the
-        checkpoint's format: iseg.checkpoint refuses a `pv.rq` of more than one value), so no table bank bounds the
-        lanes."""
+        shared requant lanes when they divide C (a step's lanes in one row), at S_LANES / 2^j lanes, the most whose
+        bytes fit a beat (one put), when that is more than the output lanes; else through the output lanes. P.V's
+        requant is per tensor (the checkpoint's format: iseg.checkpoint refuses a `pv.rq` of more than one value), so
+        no table bank bounds the lanes."""
         s, o = self.score_lanes, self.out_lanes
-        return s if s > o and self.cols % s == 0 and s <= self.axi_bytes else o
+        if self.cols % s:
+            return o
+        p = s  # the most that fit a beat: S_LANES over a power of two (a window of the readout: pv_window)
+        while p > self.axi_bytes and p % 2 == 0:
+            p //= 2
+        return p if o < p <= self.axi_bytes else o
+
+    @property
+    def pv_window(self) -> int:
+        """hls/attention.h pv_window: P.V steps per window of the score lanes' readout (S_LANES / PV_LANES, a power
+        of two; 1 when P.V drains through the output lanes): a step's PV_LANES outputs are one part of it, picked by
+        the step's low bits."""
+        return self.score_lanes // self.pv_lanes if self.pv_lanes != self.out_lanes else 1
 
     @property
     def pv_drain(self) -> int:
@@ -699,7 +711,9 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       f"{a.out_lanes} lanes: bias, lambda-GELU + RQ_8 (a {GELU_TABLE}-entry table per lane), "
                       f"residual add (gemm.h OUT_LANE); {max(a.out_lanes, a.score_lanes)} requant lanes shared with "
                       "the P.V output and score lanes (schedule.h OUT_RQ)"))
-    u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300,
+    # P.V's lanes on a part of the score lanes' readout window: a pv_window:1 select per lane and bit (PV_READ)
+    pvw = a.pv_lanes * w.ARR * mux_luts(a.pv_window)
+    u.append(UnitCost("attention_lanes", mdsp("attention_lanes"), 0, 0, (a.score_lanes + a.out_lanes) * 300 + pvw,
                       "score lanes (store, row maximum) and P.V output lanes (addressing, store); their requant is "
                       "the output stage's (schedule.h ATT_S_LANE, attention.h ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0,

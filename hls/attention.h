@@ -188,16 +188,26 @@ int score_drain_steps() {
     return (Cfg::R * Cfg::C + Cfg::S_LANES - 1) / Cfg::S_LANES;
 }
 
-// The P.V output lanes: Cfg::PV_LANES, OUT_LANES or, where the planner can, S_LANES. P.V's outputs are bytes under a
-// per-tensor requant (rq2 a scalar: no table bank to read per lane), so with S_LANES dividing C they drain through
-// the score lanes' readout of g.dr and the shared requant lanes at S_LANES a step, one beat-aligned put of S_LANES
-// bytes, instead of OUT_LANES (which the GEMM's residual and GELU bound): R * C / S_LANES steps, within d_head, where
-// R * C / OUT_LANES ran past it in Q.K^T's key tile 0 (estimate.make_shape pv_lanes).
+// The P.V output lanes: Cfg::PV_LANES, OUT_LANES or, where the planner can, S_LANES / 2^j. P.V's outputs are bytes
+// under a per-tensor requant (rq2 a scalar: no table bank to read per lane), so with S_LANES dividing C they drain
+// through the score lanes' readout of g.dr and the shared requant lanes, one beat-aligned put a step, instead of
+// OUT_LANES (which the GEMM's residual and GELU bound): R * C / PV_LANES steps, where R * C / OUT_LANES ran past d_head
+// in Q.K^T's key tile 0. Where S_LANES bytes exceed a beat, a step takes PV_LANES = S_LANES / 2^j of a readout window
+// (pv_window steps a window; estimate.ArrayShape.pv_lanes).
 template <class Cfg>
 constexpr int pv_lanes() {
-    static_assert(Cfg::PV_LANES == Cfg::OUT_LANES || (Cfg::PV_LANES == Cfg::S_LANES && Cfg::C % Cfg::S_LANES == 0),
-                  "PV_LANES: OUT_LANES, or S_LANES when S_LANES divides C (the score lanes' readout)");
+    static_assert(Cfg::PV_LANES == Cfg::OUT_LANES ||
+                      (Cfg::C % Cfg::S_LANES == 0 && Cfg::S_LANES % Cfg::PV_LANES == 0 &&
+                       ((Cfg::S_LANES / Cfg::PV_LANES) & (Cfg::S_LANES / Cfg::PV_LANES - 1)) == 0),
+                  "PV_LANES: OUT_LANES, or S_LANES / 2^j when S_LANES divides C (the score lanes' readout)");
     return Cfg::PV_LANES;
+}
+
+// P.V drain steps per window of the score lanes' readout: S_LANES / PV_LANES (a power of two), 1 through the output
+// lanes. Step k reads window k / pv_window, part k % pv_window of it (schedule.h WIDE_READ, PV_READ).
+template <class Cfg>
+constexpr int pv_window() {
+    return pv_lanes<Cfg>() == Cfg::OUT_LANES ? 1 : Cfg::S_LANES / pv_lanes<Cfg>();
 }
 
 // Steps of a P.V tile's drain.

@@ -390,8 +390,8 @@ ENGINE_PASS:
         const int ah = gemm ? cur : p.phalf;  // the half of g.a it reads (GEMM, P.V)
         // The output lanes' drain registers, read once for whichever output lanes run (GEMM or P.V: never both in
         // one iteration), at their running row and step: one OUT_LANES-wide readout mux over R x C / OUT_LANES
-        // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac). With PV_LANES =
-        // S_LANES, P.V's outputs come through the score lanes' readout instead (WIDE_READ below, pv_lanes).
+        // registers per lane for both lane sets, the one the estimate charges (array_lut_per_mac). With PV_LANES past
+        // OUT_LANES, P.V's outputs come through the score lanes' readout instead (WIDE_READ below, pv_lanes).
         constexpr int PVL = pv_lanes<Cfg>();
         constexpr bool pv_wide = PVL != Cfg::OUT_LANES;
         int32_t ov[Cfg::OUT_LANES];
@@ -422,11 +422,14 @@ ENGINE_PASS:
         // in P.V's channel tile 0 (its first keys)
         const bool so = ps.sd.pending && s < sdsteps && (qk || (pv && pc0 == 0 && par == 0));
         // The score lanes' readout (S_LANES dividing C): the previous key tile's scores at (sr, sk), or, with PV_LANES
-        // = S_LANES, the pending P.V tile's outputs at (pd.r, pd.k): never both in one iteration (so: key tiles 1.., po:
-        // key tile 0, P.V's first keys, O_STEP). One S_LANES-wide mux over R x C / S_LANES registers per lane.
+        // past OUT_LANES, the pending P.V tile's outputs at (pd.r, pd.k): never both in one iteration (so: key tiles
+        // 1.., po: key tile 0, P.V's first keys, O_STEP). One S_LANES-wide mux over R x C / S_LANES registers per lane;
+        // a P.V step takes part pd.k % PVW of window pd.k / PVW (PV_READ: a PVW:1 select per P.V lane, which the
+        // estimate charges with the attention lanes).
         int32_t wv[SL];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=wv type=complete)
-        const int wrow = so ? sr : ps.pd.r, wstep = so ? sk : ps.pd.k;
+        constexpr int PVW = pv_window<Cfg>();  // P.V steps a window (a power of two: a shift and a mask)
+        const int wrow = so ? sr : ps.pd.r, wstep = so ? sk : ps.pd.k / PVW;
     WIDE_READ:
         for (int l = 0; l < SL; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
@@ -438,7 +441,7 @@ ENGINE_PASS:
     PV_READ:
         for (int l = 0; l < PVL; ++l) {
             ISEG_PRAGMA(HLS UNROLL)
-            pvv[l] = pv_wide ? wv[l % SL] : ov[l % Cfg::OUT_LANES];  // (l < the lane count either way)
+            pvv[l] = pv_wide ? wv[(ps.pd.k % PVW) * PVL + l % SL] : ov[l % Cfg::OUT_LANES];  // (in range either way)
         }
         const bool gcls = gemm && !ps.dt.pending;
         long oat = -1;  // the output lanes' store: its byte offset (-1: none)

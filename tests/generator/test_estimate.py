@@ -494,6 +494,34 @@ def test_attention_chains_query_blocks(harness: Harness, pv_ii: int) -> None:
 
 
 @pytest.fixture(scope="module")
+def harness_pv_half(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    """C 16 with 16 score lanes, whose bytes exceed the 8-byte beat: P.V drains through half of their readout window a
+    step (PV_LANES 8, pv_window 2), twice the output lanes; 8 Shiftmax lanes keep the score writes at two a bank."""
+    return Harness(build(tmp_path_factory.mktemp("est_hls_pvh"), c=16, s_lanes=16, pv_lanes=8, sm_lanes=8))
+
+
+@pytest.mark.parametrize("T,heads,dh", [(21, 2, 8), (40, 1, 64), (37, 1, 16)])
+def test_pv_drains_through_half_the_score_window(harness_pv_half: Harness, T: int, heads: int, dh: int) -> None:
+    """Where S_LANES bytes exceed a beat, P.V's outputs take S_LANES / 2^j of the score lanes' readout window a step
+    (estimate.ArrayShape.pv_lanes: 8 of 16 here, not the 4 output lanes): its drain is 4 x 16 / 8 = 8 steps, where the
+    output lanes took 16 (QK's key tile 0 waits for it). The C-simulation counts the estimate's cycles and writes the
+    reference's outputs; the estimate charges the window's 2:1 select per P.V lane and bit."""
+    from iseg.reference import attention_core
+
+    shape = dataclasses.replace(HARNESS_SHAPE, cols=16, s_lanes=16, sm_lanes=8)
+    assert (shape.pv_lanes, shape.pv_window, shape.pv_drain) == (8, 2, 8)
+    assert dataclasses.replace(shape, axi_bytes=16).pv_window == 1  # 16 bytes fit a 16-byte beat: the whole window
+    d, blob, sc = _attention_row(T, T, heads, dh, 45)
+    buf = sc.array()
+    rc, _ = harness_pv_half.run([d], blob.array(), buf)
+    assert rc == 0, harness_pv_half.error()
+    assert harness_pv_half.last_cycles() == est.attention_cycles(shape, T, heads, dh)[0]
+    z = attention_core(sc.get(buf, "qkv"), heads, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
+                       "precise")
+    assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+
+
+@pytest.fixture(scope="module")
 def harness_pv_wide(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     """The harness with 8 score lanes (they divide C) and P.V's outputs drained through them (PV_LANES 8); 4
     Shiftmax lanes, so that 8 scores of a step take at most two writes of a score bank (estimate.score_lane_writes)."""
@@ -549,7 +577,7 @@ def test_kv_load_overlap_csim(harness: Harness, harness_kv_serial: Harness, T: i
     serial = dataclasses.replace(HARNESS_SHAPE, kv_overlap=False)
     over_c, over_p = est.attention_cycles(HARNESS_SHAPE, T, heads, dh)
     ser_c, ser_p = est.attention_cycles(serial, T, heads, dh)
-    harness.run([d], blob.array(), sc.array())  # (the two libraries' C++ statics are one: read each count at once)
+    harness.run([d], blob.array(), sc.array())
     assert harness.last_cycles() == over_c
     harness_kv_serial.run([d], blob.array(), sc.array())
     assert harness_kv_serial.last_cycles() == ser_c
@@ -609,7 +637,7 @@ def test_score_drain_deferral_csim(harness: Harness, harness_sd_serial: Harness,
     _assert_same_outputs((harness, harness_sd_serial), d, blob, sc)
     serial = dataclasses.replace(HARNESS_SHAPE, sd_defer=False)
     on, off = est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0], est.attention_cycles(serial, T, heads, dh)[0]
-    harness.run([d], blob.array(), sc.array())  # (the two libraries' C++ statics are one: read each count at once)
+    harness.run([d], blob.array(), sc.array())
     assert harness.last_cycles() == on
     harness_sd_serial.run([d], blob.array(), sc.array())
     assert harness_sd_serial.last_cycles() == off
