@@ -225,10 +225,15 @@ struct PvDrain {
     int r, k;                      // its row in the tile and the step within that row (no row * stride
 };                                 // multiplier, no e / C in the loop)
 
-// A P.V block's drain state before its first tile: query rows [t0, t0 + rows) of probability block half.
-inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
-    PvDrain p = {false, t0, rows, half, 0, 0, long(t0) * out_stride, long(t0) * out_stride, 0, 0};
+// A P.V block's drain state before its first tile: query rows [t0, t0 + rows) of probability block half, whose first
+// output row is at orow0 (t0 * out_stride, which the engine loop's chained blocks advance instead: att_chain_next).
+inline PvDrain pv_drain_at(int t0, int rows, int half, long orow0) {
+    PvDrain p = {false, t0, rows, half, 0, 0, orow0, orow0, 0, 0};
     return p;
+}
+
+inline PvDrain pv_drain(int t0, int rows, int half, long out_stride) {
+    return pv_drain_at(t0, rows, half, long(t0) * out_stride);
 }
 
 // Iterations of a QK pass (the Q.K^T key tiles and their drains, without the pipeline fill); pv_pending:

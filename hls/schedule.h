@@ -286,9 +286,7 @@ void att_chain_next(Pass& p, long it, const LayerDesc& d, AttSm<Cfg>& sm, PassSt
     ISEG_CHECK(sm.st.phase == SM_DONE, "ATTENTION: a chained block's Shiftmax unfinished at its end");
     ISEG_CHECK(ps.q.b >= ps.q.beats, "ATTENTION: a chained block's Q load unfinished at its end");
     sm.st = sm_begin(j & 1, R);  // (block j <= nb - 2: R rows)
-    ps.pd.pending = false;        // (QK's key tile 0 drained it)
-    PvDrain pd = {false, (j - 1) * R, R, (j - 1) & 1, 0, 0, p.pd_orow, p.pd_orow, 0, 0};  // pv_drain's
-    ps.pd = pd;
+    ps.pd = pv_drain_at((j - 1) * R, R, (j - 1) & 1, p.pd_orow);  // (QK's key tile 0 drained the last one)
     p.pd_orow += p.pd_step;
     if (p.q_t < T) {
         ps.q = q_block<Cfg>(p.q_src, d.in_stride, T - p.q_t < R ? T - p.q_t : R, d.d_head, j & 1);
@@ -1407,12 +1405,14 @@ SEQ_STEP:
                         p.blk_its = p.nxt = p.total;
                         p.cycles += long(n - 1) * p.total;
                         p.total *= n;
-                        p.qk_t = 3 * R;  // block 2: QK(3), loading Q(4); PV(1) of rows [R, 2R)
-                        p.q_t = 4 * R;
+                        // block 2: QK(3) from row t2, loading Q(4) R rows after this pass's Q(3), and PV(1) R rows
+                        // after this pass's PV(0)
+                        p.qk_t = t2;
+                        p.q_t = t2 + R;
                         p.q_step = long(R) * st;
-                        p.q_src = qkv + long(4 * R) * st + long(sq.h) * dh;
+                        p.q_src = ps.q.src + p.q_step;
                         p.pd_step = long(R) * d.out_stride;
-                        p.pd_orow = p.pd_step;
+                        p.pd_orow = ps.pd.orow0 + p.pd_step;
                         sq.i = sq.nb - 2;  // the sequencer goes on after the chain's last block
                     }
                 }
