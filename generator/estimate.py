@@ -28,9 +28,9 @@ Shiftmax of block i advances one step per loop iteration (exp pass, one pipeline
 normalise pass at SM_LANES elements per step; iterations, not cycles, whatever PV_II); what is left
 of it runs alone; PV(nb-1) last. Blocks 2 .. nb-2 run on in block 1's pass where no block leaves a rest and each
 block's Shiftmax ends the engine loop's depth before the block (``attention_chained``): one fill for all of them.
-A LayerNorm followed by the Linear that reads its output (or a row window of it: ``ln_fusions``) is
-fused into that Linear's left-operand loader (stats pass, the statistics chain's latency once per block less
-what the block's own steps hide, normalise pass). The other
+A LayerNorm followed by the Linear that reads its output (or a row window of it, or by Linears that each read
+one window: ``ln_fusions``) is fused into that Linear's (each Linear's) left-operand loader (stats pass, the
+statistics chain's latency once per block less what the block's own steps hide, normalise pass). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every entry into a pipelined loop also pays the loop's depth (fill and drain): PIPE for the datapath,
 PIPE_READ where an iteration reads an m_axi port (M_AXI_LATENCY more), PIPE_ENGINE for every pass of the engine
@@ -1305,25 +1305,28 @@ def embed_fusions(graph: Graph) -> dict[str, str]:
     return dict(_memo("embed_fusions", graph, rule))
 
 
-def ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
-    """The LayerNorms that run inside the next Linear's left-operand loader (hls/engine.h ln_fusable):
-    LayerNorm name -> (that Linear, first row, rows) of the row window of the LayerNorm's output it reads.
+def ln_fusions(graph: Graph) -> dict[str, tuple[tuple[str, int, int], ...]]:
+    """The LayerNorms that run inside a Linear's left-operand loader (hls/engine.h ln_fusable):
+    LayerNorm name -> the (Linear, first row, rows) row windows of its output those Linears read, in graph order.
 
-    A LayerNorm with an int8 output is fused into the next op in graph order past SliceRows views when that
-    op is a Linear reading rows [r0, r0 + rows) of the output, directly or through views, over all of its
-    channels (K == N), and no other op reads a row outside that window. Only the window is then computed:
-    the LayerNorm's table row is restricted to it (generator/plan.py), the rows outside are never written
-    (nothing reads them: the encoder's cls row before dec.proj / dec.head)."""
+    A LayerNorm with an int8 output is fused into the next ops in graph order past SliceRows views while they
+    are Linears each reading one row window [r0, r0 + rows) of the output, directly or through views, over all
+    of its channels (K == N), until every op that reads the output reads inside one of their windows. Each
+    window is then computed in its own Linear's loader: the plan writes one LAYERNORM row per window, right
+    before its Linear (generator/plan.py), and the rows outside every window are never written (nothing reads
+    them: the encoder's cls row before dec.proj / dec.head). Two windows: the mask decoder's final norm, whose
+    patch rows feed dec.proj_patch and class rows dec.proj_classes (a LayerNorm is row-wise, so a window's rows
+    are those of the whole)."""
     return dict(_memo("ln_fusions", graph, lambda: _ln_fusions(graph)))
 
 
-def _ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
+def _ln_fusions(graph: Graph) -> dict[str, tuple[tuple[str, int, int], ...]]:
     consumers: dict[str, list[Op]] = {}
     for op in graph.ops:
         for i in op.inputs:
             consumers.setdefault(i, []).append(op)
     ops = list(graph.ops)
-    out: dict[str, tuple[str, int, int]] = {}
+    out: dict[str, tuple[tuple[str, int, int], ...]] = {}
     for i, ln in enumerate(ops):
         act = graph.acts[ln.output]
         if not isinstance(ln, LayerNorm) or act.bits != 8:
@@ -1340,15 +1343,17 @@ def _ln_fusions(graph: Graph) -> dict[str, tuple[str, int, int]]:
         j = i + 1
         while j < len(ops) and isinstance(ops[j], SliceRows):
             j += 1
-        if j == len(ops) or not isinstance(ops[j], Linear):
-            continue
-        lin = ops[j]
-        win = [(r0, rows) for c, r0, rows in readers if c is lin]
-        if len(win) != 1 or lin.k != act.shape[1] or lin.rows != win[0][1]:
-            continue
-        r0, rows = win[0]
-        if all(r0 <= s and s + n <= r0 + rows for _, s, n in readers):
-            out[ln.name] = (lin.name, r0, rows)
+        wins: list[tuple[str, int, int]] = []
+        while j < len(ops) and isinstance(ops[j], Linear):
+            lin = ops[j]
+            win = [(r0, rows) for c, r0, rows in readers if c is lin]
+            if len(win) != 1 or lin.k != act.shape[1] or lin.rows != win[0][1]:
+                break
+            wins.append((lin.name, *win[0]))
+            if all(any(r0 <= s and s + n <= r0 + rows for _, r0, rows in wins) for _, s, n in readers):
+                out[ln.name] = tuple(wins)
+                break
+            j += 1
     return out
 
 
@@ -1369,7 +1374,7 @@ def _graph_context(graph: Graph) -> tuple[dict[str, list[Op]], dict[str, Op], li
     producer = {op.output: op for op in graph.ops}
     ln_windows = ln_fusions(graph)
     embed_fused = embed_fusions(graph)
-    return (consumers, producer, list(graph.ops), ln_windows, {lin for lin, _, _ in ln_windows.values()},
+    return (consumers, producer, list(graph.ops), ln_windows, {w[0] for ws in ln_windows.values() for w in ws},
             embed_fused, set(embed_fused.values()))
 
 

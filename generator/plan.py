@@ -307,7 +307,10 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
     ops = list(graph.ops)
     graph_op = {op.name: op for op in ops}
     fused_into: dict[str, str] = {}  # graph op name -> the op (row) that executes it
-    ln_windows = est.ln_fusions(graph)  # LayerNorm -> (its LINEAR, row window): run in that row's loader
+    ln_windows = est.ln_fusions(graph)  # LayerNorm -> its (LINEAR, row window)s: each run in that row's loader
+    # a LINEAR that reads a fused LayerNorm's second window or later: the LayerNorm's row for that window goes right
+    # before it (the first window's at the LayerNorm's own place, which its LINEAR follows past views)
+    ln_later = {lin: (graph_op[ln], r0, t) for ln, ws in ln_windows.items() for lin, r0, t in ws[1:]}
     # decide fusion first; the position-embedding add runs in the PATCH_EMBED row's output stage
     fused_into.update(est.embed_fusions(graph))
     for op in ops:
@@ -339,9 +342,9 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
     # row block by row block, while the row's output stage stores the blocks before: the input stays live
     # through the LINEAR row, else the LINEAR's output may be allocated over input rows not yet normalised
     row_of = {group[0].name: i for i, group in enumerate(row_ops)}
-    for ln_name, (lin_name, _, _) in ln_windows.items():
+    for ln_name, ws in ln_windows.items():
         ln_in = graph_op[ln_name].inputs[0]
-        last_use[ln_in] = max(last_use[ln_in], row_of[lin_name])
+        last_use[ln_in] = max([last_use[ln_in]] + [row_of[lin_name] for lin_name, _, _ in ws])
 
     def act_bytes(a: Act) -> int:
         return a.nbytes
@@ -394,6 +397,25 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
         a = graph.acts[name]
         off, stride = addr(name)
         return TraceSpec(name, row0, a.shape[0] if rows is None else rows, a.shape[1], stride, a.bits // 8, a.signed)
+
+    def emit_layernorm(i: int, group: list[Op], op: LayerNorm, r0: int, t: int) -> None:
+        """The LAYERNORM row of rows [r0, r0 + t) of ``op`` (all of them, or the window a fused LINEAR reads)."""
+        n = graph.acts[op.output].shape[1]
+        cin, sin = addr(op.inputs[0])
+        out, out_stride = addr(op.output)
+        # the mean's reciprocal of N: the loader has no divider for it (hls/layernorm.h, numerics.mean_reciprocal)
+        try:
+            mean_m, mean_sh = inum.mean_reciprocal(n)
+        except ValueError as exc:
+            raise IsegError(f"checkpoint: {op.name}: {exc}") from None
+        k_max = (1 << (est.STRUCT_WIDTHS["kLnKBits"] - 1)) - 1  # K's operand width in the loader's products
+        if n > k_max:
+            raise IsegError(f"checkpoint: {op.name}: a LayerNorm of {n} channels exceeds the engine's {k_max} "
+                            "(hls/mul.h kLnKBits)")
+        emit(i, "LAYERNORM", group, {"T": t, "N": n, "out_bits": op.bits, "in": cin + r0 * sin * 2, "in_stride": sin,
+                                     "out": out + r0 * out_stride * (op.bits // 8), "out_stride": out_stride,
+                                     "rq": _rq_desc(ckpt, op.rq, n, blob), "mean_m": mean_m, "mean_sh": mean_sh},
+             trace_of(op.output, r0, t))
 
     for i, group in enumerate(row_ops):
         op = group[0]
@@ -464,25 +486,14 @@ def _layers(graph: Graph, ckpt: QuantizedCheckpoint, cols: int,
                      ma=int(c["ma"]), mb=int(c["mb"]), ea=int(c["e"]))
             emit(i, "EMBED_ADD", group, f, trace_of(op.output))
         elif isinstance(op, LayerNorm):
-            t, n = out_act.shape
-            cin, sin = addr(op.inputs[0])
             # fused into the next LINEAR row (est.ln_fusions, hls/engine.h ln_fusable): only the row window
             # [r0, r0 + t) that LINEAR reads is computed, so the row (and its trace) covers just that window
-            r0, t = ln_windows[op.name][1:] if op.name in ln_windows else (0, t)
-            # the mean's reciprocal of N: the loader has no divider for it (hls/layernorm.h, numerics.mean_reciprocal)
-            try:
-                mean_m, mean_sh = inum.mean_reciprocal(n)
-            except ValueError as exc:
-                raise IsegError(f"checkpoint: {op.name}: {exc}") from None
-            k_max = (1 << (est.STRUCT_WIDTHS["kLnKBits"] - 1)) - 1  # K's operand width in the loader's products
-            if n > k_max:
-                raise IsegError(f"checkpoint: {op.name}: a LayerNorm of {n} channels exceeds the engine's {k_max} "
-                                "(hls/mul.h kLnKBits)")
-            f.update(T=t, N=n, out_bits=op.bits, **{"in": cin + r0 * sin * 2, "in_stride": sin},
-                     rq=_rq_desc(ckpt, op.rq, n, blob), mean_m=mean_m, mean_sh=mean_sh)
-            f["out"] += r0 * f["out_stride"] * (op.bits // 8)
-            emit(i, "LAYERNORM", group, f, trace_of(op.output, r0, t))
+            r0, t = ln_windows[op.name][0][1:] if op.name in ln_windows else (0, out_act.shape[0])
+            emit_layernorm(i, group, op, r0, t)
         elif isinstance(op, Linear):
+            if op.name in ln_later:  # a later window of a fused LayerNorm: its row right before this LINEAR's
+                ln_op, r0, t = ln_later[op.name]
+                emit_layernorm(i, [ln_op], ln_op, r0, t)
             cin, sin = addr(op.inputs[0])
             f.update(T=op.rows, K=op.k, N=op.n, out_bits=op.bits, **{"in": cin, "in_stride": sin},
                      w=blob.add(op.weight, est.tiled_weight_bytes(op.k, op.n, cols), "i8 tiles"),

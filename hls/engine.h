@@ -270,9 +270,10 @@ inline bool uses_array(const LayerDesc& d) { return prefetched(d) || d.op == OP_
 // A LAYERNORM row is fused into the LINEAR row right after it (the LayerNorm loader of gemm.h) when
 // that row's left operand is exactly the LayerNorm's int8 output. generator/estimate.py ln_fusions fuses
 // the same pairs: a LayerNorm followed in graph order by the Linear that reads its output, or a row
-// window of it (the encoder's final norm -> dec.proj / dec.head, past the cls row); then the generator
-// writes the LAYERNORM row for that window only (T, in, out: rows r0 .. r0 + T of the graph op), so the
-// rows nothing reads are never computed and this test holds as is.
+// window of it (the encoder's final norm -> dec.proj / dec.head, past the cls row), or Linears that each read
+// one window (dec.norm -> dec.proj_patch, dec.proj_classes); then the generator writes a LAYERNORM row for each
+// window only (T, in, out: rows r0 .. r0 + T of the graph op), right before its LINEAR, so the rows nothing
+// reads are never computed and this test holds as is.
 inline bool ln_fusable(const LayerDesc* table, int n_layers, int i) {
     if (table[i].op != OP_LAYERNORM || table[i].out_bits != 8 || i + 1 >= n_layers) return false;
     const LayerDesc& n = table[i + 1];

@@ -40,14 +40,17 @@ def test_final_norm_is_fused_on_its_window(decoder: str, head: str) -> None:
     g = build_graph(spec)
     fus = est.ln_fusions(g)
     n = spec.n_patches
-    assert fus["enc.norm"] == (head, 1, n)
+    assert fus["enc.norm"] == ((head, 1, n),)
     blocks = [f"enc.{i}" for i in range(spec.layers)] + ([f"dec.{j}" for j in range(spec.dec_layers)]
                                                           if decoder == "mask" else [])
     for p in blocks:  # the full-window fusions of every block are kept
-        assert fus[f"{p}.ln1"][::2] == (f"{p}.qkv", g.acts[f"{p}.ln1"].shape[0])
-        assert fus[f"{p}.ln2"][1] == 0
-    # dec.norm: dec.proj_patch reads rows 0..N, but dec.proj_classes reads N..N+k: not fused
-    assert "dec.norm" not in fus and "dec.mask_norm" not in fus
+        t = g.acts[f"{p}.ln1"].shape[0]
+        assert fus[f"{p}.ln1"] == ((f"{p}.qkv", 0, t),) and fus[f"{p}.ln2"] == ((f"{p}.fc1", 0, t),)
+    # dec.norm: dec.proj_patch reads rows 0..N and dec.proj_classes rows N..N+k, the next two ops past the views:
+    # a window in each; dec.mask_norm feeds the head, no Linear
+    if decoder == "mask":
+        assert fus["dec.norm"] == (("dec.proj_patch", 0, n), ("dec.proj_classes", n, spec.n_cls))
+    assert "dec.mask_norm" not in fus
     costs = {c.name: c for c in est.op_costs(g, HARNESS_SHAPE)}
     assert costs["enc.norm"].kind == "fused" and costs["enc.norm"].cycles == 0
 
@@ -65,7 +68,7 @@ def test_no_fusion_when_another_op_reads_outside_the_window(start: int, stop: in
     g.add(Linear("x.lin", (src,), "x.lin", rows=stop - start, k=d, n=3, weight="x.w", rq="x.rq"),
           Act("x.lin", (stop - start, 3), 8))
     assert "enc.norm" not in est.ln_fusions(g)
-    assert est.ln_fusions(g)["enc.0.ln1"] == ("enc.0.qkv", 0, t)
+    assert est.ln_fusions(g)["enc.0.ln1"] == (("enc.0.qkv", 0, t),)
     # a 16-bit LayerNorm is never fused (the loader feeds the array int8), even right before a full-width Linear
     # that reads all of it; the same pair with an 8-bit LayerNorm is (the control)
     for bits in (8, 16):
@@ -76,15 +79,52 @@ def test_no_fusion_when_another_op_reads_outside_the_window(start: int, stop: in
         assert ("x.ln" in est.ln_fusions(g2)) == (bits == 8)
 
 
-def _engine_fuses(layers) -> set[str]:
-    """hls/engine.h ln_fusable, on the plan's table rows."""
+@pytest.mark.parametrize("case", ["two", "gap", "reader_after", "overlap"])
+def test_windows_in_consecutive_linears(case: str) -> None:
+    """A LayerNorm read through two views by the two Linears right after it is fused into both, a window each;
+    not when another op comes between them, nor when an op after them reads a row outside their windows. Two
+    windows that overlap are each computed (a LayerNorm is row-wise: both agree on the shared rows)."""
+    spec = replace(PRESETS["tiny"], decoder="linear")
+    g = build_graph(spec)
+    t, d = g.acts["enc.norm"].shape
+    src = g.ops[[o.name for o in g.ops].index("enc.norm")].inputs[0]
+    g.add(LayerNorm("x.ln", (src,), "x.ln", rq="x.ln", bits=8), Act("x.ln", (t, d), 8))
+    cut = 3
+    b0 = 1 if case == "overlap" else cut
+    g.add(SliceRows("x.a", ("x.ln",), "x.a", start=0, stop=cut), Act("x.a", (cut, d), 8))
+    g.add(SliceRows("x.b", ("x.ln",), "x.b", start=b0, stop=t), Act("x.b", (t - b0, d), 8))
+    g.add(Linear("x.la", ("x.a",), "x.la", rows=cut, k=d, n=3, weight="x.w", rq="x.rq"), Act("x.la", (cut, 3), 8))
+    if case == "gap":
+        g.add(Linear("x.mid", ("enc.norm",), "x.mid", rows=t, k=d, n=3, weight="x.w", rq="x.rq"),
+              Act("x.mid", (t, 3), 8))
+    g.add(Linear("x.lb", ("x.b",), "x.lb", rows=t - b0, k=d, n=5, weight="x.w", rq="x.rq"),
+          Act("x.lb", (t - b0, 5), 8))
+    if case == "reader_after":
+        g.add(LayerNorm("x.all", ("x.ln",), "x.all", rq="x.all", bits=8), Act("x.all", (t, d), 8))
+    fus = est.ln_fusions(g)
+    if case in ("gap", "reader_after"):
+        assert "x.ln" not in fus
+    else:
+        assert fus["x.ln"] == (("x.la", 0, cut), ("x.lb", b0, t - b0))
+        costs = {c.name: c for c in est.op_costs(g, HARNESS_SHAPE)}
+        plain = est.gemm_cycles(HARNESS_SHAPE, t - b0, d, 5, bias=False, rq_tab=False, gelu=False,
+                                prefetch_bytes=0)[0]
+        assert costs["x.ln"].cycles == 0 and costs["x.lb"].cycles > plain  # each Linear pays its window's norm
+
+
+def _engine_pairs(layers) -> set[tuple[str, str, int, int]]:
+    """hls/engine.h ln_fusable, on the plan's table rows: (LayerNorm, LINEAR, first row, rows) of every fused pair."""
     out = set()
     for r, nx in zip(layers, layers[1:], strict=False):
         a, b = dict(r.fields), dict(nx.fields)
         if r.op == "LAYERNORM" and a["out_bits"] == "8" and nx.op == "LINEAR" and b["in"] == a["out"] \
                 and b["in_stride"] == a["out_stride"] and b["K"] == a["N"] and b["T"] == a["T"]:
-            out.add(r.ops[0])
+            out.add((r.ops[0], nx.ops[0], r.trace.row0, r.trace.rows))
     return out
+
+
+def _engine_fuses(layers) -> set[str]:
+    return {ln for ln, _, _, _ in _engine_pairs(layers)}
 
 
 @pytest.mark.parametrize("decoder", ["mask", "linear"])
@@ -97,7 +137,10 @@ def test_plan_windows_the_layernorm_row(decoder: str, tmp_path: Path) -> None:
     ckpt = make_ckpt(tmp_path, spec, seed=2)
     plan = make_plan(load_config(write_config(tmp_path, ckpt)), load(ckpt))
     g = build_graph(spec)
-    assert _engine_fuses(plan.layers) == set(est.ln_fusions(g))  # the engine fuses exactly the estimate's pairs
+    # the engine fuses exactly the estimate's pairs, on its windows
+    assert _engine_pairs(plan.layers) == {(ln, *w) for ln, ws in est.ln_fusions(g).items() for w in ws}
+    lns = [r for r in plan.layers if r.op == "LAYERNORM"]
+    assert len(lns) == len({r.ops[0] for r in lns}) + (decoder == "mask")  # dec.norm: a row per window
     rows = {r.ops[0]: r for r in plan.layers}
     ln, nxt = rows["enc.norm"], plan.layers[rows["enc.norm"].index + 1]
     f = {k: int(v) for k, v in ln.fields if k in ("T", "N", "in", "in_stride", "out", "out_stride")}
@@ -214,6 +257,12 @@ def test_csim_bit_exact_and_cycles(name: str, projects) -> None:
     head = "dec.proj" if spec.decoder == "mask" else "dec.head"
     layer = {e["ops"][0]: e["layer"] for e in lib.trace_map}
     assert lib.cycles(layer["enc.norm"]) == est_of["enc.norm"] == 0
+    if spec.decoder == "mask":  # dec.norm: a row per window, each fused into its projection, compared on its rows
+        ents = [e for e in lib.trace_map if e["ops"] == ["dec.norm"]]
+        assert [(e["row0"], e["rows"]) for e in ents] == [(0, n), (n, spec.n_cls)]
+        for e in ents:
+            assert np.array_equal(trace[lib.trace_key(e)], ref["dec.norm"][e["row0"]:e["row0"] + e["rows"]])
+            assert lib.cycles(e["layer"]) == 0 and lib.trace_map[e["layer"] + 1]["ops"][0].startswith("dec.proj_")
     assert lib.cycles(layer[head]) == est_of[head] > 0
     assert lib.cycles(-1) == lib.manifest["estimate"]["cycles"]
 
