@@ -157,11 +157,12 @@ def tiled_weight_bytes(k: int, n: int, cols: int) -> int:
     return k * cdiv(n, cols) * cols
 
 
-def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int) -> int:
+def tp_chunk_steps(n: int, k: int, b: int, c: int, w: int, ports: int = 2) -> int:
     """hls/gemm.h tp_chunk_steps: steps of chunk ``b`` (bytes [b w, b w + w) of each of ``n`` source rows of
     ``k`` bytes) of the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention): tile 0's beats, each later
-    tile's beats or the previous tile's write-out (two rows of w per step) if longer, the last write-out."""
-    h = cdiv(min(w, k - b * w), 2)
+    tile's beats or the previous tile's write-out (``ports`` rows of w per step: two, one beside a dual K/V step's V
+    word) if longer, the last write-out."""
+    h = cdiv(min(w, k - b * w), ports)
     tiles = cdiv(n, c)
     if tiles <= 1:
         return n + h
@@ -1140,10 +1141,16 @@ def att_sm_wait(sd: int, pv_ii: int) -> int:
     return pv_ii * (sd - 1) + 1
 
 
-def kv_load_iters(t: int, dh: int, cols: int, axi_bytes: int) -> int:
-    """Engine-loop iterations of one head's K/V load (hls/schedule.h KvLoad): every chunk of ``axi_bytes`` channels
-    takes tp_chunk_steps steps of two iterations (the K beat with the transposer's write-out, then the V beat)."""
-    return sum(2 * tp_chunk_steps(t, dh, b, cols, axi_bytes) for b in range(cdiv(dh, axi_bytes)))
+def kv_load_iters(t: int, dh: int, cols: int, axi_bytes: int, q_busy: int = -1) -> int:
+    """Engine-loop iterations of one head's K/V load (hls/schedule.h KvLoad, kv_start): every chunk of ``axi_bytes``
+    channels takes tp_chunk_steps steps of two iterations (the K beat with the transposer's write-out, then the V
+    beat). A load beside a Q block whose beats take gmem1 for the first ``q_busy`` iterations (a head's first pass;
+    -1: a load under other passes) is dual where those end before chunk 0's first key tile is complete: ceil(q_busy /
+    2) steps of two iterations, then a step an iteration (the V beat on gmem1), the write-out one row a step."""
+    s1, chunks = cdiv(q_busy, 2), cdiv(dh, axi_bytes)
+    if q_busy >= 0 and s1 <= min(t, cols):
+        return sum(tp_chunk_steps(t, dh, b, cols, axi_bytes, 1) for b in range(chunks)) + s1
+    return sum(2 * tp_chunk_steps(t, dh, b, cols, axi_bytes) for b in range(chunks))
 
 
 def attention_cycles(a: ArrayShape, t: int, heads: int, dh: int, pv_ii: int = 2) -> tuple[int, dict[str, int]]:
@@ -1176,8 +1183,9 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     # the RQ_8 of P.V is per tensor (its scale is s_P s_V: spec/numerics.md), so no table is loaded
     # (hls/attention.h load_rq_table returns at once); a per-channel one would cost rq_table_cycles
     consts = 0
-    kv_it = kv_load_iters(t, dh, a.cols, w)
+    kv_it = kv_load_iters(t, dh, a.cols, w)  # a load under the previous head's passes
     q_it = r * cdiv(dh, a.load_lanes)
+    kv_first = kv_load_iters(t, dh, a.cols, w, min(t, r) * cdiv(dh, a.load_lanes))  # beside Q(0): dual
     dr = a.pv_drain  # a P.V tile's drain (PV_LANES a step)
 
     sd = a.score_drain  # a score tile's drain (S_LANES a step)
@@ -1249,8 +1257,8 @@ def _attention_cycles(a: ArrayShape, t: int, heads: int, dh: int,
     calls -= chained
     # the K/V loads beyond Q(0)'s beats, which their pass waits for: head 0's whole load, each later head's part that
     # the previous head's passes left (kv_overlap; without it every head's whole load)
-    later = max(0, kv_it - shadow_kv - q_it) if a.kv_overlap else max(0, kv_it - q_it)
-    kv = max(0, kv_it - q_it) + (heads - 1) * later
+    later = max(0, kv_it - shadow_kv - q_it) if a.kv_overlap else max(0, kv_first - q_it)
+    kv = max(0, kv_first - q_it) + (heads - 1) * later
     seq = (heads * calls + 1) * SEQ_SETUP  # and the call that ends the layer
     parts = (("consts", consts), ("kv_load", kv), ("q_load", heads * q_total), ("qk", heads * qk_total),
              ("shiftmax", heads * rest_total), ("pv", heads * pv_total), ("sequencer", seq),

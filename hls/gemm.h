@@ -1183,9 +1183,10 @@ inline int gemm_tile_steps(int k, int dsteps, int a_share, int pf0, int w_share)
 inline int tp_chunk_rows(int K, int b, int W) { return K - b * W < W ? K - b * W : W; }
 
 // Steps of one chunk (b) of the transposing loader: tile 0's beats, each later tile's beats or the previous
-// tile's write-out (two rows per step) if that is longer, then the last tile's write-out.
-inline long tp_chunk_steps(int N, int K, int b, int C, int W) {
-    const int h = (tp_chunk_rows(K, b, W) + 1) / 2;
+// tile's write-out (`ports` rows per step: two, or one where the other write port takes a V word, schedule.h
+// KvLoad::dual) if that is longer, then the last tile's write-out.
+inline long tp_chunk_steps(int N, int K, int b, int C, int W, int ports = 2) {
+    const int h = (tp_chunk_rows(K, b, W) + ports - 1) / ports;
     const int tiles = (N + C - 1) / C;
     if (tiles <= 1) return long(N) + h;
     const int last = N - (tiles - 1) * C;
@@ -1202,16 +1203,17 @@ void tp_begin(Transposer<Cfg>& t) {
 // one request per m_axi bundle, its two port sites per memory): tp_out, the write-out of up to two rows of the
 // last complete tile as write requests into w[half] (rows from `off`); then tp_req, the beat of source row t.n this
 // step reads (unless it would complete a tile while rows are still waiting); then tp_take, that beat into the
-// transposer. tp_step is the three for MASK_PRODUCT's own loop.
+// transposer. tp_step is the three for MASK_PRODUCT's own loop. `ports`: the write requests the write-out may
+// take (2; 1: o[0] only, o[1] left for the caller).
 template <class Cfg>
-void tp_out(Transposer<Cfg>& t, int N, int b, int half, int off, WReq<Cfg> (&o)[2]) {
+void tp_out(Transposer<Cfg>& t, int N, int b, int half, int off, WReq<Cfg> (&o)[2], int ports = 2) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
 TP_OUT:
     for (int p = 0; p < 2; ++p) {
         ISEG_PRAGMA(HLS UNROLL)
         o[p] = w_req_none<Cfg>();
-        if (t.wleft > 0) {
+        if (t.wleft > 0 && p < ports) {
             const int valid = N - t.wg * C;
             o[p].ok = true;
             o[p].half = half;

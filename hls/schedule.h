@@ -127,6 +127,12 @@ constexpr int arr_a_bits() {
 // it for head 0). A step is two iterations, both reading scratch_b (gmem2, which no other unit of an attention pass
 // reads): the K iteration writes out up to two rows of the last complete key tile (the two port sites of g.w) and
 // takes a K beat; the V iteration takes that key's V beat, one word of w (the beat divides C and d_head).
+// A load the head's first pass starts (head 0's, every head's without kv_overlap: exposed) is `dual`: once the Q
+// loader has read its beats, gmem1 is free for the rest of that pass, and a step is one iteration, the K beat on
+// gmem2 and the V beat on gmem1, the write-out on port A of g.w (one row a step) and the V word on port B. It
+// goes dual only where the Q beats end before chunk 0's first key tile is complete (kv_start), so that every
+// write-out runs at one row a step (tp_chunk_steps ports = 1) and the iterations are a closed count
+// (estimate.kv_load_iters).
 struct KvLoad {
     long left;   // iterations left (0: idle)
     int h;       // the head it loads
@@ -140,10 +146,11 @@ struct KvLoad {
     // first V row of chunk b's channel tile; the head's first K byte and its V columns' distance (D)
     long kat, vat, k0at, dv;
     int vrow;
+    bool dual;  // a step an iteration once gmem1 is free (kv_req's `one`)
 };
 
 inline KvLoad kv_idle() {
-    KvLoad l = {0, -1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0};
+    KvLoad l = {0, -1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, false};
     return l;
 }
 
@@ -153,22 +160,28 @@ int kv_rows(const LayerDesc& d) {
     return ((d.T + Cfg::C - 1) / Cfg::C) * d.d_head + ((d.d_head + Cfg::C - 1) / Cfg::C) * kd_rows<Cfg>(d.T);
 }
 
-// Steps of one chunk: every chunk has AXI_BYTES rows (the beat divides d_head), so the same.
+// Steps of one chunk: every chunk has AXI_BYTES rows (the beat divides d_head), so the same. `ports`: the
+// transposer's write-out rows a step (1 for a dual load).
 template <class Cfg>
-int kv_chunk_steps(const LayerDesc& d) {
-    return int(tp_chunk_steps(d.T, d.d_head, 0, Cfg::C, Cfg::AXI_BYTES));
+int kv_chunk_steps(const LayerDesc& d, int ports = 2) {
+    return int(tp_chunk_steps(d.T, d.d_head, 0, Cfg::C, Cfg::AXI_BYTES, ports));
 }
 
-// The loader for head h into g.w[half] from row off: its iterations, two per step (estimate.attention_cycles kv_it).
+// The loader for head h into g.w[half] from row off: its iterations (estimate.kv_load_iters), two a step, or, for a
+// load beside a Q block that reads gmem1 for its first q_busy iterations (-1: the load runs under other passes),
+// two a step for those and one a step after them (dual) where the Q beats end before chunk 0's first key tile is
+// complete: ceil(q_busy / 2) steps of two iterations, then the rest of the steps one each.
 template <class Cfg>
-KvLoad kv_start(const LayerDesc& d, int h, int half, int off, GemmBuffers<Cfg>& g) {
+KvLoad kv_start(const LayerDesc& d, int h, int half, int off, GemmBuffers<Cfg>& g, int q_busy = -1) {
     ISEG_CHECK(d.d_head % Cfg::AXI_BYTES == 0 && Cfg::C % Cfg::AXI_BYTES == 0,
                "K/V load: the beat must divide d_head and C (estimate.axi_beat)");
     ISEG_CHECK(off >= 0 && off + kv_rows<Cfg>(d) <= Cfg::WROWS, "ATTENTION: K_h and V_h exceed Cfg::WROWS");
     tp_begin(g.tp);
     KvLoad l = kv_idle();
-    l.steps = kv_chunk_steps<Cfg>(d);
-    l.left = 2L * (d.d_head / Cfg::AXI_BYTES) * l.steps;
+    const int s1 = (q_busy + 1) / 2, chunks = d.d_head / Cfg::AXI_BYTES;
+    l.dual = q_busy >= 0 && s1 <= (d.T < Cfg::C ? d.T : Cfg::C);
+    l.steps = kv_chunk_steps<Cfg>(d, l.dual ? 1 : 2);
+    l.left = l.dual ? long(chunks) * l.steps + s1 : 2L * chunks * l.steps;
     l.h = h;
     l.half = half;
     l.off = off;
@@ -180,26 +193,33 @@ KvLoad kv_start(const LayerDesc& d, int h, int half, int off, GemmBuffers<Cfg>& 
 }
 
 // The request half of an iteration: the K iteration's write-out (o: the transposer's rows) and the offset of the
-// beat it reads (tp_req), or the V iteration's V beat; -1 for none. nb: the beat's bytes.
+// beat it reads (tp_req), or the V iteration's V beat; -1 for none. nb: the beat's bytes. `one` (a dual load's K
+// iteration while gmem1 is free): the whole step, the write-out on o[0] alone and the same key's V beat at `vat1`
+// (on gmem1; -1: none).
 template <class Cfg>
-long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2], int& nb) {
+long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2], int& nb, bool one, long& vat1) {
     ISEG_PRAGMA(HLS INLINE)
     nb = Cfg::AXI_BYTES;
+    vat1 = -1L;
     if (l.par == 0) {
-        tp_out<Cfg>(g.tp, d.T, l.b, l.half, l.off, o);
-        return tp_req<Cfg>(g.tp, l.kat, d.T, d.d_head, l.b, nb);
+        tp_out<Cfg>(g.tp, d.T, l.b, l.half, l.off, o, one ? 1 : 2);
+        const long at = tp_req<Cfg>(g.tp, l.kat, d.T, d.d_head, l.b, nb);
+        if (one && at >= 0) vat1 = at + l.dv;
+        return at;
     }
     // heads start on a beat (estimate.axi_beat), chunk b is a whole one
     return l.n >= 0 ? l.vat : -1L;
 }
 
-// The step half: v, the beat kv_req named (if any), into the transposer (K) or as the V word's write (o[0]); then
-// the counters.
+// The step half: v, the beat kv_req named (if any), into the transposer (K) or as the V word's write (o[0]); with
+// `one`, both: v into the transposer and vv (kv_req's vat1) as the V word's write (o[1]); then the counters.
 template <class Cfg>
-void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2]) {
+void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2],
+             bool one, const beat_t<Cfg>& vv) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
     const int T = d.T, dh = d.d_head;
+    bool vhalf = l.par == 1;  // this iteration takes a V beat
     if (l.par == 0) {
         l.n = -1;
         if (got) {
@@ -208,19 +228,22 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
             l.n = tp_take<Cfg>(g.tp, v, T, dh, l.b);
         }
         l.par = 1;
-    } else {
+        vhalf = one;
+    }
+    if (vhalf) {
+        const int p = one ? 1 : 0;  // the write request the V word takes
         if (l.n >= 0) {  // channels [b W, b W + W) of key n: one word of V's channel tile (b W) / C, from byte (b W) % C
             const int k0 = l.b * W;
-            o[0].ok = true;
-            o[0].half = l.half;
-            o[0].row = l.vrow + l.n;
+            o[p].ok = true;
+            o[p].half = l.half;
+            o[p].row = l.vrow + l.n;
         ATT_V_BYTE:
             for (int c = 0; c < C; ++c) {
                 ISEG_PRAGMA(HLS UNROLL)
                 const int j = c % W;
                 if (c / W == (k0 % C) / W) {
-                    o[0].v[c] = k0 + j < dh ? beat_i8(v, j) : int8_t(0);
-                    o[0].m[c] = true;
+                    o[p].v[c] = k0 + j < dh ? beat_i8(one ? vv : v, j) : int8_t(0);
+                    o[p].m[c] = true;
                 }
             }
         }
@@ -452,20 +475,6 @@ ENGINE_PASS:
         const long pat = pf_go ? prefetch_req<Cfg>(pf, npf) : -1L;
         // attention's K/V loader (every attention mode, while it has iterations left): the transposer's write-out into
         // the two write requests of g.w (ws), and its beat's offset on gmem2, which only the GEMM's residuals use besides
-        const bool kv_go = ps.kv.left > 0 && (qk || pv || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST);
-        WReq<Cfg> ws[2];
-        ws[0] = w_req_none<Cfg>();
-        ws[1] = w_req_none<Cfg>();
-        int nkv = 0;
-        const long kat = kv_go ? kv_req<Cfg>(ps.kv, d, g, ws, nkv) : -1L;
-        ISEG_CHECK(!(kat >= 0 && lst.at2 >= 0), "engine loop: the K/V loader and the residuals in one step");
-        beat_t<Cfg> v0, v2;
-        beat_clear(v0);
-        beat_clear(v2);
-        if (lst.at0 >= 0 || pat >= 0)
-            v0 = ISEG_CACHE_RD(GMEM0, c0, blob, pat >= 0 ? pat : lst.at0, pat >= 0 ? npf : lst.n0);
-        if (lst.at2 >= 0 || kat >= 0)
-            v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, kat >= 0 ? kat : lst.at2, kat >= 0 ? nkv : lst.n2);
         // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
         // iteration's store on gmem1 in program order: the tool need not order the read behind the write
         const bool a_step = gemm && s < a_share && nt < p.a_tiles;  // the block's load share in its first tiles
@@ -474,9 +483,28 @@ ENGINE_PASS:
         const bool q_go = qk || m == PM_Q_LOAD;
         int n1 = 0;
         const long at1 = ln_go ? ln_req<Cfg>(ps.ln, n1) : a_go ? a_req<Cfg>(ps.al, n1) : q_go ? q_req<Cfg>(ps.q, dh, n1) : -1L;
-        beat_t<Cfg> v1;
+        // attention's K/V loader (every attention mode, while it has iterations left): the transposer's write-out into
+        // the two write requests of g.w (ws), and its beat's offset on gmem2, which only the GEMM's residuals use
+        // besides; a dual load's whole step where a Q_LOAD pass leaves gmem1 free (its V beat there: vat1)
+        const bool kv_go = ps.kv.left > 0 && (qk || pv || m == PM_Q_LOAD || m == PM_O_STEP || m == PM_SM_REST);
+        const bool kv_one = kv_go && ps.kv.dual && m == PM_Q_LOAD && at1 < 0;
+        WReq<Cfg> ws[2];
+        ws[0] = w_req_none<Cfg>();
+        ws[1] = w_req_none<Cfg>();
+        int nkv = 0;
+        long vat1 = -1L;
+        const long kat = kv_go ? kv_req<Cfg>(ps.kv, d, g, ws, nkv, kv_one, vat1) : -1L;
+        ISEG_CHECK(!(kat >= 0 && lst.at2 >= 0), "engine loop: the K/V loader and the residuals in one step");
+        beat_t<Cfg> v0, v1, v2;
+        beat_clear(v0);
         beat_clear(v1);
-        if (at1 >= 0) v1 = ISEG_CACHE_RD(GMEM1, c1, scratch, at1, n1);
+        beat_clear(v2);
+        if (lst.at0 >= 0 || pat >= 0)
+            v0 = ISEG_CACHE_RD(GMEM0, c0, blob, pat >= 0 ? pat : lst.at0, pat >= 0 ? npf : lst.n0);
+        if (lst.at2 >= 0 || kat >= 0)
+            v2 = ISEG_CACHE_RD(GMEM2, c2, scratch_b, kat >= 0 ? kat : lst.at2, kat >= 0 ? nkv : lst.n2);
+        if (at1 >= 0 || vat1 >= 0)  // one request: a loader's beat, or a dual K/V step's V beat
+            v1 = ISEG_CACHE_RD(GMEM1, c1, scratch, at1 >= 0 ? at1 : vat1, at1 >= 0 ? n1 : nkv);
         OutLane<Cfg> ol[NQ];
         ISEG_PRAGMA(HLS ARRAY_PARTITION variable=ol type=complete)
     OUT_LANE_OFF:  // lanes a set does not fill stay off (the output lanes fill OUT_LANES of NQ)
@@ -671,7 +699,7 @@ ENGINE_PASS:
         ISEG_CHECK(int(sm_go && sm.st.phase != SM_DONE) + int(ln_go) + int(a_go) <= 1,
                    "engine loop: two writers of g.a in one iteration");
         if (pf_go) ws[0] = prefetch_beat<Cfg>(pf, v0);  // (never beside the K/V loader: GEMM modes only)
-        if (kv_go) kv_take<Cfg>(ps.kv, d, kat >= 0, v2, g, ws);
+        if (kv_go) kv_take<Cfg>(ps.kv, d, kat >= 0, v2, g, ws, kv_one, v1);
         ABankReq<Cfg> qs = bank_req_none<Cfg>();  // the Q loader's step into sm.q
         if (q_go) qs = att_q_beat<Cfg>(ps.q, dh, v1);
         // g.a: exactly two accesses per bank (2 R row banks), one site per port. Port A reads or writes (one site,
@@ -1297,13 +1325,14 @@ SEQ_STEP:
             }
             // ---- ATTENTION, head sq.h
             case SQ_HEAD: {  // Q(0), exposed, beside what is left of the head's K/V load (head 0: all of it)
-                if (sq.h == 0 || !kv_overlap_of<Cfg>::value)
-                    ps.kv = kv_start<Cfg>(d, sq.h, kv_half(g, sq.h), kv_off<Cfg>(sq, sq.h), g);
+                ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
+                if (sq.h == 0 || !kv_overlap_of<Cfg>::value)  // dual once Q(0)'s beats are read (q_req: T < R rows)
+                    ps.kv = kv_start<Cfg>(d, sq.h, kv_half(g, sq.h), kv_off<Cfg>(sq, sq.h), g,
+                                          (T < R ? T : R) * ((dh + load_lanes<Cfg>() - 1) / load_lanes<Cfg>()));
                 ISEG_CHECK(ps.kv.h == sq.h, "ATTENTION: the K/V loader holds another head");
                 sm.st = sm_idle();
                 ps.pd = pv_drain(0, 0, 0, d.out_stride);
                 ISEG_CHECK(!ps.sd.pending, "ATTENTION: a score tile pending at a head's start");
-                ps.q = q_block<Cfg>(qkv + long(sq.h) * dh, st, T < R ? T : R, dh, 0);
                 const long n = ps.q.beats - ps.q.b, tot = n > ps.kv.left ? n : ps.kv.left;
                 p = pass_of(PM_Q_LOAD, tot, tot > 0 ? tot + kEngineDepth : 0);
                 sq.phase = SQ_QK0;

@@ -100,13 +100,16 @@ def test_attention_cycles_by_hand() -> None:
     in P.V, whose drain steps come on a key's first iteration (att_sm_wait). The Q block of QK(b + 1) loads
     under QK(b)'s key loop, 8 bytes (min(8-byte beat, two 4-element words of a row bank)) per iteration (8 steps
     under 32 iterations: hidden), so only each head's Q(0) is exposed. K_h goes through the transposer in chunks of
-    one beat, 8 channels: two chunks, each key tile 0's 8 beats (steps 0-7), then key tile 1's one beat, which
-    completes its tile and so waits until tile 0's 8 rows are written out two per step (steps 8-11), then tile 1's 8
-    rows (4 steps): 16 steps of two engine-loop iterations (a K and a V beat) per chunk. Head 0's load runs in its
-    Q(0) pass, which lasts until it is done (64 iterations, of which Q(0)'s 8 beats); a later head's runs under the
-    previous head's passes (test_attention_kv_load_hides). Every loop is a pass of the engine loop: + ENGINE each.
-    Here the Shiftmax is the bound (every block has a rest), so deferring the score drain costs: 1,448 cycles, 1,422
-    without it (test_score_drain_deferral_csim), which the planner weighs (estimate.better_sd_defer)."""
+    one beat, 8 channels: two chunks. Under other passes (a later head's load, test_attention_kv_load_hides) a step
+    is two engine-loop iterations, a K beat with two rows of write-out, then a V beat, both on gmem2: key tile 0's 8
+    beats (steps 0-7), then key tile 1's one beat, which completes its tile and so waits until tile 0's 8 rows are
+    written out two per step (steps 8-11), then tile 1's 8 rows (4 steps): 16 steps a chunk, 64 iterations. Head 0's
+    load runs in its Q(0) pass, which lasts until it is done, and is dual: once Q(0)'s 8 beats are read (4 steps of
+    two iterations, gmem1 busy), a step is one iteration, the V beat on gmem1 and one write-out row on port A of w
+    beside the V word on port B: 8 + max(1, 8) + 8 = 24 steps a chunk, 48 - 4 + 8 = 52 iterations. Every loop is a
+    pass of the engine loop: + ENGINE each. Here the Shiftmax is the bound (every block has a rest), so deferring the
+    score drain costs: 1,436 cycles, 1,410 without it (test_score_drain_deferral_csim), which the planner weighs
+    (estimate.better_sd_defer)."""
     a = HARNESS_SHAPE
     assert a.sd_defer
     cycles, parts = est.attention_cycles(a, 9, 1, 16)
@@ -114,7 +117,13 @@ def test_attention_cycles_by_hand() -> None:
     assert est.tp_chunk_steps(9, 16, 0, 8, 8) == est.tp_chunk_steps(9, 16, 1, 8, 8) == 8 + max(1, 4) + 4 == 16
     kv_it = 2 * 2 * 16
     assert est.kv_load_iters(9, 16, 8, 8) == kv_it
-    kv = kv_it - 4 * 2  # beyond Q(0)'s beats
+    assert est.tp_chunk_steps(9, 16, 0, 8, 8, 1) == 8 + max(1, 8) + 8 == 24  # one write-out row a step
+    kv_first = 2 * 4 + (2 * 24 - 4)  # dual: Q(0)'s 8 beats beside 4 steps of two iterations, then one a step
+    assert est.kv_load_iters(9, 16, 8, 8, 8) == kv_first == 52
+    # Q beats past key tile 0's completion (ceil(17 / 2) = 9 steps > C = 8): the write-out would start at two rows a
+    # step, so the load stays two iterations a step (kv_start); at 16 beats (8 steps) it is still dual
+    assert est.kv_load_iters(9, 16, 8, 8, 17) == kv_it and est.kv_load_iters(9, 16, 8, 8, 16) == 2 * 8 + 48 - 8
+    kv = kv_first - 4 * 2  # beyond Q(0)'s beats
     sd = 7  # a score tile's drain: ceil(4 * 8 / 5)
     q_it = 4 * 2
     qk0 = 16 + 1 * max(16, sd) + 0  # key tiles ceil(9/8) = 2; the last tile's drain deferred
@@ -148,28 +157,29 @@ def test_attention_cycles_by_hand() -> None:
     # 2 PV(1), its drain and SM(2)'s rest; the epilogue's PV and drain; the layer's end. The Q rests (Q(1), Q(2): 8
     # beats under 32 iterations) are empty: no pass, no call
     seq = (2 + 2 + 2 + 3 + 2 + 1) * 8
-    assert cycles == consts + kv + body + seq == 1448
+    assert cycles == consts + kv + body + seq == 1436
     assert parts["sequencer"] == seq
     assert parts["kv_load"] == kv and parts["q_load"] == q
     assert parts["shiftmax"] == rest0 + rest1 + rest2 + 3 * ENGINE
     assert parts["pv"] == pv_defer + 2 * pv and parts["qk"] == qk0 + qk1 + qk2 + 3 * ENGINE
     # without the deferral: each QK drains its last tile itself (+ 7), the Shiftmax does not wait (- 7 a block)
     serial = dataclasses.replace(a, sd_defer=False)
-    assert est.attention_cycles(serial, 9, 1, 16)[0] == 1422
+    assert est.attention_cycles(serial, 9, 1, 16)[0] == 1410
 
 
 def test_attention_kv_load_hides() -> None:
     """Head h + 1's K/V load runs under head h's passes (hls/schedule.h KvLoad): the layer of
-    test_attention_cycles_by_hand with two heads costs head 0's load beyond its Q(0) beats (56) once, and the second
-    head nothing more: head 0's passes after Q(0) run more than a thousand iterations, far more than the load's 64.
+    test_attention_cycles_by_hand with two heads costs head 0's load beyond its Q(0) beats (44: dual, 52 iterations)
+    once, and the second head nothing more: head 0's passes after Q(0) run more than a thousand iterations, far more
+    than its load's 64 (two iterations a step: gmem1 is the Q loader's in those passes).
     The sequencer's calls: 11 a head (test_attention_cycles_by_hand), and the layer's end."""
     a = HARNESS_SHAPE
     one, p1 = est.attention_cycles(a, 9, 1, 16)
     two, p2 = est.attention_cycles(a, 9, 2, 16)
     seq1, seq2 = (11 + 1) * 8, (2 * 11 + 1) * 8
-    assert p1["kv_load"] == p2["kv_load"] == 56
+    assert p1["kv_load"] == p2["kv_load"] == 44
     assert two - p2["kv_load"] - seq2 == 2 * (one - p1["kv_load"] - seq1)
-    assert two == 56 + 2 * 1296 + seq2
+    assert two == 44 + 2 * 1296 + seq2
 
 
 def test_wrows_hold_the_odd_heads_above_the_next_weights() -> None:
@@ -581,7 +591,11 @@ def test_kv_load_overlap_csim(harness: Harness, harness_kv_serial: Harness, T: i
     assert harness.last_cycles() == over_c
     harness_kv_serial.run([d], blob.array(), sc.array())
     assert harness_kv_serial.last_cycles() == ser_c
-    beyond = est.kv_load_iters(T, dh, 8, 8) - 4 * cdiv(dh, 8)  # a head's load beyond Q(0)'s 4 rows of beats
+    # a head's load beyond Q(0)'s 4 rows of beats, in its Q(0) pass: dual (est.kv_load_iters, q_busy = those beats)
+    beyond = est.kv_load_iters(T, dh, 8, 8, 4 * cdiv(dh, 8)) - 4 * cdiv(dh, 8)
+    single = est.kv_load_iters(T, dh, 8, 8) - 4 * cdiv(dh, 8)
+    # dual where Q(0)'s beats end before chunk 0's first key tile completes: heads of 64 (32 beats, 16 steps > C) not
+    assert (beyond < single) if cdiv(4 * cdiv(dh, 8), 2) <= min(T, 8) else (beyond == single and dh == 64)
     assert ser_p["kv_load"] == heads * beyond and over_p["kv_load"] == beyond
     assert ser_c - over_c == (heads - 1) * beyond
 
