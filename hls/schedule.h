@@ -219,6 +219,9 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
     const int T = d.T, dh = d.d_head;
+    // `one` only in a K iteration: a V iteration left from two-iteration steps (the Q beats ended after its K
+    // iteration) takes its V beat from gmem2 as before, whatever gmem1 does
+    const bool both = one && l.par == 0;
     bool vhalf = l.par == 1;  // this iteration takes a V beat
     if (l.par == 0) {
         l.n = -1;
@@ -228,10 +231,10 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
             l.n = tp_take<Cfg>(g.tp, v, T, dh, l.b);
         }
         l.par = 1;
-        vhalf = one;
+        vhalf = both;
     }
     if (vhalf) {
-        const int p = one ? 1 : 0;  // the write request the V word takes
+        const int p = both ? 1 : 0;  // the write request the V word takes
         if (l.n >= 0) {  // channels [b W, b W + W) of key n: one word of V's channel tile (b W) / C, from byte (b W) % C
             const int k0 = l.b * W;
             o[p].ok = true;
@@ -242,7 +245,7 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
                 ISEG_PRAGMA(HLS UNROLL)
                 const int j = c % W;
                 if (c / W == (k0 % C) / W) {
-                    o[p].v[c] = k0 + j < dh ? beat_i8(one ? vv : v, j) : int8_t(0);
+                    o[p].v[c] = k0 + j < dh ? beat_i8(both ? vv : v, j) : int8_t(0);
                     o[p].m[c] = true;
                 }
             }

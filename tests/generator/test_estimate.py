@@ -474,6 +474,27 @@ def test_csim_counts_attention(harness: Harness, T: int, heads: int, dh: int) ->
     assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
 
 
+@pytest.mark.parametrize("T,heads,dh", [(3, 2, 8), (3, 1, 8), (9, 1, 16), (5, 2, 16)])
+def test_dual_kv_load_writes_the_reference_csim(harness: Harness, T: int, heads: int, dh: int) -> None:
+    """A head's first-pass K/V load, dual once Q(0)'s beats are read (hls/schedule.h KvLoad::dual): the outputs are
+    the reference's and the cycles the estimate's. Q(0) of T < R rows reads T * ceil(dh / 8) beats; an odd count
+    (3: d_head 8, T 3) ends after a step's K iteration, so the next iteration is that step's V iteration, whose V beat
+    comes from gmem2 as before although gmem1 is free; the load is dual from the step after (benchmarks/shape_sweep.py
+    seed 37008 found the V word of that step taken from gmem1: a MISMATCH in the attention row)."""
+    from iseg.reference import attention_core
+
+    q_busy = min(T, 4) * cdiv(dh, 8)
+    assert est.kv_load_iters(T, dh, 8, 8, q_busy) < est.kv_load_iters(T, dh, 8, 8)  # dual here
+    d, blob, sc = _attention_row(T + dh, T, heads, dh, 45)
+    buf = sc.array()
+    rc, _ = harness.run([d], blob.array(), buf)
+    assert rc == 0, harness.error()
+    assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
+    z = attention_core(sc.get(buf, "qkv"), heads, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
+                       "precise")
+    assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+
+
 @pytest.mark.parametrize("pv_ii", [1, 2])
 def test_attention_chains_query_blocks(harness: Harness, pv_ii: int) -> None:
     """Query blocks 2 .. nb - 2 of a head run on in block 1's pass (hls/schedule.h att_chain_ok, att_chain_next)
