@@ -77,7 +77,7 @@ __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "fit_kv_overlap", "array_luts", "output_luts", "kd_options",
            "mul_luts",
            "gemm_cycles", "gelu_row_cycles",
-           "attention_cycles", "kv_load_iters", "better_sd_defer", "pv_ii_of", "ln_block_steps", "ln_wait_steps",
+           "attention_cycles", "kv_load_iters", "better_sd_defer", "pv_ii_of", "ln_block_steps",
            "sm_block_steps",
            "LaneWidths", "Mul",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
@@ -920,19 +920,14 @@ def pixel_cycles(img_h: int, img_w: int, patch: int, pix: int = 1) -> int:
     return (img_h // patch + 1) * (patch * img_w // pix + PIPE)
 
 
-def ln_wait_steps(a: ArrayShape, k: int) -> int:
-    """hls/gemm.h ln_wait_steps: what a row's statistics chain (LN_CHAIN cycles: mean by reciprocal, variance,
-    square root, reciprocal divider) exceeds of the least slack a row of the block has, (R - 1) steps of
-    stats or of normalise, whichever is shorter."""
-    s, n = cdiv(k, max(1, a.axi_bytes // 2)), cdiv(k, a.ln_lanes)
-    return max(0, LN_ISSUE + LN_CHAIN - (a.rows - 1) * min(s, n))
-
-
 def ln_block_steps(a: ArrayShape, k: int) -> int:
-    """hls/gemm.h ln_block_steps: steps of the LayerNorm loader for one row block of K channels
-    (stats at AXI_BYTES/2 i16 channels per beat, the wait for the last statistics, normalise at LN_LANES
-    channels per step)."""
-    return a.rows * (cdiv(k, max(1, a.axi_bytes // 2)) + cdiv(k, a.ln_lanes)) + ln_wait_steps(a, k)
+    """hls/gemm.h ln_block_steps: steps of the LayerNorm loader for one row block of K channels: stats at
+    AXI_BYTES/2 i16 channels a step (S a row), each row's chain issued LN_ISSUE steps after its sums close
+    (LN_CHAIN cycles: mean by reciprocal, variance, square root, reciprocal divider), its normalise at LN_LANES
+    channels a step (N a row) from LN_CHAIN steps after that or the previous row's end, beside the later rows'
+    stats: row r's starts at S - 1 + LN_ISSUE + LN_CHAIN + r max(S, N), the last ends the block."""
+    s, n = cdiv(k, max(1, a.axi_bytes // 2)), cdiv(k, a.ln_lanes)
+    return s - 1 + LN_ISSUE + LN_CHAIN + (a.rows - 1) * max(s, n) + n
 
 
 def table_its(n: int, per_it: int, parts: int) -> int:

@@ -128,6 +128,7 @@ struct GemmBuffers {
     int64_t ln_mean[Cfg::R], ln_f[Cfg::R];  // its per-row statistics (mean, (2^31 - 1) // sd)
     int64_t ln_sum[Cfg::R], ln_sq[Cfg::R];  // each row's sums, closed, waiting for the chain (ln_step: kLnIssue)
     long long ln_at[Cfg::R];                // C-simulation: the iteration that closed them (ISEG_ITER; -1: unknown)
+    long long ln_iss[Cfg::R];               // C-simulation: the iteration that issued a row's chain (ISEG_ITER)
     long long a_at[2][Cfg::R];              // C-simulation: the iteration that last wrote a row of g.a (ISEG_ITER)
     Transposer<Cfg> tp;                 // the transposing loader (B^T of MASK_PRODUCT, K_h^T of attention)
     int wcur;                           // half of w holding the current layer's weights
@@ -424,17 +425,19 @@ A_BYTE:
 //              sums, so in the engine loop's schedule the m_axi read and the chain lie side by side, not end to end
 //              (kEngineDepth: the longer of the two, not their sum; docs/hls.md item 12). Rows close every S steps
 //              in order, and the issues follow in order, one per S steps, whatever the phase;
-//   wait       ln_wait_steps: row r is normalised (R - 1 - r) * S + r * N steps after its stats end (S, N: a row's
-//              stats and normalise steps), so the block waits only what the smaller of those leaves of the issue
-//              delay and the chain: 0 when (R - 1) * min(S, N) >= 72 + 70 (Seg-T's K = 192 on 16-byte beats:
-//              R >= 7), all of it for R = 1.
-//              The engine loop declares the sums and the statistics free of inter-iteration dependences
-//              (schedule.h: DEPENDENCE ... inter false), which these distances make true (C-simulation checks the
-//              first in iterations: g.ln_at);
 //   normalise  LN_LANES channels per step (at most A_WORD, a power of two: the planner's choice, so the
 //              in-place read and write are one word each of the row's bank): a = RQ_8(((x - mean) * f) >> 1),
 //              also stored to the LayerNorm's output rows in scratch (the table's LAYERNORM row output, for
-//              the trace).
+//              the trace). Row r's normalise starts kLnChain steps after its chain issues, or when row r - 1's
+//              ends, whichever is later, beside the statistics of the rows after it (another row bank of the
+//              same half: the stats write and the normalise's read on port A, its write-back on port B). So a
+//              block takes S - 1 + kLnIssue + kLnChain + (R - 1) max(S, N) + N steps (ln_block_steps; S, N: a row's
+//              stats and normalise steps), where the passes one after the other took R (S + N) and what the chain
+//              exceeded of the slack (R (S + N) = 576 on Seg-T's K = 192 on 16-byte beats at 8 lanes and R 12,
+//              453 now).
+//              The engine loop declares the sums and the statistics free of inter-iteration dependences
+//              (schedule.h: DEPENDENCE ... inter false), which these distances make true (C-simulation checks both
+//              in iterations: g.ln_at, g.ln_iss).
 // Rows past `rows` stay zero. ln_block_steps() steps per block, whatever `rows` is.
 static constexpr int kIsqrtSteps = kLnVarSteps;  // the root of a variance below 2^43 (layernorm.h ln_sd): 22 steps
 // mean: q = (n * mean_m) >> mean_sh, a 2-DSP product (4 cycles, as every pipelined multiply here), its shift and
@@ -452,7 +455,7 @@ static constexpr int kLnIssue = kMaxiLatency + 8;
 // this iteration's beat), whichever is longer, and the datapath. Every mode shares it (the loop is scheduled once
 // for all: docs/hls.md, item 12), so every pass of the engine pays it once.
 static constexpr int kEngineDepth = kPipeDepth + (kMaxiLatency > kLnChain ? kMaxiLatency : kLnChain);
-enum LnPhase : int32_t { LN_STATS = 0, LN_WAIT = 1, LN_NORM = 2, LN_DONE = 3 };
+enum LnPhase : int32_t { LN_RUN = 0, LN_DONE = 1 };  // a block in progress (statistics and / or normalise), or none
 
 struct LnLoad {
     long src;               // scratch offset of the LayerNorm input (i16), row 0 of the block
@@ -461,44 +464,40 @@ struct LnLoad {
     long sstride, dstride;  // elements
     int rows, K, bytes, half;
     int mean_m, mean_sh;    // the mean's reciprocal of K (the LAYERNORM row's, layernorm.h)
-    int phase, r, i;
+    int phase;
+    int r, i;               // the statistics pass: row r (R: done), channel i
+    int rn, in;             // the normalise pass: row rn (R: the block is done), channel in
     int64_t sum, sq;
     long srow;              // running offsets (no row * stride multiplier): row r of the stats pass,
-    long drow;              // and of the normalise pass
-    int wait;               // steps between the passes (ln_wait_steps)
+    long drow;              // and row rn of the normalise pass
     int S;                  // stats steps of a row
     int t, ci, next;        // the block's loader steps so far; the next row whose chain issues, at step `next`
+    int nat;                // the step from which row rn may be normalised: its chain's issue + kLnChain
 };
 
 inline int ln_beat_lanes(int W) { return W / 2 > 0 ? W / 2 : 1; }
 
-// Steps between a block's stats and normalise passes: what the chain's latency exceeds the slack of the row
-// that has least (row 0: (R - 1) * S steps of stats after it; row R - 1: (R - 1) * N steps of normalise first).
-inline int ln_wait_steps(int R, int K, int W, int lanes) {
-    const int lw = ln_beat_lanes(W);
-    const int S = (K + lw - 1) / lw, N = (K + lanes - 1) / lanes;
-    const int hidden = (R - 1) * (S < N ? S : N);
-    return kLnIssue + kLnChain > hidden ? kLnIssue + kLnChain - hidden : 0;
-}
-
-// A loader at the start of its block (phase LN_STATS, or LN_DONE for none); ln: the LAYERNORM row (its mean
-// reciprocal); R, W, lanes: Cfg::R, AXI_BYTES, LN_LANES.
-// The loader at the start of a block whose input starts at l.src: the stats pass from row 0, the first chain issue
-// kLnIssue steps after row 0's sums close (ln_load, and the LAYERNORM pass's next block in schedule.h).
+// The loader at the start of a block whose input starts at l.src (phase LN_RUN; ln_load, and the LAYERNORM pass's
+// next block in schedule.h): the stats pass from row 0, the first chain issue kLnIssue steps after row 0's sums
+// close, row 0's normalise kLnChain steps after that.
 inline void ln_block_start(LnLoad& l) {
-    l.phase = LN_STATS;
-    l.r = l.i = 0;
+    l.phase = LN_RUN;
+    l.r = l.i = l.rn = l.in = 0;
     l.sum = l.sq = 0;
     l.srow = l.src;
+    l.drow = l.dst;
     l.t = l.ci = 0;
     l.next = l.S - 1 + kLnIssue;
+    l.nat = l.next + kLnChain;
 }
 
+// A loader at the start of its block (phase LN_RUN, or LN_DONE for none); ln: the LAYERNORM row (its mean
+// reciprocal); W: Cfg::AXI_BYTES.
 inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, int K, int bytes,
-                      int half, int phase, const LayerDesc& ln, int R, int W, int lanes) {
+                      int half, int phase, const LayerDesc& ln, int W) {
     const int lw = ln_beat_lanes(W);
-    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, ln.mean_m, ln.mean_sh, phase, 0, 0, 0, 0, src, dst,
-                ln_wait_steps(R, K, W, lanes), (K + lw - 1) / lw, 0, 0, 0};
+    LnLoad l = {src, dst, sstride, dstride, rows, K, bytes, half, ln.mean_m, ln.mean_sh, phase, 0, 0, 0, 0, 0, 0,
+                src, dst, (K + lw - 1) / lw, 0, 0, 0, 0};
     ln_block_start(l);
     l.phase = phase;  // LN_DONE: no block
     return l;
@@ -507,9 +506,12 @@ inline LnLoad ln_load(long src, long dst, long sstride, long dstride, int rows, 
 // Element count -> bytes of an 8- or 16-bit row (a shift, not a multiplier).
 inline long act_bytes(long n, int bytes) { return n << (bytes >> 1); }
 
+// Steps of a block (the normalise pass ends last): row r's normalise starts at S - 1 + kLnIssue + kLnChain +
+// r max(S, N) (its chain's result, or row r - 1's end), and takes N steps.
 inline int ln_block_steps(int R, int K, int W, int lanes) {
     const int lw = ln_beat_lanes(W);
-    return R * ((K + lw - 1) / lw + (K + lanes - 1) / lanes) + ln_wait_steps(R, K, W, lanes);
+    const int S = (K + lw - 1) / lw, N = (K + lanes - 1) / lanes;
+    return S - 1 + kLnIssue + kLnChain + (R - 1) * (S > N ? S : N) + N;
 }
 
 // The statistics step's read: lw = AXI_BYTES / 2 channels, a whole beat of the row (rows start on a beat).
@@ -518,8 +520,9 @@ long ln_req(const LnLoad& l, int& n) {
     ISEG_PRAGMA(HLS INLINE)
     const int lw = ln_beat_lanes(Cfg::AXI_BYTES);
     n = 2 * (l.K - l.i < lw ? l.K - l.i : lw);
-    ISEG_CHECK(l.phase != LN_STATS || (l.srow + 2L * l.i) % Cfg::AXI_BYTES == 0, "LayerNorm stats: not a whole beat");
-    return l.phase == LN_STATS && l.r < l.rows ? l.srow + 2L * l.i : -1L;
+    ISEG_CHECK(l.phase != LN_RUN || l.r >= l.rows || (l.srow + 2L * l.i) % Cfg::AXI_BYTES == 0,
+               "LayerNorm stats: not a whole beat");
+    return l.phase == LN_RUN && l.r < l.rows ? l.srow + 2L * l.i : -1L;
 }
 
 // Words of g.a a normalise step reads and writes back in place: LN_LANES channels from a multiple of LN_LANES (one
@@ -531,14 +534,14 @@ constexpr int ln_words() {
 }
 
 // One step of the loader, first half (around the engine loop's ports of g.a, schedule.h): a statistics step returns
-// the beat's channels as a write request; a normalise step names the words it reads in place (ln_norm, the second
-// half, takes what the port read and returns the write-back).
+// the beat's channels as a write request; a normalise step (of an earlier row, in the same step or not) names the
+// words it reads in place (ln_norm, the second half, takes what the port read and returns the write-back).
 template <class Cfg>
 struct LnStep {
     ABankReq<Cfg> wr;   // the statistics step's write: lw channels of row r into a[half]
     bool norm;          // a normalise step: ln_norm runs on the words read
     bool rd;            // ... of a row in the block (rows past `rows` stay zero: no access)
-    int half, row, w0;  // the words it reads: ln_words() from w0
+    int half, row, w0;  // the words it reads: ln_words() from w0 of row rn
 };
 
 // No step (the loader does not run in this iteration).
@@ -561,8 +564,8 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
     static_assert(LW <= 2 * AW && Cfg::LN_LANES <= 2 * AW, "the loader's steps: at most two words of a row bank");
     const int r = l.r;
     LnStep<Cfg> o = ln_step_none<Cfg>();
-    // the chain of the row whose sums closed kLnIssue steps ago (any phase: the last rows' issue in the wait or the
-    // normalise pass), on the closed sums, not on this step's beat
+    // the chain of the row whose sums closed kLnIssue steps ago (during later rows' stats or after them), on the
+    // closed sums, not on this step's beat
     if (l.phase != LN_DONE && l.ci < Cfg::R && l.t == l.next) {
         const int ci = l.ci;
         ISEG_CHECK(g.ln_at[ci] < 0 || ISEG_ITER() - g.ln_at[ci] >= kLnIssue,
@@ -587,14 +590,22 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
         const int64_t sd = ln_sd(var);  // max(isqrt(var), 1), 22 digit steps
         g.ln_mean[ci] = mean;
         g.ln_f[ci] = ln_recip(sd);  // (2^31 - 1) // sd on a 32-bit divider
+        g.ln_iss[ci] = ISEG_ITER();
         ++l.ci;
         l.next += l.S;
     }
+    const int t = l.t;  // this step
     if (l.phase != LN_DONE) ++l.t;
     o.half = l.half;
-    o.row = r;
-    o.w0 = l.i / AW;
-    if (l.phase == LN_STATS) {
+    o.row = l.rn;
+    o.w0 = l.in / AW;
+    if (l.phase == LN_RUN && l.rn < Cfg::R && t >= l.nat) {  // row rn's normalise, its chain's result in
+        ISEG_CHECK(l.in > 0 || g.ln_iss[l.rn] < 0 || ISEG_ITER() - g.ln_iss[l.rn] >= kLnChain,
+                   "LayerNorm: a row normalised fewer than kLnChain iterations after its chain issued");
+        o.norm = true;
+        o.rd = l.rn < l.rows;
+    }
+    if (l.phase == LN_RUN && l.r < Cfg::R) {
         int e0 = 0;
         o.wr = bank_req_at<Cfg, LW>(l.half, r, l.i, e0);
     LNL_STATS:
@@ -617,20 +628,8 @@ LnStep<Cfg> ln_step(LnLoad& l, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g) {
             l.sum = l.sq = 0;
             l.i = 0;
             l.srow += 2 * l.sstride;
-            if (++l.r == Cfg::R) {
-                l.r = 0;
-                l.phase = l.wait > 0 ? LN_WAIT : LN_NORM;
-                l.drow = l.dst;
-            }
+            ++l.r;
         }
-    } else if (l.phase == LN_WAIT) {
-        if (++l.i == l.wait) {
-            l.i = 0;
-            l.phase = LN_NORM;
-        }
-    } else if (l.phase == LN_NORM) {
-        o.norm = true;
-        o.rd = r < l.rows;
     }
     return o;
 }
@@ -647,19 +646,19 @@ ABankReq<Cfg> ln_norm(LnLoad& l, const LnStep<Cfg>& st, const int16_t (&x)[ln_wo
     static_assert(LL % AW == 0 || AW % LL == 0, "LN_LANES and A_WORD: one a multiple of the other");
     ABankReq<Cfg> q = bank_req_none<Cfg>();
     if (!st.norm) return q;
-    const int r = l.r;
-    ISEG_CHECK(st.row == r && st.w0 == l.i / AW, "LayerNorm normalise: the read left its step");
+    const int r = l.rn;
+    ISEG_CHECK(st.row == r && st.w0 == l.in / AW, "LayerNorm normalise: the read left its step");
     q.ok = st.rd;
     q.half = st.half;
     q.row = r;
     q.w0 = st.w0;
-    const int e0 = LL % AW == 0 ? 0 : l.i % AW;  // LN_LANES < A_WORD: the step's lanes lie in one word
+    const int e0 = LL % AW == 0 ? 0 : l.in % AW;  // LN_LANES < A_WORD: the step's lanes lie in one word
     uint8_t xo[2 * LL] = {};  // the LayerNorm's own output (the trace rows), put on the second port
     ISEG_PRAGMA(HLS ARRAY_PARTITION variable=xo type=complete)
 LNL_NORM:
     for (int j = 0; j < LL; ++j) {
         ISEG_PRAGMA(HLS UNROLL)
-        const int c = l.i + j, e = e0 + j;
+        const int c = l.in + j, e = e0 + j;
         if (c < l.K && st.rd) {
             ISEG_RD(g, lnrq, g.l_bank(c), g.l_word(c));
             const int64_t z = ln_scale(int64_t(x[e / AW][e % AW]) - g.ln_mean[r], g.ln_f[r]);
@@ -670,13 +669,14 @@ LNL_NORM:
         }
     }
     if (st.rd)
-        ISEG_STAGE_PUT(LL, GMEM2, ts, scratch_b, l.drow + act_bytes(l.i, l.bytes), xo,
-                       act_bytes(l.K - l.i < LL ? l.K - l.i : LL, l.bytes));
-    l.i += LL;
-    if (l.i >= l.K) {
-        l.i = 0;
+        ISEG_STAGE_PUT(LL, GMEM2, ts, scratch_b, l.drow + act_bytes(l.in, l.bytes), xo,
+                       act_bytes(l.K - l.in < LL ? l.K - l.in : LL, l.bytes));
+    l.in += LL;
+    if (l.in >= l.K) {  // the next row: its chain issues S steps after this one's
+        l.in = 0;
         l.drow += act_bytes(l.dstride, l.bytes);
-        if (++l.r == Cfg::R) l.phase = LN_DONE;
+        l.nat += l.S;
+        if (++l.rn == Cfg::R) l.phase = LN_DONE;
     }
     return q;
 }

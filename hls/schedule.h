@@ -396,8 +396,8 @@ ENGINE_PASS:
         ISEG_PIPELINE_AS(ENGINE_PASS, 1, pass_mode_name(m));
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch inter false)
         ISEG_PRAGMA(HLS DEPENDENCE variable=scratch_b inter false)  // one buffer with scratch (top.cpp ALIAS)
-        // a row's LayerNorm statistics are read ln_wait_steps + slack >= kLnChain iterations after they are
-        // written (gemm.h ln_wait_steps): no dependence the pipeline has to wait for
+        // a row's LayerNorm statistics are read kLnChain or more iterations after they are written (gemm.h ln_step:
+        // a row's normalise starts kLnChain loader steps after its chain issues): no dependence the pipeline waits for
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_mean inter false)
         ISEG_PRAGMA(HLS DEPENDENCE variable=g.ln_f inter false)
         // a row's closed sums are read kLnIssue >= kMaxiLatency + 8 iterations after they are written (gemm.h ln_step;
@@ -948,7 +948,7 @@ ENGINE_PASS:
                     ps.ln.rows = rn;
                     ps.ln.half = cur ^ 1;
                     ln_block_start(ps.ln);
-                    ps.ln.phase = p.fuse_ln && more ? LN_STATS : LN_DONE;
+                    ps.ln.phase = p.fuse_ln && more ? LN_RUN : LN_DONE;
                 }
             }
         } else if (qk) {
@@ -1066,16 +1066,17 @@ Seq gemm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g,
     const long lin = fuse_ln ? ln.in : 0, lout = fuse_ln ? ln.out : 0;
     ps.al = ALoad{long(d.in), long(d.in_stride), rows0, d.K, 0, 0, 0};
     ps.ln = ln_load(lin, lout, long(ln.in_stride), long(ln.out_stride), rows0, d.K, 1, 0,
-                    fuse_ln ? LN_STATS : LN_DONE, ln, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                    fuse_ln ? LN_RUN : LN_DONE, ln, Cfg::AXI_BYTES);
     ps.dt = Drain{0, 0, 0, 0, false, 0, 0, 0, 0};
     return sq;
 }
 
-// A LAYERNORM row that is not fused into a GEMM (its output feeds no single LINEAR: the decoder's final norm,
-// which two GEMMs read, and the mask norm before the argmax) runs on the same LayerNorm loader, alone: row block
-// after row block of R rows, ln_block_steps each, one pass. A block's input rows are all read into a[0] (the
-// stats pass) before any of its output rows is stored, so the output may be the input, updated in place, as
-// long as an output row never outruns its input row (stride), or the two must be disjoint.
+// A LAYERNORM row that is not fused into a GEMM (no LINEAR right after it reads its output: the mask norm before
+// the argmax, i16 out) runs on the same LayerNorm loader, alone: row block
+// after row block of R rows, ln_block_steps each, one pass. A row's input is read into a[0] (the stats pass)
+// before its output row is stored (its normalise follows its chain), so the output may be the input, updated in
+// place, as long as an output row never outruns its input row (stride: it then covers input rows already read),
+// or the two must be disjoint.
 template <class Cfg>
 Seq layernorm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg>& g, PassState<Cfg>& ps) {
     const int bytes = d.out_bits / 8;
@@ -1085,7 +1086,7 @@ Seq layernorm_begin(const LayerDesc& d, const beat_t<Cfg>* blob, GemmBuffers<Cfg
                "LAYERNORM: output overlaps the input of a later row");
     ln_consts<Cfg>(d, blob, g);
     ps.ln = ln_load(long(d.in), long(d.out), long(d.in_stride), long(d.out_stride), d.T < Cfg::R ? d.T : Cfg::R,
-                    d.N, bytes, 0, LN_STATS, d, Cfg::R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                    d.N, bytes, 0, LN_RUN, d, Cfg::AXI_BYTES);
     Seq sq = {};
     sq.phase = SQ_LN;
     return sq;
@@ -1261,7 +1262,7 @@ SEQ_STEP:
                               more ? 0 : R, 0};
                 ps.ln = ln_load(lin + long(tn) * ln.in_stride * 2, lout + long(tn) * ln.out_stride,
                                 long(ln.in_stride), long(ln.out_stride), rn, d.K, 1, cur ^ 1,
-                                sq.fuse_ln && more ? LN_STATS : LN_DONE, ln, R, Cfg::AXI_BYTES, Cfg::LN_LANES);
+                                sq.fuse_ln && more ? LN_RUN : LN_DONE, ln, Cfg::AXI_BYTES);
                 // every tile after the layer's first has a pending one (gemm_tile_steps: its output stage); the
                 // embed's output lanes read gmem0 first (pf0), the first tile's being the cls row (csteps)
                 const int csteps = cls_steps<Cfg>(d);

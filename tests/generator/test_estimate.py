@@ -701,13 +701,15 @@ def test_csim_counts_patch_embed(harness: Harness, H: int, W: int, P: int, D: in
 def test_csim_counts_layernorm(harness: Harness) -> None:
     """A LayerNorm alone runs on the loader (schedule.h layernorm_begin), hand-worked on the harness (R 4, 8-byte
     beats: 8 / 2 = 4 stats lanes, 4 LayerNorm lanes): consts 23 records of two 8-byte parts, one part per step,
-    46 + READ = 126; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of
-    4 * (ceil(23/4) + ceil(23/4)) + wait = 48 + 124 = 172 steps = 344, one pass of the engine loop: + ENGINE, and
-    two calls of the sequencer (the pass's, the layer's end): + 2 * 8 -> 126 + 344 + 86 + 16 = 572. The wait: the
-    chain issues 64 + 8 steps after a row's sums close, then the
-    statistics chain, mean 10 (the reciprocal product 4 and fold 1, the remainder's multiply 4, rounding 1: no
-    divider) + variance 4 (one multiply) + square root 22 (a variance below 2^43) + the 1/sd divider 34 (32 bits) =
-    70 cycles, 72 + 70 = 142 in all, less what the block hides, (R - 1) * min(6, 6) = 18 -> 124."""
+    46 + READ = 126; 2 row blocks (6 rows; a block is R rows of steps whatever its valid rows) of 171 steps = 342,
+    one pass of the engine loop: + ENGINE, and two calls of the sequencer (the pass's, the layer's end): + 2 * 8 ->
+    126 + 342 + 86 + 16 = 570. A block: a row's stats take S = ceil(23/4) = 6 steps; its chain issues 64 + 8 steps
+    after its sums close (step 5 for row 0), then runs mean 10 (the reciprocal product 4 and fold 1, the remainder's
+    multiply 4, rounding 1: no divider) + variance 4 (one multiply) + square root 22 (a variance below 2^43) + the 1/sd
+    divider 34 (32 bits) = 70 cycles, so row 0's normalise starts at step 5 + 72 + 70 = 147 and each later row's
+    max(S, N) = 6 steps after it (its chain's result, and the row before done), N = ceil(23/4) = 6 steps each, beside
+    the later rows' stats: 147 + 3 * 6 + 6 = 171 (172 when the normalise pass waited for every row's stats, 4 * (6 +
+    6) + the 124 steps the chain then exceeded of (R - 1) * 6)."""
     rng = np.random.default_rng(3)
     blob, sc = Blob(), Scratch()
     x = sc.alloc("x", (6, 23), np.int16, rng.integers(-999, 999, (6, 23)))
@@ -717,8 +719,8 @@ def test_csim_counts_layernorm(harness: Harness) -> None:
     rc, _ = harness.run([d], blob.array(), sc.array())
     assert rc == 0, harness.error()
     assert (est.LN_MEAN, est.LN_VAR, est.ISQRT, est.LN_DIV) == (10, 4, 22, 34)
-    assert est.ln_wait_steps(HARNESS_SHAPE, 23) == 72 + 70 - 3 * 6 == 124
-    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 126 + 2 * (48 + 124) + ENGINE + 16 == 572
+    assert est.ln_block_steps(HARNESS_SHAPE, 23) == 6 - 1 + 72 + 70 + 3 * 6 + 6 == 171
+    assert harness.last_cycles() == est._layernorm(6, 23, HARNESS_SHAPE) == 126 + 2 * 171 + ENGINE + 16 == 570
 
 
 @pytest.mark.parametrize("T,C,N", [(10, 23, 12), (9, 40, 17), (10, 130, 96)])
