@@ -455,6 +455,23 @@ def _attention_row(seed: int, T: int, heads: int, dh: int, rq2_e: int, **kw):
     return d, blob, sc
 
 
+def _attention_matches(h: Harness, shape: est.ArrayShape, T: int, heads: int, dh: int, seed: int,
+                       pv_ii: int = 2) -> int:
+    """Run an ATTENTION row (_attention_row, rq2 exponent 45) on harness h: its counted cycles must be the estimate's
+    on ``shape`` and its outputs the reference's (iseg.reference.attention_core, then RQ_8). Returns the cycles."""
+    from iseg.reference import attention_core
+
+    d, blob, sc = _attention_row(seed, T, heads, dh, 45)
+    buf = sc.array()
+    rc, _ = h.run([d], blob.array(), buf)  # (the scratch, in place)
+    assert rc == 0, h.error()
+    assert h.last_cycles() == est.attention_cycles(shape, T, heads, dh, pv_ii)[0]
+    z = attention_core(sc.get(buf, "qkv"), heads, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
+                       "precise")
+    assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+    return h.last_cycles()
+
+
 def _assert_same_outputs(harnesses, d, blob: Blob, sc: Scratch) -> None:
     """The row runs on every harness (engine Cfgs that differ in schedule only) with the same output."""
     outs = []
@@ -481,18 +498,9 @@ def test_dual_kv_load_writes_the_reference_csim(harness: Harness, T: int, heads:
     (3: d_head 8, T 3) ends after a step's K iteration, so the next iteration is that step's V iteration, whose V beat
     comes from gmem2 as before although gmem1 is free; the load is dual from the step after (benchmarks/shape_sweep.py
     seed 37008 found the V word of that step taken from gmem1: a MISMATCH in the attention row)."""
-    from iseg.reference import attention_core
-
     q_busy = min(T, 4) * cdiv(dh, 8)
     assert est.kv_load_iters(T, dh, 8, 8, q_busy) < est.kv_load_iters(T, dh, 8, 8)  # dual here
-    d, blob, sc = _attention_row(T + dh, T, heads, dh, 45)
-    buf = sc.array()
-    rc, _ = harness.run([d], blob.array(), buf)
-    assert rc == 0, harness.error()
-    assert harness.last_cycles() == est.attention_cycles(HARNESS_SHAPE, T, heads, dh)[0]
-    z = attention_core(sc.get(buf, "qkv"), heads, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
-                       "precise")
-    assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+    _attention_matches(harness, HARNESS_SHAPE, T, heads, dh, T + dh)
 
 
 @pytest.mark.parametrize("pv_ii", [1, 2])
@@ -512,16 +520,7 @@ def test_attention_chains_query_blocks(harness: Harness, pv_ii: int) -> None:
     assert est.attention_cycles(HARNESS_SHAPE, 40, 1, 64, pv_ii)[0] == {1: 8538, 2: 11738}[pv_ii] - 7 * (ENGINE + 8)
     assert two == {1: 16396, 2: 22796}[pv_ii] - 2 * 7 * (ENGINE + 8)
     if pv_ii == 2:  # the harness's PV_II; the row's outputs are the reference's
-        from iseg.reference import attention_core
-
-        d, blob, sc = _attention_row(7, 40, 2, 64, 45)
-        buf = sc.array()
-        rc, _ = harness.run([d], blob.array(), buf)  # (the scratch, in place)
-        assert rc == 0, harness.error()
-        assert harness.last_cycles() == two
-        z = attention_core(sc.get(buf, "qkv"), 2, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
-                           "precise")
-        assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+        assert _attention_matches(harness, HARNESS_SHAPE, 40, 2, 64, 7) == two
 
 
 @pytest.fixture(scope="module")
@@ -537,19 +536,10 @@ def test_pv_drains_through_half_the_score_window(harness_pv_half: Harness, T: in
     (estimate.ArrayShape.pv_lanes: 8 of 16 here, not the 4 output lanes): its drain is 4 x 16 / 8 = 8 steps, where the
     output lanes took 16 (QK's key tile 0 waits for it). The C-simulation counts the estimate's cycles and writes the
     reference's outputs; the estimate charges the window's 2:1 select per P.V lane and bit."""
-    from iseg.reference import attention_core
-
     shape = dataclasses.replace(HARNESS_SHAPE, cols=16, s_lanes=16, sm_lanes=8)
     assert (shape.pv_lanes, shape.pv_window, shape.pv_drain) == (8, 2, 8)
     assert dataclasses.replace(shape, axi_bytes=16).pv_window == 1  # 16 bytes fit a 16-byte beat: the whole window
-    d, blob, sc = _attention_row(T, T, heads, dh, 45)
-    buf = sc.array()
-    rc, _ = harness_pv_half.run([d], blob.array(), buf)
-    assert rc == 0, harness_pv_half.error()
-    assert harness_pv_half.last_cycles() == est.attention_cycles(shape, T, heads, dh)[0]
-    z = attention_core(sc.get(buf, "qkv"), heads, lambda a: inum.requant(a, 1 << 30, 40, 0, 8), lambda _: -80,
-                       "precise")
-    assert np.array_equal(sc.get(buf, "o"), inum.requant(z, 1 << 30, 45, 0, 8))
+    _attention_matches(harness_pv_half, shape, T, heads, dh, T)
 
 
 @pytest.fixture(scope="module")
