@@ -109,6 +109,10 @@ LN_RING_LUT = 24  # LUTs per array row: the chain's R:1 read of a row's closed s
 # compares and subtracts 2 ISQRT bits; a restoring divider of 32 quotient bits subtracts 33 bits per bit. (They were
 # charged 4000 each as the 32-step root of 62 bits and the 64-bit divider before the chain was narrowed.)
 LN_ISQRT_LUT = ISQRT * 2 * ISQRT
+# the normalise pass's cursor beside the stats pass's, since the two passes overlap (hls/gemm.h LnLoad rn, in, nat: a
+# row of 7 bits, a channel of 12 and a start step of 16, a LUT a bit with their carries, and the start's compare, 8;
+# less the wait counter's compare the passes' phases had, 4)
+LN_CURSOR_LUT = 7 + 12 + 16 + 8 - 4
 LN_DIV_LUT = 32 * 33
 GELU_TABLE = 256  # entries (i8) of a fused lambda-GELU's RQ_8(GELU(x)) table (hls/gemm.h kGeluTable)
 
@@ -718,11 +722,12 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
                       "score lanes (store, row maximum) and P.V output lanes (addressing, store); their requant is "
                       "the output stage's (schedule.h ATT_S_LANE, attention.h ATT_O_LANE)"))
     u.append(UnitCost("layernorm", mdsp("layernorm"), 0, 0,
-                      a.ln_lanes * 400 + LN_ISQRT_LUT + LN_DIV_LUT + LN_RING_LUT * a.rows + mlut("layernorm"),
+                      a.ln_lanes * 400 + LN_ISQRT_LUT + LN_DIV_LUT + LN_RING_LUT * a.rows + LN_CURSOR_LUT +
+                      mlut("layernorm"),
                       f"the LayerNorm loader (fused into a GEMM's left operand, or alone): {a.ln_lanes} normalise "
                       f"lanes; isqrt ({ISQRT} steps) + the 1/sd divider (32 bits), pipelined (LUTs; the mean has no "
                       f"divider: a reciprocal multiply); the closed sums' read mux over {a.rows} rows (gemm.h "
-                      "ln_sum, ln_sq)"))
+                      "ln_sum, ln_sq); the normalise pass's own cursor beside the stats pass's"))
     # the score blocks as the C++ banks them (AttSm): 2 x SM_LANES memories of bytes, BRAM (a URAM's fixed 72-bit
     # words would hold one byte each)
     sb, su = _mem_blocks(2 * a.rows * d["tmax"] + d["tmax"] * 8, 2 * a.sm_lanes, 8, board, False)
@@ -745,8 +750,13 @@ def unit_costs(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | N
     lb_, lu_ = _mem_blocks(d["cmax"] * RQ_RECORD, a.ln_lanes, 64, board, False)
     u.append(UnitCost("consts", 0, cb + lb_, cu + lu_, 500, f"bias + rq1 per output channel ({a.out_lanes} "
                       f"banks), LayerNorm records ({a.ln_lanes} banks)"))
-    u.append(UnitCost("transposer", 0, 0, 0, 3 * a.cols * a.axi_bytes,
-                      "C x AXI_BYTES ping-pong registers of the transposing loader (MASK_PRODUCT B^T, K_h^T)"))
+    # a dual K/V step (hls/schedule.h KvLoad::dual) takes the V word's bytes from gmem1's beat or gmem2's: a 2:1 byte
+    # select AXI_BYTES wide (two 2:1 muxes of a shared select a LUT6), and its write-out row on w's port B (where the
+    # transposer's second row went: the row index one less, 8); its V word stays on port A (gemm.h tp_out p0)
+    dual = 4 * a.axi_bytes + 8
+    u.append(UnitCost("transposer", 0, 0, 0, 3 * a.cols * a.axi_bytes + dual,
+                      "C x AXI_BYTES ping-pong registers of the transposing loader (MASK_PRODUCT B^T, K_h^T); the dual "
+                      "K/V step's port-B and V-beat selects"))
     # the patch line buffer is a ping-pong of 2 x P image rows, one memory per (half, channel) of P * img_w
     # bytes (hls/patch_embed.h ARRAY_PARTITION dim 1 and 4), so that a beat fills one half and stages the other
     # (words of PIX columns, ARRAY_RESHAPE: a stream beat's pixels in one word of each)

@@ -1203,17 +1203,18 @@ void tp_begin(Transposer<Cfg>& t) {
 // one request per m_axi bundle, its two port sites per memory): tp_out, the write-out of up to two rows of the
 // last complete tile as write requests into w[half] (rows from `off`); then tp_req, the beat of source row t.n this
 // step reads (unless it would complete a tile while rows are still waiting); then tp_take, that beat into the
-// transposer. tp_step is the three for MASK_PRODUCT's own loop. `ports`: the write requests the write-out may
-// take (2; 1: o[0] only, o[1] left for the caller).
+// transposer. tp_step is the three for MASK_PRODUCT's own loop. `p0`: the first of the two write requests the
+// write-out may take (0: both; 1: o[1] only, one row a step, o[0] left for the caller's V word: port A already
+// takes the V word in a V iteration, port B a transposer row, so a dual K/V step adds no input to either port).
 template <class Cfg>
-void tp_out(Transposer<Cfg>& t, int N, int b, int half, int off, WReq<Cfg> (&o)[2], int ports = 2) {
+void tp_out(Transposer<Cfg>& t, int N, int b, int half, int off, WReq<Cfg> (&o)[2], int p0 = 0) {
     ISEG_PRAGMA(HLS INLINE)
     constexpr int W = Cfg::AXI_BYTES, C = Cfg::C;
 TP_OUT:
     for (int p = 0; p < 2; ++p) {
         ISEG_PRAGMA(HLS UNROLL)
         o[p] = w_req_none<Cfg>();
-        if (t.wleft > 0 && p < ports) {
+        if (t.wleft > 0 && p >= p0) {
             const int valid = N - t.wg * C;
             o[p].ok = true;
             o[p].half = half;

@@ -129,7 +129,7 @@ constexpr int arr_a_bits() {
 // takes a K beat; the V iteration takes that key's V beat, one word of w (the beat divides C and d_head).
 // A load the head's first pass starts (head 0's, every head's without kv_overlap: exposed) is `dual`: once the Q
 // loader has read its beats, gmem1 is free for the rest of that pass, and a step is one iteration, the K beat on
-// gmem2 and the V beat on gmem1, the write-out on port A of g.w (one row a step) and the V word on port B. It
+// gmem2 and the V beat on gmem1, the write-out on port B of g.w (one row a step) and the V word on port A. It
 // goes dual only where the Q beats end before chunk 0's first key tile is complete (kv_start), so that every
 // write-out runs at one row a step (tp_chunk_steps ports = 1) and the iterations are a closed count
 // (estimate.kv_load_iters).
@@ -194,7 +194,7 @@ KvLoad kv_start(const LayerDesc& d, int h, int half, int off, GemmBuffers<Cfg>& 
 
 // The request half of an iteration: the K iteration's write-out (o: the transposer's rows) and the offset of the
 // beat it reads (tp_req), or the V iteration's V beat; -1 for none. nb: the beat's bytes. `one` (a dual load's K
-// iteration while gmem1 is free): the whole step, the write-out on o[0] alone and the same key's V beat at `vat1`
+// iteration while gmem1 is free): the whole step, the write-out on o[1] alone and the same key's V beat at `vat1`
 // (on gmem1; -1: none).
 template <class Cfg>
 long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2], int& nb, bool one, long& vat1) {
@@ -202,7 +202,7 @@ long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2
     nb = Cfg::AXI_BYTES;
     vat1 = -1L;
     if (l.par == 0) {
-        tp_out<Cfg>(g.tp, d.T, l.b, l.half, l.off, o, one ? 1 : 2);
+        tp_out<Cfg>(g.tp, d.T, l.b, l.half, l.off, o, one ? 1 : 0);
         const long at = tp_req<Cfg>(g.tp, l.kat, d.T, d.d_head, l.b, nb);
         if (one && at >= 0) vat1 = at + l.dv;
         return at;
@@ -212,7 +212,8 @@ long kv_req(KvLoad& l, const LayerDesc& d, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2
 }
 
 // The step half: v, the beat kv_req named (if any), into the transposer (K) or as the V word's write (o[0]); with
-// `one`, both: v into the transposer and vv (kv_req's vat1) as the V word's write (o[1]); then the counters.
+// `one`, both: v into the transposer and vv (kv_req's vat1) as the V word's write (o[0], the write-out on o[1]);
+// then the counters.
 template <class Cfg>
 void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, GemmBuffers<Cfg>& g, WReq<Cfg> (&o)[2],
              bool one, const beat_t<Cfg>& vv) {
@@ -234,19 +235,18 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
         vhalf = both;
     }
     if (vhalf) {
-        const int p = both ? 1 : 0;  // the write request the V word takes
         if (l.n >= 0) {  // channels [b W, b W + W) of key n: one word of V's channel tile (b W) / C, from byte (b W) % C
             const int k0 = l.b * W;
-            o[p].ok = true;
-            o[p].half = l.half;
-            o[p].row = l.vrow + l.n;
+            o[0].ok = true;  // (a dual step's write-out took o[1]: tp_out p0 = 1)
+            o[0].half = l.half;
+            o[0].row = l.vrow + l.n;
         ATT_V_BYTE:
             for (int c = 0; c < C; ++c) {
                 ISEG_PRAGMA(HLS UNROLL)
                 const int j = c % W;
                 if (c / W == (k0 % C) / W) {
-                    o[p].v[c] = k0 + j < dh ? beat_i8(both ? vv : v, j) : int8_t(0);
-                    o[p].m[c] = true;
+                    o[0].v[c] = k0 + j < dh ? beat_i8(both ? vv : v, j) : int8_t(0);
+                    o[0].m[c] = true;
                 }
             }
         }
