@@ -29,8 +29,8 @@ normalise pass at SM_LANES elements per step; iterations, not cycles, whatever P
 of it runs alone; PV(nb-1) last. Blocks 2 .. nb-2 run on in block 1's pass where no block leaves a rest and each
 block's Shiftmax ends the engine loop's depth before the block (``attention_chained``): one fill for all of them.
 A LayerNorm followed by the Linear that reads its output (or a row window of it, or by Linears that each read
-one window: ``ln_fusions``) is fused into that Linear's (each Linear's) left-operand loader (stats pass, the
-statistics chain's latency once per block less what the block's own steps hide, normalise pass). The other
+one window: ``ln_fusions``) is fused into that Linear's (each Linear's) left-operand loader (``ln_block_steps``:
+a row's stats, its statistics chain, its normalise beside the later rows' stats). The other
 LayerNorms, GELU (ShiftGELU only), adds, copies and the head run alone, at their
 lanes. Every entry into a pipelined loop also pays the loop's depth (fill and drain): PIPE for the datapath,
 PIPE_READ where an iteration reads an m_axi port (M_AXI_LATENCY more), PIPE_ENGINE for every pass of the engine

@@ -223,7 +223,7 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
     // `one` only in a K iteration: a V iteration left from two-iteration steps (the Q beats ended after its K
     // iteration) takes its V beat from gmem2 as before, whatever gmem1 does
     const bool both = one && l.par == 0;
-    bool vhalf = l.par == 1;  // this iteration takes a V beat
+    const bool vhalf = l.par == 1 || both;  // this iteration takes a V beat
     if (l.par == 0) {
         l.n = -1;
         if (got) {
@@ -232,7 +232,6 @@ void kv_take(KvLoad& l, const LayerDesc& d, bool got, const beat_t<Cfg>& v, Gemm
             l.n = tp_take<Cfg>(g.tp, v, T, dh, l.b);
         }
         l.par = 1;
-        vhalf = both;
     }
     if (vhalf) {
         if (l.n >= 0) {  // channels [b W, b W + W) of key n: one word of V's channel tile (b W) / C, from byte (b W) % C
@@ -476,8 +475,6 @@ ENGINE_PASS:
         ISEG_CHECK(!(pf_go && lst.at0 >= 0), "engine loop: the weight prefetch and the embed's pos rows in one step");
         int npf = 0;
         const long pat = pf_go ? prefetch_req<Cfg>(pf, npf) : -1L;
-        // attention's K/V loader (every attention mode, while it has iterations left): the transposer's write-out into
-        // the two write requests of g.w (ws), and its beat's offset on gmem2, which only the GEMM's residuals use besides
         // gmem1: the left-operand loaders' read (their steps run after the stores, below), issued here, before the
         // iteration's store on gmem1 in program order: the tool need not order the read behind the write
         const bool a_step = gemm && s < a_share && nt < p.a_tiles;  // the block's load share in its first tiles
