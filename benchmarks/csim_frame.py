@@ -1,10 +1,11 @@
 """C-simulation seconds for one Seg-T-Mask 512x512 frame, with the bit-exact check; target <= 60 s.
 
-    python benchmarks/csim_frame.py [--softmax precise|ivit|precise8]
+    python benchmarks/csim_frame.py [--softmax precise|ivit|precise8] [--budget dsp=0.9,lut=0.75,memory=0.9]
 
 Generates the project of a random Seg-T checkpoint, compiles it with g++ (time printed
 separately), runs one frame untraced and one traced, and compares every layer and the labels with
-the numpy reference.
+the numpy reference. ``--budget``: the config's ``budget`` (the share of KV260's DSPs, LUTs and BRAM/URAM the
+planner's array may take), to C-simulate the array another budget gives.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import yaml
 
 from iseg import numerics as nx
 from iseg.checkpoint import save
+from iseg.errors import IsegError
 from iseg.generator.cli import generate
+from iseg.generator.config import parse_budget_option
 from iseg.generator.csim import CsimLibrary, build
 from iseg.random_model import PRESETS, calibration_image, random_checkpoint
 from iseg.reference import run
@@ -32,14 +35,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--softmax", default="precise", choices=list(nx.SHIFTMAX_VARIANTS),
                     help="Shiftmax variant of the random model (precise8: P.V at the packed rate)")
+    ap.add_argument("--budget", default="", help="dsp=..,lut=..,memory=..: shares in (0, 1] (config key budget)")
     args = ap.parse_args()
+    try:
+        budget = parse_budget_option(args.budget)
+    except IsegError as exc:
+        ap.error(str(exc))
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         ckpt = random_checkpoint(replace(PRESETS["seg-t-512"], softmax=args.softmax), seed=0)
         save(ckpt, folder / "segt.safetensors")
         (folder / "config.yaml").write_text(yaml.safe_dump({
             "checkpoint": "segt.safetensors", "output": "out", "project": "iseg_segt", "board": "kv260",
-            "outputs": ["hls"]}))
+            "outputs": ["hls"], "budget": {"dsp": budget.dsp, "lut": budget.lut, "memory": budget.memory}}))
         out = generate(folder / "config.yaml")
         t0 = time.perf_counter()
         build(out)

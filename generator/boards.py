@@ -9,7 +9,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Board", "BOARDS", "board_names"]
+__all__ = ["Board", "BOARDS", "Budget", "DEFAULT_BUDGET", "board_names"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The share of a board's resources the planner's ``array: auto`` may fill (config key ``budget``).
+
+    A design that fills a device does not close timing or route: the defaults are the margins the project
+    plans with (``spec/boards.md``: DSPs under ~80 % for timing closure; LUTs under 70 % for routing; BRAM
+    and URAM under 80 %). They are a user's call, not a fact of the part: a team that closes its designs at
+    90 % DSP can say so and get the larger array. An explicit array is checked against the whole device
+    only, so a budget beside one is refused (config.py)."""
+
+    dsp: float = 0.80
+    lut: float = 0.70
+    memory: float = 0.80  # BRAM36 and URAM alike
+
+    def share(self, field: str) -> float:
+        """The share of Board.``field`` (dsp, lut, bram36 or uram) the planner may use."""
+        return self.memory if field in ("bram36", "uram") else getattr(self, field)
+
+    def describe(self) -> str:
+        return f"DSP {100 * self.dsp:g} %, LUT {100 * self.lut:g} %, BRAM/URAM {100 * self.memory:g} %"
+
+
+DEFAULT_BUDGET = Budget()
 
 
 @dataclass(frozen=True)

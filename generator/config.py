@@ -19,16 +19,17 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from iseg.errors import IsegError
-from iseg.generator.boards import BOARDS, Board
+from iseg.generator.boards import BOARDS, DEFAULT_BUDGET, Board, Budget
 from iseg.generator.write import output_problem
 from iseg.imageio import check_path_names
 
-__all__ = ["OUTPUTS", "SCHEMA", "Config", "load_config", "parse_config", "resolved_yaml"]
+__all__ = ["OUTPUTS", "SCHEMA", "Config", "load_config", "parse_budget_option", "parse_config", "resolved_yaml"]
 
 OUTPUTS = ("hls", "rtl", "csim", "report")
 DEFAULT_OUTPUTS = ("hls", "report")
 
 _POS_INT = {"type": "integer", "minimum": 1}
+_SHARE = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}  # a share of a device resource
 _PROJECT_RE = r"[A-Za-z_][A-Za-z0-9_]{0,63}"  # a C identifier of at most 64 characters
 # The accepted kernel clock, MHz. The boards' typical clocks are 100-300 MHz; below 1 MHz the
 # scripts' freqHz / period would round to nonsense (1e-300 MHz gave freqHz=0), above 800 MHz no
@@ -83,6 +84,11 @@ SCHEMA: dict[str, Any] = {
                 },
             ]
         },
+        "budget": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"dsp": _SHARE, "lut": _SHARE, "memory": _SHARE},
+        },
         "image": {"type": "array", "items": _POS_INT, "minItems": 2, "maxItems": 2},
         "outputs": {"type": "array", "items": {"enum": list(OUTPUTS)}, "uniqueItems": True, "minItems": 1},
     },
@@ -101,6 +107,10 @@ _MESSAGES = {
     "array.cols": "must be a positive integer",
     "array.macs_per_dsp": "must be 1 or 2 (int8 MACs per DSP: 2 packs row pairs into a DSP48E2)",
     "array.k_unroll": "must be 1, 2 or 4 (k per step of a PE: a chain of that many DSPs per output)",
+    "budget": "must be a mapping of dsp, lut, memory: the share of the device the auto array may use",
+    "budget.dsp": "must be a share of the device's DSPs in (0, 1] (default 0.8)",
+    "budget.lut": "must be a share of the device's LUTs in (0, 1] (default 0.7)",
+    "budget.memory": "must be a share of the device's BRAM36 and URAM in (0, 1] (default 0.8)",
     "image": "must be [H, W], two positive integers",
     "image.[]": "must be a positive integer",
     "outputs": f"must be a non-empty list of distinct items from {', '.join(OUTPUTS)}",
@@ -125,6 +135,7 @@ class Config:
     outputs: tuple[str, ...]
     array_pack: int = 0  # array.macs_per_dsp (Cfg::PACK); 0 = auto, or the most an explicit array allows
     array_kd: int = 1  # array.k_unroll (Cfg::KD): k per step of a PE
+    budget: Budget = DEFAULT_BUDGET  # what array: auto may take of the device (boards.Budget)
 
 
 def _path_of(error: Any) -> str:
@@ -195,6 +206,29 @@ def _check_project_name(name: str, project: str) -> None:
                         "capital letter)")
 
 
+def _budget_of(shares: dict[str, Any], name: str) -> Budget:
+    """A schema-valid ``budget`` mapping as a Budget (the default's shares for the keys it leaves out)."""
+    for key, v in shares.items():
+        if not math.isfinite(v):  # NaN passes every jsonschema bound
+            raise IsegError(f"{name}: budget.{key}: {_MESSAGES['budget.' + key]}, got {v!r}")
+    return Budget(**{k: float(v) for k, v in shares.items()})
+
+
+def parse_budget_option(text: str) -> Budget:
+    """``dsp=0.9,lut=0.75`` (the benchmarks' --budget) as a Budget, validated as the config's ``budget`` is."""
+    shares: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        try:
+            shares[key.strip()] = float(value) if eq else value
+        except ValueError:
+            shares[key.strip()] = value
+    err = _first_error({"checkpoint": "-", "output": "-", "project": "p", "board": "kv260", "budget": shares})
+    if err is not None:
+        raise IsegError(_error_line("--budget", err))
+    return _budget_of(shares, "--budget")
+
+
 def parse_config(data: Any, source: Path) -> Config:
     """Validate an already-parsed config mapping; paths resolve against ``source``'s folder."""
     name = source.name
@@ -211,6 +245,12 @@ def parse_config(data: Any, source: Path) -> Config:
     array = None if arr == "auto" else (int(arr["rows"]), int(arr["cols"]))
     pack = 0 if arr == "auto" else int(arr.get("macs_per_dsp", 0))
     kd = 1 if arr == "auto" else int(arr.get("k_unroll", 1))
+    budget = DEFAULT_BUDGET
+    if "budget" in data:
+        if array is not None:
+            raise IsegError(f"{name}: budget: only array: auto uses it (an explicit array, here {array[0]}x{array[1]}, "
+                            "is checked against the whole device); remove one of the two")
+        budget = _budget_of(data["budget"], name)
     image = tuple(int(v) for v in data["image"]) if "image" in data else None
     outputs = tuple(o for o in OUTPUTS if o in data.get("outputs", DEFAULT_OUTPUTS))
     for key in ("checkpoint", "output"):
@@ -237,7 +277,8 @@ def parse_config(data: Any, source: Path) -> Config:
         raise IsegError(f"{name}: output: {data['output']!r} {problem}")
     return Config(source=source, checkpoint=ckpt, output=out, project=data["project"], board=board,
                   clock_mhz=float(data.get("clock_mhz", board.clock_mhz)), array=array,
-                  image=image, outputs=outputs, array_pack=pack, array_kd=kd)  # type: ignore[arg-type]
+                  image=image, outputs=outputs, array_pack=pack, array_kd=kd,
+                  budget=budget)  # type: ignore[arg-type]
 
 
 class _DuplicateKey(Exception):
@@ -357,6 +398,8 @@ def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], c
         "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {}),
                   **({"k_unroll": kd} if kd > 1 else {})},
         "array_requested": "auto" if cfg.array is None else "explicit",
+        **({"budget": {"dsp": _num(cfg.budget.dsp), "lut": _num(cfg.budget.lut), "memory": _num(cfg.budget.memory)}}
+           if cfg.array is None else {}),
         "image": list(image),
         "outputs": list(cfg.outputs),
     }

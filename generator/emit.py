@@ -254,6 +254,8 @@ def report_json(plan: Plan) -> dict[str, Any]:
         "array": {"rows": plan.rows, "cols": plan.cols, "macs_per_dsp": plan.pack, "k_unroll": plan.engine["kd"],
                   "auto": plan.array_auto},
         "lanes": plan.lanes,
+        "budget": None if plan.budget is None else {"dsp": plan.budget.dsp, "lut": plan.budget.lut,
+                                                    "memory": plan.budget.memory},
         "totals": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()},
         "units": [vars(u) | {} for u in plan.units],
         "ops": [{"name": o.name, "kind": o.kind, "macs": o.macs, "cycles": o.cycles,
@@ -281,6 +283,9 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
         ("weight traffic per frame", f"{t['weight_bytes_per_frame']:,} bytes"),
         ("scratch traffic per frame", f"{t['scratch_bytes_per_frame']:,} bytes"),
         ("DSP", f"{t['dsp']} of {plan.board.dsp} ({t['dsp_pct']:.1f} %)"),
+        ("LUT", f"{t['lut']:,} of {plan.board.lut:,} ({100 * t['lut'] / plan.board.lut:.1f} %)"),
+        ("budget", "array: auto within " + plan.budget.describe() + " of the device" if plan.budget is not None
+         else "none: an explicit array, checked against the whole device"),
         ("weights blob / scratch", f"{plan.blob_bytes:,} / {plan.scratch_bytes:,} bytes"),
     ]
 

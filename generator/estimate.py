@@ -55,7 +55,7 @@ import numpy as np
 
 from iseg import numerics as inum
 from iseg.errors import IsegError
-from iseg.generator.boards import Board
+from iseg.generator.boards import DEFAULT_BUDGET, Board, Budget
 from iseg.graph import (
     Add,
     ArgmaxUpsample,
@@ -83,9 +83,6 @@ __all__ = ["ArrayShape", "array_lut_per_mac", "pack_options",
            "MUL_SITES", "STRUCT_WIDTHS", "multipliers", "row_units", "make_shape", "act_cache_budget", "wrows_needed",
            "mul_dsps", "sm_row_shift_of", "embed_fusions"]
 
-DSP_CAP = 0.80  # fraction of the DSPs the design may use (timing closure)
-MEM_CAP = 0.80  # fraction of BRAM/URAM the buffers may use
-LUT_CAP = 0.70  # fraction of the LUTs the design may use (routing)
 PIPE = 16  # pipeline fill/drain of a loop's datapath, per entry (hls/compat.h kPipeDepth)
 M_AXI_LATENCY = 64  # the m_axi read latency the schedule assumes (hls.tcl -m_axi_latency; hls/compat.h kMaxiLatency)
 PIPE_READ = PIPE + M_AXI_LATENCY  # a loop whose iteration reads an m_axi beat and uses it (hls/compat.h kReadDepth)
@@ -1587,8 +1584,9 @@ def _steps_bound(graph: Graph, rows: int, cols: int, kd: int, drain: int, sdrain
 
 
 def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidths | None = None,
-                 prune: bool = True) -> ArrayShape:
-    """The R x C array with the best estimated frame time that fits DSP_CAP, MEM_CAP and LUT_CAP, over a
+                 prune: bool = True, budget: Budget = DEFAULT_BUDGET) -> ArrayShape:
+    """The R x C array with the best estimated frame time that fits ``budget`` (the share of the board's DSPs,
+    LUTs and BRAM/URAM the design may take: config ``budget``, boards.Budget), over a
     few lane configurations (output, Shiftmax, score and LayerNorm lanes), both packings of the array
     (``pack_options``: two MACs per DSP with fabric accumulators, or a DSP per MAC that accumulates in the DSP
     and runs P.V at II 1), the K unrolls the model allows (``kd_options``: KD k a step per PE, through a chain of
@@ -1601,7 +1599,7 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
     choice is the same (tested), only faster."""
     best: tuple[tuple[int, int], ArrayShape] | None = None
     near: list[tuple[tuple[int, int], ArrayShape]] = []  # every candidate weighed, for better_sd_defer below
-    cap = int(board.dsp * DSP_CAP)
+    cap = _limit(board, "dsp", budget)
     macs = array_macs(graph)
     cols_ok = [c for c in COLS if axi_beat(graph, c, board) >= 4]
     for (lanes, sm, sl, ln), ai, kd in itertools.product(LANE_CONFIGS, (0, 1), kd_options(graph)[::-1]):
@@ -1624,8 +1622,8 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                         # hold the odd heads' K/V too (wrows_needed), else without (tried only when the memory is
                         # what does not fit: the search's time)
                         for al in head_lane_choices(graph, a0.axi_bytes):
-                            a, units = fit_kv_overlap(replace(a0, a_lanes=al), graph, board, widths, caps=True)
-                            if not exceeds(units, board, caps=True):
+                            a, units = fit_kv_overlap(replace(a0, a_lanes=al), graph, board, widths, budget)
+                            if not exceeds(units, board, budget):
                                 fits.append((units.dsp, a))
                                 break
                     if not fits:
@@ -1645,10 +1643,12 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
         c0 = min(cols_ok)
         a = make_shape(2, c0, graph, board, clock_mhz, *LANE_CONFIGS[-1], True, pack_options(2, board)[0],
                        min(a_word_options(axi_beat(graph, c0, board))))
-        over = overruns(unit_costs(a, graph, board, widths), board, caps=True)
+        over = overruns(unit_costs(a, graph, board, widths), board, budget)
         if not over:  # pragma: no cover - with its small multipliers on DSPs the smallest may be the one that fits
-            over = "more than the caps allow with either binding of its small multipliers"
-        raise ValueError(f"no GEMM array fits {board.name}: the smallest, 2x{c0} with the fewest lanes, needs {over}")
+            over = "more than the budget allows with either binding of its small multipliers"
+        within = "" if budget == DEFAULT_BUDGET else f" within the budget ({budget.describe()})"
+        raise ValueError(f"no GEMM array fits {board.name}{within}: the smallest, 2x{c0} with the fewest lanes, "
+                         f"needs {over}")
     # SD_DEFER is weighed after the search (inside it, it would double its time), on the candidates within SD_NEAR of
     # the best: flipping it moves a frame by a few per cent either way, so the best after it may be another candidate
     # (u50: 54x64x2 without the deferral beats 52x32x4 with it by 1.7 %)
@@ -1674,47 +1674,47 @@ def _sd_defer_weighed(graph: Graph, a: ArrayShape) -> tuple[int, ArrayShape]:
     return (cyc[other], other) if cyc[other] < cyc[a] else (cyc[a], a)
 
 
-# The resources a design must fit: (Units / Board field, name, the planner's cap).
-RESOURCES = (("dsp", "DSPs", DSP_CAP), ("bram36", "BRAM36", MEM_CAP), ("uram", "URAM", MEM_CAP),
-             ("lut", "LUTs", LUT_CAP))
+# The resources a design must fit: (Units / Board field, name).
+RESOURCES = (("dsp", "DSPs"), ("bram36", "BRAM36"), ("uram", "URAM"), ("lut", "LUTs"))
 MEMORY = ("bram36", "uram")
 
 
-def _limit(board: Board, field: str, cap: float, caps: bool) -> int:
+def _limit(board: Board, field: str, budget: Budget | None) -> int:
+    """How much of Board.``field`` a design may take: ``budget``'s share of it, or all of it (None)."""
     total = getattr(board, field)
-    return int(total * cap) if caps else total
+    return int(total * budget.share(field)) if budget is not None else total
 
 
-def exceeds(units: Units, board: Board, caps: bool, fields: tuple[str, ...] = ()) -> bool:
-    """Whether ``units`` need more than ``board`` of any of ``fields`` (all resources when empty; caps as in
+def exceeds(units: Units, board: Board, budget: Budget | None, fields: tuple[str, ...] = ()) -> bool:
+    """Whether ``units`` need more than ``board`` of any of ``fields`` (all resources when empty; ``budget`` as in
     ``overruns``, without its names: the array search asks this of every candidate)."""
-    return any(getattr(units, f) > _limit(board, f, cap, caps) for f, _, cap in RESOURCES if not fields or f in fields)
+    return any(getattr(units, f) > _limit(board, f, budget) for f, _ in RESOURCES if not fields or f in fields)
 
 
 def fit_kv_overlap(a: ArrayShape, graph: Graph, board: Board, widths: LaneWidths | None,
-                   caps: bool) -> tuple[ArrayShape, Units]:
+                   budget: Budget | None) -> tuple[ArrayShape, Units]:
     """``a`` and its units, with the K/V overlap off where the odd heads' weight rows (``wrows_needed``) are what
     takes it past the memory: only the memory differs between the two, so the serial load is counted only when
     the logic fits and the memory does not (the array search's time)."""
     units = unit_costs(a, graph, board, widths)
-    if a.kv_overlap and exceeds(units, board, caps, MEMORY) and not exceeds(units, board, caps, ("dsp", "lut")):
+    if a.kv_overlap and exceeds(units, board, budget, MEMORY) and not exceeds(units, board, budget, ("dsp", "lut")):
         lean = replace(a, kv_overlap=False)
         lean_units = unit_costs(lean, graph, board, widths)
-        if not exceeds(lean_units, board, caps, MEMORY):
+        if not exceeds(lean_units, board, budget, MEMORY):
             return lean, lean_units
     return a, units
 
 
-def overruns(units: Units, board: Board, caps: bool) -> str:
-    """What ``units`` needs beyond ``board`` (caps: the planner's DSP_CAP / MEM_CAP / LUT_CAP, else the whole
+def overruns(units: Units, board: Board, budget: Budget | None) -> str:
+    """What ``units`` needs beyond ``board`` (``budget``: the planner's share of each resource; None: the whole
     device), each with the unit that takes the most of it, so that a refusal names the resource to shrink:
     e.g. a 1024-token model's K/V and score buffers on a 140-BRAM Zynq-7020. Empty when nothing exceeds."""
     out = []
-    for field, what, cap in RESOURCES:
+    for field, what in RESOURCES:
         total = getattr(board, field)
-        need, limit = getattr(units, field), _limit(board, field, cap, caps)
+        need, limit = getattr(units, field), _limit(board, field, budget)
         if need > limit:
             top = max(units.units, key=lambda u: getattr(u, field))
-            share = f" of {total}" if caps else ""
+            share = f" of {total}" if budget is not None else ""
             out.append(f"{need:,} {what} (limit {limit:,}{share}; {top.name} {getattr(top, field):,})")
     return ", ".join(out)

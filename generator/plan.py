@@ -25,7 +25,7 @@ from iseg import numerics as inum
 from iseg.checkpoint import ModelSpec, QuantizedCheckpoint
 from iseg.errors import IsegError
 from iseg.generator import estimate as est
-from iseg.generator.boards import Board
+from iseg.generator.boards import Board, Budget
 from iseg.generator.config import Config
 from iseg.graph import (
     Act,
@@ -164,6 +164,7 @@ class Plan:
     widths: tuple[tuple[str, int], ...] = ()  # struct Cfg::Widths (hls/mul.h): proven lane multiplier widths
     graph_text: str = ""
     config_yaml: str = ""
+    budget: Budget | None = None  # what array: auto could take of the device (None: an explicit array)
 
     def describe(self) -> str:
         t = self.totals
@@ -174,6 +175,8 @@ class Plan:
                f"{len(self.buffers)} buffers; {len(self.layers)} layer rows",
                f"estimate: {t['cycles']} cycles/frame, {t['fps']:.2f} FPS, {100 * t['array_util']:.1f} % of the "
                f"array's MAC peak; DSP {t['dsp']} BRAM36 {t['bram36']} URAM {t['uram']} LUT {t['lut']}"]
+        if self.budget is not None:
+            out.insert(2, f"budget of the auto array: {self.budget.describe()} of the device")
         for r in self.layers:
             out.append(f"  [{r.index:3}] {r.op:<15} {'+'.join(r.ops)}")
         return "\n".join(out)
@@ -644,7 +647,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     widths = lane_widths(graph, ckpt)
     if cfg.array is None:
         try:
-            shape = est.choose_array(graph, board, cfg.clock_mhz, widths)
+            shape = est.choose_array(graph, board, cfg.clock_mhz, widths, budget=cfg.budget)
         except ValueError as exc:
             raise IsegError(f"{name}: array: auto: {exc}") from None
     else:
@@ -670,12 +673,12 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     if ALIGN % shape.axi_bytes:  # pragma: no cover - every board's beat is at most 64 bytes
         raise AssertionError(f"{shape.axi_bytes}-byte beats: buffers aligned to {ALIGN} bytes would share a beat")
     if cfg.array is not None:  # the device's memory may not hold the K/V overlap's weight rows
-        shape, units = est.fit_kv_overlap(shape, graph, board, widths, caps=False)
+        shape, units = est.fit_kv_overlap(shape, graph, board, widths, None)
         shape = est.better_sd_defer(graph, shape)
     else:
         units = est.unit_costs(shape, graph, board, widths)
-    over = est.overruns(units, board, caps=False) if cfg.array is not None else ""
-    if over:  # an explicit array may pass the planner's caps, never the device (a project that cannot fit)
+    over = est.overruns(units, board, None) if cfg.array is not None else ""
+    if over:  # an explicit array may pass the planner's budget, never the device (a project that cannot fit)
         raise IsegError(f"{name}: array: {shape.rows}x{shape.cols} needs {over} on {board.name}")
     costs = est.op_costs(graph, shape)
     layers, blob, buffers, scratch_bytes = _layers(graph, ckpt, shape.cols, shape.axi_bytes)
@@ -705,6 +708,9 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         "latency_ms": 1e3 * cycles / f,
         "array_macs_per_cycle": shape.macs,
         "array_util": macs / (cycles * shape.macs),
+        # the cycles the array steps (tile edges included): at most cycles; f / busy is what this array and tiling
+        # would give with every other cycle hidden under it, a ceiling for schedule work
+        "busy_cycles": sum(c.busy for c in costs),
         "board_peak_util": macs / (cycles * peak_macs_board),
         "gops": 2 * macs * f / cycles / 1e9,
         "peak_gops": 2 * shape.macs * f / 1e9,
@@ -747,6 +753,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         totals=totals, widths=widths.items() + (("SMALL_FABRIC", int(shape.small_fabric)),),
         graph_text=graph.describe(),
         config_yaml=resolved_yaml(cfg, spec.image, (shape.rows, shape.cols), sha, shape.pack, shape.kd),
+        budget=cfg.budget if cfg.array is None else None,
     )
 
 

@@ -40,9 +40,46 @@ def _fails(capsys: pytest.CaptureFixture[str], cfg: Path, *needles: str) -> str:
     ({"clock_mhz": -5}, ("config.yaml: clock_mhz:",)),
     ({"outputs": ["hls", "gds"]}, ("config.yaml: outputs[1]:",)),
     ({"image": [32, 32]}, ("config.yaml: image: 32x32 differs",)),
+    ({"budget": 0.9}, ("config.yaml: budget: must be a mapping of dsp, lut, memory",)),
+    ({"budget": {"dsp": 0}}, ("config.yaml: budget.dsp: must be a share of the device's DSPs in (0, 1]", "got 0")),
+    ({"budget": {"lut": 1.5}}, ("config.yaml: budget.lut: must be a share", "got 1.5")),
+    ({"budget": {"memory": "most"}}, ("config.yaml: budget.memory: must be a share", "'most'")),
+    ({"budget": {"dsp": float("nan")}}, ("config.yaml: budget.dsp: must be a share", "nan")),
+    ({"budget": {"gpus": 0.5}}, ("config.yaml: budget.gpus: unknown key (allowed: dsp, lut, memory)",)),
+    ({"budget": {"dsp": 0.9}, "array": {"rows": 4, "cols": 8}}, ("config.yaml: budget: only array: auto uses it",
+                                                                 "4x8")),
+    ({"budget": {"dsp": 0.02}}, ("config.yaml: array: auto: no GEMM array fits kv260 within the budget (DSP 2 %",
+                                 "limit 24 of 1248")),
 ])
 def test_bad_config(tmp_path: Path, tiny_ckpt: Path, capsys, extra, needles) -> None:
     _fails(capsys, write_config(tmp_path, tiny_ckpt, **extra), *needles)
+
+
+def test_budget_reaches_the_plan(tmp_path: Path, tiny_ckpt: Path) -> None:
+    """budget: the auto array keeps to the given share (the rest default), the report and the resolved config say
+    which budget it had, and a smaller one costs cycles: on KV260 the tiny model takes 733 DSPs at the default 80 %,
+    a 4 x 8 array of 59 within 5 % (62 DSPs)."""
+    import json
+
+    import yaml
+
+    def run(**kw) -> dict:
+        assert main([str(write_config(tmp_path, tiny_ckpt, outputs=["report"], **kw))]) == 0
+        return json.loads((tmp_path / "out" / "report.json").read_text())
+
+    default = run()
+    assert default["budget"] == {"dsp": 0.8, "lut": 0.7, "memory": 0.8}
+    small = run(budget={"dsp": 0.05})
+    assert small["budget"] == {"dsp": 0.05, "lut": 0.7, "memory": 0.8}
+    assert small["totals"]["dsp"] <= int(0.05 * 1248) < default["totals"]["dsp"]
+    assert small["totals"]["cycles"] > default["totals"]["cycles"]
+    assert "array: auto within DSP 5 %, LUT 70 %, BRAM/URAM 80 % of the device" in (
+        tmp_path / "out" / "report.md").read_text()
+    resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert resolved["budget"] == {"dsp": 0.05, "lut": 0.7, "memory": 0.8}
+    explicit = run(array={"rows": small["array"]["rows"], "cols": small["array"]["cols"]})
+    assert explicit["budget"] is None  # an explicit array: the whole device
+    assert "budget" not in yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
 
 
 def test_missing_key(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:

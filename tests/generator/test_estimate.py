@@ -1442,3 +1442,59 @@ def test_k_unroll_needs_divisible_k(harness_kd: tuple[Harness, est.ArrayShape]) 
               b=blob.add(np.zeros(N, np.int64), np.int32), rq=blob.rq_table(1 << 30, 40, 0, N))
     rc, _ = h.run([d], blob.array(), sc.array())
     assert rc != 0 and "KD must divide K" in h.error()
+
+
+def test_choose_array_keeps_to_its_budget() -> None:
+    """choose_array's ``budget`` (config ``budget``): every share bounds what the chosen design takes of its resource,
+    a larger budget never gives a slower frame (the search only gains candidates), and the default budget is the
+    planner's 80 % DSP / 70 % LUT / 80 % memory. On KV260, Seg-T (`precise8`): 12x32x4 at the default, 14x32x4
+    within 90 / 75 / 90 % (C-simulated bit-exact with 8,077,657 counted cycles = the estimate,
+    `benchmarks/csim_frame.py --softmax precise8 --budget dsp=0.9,lut=0.75,memory=0.9`)."""
+    from iseg.generator.boards import BOARDS, DEFAULT_BUDGET, Budget
+    from iseg.generator.plan import lane_widths
+    from iseg.random_model import PRESETS, random_checkpoint, with_classes
+
+    ck = random_checkpoint(dataclasses.replace(with_classes(PRESETS["seg-t-512"]), softmax="precise8"), seed=0)
+    g = build_graph(ck.spec)
+    w, b = lane_widths(g, ck), BOARDS["kv260"]
+    assert DEFAULT_BUDGET == Budget(dsp=0.8, lut=0.7, memory=0.8)
+    frames = []
+    for budget in (Budget(dsp=0.5, lut=0.5, memory=0.6), DEFAULT_BUDGET, Budget(dsp=0.9, lut=0.75, memory=0.9)):
+        a = est.choose_array(g, b, 250, w, budget=budget)
+        u = est.unit_costs(a, g, b, w)
+        assert u.dsp <= int(b.dsp * budget.dsp) and u.lut <= int(b.lut * budget.lut)
+        assert u.bram36 <= int(b.bram36 * budget.memory) and u.uram <= int(b.uram * budget.memory)
+        assert not est.exceeds(u, b, budget) and est.overruns(u, b, budget) == ""
+        frames.append((sum(c.cycles for c in est.op_costs(g, a)), (a.rows, a.cols, a.kd)))
+    assert frames[0][0] > frames[1][0] > frames[2][0], frames
+    assert [f[1] for f in frames[1:]] == [(12, 32, 4), (14, 32, 4)]
+    assert est.choose_array(g, b, 250, w) == est.choose_array(g, b, 250, w, budget=DEFAULT_BUDGET)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", (0.8, 0.7, 0.8)),
+    ("dsp=0.9", (0.9, 0.7, 0.8)),
+    ("dsp=0.9,lut=0.75,memory=0.9", (0.9, 0.75, 0.9)),
+    ("memory=1", (0.8, 0.7, 1.0)),
+])
+def test_parse_budget_option(text: str, expected: tuple[float, float, float]) -> None:
+    from iseg.generator.config import parse_budget_option
+
+    b = parse_budget_option(text)
+    assert (b.dsp, b.lut, b.memory) == expected
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("dsp=1.2", "--budget: budget.dsp: must be a share of the device's DSPs in (0, 1]"),
+    ("lut=abc", "--budget: budget.lut: must be a share"),
+    ("dsp", "--budget: budget.dsp: must be a share"),
+    ("cpu=0.5", "--budget: budget.cpu: unknown key"),
+    ("dsp=nan", "--budget: budget.dsp: must be a share"),
+])
+def test_parse_budget_option_refuses(text: str, needle: str) -> None:
+    from iseg.errors import IsegError
+    from iseg.generator.config import parse_budget_option
+
+    with pytest.raises(IsegError) as exc:
+        parse_budget_option(text)
+    assert needle in str(exc.value)
