@@ -279,6 +279,9 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
         ("MACs per frame", f"{t['macs']:,}"),
         ("throughput", f"{t['gops']:.1f} GOP/s of {t['peak_gops']:.1f} peak"),
         ("array utilisation", f"{100 * t['array_util']:.1f} % of the array's MAC peak"),
+        ("array-bound ceiling", f"{t['fps'] * t['cycles'] / max(1, t['busy_cycles']):.2f} FPS: the array steps "
+                                f"{100 * t['busy_cycles'] / t['cycles']:.1f} % of the frame; with every other cycle "
+                                "hidden under it, no schedule change on this array passes this"),
         ("board utilisation", f"{100 * t['board_peak_util']:.1f} % of all DSPs x {plan.board.macs_per_dsp} MACs"),
         ("weight traffic per frame", f"{t['weight_bytes_per_frame']:,} bytes"),
         ("scratch traffic per frame", f"{t['scratch_bytes_per_frame']:,} bytes"),

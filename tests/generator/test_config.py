@@ -73,8 +73,12 @@ def test_budget_reaches_the_plan(tmp_path: Path, tiny_ckpt: Path) -> None:
     assert small["budget"] == {"dsp": 0.05, "lut": 0.7, "memory": 0.8}
     assert small["totals"]["dsp"] <= int(0.05 * 1248) < default["totals"]["dsp"]
     assert small["totals"]["cycles"] > default["totals"]["cycles"]
-    assert "array: auto within DSP 5 %, LUT 70 %, BRAM/URAM 80 % of the device" in (
-        tmp_path / "out" / "report.md").read_text()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "array: auto within DSP 5 %, LUT 70 %, BRAM/URAM 80 % of the device" in md
+    # the array-bound ceiling: the frame with only the array's steps (busy_cycles <= cycles)
+    t = small["totals"]
+    assert 0 < t["busy_cycles"] <= t["cycles"]
+    assert f"| array-bound ceiling | {t['fps'] * t['cycles'] / t['busy_cycles']:.2f} FPS: the array steps " in md
     resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert resolved["budget"] == {"dsp": 0.05, "lut": 0.7, "memory": 0.8}
     explicit = run(array={"rows": small["array"]["rows"], "cols": small["array"]["cols"]})
