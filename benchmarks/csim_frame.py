@@ -15,7 +15,7 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ def main() -> None:
         save(ckpt, folder / "segt.safetensors")
         (folder / "config.yaml").write_text(yaml.safe_dump({
             "checkpoint": "segt.safetensors", "output": "out", "project": "iseg_segt", "board": "kv260",
-            "outputs": ["hls"], "budget": {"dsp": budget.dsp, "lut": budget.lut, "memory": budget.memory}}))
+            "outputs": ["hls"], "budget": asdict(budget)}))
         out = generate(folder / "config.yaml")
         t0 = time.perf_counter()
         build(out)

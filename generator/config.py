@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -398,8 +398,7 @@ def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], c
         "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {}),
                   **({"k_unroll": kd} if kd > 1 else {})},
         "array_requested": "auto" if cfg.array is None else "explicit",
-        **({"budget": {"dsp": _num(cfg.budget.dsp), "lut": _num(cfg.budget.lut), "memory": _num(cfg.budget.memory)}}
-           if cfg.array is None else {}),
+        **({"budget": {k: _num(v) for k, v in asdict(cfg.budget).items()}} if cfg.array is None else {}),
         "image": list(image),
         "outputs": list(cfg.outputs),
     }

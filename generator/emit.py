@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -254,8 +254,7 @@ def report_json(plan: Plan) -> dict[str, Any]:
         "array": {"rows": plan.rows, "cols": plan.cols, "macs_per_dsp": plan.pack, "k_unroll": plan.engine["kd"],
                   "auto": plan.array_auto},
         "lanes": plan.lanes,
-        "budget": None if plan.budget is None else {"dsp": plan.budget.dsp, "lut": plan.budget.lut,
-                                                    "memory": plan.budget.memory},
+        "budget": None if plan.budget is None else asdict(plan.budget),
         "totals": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()},
         "units": [vars(u) | {} for u in plan.units],
         "ops": [{"name": o.name, "kind": o.kind, "macs": o.macs, "cycles": o.cycles,
@@ -279,7 +278,7 @@ def _summary(plan: Plan) -> list[tuple[str, str]]:
         ("MACs per frame", f"{t['macs']:,}"),
         ("throughput", f"{t['gops']:.1f} GOP/s of {t['peak_gops']:.1f} peak"),
         ("array utilisation", f"{100 * t['array_util']:.1f} % of the array's MAC peak"),
-        ("array-bound ceiling", f"{t['fps'] * t['cycles'] / max(1, t['busy_cycles']):.2f} FPS: the array steps "
+        ("array-bound ceiling", f"{t['ceiling_fps']:.2f} FPS: the array steps "
                                 f"{100 * t['busy_cycles'] / t['cycles']:.1f} % of the frame; with every other cycle "
                                 "hidden under it, no schedule change on this array passes this"),
         ("board utilisation", f"{100 * t['board_peak_util']:.1f} % of all DSPs x {plan.board.macs_per_dsp} MACs"),

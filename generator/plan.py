@@ -699,6 +699,7 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
     cmax = max(graph.acts[op.output].shape[1] for op in graph.ops if isinstance(op, (LayerNorm, Gelu)))
     cycles = sum(c.cycles for c in costs)
     macs = sum(c.macs for c in costs)
+    busy = sum(c.busy for c in costs)
     f = cfg.clock_mhz * 1e6
     peak_macs_board = board.dsp * board.macs_per_dsp
     totals = {
@@ -710,7 +711,8 @@ def make_plan(cfg: Config, ckpt: QuantizedCheckpoint, checkpoint_sha256: str | N
         "array_util": macs / (cycles * shape.macs),
         # the cycles the array steps (tile edges included): at most cycles; f / busy is what this array and tiling
         # would give with every other cycle hidden under it, a ceiling for schedule work
-        "busy_cycles": sum(c.busy for c in costs),
+        "busy_cycles": busy,
+        "ceiling_fps": f / max(1, busy),
         "board_peak_util": macs / (cycles * peak_macs_board),
         "gops": 2 * macs * f / cycles / 1e9,
         "peak_gops": 2 * shape.macs * f / 1e9,
