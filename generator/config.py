@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 
 from iseg.errors import IsegError
 from iseg.generator.boards import BOARDS, DEFAULT_BUDGET, Board, Budget
+from iseg.generator.reserved_names import C_LIBRARY_NAMES
 from iseg.generator.write import output_problem
 from iseg.imageio import check_path_names
 
@@ -37,8 +38,9 @@ _PROJECT_RE = r"[A-Za-z_][A-Za-z0-9_]{0,63}"  # a C identifier of at most 64 cha
 CLOCK_MHZ = (1, 800)
 
 # Names ``project`` must not take: it becomes the extern "C" top function of top.cpp and tb.cpp
-# (so no C/C++ keyword, and no global name the generated sources, their headers or the test bench
-# already use) and the kernel / instance names of link.cfg (so not a data mover's).
+# (so no C/C++ keyword, no global name of the generated sources (the test bench keeps its own in namespace
+# iseg_tb), and no name their C headers declare or define: reserved_names.C_LIBRARY_NAMES, probed by reserved.py)
+# and the kernel / instance names of link.cfg (so not a data mover's) or a module of bd.tcl's block design.
 _CXX_KEYWORDS = frozenset("""
     alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t
     class compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield
@@ -50,15 +52,9 @@ _CXX_KEYWORDS = frozenset("""
     _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local
 """.split())
 _GENERATED_NAMES = frozenset("""
-    main iseg hls std Cfg mm2s s2mm
+    main iseg iseg_tb hls std Cfg weights_layout mm2s s2mm system system_wrapper
     iseg_csim_run iseg_csim_last_error iseg_csim_cycles
-    kH kW kBlobBytes kScratchBytes kLayerNames g_blob g_scratch g_image g_labels_ref g_labels g_pix_store
-    g_lab_store g_sum g_count read_file ChecksumTrace load_pixels
-    ap_int ap_uint ap_fixed ap_ufixed ap_axis ap_axiu
-    int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t intmax_t uintmax_t
-    size_t ptrdiff_t nullptr_t NULL EOF FILE errno assert stdin stdout stderr
-    printf fprintf snprintf sprintf puts putchar fopen fclose fread fwrite fscanf scanf sscanf fflush
-    memcmp memcpy memmove memset strlen strcmp strncmp strcpy malloc calloc realloc free exit abort abs
+    ap_int ap_uint ap_fixed ap_ufixed ap_axis ap_axiu qdma_axis
 """.split())
 
 SCHEMA: dict[str, Any] = {
@@ -201,6 +197,12 @@ def _check_project_name(name: str, project: str) -> None:
     if project in _GENERATED_NAMES:
         raise IsegError(f"{name}: project: {project!r} is a name the generated sources or link.cfg already "
                         "use (the project names the kernel's C function)")
+    if project in C_LIBRARY_NAMES:
+        raise IsegError(f"{name}: project: {project!r} is a name the generated sources' headers (the C library, "
+                        "ap_int) declare (the project names the kernel's extern \"C\" function)")
+    if not any(c.islower() for c in project):
+        raise IsegError(f"{name}: project: {project!r} has no lower-case letter, the style of the headers' macros "
+                        "(a macro of that name would rewrite the kernel's; use lower case)")
     if "__" in project or (project[0] == "_" and len(project) > 1 and project[1].isupper()):
         raise IsegError(f"{name}: project: {project!r} is reserved in C++ (a double underscore, or _ and a "
                         "capital letter)")
@@ -383,26 +385,34 @@ def load_config(path: str | os.PathLike) -> Config:
 
 def resolved_yaml(cfg: Config, image: tuple[int, int], array: tuple[int, int], checkpoint_sha256: str,
                   pack: int = 0, kd: int = 1) -> str:
-    """The config as the generator understood it, for the project's own copy.
+    """The project's own ``config.yaml``: a valid gen-hls config that regenerates this very project, with what
+    the generator decided (the checkpoint's hash, the array ``auto`` chose) as comments.
 
-    Relocatable: the checkpoint is named by file name and hash, the output is the project
-    folder itself, so the copy holds no absolute path.
-    """
+    Relocatable: the checkpoint is named by file name (copy it beside the config), the output is a folder
+    beside it (gen-hls never writes over the folder holding its config), so the copy holds no absolute path.
+    ``array: auto`` stays auto with its budget (the planner is deterministic: the same array again); an explicit
+    array keeps its rows and columns and gains the packing and K unroll it was built with."""
+    r, c = array
+    if cfg.array is None:
+        chose = f"# array: auto chose {r}x{c}, {pack or 1} MAC(s) per DSP, K unroll {kd}, within the budget below\n"
+        arr: Any = "auto"
+    else:
+        chose = ""
+        arr = {"rows": r, "cols": c, **({"macs_per_dsp": pack} if pack else {}), **({"k_unroll": kd} if kd > 1 else {})}
     doc = {
         "checkpoint": cfg.checkpoint.name,
-        "checkpoint_sha256": checkpoint_sha256,
-        "output": ".",
+        "output": "regenerated",
         "project": cfg.project,
         "board": cfg.board.name,
         "clock_mhz": _num(cfg.clock_mhz),
-        "array": {"rows": array[0], "cols": array[1], **({"macs_per_dsp": pack} if pack else {}),
-                  **({"k_unroll": kd} if kd > 1 else {})},
-        "array_requested": "auto" if cfg.array is None else "explicit",
+        "array": arr,
         **({"budget": {k: _num(v) for k, v in asdict(cfg.budget).items()}} if cfg.array is None else {}),
         "image": list(image),
         "outputs": list(cfg.outputs),
     }
-    head = "# Resolved gen-hls config (written by gen-hls; the checkpoint is named by file name and sha256)\n"
+    head = ("# gen-hls config of this project, written by gen-hls: with the checkpoint copied beside this file,\n"
+            "# `gen-hls config.yaml` generates the same project again, into regenerated/.\n"
+            f"# checkpoint sha256: {checkpoint_sha256}\n{chose}")
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -86,7 +86,10 @@ def build(project_dir: str | os.PathLike, cxx: str | None = None, port_check: bo
         raise IsegError(f"{project}: no src/csim.cpp (generate the project with outputs hls or csim)")
     cxx = check_toolchain(cxx)
     flags = [] if port_check else ["-DISEG_NO_PORT_CHECK"]
-    cmd = [cxx, *CXXFLAGS, *flags, "-Isrc", "-Isrc/hls", f"-I{ap_types_dir()}", "-o", "OUT", "src/csim.cpp"]
+    # ap_private.h's __FILE__ would put the wheel's absolute path into the library: mapped to a relative name
+    ap = ap_types_dir()
+    cmd = [cxx, *CXXFLAGS, *flags, f"-ffile-prefix-map={ap}=ap_types", "-Isrc", "-Isrc/hls", f"-I{ap}", "-o", "OUT",
+           "src/csim.cpp"]
     digest = _sources_hash(project, cmd)
     name = "libiseg_csim" if port_check else "libiseg_csim_fast"
     out = project / "build" / f"{name}.so"
@@ -107,9 +110,14 @@ def build(project_dir: str | os.PathLike, cxx: str | None = None, port_check: bo
             raise IsegError(f"{project}: g++ failed to compile the C-simulation: {first}")
         os.replace(tmp, cached)
     tmp_out = out.with_suffix(".so.tmp")
-    shutil.copyfile(cached, tmp_out)
-    os.replace(tmp_out, out)
-    stamp.write_text(digest + "\n")
+    try:
+        shutil.copyfile(cached, tmp_out)
+        os.replace(tmp_out, out)
+        stamp.write_text(digest + "\n")
+    except OSError as exc:  # a full disk: no half library left, and the line names the project's file
+        tmp_out.unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
+        raise IsegError(f"{out}: cannot write the C-simulation library: {exc.strerror or exc}") from None
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -65,8 +66,11 @@ def build_info(plan: Plan) -> dict[str, Any]:
     h, w = plan.spec.image
     info = {
         "clock_mhz": _fmt_mhz(plan.clock_mhz),
-        "clock_hz": str(int(round(plan.clock_mhz * 1e6))),
-        "clock_period_ns": f"{1e3 / plan.clock_mhz:.3f}",
+        # the kernel's clock never above the one HLS schedules for: the period rounded down to the ps, the link's
+        # frequency (freqHz, kernel_frequency in whole MHz) down to the Hz and the MHz (299.6 MHz: 3.337 ns,
+        # 299600000 Hz, 299 MHz; rounding to nearest gave 3.338 ns against 300 MHz)
+        "clock_hz": str(math.floor(plan.clock_mhz * 1e6)),
+        "clock_period_ns": f"{math.floor(1e6 / plan.clock_mhz) / 1e3:.3f}",
         # hls.tcl: the include folders as absolute paths under $root (csim and cosim compile in folders of
         # their own, sol1/csim/build and sol1/sim/wrapc), so the project still holds no absolute path;
         # ISEG_VITIS: Vitis' hls::stream and hls::axis in its csim and cosim too (hls/compat.h), the types the
@@ -83,6 +87,10 @@ def build_info(plan: Plan) -> dict[str, Any]:
         "deploy_command": (f"v++ -l -t hw --config scripts/link.cfg -o build/{plan.project}.xclbin "
                            f"build/{plan.project}.xo $(DATAMOVERS)") if vitis
         else "vivado -mode batch -source scripts/bd.tcl",
+        # link.cfg connects mm2s_1 / s2mm_1, which gen-hls does not generate: without their .xo v++ fails late, on a
+        # dangling stream_connect after the export's synthesis, so the Makefile stops at once (a parse-time $(error))
+        "deploy_needs": "DATAMOVERS: the .xo files of the stream data movers mm2s and s2mm that scripts/link.cfg "
+                        'connects (README.md), e.g. make xclbin DATAMOVERS="mm2s.xo s2mm.xo"' if vitis else "",
         "flow_files": [("scripts/link.cfg", "v++ link config (platform, memory banks, stream connections, clock)")]
         if vitis else [("scripts/bd.tcl", "Vivado block design: Zynq PS, kernel, AXI DMA for the streams")],
         "ps_master": "M_AXI_HPM0_FPD" if b.ps == "zynq_ultra_ps_e" else "M_AXI_GP0",
@@ -101,7 +109,7 @@ def build_info(plan: Plan) -> dict[str, Any]:
         # Platform Clocks", "Managing Clock Frequencies").
         # kernel_frequency is a general option: in the config file it goes before the first [section].
         info["link_fixed_clocks"] = bool(b.ps)
-        info["kernel_frequency"] = str(int(round(plan.clock_mhz)))
+        info["kernel_frequency"] = str(math.floor(plan.clock_mhz))
     else:
         mhz = _fmt_mhz(plan.clock_mhz)
         if b.ps == "zynq_ultra_ps_e":

@@ -311,7 +311,14 @@ def test_good_clock(tmp_path: Path, tiny_ckpt: Path, clock: float) -> None:
     ("class", "is a C/C++ keyword (the project names the kernel's C function)"),
     ("and", "is a C/C++ keyword (the project names the kernel's C function)"),
     *[(n, "is a name the generated sources or link.cfg already use (the project names the kernel's C function)")
-      for n in ("main", "iseg", "hls", "Cfg", "uint8_t", "mm2s", "s2mm", "printf", "g_blob", "iseg_csim_run")],
+      for n in ("main", "iseg", "iseg_tb", "hls", "Cfg", "weights_layout", "mm2s", "s2mm", "iseg_csim_run",
+                "system_wrapper")],
+    # declared by the C headers of tb.cpp / top.cpp (functions, types, lower-case macros): reserved.py's probe
+    *[(n, "is a name the generated sources' headers (the C library, ap_int) declare (the project names the "
+          "kernel's extern \"C\" function)")
+      for n in ("printf", "getenv", "rand", "atoi", "strtol", "uint8_t", "size_t", "stdin", "alloca")],
+    *[(n, "has no lower-case letter, the style of the headers' macros (a macro of that name would rewrite the "
+          "kernel's; use lower case)") for n in ("ISEG_CHECK", "ISEG_PRAGMA", "EOF", "SEG", "X1")],
     ("__top", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
     ("a__b", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
     ("_Top", "is reserved in C++ (a double underscore, or _ and a capital letter)"),
@@ -321,7 +328,7 @@ def test_bad_project_name(tmp_path: Path, tiny_ckpt: Path, capsys, name: str, wh
     _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: project: {name!r} {why}", tmp_path)
 
 
-@pytest.mark.parametrize("name", ["mm2s_1", "top", "_top", "Main", "iseg_seg_t"])
+@pytest.mark.parametrize("name", ["mm2s_1", "top", "_top", "Main", "iseg_seg_t", "beat", "g_blob", "run"])
 def test_good_project_name(tmp_path: Path, tiny_ckpt: Path, name: str) -> None:
     assert load_config(write_config(tmp_path, tiny_ckpt, project=name)).project == name
 

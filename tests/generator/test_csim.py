@@ -82,6 +82,43 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> P
     return out
 
 
+def test_library_holds_no_absolute_path(tiny_project: Path) -> None:
+    """The built library names the ap_types headers relatively (-ffile-prefix-map): ap_private.h's __FILE__ put the
+    wheel's absolute path into it, so a project folder with its build/ was not relocatable."""
+    from iseg.generator.csim import ap_types_dir
+
+    lib = (tiny_project / "build" / "libiseg_csim.so").read_bytes()
+    assert str(ap_types_dir()).encode() not in lib and str(tiny_project).encode() not in lib
+    assert b"ap_types/etc/ap_private.h" in lib  # the same __FILE__, relative
+
+
+def test_library_copy_on_a_full_disk_leaves_nothing(tiny_project: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached library's copy into build/ failing half way (a full disk) left build/libiseg_csim.so.tmp behind and a
+    line naming the cache's file; now nothing is left and the line names the project's library."""
+    import errno
+    import shutil as real_shutil
+
+    from iseg.generator import csim
+
+    proj = tmp_path / "p"
+    real_shutil.copytree(tiny_project, proj)
+    for f in ("libiseg_csim.so", "libiseg_csim.sha256"):
+        (proj / "build" / f).unlink()
+
+    def full(src: object, dst: object) -> None:
+        Path(str(dst)).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csim.shutil, "copyfile", full)
+    with pytest.raises(IsegError) as exc:
+        build(proj)
+    lib = proj / "build" / "libiseg_csim.so"
+    assert str(exc.value) == f"{lib}: cannot write the C-simulation library: No space left on device"
+    left = sorted(p.name for p in (proj / "build").iterdir())
+    assert not any(n.startswith("libiseg_csim.") for n in left), left
+
+
 def test_cli_csim_pass(tiny_project: Path, capsys) -> None:
     cfg = tiny_project.parent / "config.yaml"
     assert main([str(cfg), "--csim", "--images", "2"]) == 0

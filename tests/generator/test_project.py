@@ -172,7 +172,7 @@ rename exit _real_exit
 proc exit {args} {}
 set argv $::env(STEPS)
 source [lindex $::env(SCRIPT) 0]
-foreach c $::calls { puts [lindex $c 0] }
+foreach c $::calls { puts $c }
 """
 SETUP = ["open_project", "set_top", "add_files", "add_files", "add_files", "add_files", "open_solution", "set_part",
          "create_clock", "config_interface", "config_interface"]
@@ -195,7 +195,10 @@ def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list
         env["ISEG_HLS_STEPS"] = steps
     proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == expected
+    assert [c.split()[0] for c in proc.stdout.splitlines()] == expected
+    calls = proc.stdout.splitlines()  # no HLS project yet: every step starts one afresh
+    assert calls[0].startswith("open_project -reset ") and any(c.startswith("open_solution -reset sol1") for c in calls)
+    assert ("csim_design -O" in calls) == ("csim" in steps)
     tcl = (project / "scripts" / "hls.tcl").read_text()
     assert f"set_part {BOARDS['kv260'].part}" in tcl and "create_clock -period 4.000" in tcl
     # the test bench's data files are test bench files; widening needs the pointers' alignment (UG1399)
@@ -203,6 +206,41 @@ def test_hls_tcl_order(project: Path, tmp_path: Path, steps: str, expected: list
     assert "config_interface -m_axi_alignment_byte_size 64" in tcl
     # the read latency the estimate charges in every reading loop's depth (estimate.PIPE_READ), in both flows
     assert f"config_interface -m_axi_latency {est.M_AXI_LATENCY}" in tcl
+
+
+REUSE = ["open_project", "open_solution", "set_part", "create_clock", "config_interface", "config_interface"]
+
+
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="tclsh not installed")
+@pytest.mark.parametrize("synthesised", [True, False])
+@pytest.mark.parametrize("steps", ["csim", "cosim", "export", "cosim export", "csynth cosim"])
+def test_hls_tcl_reuses_the_project(project: Path, tmp_path: Path, steps: str, synthesised: bool) -> None:
+    """Only csynth starts the HLS project afresh: with one on disk, csim, cosim and export reopen it without -reset
+    (so `make csynth cosim export` synthesises once), and cosim or export synthesise first only when the solution
+    holds no synthesised RTL."""
+    root = tmp_path / "p"
+    shutil.copytree(project / "scripts", root / "scripts")
+    hls = root / "build" / "hls_iseg_test"
+    (hls / "sol1").mkdir(parents=True)
+    (hls / "hls.app").write_text("")
+    if synthesised:
+        (hls / "sol1" / "syn" / "verilog").mkdir(parents=True)
+    stub = tmp_path / "stub.tcl"
+    stub.write_text(TCL_STUBS)
+    proc = subprocess.run(["tclsh", str(stub)], capture_output=True, text=True,
+                          env={"STEPS": steps, "SCRIPT": str(root / "scripts" / "hls.tcl"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    calls = proc.stdout.splitlines()
+    names = [c.split()[0] for c in calls]
+    if "csynth" in steps:
+        assert names == SETUP + ["csynth_design", "cosim_design"] and calls[0].startswith("open_project -reset")
+        return
+    assert names[:len(REUSE)] == REUSE and not any("-reset" in c for c in calls)
+    assert calls[0] == "open_project build/hls_iseg_test"
+    synth = ["csynth_design"] if not synthesised and steps != "csim" else []
+    tail = {"csim": ["csim_design"], "cosim": ["cosim_design"], "export": ["export_design"],
+            "cosim export": ["cosim_design", "export_design"]}[steps]
+    assert names[len(REUSE):] == synth + tail
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None, reason="g++/make not installed")
@@ -216,6 +254,33 @@ def test_testbench_builds_and_passes_from_another_folder(project: Path, tmp_path
                          env={"ISEG_PROJECT_DIR": str(project), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0 and "tb: PASS" in run.stdout, run.stdout + run.stderr
     assert "set ::env(ISEG_PROJECT_DIR) $root" in (project / "scripts" / "hls.tcl").read_text()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+@pytest.mark.parametrize("name", ["beat", "g_sum", "run"])
+def test_project_may_take_the_testbench_names(tmp_path: Path, tiny_ckpt: Path, name: str) -> None:
+    """The test bench keeps its own names in namespace iseg_tb and calls the top as ::project, so a project may be
+    called like any of them: tb.cpp and top.cpp compile together (config.py refuses only the global names)."""
+    from iseg.generator.csim import ap_types_dir
+
+    proj = generate(write_config(tmp_path, tiny_ckpt, project=name, outputs=["hls"]))
+    cmd = ["g++", "-std=c++17", "-fsyntax-only", f"-I{proj / 'src'}", f"-I{proj / 'src' / 'hls'}",
+           f"-I{ap_types_dir()}"]
+    for src in ("tb/tb.cpp", "src/top.cpp"):
+        build = subprocess.run([*cmd, str(proj / src)], capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_reserved_names_snapshot_is_current() -> None:
+    """Every name the generated sources' C headers declare or define (probed with this machine's g++) is in the
+    snapshot config.py refuses: a project of such a name would not compile (getenv: conflicting declaration)."""
+    from iseg.generator.reserved import probe_names
+    from iseg.generator.reserved_names import C_LIBRARY_NAMES
+
+    missing = sorted(probe_names() - C_LIBRARY_NAMES)
+    assert not missing, f"run python -m iseg.generator.reserved: {len(missing)} names missing, {missing[:20]}"
+    assert {"getenv", "rand", "uint8_t", "stdin", "div_t"} <= C_LIBRARY_NAMES
 
 
 def test_testbench_builds_with_vitis_types(project: Path, tmp_path: Path) -> None:
@@ -282,8 +347,10 @@ def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> No
         cfg = (out / "scripts" / "link.cfg").read_text()
         general = cfg.split("\n[", 1)[0]  # the general options: before the first [section]
         assert f"platform={board.platform}" in general
-        if board.ps:  # embedded: fixed platform clocks, picked or derived with --clock.freqHz
-            assert re.search(rf"^\[clock\]\nfreqHz=\d+:{project}_1$", cfg, re.M) and "\nkernel_frequency" not in cfg
+        if board.ps:  # embedded: fixed platform clocks, picked or derived with --clock.freqHz, the movers' too
+            hz = int(board.clock_mhz * 1e6)
+            assert re.search(rf"^\[clock\]\n#.*\nfreqHz={hz}:{project}_1\nfreqHz={hz}:mm2s_1\nfreqHz={hz}:s2mm_1$",
+                             cfg, re.M) and "\nkernel_frequency" not in cfg
         else:  # Alveo: the scalable kernel clock, --kernel_frequency (a general option)
             assert re.search(r"^kernel_frequency=\d+$", general, re.M) and "\n[clock]" not in cfg
     else:
@@ -292,6 +359,58 @@ def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> No
         clock = ("PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ" if board.ps == "zynq_ultra_ps_e"
                  else "PCW_FPGA0_PERIPHERAL_FREQMHZ")
         assert f"CONFIG.{clock} {{{board.clock_mhz:g}}}" in bd, clock
+
+
+@pytest.mark.parametrize("board, mhz, period, link", [
+    ("u50", 299.6, "3.337", "kernel_frequency=299\n"),  # to nearest: 3.338 ns and 300 MHz, faster than scheduled
+    ("u50", 142.857, "7.000", "kernel_frequency=142\n"),
+    ("kv260", 287.5, "3.478", "freqHz=287500000:iseg_test_1\n"),
+    ("kv260", 250, "4.000", "freqHz=250000000:iseg_test_1\n"),
+])
+def test_kernel_clock_never_above_the_scheduled_one(tmp_path: Path, tiny_ckpt: Path, board: str, mhz: float,
+                                                    period: str, link: str) -> None:
+    """HLS schedules for the period rounded down to the ps; the link's clock is rounded down (whole MHz on an Alveo
+    platform, Hz on an embedded one), so the kernel never runs faster than it was scheduled for."""
+    out = generate(write_config(tmp_path, tiny_ckpt, board=board, clock_mhz=mhz, outputs=["hls"]))
+    assert f"create_clock -period {period} -name default\n" in (out / "scripts" / "hls.tcl").read_text()
+    cfg = (out / "scripts" / "link.cfg").read_text()
+    assert link in cfg
+    f_link = int(link.split("=")[1].split(":")[0].strip()) * (1e6 if board == "u50" else 1)
+    assert f_link <= mhz * 1e6 <= 1e9 / float(period)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_xclbin_needs_the_data_movers(project: Path) -> None:
+    """link.cfg connects mm2s_1 / s2mm_1, which gen-hls does not generate: `make xclbin` without DATAMOVERS stops
+    at once (before the export's synthesis) with a line naming the variable; with them it runs export then v++."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "true"}
+    run = subprocess.run(["make", "-n", "-C", str(project), "xclbin"], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "make xclbin needs DATAMOVERS: the .xo files of the stream data movers" in run.stderr
+    assert "vitis_hls" not in run.stdout
+    run = subprocess.run(["make", "-n", "-C", str(project), "xclbin", "DATAMOVERS=m.xo s.xo"], capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "ISEG_HLS_STEPS=export" in run.stdout and "build/iseg_test.xo m.xo s.xo" in run.stdout
+    ok = subprocess.run(["make", "-n", "-C", str(project), "tb"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr  # the other targets do not ask for it
+
+
+@pytest.mark.parametrize("array", ["auto", {"rows": 4, "cols": 8}])
+def test_project_config_regenerates_the_project(tmp_path: Path, tiny_ckpt: Path, array) -> None:
+    """The project's config.yaml is a valid gen-hls config (no key the schema refuses, no budget beside an explicit
+    array) that, with the checkpoint copied beside it, generates the same project byte for byte."""
+    out = generate(write_config(tmp_path, tiny_ckpt, array=array, outputs=["hls", "report"]))
+    text = (out / "config.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert data["array"] == ("auto" if array == "auto" else {"rows": 4, "cols": 8, "macs_per_dsp": 2})
+    assert ("budget" in data) == (array == "auto") and data["output"] == "regenerated"
+    assert re.search(r"^# checkpoint sha256: [0-9a-f]{64}$", text, re.M)
+    assert ("# array: auto chose " in text) == (array == "auto")
+    shutil.copy(tiny_ckpt, out / data["checkpoint"])
+    assert main([str(out / "config.yaml")]) == 0
+    again = _tree(out / "regenerated")
+    first = {k: v for k, v in _tree(out).items() if not k.startswith("regenerated/") and k != data["checkpoint"]}
+    assert again == first
 
 
 def test_linear_decoder_and_shift_gelu_generate(tmp_path: Path) -> None:
