@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iseg.errors import IsegError
+from iseg.errors import IsegError, quiet_closed_pipe
 
 if TYPE_CHECKING:  # numpy is imported where used: the command reaches its SIGINT handler sooner
     import numpy as np
@@ -331,6 +331,7 @@ def _check_interrupted() -> None:
         raise KeyboardInterrupt
 
 
+@quiet_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """The ``gen-hls`` command: 0 done, 1 bad input (one line on stderr), 2 bad usage, 130 interrupted."""
     if threading.current_thread() is not threading.main_thread():  # no signal handlers off the main thread
@@ -372,6 +373,8 @@ def _main(argv: list[str] | None) -> int:
 
         # Everything the command line and the inputs can get wrong is found here, before any work:
         # a bad flag, config, checkpoint or image must not cost (or replace) a project.
+        if not args.config.strip():  # not "." (Path("") is): an unset "$CONFIG"
+            raise IsegError("config: empty path (expected a config.yaml)")
         if args.images is not None and not args.csim:
             raise IsegError("--images needs --csim")
         cfg = load_config(args.config)
@@ -393,6 +396,8 @@ def _main(argv: list[str] | None) -> int:
     except IsegError as exc:
         print(f"gen-hls: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout left: errors.quiet_closed_pipe
+        raise
     except OSError as exc:  # the file system refused a path the user named (a name too long): still one line
         from iseg.errors import os_error_line
 

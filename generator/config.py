@@ -8,6 +8,7 @@ config file, so a config and its checkpoint can move together.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -165,7 +166,19 @@ def _error_line(name: str, error: Any) -> str:
         return f"{name}: {key}: missing (required)"
     path = _path_of(error)
     msg = _MESSAGES.get(path, error.message)
-    return f"{name}: {_shown_path(error) or '(top level)'}: {msg}, got {error.instance!r}"
+    return f"{name}: {_shown_path(error) or '(top level)'}: {msg}, got {_got(error)}"
+
+
+def _got(error: Any) -> str:
+    """The refused value as written, with a hint where YAML read a path or name as something else (``output: 2024``
+    is a number, ``output: 2024-01-01`` a date: both need quotes)."""
+    v = error.instance
+    shown = v.isoformat() if isinstance(v, (datetime.date, datetime.datetime)) else repr(v)
+    if (_path_of(error) in ("checkpoint", "output") and error.validator == "type" and not isinstance(v, bool)
+            and isinstance(v, (int, float, datetime.date))):
+        kind = "a date" if isinstance(v, datetime.date) else "a number"
+        return f"{shown} (YAML reads it as {kind}: write it in quotes)"
+    return shown
 
 
 def _first_error(data: Any) -> Any | None:
@@ -309,6 +322,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if dup:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 floats with an exponent and no sign or no dot (2.5e2, 1e3): YAML 1.1, PyYAML's, reads them as strings,
+# so `clock_mhz: 2.5e2` was refused as "got '2.5e2'"
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 # A config holds a dozen values. YAML aliases can make a few lines expand to billions of them ("billion

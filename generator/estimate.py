@@ -1638,8 +1638,11 @@ def choose_array(graph: Graph, board: Board, clock_mhz: float, widths: LaneWidth
                 if not any_fit:
                     break  # every resource grows with the rows
     if best is None:
-        if not cols_ok:  # pragma: no cover - COLS holds 64, whose V beat is one word for any d_head
-            raise ValueError(f"no GEMM array fits {board.name}: no column count keeps the K/V load at II 2")
+        if not cols_ok:  # the beat divides every d_head (axi_beat): heads of 18 channels leave 2 bytes whatever C
+            heads = sorted({op.d_head for op in graph.ops if isinstance(op, Attention) and op.d_head % 4})
+            raise ValueError(f"heads of {', '.join(map(str, heads))} channels leave m_axi beats of less than 4 bytes "
+                             "for any column count: the engine's stores write whole beats of at least 4 (head sizes "
+                             "multiples of 4)")
         c0 = min(cols_ok)
         a = make_shape(2, c0, graph, board, clock_mhz, *LANE_CONFIGS[-1], True, pack_options(2, board)[0],
                        min(a_word_options(axi_beat(graph, c0, board))))

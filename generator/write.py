@@ -14,7 +14,8 @@ Regenerating replaces what gen-hls wrote, nothing else: every project lists its 
 ``GENERATED`` (``.iseg-generated``), and whatever else the previous project holds (a Vitis ``build/``
 folder with hours of synthesis in it, the C-simulation library, a user's notes) is moved into the new
 project at the swap (:func:`write_project` returns those paths). A generated file the new project no
-longer has (an output dropped from the config) goes with the old project.
+longer has (an output dropped from the config) goes with the old project. A user's file where the new project
+writes one (a report.md of their own, and now outputs: [report]) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from iseg.errors import IsegError
 __all__ = ["write_project", "output_problem", "is_project", "GENERATED"]
 
 GENERATED = ".iseg-generated"  # the project's own list of the files gen-hls wrote, one relative path per line
+_NAME_MAX = 255  # bytes of a file name (ext4, xfs, btrfs, tmpfs)
+_TMP_SUFFIX = ".tmp-"  # write_project's temporary sibling .<name>.tmp-XXXXXXXX (the old one's .old- is as long)
 
 
 def is_project(folder: Path) -> bool:
@@ -54,6 +57,10 @@ def output_problem(target: Path, protect: Iterable[Path] = ()) -> str | None:
     their folders or ancestors is refused. The reason is worded to follow the target's name.
     """
     target = Path(os.path.abspath(target))
+    room = _NAME_MAX - len(f".{_TMP_SUFFIX}XXXXXXXX")  # the temporary sibling's name (mkdtemp: 8 characters)
+    if len(os.fsencode(target.name)) > room:
+        return (f"is a name of {len(os.fsencode(target.name))} bytes: the project is written beside it first as "
+                f".<name>{_TMP_SUFFIX}XXXXXXXX, so at most {room}")
     if target.is_symlink():  # replacing would swap the link, not the folder it names
         return "is a symbolic link (name the folder itself)"
     if os.path.lexists(target) and not target.is_dir():
@@ -91,6 +98,18 @@ def _generated_before(old: Path) -> set[str] | None:
         return set((old / GENERATED).read_text(encoding="utf-8").splitlines()) | {GENERATED}
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def _user_file_in_the_way(target: Path, files: Iterable[str]) -> str | None:
+    """The first path the new project writes where the previous one holds something gen-hls did not write (a user's
+    report.md beside a project generated without one): regenerating would delete it. None when nothing is in the
+    way, or when the previous project has no GENERATED list (an older project: its files cannot be told apart)."""
+    if not target.is_dir():
+        return None
+    before = _generated_before(target)
+    if before is None:
+        return None
+    return next((rel for rel in sorted(files) if rel not in before and os.path.lexists(target / rel)), None)
 
 
 def _carry(old: Path, new: Path, ours: set[str], mine_before: set[str] | None, rel: str,
@@ -135,13 +154,17 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
     problem = output_problem(target, protect)
     if problem is not None:
         raise IsegError(f"{target}: {problem}")
+    clash = _user_file_in_the_way(target, files)
+    if clash is not None:
+        raise IsegError(f"{target}: {clash} is not a file gen-hls wrote (the project's {GENERATED} does not list it) "
+                        "and the new project writes one there: move it aside, then run again")
     tmp: Path | None = None
     old: Path | None = None
     moved: list[tuple[Path, Path, str]] = []
     made = [p for p in target.parents if not os.path.lexists(p)]  # folders to remove again on failure
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_SUFFIX}", dir=target.parent))
         for rel, content in sorted(files.items()):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-from iseg.errors import IsegError
+from iseg.errors import IsegError, quiet_closed_pipe
 from iseg.host.backends import open_backend
 from iseg.host.inputs import FIT_POLICIES, Source, collect_sources
 from iseg.host.manifest import load_manifest
 from iseg.host.outputs import JOURNAL, VIDEO_OUT_SUFFIXES
-from iseg.host.run import Options, check_outputs, label_path, overlay_path, segment
+from iseg.host.run import Options, check_outputs, label_path, output_folders, overlay_path, segment
 
 PROG = "iseg-host"
 
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> None:
     # an empty path is not ".": `iseg-host ... "$DIR" --out "$OUT"` with both unset must not label the
     # current folder, recursively, into itself
+    for flag in ("emulate", "pynq", "xrt"):  # the group's one flag, given '' (an unset "$PROJECT")
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise IsegError(f"--{flag}: empty path (expected a generated project folder)")
     if any(not raw.strip() for raw in args.inputs):
         raise IsegError("input '': empty path (name image files, folders or videos)")
     if not args.out.strip():
@@ -138,6 +142,7 @@ def _quiet_opencv() -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
+@quiet_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``iseg-host`` console script."""
     _quiet_opencv()
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         _check(args)
         kind, project = next((k, getattr(args, k)) for k in ("emulate", "pynq", "xrt") if getattr(args, k))
         manifest = load_manifest(project)
-        sources, ignored = collect_sources(args.inputs, args.camera)
+        sources, ignored = collect_sources(args.inputs, args.camera, exclude=output_folders(Path(args.out)))
         opts = Options(
             out=Path(args.out), fit=args.fit, overlay=args.overlay, alpha=args.alpha,
             video_out=Path(args.video_out) if args.video_out else None, video_fps=args.video_fps,
@@ -160,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except IsegError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout left: errors.quiet_closed_pipe
+        raise
     except OSError as e:  # the file system changed under the run (disk full, permissions): still one line
         where = f"{e.filename}: " if e.filename else ""
         print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
@@ -179,3 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

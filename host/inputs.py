@@ -22,6 +22,7 @@ Both policies are "scale into a content box at the top-left, pad the rest", whic
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,18 @@ def _need_cv2(what: str) -> None:
         raise IsegError(f"{what} needs OpenCV: pip install 'iseg-fpga[video]' (opencv-python-headless)")
 
 
-def collect_sources(paths: list[str], cameras: list[int] = ()) -> tuple[list[Source], int]:
+def collect_sources(paths: list[str], cameras: list[int] = (),
+                    exclude: tuple[Path, ...] = ()) -> tuple[list[Source], int]:
     """Expand command-line inputs into sources; return them and the number of ignored folder entries.
 
     A missing path or an empty folder is an error before any work (a typo should not cost a long
     run). A file named explicitly is always tried, whatever its suffix: if it does not decode it is
     reported and skipped like any unreadable file. Inside folders (sorted, recursive) only files
     with an image or video suffix are taken; the others are counted so the summary can say so.
+    Files under ``exclude`` (the run's own output folders, run.output_folders) are not inputs: with --out inside an
+    input folder, running again to resume took the first run's labels for images to label.
     """
+    skip = tuple(Path(os.path.realpath(x)) for x in exclude)
     sources: list[Source] = []
     ignored = 0
     for raw in paths:
@@ -103,6 +108,8 @@ def collect_sources(paths: list[str], cameras: list[int] = ()) -> tuple[list[Sou
         if p.is_dir():
             found = 0
             for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                if skip and any(Path(os.path.realpath(f)).is_relative_to(x) for x in skip):
+                    continue  # the run's own output, not an input
                 suffix = f.suffix.lower()
                 rel = f.relative_to(p).with_suffix("").as_posix()
                 name = f"{p.name}/{rel}" if len(paths) > 1 else rel

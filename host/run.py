@@ -133,12 +133,17 @@ class _Job:
     compute_s: float = 0.0
 
 
+def output_folders(out: Path) -> tuple[Path, Path]:
+    """The folders a run writes its frames into (labels/, overlay/): never inputs (inputs.collect_sources)."""
+    return out / "labels", out / "overlay"
+
+
 def label_path(out: Path, name: str) -> Path:
-    return out / "labels" / f"{name}.png"
+    return output_folders(out)[0] / f"{name}.png"
 
 
 def overlay_path(out: Path, name: str) -> Path:
-    return out / "overlay" / f"{name}.jpg"
+    return output_folders(out)[1] / f"{name}.jpg"
 
 
 def _settings(manifest: Manifest, opts: Options) -> dict[str, Any]:

@@ -109,18 +109,20 @@ class ModelSpec:
         if not isinstance(self.gelu, str) or self.gelu not in GELU_VARIANTS:
             raise IsegError(f"model.gelu must be one of {GELU_VARIANTS}, got {self.gelu!r}")
         if not isinstance(self.class_names, tuple | list):
-            raise IsegError(f"classes.names must be a list of n_cls = {self.n_cls} strings, got {self.class_names!r}")
+            raise IsegError(f"model.class_names must be a list of n_cls = {self.n_cls} strings, "
+                            f"got {self.class_names!r}")
         if len(self.class_names) != self.n_cls:
-            raise IsegError(f"classes.names has {len(self.class_names)} entries, expected n_cls = {self.n_cls}")
+            raise IsegError(f"model.class_names has {len(self.class_names)} entries, expected n_cls = {self.n_cls}")
         for i, name in enumerate(self.class_names):
             if not isinstance(name, str):
-                raise IsegError(f"classes.names[{i}] must be a string, got {name!r}")
+                raise IsegError(f"model.class_names[{i}] must be a string, got {name!r}")
         if not isinstance(self.class_colors, tuple | list) or len(self.class_colors) != self.n_cls:
-            raise IsegError(f"classes.colors must be {self.n_cls} [r, g, b] triples of integers in 0..255")
+            raise IsegError(f"model.class_colors must be {self.n_cls} [r, g, b] triples of integers in 0..255")
         for i, c in enumerate(self.class_colors):
             if not isinstance(c, tuple | list) or len(c) != 3 or any(not _is_int(v) or not 0 <= v <= 255 for v in c):
                 shown = list(c) if isinstance(c, tuple) else c
-                raise IsegError(f"classes.colors[{i}] must be an [r, g, b] triple of integers in 0..255, got {shown!r}")
+                raise IsegError(f"model.class_colors[{i}] must be an [r, g, b] triple of integers in 0..255, "
+                                f"got {shown!r}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -17,7 +17,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from iseg.errors import IsegError, os_error_line
+from iseg.errors import IsegError, os_error_line, quiet_closed_pipe
 
 # name -> (module, one-line help). Torch commands live in iseg.model.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,6 +67,20 @@ def int_arg(option: str, lo: int, hi: int | None = None) -> Callable[[str], int]
     return parse
 
 
+def _refuse_empty(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty argument (an unset "$MODEL") is no path and no value: Path("") is ".", the current folder, and an
+    empty --image was taken for "the preset's size". One line naming the argument, for every sub-command."""
+    for action in parser._actions:
+        if action.dest in ("out", "inputs"):  # the commands name these themselves ("--out: empty path (expected a
+            continue                          # folder)"), which says more
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            raise IsegError(f"{name}: empty value (an unset variable?)")
+
+
+@quiet_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="iseg", description=__doc__.splitlines()[0])
@@ -83,10 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        _refuse_empty(sub.choices[chosen], args)
         return int(args.func(args) or 0)
     except IsegError as exc:
         print(f"iseg: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout left: errors.quiet_closed_pipe
+        raise
     except OSError as exc:  # the file system refused a path the user named (a name too long): still one line
         print(f"iseg: error: {os_error_line(exc)}", file=sys.stderr)
         return 1

@@ -184,7 +184,7 @@ def spec_from_args(args: argparse.Namespace) -> ck.ModelSpec:
         v = getattr(args, a)
         if v is not None:
             kw[f] = v
-    if args.image:
+    if args.image is not None:  # '' is refused by parse_hw, not taken for "the preset's"
         kw["image"] = parse_hw(args.image)
     spec = replace(spec, **kw)
     if spec.decoder != "mask":

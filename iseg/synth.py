@@ -307,6 +307,15 @@ def sample_seed(split: str, seed: int, index: int) -> int:
     return (seed << 32) | (index << 1) | (split == "val")
 
 
+def _check_count(count: int) -> int:
+    """A sample count within sample_seed's index limit: every index below it is valid, so the seeds need no list
+    (a count of 10^13 listed them for minutes, and left empty folders, before the first sample)."""
+    count = _check_nonneg_int("count", count)
+    if count > 2**31:
+        raise IsegError(f"count {count} too large (limit 2**31 samples a split and seed)")
+    return count
+
+
 def make_split(
     name: str, count: int, size: tuple[int, int], seed: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -315,9 +324,9 @@ def make_split(
     Arguments are checked here, not on the first ``next()``, so mistakes surface where they are made.
     """
     size = _check_size(size)
-    count = _check_nonneg_int("count", count)
-    seeds = [sample_seed(name, seed, i) for i in range(count)]
-    return (make_sample(s, size) for s in seeds)
+    count = _check_count(count)
+    sample_seed(name, seed, 0)  # the split and the seed, checked here
+    return (make_sample(sample_seed(name, seed, i), size) for i in range(count))
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -424,7 +433,7 @@ def write_dataset(
     if layout not in _LAYOUTS:
         raise IsegError(f"unknown layout {layout!r}: expected one of {', '.join(_LAYOUTS)}")
     size = _check_size(size)
-    count = _check_nonneg_int("count", count)
+    count = _check_count(count)
     seed = _check_nonneg_int("seed", seed)
     if val_fraction is None:
         val_fraction = 0.2 if layout == "ade20k" else 0.0

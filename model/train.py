@@ -414,6 +414,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _class_info(data: str) -> tuple[int | None, tuple[str, ...], tuple[tuple[int, int, int], ...]]:
     if data == "synth":
         return synth.NUM_CLASSES, synth.CLASS_NAMES, synth.CLASS_COLORS
+    if not Path(data).is_dir():  # a typo (--data synthetc) is named as such, not as a folder without classes.json
+        what = "is not a folder" if Path(data).exists() else "does not exist"
+        raise IsegError(f"--data {data}: {what} (give synth, or a dataset folder)")
     path = Path(data) / "classes.json"
     if not path.is_file():
         return None, (), ()
@@ -434,7 +437,7 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[SegmenterConfig, Train
         tkw["flip"] = args.flip
     tcfg = TrainConfig(**tkw)
     mkw = {f: getattr(args, dest) for dest, f in _MODEL_FLAGS.items() if getattr(args, dest) is not None}
-    if args.size:
+    if args.size is not None:  # '' is refused by parse_size, not taken for "the variant's"
         mkw["image_size"] = synth.parse_size(args.size)
     n_cls, names, colors = _class_info(tcfg.data)
     if "n_cls" not in mkw:
@@ -457,7 +460,7 @@ def _check_resume_flags(args: argparse.Namespace, doc: dict[str, Any]) -> None:
             flag = "--no-flip" if k == "flip" else "--" + k.replace("_", "-")
             raise IsegError(f"{flag} {v} differs from the stored run's {stored.get(k)}: a resume continues "
                             "the stored run unchanged")
-    mflags = [d for d in _MODEL_FLAGS if getattr(args, d) is not None] + (["size"] if args.size else [])
+    mflags = [d for d in _MODEL_FLAGS if getattr(args, d) is not None] + (["size"] if args.size is not None else [])
     if mflags:
         flag = "--" + mflags[0].replace("_", "-")
         raise IsegError(f"{flag} cannot be given with --resume (the model is stored)")

@@ -147,9 +147,43 @@ def test_exit_status_convention(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert err == "iseg: error: bad --size '24by40': expected HxW such as 128x96\n"
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["random", "--preset", "tiny", "--image", "", "--out", "o"], "--image: empty value (an unset variable?)"),
+    (["train", "--steps", "1", "--size", "", "--out", "o"], "--size: empty value (an unset variable?)"),
+    (["info", ""], "checkpoint: empty value (an unset variable?)"),
+    (["infer", "", "a.png", "--out", "o"], "checkpoint: empty value (an unset variable?)"),
+])
+def test_an_empty_argument_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch, argv: list[str], line: str) -> None:
+    """``--image ''`` (an unset "$SIZE") was taken for "the preset's size" and wrote a 64x64 model, exit 0; an empty
+    checkpoint was reported as ".: is a folder"."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"iseg: error: {line}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_module_entry_is_the_cli(tmp_path: Path) -> None:
     """``python -m iseg.synth`` is ``iseg synth``: same parser, same one-line error, same status."""
     r = subprocess.run([sys.executable, "-m", "iseg.synth", "--count", "1", "--size", "24by40", "--out",
                         str(tmp_path / "d")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr == "iseg: error: bad --size '24by40': expected HxW such as 128x96\n"
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("tool", ["iseg", "gen-hls"])
+def test_closed_stdout_exits_quietly(model: Path, tmp_path: Path, tool: str) -> None:
+    """A reader that leaves early (`iseg info m | head -1`, `gen-hls cfg --plan | head -1`) is no error of the
+    user's: no traceback, no error line, the status of a program killed by SIGPIPE (141), as
+    errors.quiet_closed_pipe promises (iseg-host's main is wrapped the same way)."""
+    if tool == "iseg":
+        cmd = ["iseg.cli", "info", str(model)]
+    else:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"checkpoint: {model}\noutput: out\nproject: p\nboard: kv260\noutputs: [report]\n")
+        cmd = ["iseg.generator.cli", str(cfg), "--plan"]
+    proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has started: every write of the command meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err.decode()
+    assert err == b""

@@ -124,12 +124,13 @@ def _mutate(meta: dict[str, Any], where: str, value: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("where,value,msg", [
-    ("model/class_colors/0", "abc", "classes.colors[0] must be an [r, g, b] triple of integers in 0..255, got 'abc'"),
+    ("model/class_colors/0", "abc",
+     "model.class_colors[0] must be an [r, g, b] triple of integers in 0..255, got 'abc'"),
     ("model/class_colors/0", [1.5, 2, 3],
-     "classes.colors[0] must be an [r, g, b] triple of integers in 0..255, got [1.5, 2, 3]"),
+     "model.class_colors[0] must be an [r, g, b] triple of integers in 0..255, got [1.5, 2, 3]"),
     ("model/class_colors/1", [1, 2, 256],
-     "classes.colors[1] must be an [r, g, b] triple of integers in 0..255, got [1, 2, 256]"),
-    ("model/class_names/0", 5, "classes.names[0] must be a string, got 5"),
+     "model.class_colors[1] must be an [r, g, b] triple of integers in 0..255, got [1, 2, 256]"),
+    ("model/class_names/0", 5, "model.class_names[0] must be a string, got 5"),
     ("model/dim", 0, "model.dim must be a positive integer, got 0"),
     ("model/dim", True, "model.dim must be a positive integer, got True"),
     ("model/image", 96, "model.image must be [H, W] positive integers, got 96"),
@@ -401,6 +402,6 @@ def test_nan_in_the_metadata_is_not_json(tmp_path: Path, meta, tensors, text: st
 
 
 def test_class_names_that_are_not_a_list(tmp_path: Path, meta, tensors) -> None:
-    """Said "classes.names has 'abcdefgh' entries"."""
+    """Said "model.class_names has 'abcdefgh' entries"."""
     p = _write(tmp_path / "c.safetensors", tensors, _mutate(meta, "model/class_names", "abcdefgh"))
-    _one_line(_cli("info", str(p)), f"{p}: classes.names must be a list of n_cls = 8 strings, got 'abcdefgh'")
+    _one_line(_cli("info", str(p)), f"{p}: model.class_names must be a list of n_cls = 8 strings, got 'abcdefgh'")

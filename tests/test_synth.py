@@ -130,6 +130,8 @@ def test_split_seeds_are_disjoint() -> None:
         lambda: make_sample(1, (32, 32.0)),  # type: ignore[arg-type]
         lambda: make_split("test", 3, (32, 32)),
         lambda: make_split("train", -1, (32, 32)),
+        lambda: make_split("train", 2**31 + 1, (32, 32)),  # past the index limit: refused at once, not listed
+        lambda: make_split("val", 1, (32, 32), seed=-1),  # checked at the call, not at the first next()
         lambda: parse_size("128by96"),
         lambda: parse_size("128x"),
         lambda: parse_size("0x64"),
@@ -256,6 +258,9 @@ def test_write_dataset_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(IsegError, match="not a folder"):
         write_dataset(tmp_path / "file", 1, (16, 16))
+    with pytest.raises(IsegError, match=r"count 10000000000000 too large \(limit 2\*\*31"):
+        write_dataset(tmp_path / "huge", 10**13, (16, 16))  # listed 10^13 seeds first, empty folders left
+    assert not (tmp_path / "huge").exists()
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

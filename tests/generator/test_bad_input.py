@@ -149,6 +149,40 @@ def test_regenerating_keeps_what_the_user_added(tmp_path: Path, tiny_ckpt: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "out"]  # nothing left aside
 
 
+@pytest.mark.parametrize("mine", ["report.md", "rtl/iseg_add.v"])
+def test_regenerating_refuses_to_write_over_a_users_file(tmp_path: Path, tiny_ckpt: Path, capsys, mine: str) -> None:
+    """A user's file at a path the new project generates (their report.md beside a project made without one, then
+    outputs: [report]) was deleted by a successful run; now the run is refused, nothing written or removed."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["hls"])
+    assert main([str(cfg)]) == 0
+    out = tmp_path / "out"
+    (out / mine).parent.mkdir(exist_ok=True)
+    (out / mine).write_text("mine\n")
+    capsys.readouterr()
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["hls", "report", "rtl"])
+    _fails(capsys, [str(cfg)], f"gen-hls: error: {out}: {mine} is not a file gen-hls wrote (the project's "
+           ".iseg-generated does not list it) and the new project writes one there: move it aside, then run again",
+           tmp_path)
+    assert (out / mine).read_text() == "mine\n"
+
+
+def test_an_empty_config_path_is_not_the_current_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``gen-hls "$CONFIG"`` with CONFIG unset said ".: is a folder"."""
+    monkeypatch.chdir(tmp_path)
+    _fails(capsys, [""], "gen-hls: error: config: empty path (expected a config.yaml)", tmp_path)
+
+
+def test_output_name_too_long_for_the_temporary_folder(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """A legal name of 242 to 255 bytes passed the check, then failed after the planning: the project is written
+    first as .<name>.tmp-XXXXXXXX beside it, 14 bytes longer. Now refused up front; 241 bytes work."""
+    name = "n" * 242
+    cfg = _raw_config(tmp_path, tiny_ckpt, output=name)
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: output: {name!r} is a name of 242 bytes: the project "
+           "is written beside it first as .<name>.tmp-XXXXXXXX, so at most 241", tmp_path)
+    cfg = write_config(tmp_path, tiny_ckpt, output="n" * 241, outputs=["report"])
+    assert main([str(cfg)]) == 0 and (tmp_path / ("n" * 241) / "report.md").is_file()
+
+
 @pytest.mark.parametrize("output", ["afile/o", "afile/x/y", "/dev/null/o"])
 def test_output_under_a_file(tmp_path: Path, tiny_ckpt: Path, capsys, output: str) -> None:
     """A path under a regular file used to end in a FileExistsError traceback."""
@@ -299,6 +333,28 @@ def test_bad_clock(tmp_path: Path, tiny_ckpt: Path, capsys, value: str, shown: s
     cfg = _raw_config(tmp_path, tiny_ckpt, f"clock_mhz: {value}\n")
     _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: clock_mhz: must be a number of MHz in [1, 800], "
            f"got {shown}", tmp_path)
+
+
+@pytest.mark.parametrize("text, value", [("2.5e2", 250.0), ("1e2", 100.0), ("2.5E+2", 250.0), ("250", 250)])
+def test_clock_with_an_exponent(tmp_path: Path, tiny_ckpt: Path, text: str, value: float) -> None:
+    """YAML 1.1 (PyYAML) reads 2.5e2 as a string: the config takes YAML 1.2's floats, so it is 250 MHz."""
+    assert load_config(_raw_config(tmp_path, tiny_ckpt, f"clock_mhz: {text}\n")).clock_mhz == value
+
+
+@pytest.mark.parametrize("key, text, got", [
+    ("output", "2024", "2024 (YAML reads it as a number: write it in quotes)"),
+    ("output", "2024-01-01", "2024-01-01 (YAML reads it as a date: write it in quotes)"),
+    ("checkpoint", "3.5", "3.5 (YAML reads it as a number: write it in quotes)"),
+])
+def test_a_path_yaml_reads_as_a_number_says_so(tmp_path: Path, tiny_ckpt: Path, capsys, key: str, text: str,
+                                              got: str) -> None:
+    """``output: 2024-01-01`` said "got datetime.date(2024, 1, 1)"."""
+    cfg = tmp_path / "config.yaml"
+    data = {"checkpoint": str(tiny_ckpt), "output": "out", "project": "p", "board": "kv260", key: "@"}
+    cfg.write_text("".join(f"{k}: {text if v == '@' else v}\n" for k, v in data.items()))
+    what = ("a folder path (relative to the config file)" if key == "output"
+            else "a path to a .safetensors quantized checkpoint (relative to the config file)")
+    _fails(capsys, [str(cfg)], f"gen-hls: error: config.yaml: {key}: must be {what}, got {got}", tmp_path)
 
 
 @pytest.mark.parametrize("clock", [1, 100, 287.5, 800])
@@ -500,6 +556,21 @@ def _fails_matching(capsys: pytest.CaptureFixture[str], argv: list[str], pattern
     assert out == "" and re.fullmatch(pattern, err.rstrip("\n")), err
     assert _snapshot(root) == before
     return err
+
+
+def test_auto_array_with_heads_of_18_channels_names_the_heads(tmp_path: Path, capsys) -> None:
+    """Before: "no column count keeps the K/V load at II 2" (a branch marked unreachable); an explicit array already
+    named the head size."""
+    from dataclasses import replace
+
+    from iseg.random_model import PRESETS
+
+    from .conftest import make_ckpt
+
+    cfg = write_config(tmp_path, make_ckpt(tmp_path, replace(PRESETS["tiny"], dim=72, heads=4)))
+    _fails(capsys, [str(cfg)], "gen-hls: error: config.yaml: array: auto: heads of 18 channels leave m_axi beats of "
+           "less than 4 bytes for any column count: the engine's stores write whole beats of at least 4 (head sizes "
+           "multiples of 4)", tmp_path)
 
 
 def test_auto_array_that_fits_nowhere_names_the_memory(tmp_path: Path, capsys) -> None:

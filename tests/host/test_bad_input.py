@@ -282,6 +282,23 @@ def test_the_journal_appears_with_the_first_good_frame(argv: list[str], image: t
     assert "1 already done (resumed)" in capsys.readouterr().out
 
 
+def test_out_inside_the_input_folder_resumes(argv: list[str], image: tuple[Path, np.ndarray], tmp_path: Path,
+                                            pynq_log: list[tuple], capsys: pytest.CaptureFixture[str]) -> None:
+    """``iseg-host ... shots --out shots``: the run again (to resume) took the first run's labels/a.png for an input
+    and refused ("would replace the input"); the run's own output folders are not inputs."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    image[0].rename(shots / "a.png")
+    args = [*argv, str(shots), "--out", str(shots)]
+    assert main(args) == 0
+    assert "1 frame(s) processed" in capsys.readouterr().out
+    assert main([*args, "--overlay"]) == 1  # other settings: the journal says so, not a clash with its own labels
+    assert "holds the results of a run with other settings (overlay)" in capsys.readouterr().err
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 frame(s) processed" in out and "1 already done (resumed)" in out
+
+
 def test_emulate_without_a_csim_source_says_how_to_generate_it(project: Path, image: tuple[Path, np.ndarray],
                                                                tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,6 +358,17 @@ def test_an_empty_path_is_not_the_current_folder(args: list[str], line: str, arg
     before = _tree(tmp_path)
     assert _one_line(capsys, [*argv, *args]) == f"iseg-host: {line}"
     assert _tree(tmp_path) == before and not _opened(pynq_log)
+
+
+@pytest.mark.parametrize("flag", ["--emulate", "--pynq", "--xrt"])
+def test_an_empty_project_path_is_one_line(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--emulate "$PROJECT"`` with PROJECT unset ended in a StopIteration traceback (no flag of the group held a
+    truthy value)."""
+    monkeypatch.chdir(tmp_path)
+    assert _one_line(capsys, [flag, "", "a.png", "--out", "o"]) == (
+        f"iseg-host: {flag}: empty path (expected a generated project folder)")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("edit, expect", [

@@ -183,6 +183,9 @@ def test_cli_train_resume_and_flag_check(tmp_path: Path, capsys: pytest.CaptureF
     assert "already holds a training run" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--data", str(tmp_path / "nodata"), "--n-cls", "3"]) == 1
     assert "does not exist" in capsys.readouterr().err
+    # a typo said "synthetc has no classes.json: give --n-cls", as if the folder existed
+    assert main(["--out", str(tmp_path / "x"), "--data", "synthetc"]) == 1
+    assert capsys.readouterr().err == "iseg: error: --data synthetc: does not exist (give synth, or a dataset folder)\n"
 
 
 def test_train_on_a_folder(tmp_path: Path) -> None:
