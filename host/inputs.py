@@ -178,6 +178,14 @@ def _video_frames(src: Source, max_frames: int | None) -> Iterator[Frame | Failu
             i += 1
         if i == 0:
             yield Failure(src.name, src, f"no decodable frame in {what}")
+        elif src.kind == "video" and (max_frames is None or i < max_frames):
+            # the decoder drops a frame that does not decode and goes on: its labels and all after it would be
+            # numbered one lower than their frames, silently. The container's own count tells (when it has one)
+            listed = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            if 0 < listed < 2**31 and i < int(listed):
+                yield Failure(src.name, src, f"decoded {i} of the {int(listed)} frames {what} lists: a frame that "
+                              "did not decode was dropped (the labels after it are numbered one lower than their "
+                              "frames) or the file ends early")
     finally:
         cap.release()
 
