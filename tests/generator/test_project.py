@@ -347,6 +347,8 @@ def test_examples_generate(example: Path, tmp_path: Path, tiny_ckpt: Path) -> No
         cfg = (out / "scripts" / "link.cfg").read_text()
         general = cfg.split("\n[", 1)[0]  # the general options: before the first [section]
         assert f"platform={board.platform}" in general
+        # a Kria SOM loads the design through dfx-mgr first (xmutil loadapp); an Alveo card takes the xclbin alone
+        assert ("xmutil loadapp" in (out / "README.md").read_text()) == bool(board.ps)
         if board.ps:  # embedded: fixed platform clocks, picked or derived with --clock.freqHz, the movers' too
             hz = int(board.clock_mhz * 1e6)
             assert re.search(rf"^\[clock\]\n#.*\nfreqHz={hz}:{project}_1\nfreqHz={hz}:mm2s_1\nfreqHz={hz}:s2mm_1$",
