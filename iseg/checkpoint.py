@@ -370,6 +370,32 @@ def _check_gelu_exp(name: str, value: dict[str, Any], variant: str) -> None:
                         f"{e_max} >= 2^31; the sigmoid would leave [0, 127]")
 
 
+def check_shiftmax(name: str, n_keys: int, x0: int, variant: str) -> None:
+    """Prove the Shiftmax row sum ``S < 2^(31+K)`` (so ``f >= 1``) from ``N`` and ``x0``: the exporter's proof, and
+    the reader's again (a file whose x0 breaks it gave every probability 0, silently)."""
+    v = nx.SHIFTMAX_VARIANTS[variant]
+    if v.clamp_sum:  # ivit: S is clamped to 2^31 - 1 < 2^31
+        return
+    bound = nx.shiftmax_sum_bound(n_keys, x0)
+    if bound >= 1 << (31 + v.K):
+        raise IsegError(f"{name}: Shiftmax row sum bound {bound} (N = {n_keys}, x0 = {x0}) reaches 2^{31 + v.K}; "
+                        f"the score scale is too fine for {variant!r}")
+
+
+def check_pv_accumulator(name: str, n_keys: int, x0: int, variant: str) -> int:
+    """Prove ``|P·V| < 2^31`` before and after the row shift; returns the bound ``128 · Σ p·2^r``.
+
+    With i8 values (``|v| <= 128``) the shifted ``|z| = |Σ p·v|·2^r <= 128 · Σ p·2^r``, and the array's
+    accumulator before the shift, ``|Σ p·v| <= 128 · Σ p``, is no larger (``r >= 0``); ``Σ p·2^r`` is
+    :func:`iseg.numerics.shiftmax_p_sum_bound` (the u15 grid, every variant).
+    """
+    bound = nx.shiftmax_p_sum_bound(n_keys, x0, variant) * 128
+    if bound >= 1 << 31:
+        raise IsegError(f"{name}: P·V accumulator bound {bound} (N = {n_keys}, x0 = {x0}, {variant!r}) "
+                        f"does not fit in int32")
+    return bound
+
+
 # --------------------------------------------------------------------------------------------
 # The checkpoint object, writer, reader
 # --------------------------------------------------------------------------------------------
@@ -415,6 +441,12 @@ class QuantizedCheckpoint:
         extra = sorted(set(self.consts) - set(lay.consts))
         if extra:
             raise IsegError(f"checkpoint has unexpected constant {extra[0]!r}")
+        keys = {"enc": self.spec.n_patches + 1, "dec": self.spec.n_patches + self.spec.n_cls}
+        for prefix, count in blocks:  # the exporter's two attention proofs, on the file's own x0
+            for i in range(count):
+                p, x0 = f"{prefix}.{i}", self.consts[f"{prefix}.{i}.attn.softmax"]["x0"]
+                check_shiftmax(f"{p}.attn", keys[prefix], x0, self.spec.softmax)
+                check_pv_accumulator(f"{p}.attn.pv", keys[prefix], x0, self.spec.softmax)
 
     def _check_accumulators(self, lay: Layout) -> None:
         """Every Linear's ``|x @ W + b| < 2^31`` for int8 inputs (numerics.md §3, the exporter's proof).

@@ -145,6 +145,18 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def check_model_lam(fp: torch.nn.Module, gelu: str, lam: float | None, model: str) -> None:
+    """Without --lam the FP model's own λ is the one exported: checked here, before the calibration or the QAT
+    steps (it was checked only by the export, after all the work, in a line that did not point to --lam)."""
+    if gelu != "lambda" or lam is not None:
+        return
+    own = float(fp.cfg.gelu_lambda)
+    try:
+        nx.gelu_consts(1.0, "lambda", lam=own)
+    except ValueError as exc:
+        raise IsegError(f"{model}: its GELU λ {own:g} cannot be exported ({exc}): give --lam") from None
+
+
 def lam_arg(text: str) -> float:
     """``--lam``: a finite λ > 0 that λ-ShiftGELU accepts (``2·λ·1.702·log2(e) <= n``, numerics.md §5.2).
 
@@ -178,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     """``iseg quantize``: PTQ from N images; prints one summary line."""
     from iseg.imageio import check_output_file
 
+    from .export import clipped_warning
     from .loaders import load_model
 
     apply_threads(args)
@@ -185,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() == Path(args.model).resolve():
         raise IsegError(f"--out {args.out}: is the FP model being quantized (it would be replaced)")
     fp = load_model(args.model)
+    check_model_lam(fp, args.gelu, args.lam, args.model)
     fp.eval()
     images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
     try:
@@ -195,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
     save(ckpt, out)
     print(f"wrote {args.out}: {ckpt.n_bytes} bytes of integer tensors, calibrated on {len(images)} image(s) "
           f"({ckpt.spec.softmax} Shiftmax, {ckpt.spec.gelu} GELU)")
+    warning = clipped_warning(ckpt)
+    if warning:
+        print(f"iseg quantize: {warning}", file=sys.stderr)
     return 0
 
 

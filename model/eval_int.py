@@ -121,7 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fixed(args: argparse.Namespace, ckpt: QuantizedCheckpoint) -> None:
     """Refuse the FP-model options on a quantized checkpoint: its operators and ranges are fixed, so they were
     ignored and the table read as the variant asked for (``--softmax ivit`` scored the precise model)."""
-    own = {"softmax": ckpt.spec.softmax, "gelu": ckpt.spec.gelu}
+    # λ and the calibration source as its provenance records them (info): the same value restates the checkpoint
+    # (docs/quantization.md: refused only when "other than what it holds"); unrecorded, any value is refused
+    own = {"softmax": ckpt.spec.softmax, "gelu": ckpt.spec.gelu, "lam": ckpt.info.get("gelu_lambda"),
+           "calib": ckpt.info.get("calib")}
     asked = [f"--{k} {getattr(args, k)}" for k in ("softmax", "gelu", "lam", "calib")
              if getattr(args, k) is not None and getattr(args, k) != own.get(k)]
     if asked:

@@ -27,15 +27,27 @@ import numpy as np
 import torch
 
 from iseg import numerics as nx
-from iseg.checkpoint import POS_BITS, ModelSpec, QuantizedCheckpoint, default_class_colors, default_class_names
+from iseg.checkpoint import (
+    POS_BITS,
+    ModelSpec,
+    QuantizedCheckpoint,
+    check_pv_accumulator,
+    check_shiftmax,
+    default_class_colors,
+    default_class_names,
+)
 from iseg.errors import IsegError
 
 from .quant import QuantSegmenter, patch_embed_float, tensor_scale, weight_scale
 
-__all__ = ["export", "model_spec", "rq_const", "add_const", "ln_const", "check_accumulator", "check_shiftmax",
-           "check_pv_accumulator"]
+__all__ = ["export", "clipped_warning", "model_spec", "rq_const", "add_const", "ln_const", "check_accumulator",
+           "check_shiftmax", "check_pv_accumulator"]
 
-_MIN_RATIO = 2.0 ** -61  # below this a requant multiplies by zero at every input in range
+# The smallest ratio numerics.dyadic represents (2^30 <= |m|, e <= 62: 2^-32). Below it |z·r| < 1/2 for every
+# |z| < 2^31, so the product rounds to zero and m = 0 is the requant (the output is 0, or the LayerNorm's offset).
+# It was 2^-61: a ratio in [2^-61, 2^-32) (a LayerNorm gamma below ~7e-4) was refused as "far out of range",
+# while a smaller one exported.
+_MIN_RATIO = 2.0 ** -32
 
 
 def model_spec(qm: QuantSegmenter) -> ModelSpec:
@@ -123,29 +135,18 @@ def check_accumulator(name: str, k: int, bias: np.ndarray | None, a_max: int = 1
     return bound
 
 
-def check_shiftmax(name: str, n_keys: int, x0: int, variant: str) -> None:
-    """Prove the Shiftmax row sum ``S < 2^(31+K)`` (so ``f >= 1``) from ``N`` and ``x0``."""
-    v = nx.SHIFTMAX_VARIANTS[variant]
-    if v.clamp_sum:  # ivit: S is clamped to 2^31 - 1 < 2^31
-        return
-    bound = nx.shiftmax_sum_bound(n_keys, x0)
-    if bound >= 1 << (31 + v.K):
-        raise IsegError(f"{name}: Shiftmax row sum bound {bound} (N = {n_keys}, x0 = {x0}) reaches 2^{31 + v.K}; "
-                        f"the score scale is too fine for {variant!r}")
-
-
-def check_pv_accumulator(name: str, n_keys: int, x0: int, variant: str) -> int:
-    """Prove ``|P·V| < 2^31`` before and after the row shift; returns the bound ``128 · Σ p·2^r``.
-
-    With i8 values (``|v| <= 128``) the shifted ``|z| = |Σ p·v|·2^r <= 128 · Σ p·2^r``, and the array's
-    accumulator before the shift, ``|Σ p·v| <= 128 · Σ p``, is no larger (``r >= 0``); ``Σ p·2^r`` is
-    :func:`iseg.numerics.shiftmax_p_sum_bound` (the u15 grid, every variant).
-    """
-    bound = nx.shiftmax_p_sum_bound(n_keys, x0, variant) * 128
-    if bound >= 1 << 31:
-        raise IsegError(f"{name}: P·V accumulator bound {bound} (N = {n_keys}, x0 = {x0}, {variant!r}) "
-                        f"does not fit in int32")
-    return bound
+def clipped_warning(ckpt: QuantizedCheckpoint) -> str | None:
+    """The one line a quantize / QAT run prints when a LayerNorm offset had to be clipped inexactly (ln_const: a
+    channel whose gamma spans less than an output step gets e = 62, where |beta / s_out| >= 1/2 passes the
+    spec's |o| < 2^61): that channel's integer output then saturates short of the float's. The checkpoint keeps
+    the list in info.ln_offsets_clipped; before, nothing on the command line said so."""
+    clipped = ckpt.info.get("ln_offsets_clipped") or {}
+    if not clipped:
+        return None
+    where = "; ".join(f"{k} channel(s) {', '.join(map(str, v[:8]))}{' ...' if len(v) > 8 else ''}"
+                      for k, v in clipped.items())
+    return (f"warning: LayerNorm offsets clipped to the spec's |o| < 2^61, so those channels' outputs saturate short "
+            f"of the float model's: {where} (a gamma far below beta; info.ln_offsets_clipped)")
 
 
 class _Exporter:

@@ -33,7 +33,7 @@ from iseg import cli
 from iseg.checkpoint import QuantizedCheckpoint, save
 from iseg.errors import IsegError
 
-from .calibrate import add_quant_options, apply_threads, calibrate, load_data
+from .calibrate import add_quant_options, apply_threads, calibrate, check_model_lam, load_data
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .quant import QuantSegmenter
 
@@ -143,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
     """``iseg qat``; under torchrun (``WORLD_SIZE`` > 1) joins a gloo process group first."""
     from iseg.imageio import check_output_file
 
-    from .export import export
+    from .export import clipped_warning, export
     from .loaders import load_model, save_fp
 
-    if args.steps < 1 or args.batch_size < 1 or not args.lr > 0 or not math.isfinite(args.lr):
-        raise IsegError("--steps and --batch-size must be >= 1 and --lr a finite number > 0")
+    if args.steps < 1 or args.batch_size < 1 or not 0 < args.lr <= 1e30:  # (NaN and inf fail the comparison)
+        # past 1e30 AdamW's float32 step (lr / (1 - beta1)) overflows: a RuntimeError traceback at --lr 1e38
+        raise IsegError("--steps and --batch-size must be >= 1 and --lr a number in (0, 1e30]")
     apply_threads(args)
     # every output path is checked before training (a bad one found afterwards loses the run)
     out = check_output_file(args.out, "--out")
@@ -163,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rank, world = _world()
         fp = load_model(args.model)
+        check_model_lam(fp, args.gelu, args.lam, args.model)
         images, _ = load_data(args.calib, fp.cfg.image_size, "train", data_seed=args.data_seed)
         cfg = QatConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         data_seed=args.data_seed)
@@ -184,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
 
             save(ckpt, out, before_rename=write_fp if fp_out is not None else None)
             print(f"wrote {args.out}: QAT {cfg.steps} steps x {cfg.batch_size} on {world} process(es)")
+            warning = clipped_warning(ckpt)
+            if warning:
+                print(f"iseg qat: {warning}", file=sys.stderr)
         if world > 1:
             dist.barrier()
     finally:

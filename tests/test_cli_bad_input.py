@@ -164,6 +164,26 @@ def test_bad_metadata_is_one_line_naming_file_and_field(tmp_path: Path, meta, te
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("softmax", ["precise", "ivit"])
+def test_a_shiftmax_x0_breaking_the_exporters_proofs_is_refused(tmp_path: Path, meta, tensors, softmax: str) -> None:
+    """x0 = -2^31 passed the reader (a negative int32), though the exporter's proofs refuse it: with "precise" every
+    probability became 0 (f = 0) and iseg infer exited 0; with "ivit" the P·V sum overflowed the requant (a
+    traceback). The reader now runs the same two proofs (checkpoint.check_shiftmax, check_pv_accumulator)."""
+    from iseg import numerics as nx
+
+    m = _mutate(_mutate(meta, "consts/enc.0.attn.softmax/x0", -(2 ** 31)), "model/softmax", softmax)
+    p = _write(tmp_path / "x.safetensors", tensors, m)
+    n = meta["model"]["image"][0] // meta["model"]["patch"] * (meta["model"]["image"][1] // meta["model"]["patch"]) + 1
+    if softmax == "precise":
+        msg = (f"enc.0.attn: Shiftmax row sum bound {nx.shiftmax_sum_bound(n, -(2 ** 31))} (N = {n}, x0 = "
+               "-2147483648) reaches 2^47; the score scale is too fine for 'precise'")
+    else:
+        bound = nx.shiftmax_p_sum_bound(n, -(2 ** 31), "ivit") * 128
+        msg = f"enc.0.attn.pv: P·V accumulator bound {bound} (N = {n}, x0 = -2147483648, 'ivit') does not fit in int32"
+    _one_line(_cli("infer", str(p), str(p), "--out", str(tmp_path / "o")), f"{p}: {msg}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_bias_breaking_the_accumulator_bound_is_refused(tmp_path: Path, meta, tensors) -> None:
     """A crafted int32 bias would overflow the reference's requant (a traceback in iseg infer)."""
     t = dict(tensors)

@@ -225,8 +225,9 @@ def test_a_calibration_count_beyond_the_memory_is_refused(fp_path, tmp_path, cap
 def test_qat_lr_that_diverges_is_one_line(fp_path, tmp_path, capsys):
     """--lr 1e30: the run ended in export's ValueError (requant ratio ... outside [1, 62]); --lr inf was accepted."""
     out = tmp_path / "q.safetensors"
-    assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--lr", "inf"]) == 1
-    assert _err(capsys) == "iseg: error: --steps and --batch-size must be >= 1 and --lr a finite number > 0\n"
+    for lr in ("inf", "1e38"):  # 1e38: AdamW's float32 step overflowed, a RuntimeError traceback
+        assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--lr", lr]) == 1
+        assert _err(capsys) == "iseg: error: --steps and --batch-size must be >= 1 and --lr a number in (0, 1e30]\n"
     assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--lr", "1e30"]) == 1
     err = _err(capsys)
     assert err.startswith("iseg: error: the fine-tuned model cannot be exported as integers (requant ratio ")
@@ -344,3 +345,20 @@ def test_bad_folder_file_is_refused_before_any_work(tmp_path, monkeypatch, budge
     monkeypatch.setattr(FolderDataset, "CACHE_BYTES", budget)
     with pytest.raises(IsegError, match=r"cannot read s3\.png / s3\.png in .*images"):
         FolderDataset(data, size=(16, 24))
+
+
+@pytest.mark.parametrize("cmd", ["quantize", "qat"])
+def test_the_models_own_lambda_is_checked_before_the_work(tmp_path, capsys, cmd):
+    """Without --lam the FP model's λ (6 here, past λ-ShiftGELU's bound for n = 20) is exported: it was checked only
+    by the export, after the calibration or every QAT step, in a line that did not point to --lam."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    fp = tmp_path / "fp6.safetensors"
+    save_fp(Segmenter(replace(_cfg(), gelu_lambda=6.0)), fp)
+    out = tmp_path / "q.safetensors"
+    args = QAT if cmd == "qat" else ["--calib", "synthetic:1"]
+    assert main([cmd, str(fp), "--out", str(out), *args]) == 1
+    err = _err(capsys)
+    assert err.startswith(f"iseg: error: {fp}: its GELU λ 6 cannot be exported (") and err.endswith("): give --lam\n")
+    assert not out.exists()

@@ -27,7 +27,10 @@ from iseg.model.export import (  # noqa: E402
     check_accumulator,
     check_pv_accumulator,
     check_shiftmax,
+    clipped_warning,
     export,
+    ln_const,
+    rq_const,
 )
 from iseg.model.quant import IntSegmenter, QuantSegmenter, patch_embed_float  # noqa: E402
 from iseg.model.segmenter import Segmenter, SegmenterConfig  # noqa: E402
@@ -252,3 +255,33 @@ def test_add_const_shares_one_shift():
     assert c["ma"] < 1 << 31 and c["mb"] < 1 << 31
     assert math.isclose(c["ma"] / 2 ** c["e"], 0.5, rel_tol=1e-8)
     assert math.isclose(c["mb"] / 2 ** c["e"], 0.15, rel_tol=1e-8)
+
+
+def test_a_ratio_too_small_for_dyadic_is_a_zero_multiplier():
+    """dyadic represents ratios down to 2^-32 (2^30 <= m, e <= 62); the exporter mapped only those below 2^-61 to
+    m = 0, so a LayerNorm gamma of 1e-4 was refused as "far out of range" while 1e-20 exported. Below 2^-32,
+    |z·r| < 1/2 for every |z| < 2^31: the product rounds to 0, so m = 0 is exact."""
+    assert (rq_const(2.0 ** -32)["m"], rq_const(2.0 ** -32)["e"]) == (1 << 30, 62)
+    for r in (2.0 ** -33, 2.0 ** -40, 2.0 ** -61, -(2.0 ** -50), 1e-300):
+        assert (rq_const(r)["m"], rq_const(r)["e"]) == (0, 1), r
+    for gamma in (1e-4, 1e-20, 0.0):
+        c = ln_const(torch.tensor([gamma, 1.0]), torch.tensor([0.3, 0.0]), s_out=0.05)
+        assert c["m"][0] == 0 and c["m"][1] != 0
+        z = np.array([[-(1 << 30), 1 << 30]])  # the extreme normalised values: channel 0 is its offset alone
+        out = nx.requant(z, c["m"][0], c["e"][0], c["o"][0], 8)
+        assert np.array_equal(out, [[6, 6]])  # round(0.3 / 0.05) = 6
+
+
+def test_clipped_layernorm_offsets_are_one_warning_line():
+    """ln_const clips an offset past the spec's |o| < 2^61 (e = 62 and |beta / s_out| >= 1/2); the channel's output
+    then saturates short of the float's. `iseg quantize` / `iseg qat` printed nothing (only info held it)."""
+    from types import SimpleNamespace
+
+    clipped: list[int] = []
+    c = ln_const(torch.tensor([1.0, 0.25]), torch.tensor([0.0, 1.0]), s_out=1.0, clipped=clipped)  # 2^-31.5
+    assert clipped == [1] and c["e"][1] == 62 and c["o"][1] == (1 << 61) - 1
+    assert clipped_warning(SimpleNamespace(info={})) is None
+    line = clipped_warning(SimpleNamespace(info={"ln_offsets_clipped": {"enc.0.ln1": clipped}}))
+    assert line == ("warning: LayerNorm offsets clipped to the spec's |o| < 2^61, so those channels' outputs saturate "
+                    "short of the float model's: enc.0.ln1 channel(s) 1 (a gamma far below beta; "
+                    "info.ln_offsets_clipped)")
