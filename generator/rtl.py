@@ -222,6 +222,10 @@ def _context(p: RtlParams) -> dict:
         raise IsegError(f"gelu_max_n must be >= 1, got {p.gelu_max_n}")
     if not 2 <= p.ln_in_bits <= 24:
         raise IsegError(f"LayerNorm input width must be 2..24 bits, got {p.ln_in_bits}")
+    c_w = len(p.ln_m).bit_length()
+    if 2 * p.ln_in_bits + c_w + 2 > 63:  # iseg_layernorm.v.j2's V_W (the variance's width) within int64
+        raise IsegError(f"LayerNorm of {len(p.ln_m)} channels at {p.ln_in_bits} input bits: the variance needs "
+                        f"2 x {p.ln_in_bits} + {c_w} + 2 > 63 bits (fewer channels or input bits)")
     if not 2 <= p.am_in_bits <= 32 or p.am_grid_w < 1 or p.am_patch < 1:
         raise IsegError("argmax: input width 2..32, grid width and patch >= 1")
     return {

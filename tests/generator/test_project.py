@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -435,3 +436,12 @@ def test_rtl_flag_adds_the_verilog_units(tmp_path: Path, tiny_ckpt: Path) -> Non
     assert "iseg_gemm.v" in units and "iseg_layernorm.v" in units and "iseg_shiftmax.v" in units
     text = (tmp_path / "out" / "rtl" / "iseg_rq.v").read_text()
     assert "module iseg_rq" in text
+    # the GEMM (no bias adder) feeds iseg_rq: the bias is in its offsets, o + b·m (it was left out: RQ(x @ W))
+    from iseg.checkpoint import load
+
+    ck = load(tiny_ckpt)
+    m, _, o = (np.broadcast_to(np.atleast_1d(v), (len(ck.tensors["enc.0.fc1.bias"]),)) for v in ck.rq("enc.0.fc1.rq"))
+    want = [int(oi) + int(b) * int(mi) for oi, b, mi in zip(o, ck.tensors["enc.0.fc1.bias"], m, strict=True)]
+    assert any(w != int(oi) for w, oi in zip(want, o, strict=True))  # the tiny model's bias is not zero
+    for w in want[:4]:
+        assert f"64'sh{w & ((1 << 64) - 1):x}" in text

@@ -33,6 +33,9 @@ CASES = [
     ("add", "iseg_add", {}),
     ("shiftmax_precise", "iseg_shiftmax", {}),
     ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
+    # |x0| 2000: a row's sum reaches 64 * 2000 * 2^16 > 2^31, so I-ViT's clamp of S acts (with x0 = -20 it never did,
+    # and a unit without the clamp passed)
+    ("shiftmax_ivit_clamp", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": -2000}),
     # MAX_N = 256: the bench's flat rows of 200 and 100 keys reach precise8's shifts r = 0 and r = 1
     ("shiftmax_precise8", "iseg_shiftmax", {"sm_variant": "precise8", "sm_x0": nx.shiftmax_x0(0.08, "precise8"),
                                             "sm_max_n": 256}),
@@ -225,3 +228,17 @@ def test_params_round_trip():
     p = example_params(4, rq_lanes=2)
     assert type(p).from_dict(p.to_dict()) == p
     assert dataclasses.replace(p, gemm_rows=2).gemm_rows == 2
+
+
+@pytest.mark.parametrize("overrides, fits", [({"channels": 8192, "ln_in_bits": 24}, False),
+                                             ({"channels": 4095, "ln_in_bits": 24}, True),
+                                             ({"channels": 8192, "ln_in_bits": 23}, True)])
+def test_layernorm_variance_width_is_checked_before_rendering(overrides, fits) -> None:
+    """iseg_layernorm's variance takes 2·IN_W + C_W + 2 bits, at most 63 (the template stops elaboration past
+    it): the generator, which "checks the same rules first" (docs/rtl.md), accepted 8192 channels of 24 bits."""
+    params = example_params(0, **overrides)
+    if fits:
+        assert "module iseg_layernorm" in render_rtl_units(params)["iseg_layernorm.v"]
+    else:
+        with pytest.raises(IsegError, match=r"the variance needs 2 x 24 \+ 14 \+ 2 > 63 bits"):
+            render_rtl_units(params)
