@@ -42,6 +42,11 @@ from iseg.host.manifest import Manifest
 
 BACKENDS = ("emulate", "pynq", "xrt")
 DONE_TIMEOUT_S = 30.0  # a 512² frame takes milliseconds; this long means the kernel hung
+_LABEL_SPARE = 64  # bytes past a frame's labels in the S2MM buffer (a longer stream is then counted, not undefined)
+# AXI DMA DMASR error bits (PG021; PYNQ's _SDMAChannel.wait() words them so)
+_DMA_ERRORS = ((0x10, "DMA Internal Error (transfer length 0, or a stream longer than the buffer?)"),
+               (0x20, "DMA Slave Error (cannot access memory map interface)"),
+               (0x40, "DMA Decode Error (invalid address)"))
 
 
 def require(module: str, backend: str) -> ModuleType:
@@ -199,7 +204,9 @@ class PynqBackend(Backend):
         self.weights.flush()
         self.scratch = self._alloc(pynq, max(manifest.scratch_bytes, 1))
         self.pixels = [self._alloc(pynq, self.fmt.pixel_bytes) for _ in range(self.slots)]
-        self.labels = self._alloc(pynq, self.fmt.label_bytes)
+        # one spare 64-byte beat past the frame's labels: S2MM's length is the buffer's, and a stream longer than the
+        # length is undefined (PG021 S2MM_LENGTH), so with room for more the received count tells a long stream too
+        self.labels = self._alloc(pynq, self.fmt.label_bytes + _LABEL_SPARE)
         # Buffers the device writes start clean in the CPU's cache: no dirty line of them can be evicted later
         # over what the kernel (scratch) or the DMA (labels) wrote. A no-op for a non-cacheable buffer.
         self.scratch.flush()
@@ -266,10 +273,15 @@ class PynqBackend(Backend):
             recv.transfer(self.labels)
             self.ip.write(self.ctrl, self.ap_start)  # bit 0 only: auto_restart (bit 7) stays off
             send.transfer(self.pixels[slot])
-            for what, ch in (("send (MM2S)", send), ("receive (S2MM)", recv)):
-                # an error halts the channel without setting idle; wait() then raises PYNQ's message for it
+            for what, ch, dmasr in (("send (MM2S)", send, 0x04), ("receive (S2MM)", recv, 0x34)):
                 self._wait(f"the AXI DMA {what} channel did not finish",
                            lambda ch=ch: ch.idle or getattr(ch, "error", False), deadline)
+                if getattr(ch, "error", False):
+                    # an error halts the channel (PG021 DMASR.Halted), and PYNQ's wait() checks `running` first: it
+                    # would say "DMA channel not started". The cause is in the channel's status register
+                    status = int(self.dma.read(dmasr))
+                    cause = next((text for bit, text in _DMA_ERRORS if status & bit), f"DMASR {status:#x}")
+                    raise RuntimeError(f"{what} channel: {cause}")
                 ch.wait()  # returns at once; the receive channel invalidates the label buffer
         except (RuntimeError, ValueError) as e:
             raise IsegError(f"AXI DMA {self.dma_name!r}: {e}") from None
@@ -280,7 +292,7 @@ class PynqBackend(Backend):
             raise IsegError(f"the kernel's label stream ended (TLAST) after {received} bytes, expected "
                             f"{self.fmt.label_bytes}")
         self.labels.invalidate()
-        return self.fmt.unpack(self.labels)
+        return self.fmt.unpack(self.labels[: self.fmt.label_bytes])
 
     def close(self) -> None:
         for buf in self._buffers:

@@ -151,7 +151,7 @@ class StandInBackend(Backend):
 # low word, a high word and a reserved word each, in the order of the synthesis top's arguments.
 WEIGHTS_ADDR = 0x8_1234_5000  # above 4 GiB: the high register word must be written
 SCRATCH_ADDR = 0x0_7000_0000
-PYNQ_FAULTS = ("hang", "dma-decode-error", "short-labels")  # make_pynq_standin(log, fault=...)
+PYNQ_FAULTS = ("hang", "dma-decode-error", "short-labels", "long-labels")  # make_pynq_standin(log, fault=...)
 
 
 def standin_bitfile(project: Path, path: Path) -> Path:
@@ -291,8 +291,8 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
             self._active_buffer, self._nbytes, self.transferred = None, 0, 0
 
         @property
-        def running(self) -> bool:
-            return True
+        def running(self) -> bool:  # PYNQ: DMASR.Halted clear; an error halts the channel (PG021)
+            return not self.error
 
         @property
         def idle(self) -> bool:
@@ -322,6 +322,8 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
 
         def wait(self) -> None:
             log.append((f"{self.name}.wait",))
+            if not self.running:  # PYNQ checks this first: on a halted (errored) channel the error bits go unread
+                raise RuntimeError("DMA channel not started")
             if self.error:
                 raise RuntimeError({0x10: "DMA Internal Error (transfer length 0?)",
                                     0x20: "DMA Slave Error (cannot access memory map interface)",
@@ -337,6 +339,10 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
             self.buffer_max_size = (1 << params["c_sg_length_width"]) - 1
             self.sendchannel = Channel(fabric, "send", self.buffer_max_size, params["c_m_axi_mm2s_data_width"] // 8)
             self.recvchannel = Channel(fabric, "recv", self.buffer_max_size, params["c_m_axi_s2mm_data_width"] // 8)
+
+        def read(self, offset: int = 0) -> int:  # DefaultIP.read: MM2S_DMASR 0x04, S2MM_DMASR 0x34 (PG021)
+            ch = {0x04: self.sendchannel, 0x34: self.recvchannel}[offset]
+            return ch._status | int(ch.error)  # bit 0: Halted
 
     class Fabric:
         """The PL: once the kernel runs and both DMA channels are armed, the frame flows through the kernel."""
@@ -358,6 +364,8 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
             labels = standin_kernel(mem[: send._nbytes])  # what MM2S streams out of DDR
             if fault == "short-labels":
                 labels = labels[: len(labels) // 2]  # TLAST early
+            elif fault == "long-labels":
+                labels = np.concatenate([labels, labels[:16]])  # TLAST a beat late
             out, _ = recv._active_buffer._span()
             send._idle = True
             if fault == "dma-decode-error":
