@@ -274,8 +274,12 @@ class PynqBackend(Backend):
             self.ip.write(self.ctrl, self.ap_start)  # bit 0 only: auto_restart (bit 7) stays off
             send.transfer(self.pixels[slot])
             for what, ch, dmasr in (("send (MM2S)", send, 0x04), ("receive (S2MM)", recv, 0x34)):
+                # (a TLAST before the frame's last label leaves S2MM done and the kernel stalled on its next label,
+                # its pixels unread: seen at once, not as a hang after the deadline)
                 self._wait(f"the AXI DMA {what} channel did not finish",
-                           lambda ch=ch: ch.idle or getattr(ch, "error", False), deadline)
+                           lambda ch=ch: ch.idle or getattr(ch, "error", False) or self._short(recv), deadline)
+                if self._short(recv):
+                    break
                 if getattr(ch, "error", False):
                     # an error halts the channel (PG021 DMASR.Halted), and PYNQ's wait() checks `running` first: it
                     # would say "DMA channel not started". The cause is in the channel's status register
@@ -285,14 +289,20 @@ class PynqBackend(Backend):
                 ch.wait()  # returns at once; the receive channel invalidates the label buffer
         except (RuntimeError, ValueError) as e:
             raise IsegError(f"AXI DMA {self.dma_name!r}: {e}") from None
-        # ap_done is clear-on-read: the read that sees it is the one that ends the poll
-        self._wait("the kernel did not signal ap_done", lambda: self.ip.read(self.ctrl) & self.ap_done, deadline)
+        if not self._short(recv):
+            # ap_done is clear-on-read: the read that sees it is the one that ends the poll
+            self._wait("the kernel did not signal ap_done", lambda: self.ip.read(self.ctrl) & self.ap_done, deadline)
         received = getattr(recv, "transferred", None)  # PYNQ >= 3.0: the S2MM length register after the frame
         if isinstance(received, int) and received != self.fmt.label_bytes:
             raise IsegError(f"the kernel's label stream ended (TLAST) after {received} bytes, expected "
                             f"{self.fmt.label_bytes}")
         self.labels.invalidate()
         return self.fmt.unpack(self.labels[: self.fmt.label_bytes])
+
+    def _short(self, recv: Any) -> bool:
+        """S2MM finished (TLAST) before the frame's labels were all in (``transferred``: PYNQ >= 3.0)."""
+        received = getattr(recv, "transferred", None) if recv.idle else None
+        return isinstance(received, int) and received < self.fmt.label_bytes
 
     def close(self) -> None:
         for buf in self._buffers:

@@ -151,7 +151,8 @@ class StandInBackend(Backend):
 # low word, a high word and a reserved word each, in the order of the synthesis top's arguments.
 WEIGHTS_ADDR = 0x8_1234_5000  # above 4 GiB: the high register word must be written
 SCRATCH_ADDR = 0x0_7000_0000
-PYNQ_FAULTS = ("hang", "dma-decode-error", "short-labels", "long-labels")  # make_pynq_standin(log, fault=...)
+PYNQ_FAULTS = ("hang", "dma-decode-error", "short-labels", "long-labels",
+               "early-tlast-stall")  # make_pynq_standin(log, fault=...)
 
 
 def standin_bitfile(project: Path, path: Path) -> Path:
@@ -367,6 +368,11 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
             elif fault == "long-labels":
                 labels = np.concatenate([labels, labels[:16]])  # TLAST a beat late
             out, _ = recv._active_buffer._span()
+            if fault == "early-tlast-stall":  # TLAST early and the kernel, its next label refused, stalls: S2MM done,
+                half = labels[: len(labels) // 2]  # MM2S never (the pixels are not all read), ap_done never
+                out[: len(half)] = half
+                recv._nbytes, recv._idle, recv.transferred = len(half), True, len(half)
+                return
             send._idle = True
             if fault == "dma-decode-error":
                 recv._status = 0x40
@@ -374,7 +380,8 @@ def make_pynq_standin(log: list[tuple], fault: str | None = None) -> types.Modul
                 recv._status = 0x10  # S2MM length reached before TLAST: DMAIntErr
             else:
                 out[: len(labels)] = labels
-                recv._nbytes, recv._idle = len(labels), True  # S2MM stops at TLAST
+                # S2MM stops at TLAST; its length register (PYNQ's `transferred`) holds the count from then on
+                recv._nbytes, recv._idle, recv.transferred = len(labels), True, len(labels)
             ip.running, ip.done = False, True
 
     class Overlay:

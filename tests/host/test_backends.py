@@ -127,6 +127,9 @@ def _one_image(tmp_path: Path) -> Path:
     # S2MM's buffer has a spare beat: a stream longer than the frame is counted (past the length it is undefined)
     ("long-labels", f"iseg-host: the kernel's label stream ended (TLAST) after {MODEL[0] * MODEL[1] + 16} bytes, "
                     f"expected {MODEL[0] * MODEL[1]}"),
+    # the kernel stalls after an early TLAST (its pixels unread, no ap_done): named at once, not as a hang
+    ("early-tlast-stall", f"iseg-host: the kernel's label stream ended (TLAST) after {MODEL[0] * MODEL[1] // 2} "
+                          f"bytes, expected {MODEL[0] * MODEL[1]}"),
 ])
 def test_a_board_fault_during_a_frame_is_one_line(fault: str, expect: str, project: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
