@@ -539,9 +539,8 @@ def render_rtl(plan: Plan, ckpt: QuantizedCheckpoint) -> Files:
     # iseg_rq takes the GEMM's accumulator, which has no bias adder: the bias is folded into the offset offline,
     # RQ(acc + b) = (acc·m + (o + b·m) + 2^(e-1)) >> e (docs/rtl.md, iseg_rq.v.j2). It was left out: the rendered
     # chain computed RQ(x @ W), not the model's RQ(x @ W + b)
-    bias = [int(b) for b in np.asarray(ckpt.tensors["enc.0.fc1.bias"], dtype=np.int64)]
-    o = tuple(oi + bi * mi for oi, bi, mi in zip(lst(o, len(bias)), bias, lst(m, len(bias)), strict=True))
-    m, e = lst(m, len(bias)), lst(e, len(bias))
+    bias = np.asarray(ckpt.tensors["enc.0.fc1.bias"], dtype=np.int64).tolist()
+    o = tuple(oi + bi * mi for oi, bi, mi in zip(o, bias, m, strict=True))  # (per channel: rq3's length)
     lm, le, lo = rq3("enc.0.ln1")
     add = ckpt.consts["enc.0.add1"]
     g = ckpt.consts["enc.0.gelu"]

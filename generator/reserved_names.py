@@ -2,78 +2,77 @@
 
 C_LIBRARY_NAMES = frozenset("""
     Base Buf L_ctermid L_cuserid L_tmpnam M_1_PIf M_1_PIf128 M_1_PIf32 M_1_PIf32x M_1_PIf64 M_1_PIf64x M_1_PIl M_2_PIf
-    M_2_PIf128 M_2_PIf32 M_2_PIf32x M_2_PIf64 M_2_PIf64x M_2_PIl M_2_SQRTPIf M_2_SQRTPIf128 M_2_SQRTPIf32
-    M_2_SQRTPIf32x M_2_SQRTPIf64 M_2_SQRTPIf64x M_2_SQRTPIl M_Ef M_Ef128 M_Ef32 M_Ef32x M_Ef64 M_Ef64x M_El M_LN10f
-    M_LN10f128 M_LN10f32 M_LN10f32x M_LN10f64 M_LN10f64x M_LN10l M_LN2f M_LN2f128 M_LN2f32 M_LN2f32x M_LN2f64 M_LN2f64x
-    M_LN2l M_LOG10Ef M_LOG10Ef128 M_LOG10Ef32 M_LOG10Ef32x M_LOG10Ef64 M_LOG10Ef64x M_LOG10El M_LOG2Ef M_LOG2Ef128
-    M_LOG2Ef32 M_LOG2Ef32x M_LOG2Ef64 M_LOG2Ef64x M_LOG2El M_PI_2f M_PI_2f128 M_PI_2f32 M_PI_2f32x M_PI_2f64 M_PI_2f64x
-    M_PI_2l M_PI_4f M_PI_4f128 M_PI_4f32 M_PI_4f32x M_PI_4f64 M_PI_4f64x M_PI_4l M_PIf M_PIf128 M_PIf32 M_PIf32x
-    M_PIf64 M_PIf64x M_PIl M_SQRT1_2f M_SQRT1_2f128 M_SQRT1_2f32 M_SQRT1_2f32x M_SQRT1_2f64 M_SQRT1_2f64x M_SQRT1_2l
-    M_SQRT2f M_SQRT2f128 M_SQRT2f32 M_SQRT2f32x M_SQRT2f64 M_SQRT2f64x M_SQRT2l P_tmpdir RetType Type ValType a27_t
-    a64l a_t abort abs acc_t acos acosf acosf128 acosf32 acosf32x acosf64 acosf64x acosh acoshf acoshf128 acoshf32
-    acoshf32x acoshf64 acoshf64x acoshl acosl aligned_alloc alloca allocator_type ap_bigint ap_biguint ap_slong
-    ap_ulong arc4random arc4random_buf arc4random_uniform arg1 arg1_base argument_type asctime asctime_r asin asinf
-    asinf128 asinf32 asinf32x asinf64 asinf64x asinh asinhf asinhf128 asinhf32 asinhf32x asinhf64 asinhf64x asinhl
-    asinl asprintf assert assert_perror at_quick_exit atan atan2 atan2f atan2f128 atan2f32 atan2f32x atan2f64 atan2f64x
-    atan2l atanf atanf128 atanf32 atanf32x atanf64 atanf64x atanh atanhf atanhf128 atanhf32 atanhf32x atanhf64
-    atanhf64x atanhl atanl atexit atof atoi atol atoll basename bcmp bcopy be16toh be32toh be64toh
-    bind_textdomain_codeset bindtextdomain blkcnt64_t blkcnt_t blksize_t break bsearch btowc byte_string bzero caddr_t
-    calloc canonicalize canonicalize_file_name canonicalizef canonicalizef128 canonicalizef32 canonicalizef32x
-    canonicalizef64 canonicalizef64x canonicalizel catalog category cbrt cbrtf cbrtf128 cbrtf32 cbrtf32x cbrtf64
-    cbrtf64x cbrtl ceil ceilf ceilf128 ceilf32 ceilf32x ceilf64 ceilf64x ceill cerr char_type cin clearenv clearerr
-    clearerr_unlocked clock clock_adjtime clock_getcpuclockid clock_getres clock_gettime clock_nanosleep clock_settime
-    clock_t clockid_t clog clone comparison_fn_t const_iterator const_pointer const_reference const_reverse_iterator
-    container_type cookie_io_functions_t copysign copysignf copysignf128 copysignf32 copysignf32x copysignf64
-    copysignf64x copysignl cos cosf cosf128 cosf32 cosf32x cosf64 cosf64x cosh coshf coshf128 coshf32 coshf32x coshf64
-    coshf64x coshl cosl cout cpu_set_t ctermid ctime ctime_r cuserid daddl daddr_t daylight dcgettext dcngettext ddivl
-    dev_t dfmal dgettext difference_type difftime div div_base div_t dmull dngettext double_t dprintf drand48 drand48_r
-    drem dremf dreml dsqrtl dsubl duplocale dysize ecvt ecvt_r element_type endl ends erand48 erand48_r erf erfc erfcf
-    erfcf128 erfcf32 erfcf32x erfcf64 erfcf64x erfcl erff erff128 erff32 erff32x erff64 erff64x erfl errno error_t exit
-    exp exp10 exp10f exp10f128 exp10f32 exp10f32x exp10f64 exp10f64x exp10l exp2 exp2f exp2f128 exp2f32 exp2f32x
-    exp2f64 exp2f64x exp2l expf expf128 expf32 expf32x expf64 expf64x expl explicit_bzero expm1 expm1f expm1f128
-    expm1f32 expm1f32x expm1f64 expm1f64x expm1l extern_type f32addf128 f32addf32x f32addf64 f32addf64x f32divf128
-    f32divf32x f32divf64 f32divf64x f32fmaf128 f32fmaf32x f32fmaf64 f32fmaf64x f32mulf128 f32mulf32x f32mulf64
-    f32mulf64x f32sqrtf128 f32sqrtf32x f32sqrtf64 f32sqrtf64x f32subf128 f32subf32x f32subf64 f32subf64x f32xaddf128
-    f32xaddf64 f32xaddf64x f32xdivf128 f32xdivf64 f32xdivf64x f32xfmaf128 f32xfmaf64 f32xfmaf64x f32xmulf128 f32xmulf64
-    f32xmulf64x f32xsqrtf128 f32xsqrtf64 f32xsqrtf64x f32xsubf128 f32xsubf64 f32xsubf64x f64addf128 f64addf64x
-    f64divf128 f64divf64x f64fmaf128 f64fmaf64x f64mulf128 f64mulf64x f64sqrtf128 f64sqrtf64x f64subf128 f64subf64x
-    f64xaddf128 f64xdivf128 f64xfmaf128 f64xmulf128 f64xsqrtf128 f64xsubf128 fabs fabsf fabsf128 fabsf32 fabsf32x
-    fabsf64 fabsf64x fabsl fadd faddl fclose fcloseall fcvt fcvt_r fd_mask fd_set fdim fdimf fdimf128 fdimf32 fdimf32x
-    fdimf64 fdimf64x fdiml fdiv fdivl fdopen feclearexcept fedisableexcept feenableexcept fegetenv fegetexcept
-    fegetexceptflag fegetmode fegetround feholdexcept femode_t fenv_t feof feof_unlocked feraiseexcept ferror
-    ferror_unlocked fesetenv fesetexcept fesetexceptflag fesetmode fesetround fetestexcept fetestexceptflag feupdateenv
-    fexcept_t fflush fflush_unlocked ffma ffmal ffs ffsl ffsll fgetc fgetc_unlocked fgetpos fgetpos64 fgets
-    fgets_unlocked fgetwc fgetwc_unlocked fgetws fgetws_unlocked filebuf fileno fileno_unlocked finite finitef finitel
-    first_argument_type first_type float_t flockfile floor floorf floorf128 floorf32 floorf32x floorf64 floorf64x
-    floorl flush fma fmaf fmaf128 fmaf32 fmaf32x fmaf64 fmaf64x fmal fmax fmaxf fmaxf128 fmaxf32 fmaxf32x fmaxf64
-    fmaxf64x fmaximum fmaximum_mag fmaximum_mag_num fmaximum_mag_numf fmaximum_mag_numf128 fmaximum_mag_numf32
-    fmaximum_mag_numf32x fmaximum_mag_numf64 fmaximum_mag_numf64x fmaximum_mag_numl fmaximum_magf fmaximum_magf128
-    fmaximum_magf32 fmaximum_magf32x fmaximum_magf64 fmaximum_magf64x fmaximum_magl fmaximum_num fmaximum_numf
-    fmaximum_numf128 fmaximum_numf32 fmaximum_numf32x fmaximum_numf64 fmaximum_numf64x fmaximum_numl fmaximumf
-    fmaximumf128 fmaximumf32 fmaximumf32x fmaximumf64 fmaximumf64x fmaximuml fmaxl fmaxmag fmaxmagf fmaxmagf128
-    fmaxmagf32 fmaxmagf32x fmaxmagf64 fmaxmagf64x fmaxmagl fmemopen fmin fminf fminf128 fminf32 fminf32x fminf64
-    fminf64x fminimum fminimum_mag fminimum_mag_num fminimum_mag_numf fminimum_mag_numf128 fminimum_mag_numf32
-    fminimum_mag_numf32x fminimum_mag_numf64 fminimum_mag_numf64x fminimum_mag_numl fminimum_magf fminimum_magf128
-    fminimum_magf32 fminimum_magf32x fminimum_magf64 fminimum_magf64x fminimum_magl fminimum_num fminimum_numf
-    fminimum_numf128 fminimum_numf32 fminimum_numf32x fminimum_numf64 fminimum_numf64x fminimum_numl fminimumf
-    fminimumf128 fminimumf32 fminimumf32x fminimumf64 fminimumf64x fminimuml fminl fminmag fminmagf fminmagf128
-    fminmagf32 fminmagf32x fminmagf64 fminmagf64x fminmagl fmod fmodf fmodf128 fmodf32 fmodf32x fmodf64 fmodf64x fmodl
-    fmtflags fmul fmull fopen fopen64 fopencookie fpclassify fpos64_t fpos_t fprintf fputc fputc_unlocked fputs
-    fputs_unlocked fputwc fputwc_unlocked fputws fputws_unlocked fread fread_unlocked free freelocale freopen freopen64
-    frexp frexpf frexpf128 frexpf32 frexpf32x frexpf64 frexpf64x frexpl fromfp fromfpf fromfpf128 fromfpf32 fromfpf32x
-    fromfpf64 fromfpf64x fromfpl fromfpx fromfpxf fromfpxf128 fromfpxf32 fromfpxf32x fromfpxf64 fromfpxf64x fromfpxl
-    fsblkcnt64_t fsblkcnt_t fscanf fseek fseeko fseeko64 fsetpos fsetpos64 fsfilcnt64_t fsfilcnt_t fsid_t fsqrt fsqrtl
-    fstream fsub fsubl ftell ftello ftello64 ftrylockfile funlockfile fwide fwprintf fwrite fwrite_unlocked fwscanf
-    gamma gammaf gammal gcvt getc getc_unlocked getchar getchar_unlocked getcpu getdate getdate_err getdate_r getdelim
-    getenv getline getloadavg getpayload getpayloadf getpayloadf128 getpayloadf32 getpayloadf32x getpayloadf64
-    getpayloadf64x getpayloadl getpt getsubopt gettext getw getwc getwc_unlocked getwchar getwchar_unlocked gid_t
-    gmtime gmtime_r grantpt htobe16 htobe32 htobe64 htole16 htole32 htole64 hypot hypotf hypotf128 hypotf32 hypotf32x
-    hypotf64 hypotf64x hypotl id_t ifstream ilogb ilogbf ilogbf128 ilogbf32 ilogbf32x ilogbf64 ilogbf64x ilogbl index
-    initstate initstate_r ino64_t ino_t int16_t int32_t int64_t int8_t int_fast16_t int_fast32_t int_fast64_t
-    int_fast8_t int_least16_t int_least32_t int_least64_t int_least8_t int_type intern_type intmax_t intptr_t ios
-    iostate iostream is_transparent isalnum isalnum_l isalpha isalpha_l isascii isblank isblank_l iscntrl iscntrl_l
-    isctype isdigit isdigit_l isfinite isgraph isgraph_l isgreater isgreaterequal isinf isinff isinfl isless
-    islessequal islessgreater islower islower_l isnan isnanf isnanl isnormal isprint isprint_l ispunct ispunct_l
+    M_2_PIf128 M_2_PIf32 M_2_PIf32x M_2_PIf64 M_2_PIf64x M_2_PIl M_2_SQRTPIf M_2_SQRTPIf128 M_2_SQRTPIf32 M_2_SQRTPIf32x
+    M_2_SQRTPIf64 M_2_SQRTPIf64x M_2_SQRTPIl M_Ef M_Ef128 M_Ef32 M_Ef32x M_Ef64 M_Ef64x M_El M_LN10f M_LN10f128
+    M_LN10f32 M_LN10f32x M_LN10f64 M_LN10f64x M_LN10l M_LN2f M_LN2f128 M_LN2f32 M_LN2f32x M_LN2f64 M_LN2f64x M_LN2l
+    M_LOG10Ef M_LOG10Ef128 M_LOG10Ef32 M_LOG10Ef32x M_LOG10Ef64 M_LOG10Ef64x M_LOG10El M_LOG2Ef M_LOG2Ef128 M_LOG2Ef32
+    M_LOG2Ef32x M_LOG2Ef64 M_LOG2Ef64x M_LOG2El M_PI_2f M_PI_2f128 M_PI_2f32 M_PI_2f32x M_PI_2f64 M_PI_2f64x M_PI_2l
+    M_PI_4f M_PI_4f128 M_PI_4f32 M_PI_4f32x M_PI_4f64 M_PI_4f64x M_PI_4l M_PIf M_PIf128 M_PIf32 M_PIf32x M_PIf64
+    M_PIf64x M_PIl M_SQRT1_2f M_SQRT1_2f128 M_SQRT1_2f32 M_SQRT1_2f32x M_SQRT1_2f64 M_SQRT1_2f64x M_SQRT1_2l M_SQRT2f
+    M_SQRT2f128 M_SQRT2f32 M_SQRT2f32x M_SQRT2f64 M_SQRT2f64x M_SQRT2l P_tmpdir RetType Type ValType a27_t a64l a_t
+    abort abs acc_t acos acosf acosf128 acosf32 acosf32x acosf64 acosf64x acosh acoshf acoshf128 acoshf32 acoshf32x
+    acoshf64 acoshf64x acoshl acosl aligned_alloc alloca allocator_type ap_bigint ap_biguint ap_slong ap_ulong
+    arc4random arc4random_buf arc4random_uniform arg1 arg1_base argument_type asctime asctime_r asin asinf asinf128
+    asinf32 asinf32x asinf64 asinf64x asinh asinhf asinhf128 asinhf32 asinhf32x asinhf64 asinhf64x asinhl asinl asprintf
+    assert assert_perror at_quick_exit atan atan2 atan2f atan2f128 atan2f32 atan2f32x atan2f64 atan2f64x atan2l atanf
+    atanf128 atanf32 atanf32x atanf64 atanf64x atanh atanhf atanhf128 atanhf32 atanhf32x atanhf64 atanhf64x atanhl atanl
+    atexit atof atoi atol atoll basename bcmp bcopy be16toh be32toh be64toh bind_textdomain_codeset bindtextdomain
+    blkcnt64_t blkcnt_t blksize_t break bsearch btowc byte_string bzero caddr_t calloc canonicalize
+    canonicalize_file_name canonicalizef canonicalizef128 canonicalizef32 canonicalizef32x canonicalizef64
+    canonicalizef64x canonicalizel catalog category cbrt cbrtf cbrtf128 cbrtf32 cbrtf32x cbrtf64 cbrtf64x cbrtl ceil
+    ceilf ceilf128 ceilf32 ceilf32x ceilf64 ceilf64x ceill cerr char_type cin clearenv clearerr clearerr_unlocked clock
+    clock_adjtime clock_getcpuclockid clock_getres clock_gettime clock_nanosleep clock_settime clock_t clockid_t clog
+    clone comparison_fn_t const_iterator const_pointer const_reference const_reverse_iterator container_type
+    cookie_io_functions_t copysign copysignf copysignf128 copysignf32 copysignf32x copysignf64 copysignf64x copysignl
+    cos cosf cosf128 cosf32 cosf32x cosf64 cosf64x cosh coshf coshf128 coshf32 coshf32x coshf64 coshf64x coshl cosl cout
+    cpu_set_t ctermid ctime ctime_r cuserid daddl daddr_t daylight dcgettext dcngettext ddivl dev_t dfmal dgettext
+    difference_type difftime div div_base div_t dmull dngettext double_t dprintf drand48 drand48_r drem dremf dreml
+    dsqrtl dsubl duplocale dysize ecvt ecvt_r element_type endl ends erand48 erand48_r erf erfc erfcf erfcf128 erfcf32
+    erfcf32x erfcf64 erfcf64x erfcl erff erff128 erff32 erff32x erff64 erff64x erfl errno error_t exit exp exp10 exp10f
+    exp10f128 exp10f32 exp10f32x exp10f64 exp10f64x exp10l exp2 exp2f exp2f128 exp2f32 exp2f32x exp2f64 exp2f64x exp2l
+    expf expf128 expf32 expf32x expf64 expf64x expl explicit_bzero expm1 expm1f expm1f128 expm1f32 expm1f32x expm1f64
+    expm1f64x expm1l extern_type f32addf128 f32addf32x f32addf64 f32addf64x f32divf128 f32divf32x f32divf64 f32divf64x
+    f32fmaf128 f32fmaf32x f32fmaf64 f32fmaf64x f32mulf128 f32mulf32x f32mulf64 f32mulf64x f32sqrtf128 f32sqrtf32x
+    f32sqrtf64 f32sqrtf64x f32subf128 f32subf32x f32subf64 f32subf64x f32xaddf128 f32xaddf64 f32xaddf64x f32xdivf128
+    f32xdivf64 f32xdivf64x f32xfmaf128 f32xfmaf64 f32xfmaf64x f32xmulf128 f32xmulf64 f32xmulf64x f32xsqrtf128
+    f32xsqrtf64 f32xsqrtf64x f32xsubf128 f32xsubf64 f32xsubf64x f64addf128 f64addf64x f64divf128 f64divf64x f64fmaf128
+    f64fmaf64x f64mulf128 f64mulf64x f64sqrtf128 f64sqrtf64x f64subf128 f64subf64x f64xaddf128 f64xdivf128 f64xfmaf128
+    f64xmulf128 f64xsqrtf128 f64xsubf128 fabs fabsf fabsf128 fabsf32 fabsf32x fabsf64 fabsf64x fabsl fadd faddl fclose
+    fcloseall fcvt fcvt_r fd_mask fd_set fdim fdimf fdimf128 fdimf32 fdimf32x fdimf64 fdimf64x fdiml fdiv fdivl fdopen
+    feclearexcept fedisableexcept feenableexcept fegetenv fegetexcept fegetexceptflag fegetmode fegetround feholdexcept
+    femode_t fenv_t feof feof_unlocked feraiseexcept ferror ferror_unlocked fesetenv fesetexcept fesetexceptflag
+    fesetmode fesetround fetestexcept fetestexceptflag feupdateenv fexcept_t fflush fflush_unlocked ffma ffmal ffs ffsl
+    ffsll fgetc fgetc_unlocked fgetpos fgetpos64 fgets fgets_unlocked fgetwc fgetwc_unlocked fgetws fgetws_unlocked
+    filebuf fileno fileno_unlocked finite finitef finitel first_argument_type first_type float_t flockfile floor floorf
+    floorf128 floorf32 floorf32x floorf64 floorf64x floorl flush fma fmaf fmaf128 fmaf32 fmaf32x fmaf64 fmaf64x fmal
+    fmax fmaxf fmaxf128 fmaxf32 fmaxf32x fmaxf64 fmaxf64x fmaximum fmaximum_mag fmaximum_mag_num fmaximum_mag_numf
+    fmaximum_mag_numf128 fmaximum_mag_numf32 fmaximum_mag_numf32x fmaximum_mag_numf64 fmaximum_mag_numf64x
+    fmaximum_mag_numl fmaximum_magf fmaximum_magf128 fmaximum_magf32 fmaximum_magf32x fmaximum_magf64 fmaximum_magf64x
+    fmaximum_magl fmaximum_num fmaximum_numf fmaximum_numf128 fmaximum_numf32 fmaximum_numf32x fmaximum_numf64
+    fmaximum_numf64x fmaximum_numl fmaximumf fmaximumf128 fmaximumf32 fmaximumf32x fmaximumf64 fmaximumf64x fmaximuml
+    fmaxl fmaxmag fmaxmagf fmaxmagf128 fmaxmagf32 fmaxmagf32x fmaxmagf64 fmaxmagf64x fmaxmagl fmemopen fmin fminf
+    fminf128 fminf32 fminf32x fminf64 fminf64x fminimum fminimum_mag fminimum_mag_num fminimum_mag_numf
+    fminimum_mag_numf128 fminimum_mag_numf32 fminimum_mag_numf32x fminimum_mag_numf64 fminimum_mag_numf64x
+    fminimum_mag_numl fminimum_magf fminimum_magf128 fminimum_magf32 fminimum_magf32x fminimum_magf64 fminimum_magf64x
+    fminimum_magl fminimum_num fminimum_numf fminimum_numf128 fminimum_numf32 fminimum_numf32x fminimum_numf64
+    fminimum_numf64x fminimum_numl fminimumf fminimumf128 fminimumf32 fminimumf32x fminimumf64 fminimumf64x fminimuml
+    fminl fminmag fminmagf fminmagf128 fminmagf32 fminmagf32x fminmagf64 fminmagf64x fminmagl fmod fmodf fmodf128
+    fmodf32 fmodf32x fmodf64 fmodf64x fmodl fmtflags fmul fmull fopen fopen64 fopencookie fpclassify fpos64_t fpos_t
+    fprintf fputc fputc_unlocked fputs fputs_unlocked fputwc fputwc_unlocked fputws fputws_unlocked fread fread_unlocked
+    free freelocale freopen freopen64 frexp frexpf frexpf128 frexpf32 frexpf32x frexpf64 frexpf64x frexpl fromfp fromfpf
+    fromfpf128 fromfpf32 fromfpf32x fromfpf64 fromfpf64x fromfpl fromfpx fromfpxf fromfpxf128 fromfpxf32 fromfpxf32x
+    fromfpxf64 fromfpxf64x fromfpxl fsblkcnt64_t fsblkcnt_t fscanf fseek fseeko fseeko64 fsetpos fsetpos64 fsfilcnt64_t
+    fsfilcnt_t fsid_t fsqrt fsqrtl fstream fsub fsubl ftell ftello ftello64 ftrylockfile funlockfile fwide fwprintf
+    fwrite fwrite_unlocked fwscanf gamma gammaf gammal gcvt getc getc_unlocked getchar getchar_unlocked getcpu getdate
+    getdate_err getdate_r getdelim getenv getline getloadavg getpayload getpayloadf getpayloadf128 getpayloadf32
+    getpayloadf32x getpayloadf64 getpayloadf64x getpayloadl getpt getsubopt gettext getw getwc getwc_unlocked getwchar
+    getwchar_unlocked gid_t gmtime gmtime_r grantpt htobe16 htobe32 htobe64 htole16 htole32 htole64 hypot hypotf
+    hypotf128 hypotf32 hypotf32x hypotf64 hypotf64x hypotl id_t ifstream ilogb ilogbf ilogbf128 ilogbf32 ilogbf32x
+    ilogbf64 ilogbf64x ilogbl index initstate initstate_r ino64_t ino_t int16_t int32_t int64_t int8_t int_fast16_t
+    int_fast32_t int_fast64_t int_fast8_t int_least16_t int_least32_t int_least64_t int_least8_t int_type intern_type
+    intmax_t intptr_t ios iostate iostream is_transparent isalnum isalnum_l isalpha isalpha_l isascii isblank isblank_l
+    iscntrl iscntrl_l isctype isdigit isdigit_l isfinite isgraph isgraph_l isgreater isgreaterequal isinf isinff isinfl
+    isless islessequal islessgreater islower islower_l isnan isnanf isnanl isnormal isprint isprint_l ispunct ispunct_l
     isspace isspace_l issubnormal istream istream_type istringstream isunordered isupper isupper_l iswalnum iswalnum_l
     iswalpha iswalpha_l iswblank iswblank_l iswcntrl iswcntrl_l iswctype iswctype_l iswdigit iswdigit_l iswgraph
     iswgraph_l iswlower iswlower_l iswprint iswprint_l iswpunct iswpunct_l iswspace iswspace_l iswupper iswupper_l
@@ -96,20 +95,20 @@ C_LIBRARY_NAMES = frozenset("""
     nanf64x nanl nanosleep nearbyint nearbyintf nearbyintf128 nearbyintf32 nearbyintf32x nearbyintf64 nearbyintf64x
     nearbyintl newlocale nextafter nextafterf nextafterf128 nextafterf32 nextafterf32x nextafterf64 nextafterf64x
     nextafterl nextdown nextdownf nextdownf128 nextdownf32 nextdownf32x nextdownf64 nextdownf64x nextdownl nexttoward
-    nexttowardf nexttowardl nextup nextupf nextupf128 nextupf32 nextupf32x nextupf64 nextupf64x nextupl ngettext
-    nlink_t nothrow nrand48 nrand48_r nullptr_t obstack_printf obstack_vprintf off64_t off_t off_type offsetof ofstream
-    on_exit open_memstream open_wmemstream openmode ostream ostream_type ostringstream other p35_t p48_t part pclose
-    perror pid_t plus plus_base pointer popen pos_type posix_memalign posix_openpt pow powf powf128 powf32 powf32x
-    powf64 powf64x powl printf program_invocation_name program_invocation_short_name
-    propagate_on_container_move_assignment pselect pthread_atfork pthread_attr_destroy pthread_attr_getaffinity_np
-    pthread_attr_getdetachstate pthread_attr_getguardsize pthread_attr_getinheritsched pthread_attr_getschedparam
-    pthread_attr_getschedpolicy pthread_attr_getscope pthread_attr_getsigmask_np pthread_attr_getstack
-    pthread_attr_getstackaddr pthread_attr_getstacksize pthread_attr_init pthread_attr_setaffinity_np
-    pthread_attr_setdetachstate pthread_attr_setguardsize pthread_attr_setinheritsched pthread_attr_setschedparam
-    pthread_attr_setschedpolicy pthread_attr_setscope pthread_attr_setsigmask_np pthread_attr_setstack
-    pthread_attr_setstackaddr pthread_attr_setstacksize pthread_attr_t pthread_barrier_destroy pthread_barrier_init
-    pthread_barrier_t pthread_barrier_wait pthread_barrierattr_destroy pthread_barrierattr_getpshared
-    pthread_barrierattr_init pthread_barrierattr_setpshared pthread_barrierattr_t pthread_cancel pthread_cleanup_pop
+    nexttowardf nexttowardl nextup nextupf nextupf128 nextupf32 nextupf32x nextupf64 nextupf64x nextupl ngettext nlink_t
+    nothrow nrand48 nrand48_r nullptr_t obstack_printf obstack_vprintf off64_t off_t off_type offsetof ofstream on_exit
+    open_memstream open_wmemstream openmode ostream ostream_type ostringstream other p35_t p48_t part pclose perror
+    pid_t plus plus_base pointer popen pos_type posix_memalign posix_openpt pow powf powf128 powf32 powf32x powf64
+    powf64x powl printf program_invocation_name program_invocation_short_name propagate_on_container_move_assignment
+    pselect pthread_atfork pthread_attr_destroy pthread_attr_getaffinity_np pthread_attr_getdetachstate
+    pthread_attr_getguardsize pthread_attr_getinheritsched pthread_attr_getschedparam pthread_attr_getschedpolicy
+    pthread_attr_getscope pthread_attr_getsigmask_np pthread_attr_getstack pthread_attr_getstackaddr
+    pthread_attr_getstacksize pthread_attr_init pthread_attr_setaffinity_np pthread_attr_setdetachstate
+    pthread_attr_setguardsize pthread_attr_setinheritsched pthread_attr_setschedparam pthread_attr_setschedpolicy
+    pthread_attr_setscope pthread_attr_setsigmask_np pthread_attr_setstack pthread_attr_setstackaddr
+    pthread_attr_setstacksize pthread_attr_t pthread_barrier_destroy pthread_barrier_init pthread_barrier_t
+    pthread_barrier_wait pthread_barrierattr_destroy pthread_barrierattr_getpshared pthread_barrierattr_init
+    pthread_barrierattr_setpshared pthread_barrierattr_t pthread_cancel pthread_cleanup_pop
     pthread_cleanup_pop_restore_np pthread_cleanup_push pthread_cleanup_push_defer_np pthread_clockjoin_np
     pthread_cond_broadcast pthread_cond_clockwait pthread_cond_destroy pthread_cond_init pthread_cond_signal
     pthread_cond_t pthread_cond_timedwait pthread_cond_wait pthread_condattr_destroy pthread_condattr_getclock
@@ -128,59 +127,58 @@ C_LIBRARY_NAMES = frozenset("""
     pthread_rwlock_init pthread_rwlock_rdlock pthread_rwlock_t pthread_rwlock_timedrdlock pthread_rwlock_timedwrlock
     pthread_rwlock_tryrdlock pthread_rwlock_trywrlock pthread_rwlock_unlock pthread_rwlock_wrlock
     pthread_rwlockattr_destroy pthread_rwlockattr_getkind_np pthread_rwlockattr_getpshared pthread_rwlockattr_init
-    pthread_rwlockattr_setkind_np pthread_rwlockattr_setpshared pthread_rwlockattr_t pthread_self
-    pthread_setaffinity_np pthread_setattr_default_np pthread_setcancelstate pthread_setcanceltype
-    pthread_setconcurrency pthread_setname_np pthread_setschedparam pthread_setschedprio pthread_setspecific
-    pthread_spin_destroy pthread_spin_init pthread_spin_lock pthread_spin_trylock pthread_spin_unlock
-    pthread_spinlock_t pthread_t pthread_testcancel pthread_timedjoin_np pthread_tryjoin_np pthread_yield ptrdiff_t
-    ptsname ptsname_r putc putc_unlocked putchar putchar_unlocked putenv puts putw putwc putwc_unlocked putwchar
-    putwchar_unlocked qecvt qecvt_r qfcvt qfcvt_r qgcvt qsort qsort_r quad_t quick_exit rand rand_r random random_r
-    rawmemchr realloc reallocarray realpath reduce ref_type reference remainder remainderf remainderf128 remainderf32
-    remainderf32x remainderf64 remainderf64x remainderl remove remquo remquof remquof128 remquof32 remquof32x remquof64
-    remquof64x remquol rename renameat renameat2 result result_type rethrow_exception return reverse_iterator rewind
-    rhs rindex rint rintf rintf128 rintf32 rintf32x rintf64 rintf64x rintl round roundeven roundevenf roundevenf128
-    roundevenf32 roundevenf32x roundevenf64 roundevenf64x roundevenl roundf roundf128 roundf32 roundf32x roundf64
-    roundf64x roundl rpmatch scalb scalbf scalbl scalbln scalblnf scalblnf128 scalblnf32 scalblnf32x scalblnf64
-    scalblnf64x scalblnl scalbn scalbnf scalbnf128 scalbnf32 scalbnf32x scalbnf64 scalbnf64x scalbnl scanf
-    sched_get_priority_max sched_get_priority_min sched_getaffinity sched_getcpu sched_getparam sched_getscheduler
-    sched_priority sched_rr_get_interval sched_setaffinity sched_setparam sched_setscheduler sched_yield
-    second_argument_type second_type secure_getenv seed48 seed48_r seekdir select setbuf setbuffer setenv setlinebuf
-    setlocale setns setpayload setpayloadf setpayloadf128 setpayloadf32 setpayloadf32x setpayloadf64 setpayloadf64x
-    setpayloadl setpayloadsig setpayloadsigf setpayloadsigf128 setpayloadsigf32 setpayloadsigf32x setpayloadsigf64
-    setpayloadsigf64x setpayloadsigl setstate setstate_r setvbuf sigabbrev_np sigdescr_np signbit signgam significand
-    significandf significandl sigset_t sin sincos sincosf sincosf128 sincosf32 sincosf32x sincosf64 sincosf64x sincosl
-    sinf sinf128 sinf32 sinf32x sinf64 sinf64x sinh sinhf sinhf128 sinhf32 sinhf32x sinhf64 sinhf64x sinhl sinl size_t
-    size_type snprintf sprintf sqrt sqrtf sqrtf128 sqrtf32 sqrtf32x sqrtf64 sqrtf64x sqrtl srand srand48 srand48_r
-    srandom srandom_r sscanf ssize_t state_type stderr stdin stdout stpcpy stpncpy strcasecmp strcasecmp_l strcasestr
-    strcat strchr strchrnul strcmp strcoll strcoll_l strcpy strcspn strdup strdupa streambuf streambuf_type streamoff
-    streampos streamsize strerror strerror_l strerror_r strerrordesc_np strerrorname_np strfromd strfromf strfromf128
-    strfromf32 strfromf32x strfromf64 strfromf64x strfroml strfry strftime strftime_l string string_type stringbuf
-    stringstream strlen strncasecmp strncasecmp_l strncat strncmp strncpy strndup strndupa strnlen strpbrk strptime
-    strptime_l strrchr strsep strsignal strspn strstr strtod strtod_l strtof strtof128 strtof128_l strtof32 strtof32_l
-    strtof32x strtof32x_l strtof64 strtof64_l strtof64x strtof64x_l strtof_l strtok strtok_r strtol strtol_l strtold
-    strtold_l strtoll strtoll_l strtoq strtoul strtoul_l strtoull strtoull_l strtouq strverscmp strxfrm strxfrm_l
-    suseconds_t swap swprintf swscanf system tan tanf tanf128 tanf32 tanf32x tanf64 tanf64x tanh tanhf tanhf128 tanhf32
-    tanhf32x tanhf64 tanhf64x tanhl tanl tempnam textdomain tgamma tgammaf tgammaf128 tgammaf32 tgammaf32x tgammaf64
-    tgammaf64x tgammal time time_t timegm timelocal timer_create timer_delete timer_getoverrun timer_gettime
-    timer_settime timer_t timespec_get timespec_getres timezone tmpfile tmpfile64 tmpnam tmpnam_r toascii tolower
-    tolower_l totalorder totalorderf totalorderf128 totalorderf32 totalorderf32x totalorderf64 totalorderf64x
-    totalorderl totalordermag totalordermagf totalordermagf128 totalordermagf32 totalordermagf32x totalordermagf64
-    totalordermagf64x totalordermagl toupper toupper_l towctrans towctrans_l towlower towlower_l towupper towupper_l
-    traits_type trunc truncf truncf128 truncf32 truncf32x truncf64 truncf64x truncl type tzset u16streampos u16string
-    u32streampos u32string u_char u_int u_int16_t u_int32_t u_int64_t u_int8_t u_long u_quad_t u_short ufromfp ufromfpf
-    ufromfpf128 ufromfpf32 ufromfpf32x ufromfpf64 ufromfpf64x ufromfpl ufromfpx ufromfpxf ufromfpxf128 ufromfpxf32
-    ufromfpxf32x ufromfpxf64 ufromfpxf64x ufromfpxl uid_t uint uint16_t uint32_t uint64_t uint8_t uint_fast16_t
-    uint_fast32_t uint_fast64_t uint_fast8_t uint_least16_t uint_least32_t uint_least64_t uint_least8_t uintmax_t
-    uintptr_t ulong ungetc ungetwc unlockpt unsetenv unshare useconds_t uselocale ushort va_list valloc value_type
-    vasprintf vdprintf vfprintf vfscanf vfwprintf vfwscanf vprintf vscanf vsnprintf vsprintf vsscanf vswprintf vswscanf
-    vwprintf vwscanf w_t wcerr wcin wclog wcout wcpcpy wcpncpy wcrtomb wcscasecmp wcscasecmp_l wcscat wcschr wcschrnul
-    wcscmp wcscoll wcscoll_l wcscpy wcscspn wcsdup wcsftime wcsftime_l wcslen wcsncasecmp wcsncasecmp_l wcsncat wcsncmp
-    wcsncpy wcsnlen wcsnrtombs wcspbrk wcsrchr wcsrtombs wcsspn wcsstr wcstod wcstod_l wcstof wcstof128 wcstof128_l
-    wcstof32 wcstof32_l wcstof32x wcstof32x_l wcstof64 wcstof64_l wcstof64x wcstof64x_l wcstof_l wcstok wcstol wcstol_l
-    wcstold wcstold_l wcstoll wcstoll_l wcstombs wcstoq wcstoul wcstoul_l wcstoull wcstoull_l wcstouq wcswcs wcswidth
-    wcsxfrm wcsxfrm_l wctob wctomb wctrans wctrans_l wctrans_t wctype wctype_l wctype_t wcwidth wfilebuf wfstream
-    wide_string wifstream wint_t wios wiostream wistream wistringstream wmemchr wmemcmp wmemcpy wmemmove wmempcpy
-    wmemset wofstream wostream wostringstream wprintf ws wscanf wstreambuf wstreampos wstring wstringbuf wstringstream
-    y0 y0f y0f128 y0f32 y0f32x y0f64 y0f64x y0l y1 y1f y1f128 y1f32 y1f32x y1f64 y1f64x y1l yn ynf ynf128 ynf32 ynf32x
-    ynf64 ynf64x ynl
+    pthread_rwlockattr_setkind_np pthread_rwlockattr_setpshared pthread_rwlockattr_t pthread_self pthread_setaffinity_np
+    pthread_setattr_default_np pthread_setcancelstate pthread_setcanceltype pthread_setconcurrency pthread_setname_np
+    pthread_setschedparam pthread_setschedprio pthread_setspecific pthread_spin_destroy pthread_spin_init
+    pthread_spin_lock pthread_spin_trylock pthread_spin_unlock pthread_spinlock_t pthread_t pthread_testcancel
+    pthread_timedjoin_np pthread_tryjoin_np pthread_yield ptrdiff_t ptsname ptsname_r putc putc_unlocked putchar
+    putchar_unlocked putenv puts putw putwc putwc_unlocked putwchar putwchar_unlocked qecvt qecvt_r qfcvt qfcvt_r qgcvt
+    qsort qsort_r quad_t quick_exit rand rand_r random random_r rawmemchr realloc reallocarray realpath reduce ref_type
+    reference remainder remainderf remainderf128 remainderf32 remainderf32x remainderf64 remainderf64x remainderl remove
+    remquo remquof remquof128 remquof32 remquof32x remquof64 remquof64x remquol rename renameat renameat2 result
+    result_type rethrow_exception return reverse_iterator rewind rhs rindex rint rintf rintf128 rintf32 rintf32x rintf64
+    rintf64x rintl round roundeven roundevenf roundevenf128 roundevenf32 roundevenf32x roundevenf64 roundevenf64x
+    roundevenl roundf roundf128 roundf32 roundf32x roundf64 roundf64x roundl rpmatch scalb scalbf scalbl scalbln
+    scalblnf scalblnf128 scalblnf32 scalblnf32x scalblnf64 scalblnf64x scalblnl scalbn scalbnf scalbnf128 scalbnf32
+    scalbnf32x scalbnf64 scalbnf64x scalbnl scanf sched_get_priority_max sched_get_priority_min sched_getaffinity
+    sched_getcpu sched_getparam sched_getscheduler sched_priority sched_rr_get_interval sched_setaffinity sched_setparam
+    sched_setscheduler sched_yield second_argument_type second_type secure_getenv seed48 seed48_r seekdir select setbuf
+    setbuffer setenv setlinebuf setlocale setns setpayload setpayloadf setpayloadf128 setpayloadf32 setpayloadf32x
+    setpayloadf64 setpayloadf64x setpayloadl setpayloadsig setpayloadsigf setpayloadsigf128 setpayloadsigf32
+    setpayloadsigf32x setpayloadsigf64 setpayloadsigf64x setpayloadsigl setstate setstate_r setvbuf sigabbrev_np
+    sigdescr_np signbit signgam significand significandf significandl sigset_t sin sincos sincosf sincosf128 sincosf32
+    sincosf32x sincosf64 sincosf64x sincosl sinf sinf128 sinf32 sinf32x sinf64 sinf64x sinh sinhf sinhf128 sinhf32
+    sinhf32x sinhf64 sinhf64x sinhl sinl size_t size_type snprintf sprintf sqrt sqrtf sqrtf128 sqrtf32 sqrtf32x sqrtf64
+    sqrtf64x sqrtl srand srand48 srand48_r srandom srandom_r sscanf ssize_t state_type stderr stdin stdout stpcpy
+    stpncpy strcasecmp strcasecmp_l strcasestr strcat strchr strchrnul strcmp strcoll strcoll_l strcpy strcspn strdup
+    strdupa streambuf streambuf_type streamoff streampos streamsize strerror strerror_l strerror_r strerrordesc_np
+    strerrorname_np strfromd strfromf strfromf128 strfromf32 strfromf32x strfromf64 strfromf64x strfroml strfry strftime
+    strftime_l string string_type stringbuf stringstream strlen strncasecmp strncasecmp_l strncat strncmp strncpy
+    strndup strndupa strnlen strpbrk strptime strptime_l strrchr strsep strsignal strspn strstr strtod strtod_l strtof
+    strtof128 strtof128_l strtof32 strtof32_l strtof32x strtof32x_l strtof64 strtof64_l strtof64x strtof64x_l strtof_l
+    strtok strtok_r strtol strtol_l strtold strtold_l strtoll strtoll_l strtoq strtoul strtoul_l strtoull strtoull_l
+    strtouq strverscmp strxfrm strxfrm_l suseconds_t swap swprintf swscanf system tan tanf tanf128 tanf32 tanf32x tanf64
+    tanf64x tanh tanhf tanhf128 tanhf32 tanhf32x tanhf64 tanhf64x tanhl tanl tempnam textdomain tgamma tgammaf
+    tgammaf128 tgammaf32 tgammaf32x tgammaf64 tgammaf64x tgammal time time_t timegm timelocal timer_create timer_delete
+    timer_getoverrun timer_gettime timer_settime timer_t timespec_get timespec_getres timezone tmpfile tmpfile64 tmpnam
+    tmpnam_r toascii tolower tolower_l totalorder totalorderf totalorderf128 totalorderf32 totalorderf32x totalorderf64
+    totalorderf64x totalorderl totalordermag totalordermagf totalordermagf128 totalordermagf32 totalordermagf32x
+    totalordermagf64 totalordermagf64x totalordermagl toupper toupper_l towctrans towctrans_l towlower towlower_l
+    towupper towupper_l traits_type trunc truncf truncf128 truncf32 truncf32x truncf64 truncf64x truncl type tzset
+    u16streampos u16string u32streampos u32string u_char u_int u_int16_t u_int32_t u_int64_t u_int8_t u_long u_quad_t
+    u_short ufromfp ufromfpf ufromfpf128 ufromfpf32 ufromfpf32x ufromfpf64 ufromfpf64x ufromfpl ufromfpx ufromfpxf
+    ufromfpxf128 ufromfpxf32 ufromfpxf32x ufromfpxf64 ufromfpxf64x ufromfpxl uid_t uint uint16_t uint32_t uint64_t
+    uint8_t uint_fast16_t uint_fast32_t uint_fast64_t uint_fast8_t uint_least16_t uint_least32_t uint_least64_t
+    uint_least8_t uintmax_t uintptr_t ulong ungetc ungetwc unlockpt unsetenv unshare useconds_t uselocale ushort va_list
+    valloc value_type vasprintf vdprintf vfprintf vfscanf vfwprintf vfwscanf vprintf vscanf vsnprintf vsprintf vsscanf
+    vswprintf vswscanf vwprintf vwscanf w_t wcerr wcin wclog wcout wcpcpy wcpncpy wcrtomb wcscasecmp wcscasecmp_l wcscat
+    wcschr wcschrnul wcscmp wcscoll wcscoll_l wcscpy wcscspn wcsdup wcsftime wcsftime_l wcslen wcsncasecmp wcsncasecmp_l
+    wcsncat wcsncmp wcsncpy wcsnlen wcsnrtombs wcspbrk wcsrchr wcsrtombs wcsspn wcsstr wcstod wcstod_l wcstof wcstof128
+    wcstof128_l wcstof32 wcstof32_l wcstof32x wcstof32x_l wcstof64 wcstof64_l wcstof64x wcstof64x_l wcstof_l wcstok
+    wcstol wcstol_l wcstold wcstold_l wcstoll wcstoll_l wcstombs wcstoq wcstoul wcstoul_l wcstoull wcstoull_l wcstouq
+    wcswcs wcswidth wcsxfrm wcsxfrm_l wctob wctomb wctrans wctrans_l wctrans_t wctype wctype_l wctype_t wcwidth wfilebuf
+    wfstream wide_string wifstream wint_t wios wiostream wistream wistringstream wmemchr wmemcmp wmemcpy wmemmove
+    wmempcpy wmemset wofstream wostream wostringstream wprintf ws wscanf wstreambuf wstreampos wstring wstringbuf
+    wstringstream y0 y0f y0f128 y0f32 y0f32x y0f64 y0f64x y0l y1 y1f y1f128 y1f32 y1f32x y1f64 y1f64x y1l yn ynf ynf128
+    ynf32 ynf32x ynf64 ynf64x ynl
 """.split())

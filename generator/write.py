@@ -100,13 +100,11 @@ def _generated_before(old: Path) -> set[str] | None:
         return None
 
 
-def _user_file_in_the_way(target: Path, files: Iterable[str]) -> str | None:
-    """The first path the new project writes where the previous one holds something gen-hls did not write (a user's
-    report.md beside a project generated without one): regenerating would delete it. None when nothing is in the
-    way, or when the previous project has no GENERATED list (an older project: its files cannot be told apart)."""
-    if not target.is_dir():
-        return None
-    before = _generated_before(target)
+def _user_file_in_the_way(target: Path, files: Iterable[str], before: set[str] | None) -> str | None:
+    """The first path the new project writes where the previous one (``target``, its GENERATED list ``before``)
+    holds something gen-hls did not write (a user's report.md beside a project generated without one):
+    regenerating would delete it. None when nothing is in the way, or without a list (an older project: its files
+    cannot be told apart)."""
     if before is None:
         return None
     return next((rel for rel in sorted(files) if rel not in before and os.path.lexists(target / rel)), None)
@@ -154,7 +152,8 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
     problem = output_problem(target, protect)
     if problem is not None:
         raise IsegError(f"{target}: {problem}")
-    clash = _user_file_in_the_way(target, files)
+    before = _generated_before(target) if target.is_dir() else None  # the previous project's GENERATED list
+    clash = _user_file_in_the_way(target, files, before)
     if clash is not None:
         raise IsegError(f"{target}: {clash} is not a file gen-hls wrote (the project's {GENERATED} does not list it) "
                         "and the new project writes one there: move it aside, then run again")
@@ -177,7 +176,7 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.rmdir(old)
             os.replace(target, old)
-            _carry(old, tmp, set(files), _generated_before(old), "", moved)
+            _carry(old, tmp, set(files), before, "", moved)
         os.replace(tmp, target)
         tmp = None
     except BaseException as exc:

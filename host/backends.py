@@ -279,7 +279,7 @@ class PynqBackend(Backend):
                 self._wait(f"the AXI DMA {what} channel did not finish",
                            lambda ch=ch: ch.idle or getattr(ch, "error", False) or self._short(recv), deadline)
                 if self._short(recv):
-                    break
+                    raise self._tlast_error(recv.transferred)
                 if getattr(ch, "error", False):
                     # an error halts the channel (PG021 DMASR.Halted), and PYNQ's wait() checks `running` first: it
                     # would say "DMA channel not started". The cause is in the channel's status register
@@ -289,15 +289,17 @@ class PynqBackend(Backend):
                 ch.wait()  # returns at once; the receive channel invalidates the label buffer
         except (RuntimeError, ValueError) as e:
             raise IsegError(f"AXI DMA {self.dma_name!r}: {e}") from None
-        if not self._short(recv):
-            # ap_done is clear-on-read: the read that sees it is the one that ends the poll
-            self._wait("the kernel did not signal ap_done", lambda: self.ip.read(self.ctrl) & self.ap_done, deadline)
+        # ap_done is clear-on-read: the read that sees it is the one that ends the poll
+        self._wait("the kernel did not signal ap_done", lambda: self.ip.read(self.ctrl) & self.ap_done, deadline)
         received = getattr(recv, "transferred", None)  # PYNQ >= 3.0: the S2MM length register after the frame
         if isinstance(received, int) and received != self.fmt.label_bytes:
-            raise IsegError(f"the kernel's label stream ended (TLAST) after {received} bytes, expected "
-                            f"{self.fmt.label_bytes}")
+            raise self._tlast_error(received)
         self.labels.invalidate()
         return self.fmt.unpack(self.labels[: self.fmt.label_bytes])
+
+    def _tlast_error(self, received: int) -> IsegError:
+        return IsegError(f"the kernel's label stream ended (TLAST) after {received} bytes, expected "
+                         f"{self.fmt.label_bytes}")
 
     def _short(self, recv: Any) -> bool:
         """S2MM finished (TLAST) before the frame's labels were all in (``transferred``: PYNQ >= 3.0)."""
