@@ -513,16 +513,20 @@ def _check_label_mode(lab_path: Path, mode: str) -> None:
 
 
 def _load(img_path: Path, lab_path: Path, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    from iseg.imageio import to_rgb8
+
+    path = img_path  # the file being read, named when it fails
     try:
         with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: two lines on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(img_path) as im:
-                img = np.asarray(im.convert("RGB"))
+                img = to_rgb8(im)  # as iseg infer and iseg-host read it: Pillow's convert clips 16-bit to white
+            path = lab_path
             with Image.open(lab_path) as im:
                 _check_label_mode(lab_path, im.mode)
                 raw = np.asarray(im).astype(np.uint8, copy=True)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise IsegError(f"cannot read {img_path.name} / {lab_path.name} in {img_path.parent}: {e}") from e
+        raise IsegError(f"cannot read {path}: {e}") from e
     if raw.shape != img.shape[:2]:
         raise IsegError(
             f"annotation {lab_path} is {raw.shape[0]}x{raw.shape[1]}, image is {img.shape[0]}x{img.shape[1]}"
@@ -559,16 +563,20 @@ class FolderSample:
     def check(self) -> None:
         """What ``load`` would refuse that the files' headers show (format, label mode, sizes), without decoding
         the pixels: a dataset decoded per access is still checked before the first training step."""
+        path = self.image  # the file being read, named when it fails
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(self.image) as im, Image.open(self.labels) as lab:
+                with Image.open(self.image) as im:
+                    size = im.size
+                path = self.labels
+                with Image.open(self.labels) as lab:
                     _check_label_mode(self.labels, lab.mode)
-                    if lab.size != im.size:
+                    if lab.size != size:
                         raise IsegError(f"annotation {self.labels} is {lab.size[1]}x{lab.size[0]}, image is "
-                                        f"{im.size[1]}x{im.size[0]}")
+                                        f"{size[1]}x{size[0]}")
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise IsegError(f"cannot read {self.image.name} / {self.labels.name} in {self.image.parent}: {e}") from e
+            raise IsegError(f"cannot read {path}: {e}") from e
 
 
 def folder_samples(path: str | os.PathLike[str], split: str | None = None) -> list[FolderSample]:

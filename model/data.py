@@ -76,6 +76,8 @@ class FolderDataset(Dataset):
     Images are resized bilinearly and labels with nearest neighbour (labels are indices: never
     interpolate them). Without ``size`` the samples keep their own sizes (evaluate one by one).
     ``limit``: only the first ``limit`` samples (``--calib DIR:64`` decoded the whole split to keep 64).
+    ``n_cls``: the model's classes; a label at or beyond them (other than the ignore value) is refused as its
+    sample is decoded, naming the file, where it would otherwise end the loss in an IndexError traceback.
     Decoded samples (u8, 4 bytes a pixel with the label) are kept when the whole set fits ``CACHE_BYTES`` at
     ``size``; a larger one (ADE20K at 512 x 512: 21 GB) is decoded on each access instead of exhausting memory.
     """
@@ -84,9 +86,10 @@ class FolderDataset(Dataset):
 
     def __init__(
         self, path: str | os.PathLike[str], split: str | None = None, size: tuple[int, int] | None = None,
-        limit: int | None = None,
+        limit: int | None = None, n_cls: int | None = None,
     ) -> None:
         self._list = synth.folder_samples(path, split)[:limit]
+        self.n_cls = n_cls
         self.names = [s.name for s in self._list]
         self.size = tuple(size) if size is not None else None
         fits = size is not None and len(self._list) * size[0] * size[1] * 4 <= self.CACHE_BYTES
@@ -107,6 +110,11 @@ class FolderDataset(Dataset):
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         img, lab = self._list[i].load()
+        if self.n_cls is not None:
+            top = int(lab[lab != synth.IGNORE_INDEX].max(initial=0))
+            if top >= self.n_cls:
+                raise IsegError(f"annotation {self._list[i].labels} holds label {top}: the model has {self.n_cls} "
+                                f"classes (0..{self.n_cls - 1}, {synth.IGNORE_INDEX} ignored)")
         if self.size is not None and img.shape[:2] != self.size:
             h, w = self.size
             img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as save_bytes
 
 from iseg.errors import IsegError
 from iseg.imageio import atomic_write
@@ -55,6 +56,26 @@ FP_FORMAT_VERSION = 1
 # our format
 
 
+def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """``tensors`` and ``meta`` as one ``.safetensors`` at ``path`` (atomically), the same bytes for the same
+    content: safetensors keeps the metadata in a hash map whose order changes from process to process, so its
+    header is written again with sorted keys (the data and their offsets unchanged; padded to 8 bytes, as
+    safetensors pads it)."""
+    blob = save_bytes(tensors, metadata=meta)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    data = memoryview(blob)[8 + n:]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(len(header).to_bytes(8, "little"))
+            f.write(header)
+            f.write(data)
+
+    atomic_write(Path(path), write)
+
+
 def save_fp(model: Segmenter, path: str | os.PathLike[str], training: dict[str, Any] | None = None) -> None:
     """Write ``model`` as one ``.safetensors`` (float32) with its config in the metadata.
 
@@ -69,7 +90,7 @@ def save_fp(model: Segmenter, path: str | os.PathLike[str], training: dict[str, 
     }
     if training is not None:
         meta["training"] = json.dumps(training, sort_keys=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    write_safetensors(path, tensors, meta)
 
 
 def read_fp_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

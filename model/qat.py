@@ -112,6 +112,13 @@ def qat(fp: torch.nn.Module, calib_images: np.ndarray, cfg: QatConfig, softmax: 
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         value = float(loss.detach())
+        if world > 1:  # the global batch's loss (each process's mean over its own pixels, weighted by them), so
+            # that the log is the batch's and every process sees the same divergence (one raising alone would leave
+            # the others waiting in the next collective)
+            n = float((labels != IGNORE_INDEX).sum())
+            both = torch.tensor([value * n if n else 0.0, n], dtype=torch.float64)
+            dist.all_reduce(both)
+            value = float(both[0] / both[1]) if both[1] > 0 else value
         if not math.isfinite(value):
             raise IsegError(f"QAT diverged at step {step} (loss {value}): lower --lr")
         if rank == 0 and (step % 50 == 0 or step == cfg.steps - 1):
@@ -157,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         raise IsegError(f"--save-fp {args.save_fp}: is the same file as --out")
     if out.resolve() == Path(args.model).resolve():
         raise IsegError(f"--out {args.out}: is the FP model being fine-tuned (it would be replaced)")
+    if fp_out is not None and fp_out.resolve() == Path(args.model).resolve():
+        raise IsegError(f"--save-fp {args.save_fp}: is the FP model being fine-tuned (it would be replaced)")
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
@@ -198,20 +207,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_data(source: str, fp: torch.nn.Module) -> Dataset | None:
-    """``--data``: None for the synthetic scenes, else the folder's train split at the model's size (its classes
-    must be the model's: a label beyond them would make the loss index out of range)."""
+    """``--data``: None for the synthetic scenes, else the folder's train split at the model's size (a label beyond
+    the model's classes is refused by FolderDataset, naming its file)."""
     if source in ("synthetic", "synth"):
         return None
     if not os.path.isdir(source):
         raise IsegError(f"--data {source}: neither 'synthetic' nor a dataset folder")
     ade = os.path.isdir(os.path.join(source, "annotations"))
-    ds = FolderDataset(source, "train" if ade else None, size=fp.cfg.image_size)
-    if len(ds) == 0:
-        raise IsegError(f"--data {source}: no training samples")
-    top = max(int(lab[lab != IGNORE_INDEX].max(initial=0)) for _, lab in map(ds.sample, range(len(ds))))
-    if top >= fp.n_cls:
-        raise IsegError(f"--data {source}: labels go up to {top}, the model has {fp.n_cls} classes")
-    return ds
+    return FolderDataset(source, "train" if ade else None, size=fp.cfg.image_size, n_cls=fp.n_cls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from tqdm import tqdm
 
 from iseg import cli, synth
@@ -43,7 +43,7 @@ from iseg.imageio import atomic_write, check_output_dir, check_output_file
 from .calibrate import add_threads_option, apply_threads
 from .data import BatchOrder, FolderDataset, SynthDataset, collate
 from .eval import evaluate_fp, format_metrics
-from .loaders import save_fp
+from .loaders import save_fp, write_safetensors
 from .segmenter import VARIANTS, Segmenter, SegmenterConfig, param_count, preset
 
 __all__ = ["TrainConfig", "TrainResult", "add_arguments", "lr_at", "run", "train"]
@@ -96,9 +96,10 @@ class TrainConfig:
         for name in ("warmup", "val_count", "seed", "data_seed"):
             if getattr(self, name) < 0:
                 raise IsegError(f"train config: {name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
+        # past 1e30 AdamW's float32 step (lr / (1 - beta1)) overflows: a RuntimeError traceback (as iseg qat)
+        if not 0 < self.lr <= 1e30 or self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise IsegError(
-                "train config: lr must be > 0, weight_decay and grad_clip >= 0, min_lr_ratio in 0..1"
+                "train config: lr must be in (0, 1e30], weight_decay and grad_clip >= 0, min_lr_ratio in 0..1"
             )
         if self.schedule not in ("cosine", "poly"):
             raise IsegError(f"train config: schedule must be 'cosine' or 'poly', got {self.schedule!r}")
@@ -127,6 +128,7 @@ class TrainResult:
     all_losses: list[float]
     step: int
     metrics: dict[str, Any] | None
+    metrics_split: str = "val"  # "train" for a plain folder: it has no held-out images, so the score is on its own
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -169,7 +171,7 @@ def _save_checkpoint(
             t = val if isinstance(val, torch.Tensor) else torch.tensor(val)
             tensors[f"optim.{i}.{name}"] = t.detach().contiguous().clone()
     meta = {"format": CKPT_FORMAT, "format_version": str(CKPT_VERSION), "step": str(step)}
-    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    write_safetensors(out / "checkpoint.safetensors", tensors, meta)
     doc = {
         "format": CKPT_FORMAT,
         "format_version": CKPT_VERSION,
@@ -252,16 +254,21 @@ def _load_checkpoint(out: Path, model: Segmenter, opt: torch.optim.Optimizer, do
 # training
 
 
-def _datasets(tcfg: TrainConfig, model_cfg: SegmenterConfig) -> tuple[Any, Any]:
+def _datasets(tcfg: TrainConfig, model_cfg: SegmenterConfig) -> tuple[Any, Any, str]:
+    """The training set, the set scored at the end and its split's name: a plain folder has no validation split,
+    so the end's score is over the training images themselves, and is named so."""
     size = model_cfg.image_size
     if tcfg.data == "synth":
+        if model_cfg.n_cls < synth.NUM_CLASSES:  # scene labels beyond the model's classes: the loss's IndexError
+            raise IsegError(f"--n-cls {model_cfg.n_cls}: the synthetic scenes have {synth.NUM_CLASSES} classes")
         cache = tcfg.train_count * size[0] * size[1] * 4 <= 2**30  # up to 1 GiB of uint8 scenes
         return (SynthDataset("train", tcfg.train_count, size, tcfg.data_seed, cache=cache),
-                SynthDataset("val", max(1, tcfg.val_count), size, tcfg.data_seed))
+                SynthDataset("val", max(1, tcfg.val_count), size, tcfg.data_seed), "val")
     ade = (Path(tcfg.data) / "annotations").is_dir()
-    train_ds = FolderDataset(tcfg.data, "train" if ade else None, size=size)
-    val_ds = FolderDataset(tcfg.data, "val", size=size) if ade else train_ds
-    return train_ds, val_ds
+    train_ds = FolderDataset(tcfg.data, "train" if ade else None, size=size, n_cls=model_cfg.n_cls)
+    if not ade:
+        return train_ds, train_ds, "train"
+    return train_ds, FolderDataset(tcfg.data, "val", size=size, n_cls=model_cfg.n_cls), "val"
 
 
 def train(
@@ -286,7 +293,7 @@ def train(
         model_cfg = SegmenterConfig.from_dict(doc["model"])
     elif (out / "checkpoint.json").exists():
         raise IsegError(f"{out} already holds a training run: resume it or choose another output folder")
-    train_ds, val_ds = _datasets(tcfg, model_cfg)  # bad data fails before anything is written
+    train_ds, val_ds, val_split = _datasets(tcfg, model_cfg)  # bad data fails before anything is written
     torch.manual_seed(tcfg.seed)
     model = Segmenter(model_cfg)  # and a model too large for the memory (before the folder is made)
     opt = _make_optimizer(model, tcfg)
@@ -342,13 +349,14 @@ def train(
         training = {"steps": tcfg.steps, "train": tcfg.to_dict(),
                     "final_loss": all_losses[-1] if all_losses else None}
         if metrics is not None:
-            training["val"] = {"split": "val", "count": len(val_ds), "miou": metrics["miou"],
+            training["val"] = {"split": val_split, "count": len(val_ds), "miou": metrics["miou"],
                                "pixel_acc": metrics["pixel_acc"], "iou": metrics["iou"]}
             log(format_metrics(metrics, model_cfg.class_names))
         save_fp(model, out / "model.safetensors", training=training)
         tail = f" (final loss {all_losses[-1]:.4f})" if all_losses else ""
         log(f"wrote {out / 'model.safetensors'}{tail}")
-    return TrainResult(model=model, losses=losses, all_losses=all_losses, step=step, metrics=metrics)
+    return TrainResult(model=model, losses=losses, all_losses=all_losses, step=step, metrics=metrics,
+                       metrics_split=val_split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,7 +376,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--out", required=True, help="run folder (checkpoints and model.safetensors)")
     parser.add_argument("--resume", action="store_true", help="continue the run stored in --out")
-    parser.add_argument("--variant", default="builtin", choices=sorted(VARIANTS),
+    parser.add_argument("--variant", default=None, choices=sorted(VARIANTS),  # None: builtin (a resume: stored)
                         help="model preset (default builtin: the synthetic-data model)")
     from iseg.random_model import MAX_DIM, MAX_LAYERS, MAX_PATCH
 
@@ -403,7 +411,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--data-seed", type=cli.int_arg("--data-seed", 0, cli.SEED_MAX),
                    help="seed of the synthetic scenes (default 0)")
     t.add_argument("--train-count", type=int, help=f"synthetic training scenes (default {d.train_count})")
-    t.add_argument("--val-count", type=int, help=f"validation scenes scored at the end ({d.val_count})")
+    t.add_argument("--val-count", type=int,
+                   help=f"synthetic validation scenes scored at the end (default {d.val_count}; 0: no score; a "
+                        "folder's whole validation split is scored, a plain folder's training images)")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no flip augmentation")
     t.add_argument("--ckpt-every", type=int, help=f"checkpoint period in steps (default {d.ckpt_every})")
     add_threads_option(t)
@@ -446,10 +456,11 @@ def _configs_from_args(args: argparse.Namespace) -> tuple[SegmenterConfig, Train
         mkw["n_cls"] = n_cls
     if mkw["n_cls"] == n_cls:
         mkw.update(class_names=names, class_colors=colors)
-    base = VARIANTS[args.variant]
+    variant = args.variant or "builtin"
+    base = VARIANTS[variant]
     if base.get("encoder_head_classes") == base.get("n_cls") and "n_cls" in mkw:
         mkw.setdefault("encoder_head_classes", mkw["n_cls"])
-    return preset(args.variant, **mkw), tcfg
+    return preset(variant, **mkw), tcfg
 
 
 def _check_resume_flags(args: argparse.Namespace, doc: dict[str, Any]) -> None:
@@ -460,7 +471,8 @@ def _check_resume_flags(args: argparse.Namespace, doc: dict[str, Any]) -> None:
             flag = "--no-flip" if k == "flip" else "--" + k.replace("_", "-")
             raise IsegError(f"{flag} {v} differs from the stored run's {stored.get(k)}: a resume continues "
                             "the stored run unchanged")
-    mflags = [d for d in _MODEL_FLAGS if getattr(args, d) is not None] + (["size"] if args.size is not None else [])
+    mflags = ([d for d in _MODEL_FLAGS if getattr(args, d) is not None] + (["size"] if args.size is not None else [])
+              + (["variant"] if args.variant is not None else []))
     if mflags:
         flag = "--" + mflags[0].replace("_", "-")
         raise IsegError(f"{flag} cannot be given with --resume (the model is stored)")
@@ -501,7 +513,9 @@ def run(args: argparse.Namespace) -> int:
         log(f"exported {args.export}")
     if result.metrics is not None:
         m = result.metrics
-        print(f"val mIoU {100 * m['miou']:.2f} %  pixel acc {100 * m['pixel_acc']:.2f} %")
+        split = result.metrics_split
+        seen = " (the training images: a plain folder has no validation split)" if split == "train" else ""
+        print(f"{split} mIoU {100 * m['miou']:.2f} %  pixel acc {100 * m['pixel_acc']:.2f} %{seen}")
     return 0
 
 

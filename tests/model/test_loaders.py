@@ -301,3 +301,24 @@ def test_builtin_model_file() -> None:
     assert meta["training"]["val"]["miou"] >= 0.85
     m = evaluate_fp(load_fp(BUILTIN), SynthDataset("val", 16, cfg.image_size), batch_size=16)
     assert m["miou"] > 0.8  # 16 scenes, nearest labels: measured 0.876 on 200 (docs/model.md)
+
+
+def test_fp_file_bytes_are_a_function_of_the_model(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in an order that changes per call (8 saves of 4 keys gave 8 files):
+    save_fp rewrites the header with sorted keys, so the same model and training record give the same bytes, and
+    the file still loads to the same tensors."""
+    model = make_model()
+    blobs = set()
+    for i in range(6):
+        save_fp(model, tmp_path / f"m{i}.safetensors", training={"steps": 3, "val": {"miou": 0.5}})
+        blobs.add((tmp_path / f"m{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    n = int.from_bytes(blob[:8], "little")
+    assert n % 8 == 0
+    header = json.loads(blob[8:8 + n])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == sorted(header["__metadata__"])
+    back = load_fp(tmp_path / "m0.safetensors")
+    for (k, a), (k2, b) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    assert read_fp_metadata(tmp_path / "m0.safetensors")["training"] == {"steps": 3, "val": {"miou": 0.5}}

@@ -49,9 +49,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         fp = tiny_fp()
         images, _ = load_data("synthetic:2", CFG.image_size)
-        qm = qat(fp, images, QCFG, log=lambda *_: None)
+        lines: list[str] = []
+        qm = qat(fp, images, QCFG, log=lines.append)
         state = {k: v.detach().clone() for k, v in qm.state_dict().items()}
         torch.save(state, os.path.join(out, f"rank{rank}.pt"))
+        with open(os.path.join(out, f"rank{rank}.log"), "w") as f:
+            f.write("\n".join(lines))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -68,8 +71,15 @@ def test_qat_ddp_two_processes_match_single_process(tmp_path):
     fp = tiny_fp()
     before = {k: v.clone() for k, v in fp.state_dict().items()}
     images, _ = load_data("synthetic:2", CFG.image_size)
-    qm = qat(fp, images, QCFG, log=lambda *_: None)
+    lines: list[str] = []
+    qm = qat(fp, images, QCFG, log=lines.append)
     single = qm.state_dict()
+    # rank 0 logs the global batch's loss (all-reduced), not its own half's: the single process's, to the sums' order
+    logged = (tmp_path / "rank0.log").read_text().splitlines()
+    assert (tmp_path / "rank1.log").read_text() == "" and len(logged) == len(lines) == 2
+    for a, b in zip(logged, lines, strict=True):
+        assert a.rsplit(" ", 1)[0] == b.rsplit(" ", 1)[0]  # "qat step 1/3 loss"
+        assert abs(float(a.rsplit(" ", 1)[1]) - float(b.rsplit(" ", 1)[1])) <= 2e-4, (a, b)
     moved = 0
     for k, v in single.items():
         torch.testing.assert_close(r0[k], v, atol=1e-4, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")

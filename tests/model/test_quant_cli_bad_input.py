@@ -151,20 +151,41 @@ TRAIN = ["--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--patch", "8",
     (["--lr", "inf"], "train config: lr must be a finite number, got inf"),
     (["--grad-clip", "nan"], "train config: grad_clip must be a finite number, got nan"),
     (["--weight-decay", "nan"], "train config: weight_decay must be a finite number, got nan"),
+    (["--lr", "1e38"], "train config: lr must be in (0, 1e30], weight_decay and grad_clip >= 0, min_lr_ratio in 0..1"),
+    (["--n-cls", "4"], "--n-cls 4: the synthetic scenes have 8 classes"),
     (["--export", "afile/m.safetensors"], "--export afile/m.safetensors: {tmp}/afile is not a folder"),
     (["--export", "run/model.safetensors"], "--export run/model.safetensors: is the run's own model.safetensors "
                                             "(give another path)"),
-], ids=["seed-huge", "data-seed-neg", "d-model", "n-layers", "n-cls", "lr-inf", "clip-nan", "wd-nan",
-        "export-under-file", "export-own"])
+], ids=["seed-huge", "data-seed-neg", "d-model", "n-layers", "n-cls", "lr-inf", "clip-nan", "wd-nan", "lr-huge",
+        "n-cls-below-synth", "export-under-file", "export-own"])
 def test_train_flags_are_checked_before_anything(tmp_path, capsys, monkeypatch, args, msg):
     """--seed huge: a ValueError traceback from torch.manual_seed after the run folder was made; --d-model /
-    --n-layers 100000: an allocator traceback or minutes building the model; NaN / inf accepted; a bad --export
+    --n-layers 100000: an allocator traceback or minutes building the model; NaN / inf accepted; --lr 1e38 and
+    --n-cls below the scenes' classes: an AdamW / IndexError traceback and an empty run folder; a bad --export
     found after the training."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_bytes(b"keep")
     assert main(["train", "--out", "run", *TRAIN, *args]) == 1
     assert capsys.readouterr().err == f"iseg: error: {msg.format(tmp=tmp_path)}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_train_labels_beyond_the_classes_are_one_line(tmp_path, capsys):
+    """A folder label at or beyond --n-cls ended in the loss's IndexError traceback and an empty run folder."""
+    data = _plain_folder(tmp_path / "ds", 2, top_label=9)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TRAIN, "--data", str(data), "--n-cls", "8"]) == 1
+    assert capsys.readouterr().err == (f"iseg: error: annotation {data / 'labels' / 's0.png'} holds label 9: the "
+                                       "model has 8 classes (0..7, 255 ignored)\n")
+    assert not run.exists()
+
+
+def test_qat_save_fp_must_not_replace_the_fp_model(fp_path, tmp_path, capsys):
+    before = fp_path.read_bytes()
+    assert main(["qat", str(fp_path), "--out", str(tmp_path / "q.safetensors"), *QAT, "--save-fp", str(fp_path)]) == 1
+    assert capsys.readouterr().err == (f"iseg: error: --save-fp {fp_path}: is the FP model being fine-tuned (it would "
+                                       "be replaced)\n")
+    assert fp_path.read_bytes() == before and not (tmp_path / "q.safetensors").exists()
 
 
 def test_train_empty_out_is_not_the_current_folder(tmp_path, capsys, monkeypatch):
@@ -291,7 +312,8 @@ def test_qat_data_errors_are_one_line(fp_path, tmp_path, capsys):
     assert _err(capsys) == f"iseg: error: --data {tmp_path / 'none'}: neither 'synthetic' nor a dataset folder\n"
     data = _plain_folder(tmp_path / "ds9", 2, top_label=9)  # the model has 8 classes
     assert main(["qat", str(fp_path), "--out", str(out), *QAT, "--data", str(data)]) == 1
-    assert _err(capsys) == f"iseg: error: --data {data}: labels go up to 9, the model has 8 classes\n"
+    assert _err(capsys) == (f"iseg: error: annotation {data / 'labels' / 's0.png'} holds label 9: the model has 8 "
+                            "classes (0..7, 255 ignored)\n")
     assert not out.exists()
 
 
@@ -343,7 +365,7 @@ def test_bad_folder_file_is_refused_before_any_work(tmp_path, monkeypatch, budge
 
     data = _plain_folder(tmp_path / "ds", 4, broken_after=3)
     monkeypatch.setattr(FolderDataset, "CACHE_BYTES", budget)
-    with pytest.raises(IsegError, match=r"cannot read s3\.png / s3\.png in .*images"):
+    with pytest.raises(IsegError, match=r"cannot read .*images/s3\.png: "):
         FolderDataset(data, size=(16, 24))
 
 

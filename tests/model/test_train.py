@@ -19,7 +19,7 @@ from iseg.cli import main as iseg_main  # noqa: E402
 from iseg.errors import IsegError  # noqa: E402
 from iseg.model.data import BatchOrder, SynthDataset, collate  # noqa: E402
 from iseg.model.eval import confusion, evaluate_fp, metrics  # noqa: E402
-from iseg.model.loaders import load_fp  # noqa: E402
+from iseg.model.loaders import load_fp, read_fp_metadata  # noqa: E402
 from iseg.model.segmenter import SegmenterConfig  # noqa: E402
 from iseg.model.train import TrainConfig, lr_at, main, train  # noqa: E402
 
@@ -179,6 +179,8 @@ def test_cli_train_resume_and_flag_check(tmp_path: Path, capsys: pytest.CaptureF
     assert "--lr 0.5 differs from the stored run's 0.002" in capsys.readouterr().err
     assert main(common + ["--resume", "--d-model", "64"]) == 1
     assert "--d-model cannot be given with --resume" in capsys.readouterr().err
+    assert main(common + ["--resume", "--variant", "tiny"]) == 1  # was taken silently: --variant had a default
+    assert "--variant cannot be given with --resume" in capsys.readouterr().err
     assert main(common + ["--steps", "3"]) == 1
     assert "already holds a training run" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "x"), "--data", str(tmp_path / "nodata"), "--n-cls", "3"]) == 1
@@ -195,3 +197,35 @@ def test_train_on_a_folder(tmp_path: Path) -> None:
     cfg = TrainConfig(steps=2, batch_size=2, warmup=0, data=str(data), val_count=1, ckpt_every=5)
     res = train(TINY, cfg, tmp_path / "run", progress=False, log=lambda m: None)
     assert res.metrics is not None and res.metrics["pixels"] == 2 * 32 * 32
+
+
+def test_plain_folder_score_is_named_the_training_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain folder has no validation split: the end's score is over its training images, and was recorded and
+    printed as "val" (with --val-count ignored)."""
+    data = tmp_path / "plain"
+    synth.write_dataset(data, 3, (32, 32), seed=1, layout="plain")
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--no-progress", "--size", "32x32", "--d-model", "32", "--n-heads", "2",
+                 "--n-layers", "1", "--steps", "1", "--batch-size", "2", "--warmup", "0", "--data", str(data)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"train mIoU \d+\.\d\d %  pixel acc \d+\.\d\d % \(the training images: a plain folder has "
+                        r"no validation split\)", line), line
+    val = read_fp_metadata(out / "model.safetensors")["training"]["val"]
+    assert val["split"] == "train" and val["count"] == 3
+
+
+def test_dataset_reads_16_bit_images_as_inference_does(tmp_path: Path) -> None:
+    """Pillow's convert("RGB") clips 16-bit greyscale to white: the dataset loader took every such image as
+    255 while iseg infer / iseg-host (imageio.to_rgb8) read its top byte."""
+    from PIL import Image
+
+    from iseg.imageio import load_image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    g = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300).astype(np.uint16)
+    Image.fromarray(g).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "labels" / "a.png")
+    img, _ = synth.folder_samples(tmp_path)[0].load()
+    assert np.array_equal(img, load_image(tmp_path / "images" / "a.png"))
+    assert np.array_equal(img[:, :, 0], (g >> 8).astype(np.uint8))  # by hand: the top byte, grey in all three
