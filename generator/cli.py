@@ -4,8 +4,8 @@ The pipeline is a handful of plain calls in a fixed order: load config -> load c
 plan -> render (pure) -> write (atomic) -> optionally build and check the C-simulation. Every
 argument, the config, the checkpoint and the ``--images`` are checked before that pipeline starts:
 a bad one is one line on stderr and exit status 1 with nothing written and nothing replaced (only
-a previous gen-hls project or an empty folder is ever replaced). Ctrl-C is one line and status 130;
-the temporary folder is removed and a previous project stays.
+a previous gen-hls project or an empty folder is ever replaced). Ctrl-C is one line and status 130 (SIGTERM
+143); the temporary folder is removed and a previous project stays.
 """
 
 from __future__ import annotations
@@ -173,8 +173,11 @@ def generate(config_path: str | Path, *, quiet: bool = True, extra_outputs: tupl
     if "rtl" in cfg.outputs:
         files.update(emit.render_rtl(plan, ckpt))
     _check_interrupted()
-    kept = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))
+    kept, stale = write_project(files, cfg.output, protect=(cfg.source, cfg.checkpoint))
     out = Path(cfg.output)
+    for folder in stale:  # never deleted here: a run killed mid-swap may have left the user's files in it
+        print(f"gen-hls: note: {folder} was left by a gen-hls run that was killed (SIGKILL or a power cut); it may "
+              "hold a previous project and files of yours: look, then delete it", file=sys.stderr, flush=True)
     if kept:  # never quiet: the user should know their files are there, and which
         more = f" and {len(kept) - 6} more" if len(kept) > 6 else ""
         print(f"gen-hls: kept what the previous project held besides its generated files: "
@@ -256,6 +259,7 @@ def check_csim(project: Path, ckpt_path: Path, images: str | None | Sequence[tup
     for label, img in imgs:
         t1 = time.perf_counter()
         labels, trace = lib.run_traced(img)
+        _check_interrupted()  # a Ctrl-C ctypes swallowed on entering the trace callback: the trace is partial
         t_run += time.perf_counter() - t1
         ref_labels, ref = run(ckpt, img, trace=True)
         for entry in lib.trace_map:
@@ -314,14 +318,19 @@ def _check_csim_tools(outputs: tuple[str, ...]) -> None:
 # callback ("Exception ignored in ..."): an interrupt landing there is found through this flag at
 # the next checkpoint instead (before the project is written, and before main reports success).
 _INTERRUPTED = threading.Event()
+_SIGNALLED: list[int] = []  # the signal that interrupted: exit 128 + it (130 for SIGINT, 143 for SIGTERM)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _interrupt_once(signum: int, frame: object) -> None:
-    """SIGINT: raise KeyboardInterrupt once and ignore the repeats, so the clean-up (temporary folder,
-    worker process) and the one-line report are not cut short by a second Ctrl-C (or by ``timeout``,
-    which signals the process and then its whole group)."""
+    """SIGINT or SIGTERM (``timeout``, a CI job's cancel, ``kill``): raise KeyboardInterrupt once and ignore the
+    repeats, so the clean-up (temporary folder, a project moved aside, worker process) and the one-line report
+    are not cut short by a second signal (``timeout`` signals the process and then its whole group). SIGTERM's
+    default action ended the process at once, leaving the temporary folders."""
     _INTERRUPTED.set()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _SIGNALLED.append(signum)
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -333,11 +342,12 @@ def _check_interrupted() -> None:
 
 @quiet_closed_pipe
 def main(argv: list[str] | None = None) -> int:
-    """The ``gen-hls`` command: 0 done, 1 bad input (one line on stderr), 2 bad usage, 130 interrupted."""
+    """``gen-hls``: 0 done, 1 bad input (one line on stderr), 2 bad usage, 130 interrupted (143: SIGTERM)."""
     if threading.current_thread() is not threading.main_thread():  # no signal handlers off the main thread
         return _main(argv)
     _INTERRUPTED.clear()
-    previous = signal.signal(signal.SIGINT, _interrupt_once)
+    _SIGNALLED.clear()
+    previous = {sig: signal.signal(sig, _interrupt_once) for sig in _SIGNALS}
     previous_hook = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:  # the swallowed interrupt is reported once, by _main
@@ -348,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sys.unraisablehook = previous_hook
         _INTERRUPTED.clear()
 
@@ -403,9 +414,12 @@ def _main(argv: list[str] | None) -> int:
 
         print(f"gen-hls: error: {os_error_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("gen-hls: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from iseg.generator.write import InterruptedAfterWrite
+
+        after = f" after {exc.args[0]} was written" if isinstance(exc, InterruptedAfterWrite) else ""
+        print(f"gen-hls: interrupted{after}", file=sys.stderr)
+        return 128 + (_SIGNALLED[0] if _SIGNALLED else signal.SIGINT)
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from iseg.errors import IsegError
+from iseg.imageio import atomic_write
 
 __all__ = ["build", "check_toolchain", "CsimLibrary", "ap_types_dir", "CXXFLAGS"]
 
@@ -94,7 +95,9 @@ def build(project_dir: str | os.PathLike, cxx: str | None = None, port_check: bo
     name = "libiseg_csim" if port_check else "libiseg_csim_fast"
     out = project / "build" / f"{name}.so"
     stamp = project / "build" / f"{name}.sha256"
-    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+    # the stamp: the sources' digest and the library's own sha256, so that a library truncated or replaced on disk
+    # is rebuilt rather than loaded (a truncated .so mapped by dlopen ends the process with SIGBUS, no message)
+    if out.is_file() and stamp.is_file() and stamp.read_text().split() == [digest, _file_sha256(out)]:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     cached = _cache_dir() / f"{digest}.so"
@@ -102,23 +105,26 @@ def build(project_dir: str | os.PathLike, cxx: str | None = None, port_check: bo
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cached.parent)
         os.close(fd)
-        run = [c if c != "OUT" else tmp for c in cmd]
-        proc = subprocess.run(run, cwd=project, capture_output=True, text=True)
-        if proc.returncode != 0:
+        try:  # an interrupted compile leaves no empty .so in the cache
+            run = [c if c != "OUT" else tmp for c in cmd]
+            proc = subprocess.run(run, cwd=project, capture_output=True, text=True)
+            if proc.returncode != 0:
+                first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+                raise IsegError(f"{project}: g++ failed to compile the C-simulation: {first}")
+            os.replace(tmp, cached)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
-            raise IsegError(f"{project}: g++ failed to compile the C-simulation: {first}")
-        os.replace(tmp, cached)
-    tmp_out = out.with_suffix(".so.tmp")
-    try:
-        shutil.copyfile(cached, tmp_out)
-        os.replace(tmp_out, out)
-        stamp.write_text(digest + "\n")
+    try:  # temporary names of their own: processes building one project at once do not share one
+        atomic_write(out, lambda tmp: shutil.copyfile(cached, tmp))
+        atomic_write(stamp, lambda tmp: tmp.write_text(f"{digest} {_file_sha256(cached)}\n"))
     except OSError as exc:  # a full disk: no half library left, and the line names the project's file
-        tmp_out.unlink(missing_ok=True)
         stamp.unlink(missing_ok=True)
         raise IsegError(f"{out}: cannot write the C-simulation library: {exc.strerror or exc}") from None
     return out
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -294,12 +300,20 @@ class CsimLibrary:
         ``name[row0:row1]``.
         """
         raw: dict[int, bytes] = {}
+        raised: list[BaseException] = []
 
         def cb(layer: int, data: int | None, nbytes: int) -> None:
-            raw[layer] = ctypes.string_at(data, nbytes) if data and nbytes > 0 else b""
+            # ctypes reports an exception raised in a callback (a Ctrl-C landing there) and carries on: the trace
+            # would then lack layers, and be compared as if complete. Kept, and raised once the frame returns.
+            try:
+                raw[layer] = ctypes.string_at(data, nbytes) if data and nbytes > 0 else b""
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                raised.append(exc)
 
         fn = _TRACE_FN(cb)
         labels = self._call(image, fn)
+        if raised:
+            raise raised[0]
         out: dict[str, np.ndarray] = {}
         for entry in self.trace_map:
             if entry["name"] is None or entry["layer"] not in raw:

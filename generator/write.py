@@ -15,21 +15,35 @@ Regenerating replaces what gen-hls wrote, nothing else: every project lists its 
 folder with hours of synthesis in it, the C-simulation library, a user's notes) is moved into the new
 project at the swap (:func:`write_project` returns those paths). A generated file the new project no
 longer has (an output dropped from the config) goes with the old project. A user's file where the new project
-writes one (a report.md of their own, and now outputs: [report]) is refused before anything is written.
+writes one (a report.md of their own, and now outputs: [report]), or in the way of a folder it writes (a file
+named ``src``), is refused before anything is written.
+
+The swap is one ``renameat2(RENAME_EXCHANGE)`` where the file system has it (two renames elsewhere), with SIGINT
+and SIGTERM held from the moment the user's files start moving until the old project is deleted, and runs
+writing into one folder take turns (an ``flock`` on it), so that neither a signal nor a second gen-hls can leave
+the output missing or the user's files in a hidden folder. What only SIGKILL or a power cut can leave, a
+``.<name>.tmp-*`` or ``.<name>.old-*`` folder beside the output, is named by the next run (never deleted by it:
+it may hold the user's files).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from iseg.errors import IsegError
 
-__all__ = ["write_project", "output_problem", "is_project", "GENERATED"]
+__all__ = ["write_project", "output_problem", "is_project", "GENERATED", "InterruptedAfterWrite", "stale_siblings"]
 
 GENERATED = ".iseg-generated"  # the project's own list of the files gen-hls wrote, one relative path per line
 _NAME_MAX = 255  # bytes of a file name (ext4, xfs, btrfs, tmpfs)
@@ -102,12 +116,98 @@ def _generated_before(old: Path) -> set[str] | None:
 
 def _user_file_in_the_way(target: Path, files: Iterable[str], before: set[str] | None) -> str | None:
     """The first path the new project writes where the previous one (``target``, its GENERATED list ``before``)
-    holds something gen-hls did not write (a user's report.md beside a project generated without one):
-    regenerating would delete it. None when nothing is in the way, or without a list (an older project: its files
-    cannot be told apart)."""
+    holds something gen-hls did not write (a user's report.md beside a project generated without one), or the
+    first folder it writes where that project holds a user's file or link (``src`` in a report-only project
+    regenerated with hls): regenerating would delete it. None when nothing is in the way, or without a list (an
+    older project: its files cannot be told apart)."""
     if before is None:
         return None
+    folders = sorted({str(parent) for rel in files for parent in Path(rel).parents if str(parent) != "."})
+    for rel in folders:
+        path = target / rel
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+            if not any(g == rel or g.startswith(rel + "/") for g in before):
+                return rel
     return next((rel for rel in sorted(files) if rel not in before and os.path.lexists(target / rel)), None)
+
+
+class InterruptedAfterWrite(KeyboardInterrupt):
+    """A SIGINT / SIGTERM that arrived while the project was being swapped in: held until the swap was done, so
+    the new project is in place (``args[0]``, the target) when it is raised."""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held for the block, then given to their handlers: the steps that move the user's files
+    and swap the projects run to their end (or are undone by an error), never cut between two renames by a
+    signal. The handlers are swapped for one that notes the signal (a signal mask would not do: the kernel gives
+    a process signal to any thread that does not block it, and Python then runs the handler in the main thread
+    at once). Off the main thread no handler can be set, and Python runs none there: nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: got.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if got:  # as it would have been received
+            handler = previous[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler in (signal.SIG_DFL, None):
+                os.kill(os.getpid(), got[0])  # SIGINT's default is Python's own handler, callable: SIGTERM ends
+
+
+@contextlib.contextmanager
+def _turn(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` (the output's parent) for the block: two gen-hls runs writing there
+    take turns instead of swapping each other's folders. Where the file system has no flock, no lock."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # the lock goes with the descriptor
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names of folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the C library or the file system has no such call (the caller then renames twice)."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def stale_siblings(target: Path) -> list[Path]:
+    """The ``.<name>.tmp-*`` / ``.<name>.old-*`` folders beside ``target`` that a killed gen-hls left (a run
+    holds the turn while it has one, so under the turn every one found is stale)."""
+    target = Path(os.path.abspath(target))
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    marks = (f".{target.name}{_TMP_SUFFIX}", f".{target.name}.old-")
+    return sorted(target.parent / n for n in names
+                  if n.startswith(marks) and len(n) == len(marks[0]) + 8 and (target.parent / n).is_dir())
 
 
 def _carry(old: Path, new: Path, ours: set[str], mine_before: set[str] | None, rel: str,
@@ -136,13 +236,16 @@ def _carry(old: Path, new: Path, ours: set[str], mine_before: set[str] | None, r
         moved.append((src, dst, r + ("/" if dst.is_dir() and not dst.is_symlink() else "")))
 
 
-def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable[Path] = ()) -> list[str]:
+def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable[Path] = ()
+                  ) -> tuple[list[str], list[Path]]:
     """Write ``files`` (relative path -> text or bytes) as the folder ``target``, with their list in GENERATED;
-    returns the paths of the previous project that were not generated and were kept (moved in).
+    returns the paths of the previous project that were not generated and were kept (moved in), and the folders
+    a killed run left beside the target (``stale_siblings``), for the caller to name.
 
     Raises IsegError (nothing written, nothing removed) when :func:`output_problem` refuses the
     target or the disk refuses a write. On any failure, an interrupt included, the temporary
-    folder is removed and a project moved aside is put back, with everything moved out of it.
+    folder is removed and a project moved aside is put back, with everything moved out of it. A signal during
+    the swap is held until it is done, then raised as :class:`InterruptedAfterWrite`.
     """
     target = Path(target)
     for rel in files:
@@ -152,6 +255,30 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
     problem = output_problem(target, protect)
     if problem is not None:
         raise IsegError(f"{target}: {problem}")
+    made = [p for p in target.parents if not os.path.lexists(p)]  # folders to remove again on failure
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IsegError(f"{target}: cannot write the project: {exc.strerror or exc}") from None
+    try:
+        with _turn(target.parent):
+            return _write_turn(files, target, protect)
+    except BaseException:
+        for p in made:  # deepest first; only the (now empty) folders made here
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _write_turn(files: dict[str, str | bytes], target: Path, protect: Iterable[Path]
+                ) -> tuple[list[str], list[Path]]:
+    """write_project's work, holding the turn on the target's folder."""
+    problem = output_problem(target, protect)  # again: another run may have written the target meanwhile
+    if problem is not None:
+        raise IsegError(f"{target}: {problem}")
+    stale = stale_siblings(target)
     before = _generated_before(target) if target.is_dir() else None  # the previous project's GENERATED list
     clash = _user_file_in_the_way(target, files, before)
     if clash is not None:
@@ -160,41 +287,54 @@ def write_project(files: dict[str, str | bytes], target: Path, protect: Iterable
     tmp: Path | None = None
     old: Path | None = None
     moved: list[tuple[Path, Path, str]] = []
-    made = [p for p in target.parents if not os.path.lexists(p)]  # folders to remove again on failure
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_SUFFIX}", dir=target.parent))
-        for rel, content in sorted(files.items()):
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8", newline="\n")
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.rmdir(old)
-            os.replace(target, old)
-            _carry(old, tmp, set(files), before, "", moved)
-        os.replace(tmp, target)
-        tmp = None
-    except BaseException as exc:
-        if tmp is not None:  # the swap did not happen: what was moved out of the previous project goes back
-            for src, dst, _ in reversed(moved):
-                os.replace(dst, src)
-        if old is not None and not os.path.lexists(target):
-            os.replace(old, target)  # the swap did not happen: the previous project stays
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        for p in made:  # deepest first; only the (now empty) folders made here
+    swapped = False
+    with contextlib.ExitStack() as held:
+        try:
+            with _signals_held():  # no folder made and left unnamed by a signal between mkdtemp and here
+                tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_SUFFIX}", dir=target.parent))
+            for rel, content in sorted(files.items()):
+                path = tmp / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content, encoding="utf-8", newline="\n")
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, as mkdir would have made it
+            held.enter_context(_signals_held())  # from here to the old project's deletion: held
+            if target.exists():
+                _carry(target, tmp, set(files), before, "", moved)
+                if _exchange(tmp, target):
+                    old, tmp, swapped = tmp, None, True  # tmp's name now holds the previous project
+                else:
+                    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                    os.rmdir(old)
+                    os.replace(target, old)
+            if not swapped:
+                os.replace(tmp, target)
+                tmp, swapped = None, True
+        except BaseException as exc:
+            if not swapped:
+                if old is not None and not os.path.lexists(target):
+                    os.replace(old, target)  # the second rename did not happen: the previous project stays
+                for src, dst, _ in reversed(moved):  # what was moved out of the previous project goes back
+                    os.replace(dst, src)
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise IsegError(f"{target}: cannot write the project: {exc.strerror or exc}") from None
+            raise
+        try:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
             try:
-                p.rmdir()
-            except OSError:
-                break
-        if isinstance(exc, OSError):
-            raise IsegError(f"{target}: cannot write the project: {exc.strerror or exc}") from None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return [r for _, _, r in moved]
+                held.close()  # a signal held during the swap is delivered here
+            except KeyboardInterrupt:
+                raise InterruptedAfterWrite(str(target)) from None
+    return [r for _, _, r in moved], stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

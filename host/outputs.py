@@ -167,12 +167,15 @@ class VideoOut:
             self._writer = None
         if self._tmp is None:
             return
-        if keep and self.frames:
-            os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it 0600: the mode open() would give
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
-        self._tmp = None
+        tmp, self._tmp = self._tmp, None
+        try:
+            if keep and self.frames:
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600: the mode open() would give
+                os.replace(tmp, self.path)
+        except OSError as exc:  # named by the option, not by the temporary file (which goes)
+            raise IsegError(f"--video-out {self.path}: cannot write ({exc.strerror or exc})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class Journal:

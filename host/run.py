@@ -18,6 +18,7 @@ The rules that protect the user's files live here:
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -192,6 +193,11 @@ def _check_paths(sources: list[Source], opts: Options) -> None:
                 if clash is not None:
                     check_output_file(clash, "--out")
     if opts.video_out is not None:
+        video = Path(os.path.abspath(opts.video_out))
+        mine = [Path(os.path.abspath(p)) for p in (out, out / JOURNAL, *output_folders(out))]
+        if video in mine or any(video.is_relative_to(f) for f in mine[2:]):  # (found only after every frame)
+            raise IsegError(f"--video-out {opts.video_out}: is the run's own --out, journal or labels/ / overlay/ "
+                            "folder (give a file beside them)")
         check_output_file(opts.video_out, "--video-out")
         check_video_out(opts.video_out)
 

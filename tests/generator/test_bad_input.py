@@ -7,6 +7,7 @@ untouched.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -214,10 +215,11 @@ def test_write_project_refuses_a_user_folder(tmp_path: Path) -> None:
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("exchanged", [True, False], ids=["exchange", "two-renames"])
 @pytest.mark.parametrize("user_files", [False, True])
 def test_write_project_interrupted_at_the_swap_keeps_the_old_project(tmp_path: Path, tiny_ckpt: Path,
                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                     user_files: bool) -> None:
+                                                                     user_files: bool, exchanged: bool) -> None:
     """With files of the user's in the old project (moved into the new one before the swap): moved back."""
     cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
     assert main([str(cfg)]) == 0
@@ -233,8 +235,15 @@ def test_write_project_interrupted_at_the_swap_keeps_the_old_project(tmp_path: P
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(write_mod.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
+    def exchange(a: Path, b: Path) -> bool:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))  # the one-step swap failing
+
+    if exchanged:
+        monkeypatch.setattr(write_mod, "_exchange", exchange)
+    else:  # a file system without RENAME_EXCHANGE: two renames, the second one failing
+        monkeypatch.setattr(write_mod, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(write_mod.os, "replace", replace)
+    with pytest.raises(IsegError if exchanged else KeyboardInterrupt):
         write_project({"manifest.json": "{}"}, tmp_path / "out")
     monkeypatch.undo()
     assert _snapshot(tmp_path) == before
@@ -453,14 +462,102 @@ sys.exit(main([sys.argv[1]]))
 """
 
 
-def test_sigint(tmp_path: Path, tiny_ckpt: Path) -> None:
-    """A real SIGINT (twice) during the plan: exit 130, exactly one line, no traceback, nothing written."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_sigint(tmp_path: Path, tiny_ckpt: Path, sig: str) -> None:
+    """A real SIGINT or SIGTERM (twice) during the plan: exit 128 + the signal, exactly one line, no traceback,
+    nothing written (SIGTERM's default action ended the process at once, leaving the temporary folders)."""
     cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
     before = _snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", _SIGINT_SCRIPT, str(cfg)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "gen-hls: interrupted\n")
+    proc = subprocess.run([sys.executable, "-c", _SIGINT_SCRIPT.replace("SIGINT", sig), str(cfg)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (128 + getattr(signal, sig), "", "gen-hls: interrupted\n")
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_swap_is_held_until_it_is_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           sig: int) -> None:
+    """A signal between the renames that move the user's files and swap the projects left the output missing
+    and the user's files in a hidden folder (a review's harness: 4 of 60 SIGTERMs): it is held, the swap ends,
+    and it is raised after (InterruptedAfterWrite: the new project is in place)."""
+    out = tmp_path / "out"
+    write_project({"manifest.json": '{"format": "iseg-project"}', "a.txt": "old\n"}, out)
+    (out / "NOTES.txt").write_text("mine\n")
+    real = write_mod._carry
+
+    def carry(*args: object, **kw: object) -> None:
+        os.kill(os.getpid(), sig)  # held: delivered once the old project is deleted
+        real(*args, **kw)
+
+    monkeypatch.setattr(write_mod, "_carry", carry)
+    previous = signal.signal(sig, signal.default_int_handler)  # SIGTERM too: a KeyboardInterrupt, as gen-hls's
+    try:
+        with pytest.raises(write_mod.InterruptedAfterWrite) as exc:
+            write_project({"manifest.json": '{"format": "iseg-project"}', "a.txt": "new\n"}, out)
+    finally:
+        signal.signal(sig, previous)
+    assert exc.value.args == (str(out),)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.tmp- / .out.old- left
+    assert (out / "a.txt").read_text() == "new\n" and (out / "NOTES.txt").read_text() == "mine\n"
+
+
+def test_a_user_file_where_the_new_project_makes_a_folder_is_refused(tmp_path: Path) -> None:
+    """A user's file named src in a report-only project, regenerated with hls (src/...): deleted silently with
+    the old project, exit 0. Refused like a file in the way of a file; a link named so too."""
+    out = tmp_path / "out"
+    write_project({"manifest.json": '{"format": "iseg-project"}'}, out)
+    (out / "src").write_text("mine\n")
+    (out / "tb").symlink_to(tmp_path)
+    before = _snapshot(tmp_path)
+    for name in ("src", "tb"):
+        with pytest.raises(IsegError) as exc:
+            write_project({"manifest.json": '{"format": "iseg-project"}', f"{name}/top.cpp": "x"}, out)
+        assert str(exc.value) == (f"{out}: {name} is not a file gen-hls wrote (the project's .iseg-generated does "
+                                  "not list it) and the new project writes one there: move it aside, then run again")
+        assert _snapshot(tmp_path) == before
+
+
+def test_a_folder_a_killed_run_left_is_named_not_deleted(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:
+    """SIGKILL (which nothing can hold) mid-swap can leave .out.tmp-XXXXXXXX beside the output, perhaps with the
+    user's files in it: the next run names it on stderr and leaves it."""
+    cfg = write_config(tmp_path, tiny_ckpt, outputs=["report"])
+    stale = tmp_path / ".out.tmp-abcd1234"
+    stale.mkdir()
+    (stale / "NOTES.txt").write_text("mine\n")
+    (tmp_path / ".out.tmp-x").mkdir()  # not a name mkdtemp makes: not ours
+    assert main([str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"gen-hls: note: {stale} was left by a gen-hls run that was killed (SIGKILL or a power cut); it "
+                   "may hold a previous project and files of yours: look, then delete it\n")
+    assert (stale / "NOTES.txt").read_text() == "mine\n"
+
+
+def test_runs_writing_one_output_at_once_take_turns(tmp_path: Path) -> None:
+    """Two gen-hls runs into one output swapped each other's folders (a review: the user's files left in a
+    hidden .old- folder, or 'Directory not empty'): they hold a turn on the output's folder (flock)."""
+    import threading
+
+    out = tmp_path / "out"
+    write_project({"manifest.json": '{"format": "iseg-project"}'}, out)
+    (out / "NOTES.txt").write_text("mine\n")
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for j in range(15):
+                write_project({"manifest.json": '{"format": "iseg-project"}', "n.txt": f"{i} {j}\n"}, out)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == [".iseg-generated", "NOTES.txt", "manifest.json", "n.txt"]
+    assert (out / "NOTES.txt").read_text() == "mine\n"
 
 
 def test_main_restores_the_sigint_handler(tmp_path: Path, tiny_ckpt: Path, capsys) -> None:

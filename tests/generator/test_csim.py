@@ -119,6 +119,69 @@ def test_library_copy_on_a_full_disk_leaves_nothing(tiny_project: Path, tmp_path
     assert not any(n.startswith("libiseg_csim.") for n in left), left
 
 
+def test_a_truncated_library_with_its_stamp_is_copied_again(tiny_project: Path, tmp_path: Path) -> None:
+    """The stamp held only the sources' digest: a library truncated on disk was taken as up to date, and dlopen
+    of it ended the process with SIGBUS and no message (a review: any length from 1,000 to 60,000 bytes). The
+    stamp also holds the library's own sha256, so it is copied again from the cache."""
+    proj = Path(shutil.copytree(tiny_project, tmp_path / "p"))
+    lib = proj / "build" / "libiseg_csim.so"
+    good = lib.read_bytes()
+    lib.write_bytes(good[:5000])
+    assert build(proj) == lib and lib.read_bytes() == good
+    stamp = (proj / "build" / "libiseg_csim.sha256").read_text().split()
+    assert len(stamp) == 2 and stamp[1] == __import__("hashlib").sha256(good).hexdigest()
+
+
+def test_builds_of_one_project_at_once_do_not_share_a_temporary_file(tiny_project: Path, tmp_path: Path) -> None:
+    """Every build copied the cached library through build/<lib>.so.tmp: processes building one project at once
+    truncated each other's copy (a review: 4 concurrent iseg-host --emulate runs, segfaults and 'cannot write')."""
+    import threading
+
+    proj = Path(shutil.copytree(tiny_project, tmp_path / "p"))
+    good = (proj / "build" / "libiseg_csim.so").read_bytes()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for _ in range(10):
+                (proj / "build" / "libiseg_csim.sha256").unlink(missing_ok=True)  # out of date: copied again
+                build(proj)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and (proj / "build" / "libiseg_csim.so").read_bytes() == good
+    assert not [p.name for p in (proj / "build").iterdir() if "tmp" in p.name]
+
+
+def test_an_exception_in_the_trace_callback_is_raised(tiny_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctypes reports an exception raised in a callback and carries on: a Ctrl-C landing in the trace callback
+    during gen-hls --csim left a partial trace, compared as if complete (a KeyError traceback, exit 1). It is raised
+    once the frame returns."""
+    import ctypes
+
+    from iseg.generator import csim
+
+    lib = CsimLibrary(tiny_project)
+    img = calibration_image(PRESETS["tiny"].image, 0)  # tiny_ckpt's model
+    real, calls = ctypes.string_at, []
+
+    def string_at(*args: object) -> bytes:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(csim.ctypes, "string_at", string_at)
+    with pytest.raises(KeyboardInterrupt):
+        lib.run_traced(img)
+    assert len(calls) > 3  # the frame ran to its end (the C code cannot be stopped in a callback)
+
+
 def test_cli_csim_pass(tiny_project: Path, capsys) -> None:
     cfg = tiny_project.parent / "config.yaml"
     assert main([str(cfg), "--csim", "--images", "2"]) == 0

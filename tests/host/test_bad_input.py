@@ -91,6 +91,20 @@ def test_video_out_that_is_a_folder_is_one_line(argv: list[str], image: tuple[Pa
     assert not (tmp_path / "o").exists() and not _opened(pynq_log)
 
 
+@pytest.mark.parametrize("video", ["o", "o/labels", "o/overlay", "o/overlay/v.mp4", "o/" + JOURNAL])
+def test_video_out_among_the_runs_own_outputs_is_refused_up_front(argv: list[str], image: tuple[Path, np.ndarray],
+                                                                 tmp_path: Path, pynq_log: list[tuple],
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 video: str) -> None:
+    """--video-out naming --out or a folder the run makes passed the check (they did not exist yet) and failed
+    after every frame, naming a temporary file it left behind."""
+    line = _one_line(capsys, [*argv, str(image[0]), "--out", str(tmp_path / "o"), "--overlay", "--video-out",
+                              str(tmp_path / video)])
+    assert line == (f"iseg-host: --video-out {tmp_path / video}: is the run's own --out, journal or labels/ / "
+                    "overlay/ folder (give a file beside them)")
+    assert not (tmp_path / "o").exists() and not _opened(pynq_log)
+
+
 @pytest.mark.parametrize("blocker", [JOURNAL, "labels/a.png", "labels", "overlay/a.jpg"])
 def test_overwrite_onto_a_folder_is_one_line_and_changes_nothing(
         blocker: str, argv: list[str], image: tuple[Path, np.ndarray], tmp_path: Path, pynq_log: list[tuple],

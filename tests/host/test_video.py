@@ -142,3 +142,19 @@ def test_a_frame_that_does_not_decode_is_reported(project: Path, tmp_path: Path,
     n = len(list((tmp_path / "out" / "labels" / "clip").iterdir()))
     assert 0 < n < 20 and f"{n} frame(s) processed, 0 already done (resumed), 1 unreadable (skipped)" in cap.out
     assert f"iseg-host: skipped {clip}: decoded {n} of the 20 frames {clip} lists: a frame that did not" in cap.err
+
+
+def test_a_video_that_cannot_take_its_name_is_one_line_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The rename into place failing (a folder of that name made meanwhile) named the temporary file and left it
+    in the user's folder."""
+    from iseg.errors import IsegError
+    from iseg.host.outputs import VideoOut
+
+    video = VideoOut(tmp_path / "v.avi", 10.0)
+    video.write(np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "v.avi").mkdir()
+    (tmp_path / "v.avi" / "x").write_text("in the way\n")
+    with pytest.raises(IsegError) as exc:
+        video.close(keep=True)
+    assert str(exc.value).startswith(f"--video-out {tmp_path / 'v.avi'}: cannot write (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]
