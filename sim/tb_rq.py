@@ -1,7 +1,8 @@
 """cocotb testbench of ``iseg_rq``: per-channel RQ_b vs ``numerics.requant``.
 
 Rows of int32 accumulators: uniform over the whole 32-bit range (saturating both ways), small
-values (where the half-up rounding boundary and the offset dominate), the extremes
+values (where the offset dominates; with m = 2^30, e = 31, o = 0, the rq_ties case of
+tests/rtl/test_rtl_units.py, every odd one is an exact half, so the half-up rounding decides), the extremes
 ``-(2^31 - 1)``, ``2^31 - 1`` and zero, all sent LANES per beat with gaps and backpressure.
 """
 

@@ -447,7 +447,10 @@ def test_layernorm_constant_row_gives_beta() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, 2 ** 31), st.sampled_from([8, 64, 192, 150]), st.floats(5.0, 5000.0))
 def test_layernorm_close_to_float(seed: int, c: int, spread: float) -> None:
-    """Error budget: the integer mean (0.5/sd), floor(sqrt(sum y^2)) (relative 1/sqrt(sum y^2)), the requant."""
+    """Error budget: the integer mean (round half even: 0.5/sd), floor(sqrt(sum y^2)) (relative 1/sqrt(sum y^2),
+    plus C/8/sum from the mean's offset), the requant. The sd's relative error scales the normalised part,
+    ref - beta: it scaled |ref| until a row of sd 3.1 with beta < 0 fell outside (hypothesis: seed 4677, c 8,
+    spread 5.0); 20,000 draws of this budget, half at spreads of 5 to 8, stay 0.012 inside it."""
     rng = np.random.default_rng(seed)
     x = np.clip(np.round(rng.normal(rng.normal(0, 100), spread, size=(4, c))), -32768, 32767).astype(np.int64)
     s_out = 4 / 120
@@ -465,8 +468,14 @@ def test_layernorm_close_to_float(seed: int, c: int, spread: float) -> None:
     inside = np.abs(ref) < 127 * s_out
     sd = np.sqrt(xf.var(-1, keepdims=True))
     var_sum = ((xf - xf.mean(-1, keepdims=True)) ** 2).sum(-1, keepdims=True)
-    tol = 0.04 + 0.5 / np.maximum(sd, 1e-9) * gamma.max() + np.abs(ref) / np.sqrt(np.maximum(var_sum, 1))
+    rel = 1 / np.sqrt(np.maximum(var_sum, 1)) + c / (8 * np.maximum(var_sum, 1))
+    tol = 0.04 + 0.5 / np.maximum(sd, 1e-9) * gamma.max() + np.abs(ref - beta) * rel
     assert np.all((np.abs(y - ref) <= tol)[inside])
+
+
+def test_layernorm_close_to_float_small_spread_row() -> None:
+    """The example hypothesis found against the old budget, kept: it must hold every run, not by chance."""
+    test_layernorm_close_to_float.hypothesis.inner_test(4677, 8, 5.0)
 
 
 def test_layernorm_bounds_on_extreme_rows() -> None:
@@ -671,3 +680,39 @@ def test_tabulate_is_the_function_itself() -> None:
     fn = lambda v: v * v - 3 * v  # noqa: E731
     assert np.array_equal(nx._tabulate(fn, x, -7, 39), fn(x))
     assert np.array_equal(nx._tabulate(fn, x[:10], -7, 39), fn(x[:10]))  # short input: no table
+
+
+# --------------------------------------------------------------------------------------------
+# pinned by hand: mutants of these survived a suite whose every check takes its constants from the same function
+# --------------------------------------------------------------------------------------------
+def test_dyadic_shift_range_ends_at_62() -> None:
+    """§2: e in [1, 62]; 2^-32 is the smallest ratio (m = 2^30, e = 62), 2^-33 needs e = 63 and is refused
+    (the exporter writes m = 0 below 2^-32, docs/numerics.md item 6). A bound of 63 survived every test."""
+    assert nx.dyadic(2.0 ** -32) == (1 << 30, 62)
+    with pytest.raises(ValueError, match="needs shift 63"):
+        nx.dyadic(2.0 ** -33)
+    assert nx.dyadic(0.75) == (3 << 29, 31) and nx.dyadic(-1.0) == (-(1 << 30), 30)
+
+
+def test_exact_matmul_is_exact_where_float32_would_round() -> None:
+    """int8 operands of 100..127 over K = 2000 (Seg-S fc2 has K = 1536): bound 2000 * 128 * 128 > 2^24, so
+    float32 would round partial sums; ±128 operands (every other large-K test) make every product a multiple
+    of 128 and hide it. Against int64 by hand."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(100, 128, (6, 2000)).astype(np.int8)
+    b = rng.integers(100, 128, (2000, 5)).astype(np.int8)
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal(nx.exact_matmul(a, b), want)
+    wrong = np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+    assert not np.array_equal(wrong, want)  # the case is one where float32 is not enough
+
+
+def test_gelu_constants_by_hand() -> None:
+    """§5.2 by hand. ShiftGELU (I-ViT): k = 0, n = 23, x0 = floor(-1 / (1.702 s)); s = 0.05: -1 / 0.0851 = -11.75
+    -> -12. λ-ShiftGELU, s = 0.03: L = floor(4 / 0.03) = 133, x0 = floor(-8 / (1.702 * 0.03)) = floor(-156.68) =
+    -157, M = 133 << 3 = 1064, em = shexp(-M, x0, 20). (n = 22 and a ceil for L survived every test.)"""
+    c = nx.gelu_consts(0.05, "shift")
+    assert (c.variant, c.x0, c.n) == ("shift", -12, 23)
+    c = nx.gelu_consts(0.03)
+    assert (c.variant, c.L, c.x0, c.n, c.k) == ("lambda", 133, -157, 20, 3)
+    assert c.em == int(nx.shexp(np.int64(-1064), -157, 20))

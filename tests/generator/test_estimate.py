@@ -1498,3 +1498,25 @@ def test_parse_budget_option_refuses(text: str, needle: str) -> None:
     with pytest.raises(IsegError) as exc:
         parse_budget_option(text)
     assert needle in str(exc.value)
+
+
+def test_memory_blocks_by_hand() -> None:
+    """estimate._mem_blocks against hand counts (a URAM depth of 8192 and a LUTRAM threshold in bytes survived every
+    test before). BRAM36: 36 Kbit = 4,608 bytes, at most 72 bits wide; URAM: 4,096 words of 72 bits; 1 Kbit or
+    less: LUTRAM or registers."""
+    from iseg.generator.boards import BOARDS
+
+    kv = BOARDS["kv260"]
+    # 80,000 bytes in 2 memories of 72-bit words: 40,000 bytes = 4,445 words each -> 2 URAMs each
+    assert est._mem_blocks(80_000, 2, 72, kv, True) == (0, 4)
+    # the same on BRAM: ceil(40,000 / 4,608) = 9 each
+    assert est._mem_blocks(80_000, 2, 72, kv, False) == (18, 0)
+    # width first: 144-bit words need 2 BRAM36 side by side even for 5,000 bytes (2 by depth too)
+    assert est._mem_blocks(5_000, 1, 144, kv, False) == (2, 0)
+    assert est._mem_blocks(5_000, 1, 288, kv, False) == (4, 0)
+    # 1,024 bits (128 bytes) is LUTRAM; 129 bytes takes a block
+    assert est._mem_blocks(128, 1, 8, kv, False) == (0, 0)
+    assert est._mem_blocks(129, 1, 8, kv, False) == (1, 0)
+    # URAM only from 4 KiB a memory: 4,095 bytes stay in one BRAM36, 4,096 (456 words) take one URAM
+    assert est._mem_blocks(4_095, 1, 72, kv, True) == (1, 0)
+    assert est._mem_blocks(4_096, 1, 72, kv, True) == (0, 1)

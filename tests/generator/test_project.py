@@ -257,6 +257,26 @@ def test_testbench_builds_and_passes_from_another_folder(project: Path, tmp_path
     assert "set ::env(ISEG_PROJECT_DIR) $root" in (project / "scripts" / "hls.tcl").read_text()
 
 
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None, reason="g++/make not installed")
+def test_testbench_fails_on_one_layer_checksum(project: Path, tmp_path: Path) -> None:
+    """The test bench's per-layer check, made to fail: one intermediate layer's golden checksum off by one is
+    'tb: FAIL layer <i>' and exit 1 (a check that compared the element counts only survived every test: the
+    only failing bench seen before failed on its labels)."""
+    proj = Path(shutil.copytree(project, tmp_path / "p"))
+    golden = proj / "tb" / "golden" / "layers.txt"
+    rows = golden.read_text().splitlines()
+    i = len(rows) // 2  # a layer in the middle, not the last (whose labels would fail too)
+    idx, count, total = rows[i].split()
+    rows[i] = f"{idx} {count} {int(total) + 1}"
+    golden.write_text("\n".join(rows) + "\n")
+    build = subprocess.run(["make", "-C", str(proj), "build/tb"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    run = subprocess.run([str(proj / "build" / "tb")], capture_output=True, text=True, cwd=tmp_path,
+                         env={"ISEG_PROJECT_DIR": str(proj), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"tb: FAIL layer {idx} (" in run.stdout and f"expected {int(total) + 1} over {count}" in run.stdout
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 @pytest.mark.parametrize("name", ["beat", "g_sum", "run"])
 def test_project_may_take_the_testbench_names(tmp_path: Path, tiny_ckpt: Path, name: str) -> None:

@@ -77,6 +77,21 @@ def test_overlay_blends_class_colours(manifest: Manifest, tmp_path: Path) -> Non
     assert abs(ov[..., 0].mean() - 128) < 4 and ov[..., 1].mean() < 4 and ov[..., 2].mean() < 4
 
 
+def test_overlay_weights_by_hand() -> None:
+    """(1 - alpha) image + alpha colour, by hand: 200 under black at alpha 0.25 is 150, under white 213.75 -> 214
+    with the u8 rounding of (200 * 192 + 255 * 64 + 128) >> 8 = 214. The CLI test's alpha 0.5 on a black image
+    cannot tell alpha from 1 - alpha (a swap of the weights survived every test)."""
+    from iseg.host.outputs import overlay
+
+    img = np.full((2, 3, 3), 200, np.uint8)
+    table = np.zeros((256, 3), np.uint8)
+    table[1] = 255
+    labels = np.array([[0, 0, 1], [1, 0, 1]], np.uint8)
+    out = overlay(img, labels, table, alpha=0.25)
+    want = np.where(labels[..., None] == 1, 214, 150)
+    assert np.array_equal(out, np.broadcast_to(want, out.shape))
+
+
 def test_unreadable_inputs_are_reported_counted_and_skipped(manifest: Manifest, tmp_path: Path) -> None:
     _images(tmp_path / "in", 3)
     good = (tmp_path / "in" / "f001.png").read_bytes()

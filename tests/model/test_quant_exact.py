@@ -285,3 +285,18 @@ def test_clipped_layernorm_offsets_are_one_warning_line():
     assert line == ("warning: LayerNorm offsets clipped to the spec's |o| < 2^61, so those channels' outputs saturate "
                     "short of the float model's: enc.0.ln1 channel(s) 1 (a gamma far below beta; "
                     "info.ln_offsets_clipped)")
+
+
+def test_class_token_is_on_the_patch_embedding_grid():
+    """The class token joins the patch embedding's output ahead of the position add, so it is quantised at the
+    patch embedding's scale s_pe (16 bits), by hand here. At s_embed instead (the scale after the add), the
+    model tests did not notice: in them s_embed / s_pe is about 1.003, below their argmax and correlation checks."""
+    fp = random_fp(8)
+    images, _ = load_data("synthetic:2", fp.cfg.image_size)
+    qm = calibrate(QuantSegmenter(fp), images)
+    ck = export(qm)
+    s_pe = qm.scales()["patch_embed"]
+    cls = fp.encoder.cls_token[0].detach().double().numpy()
+    want = np.clip(np.round(cls / s_pe), -32768, 32767).astype(np.int16)
+    assert ck.tensors["cls_token"].dtype == np.int16 and np.array_equal(ck.tensors["cls_token"], want)
+    assert np.abs(want).max() > 100  # values large enough that another scale's rounding would differ

@@ -30,7 +30,12 @@ CASES = [
     ("gemm_kd2_3x5_unpacked", "iseg_gemm", {"gemm_rows": 3, "gemm_cols": 5, "gemm_pack": False, "gemm_kd": 2}),
     ("rq_i8", "iseg_rq", {}),
     ("rq_i16_lanes4", "iseg_rq", {"rq_lanes": 4, "rq_bits": 16}),
+    # exact halves: z * 2^30 / 2^31 = z / 2 for every odd z of the bench's small rows, so the half-up rounding
+    # constant 2^(e-1) is what decides (a constant of 2^(e-1) - 1 passed the random m, e, o of rq_i8)
+    ("rq_ties", "iseg_rq", {"rq_m": (1 << 30,) * 8, "rq_e": (31,) * 8, "rq_o": (0,) * 8}),
     ("add", "iseg_add", {}),
+    # the same for the residual add: a * 2^29 + b * 2^29 over 2^30 = (a + b) / 2, a half for every odd a + b
+    ("add_ties", "iseg_add", {"add_ma": 1 << 29, "add_mb": 1 << 29, "add_e": 30}),
     ("shiftmax_precise", "iseg_shiftmax", {}),
     ("shiftmax_ivit", "iseg_shiftmax", {"sm_variant": "ivit", "sm_x0": nx.shiftmax_x0(0.05, "ivit")}),
     # |x0| 2000: a row's sum reaches 64 * 2000 * 2^16 > 2^31, so I-ViT's clamp of S acts (with x0 = -20 it never did,
