@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,6 +239,8 @@ class Journal:
         if self._fh is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._fresh:
+            _remove_leftovers(self.path.parent)
         if self._fresh:
             text = json.dumps(self.settings, sort_keys=True) + "\n"
             atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -255,3 +258,15 @@ class Journal:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+_LEFTOVER = re.compile(r"\.tmp-[a-z0-9_]{8}\.(png|jpg|json|mp4|avi)")  # atomic_write's and VideoOut's mkstemp names
+
+
+def _remove_leftovers(out: Path) -> None:
+    """The temporary files a killed run left in its output (``.tmp-XXXXXXXX.png`` and the like: a SIGKILL between
+    a write and its rename), removed when a run resumes there; nothing else is touched."""
+    for folder, _, names in os.walk(out):
+        for name in names:
+            if _LEFTOVER.fullmatch(name):
+                Path(folder, name).unlink(missing_ok=True)

@@ -171,6 +171,28 @@ def test_interrupted_run_resumes_where_it_stopped(manifest: Manifest, tmp_path: 
     assert third.resumed == 6 and backend.runs == 0
 
 
+def test_a_resume_removes_what_a_killed_run_left(manifest: Manifest, tmp_path: Path) -> None:
+    """A SIGKILL between a frame's write and its rename leaves .tmp-XXXXXXXX.png (atomic_write's mkstemp name) in
+    labels/ or a video's frame folder: a resume removed none of them. It removes those, and only those."""
+    _images(tmp_path / "in", 3)
+
+    def interrupt(i: int) -> None:
+        if i == 1:
+            raise KeyboardInterrupt
+
+    _run(manifest, [tmp_path / "in"], tmp_path / "out", backend=StandInBackend(manifest, interrupt))
+    labels = tmp_path / "out" / "labels"
+    (labels / "clip").mkdir()
+    left = [labels / ".tmp-abcd1234.png", labels / "clip" / ".tmp-x_9yz0w1.png",
+            tmp_path / "out" / ".tmp-q1w2e3r4.json"]
+    mine = [labels / ".tmp-mine.png", labels / "notes.txt", labels / ".tmp-abcd1234.png.bak"]
+    for f in left + mine:
+        f.write_bytes(b"x")
+    summary, _, _ = _run(manifest, [tmp_path / "in"], tmp_path / "out")
+    assert summary.resumed == 1 and summary.processed == 2
+    assert [f for f in left if f.exists()] == [] and all(f.read_bytes() == b"x" for f in mine)
+
+
 def test_a_deleted_output_is_redone_on_resume(manifest: Manifest, tmp_path: Path) -> None:
     _images(tmp_path / "in", 3)
     _run(manifest, [tmp_path / "in"], tmp_path / "out")
