@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from iseg.errors import IsegError
+from iseg.imageio import _umask
 
 __all__ = ["write_project", "output_problem", "is_project", "GENERATED", "InterruptedAfterWrite", "stale_siblings"]
 
@@ -332,9 +333,3 @@ def _write_turn(files: dict[str, str | bytes], target: Path, protect: Iterable[P
             except KeyboardInterrupt:
                 raise InterruptedAfterWrite(str(target)) from None
     return [r for _, _, r in moved], stale
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -95,8 +95,8 @@ def check_manifest(m: Manifest) -> None:
 def load_library(m: Manifest) -> tuple[ctypes.CDLL, Path]:
     """Build (cached) and load the project's C-simulation library, checked against the manifest first.
 
-    A library that does not load although its hash stamp matches (replaced or truncated on disk)
-    is rebuilt once, by dropping the stamp; if it still does not load the run stops with one line.
+    A library replaced or truncated on disk is copied again by ``csim.build`` (its stamp holds the library's own
+    sha256); one that still does not load (a bad cache entry) stops the run with one line.
     The emulated board runs the build without the memory-port check (``csim.build(port_check=False)``):
     the same labels and cycles, 15-20 % less time per frame (benchmarks/csim_frame.py); ``gen-hls --csim`` is
     where ports are checked.
@@ -106,20 +106,12 @@ def load_library(m: Manifest) -> tuple[ctypes.CDLL, Path]:
     if not (m.root / "src" / "csim.cpp").is_file():
         csim.build(m.root)  # its one line: generate the project with outputs hls or csim
     check_manifest(m)
-    stamp = m.root / "build" / "libiseg_csim_fast.sha256"  # csim.build's stamp of that library
-    for attempt in (0, 1):
-        try:
-            lib_path = csim.build(m.root, port_check=False)  # cached: a hash check when up to date
-        except OSError as e:
-            raise IsegError(f"{m.root}: cannot build the C-simulation library ({e.strerror or e})") from None
-        try:
-            return ctypes.CDLL(str(lib_path.resolve())), lib_path
-        except OSError as e:
-            if attempt:
-                raise IsegError(f"{lib_path}: cannot load the C-simulation library ({e}); delete it and the "
-                                f"csim cache (ISEG_CSIM_CACHE, default ~/.cache/iseg/csim) and run again") from None
-            try:
-                stamp.unlink(missing_ok=True)  # the next build() copies it again from the cache, or compiles
-            except OSError:
-                pass
-    raise AssertionError("unreachable")
+    try:
+        lib_path = csim.build(m.root, port_check=False)  # cached: a hash check when up to date
+    except OSError as e:
+        raise IsegError(f"{m.root}: cannot build the C-simulation library ({e.strerror or e})") from None
+    try:
+        return ctypes.CDLL(str(lib_path.resolve())), lib_path
+    except OSError as e:
+        raise IsegError(f"{lib_path}: cannot load the C-simulation library ({e}); delete it and the csim cache "
+                        f"(ISEG_CSIM_CACHE, default ~/.cache/iseg/csim) and run again") from None

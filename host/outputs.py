@@ -239,12 +239,12 @@ class Journal:
         if self._fh is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._fresh:
-            _remove_leftovers(self.path.parent)
         if self._fresh:
             text = json.dumps(self.settings, sort_keys=True) + "\n"
             atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             self._fresh = False
+        else:
+            _remove_leftovers(self.path.parent)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the whole run
 
     def record(self, frame: str, **info: Any) -> None:

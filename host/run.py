@@ -194,8 +194,9 @@ def _check_paths(sources: list[Source], opts: Options) -> None:
                     check_output_file(clash, "--out")
     if opts.video_out is not None:
         video = Path(os.path.abspath(opts.video_out))
-        mine = [Path(os.path.abspath(p)) for p in (out, out / JOURNAL, *output_folders(out))]
-        if video in mine or any(video.is_relative_to(f) for f in mine[2:]):  # (found only after every frame)
+        folders = [Path(os.path.abspath(f)) for f in output_folders(out)]
+        own = {Path(os.path.abspath(out)), Path(os.path.abspath(out / JOURNAL))}
+        if video in own or any(video.is_relative_to(f) for f in folders):  # (found only after every frame)
             raise IsegError(f"--video-out {opts.video_out}: is the run's own --out, journal or labels/ / overlay/ "
                             "folder (give a file beside them)")
         check_output_file(opts.video_out, "--video-out")
